@@ -1,0 +1,85 @@
+package streamer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// Reading an upstream's binlog from a file position, checkpointing at each
+// transaction end. (Not run: it needs a server.)
+func ExampleNewRemoteReader() {
+	up, err := streamer.ParseUpstream("repl:secret@127.0.0.1:3306")
+	if err != nil {
+		log.Fatal(err)
+	}
+	up.Flavor = streamer.FlavorMariaDB
+	start, err := streamer.ParsePosition("mysql-bin.000001:4")
+	if err != nil {
+		log.Fatal(err)
+	}
+	r, err := streamer.NewRemoteReader(up, start, streamer.WithHeartbeat(10*time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		ev, err := r.GetEvent(ctx)
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			return
+		case errors.Is(err, streamer.ErrBinlogPurged):
+			log.Fatalf("start from a GTID set or a newer file: %v", err)
+		case err != nil:
+			log.Fatal(err)
+		}
+		if ev.TxnEnd {
+			fmt.Println("safe to resume from", ev.Pos)
+		}
+	}
+}
+
+// Parsing a connection string; the password never shows when printed.
+func ExampleParseUpstream() {
+	up, err := streamer.ParseUpstream("repl:s3cret@db1.internal:3307")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(up.User, up.Host, up.Port)
+	fmt.Println(up)
+	// Output:
+	// repl db1.internal 3307
+	// repl:***@db1.internal:3307 (name=db1.internal:3307 flavor= server-id=0)
+}
+
+// Telling errors apart: every reader error is an *Error naming the source and
+// position, wrapping a sentinel.
+func ExampleError() {
+	pos, _ := streamer.ParsePosition("mysql-bin.000007:4")
+	var err error = &streamer.Error{Source: "db1:3306", Op: "connect", Pos: pos, Kind: streamer.ErrBinlogPurged}
+	var se *streamer.Error
+	fmt.Println(errors.Is(err, streamer.ErrBinlogPurged), errors.As(err, &se) && se.Source == "db1:3306")
+	fmt.Println(err)
+	// Output:
+	// true true
+	// streamer: source db1:3306: connect at mysql-bin.000007:4: binlog file not found on upstream (purged?)
+}
+
+// PickServerID finds a replica id nobody uses on the upstream. (Not run: it
+// needs a server.)
+func ExamplePickServerID() {
+	up, _ := streamer.ParseUpstream("repl:secret@127.0.0.1:3306")
+	id, err := streamer.PickServerID(context.Background(), up)
+	if err != nil {
+		log.Fatal(err)
+	}
+	up.ServerID = id
+	fmt.Println("replica server id", up.ServerID)
+}
