@@ -120,6 +120,10 @@ func classify(err error) (kind error, retryable bool) {
 				return ErrBinlogPurged, false
 			case strings.Contains(msg, "impossible position"),
 				strings.Contains(msg, "bogus data"),
+				strings.Contains(msg, "truncated in the middle of event"),
+				// A start inside an event makes the server take
+				// payload bytes for an event length.
+				strings.Contains(msg, "exceeded max_allowed_packet"),
 				strings.Contains(msg, "does not exist in"):
 				return ErrBadPosition, false
 			}

@@ -51,8 +51,14 @@ type Event struct {
 	GTID string
 
 	// TxnEnd is true when this event ends a transaction (XID, COMMIT, or the
-	// single statement of a DDL). Pos is then a safe point to resume from.
+	// single statement of a DDL).
 	TxnEnd bool
+
+	// Boundary is true when Pos lies between transactions: after a
+	// transaction's end, or after a real event outside any transaction
+	// (format description, GTID list, rotate, ...). Pos is then a safe point
+	// to resume reading from.
+	Boundary bool
 }
 
 // Artificial reports whether the server made the event up for this stream

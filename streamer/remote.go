@@ -280,14 +280,15 @@ func (r *RemoteReader) process(be *replication.BinlogEvent) (*Event, bool, error
 		r.skipUntil = nil
 	}
 	r.delivered = next
-	if txnEnd || (!r.tracker.inTxn && !artificial) {
+	boundary := txnEnd || (!r.tracker.inTxn && !artificial)
+	if boundary {
 		r.safe = next
 	}
 	if !r.failing.IsZero() {
 		r.bo.Reset()
 		r.failing = time.Time{}
 	}
-	return &Event{BinlogEvent: be, Pos: next, GTID: gtid, TxnEnd: txnEnd}, true, nil
+	return &Event{BinlogEvent: be, Pos: next, GTID: gtid, TxnEnd: txnEnd, Boundary: boundary}, true, nil
 }
 
 // extendOffset turns the 32-bit log_pos of an event header into a 64-bit

@@ -1,0 +1,78 @@
+package dmworker
+
+import (
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// Option configures one of the package's types. Every option's doc states its
+// default. An option that does not apply to the type it is given to is
+// rejected by the constructor.
+type Option struct {
+	name  string
+	apply func(*options)
+}
+
+// options holds every option's value; set records which were given.
+type options struct {
+	set map[string]bool
+
+	logger *slog.Logger
+
+	// Relay
+	syncPolicy       SyncPolicy
+	relayStart       streamer.Position
+	remoteOpts       []streamer.RemoteOption
+	purgeInterval    time.Duration
+	purgeExpires     time.Duration
+	purgeRemainSpace uint64
+}
+
+func defaultOptions() options {
+	return options{
+		set:           map[string]bool{},
+		logger:        slog.New(slog.DiscardHandler),
+		syncPolicy:    SyncInterval(defaultSyncInterval),
+		purgeInterval: time.Hour,
+	}
+}
+
+// collect applies opts and rejects those not in allowed.
+func collect(typ string, allowed []string, opts []Option) (options, error) {
+	o := defaultOptions()
+	ok := map[string]bool{}
+	for _, a := range allowed {
+		ok[a] = true
+	}
+	var bad []string
+	for _, opt := range opts {
+		if opt.apply == nil {
+			continue
+		}
+		if !ok[opt.name] {
+			bad = append(bad, opt.name)
+			continue
+		}
+		o.set[opt.name] = true
+		opt.apply(&o)
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		return o, fmt.Errorf("dmworker: %s does not take %s", typ, strings.Join(bad, ", "))
+	}
+	return o, nil
+}
+
+// WithLogger sets the logger. Default: discard everything.
+func WithLogger(l *slog.Logger) Option {
+	return Option{"WithLogger", func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
+	}}
+}

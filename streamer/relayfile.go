@@ -1,0 +1,406 @@
+package streamer
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+)
+
+const (
+	eventHeaderSize = replication.EventHeaderSize
+	checksumSize    = replication.BinlogChecksumLength
+	// maxEventSize bounds what a header may claim before it is taken for
+	// garbage: MariaDB's max_allowed_packet tops out at 1 GiB.
+	maxEventSize = 1 << 30
+)
+
+// errTornEvent marks an event cut short by the end of the file.
+var errTornEvent = errors.New("event cut short by the end of the file")
+
+// eventFramer reads whole raw events from a binlog file, verifying their
+// checksums, and decodes the few event types that frame transactions.
+type eventFramer struct {
+	r       *bufio.Reader
+	off     int64 // offset of the next event
+	parser  *replication.BinlogParser
+	crc     bool // events carry a CRC32 checksum (known after the FDE)
+	sawFDE  bool
+	scratch []byte
+}
+
+func newEventFramer(r io.Reader, flavor string) *eventFramer {
+	p := replication.NewBinlogParser()
+	p.SetFlavor(flavor)
+	p.SetVerifyChecksum(true)
+	return &eventFramer{r: bufio.NewReaderSize(r, 256<<10), parser: p}
+}
+
+// readMagic checks the 4-byte binlog header.
+func (f *eventFramer) readMagic() error {
+	var m [4]byte
+	n, err := io.ReadFull(f.r, m[:])
+	f.off += int64(n)
+	if err != nil {
+		return errTornEvent
+	}
+	if string(m[:]) != binlogMagic {
+		return fmt.Errorf("not a binlog file: header %q", m[:])
+	}
+	return nil
+}
+
+// next returns the next event's raw bytes (valid until the next call) and
+// its header. It returns io.EOF at a clean end, errTornEvent when the file
+// ends inside an event, and another error when the event is damaged.
+func (f *eventFramer) next() ([]byte, *replication.EventHeader, error) {
+	hdr, err := f.r.Peek(eventHeaderSize)
+	if err != nil {
+		if len(hdr) == 0 && errors.Is(err, io.EOF) {
+			return nil, nil, io.EOF
+		}
+		return nil, nil, errTornEvent
+	}
+	size := binary.LittleEndian.Uint32(hdr[9:13])
+	if size < eventHeaderSize || size > maxEventSize {
+		return nil, nil, fmt.Errorf("event header claims %d bytes", size)
+	}
+	if cap(f.scratch) < int(size) {
+		f.scratch = make([]byte, size)
+	}
+	raw := f.scratch[:size]
+	n, err := io.ReadFull(f.r, raw)
+	if err != nil {
+		_ = n
+		return nil, nil, errTornEvent
+	}
+	h := &replication.EventHeader{}
+	if err := h.Decode(raw); err != nil {
+		return nil, nil, err
+	}
+	if !f.sawFDE {
+		if h.EventType != replication.FORMAT_DESCRIPTION_EVENT {
+			return nil, nil, fmt.Errorf("first event is %s, want a format description", h.EventType)
+		}
+		ev, err := f.parser.Parse(raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		f.sawFDE = true
+		f.crc = ev.Event.(*replication.FormatDescriptionEvent).ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
+	} else if f.crc {
+		body := raw[:len(raw)-checksumSize]
+		if crc32.ChecksumIEEE(body) != binary.LittleEndian.Uint32(raw[len(raw)-checksumSize:]) {
+			return nil, nil, ErrChecksum
+		}
+	}
+	f.off += int64(size)
+	return raw, h, nil
+}
+
+// framesTxn reports whether the event type matters for transaction framing
+// or the GTID set, and so must be decoded while scanning.
+func framesTxn(t replication.EventType) bool {
+	switch t {
+	case replication.QUERY_EVENT, replication.XID_EVENT, replication.GTID_EVENT, replication.ANONYMOUS_GTID_EVENT,
+		replication.GTID_TAGGED_LOG_EVENT, replication.PREVIOUS_GTIDS_EVENT, replication.MARIADB_GTID_EVENT,
+		replication.MARIADB_GTID_LIST_EVENT, replication.MARIADB_QUERY_COMPRESSED_EVENT:
+		return true
+	}
+	return false
+}
+
+// RelayFileScan describes a relay binlog file read from its start.
+type RelayFileScan struct {
+	Size     int64 // bytes in the file
+	EventEnd int64 // end of the last whole, valid event (0 if even the magic is incomplete)
+	TxnEnd   int64 // end of the last whole transaction, or of the last event outside one
+	// TxnEndEventStart is where the event ending at TxnEnd starts (4 when
+	// TxnEnd is 4): a writer resuming there re-reads one event and so checks
+	// that the upstream still has the same bytes.
+	TxnEndEventStart int64
+	// LastTxnEventStart is where the last event that ended a transaction
+	// (XID, COMMIT, DDL) starts, -1 when the file has none. Its bytes are
+	// unique to this binlog history (transaction ids, timestamps), which
+	// makes it the event to re-read when checking that the upstream still
+	// has the file that was copied.
+	LastTxnEventStart int64
+	GTIDSet          mysql.GTIDSet // executed set at TxnEnd, when the file says (GTID list / previous GTIDs)
+	Flavor           string        // flavour of GTIDSet
+	Events           int           // whole events up to EventEnd
+	// BadAt is the offset of the first event that could not be read whole
+	// and valid, or -1 when the file ends cleanly. Bad says why; errors.Is
+	// (Bad, ErrChecksum) tells a checksum mismatch from a torn event.
+	BadAt int64
+	Bad   error
+	// Rotated is true when the last whole event is a rotate or stop event:
+	// the upstream finished this file.
+	Rotated bool
+}
+
+// ScanRelayFile reads a relay (or any binlog) file from its start: it checks
+// every event's frame and checksum, and follows transactions to find the
+// last point a writer can resume from. It reports damage in the result
+// rather than as an error; the error is for failing to read the file at all.
+func ScanRelayFile(path, flavor string) (RelayFileScan, error) {
+	s := RelayFileScan{BadAt: -1, LastTxnEventStart: -1}
+	f, err := os.Open(path)
+	if err != nil {
+		return s, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return s, err
+	}
+	s.Size = st.Size()
+	fr := newEventFramer(f, flavor)
+	if err := fr.readMagic(); err != nil {
+		s.BadAt, s.Bad = 0, err
+		return s, nil
+	}
+	s.EventEnd, s.TxnEnd, s.TxnEndEventStart = 4, 4, 4
+	tr := newTxnTracker(flavor, nil)
+	for {
+		start := fr.off
+		raw, h, err := fr.next()
+		if errors.Is(err, io.EOF) {
+			return s, nil
+		}
+		if err != nil {
+			s.BadAt, s.Bad = start, err
+			return s, nil
+		}
+		txnEnd := false
+		if framesTxn(h.EventType) {
+			ev, perr := fr.parser.Parse(raw)
+			if perr != nil {
+				s.BadAt, s.Bad = start, perr
+				return s, nil
+			}
+			if _, txnEnd, perr = tr.observe(ev); perr != nil {
+				s.BadAt, s.Bad = start, perr
+				return s, nil
+			}
+		}
+		s.Events++
+		s.EventEnd = fr.off
+		s.Rotated = h.EventType == replication.ROTATE_EVENT || h.EventType == replication.STOP_EVENT
+		if txnEnd {
+			s.LastTxnEventStart = start
+		}
+		if txnEnd || !tr.inTxn {
+			s.TxnEnd, s.TxnEndEventStart = fr.off, start
+			s.GTIDSet, s.Flavor = tr.gset, tr.flavor
+		}
+	}
+}
+
+// RelayFileWriter appends upstream events to the binlog files of one relay
+// subdirectory, keeping each file's offsets equal to the upstream's: an
+// event is written at the offset it has upstream. It is not safe for
+// concurrent use.
+type RelayFileWriter struct {
+	dir      string
+	name     string   // current file name ("" before the first rotate)
+	f        *os.File // nil until the current file is opened
+	size     int64
+	dirDirty bool // a file was created since the last Sync
+	synced   bool // everything written is fsynced
+}
+
+// NewRelayFileWriter returns a writer for the subdirectory dir. When name is
+// set, writing resumes at the end of that file, which must already be
+// repaired (see ScanRelayFile).
+func NewRelayFileWriter(dir, name string) (*RelayFileWriter, error) {
+	w := &RelayFileWriter{dir: dir, synced: true}
+	if name != "" {
+		if err := w.open(name, false); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// File is the current file's name and size.
+func (w *RelayFileWriter) File() (name string, size int64) { return w.name, w.size }
+
+func (w *RelayFileWriter) open(name string, create bool) error {
+	if err := validateName(name); err != nil {
+		return err
+	}
+	if err := w.closeFile(); err != nil {
+		return err
+	}
+	path := filepath.Join(w.dir, name)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) && create {
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		if err == nil {
+			w.dirDirty = true
+			if _, err = f.Write([]byte(binlogMagic)); err != nil {
+				f.Close()
+				return err
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	w.f, w.name, w.size = f, name, st.Size()
+	if w.size < 4 {
+		f.Close()
+		w.f = nil
+		return corruptf(path, 0, "file shorter than the binlog header")
+	}
+	return nil
+}
+
+func (w *RelayFileWriter) closeFile() error {
+	if w.f == nil {
+		return nil
+	}
+	err := w.Sync()
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	w.f = nil
+	return err
+}
+
+// Write appends ev to the relay if it belongs there. Heartbeats and other
+// artificial events are not written; a fake rotate switches to (creating if
+// needed) the file it names. An event the file already holds is skipped when
+// its bytes are identical and refused with ErrRelayOverlap otherwise; an
+// event that would leave a hole is refused with ErrRelayGap. It reports
+// whether bytes were written.
+func (w *RelayFileWriter) Write(ev *Event) (bool, error) {
+	h := ev.Header
+	if ev.Artificial() {
+		switch e := ev.Event.(type) {
+		case *replication.RotateEvent:
+			name := string(e.NextLogName)
+			if name != w.name || w.f == nil {
+				return false, w.open(name, true)
+			}
+		case *replication.FormatDescriptionEvent:
+			// Sent when reading resumes inside a file: it must be the
+			// format description the relay copy starts with, or the
+			// upstream's file is another one under the same name.
+			return false, w.checkFDE(ev.RawData)
+		}
+		return false, nil
+	}
+	if w.f == nil {
+		return false, fmt.Errorf("relay: event %s before any rotate names its file", h.EventType)
+	}
+	raw := ev.RawData
+	end := extendOffset(uint64(w.size), h.LogPos)
+	if _, ok := ev.Event.(*replication.RotateEvent); !ok {
+		end = ev.Pos.Offset
+	}
+	start := int64(end) - int64(len(raw))
+	path := filepath.Join(w.dir, w.name)
+	switch {
+	case start > w.size:
+		return false, &RelayError{Path: path, Offset: w.size, Kind: ErrRelayGap,
+			Err: fmt.Errorf("upstream event %s starts at %d", h.EventType, start)}
+	case start < w.size:
+		held := min(int64(len(raw)), w.size-start)
+		have := make([]byte, held)
+		if _, err := w.f.ReadAt(have, start); err != nil {
+			return false, err
+		}
+		if !bytes.Equal(have, raw[:held]) {
+			return false, &RelayError{Path: path, Offset: start, Kind: ErrRelayOverlap,
+				Err: fmt.Errorf("upstream event %s of %d bytes", h.EventType, len(raw))}
+		}
+		raw, start = raw[held:], start+held
+	}
+	wrote := false
+	if len(raw) > 0 {
+		if _, err := w.f.WriteAt(raw, start); err != nil {
+			return false, err
+		}
+		w.size = start + int64(len(raw))
+		w.synced = false
+		wrote = true
+	}
+	if rot, ok := ev.Event.(*replication.RotateEvent); ok {
+		// The upstream finished this file (whether we wrote its rotate
+		// now or held it already): make it durable and move on.
+		next := string(rot.NextLogName)
+		if err := w.closeFile(); err != nil {
+			return wrote, err
+		}
+		return wrote, w.open(next, true)
+	}
+	return wrote, nil
+}
+
+// checkFDE compares a format description the upstream re-sent with the one
+// at the start of the current file, ignoring the header (the re-sent one has
+// log_pos 0 and may differ in flags) and the checksum.
+func (w *RelayFileWriter) checkFDE(raw []byte) error {
+	if w.f == nil || w.size <= 4 || len(raw) < eventHeaderSize+checksumSize {
+		return nil
+	}
+	have := make([]byte, len(raw))
+	if _, err := w.f.ReadAt(have, 4); err != nil {
+		return &RelayError{Path: filepath.Join(w.dir, w.name), Offset: 4, Kind: ErrRelayDiverged, Err: err}
+	}
+	if binary.LittleEndian.Uint32(have[9:13]) != uint32(len(raw)) || !equalFDEBodies(have, raw) {
+		return &RelayError{Path: filepath.Join(w.dir, w.name), Offset: 4, Kind: ErrRelayDiverged,
+			Err: errors.New("the upstream's format description differs from the relay copy's")}
+	}
+	return nil
+}
+
+// fdeCreatedAt is where a format description's "created" timestamp lies in
+// its body (after the 2-byte binlog version and the 50-byte server
+// version). The server zeroes it when it re-sends the event.
+const fdeCreatedAt = 2 + 50
+
+// equalFDEBodies compares two format description events' bodies, leaving
+// out the created timestamp.
+func equalFDEBodies(a, b []byte) bool {
+	ab, bb := a[eventHeaderSize:len(a)-checksumSize], b[eventHeaderSize:len(b)-checksumSize]
+	if len(ab) != len(bb) || len(ab) < fdeCreatedAt+4 {
+		return bytes.Equal(ab, bb)
+	}
+	return bytes.Equal(ab[:fdeCreatedAt], bb[:fdeCreatedAt]) && bytes.Equal(ab[fdeCreatedAt+4:], bb[fdeCreatedAt+4:])
+}
+
+// Sync makes everything written so far durable: the current file, and the
+// directory entries of files created since the last Sync.
+func (w *RelayFileWriter) Sync() error {
+	if w.f != nil && !w.synced {
+		if err := w.f.Sync(); err != nil {
+			return err
+		}
+		w.synced = true
+	}
+	if w.dirDirty {
+		if err := SyncDir(w.dir); err != nil {
+			return err
+		}
+		w.dirDirty = false
+	}
+	return nil
+}
+
+// Close syncs and closes the current file.
+func (w *RelayFileWriter) Close() error { return w.closeFile() }
