@@ -3,7 +3,6 @@ package dmworker_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -243,8 +242,7 @@ func TestRelayPauseResumeStatus(t *testing.T) {
 	db := m.DB(t)
 	relayWorkload(t, db, 0, 10)
 	dir := t.TempDir()
-	r, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.WithSyncPolicy(dmworker.SyncEachTransaction()),
-		dmworker.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, nil))))
+	r, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.WithSyncPolicy(dmworker.SyncEachTransaction()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,50 @@
 // safe point to resume from. Position has a text form that parses back
 // (ParsePosition), a JSON form, and an order (Compare, CompareGTID).
 //
+// # Relay directory
+//
+// The relay log (written by dmworker.Relay, read by the local reader) keeps
+// PingCAP DM's layout, so that DM's tools and ours can read each other's:
+//
+//	<relay-dir>/
+//	  server-uuid.index          subdirectory names, one a line, oldest first
+//	  <server-id>.000001/        one subdirectory per upstream binlog history
+//	    relay.meta               TOML: binlog-name, binlog-pos, binlog-gtid
+//	    mysql-bin.000001         the upstream's binlog files, same names
+//	    mysql-bin.000002
+//	  <other-id>.000002/         added when the upstream's identity changes
+//
+// These names and formats must never change:
+//
+//   - A subdirectory is named "<server-id>.<6-digit sequence>". The server id
+//     is the upstream's @@server_uuid; MariaDB has none, so it is
+//     "<gtid_domain_id>-<server_id>" (e.g. "0-1.000001"). The sequence grows
+//     by one with every new subdirectory, so the index order is also the
+//     name order of the sequences.
+//   - A relay binlog file is a valid binlog file: the 4-byte magic
+//     0xfe 'b' 'i' 'n', then the upstream's events byte for byte, at the
+//     offsets they have upstream (the first is the format description).
+//     Heartbeats and the artificial events the server makes up for a
+//     connection are not written. mariadb-binlog and mysqlbinlog read it.
+//   - relay.meta says how far the subdirectory has been written durably:
+//
+//	binlog-name = "mysql-bin.000002"
+//	binlog-pos = 1234
+//	binlog-gtid = "0-1-42"
+//
+//     Everything before binlog-pos of binlog-name, and every older file, has
+//     been fsynced. relay.meta and server-uuid.index are replaced
+//     atomically (temporary file, fsync, rename, fsync of the directory).
+//   - Relay positions (RelayPos) name a subdirectory, a file and an offset.
+//     DM's text form puts the subdirectory's sequence into the file name:
+//     "mysql-bin|000002.000123" is mysql-bin.000123 in subdirectory
+//     <server-id>.000002 (DMPosition, ParseDMPosition).
+//
+// After a crash, bytes past binlog-pos of the newest file may be torn: a
+// writer cuts them back to the end of the last whole transaction
+// (ScanRelayFile finds it). A bad checksum or a truncation before binlog-pos
+// is corruption (ErrRelayCorrupt), never skipped.
+//
 // # Errors
 //
 // Readers return *Error, which names the source, the operation and the
