@@ -44,20 +44,23 @@
 //     "<gtid_domain_id>-<server_id>" (e.g. "0-1.000001"). The sequence grows
 //     by one with every new subdirectory, so the index order is also the
 //     name order of the sequences.
+//
 //   - A relay binlog file is a valid binlog file: the 4-byte magic
 //     0xfe 'b' 'i' 'n', then the upstream's events byte for byte, at the
 //     offsets they have upstream (the first is the format description).
 //     Heartbeats and the artificial events the server makes up for a
 //     connection are not written. mariadb-binlog and mysqlbinlog read it.
+//
 //   - relay.meta says how far the subdirectory has been written durably:
 //
-//	binlog-name = "mysql-bin.000002"
-//	binlog-pos = 1234
-//	binlog-gtid = "0-1-42"
+//     binlog-name = "mysql-bin.000002"
+//     binlog-pos = 1234
+//     binlog-gtid = "0-1-42"
 //
 //     Everything before binlog-pos of binlog-name, and every older file, has
 //     been fsynced. relay.meta and server-uuid.index are replaced
 //     atomically (temporary file, fsync, rename, fsync of the directory).
+//
 //   - Relay positions (RelayPos) name a subdirectory, a file and an offset.
 //     DM's text form puts the subdirectory's sequence into the file name:
 //     "mysql-bin|000002.000123" is mysql-bin.000123 in subdirectory

@@ -133,9 +133,9 @@ type RelayFileScan struct {
 	// makes it the event to re-read when checking that the upstream still
 	// has the file that was copied.
 	LastTxnEventStart int64
-	GTIDSet          mysql.GTIDSet // executed set at TxnEnd, when the file says (GTID list / previous GTIDs)
-	Flavor           string        // flavour of GTIDSet
-	Events           int           // whole events up to EventEnd
+	GTIDSet           mysql.GTIDSet // executed set at TxnEnd, when the file says (GTID list / previous GTIDs)
+	Flavor            string        // flavour of GTIDSet
+	Events            int           // whole events up to EventEnd
 	// BadAt is the offset of the first event that could not be read whole
 	// and valid, or -1 when the file ends cleanly. Bad says why; errors.Is
 	// (Bad, ErrChecksum) tells a checksum mismatch from a torn event.
