@@ -57,7 +57,8 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 	r.log.Info("relay pulling", slog.String("subdir", plan.subdir), slog.String("from", plan.start.String()),
 		slog.String("sync", r.opts.syncPolicy.String()))
 
-	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger)}, r.opts.remoteOpts...)
+	// The relay copies bytes: decoding row values would only cost CPU.
+	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger), streamer.WithoutRowValues()}, r.opts.remoteOpts...)
 	reader, err := streamer.NewRemoteReader(up, plan.start, ropts...)
 	if err != nil {
 		return err

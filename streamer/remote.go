@@ -65,6 +65,7 @@ type remoteConfig struct {
 	maxRetryTime   time.Duration
 	dialer         client.Dialer
 	eventQueueSize int
+	skipRows       bool
 }
 
 func defaultRemoteConfig() remoteConfig {
@@ -143,6 +144,15 @@ func WithDialer(d client.Dialer) RemoteOption {
 // network and GetEvent. Default 1024.
 func WithEventQueueSize(n int) RemoteOption {
 	return remoteOptionFunc(func(c *remoteConfig) { c.eventQueueSize = n })
+}
+
+// WithoutRowValues leaves the row images of rows events undecoded: a
+// RowsEvent then carries its table id and flags but no Rows. RawData is
+// complete as always. For consumers that copy events (the relay) rather
+// than apply them; it saves most of the reader's CPU. Default: rows are
+// decoded.
+func WithoutRowValues() RemoteOption {
+	return remoteOptionFunc(func(c *remoteConfig) { c.skipRows = true })
 }
 
 // NewRemoteReader returns a reader of up's binlog from start.
@@ -425,6 +435,9 @@ func (r *RemoteReader) connect(ctx context.Context) (*replication.BinlogStreamer
 		EventCacheCount:  r.cfg.eventQueueSize,
 	}
 	applyDecodeSettings(&sc)
+	if r.cfg.skipRows {
+		sc.RowsEventDecodeFunc = decodeRowsHeaderOnly
+	}
 	if up.Flavor == FlavorMariaDB {
 		// Without this flag MariaDB leaves Annotate_rows events out and
 		// the stream has holes where they were.
@@ -478,6 +491,12 @@ func newBinlogSyncer(cfg replication.BinlogSyncerConfig) (s *replication.BinlogS
 		}
 	}()
 	return replication.NewBinlogSyncer(cfg), nil
+}
+
+// decodeRowsHeaderOnly decodes a rows event's header and leaves its rows.
+func decodeRowsHeaderOnly(e *replication.RowsEvent, data []byte) error {
+	_, err := e.DecodeHeader(data)
+	return err
 }
 
 // applyDecodeSettings fixes how row values are decoded, for every reader

@@ -262,6 +262,29 @@ func TestRemoteReaderFromPositionEqualsFiles(t *testing.T) {
 		checkTransactions(t, got)
 	})
 
+	t.Run("without row values", func(t *testing.T) {
+		r, err := streamer.NewRemoteReader(upstreamOf(m), streamer.Position{Name: "mysql-bin.000001", Offset: 4}, streamer.WithoutRowValues())
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeReader(t, r)
+		got := drain(ctx, t, r, end, nil)
+		equalEvents(t, keys(got), want)
+		rows := 0
+		for _, e := range got {
+			if re, ok := e.Event.(*replication.RowsEvent); ok {
+				rows++
+				if re.Rows != nil || re.TableID == 0 {
+					t.Fatalf("rows event at %s: rows %v, table id %d", e.Pos, re.Rows, re.TableID)
+				}
+			}
+		}
+		if rows == 0 {
+			t.Fatal("no rows events")
+		}
+		checkTransactions(t, got)
+	})
+
 	t.Run("from a transaction end mid-file", func(t *testing.T) {
 		// The 40th XID: a position in the middle of some file.
 		var start streamer.Position
