@@ -294,3 +294,41 @@ func TestNewRelayRejectsBadOptions(t *testing.T) {
 		t.Error("no upstream: no error")
 	}
 }
+
+// TestRelayAutoPurge: the purge loop removes old files on its own, keeping
+// the file a reader registered before the relay ran and everything after.
+func TestRelayAutoPurge(t *testing.T) {
+	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 37, MaxBinlogSize: 16 << 10})
+	db := m.DB(t)
+	relayWorkload(t, db, 0, 60)
+	dir := t.TempDir()
+	r, err := dmworker.NewRelay(upstreamOf(m), dir,
+		dmworker.WithRelayStart(streamer.Position{Name: "mysql-bin.000001", Offset: 4}),
+		dmworker.WithAutoPurge(10*time.Millisecond, time.Nanosecond, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := streamer.RelayPos{SubDir: "0-37.000001", Name: "mysql-bin.000003", Offset: 4}
+	if _, err := r.RegisterReader("reader", keep); err != nil {
+		t.Fatal(err)
+	}
+	errc := runRelay(t, r)
+	waitRelayed(t, r, db, errc)
+	sub := filepath.Join(dir, keep.SubDir)
+	waitUntil(t, "the purge loop", func() bool {
+		files, _ := streamer.RelayFiles(sub)
+		return len(files) > 0 && files[0] == keep.Name
+	})
+	r.Close()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	files, _ := streamer.RelayFiles(sub)
+	up := upstreamFiles(t, m)
+	for _, f := range files {
+		if (streamer.Position{Name: f}).Compare(streamer.Position{Name: keep.Name}) < 0 {
+			t.Fatalf("%s should have been purged", f)
+		}
+	}
+	checkRelayEqualsUpstream(t, sub, up, nil)
+}
