@@ -1,0 +1,205 @@
+package dmworker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// Sink is the downstream the host supplies: where the syncer writes row
+// changes and DDL, after filtering and routing.
+//
+// Contract:
+//   - Calls come from one goroutine per sink unless the sink also implements
+//     ConcurrentSink; a call returns only when its effect is durable.
+//   - Apply writes one batch atomically: every change or none. Within a batch,
+//     changes are in upstream order; changes to the same row are never
+//     reordered across batches.
+//   - ExecDDL is called only after every batch before the DDL has been
+//     applied, and before any batch after it.
+//   - With Batch.SafeMode set the batch may repeat changes the sink has
+//     already applied (a replay after a crash): the sink must then make
+//     inserts idempotent (insert-or-replace) and apply an update as a delete
+//     of the old row followed by an insert-or-replace of the new one.
+//   - Every call takes a context and must return promptly when it ends.
+//   - An error wrapping ErrRetryable (see Retryable) means the call had no
+//     effect and may be retried as is (lost connection, deadlock, lock wait
+//     timeout); any other error stops the syncer, with nothing of the call
+//     applied.
+type Sink interface {
+	Apply(ctx context.Context, b *Batch) error
+	ExecDDL(ctx context.Context, ddl *DDL) error
+}
+
+// CheckpointSink is a Sink that stores the syncer's checkpoint in the same
+// transaction as the data it covers, so that data and position can never
+// disagree. Apply then stores b.Checkpoint (when not nil) with the batch.
+type CheckpointSink interface {
+	Sink
+	// LoadCheckpoint returns the checkpoint stored for the task and
+	// source, and false when there is none.
+	LoadCheckpoint(ctx context.Context, task, source string) (Checkpoint, bool, error)
+	// SaveCheckpoint stores a checkpoint on its own, with no data (after a
+	// DDL, or a stretch of filtered events).
+	SaveCheckpoint(ctx context.Context, cp Checkpoint) error
+}
+
+// ChangeKind is the kind of a row change.
+type ChangeKind uint8
+
+// Row change kinds.
+const (
+	Insert ChangeKind = iota + 1
+	Update
+	Delete
+)
+
+func (k ChangeKind) String() string {
+	switch k {
+	case Insert:
+		return "insert"
+	case Update:
+		return "update"
+	case Delete:
+		return "delete"
+	}
+	return fmt.Sprintf("ChangeKind(%d)", uint8(k))
+}
+
+// Change is one row change.
+//
+// Values are in column order, one per Table.Columns entry, as these Go types:
+// nil for NULL; int64 for signed and uint64 for unsigned integer columns
+// (YEAR as int64); string for DECIMAL (exact text), for DATE, TIME,
+// DATETIME and TIMESTAMP (MySQL's text form, TIMESTAMP in UTC, zero dates
+// as "0000-00-00..."), for ENUM and SET (the member names, SET members
+// comma-separated), for CHAR, VARCHAR, TEXT and JSON (JSON as MySQL's text);
+// float32 for FLOAT and float64 for DOUBLE; uint64 for BIT; []byte for
+// BINARY, VARBINARY, BLOB and GEOMETRY (MySQL's internal format: SRID then
+// WKB). Values are shared and must not be modified.
+type Change struct {
+	Kind   ChangeKind
+	Table  *Table
+	Before []any // the row before the change; nil for Insert
+	After  []any // the row after the change; nil for Delete
+}
+
+// Table describes a table as the sink sees it: its name after routing and its
+// columns as they were at the change's position. Tables are shared and must
+// not be modified.
+type Table struct {
+	Schema, Name string // downstream name, after routing
+	// SourceSchema and SourceName are the upstream names.
+	SourceSchema, SourceName string
+	Columns                  []Column
+	// PrimaryKey holds the indexes in Columns of the primary key's columns,
+	// empty when the table has none.
+	PrimaryKey []int
+	// UniqueKeys holds the indexes of each unique key's columns (primary
+	// key excluded), for tables matched by a unique key when they lack a
+	// primary key.
+	UniqueKeys [][]int
+}
+
+// QualifiedName is "schema.name".
+func (t *Table) QualifiedName() string { return t.Schema + "." + t.Name }
+
+// Column is one column of a Table.
+type Column struct {
+	Name string
+	// Type is the column type as SHOW CREATE TABLE prints it, lower case:
+	// "int(11)", "bigint(20) unsigned", "decimal(10,2)", "enum('a','b')",
+	// "varchar(64)", "datetime(6)".
+	Type     string
+	Unsigned bool
+	Nullable bool
+	// Binary is true for BINARY, VARBINARY, BLOB types and for character
+	// types with the binary charset: their values are []byte.
+	Binary bool
+	// Generated is true for generated (virtual or stored) columns: their
+	// values are delivered but must not be written.
+	Generated bool
+}
+
+// Batch is a group of row changes to apply atomically.
+type Batch struct {
+	Changes []Change
+	// SafeMode asks for idempotent writes: the batch may repeat changes
+	// already applied.
+	SafeMode bool
+	// Checkpoint is the position the syncer will have reached once the
+	// batch is applied. A CheckpointSink stores it in the batch's
+	// transaction; other sinks ignore it.
+	Checkpoint *Checkpoint
+}
+
+// DDL is one schema change, after routing.
+type DDL struct {
+	// Schema and Table name the (routed) table the statement changes;
+	// Table is empty for schema-level statements.
+	Schema, Table string
+	// Query is the statement to run downstream, with table names routed.
+	Query string
+	// SourceQuery is the statement as the upstream logged it.
+	SourceQuery string
+	// Pos is the upstream position right after the statement.
+	Pos streamer.Position
+	// Checkpoint, for a CheckpointSink, is stored once the DDL is done.
+	Checkpoint *Checkpoint
+}
+
+// Checkpoint is how far a task has replicated from one source: every change
+// up to Pos is applied downstream.
+type Checkpoint struct {
+	Task   string
+	Source string
+	// Pos is the end of the last upstream transaction applied.
+	Pos streamer.Position
+	// SafeUntil is the furthest position that may already have been applied
+	// when the checkpoint was written: after a restart, changes up to it are
+	// replayed in safe mode. Zero when Pos is exact.
+	SafeUntil streamer.Position
+	// Schema is the serialised tracked schema at Pos (opaque to sinks).
+	Schema []byte
+	// Epoch fences writers: a sink refuses a checkpoint (and its batch)
+	// from an epoch older than the one it has stored. Zero when unfenced.
+	Epoch int64
+}
+
+// ErrRetryable marks sink errors that may be retried as they are. Wrap with
+// Retryable.
+var ErrRetryable = errors.New("dmworker: retryable")
+
+// ErrStaleEpoch is returned by a fenced sink for a write from an epoch older
+// than the one it has stored.
+var ErrStaleEpoch = errors.New("dmworker: write from a stale epoch refused")
+
+// Retryable wraps err so that errors.Is(err, ErrRetryable) holds.
+func Retryable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &retryableError{err}
+}
+
+type retryableError struct{ err error }
+
+func (e *retryableError) Error() string   { return e.err.Error() }
+func (e *retryableError) Unwrap() []error { return []error{ErrRetryable, e.err} }
+
+// IsRetryable reports whether err says the sink call may be retried.
+func IsRetryable(err error) bool { return errors.Is(err, ErrRetryable) }
+
+// String describes a change for logs and errors, without its values.
+func (c Change) String() string {
+	var b strings.Builder
+	b.WriteString(c.Kind.String())
+	if c.Table != nil {
+		b.WriteString(" on ")
+		b.WriteString(c.Table.QualifiedName())
+	}
+	return b.String()
+}
