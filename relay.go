@@ -281,7 +281,7 @@ func (r *Relay) fail(err error) error {
 	r.lastErr = err
 	r.stage = RelayStopped
 	r.mu.Unlock()
-	r.log.Error("relay stopped", slog.Any("error", err))
+	r.log.Error("relay stopped", slog.String("error", err.Error()))
 	return err
 }
 

@@ -246,12 +246,12 @@ func (r *Relay) purgeLoop(ctx context.Context) {
 		}
 		if r.opts.purgeExpires > 0 {
 			if _, err := r.PurgeOlderThan(time.Now().Add(-r.opts.purgeExpires)); err != nil {
-				r.log.Warn("relay auto purge by age failed", slog.Any("error", err))
+				r.log.Warn("relay auto purge by age failed", slog.String("error", err.Error()))
 			}
 		}
 		if r.opts.purgeRemainSpace > 0 {
 			if _, err := r.PurgeForSpace(r.opts.purgeRemainSpace); err != nil {
-				r.log.Warn("relay auto purge by space failed", slog.Any("error", err))
+				r.log.Warn("relay auto purge by space failed", slog.String("error", err.Error()))
 			}
 		}
 	}

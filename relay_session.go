@@ -127,7 +127,7 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 			if !written && !plan.fresh && errors.Is(err, streamer.ErrBadPosition) {
 				// The upstream has no event where the relay's copy has
 				// one: its binlog is not the one copied.
-				r.log.Warn("upstream rejects the relay's resume position", slog.Any("error", err))
+				r.log.Warn("upstream rejects the relay's resume position", slog.String("error", err.Error()))
 				r.forceReset = true
 				return finish(nil)
 			}
@@ -145,7 +145,7 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 			if !written && (errors.Is(err, streamer.ErrRelayDiverged) || errors.Is(err, streamer.ErrRelayOverlap)) {
 				// Same server, same file name, other content: its binlog
 				// was reset. The next session starts a new subdirectory.
-				r.log.Warn("upstream binlog differs from the relay copy", slog.Any("error", err))
+				r.log.Warn("upstream binlog differs from the relay copy", slog.String("error", err.Error()))
 				r.forceReset = true
 				return finish(nil)
 			}
@@ -188,7 +188,7 @@ func (r *Relay) queryUpstream(ctx context.Context) (streamer.UpstreamState, erro
 			return st, err
 		}
 		wait := b.NextBackOff()
-		r.log.Warn("upstream not reachable, retrying", slog.Duration("wait", wait), slog.Any("error", err))
+		r.log.Warn("upstream not reachable, retrying", slog.Duration("wait", wait), slog.String("error", err.Error()))
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:

@@ -357,7 +357,7 @@ func (r *RemoteReader) retryOrFail(ctx context.Context, op string, err error) er
 	wait := r.bo.NextBackOff()
 	r.cfg.logger.Warn("upstream connection failed, retrying",
 		slog.String("source", r.Source()), slog.String("op", op),
-		slog.String("pos", r.delivered.String()), slog.Duration("wait", wait), slog.Any("error", err))
+		slog.String("pos", r.delivered.String()), slog.Duration("wait", wait), slog.String("error", err.Error()))
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
@@ -516,7 +516,7 @@ func (r *RemoteReader) fail(ctx context.Context, err error) error {
 
 func (r *RemoteReader) setErr(err error) error {
 	r.err = err
-	r.cfg.logger.Error("upstream reader stopped", slog.String("source", r.Source()), slog.Any("error", err))
+	r.cfg.logger.Error("upstream reader stopped", slog.String("source", r.Source()), slog.String("error", err.Error()))
 	r.mu.Lock()
 	syncer := r.syncer
 	r.syncer, r.stream = nil, nil

@@ -1,0 +1,341 @@
+// Command remoteread measures how fast streamer.RemoteReader drains an
+// upstream's binlog, side by side with `mariadb-binlog
+// --read-from-remote-server --raw` copying the same files, and prints the
+// figures as markdown. bench/remote-read.sh runs it against a throwaway
+// MariaDB; see BENCHMARKS.md for results.
+//
+// Usage:
+//
+//	remoteread [-upstream user:pass@host:port] [-fill-mb 512] [-runs 3]
+//	    [-fill-workers 2] [-mariadb-binlog PATH] [-dir DIR] [-cpuprofile FILE]
+//
+// Without -upstream (or $REMOTEREAD_UPSTREAM) it starts a throwaway MariaDB
+// itself (max_binlog_size 256 MiB) under -dir and removes it at the end.
+//
+// Steps:
+//  1. Fill: unless the upstream's binlog already holds -fill-mb MB (10^6
+//     bytes), write transactions until it does (see fill.go for the
+//     workload).
+//  2. Drain -runs times each way, alternating ours and native: ours reads
+//     from the first binlog file, offset 4, to the master position, in a
+//     child process of its own (fresh heap, its own peak RSS); native is
+//     mariadb-binlog copying from the first file to the end of the last one
+//     into a scratch directory. Both are timed by wall clock, connection
+//     included, and must read the same number of bytes.
+//  3. Print each run, the medians and the ratio of ours to native MB/s.
+//
+// With -cpuprofile, one more drain of ours, untimed, writes a CPU profile.
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/dmworker/dmworker/internal/testserver"
+	"github.com/dmworker/dmworker/streamer"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "remoteread:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		upstream    = flag.String("upstream", os.Getenv(upstreamEnv), "upstream as user:pass@host:port (default $"+upstreamEnv+"; empty: start a throwaway MariaDB)")
+		fillMB      = flag.Int64("fill-mb", 512, "fill the upstream's binlog up to this many MB (10^6 bytes)")
+		fillWorkers = flag.Int("fill-workers", 2, "connections writing the fill workload")
+		runs        = flag.Int("runs", 3, "timed runs of each reader")
+		nativeBin   = flag.String("mariadb-binlog", "mariadb-binlog", "the mariadb-binlog binary")
+		dir         = flag.String("dir", "", "scratch directory (default: a new temporary one)")
+		cpuprofile  = flag.String("cpuprofile", "", "write a CPU profile of one extra drain of ours to this file")
+
+		child = flag.Bool("drain-child", false, "internal: drain once and print the result as JSON")
+		first = flag.String("first", "", "internal: first binlog file")
+		end   = flag.String("end", "", "internal: position to stop at")
+	)
+	flag.Parse()
+	if *child {
+		return drainChild(*first, *end, *cpuprofile)
+	}
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	if *runs < 1 || *fillWorkers < 1 {
+		return errors.New("-runs and -fill-workers must be at least 1")
+	}
+	nativePath, err := exec.LookPath(*nativeBin)
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	scratch := *dir
+	if scratch == "" {
+		if scratch, err = os.MkdirTemp("", "remoteread-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(scratch)
+	} else if err := os.MkdirAll(scratch, 0o755); err != nil {
+		return err
+	}
+
+	if *upstream == "" {
+		logf("starting a throwaway MariaDB under %s", scratch)
+		m, err := testserver.Start(ctx, filepath.Join(scratch, "upstream"), testserver.MariaDBOptions{MaxBinlogSize: 256 << 20})
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		*upstream = fmt.Sprintf("%s:%s@%s", m.User, m.Password, m.Addr())
+	}
+	up, err := streamer.ParseUpstream(*upstream)
+	if err != nil {
+		return err
+	}
+	db, err := openDB(up)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	var version string
+	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
+		return fmt.Errorf("upstream %s: %w", up.SourceName(), err)
+	}
+	total, err := fill(ctx, db, *fillMB*1e6, *fillWorkers, logf)
+	if err != nil {
+		return fmt.Errorf("fill: %w", err)
+	}
+	files, err := binlogFiles(ctx, db)
+	if err != nil {
+		return err
+	}
+	endPos, err := masterPosition(ctx, db)
+	if err != nil {
+		return err
+	}
+	firstFile := files[0].name
+	logf("binlog: %d files, %d bytes, %s to %s", len(files), total, firstFile, endPos)
+	// Let the server write out what the fill left behind, so that the
+	// first run does not pay for it.
+	time.Sleep(2 * time.Second)
+
+	loadBefore := loadAvg()
+	var ours, native []result
+	for i := range *runs {
+		r, err := runOurs(ctx, *upstream, firstFile, endPos, "")
+		if err != nil {
+			return err
+		}
+		logf("run %d ours:   %s", i+1, r)
+		ours = append(ours, r)
+		n, err := runNative(ctx, nativePath, up, firstFile, scratch)
+		if err != nil {
+			return err
+		}
+		logf("run %d native: %s", i+1, n)
+		native = append(native, n)
+		if r.Bytes != total || n.Bytes != total {
+			return fmt.Errorf("run %d: ours read %d bytes, native %d, the binlog holds %d", i+1, r.Bytes, n.Bytes, total)
+		}
+	}
+	loadAfter := loadAvg()
+	if *cpuprofile != "" {
+		r, err := runOurs(ctx, *upstream, firstFile, endPos, *cpuprofile)
+		if err != nil {
+			return err
+		}
+		logf("profiled run ours: %s; profile in %s", r, *cpuprofile)
+	}
+
+	report(os.Stdout, reportData{
+		version: version, native: nativePath, up: up, first: firstFile, files: len(files), total: total,
+		ours: ours, nativeRes: native, load: [2]string{loadBefore, loadAfter},
+	})
+	return nil
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("%d bytes, %d events in %.2f s: %.1f MB/s, %.0f events/s, peak RSS %.1f MB, CPU %.2f s",
+		r.Bytes, r.Events, r.Seconds, r.mbps(), r.eventsps(), float64(r.PeakKB)/1024, r.CPU)
+}
+
+func openDB(up streamer.UpstreamConfig) (*sql.DB, error) {
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = up.User, up.Password, "tcp", up.Addr()
+	cfg.InterpolateParams = true
+	conn, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(conn), nil
+}
+
+func masterPosition(ctx context.Context, db *sql.DB) (streamer.Position, error) {
+	rows, err := db.QueryContext(ctx, "SHOW MASTER STATUS")
+	if err != nil {
+		return streamer.Position{}, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return streamer.Position{}, err
+	}
+	if !rows.Next() {
+		return streamer.Position{}, errors.New("SHOW MASTER STATUS: no row; is the binlog on?")
+	}
+	var p streamer.Position
+	dest := []any{&p.Name, &p.Offset}
+	for range cols[2:] {
+		dest = append(dest, new(sql.RawBytes))
+	}
+	return p, rows.Scan(dest...)
+}
+
+type reportData struct {
+	version   string
+	native    string
+	up        streamer.UpstreamConfig
+	first     string
+	files     int
+	total     int64
+	ours      []result
+	nativeRes []result
+	load      [2]string // load averages before and after the timed runs
+}
+
+// report prints the machine, the commands, every run and the medians as
+// markdown.
+func report(w io.Writer, d reportData) {
+	fmt.Fprintf(w, "Machine: %d CPUs (%s), %s RAM, %s, kernel %s\n",
+		runtime.NumCPU(), cpuModel(), memTotal(), osName(), strings.TrimSpace(readFile("/proc/sys/kernel/osrelease")))
+	fmt.Fprintf(w, "Upstream: MariaDB %s; binlog %d files, %.1f MB (%s onwards)\n", d.version, d.files, float64(d.total)/1e6, d.first)
+	fmt.Fprintf(w, "Go: %s; %s\n", runtime.Version(), nativeVersion(d.native))
+	fmt.Fprintf(w, "Load average (1, 5, 15 min) before the runs: %s; after: %s\n\n", d.load[0], d.load[1])
+	fmt.Fprintf(w, "ours:   streamer.NewRemoteReader(up, Position{Name: %q, Offset: 4}) drained to the master position, in a child process\n", d.first)
+	fmt.Fprintf(w, "native: %s %s\n\n", filepath.Base(d.native), strings.Join(nativeArgs(d.up, d.first, "DIR/", true), " "))
+
+	fmt.Fprintln(w, "| run | reader | MB/s | events/s | seconds | peak RSS MB | CPU s |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|")
+	for i := range d.ours {
+		for _, x := range []struct {
+			name string
+			r    result
+		}{{"ours", d.ours[i]}, {"mariadb-binlog --raw", d.nativeRes[i]}} {
+			fmt.Fprintf(w, "| %d | %s | %.1f | %.0f | %.2f | %.1f | %.2f |\n",
+				i+1, x.name, x.r.mbps(), x.r.eventsps(), x.r.Seconds, float64(x.r.PeakKB)/1024, x.r.CPU)
+		}
+	}
+	fmt.Fprintln(w)
+
+	mo, mn := medians(d.ours), medians(d.nativeRes)
+	fmt.Fprintf(w, "Medians of %d runs each (MB = 10^6 bytes; %d events):\n\n", len(d.ours), d.ours[0].Events)
+	fmt.Fprintln(w, "| reader | MB/s | events/s | seconds | peak RSS MB | CPU s |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
+	for _, x := range []struct {
+		name string
+		m    median
+	}{{"streamer.RemoteReader (decode + CRC32)", mo}, {"mariadb-binlog --raw (copy to files)", mn}} {
+		fmt.Fprintf(w, "| %s | %.1f | %.0f | %.2f | %.1f | %.2f |\n", x.name, x.m.mbps, x.m.eventsps, x.m.seconds, x.m.peakMB, x.m.cpu)
+	}
+	fmt.Fprintf(w, "\nRatio ours/native (median MB/s): %.2f\n", mo.mbps/mn.mbps)
+}
+
+type median struct{ mbps, eventsps, seconds, peakMB, cpu float64 }
+
+func medians(rs []result) median {
+	pick := func(f func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return median{
+		mbps:     pick(result.mbps),
+		eventsps: pick(result.eventsps),
+		seconds:  pick(func(r result) float64 { return r.Seconds }),
+		peakMB:   pick(func(r result) float64 { return float64(r.PeakKB) / 1024 }),
+		cpu:      pick(func(r result) float64 { return r.CPU }),
+	}
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages: a benchmark on a busy
+// machine says so.
+func loadAvg() string {
+	f := strings.Fields(readFile("/proc/loadavg"))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+func cpuModel() string {
+	for _, l := range strings.Split(readFile("/proc/cpuinfo"), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func memTotal() string {
+	for _, l := range strings.Split(readFile("/proc/meminfo"), "\n") {
+		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(v), &kb)
+			return fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+		}
+	}
+	return "unknown"
+}
+
+func osName() string {
+	for _, l := range strings.Split(readFile("/etc/os-release"), "\n") {
+		if v, ok := strings.CutPrefix(l, "PRETTY_NAME="); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return runtime.GOOS
+}
+
+func nativeVersion(bin string) string {
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		return filepath.Base(bin)
+	}
+	return strings.TrimSpace(string(out))
+}
