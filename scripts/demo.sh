@@ -33,7 +33,7 @@ done
 from="${UPSTREAM_USER}:${UPSTREAM_PASSWORD}@${UPSTREAM_HOST}:${UPSTREAM_PORT}"
 echo "upstream at ${UPSTREAM_HOST}:${UPSTREAM_PORT}"
 
-sql() { mariadb --protocol=tcp -h "$UPSTREAM_HOST" -P "$UPSTREAM_PORT" -u "$UPSTREAM_USER" -p"$UPSTREAM_PASSWORD" "$@"; }
+sql() { mariadb --default-character-set=utf8mb4 --protocol=tcp -h "$UPSTREAM_HOST" -P "$UPSTREAM_PORT" -u "$UPSTREAM_USER" -p"$UPSTREAM_PASSWORD" "$@"; }
 
 echo "== writing a small workload"
 sql <<'SQL'
