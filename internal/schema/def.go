@@ -1,0 +1,193 @@
+package schema
+
+import (
+	"slices"
+	"strings"
+)
+
+// TableName names a table (or, with Name empty, a schema).
+type TableName struct {
+	Schema string `json:"schema"`
+	Name   string `json:"name,omitempty"`
+}
+
+// String is "`schema`.`name`" (or "`schema`"), quoted as MySQL does.
+func (n TableName) String() string {
+	if n.Name == "" {
+		return quoteName(n.Schema)
+	}
+	return quoteName(n.Schema) + "." + quoteName(n.Name)
+}
+
+// IsZero reports whether n is the zero TableName.
+func (n TableName) IsZero() bool { return n.Schema == "" && n.Name == "" }
+
+func quoteName(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
+
+// TableDef is a table's definition as the tracker knows it. A TableDef handed
+// out by a Tracker is never modified afterwards (a DDL replaces it), so it may
+// be shared freely; callers must not modify it either.
+type TableDef struct {
+	Schema  string      `json:"schema"`
+	Name    string      `json:"name"`
+	Columns []ColumnDef `json:"columns"`
+	// Indexes are the table's indexes in definition order, primary key
+	// included. PrimaryKey and UniqueKeys are derived from them.
+	Indexes []IndexDef `json:"indexes,omitempty"`
+	// Charset is the table's default character set when known ("" when it
+	// is inherited from a server default the tracker never saw).
+	Charset string `json:"charset,omitempty"`
+
+	// PrimaryKey holds the positions in Columns of the primary key's
+	// columns, in key order; empty when the table has none.
+	PrimaryKey []int `json:"-"`
+	// UniqueKeys holds, for each unique key other than the primary key, in
+	// definition order, the positions of its columns. Keys with an
+	// expression part are left out. A unique key with a nullable column
+	// does not identify a row (it allows many NULLs): see RowKey.
+	UniqueKeys [][]int `json:"-"`
+}
+
+// ColumnDef is one column of a TableDef.
+type ColumnDef struct {
+	Name string `json:"name"`
+	// Type is the column type in lower case as SHOW CREATE TABLE prints it
+	// on MariaDB: "int(11) unsigned", "decimal(10,2)", "enum('a','b')",
+	// "varchar(64)", "datetime(6)", "point".
+	Type string `json:"type"`
+	// TypeCode is the server's field type (mysql.TypeLong, ...; the parser's
+	// mysql.Type* constants, which are the protocol's). ENUM and SET keep
+	// their own codes here; see BinlogType for the table-map code.
+	TypeCode byte `json:"code"`
+	Unsigned bool `json:"unsigned,omitempty"`
+	Nullable bool `json:"nullable,omitempty"`
+	// Binary is true for BINARY, VARBINARY and BLOB types and for character
+	// types with the binary character set: their values are bytes.
+	Binary bool `json:"binary,omitempty"`
+	// Generated is true for generated (VIRTUAL or STORED/PERSISTENT)
+	// columns. MariaDB's row images carry their values like any other
+	// column's (checked by TestBinlogColumnsMatchTracker), so they keep
+	// their place in Columns; a sink must not write them.
+	Generated bool `json:"generated,omitempty"`
+	// Invisible is true for MariaDB INVISIBLE columns, which row images
+	// also carry.
+	Invisible bool `json:"invisible,omitempty"`
+	// Charset is the column's character set for character, text, ENUM and
+	// SET columns when known ("" otherwise).
+	Charset    string   `json:"charset,omitempty"`
+	EnumValues []string `json:"enum,omitempty"`
+	SetValues  []string `json:"set,omitempty"`
+}
+
+// IndexDef is one index of a table.
+type IndexDef struct {
+	// Name is the index name; "PRIMARY" for the primary key.
+	Name    string `json:"name"`
+	Primary bool   `json:"primary,omitempty"`
+	Unique  bool   `json:"unique,omitempty"`
+	// Columns are the indexed columns' names in key order; "" stands for an
+	// expression part.
+	Columns []string `json:"columns"`
+}
+
+// Column returns the position of the column named name (case-insensitive,
+// as MySQL compares column names), or -1.
+func (t *TableDef) Column(name string) int {
+	for i := range t.Columns {
+		if strings.EqualFold(t.Columns[i].Name, name) {
+			return i
+		}
+	}
+	return -1
+}
+
+// QualifiedName is the table's name as a TableName.
+func (t *TableDef) QualifiedName() TableName { return TableName{t.Schema, t.Name} }
+
+// RowKey returns the positions of the columns that identify a row: the
+// primary key, else the first unique key whose columns are all NOT NULL, else
+// nil.
+func (t *TableDef) RowKey() []int {
+	if len(t.PrimaryKey) > 0 {
+		return t.PrimaryKey
+	}
+	for _, k := range t.UniqueKeys {
+		ok := true
+		for _, i := range k {
+			if t.Columns[i].Nullable {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return k
+		}
+	}
+	return nil
+}
+
+// index returns the position of the index named name (case-insensitive), or
+// -1.
+func (t *TableDef) index(name string) int {
+	for i := range t.Indexes {
+		if strings.EqualFold(t.Indexes[i].Name, name) {
+			return i
+		}
+	}
+	return -1
+}
+
+// clone returns a deep copy of t, for a DDL to change.
+func (t *TableDef) clone() *TableDef {
+	c := *t
+	c.Columns = make([]ColumnDef, len(t.Columns))
+	for i, col := range t.Columns {
+		col.EnumValues = slices.Clone(col.EnumValues)
+		col.SetValues = slices.Clone(col.SetValues)
+		c.Columns[i] = col
+	}
+	c.Indexes = make([]IndexDef, len(t.Indexes))
+	for i, idx := range t.Indexes {
+		idx.Columns = slices.Clone(idx.Columns)
+		c.Indexes[i] = idx
+	}
+	c.PrimaryKey, c.UniqueKeys = nil, nil
+	return &c
+}
+
+// finish derives PrimaryKey and UniqueKeys from Indexes, and puts the
+// primary key first among the indexes as the server does. It is called on
+// every definition before the tracker publishes it.
+func (t *TableDef) finish() {
+	t.PrimaryKey, t.UniqueKeys = nil, nil
+	if p := slices.IndexFunc(t.Indexes, func(ix IndexDef) bool { return ix.Primary }); p > 0 {
+		pk := t.Indexes[p]
+		t.Indexes = slices.Delete(t.Indexes, p, p+1)
+		t.Indexes = slices.Insert(t.Indexes, 0, pk)
+	}
+	for _, ix := range t.Indexes {
+		if !ix.Primary && !ix.Unique {
+			continue
+		}
+		pos := make([]int, 0, len(ix.Columns))
+		for _, c := range ix.Columns {
+			i := -1
+			if c != "" {
+				i = t.Column(c)
+			}
+			if i < 0 {
+				pos = nil
+				break
+			}
+			pos = append(pos, i)
+		}
+		if pos == nil {
+			continue
+		}
+		if ix.Primary {
+			t.PrimaryKey = pos
+		} else {
+			t.UniqueKeys = append(t.UniqueKeys, pos)
+		}
+	}
+}

@@ -1,0 +1,49 @@
+// Package schema tracks table definitions through DDL, so that the syncer
+// decodes each row event with the columns its table had at that position,
+// and splits, classifies and renames DDL statements for filtering, routing
+// and the downstream.
+//
+// # Tracker
+//
+// A Tracker is seeded with CreateFromSQL (the upstream's SHOW CREATE TABLE
+// and SHOW CREATE DATABASE output) and follows the binlog's query events
+// with Apply. Its state goes with the syncer's checkpoint (Marshal,
+// Unmarshal), so that a restart at an old position decodes old rows with the
+// old columns. Definitions are immutable once handed out; a DDL replaces
+// them. Column types are written as MariaDB 10.11's SHOW CREATE TABLE and
+// information_schema.COLUMNS.COLUMN_TYPE print them (display widths on
+// integers, JSON as longtext); TestTrackerMatchesServer checks the tracker
+// against a real server statement by statement.
+//
+// Generated and invisible columns: MariaDB's row images (binlog_row_image
+// FULL) carry a value for every column, VIRTUAL and STORED/PERSISTENT
+// generated columns and INVISIBLE columns included, in table order
+// (TestBinlogColumnsMatchTracker checks it). The tracker therefore keeps
+// them in Columns, flagged Generated or Invisible; a sink must not write
+// generated columns.
+//
+// # Statements
+//
+// Split parses a query with the TiDB parser and returns single-table
+// statements with their kind and tables; Render writes a statement back with
+// its tables renamed. Statements that do not shape tables (accounts, grants,
+// FLUSH, views, triggers, routines, events, sequences, temporary tables,
+// transaction control, ...) come back as Ignored, whether or not the parser
+// can read them. A statement that may shape tables but that the tracker
+// cannot parse or follow is ErrUnsupportedDDL, never a guess.
+//
+// MariaDB forms the parser rejects or misreads are handled by a token-level
+// rewrite documented in compat.go (GEOMETRY/UUID/INET types, SPATIAL
+// indexes, INVISIBLE and COMPRESSED columns, PERSISTENT, CREATE OR REPLACE
+// TABLE, ALTER ONLINE/IGNORE TABLE, ALGORITHM=NOCOPY, WAIT/NOWAIT, IF [NOT]
+// EXISTS clauses, NATIONAL types, /*M!...*/ comments, quoted engine
+// options). Known ErrUnsupportedDDL cases (see forms_test.go): WITH SYSTEM
+// VERSIONING, PERIOD FOR, partition changes in ALTER TABLE, CREATE TABLE ...
+// SELECT, statement-based DML, REF_SYSTEM_ID, COMPRESSED=<method>, RENAME
+// TABLE IF EXISTS, CREATE OR REPLACE INDEX, ALTER INDEX ... IGNORED, SET
+// STATEMENT ... FOR <DDL>, CONVERT TO CHARACTER SET binary.
+//
+// Names are case-sensitive (lower_case_table_names=0); column and index
+// names compare case-insensitively, as on the server. Queries are parsed in
+// the default SQL mode (no ANSI_QUOTES).
+package schema

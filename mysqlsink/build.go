@@ -1,0 +1,511 @@
+package mysqlsink
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/dmworker/dmworker"
+)
+
+// stmt is one statement of a batch's plan.
+type stmt struct {
+	op    string // "insert", "replace", "update", "delete"
+	table string // "schema.table", for errors
+	sql   string
+	args  []any
+	rows  int
+}
+
+// planner turns a batch's changes into statements.
+type planner struct {
+	maxRows int
+	// jsonCast compares JSON columns through CAST(? AS JSON): MySQL's
+	// JSON type does not equal a string. MariaDB's JSON is text.
+	jsonCast bool
+	tables   map[*dmworker.Table]*tableInfo
+	out      []stmt
+}
+
+// tableInfo is what the planner derives once per table.
+type tableInfo struct {
+	tbl      *dmworker.Table
+	name     string // `schema`.`table`
+	writable []int  // non-generated columns, in order
+	insert   string // "`schema`.`table` (`a`,`b`) VALUES "
+	rowPH    string // "(?,?)" for the writable columns
+	hasKey   bool   // a primary key or a unique key
+}
+
+func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
+
+func quoteTable(schema, name string) string {
+	if schema == "" {
+		return quoteIdent(name)
+	}
+	return quoteIdent(schema) + "." + quoteIdent(name)
+}
+
+func (p *planner) info(tbl *dmworker.Table) *tableInfo {
+	if ti, ok := p.tables[tbl]; ok {
+		return ti
+	}
+	ti := &tableInfo{tbl: tbl, name: quoteTable(tbl.Schema, tbl.Name)}
+	var cols, phs []string
+	for i, c := range tbl.Columns {
+		if c.Generated {
+			continue
+		}
+		ti.writable = append(ti.writable, i)
+		cols = append(cols, quoteIdent(c.Name))
+		phs = append(phs, "?")
+	}
+	ti.insert = ti.name + " (" + strings.Join(cols, ",") + ") VALUES "
+	ti.rowPH = "(" + strings.Join(phs, ",") + ")"
+	ti.hasKey = len(tbl.PrimaryKey) > 0
+	for _, uk := range tbl.UniqueKeys {
+		if len(uk) > 0 {
+			ti.hasKey = true
+		}
+	}
+	if p.tables == nil {
+		p.tables = make(map[*dmworker.Table]*tableInfo)
+	}
+	p.tables[tbl] = ti
+	return ti
+}
+
+// sameTable reports whether two changes' tables are the same table with the
+// same layout, so that their rows can share a statement.
+func sameTable(a, b *dmworker.Table) bool {
+	if a == b {
+		return true
+	}
+	if a.Schema != b.Schema || a.Name != b.Name || len(a.Columns) != len(b.Columns) {
+		return false
+	}
+	for i := range a.Columns {
+		if a.Columns[i].Name != b.Columns[i].Name || a.Columns[i].Generated != b.Columns[i].Generated ||
+			baseType(a.Columns[i].Type) != baseType(b.Columns[i].Type) {
+			return false
+		}
+	}
+	return equalInts(a.PrimaryKey, b.PrimaryKey)
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// baseType is the lower-case type name without length or attributes.
+func baseType(colType string) string {
+	t := strings.ToLower(strings.TrimSpace(colType))
+	if i := strings.IndexAny(t, "( "); i >= 0 {
+		t = t[:i]
+	}
+	return t
+}
+
+// param returns the placeholder expression for a value of col compared in
+// a WHERE clause. A DECIMAL compared with a string is compared as a double
+// where the server does not turn the string into a key value first (MySQL;
+// MariaDB in an IN list it evaluates row by row), which takes close values
+// for one another: the string is cast to the column's own DECIMAL type,
+// which keeps the key's index usable. MySQL's JSON type does not equal a
+// string: the text is cast to JSON there.
+func (p *planner) param(col dmworker.Column) string {
+	switch baseType(col.Type) {
+	case "decimal", "numeric", "dec", "fixed":
+		t := strings.ToLower(col.Type)
+		prec := "(10,0)"
+		if i := strings.IndexByte(t, '('); i >= 0 {
+			if j := strings.IndexByte(t[i:], ')'); j >= 0 {
+				prec = t[i : i+j+1]
+			}
+		}
+		return "CAST(? AS DECIMAL" + prec + ")"
+	case "json":
+		if p.jsonCast {
+			return "CAST(? AS JSON)"
+		}
+	}
+	return "?"
+}
+
+// arg adapts a contract value for the driver: a nil []byte is the empty
+// value, not NULL (the driver sends a nil slice as NULL).
+func arg(v any) any {
+	if b, ok := v.([]byte); ok && b == nil {
+		return []byte{}
+	}
+	return v
+}
+
+// approxSize estimates the bytes a value adds to a statement.
+func approxSize(v any) int {
+	switch x := v.(type) {
+	case string:
+		return 2*len(x) + 3
+	case []byte:
+		return 2*len(x) + 10
+	}
+	return 24
+}
+
+// identity returns the columns that find row: the primary key, else the first
+// unique key with no NULL in row, else nil (match every column).
+func identity(tbl *dmworker.Table, row []any) []int {
+	if len(tbl.PrimaryKey) > 0 {
+		return tbl.PrimaryKey
+	}
+	for _, uk := range tbl.UniqueKeys {
+		if len(uk) == 0 {
+			continue
+		}
+		null := false
+		for _, i := range uk {
+			if row[i] == nil {
+				null = true
+				break
+			}
+		}
+		if !null {
+			return uk
+		}
+	}
+	return nil
+}
+
+// validateChange checks a change against the contract before anything is
+// sent.
+func validateChange(c dmworker.Change) error {
+	t := c.Table
+	if t == nil {
+		return fmt.Errorf("change without a table")
+	}
+	if t.Name == "" {
+		return fmt.Errorf("table without a name")
+	}
+	keys := append([][]int{t.PrimaryKey}, t.UniqueKeys...)
+	for _, k := range keys {
+		for _, i := range k {
+			if i < 0 || i >= len(t.Columns) {
+				return fmt.Errorf("table %s: key column index %d out of range", t.QualifiedName(), i)
+			}
+		}
+	}
+	needBefore := c.Kind == dmworker.Update || c.Kind == dmworker.Delete
+	needAfter := c.Kind == dmworker.Insert || c.Kind == dmworker.Update
+	if !needBefore && !needAfter {
+		return fmt.Errorf("%s: unknown kind", c)
+	}
+	if needBefore != (c.Before != nil) || needAfter != (c.After != nil) {
+		return fmt.Errorf("%s: before image present %v, after image present %v", c, c.Before != nil, c.After != nil)
+	}
+	for _, row := range [][]any{c.Before, c.After} {
+		if row != nil && len(row) != len(t.Columns) {
+			return fmt.Errorf("%s: %d values for %d columns", c, len(row), len(t.Columns))
+		}
+	}
+	return nil
+}
+
+// plan returns the statements that apply changes, in order. Consecutive
+// changes of one kind to one table share multi-row statements where that
+// gives the same result as one statement each.
+func (p *planner) plan(changes []dmworker.Change, safe bool) ([]stmt, error) {
+	for i, c := range changes {
+		if err := validateChange(c); err != nil {
+			return nil, fmt.Errorf("change %d: %w", i, err)
+		}
+	}
+	p.out = p.out[:0]
+	for i := 0; i < len(changes); {
+		c := changes[i]
+		ti := p.info(c.Table)
+		// run is how many changes from i can share statements.
+		run := 1
+		switch c.Kind {
+		case dmworker.Insert:
+			if safe && identity(c.Table, c.After) == nil {
+				// Insert-or-replace of a row without a usable key:
+				// replace one equal row. Rows one by one, as equal rows
+				// in one statement would replace each other.
+				p.deleteOne(ti, c.After)
+				p.insertRows(ti, "insert", changes[i:i+1])
+				break
+			}
+			for i+run < len(changes) && changes[i+run].Kind == dmworker.Insert && sameTable(changes[i+run].Table, c.Table) &&
+				!(safe && identity(c.Table, changes[i+run].After) == nil) {
+				run++
+			}
+			op := "insert"
+			if safe {
+				op = "replace"
+			}
+			p.insertRows(ti, op, changes[i:i+run])
+		case dmworker.Delete:
+			key := identity(c.Table, c.Before)
+			if key == nil {
+				p.deleteOne(ti, c.Before)
+				break
+			}
+			for i+run < len(changes) && changes[i+run].Kind == dmworker.Delete && sameTable(changes[i+run].Table, c.Table) &&
+				equalInts(identity(c.Table, changes[i+run].Before), key) {
+				run++
+			}
+			p.deleteKeys(ti, key, changes[i:i+run])
+		case dmworker.Update:
+			if !safe {
+				p.update(ti, c)
+				break
+			}
+			key := identity(c.Table, c.Before)
+			if key == nil || !sameKey(c, key) {
+				// Delete the old row, insert-or-replace the new one.
+				if key == nil {
+					p.deleteOne(ti, c.Before)
+				} else {
+					p.deleteKeys(ti, key, changes[i:i+1])
+				}
+				if identity(c.Table, c.After) == nil {
+					p.deleteOne(ti, c.After)
+					p.insertRows(ti, "insert", changes[i:i+1])
+				} else {
+					p.insertRows(ti, "replace", changes[i:i+1])
+				}
+				break
+			}
+			// Updates that keep their key: delete all old rows, then
+			// replace all new ones. A key updated twice ends with its
+			// last image either way.
+			for i+run < len(changes) && changes[i+run].Kind == dmworker.Update && sameTable(changes[i+run].Table, c.Table) &&
+				equalInts(identity(c.Table, changes[i+run].Before), key) && sameKey(changes[i+run], key) {
+				run++
+			}
+			for _, chunk := range p.chunks(ti, changes[i:i+run], len(ti.writable)) {
+				p.deleteKeys(ti, key, chunk)
+				p.insertRows(ti, "replace", chunk)
+			}
+		}
+		i += run
+	}
+	return p.out, nil
+}
+
+// sameKey reports whether an update keeps the values of key, with no NULL
+// in the new row's key.
+func sameKey(c dmworker.Change, key []int) bool {
+	for _, i := range key {
+		if c.After[i] == nil || compareValue(c.Before[i], c.After[i]) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// compareValue returns 0 when a and b are the same contract value.
+func compareValue(a, b any) int {
+	switch x := a.(type) {
+	case []byte:
+		y, ok := b.([]byte)
+		if ok && string(x) == string(y) {
+			return 0
+		}
+		return 1
+	case nil:
+		if b == nil {
+			return 0
+		}
+		return 1
+	}
+	if a == b {
+		return 0
+	}
+	return 1
+}
+
+// chunks cuts changes into runs that fit one statement each, by row count,
+// placeholders (perRow each) and approximate size of the after images.
+func (p *planner) chunks(ti *tableInfo, changes []dmworker.Change, perRow int) [][]dmworker.Change {
+	maxRows := p.maxRows
+	if perRow > 0 && maxPlaceholders/perRow < maxRows {
+		maxRows = max(1, maxPlaceholders/perRow)
+	}
+	var out [][]dmworker.Change
+	start, size := 0, 0
+	for i, c := range changes {
+		row := c.After
+		if row == nil {
+			row = c.Before
+		}
+		rs := 0
+		for _, j := range ti.writable {
+			rs += approxSize(row[j])
+		}
+		if i > start && (i-start >= maxRows || size+rs > maxStatementBytes) {
+			out = append(out, changes[start:i])
+			start, size = i, 0
+		}
+		size += rs
+	}
+	if start < len(changes) {
+		out = append(out, changes[start:])
+	}
+	return out
+}
+
+// insertRows emits INSERT (op "insert") or REPLACE (op "replace") statements
+// for the after images of changes.
+func (p *planner) insertRows(ti *tableInfo, op string, changes []dmworker.Change) {
+	verb := "INSERT INTO "
+	if op == "replace" {
+		verb = "REPLACE INTO "
+	}
+	for _, chunk := range p.chunks(ti, changes, len(ti.writable)) {
+		var b strings.Builder
+		b.Grow(len(verb) + len(ti.insert) + len(chunk)*(len(ti.rowPH)+1))
+		b.WriteString(verb)
+		b.WriteString(ti.insert)
+		args := make([]any, 0, len(chunk)*len(ti.writable))
+		for k, c := range chunk {
+			if k > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(ti.rowPH)
+			for _, j := range ti.writable {
+				args = append(args, arg(c.After[j]))
+			}
+		}
+		p.out = append(p.out, stmt{op: op, table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: len(chunk)})
+	}
+}
+
+// deleteKeys emits DELETE ... WHERE key IN (...) for the before images of
+// changes, all identified by key.
+func (p *planner) deleteKeys(ti *tableInfo, key []int, changes []dmworker.Change) {
+	for _, chunk := range p.chunks(ti, changes, len(key)) {
+		var b strings.Builder
+		b.WriteString("DELETE FROM ")
+		b.WriteString(ti.name)
+		b.WriteString(" WHERE ")
+		args := make([]any, 0, len(chunk)*len(key))
+		if len(chunk) == 1 {
+			args = p.whereKey(&b, ti, key, chunk[0].Before, args)
+		} else {
+			var tuple strings.Builder
+			if len(key) > 1 {
+				tuple.WriteByte('(')
+			}
+			for k, i := range key {
+				if k > 0 {
+					tuple.WriteByte(',')
+				}
+				tuple.WriteString(p.param(ti.tbl.Columns[i]))
+			}
+			if len(key) > 1 {
+				tuple.WriteByte(')')
+			}
+			if len(key) > 1 {
+				b.WriteByte('(')
+			}
+			for k, i := range key {
+				if k > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(quoteIdent(ti.tbl.Columns[i].Name))
+			}
+			if len(key) > 1 {
+				b.WriteByte(')')
+			}
+			b.WriteString(" IN (")
+			for k, c := range chunk {
+				if k > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(tuple.String())
+				for _, i := range key {
+					args = append(args, arg(c.Before[i]))
+				}
+			}
+			b.WriteByte(')')
+		}
+		p.out = append(p.out, stmt{op: "delete", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: len(chunk)})
+	}
+}
+
+// whereKey writes `k1`=? AND `k2`=? for row's key values.
+func (p *planner) whereKey(b *strings.Builder, ti *tableInfo, key []int, row []any, args []any) []any {
+	for k, i := range key {
+		if k > 0 {
+			b.WriteString(" AND ")
+		}
+		b.WriteString(quoteIdent(ti.tbl.Columns[i].Name))
+		b.WriteString("=")
+		b.WriteString(p.param(ti.tbl.Columns[i]))
+		args = append(args, arg(row[i]))
+	}
+	return args
+}
+
+// whereAll writes a NULL-safe match of every non-generated column of row.
+func (p *planner) whereAll(b *strings.Builder, ti *tableInfo, row []any, args []any) []any {
+	for k, i := range ti.writable {
+		if k > 0 {
+			b.WriteString(" AND ")
+		}
+		b.WriteString(quoteIdent(ti.tbl.Columns[i].Name))
+		if row[i] == nil {
+			b.WriteString(" IS NULL")
+			continue
+		}
+		b.WriteString("<=>")
+		b.WriteString(p.param(ti.tbl.Columns[i]))
+		args = append(args, arg(row[i]))
+	}
+	return args
+}
+
+// deleteOne emits a DELETE of one row equal to row in every column.
+func (p *planner) deleteOne(ti *tableInfo, row []any) {
+	var b strings.Builder
+	b.WriteString("DELETE FROM ")
+	b.WriteString(ti.name)
+	b.WriteString(" WHERE ")
+	args := p.whereAll(&b, ti, row, nil)
+	b.WriteString(" LIMIT 1")
+	p.out = append(p.out, stmt{op: "delete", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: 1})
+}
+
+// update emits UPDATE ... SET every writable column WHERE the old row's
+// identity.
+func (p *planner) update(ti *tableInfo, c dmworker.Change) {
+	var b strings.Builder
+	b.WriteString("UPDATE ")
+	b.WriteString(ti.name)
+	b.WriteString(" SET ")
+	args := make([]any, 0, 2*len(ti.writable))
+	for k, i := range ti.writable {
+		if k > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(quoteIdent(ti.tbl.Columns[i].Name))
+		b.WriteString("=?")
+		args = append(args, arg(c.After[i]))
+	}
+	b.WriteString(" WHERE ")
+	if key := identity(c.Table, c.Before); key != nil {
+		args = p.whereKey(&b, ti, key, c.Before, args)
+	} else {
+		args = p.whereAll(&b, ti, c.Before, args)
+		b.WriteString(" LIMIT 1")
+	}
+	p.out = append(p.out, stmt{op: "update", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: 1})
+}

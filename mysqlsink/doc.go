@@ -1,0 +1,91 @@
+// Package mysqlsink is a dmworker.Sink and dmworker.CheckpointSink that
+// writes into a MySQL or MariaDB server through the host's *sql.DB
+// (github.com/go-sql-driver/mysql).
+//
+// # Writes
+//
+// Each Apply is one transaction on one connection. The connection's session
+// is set up first (time_zone '+00:00', since TIMESTAMP values are UTC text;
+// a non-strict sql_mode that takes zero and invalid dates, the enum error
+// value and 0 in AUTO_INCREMENT columns; foreign_key_checks off) and put
+// back as it was before the connection returns to the pool. Consecutive
+// changes of one kind to one table share multi-row statements
+// (WithMaxStatementRows):
+//
+//	normal mode  INSERT INTO `s`.`t` (`a`,`b`) VALUES (?,?),(?,?)
+//	             UPDATE `s`.`t` SET `a`=?,`b`=? WHERE `a`=?
+//	             DELETE FROM `s`.`t` WHERE (`k1`,`k2`) IN ((?,?),(?,?))
+//	safe mode    REPLACE INTO ... for inserts; for updates DELETE of the old
+//	             rows, then REPLACE of the new ones
+//
+// A row is found by its primary key, else by the first unique key with no
+// NULL in the row, else by all its columns compared NULL-safely with
+// LIMIT 1, one row per statement. Generated columns are never written.
+// Values go to the driver as placeholders, in the Go types of the
+// dmworker.Change contract, and come out of the server equal: BIT from
+// uint64, GEOMETRY in MySQL's internal format (SRID and WKB), JSON as text,
+// zero dates, fractional seconds, TIME beyond 24 hours, FLOAT to the bit.
+// DECIMAL values are compared through CAST(? AS DECIMAL(p,s)) so that close
+// values are never taken for one another.
+//
+// Limits: character columns compare under their collation, so in a table
+// without keys rows that differ only in letter case or trailing spaces are
+// interchangeable; and in safe mode such a table replaces one equal row per
+// insert, which converges only when its rows are distinct.
+//
+// # DDL
+//
+// ExecDDL runs the statement on a connection of its own, after USE of
+// DDL.Schema when set, and closes that connection afterwards rather than
+// return it to the pool with another default database. With DDL.SafeMode
+// the errors a DDL that already ran meets (table or column exists, unknown
+// table, duplicate key name, ...) are success. A DDL is not transactional:
+// if its checkpoint cannot be stored once it ran, the error is not
+// retryable.
+//
+// # Checkpoints
+//
+// Checkpoints live in the table `checkpoint` of the database named by
+// WithCheckpointSchema (default "dmworker_meta"), created on first use
+// (abridged):
+//
+//	CREATE TABLE `dmworker_meta`.`checkpoint` (
+//	  task VARCHAR(255) NOT NULL,       -- Checkpoint.Task
+//	  source VARCHAR(255) NOT NULL,     -- Checkpoint.Source
+//	  pos TEXT NULL,                    -- Checkpoint.Pos, streamer.Position text
+//	  safe_until TEXT NULL,             -- Checkpoint.SafeUntil, "(none)" when zero
+//	  schema_json LONGBLOB NULL,        -- Checkpoint.Schema, opaque
+//	  epoch BIGINT NOT NULL DEFAULT 0,  -- Checkpoint.Epoch
+//	  updated_at TIMESTAMP(6) NOT NULL, -- time of the last write
+//	  PRIMARY KEY (task, source)
+//	)
+//
+// A row whose pos is NULL holds no checkpoint. A batch's checkpoint is
+// written in the batch's transaction: the row is locked first (SELECT ...
+// FOR UPDATE, after inserting it if missing), the batch is refused with
+// dmworker.ErrStaleEpoch when the stored epoch is newer, and the row is
+// updated last. Writers of one task and source therefore queue on one row
+// lock, and an old writer cannot commit once a newer epoch is stored. A
+// checkpoint with a nil Schema keeps the stored schema.
+//
+// # Errors
+//
+// Every error is an *Error naming the operation, the table and the start of
+// the statement (never the row values). Lost connections, deadlocks (1213),
+// lock wait timeouts (1205), too many connections (1040, 1203), killed
+// queries or connections (1317, 1927) and a server gone away (2006, 2013)
+// are wrapped with dmworker.Retryable unless the call's context is done;
+// nothing of the call was applied. A connection lost during the commit
+// itself leaves the outcome unknown: with a checkpoint in the batch the sink
+// reads it back to tell, otherwise the error also wraps ErrCommitUnknown
+// (re-apply the batch in safe mode).
+//
+// # The host's pool
+//
+// The sink works with any go-sql-driver configuration. The connection
+// character set must be utf8mb4 (the driver's default) for 4-byte
+// characters. interpolateParams=true saves two round trips per statement:
+// without it, each statement is prepared, run and closed. The user needs INSERT, UPDATE, DELETE and SELECT on
+// the tables, the privileges the DDLs need, and CREATE on the checkpoint
+// database unless it exists.
+package mysqlsink

@@ -1,0 +1,27 @@
+package mysqlsink
+
+import (
+	"database/sql"
+
+	"github.com/dmworker/dmworker"
+)
+
+// SetCommit replaces how Apply commits its transaction, to simulate a
+// connection lost during the commit.
+func SetCommit(s *Sink, commit func(tx *sql.Tx) error) { s.commit = commit }
+
+// PlanSQL returns the statements Apply would run for changes.
+func PlanSQL(changes []dmworker.Change, safe bool, maxRows int, jsonCast bool) ([]string, [][]any, error) {
+	p := planner{maxRows: maxRows, jsonCast: jsonCast}
+	stmts, err := p.plan(changes, safe)
+	if err != nil {
+		return nil, nil, err
+	}
+	var sqls []string
+	var args [][]any
+	for _, st := range stmts {
+		sqls = append(sqls, st.sql)
+		args = append(args, st.args)
+	}
+	return sqls, args, nil
+}

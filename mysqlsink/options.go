@@ -1,0 +1,72 @@
+package mysqlsink
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Option configures a Sink; pass options to New.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// Defaults of the options.
+const (
+	DefaultCheckpointSchema = "dmworker_meta"
+	DefaultMaxStatementRows = 256
+)
+
+// maxPlaceholders is the most placeholders MySQL accepts in one prepared
+// statement; a statement's rows are cut to stay under it.
+const maxPlaceholders = 65535
+
+// maxStatementBytes bounds the approximate size of the values of one
+// multi-row statement, well under the servers' default max_allowed_packet
+// (16 MiB for MariaDB, 64 MiB for MySQL). A statement always takes at least
+// one row, however big.
+const maxStatementBytes = 4 << 20
+
+type config struct {
+	checkpointSchema string
+	maxStatementRows int
+}
+
+func defaultConfig() config {
+	return config{
+		checkpointSchema: DefaultCheckpointSchema,
+		maxStatementRows: DefaultMaxStatementRows,
+	}
+}
+
+func (c *config) validate() error {
+	if c.checkpointSchema == "" {
+		return fmt.Errorf("mysqlsink: empty checkpoint schema name")
+	}
+	if utf8.RuneCountInString(c.checkpointSchema) > 64 || !utf8.ValidString(c.checkpointSchema) ||
+		strings.ContainsRune(c.checkpointSchema, 0) || strings.HasSuffix(c.checkpointSchema, " ") {
+		return fmt.Errorf("mysqlsink: checkpoint schema %q is not a valid database name (at most 64 characters, no NUL, no trailing space)", c.checkpointSchema)
+	}
+	if c.maxStatementRows < 1 || c.maxStatementRows > maxPlaceholders {
+		return fmt.Errorf("mysqlsink: max statement rows %d out of range [1, %d]", c.maxStatementRows, maxPlaceholders)
+	}
+	return nil
+}
+
+// WithCheckpointSchema names the database that holds the checkpoint table,
+// `checkpoint`. The database and the table are created on the first
+// checkpoint read or write (CREATE ... IF NOT EXISTS). Default:
+// DefaultCheckpointSchema, "dmworker_meta".
+func WithCheckpointSchema(name string) Option {
+	return optionFunc(func(c *config) { c.checkpointSchema = name })
+}
+
+// WithMaxStatementRows sets how many rows one multi-row INSERT, REPLACE or
+// DELETE carries at most, between 1 and 65535; fewer when the values would
+// exceed 65535 placeholders or about 4 MiB. Default: DefaultMaxStatementRows,
+// 256.
+func WithMaxStatementRows(n int) Option {
+	return optionFunc(func(c *config) { c.maxStatementRows = n })
+}

@@ -1,0 +1,395 @@
+package mysqlsink
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/dmworker/dmworker"
+	"github.com/go-sql-driver/mysql"
+)
+
+// Sink is a dmworker.Sink and dmworker.CheckpointSink that writes into a
+// MySQL or MariaDB server through the host's *sql.DB. It is safe for
+// concurrent use; it holds no connection between calls and never closes
+// the pool.
+type Sink struct {
+	db      *sql.DB
+	cfg     config
+	cpTable string // `schema`.`checkpoint`
+	cpName  string // schema.checkpoint, for errors
+
+	mu      sync.Mutex
+	cpReady bool // the checkpoint table exists
+	flavor  serverFlavor
+
+	// commit, when set by tests, replaces tx.Commit in Apply.
+	commit func(tx *sql.Tx) error
+}
+
+type serverFlavor uint8
+
+const (
+	flavorUnknown serverFlavor = iota
+	flavorMariaDB
+	flavorMySQL
+)
+
+var _ dmworker.CheckpointSink = (*Sink)(nil)
+
+// New returns a Sink writing through db, which stays the host's: the sink
+// takes connections from it for the length of a call and never closes it.
+// New checks its options and does not touch the server; the checkpoint
+// table is created on first use.
+func New(db *sql.DB, opts ...Option) (*Sink, error) {
+	if db == nil {
+		return nil, errors.New("mysqlsink: nil *sql.DB")
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o != nil {
+			o.apply(&cfg)
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Sink{
+		db: db, cfg: cfg,
+		cpTable: quoteTable(cfg.checkpointSchema, checkpointTable),
+		cpName:  cfg.checkpointSchema + "." + checkpointTable,
+	}, nil
+}
+
+// sessionSQLMode lets in every value an upstream may hold, whatever its own
+// sql_mode was: zero dates and zeros in dates, invalid dates, the enum error
+// value (the empty string), 0 in an AUTO_INCREMENT column. It is not strict:
+// the values come from a server that accepted them.
+const sessionSQLMode = "NO_AUTO_VALUE_ON_ZERO,ALLOW_INVALID_DATES,NO_ENGINE_SUBSTITUTION"
+
+// sessionSetup saves the session variables the sink changes in user
+// variables, then sets them: TIMESTAMP values are UTC text, and foreign keys
+// are not checked (the upstream checked them; batches may reach the
+// downstream in another order than the upstream's statements).
+// sessionRestore puts them back before the connection returns to the host's
+// pool.
+const (
+	sessionSetup = "SET @dmworker_time_zone = @@SESSION.time_zone, @dmworker_sql_mode = @@SESSION.sql_mode, " +
+		"@dmworker_foreign_key_checks = @@SESSION.foreign_key_checks, " +
+		"SESSION time_zone = '+00:00', SESSION sql_mode = '" + sessionSQLMode + "', SESSION foreign_key_checks = 0"
+	sessionRestore = "SET SESSION time_zone = @dmworker_time_zone, SESSION sql_mode = @dmworker_sql_mode, " +
+		"SESSION foreign_key_checks = @dmworker_foreign_key_checks, " +
+		"@dmworker_time_zone = NULL, @dmworker_sql_mode = NULL, @dmworker_foreign_key_checks = NULL"
+	ddlSessionSetup = "SET SESSION time_zone = '+00:00', SESSION sql_mode = '" + sessionSQLMode + "', SESSION foreign_key_checks = 0"
+)
+
+// discard closes conn for good instead of returning it to the pool: its
+// session may be in a state the host must not inherit, or broken.
+func discard(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = conn.Close()
+}
+
+// withSession runs fn on a connection set up by sessionSetup and puts the
+// session back afterwards; when that cannot be done the connection is
+// discarded.
+func (s *Sink) withSession(ctx context.Context, fn func(*sql.Conn) error) error {
+	var conn *sql.Conn
+	// A connection the server dropped while idle fails on first use: try
+	// one more.
+	for attempt := 0; ; attempt++ {
+		var err error
+		conn, err = s.db.Conn(ctx)
+		if err != nil {
+			return fail(ctx, &Error{Op: "connect", Err: err})
+		}
+		_, err = conn.ExecContext(ctx, sessionSetup)
+		if err == nil {
+			break
+		}
+		discard(conn)
+		if attempt > 0 || !isConnLost(err) || ctx.Err() != nil {
+			return fail(ctx, &Error{Op: "session", Statement: shorten(sessionSetup), Err: err})
+		}
+	}
+	err := fn(conn)
+	if ctx.Err() != nil {
+		discard(conn)
+		return err
+	}
+	if _, rerr := conn.ExecContext(ctx, sessionRestore); rerr != nil {
+		discard(conn)
+	} else {
+		_ = conn.Close()
+	}
+	return err
+}
+
+// Apply writes the batch in one transaction on one connection: the changes
+// in order, consecutive changes of one kind to one table as multi-row
+// statements, and b.Checkpoint (when set) after locking its row and
+// checking its epoch.
+//
+// In normal mode inserts are INSERT, updates UPDATE ... WHERE the old row's
+// key, deletes DELETE ... WHERE key IN (...). In safe mode inserts are
+// REPLACE, updates a DELETE of the old row and a REPLACE of the new one. A
+// row's key is the primary key, else the first unique key with no NULL in
+// the row, else every column (NULL-safe, one row at a time, LIMIT 1; an
+// insert-or-replace then deletes one equal row before inserting). Generated
+// columns are never written.
+//
+// A batch from an epoch older than the stored checkpoint's fails with
+// dmworker.ErrStaleEpoch, nothing applied. Errors a retry may cure are
+// marked retryable and nothing of the batch is applied, except when the
+// connection is lost during the commit itself: the sink then reads the
+// checkpoint back to tell whether the commit happened (nil error if it
+// did), or returns a retryable error wrapping ErrCommitUnknown when it
+// cannot tell.
+func (s *Sink) Apply(ctx context.Context, b *dmworker.Batch) error {
+	if err := ctx.Err(); err != nil {
+		return fail(ctx, &Error{Op: "apply", Err: err})
+	}
+	if b == nil || (len(b.Changes) == 0 && b.Checkpoint == nil) {
+		return nil
+	}
+	var cp *cpRow
+	if b.Checkpoint != nil {
+		var err error
+		if cp, err = encodeCheckpoint(*b.Checkpoint); err != nil {
+			return fail(ctx, &Error{Op: "validate", Err: err})
+		}
+		if e := s.ensureCheckpointTable(ctx); e != nil {
+			return fail(ctx, e)
+		}
+	}
+	pl := planner{maxRows: s.cfg.maxStatementRows}
+	if hasJSON(b.Changes) {
+		f, e := s.serverFlavor(ctx)
+		if e != nil {
+			return fail(ctx, e)
+		}
+		pl.jsonCast = f == flavorMySQL
+	}
+	stmts, err := pl.plan(b.Changes, b.SafeMode)
+	if err != nil {
+		return fail(ctx, &Error{Op: "validate", Err: fmt.Errorf("%w: %v", ErrInvalidBatch, err)})
+	}
+	err = s.withSession(ctx, func(conn *sql.Conn) error {
+		return s.applyTx(ctx, conn, stmts, cp)
+	})
+	// Resolved once the connection is back: a pool of one would
+	// otherwise wait for it.
+	var lost *commitLost
+	if errors.As(err, &lost) {
+		return s.commitFailed(ctx, lost.err, cp, lost.prev)
+	}
+	return err
+}
+
+// commitLost is applyTx's error when the commit failed; Apply turns it into
+// its error with commitFailed.
+type commitLost struct {
+	err  error
+	prev *cpRow
+}
+
+func (c *commitLost) Error() string { return c.err.Error() }
+
+func (s *Sink) applyTx(ctx context.Context, conn *sql.Conn, stmts []stmt, cp *cpRow) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fail(ctx, &Error{Op: "begin", Err: err})
+	}
+	var prev *cpRow
+	if cp != nil {
+		var e *Error
+		if prev, e = s.lockCheckpoint(ctx, tx, cp); e != nil {
+			_ = tx.Rollback()
+			return fail(ctx, e)
+		}
+	}
+	for _, st := range stmts {
+		if _, err := tx.ExecContext(ctx, st.sql, st.args...); err != nil {
+			_ = tx.Rollback()
+			return fail(ctx, &Error{Op: st.op, Table: st.table, Rows: st.rows, Statement: shorten(st.sql), Err: err})
+		}
+	}
+	if cp != nil {
+		if e := s.writeCheckpoint(ctx, tx, cp); e != nil {
+			_ = tx.Rollback()
+			return fail(ctx, e)
+		}
+	}
+	if s.commit != nil {
+		err = s.commit(tx)
+	} else {
+		err = tx.Commit()
+	}
+	if err != nil {
+		return &commitLost{err: err, prev: prev}
+	}
+	return nil
+}
+
+// commitFailed turns a failed commit into the error Apply returns. When the
+// connection was lost (or ctx ended) the commit may have happened; with a
+// checkpoint in the batch that differs from the one stored before, reading
+// it back tells.
+func (s *Sink) commitFailed(ctx context.Context, err error, cp, prev *cpRow) error {
+	if !isConnLost(err) && ctx.Err() == nil {
+		return fail(ctx, &Error{Op: "commit", Err: err}) // the server said no
+	}
+	if cp != nil && prev != nil && ctx.Err() == nil {
+		want := cp.stored(prev)
+		if !prev.sameAs(want) {
+			got, lerr := s.loadRow(ctx, cp.task, cp.source)
+			switch {
+			case lerr != nil: // cannot tell
+			case got != nil && got.sameAs(want):
+				return nil // committed; only the acknowledgement was lost
+			case got == nil && !prev.pos.Valid, got != nil && got.sameAs(prev):
+				return fail(ctx, &Error{Op: "commit", Err: err}) // rolled back
+			}
+		}
+	}
+	return fail(ctx, &Error{Op: "commit", Err: fmt.Errorf("%w: %w", ErrCommitUnknown, err)})
+}
+
+// runDDL runs the DDL on a connection that it discards afterwards.
+func (s *Sink) runDDL(ctx context.Context, ddl *dmworker.DDL, table string) *Error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return &Error{Op: "connect", Err: err}
+	}
+	defer discard(conn)
+	if _, err := conn.ExecContext(ctx, ddlSessionSetup); err != nil {
+		return &Error{Op: "session", Statement: shorten(ddlSessionSetup), Err: err}
+	}
+	if ddl.Schema != "" {
+		use := "USE " + quoteIdent(ddl.Schema)
+		if _, err := conn.ExecContext(ctx, use); err != nil {
+			return &Error{Op: "ddl", Table: table, Statement: shorten(use), Err: err}
+		}
+	}
+	if _, err := conn.ExecContext(ctx, ddl.Query); err != nil && !(ddl.SafeMode && alreadyApplied(err)) {
+		return &Error{Op: "ddl", Table: table, Statement: shorten(ddl.Query), Err: err}
+	}
+	return nil
+}
+
+// alreadyAppliedErrors are the server errors of a DDL that already ran:
+// the object it creates exists, the one it drops or changes does not.
+var alreadyAppliedErrors = map[uint16]bool{
+	1007: true, // ER_DB_CREATE_EXISTS
+	1008: true, // ER_DB_DROP_EXISTS
+	1050: true, // ER_TABLE_EXISTS_ERROR (CREATE TABLE, CREATE VIEW, RENAME TO)
+	1051: true, // ER_BAD_TABLE_ERROR (DROP TABLE, DROP VIEW)
+	1054: true, // ER_BAD_FIELD_ERROR (CHANGE or RENAME of a renamed column)
+	1060: true, // ER_DUP_FIELDNAME (ADD COLUMN)
+	1061: true, // ER_DUP_KEYNAME (ADD INDEX)
+	1068: true, // ER_MULTIPLE_PRI_KEY (ADD PRIMARY KEY)
+	1091: true, // ER_CANT_DROP_FIELD_OR_KEY (DROP COLUMN, DROP INDEX)
+	1146: true, // ER_NO_SUCH_TABLE (ALTER or RENAME of a table renamed or dropped since)
+	1176: true, // ER_KEY_DOES_NOT_EXITS (RENAME INDEX of a renamed index)
+	1826: true, // ER_FK_DUP_NAME (ADD FOREIGN KEY, ADD CONSTRAINT CHECK)
+	4092: true, // MariaDB ER_UNKNOWN_VIEW (DROP VIEW)
+}
+
+// alreadyApplied reports whether a DDL's error says it ran before.
+func alreadyApplied(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && alreadyAppliedErrors[me.Number]
+}
+
+// hasJSON reports whether some table of the changes has a JSON column.
+func hasJSON(changes []dmworker.Change) bool {
+	var last *dmworker.Table
+	for _, c := range changes {
+		if c.Table == nil || c.Table == last {
+			continue
+		}
+		last = c.Table
+		for _, col := range c.Table.Columns {
+			if baseType(col.Type) == "json" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// serverFlavor tells MySQL from MariaDB, asking the server once.
+func (s *Sink) serverFlavor(ctx context.Context) (serverFlavor, *Error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.flavor != flavorUnknown {
+		return s.flavor, nil
+	}
+	var version string
+	if err := s.db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
+		return flavorUnknown, &Error{Op: "connect", Statement: "SELECT VERSION()", Err: err}
+	}
+	s.flavor = flavorMySQL
+	if strings.Contains(strings.ToLower(version), "mariadb") {
+		s.flavor = flavorMariaDB
+	}
+	return s.flavor, nil
+}
+
+// ExecDDL runs ddl.Query on a connection of its own, with ddl.Schema (when
+// set) as the default database and the session set up as for Apply, then
+// stores ddl.Checkpoint (when set). With ddl.SafeMode, the errors a DDL that
+// already ran meets when run again count as success (see alreadyApplied). The connection is closed afterwards
+// rather than returned to the pool, as USE cannot be undone. DDL is not
+// transactional: when the checkpoint cannot be stored after the DDL ran,
+// the error says so and the DDL stays. A checkpoint from an epoch older than
+// the stored one is refused before the DDL runs (dmworker.ErrStaleEpoch).
+// Creating the schema is the caller's business (CREATE DATABASE IF NOT
+// EXISTS is a DDL like any other).
+func (s *Sink) ExecDDL(ctx context.Context, ddl *dmworker.DDL) error {
+	if err := ctx.Err(); err != nil {
+		return fail(ctx, &Error{Op: "ddl", Err: err})
+	}
+	if ddl == nil {
+		return fail(ctx, &Error{Op: "ddl", Err: fmt.Errorf("%w: nil DDL", ErrInvalidBatch)})
+	}
+	table := ddl.Schema
+	if ddl.Table != "" {
+		table = ddl.Schema + "." + ddl.Table
+	}
+	var cp *cpRow
+	if ddl.Checkpoint != nil {
+		var err error
+		if cp, err = encodeCheckpoint(*ddl.Checkpoint); err != nil {
+			return fail(ctx, &Error{Op: "validate", Table: table, Err: err})
+		}
+		if e := s.ensureCheckpointTable(ctx); e != nil {
+			return fail(ctx, e)
+		}
+		stored, e := s.loadRow(ctx, cp.task, cp.source)
+		if e != nil {
+			return fail(ctx, e)
+		}
+		if stored != nil && stored.epoch > cp.epoch {
+			return fail(ctx, &Error{Op: "checkpoint", Table: table, Err: staleEpoch(cp, stored.epoch)})
+		}
+	}
+	if e := s.runDDL(ctx, ddl, table); e != nil {
+		return fail(ctx, e)
+	}
+	if cp != nil {
+		if e := s.saveRow(ctx, cp); e != nil {
+			// Not retryable whatever the cause: the call had an effect,
+			// the DDL. A replay from the stored checkpoint runs it again
+			// in safe mode.
+			e.Err = fmt.Errorf("DDL on %s done, its checkpoint not stored: %w", table, e.Err)
+			e.noRetry = true
+			return fail(ctx, e)
+		}
+	}
+	return nil
+}
