@@ -31,6 +31,11 @@ type options struct {
 	purgeInterval    time.Duration
 	purgeExpires     time.Duration
 	purgeRemainSpace uint64
+
+	// Syncer
+	readerFactory   ReaderFactory
+	checkpointStore CheckpointStore
+	sinkRetry       time.Duration
 }
 
 func defaultOptions() options {

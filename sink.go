@@ -147,6 +147,10 @@ type DDL struct {
 	SourceQuery string
 	// Pos is the upstream position right after the statement.
 	Pos streamer.Position
+	// SafeMode says the statement may have been applied already (a replay
+	// after a crash): errors that say so (table or column exists, unknown
+	// table, duplicate key name, ...) are then success.
+	SafeMode bool
 	// Checkpoint, for a CheckpointSink, is stored once the DDL is done.
 	Checkpoint *Checkpoint
 }
@@ -162,7 +166,8 @@ type Checkpoint struct {
 	// when the checkpoint was written: after a restart, changes up to it are
 	// replayed in safe mode. Zero when Pos is exact.
 	SafeUntil streamer.Position
-	// Schema is the serialised tracked schema at Pos (opaque to sinks).
+	// Schema is the serialised tracked schema at Pos (opaque to sinks); nil
+	// means unchanged since the last checkpoint stored: keep the stored one.
 	Schema []byte
 	// Epoch fences writers: a sink refuses a checkpoint (and its batch)
 	// from an epoch older than the one it has stored. Zero when unfenced.

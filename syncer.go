@@ -1,6 +1,310 @@
 package dmworker
 
-// This file will hold Syncer: filtering, routing and applying row and DDL
-// events to a host-supplied Sink, with checkpoints and safe replay. It is not
-// built yet. It will read events through streamer.Reader, the interface that
-// streamer.RemoteReader already implements.
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dmworker/dmworker/internal/schema"
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// SyncerConfig is what a syncer replicates and how. It is a plain struct so
+// that it can travel in task configs through files and etcd.
+type SyncerConfig struct {
+	// Task names the replication task; with Source it keys the checkpoint.
+	Task string `json:"task" toml:"task"`
+	// Source names the upstream; default Upstream.SourceName().
+	Source string `json:"source,omitempty" toml:"source"`
+	// Upstream is read for its binlog (unless a reader is supplied with
+	// WithReaderFactory) and for the tables' definitions at a fresh start.
+	Upstream streamer.UpstreamConfig `json:"upstream" toml:"upstream"`
+	// Start is where a task with no checkpoint begins; zero means the
+	// upstream's current position. Ignored once a checkpoint exists.
+	Start streamer.Position `json:"start,omitzero" toml:"-"`
+	// Filter, EventFilters and Routes select and rename what is replicated.
+	Filter       BlockAllowList    `json:"block-allow-list,omitzero" toml:"block-allow-list"`
+	EventFilters []EventFilterRule `json:"event-filters,omitempty" toml:"event-filters"`
+	Routes       []RouteRule       `json:"routes,omitempty" toml:"routes"`
+	// BatchSize is how many row changes a sink call carries at most (a
+	// transaction bigger than MaxBatchRows is split). Default 100.
+	BatchSize int `json:"batch,omitempty" toml:"batch"`
+	// MaxBatchRows bounds a batch even inside one upstream transaction;
+	// the rest of the transaction follows in later batches, in safe mode
+	// until it ends. Default 10000.
+	MaxBatchRows int `json:"max-batch-rows,omitempty" toml:"max-batch-rows"`
+	// FlushInterval is the longest changes wait in a partial batch.
+	// Default 100ms.
+	FlushInterval Duration `json:"flush-interval,omitzero" toml:"flush-interval"`
+	// SafeMode makes every write idempotent (inserts replace, updates are
+	// delete + replace), not only during the replay after a restart.
+	SafeMode bool `json:"safe-mode,omitempty" toml:"safe-mode"`
+}
+
+// Duration is a time.Duration that reads and writes as text ("100ms") in
+// JSON and TOML.
+type Duration time.Duration
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (c *SyncerConfig) adjust() error {
+	if c.Task == "" {
+		return errors.New("a task name is required")
+	}
+	if err := c.Upstream.Validate(); err != nil {
+		return err
+	}
+	if c.Source == "" {
+		c.Source = c.Upstream.SourceName()
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 100
+	}
+	if c.MaxBatchRows == 0 {
+		c.MaxBatchRows = 10000
+	}
+	if c.FlushInterval == 0 {
+		c.FlushInterval = Duration(100 * time.Millisecond)
+	}
+	switch {
+	case c.BatchSize < 1:
+		return fmt.Errorf("batch size %d must be positive", c.BatchSize)
+	case c.MaxBatchRows < c.BatchSize:
+		return fmt.Errorf("max batch rows %d must be at least the batch size %d", c.MaxBatchRows, c.BatchSize)
+	case c.FlushInterval < 0:
+		return fmt.Errorf("flush interval %s must not be negative", time.Duration(c.FlushInterval))
+	}
+	if !c.Start.IsZero() {
+		if err := c.Start.Validate(); err != nil {
+			return fmt.Errorf("start: %w", err)
+		}
+	}
+	return nil
+}
+
+// ReaderFactory opens the event stream a syncer reads, from a position.
+type ReaderFactory func(ctx context.Context, start streamer.Position) (streamer.Reader, error)
+
+// WithReaderFactory sets how the syncer opens its event stream (for example
+// a streamer.LocalReader over a relay). Default: a streamer.RemoteReader on
+// SyncerConfig.Upstream.
+func WithReaderFactory(f ReaderFactory) Option {
+	return Option{"WithReaderFactory", func(o *options) { o.readerFactory = f }}
+}
+
+// WithCheckpointStore sets where checkpoints are kept. Default: in the sink,
+// when it is a CheckpointSink (mysqlsink is); otherwise this option is
+// required.
+func WithCheckpointStore(s CheckpointStore) Option {
+	return Option{"WithCheckpointStore", func(o *options) { o.checkpointStore = s }}
+}
+
+// WithSinkRetry bounds how long the syncer retries a sink call that failed
+// with a retryable error, with exponential backoff from 100ms to 5s, before
+// it stops with the error. Default 5 minutes.
+func WithSinkRetry(d time.Duration) Option {
+	return Option{"WithSinkRetry", func(o *options) { o.sinkRetry = d }}
+}
+
+var syncerOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpointStore", "WithSinkRetry"}
+
+// Syncer replicates one source's row changes and DDL into a Sink, for one
+// task: it reads binlog events, filters and routes them, decodes rows with
+// the table definitions they were written with, applies them in batches
+// with a checkpoint, and after a restart replays from the checkpoint in safe
+// mode so that the downstream converges whatever moment the process died.
+//
+// Run works until its context ends or an error stops it; the error names
+// the task, source, position and statement. For an event the syncer cannot
+// apply (an unsupported DDL), Skip or Replace it and Run again.
+type Syncer struct {
+	cfg   SyncerConfig
+	sink  Sink
+	store CheckpointStore
+	opts  options
+	log   *slog.Logger
+	rules *rules
+
+	runMu sync.Mutex
+
+	mu        sync.Mutex
+	operators map[string]errorOperator // by event position text
+	status    SyncerStatus
+}
+
+// errorOperator is what the host said to do with a failing event.
+type errorOperator struct {
+	skip    bool
+	replace []string
+}
+
+// NewSyncer returns a syncer for cfg writing into sink. It validates the
+// configuration and options; nothing runs until Run.
+func NewSyncer(cfg SyncerConfig, sink Sink, opts ...Option) (*Syncer, error) {
+	o, err := collect("Syncer", syncerOptions, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.adjust(); err != nil {
+		return nil, fmt.Errorf("dmworker: syncer for task %q: %w", cfg.Task, err)
+	}
+	if sink == nil {
+		return nil, fmt.Errorf("dmworker: syncer for task %s: a sink is required", cfg.Task)
+	}
+	store := o.checkpointStore
+	if store == nil {
+		cs, ok := sink.(CheckpointSink)
+		if !ok {
+			return nil, fmt.Errorf("dmworker: syncer for task %s: the sink keeps no checkpoints; give WithCheckpointStore", cfg.Task)
+		}
+		store = sinkStore{cs}
+	}
+	rs, err := newRules(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dmworker: syncer for task %s: %w", cfg.Task, err)
+	}
+	if o.sinkRetry == 0 {
+		o.sinkRetry = 5 * time.Minute
+	}
+	s := &Syncer{
+		cfg:       cfg,
+		sink:      sink,
+		store:     store,
+		opts:      o,
+		rules:     rs,
+		log:       o.logger.With(slog.String("component", "syncer"), slog.String("task", cfg.Task), slog.String("source", cfg.Source)),
+		operators: map[string]errorOperator{},
+	}
+	s.status.Stage = "New"
+	return s, nil
+}
+
+// sinkStore adapts a CheckpointSink to CheckpointStore.
+type sinkStore struct{ s CheckpointSink }
+
+func (s sinkStore) Load(ctx context.Context, task, source string) (Checkpoint, bool, error) {
+	return s.s.LoadCheckpoint(ctx, task, source)
+}
+func (s sinkStore) Save(ctx context.Context, cp Checkpoint) error { return s.s.SaveCheckpoint(ctx, cp) }
+
+// Skip tells the syncer to pass over the event at pos (the position an
+// error reported) the next time it reaches it.
+func (s *Syncer) Skip(pos streamer.Position) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.operators[opKey(pos)] = errorOperator{skip: true}
+}
+
+// Replace tells the syncer to run stmts downstream instead of the DDL at pos
+// the next time it reaches it. The statements are applied to the tracked
+// schema too; they are taken as written, not routed.
+func (s *Syncer) Replace(pos streamer.Position, stmts ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.operators[opKey(pos)] = errorOperator{replace: stmts}
+}
+
+func opKey(p streamer.Position) string { return fmt.Sprintf("%s:%d", p.Name, p.Offset) }
+
+func (s *Syncer) takeOperator(p streamer.Position) (errorOperator, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	op, ok := s.operators[opKey(p)]
+	if ok {
+		delete(s.operators, opKey(p))
+	}
+	return op, ok
+}
+
+// SyncerStatus is a snapshot of a syncer's progress.
+type SyncerStatus struct {
+	Stage string // "New", "Running", "Stopped"
+	// Checkpoint is the position saved last; Read the position after the
+	// last event read.
+	Checkpoint streamer.Position
+	Read       streamer.Position
+	// SafeUntil is the end of the safe-mode replay window (zero if none).
+	SafeUntil streamer.Position
+	// Rows and DDLs applied since Run began.
+	Rows, DDLs int64
+	// LagSeconds is how far the last event read is behind the upstream's
+	// clock, from the event's timestamp.
+	LagSeconds float64
+	// LastError is the error that stopped Run, nil while it runs.
+	LastError error
+}
+
+// Status reports the syncer's progress.
+func (s *Syncer) Status() SyncerStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.status
+	st.Checkpoint, st.Read, st.SafeUntil = st.Checkpoint.Clone(), st.Read.Clone(), st.SafeUntil.Clone()
+	return st
+}
+
+func (s *Syncer) updateStatus(f func(*SyncerStatus)) {
+	s.mu.Lock()
+	f(&s.status)
+	s.mu.Unlock()
+}
+
+// Exported syncer errors; every error Run returns is a *SyncError wrapping
+// one of these where one applies.
+var (
+	// ErrUnsupportedDDL is a DDL the syncer cannot apply to its tracked
+	// schema. Skip or Replace it.
+	ErrUnsupportedDDL = schema.ErrUnsupportedDDL
+	// ErrSchemaMismatch means a row does not fit the tracked definition of
+	// its table (column count or names differ).
+	ErrSchemaMismatch = errors.New("dmworker: row does not match the tracked table definition")
+	// ErrUnknownTable means a row event names a table the syncer has no
+	// definition for.
+	ErrUnknownTable = errors.New("dmworker: no definition for the table")
+	// ErrSyncerRunning is returned by a second concurrent Run.
+	ErrSyncerRunning = errors.New("dmworker: syncer already running")
+)
+
+// SyncError names where replication stopped.
+type SyncError struct {
+	Task, Source string
+	Pos          streamer.Position // position after the failing event
+	Table        string            // schema.table, when one is concerned
+	Statement    string            // the DDL or the kind of row change
+	Err          error
+}
+
+func (e *SyncError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "dmworker: task %s source %s at %s", e.Task, e.Source, e.Pos)
+	if e.Table != "" {
+		fmt.Fprintf(&b, " table %s", e.Table)
+	}
+	if e.Statement != "" {
+		st := e.Statement
+		if len(st) > 200 {
+			st = st[:200] + "..."
+		}
+		fmt.Fprintf(&b, " statement %q", st)
+	}
+	fmt.Fprintf(&b, ": %v", e.Err)
+	return b.String()
+}
+
+// Unwrap returns the cause.
+func (e *SyncError) Unwrap() error { return e.Err }

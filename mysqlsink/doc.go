@@ -36,7 +36,7 @@
 // # DDL
 //
 // ExecDDL runs the statement on a connection of its own, after USE of
-// DDL.Schema when set, and closes that connection afterwards rather than
+// DDL.Schema when the statement names a table, and closes that connection afterwards rather than
 // return it to the pool with another default database. With DDL.SafeMode
 // the errors a DDL that already ran meets (table or column exists, unknown
 // table, duplicate key name, ...) are success. A DDL is not transactional:

@@ -269,7 +269,9 @@ func (s *Sink) runDDL(ctx context.Context, ddl *dmworker.DDL, table string) *Err
 	if _, err := conn.ExecContext(ctx, ddlSessionSetup); err != nil {
 		return &Error{Op: "session", Statement: shorten(ddlSessionSetup), Err: err}
 	}
-	if ddl.Schema != "" {
+	// Schema-level statements (Table empty) run without a default
+	// database: CREATE DATABASE names one that does not exist yet.
+	if ddl.Schema != "" && ddl.Table != "" {
 		use := "USE " + quoteIdent(ddl.Schema)
 		if _, err := conn.ExecContext(ctx, use); err != nil {
 			return &Error{Op: "ddl", Table: table, Statement: shorten(use), Err: err}

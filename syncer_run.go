@@ -1,0 +1,569 @@
+package dmworker
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/go-mysql-org/go-mysql/replication"
+	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/dmworker/dmworker/internal/rows"
+	"github.com/dmworker/dmworker/internal/schema"
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// run is one Run's state.
+type syncRun struct {
+	s       *Syncer
+	tracker *schema.Tracker
+	// schemaDirty is set when the tracker changed since the last
+	// checkpoint that carried it.
+	schemaDirty bool
+	safeUntil   streamer.Position
+	batch       []Change
+	batchSafe   bool
+	batchStart  time.Time
+	lastTxnEnd  streamer.Position // end of the last whole transaction read
+	midTxn      bool              // the batch holds part of an open transaction
+	tables      map[*schema.TableDef]*Table
+	ignoredKind map[string]bool
+	epoch       int64
+}
+
+// Run replicates until ctx ends (it then returns nil after saving its
+// checkpoint) or an error stops it. Retryable sink errors are retried with
+// backoff; the reader retries its own connection faults.
+func (s *Syncer) Run(ctx context.Context) (err error) {
+	if !s.runMu.TryLock() {
+		return ErrSyncerRunning
+	}
+	defer s.runMu.Unlock()
+	s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = "Running", nil })
+	defer func() {
+		s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = "Stopped", err })
+		if err != nil {
+			s.log.Error("syncer stopped", slog.String("error", err.Error()))
+		}
+	}()
+
+	r := &syncRun{s: s, tables: map[*schema.TableDef]*Table{}, ignoredKind: map[string]bool{}}
+	cp, found, err := s.store.Load(ctx, s.cfg.Task, s.cfg.Source)
+	if err != nil {
+		return s.wrap(streamer.Position{}, "", "", err)
+	}
+	start := cp.Pos
+	r.epoch = cp.Epoch
+	if found {
+		if len(cp.Schema) == 0 {
+			return s.wrap(cp.Pos, "", "", errors.New("the checkpoint carries no schema"))
+		}
+		if r.tracker, err = schema.Unmarshal(cp.Schema); err != nil {
+			return s.wrap(cp.Pos, "", "", fmt.Errorf("the checkpoint's schema: %w", err))
+		}
+		// Changes after the checkpoint may have been applied already: up
+		// to SafeUntil when it is set; with a sink that stores the
+		// checkpoint with its data, nothing else; with a separate store,
+		// up to wherever the last run got, which is at most the
+		// upstream's end now.
+		r.safeUntil = cp.SafeUntil
+		if _, atomic := s.store.(sinkStore); !atomic && r.safeUntil.IsZero() {
+			st, err := streamer.QueryUpstream(ctx, s.cfg.Upstream)
+			if err != nil {
+				return s.wrap(cp.Pos, "", "", err)
+			}
+			r.safeUntil = streamer.Position{Name: st.Master.Name, Offset: st.Master.Offset}
+		}
+		s.log.Info("resuming from checkpoint", slog.String("pos", cp.Pos.String()), slog.String("safe-until", r.safeUntil.String()))
+	} else {
+		st, err := streamer.QueryUpstream(ctx, s.cfg.Upstream)
+		if err != nil {
+			return s.wrap(streamer.Position{}, "", "", err)
+		}
+		start = s.cfg.Start
+		if start.IsZero() {
+			start = st.Master
+		}
+		if r.tracker, err = s.seedSchema(ctx); err != nil {
+			return s.wrap(start, "", "", err)
+		}
+		r.schemaDirty = true
+		s.log.Info("fresh start", slog.String("pos", start.String()), slog.Int("tables", len(r.tracker.Tables())))
+	}
+	r.lastTxnEnd = start
+	s.updateStatus(func(st *SyncerStatus) { st.Checkpoint, st.SafeUntil, st.Read = start, r.safeUntil, start })
+
+	reader, err := s.openReader(ctx, start)
+	if err != nil {
+		return s.wrap(start, "", "", err)
+	}
+	defer reader.Close()
+	return r.loop(ctx, reader)
+}
+
+func (s *Syncer) openReader(ctx context.Context, start streamer.Position) (streamer.Reader, error) {
+	if s.opts.readerFactory != nil {
+		return s.opts.readerFactory(ctx, start)
+	}
+	return streamer.NewRemoteReader(s.cfg.Upstream, start, streamer.WithLogger(s.opts.logger))
+}
+
+// seedSchema reads the definitions of the tables the task replicates from
+// the upstream (SHOW CREATE TABLE).
+func (s *Syncer) seedSchema(ctx context.Context) (*schema.Tracker, error) {
+	db, err := openUpstreamDB(s.cfg.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')")
+	if err != nil {
+		return nil, err
+	}
+	var names []schema.TableName
+	for rows.Next() {
+		var n schema.TableName
+		if err := rows.Scan(&n.Schema, &n.Name); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if s.rules.allowed(n.Schema, n.Name) {
+			names = append(names, n)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	t := schema.New()
+	for _, n := range names {
+		var name, create string
+		if err := db.QueryRowContext(ctx, "SHOW CREATE TABLE "+quoteIdent(n.Schema)+"."+quoteIdent(n.Name)).Scan(&name, &create); err != nil {
+			return nil, fmt.Errorf("SHOW CREATE TABLE %s: %w", n, err)
+		}
+		if err := t.CreateFromSQL(n.Schema, create); err != nil {
+			return nil, fmt.Errorf("table %s: %w", n, err)
+		}
+	}
+	return t, nil
+}
+
+func openUpstreamDB(up streamer.UpstreamConfig) (*sql.DB, error) {
+	c := gomysql.NewConfig()
+	c.User, c.Passwd, c.Net, c.Addr = up.User, up.Password, "tcp", up.Addr()
+	c.Timeout = 10 * time.Second
+	conn, err := gomysql.NewConnector(c)
+	if err != nil {
+		return nil, err
+	}
+	db := sql.OpenDB(conn)
+	db.SetMaxOpenConns(2)
+	return db, nil
+}
+
+func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
+
+// loop reads and applies events until ctx ends or an error.
+func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) error {
+	s := r.s
+	flushEvery := time.Duration(s.cfg.FlushInterval)
+	var deadline struct {
+		ctx    context.Context
+		cancel context.CancelFunc
+	}
+	stopDeadline := func() {
+		if deadline.cancel != nil {
+			deadline.cancel()
+		}
+		deadline.ctx, deadline.cancel = nil, nil
+	}
+	defer stopDeadline()
+	for {
+		gctx := ctx
+		if len(r.batch) > 0 && !r.midTxn {
+			if deadline.ctx == nil {
+				deadline.ctx, deadline.cancel = context.WithDeadline(ctx, r.batchStart.Add(flushEvery))
+			}
+			gctx = deadline.ctx
+		}
+		ev, err := reader.GetEvent(gctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				// Stopping: what is complete is applied and saved.
+				return r.flush(context.WithoutCancel(ctx), r.lastTxnEnd, false)
+			}
+			if gctx != ctx && gctx.Err() != nil {
+				stopDeadline()
+				if err := r.flush(ctx, r.lastTxnEnd, false); err != nil {
+					return err
+				}
+				continue
+			}
+			return s.wrap(r.lastTxnEnd, "", "", err)
+		}
+		if err := r.handle(ctx, ev); err != nil {
+			return err
+		}
+		if len(r.batch) == 0 {
+			stopDeadline()
+		}
+	}
+}
+
+// handle applies one event.
+func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
+	s := r.s
+	if !ev.Artificial() {
+		s.updateStatus(func(st *SyncerStatus) {
+			st.Read = ev.Pos
+			if ts := ev.Header.Timestamp; ts > 0 {
+				st.LagSeconds = time.Since(time.Unix(int64(ts), 0)).Seconds()
+			}
+		})
+	}
+	switch e := ev.Event.(type) {
+	case *replication.RowsEvent:
+		if err := r.rowsEvent(ev, e); err != nil {
+			return err
+		}
+		if len(r.batch) >= s.cfg.MaxBatchRows {
+			// A huge transaction: apply what we have, in safe mode from
+			// here to its end, checkpoint unchanged.
+			if err := r.flush(ctx, r.lastTxnEnd, true); err != nil {
+				return err
+			}
+		}
+	case *replication.QueryEvent:
+		q := strings.TrimSpace(string(e.Query))
+		if !ev.TxnEnd || strings.EqualFold(q, "COMMIT") || strings.EqualFold(q, "BEGIN") {
+			break
+		}
+		if err := r.ddl(ctx, ev, string(e.Schema), q); err != nil {
+			return err
+		}
+	}
+	if ev.TxnEnd {
+		r.lastTxnEnd = ev.Pos
+		r.midTxn = false
+		if len(r.batch) > 0 {
+			if len(r.batch) >= s.cfg.BatchSize || time.Since(r.batchStart) >= time.Duration(s.cfg.FlushInterval) {
+				return r.flush(ctx, ev.Pos, false)
+			}
+		}
+	}
+	return nil
+}
+
+// rowsEvent turns a rows event into changes appended to the batch.
+func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) error {
+	s := r.s
+	if e.Table == nil {
+		return nil
+	}
+	db, tbl := string(e.Table.Schema), string(e.Table.Table)
+	if !s.rules.allowed(db, tbl) {
+		return nil
+	}
+	var kind ChangeKind
+	switch ev.Header.EventType {
+	case replication.WRITE_ROWS_EVENTv0, replication.WRITE_ROWS_EVENTv1, replication.WRITE_ROWS_EVENTv2, replication.MARIADB_WRITE_ROWS_COMPRESSED_EVENT_V1:
+		kind = Insert
+	case replication.UPDATE_ROWS_EVENTv0, replication.UPDATE_ROWS_EVENTv1, replication.UPDATE_ROWS_EVENTv2, replication.MARIADB_UPDATE_ROWS_COMPRESSED_EVENT_V1, replication.PARTIAL_UPDATE_ROWS_EVENT:
+		kind = Update
+	case replication.DELETE_ROWS_EVENTv0, replication.DELETE_ROWS_EVENTv1, replication.DELETE_ROWS_EVENTv2, replication.MARIADB_DELETE_ROWS_COMPRESSED_EVENT_V1:
+		kind = Delete
+	default:
+		return nil
+	}
+	skip, err := s.rules.skipDML(db, tbl, kind)
+	if err != nil {
+		return s.wrap(ev.Pos, db+"."+tbl, kind.String(), err)
+	}
+	if skip {
+		return nil
+	}
+	def, ok := r.tracker.Table(db, tbl)
+	if !ok {
+		return s.wrap(ev.Pos, db+"."+tbl, kind.String(), ErrUnknownTable)
+	}
+	t, order, err := r.table(def, e.Table)
+	if err != nil {
+		return s.wrap(ev.Pos, db+"."+tbl, kind.String(), err)
+	}
+	conv := func(row []any) ([]any, error) {
+		if len(row) != int(e.ColumnCount) || len(row) != len(def.Columns) {
+			return nil, fmt.Errorf("%w: row has %d columns, the table %d", ErrSchemaMismatch, len(row), len(def.Columns))
+		}
+		out := make([]any, len(row))
+		for i, v := range row {
+			ci := order[i]
+			c, err := rows.Convert(v, &def.Columns[ci], e.Table.ColumnType[i], e.Table.ColumnMeta[i])
+			if err != nil {
+				return nil, err
+			}
+			out[ci] = c
+		}
+		return out, nil
+	}
+	if r.len0() {
+		r.batchStart = time.Now()
+	}
+	r.batchSafe = r.batchSafe || s.cfg.SafeMode || (!r.safeUntil.IsZero() && ev.Pos.Compare(r.safeUntil) <= 0)
+	r.midTxn = !ev.TxnEnd
+	step := 1
+	if kind == Update {
+		step = 2
+	}
+	for i := 0; i+step <= len(e.Rows); i += step {
+		ch := Change{Kind: kind, Table: t}
+		var err error
+		switch kind {
+		case Insert:
+			ch.After, err = conv(e.Rows[i])
+		case Delete:
+			ch.Before, err = conv(e.Rows[i])
+		case Update:
+			if ch.Before, err = conv(e.Rows[i]); err == nil {
+				ch.After, err = conv(e.Rows[i+1])
+			}
+		}
+		if err != nil {
+			return s.wrap(ev.Pos, db+"."+tbl, kind.String(), err)
+		}
+		r.batch = append(r.batch, ch)
+	}
+	return nil
+}
+
+func (r *syncRun) len0() bool { return len(r.batch) == 0 }
+
+// table returns the sink's view of a tracked table and the mapping from the
+// row image's column order to the definition's. With full row metadata the
+// binlog names the columns and they are matched by name; otherwise by
+// position.
+func (r *syncRun) table(def *schema.TableDef, tm *replication.TableMapEvent) (*Table, []int, error) {
+	t, ok := r.tables[def]
+	if !ok {
+		t = r.s.sinkTable(def)
+		r.tables[def] = t
+	}
+	n := int(tm.ColumnCount)
+	order := make([]int, n)
+	names := tm.ColumnNameString()
+	if len(names) == n {
+		for i, name := range names {
+			ci := def.Column(name)
+			if ci < 0 {
+				return nil, nil, fmt.Errorf("%w: the binlog names column %q, which the tracked definition lacks", ErrSchemaMismatch, name)
+			}
+			order[i] = ci
+		}
+	} else {
+		for i := range order {
+			order[i] = i
+		}
+	}
+	if n != len(def.Columns) {
+		return nil, nil, fmt.Errorf("%w: the binlog has %d columns, the tracked definition %d", ErrSchemaMismatch, n, len(def.Columns))
+	}
+	return t, order, nil
+}
+
+// sinkTable builds the Table handed to the sink for a definition.
+func (s *Syncer) sinkTable(def *schema.TableDef) *Table {
+	ts, tn := s.rules.route(def.Schema, def.Name)
+	t := &Table{Schema: ts, Name: tn, SourceSchema: def.Schema, SourceName: def.Name,
+		PrimaryKey: def.PrimaryKey, UniqueKeys: def.UniqueKeys}
+	for _, c := range def.Columns {
+		t.Columns = append(t.Columns, Column{Name: c.Name, Type: c.Type, Unsigned: c.Unsigned, Nullable: c.Nullable,
+			Binary: c.Binary, Generated: c.Generated})
+	}
+	return t
+}
+
+// ddl applies a DDL statement: every change before it is flushed first.
+func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, query string) error {
+	s := r.s
+	if err := r.flush(ctx, r.lastTxnEnd, false); err != nil {
+		return err
+	}
+	// DDL is not transactional downstream: record first that a crash from
+	// here on must replay it in safe mode.
+	replay := !r.safeUntil.IsZero() && ev.Pos.Compare(r.safeUntil) <= 0
+	if !replay {
+		cp := r.checkpoint(r.lastTxnEnd)
+		cp.SafeUntil = ev.Pos
+		if err := r.retry(ctx, func() error { return s.store.Save(ctx, cp) }); err != nil {
+			return s.wrap(ev.Pos, "", "save checkpoint", err)
+		}
+	}
+	if op, ok := s.takeOperator(ev.Pos); ok {
+		if op.skip {
+			s.log.Warn("skipping DDL as asked", slog.String("pos", ev.Pos.String()), slog.String("query", query))
+			return r.saveCheckpoint(ctx, ev.Pos)
+		}
+		for _, q := range op.replace {
+			if _, err := r.tracker.Apply(defaultSchema, q); err != nil {
+				return s.wrap(ev.Pos, "", q, err)
+			}
+			r.schemaDirty = true
+			r.tables = map[*schema.TableDef]*Table{}
+			if err := r.execDDL(ctx, &DDL{Schema: defaultSchema, Query: q, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || s.cfg.SafeMode}); err != nil {
+				return s.wrap(ev.Pos, "", q, err)
+			}
+		}
+		return r.saveCheckpoint(ctx, ev.Pos)
+	}
+	stmts, err := schema.Split(defaultSchema, query)
+	if err != nil {
+		return s.wrap(ev.Pos, "", query, err)
+	}
+	for i := range stmts {
+		st := &stmts[i]
+		if st.Ignored {
+			if !r.ignoredKind[st.Kind] {
+				r.ignoredKind[st.Kind] = true
+				s.log.Info("ignoring statements that do not shape tables", slog.String("kind", st.Kind), slog.String("example", truncate(query, 200)))
+			}
+			continue
+		}
+		if _, err := r.tracker.ApplyStmts(*st); err != nil {
+			return s.wrap(ev.Pos, st.Table.String(), query, err)
+		}
+		r.schemaDirty = true
+		r.tables = map[*schema.TableDef]*Table{}
+		if !s.rules.allowed(st.Table.Schema, st.Table.Name) {
+			continue
+		}
+		skip, err := s.rules.skipDDL(st.Table.Schema, st.Table.Name, st.Kind, query)
+		if err != nil {
+			return s.wrap(ev.Pos, st.Table.String(), query, err)
+		}
+		if skip {
+			continue
+		}
+		routed, err := st.Render(s.rules.route)
+		if err != nil {
+			return s.wrap(ev.Pos, st.Table.String(), query, err)
+		}
+		rs, rt := s.rules.route(st.Table.Schema, st.Table.Name)
+		if st.Table.Name == "" {
+			rt = ""
+		}
+		if err := r.execDDL(ctx, &DDL{Schema: rs, Table: rt, Query: routed, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || s.cfg.SafeMode}); err != nil {
+			return s.wrap(ev.Pos, st.Table.String(), query, err)
+		}
+	}
+	return r.saveCheckpoint(ctx, ev.Pos)
+}
+
+func (r *syncRun) execDDL(ctx context.Context, d *DDL) error {
+	err := r.retry(ctx, func() error { return r.s.sink.ExecDDL(ctx, d) })
+	if err == nil {
+		r.s.updateStatus(func(st *SyncerStatus) { st.DDLs++ })
+	}
+	return err
+}
+
+// flush applies the batch with a checkpoint at pos. partial means the batch
+// ends inside a transaction: the checkpoint stays at pos (the last whole
+// transaction) and what follows is replayed in safe mode after a crash.
+func (r *syncRun) flush(ctx context.Context, pos streamer.Position, partial bool) error {
+	s := r.s
+	if len(r.batch) == 0 {
+		return nil
+	}
+	cp := r.checkpoint(pos)
+	if partial {
+		cp.SafeUntil = s.Status().Read
+		r.batchSafe = true
+	}
+	b := &Batch{Changes: r.batch, SafeMode: r.batchSafe, Checkpoint: &cp}
+	err := r.retry(ctx, func() error { return s.sink.Apply(ctx, b) })
+	if err != nil {
+		return s.wrap(pos, "", "apply batch", err)
+	}
+	n := int64(len(r.batch))
+	r.batch = nil
+	r.batchSafe = partial
+	if _, ok := s.store.(sinkStore); !ok {
+		// The sink did not store the checkpoint with the data.
+		if err := r.retry(ctx, func() error { return s.store.Save(ctx, cp) }); err != nil {
+			return s.wrap(pos, "", "save checkpoint", err)
+		}
+	}
+	r.schemaDirty = false
+	s.updateStatus(func(st *SyncerStatus) {
+		st.Rows += n
+		if !partial {
+			st.Checkpoint = pos
+		}
+	})
+	return nil
+}
+
+// saveCheckpoint stores a checkpoint with no data (after a DDL).
+func (r *syncRun) saveCheckpoint(ctx context.Context, pos streamer.Position) error {
+	cp := r.checkpoint(pos)
+	if err := r.retry(ctx, func() error { return r.s.store.Save(ctx, cp) }); err != nil {
+		return r.s.wrap(pos, "", "save checkpoint", err)
+	}
+	r.schemaDirty = false
+	r.s.updateStatus(func(st *SyncerStatus) { st.Checkpoint = pos })
+	return nil
+}
+
+func (r *syncRun) checkpoint(pos streamer.Position) Checkpoint {
+	cp := Checkpoint{Task: r.s.cfg.Task, Source: r.s.cfg.Source, Pos: pos, Epoch: r.epoch}
+	if !r.safeUntil.IsZero() && pos.Compare(r.safeUntil) < 0 {
+		cp.SafeUntil = r.safeUntil
+	}
+	if r.schemaDirty {
+		b, err := r.tracker.Marshal()
+		if err == nil {
+			cp.Schema = b
+		}
+	}
+	return cp
+}
+
+// retry runs f until it succeeds, fails with a non-retryable error, or the
+// retry budget is spent.
+func (r *syncRun) retry(ctx context.Context, f func() error) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 5*time.Second, r.s.opts.sinkRetry
+	return backoff.Retry(func() error {
+		err := f()
+		if err == nil || !IsRetryable(err) {
+			if err != nil {
+				return backoff.Permanent(err)
+			}
+			return nil
+		}
+		r.s.log.Warn("retrying sink call", slog.String("error", err.Error()))
+		return err
+	}, backoff.WithContext(b, ctx))
+}
+
+func (s *Syncer) wrap(pos streamer.Position, table, stmt string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var se *SyncError
+	if errors.As(err, &se) {
+		return err
+	}
+	return &SyncError{Task: s.cfg.Task, Source: s.cfg.Source, Pos: pos, Table: table, Statement: stmt, Err: err}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
