@@ -1,13 +1,23 @@
 // Command binlogtail follows an upstream MySQL or MariaDB server's binlog
-// with streamer.RemoteReader and prints one line per event. It shows the
-// public streamer API at work: an UpstreamConfig, a start Position, and a
-// Reader pulled with GetEvent.
+// with streamer.RemoteReader, or a relay directory with
+// streamer.LocalReader, and prints one line per event. It shows the public
+// streamer API at work: an UpstreamConfig, a start Position, and a Reader
+// pulled with GetEvent.
 //
 // Usage:
 //
 //	go run ./examples/binlogtail -from 'user:pass@127.0.0.1:3306'
 //	    [-pos mysql-bin.000001:4 | -gtid SET] [-flavor mariadb|mysql]
 //	    [-server-id N] [-exit-when-idle DURATION] [-max-retry DURATION]
+//	go run ./examples/binlogtail -relay-dir DIR [-follow]
+//	    [-pos mysql-bin.000001:4 | -gtid SET] [-flavor mariadb|mysql]
+//	    [-exit-when-idle DURATION]
+//
+// With -relay-dir the events come from a relay directory (written by
+// dmworker.Relay or examples/relay) instead of an upstream, with the same
+// output. Without -follow the program exits 0 at the end of what the relay
+// holds; with -follow it waits for new events. -pos then names a file of the
+// relay (searched from the newest subdirectory back).
 //
 // Where to start:
 //   - neither -pos nor -gtid: at the oldest binlog the upstream still holds;
@@ -93,6 +103,8 @@ const flushDelay = 100 * time.Millisecond
 
 // config is what the command line asks for.
 type config struct {
+	relayDir string // read this relay directory instead of an upstream
+	follow   bool
 	up       streamer.UpstreamConfig
 	start    streamer.Position
 	idle     time.Duration // 0: never exit for idleness
@@ -115,8 +127,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	logger := slog.New(warningsOnly{slog.NewTextHandler(stderr, &slog.HandlerOptions{ReplaceAttr: plainErrors})})
-	r, err := streamer.NewRemoteReader(cfg.up, cfg.start,
-		streamer.WithLogger(logger), streamer.WithMaxRetryTime(cfg.maxRetry))
+	var r streamer.Reader
+	if cfg.relayDir != "" {
+		start := streamer.StartAtPosition(cfg.start)
+		if cfg.start.Name == "" && cfg.start.GTIDSet != nil {
+			start = streamer.StartAtGTID(cfg.start.GTIDSet)
+		}
+		r, err = streamer.NewLocalReader(cfg.relayDir, start,
+			streamer.WithLocalLogger(logger), streamer.WithFollow(cfg.follow))
+	} else {
+		r, err = streamer.NewRemoteReader(cfg.up, cfg.start,
+			streamer.WithLogger(logger), streamer.WithMaxRetryTime(cfg.maxRetry))
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "binlogtail:", err)
 		return 1
@@ -125,7 +147,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
-	if err := tail(ctx, r, out, cfg.idle); err != nil {
+	if err := tail(ctx, r, out, cfg.idle); err != nil && !errors.Is(err, streamer.ErrEndOfStream) {
 		out.Flush()
 		fmt.Fprintln(stderr, "binlogtail:", err)
 		return 1
@@ -163,7 +185,9 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("binlogtail", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		from     = fs.String("from", "", "upstream as user:password@host:port (required)")
+		from     = fs.String("from", "", "upstream as user:password@host:port (required without -relay-dir)")
+		relayDir = fs.String("relay-dir", "", "read this relay directory instead of an upstream")
+		follow   = fs.Bool("follow", false, "with -relay-dir: wait for new events at the end of the relay")
 		pos      = fs.String("pos", "", "start position, e.g. mysql-bin.000001:4")
 		gtid     = fs.String("gtid", "", "start after this GTID set")
 		flavor   = fs.String("flavor", "", "mariadb or mysql (default: detect)")
@@ -184,8 +208,12 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	switch {
 	case fs.NArg() > 0:
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case *from == "":
-		return cfg, errors.New("-from user:password@host:port is required")
+	case *from == "" && *relayDir == "":
+		return cfg, errors.New("-from user:password@host:port or -relay-dir DIR is required")
+	case *from != "" && *relayDir != "":
+		return cfg, errors.New("give -from or -relay-dir, not both")
+	case set["follow"] && *relayDir == "":
+		return cfg, errors.New("-follow applies to -relay-dir (an upstream is always followed)")
 	case set["pos"] && set["gtid"]:
 		return cfg, errors.New("give -pos or -gtid, not both")
 	case *idle < 0 || *maxRetry < 0:
@@ -193,8 +221,11 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	case *serverID > 1<<32-1:
 		return cfg, fmt.Errorf("-server-id %d: must fit in 32 bits", *serverID)
 	}
-	up, err := streamer.ParseUpstream(*from)
-	if err != nil {
+	var up streamer.UpstreamConfig
+	var err error
+	if *relayDir != "" {
+		cfg.relayDir, cfg.follow = *relayDir, *follow
+	} else if up, err = streamer.ParseUpstream(*from); err != nil {
 		return cfg, err
 	}
 	switch *flavor {

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
+	"github.com/dmworker/dmworker/streamer"
 )
 
 // line is one parsed output line.
@@ -157,6 +159,71 @@ func TestRunPrintsWorkload(t *testing.T) {
 		// know the executed set, but it still knows each transaction's GTID.
 		if got := txnLines(ls, gtid); !slices.Equal(got, wantTxn) {
 			t.Errorf("transaction %s: got\n%s\nwant\n%s", gtid, strings.Join(got, "\n"), strings.Join(wantTxn, "\n"))
+		}
+	})
+
+	t.Run("from a relay directory", func(t *testing.T) {
+		dir := t.TempDir()
+		up, err := streamer.ParseUpstream(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, err := dmworker.NewRelay(up, dir, dmworker.WithRelayStart(streamer.Position{Name: "mysql-bin.000001", Offset: 4}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- rel.Run(t.Context()) }()
+		deadline := time.After(time.Minute)
+		for {
+			pos, changed := rel.Relayed()
+			if fmt.Sprintf("%s:%d", pos.Name, pos.Offset) == end {
+				break
+			}
+			select {
+			case <-changed:
+			case err := <-errc:
+				t.Fatalf("relay stopped: %v", err)
+			case <-deadline:
+				t.Fatalf("relay at %s, want %s", pos, end)
+			}
+		}
+		real := func(ls []line) []string {
+			var out []string
+			for _, l := range ls {
+				if !slices.Contains(l.extra, "artificial") {
+					out = append(out, l.String())
+				}
+			}
+			return out
+		}
+		want := real(tailAll(t, "-from", from))
+		// Without -follow: everything the relay holds, then exit 0.
+		var stdout, stderr bytes.Buffer
+		if code := run(t.Context(), []string{"-relay-dir", dir}, &stdout, &stderr); code != 0 {
+			t.Fatalf("relay tail: exit %d: %s", code, stderr.String())
+		}
+		if got := real(parseLines(t, stdout.String())); !slices.Equal(got, want) {
+			t.Fatalf("relay tail differs from the upstream's:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		// With -follow it waits for the relay to grow: one more
+		// transaction shows up before it goes idle.
+		m.Exec(t, "INSERT INTO wl.t VALUES (9, 'z')")
+		ls := tailAll(t, "-relay-dir", dir, "-follow", "-gtid", gtid)
+		var gtids []string
+		for _, l := range ls {
+			if l.gtid != "-" && !slices.Contains(gtids, l.gtid) {
+				gtids = append(gtids, l.gtid)
+			}
+		}
+		if !slices.Equal(gtids, []string{"0-7-4"}) {
+			t.Fatalf("following the relay after %s: transactions %q, want 0-7-4", gtid, gtids)
+		}
+		if err := rel.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
 		}
 	})
 
