@@ -215,7 +215,13 @@ type RelayFileWriter struct {
 	size     int64
 	dirDirty bool // a file was created since the last Sync
 	synced   bool // everything written is fsynced
+	// buf holds the file's last len(buf) bytes (up to size), not yet
+	// written: one write per buffer-full instead of one per event.
+	buf []byte
 }
+
+// relayWriteBuffer is how many bytes the writer gathers before a write.
+const relayWriteBuffer = 1 << 20
 
 // NewRelayFileWriter returns a writer for the subdirectory dir. When name is
 // set, writing resumes at the end of that file, which must already be
@@ -314,6 +320,12 @@ func (w *RelayFileWriter) Write(ev *Event) (bool, error) {
 	}
 	start := int64(end) - int64(len(raw))
 	path := filepath.Join(w.dir, w.name)
+	if start < w.size {
+		// The overlap check reads the file back.
+		if err := w.flushBuf(); err != nil {
+			return false, err
+		}
+	}
 	switch {
 	case start > w.size:
 		return false, &RelayError{Path: path, Offset: w.size, Kind: ErrRelayGap,
@@ -332,12 +344,15 @@ func (w *RelayFileWriter) Write(ev *Event) (bool, error) {
 	}
 	wrote := false
 	if len(raw) > 0 {
-		if _, err := w.f.WriteAt(raw, start); err != nil {
-			return false, err
-		}
+		w.buf = append(w.buf, raw...)
 		w.size = start + int64(len(raw))
 		w.synced = false
 		wrote = true
+		if len(w.buf) >= relayWriteBuffer {
+			if err := w.flushBuf(); err != nil {
+				return false, err
+			}
+		}
 	}
 	if rot, ok := ev.Event.(*replication.RotateEvent); ok {
 		// The upstream finished this file (whether we wrote its rotate
@@ -357,6 +372,9 @@ func (w *RelayFileWriter) Write(ev *Event) (bool, error) {
 func (w *RelayFileWriter) checkFDE(raw []byte) error {
 	if w.f == nil || w.size <= 4 || len(raw) < eventHeaderSize+checksumSize {
 		return nil
+	}
+	if err := w.flushBuf(); err != nil {
+		return err
 	}
 	have := make([]byte, len(raw))
 	if _, err := w.f.ReadAt(have, 4); err != nil {
@@ -387,6 +405,9 @@ func equalFDEBodies(a, b []byte) bool {
 // Sync makes everything written so far durable: the current file, and the
 // directory entries of files created since the last Sync.
 func (w *RelayFileWriter) Sync() error {
+	if err := w.flushBuf(); err != nil {
+		return err
+	}
 	if w.f != nil && !w.synced {
 		if err := w.f.Sync(); err != nil {
 			return err
@@ -399,6 +420,18 @@ func (w *RelayFileWriter) Sync() error {
 		}
 		w.dirDirty = false
 	}
+	return nil
+}
+
+// flushBuf writes the buffered bytes to the file (without fsync).
+func (w *RelayFileWriter) flushBuf() error {
+	if len(w.buf) == 0 || w.f == nil {
+		return nil
+	}
+	if _, err := w.f.WriteAt(w.buf, w.size-int64(len(w.buf))); err != nil {
+		return err
+	}
+	w.buf = w.buf[:0]
 	return nil
 }
 
