@@ -16,6 +16,16 @@
 // events as a clean read. Row values are decoded the same way by every reader:
 // DECIMAL as exact decimals, TIMESTAMP in UTC, JSON as MySQL's text.
 //
+// LocalReader reads a relay directory (see below) as RemoteReader reads the
+// upstream: for the same start it delivers the same events with the same
+// positions, GTIDs and transaction ends (heartbeats aside). It starts at a
+// position, a relay position, DM's "mysql-bin|000002.000123" form, or a GTID
+// set; follows rotations and subdirectories in index order, skipping in a
+// newer subdirectory the transactions already read; waits at the tail on the
+// in-process Relay's notification (WithRelayTail) or by a bounded poll; holds
+// back purge with a lease (WithRelayRegistry, Ack); and reports corruption
+// (ErrRelayCorrupt, naming file and offset) instead of skipping it.
+//
 // # Positions
 //
 // Every Event carries the Position after it: the file, the 64-bit offset

@@ -23,16 +23,16 @@ var (
 	ErrAccessDenied = errors.New("streamer: access denied by upstream")
 	// ErrUnknownHost means the upstream's host name does not resolve.
 	ErrUnknownHost = errors.New("streamer: unknown upstream host")
-	// ErrBinlogPurged means the binlog file to start from is no longer on
-	// the upstream (purged, or never existed).
-	ErrBinlogPurged = errors.New("streamer: binlog file not found on upstream (purged?)")
-	// ErrGTIDNotServable means the upstream cannot serve the requested GTID
-	// set: the transactions after it were purged, or the set holds GTIDs
-	// the upstream never had.
-	ErrGTIDNotServable = errors.New("streamer: upstream cannot serve the requested GTID set")
-	// ErrBadPosition means the upstream rejected the start position itself
-	// (an offset past the end of the file or not at an event boundary).
-	ErrBadPosition = errors.New("streamer: upstream rejected the start position")
+	// ErrBinlogPurged means the binlog file to start from is no longer
+	// there, upstream or in the relay (purged, or never existed).
+	ErrBinlogPurged = errors.New("streamer: binlog file not found (purged?)")
+	// ErrGTIDNotServable means the requested GTID set cannot be served: the
+	// transactions after it were purged, or the set holds GTIDs the source
+	// never had.
+	ErrGTIDNotServable = errors.New("streamer: the requested GTID set cannot be served")
+	// ErrBadPosition means the start position itself is wrong (an offset
+	// past the end of the file or not at an event boundary).
+	ErrBadPosition = errors.New("streamer: bad start position")
 	// ErrUpstream is any other fatal error the upstream reported while
 	// sending the binlog.
 	ErrUpstream = errors.New("streamer: upstream error")

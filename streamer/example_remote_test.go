@@ -69,7 +69,7 @@ func ExampleError() {
 	fmt.Println(err)
 	// Output:
 	// true true
-	// streamer: source db1:3306: connect at mysql-bin.000007:4: binlog file not found on upstream (purged?)
+	// streamer: source db1:3306: connect at mysql-bin.000007:4: binlog file not found (purged?)
 }
 
 // PickServerID finds a replica id nobody uses on the upstream. (Not run: it
