@@ -1,0 +1,148 @@
+package dmworker_test
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/testserver"
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// realEvent is an event's identity for comparing streams: where it ends, its
+// bytes, its transaction and whether it ends one.
+type realEvent struct {
+	pos    string
+	raw    []byte
+	gtid   string
+	txnEnd bool
+}
+
+// readReal reads r until fn says stop, keeping the real (non-artificial)
+// events.
+func readReal(ctx context.Context, t *testing.T, r streamer.Reader, stop func(*streamer.Event) bool) []realEvent {
+	t.Helper()
+	var out []realEvent
+	for {
+		ev, err := r.GetEvent(ctx)
+		if err != nil {
+			t.Fatalf("GetEvent after %d events: %v", len(out), err)
+		}
+		if !ev.Artificial() {
+			out = append(out, realEvent{pos: ev.Pos.String(), raw: append([]byte(nil), ev.RawData...), gtid: ev.GTID, txnEnd: ev.TxnEnd})
+		}
+		if stop(ev) {
+			return out
+		}
+	}
+}
+
+// TestLocalReaderFollowsLiveRelay: a LocalReader follows a live relay
+// directory while the upstream writes and rotates and the relay process is
+// restarted in the middle (the reader polls, as from another process; the
+// in-process notification is tested in package streamer); the local stream
+// equals the remote one event for event, positions and GTIDs included.
+func TestLocalReaderFollowsLiveRelay(t *testing.T) {
+	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 51, MaxBinlogSize: 16 << 10})
+	db := m.DB(t)
+	relayWorkload(t, db, 0, 20)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	rel, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.WithRelayStart(streamer.Position{Name: "mysql-bin.000001", Offset: 4}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := runRelay(t, rel)
+	waitRelayed(t, rel, db, errc)
+
+	local, err := streamer.NewLocalReader(dir, streamer.StartAtPosition(streamer.Position{Name: "mysql-bin.000001", Offset: 4}),
+		streamer.WithPollInterval(5*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Read in the background from now on.
+	var (
+		mu       sync.Mutex
+		got      []realEvent
+		lastPos  streamer.Position
+		readErr  error
+		rctx, rc = context.WithCancel(ctx)
+		readDone = make(chan struct{})
+	)
+	go func() {
+		defer close(readDone)
+		for {
+			ev, err := local.GetEvent(rctx)
+			if err != nil {
+				if rctx.Err() == nil {
+					mu.Lock()
+					readErr = err
+					mu.Unlock()
+				}
+				return
+			}
+			if ev.Artificial() {
+				continue
+			}
+			mu.Lock()
+			got = append(got, realEvent{pos: ev.Pos.String(), raw: append([]byte(nil), ev.RawData...), gtid: ev.GTID, txnEnd: ev.TxnEnd})
+			lastPos = ev.Pos
+			mu.Unlock()
+		}
+	}()
+
+	relayWorkload(t, db, 20, 30)
+	if err := rel.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	relayWorkload(t, db, 50, 30) // while no relay runs
+	rel2, err := dmworker.NewRelay(upstreamOf(m), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc2 := runRelay(t, rel2)
+	relayWorkload(t, db, 80, 30)
+	waitRelayed(t, rel2, db, errc2)
+
+	file, pos := masterPos(t, db)
+	end := streamer.Position{Name: file, Offset: pos}
+	waitUntil(t, "the local reader at the end", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if readErr != nil {
+			t.Fatalf("local reader: %v", readErr)
+		}
+		return lastPos.Compare(end) >= 0
+	})
+	rc()
+	<-readDone
+	local.Close()
+
+	remote, err := streamer.NewRemoteReader(upstreamOf(m), streamer.Position{Name: "mysql-bin.000001", Offset: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remote.Close()
+	atEnd := func(ev *streamer.Event) bool { return !ev.Artificial() && ev.Pos.Compare(end) >= 0 }
+	want := readReal(ctx, t, remote, atEnd)
+	for len(got) > len(want) && got[len(got)-1].pos != want[len(want)-1].pos {
+		got = got[:len(got)-1] // read past end (a checkpoint event written since)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("local delivered %d real events, remote %d", len(got), len(want))
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.pos != w.pos || g.gtid != w.gtid || g.txnEnd != w.txnEnd || !bytes.Equal(g.raw, w.raw) {
+			t.Fatalf("event %d: local %s %q end=%v, remote %s %q end=%v", i, g.pos, g.gtid, g.txnEnd, w.pos, w.gtid, w.txnEnd)
+		}
+	}
+}
