@@ -2,13 +2,19 @@ package dmworker_test
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"log"
 	"os"
 	"os/signal"
 	"time"
 
+	_ "github.com/go-sql-driver/mysql" // the driver sql.Open("mysql") needs
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/mysqlsink"
 	"github.com/dmworker/dmworker/streamer"
 )
 
@@ -56,4 +62,76 @@ func ExampleNewRelay() {
 	if err := r.Run(ctx); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// A Syncer replicates an upstream into a MySQL-compatible downstream, merging
+// shard tables on the way. (Not run: it needs servers.)
+func ExampleNewSyncer() {
+	up, err := streamer.ParseUpstream("repl:secret@127.0.0.1:3306")
+	if err != nil {
+		log.Fatal(err)
+	}
+	downstream, err := sql.Open("mysql", "root:pw@tcp(127.0.0.1:3307)/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	sink, err := mysqlsink.New(downstream) // keeps the checkpoint with the data
+	if err != nil {
+		log.Fatal(err)
+	}
+	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{
+		Task:     "orders",
+		Upstream: up,
+		Filter:   dmworker.BlockAllowList{DoDBs: []string{"shop_*"}},
+		Routes: []dmworker.RouteRule{
+			{SchemaPattern: "shop_*", TargetSchema: "shop"},
+			{SchemaPattern: "shop_*", TablePattern: "orders_*", TargetSchema: "shop", TargetTable: "orders"},
+		},
+	}, sink)
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = s.Run(context.Background())
+	var se *dmworker.SyncError
+	if errors.Is(err, dmworker.ErrUnsupportedDDL) && errors.As(err, &se) {
+		// Look at se.Statement, then skip it (or Replace it) and go on.
+		s.Skip(se.Pos)
+		err = s.Run(context.Background())
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Checkpoints can live in etcd when the sink cannot keep them. (Not run: it
+// needs etcd.)
+func ExampleNewEtcdCheckpointStore() {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:2379"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	store, err := dmworker.NewEtcdCheckpointStore(cli, "/dmworker/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	cp, ok, err := store.Load(context.Background(), "orders", "db1:3306")
+	fmt.Println(cp.Pos, ok, err)
+}
+
+// The in-memory store keeps the newest checkpoint per task and source and
+// refuses one from an older epoch.
+func ExampleMemoryCheckpointStore() {
+	var store dmworker.MemoryCheckpointStore
+	ctx := context.Background()
+	pos, _ := dmworker.ParsePosition("mysql-bin.000002:120")
+	fmt.Println(store.Save(ctx, dmworker.Checkpoint{Task: "t", Source: "s", Pos: pos, Epoch: 2}))
+	err := store.Save(ctx, dmworker.Checkpoint{Task: "t", Source: "s", Pos: pos, Epoch: 1})
+	fmt.Println(errors.Is(err, dmworker.ErrStaleEpoch))
+	cp, ok, _ := store.Load(ctx, "t", "s")
+	fmt.Println(cp.Pos, cp.Epoch, ok)
+	// Output:
+	// <nil>
+	// true
+	// mysql-bin.000002:120 2 true
 }

@@ -3,6 +3,7 @@ package dmworker_test
 import (
 	"bytes"
 	"context"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -143,6 +144,63 @@ func TestLocalReaderFollowsLiveRelay(t *testing.T) {
 		g, w := got[i], want[i]
 		if g.pos != w.pos || g.gtid != w.gtid || g.txnEnd != w.txnEnd || !bytes.Equal(g.raw, w.raw) {
 			t.Fatalf("event %d: local %s %q end=%v, remote %s %q end=%v", i, g.pos, g.gtid, g.txnEnd, w.pos, w.gtid, w.txnEnd)
+		}
+	}
+}
+
+// TestPurgeKeepsWhatALocalReaderNeeds: a local reader registered with the
+// relay holds back purge at the position it acknowledged; everything it
+// still needs stays, and it reads on to the end.
+func TestPurgeKeepsWhatALocalReaderNeeds(t *testing.T) {
+	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 52, MaxBinlogSize: 16 << 10})
+	db := m.DB(t)
+	relayWorkload(t, db, 0, 80)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rel, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.WithRelayStart(streamer.Position{Name: "mysql-bin.000001", Offset: 4}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := runRelay(t, rel)
+	waitRelayed(t, rel, db, errc)
+
+	local, err := streamer.NewLocalReader(dir, streamer.StartAtPosition(streamer.Position{Name: "mysql-bin.000001", Offset: 4}),
+		streamer.WithRelayTail(rel), streamer.WithRelayRegistry(rel, "syncer-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	// Read into the third file and confirm progress there.
+	var acked streamer.RelayPos
+	for acked.Name != "mysql-bin.000003" {
+		ev, err := local.GetEvent(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.TxnEnd {
+			acked = local.RelayPos()
+			local.Ack(acked)
+		}
+	}
+	res, err := rel.PurgeOlderThan(time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := streamer.RelayFiles(filepath.Join(dir, acked.SubDir))
+	if len(res.Removed) != 2 || files[0] != "mysql-bin.000003" {
+		t.Fatalf("purge removed %v and left %v; want the two files before the acknowledged %s", res.Removed, files, acked)
+	}
+	// The reader goes on to the end of the relay.
+	file, pos := masterPos(t, db)
+	end := streamer.Position{Name: file, Offset: pos}
+	for {
+		ev, err := local.GetEvent(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ev.Artificial() && ev.Pos.Compare(end) >= 0 {
+			break
 		}
 	}
 }
