@@ -72,12 +72,15 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		// up to wherever the last run got, which is at most the
 		// upstream's end now.
 		r.safeUntil = cp.SafeUntil
-		if _, atomic := s.store.(sinkStore); !atomic && r.safeUntil.IsZero() {
+		if _, atomic := s.store.(sinkStore); !atomic {
+			// The data may be ahead of any checkpoint this store holds.
 			st, err := streamer.QueryUpstream(ctx, s.cfg.Upstream)
 			if err != nil {
 				return s.wrap(cp.Pos, "", "", err)
 			}
-			r.safeUntil = streamer.Position{Name: st.Master.Name, Offset: st.Master.Offset}
+			if end := (streamer.Position{Name: st.Master.Name, Offset: st.Master.Offset}); end.Compare(r.safeUntil) > 0 {
+				r.safeUntil = end
+			}
 		}
 		s.log.Info("resuming from checkpoint", slog.String("pos", cp.Pos.String()), slog.String("safe-until", r.safeUntil.String()))
 	} else {

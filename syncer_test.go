@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -279,4 +280,68 @@ func TestSyncerUnsupportedDDLSkipAndReplace(t *testing.T) {
 	s3.Replace(se.Pos, "ALTER TABLE d.t ADD COLUMN w INT")
 	waitSynced(t, runSyncer(t, s3), p.updb)
 	checkEqual(t, p.updb, p.downdb, "d.t", "d.t")
+}
+
+// recordingStore is a MemoryCheckpointStore that keeps every checkpoint
+// saved.
+type recordingStore struct {
+	dmworker.MemoryCheckpointStore
+	mu    sync.Mutex
+	saved []dmworker.Checkpoint
+}
+
+func (r *recordingStore) Save(ctx context.Context, cp dmworker.Checkpoint) error {
+	r.mu.Lock()
+	r.saved = append(r.saved, cp)
+	r.mu.Unlock()
+	return r.MemoryCheckpointStore.Save(ctx, cp)
+}
+
+// TestSyncerSeparateCheckpointStore keeps checkpoints outside the sink and
+// simulates a crash that lost the later ones: the restart goes back to an
+// early checkpoint, before an ALTER, with the data far ahead of it. It
+// replays in safe mode (the DDL too) and converges.
+func TestSyncerSeparateCheckpointStore(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 43})
+	store := &recordingStore{}
+	s, err := dmworker.NewSyncer(p.config("sep"), p.sink, dmworker.WithCheckpointStore(store))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := runSyncer(t, s)
+	rnd := rand.New(rand.NewPCG(43, 1))
+	syncWorkload(t, p.updb, rnd, 120) // ALTER at transaction 60
+	waitSynced(t, run, p.updb)
+	if err := run.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	store.mu.Lock()
+	var first dmworker.Checkpoint
+	for _, cp := range store.saved {
+		if cp.Schema != nil && !cp.Pos.IsZero() {
+			first = cp
+			break
+		}
+	}
+	n := len(store.saved)
+	store.mu.Unlock()
+	if first.Schema == nil || n < 3 {
+		t.Fatalf("%d checkpoints saved, none with a schema", n)
+	}
+	lost := &dmworker.MemoryCheckpointStore{}
+	if err := lost.Save(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	syncWorkload(t, p.updb, rnd, 40)
+	s2, err := dmworker.NewSyncer(p.config("sep"), p.sink, dmworker.WithCheckpointStore(lost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run2 := runSyncer(t, s2)
+	if st := s2.Status(); st.SafeUntil.IsZero() {
+		t.Fatalf("a restart with a separate store must replay in safe mode: %+v", st)
+	}
+	waitSynced(t, run2, p.updb)
+	checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
+	checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
 }
