@@ -10,7 +10,8 @@ all: test
 
 # deps installs the Debian packages the tests and the demo run: a throwaway
 # MariaDB needs mariadbd and mariadb-install-db (mariadb-server), the relay and
-# benchmark comparisons need mariadb-binlog (mariadb-client).
+# benchmark comparisons need mariadb-binlog (mariadb-client), the syncer's
+# workload test needs sysbench.
 deps:
 	@bash scripts/install-deps.sh
 

@@ -32,6 +32,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(relayChildEnv); spec != "" {
 		os.Exit(relayChild(spec))
 	}
+	if spec := os.Getenv(syncerChildEnv); spec != "" {
+		os.Exit(syncerChild(spec))
+	}
 	goleak.VerifyTestMain(m)
 }
 
