@@ -97,6 +97,11 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		}
 		r.schemaDirty = true
 		s.log.Info("fresh start", slog.String("pos", start.String()), slog.Int("tables", len(r.tracker.Tables())))
+		// Record the start at once: a restart before the first change
+		// must not move it to a later "current" position.
+		if err := r.saveCheckpoint(ctx, start); err != nil {
+			return err
+		}
 	}
 	r.lastTxnEnd = start
 	s.updateStatus(func(st *SyncerStatus) { st.Checkpoint, st.SafeUntil, st.Read = start, r.safeUntil, start })
@@ -144,6 +149,21 @@ func (s *Syncer) seedSchema(ctx context.Context) (*schema.Tracker, error) {
 		return nil, err
 	}
 	t := schema.New()
+	// Databases first, for their default character sets.
+	seen := map[string]bool{}
+	for _, n := range names {
+		if seen[n.Schema] {
+			continue
+		}
+		seen[n.Schema] = true
+		var name, create string
+		if err := db.QueryRowContext(ctx, "SHOW CREATE DATABASE "+quoteIdent(n.Schema)).Scan(&name, &create); err != nil {
+			return nil, fmt.Errorf("SHOW CREATE DATABASE %s: %w", n.Schema, err)
+		}
+		if err := t.CreateFromSQL(n.Schema, create); err != nil {
+			return nil, fmt.Errorf("database %s: %w", n.Schema, err)
+		}
+	}
 	for _, n := range names {
 		var name, create string
 		if err := db.QueryRowContext(ctx, "SHOW CREATE TABLE "+quoteIdent(n.Schema)+"."+quoteIdent(n.Name)).Scan(&name, &create); err != nil {
@@ -305,7 +325,7 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) error 
 		out := make([]any, len(row))
 		for i, v := range row {
 			ci := order[i]
-			c, err := rows.Convert(v, &def.Columns[ci], e.Table.ColumnType[i], e.Table.ColumnMeta[i])
+			c, err := rows.Convert(v, &def.Columns[ci], def.Charset, e.Table.ColumnType[i], e.Table.ColumnMeta[i])
 			if err != nil {
 				return nil, err
 			}
@@ -458,7 +478,12 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 		if st.Table.Name == "" {
 			rt = ""
 		}
-		if err := r.execDDL(ctx, &DDL{Schema: rs, Table: rt, Query: routed, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || s.cfg.SafeMode}); err != nil {
+		// When tables are renamed on the way, several sources may create
+		// the same target (shards merged into one table): the second
+		// creation finds the first, which is not an error.
+		merged := (rs != st.Table.Schema || (st.Table.Name != "" && rt != st.Table.Name)) &&
+			(st.Kind == schema.KindCreateTable || st.Kind == schema.KindCreateDatabase)
+		if err := r.execDDL(ctx, &DDL{Schema: rs, Table: rt, Query: routed, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || merged || s.cfg.SafeMode}); err != nil {
 			return s.wrap(ev.Pos, st.Table.String(), query, err)
 		}
 	}

@@ -345,3 +345,28 @@ func TestSyncerSeparateCheckpointStore(t *testing.T) {
 	checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
 	checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
 }
+
+// TestSyncerCharsets: text in latin1 and gbk columns, and in a table that
+// inherits a latin1 database default (created before and after the start),
+// arrives downstream as the same characters.
+func TestSyncerCharsets(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 46})
+	for _, db := range []*sql.DB{p.updb, p.downdb} {
+		mustExec(t, db, "CREATE DATABASE cs DEFAULT CHARACTER SET latin1")
+		mustExec(t, db, "CREATE TABLE cs.before_start (id INT PRIMARY KEY, v VARCHAR(40))")
+	}
+	s, err := dmworker.NewSyncer(p.config("cs"), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := runSyncer(t, s)
+	mustExec(t, p.updb, "CREATE TABLE cs.after_start (id INT PRIMARY KEY, v VARCHAR(40), g VARCHAR(40) CHARACTER SET gbk, u VARCHAR(40) CHARACTER SET utf8mb4)")
+	for i, v := range []string{"é ñ ü € œ", "Grüße", "", "plain"} {
+		mustExec(t, p.updb, "INSERT INTO cs.before_start VALUES (?, ?)", i, v)
+		mustExec(t, p.updb, "INSERT INTO cs.after_start VALUES (?, ?, ?, ?)", i, v, "中文 啊", "🥝 "+v)
+	}
+	mustExec(t, p.updb, "UPDATE cs.after_start SET v = CONCAT(v, ' ½') WHERE id < 2")
+	waitSynced(t, run, p.updb)
+	checkEqual(t, p.updb, p.downdb, "cs.before_start", "cs.before_start")
+	checkEqual(t, p.updb, p.downdb, "cs.after_start", "cs.after_start")
+}

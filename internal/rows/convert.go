@@ -15,8 +15,10 @@ import (
 )
 
 // Convert converts one decoded value of column col, whose binlog type code and
-// metadata are tp and meta (from the table map event), in place of v.
-func Convert(v any, col *schema.ColumnDef, tp byte, meta uint16) (any, error) {
+// metadata are tp and meta (from the table map event), in place of v. Text
+// is decoded from the column's character set (col.Charset, else
+// tableCharset) into UTF-8.
+func Convert(v any, col *schema.ColumnDef, tableCharset string, tp byte, meta uint16) (any, error) {
 	if v == nil {
 		return nil, nil
 	}
@@ -59,14 +61,29 @@ func Convert(v any, col *schema.ColumnDef, tp byte, meta uint16) (any, error) {
 		if col.Binary {
 			return []byte(x), nil
 		}
-		return x, nil
+		return text(x, col, tableCharset)
 	case []byte:
 		if col.Binary || tp == mysql.MYSQL_TYPE_GEOMETRY {
 			return x, nil
 		}
-		return string(x), nil
+		return text(string(x), col, tableCharset)
 	}
 	return nil, fmt.Errorf("column %s (%s): unexpected decoded value of type %T", col.Name, col.Type, v)
+}
+
+func text(s string, col *schema.ColumnDef, tableCharset string) (any, error) {
+	cs := col.Charset
+	if cs == "" {
+		cs = tableCharset
+	}
+	if col.TypeCode == mysql.MYSQL_TYPE_JSON {
+		return s, nil // JSON text is utf8mb4 whatever the table's charset
+	}
+	out, err := ToUTF8(s, cs)
+	if err != nil {
+		return nil, fmt.Errorf("column %s: decoding %s text: %w", col.Name, cs, err)
+	}
+	return out, nil
 }
 
 // signed returns v as int64, or as uint64 reinterpreting its bits when the

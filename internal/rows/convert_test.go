@@ -50,7 +50,7 @@ func TestConvert(t *testing.T) {
 		{"float", float32(1.5), s, mysql.MYSQL_TYPE_FLOAT, 4, float32(1.5)},
 	}
 	for _, tc := range cases {
-		got, err := Convert(tc.v, tc.col, tc.tp, tc.meta)
+		got, err := Convert(tc.v, tc.col, "", tc.tp, tc.meta)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -68,8 +68,31 @@ func TestConvert(t *testing.T) {
 		v   any
 		col *schema.ColumnDef
 	}{{int64(4), enum}, {int64(8), set}, {struct{}{}, s}} {
-		if _, err := Convert(bad.v, bad.col, mysql.MYSQL_TYPE_STRING, 0); err == nil {
+		if _, err := Convert(bad.v, bad.col, "", mysql.MYSQL_TYPE_STRING, 0); err == nil {
 			t.Fatalf("%v: no error", bad.v)
+		}
+	}
+}
+
+func TestConvertCharsets(t *testing.T) {
+	lat := &schema.ColumnDef{Name: "l", Charset: "latin1"}
+	inherit := &schema.ColumnDef{Name: "i"}
+	cases := []struct {
+		v       any
+		col     *schema.ColumnDef
+		tableCS string
+		want    string
+	}{
+		{"\xe9 \xf1 \xfc \x80", lat, "utf8mb4", "é ñ ü €"}, // MySQL's latin1 is cp1252
+		{[]byte("caf\xe9"), inherit, "latin1", "café"},
+		{"\xb0\xa1", &schema.ColumnDef{Name: "g", Charset: "gbk"}, "", "啊"},
+		{"héllo 🥝", inherit, "utf8mb4", "héllo 🥝"},
+		{"plain", inherit, "", "plain"},
+	}
+	for _, tc := range cases {
+		got, err := Convert(tc.v, tc.col, tc.tableCS, mysql.MYSQL_TYPE_VARCHAR, 0)
+		if err != nil || got != tc.want {
+			t.Fatalf("%q in %s/%s: got %q, %v; want %q", tc.v, tc.col.Charset, tc.tableCS, got, err, tc.want)
 		}
 	}
 }

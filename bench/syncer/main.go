@@ -1,0 +1,100 @@
+// Command syncer is the driver of bench/syncer.sh: it applies the binlog an
+// upstream recorded (sysbench, from the script) to a fresh downstream with
+// dmworker's Syncer and mysqlsink, and reports rows/s, events/s and seconds
+// as one JSON line. The script times `mariadb-binlog | mariadb` itself.
+//
+// Usage: syncer -upstream user:pass@host:port -downstream user:pass@host:port
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/mysqlsink"
+	"github.com/dmworker/dmworker/streamer"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "syncer bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	upFlag := flag.String("upstream", "", "upstream user:pass@host:port")
+	downFlag := flag.String("downstream", "", "downstream user:pass@host:port")
+	batch := flag.Int("batch", 100, "SyncerConfig.BatchSize")
+	flag.Parse()
+	up, err := streamer.ParseUpstream(*upFlag)
+	if err != nil {
+		return err
+	}
+	down, err := streamer.ParseUpstream(*downFlag)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	st, err := streamer.QueryUpstream(ctx, up)
+	if err != nil {
+		return err
+	}
+	end := streamer.Position{Name: st.Master.Name, Offset: st.Master.Offset}
+	var total uint64
+	for _, b := range st.Binlogs {
+		total += b.Size
+	}
+
+	c := gomysql.NewConfig()
+	c.User, c.Passwd, c.Net, c.Addr = down.User, down.Password, "tcp", down.Addr()
+	conn, err := gomysql.NewConnector(c)
+	if err != nil {
+		return err
+	}
+	db := sql.OpenDB(conn)
+	defer db.Close()
+	sink, err := mysqlsink.New(db)
+	if err != nil {
+		return err
+	}
+	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{
+		Task: "bench", Upstream: up, BatchSize: *batch,
+		Start: streamer.Position{Name: st.Binlogs[0].Name, Offset: 4},
+	}, sink)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	begin := time.Now()
+	go func() { done <- s.Run(rctx) }()
+	for {
+		if s.Status().Checkpoint.Compare(end) >= 0 {
+			break
+		}
+		select {
+		case err := <-done:
+			cancel()
+			return fmt.Errorf("syncer stopped: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	secs := time.Since(begin).Seconds()
+	cancel()
+	if err := <-done; err != nil {
+		return err
+	}
+	stt := s.Status()
+	return json.NewEncoder(os.Stdout).Encode(map[string]any{
+		"rows": stt.Rows, "ddls": stt.DDLs, "seconds": secs, "binlog_bytes": total,
+		"rows_per_s": float64(stt.Rows) / secs, "mb_per_s": float64(total) / 1e6 / secs,
+	})
+}

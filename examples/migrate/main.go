@@ -1,0 +1,393 @@
+// Command migrate replicates an upstream MySQL or MariaDB server's row
+// changes and DDL into a downstream MySQL-compatible server, with
+// dmworker.Syncer and mysqlsink. It is the first version of the migration
+// tool: only the incremental mode (binlog replication) is built.
+//
+// Usage:
+//
+//	go run ./examples/migrate -from 'user:pass@host:port' -to 'user:pass@host:port'
+//	    -mode incremental [-start FILE:POS | -start-gtid SET]
+//	    [-tables 'db.*,other.t'] [-route 'src.t_*:dst.t'] [-task NAME]
+//	    [-workers N] [-exit-when-idle DURATION]
+//
+// Flags:
+//   - -from, -to: the upstream and the downstream, user:password@host:port
+//     (the port defaults to 3306; the password may contain '@' and ':').
+//   - -mode: only "incremental" for now; "full" and "all" are refused
+//     (exit 2) as not supported yet.
+//   - -task: the task name (default "migrate"). With the upstream it keys the
+//     checkpoint, which is kept in the downstream, in
+//     `dmworker_meta`.`checkpoint`, written in the same transaction as the
+//     data it covers.
+//   - -start FILE:POS (any text streamer.ParsePosition takes) or
+//     -start-gtid SET: where a task with no checkpoint begins; without
+//     either, at the upstream's current position. Once the task has a
+//     checkpoint, a run continues from it and these flags are ignored. The
+//     flavour of -start-gtid's set is read from its text: a set with a ':'
+//     (uuid:interval) is MySQL, any other non-empty set MariaDB; an empty
+//     set is refused.
+//   - -tables: comma-separated db.table patterns (wildcards '*' and '?'),
+//     the block-allow list's do-tables; default every table.
+//   - -route: comma-separated rules, the flag may be repeated.
+//     'src.t_*:dst.t' renames the upstream tables matching src.t_* to dst.t
+//     (many shards may merge into one); 'src_*:dst' renames schemas.
+//   - -workers: must be 1 (the default): parallel apply is not built yet,
+//     and a larger value is refused (exit 2) rather than silently ignored.
+//   - -exit-when-idle D: exit 0 once the checkpoint has reached the
+//     upstream's binlog position and that position has not moved for D.
+//
+// # Output
+//
+// Once a second, a progress line on stdout:
+//
+//	pos=mysql-bin.000001:1234 rows=120 rows/s=40.0 lag=0.0s
+//
+// pos is the last checkpoint saved (the text form of streamer.Position,
+// GTID set included when known), rows the rows applied since the start of
+// this run, rows/s the rate over the last second, lag how far the last event
+// read is behind the upstream's clock. A last line with the final state is
+// printed when the program stops.
+//
+// # Stopping
+//
+// SIGINT or SIGTERM stop replication cleanly: the checkpoint is saved and
+// the program exits 0. An error stops replication and exits 1, printed to
+// stderr with the position and statement; for a DDL the syncer cannot apply
+// the message says how to get past it (there is no skip flag yet). Bad flags
+// exit 2. The passwords are never printed. Warnings (such as failed
+// connection attempts) are logged to stderr.
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/mysqlsink"
+	"github.com/dmworker/dmworker/streamer"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// config is what the command line asks for.
+type config struct {
+	up, down streamer.UpstreamConfig
+	syncer   dmworker.SyncerConfig
+	idle     time.Duration
+}
+
+// errReported is a bad-flag error that has already been printed.
+var errReported = errors.New("bad flags")
+
+// progressInterval is how often progress is printed.
+const progressInterval = time.Second
+
+// run is the whole program: it parses args, replicates until ctx ends, the
+// upstream has been idle for -exit-when-idle, or an error, and returns the
+// exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseArgs(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if errors.Is(err, errReported) {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "migrate:", err)
+		return 2
+	}
+	logger := slog.New(warningsOnly{slog.NewTextHandler(stderr, &slog.HandlerOptions{ReplaceAttr: plainErrors})})
+
+	db, err := openDownstream(cfg.down)
+	if err != nil {
+		fmt.Fprintln(stderr, "migrate:", err)
+		return 1
+	}
+	defer db.Close()
+	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+	err = db.PingContext(pctx)
+	pcancel()
+	if err != nil && ctx.Err() == nil {
+		fmt.Fprintf(stderr, "migrate: downstream %s: %v\n", cfg.down, err)
+		return 1
+	}
+	sink, err := mysqlsink.New(db)
+	if err != nil {
+		fmt.Fprintln(stderr, "migrate:", err)
+		return 1
+	}
+	s, err := dmworker.NewSyncer(cfg.syncer, sink, dmworker.WithLogger(logger))
+	if err != nil {
+		fmt.Fprintln(stderr, "migrate:", err)
+		return 1
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx) }()
+
+	var idleSince time.Time // when the upstream was last seen caught up and unchanged
+	var lastMaster streamer.Position
+	prev, prevAt := int64(0), time.Now()
+	tick := time.NewTicker(progressInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			st := s.Status()
+			printProgress(stdout, st, st.Rows-prev, time.Since(prevAt))
+			if err != nil {
+				reportError(stderr, err)
+				return 1
+			}
+			return 0
+		case now := <-tick.C:
+			st := s.Status()
+			printProgress(stdout, st, st.Rows-prev, now.Sub(prevAt))
+			prev, prevAt = st.Rows, now
+			if cfg.idle <= 0 || st.Stage != "Running" {
+				continue
+			}
+			qctx, qcancel := context.WithTimeout(runCtx, 10*time.Second)
+			up, err := streamer.QueryUpstream(qctx, cfg.up)
+			qcancel()
+			if err != nil {
+				logger.Warn("query upstream position", slog.Any("error", err))
+				idleSince = time.Time{}
+				continue
+			}
+			master := streamer.Position{Name: up.Master.Name, Offset: up.Master.Offset}
+			caught := st.Checkpoint.Name != "" && st.Checkpoint.Compare(master) >= 0
+			switch {
+			case !caught || !master.Equal(lastMaster):
+				idleSince = time.Time{}
+				if caught {
+					idleSince = now
+				}
+			case idleSince.IsZero():
+				idleSince = now
+			case now.Sub(idleSince) >= cfg.idle:
+				cancel() // Run saves its checkpoint and returns nil
+			}
+			lastMaster = master
+		}
+	}
+}
+
+func printProgress(w io.Writer, st dmworker.SyncerStatus, rows int64, d time.Duration) {
+	rate := 0.0
+	if d > 0 {
+		rate = float64(rows) / d.Seconds()
+	}
+	fmt.Fprintf(w, "pos=%s rows=%d rows/s=%.1f lag=%.1fs\n", st.Checkpoint, st.Rows, rate, st.LagSeconds)
+}
+
+// reportError prints the error that stopped replication, and for a DDL the
+// syncer cannot apply, how to get past it.
+func reportError(w io.Writer, err error) {
+	fmt.Fprintln(w, "migrate:", err)
+	var se *dmworker.SyncError
+	if errors.As(err, &se) && errors.Is(err, dmworker.ErrUnsupportedDDL) {
+		fmt.Fprintf(w, "migrate: replication stopped at %s on the statement:\n\t%s\n", se.Pos, se.Statement)
+		fmt.Fprintln(w, "migrate: this tool has no skip flag yet; to go past the statement, apply the change downstream")
+		fmt.Fprintln(w, "migrate: by hand and call Syncer.Skip (or Syncer.Replace) with that position from a program of your own,")
+		fmt.Fprintln(w, "migrate: or start a new task (-task) with -start after that position.")
+	}
+}
+
+// openDownstream opens a pool on the downstream; the sink sets the session
+// variables it needs on every connection it uses.
+func openDownstream(c streamer.UpstreamConfig) (*sql.DB, error) {
+	mc := mysql.NewConfig()
+	mc.User, mc.Passwd, mc.Net, mc.Addr = c.User, c.Password, "tcp", c.Addr()
+	conn, err := mysql.NewConnector(mc)
+	if err != nil {
+		return nil, fmt.Errorf("downstream %s: %w", c, err)
+	}
+	return sql.OpenDB(conn), nil
+}
+
+// warningsOnly passes on warnings (such as connection retries) and drops
+// the rest: a terminal error is printed once by run, not logged as well.
+type warningsOnly struct{ slog.Handler }
+
+func (h warningsOnly) Enabled(_ context.Context, l slog.Level) bool { return l == slog.LevelWarn }
+
+func (h warningsOnly) WithAttrs(as []slog.Attr) slog.Handler {
+	return warningsOnly{h.Handler.WithAttrs(as)}
+}
+
+func (h warningsOnly) WithGroup(name string) slog.Handler {
+	return warningsOnly{h.Handler.WithGroup(name)}
+}
+
+// plainErrors logs errors by their message, without stack traces.
+func plainErrors(_ []string, a slog.Attr) slog.Attr {
+	if err, ok := a.Value.Any().(error); ok && a.Value.Kind() == slog.KindAny {
+		return slog.String(a.Key, err.Error())
+	}
+	return a
+}
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+func parseArgs(args []string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var routes listFlag
+	var (
+		from      = fs.String("from", "", "upstream as user:password@host:port (required)")
+		to        = fs.String("to", "", "downstream as user:password@host:port (required)")
+		mode      = fs.String("mode", "incremental", "incremental (full and all are not supported yet)")
+		task      = fs.String("task", "migrate", "task name; keys the checkpoint")
+		start     = fs.String("start", "", "where a task with no checkpoint starts, FILE:POS")
+		startGTID = fs.String("start-gtid", "", "where a task with no checkpoint starts, after this GTID set")
+		tables    = fs.String("tables", "", "comma-separated db.table patterns to replicate (default all)")
+		workers   = fs.Int("workers", 1, "apply workers; only 1 is supported for now")
+		idle      = fs.Duration("exit-when-idle", 0, "exit once caught up and the upstream idle for this long (0: never)")
+	)
+	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return config{}, err
+		}
+		return config{}, errReported
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	var cfg config
+	switch {
+	case fs.NArg() > 0:
+		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	case *from == "" || *to == "":
+		return cfg, errors.New("-from and -to user:password@host:port are required")
+	case *mode == "full" || *mode == "all":
+		return cfg, fmt.Errorf("-mode %s: not supported yet (only incremental)", *mode)
+	case *mode != "incremental":
+		return cfg, fmt.Errorf("-mode %q: want incremental", *mode)
+	case *workers < 1:
+		return cfg, fmt.Errorf("-workers %d: must be at least 1", *workers)
+	case *workers > 1:
+		return cfg, fmt.Errorf("-workers %d: parallel apply is not built yet; only 1 is supported", *workers)
+	case set["start"] && set["start-gtid"]:
+		return cfg, errors.New("give -start or -start-gtid, not both")
+	case *idle < 0:
+		return cfg, errors.New("-exit-when-idle must not be negative")
+	case *task == "":
+		return cfg, errors.New("-task must not be empty")
+	}
+	var err error
+	if cfg.up, err = streamer.ParseUpstream(*from); err != nil {
+		return cfg, fmt.Errorf("-from: %w", err)
+	}
+	if cfg.down, err = streamer.ParseUpstream(*to); err != nil {
+		return cfg, fmt.Errorf("-to: %w", err)
+	}
+	cfg.idle = *idle
+	sc := dmworker.SyncerConfig{Task: *task, Upstream: cfg.up}
+	switch {
+	case set["start"]:
+		if sc.Start, err = streamer.ParsePosition(*start); err != nil {
+			return cfg, fmt.Errorf("-start: %w", err)
+		}
+	case set["start-gtid"]:
+		if sc.Start, err = parseGTIDStart(*startGTID); err != nil {
+			return cfg, fmt.Errorf("-start-gtid: %w", err)
+		}
+	}
+	if sc.Filter.DoTables, err = parseTables(*tables); err != nil {
+		return cfg, fmt.Errorf("-tables: %w", err)
+	}
+	for _, r := range routes {
+		rs, err := parseRoutes(r)
+		if err != nil {
+			return cfg, fmt.Errorf("-route: %w", err)
+		}
+		sc.Routes = append(sc.Routes, rs...)
+	}
+	cfg.syncer = sc
+	return cfg, nil
+}
+
+// parseGTIDStart reads a GTID set whose flavour is inferred from its text.
+func parseGTIDStart(s string) (streamer.Position, error) {
+	s = strings.TrimSpace(s)
+	f := streamer.FlavorMariaDB
+	switch {
+	case s == "":
+		return streamer.Position{}, errors.New("empty GTID set: cannot tell its flavour")
+	case strings.Contains(s, ":"):
+		f = streamer.FlavorMySQL
+	}
+	gs, err := streamer.NewGTIDSet(f, s)
+	if err != nil {
+		return streamer.Position{}, err
+	}
+	return streamer.Position{Flavor: f, GTIDSet: gs}, nil
+}
+
+// parseTables reads 'db.*,other.t'.
+func parseTables(s string) ([]dmworker.TablePattern, error) {
+	var out []dmworker.TablePattern
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		db, tbl, ok := strings.Cut(f, ".")
+		if !ok || db == "" || tbl == "" {
+			return nil, fmt.Errorf("%q: want db.table (wildcards allowed, e.g. db.*)", f)
+		}
+		out = append(out, dmworker.TablePattern{Schema: db, Name: tbl})
+	}
+	return out, nil
+}
+
+// parseRoutes reads 'src.t_*:dst.t,src_*:dst'.
+func parseRoutes(s string) ([]dmworker.RouteRule, error) {
+	var out []dmworker.RouteRule
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		from, to, ok := strings.Cut(f, ":")
+		if !ok || from == "" || to == "" {
+			return nil, fmt.Errorf("%q: want src.table:dst.table or src:dst", f)
+		}
+		fs, ft, fTable := strings.Cut(from, ".")
+		ts, tt, tTable := strings.Cut(to, ".")
+		switch {
+		case fTable != tTable:
+			return nil, fmt.Errorf("%q: route a schema to a schema (src:dst) or a table to a table (src.t:dst.t)", f)
+		case fs == "" || ts == "" || (fTable && (ft == "" || tt == "")):
+			return nil, fmt.Errorf("%q: empty name", f)
+		}
+		out = append(out, dmworker.RouteRule{SchemaPattern: fs, TablePattern: ft, TargetSchema: ts, TargetTable: tt})
+	}
+	return out, nil
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dmworker/dmworker/internal/testserver"
+)
+
+func rowsOf(t *testing.T, db *sql.DB, q string) string {
+	t.Helper()
+	rs, err := db.Query(q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	defer rs.Close()
+	var b strings.Builder
+	for rs.Next() {
+		var id int
+		var v sql.NullString
+		if err := rs.Scan(&id, &v); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%d=%v;", id, v)
+	}
+	if err := rs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
+}
+
+func TestMigrateIncremental(t *testing.T) {
+	up := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 71})
+	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 72})
+	upDB, downDB := up.DB(t), down.DB(t)
+	from := fmt.Sprintf("%s:%s@%s", up.User, up.Password, up.Addr())
+	to := fmt.Sprintf("%s:%s@%s", down.User, down.Password, down.Addr())
+	up.Exec(t, "CREATE DATABASE wl")
+	up.Exec(t, "CREATE DATABASE other")
+	up.Exec(t, "CREATE TABLE other.skipped (id INT PRIMARY KEY)")
+	down.Exec(t, "CREATE DATABASE wl")
+
+	var file string
+	var offset uint64
+	var skip1, skip2, skip3 any
+	if err := upDB.QueryRow("SHOW MASTER STATUS").Scan(&file, &offset, &skip1, &skip2); err != nil {
+		if err := upDB.QueryRow("SHOW MASTER STATUS").Scan(&file, &offset, &skip1, &skip2, &skip3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := fmt.Sprintf("%s:%d", file, offset)
+	args := []string{"-from", from, "-to", to, "-mode", "incremental", "-tables", "wl.*",
+		"-route", "wl.t_*:wl.merged", "-exit-when-idle", "2s"}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, append([]string{"-start", start}, args...), &stdout, &stderr) }()
+
+	// Start the workload once migrate has read the upstream's tables (its
+	// first progress line shows the start position).
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(stdout.String(), "pos="+start); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress after a minute:\n%s\n%s", stdout.String(), stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	up.Exec(t, "CREATE TABLE wl.t (id INT PRIMARY KEY, v VARCHAR(64))")
+	// Shards merged by a route: a plain CREATE TABLE of the second shard
+	// fails downstream (the merged table exists), see the report.
+	up.Exec(t, "CREATE TABLE IF NOT EXISTS wl.t_1 (id INT PRIMARY KEY, v VARCHAR(64))")
+	up.Exec(t, "CREATE TABLE IF NOT EXISTS wl.t_2 (id INT PRIMARY KEY, v VARCHAR(64))")
+	for i := 0; i < 50; i++ {
+		up.Exec(t, "INSERT INTO wl.t VALUES (?, ?)", i, fmt.Sprint("v", i))
+		up.Exec(t, fmt.Sprintf("INSERT INTO wl.t_%d VALUES (?, ?)", 1+i%2), i, fmt.Sprint("s", i))
+	}
+	up.Exec(t, "UPDATE wl.t SET v = CONCAT(v, '!') WHERE id % 3 = 0; DELETE FROM wl.t WHERE id % 7 = 0; INSERT INTO wl.t VALUES (100, NULL)")
+	up.Exec(t, "INSERT INTO other.skipped VALUES (1)")
+
+	if code := <-done; code != 0 {
+		t.Fatalf("first run: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	if strings.Contains(stdout.String()+stderr.String(), up.Password) && up.Password != "" {
+		t.Error("the output shows the password")
+	}
+	if !strings.Contains(stdout.String(), "pos=") || !strings.Contains(stdout.String(), "rows/s=") {
+		t.Errorf("no progress line in:\n%s", stdout.String())
+	}
+	const q = "SELECT id, v FROM wl.t ORDER BY id"
+	if u, d := rowsOf(t, upDB, q), rowsOf(t, downDB, q); u != d {
+		t.Fatalf("wl.t differs:\nup   %s\ndown %s", u, d)
+	}
+	merged := rowsOf(t, upDB, "SELECT id, v FROM (SELECT * FROM wl.t_1 UNION ALL SELECT * FROM wl.t_2) x ORDER BY id")
+	if d := rowsOf(t, downDB, "SELECT id, v FROM wl.merged ORDER BY id"); d != merged {
+		t.Fatalf("wl.merged differs:\nup   %s\ndown %s", merged, d)
+	}
+	var n int
+	if err := downDB.QueryRow("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'other'").Scan(&n); err != nil || n != 0 {
+		t.Errorf("other.* reached the downstream (%d tables, %v)", n, err)
+	}
+
+	// A second run continues from the checkpoint.
+	up.Exec(t, "INSERT INTO wl.t VALUES (200, 'later'), (201, 'later'); UPDATE wl.t SET v = 'x' WHERE id = 1")
+	stdout.Reset()
+	stderr.Reset()
+	if code := run(ctx, args, &stdout, &stderr); code != 0 {
+		t.Fatalf("second run: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	if u, d := rowsOf(t, upDB, q), rowsOf(t, downDB, q); u != d {
+		t.Fatalf("after the second run wl.t differs:\nup   %s\ndown %s", u, d)
+	}
+}
+
+func TestParseArgs(t *testing.T) {
+	base := []string{"-from", "u:secret@127.0.0.1:1", "-to", "u:secret@127.0.0.1:2"}
+	for _, c := range []struct {
+		args []string
+		want string // substring of the error; "" for success
+	}{
+		{nil, ""},
+		{[]string{"-mode", "full"}, "not supported yet"},
+		{[]string{"-mode", "all"}, "not supported yet"},
+		{[]string{"-workers", "4"}, "parallel apply is not built yet"},
+		{[]string{"-start", "mysql-bin.000001:4", "-start-gtid", "0-1-1"}, "not both"},
+		{[]string{"-start-gtid", "0-1-5"}, ""},
+		{[]string{"-start-gtid", "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5"}, ""},
+		{[]string{"-start-gtid", ""}, "empty GTID set"},
+		{[]string{"-tables", "db.*,other.t"}, ""},
+		{[]string{"-tables", "db"}, "want db.table"},
+		{[]string{"-route", "src.t_*:dst.t", "-route", "src_*:dst"}, ""},
+		{[]string{"-route", "src.t:dst"}, "schema to a schema"},
+	} {
+		var stderr bytes.Buffer
+		cfg, err := parseArgs(append(append([]string{}, base...), c.args...), &stderr)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%q: %v", c.args, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%q: error %v, want %q", c.args, err, c.want)
+		case err == nil && strings.Contains(fmt.Sprint(cfg.up, cfg.down), "secret"):
+			t.Errorf("%q: config prints the password", c.args)
+		}
+	}
+	cfg, err := parseArgs(append(base, "-route", "src.t_*:dst.t,src_*:dst", "-tables", "db.*,other.t"), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.syncer.Routes
+	if len(r) != 2 || r[0].SchemaPattern != "src" || r[0].TablePattern != "t_*" || r[0].TargetSchema != "dst" || r[0].TargetTable != "t" ||
+		r[1].SchemaPattern != "src_*" || r[1].TablePattern != "" || r[1].TargetSchema != "dst" {
+		t.Errorf("routes %+v", r)
+	}
+	if d := cfg.syncer.Filter.DoTables; len(d) != 2 || d[0].Schema != "db" || d[0].Name != "*" || d[1].Schema != "other" || d[1].Name != "t" {
+		t.Errorf("do-tables %+v", d)
+	}
+}
