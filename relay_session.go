@@ -78,18 +78,9 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		pending  streamer.RelayPos
 		pendSet  mysql.GTIDSet
 		// deadline bounds a wait while data is not durable yet
-		deadline struct {
-			ctx    context.Context
-			cancel context.CancelFunc
-		}
+		deadline waitDeadline
 	)
-	stopDeadline := func() {
-		if deadline.cancel != nil {
-			deadline.cancel()
-		}
-		deadline.ctx, deadline.cancel = nil, nil
-	}
-	defer stopDeadline()
+	defer deadline.stop()
 	syncPublish := func() error {
 		if err := writer.Sync(); err != nil {
 			return err
@@ -101,7 +92,7 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 				return err
 			}
 		}
-		stopDeadline()
+		deadline.stop()
 		return nil
 	}
 	// finish makes what was written durable when the session ends.
@@ -114,10 +105,7 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 	for {
 		gctx := sctx
 		if dirty && policy.kind == syncInterval {
-			if deadline.ctx == nil {
-				deadline.ctx, deadline.cancel = context.WithDeadline(sctx, lastSync.Add(policy.interval))
-			}
-			gctx = deadline.ctx
+			gctx = deadline.context(sctx, lastSync.Add(policy.interval))
 		}
 		ev, err := reader.GetEvent(gctx)
 		if err != nil {

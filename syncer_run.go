@@ -195,24 +195,12 @@ func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``")
 func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) error {
 	s := r.s
 	flushEvery := time.Duration(s.cfg.FlushInterval)
-	var deadline struct {
-		ctx    context.Context
-		cancel context.CancelFunc
-	}
-	stopDeadline := func() {
-		if deadline.cancel != nil {
-			deadline.cancel()
-		}
-		deadline.ctx, deadline.cancel = nil, nil
-	}
-	defer stopDeadline()
+	var deadline waitDeadline // a partial batch must be flushed by then
+	defer deadline.stop()
 	for {
 		gctx := ctx
 		if len(r.batch) > 0 && !r.midTxn {
-			if deadline.ctx == nil {
-				deadline.ctx, deadline.cancel = context.WithDeadline(ctx, r.batchStart.Add(flushEvery))
-			}
-			gctx = deadline.ctx
+			gctx = deadline.context(ctx, r.batchStart.Add(flushEvery))
 		}
 		ev, err := reader.GetEvent(gctx)
 		if err != nil {
@@ -221,7 +209,7 @@ func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) error {
 				return r.flush(context.WithoutCancel(ctx), r.lastTxnEnd, false)
 			}
 			if gctx != ctx && gctx.Err() != nil {
-				stopDeadline()
+				deadline.stop()
 				if err := r.flush(ctx, r.lastTxnEnd, false); err != nil {
 					return err
 				}
@@ -233,7 +221,7 @@ func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) error {
 			return err
 		}
 		if len(r.batch) == 0 {
-			stopDeadline()
+			deadline.stop()
 		}
 	}
 }
@@ -333,7 +321,7 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) error 
 		}
 		return out, nil
 	}
-	if r.len0() {
+	if len(r.batch) == 0 {
 		r.batchStart = time.Now()
 	}
 	r.batchSafe = r.batchSafe || s.cfg.SafeMode || (!r.safeUntil.IsZero() && ev.Pos.Compare(r.safeUntil) <= 0)
@@ -362,8 +350,6 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) error 
 	}
 	return nil
 }
-
-func (r *syncRun) len0() bool { return len(r.batch) == 0 }
 
 // table returns the sink's view of a tracked table and the mapping from the
 // row image's column order to the definition's. With full row metadata the
