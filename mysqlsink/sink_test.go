@@ -556,7 +556,7 @@ func TestRetryable(t *testing.T) {
 		err := <-errc
 		b.release()
 		if lockErr != nil {
-			t.Skipf("InnoDB chose the other transaction as the victim: %v", lockErr)
+			t.Fatalf("InnoDB chose the heavier transaction as the deadlock victim: %v", lockErr)
 		}
 		wantErr("deadlock", err, true)
 		var me *mysql.MySQLError
