@@ -40,10 +40,9 @@ type options struct {
 
 func defaultOptions() options {
 	return options{
-		set:           map[string]bool{},
-		logger:        slog.New(slog.DiscardHandler),
-		syncPolicy:    SyncInterval(defaultSyncInterval),
-		purgeInterval: time.Hour,
+		set:        map[string]bool{},
+		logger:     slog.New(slog.DiscardHandler),
+		syncPolicy: SyncInterval(defaultSyncInterval),
 	}
 }
 

@@ -4,7 +4,7 @@
 #
 # Starts three throwaway MariaDB servers (upstream, downstream, upstream2 used
 # as the second downstream), records sysbench oltp_write_only on TABLES
-# tables of SIZE rows (prepare included) for SECONDS seconds into the
+# tables of SIZE rows (prepare included) for SECONDS_RUN seconds into the
 # upstream's binlog, then applies the whole binlog:
 #   ours:   dmworker.Syncer (1 worker) + mysqlsink into "downstream"
 #   native: mariadb-binlog <upstream's binlog files> | mariadb into "upstream2"
@@ -12,11 +12,11 @@
 # syncer) and the ratio. Checks that both downstreams end equal to the
 # upstream (CHECKSUM TABLE). Servers and files are removed on exit.
 #
-# Usage: TABLES=8 SIZE=20000 SECONDS=20 bench/syncer.sh
+# Usage: TABLES=8 SIZE=20000 SECONDS_RUN=20 bench/syncer.sh   (SECONDS is bash's own)
 # Needs: go, mariadb-server, mariadb-client, sysbench (Debian packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tables=${TABLES:-8} size=${SIZE:-20000} secs=${SECONDS_RUN:-${SECONDS_:-20}}
+tables=${TABLES:-8} size=${SIZE:-20000} secs=${SECONDS_RUN:-20}
 work=$(mktemp -d "${TMPDIR:-/tmp}/syncer-bench.XXXXXX")
 pid=
 cleanup() {

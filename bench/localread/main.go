@@ -21,6 +21,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/dmworker/dmworker/internal/benchutil"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -182,7 +183,7 @@ func fill(ctx context.Context, db *sql.DB, target int64, workers int) error {
 	wg.Go(func() {
 		defer cancel()
 		for {
-			size, err := binlogBytes(fctx, db)
+			size, err := benchutil.BinlogBytes(fctx, db)
 			if err != nil {
 				if fctx.Err() == nil {
 					errs[workers] = err
@@ -310,31 +311,6 @@ func binlogFiles(ctx context.Context, db *sql.DB) ([]string, error) {
 		names = append(names, name)
 	}
 	return names, rows.Err()
-}
-
-func binlogBytes(ctx context.Context, db *sql.DB) (int64, error) {
-	rows, err := db.QueryContext(ctx, "SHOW BINARY LOGS")
-	if err != nil {
-		return 0, err
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return 0, err
-	}
-	var total int64
-	for rows.Next() {
-		var size int64
-		dest := []any{new(sql.RawBytes), &size}
-		for range cols[2:] {
-			dest = append(dest, new(sql.RawBytes))
-		}
-		if err := rows.Scan(dest...); err != nil {
-			return 0, err
-		}
-		total += size
-	}
-	return total, rows.Err()
 }
 
 func logf(format string, args ...any) {

@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/dmworker/dmworker/internal/benchutil"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -52,17 +52,11 @@ func relayChild(out, first, until, cpuprofile string) error {
 	if err != nil {
 		return err
 	}
-	if cpuprofile != "" {
-		f, err := os.Create(cpuprofile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := benchutil.StartCPUProfile(cpuprofile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	r, err := dmworker.NewRelay(up, out, dmworker.WithRelayStart(streamer.Position{Name: first, Offset: 4}))
 	if err != nil {
 		return err
@@ -115,7 +109,7 @@ func relayChild(out, first, until, cpuprofile string) error {
 	if err != nil {
 		return err
 	}
-	res.PeakKB = vmHWM()
+	res.PeakKB = benchutil.PeakRSSKB()
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
@@ -154,20 +148,4 @@ func binlogBytes(dir string) (total int64, files int, err error) {
 		return nil
 	})
 	return total, files, err
-}
-
-// vmHWM is this process's peak resident set size in kB, from
-// /proc/self/status.
-func vmHWM() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
-		}
-	}
-	return 0
 }

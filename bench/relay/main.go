@@ -43,6 +43,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/dmworker/dmworker/internal/benchutil"
 	"io"
 	"os"
 	"os/exec"
@@ -126,7 +127,7 @@ func run() error {
 		return fmt.Errorf("upstream %s: %w", up.SourceName(), err)
 	}
 
-	files, err := binlogFiles(ctx, db)
+	files, err := benchutil.BinlogFiles(ctx, db)
 	if err != nil {
 		return err
 	}
@@ -137,7 +138,7 @@ func run() error {
 		if err := fill(ctx, db, *remoteread, *upstream, *fillMB, scratch); err != nil {
 			return err
 		}
-		if files, err = binlogFiles(ctx, db); err != nil {
+		if files, err = benchutil.BinlogFiles(ctx, db); err != nil {
 			return err
 		}
 		logf("filled: the binlog holds %d bytes", sum(files))
@@ -149,11 +150,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if files, err = binlogFiles(ctx, db); err != nil {
+	if files, err = benchutil.BinlogFiles(ctx, db); err != nil {
 		return err
 	}
 	total := sum(files)
-	firstFile := files[0].name
+	firstFile := files[0].Name
 	half := halfway(files)
 	logf("binlog: %d files, %d bytes, %s to %s; half way at %s", len(files), total, firstFile, end, half)
 
@@ -241,7 +242,7 @@ func fill(ctx context.Context, db *sql.DB, bin, upstream string, fillMB int64, s
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	full := func() bool {
-		files, err := binlogFiles(ctx, db)
+		files, err := benchutil.BinlogFiles(ctx, db)
 		return err == nil && sum(files) >= fillMB*1e6
 	}
 	tick := time.NewTicker(time.Second)
@@ -293,7 +294,7 @@ func runRelay(ctx context.Context, up, out, first string, until streamer.Positio
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
 		return result{}, fmt.Errorf("relay child output %q: %w", stdout.String(), err)
 	}
-	res.CPU, res.Load = cpuSeconds(cmd.ProcessState), load
+	res.CPU, res.Load = benchutil.CPUSeconds(cmd.ProcessState), load
 	return res, nil
 }
 
@@ -313,7 +314,7 @@ func runNative(ctx context.Context, bin string, up streamer.UpstreamConfig, firs
 	if err != nil {
 		return result{}, fmt.Errorf("%s: %w: %s", bin, err, strings.TrimSpace(stderr.String()))
 	}
-	res := result{Seconds: secs, CPU: cpuSeconds(cmd.ProcessState), Load: load}
+	res := result{Seconds: secs, CPU: benchutil.CPUSeconds(cmd.ProcessState), Load: load}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		res.PeakKB = ru.Maxrss // kilobytes on Linux
 	}
@@ -331,7 +332,7 @@ func prepare(out string) error {
 // loadAvg is the 1-minute load average.
 func loadAvg() float64 {
 	var l float64
-	fmt.Sscan(readFile("/proc/loadavg"), &l)
+	fmt.Sscan(benchutil.LoadAvg(), &l)
 	return l
 }
 
@@ -410,10 +411,6 @@ func sameFile(a, b string) error {
 	}
 }
 
-func cpuSeconds(ps *os.ProcessState) float64 {
-	return (ps.UserTime() + ps.SystemTime()).Seconds()
-}
-
 func openDB(up streamer.UpstreamConfig) (*sql.DB, error) {
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = up.User, up.Password, "tcp", up.Addr()
@@ -424,61 +421,25 @@ func openDB(up streamer.UpstreamConfig) (*sql.DB, error) {
 	return sql.OpenDB(conn), nil
 }
 
-type binlogFile struct {
-	name string
-	size int64
-}
-
-func sum(files []binlogFile) int64 {
+func sum(files []benchutil.BinlogFile) int64 {
 	var n int64
 	for _, f := range files {
-		n += f.size
+		n += f.Size
 	}
 	return n
 }
 
 // halfway is the position half way through the binlog's bytes.
-func halfway(files []binlogFile) streamer.Position {
+func halfway(files []benchutil.BinlogFile) streamer.Position {
 	want := sum(files) / 2
 	for _, f := range files {
-		if want < f.size {
-			return streamer.Position{Name: f.name, Offset: uint64(max(want, 4))}
+		if want < f.Size {
+			return streamer.Position{Name: f.Name, Offset: uint64(max(want, 4))}
 		}
-		want -= f.size
+		want -= f.Size
 	}
 	last := files[len(files)-1]
-	return streamer.Position{Name: last.name, Offset: uint64(last.size)}
-}
-
-func binlogFiles(ctx context.Context, db *sql.DB) ([]binlogFile, error) {
-	rows, err := db.QueryContext(ctx, "SHOW BINARY LOGS")
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	var files []binlogFile
-	for rows.Next() {
-		var f binlogFile
-		dest := []any{&f.name, &f.size}
-		for range cols[2:] { // MySQL 8 adds Encrypted
-			dest = append(dest, new(sql.RawBytes))
-		}
-		if err := rows.Scan(dest...); err != nil {
-			return nil, err
-		}
-		files = append(files, f)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if len(files) == 0 {
-		return nil, errors.New("SHOW BINARY LOGS: no files; is the binlog on?")
-	}
-	return files, nil
+	return streamer.Position{Name: last.Name, Offset: uint64(last.Size)}
 }
 
 func masterPosition(ctx context.Context, db *sql.DB) (streamer.Position, error) {
@@ -517,10 +478,9 @@ type reportData struct {
 // report prints the machine, the commands, every run, the medians and the
 // memory comparison as markdown.
 func report(w io.Writer, d reportData) {
-	fmt.Fprintf(w, "Machine: %d CPUs (%s), %s RAM, %s, kernel %s\n",
-		runtime.NumCPU(), cpuModel(), memTotal(), osName(), strings.TrimSpace(readFile("/proc/sys/kernel/osrelease")))
+	fmt.Fprintf(w, "Machine: %s\n", benchutil.Machine())
 	fmt.Fprintf(w, "Upstream: MariaDB %s; binlog %d files, %.1f MB (%s onwards)\n", d.version, d.files, float64(d.total)/1e6, d.first)
-	fmt.Fprintf(w, "Go: %s; %s\n\n", runtime.Version(), nativeVersion(d.native))
+	fmt.Fprintf(w, "Go: %s; %s\n\n", runtime.Version(), benchutil.ToolVersion(d.native))
 	fmt.Fprintf(w, "relay:  dmworker.NewRelay(up, DIR, WithRelayStart(%s:4)), default sync policy, in a child process,"+
 		" timed from Run until Relayed() reaches the master position\n", d.first)
 	fmt.Fprintf(w, "native: %s %s\n\n", filepath.Base(d.native), strings.Join(nativeArgs(d.up, d.first, "DIR/", true), " "))
@@ -579,46 +539,4 @@ func medians(rs []result) median {
 		peakMB:  pick(func(r result) float64 { return float64(r.PeakKB) / 1024 }),
 		cpu:     pick(func(r result) float64 { return r.CPU }),
 	}
-}
-
-func readFile(path string) string {
-	b, _ := os.ReadFile(path)
-	return string(b)
-}
-
-func cpuModel() string {
-	for _, l := range strings.Split(readFile("/proc/cpuinfo"), "\n") {
-		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
-func memTotal() string {
-	for _, l := range strings.Split(readFile("/proc/meminfo"), "\n") {
-		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
-			var kb int64
-			fmt.Sscan(strings.TrimSpace(v), &kb)
-			return fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
-		}
-	}
-	return "unknown"
-}
-
-func osName() string {
-	for _, l := range strings.Split(readFile("/etc/os-release"), "\n") {
-		if v, ok := strings.CutPrefix(l, "PRETTY_NAME="); ok {
-			return strings.Trim(v, `"`)
-		}
-	}
-	return runtime.GOOS
-}
-
-func nativeVersion(bin string) string {
-	out, err := exec.Command(bin, "--version").Output()
-	if err != nil {
-		return filepath.Base(bin)
-	}
-	return strings.TrimSpace(string(out))
 }

@@ -6,11 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/dmworker/dmworker/internal/benchutil"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,22 +50,16 @@ func drainChild(first, end, cpuprofile string) error {
 	if err != nil {
 		return err
 	}
-	if cpuprofile != "" {
-		f, err := os.Create(cpuprofile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := benchutil.StartCPUProfile(cpuprofile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	res, err := drain(context.Background(), up, streamer.Position{Name: first, Offset: 4}, stop)
 	if err != nil {
 		return err
 	}
-	res.PeakKB = vmHWM()
+	res.PeakKB = benchutil.PeakRSSKB()
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
@@ -126,7 +120,7 @@ func runOurs(ctx context.Context, up, first string, end streamer.Position, cpupr
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
 		return result{}, fmt.Errorf("drain child output %q: %w", stdout.String(), err)
 	}
-	res.CPU = cpuSeconds(cmd.ProcessState)
+	res.CPU = benchutil.CPUSeconds(cmd.ProcessState)
 	return res, nil
 }
 
@@ -150,7 +144,7 @@ func runNative(ctx context.Context, bin string, up streamer.UpstreamConfig, firs
 		}
 		return result{}, fmt.Errorf("%s: %w: %s", bin, err, strings.TrimSpace(stderr.String()))
 	}
-	res := result{Seconds: secs, CPU: cpuSeconds(cmd.ProcessState)}
+	res := result{Seconds: secs, CPU: benchutil.CPUSeconds(cmd.ProcessState)}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		res.PeakKB = ru.Maxrss // kilobytes on Linux
 	}
@@ -215,24 +209,4 @@ func countEvents(path string) (int64, error) {
 		}
 		n++
 	}
-}
-
-func cpuSeconds(ps *os.ProcessState) float64 {
-	return (ps.UserTime() + ps.SystemTime()).Seconds()
-}
-
-// vmHWM is this process's peak resident set size in kB, from
-// /proc/self/status.
-func vmHWM() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
-		}
-	}
-	return 0
 }

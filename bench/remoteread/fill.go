@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/dmworker/dmworker/internal/benchutil"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -58,7 +59,7 @@ func fill(ctx context.Context, db *sql.DB, target int64, workers int, progress f
 			return 0, err
 		}
 	}
-	size, err := binlogBytes(ctx, db)
+	size, err := benchutil.BinlogBytes(ctx, db)
 	if err != nil || size >= target {
 		return size, err
 	}
@@ -87,7 +88,7 @@ func fill(ctx context.Context, db *sql.DB, target int64, workers int, progress f
 				return
 			case <-t.C:
 			}
-			n, err := binlogBytes(fctx, db)
+			n, err := benchutil.BinlogBytes(fctx, db)
 			if err != nil {
 				errs[workers] = ignoreCancel(fctx, err)
 				return
@@ -105,7 +106,7 @@ func fill(ctx context.Context, db *sql.DB, target int64, workers int, progress f
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	return binlogBytes(ctx, db)
+	return benchutil.BinlogBytes(ctx, db)
 }
 
 // fillWorker owns tables w, w+workers, ...; owning them alone it can keep
@@ -209,44 +210,4 @@ func alnum(rng *rand.Rand, n int) string {
 		b[i] = set[rng.IntN(len(set))]
 	}
 	return string(b)
-}
-
-// binlogBytes is the total size of the upstream's binlog files.
-func binlogBytes(ctx context.Context, db *sql.DB) (int64, error) {
-	files, err := binlogFiles(ctx, db)
-	var total int64
-	for _, f := range files {
-		total += f.size
-	}
-	return total, err
-}
-
-type binlogFile struct {
-	name string
-	size int64
-}
-
-func binlogFiles(ctx context.Context, db *sql.DB) ([]binlogFile, error) {
-	rows, err := db.QueryContext(ctx, "SHOW BINARY LOGS")
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	var files []binlogFile
-	for rows.Next() {
-		var f binlogFile
-		dest := []any{&f.name, &f.size}
-		for range cols[2:] { // MySQL 8 adds Encrypted
-			dest = append(dest, new(sql.RawBytes))
-		}
-		if err := rows.Scan(dest...); err != nil {
-			return nil, err
-		}
-		files = append(files, f)
-	}
-	return files, rows.Err()
 }

@@ -33,6 +33,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/dmworker/dmworker/internal/benchutil"
 	"io"
 	"os"
 	"os/exec"
@@ -126,7 +127,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("fill: %w", err)
 	}
-	files, err := binlogFiles(ctx, db)
+	files, err := benchutil.BinlogFiles(ctx, db)
 	if err != nil {
 		return err
 	}
@@ -134,13 +135,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	firstFile := files[0].name
+	firstFile := files[0].Name
 	logf("binlog: %d files, %d bytes, %s to %s", len(files), total, firstFile, endPos)
 	// Let the server write out what the fill left behind, so that the
 	// first run does not pay for it.
 	time.Sleep(2 * time.Second)
 
-	loadBefore := loadAvg()
+	loadBefore := benchutil.LoadAvg()
 	var ours, native []result
 	for i := range *runs {
 		r, err := runOurs(ctx, *upstream, firstFile, endPos, "")
@@ -159,7 +160,7 @@ func run() error {
 			return fmt.Errorf("run %d: ours read %d bytes, native %d, the binlog holds %d", i+1, r.Bytes, n.Bytes, total)
 		}
 	}
-	loadAfter := loadAvg()
+	loadAfter := benchutil.LoadAvg()
 	if *cpuprofile != "" {
 		r, err := runOurs(ctx, *upstream, firstFile, endPos, *cpuprofile)
 		if err != nil {
@@ -231,10 +232,9 @@ type reportData struct {
 // report prints the machine, the commands, every run and the medians as
 // markdown.
 func report(w io.Writer, d reportData) {
-	fmt.Fprintf(w, "Machine: %d CPUs (%s), %s RAM, %s, kernel %s\n",
-		runtime.NumCPU(), cpuModel(), memTotal(), osName(), strings.TrimSpace(readFile("/proc/sys/kernel/osrelease")))
+	fmt.Fprintf(w, "Machine: %s\n", benchutil.Machine())
 	fmt.Fprintf(w, "Upstream: MariaDB %s; binlog %d files, %.1f MB (%s onwards)\n", d.version, d.files, float64(d.total)/1e6, d.first)
-	fmt.Fprintf(w, "Go: %s; %s\n", runtime.Version(), nativeVersion(d.native))
+	fmt.Fprintf(w, "Go: %s; %s\n", runtime.Version(), benchutil.ToolVersion(d.native))
 	fmt.Fprintf(w, "Load average (1, 5, 15 min) before the runs: %s; after: %s\n\n", d.load[0], d.load[1])
 	fmt.Fprintf(w, "ours:   streamer.NewRemoteReader(up, Position{Name: %q, Offset: 4}) drained to the master position, in a child process\n", d.first)
 	fmt.Fprintf(w, "native: %s %s\n\n", filepath.Base(d.native), strings.Join(nativeArgs(d.up, d.first, "DIR/", true), " "))
@@ -286,56 +286,4 @@ func medians(rs []result) median {
 		peakMB:   pick(func(r result) float64 { return float64(r.PeakKB) / 1024 }),
 		cpu:      pick(func(r result) float64 { return r.CPU }),
 	}
-}
-
-// loadAvg is the 1, 5 and 15 minute load averages: a benchmark on a busy
-// machine says so.
-func loadAvg() string {
-	f := strings.Fields(readFile("/proc/loadavg"))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func readFile(path string) string {
-	b, _ := os.ReadFile(path)
-	return string(b)
-}
-
-func cpuModel() string {
-	for _, l := range strings.Split(readFile("/proc/cpuinfo"), "\n") {
-		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
-func memTotal() string {
-	for _, l := range strings.Split(readFile("/proc/meminfo"), "\n") {
-		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
-			var kb int64
-			fmt.Sscan(strings.TrimSpace(v), &kb)
-			return fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
-		}
-	}
-	return "unknown"
-}
-
-func osName() string {
-	for _, l := range strings.Split(readFile("/etc/os-release"), "\n") {
-		if v, ok := strings.CutPrefix(l, "PRETTY_NAME="); ok {
-			return strings.Trim(v, `"`)
-		}
-	}
-	return runtime.GOOS
-}
-
-func nativeVersion(bin string) string {
-	out, err := exec.Command(bin, "--version").Output()
-	if err != nil {
-		return filepath.Base(bin)
-	}
-	return strings.TrimSpace(string(out))
 }
