@@ -36,6 +36,7 @@ type options struct {
 	readerFactory   ReaderFactory
 	checkpointStore CheckpointStore
 	sinkRetry       time.Duration
+	epoch           int64
 }
 
 func defaultOptions() options {

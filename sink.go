@@ -172,6 +172,10 @@ type Checkpoint struct {
 	// Epoch fences writers: a sink refuses a checkpoint (and its batch)
 	// from an epoch older than the one it has stored. Zero when unfenced.
 	Epoch int64
+	// Snapshot is the snapshot unit's progress while modes full and all
+	// copy existing data (opaque to sinks). Unlike Schema it is stored as
+	// given: nil clears it, which marks the copy finished.
+	Snapshot []byte
 }
 
 // ErrRetryable marks sink errors that may be retried as they are. Wrap with

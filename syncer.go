@@ -43,6 +43,9 @@ type SyncerConfig struct {
 	// SafeMode makes every write idempotent (inserts replace, updates are
 	// delete + replace), not only during the replay after a restart.
 	SafeMode bool `json:"safe-mode,omitempty" toml:"safe-mode"`
+	// Workers is how many goroutines apply changes in parallel. Default 16
+	// when the sink is a ConcurrentSink, else 1.
+	Workers int `json:"workers,omitempty" toml:"workers"`
 }
 
 // Duration is a time.Duration that reads and writes as text ("100ms") in
@@ -121,7 +124,16 @@ func WithSinkRetry(d time.Duration) Option {
 	return Option{"WithSinkRetry", func(o *options) { o.sinkRetry = d }}
 }
 
-var syncerOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpointStore", "WithSinkRetry"}
+// WithEpoch makes the syncer write under a fencing epoch (the binding
+// epoch a coordinator hands out): every batch and checkpoint carries it, and
+// a fenced sink refuses them once a newer epoch has written. Run fails with
+// ErrStaleEpoch at once when the stored checkpoint is from a newer epoch.
+// Default: the stored checkpoint's epoch (0 at a fresh start).
+func WithEpoch(epoch int64) Option {
+	return Option{"WithEpoch", func(o *options) { o.epoch = epoch }}
+}
+
+var syncerOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpointStore", "WithSinkRetry", "WithEpoch"}
 
 // Syncer replicates one source's row changes and DDL into a Sink, for one
 // task: it reads binlog events, filters and routes them, decodes rows with

@@ -59,6 +59,16 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	}
 	start := cp.Pos
 	r.epoch = cp.Epoch
+	if s.opts.set["WithEpoch"] {
+		if found && cp.Epoch > s.opts.epoch {
+			return s.wrap(cp.Pos, "", "", fmt.Errorf("%w: the stored checkpoint is from epoch %d, this syncer writes under %d",
+				ErrStaleEpoch, cp.Epoch, s.opts.epoch))
+		}
+		r.epoch = s.opts.epoch
+	}
+	if found && len(cp.Snapshot) > 0 {
+		return s.wrap(cp.Pos, "", "", errors.New("the snapshot of existing data is not finished: run the task in mode full or all first"))
+	}
 	if found {
 		if len(cp.Schema) == 0 {
 			return s.wrap(cp.Pos, "", "", errors.New("the checkpoint carries no schema"))

@@ -1,0 +1,103 @@
+package dmworker
+
+import (
+	"path"
+	"strings"
+)
+
+// The etcd key layout. Every key lives under one prefix (DefaultEtcdPrefix
+// unless WithEtcdPrefix says otherwise); values are JSON unless noted.
+//
+//	<prefix>worker/<worker>                  KeepAlive: the worker is alive. Put under the worker's
+//	                                         lease, so it disappears when the worker dies. Value:
+//	                                         WorkerInfo.
+//	<prefix>bound/<worker>                   Coordinator: the source bound to the worker. Value:
+//	                                         SourceBinding. The key's ModRevision is the binding's
+//	                                         epoch: it grows with every (re)binding, so a worker
+//	                                         writing under an older binding is fenced off.
+//	<prefix>source/<source>                  Host: the source's configuration (SourceConfig).
+//	<prefix>subtask/<source>/<task>          Host: a subtask's configuration (SubTaskConfig).
+//	<prefix>stage/relay/<source>             Host: the relay's expected stage, the text
+//	                                         "Running" or "Paused" (no key: Running when the
+//	                                         source config turns relay on).
+//	<prefix>stage/subtask/<source>/<task>    Host: a subtask's expected stage, the text
+//	                                         "Running", "Paused" or "Stopped" (no key: Running).
+//	<prefix>status/<worker>/relay            Worker: its relay's status (JSON).
+//	<prefix>status/<worker>/subtask/<task>   Worker: a subtask's status (JSON).
+//	<prefix>coordinator/                     Coordinator: the election among coordinators.
+//	<prefix>checkpoint/<task>/<source>       EtcdCheckpointStore: checkpoints.
+//
+// Names (worker, source, task) must be non-empty and hold no "/".
+const (
+	keyWorker       = "worker/"
+	keyBound        = "bound/"
+	keySource       = "source/"
+	keySubtask      = "subtask/"
+	keyRelayStage   = "stage/relay/"
+	keySubtaskStage = "stage/subtask/"
+	keyStatus       = "status/"
+	keyCoordinator  = "coordinator/"
+)
+
+// etcdKeys builds the keys of the layout under one prefix.
+type etcdKeys struct{ prefix string }
+
+func newEtcdKeys(prefix string) etcdKeys {
+	if prefix == "" {
+		prefix = DefaultEtcdPrefix
+	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return etcdKeys{prefix}
+}
+
+func (k etcdKeys) worker(name string) string { return k.prefix + keyWorker + name }
+func (k etcdKeys) workers() string           { return k.prefix + keyWorker }
+func (k etcdKeys) bound(worker string) string {
+	return k.prefix + keyBound + worker
+}
+func (k etcdKeys) bounds() string            { return k.prefix + keyBound }
+func (k etcdKeys) source(name string) string { return k.prefix + keySource + name }
+func (k etcdKeys) subtasks(source string) string {
+	return k.prefix + keySubtask + source + "/"
+}
+func (k etcdKeys) subtask(source, task string) string {
+	return k.prefix + keySubtask + source + "/" + task
+}
+func (k etcdKeys) relayStage(source string) string { return k.prefix + keyRelayStage + source }
+func (k etcdKeys) subtaskStages(source string) string {
+	return k.prefix + keySubtaskStage + source + "/"
+}
+func (k etcdKeys) subtaskStage(source, task string) string {
+	return k.prefix + keySubtaskStage + source + "/" + task
+}
+func (k etcdKeys) relayStatus(worker string) string {
+	return k.prefix + keyStatus + worker + "/relay"
+}
+func (k etcdKeys) subtaskStatus(worker, task string) string {
+	return k.prefix + keyStatus + worker + "/subtask/" + task
+}
+func (k etcdKeys) coordinator() string { return k.prefix + keyCoordinator }
+
+// lastSegment returns the part of key after its last "/".
+func lastSegment(key string) string { return path.Base(key) }
+
+// validName reports whether a worker, source or task name can be a key
+// segment.
+func validName(s string) bool { return s != "" && !strings.Contains(s, "/") && s != "." && s != ".." }
+
+// WorkerInfo is the value of a worker's keepalive key.
+type WorkerInfo struct {
+	Name string `json:"name"`
+	// Addr is free text the host may set (where to reach the worker).
+	Addr string `json:"addr,omitempty"`
+	// Started is when the worker registered, RFC 3339.
+	Started string `json:"started,omitempty"`
+}
+
+// SourceBinding is the value of a worker's bound key: the source the
+// worker must serve. The epoch is the key's ModRevision, not a field.
+type SourceBinding struct {
+	Source string `json:"source"`
+}
