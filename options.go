@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/dmworker/dmworker/streamer"
 )
 
@@ -37,6 +39,10 @@ type options struct {
 	checkpointStore CheckpointStore
 	sinkRetry       time.Duration
 	epoch           int64
+
+	// etcd (SourceWorker, KeepAlive, Coordinator)
+	etcd       *clientv3.Client
+	etcdPrefix string
 }
 
 func defaultOptions() options {
@@ -80,4 +86,16 @@ func WithLogger(l *slog.Logger) Option {
 			o.logger = l
 		}
 	}}
+}
+
+// WithEtcd makes the type work through etcd with the host's client, which
+// the library never closes. Default: no etcd.
+func WithEtcd(cli *clientv3.Client) Option {
+	return Option{"WithEtcd", func(o *options) { o.etcd = cli }}
+}
+
+// WithEtcdPrefix sets the prefix under which every etcd key lives (see the
+// key layout in the package doc). Default DefaultEtcdPrefix, "/dmworker/".
+func WithEtcdPrefix(prefix string) Option {
+	return Option{"WithEtcdPrefix", func(o *options) { o.etcdPrefix = prefix }}
 }
