@@ -14,7 +14,8 @@ import (
 //
 // Contract:
 //   - Calls come from one goroutine per sink unless the sink also implements
-//     ConcurrentSink; a call returns only when its effect is durable.
+//     ConcurrentSink and says yes; a call returns only when its effect is
+//     durable.
 //   - Apply writes one batch atomically: every change or none. Within a batch,
 //     changes are in upstream order; changes to the same row are never
 //     reordered across batches.
@@ -32,6 +33,16 @@ import (
 type Sink interface {
 	Apply(ctx context.Context, b *Batch) error
 	ExecDDL(ctx context.Context, ddl *DDL) error
+}
+
+// ConcurrentSink is a Sink whose Apply may run on several goroutines at once,
+// each call its own transaction: the syncer's parallel workers and the
+// snapshot's readers then write in parallel. Concurrent reports whether
+// that is safe (a wrapper may say no). ExecDDL and checkpoint calls still
+// come one at a time, with no Apply running.
+type ConcurrentSink interface {
+	Sink
+	Concurrent() bool
 }
 
 // CheckpointSink is a Sink that stores the syncer's checkpoint in the same
@@ -134,6 +145,18 @@ type Batch struct {
 	// batch is applied. A CheckpointSink stores it in the batch's
 	// transaction; other sinks ignore it.
 	Checkpoint *Checkpoint
+	// Fence, when Checkpoint is nil, names who writes the batch: a
+	// CheckpointSink that fences refuses the batch with ErrStaleEpoch when
+	// the checkpoint stored for Fence.Task and Fence.Source is from a newer
+	// epoch, checking it in the batch's own transaction. Zero: unfenced.
+	Fence Fence
+}
+
+// Fence names a writer for fencing: the task and source whose stored
+// checkpoint's epoch must not be newer than Epoch.
+type Fence struct {
+	Task, Source string
+	Epoch        int64
 }
 
 // DDL is one schema change, after routing.
