@@ -44,8 +44,24 @@ type SyncerConfig struct {
 	// delete + replace), not only during the replay after a restart.
 	SafeMode bool `json:"safe-mode,omitempty" toml:"safe-mode"`
 	// Workers is how many goroutines apply changes in parallel. Default 16
-	// when the sink is a ConcurrentSink, else 1.
+	// when the sink is a ConcurrentSink, else 1 (more than 1 needs a
+	// ConcurrentSink). With 1 every batch carries its checkpoint; with more,
+	// changes to one row (or one unique-key value) stay in order on one
+	// worker, unrelated ones run in parallel, and the checkpoint is the low
+	// watermark saved every CheckpointInterval (see the package doc).
 	Workers int `json:"workers,omitempty" toml:"workers"`
+	// Compact merges several changes to one row within a worker's batch
+	// (insert+update -> insert, anything+delete -> delete, update+update ->
+	// update), on tables with a primary key and no other unique key.
+	// Default off.
+	Compact bool `json:"compact,omitempty" toml:"compact"`
+	// QueueBytes bounds the memory of changes read but not yet applied
+	// (estimated from their values) when Workers > 1; the reader waits
+	// while it is spent. Default 64 MiB.
+	QueueBytes int64 `json:"queue-bytes,omitempty" toml:"queue-bytes"`
+	// CheckpointInterval is how often parallel workers' progress is saved
+	// as a checkpoint. Default 1s.
+	CheckpointInterval Duration `json:"checkpoint-interval,omitzero" toml:"checkpoint-interval"`
 }
 
 // Duration is a time.Duration that reads and writes as text ("100ms") in
@@ -84,6 +100,12 @@ func (c *SyncerConfig) adjust() error {
 	if c.FlushInterval == 0 {
 		c.FlushInterval = Duration(100 * time.Millisecond)
 	}
+	if c.QueueBytes == 0 {
+		c.QueueBytes = 64 << 20
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = Duration(time.Second)
+	}
 	switch {
 	case c.BatchSize < 1:
 		return fmt.Errorf("batch size %d must be positive", c.BatchSize)
@@ -91,6 +113,12 @@ func (c *SyncerConfig) adjust() error {
 		return fmt.Errorf("max batch rows %d must be at least the batch size %d", c.MaxBatchRows, c.BatchSize)
 	case c.FlushInterval < 0:
 		return fmt.Errorf("flush interval %s must not be negative", time.Duration(c.FlushInterval))
+	case c.Workers < 0 || c.Workers > 1024:
+		return fmt.Errorf("worker count %d must be between 1 and 1024", c.Workers)
+	case c.QueueBytes < 0:
+		return fmt.Errorf("queue bytes %d must be positive", c.QueueBytes)
+	case c.CheckpointInterval < 0:
+		return fmt.Errorf("checkpoint interval %s must not be negative", time.Duration(c.CheckpointInterval))
 	}
 	if !c.Start.IsZero() {
 		if err := c.Start.Validate(); err != nil {
@@ -157,6 +185,14 @@ type Syncer struct {
 	mu        sync.Mutex
 	operators map[string]errorOperator // by event position text
 	status    SyncerStatus
+	samples   []rateSample // counters now and then, for the rates
+	queueFn   func() int64 // reads the parallel queue's bytes while running
+}
+
+// rateSample is the counters at one moment.
+type rateSample struct {
+	at           time.Time
+	rows, events int64
 }
 
 // errorOperator is what the host said to do with a failing event.
@@ -185,6 +221,18 @@ func NewSyncer(cfg SyncerConfig, sink Sink, opts ...Option) (*Syncer, error) {
 			return nil, fmt.Errorf("dmworker: syncer for task %s: the sink keeps no checkpoints; give WithCheckpointStore", cfg.Task)
 		}
 		store = sinkStore{cs}
+	}
+	concurrent := false
+	if cs, ok := sink.(ConcurrentSink); ok {
+		concurrent = cs.Concurrent()
+	}
+	switch {
+	case cfg.Workers == 0 && concurrent:
+		cfg.Workers = 16
+	case cfg.Workers == 0:
+		cfg.Workers = 1
+	case cfg.Workers > 1 && !concurrent:
+		return nil, fmt.Errorf("dmworker: syncer for task %s: %d workers need a ConcurrentSink; %T is not one", cfg.Task, cfg.Workers, sink)
 	}
 	rs, err := newRules(cfg)
 	if err != nil {
@@ -252,11 +300,20 @@ type SyncerStatus struct {
 	Read       streamer.Position
 	// SafeUntil is the end of the safe-mode replay window (zero if none).
 	SafeUntil streamer.Position
-	// Rows and DDLs applied since Run began.
-	Rows, DDLs int64
+	// Rows and DDLs applied, and binlog events read, since Run began.
+	Rows, DDLs, Events int64
+	// RowsPerSecond and EventsPerSecond are the rates over about the last
+	// ten seconds.
+	RowsPerSecond, EventsPerSecond float64
 	// LagSeconds is how far the last event read is behind the upstream's
 	// clock, from the event's timestamp.
 	LagSeconds float64
+	// Workers is how many workers apply changes; QueueBytes the estimated
+	// memory of changes read and not yet applied; Conflicts how many
+	// changes had to wait for another worker (their keys were held by two).
+	Workers    int
+	QueueBytes int64
+	Conflicts  int64
 	// LastError is the error that stopped Run, nil while it runs.
 	LastError error
 }
@@ -266,6 +323,16 @@ func (s *Syncer) Status() SyncerStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.status
+	if s.queueFn != nil {
+		st.QueueBytes = s.queueFn()
+	}
+	if len(s.samples) > 0 {
+		old := s.samples[0]
+		if dt := time.Since(old.at).Seconds(); dt > 0 {
+			st.RowsPerSecond = float64(st.Rows-old.rows) / dt
+			st.EventsPerSecond = float64(st.Events-old.events) / dt
+		}
+	}
 	st.Checkpoint, st.Read, st.SafeUntil = st.Checkpoint.Clone(), st.Read.Clone(), st.SafeUntil.Clone()
 	return st
 }
@@ -274,6 +341,20 @@ func (s *Syncer) updateStatus(f func(*SyncerStatus)) {
 	s.mu.Lock()
 	f(&s.status)
 	s.mu.Unlock()
+}
+
+// sample records the counters for the rates, at most once a second, keeping
+// about ten seconds of them.
+func (s *Syncer) sample(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := len(s.samples); n > 0 && now.Sub(s.samples[n-1].at) < time.Second {
+		return
+	}
+	s.samples = append(s.samples, rateSample{at: now, rows: s.status.Rows, events: s.status.Events})
+	for len(s.samples) > 1 && now.Sub(s.samples[1].at) >= 10*time.Second {
+		s.samples = s.samples[1:]
+	}
 }
 
 // Exported syncer errors; every error Run returns is a *SyncError wrapping

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,11 +25,11 @@ import (
 )
 
 // syncerChildEnv makes the test binary run a syncer instead of the tests:
-// "task|upstream user:pass@host:port|downstream user:pass@host:port|start".
+// "task|upstream user:pass@host:port|downstream user:pass@host:port|workers|start".
 const syncerChildEnv = "DMWORKER_TEST_SYNCER_CHILD"
 
 func syncerChild(spec string) int {
-	parts := strings.SplitN(spec, "|", 4)
+	parts := strings.SplitN(spec, "|", 5)
 	up, err := streamer.ParseUpstream(parts[1])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -52,12 +53,17 @@ func syncerChild(spec string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	start, err := streamer.ParsePosition(parts[3])
+	workers, err := strconv.Atoi(parts[3])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{Task: parts[0], Upstream: up, Start: start, BatchSize: 7}, sink)
+	start, err := streamer.ParsePosition(parts[4])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{Task: parts[0], Upstream: up, Start: start, BatchSize: 7, Workers: workers}, sink)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -73,112 +79,121 @@ func syncerChild(spec string) int {
 // points of a running workload, again and again; after a last clean run the
 // downstream equals the upstream.
 func TestSyncerCrashRecovery(t *testing.T) {
-	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 44, MaxBinlogSize: 64 << 10})
-	// Tables exist before the first start: the task's schema is seeded
-	// from the upstream, and the downstream gets them by hand (a snapshot's
-	// job, not the syncer's).
-	for _, db := range []*sql.DB{p.updb, p.downdb} {
-		mustExec(t, db, "CREATE DATABASE app")
-		// With the column syncWorkload's ALTER adds: the schema is seeded
-		// from the upstream's current definition, which must be the one at
-		// the start position.
-		mustExec(t, db, "CREATE TABLE app.accounts (id INT PRIMARY KEY, owner VARCHAR(64) NOT NULL, flags SET('a','b','c') DEFAULT 'a,c', balance DECIMAL(12,2), note TEXT, UNIQUE KEY (owner))")
-		mustExec(t, db, "CREATE TABLE app.events (id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, account INT, kind ENUM('open','deposit','withdraw','close'), at DATETIME(6), payload JSON)")
-	}
-	// Every child that finds no checkpoint yet must start at the same
-	// place: where the tables were created on both sides.
-	file, pos := masterPos(t, p.updb)
-	spec := fmt.Sprintf("crash|%s:%s@%s|%s:%s@%s|%s:%d", p.up.User, p.up.Password, p.up.Addr(), p.down.User, p.down.Password, p.down.Addr(), file, pos)
+	forWorkers(t, func(t *testing.T, workers int) {
+		p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 44, MaxBinlogSize: 64 << 10})
+		p.workers = workers
+		// Tables exist before the first start: the task's schema is seeded
+		// from the upstream, and the downstream gets them by hand (a snapshot's
+		// job, not the syncer's).
+		for _, db := range []*sql.DB{p.updb, p.downdb} {
+			mustExec(t, db, "CREATE DATABASE app")
+			// With the column syncWorkload's ALTER adds: the schema is seeded
+			// from the upstream's current definition, which must be the one at
+			// the start position.
+			mustExec(t, db, "CREATE TABLE app.accounts (id INT PRIMARY KEY, owner VARCHAR(64) NOT NULL, flags SET('a','b','c') DEFAULT 'a,c', balance DECIMAL(12,2), note TEXT, UNIQUE KEY (owner))")
+			mustExec(t, db, "CREATE TABLE app.events (id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, account INT, kind ENUM('open','deposit','withdraw','close'), at DATETIME(6), payload JSON)")
+		}
+		// Every child that finds no checkpoint yet must start at the same
+		// place: where the tables were created on both sides.
+		file, pos := masterPos(t, p.updb)
+		spec := fmt.Sprintf("crash|%s:%s@%s|%s:%s@%s|%d|%s:%d", p.up.User, p.up.Password, p.up.Addr(), p.down.User, p.down.Password, p.down.Addr(), workers, file, pos)
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		rnd := rand.New(rand.NewPCG(44, 2))
-		db := p.up.DB(t)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rnd := rand.New(rand.NewPCG(44, 2))
+			db := p.up.DB(t)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				syncWorkload(t, db, rnd, 10)
 			}
-			syncWorkload(t, db, rnd, 10)
-		}
-	}()
+		}()
 
-	rnd := rand.New(rand.NewPCG(44, 3))
-	for round := 0; round < 6; round++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), syncerChildEnv+"="+spec)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
+		rnd := rand.New(rand.NewPCG(44, 3))
+		for round := 0; round < 6; round++ {
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), syncerChildEnv+"="+spec)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// Kill it after a random stretch of work (fault injection, not a
+			// timing assertion).
+			time.Sleep(time.Duration(300+rnd.IntN(700)) * time.Millisecond)
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("syncer child ended on its own (%v): %s", err, stderr.String())
+			}
+		}
+		close(stop)
+		wg.Wait()
+
+		s, err := dmworker.NewSyncer(dmworker.SyncerConfig{Task: "crash", Upstream: upstreamOf(p.up), BatchSize: 7, Workers: workers,
+			// As the children: a child killed before it stored anything
+			// leaves no checkpoint.
+			Start: streamer.Position{Name: file, Offset: pos}}, p.sink)
+		if err != nil {
 			t.Fatal(err)
 		}
-		// Kill it after a random stretch of work (fault injection, not a
-		// timing assertion).
-		time.Sleep(time.Duration(300+rnd.IntN(700)) * time.Millisecond)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
+		run := runSyncer(t, s)
+		waitSynced(t, run, p.updb)
+		checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
+		checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
+		if st := s.Status(); st.Rows == 0 && st.Checkpoint.IsZero() {
+			t.Fatalf("status %+v", st)
 		}
-		err := cmd.Wait()
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-			t.Fatalf("syncer child ended on its own (%v): %s", err, stderr.String())
-		}
-	}
-	close(stop)
-	wg.Wait()
-
-	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{Task: "crash", Upstream: upstreamOf(p.up), BatchSize: 7}, p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := runSyncer(t, s)
-	waitSynced(t, run, p.updb)
-	checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
-	checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
-	if st := s.Status(); st.Rows == 0 && st.Checkpoint.IsZero() {
-		t.Fatalf("status %+v", st)
-	}
+	})
 }
 
 // TestSyncerSysbench runs sysbench's oltp_write_only and oltp_read_write on
 // several tables while the syncer runs; afterwards every table equals the
 // upstream's.
 func TestSyncerSysbench(t *testing.T) {
-	bin, err := exec.LookPath("sysbench")
-	if err != nil {
-		if testserver.Required() {
-			t.Fatalf("sysbench not found (apt-get install sysbench, or make test): %v", err)
-		}
-		t.Skip("sysbench not found: apt-get install sysbench, or run make test")
-	}
-	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 45})
-	s, err := dmworker.NewSyncer(p.config("sb"), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := runSyncer(t, s)
-	mustExec(t, p.updb, "CREATE DATABASE sbtest")
-	sb := func(args ...string) {
-		t.Helper()
-		base := []string{"--db-driver=mysql", "--mysql-host=127.0.0.1", fmt.Sprintf("--mysql-port=%d", p.up.Port),
-			"--mysql-user=" + p.up.User, "--mysql-password=" + p.up.Password, "--mysql-db=sbtest",
-			"--tables=4", "--table-size=500"}
-		cmd := exec.Command(bin, append(base, args...)...)
-		out, err := cmd.CombinedOutput()
+	forWorkers(t, func(t *testing.T, workers int) {
+		bin, err := exec.LookPath("sysbench")
 		if err != nil {
-			t.Fatalf("sysbench %v: %v\n%s", args, err, out)
+			if testserver.Required() {
+				t.Fatalf("sysbench not found (apt-get install sysbench, or make test): %v", err)
+			}
+			t.Skip("sysbench not found: apt-get install sysbench, or run make test")
 		}
-	}
-	sb("oltp_write_only", "prepare")
-	sb("oltp_write_only", "--threads=2", "--time=4", "--events=0", "run")
-	sb("oltp_read_write", "--threads=2", "--time=3", "--events=0", "run")
-	waitSynced(t, run, p.updb)
-	for i := 1; i <= 4; i++ {
-		tbl := fmt.Sprintf("sbtest.sbtest%d", i)
-		checkEqual(t, p.updb, p.downdb, tbl, tbl)
-	}
+		p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 45})
+		p.workers = workers
+		s, err := dmworker.NewSyncer(p.config("sb"), p.sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runSyncer(t, s)
+		mustExec(t, p.updb, "CREATE DATABASE sbtest")
+		sb := func(args ...string) {
+			t.Helper()
+			base := []string{"--db-driver=mysql", "--mysql-host=127.0.0.1", fmt.Sprintf("--mysql-port=%d", p.up.Port),
+				"--mysql-user=" + p.up.User, "--mysql-password=" + p.up.Password, "--mysql-db=sbtest",
+				"--tables=4", "--table-size=500"}
+			cmd := exec.Command(bin, append(base, args...)...)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("sysbench %v: %v\n%s", args, err, out)
+			}
+		}
+		sb("oltp_write_only", "prepare")
+		sb("oltp_write_only", "--threads=2", "--time=4", "--events=0", "run")
+		sb("oltp_read_write", "--threads=2", "--time=3", "--events=0", "run")
+		waitSynced(t, run, p.updb)
+		for i := 1; i <= 4; i++ {
+			tbl := fmt.Sprintf("sbtest.sbtest%d", i)
+			checkEqual(t, p.updb, p.downdb, tbl, tbl)
+		}
+	})
 }

@@ -34,6 +34,7 @@ type syncRun struct {
 	tables      map[*schema.TableDef]*Table
 	ignoredKind map[string]bool
 	epoch       int64
+	par         *parallel // parallel apply, when Workers > 1
 }
 
 // Run replicates until ctx ends (it then returns nil after saving its
@@ -121,7 +122,73 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		return s.wrap(start, "", "", err)
 	}
 	defer reader.Close()
+	if s.cfg.Workers > 1 {
+		return r.parallelLoop(ctx, reader, start)
+	}
 	return r.loop(ctx, reader)
+}
+
+// parallelLoop is loop with parallel workers.
+func (r *syncRun) parallelLoop(ctx context.Context, reader streamer.Reader, start streamer.Position) (err error) {
+	s := r.s
+	p := newParallel(ctx, r)
+	r.par = p
+	p.started(start, r.safeUntil)
+	s.mu.Lock()
+	s.queueFn = p.queueBytes
+	s.mu.Unlock()
+	defer func() {
+		serr := p.stop(ctx)
+		if ferr := p.failure(); p.workerFailed() {
+			err = ferr
+		} else if err == nil {
+			err = serr
+		}
+		s.mu.Lock()
+		s.queueFn = nil
+		s.mu.Unlock()
+		s.updateStatus(func(st *SyncerStatus) { st.Conflicts = p.conflicts })
+	}()
+	var deadline waitDeadline
+	defer deadline.stop()
+	// While something is unsaved, look at the workers every FlushInterval:
+	// once they are idle the checkpoint is saved at once, exact.
+	flushEvery := time.Duration(s.cfg.FlushInterval)
+	for {
+		gctx := p.ctx
+		if p.unsaved() {
+			gctx = deadline.context(p.ctx, time.Now().Add(flushEvery))
+		}
+		ev, err := reader.GetEvent(gctx)
+		if err != nil {
+			switch {
+			case p.workerFailed():
+				return p.failure()
+			case ctx.Err() != nil:
+				return nil // stop saves what the workers reached
+			case gctx != p.ctx && gctx.Err() != nil:
+				deadline.stop()
+				p.flushAll() // nothing more is coming for now
+				if err := p.maybeCheckpoint(ctx, !r.midTxn && p.idle()); err != nil {
+					return err
+				}
+				continue
+			}
+			return s.wrap(r.lastTxnEnd, "", "", err)
+		}
+		if err := r.handle(p.ctx, ev); err != nil {
+			if p.workerFailed() {
+				return p.failure()
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if !p.unsaved() {
+			deadline.stop()
+		}
+	}
 }
 
 func (s *Syncer) openReader(ctx context.Context, start streamer.Position) (streamer.Reader, error) {
@@ -240,19 +307,29 @@ func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) error {
 func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 	s := r.s
 	if !ev.Artificial() {
+		now := time.Now()
 		s.updateStatus(func(st *SyncerStatus) {
 			st.Read = ev.Pos
+			st.Events++
 			if ts := ev.Header.Timestamp; ts > 0 {
-				st.LagSeconds = time.Since(time.Unix(int64(ts), 0)).Seconds()
+				st.LagSeconds = now.Sub(time.Unix(int64(ts), 0)).Seconds()
+			}
+			if r.par != nil {
+				st.Conflicts = r.par.conflicts
 			}
 		})
+		s.sample(now)
 	}
 	switch e := ev.Event.(type) {
 	case *replication.RowsEvent:
 		if err := r.rowsEvent(ev, e); err != nil {
 			return err
 		}
-		if len(r.batch) >= s.cfg.MaxBatchRows {
+		if r.par != nil {
+			if err := r.par.dispatch(ctx, ev.Pos); err != nil {
+				return err
+			}
+		} else if len(r.batch) >= s.cfg.MaxBatchRows {
 			// A huge transaction: apply what we have, in safe mode from
 			// here to its end, checkpoint unchanged.
 			if err := r.flush(ctx, r.lastTxnEnd, true); err != nil {
@@ -264,13 +341,26 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		if !ev.TxnEnd || strings.EqualFold(q, "COMMIT") || strings.EqualFold(q, "BEGIN") {
 			break
 		}
+		if r.par != nil {
+			// A barrier: everything before the DDL is applied first.
+			if err := r.par.drain(); err != nil {
+				return err
+			}
+		}
 		if err := r.ddl(ctx, ev, string(e.Schema), q); err != nil {
 			return err
+		}
+		if r.par != nil {
+			r.par.afterDDL(ev.Pos)
 		}
 	}
 	if ev.TxnEnd {
 		r.lastTxnEnd = ev.Pos
 		r.midTxn = false
+		if r.par != nil {
+			r.par.txnEnd(ev.Pos)
+			return r.par.maybeCheckpoint(ctx, false)
+		}
 		if len(r.batch) > 0 {
 			if len(r.batch) >= s.cfg.BatchSize || time.Since(r.batchStart) >= time.Duration(s.cfg.FlushInterval) {
 				return r.flush(ctx, ev.Pos, false)

@@ -24,6 +24,18 @@ type syncPair struct {
 	up, down     *testserver.MariaDB
 	updb, downdb *sql.DB
 	sink         *mysqlsink.Sink
+	workers      int // SyncerConfig.Workers of config
+}
+
+// workerCounts are the worker counts the syncer's correctness tests run
+// with: the serial syncer and two parallel ones.
+var workerCounts = []int{1, 4, 16}
+
+// forWorkers runs f as a subtest for each of workerCounts.
+func forWorkers(t *testing.T, f func(t *testing.T, workers int)) {
+	for _, w := range workerCounts {
+		t.Run(fmt.Sprintf("workers=%d", w), func(t *testing.T) { f(t, w) })
+	}
 }
 
 func newSyncPair(t *testing.T, upOpts testserver.MariaDBOptions) *syncPair {
@@ -38,7 +50,7 @@ func newSyncPair(t *testing.T, upOpts testserver.MariaDBOptions) *syncPair {
 }
 
 func (p *syncPair) config(task string) dmworker.SyncerConfig {
-	return dmworker.SyncerConfig{Task: task, Upstream: upstreamOf(p.up)}
+	return dmworker.SyncerConfig{Task: task, Upstream: upstreamOf(p.up), Workers: p.workers}
 }
 
 // syncRunner is a syncer running in a goroutine.
@@ -208,78 +220,84 @@ func syncWorkload(t *testing.T, db *sql.DB, rnd *rand.Rand, txns int) {
 }
 
 func TestSyncerReplicatesWorkload(t *testing.T) {
-	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 41, MaxBinlogSize: 64 << 10})
-	s, err := dmworker.NewSyncer(p.config("wl"), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := runSyncer(t, s)
-	rnd := rand.New(rand.NewPCG(41, 1))
-	syncWorkload(t, p.updb, rnd, 300)
-	waitSynced(t, run, p.updb)
-	checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
-	checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
-	if err := run.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	forWorkers(t, func(t *testing.T, workers int) {
+		p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 41, MaxBinlogSize: 64 << 10})
+		p.workers = workers
+		s, err := dmworker.NewSyncer(p.config("wl"), p.sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runSyncer(t, s)
+		rnd := rand.New(rand.NewPCG(41, 1))
+		syncWorkload(t, p.updb, rnd, 300)
+		waitSynced(t, run, p.updb)
+		checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
+		checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
+		if err := run.Stop(); err != nil {
+			t.Fatal(err)
+		}
 
-	// A restart continues from the checkpoint.
-	syncWorkload(t, p.updb, rnd, 100)
-	s2, err := dmworker.NewSyncer(p.config("wl"), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitSynced(t, runSyncer(t, s2), p.updb)
-	checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
-	checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
+		// A restart continues from the checkpoint.
+		syncWorkload(t, p.updb, rnd, 100)
+		s2, err := dmworker.NewSyncer(p.config("wl"), p.sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitSynced(t, runSyncer(t, s2), p.updb)
+		checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
+		checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
+	})
 }
 
 func TestSyncerUnsupportedDDLSkipAndReplace(t *testing.T) {
-	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 42})
-	s, err := dmworker.NewSyncer(p.config("ddl"), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := runSyncer(t, s)
-	mustExec(t, p.updb, "CREATE DATABASE d")
-	mustExec(t, p.updb, "CREATE TABLE d.t (id INT PRIMARY KEY, v INT)")
-	mustExec(t, p.updb, "INSERT INTO d.t VALUES (1, 1)")
-	waitSynced(t, run, p.updb)
-	// Partitioning is beyond the tracker.
-	mustExec(t, p.updb, "ALTER TABLE d.t PARTITION BY HASH(id) PARTITIONS 2")
-	mustExec(t, p.updb, "INSERT INTO d.t VALUES (2, 2)")
-	runErr := run.Wait(t)
-	var se *dmworker.SyncError
-	if !errors.Is(runErr, dmworker.ErrUnsupportedDDL) || !errors.As(runErr, &se) {
-		t.Fatalf("Run: %v, want ErrUnsupportedDDL in a *SyncError", runErr)
-	}
-	if se.Task != "ddl" || se.Pos.Name == "" || !strings.Contains(se.Statement, "PARTITION BY") {
-		t.Fatalf("error does not name task, position and statement: %+v", se)
-	}
+	forWorkers(t, func(t *testing.T, workers int) {
+		p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 42})
+		p.workers = workers
+		s, err := dmworker.NewSyncer(p.config("ddl"), p.sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runSyncer(t, s)
+		mustExec(t, p.updb, "CREATE DATABASE d")
+		mustExec(t, p.updb, "CREATE TABLE d.t (id INT PRIMARY KEY, v INT)")
+		mustExec(t, p.updb, "INSERT INTO d.t VALUES (1, 1)")
+		waitSynced(t, run, p.updb)
+		// Partitioning is beyond the tracker.
+		mustExec(t, p.updb, "ALTER TABLE d.t PARTITION BY HASH(id) PARTITIONS 2")
+		mustExec(t, p.updb, "INSERT INTO d.t VALUES (2, 2)")
+		runErr := run.Wait(t)
+		var se *dmworker.SyncError
+		if !errors.Is(runErr, dmworker.ErrUnsupportedDDL) || !errors.As(runErr, &se) {
+			t.Fatalf("Run: %v, want ErrUnsupportedDDL in a *SyncError", runErr)
+		}
+		if se.Task != "ddl" || se.Pos.Name == "" || !strings.Contains(se.Statement, "PARTITION BY") {
+			t.Fatalf("error does not name task, position and statement: %+v", se)
+		}
 
-	// Skip it and go on.
-	s2, err := dmworker.NewSyncer(p.config("ddl"), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s2.Skip(se.Pos)
-	run2 := runSyncer(t, s2)
-	waitSynced(t, run2, p.updb)
-	checkEqual(t, p.updb, p.downdb, "d.t", "d.t")
+		// Skip it and go on.
+		s2, err := dmworker.NewSyncer(p.config("ddl"), p.sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s2.Skip(se.Pos)
+		run2 := runSyncer(t, s2)
+		waitSynced(t, run2, p.updb)
+		checkEqual(t, p.updb, p.downdb, "d.t", "d.t")
 
-	// Replace the next one with something the tracker knows.
-	mustExec(t, p.updb, "ALTER TABLE d.t ADD COLUMN w INT PARTITION BY KEY(id) PARTITIONS 3")
-	mustExec(t, p.updb, "INSERT INTO d.t VALUES (3, 3, 3)")
-	if runErr = run2.Wait(t); !errors.As(runErr, &se) {
-		t.Fatalf("Run: %v", runErr)
-	}
-	s3, err := dmworker.NewSyncer(p.config("ddl"), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s3.Replace(se.Pos, "ALTER TABLE d.t ADD COLUMN w INT")
-	waitSynced(t, runSyncer(t, s3), p.updb)
-	checkEqual(t, p.updb, p.downdb, "d.t", "d.t")
+		// Replace the next one with something the tracker knows.
+		mustExec(t, p.updb, "ALTER TABLE d.t ADD COLUMN w INT PARTITION BY KEY(id) PARTITIONS 3")
+		mustExec(t, p.updb, "INSERT INTO d.t VALUES (3, 3, 3)")
+		if runErr = run2.Wait(t); !errors.As(runErr, &se) {
+			t.Fatalf("Run: %v", runErr)
+		}
+		s3, err := dmworker.NewSyncer(p.config("ddl"), p.sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s3.Replace(se.Pos, "ALTER TABLE d.t ADD COLUMN w INT")
+		waitSynced(t, runSyncer(t, s3), p.updb)
+		checkEqual(t, p.updb, p.downdb, "d.t", "d.t")
+	})
 }
 
 // recordingStore is a MemoryCheckpointStore that keeps every checkpoint
@@ -302,71 +320,77 @@ func (r *recordingStore) Save(ctx context.Context, cp dmworker.Checkpoint) error
 // early checkpoint, before an ALTER, with the data far ahead of it. It
 // replays in safe mode (the DDL too) and converges.
 func TestSyncerSeparateCheckpointStore(t *testing.T) {
-	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 43})
-	store := &recordingStore{}
-	s, err := dmworker.NewSyncer(p.config("sep"), p.sink, dmworker.WithCheckpointStore(store))
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := runSyncer(t, s)
-	rnd := rand.New(rand.NewPCG(43, 1))
-	syncWorkload(t, p.updb, rnd, 120) // ALTER at transaction 60
-	waitSynced(t, run, p.updb)
-	if err := run.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	store.mu.Lock()
-	var first dmworker.Checkpoint
-	for _, cp := range store.saved {
-		if cp.Schema != nil && !cp.Pos.IsZero() {
-			first = cp
-			break
+	forWorkers(t, func(t *testing.T, workers int) {
+		p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 43})
+		p.workers = workers
+		store := &recordingStore{}
+		s, err := dmworker.NewSyncer(p.config("sep"), p.sink, dmworker.WithCheckpointStore(store))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	n := len(store.saved)
-	store.mu.Unlock()
-	if first.Schema == nil || n < 3 {
-		t.Fatalf("%d checkpoints saved, none with a schema", n)
-	}
-	lost := &dmworker.MemoryCheckpointStore{}
-	if err := lost.Save(context.Background(), first); err != nil {
-		t.Fatal(err)
-	}
-	syncWorkload(t, p.updb, rnd, 40)
-	s2, err := dmworker.NewSyncer(p.config("sep"), p.sink, dmworker.WithCheckpointStore(lost))
-	if err != nil {
-		t.Fatal(err)
-	}
-	run2 := runSyncer(t, s2)
-	if st := s2.Status(); st.SafeUntil.IsZero() {
-		t.Fatalf("a restart with a separate store must replay in safe mode: %+v", st)
-	}
-	waitSynced(t, run2, p.updb)
-	checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
-	checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
+		run := runSyncer(t, s)
+		rnd := rand.New(rand.NewPCG(43, 1))
+		syncWorkload(t, p.updb, rnd, 120) // ALTER at transaction 60
+		waitSynced(t, run, p.updb)
+		if err := run.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		store.mu.Lock()
+		var first dmworker.Checkpoint
+		for _, cp := range store.saved {
+			if cp.Schema != nil && !cp.Pos.IsZero() {
+				first = cp
+				break
+			}
+		}
+		n := len(store.saved)
+		store.mu.Unlock()
+		if first.Schema == nil || n < 3 {
+			t.Fatalf("%d checkpoints saved, none with a schema", n)
+		}
+		lost := &dmworker.MemoryCheckpointStore{}
+		if err := lost.Save(context.Background(), first); err != nil {
+			t.Fatal(err)
+		}
+		syncWorkload(t, p.updb, rnd, 40)
+		s2, err := dmworker.NewSyncer(p.config("sep"), p.sink, dmworker.WithCheckpointStore(lost))
+		if err != nil {
+			t.Fatal(err)
+		}
+		run2 := runSyncer(t, s2)
+		if st := s2.Status(); st.SafeUntil.IsZero() {
+			t.Fatalf("a restart with a separate store must replay in safe mode: %+v", st)
+		}
+		waitSynced(t, run2, p.updb)
+		checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
+		checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
+	})
 }
 
 // TestSyncerCharsets: text in latin1 and gbk columns, and in a table that
 // inherits a latin1 database default (created before and after the start),
 // arrives downstream as the same characters.
 func TestSyncerCharsets(t *testing.T) {
-	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 46})
-	for _, db := range []*sql.DB{p.updb, p.downdb} {
-		mustExec(t, db, "CREATE DATABASE cs DEFAULT CHARACTER SET latin1")
-		mustExec(t, db, "CREATE TABLE cs.before_start (id INT PRIMARY KEY, v VARCHAR(40))")
-	}
-	s, err := dmworker.NewSyncer(p.config("cs"), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := runSyncer(t, s)
-	mustExec(t, p.updb, "CREATE TABLE cs.after_start (id INT PRIMARY KEY, v VARCHAR(40), g VARCHAR(40) CHARACTER SET gbk, u VARCHAR(40) CHARACTER SET utf8mb4)")
-	for i, v := range []string{"é ñ ü € œ", "Grüße", "", "plain"} {
-		mustExec(t, p.updb, "INSERT INTO cs.before_start VALUES (?, ?)", i, v)
-		mustExec(t, p.updb, "INSERT INTO cs.after_start VALUES (?, ?, ?, ?)", i, v, "中文 啊", "🥝 "+v)
-	}
-	mustExec(t, p.updb, "UPDATE cs.after_start SET v = CONCAT(v, ' ½') WHERE id < 2")
-	waitSynced(t, run, p.updb)
-	checkEqual(t, p.updb, p.downdb, "cs.before_start", "cs.before_start")
-	checkEqual(t, p.updb, p.downdb, "cs.after_start", "cs.after_start")
+	forWorkers(t, func(t *testing.T, workers int) {
+		p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 46})
+		p.workers = workers
+		for _, db := range []*sql.DB{p.updb, p.downdb} {
+			mustExec(t, db, "CREATE DATABASE cs DEFAULT CHARACTER SET latin1")
+			mustExec(t, db, "CREATE TABLE cs.before_start (id INT PRIMARY KEY, v VARCHAR(40))")
+		}
+		s, err := dmworker.NewSyncer(p.config("cs"), p.sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runSyncer(t, s)
+		mustExec(t, p.updb, "CREATE TABLE cs.after_start (id INT PRIMARY KEY, v VARCHAR(40), g VARCHAR(40) CHARACTER SET gbk, u VARCHAR(40) CHARACTER SET utf8mb4)")
+		for i, v := range []string{"é ñ ü € œ", "Grüße", "", "plain"} {
+			mustExec(t, p.updb, "INSERT INTO cs.before_start VALUES (?, ?)", i, v)
+			mustExec(t, p.updb, "INSERT INTO cs.after_start VALUES (?, ?, ?, ?)", i, v, "中文 啊", "🥝 "+v)
+		}
+		mustExec(t, p.updb, "UPDATE cs.after_start SET v = CONCAT(v, ' ½') WHERE id < 2")
+		waitSynced(t, run, p.updb)
+		checkEqual(t, p.updb, p.downdb, "cs.before_start", "cs.before_start")
+		checkEqual(t, p.updb, p.downdb, "cs.after_start", "cs.after_start")
+	})
 }

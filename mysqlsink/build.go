@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/causality"
 )
 
 // stmt is one statement of a batch's plan.
@@ -264,7 +265,19 @@ func (p *planner) plan(changes []dmworker.Change, safe bool) ([]stmt, error) {
 			p.deleteKeys(ti, key, changes[i:i+run])
 		case dmworker.Update:
 			if !safe {
-				p.update(ti, c)
+				key := identity(c.Table, c.Before)
+				if key == nil || !sameKey(c, key) {
+					p.update(ti, c)
+					break
+				}
+				// Updates that keep their key: one UPDATE ... CASE per
+				// chunk, which like single-row updates leaves missing
+				// rows missing.
+				for i+run < len(changes) && changes[i+run].Kind == dmworker.Update && sameTable(changes[i+run].Table, c.Table) &&
+					equalInts(identity(c.Table, changes[i+run].Before), key) && sameKey(changes[i+run], key) {
+					run++
+				}
+				p.updateRows(ti, key, changes[i:i+run])
 				break
 			}
 			key := identity(c.Table, c.Before)
@@ -508,4 +521,132 @@ func (p *planner) update(ti *tableInfo, c dmworker.Change) {
 		b.WriteString(" LIMIT 1")
 	}
 	p.out = append(p.out, stmt{op: "update", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: 1})
+}
+
+// updateRows emits, for updates that keep their key, UPDATE ... SET each
+// other writable column = CASE WHEN key = ? THEN ? ... END WHERE key IN
+// (...): one statement for many rows, with the effect of one UPDATE each
+// (rows not found stay missing). A key updated more than once gets its last
+// image.
+func (p *planner) updateRows(ti *tableInfo, key []int, changes []dmworker.Change) {
+	if len(changes) == 1 || changesUniqueValue(ti.tbl, key, changes) {
+		// One row, or a unique value moves: a multi-row UPDATE checks
+		// uniqueness row by row in its own order, and could trip over a
+		// value another row of it gives up.
+		for _, c := range changes {
+			p.update(ti, c)
+		}
+		return
+	}
+	// The last image per key, in first-seen order.
+	at := make(map[string]int, len(changes))
+	rows := make([][]any, 0, len(changes))
+	var buf []byte
+	for _, c := range changes {
+		buf = causality.AppendExact(buf[:0], key, c.After)
+		if j, ok := at[string(buf)]; ok {
+			rows[j] = c.After
+			continue
+		}
+		at[string(buf)] = len(rows)
+		rows = append(rows, c.After)
+	}
+	isKey := make(map[int]bool, len(key))
+	for _, i := range key {
+		isKey[i] = true
+	}
+	var set []int
+	for _, i := range ti.writable {
+		if !isKey[i] {
+			set = append(set, i)
+		}
+	}
+	if len(set) == 0 {
+		return // every writable column is in the key, which stays
+	}
+	// match is "`k`=?" or "(`k1`,`k2`)=(?,?)"; tuple the key list of IN.
+	var match, cols, tuple strings.Builder
+	if len(key) > 1 {
+		cols.WriteByte('(')
+		tuple.WriteByte('(')
+	}
+	for k, i := range key {
+		if k > 0 {
+			cols.WriteByte(',')
+			tuple.WriteByte(',')
+		}
+		cols.WriteString(quoteIdent(ti.tbl.Columns[i].Name))
+		tuple.WriteString(p.param(ti.tbl.Columns[i]))
+	}
+	if len(key) > 1 {
+		cols.WriteByte(')')
+		tuple.WriteByte(')')
+	}
+	match.WriteString(" WHEN ")
+	match.WriteString(cols.String())
+	match.WriteString("=")
+	match.WriteString(tuple.String())
+	match.WriteString(" THEN ")
+	perRow := len(set)*(len(key)+1) + len(key)
+	chunkChanges := make([]dmworker.Change, len(rows))
+	for j, r := range rows {
+		chunkChanges[j] = dmworker.Change{Kind: dmworker.Update, Table: ti.tbl, Before: r, After: r}
+	}
+	for _, chunk := range p.chunks(ti, chunkChanges, perRow) {
+		var b strings.Builder
+		args := make([]any, 0, len(chunk)*perRow)
+		b.WriteString("UPDATE ")
+		b.WriteString(ti.name)
+		b.WriteString(" SET ")
+		for k, i := range set {
+			if k > 0 {
+				b.WriteByte(',')
+			}
+			col := ti.tbl.Columns[i]
+			b.WriteString(quoteIdent(col.Name))
+			b.WriteString("=CASE")
+			for _, c := range chunk {
+				b.WriteString(match.String())
+				b.WriteString(p.param(col))
+				for _, ki := range key {
+					args = append(args, arg(c.After[ki]))
+				}
+				args = append(args, arg(c.After[i]))
+			}
+			b.WriteString(" END")
+		}
+		b.WriteString(" WHERE ")
+		b.WriteString(cols.String())
+		b.WriteString(" IN (")
+		for k, c := range chunk {
+			if k > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(tuple.String())
+			for _, ki := range key {
+				args = append(args, arg(c.After[ki]))
+			}
+		}
+		b.WriteByte(')')
+		p.out = append(p.out, stmt{op: "update", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: len(chunk)})
+	}
+}
+
+// changesUniqueValue reports whether an update in changes changes a column
+// of a unique key other than key.
+func changesUniqueValue(tbl *dmworker.Table, key []int, changes []dmworker.Change) bool {
+	keys := append([][]int{tbl.PrimaryKey}, tbl.UniqueKeys...)
+	for _, k := range keys {
+		if equalInts(k, key) {
+			continue
+		}
+		for _, i := range k {
+			for _, c := range changes {
+				if compareValue(c.Before[i], c.After[i]) != 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

@@ -54,6 +54,34 @@ func TestPlan(t *testing.T) {
 			want: []string{"INSERT INTO `d``b`.`t` (`id`,`v`) VALUES (?,?),(?,?),(?,?)"},
 		},
 		{
+			name: "updates that keep their key share an UPDATE ... CASE",
+			changes: []dmworker.Change{
+				upd(pk, r(int64(1), "a", nil), r(int64(1), "b", nil)),
+				upd(pk, r(int64(2), "a", nil), r(int64(2), "c", nil)),
+				upd(pk, r(int64(1), "b", nil), r(int64(1), "d", nil)),
+				upd(comp, r("1.00", int64(1), nil), r("1.00", int64(1), "{}")),
+				upd(comp, r("2.00", int64(1), nil), r("2.00", int64(1), "[]")),
+			},
+			jsonCast: true,
+			want: []string{
+				"UPDATE `d``b`.`t` SET `v`=CASE WHEN `id`=? THEN ? WHEN `id`=? THEN ? END WHERE `id` IN (?,?)",
+				"UPDATE `db`.`c` SET `j`=CASE WHEN (`a`,`b`)=(CAST(? AS DECIMAL(10,2)),?) THEN CAST(? AS JSON) " +
+					"WHEN (`a`,`b`)=(CAST(? AS DECIMAL(10,2)),?) THEN CAST(? AS JSON) END " +
+					"WHERE (`a`,`b`) IN ((CAST(? AS DECIMAL(10,2)),?),(CAST(? AS DECIMAL(10,2)),?))",
+			},
+		},
+		{
+			name: "updates that move a unique value stay one by one",
+			changes: []dmworker.Change{
+				upd(uk, r(int64(1), int64(1)), r(int64(1), int64(9))),
+				upd(uk, r(int64(2), int64(2)), r(int64(2), int64(1))),
+			},
+			want: []string{
+				"UPDATE `db`.`u` SET `a`=?,`b`=? WHERE `a`=?",
+				"UPDATE `db`.`u` SET `a`=?,`b`=? WHERE `a`=?",
+			},
+		},
+		{
 			name:    "rows per statement",
 			changes: []dmworker.Change{ins(pk, int64(1), "a", nil), ins(pk, int64(2), "b", nil), ins(pk, int64(3), "c", nil)},
 			want: []string{

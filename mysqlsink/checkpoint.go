@@ -179,6 +179,28 @@ func (s *Sink) lockCheckpoint(ctx context.Context, tx *sql.Tx, cp *cpRow) (*cpRo
 	return prev, nil
 }
 
+// checkFence refuses, in tx, a batch written under f when the checkpoint
+// stored for f's task and source is from a newer epoch. The row is read
+// under a shared lock held to the end of tx, so that a newer epoch's
+// checkpoint (which locks the row exclusively) cannot commit while the batch
+// is applied. With no stored row there is nothing to be fenced by.
+func (s *Sink) checkFence(ctx context.Context, tx *sql.Tx, f dmworker.Fence) *Error {
+	query := "SELECT epoch FROM " + s.cpTable + " WHERE task = ? AND source = ? LOCK IN SHARE MODE"
+	var stored int64
+	err := tx.QueryRowContext(ctx, query, f.Task, f.Source).Scan(&stored)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return &Error{Op: "checkpoint", Table: s.cpName, Statement: query, Err: err}
+	}
+	if stored > f.Epoch {
+		return &Error{Op: "checkpoint", Table: s.cpName, Err: fmt.Errorf("%w: batch of task %q source %q from epoch %d, epoch %d stored",
+			dmworker.ErrStaleEpoch, f.Task, f.Source, f.Epoch, stored)}
+	}
+	return nil
+}
+
 // writeCheckpoint stores cp in its row, locked by lockCheckpoint. A nil
 // schema keeps the stored one (the contract's "unchanged").
 func (s *Sink) writeCheckpoint(ctx context.Context, tx *sql.Tx, cp *cpRow) *Error {

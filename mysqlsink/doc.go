@@ -13,6 +13,9 @@
 // (WithMaxStatementRows):
 //
 //	normal mode  INSERT INTO `s`.`t` (`a`,`b`) VALUES (?,?),(?,?)
+//	             UPDATE `s`.`t` SET `b`=CASE WHEN `a`=? THEN ? WHEN `a`=? THEN ? END
+//	               WHERE `a` IN (?,?)  -- updates that keep their key and move
+//	                                   -- no other unique value; else one by one:
 //	             UPDATE `s`.`t` SET `a`=?,`b`=? WHERE `a`=?
 //	             DELETE FROM `s`.`t` WHERE (`k1`,`k2`) IN ((?,?),(?,?))
 //	safe mode    REPLACE INTO ... for inserts; for updates DELETE of the old
@@ -66,7 +69,11 @@
 // dmworker.ErrStaleEpoch when the stored epoch is newer, and the row is
 // updated last. Writers of one task and source therefore queue on one row
 // lock, and an old writer cannot commit once a newer epoch is stored. A
-// checkpoint with a nil Schema keeps the stored schema.
+// checkpoint with a nil Schema keeps the stored schema. A batch without a
+// checkpoint but with a Fence (the syncer's parallel workers) reads the
+// row's epoch first thing in its transaction under a shared lock (LOCK IN
+// SHARE MODE): such batches run side by side, and a newer epoch's
+// checkpoint waits for them, then refuses every later one.
 //
 // # Errors
 //
@@ -85,7 +92,11 @@
 // The sink works with any go-sql-driver configuration. The connection
 // character set must be utf8mb4 (the driver's default) for 4-byte
 // characters. interpolateParams=true saves two round trips per statement:
-// without it, each statement is prepared, run and closed. The user needs INSERT, UPDATE, DELETE and SELECT on
-// the tables, the privileges the DDLs need, and CREATE on the checkpoint
+// without it, each statement is prepared, run and closed. Apply may run on
+// several goroutines at once (the syncer's parallel workers), each call on
+// its own connection: keep at least as many idle connections as workers
+// (db.SetMaxIdleConns; database/sql keeps 2 by default), or most calls open
+// a new connection. The user needs INSERT, UPDATE, DELETE and SELECT on the
+// tables, the privileges the DDLs need, and CREATE on the checkpoint
 // database unless it exists.
 package mysqlsink

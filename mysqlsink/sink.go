@@ -39,7 +39,14 @@ const (
 	flavorMySQL
 )
 
-var _ dmworker.CheckpointSink = (*Sink)(nil)
+var (
+	_ dmworker.CheckpointSink = (*Sink)(nil)
+	_ dmworker.ConcurrentSink = (*Sink)(nil)
+)
+
+// Concurrent reports that Apply may run on several goroutines at once: each
+// call takes its own connection and transaction.
+func (s *Sink) Concurrent() bool { return true }
 
 // New returns a Sink writing through db, which stays the host's: the sink
 // takes connections from it for the length of a call and never closes it.
@@ -135,7 +142,8 @@ func (s *Sink) withSession(ctx context.Context, fn func(*sql.Conn) error) error 
 // checking its epoch.
 //
 // In normal mode inserts are INSERT, updates UPDATE ... WHERE the old row's
-// key, deletes DELETE ... WHERE key IN (...). In safe mode inserts are
+// key (many rows in one UPDATE ... CASE when they keep their key and move no
+// other unique value), deletes DELETE ... WHERE key IN (...). In safe mode inserts are
 // REPLACE, updates a DELETE of the old row and a REPLACE of the new one. A
 // row's key is the primary key, else the first unique key with no NULL in
 // the row, else every column (NULL-safe, one row at a time, LIMIT 1; an
@@ -143,7 +151,11 @@ func (s *Sink) withSession(ctx context.Context, fn func(*sql.Conn) error) error 
 // columns are never written.
 //
 // A batch from an epoch older than the stored checkpoint's fails with
-// dmworker.ErrStaleEpoch, nothing applied. Errors a retry may cure are
+// dmworker.ErrStaleEpoch, nothing applied. Without a checkpoint, b.Fence
+// (when set) is checked instead, first thing in the transaction, under a
+// shared lock on the checkpoint row: batches of one epoch run in parallel,
+// and a checkpoint of a newer epoch waits for them and then refuses every
+// later one. Errors a retry may cure are
 // marked retryable and nothing of the batch is applied, except when the
 // connection is lost during the commit itself: the sink then reads the
 // checkpoint back to tell whether the commit happened (nil error if it
@@ -157,11 +169,15 @@ func (s *Sink) Apply(ctx context.Context, b *dmworker.Batch) error {
 		return nil
 	}
 	var cp *cpRow
+	fence := b.Fence
 	if b.Checkpoint != nil {
 		var err error
 		if cp, err = encodeCheckpoint(*b.Checkpoint); err != nil {
 			return fail(ctx, &Error{Op: "validate", Err: err})
 		}
+		fence = dmworker.Fence{}
+	}
+	if cp != nil || fence.Task != "" {
 		if e := s.ensureCheckpointTable(ctx); e != nil {
 			return fail(ctx, e)
 		}
@@ -179,7 +195,7 @@ func (s *Sink) Apply(ctx context.Context, b *dmworker.Batch) error {
 		return fail(ctx, &Error{Op: "validate", Err: fmt.Errorf("%w: %v", ErrInvalidBatch, err)})
 	}
 	err = s.withSession(ctx, func(conn *sql.Conn) error {
-		return s.applyTx(ctx, conn, stmts, cp)
+		return s.applyTx(ctx, conn, stmts, cp, fence)
 	})
 	// Resolved once the connection is back: a pool of one would
 	// otherwise wait for it.
@@ -199,10 +215,16 @@ type commitLost struct {
 
 func (c *commitLost) Error() string { return c.err.Error() }
 
-func (s *Sink) applyTx(ctx context.Context, conn *sql.Conn, stmts []stmt, cp *cpRow) error {
+func (s *Sink) applyTx(ctx context.Context, conn *sql.Conn, stmts []stmt, cp *cpRow, fence dmworker.Fence) error {
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fail(ctx, &Error{Op: "begin", Err: err})
+	}
+	if fence.Task != "" {
+		if e := s.checkFence(ctx, tx, fence); e != nil {
+			_ = tx.Rollback()
+			return fail(ctx, e)
+		}
 	}
 	var prev *cpRow
 	if cp != nil {

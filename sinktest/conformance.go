@@ -56,6 +56,10 @@ type Harness struct {
 //   - SafeModeReplayRandom: the same with random workloads (inserts,
 //     updates of values, unique keys and primary keys, deletes, keys reused)
 //     cut and replayed at random points;
+//   - UpdateRuns: many updates in a row that keep their key, in normal
+//     mode, on a composite key: a key updated twice ends with its last
+//     image, an update of a missing row adds nothing, a unique value given
+//     up by one row and taken by the next works;
 //   - UpdatePrimaryKey: an update that moves a row to another key; a
 //     collision is refused in normal mode and replaces in safe mode;
 //   - UniqueKeyWithoutPrimaryKey: rows matched by the first unique key
@@ -75,8 +79,8 @@ type Harness struct {
 //     nothing;
 //   - for a CheckpointSink: CheckpointRoundTrip (a nil Schema keeps the
 //     stored one), CheckpointWithBatch (stored with its batch, or not at all
-//     with a failing one, also through ExecDDL) and StaleEpoch (a batch,
-//     DDL or checkpoint from an older epoch is refused with
+//     with a failing one, also through ExecDDL) and StaleEpoch (a batch, a
+//     fenced batch without checkpoint, a DDL or a checkpoint from an older epoch is refused with
 //     dmworker.ErrStaleEpoch and changes nothing; fencing is per task and
 //     source).
 //
@@ -93,6 +97,7 @@ func RunSinkConformance(t *testing.T, h Harness) {
 	}{
 		{"InsertUpdateDelete", testInsertUpdateDelete},
 		{"MultiRowBatches", testMultiRowBatches},
+		{"UpdateRuns", testUpdateRuns},
 		{"SafeModeReplay", testSafeModeReplay},
 		{"SafeModeReplayRandom", testSafeModeReplayRandom},
 		{"UpdatePrimaryKey", testUpdatePrimaryKey},
@@ -522,6 +527,31 @@ func replayBatches(tbl *dmworker.Table) ([]*dmworker.Batch, [][]any) {
 		row(6, "back", "c6"), row(7, "again", "c7"), row(20, "v20", "c20"),
 	}
 	return []*dmworker.Batch{batch(b1...), batch(b2...), batch(b3...), batch(b4...)}, final
+}
+
+func testUpdateRuns(e *env) {
+	tbl := e.table("runs", []int{0, 1}, [][]int{{4}},
+		col("a", "int(11)", false), col("b", "varchar(8)", false), col("amount", "decimal(10,2)", true),
+		col("note", "text", true), col("code", "varchar(8)", true))
+	var rows []dmworker.Change
+	for i := int64(1); i <= 6; i++ {
+		rows = append(rows, ins(tbl, i, "k", fmt.Sprintf("%d.50", i), "n", fmt.Sprintf("c%d", i)))
+	}
+	e.apply(batch(rows...))
+	e.apply(batch(
+		upd(tbl, r(int64(1), "k", "1.50", "n", "c1"), r(int64(1), "k", "10.00", "first", "c1")),
+		upd(tbl, r(int64(2), "k", "2.50", "n", "c2"), r(int64(2), "k", nil, nil, "c2")),
+		upd(tbl, r(int64(1), "k", "10.00", "first", "c1"), r(int64(1), "k", "11.25", "second", "c1")),
+		upd(tbl, r(int64(9), "k", "9.50", "n", "c9"), r(int64(9), "k", "9.75", "missing", "c9")),
+		upd(tbl, r(int64(5), "k", "5.50", "n", "c5"), r(int64(5), "k", "-5.50", "it's \\ 'q'", "c5")),
+	))
+	e.apply(batch(
+		upd(tbl, r(int64(3), "k", "3.50", "n", "c3"), r(int64(3), "k", "3.50", "n", "c33")),
+		upd(tbl, r(int64(4), "k", "4.50", "n", "c4"), r(int64(4), "k", "4.50", "n", "c3")),
+	))
+	e.want(tbl,
+		r(int64(1), "k", "11.25", "second", "c1"), r(int64(2), "k", nil, nil, "c2"), r(int64(3), "k", "3.50", "n", "c33"),
+		r(int64(4), "k", "4.50", "n", "c3"), r(int64(5), "k", "-5.50", "it's \\ 'q'", "c5"), r(int64(6), "k", "6.50", "n", "c6"))
 }
 
 func testSafeModeReplay(e *env) {
@@ -1214,10 +1244,20 @@ func testStaleEpoch(e *env) {
 	stale("safe-mode batch", e.s.Apply(ctx, &dmworker.Batch{
 		Changes: []dmworker.Change{ins(tbl, int64(2))}, SafeMode: true, Checkpoint: &cp4,
 	}))
+	stale("fenced batch", e.s.Apply(ctx, &dmworker.Batch{
+		Changes: []dmworker.Change{ins(tbl, int64(2))}, Fence: dmworker.Fence{Task: e.task, Source: "src", Epoch: 4},
+	}))
 	stale("checkpoint", cs.SaveCheckpoint(ctx, cp4))
 	stale("DDL checkpoint", e.s.ExecDDL(ctx, &dmworker.DDL{
 		Schema: e.schema, Table: "t", Query: "TRUNCATE TABLE t", Pos: cp4.Pos, Checkpoint: &cp4,
 	}))
+
+	// A fenced batch of the stored epoch, or of another source, is
+	// applied; one of the stored epoch with no stored row for its source
+	// too.
+	e.apply(&dmworker.Batch{Changes: []dmworker.Change{ins(tbl, int64(3))}, Fence: dmworker.Fence{Task: e.task, Source: "src", Epoch: 5}})
+	e.apply(&dmworker.Batch{Changes: []dmworker.Change{del(tbl, int64(3))}, Fence: dmworker.Fence{Task: e.task, Source: "nowhere", Epoch: 0}})
+	e.want(tbl, r(int64(1)))
 
 	// The same epoch is accepted, a newer one fences the older.
 	cp5b := dmworker.Checkpoint{Task: e.task, Source: "src", Pos: mustPos(e.t, "mysql-bin.000001:600"), Epoch: 5}

@@ -151,6 +151,10 @@ func (s *MemSink) takeFailure() error {
 	return err
 }
 
+// Concurrent reports that Apply may be called from several goroutines at
+// once (MemSink serialises them itself).
+func (s *MemSink) Concurrent() bool { return true }
+
 // Apply applies the batch atomically; see MemSink for the rules.
 func (s *MemSink) Apply(ctx context.Context, b *dmworker.Batch) error {
 	if err := ctx.Err(); err != nil {
@@ -166,6 +170,10 @@ func (s *MemSink) Apply(ctx context.Context, b *dmworker.Batch) error {
 	}
 	if b.Checkpoint != nil {
 		if err := s.checkEpoch(b.Checkpoint); err != nil {
+			return err
+		}
+	} else if b.Fence.Task != "" {
+		if err := s.checkEpoch(&dmworker.Checkpoint{Task: b.Fence.Task, Source: b.Fence.Source, Epoch: b.Fence.Epoch}); err != nil {
 			return err
 		}
 	}

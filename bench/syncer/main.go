@@ -4,6 +4,7 @@
 // as one JSON line. The script times `mariadb-binlog | mariadb` itself.
 //
 // Usage: syncer -upstream user:pass@host:port -downstream user:pass@host:port
+// [-workers 16] [-batch 100] [-compact] [-queue-bytes N] [-cpuprofile FILE]
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/benchutil"
 	"github.com/dmworker/dmworker/mysqlsink"
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -33,6 +35,10 @@ func run() error {
 	upFlag := flag.String("upstream", "", "upstream user:pass@host:port")
 	downFlag := flag.String("downstream", "", "downstream user:pass@host:port")
 	batch := flag.Int("batch", 100, "SyncerConfig.BatchSize")
+	workers := flag.Int("workers", 1, "SyncerConfig.Workers")
+	compact := flag.Bool("compact", false, "SyncerConfig.Compact")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	queueBytes := flag.Int64("queue-bytes", 0, "SyncerConfig.QueueBytes (0: the default)")
 	flag.Parse()
 	up, err := streamer.ParseUpstream(*upFlag)
 	if err != nil {
@@ -55,22 +61,33 @@ func run() error {
 
 	c := gomysql.NewConfig()
 	c.User, c.Passwd, c.Net, c.Addr = down.User, down.Password, "tcp", down.Addr()
+	// As mysqlsink's doc advises: parameters interpolated client-side (one
+	// round trip a statement), and a connection kept for every worker.
+	c.InterpolateParams = true
 	conn, err := gomysql.NewConnector(c)
 	if err != nil {
 		return err
 	}
 	db := sql.OpenDB(conn)
 	defer db.Close()
+	db.SetMaxIdleConns(*workers + 2)
 	sink, err := mysqlsink.New(db)
 	if err != nil {
 		return err
 	}
 	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{
-		Task: "bench", Upstream: up, BatchSize: *batch,
+		Task: "bench", Upstream: up, BatchSize: *batch, Workers: *workers, Compact: *compact, QueueBytes: *queueBytes,
 		Start: streamer.Position{Name: st.Binlogs[0].Name, Offset: 4},
 	}, sink)
 	if err != nil {
 		return err
+	}
+	if *cpuprofile != "" {
+		stop, err := benchutil.StartCPUProfile(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -94,7 +111,8 @@ func run() error {
 	}
 	stt := s.Status()
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
-		"rows": stt.Rows, "ddls": stt.DDLs, "seconds": secs, "binlog_bytes": total,
-		"rows_per_s": float64(stt.Rows) / secs, "mb_per_s": float64(total) / 1e6 / secs,
+		"rows": stt.Rows, "ddls": stt.DDLs, "events": stt.Events, "seconds": secs, "binlog_bytes": total,
+		"rows_per_s": float64(stt.Rows) / secs, "events_per_s": float64(stt.Events) / secs, "mb_per_s": float64(total) / 1e6 / secs,
+		"conflicts": stt.Conflicts, "workers": stt.Workers, "peak_rss_kb": benchutil.PeakRSSKB(),
 	})
 }

@@ -1,0 +1,193 @@
+package dmworker
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/dmworker/dmworker/internal/causality"
+)
+
+// compact merges, within one worker's batch, consecutive changes to one row
+// into one (SyncerConfig.Compact):
+//
+//	insert + update  -> insert of the new row
+//	insert + delete  -> delete
+//	update + update  -> one update from the first old row to the last new one
+//	update + delete  -> delete of the first old row
+//
+// A delete followed by an insert stays as it is. Only tables with a primary
+// key and no other unique key take part, and only updates that keep the
+// primary key: with another unique key, moving a change earlier could make
+// two rows collide on it for a moment. The merged change takes the place of
+// the first; changes in between concern other rows, so order is kept where
+// it matters. The result reuses changes' backing array.
+func compact(changes []Change) []Change {
+	if len(changes) < 2 {
+		return changes
+	}
+	type key struct {
+		t *Table
+		k string
+	}
+	at := make(map[key]int, len(changes))
+	var buf []byte
+	out := changes[:0]
+	for _, c := range changes {
+		t := c.Table
+		ok := len(t.PrimaryKey) > 0 && len(t.UniqueKeys) == 0
+		row := c.After
+		if c.Kind != Insert {
+			row = c.Before
+		}
+		var k key
+		if ok {
+			buf = causality.AppendExact(buf[:0], t.PrimaryKey, row)
+			k = key{t, string(buf)}
+			if c.Kind == Update {
+				buf = causality.AppendExact(buf[:0], t.PrimaryKey, c.After)
+				ok = k.k == string(buf)
+			}
+		}
+		if !ok {
+			if c.Kind == Update && len(t.PrimaryKey) > 0 && len(t.UniqueKeys) == 0 {
+				// The key changes: nothing may merge across this change
+				// for either key.
+				delete(at, k)
+				buf = causality.AppendExact(buf[:0], t.PrimaryKey, c.After)
+				delete(at, key{t, string(buf)})
+			}
+			out = append(out, c)
+			continue
+		}
+		if i, seen := at[k]; seen {
+			if merged, ok := mergeChanges(out[i], c); ok {
+				out[i] = merged
+				continue
+			}
+		}
+		at[k] = len(out)
+		out = append(out, c)
+	}
+	clear(changes[len(out):])
+	return out
+}
+
+// mergeChanges merges b, which follows a on the same row, into one change.
+func mergeChanges(a, b Change) (Change, bool) {
+	switch {
+	case a.Kind == Insert && b.Kind == Update:
+		return Change{Kind: Insert, Table: b.Table, After: b.After}, true
+	case a.Kind == Insert && b.Kind == Delete:
+		return Change{Kind: Delete, Table: b.Table, Before: b.Before}, true
+	case a.Kind == Update && b.Kind == Update:
+		return Change{Kind: Update, Table: b.Table, Before: a.Before, After: b.After}, true
+	case a.Kind == Update && b.Kind == Delete:
+		return Change{Kind: Delete, Table: b.Table, Before: a.Before}, true
+	}
+	return Change{}, false
+}
+
+// groupable reports whether c may move past changes to other rows within a
+// batch: its table has a primary key and no other unique key (rows are
+// independent but for the key), and an update keeps the key.
+func groupable(c *Change) bool {
+	t := c.Table
+	if len(t.PrimaryKey) == 0 || len(t.UniqueKeys) > 0 {
+		return false
+	}
+	if c.Kind == Update {
+		for _, i := range t.PrimaryKey {
+			if c.Before[i] == nil || !sameValue(c.Before[i], c.After[i]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// kindRank orders kinds within a group: deletes, then updates, then
+// inserts, so that a key deleted and inserted again keeps that order.
+func kindRank(k ChangeKind) int {
+	switch k {
+	case Delete:
+		return 0
+	case Update:
+		return 1
+	}
+	return 2
+}
+
+// group reorders a worker's batch so that changes of one kind to one table
+// are next to each other, and the sink can write them with few multi-row
+// statements. Only changes that concern different rows move past each
+// other: it works on stretches of groupable changes, and leaves a stretch
+// as it is when one row in it has changes whose kinds would be reordered
+// (an insert then an update of one key, say; compaction merges most of
+// those first). The result has the same effect as changes.
+func group(changes []Change) []Change {
+	start := 0
+	for i := 0; i <= len(changes); i++ {
+		if i < len(changes) && groupable(&changes[i]) {
+			continue
+		}
+		if i-start > 2 {
+			groupStretch(changes[start:i])
+		}
+		start = i + 1
+	}
+	return changes
+}
+
+func groupStretch(s []Change) {
+	type key struct {
+		t *Table
+		k string
+	}
+	last := make(map[key]int, len(s))
+	tableOrder := map[*Table]int{}
+	var buf []byte
+	sorted := true
+	for i := range s {
+		c := &s[i]
+		row := c.After
+		if c.Kind == Delete {
+			row = c.Before
+		}
+		buf = causality.AppendExact(buf[:0], c.Table.PrimaryKey, row)
+		k := key{c.Table, string(buf)}
+		r := kindRank(c.Kind)
+		if prev, ok := last[k]; ok && prev > r {
+			return // one row's changes would be reordered
+		}
+		last[k] = r
+		if _, ok := tableOrder[c.Table]; !ok {
+			tableOrder[c.Table] = len(tableOrder)
+		}
+		if i > 0 && sorted {
+			p := &s[i-1]
+			sorted = tableOrder[p.Table] < tableOrder[c.Table] ||
+				(p.Table == c.Table && kindRank(p.Kind) <= r)
+		}
+	}
+	if sorted {
+		return
+	}
+	slices.SortStableFunc(s, func(a, b Change) int {
+		if c := cmp.Compare(tableOrder[a.Table], tableOrder[b.Table]); c != 0 {
+			return c
+		}
+		return cmp.Compare(kindRank(a.Kind), kindRank(b.Kind))
+	})
+}
+
+// sameValue reports whether two contract values are equal.
+func sameValue(a, b any) bool {
+	if x, ok := a.([]byte); ok {
+		y, ok := b.([]byte)
+		return ok && string(x) == string(y)
+	}
+	if _, ok := b.([]byte); ok {
+		return false
+	}
+	return a == b
+}

@@ -1,0 +1,569 @@
+package dmworker
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dmworker/dmworker/internal/causality"
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// Parallel apply (SyncerConfig.Workers > 1).
+//
+// The reading goroutine (the dispatcher) turns events into changes as the
+// serial syncer does, then hands each change to one of N workers: the
+// causality tracker keeps changes to one row, or to one value of a unique
+// key, on one worker and in order; a change whose keys are held by two
+// workers waits until all but one of them have applied what they hold. Each
+// worker gathers what is queued for it, and what comes within
+// FlushInterval, into batches of up to BatchSize changes (compacted with
+// Compact, and grouped by table and kind where rows are independent, so that
+// the sink writes few multi-row statements), one sink transaction each,
+// fenced by the syncer's epoch. A worker another change waits for applies
+// at once. DDL is a barrier: every worker drains before it runs.
+//
+// Checkpoints are a low watermark: the end of the last upstream transaction
+// every one of whose changes is applied, saved every CheckpointInterval.
+// Workers may have applied changes beyond it, so every stored checkpoint
+// also bounds what may be applied: SafeUntil, a position a little ahead of
+// what has been dispatched (leaseAhead). Before handing out a change beyond
+// that bound the dispatcher stores a checkpoint with a further one. After a
+// crash, the replay runs in safe mode up to SafeUntil, so that whatever the
+// workers had applied converges.
+//
+// Memory is bounded by bytes: every queued change holds its estimated size
+// from the queue budget (QueueBytes) until it is applied; the dispatcher,
+// and with it the reader, waits when the budget is spent. A big upstream
+// transaction streams through: its changes are applied as they come, the
+// watermark staying before the transaction until it ends.
+
+// leaseAhead is how far beyond the dispatched position a stored checkpoint's
+// SafeUntil reaches, in bytes of binlog: one checkpoint write per this much.
+const leaseAhead = 16 << 20
+
+// markerEvery is how often the dispatcher records a transaction end as a
+// watermark candidate.
+const markerEvery = 50 * time.Millisecond
+
+type parallel struct {
+	r       *syncRun
+	ctx     context.Context // ends when Run's context ends or a worker fails
+	cancel  context.CancelFunc
+	workers []*applyWorker
+	wg      sync.WaitGroup
+	hasher  *causality.Hasher
+	tracker *causality.Tracker
+	tkeys   map[*Table]*tableKeys
+
+	seq      uint64   // sequence number of the last change dispatched
+	lastDisp []uint64 // per worker: the last sequence number given to it
+	keys     []uint64
+	holds    []causality.Hold
+
+	markers    []marker
+	lastMarker time.Time
+	saved      streamer.Position // position of the last checkpoint stored
+	lease      streamer.Position // SafeUntil of the last checkpoint stored
+	lastSave   time.Time
+	conflicts  int64
+
+	mu     sync.Mutex
+	used   int64         // queue bytes held
+	notify chan struct{} // closed (and replaced) whenever a worker progresses
+	err    error         // the first worker failure
+}
+
+// marker is a transaction end and, per worker, what it must have applied
+// for every change before that end to be applied.
+type marker struct {
+	pos  streamer.Position
+	need []uint64
+}
+
+// tableKeys is what causality needs of a table.
+type tableKeys struct {
+	name string
+	keys []causality.KeyDef
+}
+
+type applyWorker struct {
+	p       *parallel
+	id      int
+	ch      chan queued
+	kick    chan struct{} // apply the batch gathered so far, now
+	applied atomic.Uint64
+}
+
+type queued struct {
+	ch   Change
+	seq  uint64
+	size int64
+	safe bool
+}
+
+func newParallel(ctx context.Context, r *syncRun) *parallel {
+	n := r.s.cfg.Workers
+	pctx, cancel := context.WithCancel(ctx)
+	p := &parallel{
+		r: r, ctx: pctx, cancel: cancel,
+		hasher:   causality.NewHasher(maphash.MakeSeed()),
+		tkeys:    map[*Table]*tableKeys{},
+		lastDisp: make([]uint64, n),
+		notify:   make(chan struct{}),
+		lastSave: time.Now(),
+	}
+	p.tracker = causality.NewTracker(func(w int) uint64 { return p.workers[w].applied.Load() })
+	depth := max(4*r.s.cfg.BatchSize, 256)
+	for i := range n {
+		w := &applyWorker{p: p, id: i, ch: make(chan queued, depth), kick: make(chan struct{}, 1)}
+		p.workers = append(p.workers, w)
+		p.wg.Add(1)
+		go w.run()
+	}
+	r.s.updateStatus(func(st *SyncerStatus) { st.Workers = n })
+	return p
+}
+
+// started records the checkpoint Run began from (or stored at a fresh
+// start) as the last one stored.
+func (p *parallel) started(cp streamer.Position, safeUntil streamer.Position) {
+	p.saved = cp
+	p.lease = cp
+	if safeUntil.Compare(cp) > 0 {
+		p.lease = safeUntil
+	}
+}
+
+// failure returns the error that ended p.ctx: a worker's, or the context's.
+func (p *parallel) failure() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		return p.err
+	}
+	return p.ctx.Err()
+}
+
+// workerFailed reports whether a worker stopped with an error.
+func (p *parallel) workerFailed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err != nil
+}
+
+func (p *parallel) fail(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.mu.Unlock()
+	p.cancel()
+}
+
+// progressed wakes whoever waits on a worker's progress or the budget.
+func (p *parallel) progressed(release int64) {
+	p.mu.Lock()
+	p.used -= release
+	close(p.notify)
+	p.notify = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// wait waits for the next progress; it fails when p.ctx ends.
+func (p *parallel) wait(ch <-chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-p.ctx.Done():
+		return p.failure()
+	}
+}
+
+// acquire takes n bytes of the queue budget, waiting while it is spent. A
+// change bigger than the whole budget waits for an empty queue.
+func (p *parallel) acquire(n int64) error {
+	limit := p.r.s.cfg.QueueBytes
+	for {
+		p.mu.Lock()
+		if p.used == 0 || p.used+n <= limit {
+			p.used += n
+			p.mu.Unlock()
+			return nil
+		}
+		ch := p.notify
+		p.mu.Unlock()
+		if err := p.wait(ch); err != nil {
+			return err
+		}
+	}
+}
+
+func (p *parallel) queueBytes() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.used
+}
+
+// waitApplied waits until worker w has applied sequence number seq.
+func (p *parallel) waitApplied(w int, seq uint64) error {
+	if p.workers[w].applied.Load() < seq {
+		p.flushNow(w)
+	}
+	for {
+		p.mu.Lock()
+		ch := p.notify
+		p.mu.Unlock()
+		if p.workers[w].applied.Load() >= seq {
+			return nil
+		}
+		if err := p.wait(ch); err != nil {
+			return err
+		}
+	}
+}
+
+// drain waits until every worker has applied everything it was given.
+func (p *parallel) drain() error {
+	p.flushAll()
+	for w := range p.workers {
+		if err := p.waitApplied(w, p.lastDisp[w]); err != nil {
+			return err
+		}
+	}
+	p.markers = p.markers[:0]
+	return nil
+}
+
+// flushAll asks every worker with work to apply it now.
+func (p *parallel) flushAll() {
+	for w, wk := range p.workers {
+		if wk.applied.Load() < p.lastDisp[w] {
+			p.flushNow(w)
+		}
+	}
+}
+
+func (p *parallel) idle() bool {
+	for w, wk := range p.workers {
+		if wk.applied.Load() < p.lastDisp[w] {
+			return false
+		}
+	}
+	return true
+}
+
+// dispatch hands the changes read from the event at pos (r.batch) to the
+// workers.
+func (p *parallel) dispatch(ctx context.Context, pos streamer.Position) error {
+	r := p.r
+	if len(r.batch) == 0 {
+		return nil
+	}
+	safe := r.batchSafe
+	r.batchSafe = false
+	if p.lease.Compare(pos) < 0 {
+		lease := streamer.Position{Name: pos.Name, Offset: pos.Offset + leaseAhead}
+		if err := p.save(ctx, p.watermark(), lease); err != nil {
+			return err
+		}
+	}
+	n := uint64(len(p.workers))
+	for i := range r.batch {
+		ch := r.batch[i]
+		p.keys = p.changeKeys(p.keys[:0], &ch)
+		p.holds = p.tracker.Holders(p.holds[:0], p.keys)
+		var target int
+		switch len(p.holds) {
+		case 0:
+			target = int(p.keys[0] % n)
+		case 1:
+			target = p.holds[0].Worker
+		default:
+			// Held by several: go to the one that got its key last,
+			// once the others have applied theirs.
+			best := 0
+			for j, h := range p.holds {
+				if h.Seq > p.holds[best].Seq {
+					best = j
+				}
+			}
+			target = p.holds[best].Worker
+			for _, h := range p.holds {
+				if h.Worker != target {
+					if err := p.waitApplied(h.Worker, h.Seq); err != nil {
+						return err
+					}
+				}
+			}
+			p.conflicts++
+		}
+		p.seq++
+		p.tracker.Take(target, p.seq, p.keys)
+		size := changeSize(&ch)
+		if err := p.acquire(size); err != nil {
+			return err
+		}
+		select {
+		case p.workers[target].ch <- queued{ch: ch, seq: p.seq, size: size, safe: safe}:
+		case <-p.ctx.Done():
+			return p.failure()
+		}
+		p.lastDisp[target] = p.seq
+	}
+	clear(r.batch)
+	r.batch = r.batch[:0]
+	return nil
+}
+
+// changeKeys returns the causality keys of a change: its table's primary and
+// unique keys in its old and new rows; the table itself when no key
+// identifies the row.
+func (p *parallel) changeKeys(dst []uint64, ch *Change) []uint64 {
+	tk := p.tkeys[ch.Table]
+	if tk == nil {
+		tk = &tableKeys{name: ch.Table.QualifiedName()}
+		for _, k := range append([][]int{ch.Table.PrimaryKey}, ch.Table.UniqueKeys...) {
+			if len(k) == 0 {
+				continue
+			}
+			kd := causality.KeyDef{Columns: k}
+			for _, c := range k {
+				kd.Fold = append(kd.Fold, !ch.Table.Columns[c].Binary)
+			}
+			tk.keys = append(tk.keys, kd)
+		}
+		p.tkeys[ch.Table] = tk
+	}
+	n := len(dst)
+	if ch.Before != nil {
+		dst = p.hasher.AppendKeys(dst, tk.name, tk.keys, ch.Before)
+	}
+	if ch.After != nil {
+		dst = p.hasher.AppendKeys(dst, tk.name, tk.keys, ch.After)
+	}
+	if len(dst) == n {
+		dst = append(dst, p.hasher.TableKey(tk.name))
+	}
+	return dst
+}
+
+// tablesChanged forgets the tables' keys after a DDL.
+func (p *parallel) tablesChanged() { clear(p.tkeys) }
+
+// txnEnd notes the end of an upstream transaction at pos.
+func (p *parallel) txnEnd(pos streamer.Position) {
+	if now := time.Now(); now.Sub(p.lastMarker) >= markerEvery {
+		p.lastMarker = now
+		p.markers = append(p.markers, marker{pos: pos, need: slices.Clone(p.lastDisp)})
+	}
+}
+
+// watermark returns the end of the last transaction whose changes are all
+// applied, as far as the markers tell, and drops the markers it passes.
+func (p *parallel) watermark() streamer.Position {
+	r := p.r
+	if !r.midTxn && p.idle() {
+		p.markers = p.markers[:0]
+		return r.lastTxnEnd
+	}
+	done := -1
+	for i, m := range p.markers {
+		ok := true
+		for w, need := range m.need {
+			if p.workers[w].applied.Load() < need {
+				ok = false
+				break
+			}
+		}
+		if !ok {
+			break
+		}
+		done = i
+	}
+	if done < 0 {
+		return p.saved
+	}
+	pos := p.markers[done].pos
+	p.markers = slices.Delete(p.markers, 0, done+1)
+	return pos
+}
+
+// unsaved reports whether a checkpoint save could move the stored one.
+func (p *parallel) unsaved() bool {
+	return !p.saved.Equal(p.r.lastTxnEnd) || p.lease.Compare(p.saved) > 0
+}
+
+// maybeCheckpoint stores the watermark when CheckpointInterval has passed
+// since the last save (at once when force is set) and it has moved. When
+// every worker is idle between transactions the checkpoint is exact: its
+// SafeUntil falls back to the replay window, if any.
+func (p *parallel) maybeCheckpoint(ctx context.Context, force bool) error {
+	if !force && time.Since(p.lastSave) < time.Duration(p.r.s.cfg.CheckpointInterval) {
+		return nil
+	}
+	pos := p.watermark()
+	lease := p.lease
+	if !p.r.midTxn && p.idle() {
+		lease = pos
+	}
+	if pos.Equal(p.saved) && lease.Equal(p.lease) {
+		p.lastSave = time.Now()
+		return nil
+	}
+	return p.save(ctx, pos, lease)
+}
+
+// save stores a checkpoint at pos allowing changes up to lease to have been
+// applied.
+func (p *parallel) save(ctx context.Context, pos, lease streamer.Position) error {
+	r := p.r
+	cp := r.checkpoint(pos)
+	if lease.Compare(pos) > 0 && lease.Compare(cp.SafeUntil) > 0 {
+		cp.SafeUntil = lease
+	}
+	if err := r.retry(ctx, func() error { return r.s.store.Save(ctx, cp) }); err != nil {
+		return r.s.wrap(pos, "", "save checkpoint", err)
+	}
+	r.schemaDirty = false
+	p.saved, p.lease, p.lastSave = pos, lease, time.Now()
+	r.s.updateStatus(func(st *SyncerStatus) { st.Checkpoint = pos })
+	return nil
+}
+
+// afterDDL records the checkpoint the DDL stored (at pos, exact: every
+// worker had drained before it).
+func (p *parallel) afterDDL(pos streamer.Position) {
+	p.saved, p.lease, p.lastSave = pos, pos, time.Now()
+	p.markers = p.markers[:0]
+	p.tablesChanged()
+}
+
+// stop ends the workers and stores the watermark they reached.
+func (p *parallel) stop(ctx context.Context) error {
+	p.cancel()
+	p.wg.Wait()
+	if p.workerFailed() {
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	pos := p.watermark()
+	if pos.Equal(p.saved) {
+		return nil
+	}
+	return p.save(sctx, pos, p.lease)
+}
+
+func (w *applyWorker) run() {
+	p := w.p
+	defer p.wg.Done()
+	bs := p.r.s.cfg.BatchSize
+	linger := time.NewTimer(time.Hour)
+	defer linger.Stop()
+	batch := make([]queued, 0, bs)
+	changes := make([]Change, 0, bs)
+	for {
+		var it queued
+		select {
+		case it = <-w.ch:
+		case <-p.ctx.Done():
+			return
+		}
+		batch = append(batch[:0], it)
+		// Gather a batch: what is queued, then what comes within
+		// FlushInterval, unless the dispatcher needs it applied now.
+		linger.Reset(time.Duration(p.r.s.cfg.FlushInterval))
+	fill:
+		for len(batch) < bs {
+			select {
+			case it = <-w.ch:
+				batch = append(batch, it)
+				continue
+			default:
+			}
+			select {
+			case it = <-w.ch:
+				batch = append(batch, it)
+			case <-w.kick:
+				break fill
+			case <-linger.C:
+				break fill
+			case <-p.ctx.Done():
+				return
+			}
+		}
+		if err := w.apply(batch, changes[:0]); err != nil {
+			if p.ctx.Err() == nil {
+				p.fail(err)
+			}
+			return
+		}
+	}
+}
+
+// flushNow asks worker w to apply what it gathers without waiting for more.
+func (p *parallel) flushNow(w int) {
+	select {
+	case p.workers[w].kick <- struct{}{}:
+	default:
+	}
+}
+
+// apply writes one batch and records the progress.
+func (w *applyWorker) apply(batch []queued, changes []Change) error {
+	p := w.p
+	s := p.r.s
+	safe := false
+	var size int64
+	for i := range batch {
+		changes = append(changes, batch[i].ch)
+		safe = safe || batch[i].safe
+		size += batch[i].size
+	}
+	if s.cfg.Compact {
+		changes = compact(changes)
+	}
+	changes = group(changes)
+	b := &Batch{Changes: changes, SafeMode: safe, Fence: Fence{Task: s.cfg.Task, Source: s.cfg.Source, Epoch: p.r.epoch}}
+	err := p.r.retry(p.ctx, func() error { return s.sink.Apply(p.ctx, b) })
+	clear(changes)
+	if err != nil {
+		if errors.Is(err, ErrStaleEpoch) {
+			s.log.Warn("fenced off: a newer epoch has written", slog.Int64("epoch", p.r.epoch))
+		}
+		return s.wrap(s.Status().Checkpoint, batch[0].ch.Table.QualifiedName(), "apply batch", err)
+	}
+	last := batch[len(batch)-1].seq
+	clear(batch)
+	w.applied.Store(last)
+	p.progressed(size)
+	n := int64(len(batch))
+	s.updateStatus(func(st *SyncerStatus) { st.Rows += n })
+	return nil
+}
+
+// changeSize estimates the memory a queued change holds.
+func changeSize(ch *Change) int64 {
+	n := int64(96)
+	for _, row := range [][]any{ch.Before, ch.After} {
+		n += int64(24 + 16*len(row))
+		for _, v := range row {
+			switch x := v.(type) {
+			case string:
+				n += int64(len(x))
+			case []byte:
+				n += int64(len(x))
+			case nil:
+			default:
+				n += 8
+			}
+		}
+	}
+	return n
+}
