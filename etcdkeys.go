@@ -59,6 +59,7 @@ func (k etcdKeys) bound(worker string) string {
 }
 func (k etcdKeys) bounds() string            { return k.prefix + keyBound }
 func (k etcdKeys) source(name string) string { return k.prefix + keySource + name }
+func (k etcdKeys) sources() string           { return k.prefix + keySource }
 func (k etcdKeys) subtasks(source string) string {
 	return k.prefix + keySubtask + source + "/"
 }

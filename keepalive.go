@@ -68,6 +68,11 @@ type KeepAliveStatus struct {
 	// Lease is the lease the worker's key is under while Alive (else the
 	// last one, or 0).
 	Lease clientv3.LeaseID
+	// Revision is the worker key's create revision for this registration.
+	// A binding (<prefix>bound/<worker>) whose ModRevision is lower was made
+	// for an earlier registration: it is stale, and a Coordinator deletes
+	// it and binds the source anew.
+	Revision int64
 	// Confirmed is when the last confirmed renewal (or grant) of Lease was
 	// sent: etcd keeps the lease at least until Confirmed plus the TTL.
 	Confirmed time.Time
@@ -196,13 +201,13 @@ func (k *KeepAlive) Status() KeepAliveStatus {
 }
 
 // setAlive records a registration (lease != 0) or its loss (err != nil).
-func (k *KeepAlive) setAlive(alive bool, lease clientv3.LeaseID, confirmed time.Time, err error) {
+func (k *KeepAlive) setAlive(alive bool, lease clientv3.LeaseID, rev int64, confirmed time.Time, err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	changed := k.status.Alive != alive
 	k.status.Alive, k.status.Err = alive, err
 	if lease != 0 {
-		k.status.Lease, k.status.Confirmed = lease, confirmed
+		k.status.Lease, k.status.Revision, k.status.Confirmed = lease, rev, confirmed
 	}
 	if changed {
 		k.status.Since = time.Now()
@@ -248,7 +253,7 @@ func (k *KeepAlive) Run(ctx context.Context) error {
 		if prev != 0 {
 			k.lease.revoke(context.WithoutCancel(ctx), prev)
 		}
-		k.setAlive(false, 0, time.Time{}, nil)
+		k.setAlive(false, 0, 0, time.Time{}, nil)
 	}()
 	for {
 		if prev != 0 {
@@ -268,20 +273,20 @@ func (k *KeepAlive) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			k.setAlive(false, 0, time.Time{}, err)
+			k.setAlive(false, 0, 0, time.Time{}, err)
 			if !k.wait(ctx, b, err) {
 				return nil
 			}
 			continue
 		}
 		b.Reset()
-		k.setAlive(true, lease, sent, nil)
+		k.setAlive(true, lease, rev, sent, nil)
 		k.log.Info("worker registered", slog.Int64("lease", int64(lease)), slog.Duration("ttl", k.lease.ttl))
 		err = k.hold(ctx, lease, rev, sent)
 		if ctx.Err() != nil {
 			return nil
 		}
-		k.setAlive(false, 0, time.Time{}, err)
+		k.setAlive(false, 0, 0, time.Time{}, err)
 		k.log.Warn("worker registration lost", slog.Int64("lease", int64(lease)), slog.String("error", err.Error()))
 		if !k.wait(ctx, b, err) {
 			return nil

@@ -31,19 +31,23 @@ const etcdWait = 30 * time.Second
 // fastBackoff retries registration soon in tests.
 var fastBackoff = dmworker.WithEtcdBackoff(50*time.Millisecond, 500*time.Millisecond)
 
-// eventually polls cond until it holds, failing the test after d.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+// eventually polls cond (for state that has no change notification) until
+// it holds, failing the test after d with what() in the message.
+func eventually(t testing.TB, d time.Duration, what func() string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", d, what)
+			t.Fatalf("not within %s: %s", d, what())
 		}
 		<-tick.C
 	}
 }
+
+// says makes a fixed message for eventually.
+func says(msg string) func() string { return func() string { return msg } }
 
 // checkNoGoroutines checks, after Close, that no goroutine runs code of this
 // package (other than the tests), then closes cli, the test's own client,
@@ -299,7 +303,7 @@ func TestKeepAliveDuplicateNameRefused(t *testing.T) {
 	held := first.Status().Lease
 
 	second := runKeepAlive(t, e.Client, "w1")
-	eventually(t, etcdWait, "second worker refused with ErrWorkerRegistered", func() bool {
+	eventually(t, etcdWait, says("second worker refused with ErrWorkerRegistered"), func() bool {
 		return errors.Is(second.Status().Err, dmworker.ErrWorkerRegistered)
 	})
 	if alive, _ := second.Alive(); alive {

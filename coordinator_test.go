@@ -1,0 +1,272 @@
+package dmworker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/testserver"
+)
+
+// runCoordinator builds a coordinator and runs it until the test ends (or
+// until the returned stop is called).
+func runCoordinator(t testing.TB, cli *clientv3.Client, opts ...dmworker.Option) (*dmworker.Coordinator, func()) {
+	t.Helper()
+	c, err := dmworker.NewCoordinator(cli, append([]dmworker.Option{dmworker.WithKeepAliveTTL(testTTL), fastBackoff}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- c.Run(context.Background()) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		if err := c.Close(); err != nil {
+			t.Errorf("close coordinator: %v", err)
+		}
+		if err := <-runErr; err != nil {
+			t.Errorf("coordinator run: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return c, stop
+}
+
+// putSource creates a source key (its value is the host's source config; the
+// coordinator needs only the name).
+func putSource(t testing.TB, cli *clientv3.Client, name string) {
+	t.Helper()
+	if _, err := cli.Put(t.Context(), dmworker.DefaultEtcdPrefix+"source/"+name, `{"name":"`+name+`"}`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitBindings waits until the bindings, as source -> worker, equal want,
+// and returns them with their epochs.
+func waitBindings(t testing.TB, c *dmworker.Coordinator, want map[string]string) map[string]dmworker.Binding {
+	t.Helper()
+	var got map[string]dmworker.Binding
+	seen := map[string]string{}
+	eventually(t, etcdWait, func() string { return fmt.Sprintf("bindings %v, want %v", seen, want) }, func() bool {
+		var err error
+		if got, err = c.Bindings(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		seen = map[string]string{}
+		for s, b := range got {
+			if b.Source != s || b.Epoch <= 0 {
+				t.Fatalf("binding %+v under source %s", b, s)
+			}
+			seen[s] = b.Worker
+		}
+		return maps.Equal(seen, want)
+	})
+	return got
+}
+
+// checkBindingHistory replays every change ever made under the bound/ prefix
+// and fails if, at any revision, a source was bound to two workers.
+func checkBindingHistory(t testing.TB, cli *clientv3.Client) {
+	t.Helper()
+	now, err := cli.Get(t.Context(), "any")
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := now.Header.Revision
+	pfx := dmworker.DefaultEtcdPrefix + "bound/"
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	state := map[string]string{} // worker -> source
+	changes := 0
+	for wr := range cli.Watch(ctx, pfx, clientv3.WithPrefix(), clientv3.WithRev(1)) {
+		if err := wr.Err(); err != nil {
+			t.Fatalf("watch binding history: %v", err)
+		}
+		// A response holds the events of whole revisions: check between them.
+		for i, ev := range wr.Events {
+			worker := strings.TrimPrefix(string(ev.Kv.Key), pfx)
+			if ev.Type == clientv3.EventTypeDelete {
+				delete(state, worker)
+			} else {
+				var sb dmworker.SourceBinding
+				if err := json.Unmarshal(ev.Kv.Value, &sb); err != nil {
+					t.Fatal(err)
+				}
+				state[worker] = sb.Source
+			}
+			changes++
+			if i+1 < len(wr.Events) && wr.Events[i+1].Kv.ModRevision == ev.Kv.ModRevision {
+				continue
+			}
+			by := map[string]string{}
+			for w, s := range state {
+				if o, ok := by[s]; ok {
+					t.Fatalf("at revision %d source %s bound to both %s and %s", ev.Kv.ModRevision, s, o, w)
+				}
+				by[s] = w
+			}
+		}
+		if wr.Header.Revision >= end {
+			break
+		}
+	}
+	if changes == 0 {
+		t.Fatal("no binding was ever made")
+	}
+}
+
+func TestNewCoordinatorRejects(t *testing.T) {
+	e := testserver.StartEtcd(t)
+	for _, tc := range []struct {
+		name string
+		cli  *clientv3.Client
+		opts []dmworker.Option
+		want string
+	}{
+		{"no client", nil, nil, "etcd client is required"},
+		{"foreign option", e.Client, []dmworker.Option{dmworker.WithWorkerAddr("x")}, "does not take WithWorkerAddr"},
+		{"bad TTL", e.Client, []dmworker.Option{dmworker.WithKeepAliveTTL(100 * time.Millisecond)}, "whole number of seconds"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := dmworker.NewCoordinator(tc.cli, tc.opts...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("NewCoordinator = %v, %v; want an error with %q", c, err, tc.want)
+			}
+		})
+	}
+}
+
+// The failover story, coordinator side: a source bound to worker A moves to
+// the idle worker B when A's lease is revoked, with a higher epoch; A comes
+// back and does not take it back (a live binding is kept), but gets the
+// next source. Never is a source bound to two workers.
+func TestCoordinatorRebindsWhenWorkerDies(t *testing.T) {
+	t.Parallel()
+	e := testserver.StartEtcd(t)
+	a := runKeepAlive(t, e.Client, "worker-a")
+	b := runKeepAlive(t, e.Client, "worker-b")
+	waitAlive(t, a, true, etcdWait)
+	waitAlive(t, b, true, etcdWait)
+	putSource(t, e.Client, "mysql-1")
+	c, _ := runCoordinator(t, e.Client)
+
+	// Both idle: the first in name order gets it.
+	first := waitBindings(t, c, map[string]string{"mysql-1": "worker-a"})["mysql-1"]
+
+	if _, err := e.Client.Revoke(t.Context(), a.Status().Lease); err != nil {
+		t.Fatal(err)
+	}
+	moved := waitBindings(t, c, map[string]string{"mysql-1": "worker-b"})["mysql-1"]
+	if moved.Epoch <= first.Epoch {
+		t.Fatalf("epoch went from %d to %d on rebinding", first.Epoch, moved.Epoch)
+	}
+
+	waitAlive(t, a, true, etcdWait) // A registers again
+	putSource(t, e.Client, "mysql-2")
+	now := waitBindings(t, c, map[string]string{"mysql-1": "worker-b", "mysql-2": "worker-a"})
+	if now["mysql-1"] != moved {
+		t.Fatalf("live binding changed from %+v to %+v", moved, now["mysql-1"])
+	}
+	if now["mysql-2"].Epoch <= moved.Epoch {
+		t.Fatalf("new binding's epoch %d not above the older %d", now["mysql-2"].Epoch, moved.Epoch)
+	}
+	checkBindingHistory(t, e.Client)
+}
+
+// A source with no idle worker waits for one; a source deleted frees its
+// worker for the waiting source.
+func TestCoordinatorSourceWaitsForIdleWorker(t *testing.T) {
+	t.Parallel()
+	e := testserver.StartEtcd(t)
+	w1 := runKeepAlive(t, e.Client, "w1")
+	waitAlive(t, w1, true, etcdWait)
+	putSource(t, e.Client, "s1")
+	putSource(t, e.Client, "s2")
+	c, _ := runCoordinator(t, e.Client)
+	waitBindings(t, c, map[string]string{"s1": "w1"})
+
+	w2 := runKeepAlive(t, e.Client, "w2")
+	waitAlive(t, w2, true, etcdWait)
+	waitBindings(t, c, map[string]string{"s1": "w1", "s2": "w2"})
+
+	putSource(t, e.Client, "s3")
+	if _, err := e.Client.Delete(t.Context(), dmworker.DefaultEtcdPrefix+"source/s1"); err != nil {
+		t.Fatal(err)
+	}
+	waitBindings(t, c, map[string]string{"s2": "w2", "s3": "w1"})
+	checkBindingHistory(t, e.Client)
+}
+
+// Two coordinators: one leads and binds, the other stands by; when the
+// leader closes, the other leads and keeps binding. Nothing is left running
+// after Close.
+func TestCoordinatorStandbyTakesOver(t *testing.T) {
+	e := testserver.StartEtcd(t)
+	if _, err := e.Client.Get(t.Context(), "warm-up"); err != nil {
+		t.Fatal(err)
+	}
+	before := goleak.IgnoreCurrent()
+	cli := e.NewClient(t)
+
+	w1 := runKeepAlive(t, cli, "w1")
+	w2 := runKeepAlive(t, cli, "w2")
+	waitAlive(t, w1, true, etcdWait)
+	waitAlive(t, w2, true, etcdWait)
+	putSource(t, e.Client, "s1")
+
+	c1, stop1 := runCoordinator(t, cli)
+	waitBindings(t, c1, map[string]string{"s1": "w1"})
+	c2, stop2 := runCoordinator(t, cli)
+	// c2 has campaigned once its election key is there.
+	eventually(t, etcdWait, says("two election keys"), func() bool {
+		resp, err := e.Client.Get(t.Context(), dmworker.DefaultEtcdPrefix+"coordinator/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Count == 2
+	})
+	lead1, _ := c1.Leading()
+	lead2, changed2 := c2.Leading()
+	if !lead1 || lead2 {
+		t.Fatalf("leading: first %v, second %v; want only the first", lead1, lead2)
+	}
+
+	stop1()
+	if l, _ := c1.Leading(); l {
+		t.Fatal("closed coordinator still leading")
+	}
+	select {
+	case <-changed2:
+	case <-time.After(etcdWait):
+		t.Fatalf("standby not leading %s after the leader closed", etcdWait)
+	}
+	if l, _ := c2.Leading(); !l {
+		t.Fatal("standby's leadership changed but it does not lead")
+	}
+	putSource(t, e.Client, "s2")
+	waitBindings(t, c2, map[string]string{"s1": "w1", "s2": "w2"})
+	checkBindingHistory(t, e.Client)
+
+	stop2()
+	resp, err := e.Client.Get(t.Context(), dmworker.DefaultEtcdPrefix+"coordinator/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != 0 {
+		t.Fatalf("%d election keys left after both coordinators closed", resp.Count)
+	}
+	w1.Close()
+	w2.Close()
+	checkNoGoroutines(t, cli, before)
+}
