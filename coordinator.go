@@ -230,7 +230,7 @@ func (c *Coordinator) term(ctx context.Context) (led bool, err error) {
 		return false, fmt.Errorf("dmworker: coordinator: grant lease: %w", err)
 	}
 	// Revoking the lease deletes the election key: it resigns.
-	defer c.lease.revoke(context.WithoutCancel(ctx), lease)
+	defer c.lease.revokeOnClose(context.WithoutCancel(ctx), lease)
 
 	tctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup

@@ -237,7 +237,7 @@ func TestCoordinatorStandbyTakesOver(t *testing.T) {
 		return resp.Count == 2
 	})
 	lead1, _ := c1.Leading()
-	lead2, changed2 := c2.Leading()
+	lead2, _ := c2.Leading()
 	if !lead1 || lead2 {
 		t.Fatalf("leading: first %v, second %v; want only the first", lead1, lead2)
 	}
@@ -246,14 +246,7 @@ func TestCoordinatorStandbyTakesOver(t *testing.T) {
 	if l, _ := c1.Leading(); l {
 		t.Fatal("closed coordinator still leading")
 	}
-	select {
-	case <-changed2:
-	case <-time.After(etcdWait):
-		t.Fatalf("standby not leading %s after the leader closed", etcdWait)
-	}
-	if l, _ := c2.Leading(); !l {
-		t.Fatal("standby's leadership changed but it does not lead")
-	}
+	waitLeading(t, c2, true, etcdWait)
 	putSource(t, e.Client, "s2")
 	waitBindings(t, c2, map[string]string{"s1": "w1", "s2": "w2"})
 	checkBindingHistory(t, e.Client)
@@ -269,4 +262,67 @@ func TestCoordinatorStandbyTakesOver(t *testing.T) {
 	w1.Close()
 	w2.Close()
 	checkNoGoroutines(t, cli, before)
+}
+
+// etcd stopped and back: workers and coordinator lose their leases (the
+// coordinator stops leading, the workers stop being alive, within the TTL),
+// then register and lead again; the source is bound anew, for the workers'
+// new registrations, with a higher epoch.
+func TestCoordinatorEtcdRestart(t *testing.T) {
+	t.Parallel()
+	e := testserver.StartEtcd(t)
+	a := runKeepAlive(t, e.Client, "worker-a")
+	b := runKeepAlive(t, e.Client, "worker-b")
+	waitAlive(t, a, true, etcdWait)
+	waitAlive(t, b, true, etcdWait)
+	putSource(t, e.Client, "mysql-1")
+	c, _ := runCoordinator(t, e.Client)
+	first := waitBindings(t, c, map[string]string{"mysql-1": "worker-a"})["mysql-1"]
+
+	e.Stop()
+	waitAlive(t, a, false, testTTL)
+	waitAlive(t, b, false, testTTL)
+	waitLeading(t, c, false, testTTL)
+
+	e.Restart(t)
+	waitAlive(t, a, true, etcdWait)
+	waitAlive(t, b, true, etcdWait)
+	waitLeading(t, c, true, etcdWait)
+	var now dmworker.Binding
+	eventually(t, etcdWait, func() string { return fmt.Sprintf("mysql-1 bound anew, now %+v", now) }, func() bool {
+		got, err := c.Bindings(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		now = got["mysql-1"]
+		// Bound for the worker's current registration.
+		for _, w := range []*dmworker.KeepAlive{a, b} {
+			if st := w.Status(); now.Worker == w.Name() && st.Alive && now.Epoch > st.Revision {
+				return true
+			}
+		}
+		return false
+	})
+	if now.Epoch <= first.Epoch {
+		t.Fatalf("epoch went from %d to %d", first.Epoch, now.Epoch)
+	}
+	checkBindingHistory(t, e.Client)
+}
+
+// waitLeading waits until c's Leading reports want, failing after d.
+func waitLeading(t testing.TB, c *dmworker.Coordinator, want bool, d time.Duration) {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		leading, changed := c.Leading()
+		if leading == want {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			t.Fatalf("coordinator: leading is not %v within %s", want, d)
+		}
+	}
 }

@@ -225,8 +225,8 @@ func (k *KeepAlive) confirm(at time.Time) {
 }
 
 // Run registers the worker and keeps it registered until ctx ends or Close
-// is called; it then revokes the lease (best effort, within a third of the
-// TTL) and returns nil. Losses and etcd faults are retried, never returned.
+// is called; it then revokes the lease (best effort: it waits at most
+// closeRevokeTimeout, 2s, for etcd) and returns nil. Losses and etcd faults are retried, never returned.
 func (k *KeepAlive) Run(ctx context.Context) error {
 	if !k.runMu.TryLock() {
 		return ErrKeepAliveRunning
@@ -251,16 +251,18 @@ func (k *KeepAlive) Run(ctx context.Context) error {
 	var prev clientv3.LeaseID // the last lease granted, to revoke before registering again
 	defer func() {
 		if prev != 0 {
-			k.lease.revoke(context.WithoutCancel(ctx), prev)
+			k.lease.revokeOnClose(context.WithoutCancel(ctx), prev)
 		}
 		k.setAlive(false, 0, 0, time.Time{}, nil)
 	}()
+	var cause error // why the last attempt failed; nil on the first
 	for {
+		if cause != nil && !k.wait(ctx, b, cause) {
+			return nil
+		}
 		if prev != 0 {
 			if err := k.lease.revoke(ctx, prev); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-				if !k.wait(ctx, b, err) {
-					return nil
-				}
+				cause = fmt.Errorf("dmworker: worker %s: revoke the previous lease %x: %w", k.name, int64(prev), err)
 				continue
 			}
 			prev = 0
@@ -269,28 +271,31 @@ func (k *KeepAlive) Run(ctx context.Context) error {
 		if lease != 0 {
 			prev = lease
 		}
+		if ctx.Err() != nil {
+			return nil
+		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
 			k.setAlive(false, 0, 0, time.Time{}, err)
-			if !k.wait(ctx, b, err) {
-				return nil
-			}
+			k.log.Warn("worker not registered", slog.String("error", err.Error()))
+			cause = err
 			continue
 		}
 		b.Reset()
 		k.setAlive(true, lease, rev, sent, nil)
-		k.log.Info("worker registered", slog.Int64("lease", int64(lease)), slog.Duration("ttl", k.lease.ttl))
+		k.log.Info("worker registered", slog.String("lease", fmt.Sprintf("%x", int64(lease))), slog.Int64("revision", rev), slog.Duration("ttl", k.lease.ttl))
 		err = k.hold(ctx, lease, rev, sent)
 		if ctx.Err() != nil {
 			return nil
 		}
 		k.setAlive(false, 0, 0, time.Time{}, err)
-		k.log.Warn("worker registration lost", slog.Int64("lease", int64(lease)), slog.String("error", err.Error()))
-		if !k.wait(ctx, b, err) {
-			return nil
+		k.log.Warn("worker registration lost", slog.String("lease", fmt.Sprintf("%x", int64(lease))), slog.String("error", err.Error()))
+		// Revoke at once, so that the key goes now rather than at the
+		// lease's expiry; if etcd does not answer, the next attempt tries
+		// again.
+		if err := k.lease.revoke(ctx, prev); err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			prev = 0
 		}
+		cause = err
 	}
 }
 
@@ -452,7 +457,8 @@ func (k *KeepAlive) checkKey(ctx context.Context, lease clientv3.LeaseID) (int64
 	return resp.Header.Revision, nil
 }
 
-// Close stops Run, which revokes the lease, and waits for it to return. It
+// Close stops Run, which revokes the lease (waiting at most 2s for etcd; an
+// unrevoked lease expires after the TTL), and waits for it to return. It
 // is safe to call more than once.
 func (k *KeepAlive) Close() error {
 	k.mu.Lock()

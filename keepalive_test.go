@@ -194,6 +194,9 @@ func TestKeepAliveRegistersAndCloseRevokes(t *testing.T) {
 	if lease != st.Lease || info.Name != "w1" || info.Addr != "10.0.0.1:8262" || info.Started == "" {
 		t.Fatalf("key under lease %x with %+v; status %+v", lease, info, st)
 	}
+	if kv, err := cli.Get(t.Context(), dmworker.DefaultEtcdPrefix+"worker/w1"); err != nil || kv.Kvs[0].CreateRevision != st.Revision {
+		t.Fatalf("status revision %d, key %v (%v)", st.Revision, kv, err)
+	}
 	ttl, err := e.Client.TimeToLive(t.Context(), lease)
 	if err != nil {
 		t.Fatal(err)

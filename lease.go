@@ -57,6 +57,20 @@ func (l leaseKeeper) revoke(ctx context.Context, lease clientv3.LeaseID) error {
 	return err
 }
 
+// closeRevokeTimeout bounds the revocation on the way out of Run: Close
+// must not wait long for an unreachable etcd, and an unrevoked lease expires
+// by itself.
+const closeRevokeTimeout = 2 * time.Second
+
+// revokeOnClose revokes lease, best effort, within closeRevokeTimeout.
+func (l leaseKeeper) revokeOnClose(ctx context.Context, lease clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(ctx, min(closeRevokeTimeout, l.opTimeout()))
+	defer cancel()
+	if _, err := l.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		l.log.Warn("revoke lease on close", slog.String("lease", fmt.Sprintf("%x", int64(lease))), slog.String("error", err.Error()))
+	}
+}
+
 // renewal is the outcome of one renewal sent at sent.
 type renewal struct {
 	sent time.Time
