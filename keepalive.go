@@ -124,10 +124,10 @@ func WithWorkerAddr(addr string) Option {
 }
 
 // WithEtcdBackoff sets how long the type waits before retrying after an etcd
-// fault or a lost registration: from min, doubling (with ±50% jitter) up to
-// max. Default 500ms up to 10s.
-func WithEtcdBackoff(min, max time.Duration) Option {
-	return Option{"WithEtcdBackoff", func(o *options) { o.backoffMin, o.backoffMax = min, max }}
+// fault or a lost registration: from initial, doubling (with ±50% jitter)
+// up to maximum. Default 500ms up to 10s.
+func WithEtcdBackoff(initial, maximum time.Duration) Option {
+	return Option{"WithEtcdBackoff", func(o *options) { o.backoffMin, o.backoffMax = initial, maximum }}
 }
 
 var keepAliveOptions = []string{"WithLogger", "WithEtcdPrefix", "WithKeepAliveTTL", "WithWorkerAddr", "WithEtcdBackoff"}
@@ -144,7 +144,7 @@ func leaseOptions(what string, o *options) error {
 	case o.keepAliveTTL < time.Second || o.keepAliveTTL%time.Second != 0:
 		return fmt.Errorf("dmworker: %s: keepalive TTL %s must be a whole number of seconds, at least 1s", what, o.keepAliveTTL)
 	case o.backoffMin <= 0 || o.backoffMax < o.backoffMin:
-		return fmt.Errorf("dmworker: %s: backoff %s..%s: min must be positive and max at least min", what, o.backoffMin, o.backoffMax)
+		return fmt.Errorf("dmworker: %s: backoff %s..%s: the initial wait must be positive and the maximum at least the initial", what, o.backoffMin, o.backoffMax)
 	}
 	return nil
 }
