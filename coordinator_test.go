@@ -3,6 +3,7 @@ package dmworker_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
@@ -11,8 +12,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/faultnet"
 	"github.com/dmworker/dmworker/internal/testserver"
 )
 
@@ -325,4 +328,67 @@ func waitLeading(t testing.TB, c *dmworker.Coordinator, want bool, d time.Durati
 			t.Fatalf("coordinator: leading is not %v within %s", want, d)
 		}
 	}
+}
+
+// A worker cut off from etcd (silently: no connection reset) stops serving
+// before its lease expires and the coordinator gives its source to another
+// worker; once the network is back it registers again, and the source stays
+// where it went.
+func TestCoordinatorPartitionedWorkerStopsFirst(t *testing.T) {
+	t.Parallel()
+	e := testserver.StartEtcd(t)
+	proxy, err := faultnet.New(strings.TrimPrefix(e.Endpoints[0], "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	cliA, err := clientv3.New(clientv3.Config{Endpoints: []string{proxy.Addr()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cliA.Close()
+
+	// The worker's TTL leaves 2s between its stopping (at 4s without a
+	// confirmed renewal) and the earliest expiry of its lease (6s).
+	a := runKeepAlive(t, cliA, "worker-a", dmworker.WithKeepAliveTTL(6*time.Second))
+	waitAlive(t, a, true, etcdWait)
+	b := runKeepAlive(t, e.Client, "worker-b")
+	waitAlive(t, b, true, etcdWait)
+	putSource(t, e.Client, "mysql-1")
+	c, _ := runCoordinator(t, e.Client)
+	first := waitBindings(t, c, map[string]string{"mysql-1": "worker-a"})["mysql-1"]
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	bound := e.Client.Watch(ctx, dmworker.DefaultEtcdPrefix+"bound/worker-b", clientv3.WithRev(first.Epoch+1))
+	proxy.Stall(true)
+	timer := time.NewTimer(etcdWait)
+	defer timer.Stop()
+	select {
+	case wr := <-bound:
+		if wr.Err() != nil || len(wr.Events) == 0 || wr.Events[0].Type != clientv3.EventTypePut {
+			t.Fatalf("watch of worker-b's binding: %+v, %v", wr.Events, wr.Err())
+		}
+		if alive, _ := a.Alive(); alive {
+			t.Fatalf("worker-a still alive when its source was bound to worker-b (status %+v)", a.Status())
+		}
+	case <-timer.C:
+		t.Fatalf("source not moved %s after worker-a was cut off", etcdWait)
+	}
+	if st := a.Status(); !errors.Is(st.Err, dmworker.ErrLeaseLost) {
+		t.Fatalf("worker-a status error %v, want ErrLeaseLost", st.Err)
+	}
+	moved := waitBindings(t, c, map[string]string{"mysql-1": "worker-b"})["mysql-1"]
+	if moved.Epoch <= first.Epoch {
+		t.Fatalf("epoch went from %d to %d", first.Epoch, moved.Epoch)
+	}
+
+	proxy.Stall(false)
+	waitAlive(t, a, true, etcdWait)
+	putSource(t, e.Client, "mysql-2") // a change the coordinator handles after A is back
+	now := waitBindings(t, c, map[string]string{"mysql-1": "worker-b", "mysql-2": "worker-a"})
+	if now["mysql-1"] != moved {
+		t.Fatalf("binding changed from %+v to %+v", moved, now["mysql-1"])
+	}
+	checkBindingHistory(t, e.Client)
 }

@@ -23,7 +23,7 @@
 //
 // KeepAlive registers a worker: it puts <prefix>worker/<name> under a lease
 // (TTL 60s unless WithKeepAliveTTL says otherwise) and renews the lease
-// every third of the TTL. Its Alive turns false at once when the key is
+// every sixth of the TTL. Its Alive turns false at once when the key is
 // deleted or the lease is reported gone, and when no renewal has been
 // confirmed for two thirds of the TTL (counted from when the last confirmed
 // renewal was sent), so a worker cut off from etcd stops serving a third of

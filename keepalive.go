@@ -16,9 +16,10 @@ import (
 
 // KeepAlive registers a worker in etcd and keeps the registration alive: it
 // puts the worker's key (<prefix>worker/<name>, value WorkerInfo) under a
-// lease with the TTL of WithKeepAliveTTL, and renews the lease every third
-// of the TTL. A coordinator watching these keys knows which workers are
-// alive, and moves the source of a worker whose key disappears.
+// lease with the TTL of WithKeepAliveTTL, and renews the lease every sixth
+// of the TTL (each renewal may take until the threshold below to answer).
+// A coordinator watching these keys knows which workers are alive, and
+// moves the source of a worker whose key disappears.
 //
 // Alive tells the worker whether its registration is confirmed now. It turns
 // false at once when:

@@ -13,10 +13,9 @@ import (
 )
 
 // leaseKeeper grants etcd leases and keeps one alive, for KeepAlive (the
-// worker's key) and Coordinator (its election key). It renews every third of
-// the TTL with one KeepAliveOnce call at a time, so it knows when each
-// confirmed renewal was sent: etcd keeps the lease at least until then plus
-// the TTL. It declares the lease lost when a renewal answers "not found", or
+// worker's key) and Coordinator (its election key). It renews every sixth of
+// the TTL with KeepAliveOnce calls, so it knows when each confirmed renewal
+// was sent: etcd keeps the lease at least until then plus the TTL. It declares the lease lost when a renewal answers "not found", or
 // when no renewal has been confirmed for two thirds of the TTL, a third of
 // the TTL before etcd may expire it.
 type leaseKeeper struct {
@@ -119,9 +118,15 @@ func (l leaseKeeper) keep(ctx context.Context, lease clientv3.LeaseID, confirmed
 	}
 }
 
-// renewLoop renews lease every third of the TTL and reports each outcome.
+// renewLoop sends a renewal of lease every sixth of the TTL, each in its
+// own goroutine and given until the loss threshold to answer, and reports
+// each outcome: a slow answer still confirms the time its renewal was sent,
+// and a stalled one does not hold the next ones back. At most four are in
+// flight.
 func (l leaseKeeper) renewLoop(ctx context.Context, lease clientv3.LeaseID, out chan<- renewal) {
-	t := time.NewTicker(l.ttl / 3)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	t := time.NewTicker(l.ttl / 6)
 	defer t.Stop()
 	for {
 		select {
@@ -129,14 +134,17 @@ func (l leaseKeeper) renewLoop(ctx context.Context, lease clientv3.LeaseID, out 
 			return
 		case <-t.C:
 		}
-		opCtx, cancel := context.WithTimeout(ctx, l.opTimeout())
-		sent := time.Now()
-		_, err := l.cli.KeepAliveOnce(opCtx, lease)
-		cancel()
-		select {
-		case out <- renewal{sent, err}:
-		case <-ctx.Done():
-			return
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			opCtx, cancel := context.WithTimeout(ctx, l.threshold())
+			sent := time.Now()
+			_, err := l.cli.KeepAliveOnce(opCtx, lease)
+			cancel()
+			select {
+			case out <- renewal{sent, err}:
+			case <-ctx.Done():
+			}
+		}()
 	}
 }
