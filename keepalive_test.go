@@ -50,8 +50,8 @@ func eventually(t testing.TB, d time.Duration, what func() string, cond func() b
 func says(msg string) func() string { return func() string { return msg } }
 
 // checkNoGoroutines checks, after Close, that no goroutine runs code of this
-// package (other than the tests), then closes cli, the test's own client,
-// and checks with goleak that nothing started since ignore was taken is left:
+// package (test code aside), then closes cli, the test's own client, and
+// checks with goleak that nothing started since ignore was taken is left:
 // an etcd client keeps some goroutines of its own until it is closed.
 func checkNoGoroutines(t testing.TB, cli *clientv3.Client, ignore goleak.Option) {
 	t.Helper()
@@ -65,7 +65,7 @@ func checkNoGoroutines(t testing.TB, cli *clientv3.Client, ignore goleak.Option)
 		buf = make([]byte, 2*len(buf))
 	}
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "github.com/dmworker/dmworker.") && !strings.Contains(g, "github.com/dmworker/dmworker_test.") {
+		if runsPackageCode(g) {
 			t.Errorf("goroutine left after Close:\n%s", g)
 		}
 	}
@@ -73,6 +73,22 @@ func checkNoGoroutines(t testing.TB, cli *clientv3.Client, ignore goleak.Option)
 		t.Fatal(err)
 	}
 	goleak.VerifyNone(t, ignore)
+}
+
+// runsPackageCode reports whether a goroutine's stack (as runtime.Stack
+// prints it) has a frame of the root package outside its test files.
+func runsPackageCode(stack string) bool {
+	lines := strings.Split(stack, "\n")
+	for i := 1; i+1 < len(lines); i += 2 { // a function line, then its file line
+		fn, file := lines[i], lines[i+1]
+		if strings.HasPrefix(fn, "created by ") {
+			return false
+		}
+		if strings.HasPrefix(fn, "github.com/dmworker/dmworker.") && !strings.Contains(file, "_test.go:") {
+			return true
+		}
+	}
+	return false
 }
 
 // waitAlive waits until ka's Alive reports want, failing after d.
