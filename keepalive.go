@@ -40,7 +40,8 @@ import (
 // succeeds or Run ends. Registration only creates the key: when it exists
 // under another lease (another process with the same worker name), Run does
 // not take it over; it logs ErrWorkerRegistered, shows it in Status, and
-// keeps retrying.
+// keeps retrying. (So a worker restarted after a crash registers once its
+// previous key has expired, at most a TTL later.)
 //
 // A KeepAlive is safe for concurrent use. It implements the Liveness that a
 // SourceWorker takes.
