@@ -211,7 +211,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			b.Reset()
 		}
 		d := b.NextBackOff()
-		c.log.Warn("coordinator term ended, campaigning again", slog.Duration("wait", d), slog.String("error", err.Error()))
+		c.log.Warn("coordinator term ended, campaigning again", slog.Duration("wait", d), slog.Any("error", err))
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:

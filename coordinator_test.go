@@ -167,10 +167,12 @@ func TestCoordinatorRebindsWhenWorkerDies(t *testing.T) {
 	// Both idle: the first in name order gets it.
 	first := waitBindings(t, c, map[string]string{"mysql-1": "worker-a"})["mysql-1"]
 
+	revoked := time.Now()
 	if _, err := e.Client.Revoke(t.Context(), a.Status().Lease); err != nil {
 		t.Fatal(err)
 	}
 	moved := waitBindings(t, c, map[string]string{"mysql-1": "worker-b"})["mysql-1"]
+	t.Logf("source rebound within %s of the lease's revocation (polled every 20ms)", time.Since(revoked).Round(time.Millisecond))
 	if moved.Epoch <= first.Epoch {
 		t.Fatalf("epoch went from %d to %d on rebinding", first.Epoch, moved.Epoch)
 	}
@@ -361,6 +363,7 @@ func TestCoordinatorPartitionedWorkerStopsFirst(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	bound := e.Client.Watch(ctx, dmworker.DefaultEtcdPrefix+"bound/worker-b", clientv3.WithRev(first.Epoch+1))
+	cut := time.Now()
 	proxy.Stall(true)
 	timer := time.NewTimer(etcdWait)
 	defer timer.Stop()
@@ -372,6 +375,8 @@ func TestCoordinatorPartitionedWorkerStopsFirst(t *testing.T) {
 		if alive, _ := a.Alive(); alive {
 			t.Fatalf("worker-a still alive when its source was bound to worker-b (status %+v)", a.Status())
 		}
+		t.Logf("worker-a stopped %s after the cut, its source moved %s after the cut (worker TTL 6s)",
+			a.Status().Since.Sub(cut).Round(time.Millisecond), time.Since(cut).Round(time.Millisecond))
 	case <-timer.C:
 		t.Fatalf("source not moved %s after worker-a was cut off", etcdWait)
 	}

@@ -282,9 +282,12 @@ func TestKeepAliveEtcdStopped(t *testing.T) {
 	waitAlive(t, ka, true, etcdWait)
 	old := ka.Status().Lease
 
+	stopped := time.Now()
 	e.Stop()
 	waitAlive(t, ka, false, testTTL)
 	st := ka.Status()
+	t.Logf("not alive %s after etcd was stopped, %s after the last confirmed renewal was sent (TTL %s)",
+		st.Since.Sub(stopped).Round(time.Millisecond), st.Since.Sub(st.Confirmed).Round(time.Millisecond), testTTL)
 	if !errors.Is(st.Err, dmworker.ErrLeaseLost) {
 		t.Fatalf("status error %v, want ErrLeaseLost", st.Err)
 	}
@@ -292,9 +295,11 @@ func TestKeepAliveEtcdStopped(t *testing.T) {
 		t.Fatalf("turned not alive at %s, not before the lease's earliest expiry %s", st.Since, deadline)
 	}
 
+	restarted := time.Now()
 	e.Restart(t)
 	waitAlive(t, ka, true, etcdWait)
 	st = ka.Status()
+	t.Logf("registered again %s after etcd was restarted", st.Since.Sub(restarted).Round(time.Millisecond))
 	if st.Lease == old {
 		t.Fatalf("registered again under the old lease %x", old)
 	}
