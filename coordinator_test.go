@@ -397,3 +397,51 @@ func TestCoordinatorPartitionedWorkerStopsFirst(t *testing.T) {
 	}
 	checkBindingHistory(t, e.Client)
 }
+
+// A leader whose lease is revoked from outside steps down at once; the
+// standby leads and binds; the deposed one campaigns again and stands by.
+func TestCoordinatorDeposedLeaderStepsDown(t *testing.T) {
+	t.Parallel()
+	e := testserver.StartEtcd(t)
+	w1 := runKeepAlive(t, e.Client, "w1")
+	waitAlive(t, w1, true, etcdWait)
+	c1, _ := runCoordinator(t, e.Client)
+	waitLeading(t, c1, true, etcdWait)
+	c2, _ := runCoordinator(t, e.Client)
+	elections := func() []*electionKey {
+		resp, err := e.Client.Get(t.Context(), dmworker.DefaultEtcdPrefix+"coordinator/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []*electionKey
+		for _, kv := range resp.Kvs {
+			out = append(out, &electionKey{string(kv.Key), clientv3.LeaseID(kv.Lease)})
+		}
+		return out
+	}
+	eventually(t, etcdWait, says("two election keys"), func() bool { return len(elections()) == 2 })
+	leaderKey := elections()[0]
+
+	if _, err := e.Client.Revoke(t.Context(), leaderKey.lease); err != nil {
+		t.Fatal(err)
+	}
+	waitLeading(t, c1, false, testTTL)
+	waitLeading(t, c2, true, etcdWait)
+	putSource(t, e.Client, "s1")
+	waitBindings(t, c2, map[string]string{"s1": "w1"})
+	// The deposed coordinator is back in the race, behind the new leader.
+	eventually(t, etcdWait, says("the deposed coordinator campaigning again"), func() bool {
+		keys := elections()
+		return len(keys) == 2 && keys[0].key != leaderKey.key && keys[1].key != leaderKey.key
+	})
+	if l, _ := c1.Leading(); l {
+		t.Fatal("deposed coordinator leads again while the other leads")
+	}
+	checkBindingHistory(t, e.Client)
+}
+
+// electionKey is an election key and its lease.
+type electionKey struct {
+	key   string
+	lease clientv3.LeaseID
+}
