@@ -1,12 +1,15 @@
 package dmworker_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -444,4 +447,50 @@ func TestCoordinatorDeposedLeaderStepsDown(t *testing.T) {
 type electionKey struct {
 	key   string
 	lease clientv3.LeaseID
+}
+
+// Clusters under different prefixes do not see each other.
+func TestCoordinatorEtcdPrefix(t *testing.T) {
+	t.Parallel()
+	e := testserver.StartEtcd(t)
+	other := dmworker.WithEtcdPrefix("/other") // the trailing "/" is added
+	w := runKeepAlive(t, e.Client, "w1", other)
+	waitAlive(t, w, true, etcdWait)
+	if _, err := e.Client.Put(t.Context(), "/other/source/s1", "{}"); err != nil {
+		t.Fatal(err)
+	}
+	putSource(t, e.Client, "s-default") // under the default prefix: no worker there
+	c, _ := runCoordinator(t, e.Client, other)
+	waitBindings(t, c, map[string]string{"s1": "w1"})
+	resp, err := e.Client.Get(t.Context(), "/other/bound/w1")
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("binding under /other/bound/: %v, %v", resp, err)
+	}
+	var logs lockedBuffer
+	def, _ := runCoordinator(t, e.Client, dmworker.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	// Once it has looked, it reports its source without a worker.
+	eventually(t, etcdWait, logs.String, func() bool {
+		return strings.Contains(logs.String(), "sources without a worker") && strings.Contains(logs.String(), "s-default")
+	})
+	if b, err := def.Bindings(t.Context()); err != nil || len(b) != 0 {
+		t.Fatalf("default-prefix bindings %v, %v; want none", b, err)
+	}
+}
+
+// lockedBuffer collects logs written from several goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
