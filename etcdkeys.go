@@ -24,7 +24,11 @@ import (
 //	                                         "Running", "Paused" or "Stopped" (no key: Running).
 //	<prefix>status/<worker>/relay            Worker: its relay's status (JSON).
 //	<prefix>status/<worker>/subtask/<task>   Worker: a subtask's status (JSON).
-//	<prefix>coordinator/                     Coordinator: the election among coordinators.
+//	<prefix>coordinator/<lease>              Coordinator: the election among coordinators, in
+//	                                         the layout of etcd's concurrency.Election: one key
+//	                                         per coordinator, named by its lease in hex, put
+//	                                         under that lease, value "<host>:<pid>"; the lowest
+//	                                         create revision leads.
 //	<prefix>checkpoint/<task>/<source>       EtcdCheckpointStore: checkpoints.
 //
 // Names (worker, source, task) must be non-empty and hold no "/".
@@ -59,6 +63,7 @@ func (k etcdKeys) bound(worker string) string {
 }
 func (k etcdKeys) bounds() string            { return k.prefix + keyBound }
 func (k etcdKeys) source(name string) string { return k.prefix + keySource + name }
+func (k etcdKeys) sources() string           { return k.prefix + keySource }
 func (k etcdKeys) subtasks(source string) string {
 	return k.prefix + keySubtask + source + "/"
 }

@@ -135,3 +135,67 @@ func ExampleMemoryCheckpointStore() {
 	// true
 	// mysql-bin.000002:120 2 true
 }
+
+// A KeepAlive registers a worker in etcd; the worker serves only while Alive
+// says so. (Not run: it needs etcd.)
+func ExampleKeepAlive() {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:2379"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close() // after ka.Close: the library never closes the host's client
+	ka, err := dmworker.NewKeepAlive(cli, "worker-1",
+		dmworker.WithKeepAliveTTL(10*time.Second), // not alive after ~6.7s without etcd
+		dmworker.WithWorkerAddr("10.0.0.7:8262"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ka.Close() // revokes the lease: the coordinator moves the source at once
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	go ka.Run(ctx)
+
+	for {
+		alive, changed := ka.Alive()
+		if alive {
+			fmt.Println("registered: serve the bound source")
+		} else {
+			fmt.Println("not registered: stop serving at once", ka.Status().Err)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// A Coordinator in each process of a cluster: one leads and binds every
+// source (<prefix>source/<name>) to one live worker. (Not run: it needs
+// etcd.)
+func ExampleCoordinator() {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:2379"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	c, err := dmworker.NewCoordinator(cli, dmworker.WithKeepAliveTTL(10*time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close() // gives leadership up at once
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	go c.Run(ctx)
+
+	for {
+		leading, changed := c.Leading()
+		bindings, err := c.Bindings(ctx)
+		fmt.Println("leading:", leading, "bindings:", bindings, err)
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

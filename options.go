@@ -43,6 +43,12 @@ type options struct {
 	// etcd (SourceWorker, KeepAlive, Coordinator)
 	etcd       *clientv3.Client
 	etcdPrefix string
+
+	// KeepAlive, Coordinator
+	keepAliveTTL time.Duration
+	workerAddr   string
+	backoffMin   time.Duration
+	backoffMax   time.Duration
 }
 
 func defaultOptions() options {

@@ -71,7 +71,38 @@ func StartEtcd(tb testing.TB) *Etcd {
 		tb.Fatalf("start etcd: %v", err)
 	}
 	e.Endpoints = []string{e.clientURL().String()}
-	e.Client, err = clientv3.New(clientv3.Config{
+	e.Client, err = e.newClient()
+	if err != nil {
+		e.Stop()
+		logs.close()
+		tb.Fatalf("etcd client: %v", err)
+	}
+	tb.Cleanup(func() {
+		_ = e.Client.Close()
+		e.Stop()
+		logs.close()
+	})
+	return e
+}
+
+// NewClient returns another client connected to the server, configured as
+// Client is (it survives Stop and Restart). The caller closes it; the test
+// cleanup closes it too if it is still open (closing twice is harmless). A
+// test that checks for leaked goroutines uses its own client, since an etcd
+// client keeps some goroutines (watch streams, lease keepalives) until it
+// is closed.
+func (e *Etcd) NewClient(tb testing.TB) *clientv3.Client {
+	tb.Helper()
+	cli, err := e.newClient()
+	if err != nil {
+		tb.Fatalf("etcd client: %v", err)
+	}
+	tb.Cleanup(func() { _ = cli.Close() })
+	return cli
+}
+
+func (e *Etcd) newClient() (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{
 		Endpoints:   e.Endpoints,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
@@ -89,17 +120,6 @@ func StartEtcd(tb testing.TB) *Etcd {
 			}),
 		},
 	})
-	if err != nil {
-		e.Stop()
-		logs.close()
-		tb.Fatalf("etcd client: %v", err)
-	}
-	tb.Cleanup(func() {
-		_ = e.Client.Close()
-		e.Stop()
-		logs.close()
-	})
-	return e
 }
 
 func (e *Etcd) clientURL() *url.URL {
