@@ -300,8 +300,9 @@ type SyncerStatus struct {
 	Read       streamer.Position
 	// SafeUntil is the end of the safe-mode replay window (zero if none).
 	SafeUntil streamer.Position
-	// Rows and DDLs applied, and binlog events read, since Run began.
-	Rows, DDLs, Events int64
+	// Rows and DDLs applied, binlog events read, and batches applied (sink
+	// transactions), since the syncer was made.
+	Rows, DDLs, Events, Batches int64
 	// RowsPerSecond and EventsPerSecond are the rates over about the last
 	// ten seconds.
 	RowsPerSecond, EventsPerSecond float64

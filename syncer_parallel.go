@@ -544,7 +544,7 @@ func (w *applyWorker) apply(batch []queued, changes []Change) error {
 	w.applied.Store(last)
 	p.progressed(size)
 	n := int64(len(batch))
-	s.updateStatus(func(st *SyncerStatus) { st.Rows += n })
+	s.updateStatus(func(st *SyncerStatus) { st.Rows += n; st.Batches++ })
 	return nil
 }
 

@@ -614,6 +614,7 @@ func (r *syncRun) flush(ctx context.Context, pos streamer.Position, partial bool
 	r.schemaDirty = false
 	s.updateStatus(func(st *SyncerStatus) {
 		st.Rows += n
+		st.Batches++
 		if !partial {
 			st.Checkpoint = pos
 		}

@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
@@ -113,6 +114,15 @@ func run() error {
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
 		"rows": stt.Rows, "ddls": stt.DDLs, "events": stt.Events, "seconds": secs, "binlog_bytes": total,
 		"rows_per_s": float64(stt.Rows) / secs, "events_per_s": float64(stt.Events) / secs, "mb_per_s": float64(total) / 1e6 / secs,
-		"conflicts": stt.Conflicts, "workers": stt.Workers, "peak_rss_kb": benchutil.PeakRSSKB(),
+		"conflicts": stt.Conflicts, "batches": stt.Batches, "cpu_s": cpuSeconds(), "workers": stt.Workers, "peak_rss_kb": benchutil.PeakRSSKB(),
 	})
+}
+
+// cpuSeconds is the user and system CPU time this process has used.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
