@@ -898,11 +898,14 @@ func (w *SourceWorker) shutdown() {
 // it.
 func relayReaderFactory(rel *Relay, name string, log *slog.Logger, checkpoint func() streamer.Position) ReaderFactory {
 	return func(ctx context.Context, start streamer.Position) (streamer.Reader, error) {
-		// Wait for the relay to have started: a fresh relay begins at the
-		// upstream's current file, which holds any fresh start.
+		// Wait for the relay to have started (a fresh relay begins at the
+		// upstream's current file, which holds any fresh start) and, when
+		// it is writing the start's file, to have reached the start: the
+		// local reader checks the GTID set the file starts with, which
+		// must be written by then.
 		for {
 			pos, changed := rel.Relayed()
-			if !pos.IsZero() {
+			if !pos.IsZero() && (pos.Name != start.Name || pos.Offset >= start.Offset) {
 				break
 			}
 			select {

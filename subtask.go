@@ -519,7 +519,9 @@ func (t *SubTask) Resume() error {
 	}
 	t.paused = false
 	t.lastErr, t.retries = nil, 0
-	if !t.running {
+	if t.running {
+		t.stage = SubTaskRunning // Run's loop is about to run the units
+	} else {
 		t.stage = SubTaskNew
 	}
 	close(t.wake)
