@@ -3,6 +3,7 @@ package dmworker_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -134,4 +135,122 @@ func ExampleMemoryCheckpointStore() {
 	// <nil>
 	// true
 	// mysql-bin.000002:120 2 true
+}
+
+// A SubTask runs one task on one source, with stages the host drives: here
+// it is paused for a config change and resumed. (Not run: it needs servers.)
+func ExampleNewSubTask() {
+	up, err := streamer.ParseUpstream("repl:secret@127.0.0.1:3306")
+	if err != nil {
+		log.Fatal(err)
+	}
+	downstream, err := sql.Open("mysql", "root:pw@tcp(127.0.0.1:3307)/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	sink, err := mysqlsink.New(downstream)
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg := dmworker.SubTaskConfig{Name: "orders", Mode: dmworker.ModeIncremental,
+		Filter: dmworker.BlockAllowList{DoDBs: []string{"shop"}}}
+	st, err := dmworker.NewSubTask(cfg, up, sink,
+		dmworker.WithAutoResume(time.Second, time.Minute, 10)) // the defaults
+	if err != nil {
+		log.Fatal(err)
+	}
+	go func() {
+		if err := st.Run(context.Background()); err != nil {
+			log.Print(err)
+		}
+	}()
+	defer st.Stop()
+
+	if err := st.Pause(); err != nil { // returns once nothing is written
+		log.Fatal(err)
+	}
+	cfg.Filter.DoDBs = append(cfg.Filter.DoDBs, "billing")
+	if err := st.Update(cfg); err != nil {
+		log.Fatal(err)
+	}
+	if err := st.Resume(); err != nil {
+		log.Fatal(err)
+	}
+	s := st.Status()
+	fmt.Println(s.Stage, s.Syncer.Checkpoint, s.Syncer.LagSeconds, s.LastError)
+}
+
+// A SourceWorker in direct mode: the host gives it its source and drives
+// its subtasks; with EnableRelay they read a local relay log. (Not run: it
+// needs servers.)
+func ExampleNewSourceWorker() {
+	up, err := streamer.ParseUpstream("repl:secret@127.0.0.1:3306")
+	if err != nil {
+		log.Fatal(err)
+	}
+	downstream, err := sql.Open("mysql", "root:pw@tcp(127.0.0.1:3307)/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	sinks := func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
+		return mysqlsink.New(downstream)
+	}
+	w, err := dmworker.NewSourceWorker("worker-1", sinks,
+		dmworker.WithSource(dmworker.SourceConfig{Name: "shop-db", Upstream: up, EnableRelay: true}),
+		dmworker.WithRelayDir("/var/lib/dmworker/relay"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	go func() {
+		if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "orders"}); err != nil {
+			log.Print(err)
+		}
+		for _, st := range w.Status(ctx).SubTasks {
+			fmt.Println(st.Name, st.Stage, st.Syncer.Checkpoint)
+		}
+	}()
+	if err := w.Run(ctx); err != nil { // until ctx ends; subtasks and relay stop with it
+		log.Fatal(err)
+	}
+}
+
+// In etcd mode a SourceWorker takes its source, subtasks and stages from
+// etcd (see the key layout in the package doc): here the host writes them
+// itself, as a coordinator would. (Not run: it needs servers and etcd.)
+func ExampleWithEtcd() {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:2379"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	up, _ := streamer.ParseUpstream("repl:secret@127.0.0.1:3306")
+	src, _ := json.Marshal(dmworker.SourceConfig{Name: "shop-db", Upstream: up})
+	task, _ := json.Marshal(dmworker.SubTaskConfig{Name: "orders"})
+	ctx := context.Background()
+	if _, err := cli.Txn(ctx).Then(
+		clientv3.OpPut("/dmworker/source/shop-db", string(src)),
+		clientv3.OpPut("/dmworker/subtask/shop-db/orders", string(task)),
+		clientv3.OpPut("/dmworker/bound/worker-1", `{"source":"shop-db"}`), // the coordinator's job
+	).Commit(); err != nil {
+		log.Fatal(err)
+	}
+	downstream, _ := sql.Open("mysql", "root:pw@tcp(127.0.0.1:3307)/")
+	w, err := dmworker.NewSourceWorker("worker-1",
+		func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
+			return mysqlsink.New(downstream)
+		},
+		dmworker.WithEtcd(cli))
+	if err != nil {
+		log.Fatal(err)
+	}
+	go func() {
+		// Pause the task: the worker applies it and reports the stage under
+		// /dmworker/status/worker-1/subtask/orders.
+		_, _ = cli.Put(ctx, "/dmworker/stage/subtask/shop-db/orders", "Paused")
+	}()
+	if err := w.Run(ctx); err != nil {
+		log.Fatal(err)
+	}
 }
