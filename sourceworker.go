@@ -905,7 +905,9 @@ func relayReaderFactory(rel *Relay, name string, log *slog.Logger, checkpoint fu
 		// must be written by then.
 		for {
 			pos, changed := rel.Relayed()
-			if !pos.IsZero() && (pos.Name != start.Name || pos.Offset >= start.Offset) {
+			// (A relay that has chosen its subdirectory but written nothing
+			// yet reports a position with no file.)
+			if pos.Name != "" && (pos.Name != start.Name || pos.Offset >= start.Offset) {
 				break
 			}
 			select {

@@ -21,6 +21,7 @@ const testPrefix = "/dmtest/"
 // return restarts it from the state in etcd (changed meanwhile); deleting the
 // config stops the subtask; status is reported under status/<worker>/.
 func TestSourceWorkerEtcd(t *testing.T) {
+	noLeaks(t)
 	p := newPair(t, 406, 407, testserver.MariaDBOptions{})
 	e := testserver.StartEtcd(t)
 	cli := e.Client
@@ -129,6 +130,7 @@ func TestSourceWorkerEtcd(t *testing.T) {
 // status and report), the stored checkpoint stays under B's epoch, and the
 // downstream ends equal to the upstream.
 func TestSourceWorkerFencing(t *testing.T) {
+	noLeaks(t)
 	p := newPair(t, 408, 409, testserver.MariaDBOptions{})
 	e := testserver.StartEtcd(t)
 	cli := e.Client

@@ -12,12 +12,20 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
 	"github.com/dmworker/dmworker/mysqlsink"
 	"github.com/dmworker/dmworker/streamer"
 )
+
+// noLeaks checks, once every cleanup of the test has run (servers stopped,
+// workers closed), that the test left no goroutine behind.
+func noLeaks(t *testing.T) {
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
 
 // testLiveness is a Liveness the test switches by hand.
 type testLiveness struct {
@@ -81,6 +89,7 @@ func taskStatus(w *dmworker.SourceWorker, name string) func() dmworker.SubTaskSt
 // subtask and of the relay, purge, stop; a liveness loss stops everything
 // at once and a return starts it again from the worker's state.
 func TestSourceWorkerDirect(t *testing.T) {
+	noLeaks(t)
 	p := newPair(t, 404, 405, testserver.MariaDBOptions{MaxBinlogSize: 16 << 10})
 	up := upstreamOf(p.up)
 	up.ServerID = 404 + 40
