@@ -9,6 +9,8 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/go-sql-driver/mysql" // the driver sql.Open("mysql") needs
@@ -252,5 +254,134 @@ func ExampleWithEtcd() {
 	}()
 	if err := w.Run(ctx); err != nil {
 		log.Fatal(err)
+	}
+}
+
+// A SubTaskConfig is what a host writes under subtask/<source>/<task> in
+// etcd, or in a file: zero fields take their documented defaults.
+func ExampleSubTaskConfig() {
+	cfg := dmworker.SubTaskConfig{
+		Name:   "orders",
+		Mode:   dmworker.ModeIncremental,
+		Filter: dmworker.BlockAllowList{DoDBs: []string{"shop"}},
+		Routes: []dmworker.RouteRule{{SchemaPattern: "shop", TablePattern: "orders_*", TargetSchema: "shop", TargetTable: "orders"}},
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var back dmworker.SubTaskConfig
+	if err := json.Unmarshal(b, &back); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(back.Name, back.Mode, back.Filter.DoDBs, back.Routes[0].TargetTable)
+	// Output:
+	// orders incremental [shop] orders
+}
+
+// A SourceConfig is what a host writes under source/<source>: the upstream
+// and whether to keep a relay log of it.
+func ExampleSourceConfig() {
+	up, _ := streamer.ParseUpstream("repl:secret@10.0.0.5:3306")
+	src := dmworker.SourceConfig{Name: "shop-db", Upstream: up, EnableRelay: true,
+		PurgeInterval: dmworker.Duration(time.Hour), PurgeExpires: dmworker.Duration(7 * 24 * time.Hour)}
+	b, _ := json.Marshal(src)
+	var back dmworker.SourceConfig
+	_ = json.Unmarshal(b, &back)
+	fmt.Println(back.Name, back.Upstream.Addr(), back.EnableRelay, time.Duration(back.PurgeExpires))
+	// Output:
+	// shop-db 10.0.0.5:3306 true 168h0m0s
+}
+
+// A coordinator reads what workers report under status/<worker>/.
+func ExampleSubTaskReport() {
+	value := `{"worker":"w1","name":"orders","source":"shop-db","mode":"incremental","stage":"Paused",` +
+		`"epoch":42,"error":"dmworker: write from a stale epoch refused","stale-epoch":true}`
+	var r dmworker.SubTaskReport
+	if err := json.Unmarshal([]byte(value), &r); err != nil {
+		log.Fatal(err)
+	}
+	if r.Stage == dmworker.SubTaskPaused && r.StaleEpoch {
+		fmt.Printf("%s on %s was fenced off (epoch %d): another worker writes it now\n", r.Name, r.Worker, r.Epoch)
+	}
+	// Output:
+	// orders on w1 was fenced off (epoch 42): another worker writes it now
+}
+
+// switchLiveness is a Liveness a host switches itself (a KeepAlive is the
+// usual one).
+type switchLiveness struct {
+	mu      sync.Mutex
+	alive   bool
+	changed chan struct{}
+}
+
+func (s *switchLiveness) Alive() (bool, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.alive, s.changed
+}
+
+func (s *switchLiveness) set(alive bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.alive = alive
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// A SourceWorker given a Liveness stops its subtasks and relay at once when
+// it says not alive, and starts them again when alive.
+func ExampleLiveness() {
+	l := &switchLiveness{alive: true, changed: make(chan struct{})}
+	_, changed := l.Alive()
+	l.set(false) // the worker would stop everything now
+	<-changed
+	alive, _ := l.Alive()
+	fmt.Println(alive)
+	_ = dmworker.WithLiveness(l)
+	// Output:
+	// false
+}
+
+// A SinkFactory gives each subtask its sink; one that also implements
+// io.Closer is closed when the worker drops the subtask.
+func ExampleSinkFactory() {
+	downstream, err := sql.Open("mysql", "root:pw@tcp(127.0.0.1:3307)/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer downstream.Close()
+	var sinks dmworker.SinkFactory = func(ctx context.Context, src dmworker.SourceConfig, task dmworker.SubTaskConfig) (dmworker.Sink, error) {
+		// One checkpoint schema per source, say.
+		return mysqlsink.New(downstream, mysqlsink.WithCheckpointSchema("dmworker_"+strings.ReplaceAll(src.Name, "-", "_")))
+	}
+	_, err = dmworker.NewSourceWorker("w1", sinks, dmworker.WithSource(dmworker.SourceConfig{Name: "shop-db",
+		Upstream: streamer.UpstreamConfig{Host: "127.0.0.1", Port: 3306, User: "repl"}}))
+	fmt.Println(err)
+	// Output:
+	// <nil>
+}
+
+// PurgeRelay removes relay files no subtask needs any more. (Not run: it
+// needs a running worker with relay on.)
+func ExampleSourceWorker_PurgeRelay() {
+	var w *dmworker.SourceWorker // a running worker with relay on
+	res, err := w.PurgeRelay(dmworker.RelayPurge{Before: time.Now().Add(-24 * time.Hour)})
+	if errors.Is(err, dmworker.ErrRelayOff) {
+		return
+	}
+	fmt.Println(len(res.Removed), "files removed; kept from", res.Kept)
+}
+
+// Status lists the worker's source, relay and subtasks. (Not run.)
+func ExampleSourceWorker_Status() {
+	var w *dmworker.SourceWorker // a running worker
+	st := w.Status(context.Background())
+	if st.Relay != nil {
+		fmt.Println("relay", st.Relay.Stage, st.Relay.Relayed, st.Relay.BytesBehind)
+	}
+	for _, t := range st.SubTasks {
+		fmt.Println(t.Name, t.Stage, t.Unit, t.Syncer.Checkpoint, t.Syncer.LagSeconds, t.LastError)
 	}
 }
