@@ -928,7 +928,11 @@ func relayReaderFactory(rel *Relay, name string, log *slog.Logger, checkpoint fu
 // ackReader acknowledges to the relay the files its consumer has
 // checkpointed past: it remembers the relay position of the first
 // transaction end in each file, and at most once a second acknowledges the
-// newest one the checkpoint has reached.
+// newest one the checkpoint has reached. Positions compare by file name and
+// offset: after the relay moved to a new upstream server whose file names
+// start over, nothing more is acknowledged until the subtask restarts (its
+// registration then starts from its checkpoint), which holds purge back
+// rather than removing a file the subtask may need.
 type ackReader struct {
 	*streamer.LocalReader
 	checkpoint func() streamer.Position

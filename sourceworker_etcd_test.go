@@ -6,8 +6,7 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"time"
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
@@ -27,7 +26,7 @@ func TestSourceWorkerEtcd(t *testing.T) {
 	cli := e.Client
 	live := newTestLiveness()
 	w, err := dmworker.NewSourceWorker("w1", mysqlSinks(p.downdb), dmworker.WithEtcd(cli), dmworker.WithEtcdPrefix(testPrefix),
-		dmworker.WithLiveness(live), dmworker.WithStatusInterval(200*1e6))
+		dmworker.WithLiveness(live), dmworker.WithStatusInterval(200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +135,7 @@ func TestSourceWorkerFencing(t *testing.T) {
 	cli := e.Client
 	newWorker := func(name string) *dmworker.SourceWorker {
 		w, err := dmworker.NewSourceWorker(name, mysqlSinks(p.downdb), dmworker.WithEtcd(cli), dmworker.WithEtcdPrefix(testPrefix),
-			dmworker.WithStatusInterval(200*1e6))
+			dmworker.WithStatusInterval(200*time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,5 +198,4 @@ func TestSourceWorkerFencing(t *testing.T) {
 		t.Fatalf("B's checkpoint did not move: %s", cp)
 	}
 	checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
-	_ = clientv3.WithPrefix
 }

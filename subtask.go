@@ -601,7 +601,9 @@ type SubTaskStatus struct {
 	Epoch int64
 	// Syncer is the syncer's progress: checkpoint, read position, lag, rows.
 	Syncer SyncerStatus
-	// Retries counts the automatic resumes since the last progress.
+	// Retries counts the automatic resumes since the last progress. While
+	// the subtask waits to resume after a retryable error, Stage stays
+	// Running and LastError holds that error.
 	Retries int
 	// LastError is the error that paused the subtask or is being retried
 	// (nil when none). Resume clears it.
