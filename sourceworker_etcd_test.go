@@ -102,10 +102,18 @@ func TestSourceWorkerEtcd(t *testing.T) {
 	waitSubTaskSynced(t, st, p)
 	checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
 
-	// Stage Stopped stops; deleting the config removes the subtask and
-	// its status.
+	// Stage Stopped stops and keeps the subtask stopped; Running starts it
+	// anew from its checkpoint; deleting the config of the running subtask
+	// removes it and its status.
 	etcdPut(t, cli, testPrefix+"stage/subtask/src/t2", "Stopped")
 	waitStage(t, st2, dmworker.SubTaskStopped)
+	waitUntil(t, "Stopped in etcd", func() bool {
+		return reportOf(t, cli, testPrefix+"status/w1/subtask/t2").Stage == dmworker.SubTaskStopped
+	})
+	mustExec(t, p.updb, "INSERT INTO app.only2 VALUES (3, 'c')")
+	etcdPut(t, cli, testPrefix+"stage/subtask/src/t2", "Running")
+	waitSubTaskSynced(t, st2, p)
+	checkEqual(t, p.updb, p.downdb, "app.only2", "app2.only2")
 	if _, err := cli.Delete(context.Background(), testPrefix+"subtask/src/t2"); err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +127,7 @@ func TestSourceWorkerEtcd(t *testing.T) {
 	}
 	waitUntil(t, "the worker idle", func() bool {
 		s := w.Status(context.Background())
-		return s.Source == "" && len(s.SubTasks) == 0
+		return s.Source == "" && len(s.SubTasks) == 0 && reportOf(t, cli, statusKey).Stage == ""
 	})
 }
 

@@ -156,10 +156,12 @@ var subTaskOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpoint
 // from any goroutine; Pause and Stop return once the running unit has
 // stopped writing.
 type SubTask struct {
-	up   streamer.UpstreamConfig
-	sink Sink
-	opts options
-	log  *slog.Logger
+	name   string // cfg.Name and cfg.Source, which never change
+	source string
+	up     streamer.UpstreamConfig
+	sink   Sink
+	opts   options
+	log    *slog.Logger
 
 	mu       sync.Mutex
 	cfg      SubTaskConfig
@@ -176,6 +178,7 @@ type SubTask struct {
 	unit     string
 	lastErr  error
 	retries  int
+	unsafe   bool // the last syncer run was interrupted: see markUnsafe
 }
 
 // NewSubTask returns a subtask of cfg on the upstream up, writing into sink.
@@ -207,12 +210,14 @@ func NewSubTask(cfg SubTaskConfig, up streamer.UpstreamConfig, sink Sink, opts .
 		return nil, fmt.Errorf("dmworker: subtask %s source %s: a sink is required", cfg.Name, cfg.Source)
 	}
 	t := &SubTask{
-		up:    up,
-		sink:  sink,
-		opts:  o,
-		log:   o.logger.With(slog.String("component", "subtask"), slog.String("task", cfg.Name), slog.String("source", cfg.Source)),
-		stage: SubTaskNew,
-		wake:  make(chan struct{}),
+		name:   cfg.Name,
+		source: cfg.Source,
+		up:     up,
+		sink:   sink,
+		opts:   o,
+		log:    o.logger.With(slog.String("component", "subtask"), slog.String("task", cfg.Name), slog.String("source", cfg.Source)),
+		stage:  SubTaskNew,
+		wake:   make(chan struct{}),
 	}
 	if err := t.build(cfg); err != nil {
 		return nil, err
@@ -278,7 +283,7 @@ func (t *SubTask) Config() SubTaskConfig {
 }
 
 func (t *SubTask) errorf(op string, format string, args ...any) error {
-	return fmt.Errorf("dmworker: subtask %s source %s: %s: %w", t.cfg.Name, t.cfg.Source, op, fmt.Errorf(format, args...))
+	return fmt.Errorf("dmworker: subtask %s source %s: %s: %w", t.name, t.source, op, fmt.Errorf(format, args...))
 }
 
 // Run runs the subtask's units until Stop, ctx's end or, in mode full, the
@@ -334,6 +339,19 @@ func (t *SubTask) Run(ctx context.Context) error {
 		before := s.Status().Checkpoint
 		finished, err := t.runUnits(uctx, s)
 		cancel()
+		if err != nil && t.unit == "syncer" {
+			t.unsafe = true
+		}
+		if t.unsafe {
+			// Best effort now, so that whoever runs the task next (this
+			// subtask after a pause, or another after Stop) replays safely;
+			// runUnits tries again before the next run if this fails.
+			mctx, mcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			if merr := t.markUnsafe(mctx, s); merr != nil {
+				t.log.Warn("could not mark the replay window after an interrupted run", slog.String("error", merr.Error()))
+			}
+			mcancel()
+		}
 
 		t.mu.Lock()
 		t.cancel, t.unitDone = nil, nil
@@ -402,6 +420,11 @@ func (t *SubTask) runUnits(ctx context.Context, s *Syncer) (finished bool, err e
 		return false, t.errorf("snapshot", "%w", ErrModeUnavailable)
 	}
 	t.setUnit("syncer")
+	if t.unsafe {
+		if err := t.markUnsafe(ctx, s); err != nil {
+			return false, err
+		}
+	}
 	if t.opts.set["WithEpoch"] {
 		if err := t.takeOver(ctx, cfg); err != nil {
 			return false, err
@@ -452,6 +475,33 @@ func (t *SubTask) takeOver(ctx context.Context, cfg SubTaskConfig) error {
 	}
 	t.log.Info("took the task over from an older epoch", slog.Int64("old-epoch", old), slog.Int64("epoch", epoch),
 		slog.String("pos", cp.Pos.String()), slog.String("safe-until", cp.SafeUntil.String()))
+	return nil
+}
+
+// markUnsafe makes the next run of the syncer replay in safe mode what its
+// last run read past the stored checkpoint. A run that ended with an error
+// (a pause or stop that cancelled a sink call, a lost connection) may have
+// left a transaction committing downstream whose outcome it did not learn;
+// its data and checkpoint may land after the next run has loaded the older
+// checkpoint. Saving the checkpoint waits for such a transaction (a sink
+// that fences locks the checkpoint row) and sets SafeUntil to the furthest
+// position read, which bounds what it may have applied.
+func (t *SubTask) markUnsafe(ctx context.Context, s *Syncer) error {
+	read := s.Status().Read
+	cp, found, err := t.store.Load(ctx, t.name, t.source)
+	if err != nil {
+		return t.errorf("mark replay window", "load checkpoint: %w", err)
+	}
+	t.unsafe = false
+	if !found || read.Name == "" || read.Compare(cp.Pos) <= 0 || read.Compare(cp.SafeUntil) <= 0 {
+		return nil
+	}
+	cp.SafeUntil = streamer.Position{Name: read.Name, Offset: read.Offset}
+	if err := t.store.Save(ctx, cp); err != nil {
+		t.unsafe = true
+		return t.errorf("mark replay window", "checkpoint at %s safe until %s: %w", cp.Pos, cp.SafeUntil, err)
+	}
+	t.log.Info("the next run replays in safe mode", slog.String("pos", cp.Pos.String()), slog.String("safe-until", cp.SafeUntil.String()))
 	return nil
 }
 
