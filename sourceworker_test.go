@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -162,6 +164,14 @@ func TestSourceWorkerDirect(t *testing.T) {
 	}
 	if res.Kept.IsZero() {
 		t.Fatalf("purge kept nothing back: %+v", res)
+	}
+	// What the subtasks registered (at most their checkpoints) stays.
+	sub := onlySubdir(t, w.Status(context.Background()).Relay.Dir)
+	for _, name := range []string{"a", "b"} {
+		cp := taskStatus(w, name)().Syncer.Checkpoint
+		if _, err := os.Stat(filepath.Join(sub, cp.Name)); err != nil {
+			t.Fatalf("purge removed %s, which holds subtask %s's checkpoint %s: %v (removed %v)", cp.Name, name, cp, err, res.Removed)
+		}
 	}
 
 	// Liveness lost: everything stops at once.
