@@ -1,9 +1,13 @@
 package dmworker_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +17,24 @@ import (
 )
 
 const testPrefix = "/dmtest/"
+
+// lockedBuffer collects logs written from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
 
 // TestSourceWorkerEtcd: a worker driven through etcd. Writing a subtask
 // config starts it; its stage key pauses and resumes it; a compaction of
@@ -25,8 +47,9 @@ func TestSourceWorkerEtcd(t *testing.T) {
 	e := testserver.StartEtcd(t)
 	cli := e.Client
 	live := newTestLiveness()
+	logs := &lockedBuffer{}
 	w, err := dmworker.NewSourceWorker("w1", mysqlSinks(p.downdb), dmworker.WithEtcd(cli), dmworker.WithEtcdPrefix(testPrefix),
-		dmworker.WithLiveness(live), dmworker.WithStatusInterval(200*time.Millisecond))
+		dmworker.WithLiveness(live), dmworker.WithLogger(slog.New(slog.NewTextHandler(logs, nil))), dmworker.WithStatusInterval(200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +60,9 @@ func TestSourceWorkerEtcd(t *testing.T) {
 		if !armed.CompareAndSwap(true, false) {
 			return
 		}
-		resp := etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Paused")
+		etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Paused")
+		// Compact past the put: the watch from rev+1 must fail.
+		resp := etcdPut(t, cli, testPrefix+"unwatched", "x")
 		if _, err := cli.Compact(context.Background(), resp.Header.Revision); err != nil {
 			t.Errorf("compact: %v", err)
 		}
@@ -75,6 +100,9 @@ func TestSourceWorkerEtcd(t *testing.T) {
 	waitUntil(t, "t1 updated and paused after the compaction", func() bool {
 		return !armed.Load() && st().Stage == dmworker.SubTaskPaused && w.Status(context.Background()).SubTasks[0].Name == "t1"
 	})
+	if !strings.Contains(logs.String(), "compacted at revision") {
+		t.Fatalf("the worker did not meet the compaction; its log:\n%s", logs.String())
+	}
 	etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Running")
 	waitStage(t, st, dmworker.SubTaskRunning)
 	syncWorkload(t, p.updb, rnd, 40)
