@@ -339,7 +339,9 @@ func (t *SubTask) Run(ctx context.Context) error {
 		before := s.Status().Checkpoint
 		finished, err := t.runUnits(uctx, s)
 		cancel()
-		if err != nil && t.unit == "syncer" {
+		if t.unit == "syncer" {
+			// Even a clean stop may leave rows of a transaction it had
+			// only begun to read applied past the checkpoint.
 			t.unsafe = true
 		}
 		if t.unsafe {
@@ -479,13 +481,14 @@ func (t *SubTask) takeOver(ctx context.Context, cfg SubTaskConfig) error {
 }
 
 // markUnsafe makes the next run of the syncer replay in safe mode what its
-// last run read past the stored checkpoint. A run that ended with an error
-// (a pause or stop that cancelled a sink call, a lost connection) may have
-// left a transaction committing downstream whose outcome it did not learn;
-// its data and checkpoint may land after the next run has loaded the older
-// checkpoint. Saving the checkpoint waits for such a transaction (a sink
-// that fences locks the checkpoint row) and sets SafeUntil to the furthest
-// position read, which bounds what it may have applied.
+// last run read past the stored checkpoint. A run that stopped may have
+// applied rows past its checkpoint: when stopped in the middle of a
+// transaction it flushes the rows read so far with the checkpoint at the
+// transaction's start, and when a pause, stop or lost connection cut a sink
+// call short, the transaction may still commit downstream after the next
+// run has loaded the older checkpoint. Saving the checkpoint waits for such
+// a transaction (a sink that fences locks the checkpoint row) and sets
+// SafeUntil to the furthest position read, which bounds what was applied.
 func (t *SubTask) markUnsafe(ctx context.Context, s *Syncer) error {
 	read := s.Status().Read
 	cp, found, err := t.store.Load(ctx, t.name, t.source)

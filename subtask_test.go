@@ -118,6 +118,20 @@ func TestSubTaskStages(t *testing.T) {
 	if paused.Stage != dmworker.SubTaskPaused {
 		t.Fatalf("after Pause: stage %s", paused.Stage)
 	}
+	// Whatever was read past the checkpoint (the start of a transaction
+	// the pause cut) is marked for a safe-mode replay.
+	var cpText, safeText string
+	if err := p.downdb.QueryRow("SELECT pos, safe_until FROM dmworker_meta.checkpoint WHERE task = 'stages'").Scan(&cpText, &safeText); err != nil {
+		t.Fatal(err)
+	}
+	stored, err1 := streamer.ParsePosition(cpText)
+	safe, err2 := streamer.ParsePosition(safeText)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("stored checkpoint %q safe until %q: %v %v", cpText, safeText, err1, err2)
+	}
+	if read := paused.Syncer.Read; read.Compare(stored) > 0 && read.Compare(safe) > 0 {
+		t.Fatalf("paused after reading to %s, checkpoint %s, safe only until %s", read, stored, safe)
+	}
 	<-wl
 	// Pause returned once the syncer stopped: nothing moved since.
 	if now := st.Status(); !now.Syncer.Checkpoint.Equal(paused.Syncer.Checkpoint) || now.Syncer.Rows != paused.Syncer.Rows {
