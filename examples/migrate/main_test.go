@@ -258,4 +258,8 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 	if err != nil || len(resp.Kvs) == 0 || !strings.Contains(string(resp.Kvs[0].Value), `"stage":"Stopped"`) {
 		t.Fatalf("no final status of the subtask in etcd: %v %v", resp, err)
 	}
+	resp, err = e.Client.Get(ctx, "/dmworker/status/w1/relay")
+	if err != nil || len(resp.Kvs) == 0 || !strings.Contains(string(resp.Kvs[0].Value), `"relayed":"0-410.000001/mysql-bin.000001:`) {
+		t.Fatalf("no relay status in etcd: %v %v", resp, err)
+	}
 }
