@@ -22,8 +22,8 @@ import (
 //	                                         source config turns relay on).
 //	<prefix>stage/subtask/<source>/<task>    Host: a subtask's expected stage, the text
 //	                                         "Running", "Paused" or "Stopped" (no key: Running).
-//	<prefix>status/<worker>/relay            Worker: its relay's status (JSON).
-//	<prefix>status/<worker>/subtask/<task>   Worker: a subtask's status (JSON).
+//	<prefix>status/<worker>/relay            Worker: its relay's status (RelayReport).
+//	<prefix>status/<worker>/subtask/<task>   Worker: a subtask's status (SubTaskReport).
 //	<prefix>coordinator/<lease>              Coordinator: the election among coordinators, in
 //	                                         the layout of etcd's concurrency.Election: one key
 //	                                         per coordinator, named by its lease in hex, put
@@ -32,6 +32,24 @@ import (
 //	<prefix>checkpoint/<task>/<source>       EtcdCheckpointStore: checkpoints.
 //
 // Names (worker, source, task) must be non-empty and hold no "/".
+//
+// How a SourceWorker reads them: it reads bound/<worker>, then the source's
+// config, subtask configs and stage keys at that one revision, applies them,
+// and watches those keys from the next revision; after any change, watch
+// failure or compaction it reads them all again and reconciles. A subtask
+// runs for each subtask/<source>/<task> (its Name may be omitted: the key
+// names it); a stage key without a config is ignored. Writing a stage key
+// again with the same value applies it again: "Running" resumes a subtask
+// an error paused. "Stopped" stops a subtask and keeps it stopped;
+// deleting its config removes it and its status key. A new ModRevision of
+// the bound key (a rebinding, even to the same source) restarts the
+// worker's subtasks under the new epoch; a subtask whose stored checkpoint
+// is from an older epoch first takes the task over (it stores the
+// checkpoint under its epoch, which fences off the old writer, and replays
+// up to the upstream's current end in safe mode). Status keys are written
+// within a second of a stage change and every WithStatusInterval; a worker
+// that stops serving a subtask deletes its key, and Close leaves a last
+// report (stage Stopped).
 const (
 	keyWorker       = "worker/"
 	keyBound        = "bound/"

@@ -3,11 +3,14 @@ package dmworker_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/go-sql-driver/mysql" // the driver sql.Open("mysql") needs
@@ -134,6 +137,253 @@ func ExampleMemoryCheckpointStore() {
 	// <nil>
 	// true
 	// mysql-bin.000002:120 2 true
+}
+
+// A SubTask runs one task on one source, with stages the host drives: here
+// it is paused for a config change and resumed. (Not run: it needs servers.)
+func ExampleNewSubTask() {
+	up, err := streamer.ParseUpstream("repl:secret@127.0.0.1:3306")
+	if err != nil {
+		log.Fatal(err)
+	}
+	downstream, err := sql.Open("mysql", "root:pw@tcp(127.0.0.1:3307)/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	sink, err := mysqlsink.New(downstream)
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg := dmworker.SubTaskConfig{Name: "orders", Mode: dmworker.ModeIncremental,
+		Filter: dmworker.BlockAllowList{DoDBs: []string{"shop"}}}
+	st, err := dmworker.NewSubTask(cfg, up, sink,
+		dmworker.WithAutoResume(time.Second, time.Minute, 10)) // the defaults
+	if err != nil {
+		log.Fatal(err)
+	}
+	go func() {
+		if err := st.Run(context.Background()); err != nil {
+			log.Print(err)
+		}
+	}()
+	defer st.Stop()
+
+	if err := st.Pause(); err != nil { // returns once nothing is written
+		log.Fatal(err)
+	}
+	cfg.Filter.DoDBs = append(cfg.Filter.DoDBs, "billing")
+	if err := st.Update(cfg); err != nil {
+		log.Fatal(err)
+	}
+	if err := st.Resume(); err != nil {
+		log.Fatal(err)
+	}
+	s := st.Status()
+	fmt.Println(s.Stage, s.Syncer.Checkpoint, s.Syncer.LagSeconds, s.LastError)
+}
+
+// A SourceWorker in direct mode: the host gives it its source and drives
+// its subtasks; with EnableRelay they read a local relay log. (Not run: it
+// needs servers.)
+func ExampleNewSourceWorker() {
+	up, err := streamer.ParseUpstream("repl:secret@127.0.0.1:3306")
+	if err != nil {
+		log.Fatal(err)
+	}
+	downstream, err := sql.Open("mysql", "root:pw@tcp(127.0.0.1:3307)/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	sinks := func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
+		return mysqlsink.New(downstream)
+	}
+	w, err := dmworker.NewSourceWorker("worker-1", sinks,
+		dmworker.WithSource(dmworker.SourceConfig{Name: "shop-db", Upstream: up, EnableRelay: true}),
+		dmworker.WithRelayDir("/var/lib/dmworker/relay"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	go func() {
+		if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "orders"}); err != nil {
+			log.Print(err)
+		}
+		for _, st := range w.Status(ctx).SubTasks {
+			fmt.Println(st.Name, st.Stage, st.Syncer.Checkpoint)
+		}
+	}()
+	if err := w.Run(ctx); err != nil { // until ctx ends; subtasks and relay stop with it
+		log.Fatal(err)
+	}
+}
+
+// In etcd mode a SourceWorker takes its source, subtasks and stages from
+// etcd (see the key layout in the package doc): here the host writes them
+// itself, as a coordinator would. (Not run: it needs servers and etcd.)
+func ExampleWithEtcd() {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:2379"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	up, _ := streamer.ParseUpstream("repl:secret@127.0.0.1:3306")
+	src, _ := json.Marshal(dmworker.SourceConfig{Name: "shop-db", Upstream: up})
+	task, _ := json.Marshal(dmworker.SubTaskConfig{Name: "orders"})
+	ctx := context.Background()
+	if _, err := cli.Txn(ctx).Then(
+		clientv3.OpPut("/dmworker/source/shop-db", string(src)),
+		clientv3.OpPut("/dmworker/subtask/shop-db/orders", string(task)),
+		clientv3.OpPut("/dmworker/bound/worker-1", `{"source":"shop-db"}`), // the coordinator's job
+	).Commit(); err != nil {
+		log.Fatal(err)
+	}
+	downstream, _ := sql.Open("mysql", "root:pw@tcp(127.0.0.1:3307)/")
+	w, err := dmworker.NewSourceWorker("worker-1",
+		func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
+			return mysqlsink.New(downstream)
+		},
+		dmworker.WithEtcd(cli))
+	if err != nil {
+		log.Fatal(err)
+	}
+	go func() {
+		// Pause the task: the worker applies it and reports the stage under
+		// /dmworker/status/worker-1/subtask/orders.
+		_, _ = cli.Put(ctx, "/dmworker/stage/subtask/shop-db/orders", "Paused")
+	}()
+	if err := w.Run(ctx); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// A SubTaskConfig is what a host writes under subtask/<source>/<task> in
+// etcd, or in a file: zero fields take their documented defaults.
+func ExampleSubTaskConfig() {
+	cfg := dmworker.SubTaskConfig{
+		Name:   "orders",
+		Mode:   dmworker.ModeIncremental,
+		Filter: dmworker.BlockAllowList{DoDBs: []string{"shop"}},
+		Routes: []dmworker.RouteRule{{SchemaPattern: "shop", TablePattern: "orders_*", TargetSchema: "shop", TargetTable: "orders"}},
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var back dmworker.SubTaskConfig
+	if err := json.Unmarshal(b, &back); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(back.Name, back.Mode, back.Filter.DoDBs, back.Routes[0].TargetTable)
+	// Output:
+	// orders incremental [shop] orders
+}
+
+// A SourceConfig is what a host writes under source/<source>: the upstream
+// and whether to keep a relay log of it.
+func ExampleSourceConfig() {
+	up, _ := streamer.ParseUpstream("repl:secret@10.0.0.5:3306")
+	src := dmworker.SourceConfig{Name: "shop-db", Upstream: up, EnableRelay: true,
+		PurgeInterval: dmworker.Duration(time.Hour), PurgeExpires: dmworker.Duration(7 * 24 * time.Hour)}
+	b, _ := json.Marshal(src)
+	var back dmworker.SourceConfig
+	_ = json.Unmarshal(b, &back)
+	fmt.Println(back.Name, back.Upstream.Addr(), back.EnableRelay, time.Duration(back.PurgeExpires))
+	// Output:
+	// shop-db 10.0.0.5:3306 true 168h0m0s
+}
+
+// A coordinator reads what workers report under status/<worker>/.
+func ExampleSubTaskReport() {
+	value := `{"worker":"w1","name":"orders","source":"shop-db","mode":"incremental","stage":"Paused",` +
+		`"epoch":42,"error":"dmworker: write from a stale epoch refused","stale-epoch":true}`
+	var r dmworker.SubTaskReport
+	if err := json.Unmarshal([]byte(value), &r); err != nil {
+		log.Fatal(err)
+	}
+	if r.Stage == dmworker.SubTaskPaused && r.StaleEpoch {
+		fmt.Printf("%s on %s was fenced off (epoch %d): another worker writes it now\n", r.Name, r.Worker, r.Epoch)
+	}
+	// Output:
+	// orders on w1 was fenced off (epoch 42): another worker writes it now
+}
+
+// switchLiveness is a Liveness a host switches itself (a KeepAlive is the
+// usual one).
+type switchLiveness struct {
+	mu      sync.Mutex
+	alive   bool
+	changed chan struct{}
+}
+
+func (s *switchLiveness) Alive() (bool, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.alive, s.changed
+}
+
+func (s *switchLiveness) set(alive bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.alive = alive
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// A SourceWorker given a Liveness stops its subtasks and relay at once when
+// it says not alive, and starts them again when alive.
+func ExampleLiveness() {
+	l := &switchLiveness{alive: true, changed: make(chan struct{})}
+	_, changed := l.Alive()
+	l.set(false) // the worker would stop everything now
+	<-changed
+	alive, _ := l.Alive()
+	fmt.Println(alive)
+	_ = dmworker.WithLiveness(l)
+	// Output:
+	// false
+}
+
+// A SinkFactory gives each subtask its sink; one that also implements
+// io.Closer is closed when the worker drops the subtask.
+func ExampleSinkFactory() {
+	downstream, err := sql.Open("mysql", "root:pw@tcp(127.0.0.1:3307)/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer downstream.Close()
+	var sinks dmworker.SinkFactory = func(ctx context.Context, src dmworker.SourceConfig, task dmworker.SubTaskConfig) (dmworker.Sink, error) {
+		// One checkpoint schema per source, say.
+		return mysqlsink.New(downstream, mysqlsink.WithCheckpointSchema("dmworker_"+strings.ReplaceAll(src.Name, "-", "_")))
+	}
+	_, err = dmworker.NewSourceWorker("w1", sinks, dmworker.WithSource(dmworker.SourceConfig{Name: "shop-db",
+		Upstream: streamer.UpstreamConfig{Host: "127.0.0.1", Port: 3306, User: "repl"}}))
+	fmt.Println(err)
+	// Output:
+	// <nil>
+}
+
+// PurgeRelay removes relay files no subtask needs any more. (Not run: it
+// needs a running worker with relay on.)
+func ExampleSourceWorker_PurgeRelay() {
+	var w *dmworker.SourceWorker // a running worker with relay on
+	res, err := w.PurgeRelay(dmworker.RelayPurge{Before: time.Now().Add(-24 * time.Hour)})
+	if errors.Is(err, dmworker.ErrRelayOff) {
+		return
+	}
+	fmt.Println(len(res.Removed), "files removed; kept from", res.Kept)
+}
+
+// Status lists the worker's source, relay and subtasks. (Not run.)
+func ExampleSourceWorker_Status() {
+	var w *dmworker.SourceWorker // a running worker
+	st := w.Status(context.Background())
+	if st.Relay != nil {
+		fmt.Println("relay", st.Relay.Stage, st.Relay.Relayed, st.Relay.BytesBehind)
+	}
+	for _, t := range st.SubTasks {
+		fmt.Println(t.Name, t.Stage, t.Unit, t.Syncer.Checkpoint, t.Syncer.LagSeconds, t.LastError)
+	}
 }
 
 // A KeepAlive registers a worker in etcd; the worker serves only while Alive

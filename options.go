@@ -40,6 +40,17 @@ type options struct {
 	sinkRetry       time.Duration
 	epoch           int64
 
+	// SubTask
+	resumeInitial  time.Duration
+	resumeMax      time.Duration
+	resumeAttempts int
+
+	// SourceWorker
+	source         *SourceConfig
+	relayBaseDir   string
+	liveness       Liveness
+	statusInterval time.Duration
+
 	// etcd (SourceWorker, KeepAlive, Coordinator)
 	etcd       *clientv3.Client
 	etcdPrefix string

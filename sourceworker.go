@@ -1,4 +1,972 @@
 package dmworker
 
-// This file will hold SourceWorker: one upstream source, its relay and its
-// subtasks, driven directly or through etcd. It is not built yet.
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// SourceConfig is one upstream source as a SourceWorker serves it: how to
+// reach it and whether to keep a relay log of it. It is a plain struct so
+// that it can travel through files and etcd (it is the JSON value of the key
+// source/<source>).
+type SourceConfig struct {
+	// Name identifies the source in etcd keys, checkpoints, logs and
+	// status. Required, no "/". It replaces Upstream.Name.
+	Name string `json:"name" toml:"name"`
+	// Upstream is the server: host, port, user, password, flavour and
+	// server id. Upstream.ServerID, when set, is the relay's; subtasks
+	// reading the upstream directly (relay off) each pick their own, since
+	// two binlog dumps with one server id make the server drop one.
+	Upstream streamer.UpstreamConfig `json:"upstream" toml:"upstream"`
+	// EnableRelay keeps a relay log of the source, and subtasks read it
+	// instead of the upstream. Default off.
+	EnableRelay bool `json:"enable-relay,omitempty" toml:"enable-relay"`
+	// RelayDir is the relay directory: an absolute path, or one relative
+	// to the worker's WithRelayDir. Default: the source's Name under
+	// WithRelayDir.
+	RelayDir string `json:"relay-dir,omitempty" toml:"relay-dir"`
+	// RelayStart is where an empty relay directory starts (see
+	// WithRelayStart). Default: the beginning of the upstream's current
+	// binlog file. A subtask whose checkpoint is older than what the relay
+	// holds fails with streamer.ErrBinlogPurged.
+	RelayStart streamer.Position `json:"relay-start,omitzero" toml:"-"`
+	// PurgeInterval, PurgeExpires and PurgeRemainSpace turn on the relay's
+	// automatic purge (see WithAutoPurge). Default off.
+	PurgeInterval    Duration `json:"purge-interval,omitzero" toml:"purge-interval"`
+	PurgeExpires     Duration `json:"purge-expires,omitzero" toml:"purge-expires"`
+	PurgeRemainSpace uint64   `json:"purge-remain-space,omitempty" toml:"purge-remain-space"`
+}
+
+// adjust checks the config and resolves the relay directory under base.
+func (c *SourceConfig) adjust(base string) error {
+	if !validName(c.Name) {
+		return fmt.Errorf("source name %q must be non-empty and hold no '/'", c.Name)
+	}
+	c.Upstream.Name = c.Name
+	if err := c.Upstream.Validate(); err != nil {
+		return fmt.Errorf("source %s: %w", c.Name, err)
+	}
+	if !c.EnableRelay {
+		return nil
+	}
+	dir := c.RelayDir
+	if dir == "" {
+		dir = c.Name
+	}
+	if !filepath.IsAbs(dir) {
+		if base == "" {
+			return fmt.Errorf("source %s: relay directory %q is relative and the worker has no WithRelayDir", c.Name, dir)
+		}
+		dir = filepath.Join(base, dir)
+	}
+	c.RelayDir = dir
+	switch {
+	case c.PurgeInterval < 0 || c.PurgeExpires < 0:
+		return fmt.Errorf("source %s: relay purge interval and age must not be negative", c.Name)
+	case c.PurgeInterval > 0 && c.PurgeExpires == 0 && c.PurgeRemainSpace == 0:
+		return fmt.Errorf("source %s: relay auto purge needs purge-expires or purge-remain-space", c.Name)
+	}
+	if !c.RelayStart.IsZero() {
+		if err := c.RelayStart.Validate(); err != nil {
+			return fmt.Errorf("source %s: relay start: %w", c.Name, err)
+		}
+		if c.RelayStart.Name == "" && c.RelayStart.GTIDSet == nil {
+			return fmt.Errorf("source %s: relay start needs a file or a GTID set", c.Name)
+		}
+	}
+	return nil
+}
+
+// relayOptions are the relay's options from the source config.
+func (c *SourceConfig) relayOptions(log *slog.Logger) []Option {
+	opts := []Option{WithLogger(log)}
+	if !c.RelayStart.IsZero() {
+		opts = append(opts, WithRelayStart(c.RelayStart))
+	}
+	if c.PurgeInterval > 0 {
+		opts = append(opts, WithAutoPurge(time.Duration(c.PurgeInterval), time.Duration(c.PurgeExpires), c.PurgeRemainSpace))
+	}
+	return opts
+}
+
+// SinkFactory makes the sink a subtask writes into. A SourceWorker calls it
+// each time it starts a subtask (again after an update of its config that
+// needs a new subtask, a rebinding or a return of liveness); when the sink
+// also implements io.Closer, the worker closes it when it drops the subtask.
+type SinkFactory func(ctx context.Context, source SourceConfig, task SubTaskConfig) (Sink, error)
+
+// Liveness tells a SourceWorker whether it may work: *KeepAlive implements it.
+type Liveness interface {
+	// Alive reports whether the worker's registration is confirmed now, and a channel closed at the next change.
+	Alive() (alive bool, changed <-chan struct{})
+}
+
+type alwaysAlive struct{}
+
+func (alwaysAlive) Alive() (bool, <-chan struct{}) { return true, nil }
+
+// WithLiveness makes a SourceWorker work only while l says it is alive: it
+// stops its subtasks and relay at once when l says not alive, and starts
+// them again from its state (in etcd mode, re-read from etcd) when alive
+// again. Default: always alive.
+func WithLiveness(l Liveness) Option {
+	return Option{"WithLiveness", func(o *options) { o.liveness = l }}
+}
+
+// WithSource makes a SourceWorker serve one source the host drives
+// directly (StartSubTask, PauseSubTask, ...), with no etcd. Exactly one of
+// WithSource and WithEtcd is required.
+func WithSource(cfg SourceConfig) Option {
+	return Option{"WithSource", func(o *options) { c := cfg; o.source = &c }}
+}
+
+// WithRelayDir sets the directory under which a SourceWorker keeps its
+// sources' relay logs (see SourceConfig.RelayDir). Default: none, so relay
+// needs an absolute SourceConfig.RelayDir.
+func WithRelayDir(dir string) Option {
+	return Option{"WithRelayDir", func(o *options) { o.relayBaseDir = dir }}
+}
+
+// WithStatusInterval sets how often a SourceWorker in etcd mode writes its
+// status under status/<worker>/ even when no stage changed (stage changes
+// are written within a second). Default 10s.
+func WithStatusInterval(d time.Duration) Option {
+	return Option{"WithStatusInterval", func(o *options) { o.statusInterval = d }}
+}
+
+const defaultStatusInterval = 10 * time.Second
+
+var sourceWorkerOptions = []string{"WithLogger", "WithEtcd", "WithEtcdPrefix", "WithSource", "WithRelayDir", "WithLiveness",
+	"WithStatusInterval", "WithAutoResume", "WithCheckpointStore", "WithSinkRetry"}
+
+// SourceWorker errors.
+var (
+	// ErrEtcdMode is returned by the direct-mode methods (StartSubTask,
+	// PauseRelay, ...) of a worker driven through etcd: write the keys
+	// instead.
+	ErrEtcdMode = errors.New("dmworker: the worker is driven through etcd")
+	// ErrSubTaskNotFound means the worker has no subtask of that name.
+	ErrSubTaskNotFound = errors.New("dmworker: no such subtask")
+	// ErrSubTaskExists means StartSubTask named a subtask the worker has.
+	ErrSubTaskExists = errors.New("dmworker: subtask already exists")
+	// ErrRelayOff means a relay operation on a source without relay.
+	ErrRelayOff = errors.New("dmworker: the source has no relay")
+	// ErrWorkerClosed is returned by Run after Close, and by a second Run.
+	ErrWorkerClosed = errors.New("dmworker: source worker closed or already running")
+)
+
+// SourceWorker serves one upstream source: it holds the source's config,
+// its Relay when relay is on, and the source's subtasks, which read the
+// relay when it is on and the upstream when it is off.
+//
+// In direct mode (WithSource) the host drives it with StartSubTask,
+// PauseSubTask, ResumeSubTask, UpdateSubTask, StopSubTask, PauseRelay,
+// ResumeRelay and PurgeRelay. In etcd mode (WithEtcd) it reads which source
+// is bound to it, that source's config, subtasks and stages from etcd,
+// applies them, follows their changes, fences its writes with the binding's
+// epoch and reports status; see the key layout in the package doc.
+//
+// Run works until ctx ends or Close; subtasks run only while Run does (and,
+// with WithLiveness, while alive). Methods are safe for concurrent use.
+type SourceWorker struct {
+	name  string
+	sinks SinkFactory
+	opts  options
+	log   *slog.Logger
+	keys  etcdKeys
+
+	// testHookBeforeWatch, when set, runs before the watch starts at rev.
+	testHookBeforeWatch func(rev int64)
+
+	mu      sync.Mutex // guards desired, alive, closed, running, runCtx, cancel, done
+	desired workerState
+	alive   bool
+	closed  bool
+	running bool
+	runCtx  context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	applyMu      sync.Mutex // serialises reconcile; guards the fields below
+	applied      *SourceConfig
+	applyErr     error // why the source could not be applied
+	appliedEpoch int64
+	relay        *relayRun
+	tasks        map[string]*liveTask
+	wg           sync.WaitGroup // subtask and relay goroutines
+	reported     map[string]string
+}
+
+// workerState is what the worker should be doing.
+type workerState struct {
+	source      *SourceConfig // nil: no source
+	epoch       int64         // binding epoch (etcd mode)
+	bound       string        // the source bound (etcd mode), even when source is nil
+	err         error         // why source is nil although one is bound
+	relayPaused bool
+	tasks       map[string]desiredTask
+}
+
+type desiredTask struct {
+	cfg   SubTaskConfig
+	stage SubTaskStage // Running, Paused or Stopped
+	// rev changes when the stage is set again (in etcd, the stage key's
+	// ModRevision): the stage is then applied again even if unchanged.
+	rev int64
+	err error // the config could not be read
+}
+
+// liveTask is a subtask as applied.
+type liveTask struct {
+	cfg        SubTaskConfig
+	applied    SubTaskStage // the desired stage last applied
+	appliedRev int64        // and its revision
+	t          *SubTask     // nil when it could not be built, or stage Stopped before any start
+	sink       Sink
+	err        error // why t is nil, or why the last update failed
+	done       chan struct{}
+}
+
+// relayRun is a relay as applied.
+type relayRun struct {
+	r      *Relay
+	paused bool
+	done   chan struct{}
+	mu     sync.Mutex
+	err    error
+}
+
+// NewSourceWorker returns a worker named name (its etcd keys use the name)
+// that gets its subtasks' sinks from sinks. It checks its arguments;
+// nothing runs until Run.
+func NewSourceWorker(name string, sinks SinkFactory, opts ...Option) (*SourceWorker, error) {
+	o, err := collect("SourceWorker", sourceWorkerOptions, opts)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !validName(name):
+		return nil, fmt.Errorf("dmworker: source worker name %q must be non-empty and hold no '/'", name)
+	case sinks == nil:
+		return nil, fmt.Errorf("dmworker: source worker %s: a sink factory is required", name)
+	case o.source == nil && o.etcd == nil:
+		return nil, fmt.Errorf("dmworker: source worker %s: give WithSource (direct mode) or WithEtcd", name)
+	case o.source != nil && o.etcd != nil:
+		return nil, fmt.Errorf("dmworker: source worker %s: WithSource and WithEtcd exclude each other", name)
+	case o.etcd == nil && (o.set["WithEtcdPrefix"] || o.set["WithStatusInterval"]):
+		return nil, fmt.Errorf("dmworker: source worker %s: WithEtcdPrefix and WithStatusInterval need WithEtcd", name)
+	case o.set["WithStatusInterval"] && o.statusInterval <= 0:
+		return nil, fmt.Errorf("dmworker: source worker %s: status interval %s must be positive", name, o.statusInterval)
+	case o.set["WithLiveness"] && o.liveness == nil:
+		return nil, fmt.Errorf("dmworker: source worker %s: WithLiveness(nil)", name)
+	}
+	if o.liveness == nil {
+		o.liveness = alwaysAlive{}
+	}
+	if o.statusInterval == 0 {
+		o.statusInterval = defaultStatusInterval
+	}
+	if o.relayBaseDir != "" {
+		if o.relayBaseDir, err = filepath.Abs(o.relayBaseDir); err != nil {
+			return nil, fmt.Errorf("dmworker: source worker %s: relay dir: %w", name, err)
+		}
+	}
+	w := &SourceWorker{
+		name:     name,
+		sinks:    sinks,
+		opts:     o,
+		log:      o.logger.With(slog.String("component", "source-worker"), slog.String("worker", name)),
+		keys:     newEtcdKeys(o.etcdPrefix),
+		tasks:    map[string]*liveTask{},
+		reported: map[string]string{},
+	}
+	w.desired.tasks = map[string]desiredTask{}
+	if o.source != nil {
+		src := *o.source
+		if err := src.adjust(o.relayBaseDir); err != nil {
+			return nil, fmt.Errorf("dmworker: source worker %s: %w", name, err)
+		}
+		w.desired.source = &src
+	}
+	return w, nil
+}
+
+// Name is the worker's name.
+func (w *SourceWorker) Name() string { return w.name }
+
+// Run applies the worker's state until ctx ends or Close is called, and
+// returns nil then, after stopping its subtasks and relay. In etcd mode it
+// reads and follows the state in etcd, surviving etcd outages and watch
+// compaction by reading it again. It fails with ErrWorkerClosed after Close
+// or while another Run runs.
+func (w *SourceWorker) Run(ctx context.Context) error {
+	w.mu.Lock()
+	if w.closed || w.running {
+		w.mu.Unlock()
+		return fmt.Errorf("source worker %s: %w", w.name, ErrWorkerClosed)
+	}
+	w.running = true
+	ctx, cancel := context.WithCancel(ctx)
+	w.runCtx, w.cancel = ctx, cancel
+	w.done = make(chan struct{})
+	done := w.done
+	w.mu.Unlock()
+	defer func() {
+		cancel()
+		w.applyMu.Lock()
+		w.shutdown()
+		w.applyMu.Unlock()
+		w.mu.Lock()
+		w.running, w.alive = false, false
+		w.mu.Unlock()
+		close(done)
+	}()
+	if w.opts.etcd != nil {
+		w.runEtcd(ctx)
+		return nil
+	}
+	for {
+		alive, changed := w.opts.liveness.Alive()
+		w.setAlive(alive)
+		w.reconcile()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (w *SourceWorker) setAlive(alive bool) {
+	w.mu.Lock()
+	if w.alive != alive {
+		w.log.Info("liveness changed", slog.Bool("alive", alive))
+	}
+	w.alive = alive
+	w.mu.Unlock()
+}
+
+// Close stops Run (subtasks and relay first) and waits for it to return.
+// It is safe to call more than once, and before Run.
+func (w *SourceWorker) Close() error {
+	w.mu.Lock()
+	w.closed = true
+	cancel, done, running := w.cancel, w.done, w.running
+	w.mu.Unlock()
+	if running {
+		cancel()
+		<-done
+	}
+	return nil
+}
+
+// direct checks that the worker is in direct mode.
+func (w *SourceWorker) direct(op string) error {
+	if w.opts.etcd != nil {
+		return fmt.Errorf("dmworker: source worker %s: %s: %w (write the keys under %s)", w.name, op, ErrEtcdMode, w.keys.prefix)
+	}
+	return nil
+}
+
+// StartSubTask adds a subtask and starts it (at once when Run runs and the
+// worker is alive, else when it does). The config is checked first; the
+// error of building or starting the subtask is returned too.
+func (w *SourceWorker) StartSubTask(cfg SubTaskConfig) error {
+	if err := w.direct("start subtask"); err != nil {
+		return err
+	}
+	src := w.desired.source // fixed in direct mode
+	if err := cfg.adjust(src.Upstream); err != nil {
+		return fmt.Errorf("dmworker: source worker %s: %w", w.name, err)
+	}
+	w.mu.Lock()
+	if _, ok := w.desired.tasks[cfg.Name]; ok {
+		w.mu.Unlock()
+		return fmt.Errorf("dmworker: source worker %s: subtask %s: %w", w.name, cfg.Name, ErrSubTaskExists)
+	}
+	w.desired.tasks[cfg.Name] = desiredTask{cfg: cfg, stage: SubTaskRunning}
+	w.mu.Unlock()
+	return w.reconcile()[cfg.Name]
+}
+
+// PauseSubTask pauses a subtask; it returns once the subtask has stopped
+// writing.
+func (w *SourceWorker) PauseSubTask(name string) error {
+	return w.setStage("pause subtask", name, SubTaskPaused)
+}
+
+// ResumeSubTask resumes a paused subtask (also one an error paused).
+func (w *SourceWorker) ResumeSubTask(name string) error {
+	return w.setStage("resume subtask", name, SubTaskRunning)
+}
+
+// StopSubTask stops a subtask and removes it from the worker; its
+// checkpoint stays, so StartSubTask with the same name continues from it.
+func (w *SourceWorker) StopSubTask(name string) error {
+	if err := w.direct("stop subtask"); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	if _, ok := w.desired.tasks[name]; !ok {
+		w.mu.Unlock()
+		return fmt.Errorf("dmworker: source worker %s: stop subtask %s: %w", w.name, name, ErrSubTaskNotFound)
+	}
+	delete(w.desired.tasks, name)
+	w.mu.Unlock()
+	return w.reconcile()[name]
+}
+
+// UpdateSubTask replaces a subtask's config (see SubTask.Update for what may
+// change): the subtask is paused, updated and resumed if it was running.
+// A change of mode makes a new subtask, which continues from the
+// checkpoint.
+func (w *SourceWorker) UpdateSubTask(cfg SubTaskConfig) error {
+	if err := w.direct("update subtask"); err != nil {
+		return err
+	}
+	if err := cfg.adjust(w.desired.source.Upstream); err != nil {
+		return fmt.Errorf("dmworker: source worker %s: %w", w.name, err)
+	}
+	w.mu.Lock()
+	d, ok := w.desired.tasks[cfg.Name]
+	if !ok {
+		w.mu.Unlock()
+		return fmt.Errorf("dmworker: source worker %s: update subtask %s: %w", w.name, cfg.Name, ErrSubTaskNotFound)
+	}
+	d.cfg = cfg
+	w.desired.tasks[cfg.Name] = d
+	w.mu.Unlock()
+	return w.reconcile()[cfg.Name]
+}
+
+func (w *SourceWorker) setStage(op, name string, stage SubTaskStage) error {
+	if err := w.direct(op); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	d, ok := w.desired.tasks[name]
+	if !ok {
+		w.mu.Unlock()
+		return fmt.Errorf("dmworker: source worker %s: %s %s: %w", w.name, op, name, ErrSubTaskNotFound)
+	}
+	// A new revision applies the stage again even when it is unchanged:
+	// ResumeSubTask resumes a subtask an error paused.
+	d.stage = stage
+	d.rev++
+	w.desired.tasks[name] = d
+	w.mu.Unlock()
+	return w.reconcile()[name]
+}
+
+// PauseRelay pauses the relay (subtasks wait at its end).
+func (w *SourceWorker) PauseRelay() error { return w.setRelayPaused("pause relay", true) }
+
+// ResumeRelay resumes the relay.
+func (w *SourceWorker) ResumeRelay() error { return w.setRelayPaused("resume relay", false) }
+
+func (w *SourceWorker) setRelayPaused(op string, paused bool) error {
+	if err := w.direct(op); err != nil {
+		return err
+	}
+	if !w.desired.source.EnableRelay {
+		return fmt.Errorf("dmworker: source worker %s: %s: source %s: %w", w.name, op, w.desired.source.Name, ErrRelayOff)
+	}
+	w.mu.Lock()
+	w.desired.relayPaused = paused
+	w.mu.Unlock()
+	w.reconcile()
+	return nil
+}
+
+// RelayPurge says what PurgeRelay removes; give one of its forms. Purge
+// never removes what a subtask still needs nor the file being written.
+type RelayPurge struct {
+	// SubDir and File: the files before File in SubDir (Relay.PurgeTo).
+	SubDir, File string
+	// Before: the files last written before it (Relay.PurgeOlderThan).
+	Before time.Time
+	// MinFree: the oldest files while less than MinFree bytes are free
+	// (Relay.PurgeForSpace).
+	MinFree uint64
+}
+
+// PurgeRelay removes relay files as req says. It works in both modes; it
+// fails with ErrRelayOff when no relay runs.
+func (w *SourceWorker) PurgeRelay(req RelayPurge) (PurgeResult, error) {
+	w.applyMu.Lock()
+	rr := w.relay
+	w.applyMu.Unlock()
+	if rr == nil {
+		return PurgeResult{}, fmt.Errorf("dmworker: source worker %s: purge relay: %w", w.name, ErrRelayOff)
+	}
+	n := 0
+	if req.File != "" || req.SubDir != "" {
+		n++
+	}
+	if !req.Before.IsZero() {
+		n++
+	}
+	if req.MinFree > 0 {
+		n++
+	}
+	switch {
+	case n != 1:
+		return PurgeResult{}, fmt.Errorf("dmworker: source worker %s: purge relay: give one of SubDir and File, Before, MinFree", w.name)
+	case req.File != "":
+		return rr.r.PurgeTo(req.SubDir, req.File)
+	case !req.Before.IsZero():
+		return rr.r.PurgeOlderThan(req.Before)
+	default:
+		return rr.r.PurgeForSpace(req.MinFree)
+	}
+}
+
+// SourceWorkerStatus is a snapshot of a worker.
+type SourceWorkerStatus struct {
+	Name string
+	// Source is the source served, "" when none; Epoch its binding's
+	// epoch in etcd mode.
+	Source string
+	Epoch  int64
+	// Alive is what the worker's Liveness says (false while Run is not
+	// running).
+	Alive bool
+	// Relay is the relay's status, nil when relay is off or not running.
+	Relay *RelayStatus
+	// SubTasks are the subtasks, by name.
+	SubTasks []SubTaskStatus
+	// Error is why the bound source is not served (its config is missing
+	// or invalid), nil when none.
+	Error error
+}
+
+// Status reports the worker's source, relay and subtasks. The relay's
+// distance to the upstream is asked within ctx.
+func (w *SourceWorker) Status(ctx context.Context) SourceWorkerStatus {
+	w.mu.Lock()
+	st := SourceWorkerStatus{Name: w.name, Alive: w.alive, Error: w.desired.err}
+	w.mu.Unlock()
+	w.applyMu.Lock()
+	if w.applied != nil {
+		st.Source, st.Epoch = w.applied.Name, w.appliedEpoch
+	}
+	if st.Error == nil {
+		st.Error = w.applyErr
+	}
+	rr := w.relay
+	st.SubTasks = w.taskStatuses()
+	w.applyMu.Unlock()
+	if rr != nil {
+		rs := rr.r.Status(ctx)
+		if rs.LastError == nil {
+			rs.LastError = rr.error()
+		}
+		st.Relay = &rs
+	}
+	return st
+}
+
+// taskStatuses lists the subtasks' statuses by name; applyMu is held.
+func (w *SourceWorker) taskStatuses() []SubTaskStatus {
+	names := make([]string, 0, len(w.tasks))
+	for n := range w.tasks {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make([]SubTaskStatus, 0, len(names))
+	for _, n := range names {
+		out = append(out, w.tasks[n].status())
+	}
+	return out
+}
+
+func (lt *liveTask) status() SubTaskStatus {
+	if lt.t == nil {
+		st := SubTaskStatus{Name: lt.cfg.Name, Source: lt.cfg.Source, Mode: lt.cfg.Mode, Stage: SubTaskStopped, LastError: lt.err}
+		if lt.err != nil {
+			st.Stage = SubTaskPaused
+		}
+		return st
+	}
+	st := lt.t.Status()
+	if st.LastError == nil {
+		st.LastError = lt.err
+	}
+	return st
+}
+
+func (rr *relayRun) error() error {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	return rr.err
+}
+
+// reconcile makes the applied state match the desired one and returns the
+// errors met per subtask.
+func (w *SourceWorker) reconcile() map[string]error {
+	w.mu.Lock()
+	d := w.desired
+	d.tasks = make(map[string]desiredTask, len(w.desired.tasks))
+	for k, v := range w.desired.tasks {
+		d.tasks[k] = v
+	}
+	alive, running, ctx := w.alive, w.running, w.runCtx
+	w.mu.Unlock()
+
+	w.applyMu.Lock()
+	defer w.applyMu.Unlock()
+	if !running || ctx.Err() != nil {
+		return nil // Run applies the state when it starts
+	}
+	if w.applied != nil && (!alive || d.source == nil || !reflect.DeepEqual(*d.source, *w.applied) || d.epoch != w.appliedEpoch) {
+		w.log.Info("stopping everything", slog.Bool("alive", alive), slog.String("source", w.applied.Name))
+		w.stopAll()
+	}
+	if !alive || d.source == nil {
+		return nil
+	}
+	src := *d.source
+	if w.applied == nil {
+		w.applied, w.appliedEpoch = &src, d.epoch
+		w.log.Info("serving source", slog.String("source", src.Name), slog.Int64("epoch", d.epoch))
+		if src.EnableRelay {
+			if err := w.startRelay(ctx, &src); err != nil {
+				w.applied = nil
+				w.applyErr = err
+				return nil
+			}
+		}
+		w.applyErr = nil
+	}
+	if rr := w.relay; rr != nil && rr.paused != d.relayPaused {
+		rr.paused = d.relayPaused
+		if rr.paused {
+			rr.r.Pause()
+		} else {
+			rr.r.Resume()
+		}
+	}
+	errs := map[string]error{}
+	for name, lt := range w.tasks {
+		if _, ok := d.tasks[name]; !ok {
+			w.dropTask(lt)
+			delete(w.tasks, name)
+		}
+	}
+	names := make([]string, 0, len(d.tasks))
+	for n := range d.tasks {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := w.applyTask(ctx, &src, d.tasks[n]); err != nil {
+			errs[n] = err
+		}
+	}
+	return errs
+}
+
+// applyTask brings one subtask to its desired config and stage.
+func (w *SourceWorker) applyTask(ctx context.Context, src *SourceConfig, dt desiredTask) error {
+	name := dt.cfg.Name
+	lt := w.tasks[name]
+	if dt.err != nil {
+		if lt != nil {
+			w.dropTask(lt)
+		}
+		w.tasks[name] = &liveTask{cfg: dt.cfg, applied: dt.stage, appliedRev: dt.rev, err: dt.err}
+		return dt.err
+	}
+	same := lt != nil && reflect.DeepEqual(lt.cfg, dt.cfg)
+	switch {
+	case lt == nil:
+	case lt.t == nil && same && lt.applied == dt.stage && lt.appliedRev == dt.rev:
+		return lt.err // nothing new to try
+	case lt.t == nil:
+		delete(w.tasks, name)
+		lt = nil
+	case dt.stage == SubTaskStopped:
+		if lt.applied != SubTaskStopped {
+			w.stopTask(lt)
+			lt.applied = SubTaskStopped
+		}
+		lt.cfg = dt.cfg
+		return nil
+	case lt.applied == SubTaskStopped:
+		// Stopped for good: a new subtask continues from the checkpoint.
+		w.dropTask(lt)
+		delete(w.tasks, name)
+		lt = nil
+	case !same:
+		return w.updateTask(ctx, src, lt, dt)
+	case lt.applied != dt.stage || lt.appliedRev != dt.rev:
+		lt.applied, lt.appliedRev = dt.stage, dt.rev
+		if dt.stage == SubTaskPaused {
+			return lt.t.Pause()
+		}
+		return lt.t.Resume()
+	default:
+		return nil
+	}
+	if dt.stage == SubTaskStopped {
+		w.tasks[name] = &liveTask{cfg: dt.cfg, applied: SubTaskStopped, appliedRev: dt.rev}
+		return nil
+	}
+	return w.startTask(ctx, src, dt)
+}
+
+// updateTask applies a new config to a live subtask.
+func (w *SourceWorker) updateTask(ctx context.Context, src *SourceConfig, lt *liveTask, dt desiredTask) error {
+	name := dt.cfg.Name
+	if err := lt.t.Pause(); err != nil {
+		w.dropTask(lt)
+		delete(w.tasks, name)
+		return w.startTask(ctx, src, dt)
+	}
+	err := lt.t.Update(dt.cfg)
+	if errors.Is(err, ErrImmutableConfig) {
+		w.log.Info("subtask config changed its mode: starting it anew", slog.String("task", name))
+		w.dropTask(lt)
+		delete(w.tasks, name)
+		return w.startTask(ctx, src, dt)
+	}
+	lt.cfg, lt.err, lt.applied, lt.appliedRev = dt.cfg, err, dt.stage, dt.rev
+	if err != nil {
+		w.log.Error("subtask update failed; it stays paused with its old config", slog.String("task", name), slog.String("error", err.Error()))
+		return err
+	}
+	if dt.stage == SubTaskRunning {
+		return lt.t.Resume()
+	}
+	return nil
+}
+
+// startTask builds a subtask and runs it.
+func (w *SourceWorker) startTask(ctx context.Context, src *SourceConfig, dt desiredTask) error {
+	name := dt.cfg.Name
+	fail := func(err error) error {
+		w.tasks[name] = &liveTask{cfg: dt.cfg, applied: dt.stage, appliedRev: dt.rev, err: err}
+		w.log.Error("subtask cannot start", slog.String("task", name), slog.String("error", err.Error()))
+		return err
+	}
+	sink, err := w.sinks(ctx, *src, dt.cfg)
+	if err != nil {
+		return fail(fmt.Errorf("dmworker: source worker %s: sink of subtask %s: %w", w.name, name, err))
+	}
+	if sink == nil {
+		return fail(fmt.Errorf("dmworker: source worker %s: the sink factory returned no sink for subtask %s", w.name, name))
+	}
+	opts := []Option{WithLogger(w.opts.logger)}
+	for _, n := range []string{"WithAutoResume", "WithCheckpointStore", "WithSinkRetry"} {
+		if w.opts.set[n] {
+			opts = append(opts, w.passOption(n))
+		}
+	}
+	if w.opts.etcd != nil {
+		opts = append(opts, WithEpoch(w.appliedEpoch))
+	}
+	up := src.Upstream
+	var st *SubTask
+	if rr := w.relay; rr != nil {
+		opts = append(opts, WithReaderFactory(relayReaderFactory(rr.r, "subtask/"+name, w.opts.logger, func() streamer.Position {
+			return st.Status().Syncer.Checkpoint
+		})))
+	} else {
+		up.ServerID = 0 // each direct reader picks its own
+	}
+	st, err = NewSubTask(dt.cfg, up, sink, opts...)
+	if err != nil {
+		closeSink(sink)
+		return fail(err)
+	}
+	if dt.stage == SubTaskPaused {
+		_ = st.Pause() // a New subtask can always pause
+	}
+	lt := &liveTask{cfg: dt.cfg, applied: dt.stage, appliedRev: dt.rev, t: st, sink: sink, done: make(chan struct{})}
+	w.tasks[name] = lt
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		defer close(lt.done)
+		if err := st.Run(ctx); err != nil {
+			w.log.Error("subtask run", slog.String("task", name), slog.String("error", err.Error()))
+		}
+	}()
+	w.log.Info("subtask started", slog.String("task", name), slog.String("stage", string(dt.stage)))
+	return nil
+}
+
+func (w *SourceWorker) passOption(name string) Option {
+	o := w.opts
+	switch name {
+	case "WithAutoResume":
+		return WithAutoResume(o.resumeInitial, o.resumeMax, o.resumeAttempts)
+	case "WithCheckpointStore":
+		return WithCheckpointStore(o.checkpointStore)
+	default: // WithSinkRetry
+		return WithSinkRetry(o.sinkRetry)
+	}
+}
+
+// stopTask stops a subtask and waits for its Run; the sink is closed.
+func (w *SourceWorker) stopTask(lt *liveTask) {
+	if lt.t == nil {
+		return
+	}
+	lt.t.Stop()
+	<-lt.done
+	if lt.sink != nil {
+		closeSink(lt.sink)
+		lt.sink = nil
+	}
+}
+
+// dropTask stops a subtask that is being removed.
+func (w *SourceWorker) dropTask(lt *liveTask) {
+	w.stopTask(lt)
+	w.log.Info("subtask removed", slog.String("task", lt.cfg.Name))
+}
+
+func closeSink(s Sink) {
+	if c, ok := s.(io.Closer); ok {
+		_ = c.Close()
+	}
+}
+
+// startRelay starts the source's relay.
+func (w *SourceWorker) startRelay(ctx context.Context, src *SourceConfig) error {
+	rel, err := NewRelay(src.Upstream, src.RelayDir, src.relayOptions(w.opts.logger)...)
+	if err != nil {
+		// adjust checked the config: this is not expected.
+		w.log.Error("relay cannot start", slog.String("error", err.Error()))
+		return fmt.Errorf("dmworker: source worker %s: relay of source %s: %w", w.name, src.Name, err)
+	}
+	rr := &relayRun{r: rel, done: make(chan struct{})}
+	w.relay = rr
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		defer close(rr.done)
+		if err := rel.Run(ctx); err != nil {
+			rr.mu.Lock()
+			rr.err = err
+			rr.mu.Unlock()
+		}
+	}()
+	return nil
+}
+
+// stopAll stops every subtask, then the relay, and forgets the source.
+func (w *SourceWorker) stopAll() {
+	for name, lt := range w.tasks {
+		w.stopTask(lt)
+		delete(w.tasks, name)
+	}
+	if rr := w.relay; rr != nil {
+		rr.r.Close()
+		<-rr.done
+		w.relay = nil
+	}
+	w.applied, w.appliedEpoch = nil, 0
+}
+
+// shutdown is Run's end: everything stops, the last status is reported.
+func (w *SourceWorker) shutdown() {
+	for _, lt := range w.tasks {
+		w.stopTask(lt)
+	}
+	if w.opts.etcd != nil {
+		w.writeReports(w.reportValues(), true)
+	}
+	w.stopAll()
+	w.wg.Wait()
+}
+
+// relayReaderFactory opens local readers of a live relay for one subtask:
+// registered with the relay under name, following its durable end, and
+// acknowledging what the subtask has checkpointed so that purge may remove
+// it.
+func relayReaderFactory(rel *Relay, name string, log *slog.Logger, checkpoint func() streamer.Position) ReaderFactory {
+	return func(ctx context.Context, start streamer.Position) (streamer.Reader, error) {
+		// Wait for the relay to have started (a fresh relay begins at the
+		// upstream's current file, which holds any fresh start) and, when
+		// it is writing the start's file, to have reached the start: the
+		// local reader checks the GTID set the file starts with, which
+		// must be written by then.
+		for {
+			pos, changed := rel.Relayed()
+			// (A relay that has chosen its subdirectory but written nothing
+			// yet reports a position with no file.)
+			if pos.Name != "" && (pos.Name != start.Name || pos.Offset >= start.Offset) {
+				break
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		lr, err := streamer.NewLocalReader(rel.Dir(), streamer.StartAtPosition(start),
+			streamer.WithRelayTail(rel), streamer.WithRelayRegistry(rel, name), streamer.WithLocalLogger(log))
+		if err != nil {
+			return nil, err
+		}
+		return &ackReader{LocalReader: lr, checkpoint: checkpoint}, nil
+	}
+}
+
+// ackReader acknowledges to the relay the files its consumer has
+// checkpointed past: it remembers the relay position of the first
+// transaction end in each file, and at most once a second acknowledges the
+// newest one the checkpoint has reached. Positions compare by file name and
+// offset: after the relay moved to a new upstream server whose file names
+// start over, nothing more is acknowledged until the subtask restarts (its
+// registration then starts from its checkpoint), which holds purge back
+// rather than removing a file the subtask may need.
+type ackReader struct {
+	*streamer.LocalReader
+	checkpoint func() streamer.Position
+	pending    []ackPoint
+	lastFile   string
+	lastCheck  time.Time
+}
+
+type ackPoint struct {
+	pos streamer.Position
+	rp  streamer.RelayPos
+}
+
+func (a *ackReader) GetEvent(ctx context.Context) (*streamer.Event, error) {
+	ev, err := a.LocalReader.GetEvent(ctx)
+	if err != nil || !ev.TxnEnd {
+		return ev, err
+	}
+	rp := a.LocalReader.RelayPos()
+	if key := rp.SubDir + "/" + rp.Name; key != a.lastFile {
+		a.lastFile = key
+		a.pending = append(a.pending, ackPoint{pos: streamer.Position{Name: ev.Pos.Name, Offset: ev.Pos.Offset}, rp: rp})
+	}
+	if len(a.pending) > 0 && time.Since(a.lastCheck) >= time.Second {
+		a.lastCheck = time.Now()
+		cp := a.checkpoint()
+		i := 0
+		for i < len(a.pending) && a.pending[i].pos.Compare(cp) <= 0 {
+			i++
+		}
+		if i > 0 {
+			a.LocalReader.Ack(a.pending[i-1].rp)
+			a.pending = a.pending[i:]
+		}
+	}
+	return ev, nil
+}

@@ -1,4 +1,678 @@
 package dmworker
 
-// This file will hold SubTask: one task on one source (snapshot, then
-// incremental replication) with its stages. It is not built yet.
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// Mode is what a subtask copies: the existing data, the binlog, or both.
+type Mode string
+
+// Subtask modes.
+const (
+	// ModeIncremental replicates the binlog from the start position (or
+	// the checkpoint) on.
+	ModeIncremental Mode = "incremental"
+	// ModeFull copies the existing data (the snapshot unit) and finishes.
+	ModeFull Mode = "full"
+	// ModeAll copies the existing data, then replicates the binlog from
+	// the snapshot's position.
+	ModeAll Mode = "all"
+)
+
+// SubTaskConfig is one task's share of one source: what it replicates and
+// how. It is a plain struct so that it can travel through files and etcd
+// (it is the JSON value of the key subtask/<source>/<task>); the upstream's
+// connection comes from the source (SourceConfig), not from here.
+type SubTaskConfig struct {
+	// Name is the task's name; with the source it keys the checkpoint.
+	// Required, no "/".
+	Name string `json:"name" toml:"name"`
+	// Source names the source the subtask reads. Default: the upstream's
+	// SourceName (in a SourceWorker, the source's Name); when given it
+	// must match.
+	Source string `json:"source,omitempty" toml:"source"`
+	// Mode is ModeIncremental, ModeFull or ModeAll. Default incremental.
+	Mode Mode `json:"mode,omitempty" toml:"mode"`
+	// Start is where incremental replication begins when the task has no
+	// checkpoint; zero means the upstream's current position.
+	Start streamer.Position `json:"start,omitzero" toml:"-"`
+	// Filter, EventFilters and Routes select and rename what is
+	// replicated (see SyncerConfig).
+	Filter       BlockAllowList    `json:"block-allow-list,omitzero" toml:"block-allow-list"`
+	EventFilters []EventFilterRule `json:"event-filters,omitempty" toml:"event-filters"`
+	Routes       []RouteRule       `json:"routes,omitempty" toml:"routes"`
+	// BatchSize, MaxBatchRows, FlushInterval, SafeMode and Workers tune
+	// the syncer; zero values take SyncerConfig's defaults.
+	BatchSize     int      `json:"batch,omitempty" toml:"batch"`
+	MaxBatchRows  int      `json:"max-batch-rows,omitempty" toml:"max-batch-rows"`
+	FlushInterval Duration `json:"flush-interval,omitzero" toml:"flush-interval"`
+	SafeMode      bool     `json:"safe-mode,omitempty" toml:"safe-mode"`
+	Workers       int      `json:"workers,omitempty" toml:"workers"`
+}
+
+// syncerConfig is the syncer's share of the subtask's config.
+func (c SubTaskConfig) syncerConfig(up streamer.UpstreamConfig) SyncerConfig {
+	return SyncerConfig{
+		Task: c.Name, Source: c.Source, Upstream: up, Start: c.Start.Clone(),
+		Filter: c.Filter, EventFilters: c.EventFilters, Routes: c.Routes,
+		BatchSize: c.BatchSize, MaxBatchRows: c.MaxBatchRows, FlushInterval: c.FlushInterval,
+		SafeMode: c.SafeMode, Workers: c.Workers,
+	}
+}
+
+// adjust fills defaults and checks the config against the upstream.
+func (c *SubTaskConfig) adjust(up streamer.UpstreamConfig) error {
+	if !validName(c.Name) {
+		return fmt.Errorf("subtask name %q must be non-empty and hold no '/'", c.Name)
+	}
+	if c.Mode == "" {
+		c.Mode = ModeIncremental
+	}
+	switch c.Mode {
+	case ModeIncremental, ModeFull, ModeAll:
+	default:
+		return fmt.Errorf("subtask %s: mode %q is none of incremental, full, all", c.Name, c.Mode)
+	}
+	if c.Source == "" {
+		c.Source = up.SourceName()
+	} else if c.Source != up.SourceName() {
+		return fmt.Errorf("subtask %s: source %q is not the upstream's %q", c.Name, c.Source, up.SourceName())
+	}
+	if c.Workers < 0 {
+		return fmt.Errorf("subtask %s: workers %d must not be negative", c.Name, c.Workers)
+	}
+	return nil
+}
+
+// SubTaskStage is where a subtask is in its life.
+//
+//	New --Run--> Running <--Pause/Resume--> Paused --Stop--> Stopped
+//	              |  a non-retryable error, or     ^
+//	              |  auto-resume given up: Paused  |
+//	              +--mode full done--> Finished    +-- Stop from any stage
+type SubTaskStage string
+
+// Subtask stages.
+const (
+	SubTaskNew      SubTaskStage = "New"
+	SubTaskRunning  SubTaskStage = "Running"
+	SubTaskPaused   SubTaskStage = "Paused"
+	SubTaskStopped  SubTaskStage = "Stopped"
+	SubTaskFinished SubTaskStage = "Finished"
+)
+
+// Subtask errors.
+var (
+	// ErrModeUnavailable is returned for modes full and all while the
+	// snapshot unit is not part of the build.
+	ErrModeUnavailable = errors.New("dmworker: mode full/all needs the snapshot unit")
+	// ErrStage means an operation is not allowed in the subtask's current
+	// stage (Update while Running, Resume while Stopped, Run twice, ...).
+	ErrStage = errors.New("dmworker: operation not allowed in this stage")
+	// ErrImmutableConfig means Update tried to change a field that cannot
+	// change on a live subtask: Name, Source or Mode.
+	ErrImmutableConfig = errors.New("dmworker: subtask name, source and mode cannot be updated")
+)
+
+// Auto-resume defaults; see WithAutoResume.
+const (
+	defaultResumeInitial  = time.Second
+	defaultResumeMax      = time.Minute
+	defaultResumeAttempts = 10
+)
+
+// WithAutoResume sets how a SubTask resumes by itself after a retryable
+// error (a lost connection the reader could not restore, a sink error still
+// failing after the syncer's own retries): it waits initial, doubling up to
+// max between attempts, and after attempts failures in a row without
+// progress it stays Paused with the error. Attempts 0 turns auto-resume off.
+// Default: 1s, 1m, 10 attempts.
+func WithAutoResume(initial, max time.Duration, attempts int) Option {
+	return Option{"WithAutoResume", func(o *options) {
+		o.resumeInitial, o.resumeMax, o.resumeAttempts = initial, max, attempts
+	}}
+}
+
+var subTaskOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpointStore", "WithSinkRetry", "WithEpoch", "WithAutoResume"}
+
+// SubTask runs one task on one source: its units in order (the snapshot of
+// existing data in modes full and all, then the Syncer in modes incremental
+// and all), with stages the host or a SourceWorker drives. A retryable error
+// is resumed automatically with backoff (WithAutoResume); any other error,
+// and a fencing refusal (ErrStaleEpoch), leaves the subtask Paused with the
+// error in its Status.
+//
+// Run works until Stop, ctx's end or (mode full) the end of the copy; it
+// waits while Paused. Pause, Resume, Update, Stop and Status may be called
+// from any goroutine; Pause and Stop return once the running unit has
+// stopped writing.
+type SubTask struct {
+	name   string // cfg.Name and cfg.Source, which never change
+	source string
+	up     streamer.UpstreamConfig
+	sink   Sink
+	opts   options
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	cfg      SubTaskConfig
+	syncer   *Syncer
+	store    CheckpointStore
+	stage    SubTaskStage
+	paused   bool          // Pause asked, or an error paused it
+	stopped  bool          // Stop asked
+	wake     chan struct{} // closed by Resume, Stop and Update to wake a waiting Run
+	cancel   context.CancelFunc
+	unitDone chan struct{} // closed when the running unit returns; nil when none runs
+	running  bool          // Run is in progress
+	done     chan struct{} // closed when Run returns
+	unit     string
+	lastErr  error
+	retries  int
+	unsafe   bool // the last syncer run was interrupted: see markUnsafe
+}
+
+// NewSubTask returns a subtask of cfg on the upstream up, writing into sink.
+// It validates the configuration and options; nothing runs until Run.
+// Checkpoints are kept in the sink when it is a CheckpointSink, else in the
+// store given with WithCheckpointStore. Modes full and all fail with
+// ErrModeUnavailable until the snapshot unit is part of the build.
+func NewSubTask(cfg SubTaskConfig, up streamer.UpstreamConfig, sink Sink, opts ...Option) (*SubTask, error) {
+	o, err := collect("SubTask", subTaskOptions, opts)
+	if err != nil {
+		return nil, err
+	}
+	if !o.set["WithAutoResume"] {
+		o.resumeInitial, o.resumeMax, o.resumeAttempts = defaultResumeInitial, defaultResumeMax, defaultResumeAttempts
+	}
+	switch {
+	case o.resumeAttempts < 0:
+		return nil, fmt.Errorf("dmworker: subtask %s: auto-resume attempts %d must not be negative", cfg.Name, o.resumeAttempts)
+	case o.resumeAttempts > 0 && (o.resumeInitial <= 0 || o.resumeMax < o.resumeInitial):
+		return nil, fmt.Errorf("dmworker: subtask %s: auto-resume waits %s..%s must be positive and ordered", cfg.Name, o.resumeInitial, o.resumeMax)
+	}
+	if err := up.Validate(); err != nil {
+		return nil, fmt.Errorf("dmworker: subtask %s: %w", cfg.Name, err)
+	}
+	if err := cfg.adjust(up); err != nil {
+		return nil, fmt.Errorf("dmworker: %w", err)
+	}
+	if sink == nil {
+		return nil, fmt.Errorf("dmworker: subtask %s source %s: a sink is required", cfg.Name, cfg.Source)
+	}
+	t := &SubTask{
+		name:   cfg.Name,
+		source: cfg.Source,
+		up:     up,
+		sink:   sink,
+		opts:   o,
+		log:    o.logger.With(slog.String("component", "subtask"), slog.String("task", cfg.Name), slog.String("source", cfg.Source)),
+		stage:  SubTaskNew,
+		wake:   make(chan struct{}),
+	}
+	if err := t.build(cfg); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// build makes the units for cfg (validating it) and installs them.
+func (t *SubTask) build(cfg SubTaskConfig) error {
+	store := t.opts.checkpointStore
+	if store == nil {
+		cs, ok := t.sink.(CheckpointSink)
+		if !ok {
+			return fmt.Errorf("dmworker: subtask %s source %s: the sink keeps no checkpoints; give WithCheckpointStore", cfg.Name, cfg.Source)
+		}
+		store = sinkStore{cs}
+	}
+	sopts := []Option{WithLogger(t.opts.logger)}
+	for _, name := range []string{"WithReaderFactory", "WithCheckpointStore", "WithSinkRetry", "WithEpoch"} {
+		if t.opts.set[name] {
+			sopts = append(sopts, t.passOption(name))
+		}
+	}
+	s, err := NewSyncer(cfg.syncerConfig(t.up), t.sink, sopts...)
+	if err != nil {
+		return fmt.Errorf("dmworker: subtask %s source %s: %w", cfg.Name, cfg.Source, err)
+	}
+	if cfg.Mode != ModeIncremental {
+		if err := t.newSnapshot(cfg); err != nil {
+			return fmt.Errorf("dmworker: subtask %s source %s mode %s: %w", cfg.Name, cfg.Source, cfg.Mode, err)
+		}
+	}
+	t.cfg, t.syncer, t.store = cfg, s, store
+	return nil
+}
+
+// passOption rebuilds one of the subtask's options for its syncer.
+func (t *SubTask) passOption(name string) Option {
+	o := t.opts
+	switch name {
+	case "WithReaderFactory":
+		return WithReaderFactory(o.readerFactory)
+	case "WithCheckpointStore":
+		return WithCheckpointStore(o.checkpointStore)
+	case "WithSinkRetry":
+		return WithSinkRetry(o.sinkRetry)
+	default: // WithEpoch
+		return WithEpoch(o.epoch)
+	}
+}
+
+// newSnapshot builds the snapshot unit of modes full and all. The snapshot
+// unit is not part of this build yet: it fails with ErrModeUnavailable.
+func (t *SubTask) newSnapshot(cfg SubTaskConfig) error {
+	return fmt.Errorf("%w (task %s, mode %s)", ErrModeUnavailable, cfg.Name, cfg.Mode)
+}
+
+// Config returns the subtask's configuration, defaults filled in.
+func (t *SubTask) Config() SubTaskConfig {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cfg
+}
+
+func (t *SubTask) errorf(op string, format string, args ...any) error {
+	return fmt.Errorf("dmworker: subtask %s source %s: %s: %w", t.name, t.source, op, fmt.Errorf(format, args...))
+}
+
+// Run runs the subtask's units until Stop, ctx's end or, in mode full, the
+// end of the copy; it returns nil then. While Paused it waits for Resume.
+// It fails with ErrStage when the subtask is already running or stopped.
+func (t *SubTask) Run(ctx context.Context) error {
+	t.mu.Lock()
+	if t.running || t.stopped || t.stage == SubTaskFinished {
+		st := t.stage
+		t.mu.Unlock()
+		return t.errorf("run", "%w: stage %s", ErrStage, st)
+	}
+	t.running = true
+	t.done = make(chan struct{})
+	done := t.done
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		t.running = false
+		if t.stage != SubTaskFinished {
+			t.stage = SubTaskStopped
+			t.stopped = true
+		}
+		t.mu.Unlock()
+		close(done)
+	}()
+
+	var bo *backoff.ExponentialBackOff
+	for {
+		t.mu.Lock()
+		if t.stopped || ctx.Err() != nil {
+			t.mu.Unlock()
+			return nil
+		}
+		if t.paused {
+			t.stage = SubTaskPaused
+			wake := t.wake
+			t.mu.Unlock()
+			select {
+			case <-wake:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		t.stage = SubTaskRunning
+		uctx, cancel := context.WithCancel(ctx)
+		t.cancel = cancel
+		t.unitDone = make(chan struct{})
+		unitDone := t.unitDone
+		s := t.syncer
+		t.mu.Unlock()
+
+		before := s.Status().Checkpoint
+		finished, err := t.runUnits(uctx, s)
+		cancel()
+		if t.unit == "syncer" {
+			// Even a clean stop may leave rows of a transaction it had
+			// only begun to read applied past the checkpoint.
+			t.unsafe = true
+		}
+		if t.unsafe {
+			// Best effort now, so that whoever runs the task next (this
+			// subtask after a pause, or another after Stop) replays safely;
+			// runUnits tries again before the next run if this fails.
+			mctx, mcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			if merr := t.markUnsafe(mctx, s); merr != nil {
+				t.log.Warn("could not mark the replay window after an interrupted run", slog.String("error", merr.Error()))
+			}
+			mcancel()
+		}
+
+		t.mu.Lock()
+		t.cancel, t.unitDone = nil, nil
+		close(unitDone)
+		switch {
+		case t.stopped || ctx.Err() != nil:
+			t.mu.Unlock()
+			return nil
+		case err == nil && finished:
+			t.stage, t.unit = SubTaskFinished, ""
+			t.mu.Unlock()
+			t.log.Info("subtask finished")
+			return nil
+		case err == nil:
+			// Pause stopped the unit (it saved its checkpoint).
+			t.mu.Unlock()
+			continue
+		}
+		t.lastErr = err
+		if progressed := s.Status().Checkpoint.Compare(before) > 0; progressed {
+			t.retries, bo = 0, nil
+		}
+		if t.paused || !retryable(err) || t.retries >= t.opts.resumeAttempts {
+			t.paused = true
+			t.stage = SubTaskPaused
+			t.mu.Unlock()
+			t.log.Error("subtask paused by an error", slog.String("error", err.Error()))
+			continue
+		}
+		t.retries++
+		if bo == nil {
+			bo = backoff.NewExponentialBackOff()
+			bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = t.opts.resumeInitial, t.opts.resumeMax, 0
+			bo.Reset()
+		}
+		wait := bo.NextBackOff()
+		wake := t.wake
+		n := t.retries
+		t.mu.Unlock()
+		t.log.Warn("subtask resumes after a retryable error", slog.Int("attempt", n), slog.Duration("wait", wait), slog.String("error", err.Error()))
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-wake:
+		case <-ctx.Done():
+		}
+		timer.Stop()
+	}
+}
+
+// runUnits runs the units the mode asks for; finished is true when mode
+// full has copied everything.
+func (t *SubTask) runUnits(ctx context.Context, s *Syncer) (finished bool, err error) {
+	t.mu.Lock()
+	cfg := t.cfg
+	t.mu.Unlock()
+	if cfg.Mode != ModeIncremental {
+		// The snapshot unit is wired here when it is part of the build;
+		// newSnapshot refuses these modes until then.
+		t.setUnit("snapshot")
+		if err := t.newSnapshot(cfg); err != nil {
+			return false, err
+		}
+		// Not reached until the snapshot unit is wired in newSnapshot;
+		// its run goes here, and mode full then finishes.
+		return false, t.errorf("snapshot", "%w", ErrModeUnavailable)
+	}
+	t.setUnit("syncer")
+	if t.unsafe {
+		if err := t.markUnsafe(ctx, s); err != nil {
+			return false, err
+		}
+	}
+	if t.opts.set["WithEpoch"] {
+		if err := t.takeOver(ctx, cfg); err != nil {
+			return false, err
+		}
+	}
+	return false, s.Run(ctx)
+}
+
+func (t *SubTask) setUnit(u string) {
+	t.mu.Lock()
+	t.unit = u
+	t.mu.Unlock()
+}
+
+// takeOver fences off the previous writer when the stored checkpoint is from
+// an older epoch (the task moved to this worker): it stores the checkpoint
+// under this epoch first, so that every later write of the old epoch is
+// refused, then marks everything up to the upstream's current end for a
+// safe-mode replay, since the old writer may have applied changes past the
+// checkpoint it had stored before it was fenced.
+func (t *SubTask) takeOver(ctx context.Context, cfg SubTaskConfig) error {
+	epoch := t.opts.epoch
+	cp, found, err := t.store.Load(ctx, cfg.Name, cfg.Source)
+	if err != nil {
+		return t.errorf("take over", "load checkpoint: %w", err)
+	}
+	if !found || cp.Epoch == epoch {
+		return nil
+	}
+	if cp.Epoch > epoch {
+		return t.errorf("take over", "%w: checkpoint at %s is from epoch %d, this subtask writes under %d", ErrStaleEpoch, cp.Pos, cp.Epoch, epoch)
+	}
+	old := cp.Epoch
+	cp.Epoch = epoch
+	if err := t.store.Save(ctx, cp); err != nil {
+		return t.errorf("take over", "fence checkpoint at %s under epoch %d: %w", cp.Pos, epoch, err)
+	}
+	st, err := streamer.QueryUpstream(ctx, t.up)
+	if err != nil {
+		return t.errorf("take over", "%w", err)
+	}
+	if end := (streamer.Position{Name: st.Master.Name, Offset: st.Master.Offset}); end.Compare(cp.SafeUntil) > 0 && end.Compare(cp.Pos) > 0 {
+		cp.SafeUntil = end
+		cp.Schema = nil // unchanged
+		if err := t.store.Save(ctx, cp); err != nil {
+			return t.errorf("take over", "checkpoint at %s safe until %s: %w", cp.Pos, end, err)
+		}
+	}
+	t.log.Info("took the task over from an older epoch", slog.Int64("old-epoch", old), slog.Int64("epoch", epoch),
+		slog.String("pos", cp.Pos.String()), slog.String("safe-until", cp.SafeUntil.String()))
+	return nil
+}
+
+// markUnsafe makes the next run of the syncer replay in safe mode what its
+// last run read past the stored checkpoint. A run that stopped may have
+// applied rows past its checkpoint: when stopped in the middle of a
+// transaction it flushes the rows read so far with the checkpoint at the
+// transaction's start, and when a pause, stop or lost connection cut a sink
+// call short, the transaction may still commit downstream after the next
+// run has loaded the older checkpoint. Saving the checkpoint waits for such
+// a transaction (a sink that fences locks the checkpoint row) and sets
+// SafeUntil to the furthest position read, which bounds what was applied.
+func (t *SubTask) markUnsafe(ctx context.Context, s *Syncer) error {
+	read := s.Status().Read
+	cp, found, err := t.store.Load(ctx, t.name, t.source)
+	if err != nil {
+		return t.errorf("mark replay window", "load checkpoint: %w", err)
+	}
+	t.unsafe = false
+	if !found || read.Name == "" || read.Compare(cp.Pos) <= 0 || read.Compare(cp.SafeUntil) <= 0 {
+		return nil
+	}
+	cp.SafeUntil = streamer.Position{Name: read.Name, Offset: read.Offset}
+	if err := t.store.Save(ctx, cp); err != nil {
+		t.unsafe = true
+		return t.errorf("mark replay window", "checkpoint at %s safe until %s: %w", cp.Pos, cp.SafeUntil, err)
+	}
+	t.log.Info("the next run replays in safe mode", slog.String("pos", cp.Pos.String()), slog.String("safe-until", cp.SafeUntil.String()))
+	return nil
+}
+
+// retryable reports whether resuming may cure err: a sink error marked
+// retryable, or a reader that gave up reconnecting or lost its connection.
+func retryable(err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, ErrStaleEpoch), errors.Is(err, ErrModeUnavailable):
+		return false
+	case errors.Is(err, ErrRetryable), errors.Is(err, streamer.ErrRetryExhausted):
+		return true
+	}
+	// A reader error with no classification is a connection fault (see
+	// streamer's classify); a classified one (purged binlog, access
+	// denied, corruption, ...) is not cured by trying again.
+	var se *streamer.Error
+	if errors.As(err, &se) {
+		return se.Kind == nil
+	}
+	return false
+}
+
+// Pause stops the running unit (it saves its checkpoint) and returns once it
+// has stopped; Run then waits for Resume. Pausing a New subtask makes Run
+// start Paused; pausing a Paused one does nothing. It fails with ErrStage
+// once the subtask is Stopped or Finished.
+func (t *SubTask) Pause() error {
+	t.mu.Lock()
+	if t.stopped || t.stage == SubTaskFinished {
+		st := t.stage
+		t.mu.Unlock()
+		return t.errorf("pause", "%w: stage %s", ErrStage, st)
+	}
+	t.paused = true
+	if !t.running {
+		t.stage = SubTaskPaused
+	}
+	cancel, unitDone := t.cancel, t.unitDone
+	if t.running && cancel == nil {
+		// Run waits to retry: make it pause now.
+		close(t.wake)
+		t.wake = make(chan struct{})
+	}
+	t.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-unitDone
+	}
+	return nil
+}
+
+// Resume continues a Paused subtask (also one an error paused: the error is
+// cleared and the units run again). It fails with ErrStage unless the
+// subtask is Paused; resuming a Running one does nothing.
+func (t *SubTask) Resume() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.stopped || t.stage == SubTaskFinished:
+		return t.errorf("resume", "%w: stage %s", ErrStage, t.stage)
+	case !t.paused:
+		return nil
+	}
+	t.paused = false
+	t.lastErr, t.retries = nil, 0
+	if t.running {
+		t.stage = SubTaskRunning // Run's loop is about to run the units
+	} else {
+		t.stage = SubTaskNew
+	}
+	close(t.wake)
+	t.wake = make(chan struct{})
+	return nil
+}
+
+// Update replaces the configuration of a Paused (or New) subtask; the new
+// one takes effect at Resume (Run). Filters, routes, batch sizes, flush
+// interval, safe mode, workers and the start position (used only while no
+// checkpoint exists) may change; Name, Source and Mode may not
+// (ErrImmutableConfig). It fails with ErrStage in any other stage.
+func (t *SubTask) Update(cfg SubTaskConfig) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped || t.stage == SubTaskFinished || (t.running && !t.paused) || t.cancel != nil {
+		return t.errorf("update", "%w: stage %s (pause it first)", ErrStage, t.stage)
+	}
+	if err := cfg.adjust(t.up); err != nil {
+		return t.errorf("update", "%w", err)
+	}
+	if cfg.Name != t.cfg.Name || cfg.Source != t.cfg.Source || cfg.Mode != t.cfg.Mode {
+		return t.errorf("update", "%w: name %s source %s mode %s", ErrImmutableConfig, cfg.Name, cfg.Source, cfg.Mode)
+	}
+	return t.build(cfg)
+}
+
+// Stop ends the subtask for good: the running unit stops (saving its
+// checkpoint), Run returns, and Stop returns after it. Stopping a Stopped
+// subtask does nothing.
+func (t *SubTask) Stop() {
+	t.mu.Lock()
+	t.stopped = true
+	if !t.running && t.stage != SubTaskFinished {
+		t.stage = SubTaskStopped
+	}
+	if t.cancel != nil {
+		t.cancel()
+	}
+	close(t.wake)
+	t.wake = make(chan struct{})
+	done := t.done
+	running := t.running
+	t.mu.Unlock()
+	if running {
+		<-done
+	}
+}
+
+// Skip tells the syncer to pass over the event at pos (the position an
+// error reported) the next time it reaches it; Resume to go on.
+func (t *SubTask) Skip(pos streamer.Position) {
+	t.mu.Lock()
+	s := t.syncer
+	t.mu.Unlock()
+	s.Skip(pos)
+}
+
+// Replace tells the syncer to run stmts instead of the DDL at pos the next
+// time it reaches it; Resume to go on.
+func (t *SubTask) Replace(pos streamer.Position, stmts ...string) {
+	t.mu.Lock()
+	s := t.syncer
+	t.mu.Unlock()
+	s.Replace(pos, stmts...)
+}
+
+// SubTaskStatus is a snapshot of a subtask.
+type SubTaskStatus struct {
+	Name, Source string
+	Mode         Mode
+	Stage        SubTaskStage
+	// Unit is the unit running or last run: "snapshot" or "syncer" ("" before
+	// the first run).
+	Unit string
+	// Epoch is the fencing epoch the subtask writes under (0: unfenced).
+	Epoch int64
+	// Syncer is the syncer's progress: checkpoint, read position, lag, rows.
+	Syncer SyncerStatus
+	// Retries counts the automatic resumes since the last progress. While
+	// the subtask waits to resume after a retryable error, Stage stays
+	// Running and LastError holds that error.
+	Retries int
+	// LastError is the error that paused the subtask or is being retried
+	// (nil when none). Resume clears it.
+	LastError error
+}
+
+// Status reports the subtask's stage, unit, positions, lag and last error.
+func (t *SubTask) Status() SubTaskStatus {
+	t.mu.Lock()
+	st := SubTaskStatus{Name: t.cfg.Name, Source: t.cfg.Source, Mode: t.cfg.Mode, Stage: t.stage, Unit: t.unit,
+		Retries: t.retries, LastError: t.lastErr}
+	if t.opts.set["WithEpoch"] {
+		st.Epoch = t.opts.epoch
+	}
+	s := t.syncer
+	t.mu.Unlock()
+	st.Syncer = s.Status()
+	return st
+}

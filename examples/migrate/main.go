@@ -1,20 +1,32 @@
 // Command migrate replicates an upstream MySQL or MariaDB server's row
-// changes and DDL into a downstream MySQL-compatible server, with
-// dmworker.Syncer and mysqlsink. It is the first version of the migration
-// tool: only the incremental mode (binlog replication) is built.
+// changes and DDL into a downstream MySQL-compatible server: it runs one
+// dmworker.SourceWorker with one subtask writing through mysqlsink.
 //
 // Usage:
 //
 //	go run ./examples/migrate -from 'user:pass@host:port' -to 'user:pass@host:port'
 //	    -mode incremental [-start FILE:POS | -start-gtid SET]
 //	    [-tables 'db.*,other.t'] [-route 'src.t_*:dst.t'] [-task NAME]
+//	    [-data-dir DIR] [-etcd ENDPOINTS -worker NAME]
 //	    [-workers N] [-exit-when-idle DURATION]
 //
 // Flags:
 //   - -from, -to: the upstream and the downstream, user:password@host:port
 //     (the port defaults to 3306; the password may contain '@' and ':').
-//   - -mode: only "incremental" for now; "full" and "all" are refused
-//     (exit 2) as not supported yet.
+//   - -mode: "incremental" (binlog replication). "full" and "all" (copy
+//     the existing data first) are refused with dmworker.ErrModeUnavailable
+//     (exit 2) until the snapshot unit is part of the build.
+//   - -data-dir DIR: keep a relay log of the upstream in DIR/relay and
+//     replicate from it (the worker's local state); without it, the
+//     subtask reads the upstream directly.
+//   - -etcd ENDPOINTS (comma-separated): run as a worker driven through
+//     etcd, named by -worker (default: the host name). migrate writes the
+//     source's and the task's configs under /dmworker/ (see the key layout
+//     in package dmworker) and serves the source once a coordinator binds
+//     it to this worker (key /dmworker/bound/<worker>, value
+//     {"source":"<host:port of -from>"}; by hand with etcdctl until the
+//     coordinator lands). Without -etcd, the worker is driven directly and
+//     needs no etcd at all.
 //   - -task: the task name (default "migrate"). With the upstream it keys the
 //     checkpoint, which is kept in the downstream, in
 //     `dmworker_meta`.`checkpoint`, written in the same transaction as the
@@ -51,7 +63,9 @@
 // # Stopping
 //
 // SIGINT or SIGTERM stop replication cleanly: the checkpoint is saved and
-// the program exits 0. An error stops replication and exits 1, printed to
+// the program exits 0. Retryable faults (a connection lost for good, the
+// downstream away) are resumed automatically with backoff (1s to 1m, 10
+// attempts). Any other error stops replication and exits 1, printed to
 // stderr with the position and statement; for a DDL the syncer cannot apply
 // the message says how to get past it (there is no skip flag yet). Bad flags
 // exit 2. The passwords are never printed. Warnings (such as failed
@@ -61,6 +75,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -68,11 +83,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/mysqlsink"
@@ -89,7 +107,11 @@ func main() {
 // config is what the command line asks for.
 type config struct {
 	up, down streamer.UpstreamConfig
-	syncer   dmworker.SyncerConfig
+	source   dmworker.SourceConfig
+	task     dmworker.SubTaskConfig
+	worker   string
+	dataDir  string
+	etcd     []string
 	idle     time.Duration
 }
 
@@ -129,21 +151,44 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "migrate: downstream %s: %v\n", cfg.down, err)
 		return 1
 	}
-	sink, err := mysqlsink.New(db)
+	sinks := func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
+		return mysqlsink.New(db)
+	}
+	opts := []dmworker.Option{dmworker.WithLogger(logger)}
+	if cfg.dataDir != "" {
+		opts = append(opts, dmworker.WithRelayDir(filepath.Join(cfg.dataDir, "relay")))
+	}
+	if len(cfg.etcd) > 0 {
+		cli, err := publish(ctx, cfg, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, "migrate:", err)
+			return 1
+		}
+		defer cli.Close()
+		opts = append(opts, dmworker.WithEtcd(cli))
+	} else {
+		opts = append(opts, dmworker.WithSource(cfg.source))
+	}
+	w, err := dmworker.NewSourceWorker(cfg.worker, sinks, opts...)
 	if err != nil {
 		fmt.Fprintln(stderr, "migrate:", err)
-		return 1
+		return 2
 	}
-	s, err := dmworker.NewSyncer(cfg.syncer, sink, dmworker.WithLogger(logger))
-	if err != nil {
-		fmt.Fprintln(stderr, "migrate:", err)
-		return 1
-	}
-
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- s.Run(runCtx) }()
+	go func() { done <- w.Run(runCtx) }()
+	if len(cfg.etcd) == 0 {
+		if err := w.StartSubTask(cfg.task); err != nil {
+			cancel()
+			<-done
+			fmt.Fprintln(stderr, "migrate:", err)
+			if errors.Is(err, dmworker.ErrModeUnavailable) {
+				return 2
+			}
+			return 1
+		}
+	}
 
 	var idleSince time.Time // when the upstream was last seen caught up and unchanged
 	var lastMaster streamer.Position
@@ -153,18 +198,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for {
 		select {
 		case err := <-done:
-			st := s.Status()
-			printProgress(stdout, st, st.Rows-prev, time.Since(prevAt))
+			st := taskStatus(w, cfg.task.Name)
+			printProgress(stdout, st.Syncer, st.Syncer.Rows-prev, time.Since(prevAt))
 			if err != nil {
-				reportError(stderr, err)
+				fmt.Fprintln(stderr, "migrate:", err)
 				return 1
 			}
 			return 0
 		case now := <-tick.C:
-			st := s.Status()
-			printProgress(stdout, st, st.Rows-prev, now.Sub(prevAt))
-			prev, prevAt = st.Rows, now
-			if cfg.idle <= 0 || st.Stage != "Running" {
+			st := taskStatus(w, cfg.task.Name)
+			printProgress(stdout, st.Syncer, st.Syncer.Rows-prev, now.Sub(prevAt))
+			prev, prevAt = st.Syncer.Rows, now
+			if st.Stage == dmworker.SubTaskPaused && st.LastError != nil {
+				// A command line has no resume: stop and say why.
+				cancel()
+				<-done
+				reportError(stderr, st.LastError)
+				return 1
+			}
+			if cfg.idle <= 0 || st.Stage != dmworker.SubTaskRunning {
 				continue
 			}
 			qctx, qcancel := context.WithTimeout(runCtx, 10*time.Second)
@@ -175,8 +227,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				idleSince = time.Time{}
 				continue
 			}
-			master := streamer.Position{Name: up.Master.Name, Offset: up.Master.Offset}
-			caught := st.Checkpoint.Name != "" && st.Checkpoint.Compare(master) >= 0
+			master := up.Master
+			cp := st.Syncer.Checkpoint
+			caught := cp.Name != "" && cp.Compare(master) >= 0
+			if c, ok := cp.CompareGTID(master); ok && c >= 0 {
+				caught = true // the checkpoint moves at transaction ends only
+			}
 			switch {
 			case !caught || !master.Equal(lastMaster):
 				idleSince = time.Time{}
@@ -186,11 +242,57 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			case idleSince.IsZero():
 				idleSince = now
 			case now.Sub(idleSince) >= cfg.idle:
-				cancel() // Run saves its checkpoint and returns nil
+				cancel() // the subtask saves its checkpoint; Run returns nil
 			}
 			lastMaster = master
 		}
 	}
+}
+
+// taskStatus is the status of the worker's subtask (zero before it starts).
+func taskStatus(w *dmworker.SourceWorker, name string) dmworker.SubTaskStatus {
+	// The relay's distance to the upstream is not printed: do not ask.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, st := range w.Status(ctx).SubTasks {
+		if st.Name == name {
+			return st
+		}
+	}
+	return dmworker.SubTaskStatus{}
+}
+
+// publish connects to etcd and writes the source's and the task's configs
+// under the default prefix, as the host does; the coordinator binds the
+// source to a worker.
+func publish(ctx context.Context, cfg config, stderr io.Writer) (*clientv3.Client, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.etcd, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, fmt.Errorf("etcd %s: %w", strings.Join(cfg.etcd, ","), err)
+	}
+	src, err := json.Marshal(cfg.source)
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
+	task, err := json.Marshal(cfg.task)
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
+	p := dmworker.DefaultEtcdPrefix
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := cli.Txn(pctx).Then(
+		clientv3.OpPut(p+"source/"+cfg.source.Name, string(src)),
+		clientv3.OpPut(p+"subtask/"+cfg.source.Name+"/"+cfg.task.Name, string(task)),
+	).Commit(); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcd %s: publish source %s and task %s: %w", strings.Join(cfg.etcd, ","), cfg.source.Name, cfg.task.Name, err)
+	}
+	fmt.Fprintf(stderr, "migrate: worker %s waits for source %s to be bound to it (key %sbound/%s)\n",
+		cfg.worker, cfg.source.Name, p, cfg.worker)
+	return cli, nil
 }
 
 func printProgress(w io.Writer, st dmworker.SyncerStatus, rows int64, d time.Duration) {
@@ -261,7 +363,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	var (
 		from      = fs.String("from", "", "upstream as user:password@host:port (required)")
 		to        = fs.String("to", "", "downstream as user:password@host:port (required)")
-		mode      = fs.String("mode", "incremental", "incremental (full and all are not supported yet)")
+		mode      = fs.String("mode", "incremental", "incremental, full or all (full and all need the snapshot unit)")
+		dataDir   = fs.String("data-dir", "", "directory for the relay log and local state; relay is on when given")
+		etcd      = fs.String("etcd", "", "comma-separated etcd endpoints: run as a worker driven through etcd")
+		worker    = fs.String("worker", "", "worker name (default: the host name)")
 		task      = fs.String("task", "migrate", "task name; keys the checkpoint")
 		start     = fs.String("start", "", "where a task with no checkpoint starts, FILE:POS")
 		startGTID = fs.String("start-gtid", "", "where a task with no checkpoint starts, after this GTID set")
@@ -285,10 +390,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	case *from == "" || *to == "":
 		return cfg, errors.New("-from and -to user:password@host:port are required")
-	case *mode == "full" || *mode == "all":
-		return cfg, fmt.Errorf("-mode %s: not supported yet (only incremental)", *mode)
-	case *mode != "incremental":
-		return cfg, fmt.Errorf("-mode %q: want incremental", *mode)
+	case *mode != "incremental" && *mode != "full" && *mode != "all":
+		return cfg, fmt.Errorf("-mode %q: want incremental, full or all", *mode)
 	case *workers < 1:
 		return cfg, fmt.Errorf("-workers %d: must be at least 1", *workers)
 	case *workers > 1:
@@ -308,7 +411,23 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-to: %w", err)
 	}
 	cfg.idle = *idle
-	sc := dmworker.SyncerConfig{Task: *task, Upstream: cfg.up}
+	cfg.dataDir = *dataDir
+	cfg.worker = *worker
+	if cfg.worker == "" {
+		if cfg.worker, err = os.Hostname(); err != nil || cfg.worker == "" {
+			cfg.worker = "migrate"
+		}
+		cfg.worker = strings.ReplaceAll(cfg.worker, "/", "_")
+	}
+	if strings.Contains(cfg.worker, "/") {
+		return cfg, fmt.Errorf("-worker %q: no '/' allowed", cfg.worker)
+	}
+	for _, e := range strings.Split(*etcd, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			cfg.etcd = append(cfg.etcd, e)
+		}
+	}
+	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode)}
 	switch {
 	case set["start"]:
 		if sc.Start, err = streamer.ParsePosition(*start); err != nil {
@@ -329,7 +448,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		}
 		sc.Routes = append(sc.Routes, rs...)
 	}
-	cfg.syncer = sc
+	cfg.task = sc
+	// The source is named by its address, so that checkpoints written
+	// before (keyed by the upstream's address) go on.
+	cfg.source = dmworker.SourceConfig{Name: cfg.up.SourceName(), Upstream: cfg.up, EnableRelay: cfg.dataDir != ""}
 	return cfg, nil
 }
 

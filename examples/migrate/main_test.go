@@ -5,6 +5,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -148,8 +150,11 @@ func TestParseArgs(t *testing.T) {
 		want string // substring of the error; "" for success
 	}{
 		{nil, ""},
-		{[]string{"-mode", "full"}, "not supported yet"},
-		{[]string{"-mode", "all"}, "not supported yet"},
+		{[]string{"-mode", "full"}, ""}, // refused by the worker until the snapshot unit lands
+		{[]string{"-mode", "all"}, ""},
+		{[]string{"-mode", "fast"}, "want incremental, full or all"},
+		{[]string{"-worker", "a/b"}, "no '/'"},
+		{[]string{"-data-dir", "/tmp/x", "-etcd", "127.0.0.1:2379,127.0.0.1:2380", "-worker", "w1"}, ""},
 		{[]string{"-workers", "4"}, "parallel apply is not built yet"},
 		{[]string{"-start", "mysql-bin.000001:4", "-start-gtid", "0-1-1"}, "not both"},
 		{[]string{"-start-gtid", "0-1-5"}, ""},
@@ -175,12 +180,86 @@ func TestParseArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := cfg.syncer.Routes
+	r := cfg.task.Routes
 	if len(r) != 2 || r[0].SchemaPattern != "src" || r[0].TablePattern != "t_*" || r[0].TargetSchema != "dst" || r[0].TargetTable != "t" ||
 		r[1].SchemaPattern != "src_*" || r[1].TablePattern != "" || r[1].TargetSchema != "dst" {
 		t.Errorf("routes %+v", r)
 	}
-	if d := cfg.syncer.Filter.DoTables; len(d) != 2 || d[0].Schema != "db" || d[0].Name != "*" || d[1].Schema != "other" || d[1].Name != "t" {
+	if d := cfg.task.Filter.DoTables; len(d) != 2 || d[0].Schema != "db" || d[0].Name != "*" || d[1].Schema != "other" || d[1].Name != "t" {
 		t.Errorf("do-tables %+v", d)
+	}
+}
+
+// TestMigrateRelayAndEtcd: with -data-dir the subtask replicates from a
+// relay log kept under DIR/relay; with -etcd the same program runs as a
+// worker driven through etcd, serving the source once it is bound to it.
+func TestMigrateRelayAndEtcd(t *testing.T) {
+	up := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 410})
+	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 411})
+	e := testserver.StartEtcd(t)
+	upDB, downDB := up.DB(t), down.DB(t)
+	from := fmt.Sprintf("%s:%s@%s", up.User, up.Password, up.Addr())
+	to := fmt.Sprintf("%s:%s@%s", down.User, down.Password, down.Addr())
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	const q = "SELECT id, v FROM wl.t ORDER BY id"
+
+	// Direct mode with a relay log.
+	up.Exec(t, "CREATE DATABASE wl")
+	up.Exec(t, "CREATE TABLE wl.t (id INT PRIMARY KEY, v VARCHAR(64))")
+	down.Exec(t, "CREATE DATABASE wl")
+	down.Exec(t, "CREATE TABLE wl.t (id INT PRIMARY KEY, v VARCHAR(64))")
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	args := []string{"-from", from, "-to", to, "-data-dir", dir, "-exit-when-idle", "2s"}
+	go func() { done <- run(ctx, args, &stdout, &stderr) }()
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(stdout.String(), "pos=mysql-bin"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress after a minute:\n%s\n%s", stdout.String(), stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := 0; i < 40; i++ {
+		up.Exec(t, "INSERT INTO wl.t VALUES (?, ?)", i, fmt.Sprint("v", i))
+	}
+	if code := <-done; code != 0 {
+		t.Fatalf("relay run: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	if u, d := rowsOf(t, upDB, q), rowsOf(t, downDB, q); u != d {
+		t.Fatalf("wl.t differs after the relay run:\nup   %s\ndown %s", u, d)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "relay", up.Addr(), "server-uuid.index")); err != nil {
+		t.Fatalf("no relay log under -data-dir: %v", err)
+	}
+
+	// etcd mode: the worker waits for its binding.
+	up.Exec(t, "UPDATE wl.t SET v = 'etcd' WHERE id < 10")
+	stdout.Reset()
+	stderr.Reset()
+	args = append(args, "-etcd", strings.Join(e.Endpoints, ","), "-worker", "w1")
+	go func() { done <- run(ctx, args, &stdout, &stderr) }()
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(stderr.String(), "waits for source"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no wait for a binding after a minute:\n%s\n%s", stdout.String(), stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := e.Client.Put(ctx, "/dmworker/bound/w1", fmt.Sprintf(`{"source":%q}`, up.Addr())); err != nil {
+		t.Fatal(err)
+	}
+	if code := <-done; code != 0 {
+		t.Fatalf("etcd run: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	if u, d := rowsOf(t, upDB, q), rowsOf(t, downDB, q); u != d {
+		t.Fatalf("wl.t differs after the etcd run:\nup   %s\ndown %s", u, d)
+	}
+	resp, err := e.Client.Get(ctx, "/dmworker/status/w1/subtask/migrate")
+	if err != nil || len(resp.Kvs) == 0 || !strings.Contains(string(resp.Kvs[0].Value), `"stage":"Stopped"`) {
+		t.Fatalf("no final status of the subtask in etcd: %v %v", resp, err)
+	}
+	resp, err = e.Client.Get(ctx, "/dmworker/status/w1/relay")
+	if err != nil || len(resp.Kvs) == 0 || !strings.Contains(string(resp.Kvs[0].Value), `"relayed":"0-410.000001/mysql-bin.000001:`) {
+		t.Fatalf("no relay status in etcd: %v %v", resp, err)
 	}
 }

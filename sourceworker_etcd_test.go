@@ -1,0 +1,218 @@
+package dmworker_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/testserver"
+)
+
+const testPrefix = "/dmtest/"
+
+// TestSourceWorkerEtcd: a worker driven through etcd. Writing a subtask
+// config starts it; its stage key pauses and resumes it; a compaction of
+// the watched revision is survived; a liveness loss stops everything and the
+// return restarts it from the state in etcd (changed meanwhile); deleting the
+// config stops the subtask; status is reported under status/<worker>/.
+func TestSourceWorkerEtcd(t *testing.T) {
+	noLeaks(t)
+	p := newPair(t, 406, 407, testserver.MariaDBOptions{})
+	e := testserver.StartEtcd(t)
+	cli := e.Client
+	live := newTestLiveness()
+	logs := &lockedBuffer{}
+	w, err := dmworker.NewSourceWorker("w1", mysqlSinks(p.downdb), dmworker.WithEtcd(cli), dmworker.WithEtcdPrefix(testPrefix),
+		dmworker.WithLiveness(live), dmworker.WithLogger(slog.New(slog.NewTextHandler(logs, nil))), dmworker.WithStatusInterval(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The hook compacts etcd past the revision the worker is about to
+	// watch from, once armed, after changing the subtask's stage.
+	var armed atomic.Bool
+	dmworker.SetWatchHook(w, func(rev int64) {
+		if !armed.CompareAndSwap(true, false) {
+			return
+		}
+		etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Paused")
+		// Compact past the put: the watch from rev+1 must fail.
+		resp := etcdPut(t, cli, testPrefix+"unwatched", "x")
+		if _, err := cli.Compact(context.Background(), resp.Header.Revision); err != nil {
+			t.Errorf("compact: %v", err)
+		}
+	})
+	etcdPut(t, cli, testPrefix+"source/src", dmworker.SourceConfig{Name: "src", Upstream: upstreamOf(p.up)})
+	bind := etcdPut(t, cli, testPrefix+"bound/w1", dmworker.SourceBinding{Source: "src"})
+	runWorker(t, w)
+	etcdPut(t, cli, testPrefix+"subtask/src/t1", dmworker.SubTaskConfig{Name: "t1", BatchSize: 25})
+	st := taskStatus(w, "t1")
+	waitUntil(t, "t1 reading", func() bool { return st().Syncer.Read.Name != "" })
+	if s := st(); s.Epoch != bind.Header.Revision || s.Stage != dmworker.SubTaskRunning {
+		t.Fatalf("t1: stage %s epoch %d, want Running under epoch %d", s.Stage, s.Epoch, bind.Header.Revision)
+	}
+	rnd := rand.New(rand.NewPCG(406, 1))
+	syncWorkload(t, p.updb, rnd, 80)
+	waitSubTaskSynced(t, st, p)
+	checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
+	statusKey := testPrefix + "status/w1/subtask/t1"
+	waitUntil(t, "t1's status in etcd", func() bool {
+		r := reportOf(t, cli, statusKey)
+		return r.Stage == dmworker.SubTaskRunning && r.Worker == "w1" && r.Source == "src" && r.Rows > 0
+	})
+
+	// Stage keys pause and resume.
+	etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Paused")
+	waitStage(t, st, dmworker.SubTaskPaused)
+	waitUntil(t, "Paused in etcd", func() bool { return reportOf(t, cli, statusKey).Stage == dmworker.SubTaskPaused })
+	etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Running")
+	waitStage(t, st, dmworker.SubTaskRunning)
+
+	// A compaction past the watched revision: the worker reads the whole
+	// state again (the hook paused t1 meanwhile), then watches on.
+	armed.Store(true)
+	etcdPut(t, cli, testPrefix+"subtask/src/t1", dmworker.SubTaskConfig{Name: "t1", BatchSize: 30})
+	waitUntil(t, "t1 updated and paused after the compaction", func() bool {
+		return !armed.Load() && st().Stage == dmworker.SubTaskPaused && w.Status(context.Background()).SubTasks[0].Name == "t1"
+	})
+	if !strings.Contains(logs.String(), "compacted at revision") {
+		t.Fatalf("the worker did not meet the compaction; its log:\n%s", logs.String())
+	}
+	etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Running")
+	waitStage(t, st, dmworker.SubTaskRunning)
+	syncWorkload(t, p.updb, rnd, 40)
+	waitSubTaskSynced(t, st, p)
+
+	// Liveness lost: everything stops; the state changes meanwhile; back
+	// alive, the worker starts from the state in etcd.
+	live.set(false)
+	waitUntil(t, "everything stopped", func() bool { return len(w.Status(context.Background()).SubTasks) == 0 })
+	etcdPut(t, cli, testPrefix+"subtask/src/t2", dmworker.SubTaskConfig{Name: "t2",
+		Filter: dmworker.BlockAllowList{DoTables: []dmworker.TablePattern{{Schema: "app", Name: "only2"}}},
+		Routes: []dmworker.RouteRule{{SchemaPattern: "app", TargetSchema: "app2"}}})
+	etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Paused")
+	syncWorkload(t, p.updb, rnd, 20)
+	live.set(true)
+	waitStage(t, st, dmworker.SubTaskPaused)
+	st2 := taskStatus(w, "t2")
+	waitUntil(t, "t2 reading", func() bool { return st2().Syncer.Read.Name != "" })
+	mustExec(t, p.downdb, "CREATE DATABASE app2") // the route renames tables, not this schema's creation
+	mustExec(t, p.updb, "CREATE TABLE app.only2 (id INT PRIMARY KEY, v VARCHAR(20))")
+	mustExec(t, p.updb, "INSERT INTO app.only2 VALUES (1, 'a'), (2, 'b')")
+	waitSubTaskSynced(t, st2, p)
+	checkEqual(t, p.updb, p.downdb, "app.only2", "app2.only2")
+	etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Running")
+	waitSubTaskSynced(t, st, p)
+	checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
+
+	// Stage Stopped stops and keeps the subtask stopped; Running starts it
+	// anew from its checkpoint; deleting the config of the running subtask
+	// removes it and its status.
+	etcdPut(t, cli, testPrefix+"stage/subtask/src/t2", "Stopped")
+	waitStage(t, st2, dmworker.SubTaskStopped)
+	waitUntil(t, "Stopped in etcd", func() bool {
+		return reportOf(t, cli, testPrefix+"status/w1/subtask/t2").Stage == dmworker.SubTaskStopped
+	})
+	mustExec(t, p.updb, "INSERT INTO app.only2 VALUES (3, 'c')")
+	etcdPut(t, cli, testPrefix+"stage/subtask/src/t2", "Running")
+	waitSubTaskSynced(t, st2, p)
+	checkEqual(t, p.updb, p.downdb, "app.only2", "app2.only2")
+	if _, err := cli.Delete(context.Background(), testPrefix+"subtask/src/t2"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "t2 gone", func() bool {
+		return st2().Stage == "" && reportOf(t, cli, testPrefix+"status/w1/subtask/t2").Stage == ""
+	})
+
+	// Unbinding stops everything.
+	if _, err := cli.Delete(context.Background(), testPrefix+"bound/w1"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the worker idle", func() bool {
+		s := w.Status(context.Background())
+		return s.Source == "" && len(s.SubTasks) == 0 && reportOf(t, cli, statusKey).Stage == ""
+	})
+}
+
+// TestSourceWorkerFencing: two workers on one source. The binding moves
+// from A to B while A still runs (A is never told); B fences A off at its
+// start: A's later writes are refused with ErrStaleEpoch (seen in A's
+// status and report), the stored checkpoint stays under B's epoch, and the
+// downstream ends equal to the upstream.
+func TestSourceWorkerFencing(t *testing.T) {
+	noLeaks(t)
+	p := newPair(t, 408, 409, testserver.MariaDBOptions{})
+	e := testserver.StartEtcd(t)
+	cli := e.Client
+	newWorker := func(name string) *dmworker.SourceWorker {
+		w, err := dmworker.NewSourceWorker(name, mysqlSinks(p.downdb), dmworker.WithEtcd(cli), dmworker.WithEtcdPrefix(testPrefix),
+			dmworker.WithStatusInterval(200*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	etcdPut(t, cli, testPrefix+"source/src", dmworker.SourceConfig{Name: "src", Upstream: upstreamOf(p.up)})
+	etcdPut(t, cli, testPrefix+"subtask/src/t", dmworker.SubTaskConfig{Name: "t", BatchSize: 10})
+	bindA := etcdPut(t, cli, testPrefix+"bound/A", dmworker.SourceBinding{Source: "src"})
+	a := newWorker("A")
+	runWorker(t, a)
+	stA := taskStatus(a, "t")
+	waitUntil(t, "A reading", func() bool { return stA().Syncer.Read.Name != "" })
+	rnd := rand.New(rand.NewPCG(408, 1))
+	syncWorkload(t, p.updb, rnd, 60)
+	waitSubTaskSynced(t, stA, p)
+	if ep := checkpointEpoch(t, p.downdb, "t", "src"); ep != bindA.Header.Revision {
+		t.Fatalf("A's checkpoint under epoch %d, want %d", ep, bindA.Header.Revision)
+	}
+
+	// Rebind to B, leaving A's key alone: A runs on, unaware.
+	bindB := etcdPut(t, cli, testPrefix+"bound/B", dmworker.SourceBinding{Source: "src"})
+	b := newWorker("B")
+	runWorker(t, b)
+	stB := taskStatus(b, "t")
+	waitUntil(t, "B took over", func() bool {
+		return stB().Syncer.Read.Name != "" && checkpointEpoch(t, p.downdb, "t", "src") == bindB.Header.Revision
+	})
+	if s := stA(); s.Stage != dmworker.SubTaskRunning {
+		t.Fatalf("A is not running any more (%s, %v): the test proves nothing", s.Stage, s.LastError)
+	}
+
+	// Both read the new writes; only B may apply them.
+	syncWorkload(t, p.updb, rnd, 60)
+	waitUntil(t, "A refused", func() bool {
+		s := stA()
+		return s.Stage == dmworker.SubTaskPaused && errors.Is(s.LastError, dmworker.ErrStaleEpoch)
+	})
+	waitUntil(t, "A's report says stale epoch", func() bool {
+		r := reportOf(t, cli, testPrefix+"status/A/subtask/t")
+		return r.StaleEpoch && r.Stage == dmworker.SubTaskPaused
+	})
+	waitSubTaskSynced(t, stB, p)
+	checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
+	checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
+	if ep := checkpointEpoch(t, p.downdb, "t", "src"); ep != bindB.Header.Revision {
+		t.Fatalf("checkpoint under epoch %d after A's refused writes, want B's %d", ep, bindB.Header.Revision)
+	}
+	// A resumed by hand is refused again, at once: it cannot move the
+	// task's progress backwards.
+	cpB := checkpointOf(t, p.downdb, "t", "src")
+	etcdPut(t, cli, testPrefix+"stage/subtask/src/t", "Paused")
+	etcdPut(t, cli, testPrefix+"stage/subtask/src/t", "Running")
+	syncWorkload(t, p.updb, rnd, 10)
+	waitSubTaskSynced(t, stB, p)
+	waitUntil(t, "A refused again", func() bool {
+		s := stA()
+		return s.Stage == dmworker.SubTaskPaused && errors.Is(s.LastError, dmworker.ErrStaleEpoch)
+	})
+	if cp := checkpointOf(t, p.downdb, "t", "src"); cp == cpB {
+		t.Fatalf("B's checkpoint did not move: %s", cp)
+	}
+	checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
+}
