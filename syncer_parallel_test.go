@@ -8,8 +8,11 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/go-mysql-org/go-mysql/replication"
+
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
+	"github.com/dmworker/dmworker/streamer"
 )
 
 // conflictWorkload runs transactions built to conflict across parallel
@@ -219,4 +222,77 @@ func TestSyncerParallelFenced(t *testing.T) {
 	if err := s2.Run(ctx); !errors.Is(err, dmworker.ErrStaleEpoch) {
 		t.Fatalf("Run of epoch 7 after epoch 8: %v", err)
 	}
+}
+
+// cancelAfterRows is a reader that cancels the syncer's context once it has
+// delivered n rows events.
+type cancelAfterRows struct {
+	streamer.Reader
+	n      int
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfterRows) GetEvent(ctx context.Context) (*streamer.Event, error) {
+	ev, err := c.Reader.GetEvent(ctx)
+	if err == nil {
+		if _, ok := ev.Event.(*replication.RowsEvent); ok {
+			if c.n--; c.n == 0 {
+				c.cancel()
+			}
+		}
+	}
+	return ev, err
+}
+
+// TestSyncerStopMidTransaction: a syncer stopped in the middle of an
+// upstream transaction applies what it read of it, and the next run does
+// not apply it twice (it replays the rest of the transaction in safe mode).
+func TestSyncerStopMidTransaction(t *testing.T) {
+	forWorkers(t, func(t *testing.T, workers int) {
+		p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 504})
+		p.workers = workers
+		for _, db := range []*sql.DB{p.updb, p.downdb} {
+			mustExec(t, db, "CREATE DATABASE app")
+			mustExec(t, db, "CREATE TABLE app.t (id INT PRIMARY KEY, v INT)")
+		}
+		file, pos := masterPos(t, p.updb)
+		tx, err := p.updb.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			if _, err := tx.Exec("INSERT INTO app.t VALUES (?, ?), (?, ?)", 2*i, i, 2*i+1, i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		cfg := p.config("midtxn")
+		cfg.Start = streamer.Position{Name: file, Offset: pos}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		s, err := dmworker.NewSyncer(cfg, p.sink, dmworker.WithReaderFactory(
+			func(ctx context.Context, start streamer.Position) (streamer.Reader, error) {
+				r, err := streamer.NewRemoteReader(upstreamOf(p.up), start)
+				if err != nil {
+					return nil, err
+				}
+				return &cancelAfterRows{Reader: r, n: 1, cancel: cancel}, nil
+			}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Run(ctx); err != nil {
+			t.Fatalf("first run: %v", err)
+		}
+		s2, err := dmworker.NewSyncer(cfg, p.sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runSyncer(t, s2)
+		mustExec(t, p.updb, "INSERT INTO app.t VALUES (100, 100)")
+		waitSynced(t, run, p.updb)
+		checkEqual(t, p.updb, p.downdb, "app.t", "app.t")
+	})
 }

@@ -282,8 +282,10 @@ func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) error {
 		ev, err := reader.GetEvent(gctx)
 		if err != nil {
 			if ctx.Err() != nil {
-				// Stopping: what is complete is applied and saved.
-				return r.flush(context.WithoutCancel(ctx), r.lastTxnEnd, false)
+				// Stopping: what is read is applied, with the checkpoint
+				// at the last whole transaction; when the batch ends
+				// inside one, the rest of it is replayed in safe mode.
+				return r.flush(context.WithoutCancel(ctx), r.lastTxnEnd, r.midTxn)
 			}
 			if gctx != ctx && gctx.Err() != nil {
 				deadline.stop()
