@@ -120,10 +120,10 @@ func kindRank(k ChangeKind) int {
 // group reorders a worker's batch so that changes of one kind to one table
 // are next to each other, and the sink can write them with few multi-row
 // statements. Only changes that concern different rows move past each
-// other: it works on stretches of groupable changes, and leaves a stretch
-// as it is when one row in it has changes whose kinds would be reordered
-// (an insert then an update of one key, say; compaction merges most of
-// those first). The result has the same effect as changes.
+// other: it works on stretches of groupable changes, cut where one row has
+// changes whose kinds would be reordered (an insert then an update of one
+// key, say; compaction merges most of those first). The result has the same
+// effect as changes.
 func group(changes []Change) []Change {
 	start := 0
 	for i := 0; i <= len(changes); i++ {
@@ -146,6 +146,7 @@ func groupStretch(s []Change) {
 	last := make(map[key]int, len(s))
 	tableOrder := map[*Table]int{}
 	var buf []byte
+	start := 0
 	sorted := true
 	for i := range s {
 		c := &s[i]
@@ -157,19 +158,30 @@ func groupStretch(s []Change) {
 		k := key{c.Table, string(buf)}
 		r := kindRank(c.Kind)
 		if prev, ok := last[k]; ok && prev > r {
-			return // one row's changes would be reordered
+			// This row's changes would be reordered: sort what came
+			// before, and start a new stretch here.
+			sortStretch(s[start:i], tableOrder, sorted)
+			start, sorted = i, true
+			clear(last)
+			clear(tableOrder)
 		}
 		last[k] = r
 		if _, ok := tableOrder[c.Table]; !ok {
 			tableOrder[c.Table] = len(tableOrder)
 		}
-		if i > 0 && sorted {
+		if i > start && sorted {
 			p := &s[i-1]
 			sorted = tableOrder[p.Table] < tableOrder[c.Table] ||
 				(p.Table == c.Table && kindRank(p.Kind) <= r)
 		}
 	}
-	if sorted {
+	sortStretch(s[start:], tableOrder, sorted)
+}
+
+// sortStretch orders s by table (in order of first appearance) and kind,
+// keeping the order within each, unless it is sorted already.
+func sortStretch(s []Change, tableOrder map[*Table]int, sorted bool) {
+	if sorted || len(s) < 3 {
 		return
 	}
 	slices.SortStableFunc(s, func(a, b Change) int {

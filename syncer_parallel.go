@@ -73,6 +73,12 @@ type parallel struct {
 	lastSave   time.Time
 	conflicts  int64
 
+	// Tables written in the current one-second window, and the spread
+	// derived from the last one (see home).
+	windowStart  time.Time
+	windowTables map[string]struct{}
+	spread       uint64
+
 	mu     sync.Mutex
 	used   int64         // queue bytes held
 	notify chan struct{} // closed (and replaced) whenever a worker progresses
@@ -89,6 +95,7 @@ type marker struct {
 // tableKeys is what causality needs of a table.
 type tableKeys struct {
 	name string
+	base uint64 // where the table's stretch of workers starts
 	keys []causality.KeyDef
 }
 
@@ -112,11 +119,12 @@ func newParallel(ctx context.Context, r *syncRun) *parallel {
 	pctx, cancel := context.WithCancel(ctx)
 	p := &parallel{
 		r: r, ctx: pctx, cancel: cancel,
-		hasher:   causality.NewHasher(maphash.MakeSeed()),
-		tkeys:    map[*Table]*tableKeys{},
-		lastDisp: make([]uint64, n),
-		notify:   make(chan struct{}),
-		lastSave: time.Now(),
+		hasher:       causality.NewHasher(maphash.MakeSeed()),
+		tkeys:        map[*Table]*tableKeys{},
+		windowTables: map[string]struct{}{},
+		lastDisp:     make([]uint64, n),
+		notify:       make(chan struct{}),
+		lastSave:     time.Now(),
 	}
 	p.tracker = causality.NewTracker(func(w int) uint64 { return p.workers[w].applied.Load() })
 	depth := max(4*r.s.cfg.BatchSize, 256)
@@ -273,7 +281,6 @@ func (p *parallel) dispatch(ctx context.Context, pos streamer.Position) error {
 			return err
 		}
 	}
-	n := uint64(len(p.workers))
 	for i := range r.batch {
 		ch := r.batch[i]
 		p.keys = p.changeKeys(p.keys[:0], &ch)
@@ -281,7 +288,7 @@ func (p *parallel) dispatch(ctx context.Context, pos streamer.Position) error {
 		var target int
 		switch len(p.holds) {
 		case 0:
-			target = int(p.keys[0] % n)
+			target = p.home(&ch, p.keys[0])
 		case 1:
 			target = p.holds[0].Worker
 		default:
@@ -321,6 +328,28 @@ func (p *parallel) dispatch(ctx context.Context, pos streamer.Position) error {
 	return nil
 }
 
+// home picks the worker for a change whose keys no worker holds. A table's
+// rows go to a stretch of spread workers starting at one its name hashes
+// to, spread being the worker count divided by the number of tables written
+// lately (at least 1): with many tables each worker sees few of them, and
+// its batch turns into few multi-row statements; with one table every
+// worker takes part.
+func (p *parallel) home(ch *Change, key uint64) int {
+	n := uint64(len(p.workers))
+	tk := p.tkeys[ch.Table]
+	now := time.Now()
+	if now.Sub(p.windowStart) >= time.Second {
+		p.spread = max(1, n/uint64(max(1, len(p.windowTables))))
+		clear(p.windowTables)
+		p.windowStart = now
+	}
+	p.windowTables[tk.name] = struct{}{}
+	if p.spread == 0 {
+		p.spread = n
+	}
+	return int((tk.base + key%p.spread) % n)
+}
+
 // changeKeys returns the causality keys of a change: its table's primary and
 // unique keys in its old and new rows; the table itself when no key
 // identifies the row.
@@ -328,6 +357,7 @@ func (p *parallel) changeKeys(dst []uint64, ch *Change) []uint64 {
 	tk := p.tkeys[ch.Table]
 	if tk == nil {
 		tk = &tableKeys{name: ch.Table.QualifiedName()}
+		tk.base = p.hasher.TableKey(tk.name)
 		for _, k := range append([][]int{ch.Table.PrimaryKey}, ch.Table.UniqueKeys...) {
 			if len(k) == 0 {
 				continue

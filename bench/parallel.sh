@@ -64,7 +64,9 @@ ours=$("$work/syncer" -workers "$workers" -batch "$batch" "${cflag[@]}" ${CPUPRO
 	-downstream "$DOWNSTREAM_USER:$DOWNSTREAM_PASSWORD@$DOWNSTREAM_HOST:$DOWNSTREAM_PORT")
 echo "$ours" >&2
 questions=$(q "$DOWNSTREAM_HOST" "$DOWNSTREAM_PORT" -N -e "SHOW GLOBAL STATUS LIKE 'Questions'" | awk '{print $2}')
-echo "ours: the downstream answered $questions statements" >&2
+echo "ours: the downstream answered $questions statements:" \
+	"$(q "$DOWNSTREAM_HOST" "$DOWNSTREAM_PORT" -N -e "SHOW GLOBAL STATUS WHERE Variable_name IN
+	('Com_insert','Com_update','Com_delete','Com_replace','Com_select','Com_set_option','Com_begin','Com_commit')" | tr '\t\n' '= ')" >&2
 
 echo "replica: native parallel replication (slave_parallel_threads=16, optimistic)" >&2
 rep() { q "$UPSTREAM2_HOST" "$UPSTREAM2_PORT" "$@"; }
