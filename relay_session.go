@@ -57,9 +57,10 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 	r.log.Info("relay pulling", slog.String("subdir", plan.subdir), slog.String("from", plan.start.String()),
 		slog.String("sync", r.opts.syncPolicy.String()))
 
-	// The relay copies bytes: decoding row values would only cost CPU.
-	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger), streamer.WithoutRowValues()}, r.opts.remoteOpts...)
-	reader, err := streamer.NewRemoteReader(up, plan.start, ropts...)
+	// The relay copies bytes: the raw reader decodes no more of an event
+	// than framing needs, and allocates nothing per event.
+	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger)}, r.opts.remoteOpts...)
+	reader, err := streamer.NewRawReader(up, plan.start, ropts...)
 	if err != nil {
 		return err
 	}
@@ -76,7 +77,6 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		written  bool // this session has written something
 		lastSync = time.Now()
 		pending  streamer.RelayPos
-		pendSet  mysql.GTIDSet
 		// deadline bounds a wait while data is not durable yet
 		deadline waitDeadline
 	)
@@ -88,7 +88,11 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		lastSync = time.Now()
 		if dirty {
 			dirty = false
-			if err := r.publish(plan.path, pending, pendSet); err != nil {
+			// Every event after the pending boundary that was delivered
+			// is mid-transaction (a later boundary would have moved
+			// pending), so the reader's set is the set at pending. It
+			// is copied here, once per sync, not once per transaction.
+			if err := r.publish(plan.path, pending, reader.GTIDSet()); err != nil {
 				return err
 			}
 		}
@@ -107,7 +111,7 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		if dirty && policy.kind == syncInterval {
 			gctx = deadline.context(sctx, lastSync.Add(policy.interval))
 		}
-		ev, err := reader.GetEvent(gctx)
+		ev, err := reader.Next(gctx)
 		if err != nil {
 			if sctx.Err() != nil {
 				return finish(nil)
@@ -128,7 +132,7 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 			}
 			return finish(err)
 		}
-		wrote, err := writer.Write(ev)
+		wrote, err := writer.WriteRaw(ev)
 		if err != nil {
 			if !written && (errors.Is(err, streamer.ErrRelayDiverged) || errors.Is(err, streamer.ErrRelayOverlap)) {
 				// Same server, same file name, other content: its binlog
@@ -149,7 +153,6 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 			// A rotate: the writer has moved to the next file.
 			pending.Offset = 4
 		}
-		pendSet = ev.Pos.GTIDSet
 		dirty = true
 		switch {
 		case policy.kind == syncEachTxn,
