@@ -235,6 +235,10 @@ func (r *RawReader) Next(ctx context.Context) (*RawEvent, error) {
 	}
 }
 
+// maxRotatePos bounds the offset a rotate event may name (256 TiB): beyond
+// it the event is garbage, and offsets would overflow.
+const maxRotatePos = 1 << 48
+
 // errStream marks a malformed stream: a new connection may cure it.
 var errStream = errors.New("malformed binlog stream")
 
@@ -260,7 +264,7 @@ func (r *RawReader) process(data []byte) (bool, error) {
 	if h.EventType == replication.FORMAT_DESCRIPTION_EVENT {
 		// Rare (once a file and per connection): go-mysql decodes it,
 		// checks its checksum and learns the checksum algorithm.
-		be, err := r.parser.Parse(data)
+		be, err := parseSafe(r.parser, data)
 		if err != nil {
 			if errors.Is(err, replication.ErrChecksumMismatch) {
 				return false, fmt.Errorf("%w: format description at %s:%d", ErrChecksum, r.pos.Name, h.LogPos)
@@ -288,10 +292,12 @@ func (r *RawReader) process(data []byte) (bool, error) {
 		if len(body) < 8 {
 			return false, fmt.Errorf("%w: rotate event of %d bytes", errStream, len(data))
 		}
+		if next.Offset = le64(body); next.Offset > maxRotatePos {
+			return false, fmt.Errorf("%w: rotate to offset %d", errStream, next.Offset)
+		}
 		if name := body[8:]; string(name) != next.Name {
 			next.Name = string(name)
 		}
-		next.Offset = le64(body)
 	} else if !artificial {
 		next.Offset = extendOffset(r.pos.Offset, h.LogPos)
 	}

@@ -296,7 +296,11 @@ func (t *txnTracker) observeRaw(typ replication.EventType, serverID uint32, body
 		txnEnd = true
 	case replication.GTID_TAGGED_LOG_EVENT, replication.MARIADB_QUERY_COMPRESSED_EVENT,
 		replication.PREVIOUS_GTIDS_EVENT, replication.MARIADB_GTID_LIST_EVENT:
-		be, perr := p.Parse(raw)
+		// go-mysql trusts the counts in these events: check them first.
+		if perr := checkDecodable(typ, body, nil); perr != nil {
+			return false, perr
+		}
+		be, perr := parseSafe(p, raw)
 		if perr != nil {
 			return false, perr
 		}
@@ -329,3 +333,14 @@ func le32(b []byte) uint32 {
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
 func le64(b []byte) uint64 { return uint64(le32(b)) | uint64(le32(b[4:]))<<32 }
+
+// parseSafe is p.Parse turning a panic of go-mysql's decoders (which index
+// without checking on some malformed events) into an error.
+func parseSafe(p *replication.BinlogParser, raw []byte) (be *replication.BinlogEvent, err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			err = fmt.Errorf("undecodable event: %v", x)
+		}
+	}()
+	return p.Parse(raw)
+}
