@@ -189,7 +189,7 @@ type dumpConn struct {
 // aLongTimeAgo is a deadline in the past: it wakes a blocked read at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// errInterrupted wraps the context's error when it stopped a read.
+// interrupted wraps the context's error when it stopped a read.
 type interrupted struct{ err error }
 
 func (e *interrupted) Error() string { return "read interrupted: " + e.err.Error() }
@@ -253,7 +253,9 @@ func (d *dumpConn) Read(b []byte) (int, error) {
 				if err := d.nc.SetReadDeadline(d.lastData.Add(d.timeout)); err != nil {
 					return 0, err
 				}
-				d.armedAt = d.lastData
+				// Not again at the top of the loop: the deadline must
+				// stay one timeout after the last bytes.
+				d.armedAt = time.Now()
 				continue
 			}
 		}
@@ -269,7 +271,9 @@ func (d *dumpConn) interruptRead() {
 // close closes the connection; it is safe to call more than once and from
 // any goroutine.
 func (d *dumpConn) close() {
-	d.closeOnce.Do(func() { _ = d.c.Close() })
+	// The socket, not the client: nothing may be written (COM_QUIT) while
+	// a read may be running.
+	d.closeOnce.Do(func() { _ = d.nc.Close() })
 }
 
 // dumpRequest is what a dump connection asks the server for.

@@ -348,7 +348,6 @@ func (w *RelayFileWriter) write(ev *writeEvent) (bool, error) {
 		end = extendOffset(uint64(w.size), ev.logPos)
 	}
 	start := int64(end) - int64(len(raw))
-	path := filepath.Join(w.dir, w.name)
 	if start < w.size {
 		// The overlap check reads the file back.
 		if err := w.flushBuf(); err != nil {
@@ -357,7 +356,7 @@ func (w *RelayFileWriter) write(ev *writeEvent) (bool, error) {
 	}
 	switch {
 	case start > w.size:
-		return false, &RelayError{Path: path, Offset: w.size, Kind: ErrRelayGap,
+		return false, &RelayError{Path: filepath.Join(w.dir, w.name), Offset: w.size, Kind: ErrRelayGap,
 			Err: fmt.Errorf("upstream event %s starts at %d", ev.typ, start)}
 	case start < w.size:
 		held := min(int64(len(raw)), w.size-start)
@@ -366,7 +365,7 @@ func (w *RelayFileWriter) write(ev *writeEvent) (bool, error) {
 			return false, err
 		}
 		if !bytes.Equal(have, raw[:held]) {
-			return false, &RelayError{Path: path, Offset: start, Kind: ErrRelayOverlap,
+			return false, &RelayError{Path: filepath.Join(w.dir, w.name), Offset: start, Kind: ErrRelayOverlap,
 				Err: fmt.Errorf("upstream event %s of %d bytes", ev.typ, len(raw))}
 		}
 		raw, start = raw[held:], start+held
