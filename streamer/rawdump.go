@@ -282,7 +282,6 @@ type dumpRequest struct {
 	heartbeat time.Duration
 	timeout   time.Duration
 	dialer    client.Dialer
-	killID    uint32 // the reader's previous dump connection, 0 if none
 	// Either a file position, or (gtid set) a GTID set.
 	file string
 	pos  uint32
@@ -311,12 +310,6 @@ func startDump(c *client.Conn, req dumpRequest) (*dumpConn, error) {
 	// Until a dump starts, statements run with a bound on each answer.
 	if err := c.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
 		return nil, err
-	}
-	if req.killID != 0 {
-		// The previous dump connection of this reader may still be
-		// open on the server's side; a new dump with the same server
-		// id would end it too, but not before it has sent more.
-		_, _ = c.Execute(fmt.Sprintf("KILL %d", req.killID))
 	}
 	mariadb := req.up.Flavor == FlavorMariaDB
 	// Being checksum-aware is what makes the server send events with
@@ -446,9 +439,11 @@ func writeDumpGTID(c *client.Conn, serverID uint32, gset mysql.GTIDSet) error {
 }
 
 // killDump asks the server, on a connection of its own, to end the dump
-// thread of id, so that it does not linger until it notices the closed
-// socket. Failure is harmless: the server reaps the thread on its own, and a
-// new dump with the same server id replaces it.
+// thread of connection id, so that it does not linger until it notices the
+// closed socket. It kills only a binlog dump thread: after a server restart
+// the id may belong to another client. Failure is harmless: the server
+// reaps the thread on its own, and a new dump with the same server id
+// replaces it. (A reconnect does not kill the old thread for that reason.)
 func killDump(ctx context.Context, up UpstreamConfig, dialer client.Dialer, id uint32) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -458,6 +453,10 @@ func killDump(ctx context.Context, up UpstreamConfig, dialer client.Dialer, id u
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	r, err := c.Execute(fmt.Sprintf("SELECT 1 FROM information_schema.PROCESSLIST WHERE ID = %d AND COMMAND LIKE 'Binlog Dump%%'", id))
+	if err != nil || r.RowNumber() == 0 {
+		return
+	}
 	_, _ = c.Execute(fmt.Sprintf("KILL %d", id))
 }
 

@@ -54,7 +54,6 @@ type RawReader struct {
 	ev        RawEvent
 	snap      mysql.GTIDSet // copy of tracker.gset at snapVer
 	snapVer   uint64
-	lastID    uint32 // server connection id of the last dump connection
 
 	mu     sync.Mutex // guards conn, closed
 	conn   *dumpConn
@@ -397,7 +396,7 @@ func (r *RawReader) connect(ctx context.Context) (*dumpConn, error) {
 		}
 		r.parser.SetFlavor(up.Flavor)
 	}
-	req := dumpRequest{up: r.up, heartbeat: r.cfg.heartbeat, timeout: r.cfg.readTimeout, dialer: r.cfg.dialer, killID: r.lastID}
+	req := dumpRequest{up: r.up, heartbeat: r.cfg.heartbeat, timeout: r.cfg.readTimeout, dialer: r.cfg.dialer}
 	switch {
 	case r.gtidMode:
 		req.gtid = r.tracker.gset
@@ -426,7 +425,7 @@ func (r *RawReader) connect(ctx context.Context) (*dumpConn, error) {
 		d.close()
 		return nil, &Error{Source: r.Source(), Op: "connect", Pos: r.delivered, Kind: ErrClosed}
 	}
-	r.conn, r.lastID = d, d.id
+	r.conn = d
 	from := r.safe
 	from.GTIDSet = req.gtid
 	r.cfg.logger.Info("reading upstream binlog", slog.String("source", r.Source()),
