@@ -418,9 +418,32 @@ func repairSubdir(path, flavor string, log *slog.Logger) (repaired, error) {
 		return repaired{}, relayCorrupt(file, "the last whole transaction ends at %d, before the durable end %d", scan.TxnEnd, durable)
 	}
 	cut := scan.TxnEnd
-	if scan.EventEnd < 4 || scan.TxnEnd <= 4 && scan.Events == 0 {
-		// Not even the header and format description made it: start
-		// the file again.
+	if scan.EventEnd >= 4 && scan.Events == 0 {
+		// The magic but no whole format description: keep the file,
+		// cut back to its magic, and go on writing it from there. (A
+		// reader following the relay may hold it open already:
+		// removing it would leave that reader with a deleted file
+		// while the next one is written.)
+		if scan.Size > 4 {
+			log.Warn("cutting a torn header off the relay file", slog.String("file", file), slog.Int64("bytes", scan.Size-4))
+			if err := truncateSync(file, 4); err != nil {
+				return repaired{}, err
+			}
+		}
+		rep := repaired{file: newest, offset: 4, resumeFile: newest, resumeAt: 4}
+		m := streamer.RelayMeta{BinlogName: newest, BinlogPos: 4}
+		if meta.BinlogName == newest && meta.BinlogPos == 4 && meta.BinlogGTID != "" {
+			if g, err := streamer.NewGTIDSet(flavor, meta.BinlogGTID); err == nil {
+				rep.gset, m.BinlogGTID = g, meta.BinlogGTID
+			}
+		}
+		if m != meta {
+			return rep, streamer.WriteRelayMeta(path, m)
+		}
+		return rep, nil
+	}
+	if scan.EventEnd < 4 {
+		// Not even the magic made it: start the file again.
 		log.Warn("relay file without a whole header, removing it", slog.String("file", file))
 		if err := os.Remove(file); err != nil {
 			return repaired{}, err
