@@ -88,10 +88,13 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		lastSync = time.Now()
 		if dirty {
 			dirty = false
-			// Every event after the pending boundary that was delivered
-			// is mid-transaction (a later boundary would have moved
-			// pending), so the reader's set is the set at pending. It
-			// is copied here, once per sync, not once per transaction.
+			// Only a transaction's end changes the reader's set, and
+			// no event delivered since pending ended one: a written
+			// boundary would have moved pending, and events the file
+			// held already (not written) come only before the
+			// session's first write. So the reader's set is the set
+			// at pending; it is copied here, once per sync, not once
+			// per transaction.
 			if err := r.publish(plan.path, pending, reader.GTIDSet()); err != nil {
 				return err
 			}
