@@ -39,7 +39,6 @@ type txnTracker struct {
 	inPlace bool
 	cur     gtidRef
 	version uint64
-	scratch *mysql.MariadbGTID // reused argument of MariadbGTIDSet.AddSet
 }
 
 // gtidRef is a transaction's GTID in decoded form, kept without allocating.
@@ -137,11 +136,14 @@ func (t *txnTracker) fileGTIDSet(e replication.Event) error {
 			t.version++
 		}
 	case *replication.MariadbGTIDListEvent:
-		s := &mysql.MariadbGTIDSet{Sets: make(map[uint32]*mysql.MariadbGTID)}
+		// One GTID per domain, the last one listed winning, as
+		// MariadbGTIDSet.AddSet would do; but AddSet logs each one out
+		// of order to the global logger, and a damaged list can hold
+		// many.
+		s := &mysql.MariadbGTIDSet{Sets: make(map[uint32]*mysql.MariadbGTID, len(ev.GTIDs))}
 		for i := range ev.GTIDs {
-			if aerr := s.AddSet(&ev.GTIDs[i]); aerr != nil {
-				return aerr
-			}
+			g := ev.GTIDs[i]
+			s.Sets[g.DomainID] = &g
 		}
 		t.gset = s
 		t.flavor = FlavorMariaDB
@@ -196,12 +198,12 @@ func (t *txnTracker) addInPlace(g gtidRef) error {
 		if !ok {
 			return fmt.Errorf("MariaDB GTID %d-%d-%d in a %T", g.domain, g.server, g.seq, t.gset)
 		}
-		if t.scratch == nil {
-			t.scratch = new(mysql.MariadbGTID)
-		}
-		*t.scratch = mysql.MariadbGTID{DomainID: g.domain, ServerID: g.server, SequenceNumber: g.seq}
-		if err := s.AddSet(t.scratch); err != nil {
-			return err
+		// As MariadbGTIDSet.AddSet, without its log line for a GTID out
+		// of order (the global logger is not ours to write to).
+		if cur, ok := s.Sets[g.domain]; ok {
+			cur.ServerID, cur.SequenceNumber = g.server, g.seq
+		} else {
+			s.Sets[g.domain] = &mysql.MariadbGTID{DomainID: g.domain, ServerID: g.server, SequenceNumber: g.seq}
 		}
 	case gtidMySQL:
 		s, ok := t.gset.(*mysql.MysqlGTIDSet)
