@@ -138,9 +138,11 @@ func WithRelayStart(p streamer.Position) Option {
 	return Option{"WithRelayStart", func(o *options) { o.relayStart = p.Clone() }}
 }
 
-// WithRemoteOptions passes options to the relay's streamer.RemoteReader
-// (heartbeat, read timeout, backoff, dialer, logger). Default: the reader's
-// defaults and the relay's logger.
+// WithRemoteOptions passes options to the reader the relay pulls the
+// upstream's binlog with, a streamer.RawReader (heartbeat, read timeout,
+// backoff, max retry time, dialer, logger), and to the streamer.RemoteReader
+// it asks where a GTID set starts. Default: the readers' defaults and the
+// relay's logger.
 func WithRemoteOptions(opts ...streamer.RemoteOption) Option {
 	return Option{"WithRemoteOptions", func(o *options) { o.remoteOpts = append(o.remoteOpts, opts...) }}
 }

@@ -226,3 +226,46 @@ func equalSnapshots(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// TestRelayKeepsAHeaderlessNewFile leaves a new newest file holding the
+// binlog magic and part of a format description (a stop right after the
+// upstream's rotate): the next start cuts it back to the magic and goes on
+// writing the same file, so that a reader holding it open sees it filled
+// instead of a deleted file.
+func TestRelayKeepsAHeaderlessNewFile(t *testing.T) {
+	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 321, MaxBinlogSize: 64 << 10})
+	db := m.DB(t)
+	relayWorkload(t, db, 0, 20)
+	dir := t.TempDir()
+	relayOnce(t, m, dir)
+	last := newestFile(t, dir)
+	mustExec(t, db, "FLUSH BINARY LOGS")
+	name, _ := masterPos(t, db)
+	next := filepath.Join(filepath.Dir(last), name)
+	fde := mustRead(t, last)[4 : 4+30]
+	if err := os.WriteFile(next, append([]byte("\xfebin"), fde...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	held, err := os.Open(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+
+	relayWorkload(t, db, 20, 20)
+	relayOnce(t, m, dir)
+	files := upstreamFiles(t, m)
+	var names []string
+	for n := range files {
+		names = append(names, n)
+	}
+	slicesSortNames(names)
+	checkRelayEqualsUpstream(t, onlySubdir(t, dir), files, names)
+	st, err := held.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int(st.Size()) != len(files[name]) {
+		t.Fatalf("the file held open has %d bytes, the upstream's %s %d: it was replaced", st.Size(), name, len(files[name]))
+	}
+}

@@ -57,9 +57,10 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 	r.log.Info("relay pulling", slog.String("subdir", plan.subdir), slog.String("from", plan.start.String()),
 		slog.String("sync", r.opts.syncPolicy.String()))
 
-	// The relay copies bytes: decoding row values would only cost CPU.
-	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger), streamer.WithoutRowValues()}, r.opts.remoteOpts...)
-	reader, err := streamer.NewRemoteReader(up, plan.start, ropts...)
+	// The relay copies bytes: the raw reader decodes no more of an event
+	// than framing needs, and allocates nothing per event.
+	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger)}, r.opts.remoteOpts...)
+	reader, err := streamer.NewRawReader(up, plan.start, ropts...)
 	if err != nil {
 		return err
 	}
@@ -76,7 +77,6 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		written  bool // this session has written something
 		lastSync = time.Now()
 		pending  streamer.RelayPos
-		pendSet  mysql.GTIDSet
 		// deadline bounds a wait while data is not durable yet
 		deadline waitDeadline
 	)
@@ -88,7 +88,14 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		lastSync = time.Now()
 		if dirty {
 			dirty = false
-			if err := r.publish(plan.path, pending, pendSet); err != nil {
+			// Only a transaction's end changes the reader's set, and
+			// no event delivered since pending ended one: a written
+			// boundary would have moved pending, and events the file
+			// held already (not written) come only before the
+			// session's first write. So the reader's set is the set
+			// at pending; it is copied here, once per sync, not once
+			// per transaction.
+			if err := r.publish(plan.path, pending, reader.GTIDSet()); err != nil {
 				return err
 			}
 		}
@@ -107,7 +114,7 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		if dirty && policy.kind == syncInterval {
 			gctx = deadline.context(sctx, lastSync.Add(policy.interval))
 		}
-		ev, err := reader.GetEvent(gctx)
+		ev, err := reader.Next(gctx)
 		if err != nil {
 			if sctx.Err() != nil {
 				return finish(nil)
@@ -128,7 +135,7 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 			}
 			return finish(err)
 		}
-		wrote, err := writer.Write(ev)
+		wrote, err := writer.WriteRaw(ev)
 		if err != nil {
 			if !written && (errors.Is(err, streamer.ErrRelayDiverged) || errors.Is(err, streamer.ErrRelayOverlap)) {
 				// Same server, same file name, other content: its binlog
@@ -149,7 +156,6 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 			// A rotate: the writer has moved to the next file.
 			pending.Offset = 4
 		}
-		pendSet = ev.Pos.GTIDSet
 		dirty = true
 		switch {
 		case policy.kind == syncEachTxn,
@@ -415,9 +421,32 @@ func repairSubdir(path, flavor string, log *slog.Logger) (repaired, error) {
 		return repaired{}, relayCorrupt(file, "the last whole transaction ends at %d, before the durable end %d", scan.TxnEnd, durable)
 	}
 	cut := scan.TxnEnd
-	if scan.EventEnd < 4 || scan.TxnEnd <= 4 && scan.Events == 0 {
-		// Not even the header and format description made it: start
-		// the file again.
+	if scan.EventEnd >= 4 && scan.Events == 0 {
+		// The magic but no whole format description: keep the file,
+		// cut back to its magic, and go on writing it from there. (A
+		// reader following the relay may hold it open already:
+		// removing it would leave that reader with a deleted file
+		// while the next one is written.)
+		if scan.Size > 4 {
+			log.Warn("cutting a torn header off the relay file", slog.String("file", file), slog.Int64("bytes", scan.Size-4))
+			if err := truncateSync(file, 4); err != nil {
+				return repaired{}, err
+			}
+		}
+		rep := repaired{file: newest, offset: 4, resumeFile: newest, resumeAt: 4}
+		m := streamer.RelayMeta{BinlogName: newest, BinlogPos: 4}
+		if meta.BinlogName == newest && meta.BinlogPos == 4 && meta.BinlogGTID != "" {
+			if g, err := streamer.NewGTIDSet(flavor, meta.BinlogGTID); err == nil {
+				rep.gset, m.BinlogGTID = g, meta.BinlogGTID
+			}
+		}
+		if m != meta {
+			return rep, streamer.WriteRelayMeta(path, m)
+		}
+		return rep, nil
+	}
+	if scan.EventEnd < 4 {
+		// Not even the magic made it: start the file again.
 		log.Warn("relay file without a whole header, removing it", slog.String("file", file))
 		if err := os.Remove(file); err != nil {
 			return repaired{}, err

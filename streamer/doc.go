@@ -16,6 +16,15 @@
 // events as a clean read. Row values are decoded the same way by every reader:
 // DECIMAL as exact decimals, TIMESTAMP in UTC, JSON as MySQL's text.
 //
+// RawReader reads the same upstream stream for consumers that copy it rather
+// than apply it (dmworker.Relay): it speaks the dump protocol itself on one
+// goroutine, reads packets into one reused buffer and decodes only event
+// headers and the fields that frame transactions, so reading allocates
+// nothing per event. It is pulled with Next(ctx), returns events as raw
+// bytes (RawEvent, valid until the next call), and keeps RemoteReader's
+// reconnect, skip, timeout, heartbeat, checksum and error behaviour. The
+// wire format it reads is drawn in rawdump.go.
+//
 // LocalReader reads a relay directory (see below) as RemoteReader reads the
 // upstream: for the same start it delivers the same events with the same
 // positions, GTIDs and transaction ends (heartbeats aside). It starts at a

@@ -7,6 +7,8 @@ import (
 	"log"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/replication"
+
 	"github.com/dmworker/dmworker/streamer"
 )
 
@@ -82,4 +84,52 @@ func ExamplePickServerID() {
 	}
 	up.ServerID = id
 	fmt.Println("replica server id", up.ServerID)
+}
+
+// Copying an upstream's binlog as raw bytes, as the relay does: each event
+// is appended to a file, and the GTID set is asked for at a checkpoint, not
+// per event. (Not run: it needs a server.)
+func ExampleNewRawReader() {
+	up, err := streamer.ParseUpstream("repl:secret@127.0.0.1:3306")
+	if err != nil {
+		log.Fatal(err)
+	}
+	up.Flavor = streamer.FlavorMariaDB
+	r, err := streamer.NewRawReader(up, streamer.Position{Name: "mysql-bin.000001", Offset: 4},
+		streamer.WithHeartbeat(10*time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var copied int
+	for {
+		ev, err := r.Next(ctx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			log.Fatal(err)
+		}
+		if ev.Artificial() {
+			continue // not part of the binlog file
+		}
+		copied += len(ev.Data) // ev.Data is only valid until the next Next
+		if ev.Boundary && copied > 64<<20 {
+			fmt.Println("checkpoint at", ev.Pos, "with GTID set", r.GTIDSet())
+			copied = 0
+		}
+	}
+}
+
+// Telling the events a dump makes up for its connection (fake rotate,
+// re-sent format description, heartbeat) from those of the binlog file.
+func ExampleRawEvent_Artificial() {
+	fake := streamer.RawEvent{Header: replication.EventHeader{EventType: replication.ROTATE_EVENT, Flags: replication.LOG_EVENT_ARTIFICIAL_F}}
+	heartbeat := streamer.RawEvent{Header: replication.EventHeader{EventType: replication.HEARTBEAT_EVENT, LogPos: 1234}}
+	xid := streamer.RawEvent{Header: replication.EventHeader{EventType: replication.XID_EVENT, LogPos: 1234}}
+	fmt.Println(fake.Artificial(), heartbeat.Artificial(), xid.Artificial())
+	// Output: true true false
 }

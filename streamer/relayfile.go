@@ -294,32 +294,60 @@ func (w *RelayFileWriter) closeFile() error {
 // event that would leave a hole is refused with ErrRelayGap. It reports
 // whether bytes were written.
 func (w *RelayFileWriter) Write(ev *Event) (bool, error) {
-	h := ev.Header
-	if ev.Artificial() {
-		switch e := ev.Event.(type) {
-		case *replication.RotateEvent:
-			name := string(e.NextLogName)
-			if name != w.name || w.f == nil {
-				return false, w.open(name, true)
+	we := writeEvent{typ: ev.Header.EventType, logPos: ev.Header.LogPos, artificial: ev.Artificial(),
+		raw: ev.RawData, end: ev.Pos.Offset}
+	if rot, ok := ev.Event.(*replication.RotateEvent); ok {
+		we.next = string(rot.NextLogName)
+	}
+	return w.write(&we)
+}
+
+// WriteRaw is Write for an event from a RawReader. It copies what it keeps:
+// ev may be reused once it returns.
+func (w *RelayFileWriter) WriteRaw(ev *RawEvent) (bool, error) {
+	we := writeEvent{typ: ev.Header.EventType, logPos: ev.Header.LogPos, artificial: ev.Artificial(),
+		raw: ev.Data, end: ev.Pos.Offset}
+	if we.typ == replication.ROTATE_EVENT {
+		// A rotate's position is the file it names.
+		we.next = ev.Pos.Name
+	}
+	return w.write(&we)
+}
+
+// writeEvent is what the writer needs of an event, however it was read.
+type writeEvent struct {
+	typ        replication.EventType
+	logPos     uint32
+	artificial bool
+	raw        []byte // the whole event
+	end        uint64 // the stream's offset after the event
+	next       string // a rotate's next file
+}
+
+func (w *RelayFileWriter) write(ev *writeEvent) (bool, error) {
+	if ev.artificial {
+		switch ev.typ {
+		case replication.ROTATE_EVENT:
+			if ev.next != w.name || w.f == nil {
+				return false, w.open(ev.next, true)
 			}
-		case *replication.FormatDescriptionEvent:
+		case replication.FORMAT_DESCRIPTION_EVENT:
 			// Sent when reading resumes inside a file: it must be the
 			// format description the relay copy starts with, or the
 			// upstream's file is another one under the same name.
-			return false, w.checkFDE(ev.RawData)
+			return false, w.checkFDE(ev.raw)
 		}
 		return false, nil
 	}
 	if w.f == nil {
-		return false, fmt.Errorf("relay: event %s before any rotate names its file", h.EventType)
+		return false, fmt.Errorf("relay: event %s before any rotate names its file", ev.typ)
 	}
-	raw := ev.RawData
-	end := extendOffset(uint64(w.size), h.LogPos)
-	if _, ok := ev.Event.(*replication.RotateEvent); !ok {
-		end = ev.Pos.Offset
+	raw := ev.raw
+	end := ev.end
+	if ev.typ == replication.ROTATE_EVENT {
+		end = extendOffset(uint64(w.size), ev.logPos)
 	}
 	start := int64(end) - int64(len(raw))
-	path := filepath.Join(w.dir, w.name)
 	if start < w.size {
 		// The overlap check reads the file back.
 		if err := w.flushBuf(); err != nil {
@@ -328,8 +356,8 @@ func (w *RelayFileWriter) Write(ev *Event) (bool, error) {
 	}
 	switch {
 	case start > w.size:
-		return false, &RelayError{Path: path, Offset: w.size, Kind: ErrRelayGap,
-			Err: fmt.Errorf("upstream event %s starts at %d", h.EventType, start)}
+		return false, &RelayError{Path: filepath.Join(w.dir, w.name), Offset: w.size, Kind: ErrRelayGap,
+			Err: fmt.Errorf("upstream event %s starts at %d", ev.typ, start)}
 	case start < w.size:
 		held := min(int64(len(raw)), w.size-start)
 		have := make([]byte, held)
@@ -337,8 +365,8 @@ func (w *RelayFileWriter) Write(ev *Event) (bool, error) {
 			return false, err
 		}
 		if !bytes.Equal(have, raw[:held]) {
-			return false, &RelayError{Path: path, Offset: start, Kind: ErrRelayOverlap,
-				Err: fmt.Errorf("upstream event %s of %d bytes", h.EventType, len(raw))}
+			return false, &RelayError{Path: filepath.Join(w.dir, w.name), Offset: start, Kind: ErrRelayOverlap,
+				Err: fmt.Errorf("upstream event %s of %d bytes", ev.typ, len(raw))}
 		}
 		raw, start = raw[held:], start+held
 	}
@@ -354,14 +382,13 @@ func (w *RelayFileWriter) Write(ev *Event) (bool, error) {
 			}
 		}
 	}
-	if rot, ok := ev.Event.(*replication.RotateEvent); ok {
+	if ev.typ == replication.ROTATE_EVENT {
 		// The upstream finished this file (whether we wrote its rotate
 		// now or held it already): make it durable and move on.
-		next := string(rot.NextLogName)
 		if err := w.closeFile(); err != nil {
 			return wrote, err
 		}
-		return wrote, w.open(next, true)
+		return wrote, w.open(ev.next, true)
 	}
 	return wrote, nil
 }

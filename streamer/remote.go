@@ -168,35 +168,9 @@ func WithoutRowValues() RemoteOption {
 // Without a GTID set, Pos.GTIDSet stays nil until the reader passes the
 // previous-GTIDs (MySQL) or GTID-list (MariaDB) event at a file's start.
 func NewRemoteReader(up UpstreamConfig, start Position, opts ...RemoteOption) (*RemoteReader, error) {
-	cfg := defaultRemoteConfig()
-	for _, o := range opts {
-		o.apply(&cfg)
-	}
-	if cfg.readTimeout == 0 && cfg.heartbeat > 0 {
-		cfg.readTimeout = 3 * cfg.heartbeat
-	}
-	if err := up.Validate(); err != nil {
+	cfg, up, start, err := remoteSetup(up, start, opts)
+	if err != nil {
 		return nil, err
-	}
-	if err := cfg.validate(); err != nil {
-		return nil, fmt.Errorf("streamer: remote reader for %s: %w", up.SourceName(), err)
-	}
-	if err := start.Validate(); err != nil {
-		return nil, fmt.Errorf("streamer: remote reader for %s: start: %w", up.SourceName(), err)
-	}
-	if start.GTIDSet != nil {
-		if up.Flavor == "" {
-			up.Flavor = start.Flavor
-		} else if up.Flavor != start.Flavor {
-			return nil, fmt.Errorf("streamer: remote reader for %s: start GTID set is %s but the upstream is configured as %s", up.SourceName(), start.Flavor, up.Flavor)
-		}
-	}
-	start = start.Clone()
-	if start.Name != "" && start.Offset < 4 {
-		start.Offset = 4
-	}
-	if start.Offset > 0xffffffff && start.Name != "" {
-		return nil, fmt.Errorf("streamer: remote reader for %s: start %s: the dump protocol takes 32-bit offsets; start from a GTID set instead", up.SourceName(), start)
 	}
 	r := &RemoteReader{
 		up:        up,

@@ -227,7 +227,7 @@ func testCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-func closeReader(t testing.TB, r streamer.Reader) {
+func closeReader(t testing.TB, r interface{ Close() error }) {
 	t.Cleanup(func() {
 		if err := r.Close(); err != nil {
 			t.Errorf("close: %v", err)

@@ -1,6 +1,8 @@
 package streamer
 
 import (
+	"bytes"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -29,7 +31,34 @@ type txnTracker struct {
 	standalone  bool   // MariaDB: no COMMIT will follow
 	mysqlGTID   bool   // MySQL: GTID seen, the first query decides BEGIN vs DDL
 	currentGTID string // GTID of the open transaction, "" if anonymous
+
+	// inPlace is set by the raw reader: gset belongs to the tracker alone
+	// and a commit adds to it in place instead of replacing it (no
+	// allocation per transaction); the open transaction's GTID is kept in
+	// cur, never formatted as a string. version counts changes of gset.
+	inPlace bool
+	cur     gtidRef
+	version uint64
 }
+
+// gtidRef is a transaction's GTID in decoded form, kept without allocating.
+type gtidRef struct {
+	kind   gtidKind
+	domain uint32 // MariaDB
+	server uint32 // MariaDB
+	seq    uint64 // MariaDB
+	sid    [16]byte
+	tag    mysql.Tag // MySQL tagged GTIDs
+	gno    int64
+}
+
+type gtidKind uint8
+
+const (
+	gtidNone    gtidKind = iota // anonymous or no GTID
+	gtidMariaDB                 // domain-server-seq
+	gtidMySQL                   // uuid[:tag]:gno
+)
 
 func newTxnTracker(flavor string, gset mysql.GTIDSet) *txnTracker {
 	return &txnTracker{flavor: flavor, gset: gset}
@@ -50,42 +79,14 @@ func (t *txnTracker) observe(e *replication.BinlogEvent) (gtid string, txnEnd bo
 		t.begin(ev.GTID.String())
 		t.standalone = ev.IsStandalone()
 	case *replication.QueryEvent:
-		q := strings.TrimSpace(string(ev.Query))
-		switch {
-		case strings.EqualFold(q, "BEGIN"):
-			if !t.inTxn {
-				t.begin("")
-			}
-			t.sawBegin = true
-			t.mysqlGTID = false
-		case strings.EqualFold(q, "COMMIT"), strings.EqualFold(q, "ROLLBACK"):
-			txnEnd = true
-		case !t.inTxn:
-			// A statement outside any transaction (no GTIDs on the
-			// server): it is a transaction of its own.
-			txnEnd = true
-		case t.standalone, t.mysqlGTID && !t.sawBegin:
-			txnEnd = true
-		}
+		txnEnd = t.query(ev.Query)
 	case *replication.XIDEvent:
 		txnEnd = true
-	case *replication.PreviousGTIDsEvent:
-		if t.gset == nil && !isArtificial(e.Header) {
-			if s, perr := mysql.ParseMysqlGTIDSet(ev.GTIDSets); perr == nil {
-				t.gset = s
-				t.flavor = FlavorMySQL
+	case *replication.PreviousGTIDsEvent, *replication.MariadbGTIDListEvent:
+		if !isArtificial(e.Header) {
+			if err := t.fileGTIDSet(e.Event); err != nil {
+				return "", false, err
 			}
-		}
-	case *replication.MariadbGTIDListEvent:
-		if t.gset == nil && !isArtificial(e.Header) {
-			s := &mysql.MariadbGTIDSet{Sets: make(map[uint32]*mysql.MariadbGTID)}
-			for i := range ev.GTIDs {
-				if aerr := s.AddSet(&ev.GTIDs[i]); aerr != nil {
-					return "", false, aerr
-				}
-			}
-			t.gset = s
-			t.flavor = FlavorMariaDB
 		}
 	}
 	gtid = t.currentGTID
@@ -98,19 +99,86 @@ func (t *txnTracker) observe(e *replication.BinlogEvent) (gtid string, txnEnd bo
 	return gtid, txnEnd, err
 }
 
+// query updates the tracker with a query event's statement and reports
+// whether it ends the transaction. Both the decoded and the raw path use it.
+func (t *txnTracker) query(stmt []byte) (txnEnd bool) {
+	q := bytes.TrimSpace(stmt)
+	switch {
+	case bytes.EqualFold(q, []byte("BEGIN")):
+		if !t.inTxn {
+			t.begin("")
+		}
+		t.sawBegin = true
+		t.mysqlGTID = false
+	case bytes.EqualFold(q, []byte("COMMIT")), bytes.EqualFold(q, []byte("ROLLBACK")):
+		txnEnd = true
+	case !t.inTxn:
+		// A statement outside any transaction (no GTIDs on the
+		// server): it is a transaction of its own.
+		txnEnd = true
+	case t.standalone, t.mysqlGTID && !t.sawBegin:
+		txnEnd = true
+	}
+	return txnEnd
+}
+
+// fileGTIDSet takes the executed set from the previous-GTIDs (MySQL) or
+// GTID-list (MariaDB) event at a file's start, when no set is known yet.
+func (t *txnTracker) fileGTIDSet(e replication.Event) error {
+	if t.gset != nil {
+		return nil
+	}
+	switch ev := e.(type) {
+	case *replication.PreviousGTIDsEvent:
+		if s, perr := mysql.ParseMysqlGTIDSet(ev.GTIDSets); perr == nil {
+			t.gset = s
+			t.flavor = FlavorMySQL
+			t.version++
+		}
+	case *replication.MariadbGTIDListEvent:
+		// One GTID per domain, the last one listed winning, as
+		// MariadbGTIDSet.AddSet would do; but AddSet logs each one out
+		// of order to the global logger, and a damaged list can hold
+		// many.
+		s := &mysql.MariadbGTIDSet{Sets: make(map[uint32]*mysql.MariadbGTID, len(ev.GTIDs))}
+		for i := range ev.GTIDs {
+			g := ev.GTIDs[i]
+			s.Sets[g.DomainID] = &g
+		}
+		t.gset = s
+		t.flavor = FlavorMariaDB
+		t.version++
+	}
+	return nil
+}
+
 func (t *txnTracker) begin(gtid string) {
 	t.inTxn = true
 	t.sawBegin = false
 	t.standalone = false
 	t.mysqlGTID = false
 	t.currentGTID = gtid
+	t.cur = gtidRef{}
+}
+
+// beginRef starts a transaction whose GTID is held in decoded form (raw
+// path).
+func (t *txnTracker) beginRef(g gtidRef) {
+	t.begin("")
+	t.cur = g
 }
 
 // commit ends the open transaction and adds its GTID to the set.
 func (t *txnTracker) commit() error {
-	g := t.currentGTID
-	t.inTxn, t.sawBegin, t.standalone, t.mysqlGTID, t.currentGTID = false, false, false, false, ""
-	if g == "" || t.gset == nil {
+	g, ref := t.currentGTID, t.cur
+	t.reset()
+	if t.gset == nil {
+		return nil
+	}
+	if t.inPlace {
+		return t.addInPlace(ref)
+	}
+	if g == "" {
 		return nil
 	}
 	next := t.gset.Clone()
@@ -118,6 +186,35 @@ func (t *txnTracker) commit() error {
 		return err
 	}
 	t.gset = next
+	t.version++
+	return nil
+}
+
+// addInPlace adds g to the tracker's own set without copying it.
+func (t *txnTracker) addInPlace(g gtidRef) error {
+	switch g.kind {
+	case gtidMariaDB:
+		s, ok := t.gset.(*mysql.MariadbGTIDSet)
+		if !ok {
+			return fmt.Errorf("MariaDB GTID %d-%d-%d in a %T", g.domain, g.server, g.seq, t.gset)
+		}
+		// As MariadbGTIDSet.AddSet, without its log line for a GTID out
+		// of order (the global logger is not ours to write to).
+		if cur, ok := s.Sets[g.domain]; ok {
+			cur.ServerID, cur.SequenceNumber = g.server, g.seq
+		} else {
+			s.Sets[g.domain] = &mysql.MariadbGTID{DomainID: g.domain, ServerID: g.server, SequenceNumber: g.seq}
+		}
+	case gtidMySQL:
+		s, ok := t.gset.(*mysql.MysqlGTIDSet)
+		if !ok {
+			return fmt.Errorf("MySQL GTID %s:%d in a %T", uuid.UUID(g.sid), g.gno, t.gset)
+		}
+		s.AddGTIDWithTag(uuid.UUID(g.sid), g.tag, g.gno)
+	default:
+		return nil
+	}
+	t.version++
 	return nil
 }
 
@@ -125,6 +222,7 @@ func (t *txnTracker) commit() error {
 // at the last transaction end.
 func (t *txnTracker) reset() {
 	t.inTxn, t.sawBegin, t.standalone, t.mysqlGTID, t.currentGTID = false, false, false, false, ""
+	t.cur = gtidRef{}
 }
 
 func mysqlGTIDString(sid []byte, tag mysql.Tag, gno int64) string {
@@ -155,4 +253,96 @@ func isArtificial(h *replication.EventHeader) bool {
 		return true
 	}
 	return false
+}
+
+// observeRaw is observe for an event the raw reader has not decoded: typ
+// and serverID from its header, body its bytes between the header and the
+// checksum, raw the whole event. It decodes only the fields framing needs;
+// the rare event types that carry GTID sets or compressed statements are
+// decoded by p (go-mysql's parser, which has seen the format description).
+// The tracker must be inPlace.
+func (t *txnTracker) observeRaw(typ replication.EventType, serverID uint32, body, raw []byte,
+	p *replication.BinlogParser) (txnEnd bool, err error) {
+	switch typ {
+	case replication.MARIADB_GTID_EVENT:
+		// seq_no(8) domain_id(4) flags(1) ...
+		if len(body) < 13 {
+			return false, fmt.Errorf("MariaDB GTID event of %d bytes", len(body))
+		}
+		t.beginRef(gtidRef{kind: gtidMariaDB, seq: le64(body), domain: le32(body[8:]), server: serverID})
+		t.standalone = body[12]&replication.BINLOG_MARIADB_FL_STANDALONE != 0
+	case replication.GTID_EVENT, replication.ANONYMOUS_GTID_EVENT:
+		// flags(1) sid(16) gno(8) ...
+		if len(body) < 25 {
+			return false, fmt.Errorf("GTID event of %d bytes", len(body))
+		}
+		g := gtidRef{kind: gtidMySQL, gno: int64(le64(body[17:]))}
+		copy(g.sid[:], body[1:17])
+		if g.sid == ([16]byte{}) {
+			g = gtidRef{} // anonymous
+		}
+		t.beginRef(g)
+		t.mysqlGTID = true
+	case replication.QUERY_EVENT:
+		// thread_id(4) exec_time(4) schema_len(1) error_code(2)
+		// status_len(2) status schema NUL statement
+		if len(body) < 13 {
+			return false, fmt.Errorf("query event of %d bytes", len(body))
+		}
+		at := 13 + int(le16(body[11:])) + int(body[8]) + 1
+		if at > len(body) {
+			return false, fmt.Errorf("query event of %d bytes: statement would start at %d", len(body), at)
+		}
+		txnEnd = t.query(body[at:])
+	case replication.XID_EVENT:
+		txnEnd = true
+	case replication.GTID_TAGGED_LOG_EVENT, replication.MARIADB_QUERY_COMPRESSED_EVENT,
+		replication.PREVIOUS_GTIDS_EVENT, replication.MARIADB_GTID_LIST_EVENT:
+		// go-mysql trusts the counts in these events: check them first.
+		if perr := checkDecodable(typ, body, nil); perr != nil {
+			return false, perr
+		}
+		be, perr := parseSafe(p, raw)
+		if perr != nil {
+			return false, perr
+		}
+		e := be.Event
+		switch ev := e.(type) {
+		case *replication.GtidTaggedLogEvent:
+			g := gtidRef{kind: gtidMySQL, tag: ev.Tag, gno: ev.GNO}
+			copy(g.sid[:], ev.SID)
+			if len(ev.SID) != 16 || g.sid == ([16]byte{}) {
+				g = gtidRef{}
+			}
+			t.beginRef(g)
+			t.mysqlGTID = true
+		case *replication.QueryEvent:
+			txnEnd = t.query(ev.Query)
+		case *replication.PreviousGTIDsEvent, *replication.MariadbGTIDListEvent:
+			if err := t.fileGTIDSet(e); err != nil {
+				return false, err
+			}
+		}
+	}
+	if txnEnd {
+		err = t.commit()
+	}
+	return txnEnd, err
+}
+
+func le16(b []byte) uint16 { return uint16(b[0]) | uint16(b[1])<<8 }
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+func le64(b []byte) uint64 { return uint64(le32(b)) | uint64(le32(b[4:]))<<32 }
+
+// parseSafe is p.Parse turning a panic of go-mysql's decoders (which index
+// without checking on some malformed events) into an error.
+func parseSafe(p *replication.BinlogParser, raw []byte) (be *replication.BinlogEvent, err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			err = fmt.Errorf("undecodable event: %v", x)
+		}
+	}()
+	return p.Parse(raw)
 }

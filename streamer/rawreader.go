@@ -1,0 +1,541 @@
+package streamer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+)
+
+// RawReader reads an upstream's binlog as raw events, for consumers that copy
+// the binlog rather than apply it (the relay). It speaks the dump protocol
+// itself on one goroutine, reads packets into one reused buffer and decodes
+// only event headers and the few fields that frame transactions (GTID,
+// query, XID, rotate and format description events), so reading costs no
+// allocation per event. Checksums are verified (CRC32, as the server writes
+// them).
+//
+// It keeps RemoteReader's guarantees: when the connection drops it
+// reconnects with backoff from the end of the last whole transaction it
+// delivered and skips what it had delivered already, so that its consumer
+// sees the sequence of events a clean read gives; the read timeout and
+// heartbeats work alike (the same RemoteOptions apply; WithEventQueueSize and
+// WithoutRowValues have nothing to do here). Connecting happens at the first
+// Next.
+//
+// A RawReader is not safe for concurrent Next calls; Close may be called from
+// any goroutine.
+type RawReader struct {
+	up  UpstreamConfig
+	cfg remoteConfig
+
+	// Touched by Next only (one caller at a time).
+	tracker   *txnTracker // in place: the set is the reader's own
+	parser    *replication.BinlogParser
+	crc       bool     // events on this connection carry a CRC32
+	pos       Position // after the last event read from the server; GTIDSet nil
+	delivered Position // after the last event delivered; GTIDSet nil
+	safe      Position // after the last boundary delivered; GTIDSet nil
+	skipUntil Position // with skipping: deliver nothing up to here
+	skipping  bool
+	bo        backoff.BackOff
+	failing   time.Time
+	gtidMode  bool
+	err       error
+	ev        RawEvent
+	snap      mysql.GTIDSet // copy of tracker.gset at snapVer
+	snapVer   uint64
+
+	mu     sync.Mutex // guards conn, closed
+	conn   *dumpConn
+	closed bool
+	done   chan struct{}
+}
+
+// RawEvent is one binlog event as the server sent it. The RawReader reuses
+// it: it and Data are valid until the next call to Next.
+type RawEvent struct {
+	// Header is the event's decoded 19-byte header.
+	Header replication.EventHeader
+	// Data is the event's bytes, header and checksum included.
+	Data []byte
+	// Pos is the position right after the event, as in Event: for a rotate
+	// event, the file it names and the offset in it; for an artificial
+	// event, the position before it. Pos.GTIDSet is always nil: the set
+	// executed there is RawReader.GTIDSet.
+	Pos Position
+	// TxnEnd and Boundary are as in Event.
+	TxnEnd   bool
+	Boundary bool
+}
+
+// Artificial reports whether the server made the event up for this stream
+// (fake rotate, re-sent format description, heartbeat): it is not part of the
+// binlog file.
+func (e *RawEvent) Artificial() bool { return isArtificial(&e.Header) }
+
+// NewRawReader returns a raw reader of up's binlog from start, which selects
+// the mode as in NewRemoteReader. It validates its arguments and does not
+// connect.
+func NewRawReader(up UpstreamConfig, start Position, opts ...RemoteOption) (*RawReader, error) {
+	cfg, up, start, err := remoteSetup(up, start, opts)
+	if err != nil {
+		return nil, err
+	}
+	flavor := start.Flavor
+	if flavor == "" {
+		flavor = up.Flavor
+	}
+	// remoteSetup cloned the start's set: the tracker may own it.
+	tr := newTxnTracker(flavor, start.GTIDSet)
+	tr.inPlace = true
+	p := replication.NewBinlogParser()
+	p.SetFlavor(flavor)
+	p.SetVerifyChecksum(true)
+	r := &RawReader{
+		up:       up,
+		cfg:      cfg,
+		tracker:  tr,
+		parser:   p,
+		gtidMode: start.Name == "" && start.GTIDSet != nil,
+		done:     make(chan struct{}),
+	}
+	r.pos = Position{Name: start.Name, Offset: start.Offset}
+	r.delivered, r.safe = r.pos, r.pos
+	eb := backoff.NewExponentialBackOff()
+	eb.InitialInterval = cfg.backoffMin
+	eb.MaxInterval = cfg.backoffMax
+	eb.MaxElapsedTime = 0
+	r.bo = eb
+	return r, nil
+}
+
+// remoteSetup applies and checks the options and the start position, as both
+// remote readers need.
+func remoteSetup(up UpstreamConfig, start Position, opts []RemoteOption) (remoteConfig, UpstreamConfig, Position, error) {
+	cfg := defaultRemoteConfig()
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	if cfg.readTimeout == 0 && cfg.heartbeat > 0 {
+		cfg.readTimeout = 3 * cfg.heartbeat
+	}
+	if err := up.Validate(); err != nil {
+		return cfg, up, start, err
+	}
+	if err := cfg.validate(); err != nil {
+		return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: %w", up.SourceName(), err)
+	}
+	if err := start.Validate(); err != nil {
+		return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: start: %w", up.SourceName(), err)
+	}
+	if start.GTIDSet != nil {
+		if up.Flavor == "" {
+			up.Flavor = start.Flavor
+		} else if up.Flavor != start.Flavor {
+			return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: start GTID set is %s but the upstream is configured as %s", up.SourceName(), start.Flavor, up.Flavor)
+		}
+	}
+	start = start.Clone()
+	if start.Name != "" && start.Offset < 4 {
+		start.Offset = 4
+	}
+	if start.Offset > math.MaxUint32 && start.Name != "" {
+		return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: start %s: the dump protocol takes 32-bit offsets; start from a GTID set instead", up.SourceName(), start)
+	}
+	return cfg, up, start, nil
+}
+
+// Source is the name of the upstream, as it appears in errors.
+func (r *RawReader) Source() string { return r.up.SourceName() }
+
+// Position is the position after the last event delivered, with the GTID set
+// executed there (see GTIDSet). Like Next, it must not be called
+// concurrently with Next.
+func (r *RawReader) Position() Position {
+	p := r.delivered
+	if p.GTIDSet = r.GTIDSet(); p.GTIDSet != nil {
+		p.Flavor = r.tracker.flavor
+	}
+	return p
+}
+
+// GTIDSet is the GTID set executed at the position after the last event
+// delivered, which is also the set at the last Boundary delivered (only a
+// transaction's end changes it); nil while unknown. The set is a copy the
+// reader does not modify afterwards; it is made again only after the set
+// changed, so calling GTIDSet once per sync rather than once per event
+// keeps reading free of allocation. Like Next, it must not be called
+// concurrently with Next.
+func (r *RawReader) GTIDSet() mysql.GTIDSet {
+	if r.tracker.gset == nil {
+		return nil
+	}
+	if r.snap == nil || r.snapVer != r.tracker.version {
+		r.snap, r.snapVer = r.tracker.gset.Clone(), r.tracker.version
+	}
+	return r.snap
+}
+
+// Next returns the next event. Errors follow Reader's contract: ctx.Err()
+// (unwrapped) when ctx ends first, and the reader stays usable; any other
+// error is a terminal *Error; ErrClosed after Close.
+func (r *RawReader) Next(ctx context.Context) (*RawEvent, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	for {
+		d, err := r.ensureConn(ctx)
+		if err != nil {
+			return nil, r.fail(ctx, err)
+		}
+		d.ctx = ctx
+		payload, err := d.pr.next()
+		d.ctx = nil
+		if err == nil {
+			switch {
+			case len(payload) > 0 && payload[0] == mysql.OK_HEADER:
+				deliver, perr := r.process(payload[1:])
+				if perr == nil {
+					if deliver {
+						return &r.ev, nil
+					}
+					continue
+				}
+				if errors.Is(perr, ErrChecksum) || !errors.Is(perr, errStream) {
+					return nil, r.setErr(&Error{Source: r.Source(), Op: "read", Pos: r.delivered, Kind: kindOf(perr), Err: perr})
+				}
+				err = perr
+			case len(payload) > 0 && payload[0] == mysql.ERR_HEADER:
+				err = d.c.HandleErrorPacket(payload)
+			case len(payload) > 0 && payload[0] == mysql.EOF_HEADER && len(payload) < 9:
+				err = fmt.Errorf("%w: the server ended the dump", errStream)
+			default:
+				err = fmt.Errorf("%w: unexpected packet of %d bytes", errStream, len(payload))
+			}
+		} else if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if r.isClosed() {
+			return nil, r.setErr(&Error{Source: r.Source(), Op: "read", Pos: r.delivered, Kind: ErrClosed})
+		}
+		if err := r.dropConn(ctx, "read", err); err != nil {
+			return nil, r.fail(ctx, err)
+		}
+	}
+}
+
+// maxRotatePos bounds the offset a rotate event may name (256 TiB): beyond
+// it the event is garbage, and offsets would overflow.
+const maxRotatePos = 1 << 48
+
+// errStream marks a malformed stream: a new connection may cure it.
+var errStream = errors.New("malformed binlog stream")
+
+func kindOf(err error) error {
+	if errors.Is(err, ErrChecksum) {
+		return ErrChecksum
+	}
+	return nil
+}
+
+// process decodes what the reader needs of the event in data (header
+// included), updates the positions and the transaction state, and reports
+// whether the consumer sees it (as RemoteReader.process). On true, r.ev
+// holds the event.
+func (r *RawReader) process(data []byte) (bool, error) {
+	ev := &r.ev
+	h := &ev.Header
+	if err := decodeHeader(h, data); err != nil {
+		return false, err
+	}
+	artificial := isArtificial(h)
+	body := data[eventHeaderSize:]
+	if h.EventType == replication.FORMAT_DESCRIPTION_EVENT {
+		// Rare (once a file and per connection): go-mysql decodes it,
+		// checks its checksum and learns the checksum algorithm.
+		be, err := parseSafe(r.parser, data)
+		if err != nil {
+			if errors.Is(err, replication.ErrChecksumMismatch) {
+				return false, fmt.Errorf("%w: format description at %s:%d", ErrChecksum, r.pos.Name, h.LogPos)
+			}
+			return false, fmt.Errorf("%w: format description at %s:%d: %v", errStream, r.pos.Name, h.LogPos, err)
+		}
+		r.crc = be.Event.(*replication.FormatDescriptionEvent).ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
+		if r.crc {
+			body = body[:len(body)-checksumSize]
+		}
+	} else if r.crc {
+		if len(body) < checksumSize {
+			return false, fmt.Errorf("%w: %s event of %d bytes has no room for its checksum", errStream, h.EventType, len(data))
+		}
+		n := len(data) - checksumSize
+		if crc32.ChecksumIEEE(data[:n]) != le32(data[n:]) {
+			return false, fmt.Errorf("%w: %s event ending at %s:%d", ErrChecksum, h.EventType, r.pos.Name, h.LogPos)
+		}
+		body = body[:len(body)-checksumSize]
+	}
+	next := r.pos
+	if h.EventType == replication.ROTATE_EVENT {
+		// A fake rotate names the file the server is about to send; a
+		// real one ends the file.
+		if len(body) < 8 {
+			return false, fmt.Errorf("%w: rotate event of %d bytes", errStream, len(data))
+		}
+		if next.Offset = le64(body); next.Offset > maxRotatePos {
+			return false, fmt.Errorf("%w: rotate to offset %d", errStream, next.Offset)
+		}
+		if name := body[8:]; string(name) != next.Name {
+			next.Name = string(name)
+		}
+	} else if !artificial {
+		next.Offset = extendOffset(r.pos.Offset, h.LogPos)
+	}
+	txnEnd := false
+	if !artificial {
+		var err error
+		txnEnd, err = r.tracker.observeRaw(h.EventType, h.ServerID, body, data, r.parser)
+		if err != nil {
+			return false, fmt.Errorf("event %s at %s:%d: %w", h.EventType, next.Name, h.LogPos, err)
+		}
+	}
+	r.pos = next
+	if r.skipping {
+		if artificial || next.Compare(r.skipUntil) <= 0 {
+			return false, nil
+		}
+		r.skipping = false
+	}
+	r.delivered = next
+	boundary := txnEnd || (!r.tracker.inTxn && !artificial)
+	if boundary {
+		r.safe = next
+	}
+	if !r.failing.IsZero() {
+		r.bo.Reset()
+		r.failing = time.Time{}
+	}
+	ev.Data, ev.Pos, ev.TxnEnd, ev.Boundary = data, next, txnEnd, boundary
+	return true, nil
+}
+
+// decodeHeader decodes the 19-byte event header at the start of data and
+// checks that the event is exactly data.
+func decodeHeader(h *replication.EventHeader, data []byte) error {
+	if len(data) < eventHeaderSize {
+		return fmt.Errorf("%w: event of %d bytes, shorter than its header", errStream, len(data))
+	}
+	h.Timestamp = le32(data)
+	h.EventType = replication.EventType(data[4])
+	h.ServerID = le32(data[5:])
+	h.EventSize = le32(data[9:])
+	h.LogPos = le32(data[13:])
+	h.Flags = le16(data[17:])
+	if int(h.EventSize) != len(data) {
+		return fmt.Errorf("%w: %s event header says %d bytes, the packet holds %d", errStream, h.EventType, h.EventSize, len(data))
+	}
+	return nil
+}
+
+// ensureConn connects when there is no connection, waiting out the backoff
+// after a failure.
+func (r *RawReader) ensureConn(ctx context.Context) (*dumpConn, error) {
+	r.mu.Lock()
+	d, closed := r.conn, r.closed
+	r.mu.Unlock()
+	if closed {
+		return nil, &Error{Source: r.Source(), Op: "connect", Pos: r.delivered, Kind: ErrClosed}
+	}
+	if d != nil {
+		return d, nil
+	}
+	for {
+		d, err := r.connect(ctx)
+		if err == nil {
+			return d, nil
+		}
+		if err := r.retryOrFail(ctx, "connect", err); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (r *RawReader) connect(ctx context.Context) (*dumpConn, error) {
+	if r.up.Flavor == "" || r.up.ServerID == 0 {
+		up := r.up
+		conn, err := up.connect(ctx, boundedDialer(r.cfg.dialer))
+		if err != nil {
+			return nil, err
+		}
+		if up.Flavor == "" {
+			up.Flavor = detectFlavor(conn)
+		}
+		if up.ServerID == 0 {
+			used, err := usedServerIDs(conn)
+			if err != nil {
+				conn.Close()
+				return nil, err
+			}
+			up.ServerID = pickServerID(used, rand.Uint32N)
+		}
+		conn.Close()
+		// Keep what we learnt so that every reconnect uses the same
+		// identity.
+		r.up = up
+		if r.tracker.flavor == "" {
+			r.tracker.flavor = up.Flavor
+		}
+		r.parser.SetFlavor(up.Flavor)
+	}
+	req := dumpRequest{up: r.up, heartbeat: r.cfg.heartbeat, timeout: r.cfg.readTimeout, dialer: r.cfg.dialer}
+	switch {
+	case r.gtidMode:
+		req.gtid = r.tracker.gset
+	case r.safe.Offset > math.MaxUint32:
+		// The dump command takes a 32-bit offset: past 4 GiB into a file
+		// only the GTID set can say where to resume.
+		if r.tracker.gset == nil {
+			return nil, &Error{Source: r.Source(), Op: "reconnect", Pos: r.delivered, Kind: ErrBadPosition,
+				Err: errorf("cannot resume at offset %d: past 4 GiB and no GTID set known", r.safe.Offset)}
+		}
+		req.gtid = r.tracker.gset
+	default:
+		req.file, req.pos = r.safe.Name, uint32(max(r.safe.Offset, 4))
+	}
+	d, err := openDump(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	// A new connection starts with a fake rotate without checksum and a
+	// format description that says what follows.
+	r.parser.Reset()
+	r.crc = false
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		d.close()
+		return nil, &Error{Source: r.Source(), Op: "connect", Pos: r.delivered, Kind: ErrClosed}
+	}
+	r.conn = d
+	from := r.safe
+	from.GTIDSet = req.gtid
+	r.cfg.logger.Info("reading upstream binlog", slog.String("source", r.Source()),
+		slog.String("from", from.String()), slog.Bool("gtid", req.gtid != nil),
+		slog.Uint64("server-id", uint64(r.up.ServerID)), slog.Bool("raw", true))
+	return d, nil
+}
+
+// dropConn closes the failed connection. The next ensureConn reconnects
+// from the last boundary, and process skips up to what was delivered.
+func (r *RawReader) dropConn(ctx context.Context, op string, cause error) error {
+	r.mu.Lock()
+	d := r.conn
+	r.conn = nil
+	r.mu.Unlock()
+	if d != nil {
+		d.close()
+	}
+	if r.delivered.Name != "" {
+		r.skipUntil, r.skipping = Position{Name: r.delivered.Name, Offset: r.delivered.Offset}, true
+	}
+	// Only a transaction's end changes the set, so the tracker's set is
+	// the one at r.safe already.
+	r.tracker.reset()
+	if r.tracker.flavor == "" {
+		r.tracker.flavor = r.up.Flavor
+	}
+	r.pos = r.safe
+	return r.retryOrFail(ctx, op, cause)
+}
+
+// retryOrFail waits before the next attempt when err is worth retrying, and
+// returns the error to give up with otherwise.
+func (r *RawReader) retryOrFail(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if r.isClosed() {
+		return &Error{Source: r.Source(), Op: op, Pos: r.delivered, Kind: ErrClosed}
+	}
+	kind, retryable := classify(err)
+	if !retryable {
+		return &Error{Source: r.Source(), Op: op, Pos: r.delivered, Kind: kind, Err: err}
+	}
+	now := time.Now()
+	if r.failing.IsZero() {
+		r.failing = now
+	}
+	if r.cfg.maxRetryTime > 0 && now.Sub(r.failing) >= r.cfg.maxRetryTime {
+		return &Error{Source: r.Source(), Op: op, Pos: r.delivered, Kind: ErrRetryExhausted, Err: err}
+	}
+	wait := r.bo.NextBackOff()
+	r.cfg.logger.Warn("upstream connection failed, retrying",
+		slog.String("source", r.Source()), slog.String("op", op),
+		slog.String("pos", r.delivered.String()), slog.Duration("wait", wait), slog.String("error", err.Error()))
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.done:
+		return &Error{Source: r.Source(), Op: op, Pos: r.delivered, Kind: ErrClosed}
+	}
+}
+
+func (r *RawReader) fail(ctx context.Context, err error) error {
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return ctx.Err()
+	}
+	return r.setErr(err)
+}
+
+func (r *RawReader) setErr(err error) error {
+	r.err = err
+	r.cfg.logger.Error("upstream reader stopped", slog.String("source", r.Source()), slog.String("error", err.Error()))
+	r.mu.Lock()
+	d := r.conn
+	r.conn = nil
+	r.mu.Unlock()
+	if d != nil {
+		d.close()
+	}
+	return err
+}
+
+func (r *RawReader) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
+// Close stops the reader: a Next blocked on the network returns ErrClosed.
+// The server's dump thread is ended too. It starts no goroutine, is safe to
+// call from any goroutine, and more than once.
+func (r *RawReader) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	close(r.done)
+	d := r.conn
+	r.conn = nil
+	r.mu.Unlock()
+	if d != nil {
+		d.close()
+		killDump(context.Background(), r.up, r.cfg.dialer, d.id)
+	}
+	return nil
+}
