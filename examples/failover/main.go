@@ -345,6 +345,9 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	// Done: the coordinator goes first, so that it does not see b leave
+	// and report the source without a worker.
+	coord.Close()
 	return compare(ctx, stdout, updb, downdb, demoDB+".t")
 }
 
