@@ -244,6 +244,16 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer a.close()
+	// b joins once the source is bound to a (the coordinator binds to the
+	// first idle worker in name order among those registered when it looks).
+	for a.task().Stage != dmworker.SubTaskRunning {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the source was not bound to worker a: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	fmt.Fprintf(stdout, "source %s bound to worker a (epoch %d); worker b joins and stands by\n", source.Name, a.task().Epoch)
 	b, err := startWorker(ctx, &wg, cli, "b", sinks, common, cfg.ttl)
 	if err != nil {
 		return err
@@ -290,6 +300,7 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	// workload is halfway.
 	killed := false
 	var killedEpoch int64
+	var killedAt time.Time
 	for !killed {
 		n, _, werr := workloadDone()
 		if werr != nil {
@@ -300,6 +311,7 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 			killedEpoch = st.Epoch
 			fmt.Fprintf(stdout, "killing worker a (epoch %d) at workload transaction %d, checkpoint %s\n", st.Epoch, n, st.Syncer.Checkpoint)
 			a.close()
+			killedAt = time.Now()
 			killed = true
 			break
 		}
@@ -322,7 +334,8 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		st := b.task()
 		if !rebound && st.Epoch > killedEpoch && st.Stage == dmworker.SubTaskRunning {
 			rebound = true
-			fmt.Fprintf(stdout, "source %s rebound to worker b (epoch %d); b resumes from checkpoint %s\n", source.Name, st.Epoch, st.Syncer.Checkpoint)
+			fmt.Fprintf(stdout, "source %s rebound to worker b (epoch %d) %.1fs after a was killed; b resumes from checkpoint %s\n",
+				source.Name, st.Epoch, time.Since(killedAt).Seconds(), st.Syncer.Checkpoint)
 		}
 		if st.LastError != nil && st.Stage == dmworker.SubTaskPaused {
 			return fmt.Errorf("worker b: %w", st.LastError)
