@@ -106,6 +106,10 @@ func (c *SourceConfig) relayOptions(log *slog.Logger) []Option {
 type SinkFactory func(ctx context.Context, source SourceConfig, task SubTaskConfig) (Sink, error)
 
 // Liveness tells a SourceWorker whether it may work: *KeepAlive implements it.
+// When the Liveness also has a method Status() KeepAliveStatus (a *KeepAlive
+// has), a worker in etcd mode ignores a binding whose epoch (ModRevision) is
+// below the registration's Revision: it was made for an earlier life of the
+// worker, and a Coordinator replaces it.
 type Liveness interface {
 	// Alive reports whether the worker's registration is confirmed now, and a channel closed at the next change.
 	Alive() (alive bool, changed <-chan struct{})

@@ -134,6 +134,13 @@ func (w *SourceWorker) load(ctx context.Context) (int64, error) {
 			w.name, w.keys.bound(w.name), resp.Kvs[0].ModRevision, err)
 		return rev, nil
 	}
+	if reg := w.registration(); resp.Kvs[0].ModRevision < reg {
+		// Made for an earlier registration of this worker: a coordinator
+		// deletes it and binds anew; until then, serve nothing.
+		w.log.Info("ignoring a binding made before this registration", slog.String("source", b.Source),
+			slog.Int64("epoch", resp.Kvs[0].ModRevision), slog.Int64("registered", reg))
+		return rev, nil
+	}
 	st.bound, st.epoch = b.Source, resp.Kvs[0].ModRevision
 
 	at := clientv3.WithRev(rev)
@@ -217,6 +224,15 @@ func (w *SourceWorker) load(ctx context.Context) (int64, error) {
 		st.relayPaused = RelayStage(strings.TrimSpace(string(rresp.Kvs[0].Value))) == RelayPaused
 	}
 	return rev, nil
+}
+
+// registration is the create revision of the worker's registration when its
+// Liveness tells it (a *KeepAlive does, through Status), else 0.
+func (w *SourceWorker) registration() int64 {
+	if r, ok := w.opts.liveness.(interface{ Status() KeepAliveStatus }); ok {
+		return r.Status().Revision
+	}
+	return 0
 }
 
 // watch follows the keys of the worker's state from rev+1 and returns at

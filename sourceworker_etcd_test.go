@@ -12,6 +12,7 @@ import (
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
+	"github.com/dmworker/dmworker/streamer"
 )
 
 const testPrefix = "/dmtest/"
@@ -214,4 +215,41 @@ func TestSourceWorkerFencing(t *testing.T) {
 		t.Fatalf("B's checkpoint did not move: %s", cp)
 	}
 	checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
+}
+
+// TestSourceWorkerIgnoresEarlierBinding: a binding put before the worker's
+// KeepAlive registered belongs to an earlier life of the worker; the worker
+// serves nothing under it, and serves the source once it is bound anew.
+func TestSourceWorkerIgnoresEarlierBinding(t *testing.T) {
+	noLeaks(t)
+	e := testserver.StartEtcd(t)
+	cli := e.Client
+	up := streamer.UpstreamConfig{Host: "127.0.0.1", Port: 1, User: "u"} // relay off, no subtask: never dialled
+	etcdPut(t, cli, testPrefix+"source/src", dmworker.SourceConfig{Name: "src", Upstream: up})
+	old := etcdPut(t, cli, testPrefix+"bound/w1", dmworker.SourceBinding{Source: "src"})
+	ka := runKeepAlive(t, cli, "w1", dmworker.WithEtcdPrefix(testPrefix))
+	waitUntil(t, "w1 registered", func() bool { return ka.Status().Alive })
+	reg := ka.Status().Revision
+	if reg <= old.Header.Revision {
+		t.Fatalf("registration revision %d not after the binding's %d", reg, old.Header.Revision)
+	}
+	var loaded atomic.Int64 // the last revision the worker read its state at
+	w, err := dmworker.NewSourceWorker("w1", func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
+		return nil, errors.New("no subtask expected")
+	}, dmworker.WithEtcd(cli), dmworker.WithEtcdPrefix(testPrefix), dmworker.WithLiveness(ka))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dmworker.SetWatchHook(w, func(rev int64) { loaded.Store(rev) })
+	runWorker(t, w)
+	waitUntil(t, "w1 read its state", func() bool { return loaded.Load() >= reg })
+	if st := w.Status(t.Context()); st.Source != "" || st.Error != nil {
+		t.Fatalf("w1 serves %q (epoch %d, error %v) under the binding of revision %d, made before its registration at %d",
+			st.Source, st.Epoch, st.Error, old.Header.Revision, reg)
+	}
+	fresh := etcdPut(t, cli, testPrefix+"bound/w1", dmworker.SourceBinding{Source: "src"})
+	waitUntil(t, "w1 serves src under the new binding", func() bool {
+		st := w.Status(t.Context())
+		return st.Source == "src" && st.Epoch == fresh.Header.Revision
+	})
 }

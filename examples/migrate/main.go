@@ -7,7 +7,7 @@
 //	go run ./examples/migrate -from 'user:pass@host:port' -to 'user:pass@host:port'
 //	    -mode incremental [-start FILE:POS | -start-gtid SET]
 //	    [-tables 'db.*,other.t'] [-route 'src.t_*:dst.t'] [-task NAME]
-//	    [-data-dir DIR] [-etcd ENDPOINTS -worker NAME]
+//	    [-data-dir DIR] [-etcd ENDPOINTS -worker NAME [-keepalive-ttl D]]
 //	    [-workers N] [-exit-when-idle DURATION]
 //
 // Flags:
@@ -19,14 +19,23 @@
 //   - -data-dir DIR: keep a relay log of the upstream in DIR/relay and
 //     replicate from it (the worker's local state); without it, the
 //     subtask reads the upstream directly.
-//   - -etcd ENDPOINTS (comma-separated): run as a worker driven through
-//     etcd, named by -worker (default: the host name). migrate writes the
-//     source's and the task's configs under /dmworker/ (see the key layout
-//     in package dmworker) and serves the source once a coordinator binds
-//     it to this worker (key /dmworker/bound/<worker>, value
-//     {"source":"<host:port of -from>"}; by hand with etcdctl until the
-//     coordinator lands). Without -etcd, the worker is driven directly and
-//     needs no etcd at all.
+//   - -etcd ENDPOINTS (comma-separated): cluster mode. The process is one
+//     worker of a cluster, named by -worker (default: the host name; names
+//     must differ within a cluster). It writes the source's and the task's
+//     configs under /dmworker/ (see the key layout in package dmworker; a
+//     key is put only when its value differs, so every process may give
+//     the same flags), registers the worker (dmworker.KeepAlive, key
+//     /dmworker/worker/<worker> under a lease with the TTL of
+//     -keepalive-ttl, default 60s, whole seconds), and runs a
+//     dmworker.Coordinator: the processes elect one coordinator among
+//     them, which binds the source to one live worker (key
+//     /dmworker/bound/<worker>) and rebinds it to another when that
+//     worker's registration disappears (the process died or lost etcd for
+//     two thirds of the TTL). The bound worker replicates; the others stand
+//     by. A new binding takes the task over from its checkpoint in the
+//     downstream (fenced by the binding's epoch, so the old worker can no
+//     longer write). Without -etcd, the worker is driven directly and needs
+//     no etcd at all.
 //   - -task: the task name (default "migrate"). With the upstream it keys the
 //     checkpoint, which is kept in the downstream, in
 //     `dmworker_meta`.`checkpoint`, written in the same transaction as the
@@ -46,13 +55,26 @@
 //   - -workers: must be 1 (the default): parallel apply is not built yet,
 //     and a larger value is refused (exit 2) rather than silently ignored.
 //   - -exit-when-idle D: exit 0 once the checkpoint has reached the
-//     upstream's binlog position and that position has not moved for D.
+//     upstream's binlog position and that position has not moved for D. In
+//     cluster mode the same holds for the worker serving the task; a
+//     standby process that has never run the task does not exit on its
+//     own (it is the spare the cluster fails over to) and counts D only
+//     from when it runs the task. Exiting ends the registration, so the
+//     coordinator moves the source to a standby, if any.
 //
 // # Output
 //
 // Once a second, a progress line on stdout:
 //
 //	pos=mysql-bin.000001:1234 rows=120 rows/s=40.0 lag=0.0s
+//
+// In cluster mode the line starts with "worker=<name> " and is printed
+// while this worker runs the task; a worker not running it prints instead,
+// each time it changes, a line such as
+//
+//	worker=b standby: source 127.0.0.1:3306 served by worker a (epoch 12), coordinating
+//
+// ("coordinating": this process's coordinator leads the cluster).
 //
 // pos is the last checkpoint saved (the text form of streamer.Position,
 // GTID set included when known), rows the rows applied since the start of
@@ -85,6 +107,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -112,6 +135,7 @@ type config struct {
 	worker   string
 	dataDir  string
 	etcd     []string
+	ttl      time.Duration
 	idle     time.Duration
 }
 
@@ -158,14 +182,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cfg.dataDir != "" {
 		opts = append(opts, dmworker.WithRelayDir(filepath.Join(cfg.dataDir, "relay")))
 	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var cl *cluster
 	if len(cfg.etcd) > 0 {
-		cli, err := publish(ctx, cfg, stderr)
+		cli, err := publish(ctx, cfg)
 		if err != nil {
 			fmt.Fprintln(stderr, "migrate:", err)
 			return 1
 		}
 		defer cli.Close()
-		opts = append(opts, dmworker.WithEtcd(cli))
+		if cl, err = joinCluster(runCtx, cli, cfg, logger); err != nil {
+			fmt.Fprintln(stderr, "migrate:", err)
+			return 2
+		}
+		// After the worker has stopped (deferred later, so run first):
+		// give up the registration and the leadership.
+		defer cl.close()
+		fmt.Fprintf(stderr, "migrate: worker %s joined the cluster at %s; it waits for source %s to be bound to it (key %sbound/%s)\n",
+			cfg.worker, strings.Join(cfg.etcd, ","), cfg.source.Name, dmworker.DefaultEtcdPrefix, cfg.worker)
+		opts = append(opts, dmworker.WithEtcd(cli), dmworker.WithLiveness(cl.keepAlive))
 	} else {
 		opts = append(opts, dmworker.WithSource(cfg.source))
 	}
@@ -174,10 +210,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "migrate:", err)
 		return 2
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- w.Run(runCtx) }()
+	defer func() {
+		// Every return path: stop the worker before the cluster parts.
+		cancel()
+		w.Close()
+	}()
 	if len(cfg.etcd) == 0 {
 		if err := w.StartSubTask(cfg.task); err != nil {
 			cancel()
@@ -193,13 +232,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var idleSince time.Time // when the upstream was last seen caught up and unchanged
 	var lastMaster streamer.Position
 	prev, prevAt := int64(0), time.Now()
+	prefix := ""
+	if cl != nil {
+		prefix = "worker=" + cfg.worker + " "
+	}
+	standby := "" // the last standby line printed
 	tick := time.NewTicker(progressInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case err := <-done:
 			st := taskStatus(w, cfg.task.Name)
-			printProgress(stdout, st.Syncer, st.Syncer.Rows-prev, time.Since(prevAt))
+			if cl == nil || st.Name != "" {
+				printProgress(stdout, prefix, st.Syncer, max(0, st.Syncer.Rows-prev), time.Since(prevAt))
+			}
 			if err != nil {
 				fmt.Fprintln(stderr, "migrate:", err)
 				return 1
@@ -207,7 +253,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 0
 		case now := <-tick.C:
 			st := taskStatus(w, cfg.task.Name)
-			printProgress(stdout, st.Syncer, st.Syncer.Rows-prev, now.Sub(prevAt))
+			if cl != nil && st.Name == "" {
+				// Not serving the task: say who does, when that changes.
+				if line := cl.standbyLine(runCtx, cfg); line != standby {
+					fmt.Fprintln(stdout, prefix+line)
+					standby = line
+				}
+				prev, prevAt, idleSince = 0, now, time.Time{}
+				continue
+			}
+			standby = ""
+			if st.Syncer.Rows < prev {
+				prev = 0 // the subtask started again (a new binding)
+			}
+			printProgress(stdout, prefix, st.Syncer, st.Syncer.Rows-prev, now.Sub(prevAt))
 			prev, prevAt = st.Syncer.Rows, now
 			if st.Stage == dmworker.SubTaskPaused && st.LastError != nil {
 				// A command line has no resume: stop and say why.
@@ -264,8 +323,10 @@ func taskStatus(w *dmworker.SourceWorker, name string) dmworker.SubTaskStatus {
 
 // publish connects to etcd and writes the source's and the task's configs
 // under the default prefix, as the host does; the coordinator binds the
-// source to a worker.
-func publish(ctx context.Context, cfg config, stderr io.Writer) (*clientv3.Client, error) {
+// source to a worker. Each key is put only when its value differs, so that
+// every process of a cluster may publish the same configs without making
+// the serving worker read its state again.
+func publish(ctx context.Context, cfg config) (*clientv3.Client, error) {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.etcd, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return nil, fmt.Errorf("etcd %s: %w", strings.Join(cfg.etcd, ","), err)
@@ -283,24 +344,81 @@ func publish(ctx context.Context, cfg config, stderr io.Writer) (*clientv3.Clien
 	p := dmworker.DefaultEtcdPrefix
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := cli.Txn(pctx).Then(
-		clientv3.OpPut(p+"source/"+cfg.source.Name, string(src)),
-		clientv3.OpPut(p+"subtask/"+cfg.source.Name+"/"+cfg.task.Name, string(task)),
-	).Commit(); err != nil {
-		cli.Close()
-		return nil, fmt.Errorf("etcd %s: publish source %s and task %s: %w", strings.Join(cfg.etcd, ","), cfg.source.Name, cfg.task.Name, err)
+	for _, kv := range [][2]string{
+		{p + "source/" + cfg.source.Name, string(src)},
+		{p + "subtask/" + cfg.source.Name + "/" + cfg.task.Name, string(task)},
+	} {
+		if _, err := cli.Txn(pctx).If(clientv3.Compare(clientv3.Value(kv[0]), "=", kv[1])).
+			Else(clientv3.OpPut(kv[0], kv[1])).Commit(); err != nil {
+			cli.Close()
+			return nil, fmt.Errorf("etcd %s: publish source %s and task %s: put %s: %w",
+				strings.Join(cfg.etcd, ","), cfg.source.Name, cfg.task.Name, kv[0], err)
+		}
 	}
-	fmt.Fprintf(stderr, "migrate: worker %s waits for source %s to be bound to it (key %sbound/%s)\n",
-		cfg.worker, cfg.source.Name, p, cfg.worker)
 	return cli, nil
 }
 
-func printProgress(w io.Writer, st dmworker.SyncerStatus, rows int64, d time.Duration) {
+// cluster is what a process adds in cluster mode: the worker's
+// registration and a coordinator, each run until close.
+type cluster struct {
+	keepAlive *dmworker.KeepAlive
+	coord     *dmworker.Coordinator
+	wg        sync.WaitGroup
+}
+
+// joinCluster starts a KeepAlive for the worker and a Coordinator (which
+// campaigns; one process of the cluster leads), until ctx ends or close.
+func joinCluster(ctx context.Context, cli *clientv3.Client, cfg config, logger *slog.Logger) (*cluster, error) {
+	ka, err := dmworker.NewKeepAlive(cli, cfg.worker, dmworker.WithKeepAliveTTL(cfg.ttl), dmworker.WithLogger(logger))
+	if err != nil {
+		return nil, err
+	}
+	coord, err := dmworker.NewCoordinator(cli, dmworker.WithKeepAliveTTL(cfg.ttl), dmworker.WithLogger(logger))
+	if err != nil {
+		return nil, err
+	}
+	c := &cluster{keepAlive: ka, coord: coord}
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); _ = ka.Run(ctx) }()    // only fails on a second Run or after Close
+	go func() { defer c.wg.Done(); _ = coord.Run(ctx) }() // likewise
+	return c, nil
+}
+
+// close gives up the registration and the leadership (both revoked at once)
+// and waits for them.
+func (c *cluster) close() {
+	c.keepAlive.Close()
+	c.coord.Close()
+	c.wg.Wait()
+}
+
+// standbyLine says what a worker not serving the task sees.
+func (c *cluster) standbyLine(ctx context.Context, cfg config) string {
+	lead := ""
+	if l, _ := c.coord.Leading(); l {
+		lead = ", coordinating"
+	}
+	if !c.keepAlive.Status().Alive {
+		return "standby: not registered (yet)" + lead
+	}
+	bctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	bs, err := c.coord.Bindings(bctx)
+	if err != nil {
+		return "standby: bindings unknown (etcd: " + err.Error() + ")" + lead
+	}
+	if b, ok := bs[cfg.source.Name]; ok {
+		return fmt.Sprintf("standby: source %s served by worker %s (epoch %d)%s", b.Source, b.Worker, b.Epoch, lead)
+	}
+	return fmt.Sprintf("standby: source %s not bound yet%s", cfg.source.Name, lead)
+}
+
+func printProgress(w io.Writer, prefix string, st dmworker.SyncerStatus, rows int64, d time.Duration) {
 	rate := 0.0
 	if d > 0 {
 		rate = float64(rows) / d.Seconds()
 	}
-	fmt.Fprintf(w, "pos=%s rows=%d rows/s=%.1f lag=%.1fs\n", st.Checkpoint, st.Rows, rate, st.LagSeconds)
+	fmt.Fprintf(w, "%spos=%s rows=%d rows/s=%.1f lag=%.1fs\n", prefix, st.Checkpoint, st.Rows, rate, st.LagSeconds)
 }
 
 // reportError prints the error that stopped replication, and for a DDL the
@@ -365,7 +483,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		to        = fs.String("to", "", "downstream as user:password@host:port (required)")
 		mode      = fs.String("mode", "incremental", "incremental, full or all (full and all need the snapshot unit)")
 		dataDir   = fs.String("data-dir", "", "directory for the relay log and local state; relay is on when given")
-		etcd      = fs.String("etcd", "", "comma-separated etcd endpoints: run as a worker driven through etcd")
+		etcd      = fs.String("etcd", "", "comma-separated etcd endpoints: run as a worker of a cluster coordinated through etcd")
+		ttl       = fs.Duration("keepalive-ttl", dmworker.DefaultKeepAliveTTL, "with -etcd: TTL of the worker's registration and of the coordinator's leadership (whole seconds)")
 		worker    = fs.String("worker", "", "worker name (default: the host name)")
 		task      = fs.String("task", "migrate", "task name; keys the checkpoint")
 		start     = fs.String("start", "", "where a task with no checkpoint starts, FILE:POS")
@@ -398,6 +517,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-workers %d: parallel apply is not built yet; only 1 is supported", *workers)
 	case set["start"] && set["start-gtid"]:
 		return cfg, errors.New("give -start or -start-gtid, not both")
+	case *ttl < time.Second || *ttl%time.Second != 0:
+		return cfg, fmt.Errorf("-keepalive-ttl %s: want a whole number of seconds, at least 1s", *ttl)
 	case *idle < 0:
 		return cfg, errors.New("-exit-when-idle must not be negative")
 	case *task == "":
@@ -411,6 +532,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-to: %w", err)
 	}
 	cfg.idle = *idle
+	cfg.ttl = *ttl
 	cfg.dataDir = *dataDir
 	cfg.worker = *worker
 	if cfg.worker == "" {

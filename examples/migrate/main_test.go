@@ -156,6 +156,9 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"-worker", "a/b"}, "no '/'"},
 		{[]string{"-data-dir", "/tmp/x", "-etcd", "127.0.0.1:2379,127.0.0.1:2380", "-worker", "w1"}, ""},
 		{[]string{"-workers", "4"}, "parallel apply is not built yet"},
+		{[]string{"-keepalive-ttl", "1500ms"}, "whole number of seconds"},
+		{[]string{"-keepalive-ttl", "0s"}, "at least 1s"},
+		{[]string{"-keepalive-ttl", "3s"}, ""},
 		{[]string{"-start", "mysql-bin.000001:4", "-start-gtid", "0-1-1"}, "not both"},
 		{[]string{"-start-gtid", "0-1-5"}, ""},
 		{[]string{"-start-gtid", "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5"}, ""},
@@ -192,7 +195,8 @@ func TestParseArgs(t *testing.T) {
 
 // TestMigrateRelayAndEtcd: with -data-dir the subtask replicates from a
 // relay log kept under DIR/relay; with -etcd the same program runs as a
-// worker driven through etcd, serving the source once it is bound to it.
+// worker of a cluster: two processes, one serves, the other takes over
+// when it goes, and the downstream equals the upstream.
 func TestMigrateRelayAndEtcd(t *testing.T) {
 	up := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 410})
 	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 411})
@@ -233,33 +237,62 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 		t.Fatalf("no relay log under -data-dir: %v", err)
 	}
 
-	// etcd mode: the worker waits for its binding.
+	// Cluster mode: two processes (run twice here) share etcd. The first
+	// one's coordinator binds the source to w1; w2 stands by; when w1 goes,
+	// its registration goes with it and the source is rebound to w2, which
+	// continues from the checkpoint and exits once idle.
 	up.Exec(t, "UPDATE wl.t SET v = 'etcd' WHERE id < 10")
 	stdout.Reset()
 	stderr.Reset()
-	args = append(args, "-etcd", strings.Join(e.Endpoints, ","), "-worker", "w1")
-	go func() { done <- run(ctx, args, &stdout, &stderr) }()
-	for deadline := time.Now().Add(time.Minute); !strings.Contains(stderr.String(), "waits for source"); {
-		if time.Now().After(deadline) {
-			t.Fatalf("no wait for a binding after a minute:\n%s\n%s", stdout.String(), stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	cluster := []string{"-from", from, "-to", to, "-etcd", strings.Join(e.Endpoints, ","), "-keepalive-ttl", "2s"}
+	ctx1, stop1 := context.WithCancel(ctx)
+	defer stop1()
+	go func() {
+		done <- run(ctx1, append([]string{"-worker", "w1", "-data-dir", dir}, cluster...), &stdout, &stderr)
+	}()
+	waitOutput(t, &stdout, &stderr, "worker=w1 pos=mysql-bin")
+	var stdout2, stderr2 syncBuffer
+	done2 := make(chan int, 1)
+	go func() {
+		done2 <- run(ctx, append([]string{"-worker", "w2", "-data-dir", t.TempDir(), "-exit-when-idle", "2s"}, cluster...), &stdout2, &stderr2)
+	}()
+	waitOutput(t, &stdout2, &stderr2, "worker=w2 standby: source "+up.Addr()+" served by worker w1")
+	for i := 40; i < 60; i++ {
+		up.Exec(t, "INSERT INTO wl.t VALUES (?, ?)", i, fmt.Sprint("w1-", i))
 	}
-	if _, err := e.Client.Put(ctx, "/dmworker/bound/w1", fmt.Sprintf(`{"source":%q}`, up.Addr())); err != nil {
-		t.Fatal(err)
-	}
+	stop1()
 	if code := <-done; code != 0 {
-		t.Fatalf("etcd run: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+		t.Fatalf("w1: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	for i := 60; i < 80; i++ {
+		up.Exec(t, "INSERT INTO wl.t VALUES (?, ?)", i, fmt.Sprint("w2-", i))
+	}
+	if code := <-done2; code != 0 {
+		t.Fatalf("w2: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout2.String(), stderr2.String())
+	}
+	if !strings.Contains(stdout2.String(), "worker=w2 pos=") {
+		t.Fatalf("w2 never ran the task:\n%s", stdout2.String())
 	}
 	if u, d := rowsOf(t, upDB, q), rowsOf(t, downDB, q); u != d {
-		t.Fatalf("wl.t differs after the etcd run:\nup   %s\ndown %s", u, d)
+		t.Fatalf("wl.t differs after the failover:\nup   %s\ndown %s", u, d)
 	}
-	resp, err := e.Client.Get(ctx, "/dmworker/status/w1/subtask/migrate")
+	resp, err := e.Client.Get(ctx, "/dmworker/status/w2/subtask/migrate")
 	if err != nil || len(resp.Kvs) == 0 || !strings.Contains(string(resp.Kvs[0].Value), `"stage":"Stopped"`) {
-		t.Fatalf("no final status of the subtask in etcd: %v %v", resp, err)
+		t.Fatalf("no final status of w2's subtask in etcd: %v %v", resp, err)
 	}
 	resp, err = e.Client.Get(ctx, "/dmworker/status/w1/relay")
 	if err != nil || len(resp.Kvs) == 0 || !strings.Contains(string(resp.Kvs[0].Value), `"relayed":"0-410.000001/mysql-bin.000001:`) {
-		t.Fatalf("no relay status in etcd: %v %v", resp, err)
+		t.Fatalf("no relay status of w1 in etcd: %v %v", resp, err)
+	}
+}
+
+// waitOutput waits up to a minute for want in out.
+func waitOutput(t *testing.T, out, errOut *syncBuffer, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(out.String(), want); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q after a minute:\n%s\n%s", want, out.String(), errOut.String())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
