@@ -19,8 +19,10 @@ func NewSnapshotUnitForTest(cfg SyncerConfig, sc SnapshotConfig, sink Sink, stor
 	return &SnapshotUnitForTest{u}, nil
 }
 
-func (t *SnapshotUnitForTest) Run(ctx context.Context) (streamer.Position, error) { return t.u.run(ctx) }
-func (t *SnapshotUnitForTest) Status() SnapshotStatus                              { return t.u.status() }
+func (t *SnapshotUnitForTest) Run(ctx context.Context) (streamer.Position, error) {
+	return t.u.run(ctx)
+}
+func (t *SnapshotUnitForTest) Status() SnapshotStatus { return t.u.status() }
 
 // SinkStoreForTest is the CheckpointStore a Syncer uses by default for a
 // CheckpointSink.
