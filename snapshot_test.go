@@ -1,11 +1,23 @@
 package dmworker_test
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
@@ -220,4 +232,422 @@ func TestSnapshotTableShapes(t *testing.T) {
 
 func quoteName(schema, table string) string { return "`" + schema + "`.`" + table + "`" }
 
-var _ = errors.Is
+// sysbenchPrepare creates sbtest.sbtest1..tables of size rows upstream.
+func sysbench(t *testing.T, m *testserver.MariaDB, tables, size int, args ...string) *exec.Cmd {
+	t.Helper()
+	bin, err := exec.LookPath("sysbench")
+	if err != nil {
+		if testserver.Required() {
+			t.Fatalf("sysbench not found (apt-get install sysbench, or make test): %v", err)
+		}
+		t.Skip("sysbench not found: apt-get install sysbench, or run make test")
+	}
+	base := []string{"--db-driver=mysql", "--mysql-host=127.0.0.1", fmt.Sprintf("--mysql-port=%d", m.Port),
+		"--mysql-user=" + m.User, "--mysql-password=" + m.Password, "--mysql-db=sbtest",
+		fmt.Sprintf("--tables=%d", tables), fmt.Sprintf("--table-size=%d", size)}
+	return exec.Command(bin, append(base, args...)...)
+}
+
+// TestSnapshotAllModeUnderWrites is mode all with sysbench writing all the
+// time: the snapshot copies the tables at one point while writes go on, the
+// syncer takes over from that point, and once the writes stop and the
+// syncer caught up, every table downstream equals the upstream's.
+func TestSnapshotAllModeUnderWrites(t *testing.T) {
+	up := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 353})
+	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 354})
+	updb, downdb := up.DB(t), down.DB(t)
+	mustExec(t, updb, "CREATE DATABASE sbtest")
+	const tables = 4
+	if out, err := sysbench(t, up, tables, 3000, "oltp_write_only", "prepare").CombinedOutput(); err != nil {
+		t.Fatalf("sysbench prepare: %v\n%s", err, out)
+	}
+	before := upstreamPos(t, updb)
+	run := sysbench(t, up, tables, 3000, "oltp_write_only", "--threads=2", "--time=8", "--events=0", "run")
+	var out strings.Builder
+	run.Stdout, run.Stderr = &out, &out
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan struct{})
+	var runErr error
+	go func() { runErr = run.Wait(); close(runDone) }()
+	t.Cleanup(func() {
+		_ = run.Process.Kill()
+		<-runDone
+	})
+	waitUntil(t, "sysbench to write", func() bool { return upstreamPos(t, updb).Compare(before) > 0 })
+
+	sink, err := mysqlsink.New(downdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := dmworker.SyncerConfig{Task: "all", Upstream: upstreamOf(up)}
+	pos, st := runSnapshot(t, cfg, dmworker.SnapshotConfig{Concurrency: 4, ChunkRows: 500, BatchRows: 200}, concurrentSink{sink}, dmworker.SinkStoreForTest(sink))
+	after := upstreamPos(t, updb)
+	if pos.Compare(before) <= 0 || after.Compare(pos) <= 0 {
+		t.Fatalf("the snapshot's point %s is not between writes (%s before, %s after)", pos, before, after)
+	}
+	t.Logf("snapshot at %s by %s, commits blocked %s, %d rows", pos, st.Method, st.Blocked, st.Rows)
+
+	s, err := dmworker.NewSyncer(cfg, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syncer := runSyncer(t, s)
+	if st := s.Status(); !st.Checkpoint.Equal(pos) && st.Checkpoint.Compare(pos) < 0 {
+		t.Fatalf("the syncer starts at %s, before the snapshot's %s", st.Checkpoint, pos)
+	}
+	select {
+	case <-runDone:
+		if runErr != nil {
+			t.Fatalf("sysbench run: %v\n%s", runErr, out.String())
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("sysbench did not end")
+	}
+	waitSynced(t, syncer, updb)
+	for i := 1; i <= tables; i++ {
+		tbl := fmt.Sprintf("sbtest.sbtest%d", i)
+		checkEqual(t, updb, downdb, tbl, tbl)
+	}
+}
+
+// snapshotChildEnv makes the test binary run a snapshot instead of the
+// tests: "task|upstream user:pass@host:port|downstream user:pass@host:port|N".
+// After N sink calls it prints "HALFWAY" and blocks every further call, to
+// be killed.
+const snapshotChildEnv = "DMWORKER_TEST_SNAPSHOT_CHILD"
+
+func init() {
+	if spec := os.Getenv(snapshotChildEnv); spec != "" {
+		os.Exit(snapshotChild(spec))
+	}
+}
+
+// blockingSink applies after calls, then blocks.
+type blockingSink struct {
+	concurrentSink
+	after int64
+	n     atomic.Int64
+	once  sync.Once
+}
+
+func (b *blockingSink) Apply(ctx context.Context, batch *dmworker.Batch) error {
+	if b.n.Add(1) > b.after {
+		b.once.Do(func() { fmt.Println("HALFWAY") })
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return b.concurrentSink.Apply(ctx, batch)
+}
+
+func snapshotChild(spec string) int {
+	parts := strings.SplitN(spec, "|", 4)
+	up, err := streamer.ParseUpstream(parts[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	down, err := streamer.ParseUpstream(parts[2])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	after, err := strconv.ParseInt(parts[3], 10, 64)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	c := gomysql.NewConfig()
+	c.User, c.Passwd, c.Net, c.Addr = down.User, down.Password, "tcp", down.Addr()
+	conn, err := gomysql.NewConnector(c)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	sink, err := mysqlsink.New(sql.OpenDB(conn))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	u, err := dmworker.NewSnapshotUnitForTest(dmworker.SyncerConfig{Task: parts[0], Upstream: up},
+		dmworker.SnapshotConfig{Concurrency: 2, ChunkRows: 1000, BatchRows: 250},
+		&blockingSink{concurrentSink: concurrentSink{sink}, after: after}, dmworker.SinkStoreForTest(sink), 0, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if _, err := u.Run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// writeLoad changes rows of the sbtest tables and of app.keyed until stop
+// is closed.
+func writeLoad(t *testing.T, db *sql.DB, tables int, seed uint64, stop <-chan struct{}) {
+	rnd := rand.New(rand.NewPCG(seed, 1))
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		tbl := fmt.Sprintf("sbtest.sbtest%d", 1+rnd.IntN(tables))
+		id := 1 + rnd.IntN(6000)
+		var err error
+		switch rnd.IntN(4) {
+		case 0:
+			_, err = db.Exec("UPDATE "+tbl+" SET k = k + 1, c = ? WHERE id = ?", fmt.Sprintf("upd-%d", rnd.IntN(1000)), id)
+		case 1:
+			_, err = db.Exec("DELETE FROM "+tbl+" WHERE id = ?", id)
+		case 2:
+			_, err = db.Exec("INSERT INTO "+tbl+" (id, k, c, pad) VALUES (?, ?, 'ins', 'pad') ON DUPLICATE KEY UPDATE pad = 'dup'", id, rnd.IntN(100))
+		case 3:
+			_, err = db.Exec("UPDATE app.keyed SET v = v + 1 WHERE a = ? AND b = ?", rnd.IntN(30), fmt.Sprintf("b%d", rnd.IntN(50)))
+		}
+		if err != nil {
+			t.Errorf("write load: %v", err)
+			return
+		}
+	}
+}
+
+// TestSnapshotKilledAndResumed kills a snapshot process with SIGKILL half
+// way through its copy while writes go on, resumes it in this process,
+// then runs the syncer from its checkpoint: every table ends equal to the
+// upstream's, the table without a key included (no row copied twice).
+func TestSnapshotKilledAndResumed(t *testing.T) {
+	up := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 355})
+	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 356})
+	updb, downdb := up.DB(t), down.DB(t)
+	mustExec(t, updb, "CREATE DATABASE sbtest")
+	const tables = 3
+	if out, err := sysbench(t, up, tables, 5000, "oltp_write_only", "prepare").CombinedOutput(); err != nil {
+		t.Fatalf("sysbench prepare: %v\n%s", err, out)
+	}
+	mustExec(t, updb, "CREATE DATABASE app")
+	mustExec(t, updb, "CREATE DATABASE seq") // for the sequence engine's tables
+	mustExec(t, updb, "CREATE TABLE app.nokey (a INT, b VARCHAR(20))")
+	mustExec(t, updb, "INSERT INTO app.nokey SELECT seq % 100, CONCAT('r', seq % 300) FROM seq.seq_1_to_4000")
+	mustExec(t, updb, "CREATE TABLE app.keyed (a INT, b VARCHAR(20), v BIGINT, PRIMARY KEY (a, b))")
+	mustExec(t, updb, "INSERT INTO app.keyed SELECT s1.seq, CONCAT('b', s2.seq), 0 FROM seq.seq_0_to_29 s1, seq.seq_0_to_49 s2")
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { writeLoad(t, up.DB(t), tables, 355, stop) })
+	stopWrites := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(stopWrites)
+
+	const task = "killed"
+	spec := fmt.Sprintf("%s|%s:%s@%s|%s:%s@%s|%d", task, up.User, up.Password, up.Addr(), down.User, down.Password, down.Addr(), 14)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), snapshotChildEnv+"="+spec)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	halfway := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if sc.Text() == "HALFWAY" {
+				halfway <- true
+				return
+			}
+		}
+		halfway <- false
+	}()
+	select {
+	case ok := <-halfway:
+		if !ok {
+			_ = cmd.Wait()
+			t.Fatalf("the snapshot child ended before half way: %s", stderr.String())
+		}
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("the snapshot child did not get half way: %s", stderr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var ee *exec.ExitError
+	if err := cmd.Wait(); !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("snapshot child ended on its own (%v): %s", err, stderr.String())
+	}
+
+	// Killed half way: some rows are there, not all of the table without a
+	// key (which the resumed copy must empty first).
+	var copied, nokey int
+	if err := downdb.QueryRow("SELECT (SELECT COUNT(*) FROM sbtest.sbtest1) + (SELECT COUNT(*) FROM sbtest.sbtest2) + "+
+		"(SELECT COUNT(*) FROM sbtest.sbtest3) + (SELECT COUNT(*) FROM app.keyed) + (SELECT COUNT(*) FROM app.nokey), "+
+		"(SELECT COUNT(*) FROM app.nokey)").Scan(&copied, &nokey); err != nil {
+		t.Fatal(err)
+	}
+	if copied == 0 || nokey >= 4000 {
+		t.Fatalf("after the kill: %d rows copied (%d of app.nokey's 4000), want some and not all of app.nokey", copied, nokey)
+	}
+	t.Logf("killed with %d rows copied, %d of app.nokey", copied, nokey)
+	sink, err := mysqlsink.New(downdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := dmworker.SyncerConfig{Task: task, Upstream: upstreamOf(up)}
+	cp, ok, err := sink.LoadCheckpoint(context.Background(), task, cfg.Upstream.SourceName())
+	if err != nil || !ok || len(cp.Snapshot) == 0 {
+		t.Fatalf("after the kill: checkpoint %v %v, progress %q", ok, err, cp.Snapshot)
+	}
+	// Writes go on between the kill and the resumption.
+	waitUntil(t, "writes after the kill", func() bool { return upstreamPos(t, updb).Compare(cp.Pos) > 0 })
+	u, err := dmworker.NewSnapshotUnitForTest(cfg, dmworker.SnapshotConfig{Concurrency: 3, ChunkRows: 1000, BatchRows: 250},
+		sink, dmworker.SinkStoreForTest(sink), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos, err := u.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := u.Status()
+	if !pos.Equal(cp.Pos) || st.SafeUntil.Compare(pos) <= 0 {
+		t.Fatalf("resumed at %s (safe until %s), the first point was %s", pos, st.SafeUntil, cp.Pos)
+	}
+	done, _, err := sink.LoadCheckpoint(context.Background(), task, cfg.Upstream.SourceName())
+	if err != nil || done.Snapshot != nil || !done.SafeUntil.Equal(st.SafeUntil) {
+		t.Fatalf("final checkpoint %+v, %v", done, err)
+	}
+
+	s, err := dmworker.NewSyncer(cfg, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syncer := runSyncer(t, s)
+	stopWrites()
+	waitSynced(t, syncer, updb)
+	for i := 1; i <= tables; i++ {
+		tbl := fmt.Sprintf("sbtest.sbtest%d", i)
+		checkEqual(t, updb, downdb, tbl, tbl)
+	}
+	checkEqual(t, updb, downdb, "app.nokey", "app.nokey")
+	checkEqual(t, updb, downdb, "app.keyed", "app.keyed")
+}
+
+// cancellingSink records every batch and cancels the run's context after a
+// number of them.
+type cancellingSink struct {
+	*sinktest.MemSink
+	mu      sync.Mutex
+	after   int
+	cancel  context.CancelFunc
+	batches []*dmworker.Batch
+}
+
+func (c *cancellingSink) Apply(ctx context.Context, b *dmworker.Batch) error {
+	c.mu.Lock()
+	c.batches = append(c.batches, b)
+	n := len(c.batches)
+	c.mu.Unlock()
+	if err := c.MemSink.Apply(ctx, b); err != nil {
+		return err
+	}
+	if n == c.after {
+		c.cancel()
+	}
+	return nil
+}
+
+// TestSnapshotCancelledAndResumed stops a snapshot (context cancelled)
+// after a random number of batches (a table without a key needs a run long
+// enough for all of it) and resumes it until it finishes: the copy equals an
+// uninterrupted one row for row, duplicates of the table without a key
+// included; every batch was fenced with the unit's epoch and carried no
+// checkpoint; a checkpoint from a newer epoch stops the unit.
+func TestSnapshotCancelledAndResumed(t *testing.T) {
+	up := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 357})
+	updb := up.DB(t)
+	fillShapes(t, updb)
+	cfg := dmworker.SyncerConfig{Task: "cancel", Upstream: upstreamOf(up)}
+	sc := dmworker.SnapshotConfig{Concurrency: 2, ChunkRows: 4, BatchRows: 3}
+	want := sinktest.NewMemSink()
+	runSnapshot(t, cfg, sc, want, &dmworker.MemoryCheckpointStore{})
+
+	got := &cancellingSink{MemSink: sinktest.NewMemSink()}
+	store := &dmworker.MemoryCheckpointStore{}
+	source := cfg.Upstream.SourceName()
+	rnd := rand.New(rand.NewPCG(357, 1))
+	var first streamer.Position
+	runs := 0
+	for ; runs < 100; runs++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		got.mu.Lock()
+		got.after, got.cancel = len(got.batches)+1+rnd.IntN(40), cancel
+		got.mu.Unlock()
+		u, err := dmworker.NewSnapshotUnitForTest(cfg, sc, got, store, 7, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pos, err := u.Run(ctx)
+		cancel()
+		if err == nil {
+			if !pos.Equal(first) {
+				t.Fatalf("finished at %s, began at %s", pos, first)
+			}
+			break
+		}
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("run %d: %v", runs, err)
+		}
+		cp, ok, _ := store.Load(context.Background(), cfg.Task, source)
+		if !ok {
+			continue // cancelled before the first save
+		}
+		if len(cp.Snapshot) == 0 || cp.Epoch != 7 {
+			t.Fatalf("run %d: stopped with checkpoint %+v", runs, cp)
+		}
+		if first.IsZero() {
+			first = cp.Pos
+		} else if !cp.Pos.Equal(first) {
+			t.Fatalf("run %d: the checkpoint moved from %s to %s", runs, first, cp.Pos)
+		}
+	}
+	t.Logf("finished after %d interrupted runs", runs)
+	if runs < 2 || runs == 100 {
+		t.Fatalf("%d runs: the copy was never interrupted, or never finished", runs)
+	}
+	for _, n := range shapeNames {
+		if strings.HasPrefix(n, "empty") {
+			if rows := got.Rows("shapes", n); len(rows) != 0 {
+				t.Fatalf("shapes.%s: %d rows, want none", n, len(rows))
+			}
+			continue
+		}
+		sameRows(t, "shapes."+n, want.Rows("shapes", n), got.Rows("shapes", n))
+	}
+	for _, b := range got.batches {
+		if b.Checkpoint != nil || b.Fence != (dmworker.Fence{Task: cfg.Task, Source: source, Epoch: 7}) {
+			t.Fatalf("batch fence %+v checkpoint %v", b.Fence, b.Checkpoint)
+		}
+	}
+
+	// A newer epoch has written: this unit must not.
+	cp, _, _ := store.Load(context.Background(), cfg.Task, source)
+	cp.Epoch, cp.Snapshot = 8, []byte(`{"version":1}`)
+	if err := store.Save(context.Background(), cp); err != nil {
+		t.Fatal(err)
+	}
+	u, err := dmworker.NewSnapshotUnitForTest(cfg, sc, got, store, 7, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var se *dmworker.SnapshotError
+	if _, err := u.Run(context.Background()); !errors.Is(err, dmworker.ErrStaleEpoch) || !errors.As(err, &se) || se.Task != cfg.Task {
+		t.Fatalf("stale epoch: %v", err)
+	}
+}
