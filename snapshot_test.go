@@ -651,3 +651,38 @@ func TestSnapshotCancelledAndResumed(t *testing.T) {
 		t.Fatalf("stale epoch: %v", err)
 	}
 }
+
+// TestSnapshotResumeRefusesChangedTable: a table altered between a stopped
+// copy and its resumption cannot be finished (its first chunks hold the old
+// columns): the unit says so with ErrSnapshotSchemaChanged.
+func TestSnapshotResumeRefusesChangedTable(t *testing.T) {
+	up := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 358})
+	updb := up.DB(t)
+	mustExec(t, updb, "CREATE DATABASE app")
+	mustExec(t, updb, "CREATE TABLE app.t (id INT PRIMARY KEY, v INT)")
+	mustExec(t, updb, "CREATE DATABASE seq")
+	mustExec(t, updb, "INSERT INTO app.t SELECT seq, seq FROM seq.seq_1_to_100")
+	mustExec(t, updb, "ANALYZE TABLE app.t")
+	cfg := dmworker.SyncerConfig{Task: "ddl", Upstream: upstreamOf(up)}
+	sc := dmworker.SnapshotConfig{Concurrency: 1, ChunkRows: 10, BatchRows: 5}
+	store := &dmworker.MemoryCheckpointStore{}
+	ctx, cancel := context.WithCancel(context.Background())
+	sink := &cancellingSink{MemSink: sinktest.NewMemSink(), after: 5, cancel: cancel}
+	u, err := dmworker.NewSnapshotUnitForTest(cfg, sc, sink, store, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first run: %v", err)
+	}
+	mustExec(t, updb, "ALTER TABLE app.t ADD COLUMN w INT")
+	u, err = dmworker.NewSnapshotUnitForTest(cfg, sc, sink, store, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = u.Run(context.Background())
+	var se *dmworker.SnapshotError
+	if !errors.Is(err, dmworker.ErrSnapshotSchemaChanged) || !errors.As(err, &se) || se.Table != "app.t" || se.Pos.IsZero() {
+		t.Fatalf("resumed after an ALTER: %v", err)
+	}
+}
