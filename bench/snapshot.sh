@@ -3,12 +3,15 @@
 # myloader, copying the same sysbench tables into three fresh downstreams,
 # in one run.
 #
-# Starts four throwaway MariaDB servers (upstream, downstream, upstream2,
-# upstream3), prepares sysbench's tables upstream (TABLES tables of SIZE
-# rows), then copies schema sbtest with
+# Starts five throwaway MariaDB servers (upstream, downstream, upstream2..4),
+# prepares sysbench's tables upstream (TABLES tables of SIZE rows), then
+# copies schema sbtest with
 #   ours:     the snapshot unit + mysqlsink (THREADS connections) into "downstream"
 #   dump:     mariadb-dump --single-transaction | mariadb into "upstream2"
 #   mydumper: mydumper -t THREADS then myloader -t THREADS into "upstream3"
+#             (myloader's session skips the downstream's binlog by default)
+#   mydumper -e: the same with myloader -e (binlog written, as by the
+#             others) into "upstream4"
 # checks every table against the upstream (CHECKSUM TABLE) and prints rows/s,
 # MB/s, CPU time, peak RSS and the ratios. Servers and files are removed on
 # exit.
@@ -33,7 +36,7 @@ done
 go build -o "$work/throwaway" ./internal/cmd/throwaway
 go build -o "$work/snapshot" ./bench/snapshot
 go test -c -o "$work/dmworker.test" .
-"$work/throwaway" -n 4 -server-id-base 360 -dir "$work/servers" -env "$work/env" >"$work/throwaway.log" 2>&1 &
+"$work/throwaway" -n 5 -server-id-base 360 -dir "$work/servers" -env "$work/env" >"$work/throwaway.log" 2>&1 &
 pid=$!
 for _ in $(seq 300); do [[ -f $work/env ]] && break; sleep 0.2; done
 [[ -f $work/env ]] || { cat "$work/throwaway.log" >&2; exit 1; }
@@ -48,5 +51,5 @@ sysbench oltp_write_only --db-driver=mysql --mysql-host="$UPSTREAM_HOST" --mysql
 echo "prepared in $(($(date +%s) - t0))s" >&2
 
 d() { local n=$1; eval "echo \"\${${n}_USER}:\${${n}_PASSWORD}@\${${n}_HOST}:\${${n}_PORT}\""; }
-"$work/snapshot" -upstream "$(d UPSTREAM)" -ours "$(d DOWNSTREAM)" -dump "$(d UPSTREAM2)" -mydumper "$(d UPSTREAM3)" \
+"$work/snapshot" -upstream "$(d UPSTREAM)" -ours "$(d DOWNSTREAM)" -dump "$(d UPSTREAM2)" -mydumper "$(d UPSTREAM3)" -mydumper-binlog "$(d UPSTREAM4)" \
 	-test-bin "$work/dmworker.test" -schema sbtest -threads "$threads" -dir "$work"

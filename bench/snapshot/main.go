@@ -6,14 +6,17 @@
 //     is reached through SubTask in the library; the test binary calls it
 //     directly);
 //   - mariadb-dump --single-transaction | mariadb;
-//   - mydumper then myloader, with as many threads as ours;
+//   - mydumper then myloader, with as many threads as ours, once as it
+//     loads by default (its session does not write the downstream's binlog)
+//     and once with -e (it does, as ours and mariadb do);
 //
 // measures each one's wall time, CPU time and peak RSS (the largest of its
 // processes), checks every table downstream against the upstream (CHECKSUM
 // TABLE), and prints a Markdown table with rows/s, MB/s and the ratios.
 //
 // Usage: snapshot -upstream u:p@h:port -ours u:p@h:port -dump u:p@h:port
-// -mydumper u:p@h:port -test-bin PATH -schema sbtest -threads 4 -dir DIR
+// -mydumper u:p@h:port -mydumper-binlog u:p@h:port -test-bin PATH
+// -schema sbtest -threads 4 -dir DIR
 package main
 
 import (
@@ -44,6 +47,7 @@ func main() {
 // result is one tool's run.
 type result struct {
 	name    string
+	load    string // 1-minute load average when it started
 	seconds float64
 	cpu     float64
 	rssKB   int64
@@ -55,20 +59,21 @@ func run() error {
 	oursFlag := flag.String("ours", "", "downstream for ours")
 	dumpFlag := flag.String("dump", "", "downstream for mariadb-dump | mariadb")
 	myFlag := flag.String("mydumper", "", "downstream for mydumper + myloader")
+	myBinFlag := flag.String("mydumper-binlog", "", "downstream for mydumper + myloader -e")
 	testBin := flag.String("test-bin", "", "test binary of the root package (go test -c)")
 	schema := flag.String("schema", "sbtest", "schema to copy")
 	threads := flag.Int("threads", 4, "parallel connections for ours and for mydumper/myloader")
 	dir := flag.String("dir", "", "work directory (mydumper's files)")
 	flag.Parse()
-	var cfgs [4]streamer.UpstreamConfig
-	for i, f := range []string{*upFlag, *oursFlag, *dumpFlag, *myFlag} {
+	var cfgs [5]streamer.UpstreamConfig
+	for i, f := range []string{*upFlag, *oursFlag, *dumpFlag, *myFlag, *myBinFlag} {
 		c, err := streamer.ParseUpstream(f)
 		if err != nil {
 			return err
 		}
 		cfgs[i] = c
 	}
-	up, ours, dump, myd := cfgs[0], cfgs[1], cfgs[2], cfgs[3]
+	up, ours, dump, myd, mydBin := cfgs[0], cfgs[1], cfgs[2], cfgs[3], cfgs[4]
 	updb := open(up)
 	defer updb.Close()
 	var rows int64
@@ -84,12 +89,13 @@ func run() error {
 	cmd.Env = append(os.Environ(), fmt.Sprintf("DMWORKER_BENCH_SNAPSHOT=%s|%s|%s|%d", dsn(up), dsn(ours), *schema, *threads))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	oursLoad := load1()
 	t0 := time.Now()
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("ours: %w\n%s", err, out.String())
 	}
 	oursRes := result{name: fmt.Sprintf("dmworker snapshot + mysqlsink (%d connections, chunks 50000, batches 1000)", *threads),
-		seconds: time.Since(t0).Seconds(), cpu: benchutil.CPUSeconds(cmd.ProcessState), rssKB: maxRSS(cmd.ProcessState)}
+		load: oursLoad, seconds: time.Since(t0).Seconds(), cpu: benchutil.CPUSeconds(cmd.ProcessState), rssKB: maxRSS(cmd.ProcessState)}
 	var report struct {
 		Rows      int64   `json:"rows"`
 		Bytes     int64   `json:"bytes"`
@@ -123,6 +129,7 @@ func run() error {
 		return err
 	}
 	loadCmd.Stdin, loadCmd.Stderr, dumpCmd.Stderr = pipe, os.Stderr, os.Stderr
+	dumpLoad := load1()
 	t0 = time.Now()
 	if err := loadCmd.Start(); err != nil {
 		return err
@@ -133,49 +140,35 @@ func run() error {
 	if err := loadCmd.Wait(); err != nil {
 		return fmt.Errorf("mariadb: %w", err)
 	}
-	dumpRes := result{name: "mariadb-dump --single-transaction \\| mariadb", seconds: time.Since(t0).Seconds(),
+	dumpRes := result{name: "mariadb-dump --single-transaction \\| mariadb", load: dumpLoad, seconds: time.Since(t0).Seconds(),
 		cpu:   benchutil.CPUSeconds(dumpCmd.ProcessState) + benchutil.CPUSeconds(loadCmd.ProcessState),
 		rssKB: max(maxRSS(dumpCmd.ProcessState), maxRSS(loadCmd.ProcessState)), detail: "one thread, one pipe"}
 
-	// mydumper + myloader.
-	fmt.Fprintln(os.Stderr, "mydumper + myloader")
-	files := filepath.Join(*dir, "mydumper")
-	md := exec.Command("mydumper", "-h", up.Host, "-P", fmt.Sprint(up.Port), "-u", up.User, "-p", up.Password,
-		"-B", *schema, "-t", fmt.Sprint(*threads), "-r", "50000", "-o", files)
-	md.Stdout, md.Stderr = os.Stderr, os.Stderr
-	t0 = time.Now()
-	if err := md.Run(); err != nil {
-		return fmt.Errorf("mydumper: %w", err)
+	// mydumper + myloader, without and with the downstream's binlog.
+	myRes, err := mydumper(up, myd, *schema, *threads, filepath.Join(*dir, "mydumper"), false)
+	if err != nil {
+		return err
 	}
-	dumped := time.Since(t0).Seconds()
-	ml := exec.Command("myloader", "-h", myd.Host, "-P", fmt.Sprint(myd.Port), "-u", myd.User, "-p", myd.Password,
-		"-d", files, "-t", fmt.Sprint(*threads))
-	ml.Stdout, ml.Stderr = os.Stderr, os.Stderr
-	t1 := time.Now()
-	if err := ml.Run(); err != nil {
-		return fmt.Errorf("myloader: %w", err)
+	myBinRes, err := mydumper(up, mydBin, *schema, *threads, filepath.Join(*dir, "mydumper-binlog"), true)
+	if err != nil {
+		return err
 	}
-	loaded := time.Since(t1).Seconds()
-	myRes := result{name: fmt.Sprintf("mydumper + myloader (%d threads, chunks 50000)", *threads), seconds: dumped + loaded,
-		cpu:    benchutil.CPUSeconds(md.ProcessState) + benchutil.CPUSeconds(ml.ProcessState),
-		rssKB:  max(maxRSS(md.ProcessState), maxRSS(ml.ProcessState)),
-		detail: fmt.Sprintf("dump %.2fs + load %.2fs, %s", dumped, loaded, benchutil.ToolVersion("mydumper"))}
 
 	// Every table equal everywhere.
-	if err := checkSame(updb, *schema, map[string]streamer.UpstreamConfig{"ours": ours, "dump": dump, "mydumper": myd}); err != nil {
+	if err := checkSame(updb, *schema, map[string]streamer.UpstreamConfig{"ours": ours, "dump": dump, "mydumper": myd, "mydumper -e": mydBin}); err != nil {
 		return err
 	}
 
 	fmt.Printf("Machine: %s; load average before the runs: %s, after: %s\n\n", benchutil.Machine(), load, benchutil.LoadAvg())
 	fmt.Printf("%d rows, %.1f MB of values (the sum of the copied values' sizes)\n\n", rows, float64(report.Bytes)/1e6)
-	fmt.Println("| tool | seconds | rows/s | MB/s | CPU s | peak RSS MB | notes |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---|")
-	for _, r := range []result{oursRes, dumpRes, myRes} {
-		fmt.Printf("| %s | %.2f | %.0f | %.1f | %.1f | %.0f | %s |\n", r.name, r.seconds, float64(rows)/r.seconds,
+	fmt.Println("| tool | load at start | seconds | rows/s | MB/s | CPU s | peak RSS MB | notes |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---|")
+	for _, r := range []result{oursRes, dumpRes, myRes, myBinRes} {
+		fmt.Printf("| %s | %s | %.2f | %.0f | %.1f | %.1f | %.0f | %s |\n", r.name, r.load, r.seconds, float64(rows)/r.seconds,
 			float64(report.Bytes)/1e6/r.seconds, r.cpu, float64(r.rssKB)/1024, r.detail)
 	}
-	fmt.Printf("\nSpeed ratios (time of the other / ours): mariadb-dump | mariadb %.2f, mydumper + myloader %.2f\n",
-		dumpRes.seconds/oursRes.seconds, myRes.seconds/oursRes.seconds)
+	fmt.Printf("\nSpeed ratios (time of the other / ours): mariadb-dump | mariadb %.2f, mydumper + myloader %.2f, mydumper + myloader -e %.2f\n",
+		dumpRes.seconds/oursRes.seconds, myRes.seconds/oursRes.seconds, myBinRes.seconds/oursRes.seconds)
 	return nil
 }
 
@@ -239,4 +232,48 @@ func checkSame(updb *sql.DB, schema string, downs map[string]streamer.UpstreamCo
 	}
 	fmt.Fprintf(os.Stderr, "all %d tables equal the upstream on the three downstreams (CHECKSUM TABLE)\n", len(tables))
 	return nil
+}
+
+// mydumper dumps schema from up into dir with mydumper, then loads it into
+// down with myloader (with -e when binlog: the load is written to the
+// downstream's binlog).
+func mydumper(up, down streamer.UpstreamConfig, schema string, threads int, dir string, binlog bool) (result, error) {
+	name := fmt.Sprintf("mydumper + myloader (%d threads, chunks 50000)", threads)
+	if binlog {
+		name = fmt.Sprintf("mydumper + myloader -e (%d threads, chunks 50000, binlog on)", threads)
+	}
+	fmt.Fprintln(os.Stderr, name)
+	md := exec.Command("mydumper", "-h", up.Host, "-P", fmt.Sprint(up.Port), "-u", up.User, "-p", up.Password,
+		"-B", schema, "-t", fmt.Sprint(threads), "-r", "50000", "-o", dir)
+	md.Stdout, md.Stderr = os.Stderr, os.Stderr
+	load := load1()
+	t0 := time.Now()
+	if err := md.Run(); err != nil {
+		return result{}, fmt.Errorf("mydumper: %w", err)
+	}
+	dumped := time.Since(t0).Seconds()
+	args := []string{"-h", down.Host, "-P", fmt.Sprint(down.Port), "-u", down.User, "-p", down.Password, "-d", dir, "-t", fmt.Sprint(threads)}
+	if binlog {
+		args = append(args, "-e")
+	}
+	ml := exec.Command("myloader", args...)
+	ml.Stdout, ml.Stderr = os.Stderr, os.Stderr
+	t1 := time.Now()
+	if err := ml.Run(); err != nil {
+		return result{}, fmt.Errorf("myloader: %w", err)
+	}
+	loaded := time.Since(t1).Seconds()
+	return result{name: name, load: load, seconds: dumped + loaded,
+		cpu:    benchutil.CPUSeconds(md.ProcessState) + benchutil.CPUSeconds(ml.ProcessState),
+		rssKB:  max(maxRSS(md.ProcessState), maxRSS(ml.ProcessState)),
+		detail: fmt.Sprintf("dump %.2fs + load %.2fs, %s", dumped, loaded, benchutil.ToolVersion("mydumper"))}, nil
+}
+
+// load1 is the 1-minute load average.
+func load1() string {
+	l := benchutil.LoadAvg()
+	if i := bytes.IndexByte([]byte(l), ' '); i > 0 {
+		return l[:i]
+	}
+	return l
 }
