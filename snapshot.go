@@ -46,8 +46,11 @@ import (
 // (Checkpoint.Snapshot) after each chunk; a copy stopped halfway resumes
 // with the chunks not done, read at a new consistent point, and the
 // checkpoint it leaves asks the syncer to replay in safe mode from the first
-// point to the last one. No DDL may change the copied tables while the copy
-// runs: a resumed copy checks that their definitions are unchanged.
+// point to the last one (for a table without a key that replay matches rows
+// by value: exact when its rows are distinct, as for the syncer's own
+// replays). No DDL may change the copied tables while the copy runs: a
+// resumed copy checks that the unfinished tables' definitions are unchanged
+// and stops with ErrSnapshotSchemaChanged otherwise.
 type SnapshotConfig struct {
 	// Concurrency is how many connections read in parallel, all in one
 	// consistent snapshot (and how many goroutines write, when the sink is
