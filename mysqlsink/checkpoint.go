@@ -39,8 +39,12 @@ const checkpointDDL = "CREATE TABLE IF NOT EXISTS %s (\n" +
 // before it existed; %s is the table's quoted name.
 const snapshotColumn = "ALTER TABLE %s ADD COLUMN snapshot LONGBLOB NULL"
 
-// erBadDB is ER_BAD_DB_ERROR, unknown database.
-const erBadDB = 1049
+// erBadDB is ER_BAD_DB_ERROR, unknown database; erBadField is
+// ER_BAD_FIELD_ERROR, unknown column.
+const (
+	erBadDB    = 1049
+	erBadField = 1054
+)
 
 // cpRow is a checkpoint as stored.
 type cpRow struct {
@@ -123,19 +127,24 @@ func (s *Sink) ensureCheckpointTable(ctx context.Context) *Error {
 	if err != nil {
 		return &Error{Op: "checkpoint", Table: s.cpName, Statement: shorten(create), Err: err}
 	}
-	// A table created by an older version lacks the snapshot column
-	// (information_schema rather than ADD COLUMN IF NOT EXISTS, which MySQL
-	// lacks).
-	var n int
-	const hasColumn = "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = 'snapshot'"
-	if err := s.db.QueryRowContext(ctx, hasColumn, s.cfg.checkpointSchema, checkpointTable).Scan(&n); err != nil {
-		return &Error{Op: "checkpoint", Table: s.cpName, Statement: hasColumn, Err: err}
+	// A table created by an older version lacks the snapshot column: probe
+	// it (cheaper than information_schema; MySQL lacks ADD COLUMN IF NOT
+	// EXISTS) and add it when the server says it is unknown.
+	probe := "SELECT snapshot FROM " + s.cpTable + " WHERE 1 = 0"
+	rows, err := s.db.QueryContext(ctx, probe)
+	if err == nil {
+		err = rows.Close()
 	}
-	if n == 0 {
+	if errors.As(err, &me) && me.Number == erBadField {
 		alter := fmt.Sprintf(snapshotColumn, s.cpTable)
-		if _, err := s.db.ExecContext(ctx, alter); err != nil && !isDupColumn(err) {
+		if _, err = s.db.ExecContext(ctx, alter); err != nil && isDupColumn(err) {
+			err = nil
+		}
+		if err != nil {
 			return &Error{Op: "checkpoint", Table: s.cpName, Statement: alter, Err: err}
 		}
+	} else if err != nil {
+		return &Error{Op: "checkpoint", Table: s.cpName, Statement: probe, Err: err}
 	}
 	s.cpReady = true
 	return nil
