@@ -1,6 +1,7 @@
 package dmworker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,10 +33,12 @@ type checkpointJSON struct {
 	SafeUntil streamer.Position `json:"safe-until"`
 	Schema    json.RawMessage   `json:"schema,omitempty"`
 	Epoch     int64             `json:"epoch,omitempty"`
+	// Snapshot is base64 in JSON ([]byte); absent when nil.
+	Snapshot []byte `json:"snapshot,omitempty"`
 }
 
 func marshalCheckpoint(cp Checkpoint) ([]byte, error) {
-	j := checkpointJSON{Task: cp.Task, Source: cp.Source, Pos: cp.Pos, SafeUntil: cp.SafeUntil, Epoch: cp.Epoch}
+	j := checkpointJSON{Task: cp.Task, Source: cp.Source, Pos: cp.Pos, SafeUntil: cp.SafeUntil, Epoch: cp.Epoch, Snapshot: cp.Snapshot}
 	if len(cp.Schema) > 0 {
 		j.Schema = cp.Schema
 	}
@@ -47,7 +50,7 @@ func unmarshalCheckpoint(b []byte) (Checkpoint, error) {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return Checkpoint{}, err
 	}
-	return Checkpoint{Task: j.Task, Source: j.Source, Pos: j.Pos, SafeUntil: j.SafeUntil, Schema: []byte(j.Schema), Epoch: j.Epoch}, nil
+	return Checkpoint{Task: j.Task, Source: j.Source, Pos: j.Pos, SafeUntil: j.SafeUntil, Schema: []byte(j.Schema), Epoch: j.Epoch, Snapshot: j.Snapshot}, nil
 }
 
 // MemoryCheckpointStore is an in-process CheckpointStore, for tests and for
@@ -64,6 +67,7 @@ func (m *MemoryCheckpointStore) Load(_ context.Context, task, source string) (Ch
 	cp, ok := m.cps[[2]string{task, source}]
 	if ok {
 		cp.Pos, cp.SafeUntil = cp.Pos.Clone(), cp.SafeUntil.Clone()
+		cp.Snapshot = bytes.Clone(cp.Snapshot)
 	}
 	return cp, ok, nil
 }
@@ -83,6 +87,7 @@ func (m *MemoryCheckpointStore) Save(_ context.Context, cp Checkpoint) error {
 		cp.Schema = m.cps[k].Schema
 	}
 	cp.Pos, cp.SafeUntil = cp.Pos.Clone(), cp.SafeUntil.Clone()
+	cp.Snapshot = bytes.Clone(cp.Snapshot) // stored as given: nil clears it
 	m.cps[k] = cp
 	return nil
 }

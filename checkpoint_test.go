@@ -1,6 +1,7 @@
 package dmworker_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -46,6 +47,20 @@ func TestCheckpointStores(t *testing.T) {
 			cp, ok, err := s.Load(ctx, "t", "src")
 			if err != nil || !ok || !cp.Pos.Equal(p2) || !cp.SafeUntil.Equal(p2) || string(cp.Schema) != `{"v":1}` || cp.Epoch != 3 {
 				t.Fatalf("loaded %+v %v %v", cp, ok, err)
+			}
+			// Snapshot is stored as given, binary safe; nil clears it.
+			progress := []byte("{\"done\":[1]}\x00\xff")
+			if err := s.Save(ctx, dmworker.Checkpoint{Task: "t", Source: "src", Pos: p2, Epoch: 3, Snapshot: progress}); err != nil {
+				t.Fatal(err)
+			}
+			if cp, _, err := s.Load(ctx, "t", "src"); err != nil || !bytes.Equal(cp.Snapshot, progress) || string(cp.Schema) != `{"v":1}` {
+				t.Fatalf("snapshot %q schema %q, %v", cp.Snapshot, cp.Schema, err)
+			}
+			if err := s.Save(ctx, dmworker.Checkpoint{Task: "t", Source: "src", Pos: p2, SafeUntil: p2, Epoch: 3}); err != nil {
+				t.Fatal(err)
+			}
+			if cp, _, err := s.Load(ctx, "t", "src"); err != nil || cp.Snapshot != nil {
+				t.Fatalf("snapshot %q after a save without one, %v", cp.Snapshot, err)
 			}
 			// An older epoch is refused and changes nothing.
 			err = s.Save(ctx, dmworker.Checkpoint{Task: "t", Source: "src", Pos: p1, Epoch: 2})

@@ -20,8 +20,9 @@ const checkpointTable = "checkpoint"
 // checkpointDDL creates the checkpoint table; %s is its quoted name. One row
 // per task and source; pos and safe_until hold streamer.Position text
 // (ParsePosition reads them back), schema_json the opaque tracked schema,
-// epoch the fencing epoch. A row whose pos is NULL holds no checkpoint yet
-// (a placeholder a transaction inserts to lock).
+// epoch the fencing epoch, snapshot the snapshot unit's opaque progress
+// (NULL when none). A row whose pos is NULL holds no checkpoint yet (a
+// placeholder a transaction inserts to lock).
 const checkpointDDL = "CREATE TABLE IF NOT EXISTS %s (\n" +
 	"  task VARCHAR(255) NOT NULL,\n" +
 	"  source VARCHAR(255) NOT NULL,\n" +
@@ -29,12 +30,21 @@ const checkpointDDL = "CREATE TABLE IF NOT EXISTS %s (\n" +
 	"  safe_until TEXT NULL,\n" +
 	"  schema_json LONGBLOB NULL,\n" +
 	"  epoch BIGINT NOT NULL DEFAULT 0,\n" +
+	"  snapshot LONGBLOB NULL,\n" +
 	"  updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),\n" +
 	"  PRIMARY KEY (task, source)\n" +
 	") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
 
-// erBadDB is ER_BAD_DB_ERROR, unknown database.
-const erBadDB = 1049
+// snapshotColumn adds the snapshot column to a checkpoint table created
+// before it existed; %s is the table's quoted name.
+const snapshotColumn = "ALTER TABLE %s ADD COLUMN snapshot LONGBLOB NULL"
+
+// erBadDB is ER_BAD_DB_ERROR, unknown database; erBadField is
+// ER_BAD_FIELD_ERROR, unknown column.
+const (
+	erBadDB    = 1049
+	erBadField = 1054
+)
 
 // cpRow is a checkpoint as stored.
 type cpRow struct {
@@ -42,12 +52,14 @@ type cpRow struct {
 	pos, safeUntil sql.NullString
 	schema         []byte
 	epoch          int64
+	snapshot       []byte
 }
 
 // sameAs reports whether two stored checkpoints are equal (NULL and empty
 // schema alike).
 func (r *cpRow) sameAs(o *cpRow) bool {
-	return r.pos == o.pos && r.safeUntil == o.safeUntil && bytes.Equal(r.schema, o.schema) && r.epoch == o.epoch
+	return r.pos == o.pos && r.safeUntil == o.safeUntil && bytes.Equal(r.schema, o.schema) && r.epoch == o.epoch &&
+		bytes.Equal(r.snapshot, o.snapshot)
 }
 
 func encodeCheckpoint(cp dmworker.Checkpoint) (*cpRow, error) {
@@ -69,11 +81,12 @@ func encodeCheckpoint(cp dmworker.Checkpoint) (*cpRow, error) {
 		safeUntil: sql.NullString{String: cp.SafeUntil.String(), Valid: true},
 		schema:    cp.Schema,
 		epoch:     cp.Epoch,
+		snapshot:  cp.Snapshot,
 	}, nil
 }
 
 func (r *cpRow) decode() (dmworker.Checkpoint, error) {
-	cp := dmworker.Checkpoint{Task: r.task, Source: r.source, Schema: r.schema, Epoch: r.epoch}
+	cp := dmworker.Checkpoint{Task: r.task, Source: r.source, Schema: r.schema, Epoch: r.epoch, Snapshot: r.snapshot}
 	var err error
 	if cp.Pos, err = streamer.ParsePosition(r.pos.String); err != nil {
 		return cp, fmt.Errorf("stored position: %w", err)
@@ -114,6 +127,25 @@ func (s *Sink) ensureCheckpointTable(ctx context.Context) *Error {
 	if err != nil {
 		return &Error{Op: "checkpoint", Table: s.cpName, Statement: shorten(create), Err: err}
 	}
+	// A table created by an older version lacks the snapshot column: probe
+	// it (cheaper than information_schema; MySQL lacks ADD COLUMN IF NOT
+	// EXISTS) and add it when the server says it is unknown.
+	probe := "SELECT snapshot FROM " + s.cpTable + " WHERE 1 = 0"
+	rows, err := s.db.QueryContext(ctx, probe)
+	if err == nil {
+		err = rows.Close()
+	}
+	if errors.As(err, &me) && me.Number == erBadField {
+		alter := fmt.Sprintf(snapshotColumn, s.cpTable)
+		if _, err = s.db.ExecContext(ctx, alter); err != nil && isDupColumn(err) {
+			err = nil
+		}
+		if err != nil {
+			return &Error{Op: "checkpoint", Table: s.cpName, Statement: alter, Err: err}
+		}
+	} else if err != nil {
+		return &Error{Op: "checkpoint", Table: s.cpName, Statement: probe, Err: err}
+	}
 	s.cpReady = true
 	return nil
 }
@@ -127,12 +159,12 @@ type querier interface {
 // readRow reads the checkpoint row of task and source, locking it with
 // FOR UPDATE when lock is set; nil when there is none.
 func (s *Sink) readRow(ctx context.Context, q querier, task, source string, lock bool) (*cpRow, *Error) {
-	query := "SELECT pos, safe_until, schema_json, epoch FROM " + s.cpTable + " WHERE task = ? AND source = ?"
+	query := "SELECT pos, safe_until, schema_json, epoch, snapshot FROM " + s.cpTable + " WHERE task = ? AND source = ?"
 	if lock {
 		query += " FOR UPDATE"
 	}
 	r := &cpRow{task: task, source: source}
-	err := q.QueryRowContext(ctx, query, task, source).Scan(&r.pos, &r.safeUntil, &r.schema, &r.epoch)
+	err := q.QueryRowContext(ctx, query, task, source).Scan(&r.pos, &r.safeUntil, &r.schema, &r.epoch, &r.snapshot)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -202,15 +234,19 @@ func (s *Sink) checkFence(ctx context.Context, tx *sql.Tx, f dmworker.Fence) *Er
 }
 
 // writeCheckpoint stores cp in its row, locked by lockCheckpoint. A nil
-// schema keeps the stored one (the contract's "unchanged").
+// schema keeps the stored one (the contract's "unchanged"); the snapshot is
+// stored as given (nil: NULL).
 func (s *Sink) writeCheckpoint(ctx context.Context, tx *sql.Tx, cp *cpRow) *Error {
 	upd := "UPDATE " + s.cpTable + " SET pos = ?, safe_until = ?, schema_json = COALESCE(?, schema_json), epoch = ?, " +
-		"updated_at = CURRENT_TIMESTAMP(6) WHERE task = ? AND source = ?"
-	var schema any
+		"snapshot = ?, updated_at = CURRENT_TIMESTAMP(6) WHERE task = ? AND source = ?"
+	var schema, snapshot any
 	if cp.schema != nil {
 		schema = cp.schema
 	}
-	if _, err := tx.ExecContext(ctx, upd, cp.pos.String, cp.safeUntil.String, schema, cp.epoch, cp.task, cp.source); err != nil {
+	if cp.snapshot != nil {
+		snapshot = cp.snapshot
+	}
+	if _, err := tx.ExecContext(ctx, upd, cp.pos.String, cp.safeUntil.String, schema, cp.epoch, snapshot, cp.task, cp.source); err != nil {
 		return &Error{Op: "checkpoint", Table: s.cpName, Statement: upd, Err: err}
 	}
 	return nil
@@ -287,4 +323,10 @@ func (s *Sink) SaveCheckpoint(ctx context.Context, cp dmworker.Checkpoint) error
 		return fail(ctx, e)
 	}
 	return nil
+}
+
+// isDupColumn reports ER_DUP_FIELDNAME: another sink added the column first.
+func isDupColumn(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1060
 }

@@ -78,9 +78,11 @@ type Harness struct {
 //   - CancelledContext: a call with a cancelled context fails and does
 //     nothing;
 //   - for a CheckpointSink: CheckpointRoundTrip (a nil Schema keeps the
-//     stored one), CheckpointWithBatch (stored with its batch, or not at all
-//     with a failing one, also through ExecDDL) and StaleEpoch (a batch, a
-//     fenced batch without checkpoint, a DDL or a checkpoint from an older epoch is refused with
+//     stored one; Snapshot is stored as given, nil clears it),
+//     CheckpointWithBatch (stored with its batch, or not at all with a
+//     failing one, also through ExecDDL) and StaleEpoch (a batch, a fenced
+//     batch without checkpoint, a DDL or a checkpoint from an older epoch is
+//     refused with
 //     dmworker.ErrStaleEpoch and changes nothing; fencing is per task and
 //     source).
 //
@@ -1112,12 +1114,13 @@ func mustPos(t *testing.T, s string) streamer.Position {
 
 func sameCheckpoint(a, b dmworker.Checkpoint) bool {
 	return a.Task == b.Task && a.Source == b.Source && a.Pos.Equal(b.Pos) &&
-		a.SafeUntil.Equal(b.SafeUntil) && bytes.Equal(a.Schema, b.Schema) && a.Epoch == b.Epoch
+		a.SafeUntil.Equal(b.SafeUntil) && bytes.Equal(a.Schema, b.Schema) && a.Epoch == b.Epoch &&
+		bytes.Equal(a.Snapshot, b.Snapshot)
 }
 
 func fmtCheckpoint(cp dmworker.Checkpoint) string {
-	return fmt.Sprintf("{task %q source %q pos %s safe-until %s schema %d bytes epoch %d}",
-		cp.Task, cp.Source, cp.Pos, cp.SafeUntil, len(cp.Schema), cp.Epoch)
+	return fmt.Sprintf("{task %q source %q pos %s safe-until %s schema %d bytes epoch %d snapshot %q}",
+		cp.Task, cp.Source, cp.Pos, cp.SafeUntil, len(cp.Schema), cp.Epoch, cp.Snapshot)
 }
 
 // wantCheckpoint checks the stored checkpoint of task and source; want nil
@@ -1149,6 +1152,7 @@ func testCheckpointRoundTrip(e *env) {
 		SafeUntil: mustPos(e.t, "mysql-bin.000004:99 mariadb-gtid=0-1-130,1-2-5"),
 		Schema:    []byte("{\"tables\":{}}\x00\xff binary"),
 		Epoch:     3,
+		Snapshot:  []byte("{\"chunks\":[1,2]}\x00\xfe progress"),
 	}
 	if err := cs.SaveCheckpoint(ctx, cp); err != nil {
 		e.t.Fatal(err)
@@ -1157,7 +1161,8 @@ func testCheckpointRoundTrip(e *env) {
 	e.wantCheckpoint(cs, "src-b", nil)
 
 	// Overwrite; zero SafeUntil, GTID-only and file-only positions. A nil
-	// Schema keeps the stored one, an empty one replaces it.
+	// Schema keeps the stored one, an empty one replaces it; a nil Snapshot
+	// clears the stored one.
 	cp2 := dmworker.Checkpoint{Task: e.task, Source: "src-a", Pos: mustPos(e.t, "mysql-gtid=3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5"), Epoch: 3}
 	if err := cs.SaveCheckpoint(ctx, cp2); err != nil {
 		e.t.Fatal(err)

@@ -60,7 +60,8 @@ var ErrBadChange = errors.New("sinktest: change breaks the Sink contract")
 // Checkpoints are fenced by epoch: a batch, DDL or checkpoint carrying a
 // checkpoint whose Epoch is lower than the one stored for its task and source
 // fails with dmworker.ErrStaleEpoch and changes nothing. A checkpoint with a
-// nil Schema keeps the schema stored before, as the contract says.
+// nil Schema keeps the schema stored before, as the contract says; its
+// Snapshot is stored as given (nil clears it).
 type MemSink struct {
 	mu          sync.Mutex
 	tables      map[tableKey]*memTable
@@ -505,6 +506,7 @@ func cloneCheckpoint(cp dmworker.Checkpoint) dmworker.Checkpoint {
 	cp.Pos = cp.Pos.Clone()
 	cp.SafeUntil = cp.SafeUntil.Clone()
 	cp.Schema = bytes.Clone(cp.Schema)
+	cp.Snapshot = bytes.Clone(cp.Snapshot)
 	return cp
 }
 

@@ -1,0 +1,124 @@
+package snapshot
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+
+	"github.com/pingcap/tidb/pkg/parser/mysql"
+
+	"github.com/dmworker/dmworker/internal/schema"
+)
+
+// Value converts one value as go-sql-driver's binary protocol returns it
+// (the connection's character set utf8mb4, its time zone UTC) into the Go
+// type the Sink contract gives its column (see dmworker.Change): the same
+// value the syncer produces from a row event for the same row.
+func Value(v any, col *schema.ColumnDef) (any, error) {
+	if v == nil {
+		return nil, nil
+	}
+	switch col.TypeCode {
+	case mysql.TypeTiny, mysql.TypeShort, mysql.TypeInt24, mysql.TypeLong, mysql.TypeLonglong:
+		return integer(v, col)
+	case mysql.TypeYear:
+		switch x := v.(type) {
+		case int64:
+			return x, nil
+		case []byte:
+			return strconv.ParseInt(string(x), 10, 64)
+		}
+	case mysql.TypeBit:
+		if b, ok := v.([]byte); ok {
+			if len(b) > 8 {
+				return nil, fmt.Errorf("column %s: BIT value of %d bytes", col.Name, len(b))
+			}
+			var u uint64
+			for _, c := range b {
+				u = u<<8 | uint64(c)
+			}
+			return u, nil
+		}
+	case mysql.TypeFloat:
+		switch x := v.(type) {
+		case float32:
+			return x, nil
+		case float64:
+			return float32(x), nil
+		}
+	case mysql.TypeDouble:
+		switch x := v.(type) {
+		case float64:
+			return x, nil
+		case float32:
+			return float64(x), nil
+		}
+	case mysql.TypeNewDecimal, mysql.TypeDate, mysql.TypeDatetime, mysql.TypeTimestamp, mysql.TypeDuration,
+		mysql.TypeEnum, mysql.TypeSet, mysql.TypeJSON:
+		if b, ok := v.([]byte); ok {
+			return string(b), nil
+		}
+	case mysql.TypeGeometry:
+		if b, ok := v.([]byte); ok {
+			return b, nil
+		}
+	case mysql.TypeString:
+		if b, ok := v.([]byte); ok {
+			if col.Binary {
+				// BINARY(n): the server pads with zero bytes, the row
+				// image does not carry them (as CHAR's spaces, which
+				// SELECT strips itself): the syncer's value has none.
+				return bytes.TrimRight(b, "\x00"), nil
+			}
+			return string(b), nil
+		}
+	default:
+		if b, ok := v.([]byte); ok {
+			if col.Binary {
+				return b, nil
+			}
+			return string(b), nil
+		}
+	}
+	if s, ok := v.(string); ok {
+		return Value([]byte(s), col)
+	}
+	return nil, fmt.Errorf("column %s (%s): unexpected value of type %T from the server", col.Name, col.Type, v)
+}
+
+func integer(v any, col *schema.ColumnDef) (any, error) {
+	switch x := v.(type) {
+	case int64:
+		if col.Unsigned {
+			if x < 0 {
+				return nil, fmt.Errorf("column %s (%s): negative value %d", col.Name, col.Type, x)
+			}
+			return uint64(x), nil
+		}
+		return x, nil
+	case []byte:
+		// The driver sends unsigned BIGINT values above MaxInt64 as text.
+		if col.Unsigned {
+			return strconv.ParseUint(string(x), 10, 64)
+		}
+		return strconv.ParseInt(string(x), 10, 64)
+	case string:
+		return integer([]byte(x), col)
+	}
+	return nil, fmt.Errorf("column %s (%s): unexpected value of type %T from the server", col.Name, col.Type, v)
+}
+
+// Size is the number of bytes a converted value stands for, for progress.
+func Size(v any) int {
+	switch x := v.(type) {
+	case nil:
+		return 0
+	case string:
+		return len(x)
+	case []byte:
+		return len(x)
+	case float32:
+		return 4
+	}
+	return 8
+}

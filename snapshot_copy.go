@@ -1,0 +1,412 @@
+package dmworker
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/dmworker/dmworker/internal/schema"
+	"github.com/dmworker/dmworker/internal/snapshot"
+)
+
+// snapshotCopy is one run's copy of the planned tables.
+type snapshotCopy struct {
+	u       *snapshotUnit
+	prog    *snapshotProgress
+	tracker *schema.Tracker
+	tables  map[string]*Table // sink tables by upstream "schema.name"
+
+	// progMu guards prog's tables.
+	progMu sync.Mutex
+	// applyMu is held shared by Apply calls when the sink takes them
+	// concurrently, exclusively otherwise, and exclusively by checkpoint
+	// saves and DDL: the sink contract wants those with no Apply running.
+	applyMu    sync.RWMutex
+	concurrent bool
+}
+
+// save stores the progress in the checkpoint; schemaJSON is the tracked
+// schema, nil when unchanged since the last save.
+func (c *snapshotCopy) save(ctx context.Context, schemaJSON []byte) error {
+	u := c.u
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	c.progMu.Lock()
+	data, err := json.Marshal(c.prog)
+	c.progMu.Unlock()
+	if err != nil {
+		return u.wrap(c.prog.Pos, "", "save progress", err)
+	}
+	cp := Checkpoint{Task: u.cfg.Task, Source: u.cfg.Source, Pos: c.prog.Pos, Schema: schemaJSON, Epoch: u.epoch, Snapshot: data}
+	if c.prog.SafeUntil.Compare(c.prog.Pos) > 0 {
+		cp.SafeUntil = c.prog.SafeUntil
+	}
+	if err := c.retry(ctx, func() error { return u.store.Save(ctx, cp) }); err != nil {
+		return u.wrap(c.prog.Pos, "", "save progress", err)
+	}
+	return nil
+}
+
+// retry runs f until it succeeds, fails with an error that is not
+// retryable, or five minutes of backoff have passed.
+func (c *snapshotCopy) retry(ctx context.Context, f func() error) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 5*time.Second, 5*time.Minute
+	return backoff.Retry(func() error {
+		err := f()
+		if err != nil && !IsRetryable(err) {
+			return backoff.Permanent(err)
+		}
+		if err != nil {
+			c.u.log.Warn("retrying sink call", slog.String("error", err.Error()))
+		}
+		return err
+	}, backoff.WithContext(b, ctx))
+}
+
+// prepare creates the databases and tables downstream (routed; existing
+// ones are fine) from the upstream's definitions read on conn, and empties
+// the unfinished tables without a key, which a previous attempt may have
+// filled in part.
+func (c *snapshotCopy) prepare(ctx context.Context, conn *sql.Conn) error {
+	u := c.u
+	pos := c.prog.Pos
+	seen := map[string]bool{}
+	for _, t := range c.prog.Tables {
+		def, ok := c.tracker.Table(t.Schema, t.Name)
+		if !ok {
+			return u.wrap(pos, t.QualifiedName(), "prepare", fmt.Errorf("%w: not in the tracked schema", ErrUnknownTable))
+		}
+		c.tables[t.QualifiedName()] = sinkTableOf(u.rules, def)
+		if !seen[t.Schema] {
+			seen[t.Schema] = true
+			var name, create string
+			if err := conn.QueryRowContext(ctx, "SHOW CREATE DATABASE "+quoteIdent(t.Schema)).Scan(&name, &create); err != nil {
+				return u.wrap(pos, t.Schema, "SHOW CREATE DATABASE", err)
+			}
+			if err := c.createDDL(ctx, t.Schema, create, t.Schema); err != nil {
+				return err
+			}
+		}
+		var name, create string
+		if err := conn.QueryRowContext(ctx, "SHOW CREATE TABLE "+quoteIdent(t.Schema)+"."+quoteIdent(t.Name)).Scan(&name, &create); err != nil {
+			return u.wrap(pos, t.QualifiedName(), "SHOW CREATE TABLE", err)
+		}
+		if err := c.createDDL(ctx, t.Schema, create, t.QualifiedName()); err != nil {
+			return err
+		}
+		if !t.Finished && len(t.Key) == 0 {
+			st := c.tables[t.QualifiedName()]
+			q := "TRUNCATE TABLE " + quoteIdent(st.Schema) + "." + quoteIdent(st.Name)
+			if err := c.retry(ctx, func() error {
+				return u.sink.ExecDDL(ctx, &DDL{Schema: st.Schema, Table: st.Name, Query: q, SourceQuery: q, Pos: pos})
+			}); err != nil {
+				return u.wrap(pos, t.QualifiedName(), q, err)
+			}
+		}
+	}
+	return nil
+}
+
+// createDDL runs a CREATE DATABASE or CREATE TABLE downstream, routed, in
+// safe mode (the object may exist), unless an event filter drops it.
+func (c *snapshotCopy) createDDL(ctx context.Context, db, create, object string) error {
+	u := c.u
+	pos := c.prog.Pos
+	stmts, err := schema.Split(db, create)
+	if err != nil {
+		return u.wrap(pos, object, create, err)
+	}
+	for i := range stmts {
+		st := &stmts[i]
+		if st.Ignored {
+			continue
+		}
+		skip, err := u.rules.skipDDL(st.Table.Schema, st.Table.Name, st.Kind, create)
+		if err != nil {
+			return u.wrap(pos, object, create, err)
+		}
+		if skip {
+			continue
+		}
+		routed, err := st.Render(u.rules.route)
+		if err != nil {
+			return u.wrap(pos, object, create, err)
+		}
+		rs, rt := u.rules.route(st.Table.Schema, st.Table.Name)
+		if st.Table.Name == "" {
+			rt = ""
+		}
+		d := &DDL{Schema: rs, Table: rt, Query: routed, SourceQuery: create, Pos: pos, SafeMode: true}
+		if err := c.retry(ctx, func() error { return u.sink.ExecDDL(ctx, d) }); err != nil {
+			return u.wrap(pos, object, routed, err)
+		}
+	}
+	return nil
+}
+
+// copyItem is one unit of work: a range chunk, or a whole keyset or keyless
+// table.
+type copyItem struct {
+	idx   int // in prog.Tables
+	t     *snapshot.TablePlan
+	def   *schema.TableDef
+	chunk int
+}
+
+// copy reads the unfinished chunks on the snapshot's connections, one
+// reader each, and writes them to the sink.
+func (c *snapshotCopy) copy(ctx context.Context, conns []*sql.Conn) error {
+	if cs, ok := c.u.sink.(ConcurrentSink); ok && cs.Concurrent() {
+		c.concurrent = true
+	}
+	var whole, ranges [][]copyItem
+	for i, t := range c.prog.Tables {
+		if t.Finished {
+			continue
+		}
+		def, _ := c.tracker.Table(t.Schema, t.Name)
+		if t.Mode != snapshot.ModeRange {
+			whole = append(whole, []copyItem{{idx: i, t: t, def: def}})
+			continue
+		}
+		var items []copyItem
+		for ch := range t.Chunks() {
+			if t.Done[ch] != '1' {
+				items = append(items, copyItem{idx: i, t: t, def: def, chunk: ch})
+			}
+		}
+		ranges = append(ranges, items)
+	}
+	// Sequential tables (pages, or one chunk) first, biggest first; then
+	// the range chunks, round robin over tables so that readers spread.
+	slices.SortStableFunc(whole, func(a, b []copyItem) int { return int(b[0].t.EstRows - a[0].t.EstRows) })
+	work := make(chan copyItem, c.countItems(whole)+c.countItems(ranges))
+	for _, w := range whole {
+		work <- w[0]
+	}
+	for more := true; more; {
+		more = false
+		for i := range ranges {
+			if len(ranges[i]) > 0 {
+				work <- ranges[i][0]
+				ranges[i] = ranges[i][1:]
+				more = true
+			}
+		}
+	}
+	close(work)
+	// Readers stop at the first error (golang.org/x/sync's errgroup, done
+	// by hand: go.mod does not require that module yet).
+	gctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var errOnce sync.Once
+	var firstErr error
+	for _, conn := range conns {
+		wg.Go(func() {
+			if err := c.reader(gctx, conn, work); err != nil {
+				errOnce.Do(func() { firstErr = err })
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	return firstErr
+}
+
+// reader copies work items on one snapshot connection until the work runs
+// out or ctx ends.
+func (c *snapshotCopy) reader(ctx context.Context, conn *sql.Conn, work <-chan copyItem) error {
+	for it := range work {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var err error
+		if it.t.Mode == snapshot.ModeKeyset {
+			err = c.copyPages(ctx, conn, it)
+		} else {
+			err = c.copyChunk(ctx, conn, it)
+		}
+		if err != nil {
+			return c.u.wrap(c.prog.Pos, it.t.QualifiedName(), fmt.Sprintf("copy chunk %d", it.chunk), err)
+		}
+	}
+	return nil
+}
+
+func (c *snapshotCopy) countItems(x [][]copyItem) int {
+	n := 0
+	for _, v := range x {
+		n += len(v)
+	}
+	return n
+}
+
+// batcher gathers rows into batches for the sink.
+type batcher struct {
+	c            *snapshotCopy
+	it           copyItem
+	tbl          *Table
+	safe         bool
+	changes      []Change
+	rows, bytes  int64 // in this chunk, applied
+	pendingBytes int64
+}
+
+func (c *snapshotCopy) newBatcher(it copyItem) *batcher {
+	return &batcher{c: c, it: it, tbl: c.tables[it.t.QualifiedName()], safe: len(it.t.Key) > 0,
+		changes: make([]Change, 0, c.u.sc.BatchRows)}
+}
+
+func (b *batcher) add(ctx context.Context, row []any, size int) error {
+	b.changes = append(b.changes, Change{Kind: Insert, Table: b.tbl, After: row})
+	b.pendingBytes += int64(size)
+	if len(b.changes) >= b.c.u.sc.BatchRows {
+		return b.flush(ctx)
+	}
+	return nil
+}
+
+func (b *batcher) flush(ctx context.Context) error {
+	if len(b.changes) == 0 {
+		return nil
+	}
+	c, u := b.c, b.c.u
+	batch := &Batch{Changes: b.changes, SafeMode: b.safe, Fence: Fence{Task: u.cfg.Task, Source: u.cfg.Source, Epoch: u.epoch}}
+	err := c.retry(ctx, func() error {
+		if c.concurrent {
+			c.applyMu.RLock()
+			defer c.applyMu.RUnlock()
+		} else {
+			c.applyMu.Lock()
+			defer c.applyMu.Unlock()
+		}
+		return u.sink.Apply(ctx, batch)
+	})
+	if err != nil {
+		return err
+	}
+	n := int64(len(b.changes))
+	b.rows += n
+	b.bytes += b.pendingBytes
+	u.mu.Lock()
+	ts := &u.st.Tables[b.it.idx]
+	ts.Rows += n
+	ts.Bytes += b.pendingBytes
+	u.st.Rows += n
+	u.st.Bytes += b.pendingBytes
+	u.mu.Unlock()
+	b.pendingBytes = 0
+	b.changes = make([]Change, 0, u.sc.BatchRows)
+	return nil
+}
+
+// copyChunk copies one range chunk, or a whole table, then saves it done.
+func (c *snapshotCopy) copyChunk(ctx context.Context, conn *sql.Conn, it copyItem) error {
+	q, args, err := it.t.ChunkQuery(it.def, it.chunk)
+	if err != nil {
+		return err
+	}
+	b := c.newBatcher(it)
+	if err := snapshot.Read(ctx, conn, it.def, q, args, func(row []any, size int) error { return b.add(ctx, row, size) }); err != nil {
+		return err
+	}
+	if err := b.flush(ctx); err != nil {
+		return err
+	}
+	c.progMu.Lock()
+	t := it.t
+	t.Rows += b.rows
+	t.Bytes += b.bytes
+	if t.Mode == snapshot.ModeRange {
+		d := []byte(t.Done)
+		d[it.chunk] = '1'
+		t.Done = string(d)
+		t.Finished = !strings.Contains(t.Done, "0")
+	} else {
+		t.Finished = true
+	}
+	finished := t.Finished
+	c.progMu.Unlock()
+	c.chunkDone(it.idx, finished)
+	return c.save(ctx, nil)
+}
+
+// copyPages copies a keyset table page after page, saving after each.
+func (c *snapshotCopy) copyPages(ctx context.Context, conn *sql.Conn, it copyItem) error {
+	limit := c.u.sc.ChunkRows
+	for {
+		c.progMu.Lock()
+		enc := slices.Clone(it.t.Last)
+		c.progMu.Unlock()
+		var last []any
+		if len(enc) > 0 {
+			var err error
+			if last, err = snapshot.DecodeKey(enc); err != nil {
+				return err
+			}
+		}
+		q, args, err := it.t.PageQuery(it.def, last, limit)
+		if err != nil {
+			return err
+		}
+		b := c.newBatcher(it)
+		n := 0
+		var lastRow []any
+		if err := snapshot.Read(ctx, conn, it.def, q, args, func(row []any, size int) error {
+			n++
+			lastRow = row
+			return b.add(ctx, row, size)
+		}); err != nil {
+			return err
+		}
+		if err := b.flush(ctx); err != nil {
+			return err
+		}
+		var newLast []string
+		if lastRow != nil {
+			if newLast, err = snapshot.EncodeKey(it.t.KeyOf(it.def, lastRow)); err != nil {
+				return err
+			}
+		}
+		finished := n < limit
+		c.progMu.Lock()
+		it.t.Rows += b.rows
+		it.t.Bytes += b.bytes
+		if newLast != nil {
+			it.t.Last = newLast
+		}
+		it.t.Finished = finished
+		c.progMu.Unlock()
+		if finished {
+			c.chunkDone(it.idx, true)
+		}
+		if err := c.save(ctx, nil); err != nil {
+			return err
+		}
+		if finished {
+			return nil
+		}
+	}
+}
+
+func (c *snapshotCopy) chunkDone(idx int, tableDone bool) {
+	u := c.u
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	ts := &u.st.Tables[idx]
+	ts.ChunksDone++
+	ts.Done = tableDone
+}
