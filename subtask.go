@@ -61,6 +61,8 @@ type SubTaskConfig struct {
 	Compact            bool     `json:"compact,omitempty" toml:"compact"`
 	QueueBytes         int64    `json:"queue-bytes,omitempty" toml:"queue-bytes"`
 	CheckpointInterval Duration `json:"checkpoint-interval,omitzero" toml:"checkpoint-interval"`
+	// Snapshot tunes the copy of existing data in modes full and all.
+	Snapshot SnapshotConfig `json:"snapshot,omitzero" toml:"snapshot"`
 }
 
 // syncerConfig is the syncer's share of the subtask's config.
@@ -117,9 +119,6 @@ const (
 
 // Subtask errors.
 var (
-	// ErrModeUnavailable is returned for modes full and all while the
-	// snapshot unit is not part of the build.
-	ErrModeUnavailable = errors.New("dmworker: mode full/all needs the snapshot unit")
 	// ErrStage means an operation is not allowed in the subtask's current
 	// stage (Update while Running, Resume while Stopped, Run twice, ...).
 	ErrStage = errors.New("dmworker: operation not allowed in this stage")
@@ -171,6 +170,7 @@ type SubTask struct {
 	mu       sync.Mutex
 	cfg      SubTaskConfig
 	syncer   *Syncer
+	snap     *snapshotUnit // modes full and all
 	store    CheckpointStore
 	stage    SubTaskStage
 	paused   bool          // Pause asked, or an error paused it
@@ -189,8 +189,7 @@ type SubTask struct {
 // NewSubTask returns a subtask of cfg on the upstream up, writing into sink.
 // It validates the configuration and options; nothing runs until Run.
 // Checkpoints are kept in the sink when it is a CheckpointSink, else in the
-// store given with WithCheckpointStore. Modes full and all fail with
-// ErrModeUnavailable until the snapshot unit is part of the build.
+// store given with WithCheckpointStore.
 func NewSubTask(cfg SubTaskConfig, up streamer.UpstreamConfig, sink Sink, opts ...Option) (*SubTask, error) {
 	o, err := collect("SubTask", subTaskOptions, opts)
 	if err != nil {
@@ -250,12 +249,17 @@ func (t *SubTask) build(cfg SubTaskConfig) error {
 	if err != nil {
 		return fmt.Errorf("dmworker: subtask %s source %s: %w", cfg.Name, cfg.Source, err)
 	}
+	var snap *snapshotUnit
 	if cfg.Mode != ModeIncremental {
-		if err := t.newSnapshot(cfg); err != nil {
+		var epoch int64
+		if t.opts.set["WithEpoch"] {
+			epoch = t.opts.epoch
+		}
+		if snap, err = newSnapshotUnit(cfg.syncerConfig(t.up), cfg.Snapshot, t.sink, store, epoch, t.opts.logger); err != nil {
 			return fmt.Errorf("dmworker: subtask %s source %s mode %s: %w", cfg.Name, cfg.Source, cfg.Mode, err)
 		}
 	}
-	t.cfg, t.syncer, t.store = cfg, s, store
+	t.cfg, t.syncer, t.snap, t.store = cfg, s, snap, store
 	return nil
 }
 
@@ -272,12 +276,6 @@ func (t *SubTask) passOption(name string) Option {
 	default: // WithEpoch
 		return WithEpoch(o.epoch)
 	}
-}
-
-// newSnapshot builds the snapshot unit of modes full and all. The snapshot
-// unit is not part of this build yet: it fails with ErrModeUnavailable.
-func (t *SubTask) newSnapshot(cfg SubTaskConfig) error {
-	return fmt.Errorf("%w (task %s, mode %s)", ErrModeUnavailable, cfg.Name, cfg.Mode)
 }
 
 // Config returns the subtask's configuration, defaults filled in.
@@ -415,25 +413,28 @@ func (t *SubTask) runUnits(ctx context.Context, s *Syncer) (finished bool, err e
 	t.mu.Lock()
 	cfg := t.cfg
 	t.mu.Unlock()
-	if cfg.Mode != ModeIncremental {
-		// The snapshot unit is wired here when it is part of the build;
-		// newSnapshot refuses these modes until then.
-		t.setUnit("snapshot")
-		if err := t.newSnapshot(cfg); err != nil {
+	if t.opts.set["WithEpoch"] {
+		if err := t.takeOver(ctx, cfg); err != nil {
 			return false, err
 		}
-		// Not reached until the snapshot unit is wired in newSnapshot;
-		// its run goes here, and mode full then finishes.
-		return false, t.errorf("snapshot", "%w", ErrModeUnavailable)
+	}
+	if cfg.Mode != ModeIncremental {
+		// The copy of existing data; it returns at once when it is done
+		// already (its checkpoint then has no snapshot progress).
+		t.setUnit("snapshot")
+		t.mu.Lock()
+		snap := t.snap
+		t.mu.Unlock()
+		if _, err := snap.run(ctx); err != nil {
+			return false, err
+		}
+		if cfg.Mode == ModeFull {
+			return true, nil
+		}
 	}
 	t.setUnit("syncer")
 	if t.unsafe {
 		if err := t.markUnsafe(ctx, s); err != nil {
-			return false, err
-		}
-	}
-	if t.opts.set["WithEpoch"] {
-		if err := t.takeOver(ctx, cfg); err != nil {
 			return false, err
 		}
 	}
@@ -519,7 +520,7 @@ func retryable(err error) bool {
 	switch {
 	case err == nil:
 		return false
-	case errors.Is(err, ErrStaleEpoch), errors.Is(err, ErrModeUnavailable):
+	case errors.Is(err, ErrStaleEpoch):
 		return false
 	case errors.Is(err, ErrRetryable), errors.Is(err, streamer.ErrRetryExhausted):
 		return true
@@ -659,6 +660,9 @@ type SubTaskStatus struct {
 	Epoch int64
 	// Syncer is the syncer's progress: checkpoint, read position, lag, rows.
 	Syncer SyncerStatus
+	// Snapshot is the copy's progress in modes full and all: rows and
+	// bytes done and estimated, per table.
+	Snapshot SnapshotStatus
 	// Retries counts the automatic resumes since the last progress. While
 	// the subtask waits to resume after a retryable error, Stage stays
 	// Running and LastError holds that error.
@@ -676,8 +680,11 @@ func (t *SubTask) Status() SubTaskStatus {
 	if t.opts.set["WithEpoch"] {
 		st.Epoch = t.opts.epoch
 	}
-	s := t.syncer
+	s, snap := t.syncer, t.snap
 	t.mu.Unlock()
 	st.Syncer = s.Status()
+	if snap != nil {
+		st.Snapshot = snap.status()
+	}
 	return st
 }

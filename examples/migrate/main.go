@@ -13,9 +13,10 @@
 // Flags:
 //   - -from, -to: the upstream and the downstream, user:password@host:port
 //     (the port defaults to 3306; the password may contain '@' and ':').
-//   - -mode: "incremental" (binlog replication). "full" and "all" (copy
-//     the existing data first) are refused with dmworker.ErrModeUnavailable
-//     (exit 2) until the snapshot unit is part of the build.
+//   - -mode: "incremental" (binlog replication from the start position or
+//     the upstream's current end), "full" (copy the selected tables at one
+//     consistent point, then exit 0) or "all" (copy, then replicate from
+//     exactly that point).
 //   - -data-dir DIR: keep a relay log of the upstream in DIR/relay and
 //     replicate from it (the worker's local state); without it, the
 //     subtask reads the upstream directly.
@@ -64,7 +65,13 @@
 //
 // # Output
 //
-// Once a second, a progress line on stdout:
+// Once a second, a progress line on stdout; while modes full and all copy
+// the existing data:
+//
+//	snapshot copying at mysql-bin.000001:1234: rows=50000/81000 bytes=9500000/17300000 tables=3/8
+//
+// (rows and bytes done against the upstream's estimates), then, while the
+// binlog is replicated:
 //
 //	pos=mysql-bin.000001:1234 rows=120 rows/s=40.0 lag=0.0s
 //
@@ -222,9 +229,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			cancel()
 			<-done
 			fmt.Fprintln(stderr, "migrate:", err)
-			if errors.Is(err, dmworker.ErrModeUnavailable) {
-				return 2
-			}
 			return 1
 		}
 	}
@@ -263,6 +267,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				continue
 			}
 			standby = ""
+			if st.Unit == "snapshot" {
+				printSnapshot(stdout, prefix, st.Snapshot)
+				prevAt = now
+				continue
+			}
+			if st.Stage == dmworker.SubTaskFinished {
+				printSnapshot(stdout, prefix, st.Snapshot)
+				cancel()
+				<-done
+				return 0
+			}
 			if st.Syncer.Rows < prev {
 				prev = 0 // the subtask started again (a new binding)
 			}
@@ -411,6 +426,19 @@ func (c *cluster) standbyLine(ctx context.Context, cfg config) string {
 		return fmt.Sprintf("standby: source %s served by worker %s (epoch %d)%s", b.Source, b.Worker, b.Epoch, lead)
 	}
 	return fmt.Sprintf("standby: source %s not bound yet%s", cfg.source.Name, lead)
+}
+
+// printSnapshot prints the copy's progress: rows and bytes done against the
+// upstream's estimates, and tables done.
+func printSnapshot(w io.Writer, prefix string, st dmworker.SnapshotStatus) {
+	done := 0
+	for _, t := range st.Tables {
+		if t.Done {
+			done++
+		}
+	}
+	fmt.Fprintf(w, "%ssnapshot %s at %s: rows=%d/%d bytes=%d/%d tables=%d/%d\n", prefix, strings.ToLower(st.Stage), st.Pos,
+		st.Rows, st.EstRows, st.Bytes, st.EstBytes, done, len(st.Tables))
 }
 
 func printProgress(w io.Writer, prefix string, st dmworker.SyncerStatus, rows int64, d time.Duration) {
