@@ -21,8 +21,10 @@
 //     Paused), Stop, Status. Retryable faults are resumed automatically with
 //     backoff (WithAutoResume: 1s doubling to 1m, 10 attempts); other errors
 //     and fencing refusals (ErrStaleEpoch) leave it Paused with the error in
-//     its status. Modes full and all need the snapshot unit and fail with
-//     ErrModeUnavailable until it is part of the build.
+//     its status. Modes full and all first copy the existing data (the
+//     snapshot unit, see SnapshotConfig): at one consistent point, chunked,
+//     in parallel, resumable; mode full then finishes, mode all replicates
+//     from exactly that point.
 //   - SourceWorker: one upstream source, its Relay (SourceConfig.EnableRelay)
 //     and its subtasks, which read the relay when it is on and the upstream
 //     when it is off. In direct mode (WithSource) the host drives it with

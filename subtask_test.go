@@ -271,8 +271,8 @@ func TestNewSubTaskRejects(t *testing.T) {
 		{"no name", dmworker.SubTaskConfig{}, up, sink, nil, "name", nil},
 		{"slash", dmworker.SubTaskConfig{Name: "a/b"}, up, sink, nil, "name", nil},
 		{"mode", dmworker.SubTaskConfig{Name: "t", Mode: "fast"}, up, sink, nil, "mode", nil},
-		{"full", dmworker.SubTaskConfig{Name: "t", Mode: dmworker.ModeFull}, up, sink, nil, "snapshot", dmworker.ErrModeUnavailable},
-		{"all", dmworker.SubTaskConfig{Name: "t", Mode: dmworker.ModeAll}, up, sink, nil, "snapshot", dmworker.ErrModeUnavailable},
+		{"full", dmworker.SubTaskConfig{Name: "t", Mode: dmworker.ModeFull, Snapshot: dmworker.SnapshotConfig{Concurrency: -1}}, up, sink, nil, "concurrency", nil},
+		{"all", dmworker.SubTaskConfig{Name: "t", Mode: dmworker.ModeAll, Snapshot: dmworker.SnapshotConfig{ChunkRows: -5}}, up, sink, nil, "chunk", nil},
 		{"source", dmworker.SubTaskConfig{Name: "t", Source: "other"}, up, sink, nil, "source", nil},
 		{"upstream", dmworker.SubTaskConfig{Name: "t"}, streamer.UpstreamConfig{Host: "h"}, sink, nil, "port", nil},
 		{"no sink", dmworker.SubTaskConfig{Name: "t"}, up, nil, nil, "sink", nil},
@@ -300,4 +300,81 @@ type noCheckpoints struct{ s dmworker.Sink }
 func (n noCheckpoints) Apply(ctx context.Context, b *dmworker.Batch) error { return n.s.Apply(ctx, b) }
 func (n noCheckpoints) ExecDDL(ctx context.Context, d *dmworker.DDL) error {
 	return n.s.ExecDDL(ctx, d)
+}
+
+// TestSubTaskSnapshotModes: mode full copies the existing tables and
+// finishes; mode all copies them with writes going on and then replicates
+// from the copy's point: both downstreams end equal to the upstream.
+func TestSubTaskSnapshotModes(t *testing.T) {
+	p := newPair(t, 505, 506, testserver.MariaDBOptions{})
+	mustExec(t, p.updb, "CREATE DATABASE app")
+	mustExec(t, p.updb, "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(32), b BLOB)")
+	mustExec(t, p.updb, "CREATE TABLE app.nokey (a INT, b VARCHAR(8))")
+	mustExec(t, p.updb, "INSERT INTO app.t SELECT seq, CONCAT('v', seq), REPEAT('x', seq % 50) FROM app.seq_1_to_3000")
+	mustExec(t, p.updb, "INSERT INTO app.nokey VALUES (1, 'a'), (1, 'a'), (2, NULL)")
+	up := upstreamOf(p.up)
+
+	// Mode full, into the downstream's database "full" (routed).
+	full := dmworker.SubTaskConfig{Name: "full", Mode: dmworker.ModeFull,
+		Routes:   []dmworker.RouteRule{{SchemaPattern: "app", TargetSchema: "full"}},
+		Snapshot: dmworker.SnapshotConfig{Concurrency: 2, ChunkRows: 500}}
+	st, err := dmworker.NewSubTask(full, up, p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := runSubTask(t, st)
+	s := waitStage(t, st.Status, dmworker.SubTaskFinished)
+	if err := <-errc; err != nil {
+		t.Fatalf("mode full: %v", err)
+	}
+	if !s.Snapshot.Done || s.Snapshot.Rows != 3003 || s.Unit != "" && s.Unit != "snapshot" {
+		t.Fatalf("mode full status: %+v", s)
+	}
+	checkEqual(t, p.updb, p.downdb, "app.t", "full.t")
+	checkEqual(t, p.updb, p.downdb, "app.nokey", "full.nokey")
+
+	// Mode all, with writes before, during and after the copy.
+	all := dmworker.SubTaskConfig{Name: "all", Mode: dmworker.ModeAll,
+		Snapshot: dmworker.SnapshotConfig{Concurrency: 2, ChunkRows: 300}}
+	st2, err := dmworker.NewSubTask(all, up, p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		db := p.up.DB(t)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := db.Exec("UPDATE app.t SET v = CONCAT(v, '+') WHERE id = ?", 1+i%3000); err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := db.Exec("INSERT INTO app.t VALUES (?, 'new', NULL)", 10000+i); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	runSubTask(t, st2)
+	waitUntil(t, "the syncer after the copy", func() bool {
+		s := st2.Status()
+		if s.Stage == dmworker.SubTaskPaused && s.LastError != nil {
+			t.Fatalf("mode all paused: %v", s.LastError)
+		}
+		return s.Unit == "syncer"
+	})
+	close(stop)
+	<-wrote
+	waitSubTaskSynced(t, st2.Status, p)
+	checkEqual(t, p.updb, p.downdb, "app.t", "app.t")
+	checkEqual(t, p.updb, p.downdb, "app.nokey", "app.nokey")
+	if s := st2.Status(); !s.Snapshot.Done || s.Snapshot.Pos.IsZero() {
+		t.Fatalf("mode all status: %+v", s.Snapshot)
+	}
 }

@@ -150,7 +150,7 @@ func TestParseArgs(t *testing.T) {
 		want string // substring of the error; "" for success
 	}{
 		{nil, ""},
-		{[]string{"-mode", "full"}, ""}, // refused by the worker until the snapshot unit lands
+		{[]string{"-mode", "full"}, ""},
 		{[]string{"-mode", "all"}, ""},
 		{[]string{"-mode", "fast"}, "want incremental, full or all"},
 		{[]string{"-worker", "a/b"}, "no '/'"},
