@@ -199,58 +199,14 @@ func (s *Syncer) openReader(ctx context.Context, start streamer.Position) (strea
 }
 
 // seedSchema reads the definitions of the tables the task replicates from
-// the upstream (SHOW CREATE TABLE).
+// the upstream (SHOW CREATE DATABASE and TABLE).
 func (s *Syncer) seedSchema(ctx context.Context) (*schema.Tracker, error) {
 	db, err := openUpstreamDB(s.cfg.Upstream)
 	if err != nil {
 		return nil, err
 	}
 	defer db.Close()
-	rows, err := db.QueryContext(ctx, "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')")
-	if err != nil {
-		return nil, err
-	}
-	var names []schema.TableName
-	for rows.Next() {
-		var n schema.TableName
-		if err := rows.Scan(&n.Schema, &n.Name); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if s.rules.allowed(n.Schema, n.Name) {
-			names = append(names, n)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	t := schema.New()
-	// Databases first, for their default character sets.
-	seen := map[string]bool{}
-	for _, n := range names {
-		if seen[n.Schema] {
-			continue
-		}
-		seen[n.Schema] = true
-		var name, create string
-		if err := db.QueryRowContext(ctx, "SHOW CREATE DATABASE "+quoteIdent(n.Schema)).Scan(&name, &create); err != nil {
-			return nil, fmt.Errorf("SHOW CREATE DATABASE %s: %w", n.Schema, err)
-		}
-		if err := t.CreateFromSQL(n.Schema, create); err != nil {
-			return nil, fmt.Errorf("database %s: %w", n.Schema, err)
-		}
-	}
-	for _, n := range names {
-		var name, create string
-		if err := db.QueryRowContext(ctx, "SHOW CREATE TABLE "+quoteIdent(n.Schema)+"."+quoteIdent(n.Name)).Scan(&name, &create); err != nil {
-			return nil, fmt.Errorf("SHOW CREATE TABLE %s: %w", n, err)
-		}
-		if err := t.CreateFromSQL(n.Schema, create); err != nil {
-			return nil, fmt.Errorf("table %s: %w", n, err)
-		}
-	}
-	return t, nil
+	return seedTracker(ctx, db, s.rules)
 }
 
 func openUpstreamDB(up streamer.UpstreamConfig) (*sql.DB, error) {
@@ -486,16 +442,7 @@ func (r *syncRun) table(def *schema.TableDef, tm *replication.TableMapEvent) (*T
 }
 
 // sinkTable builds the Table handed to the sink for a definition.
-func (s *Syncer) sinkTable(def *schema.TableDef) *Table {
-	ts, tn := s.rules.route(def.Schema, def.Name)
-	t := &Table{Schema: ts, Name: tn, SourceSchema: def.Schema, SourceName: def.Name,
-		PrimaryKey: def.PrimaryKey, UniqueKeys: def.UniqueKeys}
-	for _, c := range def.Columns {
-		t.Columns = append(t.Columns, Column{Name: c.Name, Type: c.Type, Unsigned: c.Unsigned, Nullable: c.Nullable,
-			Binary: c.Binary, Generated: c.Generated})
-	}
-	return t
-}
+func (s *Syncer) sinkTable(def *schema.TableDef) *Table { return sinkTableOf(s.rules, def) }
 
 // ddl applies a DDL statement: every change before it is flushed first.
 func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, query string) error {
