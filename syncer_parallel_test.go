@@ -296,3 +296,29 @@ func TestSyncerStopMidTransaction(t *testing.T) {
 		checkEqual(t, p.updb, p.downdb, "app.t", "app.t")
 	})
 }
+
+// TestSyncerCheckpointPassesNonDataEvents: a binlog that ends with events
+// outside any transaction (a rotation's format description, GTID list and
+// binlog checkpoint) still gets the checkpoint to its end.
+func TestSyncerCheckpointPassesNonDataEvents(t *testing.T) {
+	forWorkers(t, func(t *testing.T, workers int) {
+		p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 507})
+		p.workers = workers
+		for _, db := range []*sql.DB{p.updb, p.downdb} {
+			mustExec(t, db, "CREATE DATABASE app")
+			mustExec(t, db, "CREATE TABLE app.t (id INT PRIMARY KEY)")
+		}
+		s, err := dmworker.NewSyncer(p.config("tail"), p.sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runSyncer(t, s)
+		mustExec(t, p.updb, "INSERT INTO app.t VALUES (1)")
+		waitSynced(t, run, p.updb)
+		mustExec(t, p.updb, "FLUSH BINARY LOGS")
+		waitSynced(t, run, p.updb) // in the new file, after its header events
+		mustExec(t, p.updb, "INSERT INTO app.t VALUES (2)")
+		waitSynced(t, run, p.updb)
+		checkEqual(t, p.updb, p.downdb, "app.t", "app.t")
+	})
+}

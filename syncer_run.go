@@ -34,7 +34,8 @@ type syncRun struct {
 	tables      map[*schema.TableDef]*Table
 	ignoredKind map[string]bool
 	epoch       int64
-	par         *parallel // parallel apply, when Workers > 1
+	par         *parallel         // parallel apply, when Workers > 1
+	saved       streamer.Position // the serial syncer's last stored checkpoint
 }
 
 // Run replicates until ctx ends (it then returns nil after saving its
@@ -114,7 +115,7 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	r.lastTxnEnd = start
+	r.lastTxnEnd, r.saved = start, start
 	s.updateStatus(func(st *SyncerStatus) { st.Checkpoint, st.SafeUntil, st.Read = start, r.safeUntil, start })
 
 	reader, err := s.openReader(ctx, start)
@@ -232,8 +233,14 @@ func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) error {
 	defer deadline.stop()
 	for {
 		gctx := ctx
-		if len(r.batch) > 0 && !r.midTxn {
+		switch {
+		case len(r.batch) > 0 && !r.midTxn:
 			gctx = deadline.context(ctx, r.batchStart.Add(flushEvery))
+		case len(r.batch) == 0 && !r.saved.Equal(r.lastTxnEnd):
+			// Only events with no rows since the last checkpoint
+			// (filtered, or between transactions): save it there once
+			// nothing more comes for a while.
+			gctx = deadline.context(ctx, time.Now().Add(flushEvery))
 		}
 		ev, err := reader.GetEvent(gctx)
 		if err != nil {
@@ -245,6 +252,12 @@ func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) error {
 			}
 			if gctx != ctx && gctx.Err() != nil {
 				deadline.stop()
+				if len(r.batch) == 0 {
+					if err := r.saveCheckpoint(ctx, r.lastTxnEnd); err != nil {
+						return err
+					}
+					continue
+				}
 				if err := r.flush(ctx, r.lastTxnEnd, false); err != nil {
 					return err
 				}
@@ -255,7 +268,7 @@ func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) error {
 		if err := r.handle(ctx, ev); err != nil {
 			return err
 		}
-		if len(r.batch) == 0 {
+		if len(r.batch) == 0 && r.saved.Equal(r.lastTxnEnd) {
 			deadline.stop()
 		}
 	}
@@ -311,6 +324,17 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		if r.par != nil {
 			r.par.afterDDL(ev.Pos)
 		}
+	}
+	if !ev.TxnEnd && ev.Boundary && !ev.Artificial() {
+		// A real event between transactions (a rotation's format
+		// description, a GTID list, a binlog checkpoint): the checkpoint
+		// may move past it, or it would stay behind a binlog that ends
+		// with such events.
+		r.lastTxnEnd = ev.Pos
+		if r.par != nil {
+			r.par.txnEnd(ev.Pos)
+		}
+		return nil
 	}
 	if ev.TxnEnd {
 		r.lastTxnEnd = ev.Pos
@@ -561,6 +585,9 @@ func (r *syncRun) flush(ctx context.Context, pos streamer.Position, partial bool
 		}
 	}
 	r.schemaDirty = false
+	if !partial {
+		r.saved = pos
+	}
 	s.updateStatus(func(st *SyncerStatus) {
 		st.Rows += n
 		st.Batches++
@@ -578,6 +605,7 @@ func (r *syncRun) saveCheckpoint(ctx context.Context, pos streamer.Position) err
 		return r.s.wrap(pos, "", "save checkpoint", err)
 	}
 	r.schemaDirty = false
+	r.saved = pos
 	r.s.updateStatus(func(st *SyncerStatus) { st.Checkpoint = pos })
 	return nil
 }
