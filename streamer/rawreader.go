@@ -460,37 +460,7 @@ func (r *RawReader) dropConn(ctx context.Context, op string, cause error) error 
 // retryOrFail waits before the next attempt when err is worth retrying, and
 // returns the error to give up with otherwise.
 func (r *RawReader) retryOrFail(ctx context.Context, op string, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if r.isClosed() {
-		return &Error{Source: r.Source(), Op: op, Pos: r.delivered, Kind: ErrClosed}
-	}
-	kind, retryable := classify(err)
-	if !retryable {
-		return &Error{Source: r.Source(), Op: op, Pos: r.delivered, Kind: kind, Err: err}
-	}
-	now := time.Now()
-	if r.failing.IsZero() {
-		r.failing = now
-	}
-	if r.cfg.maxRetryTime > 0 && now.Sub(r.failing) >= r.cfg.maxRetryTime {
-		return &Error{Source: r.Source(), Op: op, Pos: r.delivered, Kind: ErrRetryExhausted, Err: err}
-	}
-	wait := r.bo.NextBackOff()
-	r.cfg.logger.Warn("upstream connection failed, retrying",
-		slog.String("source", r.Source()), slog.String("op", op),
-		slog.String("pos", r.delivered.String()), slog.Duration("wait", wait), slog.String("error", err.Error()))
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-r.done:
-		return &Error{Source: r.Source(), Op: op, Pos: r.delivered, Kind: ErrClosed}
-	}
+	return retryOrFail(ctx, &r.cfg, r.bo, &r.failing, r.isClosed(), r.done, r.Source(), op, r.delivered, err)
 }
 
 func (r *RawReader) fail(ctx context.Context, err error) error {

@@ -311,27 +311,36 @@ func (r *RemoteReader) ensureStream(ctx context.Context) (*replication.BinlogStr
 // retryOrFail waits before the next attempt when err is worth retrying, and
 // returns the error to give up with otherwise.
 func (r *RemoteReader) retryOrFail(ctx context.Context, op string, err error) error {
+	return retryOrFail(ctx, &r.cfg, r.bo, &r.failing, r.isClosed(), r.done, r.Source(), op, r.delivered, err)
+}
+
+// retryOrFail, for a reader that lost its connection, waits before the next
+// attempt when err is worth retrying and the retry budget (counted from
+// *failing, the start of this run of failures) is not spent, and returns the
+// error to give up with otherwise. RemoteReader and RawReader share it.
+func retryOrFail(ctx context.Context, cfg *remoteConfig, bo backoff.BackOff, failing *time.Time, closed bool,
+	done <-chan struct{}, source, op string, delivered Position, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if r.isClosed() {
-		return &Error{Source: r.Source(), Op: op, Pos: r.delivered, Kind: ErrClosed}
+	if closed {
+		return &Error{Source: source, Op: op, Pos: delivered, Kind: ErrClosed}
 	}
 	kind, retryable := classify(err)
 	if !retryable {
-		return &Error{Source: r.Source(), Op: op, Pos: r.delivered, Kind: kind, Err: err}
+		return &Error{Source: source, Op: op, Pos: delivered, Kind: kind, Err: err}
 	}
 	now := time.Now()
-	if r.failing.IsZero() {
-		r.failing = now
+	if failing.IsZero() {
+		*failing = now
 	}
-	if r.cfg.maxRetryTime > 0 && now.Sub(r.failing) >= r.cfg.maxRetryTime {
-		return &Error{Source: r.Source(), Op: op, Pos: r.delivered, Kind: ErrRetryExhausted, Err: err}
+	if cfg.maxRetryTime > 0 && now.Sub(*failing) >= cfg.maxRetryTime {
+		return &Error{Source: source, Op: op, Pos: delivered, Kind: ErrRetryExhausted, Err: err}
 	}
-	wait := r.bo.NextBackOff()
-	r.cfg.logger.Warn("upstream connection failed, retrying",
-		slog.String("source", r.Source()), slog.String("op", op),
-		slog.String("pos", r.delivered.String()), slog.Duration("wait", wait), slog.String("error", err.Error()))
+	wait := bo.NextBackOff()
+	cfg.logger.Warn("upstream connection failed, retrying",
+		slog.String("source", source), slog.String("op", op),
+		slog.String("pos", delivered.String()), slog.Duration("wait", wait), slog.String("error", err.Error()))
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
@@ -339,8 +348,8 @@ func (r *RemoteReader) retryOrFail(ctx context.Context, op string, err error) er
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-r.done:
-		return &Error{Source: r.Source(), Op: op, Pos: r.delivered, Kind: ErrClosed}
+	case <-done:
+		return &Error{Source: source, Op: op, Pos: delivered, Kind: ErrClosed}
 	}
 }
 
