@@ -8,20 +8,29 @@ import (
 )
 
 // applyModel applies changes to a table keyed by its first column, as a
-// sink would in normal mode: an insert sets the row, an update removes the
-// old row's key and sets the new, a delete removes.
-func applyModel(rows map[int64][]any, changes []Change) {
+// sink would in normal mode: an insert adds the row (and fails on a key
+// that exists), an update of an existing row removes the old row's key and
+// sets the new, an update of a missing row changes nothing, a delete
+// removes.
+func applyModel(rows map[int64][]any, changes []Change) error {
 	for _, c := range changes {
 		switch c.Kind {
 		case Insert:
+			if _, ok := rows[c.After[0].(int64)]; ok {
+				return fmt.Errorf("insert of existing key %v", c.After[0])
+			}
 			rows[c.After[0].(int64)] = c.After
 		case Update:
+			if _, ok := rows[c.Before[0].(int64)]; !ok {
+				continue
+			}
 			delete(rows, c.Before[0].(int64))
 			rows[c.After[0].(int64)] = c.After
 		case Delete:
 			delete(rows, c.Before[0].(int64))
 		}
 	}
+	return nil
 }
 
 // TestCompactKeepsTheOutcome: random valid change sequences on a table with
@@ -34,7 +43,19 @@ func TestCompactKeepsTheOutcome(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	shrunk, reordered := 0, 0
 	for round := range 2000 {
-		state := map[*Table]map[int64][]any{pkOnly: {}, withUK: {}}
+		// Some rows exist before the batch, as downstream.
+		initial := map[*Table]map[int64][]any{pkOnly: {}, withUK: {}}
+		for _, tbl := range []*Table{pkOnly, withUK} {
+			for id := range int64(5) {
+				if rnd.IntN(2) == 0 {
+					initial[tbl][id] = []any{id, int64(rnd.IntN(100))}
+				}
+			}
+		}
+		fresh := func() map[*Table]map[int64][]any {
+			return map[*Table]map[int64][]any{pkOnly: maps.Clone(initial[pkOnly]), withUK: maps.Clone(initial[withUK])}
+		}
+		state := fresh()
 		var changes []Change
 		for range 1 + rnd.IntN(30) {
 			tbl := pkOnly
@@ -60,10 +81,12 @@ func TestCompactKeepsTheOutcome(t *testing.T) {
 				}
 				c = Change{Kind: Update, Table: tbl, Before: old, After: []any{newID, int64(rnd.IntN(100))}}
 			}
-			applyModel(rows, []Change{c})
+			if err := applyModel(rows, []Change{c}); err != nil {
+				t.Fatalf("round %d: the generator made an invalid change: %v", round, err)
+			}
 			changes = append(changes, c)
 		}
-		want := map[*Table]map[int64][]any{pkOnly: {}, withUK: {}}
+		want := fresh()
 		split := func(cs []Change) map[*Table][]Change {
 			m := map[*Table][]Change{}
 			for _, c := range cs {
@@ -72,7 +95,9 @@ func TestCompactKeepsTheOutcome(t *testing.T) {
 			return m
 		}
 		for tbl, cs := range split(changes) {
-			applyModel(want[tbl], cs)
+			if err := applyModel(want[tbl], cs); err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
 		}
 		n := len(changes)
 		compacted := compact(append([]Change(nil), changes...))
@@ -85,10 +110,12 @@ func TestCompactKeepsTheOutcome(t *testing.T) {
 			reordered++
 		}
 		for name, cs := range map[string][]Change{"compacted": compacted, "grouped": grouped, "compacted and grouped": both} {
-			got := map[*Table]map[int64][]any{pkOnly: {}, withUK: {}}
+			got := fresh()
 			// Applied in order across tables, as a sink would.
 			for _, c := range cs {
-				applyModel(got[c.Table], []Change{c})
+				if err := applyModel(got[c.Table], []Change{c}); err != nil {
+					t.Fatalf("round %d table %s: %s changes: %v\nchanges %v\n%s %v", round, c.Table.Name, name, err, changes, name, cs)
+				}
 			}
 			for _, tbl := range []*Table{pkOnly, withUK} {
 				if !maps.EqualFunc(want[tbl], got[tbl], func(a, b []any) bool { return fmt.Sprint(a) == fmt.Sprint(b) }) {
@@ -123,7 +150,11 @@ func TestCompactRules(t *testing.T) {
 			[]Change{{Kind: Update, Table: tbl, Before: row(1, 1), After: row(1, 3)}}},
 		{"update+delete", []Change{{Kind: Update, Table: tbl, Before: row(1, 1), After: row(1, 2)}, {Kind: Delete, Table: tbl, Before: row(1, 2)}},
 			[]Change{{Kind: Delete, Table: tbl, Before: row(1, 1)}}},
-		{"delete+insert stays", []Change{{Kind: Delete, Table: tbl, Before: row(1, 1)}, {Kind: Insert, Table: tbl, After: row(1, 2)}},
+		{"delete+insert", []Change{{Kind: Delete, Table: tbl, Before: row(1, 1)}, {Kind: Insert, Table: tbl, After: row(1, 2)}},
+			[]Change{{Kind: Update, Table: tbl, Before: row(1, 1), After: row(1, 2)}}},
+		{"delete+insert+delete", []Change{{Kind: Delete, Table: tbl, Before: row(1, 1)}, {Kind: Insert, Table: tbl, After: row(1, 2)}, {Kind: Delete, Table: tbl, Before: row(1, 2)}},
+			[]Change{{Kind: Delete, Table: tbl, Before: row(1, 1)}}},
+		{"insert+delete+insert", []Change{{Kind: Insert, Table: tbl, After: row(1, 1)}, {Kind: Delete, Table: tbl, Before: row(1, 1)}, {Kind: Insert, Table: tbl, After: row(1, 2)}},
 			[]Change{{Kind: Delete, Table: tbl, Before: row(1, 1)}, {Kind: Insert, Table: tbl, After: row(1, 2)}}},
 		{"key change is a wall", []Change{{Kind: Insert, Table: tbl, After: row(1, 1)}, {Kind: Update, Table: tbl, Before: row(1, 1), After: row(2, 1)}, {Kind: Update, Table: tbl, Before: row(2, 1), After: row(2, 5)}},
 			[]Change{{Kind: Insert, Table: tbl, After: row(1, 1)}, {Kind: Update, Table: tbl, Before: row(1, 1), After: row(2, 1)}, {Kind: Update, Table: tbl, Before: row(2, 1), After: row(2, 5)}}},

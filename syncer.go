@@ -52,8 +52,8 @@ type SyncerConfig struct {
 	Workers int `json:"workers,omitempty" toml:"workers"`
 	// Compact merges several changes to one row within a worker's batch
 	// (insert+update -> insert, anything+delete -> delete, update+update ->
-	// update), on tables with a primary key and no other unique key.
-	// Default off.
+	// update, delete+insert -> update), on tables with a primary key and no
+	// other unique key. Default off.
 	Compact bool `json:"compact,omitempty" toml:"compact"`
 	// QueueBytes bounds the memory of changes read but not yet applied
 	// (estimated from their values) when Workers > 1; the reader waits

@@ -14,8 +14,14 @@ import (
 //	insert + delete  -> delete
 //	update + update  -> one update from the first old row to the last new one
 //	update + delete  -> delete of the first old row
+//	delete + insert  -> update from the deleted row to the inserted one
 //
-// A delete followed by an insert stays as it is. Only tables with a primary
+// The last rule assumes, as normal mode does everywhere, that the
+// downstream holds the deleted row; in safe mode an update is written as a
+// delete and an insert-or-replace anyway. A delete merged from an insert of
+// this batch does not merge with a later insert: the row it deletes may
+// not exist before the batch, and the update would then change nothing.
+// Only tables with a primary
 // key and no other unique key take part, and only updates that keep the
 // primary key: with another unique key, moving a change earlier could make
 // two rows collide on it for a moment. The merged change takes the place of
@@ -29,7 +35,13 @@ func compact(changes []Change) []Change {
 		t *Table
 		k string
 	}
-	at := make(map[key]int, len(changes))
+	type slot struct {
+		i int
+		// born: out[i] is a delete merged from an insert of this batch,
+		// of a row that may not exist before it.
+		born bool
+	}
+	at := make(map[key]slot, len(changes))
 	var buf []byte
 	out := changes[:0]
 	for _, c := range changes {
@@ -59,13 +71,15 @@ func compact(changes []Change) []Change {
 			out = append(out, c)
 			continue
 		}
-		if i, seen := at[k]; seen {
-			if merged, ok := mergeChanges(out[i], c); ok {
-				out[i] = merged
+		if sl, seen := at[k]; seen && !(sl.born && c.Kind == Insert) {
+			if merged, ok := mergeChanges(out[sl.i], c); ok {
+				born := sl.born || (out[sl.i].Kind == Insert && c.Kind == Delete)
+				out[sl.i] = merged
+				at[k] = slot{sl.i, born}
 				continue
 			}
 		}
-		at[k] = len(out)
+		at[k] = slot{len(out), false}
 		out = append(out, c)
 	}
 	clear(changes[len(out):])
@@ -83,6 +97,8 @@ func mergeChanges(a, b Change) (Change, bool) {
 		return Change{Kind: Update, Table: b.Table, Before: a.Before, After: b.After}, true
 	case a.Kind == Update && b.Kind == Delete:
 		return Change{Kind: Delete, Table: b.Table, Before: a.Before}, true
+	case a.Kind == Delete && b.Kind == Insert:
+		return Change{Kind: Update, Table: b.Table, Before: a.Before, After: b.After}, true
 	}
 	return Change{}, false
 }
