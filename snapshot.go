@@ -320,7 +320,7 @@ func (u *snapshotUnit) run(ctx context.Context) (pos streamer.Position, err erro
 	if err != nil {
 		return pos, u.wrap(prog.Pos, "", "save progress", err)
 	}
-	c := &snapshotCopy{u: u, prog: prog, tracker: tracker, tables: map[string]*Table{}}
+	c := &snapshotCopy{u: u, prog: prog, tracker: tracker, tables: map[string]*Table{}, resumed: found}
 	if err := c.save(ctx, schemaJSON); err != nil {
 		return pos, err
 	}

@@ -51,6 +51,7 @@ func BenchmarkSnapshotCopy(b *testing.B) {
 	}
 	c := gomysql.NewConfig()
 	c.User, c.Passwd, c.Net, c.Addr = down.User, down.Password, "tcp", down.Addr()
+	c.InterpolateParams = true // as mysqlsink's doc advises
 	conn, err := gomysql.NewConnector(c)
 	if err != nil {
 		b.Fatal(err)
@@ -58,7 +59,7 @@ func BenchmarkSnapshotCopy(b *testing.B) {
 	db := sql.OpenDB(conn)
 	defer db.Close()
 	db.SetMaxIdleConns(conc + 2)
-	sink, err := mysqlsink.New(db)
+	sink, err := mysqlsink.New(db, mysqlsink.WithExclusivePool())
 	if err != nil {
 		b.Fatal(err)
 	}

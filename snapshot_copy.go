@@ -31,6 +31,9 @@ type snapshotCopy struct {
 	// saves and DDL: the sink contract wants those with no Apply running.
 	applyMu    sync.RWMutex
 	concurrent bool
+	// resumed: a previous run of this copy may have written part of the
+	// unfinished chunks, so keyed rows are written in safe mode.
+	resumed bool
 }
 
 // save stores the progress in the checkpoint; schemaJSON is the tracked
@@ -259,14 +262,14 @@ type batcher struct {
 	c            *snapshotCopy
 	it           copyItem
 	tbl          *Table
-	safe         bool
+	keyed        bool // the table has a primary or unique key
 	changes      []Change
 	rows, bytes  int64 // in this chunk, applied
 	pendingBytes int64
 }
 
 func (c *snapshotCopy) newBatcher(it copyItem) *batcher {
-	return &batcher{c: c, it: it, tbl: c.tables[it.t.QualifiedName()], safe: len(it.t.Key) > 0,
+	return &batcher{c: c, it: it, tbl: c.tables[it.t.QualifiedName()], keyed: len(it.t.Key) > 0,
 		changes: make([]Change, 0, c.u.sc.BatchRows)}
 }
 
@@ -284,8 +287,13 @@ func (b *batcher) flush(ctx context.Context) error {
 		return nil
 	}
 	c, u := b.c, b.c.u
-	batch := &Batch{Changes: b.changes, SafeMode: b.safe, Fence: Fence{Task: u.cfg.Task, Source: u.cfg.Source, Epoch: u.epoch}}
-	err := c.retry(ctx, func() error {
+	// Keyed rows go in as plain inserts when no earlier attempt can have
+	// written them: the first run of a copy into tables it created.
+	// Otherwise, and for every retry of a batch (its commit may have
+	// happened; the table may hold rows the copy did not write), in safe
+	// mode, which replaces what is there.
+	batch := &Batch{Changes: b.changes, SafeMode: b.keyed && c.resumed, Fence: Fence{Task: u.cfg.Task, Source: u.cfg.Source, Epoch: u.epoch}}
+	apply := func() error {
 		if c.concurrent {
 			c.applyMu.RLock()
 			defer c.applyMu.RUnlock()
@@ -294,7 +302,17 @@ func (b *batcher) flush(ctx context.Context) error {
 			defer c.applyMu.Unlock()
 		}
 		return u.sink.Apply(ctx, batch)
-	})
+	}
+	err := apply()
+	if err != nil && ctx.Err() == nil {
+		if b.keyed && !batch.SafeMode {
+			u.log.Info("retrying a batch in safe mode", slog.String("table", b.it.t.QualifiedName()), slog.String("error", err.Error()))
+			batch.SafeMode = true
+			err = c.retry(ctx, apply)
+		} else if IsRetryable(err) {
+			err = c.retry(ctx, apply)
+		}
+	}
 	if err != nil {
 		return err
 	}

@@ -96,7 +96,9 @@
 // several goroutines at once (the syncer's parallel workers), each call on
 // its own connection: keep at least as many idle connections as workers
 // (db.SetMaxIdleConns; database/sql keeps 2 by default), or most calls open
-// a new connection. The user needs INSERT, UPDATE, DELETE and SELECT on the
+// a new connection. A pool that serves only sinks (one or several) can be
+// declared with WithExclusivePool: the session variables are then set once
+// per connection rather than set and restored around every Apply. The user needs INSERT, UPDATE, DELETE and SELECT on the
 // tables, the privileges the DDLs need, and CREATE on the checkpoint
 // database unless it exists.
 package mysqlsink

@@ -32,6 +32,7 @@ const maxStatementBytes = 4 << 20
 type config struct {
 	checkpointSchema string
 	maxStatementRows int
+	exclusivePool    bool
 }
 
 func defaultConfig() config {
@@ -69,4 +70,14 @@ func WithCheckpointSchema(name string) Option {
 // 256.
 func WithMaxStatementRows(n int) Option {
 	return optionFunc(func(c *config) { c.maxStatementRows = n })
+}
+
+// WithExclusivePool tells the sink that the pool is its own: nothing else
+// takes connections from it. The sink then sets its session variables
+// (time zone, sql_mode, foreign_key_checks; see Apply) once per connection
+// and leaves them set, instead of setting them before and restoring them
+// after every Apply: two statements fewer per batch. Without it (the
+// default) a connection goes back to the pool as it came.
+func WithExclusivePool() Option {
+	return optionFunc(func(c *config) { c.exclusivePool = true })
 }

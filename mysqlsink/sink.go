@@ -26,6 +26,11 @@ type Sink struct {
 	mu      sync.Mutex
 	cpReady bool // the checkpoint table exists
 	flavor  serverFlavor
+	// ready holds, with WithExclusivePool, the driver connections whose
+	// session is set up. Holding them keeps a closed one's address from
+	// being reused by a new connection; the set is emptied when it grows
+	// past maxReady (the connections then get set up again).
+	ready map[any]struct{}
 
 	// commit, when set by tests, replaces tx.Commit in Apply.
 	commit func(tx *sql.Tx) error
@@ -101,11 +106,23 @@ func discard(conn *sql.Conn) {
 	_ = conn.Close()
 }
 
+// maxReady bounds Sink.ready.
+const maxReady = 1024
+
+// driverConn returns conn's driver connection, which identifies it.
+func driverConn(conn *sql.Conn) any {
+	var dc any
+	_ = conn.Raw(func(c any) error { dc = c; return nil })
+	return dc
+}
+
 // withSession runs fn on a connection set up by sessionSetup and puts the
 // session back afterwards; when that cannot be done the connection is
-// discarded.
+// discarded. With WithExclusivePool a connection is set up once and not
+// put back.
 func (s *Sink) withSession(ctx context.Context, fn func(*sql.Conn) error) error {
 	var conn *sql.Conn
+	var dc any
 	// A connection the server dropped while idle fails on first use: try
 	// one more.
 	for attempt := 0; ; attempt++ {
@@ -114,8 +131,25 @@ func (s *Sink) withSession(ctx context.Context, fn func(*sql.Conn) error) error 
 		if err != nil {
 			return fail(ctx, &Error{Op: "connect", Err: err})
 		}
+		if s.cfg.exclusivePool {
+			dc = driverConn(conn)
+			s.mu.Lock()
+			_, ok := s.ready[dc]
+			s.mu.Unlock()
+			if ok {
+				break
+			}
+		}
 		_, err = conn.ExecContext(ctx, sessionSetup)
 		if err == nil {
+			if s.cfg.exclusivePool {
+				s.mu.Lock()
+				if s.ready == nil || len(s.ready) >= maxReady {
+					s.ready = make(map[any]struct{})
+				}
+				s.ready[dc] = struct{}{}
+				s.mu.Unlock()
+			}
 			break
 		}
 		discard(conn)
@@ -125,7 +159,15 @@ func (s *Sink) withSession(ctx context.Context, fn func(*sql.Conn) error) error 
 	}
 	err := fn(conn)
 	if ctx.Err() != nil {
+		s.forget(dc)
 		discard(conn)
+		return err
+	}
+	if s.cfg.exclusivePool {
+		if isConnLost(err) {
+			s.forget(dc)
+		}
+		_ = conn.Close()
 		return err
 	}
 	if _, rerr := conn.ExecContext(ctx, sessionRestore); rerr != nil {
@@ -134,6 +176,16 @@ func (s *Sink) withSession(ctx context.Context, fn func(*sql.Conn) error) error 
 		_ = conn.Close()
 	}
 	return err
+}
+
+// forget drops dc from the set-up connections.
+func (s *Sink) forget(dc any) {
+	if dc == nil {
+		return
+	}
+	s.mu.Lock()
+	delete(s.ready, dc)
+	s.mu.Unlock()
 }
 
 // Apply writes the batch in one transaction on one connection: the changes

@@ -121,6 +121,67 @@ func TestSessionRestored(t *testing.T) {
 	}
 }
 
+// TestExclusivePool: with WithExclusivePool the session is set up once per
+// connection and left so; TIMESTAMP text is still UTC, and a connection the
+// server killed is replaced and set up again.
+func TestExclusivePool(t *testing.T) {
+	m := server(t, 801)
+	db := openDB(t, m, func(c *mysql.Config) { c.Params = map[string]string{"time_zone": "'+05:00'"} })
+	db.SetMaxOpenConns(1)
+	s := newSink(t, db, mysqlsink.WithExclusivePool())
+	exec(t, db, "CREATE DATABASE d")
+	tbl := &dmworker.Table{Schema: "d", Name: "t", Columns: []dmworker.Column{
+		col("id", "int(11)", false), col("ts", "timestamp", true),
+	}, PrimaryKey: []int{0}}
+	createTable(t, db, tbl)
+	setOptions := func() int {
+		t.Helper()
+		var name string
+		var n int
+		if err := db.QueryRow("SHOW SESSION STATUS LIKE 'Com_set_option'").Scan(&name, &n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := setOptions()
+	for i := range 5 {
+		apply(t, s, &dmworker.Batch{Changes: []dmworker.Change{ins(tbl, int64(i), "2020-01-01 00:00:00")}})
+	}
+	// One SET for the setup; SHOW SESSION STATUS itself is not a SET.
+	if got := setOptions() - before; got != 1 {
+		t.Fatalf("%d SET statements for 5 batches on one connection, want 1", got)
+	}
+	var tz string
+	if err := db.QueryRow("SELECT @@SESSION.time_zone").Scan(&tz); err != nil || tz != "+00:00" {
+		t.Fatalf("session time zone %q, %v: want the sink's +00:00 left set", tz, err)
+	}
+	var unix int64
+	if err := db.QueryRow("SELECT UNIX_TIMESTAMP(ts) FROM d.t WHERE id = 4").Scan(&unix); err != nil || unix != 1577836800 {
+		t.Fatalf("UNIX_TIMESTAMP = %d, %v; want 1577836800", unix, err)
+	}
+	// Kill the connection from another session: the next Apply gets a new
+	// one, which must be set up again (else TIMESTAMP text would be read
+	// at +05:00).
+	var id int64
+	if err := db.QueryRow("SELECT CONNECTION_ID()").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	other := openDB(t, m, nil)
+	exec(t, other, fmt.Sprintf("KILL %d", id))
+	var err error
+	for range 3 { // the pool may hand out the dead connection first
+		if err = s.Apply(t.Context(), &dmworker.Batch{Changes: []dmworker.Change{ins(tbl, int64(10), "2020-01-01 00:00:00")}}); err == nil || !dmworker.IsRetryable(err) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("Apply after the connection was killed: %v", err)
+	}
+	if err := db.QueryRow("SELECT UNIX_TIMESTAMP(ts) FROM d.t WHERE id = 10").Scan(&unix); err != nil || unix != 1577836800 {
+		t.Fatalf("after reconnecting: UNIX_TIMESTAMP = %d, %v; want 1577836800", unix, err)
+	}
+}
+
 // TestGeneratedColumns checks that generated columns are never written.
 func TestGeneratedColumns(t *testing.T) {
 	m := server(t, 14)

@@ -63,7 +63,8 @@ func run() error {
 	c := gomysql.NewConfig()
 	c.User, c.Passwd, c.Net, c.Addr = down.User, down.Password, "tcp", down.Addr()
 	// As mysqlsink's doc advises: parameters interpolated client-side (one
-	// round trip a statement), and a connection kept for every worker.
+	// round trip a statement), a connection kept for every worker, and the
+	// pool declared the sink's alone (WithExclusivePool).
 	c.InterpolateParams = true
 	conn, err := gomysql.NewConnector(c)
 	if err != nil {
@@ -72,7 +73,7 @@ func run() error {
 	db := sql.OpenDB(conn)
 	defer db.Close()
 	db.SetMaxIdleConns(*workers + 2)
-	sink, err := mysqlsink.New(db)
+	sink, err := mysqlsink.New(db, mysqlsink.WithExclusivePool())
 	if err != nil {
 		return err
 	}

@@ -183,7 +183,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	sinks := func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
-		return mysqlsink.New(db)
+		// The pool is the sinks' alone: their session is set up once per
+		// connection.
+		return mysqlsink.New(db, mysqlsink.WithExclusivePool())
 	}
 	opts := []dmworker.Option{dmworker.WithLogger(logger)}
 	if cfg.dataDir != "" {
