@@ -39,7 +39,9 @@ type Sink interface {
 // each call its own transaction: the syncer's parallel workers and the
 // snapshot's readers then write in parallel. Concurrent reports whether
 // that is safe (a wrapper may say no). ExecDDL and checkpoint calls still
-// come one at a time, with no Apply running.
+// come one at a time, with no Apply running, with one exception: the
+// snapshot adds the secondary indexes of a table it has finished copying
+// (ALTER TABLE ... ADD KEY) while Apply calls write other tables.
 type ConcurrentSink interface {
 	Sink
 	Concurrent() bool

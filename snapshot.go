@@ -38,9 +38,10 @@ import (
 // Tables with a single-column integer key are cut into key ranges of about
 // ChunkRows rows, read in parallel; tables with another key are read in
 // pages of ChunkRows rows in key order (tables in parallel); a table without
-// a key is one chunk. Rows go to the sink in batches of BatchRows, in safe
-// mode (insert-or-replace), so a chunk copied again after a crash is
-// harmless; a table without a key is emptied downstream (TRUNCATE) before
+// a key is one chunk. Rows go to the sink in batches of BatchRows: plain
+// inserts on the first run, in safe mode (insert-or-replace) on a resumed
+// run and for a batch sent again after an error, so a chunk copied again
+// after a crash is harmless; a table without a key is emptied downstream (TRUNCATE) before
 // each attempt at it, so several upstream tables without a key must not be
 // routed into one downstream table. Progress is saved in the checkpoint
 // (Checkpoint.Snapshot) after each chunk; a copy stopped halfway resumes
@@ -59,10 +60,20 @@ type SnapshotConfig struct {
 	// ChunkRows is the target number of rows in a chunk: one key range or
 	// one page, the unit of progress. Default 50000.
 	ChunkRows int `json:"chunk-rows,omitempty" toml:"chunk-rows"`
-	// BatchRows is how many rows one sink call carries at most. Default
-	// 1000.
+	// BatchRows is how many rows one sink call carries at most (fewer when
+	// their values pass 8 MiB). Default 5000.
 	BatchRows int `json:"batch-rows,omitempty" toml:"batch-rows"`
+	// IndexesFirst creates each table downstream with all its indexes.
+	// By default a table the copy creates gets its plain secondary indexes
+	// (KEY, not PRIMARY, UNIQUE, FULLTEXT or SPATIAL) after its rows are
+	// in, built in one sorted pass instead of row by row, while the next
+	// tables are copied; not for tables with a foreign key, nor for
+	// several upstream tables routed into one.
+	IndexesFirst bool `json:"indexes-first,omitempty" toml:"indexes-first"`
 }
+
+// snapshotBatchBytes bounds the values of one snapshot batch.
+const snapshotBatchBytes = 8 << 20
 
 func (c *SnapshotConfig) adjust() error {
 	if c.Concurrency == 0 {
@@ -72,7 +83,7 @@ func (c *SnapshotConfig) adjust() error {
 		c.ChunkRows = 50000
 	}
 	if c.BatchRows == 0 {
-		c.BatchRows = 1000
+		c.BatchRows = 5000
 	}
 	switch {
 	case c.Concurrency < 1:

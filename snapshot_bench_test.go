@@ -59,7 +59,23 @@ func BenchmarkSnapshotCopy(b *testing.B) {
 	db := sql.OpenDB(conn)
 	defer db.Close()
 	db.SetMaxIdleConns(conc + 2)
-	sink, err := mysqlsink.New(db, mysqlsink.WithExclusivePool())
+	sc := dmworker.SnapshotConfig{Concurrency: conc}
+	sinkOpts := []mysqlsink.Option{mysqlsink.WithExclusivePool()}
+	// Knobs for experiments: DMWORKER_BENCH_SNAPSHOT_{BATCH,CHUNK,STMT}.
+	for name, set := range map[string]func(int){
+		"BATCH": func(n int) { sc.BatchRows = n },
+		"CHUNK": func(n int) { sc.ChunkRows = n },
+		"STMT":  func(n int) { sinkOpts = append(sinkOpts, mysqlsink.WithMaxStatementRows(n)) },
+	} {
+		if v := os.Getenv(snapshotBenchEnv + "_" + name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				b.Fatalf("%s_%s=%q: %v", snapshotBenchEnv, name, v, err)
+			}
+			set(n)
+		}
+	}
+	sink, err := mysqlsink.New(db, sinkOpts...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -67,7 +83,7 @@ func BenchmarkSnapshotCopy(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		task := cfg
 		task.Task = fmt.Sprintf("bench-%d", i)
-		u, err := dmworker.NewSnapshotUnitForTest(task, dmworker.SnapshotConfig{Concurrency: conc}, concurrentSink{sink}, dmworker.SinkStoreForTest(sink), 0, nil)
+		u, err := dmworker.NewSnapshotUnitForTest(task, sc, concurrentSink{sink}, dmworker.SinkStoreForTest(sink), 0, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

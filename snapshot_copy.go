@@ -78,35 +78,73 @@ func (c *snapshotCopy) retry(ctx context.Context, f func() error) error {
 // prepare creates the databases and tables downstream (routed; existing
 // ones are fine) from the upstream's definitions read on conn, and empties
 // the unfinished tables without a key, which a previous attempt may have
-// filled in part.
+// filled in part. On a first run, the plain secondary indexes of a table
+// are left out (TablePlan.Deferred, saved before the table is created) and
+// added when its rows are in (addKeys), unless SnapshotConfig.IndexesFirst.
 func (c *snapshotCopy) prepare(ctx context.Context, conn *sql.Conn) error {
 	u := c.u
 	pos := c.prog.Pos
+	type create struct {
+		db, object, query string
+		t                 *snapshot.TablePlan // for a table
+	}
+	var creates []create
 	seen := map[string]bool{}
+	targets := map[string]int{}
 	for _, t := range c.prog.Tables {
 		def, ok := c.tracker.Table(t.Schema, t.Name)
 		if !ok {
 			return u.wrap(pos, t.QualifiedName(), "prepare", fmt.Errorf("%w: not in the tracked schema", ErrUnknownTable))
 		}
-		c.tables[t.QualifiedName()] = sinkTableOf(u.rules, def)
+		st := sinkTableOf(u.rules, def)
+		c.tables[t.QualifiedName()] = st
+		targets[st.QualifiedName()]++
 		if !seen[t.Schema] {
 			seen[t.Schema] = true
-			var name, create string
-			if err := conn.QueryRowContext(ctx, "SHOW CREATE DATABASE "+quoteIdent(t.Schema)).Scan(&name, &create); err != nil {
+			var name, q string
+			if err := conn.QueryRowContext(ctx, "SHOW CREATE DATABASE "+quoteIdent(t.Schema)).Scan(&name, &q); err != nil {
 				return u.wrap(pos, t.Schema, "SHOW CREATE DATABASE", err)
 			}
-			if err := c.createDDL(ctx, t.Schema, create, t.Schema); err != nil {
-				return err
-			}
+			creates = append(creates, create{db: t.Schema, object: t.Schema, query: q})
 		}
-		var name, create string
-		if err := conn.QueryRowContext(ctx, "SHOW CREATE TABLE "+quoteIdent(t.Schema)+"."+quoteIdent(t.Name)).Scan(&name, &create); err != nil {
+		var name, q string
+		if err := conn.QueryRowContext(ctx, "SHOW CREATE TABLE "+quoteIdent(t.Schema)+"."+quoteIdent(t.Name)).Scan(&name, &q); err != nil {
 			return u.wrap(pos, t.QualifiedName(), "SHOW CREATE TABLE", err)
 		}
-		if err := c.createDDL(ctx, t.Schema, create, t.QualifiedName()); err != nil {
+		creates = append(creates, create{db: t.Schema, object: t.QualifiedName(), query: q, t: t})
+	}
+	deferred := false
+	for i := range creates {
+		cr := &creates[i]
+		t := cr.t
+		if t == nil {
+			continue
+		}
+		stripped, keys := snapshot.SplitKeys(cr.query)
+		// Only into a table of its own: rows of another upstream table
+		// routed into it may still be arriving.
+		if !c.resumed && !t.Finished && !u.sc.IndexesFirst && len(keys) > 0 && targets[c.tables[t.QualifiedName()].QualifiedName()] == 1 {
+			c.progMu.Lock()
+			t.Deferred = keys
+			c.progMu.Unlock()
+			deferred = true
+		}
+		if len(t.Deferred) > 0 {
+			cr.query = stripped
+		}
+	}
+	if deferred {
+		// Saved before any table is created without its indexes, so that
+		// a resumed copy adds them.
+		if err := c.save(ctx, nil); err != nil {
 			return err
 		}
-		if !t.Finished && len(t.Key) == 0 {
+	}
+	for _, cr := range creates {
+		if err := c.createDDL(ctx, cr.db, cr.query, cr.object); err != nil {
+			return err
+		}
+		if t := cr.t; t != nil && !t.Finished && len(t.Key) == 0 {
 			st := c.tables[t.QualifiedName()]
 			q := "TRUNCATE TABLE " + quoteIdent(st.Schema) + "." + quoteIdent(st.Name)
 			if err := c.retry(ctx, func() error {
@@ -117,6 +155,50 @@ func (c *snapshotCopy) prepare(ctx context.Context, conn *sql.Conn) error {
 		}
 	}
 	return nil
+}
+
+// addKeys adds the deferred secondary indexes of t, whose rows are all
+// copied: one ALTER TABLE for all of them, or, when that fails (the table
+// existed before the copy with some of them), one per index in safe mode.
+// With a ConcurrentSink it runs while other tables are written (the
+// contract allows an index added to a table no Apply writes); otherwise
+// with no Apply running. Then the progress is saved without them.
+func (c *snapshotCopy) addKeys(ctx context.Context, t *snapshot.TablePlan) error {
+	u := c.u
+	c.progMu.Lock()
+	keys := slices.Clone(t.Deferred)
+	c.progMu.Unlock()
+	if len(keys) == 0 {
+		return nil
+	}
+	st := c.tables[t.QualifiedName()]
+	name := quoteIdent(st.Schema) + "." + quoteIdent(st.Name)
+	exec := func(q string, safe bool) error {
+		if !c.concurrent {
+			c.applyMu.Lock()
+			defer c.applyMu.Unlock()
+		}
+		return u.sink.ExecDDL(ctx, &DDL{Schema: st.Schema, Table: st.Name, Query: q, SourceQuery: q, Pos: c.prog.Pos, SafeMode: safe})
+	}
+	start := time.Now()
+	q := "ALTER TABLE " + name + " ADD " + strings.Join(keys, ", ADD ")
+	if err := exec(q, false); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		u.log.Info("adding the indexes one by one", slog.String("table", t.QualifiedName()), slog.String("error", err.Error()))
+		for _, k := range keys {
+			q := "ALTER TABLE " + name + " ADD " + k
+			if err := c.retry(ctx, func() error { return exec(q, true) }); err != nil {
+				return u.wrap(c.prog.Pos, t.QualifiedName(), q, err)
+			}
+		}
+	}
+	u.log.Info("indexes added", slog.String("table", t.QualifiedName()), slog.Int("indexes", len(keys)), slog.Duration("took", time.Since(start)))
+	c.progMu.Lock()
+	t.Deferred = nil
+	c.progMu.Unlock()
+	return c.save(ctx, nil)
 }
 
 // createDDL runs a CREATE DATABASE or CREATE TABLE downstream, routed, in
@@ -190,20 +272,17 @@ func (c *snapshotCopy) copy(ctx context.Context, conns []*sql.Conn) error {
 		ranges = append(ranges, items)
 	}
 	// Sequential tables (pages, or one chunk) first, biggest first; then
-	// the range chunks, round robin over tables so that readers spread.
+	// the range chunks table after table, the readers sharing each table's
+	// chunks: tables finish one after the other, and each one's deferred
+	// indexes are built while the next ones are copied.
 	slices.SortStableFunc(whole, func(a, b []copyItem) int { return int(b[0].t.EstRows - a[0].t.EstRows) })
 	work := make(chan copyItem, c.countItems(whole)+c.countItems(ranges))
 	for _, w := range whole {
 		work <- w[0]
 	}
-	for more := true; more; {
-		more = false
-		for i := range ranges {
-			if len(ranges[i]) > 0 {
-				work <- ranges[i][0]
-				ranges[i] = ranges[i][1:]
-				more = true
-			}
+	for _, items := range ranges {
+		for _, it := range items {
+			work <- it
 		}
 	}
 	close(work)
@@ -226,7 +305,16 @@ func (c *snapshotCopy) copy(ctx context.Context, conns []*sql.Conn) error {
 	if firstErr == nil {
 		firstErr = ctx.Err()
 	}
-	return firstErr
+	if firstErr != nil {
+		return firstErr
+	}
+	// Tables a previous run finished but did not index.
+	for _, t := range c.prog.Tables {
+		if err := c.addKeys(ctx, t); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // reader copies work items on one snapshot connection until the work runs
@@ -276,7 +364,7 @@ func (c *snapshotCopy) newBatcher(it copyItem) *batcher {
 func (b *batcher) add(ctx context.Context, row []any, size int) error {
 	b.changes = append(b.changes, Change{Kind: Insert, Table: b.tbl, After: row})
 	b.pendingBytes += int64(size)
-	if len(b.changes) >= b.c.u.sc.BatchRows {
+	if len(b.changes) >= b.c.u.sc.BatchRows || b.pendingBytes >= snapshotBatchBytes {
 		return b.flush(ctx)
 	}
 	return nil
@@ -359,7 +447,13 @@ func (c *snapshotCopy) copyChunk(ctx context.Context, conn *sql.Conn, it copyIte
 	finished := t.Finished
 	c.progMu.Unlock()
 	c.chunkDone(it.idx, finished)
-	return c.save(ctx, nil)
+	if err := c.save(ctx, nil); err != nil {
+		return err
+	}
+	if finished {
+		return c.addKeys(ctx, t)
+	}
+	return nil
 }
 
 // copyPages copies a keyset table page after page, saving after each.
@@ -415,7 +509,7 @@ func (c *snapshotCopy) copyPages(ctx context.Context, conn *sql.Conn, it copyIte
 			return err
 		}
 		if finished {
-			return nil
+			return c.addKeys(ctx, it.t)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -141,16 +142,16 @@ func TestSnapshotValuesMatchSyncer(t *testing.T) {
 // beyond MaxInt64), keyset pages (composite, unique NOT NULL, decimal key),
 // whole tables (no key, BINARY key), empty tables, and wide rows.
 var shapeTables = []string{
-	"CREATE TABLE shapes.nopk (a INT, b VARCHAR(20))",
+	"CREATE TABLE shapes.nopk (a INT, b VARCHAR(20), KEY (b))",
 	"CREATE TABLE shapes.empty (id INT PRIMARY KEY, v TEXT)",
 	"CREATE TABLE shapes.empty_nopk (a INT)",
-	"CREATE TABLE shapes.composite (a INT, b VARCHAR(20), c DATETIME(6), v DOUBLE, PRIMARY KEY (a, b, c))",
+	"CREATE TABLE shapes.composite (a INT, b VARCHAR(20), c DATETIME(6), v DOUBLE, PRIMARY KEY (a, b, c), KEY (v), KEY cb (c, b))",
 	"CREATE TABLE shapes.uniq (u VARCHAR(30) NOT NULL, n INT, UNIQUE KEY (u))",
 	"CREATE TABLE shapes.deckey (d DECIMAL(30,10) PRIMARY KEY, v INT)",
 	"CREATE TABLE shapes.binkey (k BINARY(4) PRIMARY KEY, v INT)",
 	"CREATE TABLE shapes.ubig (id BIGINT UNSIGNED PRIMARY KEY, v VARCHAR(10))",
-	"CREATE TABLE shapes.neg (id INT PRIMARY KEY, v INT)",
-	"CREATE TABLE shapes.blobs (id INT PRIMARY KEY, a LONGBLOB, b MEDIUMTEXT, c VARBINARY(100))",
+	"CREATE TABLE shapes.neg (id INT PRIMARY KEY, v INT, KEY (v))",
+	"CREATE TABLE shapes.blobs (id INT PRIMARY KEY, a LONGBLOB, b MEDIUMTEXT, c VARBINARY(100), KEY bk (b(10), a(5)) COMMENT 'a, b')",
 	"CREATE TABLE shapes.skipme (id INT PRIMARY KEY)",
 }
 
@@ -208,6 +209,7 @@ func TestSnapshotTableShapes(t *testing.T) {
 	_, st := runSnapshot(t, cfg, dmworker.SnapshotConfig{Concurrency: 3, ChunkRows: 7, BatchRows: 5}, concurrentSink{sink}, dmworker.SinkStoreForTest(sink))
 	for _, n := range shapeNames {
 		checkEqual(t, updb, downdb, "shapes."+n, "copy."+n)
+		sameDefinition(t, updb, downdb, "shapes", "copy", n)
 	}
 	var n int
 	if err := downdb.QueryRow("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_NAME = 'skipme'").Scan(&n); err != nil || n != 0 {
@@ -539,6 +541,8 @@ func TestSnapshotKilledAndResumed(t *testing.T) {
 	for i := 1; i <= tables; i++ {
 		tbl := fmt.Sprintf("sbtest.sbtest%d", i)
 		checkEqual(t, updb, downdb, tbl, tbl)
+		// The secondary index deferred by the first run is there.
+		sameDefinition(t, updb, downdb, "sbtest", "sbtest", fmt.Sprintf("sbtest%d", i))
 	}
 	checkEqual(t, updb, downdb, "app.nokey", "app.nokey")
 	checkEqual(t, updb, downdb, "app.keyed", "app.keyed")
@@ -691,3 +695,22 @@ func TestSnapshotResumeRefusesChangedTable(t *testing.T) {
 		t.Fatalf("resumed after an ALTER: %v", err)
 	}
 }
+
+// sameDefinition checks that a copied table has the upstream's definition,
+// indexes included (the snapshot adds secondary indexes after the rows).
+func sameDefinition(t *testing.T, up, down *sql.DB, upSchema, downSchema, name string) {
+	t.Helper()
+	def := func(db *sql.DB, schema string) string {
+		t.Helper()
+		var n, q string
+		if err := db.QueryRow("SHOW CREATE TABLE "+quoteName(schema, name)).Scan(&n, &q); err != nil {
+			t.Fatal(err)
+		}
+		return autoIncrement.ReplaceAllString(q, "")
+	}
+	if a, b := def(up, upSchema), def(down, downSchema); a != b {
+		t.Fatalf("%s.%s downstream:\n%s\nupstream:\n%s", downSchema, name, b, a)
+	}
+}
+
+var autoIncrement = regexp.MustCompile(` AUTO_INCREMENT=[0-9]+`)

@@ -2,7 +2,9 @@ package mysqlsink
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/causality"
@@ -23,8 +25,11 @@ type planner struct {
 	// jsonCast compares JSON columns through CAST(? AS JSON): MySQL's
 	// JSON type does not equal a string. MariaDB's JSON is text.
 	jsonCast bool
-	tables   map[*dmworker.Table]*tableInfo
-	out      []stmt
+	// inline writes values into the statements as literals instead of
+	// placeholders: no arguments to interpolate or prepare (see put).
+	inline bool
+	tables map[*dmworker.Table]*tableInfo
+	out    []stmt
 }
 
 // tableInfo is what the planner derives once per table.
@@ -184,6 +189,16 @@ func identity(tbl *dmworker.Table, row []any) []int {
 	return nil
 }
 
+// validateChanges checks every change against the contract.
+func validateChanges(changes []dmworker.Change) error {
+	for i, c := range changes {
+		if err := validateChange(c); err != nil {
+			return fmt.Errorf("change %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
 // validateChange checks a change against the contract before anything is
 // sent.
 func validateChange(c dmworker.Change) error {
@@ -222,10 +237,8 @@ func validateChange(c dmworker.Change) error {
 // changes of one kind to one table share multi-row statements where that
 // gives the same result as one statement each.
 func (p *planner) plan(changes []dmworker.Change, safe bool) ([]stmt, error) {
-	for i, c := range changes {
-		if err := validateChange(c); err != nil {
-			return nil, fmt.Errorf("change %d: %w", i, err)
-		}
+	if err := validateChanges(changes); err != nil {
+		return nil, err
 	}
 	p.out = p.out[:0]
 	for i := 0; i < len(changes); {
@@ -384,7 +397,23 @@ func (p *planner) insertRows(ti *tableInfo, op string, changes []dmworker.Change
 	}
 	for _, chunk := range p.chunks(ti, changes, len(ti.writable)) {
 		var b strings.Builder
-		b.Grow(len(verb) + len(ti.insert) + len(chunk)*(len(ti.rowPH)+1))
+		grow := len(verb) + len(ti.insert) + len(chunk)*(len(ti.rowPH)+1)
+		if p.inline {
+			// The literals, their quotes and commas, and some escapes.
+			for _, c := range chunk {
+				for _, j := range ti.writable {
+					switch x := c.After[j].(type) {
+					case string:
+						grow += len(x) + len(x)/16 + 3
+					case []byte:
+						grow += len(x) + len(x)/16 + 10
+					default:
+						grow += 21
+					}
+				}
+			}
+		}
+		b.Grow(grow)
 		b.WriteString(verb)
 		b.WriteString(ti.insert)
 		args := make([]any, 0, len(chunk)*len(ti.writable))
@@ -392,10 +421,21 @@ func (p *planner) insertRows(ti *tableInfo, op string, changes []dmworker.Change
 			if k > 0 {
 				b.WriteByte(',')
 			}
-			b.WriteString(ti.rowPH)
-			for _, j := range ti.writable {
-				args = append(args, arg(c.After[j]))
+			if !p.inline {
+				b.WriteString(ti.rowPH)
+				for _, j := range ti.writable {
+					args = append(args, arg(c.After[j]))
+				}
+				continue
 			}
+			b.WriteByte('(')
+			for n, j := range ti.writable {
+				if n > 0 {
+					b.WriteByte(',')
+				}
+				args = p.put(&b, "?", c.After[j], args)
+			}
+			b.WriteByte(')')
 		}
 		p.out = append(p.out, stmt{op: op, table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: len(chunk)})
 	}
@@ -413,19 +453,6 @@ func (p *planner) deleteKeys(ti *tableInfo, key []int, changes []dmworker.Change
 		if len(chunk) == 1 {
 			args = p.whereKey(&b, ti, key, chunk[0].Before, args)
 		} else {
-			var tuple strings.Builder
-			if len(key) > 1 {
-				tuple.WriteByte('(')
-			}
-			for k, i := range key {
-				if k > 0 {
-					tuple.WriteByte(',')
-				}
-				tuple.WriteString(p.param(ti.tbl.Columns[i]))
-			}
-			if len(key) > 1 {
-				tuple.WriteByte(')')
-			}
 			if len(key) > 1 {
 				b.WriteByte('(')
 			}
@@ -443,10 +470,7 @@ func (p *planner) deleteKeys(ti *tableInfo, key []int, changes []dmworker.Change
 				if k > 0 {
 					b.WriteByte(',')
 				}
-				b.WriteString(tuple.String())
-				for _, i := range key {
-					args = append(args, arg(c.Before[i]))
-				}
+				args = p.keyTuple(&b, ti, key, c.Before, args)
 			}
 			b.WriteByte(')')
 		}
@@ -462,8 +486,7 @@ func (p *planner) whereKey(b *strings.Builder, ti *tableInfo, key []int, row []a
 		}
 		b.WriteString(quoteIdent(ti.tbl.Columns[i].Name))
 		b.WriteString("=")
-		b.WriteString(p.param(ti.tbl.Columns[i]))
-		args = append(args, arg(row[i]))
+		args = p.put(b, p.param(ti.tbl.Columns[i]), row[i], args)
 	}
 	return args
 }
@@ -480,8 +503,7 @@ func (p *planner) whereAll(b *strings.Builder, ti *tableInfo, row []any, args []
 			continue
 		}
 		b.WriteString("<=>")
-		b.WriteString(p.param(ti.tbl.Columns[i]))
-		args = append(args, arg(row[i]))
+		args = p.put(b, p.param(ti.tbl.Columns[i]), row[i], args)
 	}
 	return args
 }
@@ -510,8 +532,8 @@ func (p *planner) update(ti *tableInfo, c dmworker.Change) {
 			b.WriteByte(',')
 		}
 		b.WriteString(quoteIdent(ti.tbl.Columns[i].Name))
-		b.WriteString("=?")
-		args = append(args, arg(c.After[i]))
+		b.WriteString("=")
+		args = p.put(&b, "?", c.After[i], args)
 	}
 	b.WriteString(" WHERE ")
 	if key := identity(c.Table, c.Before); key != nil {
@@ -564,29 +586,20 @@ func (p *planner) updateRows(ti *tableInfo, key []int, changes []dmworker.Change
 	if len(set) == 0 {
 		return // every writable column is in the key, which stays
 	}
-	// match is "`k`=?" or "(`k1`,`k2`)=(?,?)"; tuple the key list of IN.
-	var match, cols, tuple strings.Builder
+	// cols is "`k`" or "(`k1`,`k2`)".
+	var cols strings.Builder
 	if len(key) > 1 {
 		cols.WriteByte('(')
-		tuple.WriteByte('(')
 	}
 	for k, i := range key {
 		if k > 0 {
 			cols.WriteByte(',')
-			tuple.WriteByte(',')
 		}
 		cols.WriteString(quoteIdent(ti.tbl.Columns[i].Name))
-		tuple.WriteString(p.param(ti.tbl.Columns[i]))
 	}
 	if len(key) > 1 {
 		cols.WriteByte(')')
-		tuple.WriteByte(')')
 	}
-	match.WriteString(" WHEN ")
-	match.WriteString(cols.String())
-	match.WriteString("=")
-	match.WriteString(tuple.String())
-	match.WriteString(" THEN ")
 	perRow := len(set)*(len(key)+1) + len(key)
 	chunkChanges := make([]dmworker.Change, len(rows))
 	for j, r := range rows {
@@ -606,12 +619,12 @@ func (p *planner) updateRows(ti *tableInfo, key []int, changes []dmworker.Change
 			b.WriteString(quoteIdent(col.Name))
 			b.WriteString("=CASE")
 			for _, c := range chunk {
-				b.WriteString(match.String())
-				b.WriteString(p.param(col))
-				for _, ki := range key {
-					args = append(args, arg(c.After[ki]))
-				}
-				args = append(args, arg(c.After[i]))
+				b.WriteString(" WHEN ")
+				b.WriteString(cols.String())
+				b.WriteByte('=')
+				args = p.keyTuple(&b, ti, key, c.After, args)
+				b.WriteString(" THEN ")
+				args = p.put(&b, p.param(col), c.After[i], args)
 			}
 			b.WriteString(" END")
 		}
@@ -622,10 +635,7 @@ func (p *planner) updateRows(ti *tableInfo, key []int, changes []dmworker.Change
 			if k > 0 {
 				b.WriteByte(',')
 			}
-			b.WriteString(tuple.String())
-			for _, ki := range key {
-				args = append(args, arg(c.After[ki]))
-			}
+			args = p.keyTuple(&b, ti, key, c.After, args)
 		}
 		b.WriteByte(')')
 		p.out = append(p.out, stmt{op: "update", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: len(chunk)})
@@ -650,3 +660,90 @@ func changesUniqueValue(tbl *dmworker.Table, key []int, changes []dmworker.Chang
 	}
 	return false
 }
+
+// keyTuple writes row's key values, "v" or "(v1,v2)", each where
+// p.param puts it, and returns args with the values not inlined.
+func (p *planner) keyTuple(b *strings.Builder, ti *tableInfo, key []int, row []any, args []any) []any {
+	if len(key) > 1 {
+		b.WriteByte('(')
+	}
+	for k, i := range key {
+		if k > 0 {
+			b.WriteByte(',')
+		}
+		args = p.put(b, p.param(ti.tbl.Columns[i]), row[i], args)
+	}
+	if len(key) > 1 {
+		b.WriteByte(')')
+	}
+	return args
+}
+
+// put writes v where the placeholder expression ph ("?" or "CAST(? AS
+// ...)") goes: with p.inline as a literal in ph, else ph itself with v
+// appended to args. A value of a type outside the sink contract is never
+// inlined.
+func (p *planner) put(b *strings.Builder, ph string, v any, args []any) []any {
+	if p.inline {
+		i := strings.IndexByte(ph, '?')
+		var tmp [32]byte
+		lit := true
+		b.WriteString(ph[:i])
+		switch x := v.(type) {
+		case nil:
+			b.WriteString("NULL")
+		case int64:
+			b.Write(strconv.AppendInt(tmp[:0], x, 10))
+		case uint64:
+			b.Write(strconv.AppendUint(tmp[:0], x, 10))
+		case float64:
+			b.Write(strconv.AppendFloat(tmp[:0], x, 'g', -1, 64))
+		case float32:
+			// As the driver sends it: the float64 of the same value.
+			b.Write(strconv.AppendFloat(tmp[:0], float64(x), 'g', -1, 64))
+		case string:
+			b.WriteByte('\'')
+			writeEscaped(b, x)
+			b.WriteByte('\'')
+		case []byte:
+			b.WriteString("_binary'")
+			writeEscaped(b, unsafe.String(unsafe.SliceData(x), len(x)))
+			b.WriteByte('\'')
+		default:
+			lit = false
+		}
+		if lit {
+			b.WriteString(ph[i+1:])
+			return args
+		}
+		b.WriteByte('?')
+		b.WriteString(ph[i+1:])
+		return append(args, arg(v))
+	}
+	b.WriteString(ph)
+	return append(args, arg(v))
+}
+
+// writeEscaped writes s for the inside of a quoted string literal, with
+// backslash escapes (the session's sql_mode has no NO_BACKSLASH_ESCAPES):
+// NUL, newline, carriage return, Ctrl-Z, both quotes and the backslash.
+// Safe for character sets in which no multi-byte character holds the byte
+// of a backslash or a quote (see Sink.canInline).
+func writeEscaped(b *strings.Builder, s string) {
+	start := 0
+	for i := 0; i < len(s); i++ {
+		esc := escapes[s[i]]
+		if esc == 0 {
+			continue
+		}
+		b.WriteString(s[start:i])
+		b.WriteByte('\\')
+		b.WriteByte(esc)
+		start = i + 1
+	}
+	b.WriteString(s[start:])
+}
+
+// escapes maps the bytes writeEscaped escapes to the letter after the
+// backslash; 0 for the others.
+var escapes = [256]byte{0: '0', '\n': 'n', '\r': 'r', 0x1a: 'Z', '\'': '\'', '"': '"', '\\': '\\'}

@@ -10,6 +10,10 @@ import (
 // connection lost during the commit.
 func SetCommit(s *Sink, commit func(tx *sql.Tx) error) { s.commit = commit }
 
+// UsePlaceholders makes s send values as placeholders, as it does for a
+// client character set it cannot write literals in.
+func UsePlaceholders(s *Sink) { s.inline = 2 }
+
 // PlanSQL returns the statements Apply would run for changes.
 func PlanSQL(changes []dmworker.Change, safe bool, maxRows int, jsonCast bool) ([]string, [][]any, error) {
 	p := planner{maxRows: maxRows, jsonCast: jsonCast}

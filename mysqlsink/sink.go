@@ -26,6 +26,9 @@ type Sink struct {
 	mu      sync.Mutex
 	cpReady bool // the checkpoint table exists
 	flavor  serverFlavor
+	// inline: 0 not asked yet, 1 values go into statements as literals,
+	// 2 as placeholders (see canInline).
+	inline uint8
 	// ready holds, with WithExclusivePool, the driver connections whose
 	// session is set up. Holding them keeps a closed one's address from
 	// being reused by a new connection; the set is emptied when it grows
@@ -242,6 +245,14 @@ func (s *Sink) Apply(ctx context.Context, b *dmworker.Batch) error {
 		}
 		pl.jsonCast = f == flavorMySQL
 	}
+	if err := validateChanges(b.Changes); err != nil {
+		return fail(ctx, &Error{Op: "validate", Err: fmt.Errorf("%w: %v", ErrInvalidBatch, err)})
+	}
+	inline, e := s.canInline(ctx)
+	if e != nil {
+		return fail(ctx, e)
+	}
+	pl.inline = inline
 	stmts, err := pl.plan(b.Changes, b.SafeMode)
 	if err != nil {
 		return fail(ctx, &Error{Op: "validate", Err: fmt.Errorf("%w: %v", ErrInvalidBatch, err)})
@@ -396,6 +407,33 @@ func hasJSON(changes []dmworker.Change) bool {
 		}
 	}
 	return false
+}
+
+// inlineCharsets are the client character sets in which no multi-byte
+// character holds the byte of a backslash or a quote, so that a value
+// escaped byte by byte is a literal of the same value.
+var inlineCharsets = map[string]bool{"utf8mb4": true, "utf8mb3": true, "utf8": true, "latin1": true, "ascii": true, "binary": true}
+
+// canInline reports, asking the server once, whether statements may carry
+// their values as literals: when the pool's client character set is one of
+// inlineCharsets. The session's sql_mode (set by the sink) keeps
+// backslash escapes on. Literals save the driver's interpolation (or, with
+// interpolateParams off, a prepare and a close per statement); other
+// character sets get placeholders.
+func (s *Sink) canInline(ctx context.Context) (bool, *Error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inline == 0 {
+		var cs string
+		if err := s.db.QueryRowContext(ctx, "SELECT @@SESSION.character_set_client").Scan(&cs); err != nil {
+			return false, &Error{Op: "connect", Statement: "SELECT @@SESSION.character_set_client", Err: err}
+		}
+		s.inline = 2
+		if inlineCharsets[strings.ToLower(cs)] {
+			s.inline = 1
+		}
+	}
+	return s.inline == 1, nil
 }
 
 // serverFlavor tells MySQL from MariaDB, asking the server once.

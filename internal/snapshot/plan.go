@@ -47,6 +47,10 @@ type TablePlan struct {
 	Last []string `json:"last,omitempty"`
 	// Finished is true once every row is copied.
 	Finished bool `json:"finished,omitempty"`
+	// Deferred are the secondary index definitions ("KEY `k` (`c`)", as
+	// SHOW CREATE TABLE writes them) left out of the downstream table when
+	// the copy created it, still to be added once its rows are in.
+	Deferred []string `json:"deferred,omitempty"`
 	// EstRows and EstBytes are the server's estimates of the table's rows
 	// and data size (information_schema.TABLES) when the copy began.
 	EstRows  int64 `json:"est-rows"`
