@@ -29,6 +29,9 @@ func (t *SnapshotUnitForTest) Run(ctx context.Context) (streamer.Position, error
 }
 func (t *SnapshotUnitForTest) Status() SnapshotStatus { return t.u.status() }
 
+// Config is the unit's snapshot configuration, defaults filled in.
+func (t *SnapshotUnitForTest) Config() SnapshotConfig { return t.u.sc }
+
 // SinkStoreForTest is the CheckpointStore a Syncer uses by default for a
 // CheckpointSink.
 func SinkStoreForTest(s CheckpointSink) CheckpointStore { return sinkStore{s} }

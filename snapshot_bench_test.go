@@ -75,6 +75,9 @@ func BenchmarkSnapshotCopy(b *testing.B) {
 			set(n)
 		}
 	}
+	if os.Getenv(snapshotBenchEnv+"_NOBINLOG") != "" {
+		sinkOpts = append(sinkOpts, mysqlsink.WithoutBinlog())
+	}
 	sink, err := mysqlsink.New(db, sinkOpts...)
 	if err != nil {
 		b.Fatal(err)
@@ -96,7 +99,8 @@ func BenchmarkSnapshotCopy(b *testing.B) {
 		b.ReportMetric(float64(st.Rows)/secs, "rows/s")
 		b.ReportMetric(float64(st.Bytes)/1e6/secs, "MB/s")
 		out, _ := json.Marshal(map[string]any{"rows": st.Rows, "bytes": st.Bytes, "seconds": secs, "method": st.Method,
-			"blocked_ms": float64(st.Blocked.Microseconds()) / 1000, "tables": len(st.Tables), "concurrency": conc})
+			"blocked_ms": float64(st.Blocked.Microseconds()) / 1000, "tables": len(st.Tables), "concurrency": conc,
+			"batch_rows": u.Config().BatchRows, "chunk_rows": u.Config().ChunkRows})
 		fmt.Println(string(out))
 	}
 }

@@ -33,6 +33,7 @@ type config struct {
 	checkpointSchema string
 	maxStatementRows int
 	exclusivePool    bool
+	noBinlog         bool
 }
 
 func defaultConfig() config {
@@ -80,4 +81,15 @@ func WithMaxStatementRows(n int) Option {
 // default) a connection goes back to the pool as it came.
 func WithExclusivePool() Option {
 	return optionFunc(func(c *config) { c.exclusivePool = true })
+}
+
+// WithoutBinlog keeps the sink's writes (batches and DDL) out of the
+// downstream's binary log: its session runs with sql_log_bin = 0, which
+// needs the SUPER or BINLOG ADMIN privilege. For a downstream whose binlog
+// feeds nothing (no replica, no change capture), where it saves the
+// server writing every row twice, as myloader does by default. The
+// checkpoint table's writes outside batches are still logged. Default: the
+// writes are logged like any other.
+func WithoutBinlog() Option {
+	return optionFunc(func(c *config) { c.noBinlog = true })
 }

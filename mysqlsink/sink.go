@@ -22,6 +22,9 @@ type Sink struct {
 	cfg     config
 	cpTable string // `schema`.`checkpoint`
 	cpName  string // schema.checkpoint, for errors
+	// setup, restore and ddlSetup are sessionSetup, sessionRestore and
+	// ddlSessionSetup, with sql_log_bin under WithoutBinlog.
+	setup, restore, ddlSetup string
 
 	mu      sync.Mutex
 	cpReady bool // the checkpoint table exists
@@ -73,11 +76,18 @@ func New(db *sql.DB, opts ...Option) (*Sink, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Sink{
+	s := &Sink{
 		db: db, cfg: cfg,
 		cpTable: quoteTable(cfg.checkpointSchema, checkpointTable),
 		cpName:  cfg.checkpointSchema + "." + checkpointTable,
-	}, nil
+		setup:   sessionSetup, restore: sessionRestore, ddlSetup: ddlSessionSetup,
+	}
+	if cfg.noBinlog {
+		s.setup += ", @dmworker_sql_log_bin = @@SESSION.sql_log_bin, SESSION sql_log_bin = 0"
+		s.restore += ", SESSION sql_log_bin = @dmworker_sql_log_bin, @dmworker_sql_log_bin = NULL"
+		s.ddlSetup += ", SESSION sql_log_bin = 0"
+	}
+	return s, nil
 }
 
 // sessionSQLMode lets in every value an upstream may hold, whatever its own
@@ -143,7 +153,7 @@ func (s *Sink) withSession(ctx context.Context, fn func(*sql.Conn) error) error 
 				break
 			}
 		}
-		_, err = conn.ExecContext(ctx, sessionSetup)
+		_, err = conn.ExecContext(ctx, s.setup)
 		if err == nil {
 			if s.cfg.exclusivePool {
 				s.mu.Lock()
@@ -157,7 +167,7 @@ func (s *Sink) withSession(ctx context.Context, fn func(*sql.Conn) error) error 
 		}
 		discard(conn)
 		if attempt > 0 || !isConnLost(err) || ctx.Err() != nil {
-			return fail(ctx, &Error{Op: "session", Statement: shorten(sessionSetup), Err: err})
+			return fail(ctx, &Error{Op: "session", Statement: shorten(s.setup), Err: err})
 		}
 	}
 	err := fn(conn)
@@ -173,7 +183,7 @@ func (s *Sink) withSession(ctx context.Context, fn func(*sql.Conn) error) error 
 		_ = conn.Close()
 		return err
 	}
-	if _, rerr := conn.ExecContext(ctx, sessionRestore); rerr != nil {
+	if _, rerr := conn.ExecContext(ctx, s.restore); rerr != nil {
 		discard(conn)
 	} else {
 		_ = conn.Close()
@@ -351,8 +361,8 @@ func (s *Sink) runDDL(ctx context.Context, ddl *dmworker.DDL, table string) *Err
 		return &Error{Op: "connect", Err: err}
 	}
 	defer discard(conn)
-	if _, err := conn.ExecContext(ctx, ddlSessionSetup); err != nil {
-		return &Error{Op: "session", Statement: shorten(ddlSessionSetup), Err: err}
+	if _, err := conn.ExecContext(ctx, s.ddlSetup); err != nil {
+		return &Error{Op: "session", Statement: shorten(s.ddlSetup), Err: err}
 	}
 	// Schema-level statements (Table empty) run without a default
 	// database: CREATE DATABASE names one that does not exist yet.

@@ -182,6 +182,46 @@ func TestExclusivePool(t *testing.T) {
 	}
 }
 
+// TestWithoutBinlog: a sink WithoutBinlog writes rows and DDL without the
+// downstream's binlog moving, and gives the connection back logging; a
+// default sink's writes are logged.
+func TestWithoutBinlog(t *testing.T) {
+	m := server(t, 802)
+	db := openDB(t, m, nil)
+	db.SetMaxOpenConns(1)
+	end := func() string {
+		t.Helper()
+		var file, pos, doDB, ignoreDB string
+		if err := db.QueryRow("SHOW MASTER STATUS").Scan(&file, &pos, &doDB, &ignoreDB); err != nil {
+			t.Fatal(err)
+		}
+		return file + ":" + pos
+	}
+	exec(t, db, "CREATE DATABASE d")
+	tbl := &dmworker.Table{Schema: "d", Name: "t", Columns: []dmworker.Column{col("id", "int(11)", false)}, PrimaryKey: []int{0}}
+	createTable(t, db, tbl)
+	quiet := newSink(t, db, mysqlsink.WithoutBinlog())
+	before := end()
+	apply(t, quiet, &dmworker.Batch{Changes: []dmworker.Change{ins(tbl, int64(1)), ins(tbl, int64(2))}})
+	if err := quiet.ExecDDL(t.Context(), &dmworker.DDL{Schema: "d", Table: "u", Query: "CREATE TABLE u (id INT)"}); err != nil {
+		t.Fatal(err)
+	}
+	if after := end(); after != before {
+		t.Fatalf("binlog moved from %s to %s for writes WithoutBinlog", before, after)
+	}
+	if rows := readRows(t, db, "d", "t"); len(rows) != 2 {
+		t.Fatalf("rows %v, want 2", rows)
+	}
+	var logBin int
+	if err := db.QueryRow("SELECT @@SESSION.sql_log_bin").Scan(&logBin); err != nil || logBin != 1 {
+		t.Fatalf("the pool's connection came back with sql_log_bin = %d, %v", logBin, err)
+	}
+	apply(t, newSink(t, db), &dmworker.Batch{Changes: []dmworker.Change{ins(tbl, int64(3))}})
+	if after := end(); after == before {
+		t.Fatalf("binlog did not move for a default sink's write")
+	}
+}
+
 // TestGeneratedColumns checks that generated columns are never written.
 func TestGeneratedColumns(t *testing.T) {
 	m := server(t, 14)

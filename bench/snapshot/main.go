@@ -57,6 +57,7 @@ type result struct {
 func run() error {
 	upFlag := flag.String("upstream", "", "upstream user:pass@host:port")
 	oursFlag := flag.String("ours", "", "downstream for ours")
+	oursNoBinFlag := flag.String("ours-nobinlog", "", "downstream for ours with mysqlsink.WithoutBinlog")
 	dumpFlag := flag.String("dump", "", "downstream for mariadb-dump | mariadb")
 	myFlag := flag.String("mydumper", "", "downstream for mydumper + myloader")
 	myBinFlag := flag.String("mydumper-binlog", "", "downstream for mydumper + myloader -e")
@@ -65,15 +66,15 @@ func run() error {
 	threads := flag.Int("threads", 4, "parallel connections for ours and for mydumper/myloader")
 	dir := flag.String("dir", "", "work directory (mydumper's files)")
 	flag.Parse()
-	var cfgs [5]streamer.UpstreamConfig
-	for i, f := range []string{*upFlag, *oursFlag, *dumpFlag, *myFlag, *myBinFlag} {
+	var cfgs [6]streamer.UpstreamConfig
+	for i, f := range []string{*upFlag, *oursFlag, *dumpFlag, *myFlag, *myBinFlag, *oursNoBinFlag} {
 		c, err := streamer.ParseUpstream(f)
 		if err != nil {
 			return err
 		}
 		cfgs[i] = c
 	}
-	up, ours, dump, myd, mydBin := cfgs[0], cfgs[1], cfgs[2], cfgs[3], cfgs[4]
+	up, ours, dump, myd, mydBin, oursNoBin := cfgs[0], cfgs[1], cfgs[2], cfgs[3], cfgs[4], cfgs[5]
 	updb := open(up)
 	defer updb.Close()
 	var rows int64
@@ -83,42 +84,17 @@ func run() error {
 	fmt.Fprintf(os.Stderr, "copying %s (about %d rows), %d threads\n", *schema, rows, *threads)
 	load := benchutil.LoadAvg()
 
-	// Ours.
-	fmt.Fprintln(os.Stderr, "ours: snapshot unit + mysqlsink")
-	cmd := exec.Command(*testBin, "-test.run=^$", "-test.bench=^BenchmarkSnapshotCopy$", "-test.benchtime=1x")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("DMWORKER_BENCH_SNAPSHOT=%s|%s|%s|%d", dsn(up), dsn(ours), *schema, *threads))
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, os.Stderr
-	oursLoad := load1()
-	t0 := time.Now()
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("ours: %w\n%s", err, out.String())
+	// Ours, with the downstream's binlog (as the syncer needs it) and
+	// without (as myloader loads by default).
+	oursRes, report, err := runOurs(*testBin, up, ours, *schema, *threads, false)
+	if err != nil {
+		return err
 	}
-	oursRes := result{name: fmt.Sprintf("dmworker snapshot + mysqlsink (%d connections, chunks 50000, batches 1000)", *threads),
-		load: oursLoad, seconds: time.Since(t0).Seconds(), cpu: benchutil.CPUSeconds(cmd.ProcessState), rssKB: maxRSS(cmd.ProcessState)}
-	var report struct {
-		Rows      int64   `json:"rows"`
-		Bytes     int64   `json:"bytes"`
-		Seconds   float64 `json:"seconds"`
-		Method    string  `json:"method"`
-		BlockedMS float64 `json:"blocked_ms"`
+	oursNoBinRes, _, err := runOurs(*testBin, up, oursNoBin, *schema, *threads, true)
+	if err != nil {
+		return err
 	}
-	for _, line := range bytes.Split(out.Bytes(), []byte("\n")) {
-		if bytes.HasPrefix(line, []byte("{")) {
-			if err := json.Unmarshal(line, &report); err != nil {
-				return fmt.Errorf("ours' report %q: %w", line, err)
-			}
-		}
-	}
-	if report.Rows == 0 {
-		return fmt.Errorf("ours printed no report:\n%s", out.String())
-	}
-	// The table shows the process's wall time, start included, as for the
-	// other tools; the unit's own is in the notes.
-	oursRes.detail = fmt.Sprintf("unit alone %.2fs; consistent point by %s, commits blocked %.1f ms",
-		report.Seconds, report.Method, report.BlockedMS)
 	rows = report.Rows
-	fmt.Fprintf(os.Stderr, "ours: %.2fs (%s)\n", oursRes.seconds, oursRes.detail)
 
 	// mariadb-dump | mariadb.
 	fmt.Fprintln(os.Stderr, "mariadb-dump | mariadb")
@@ -131,7 +107,7 @@ func run() error {
 	}
 	loadCmd.Stdin, loadCmd.Stderr, dumpCmd.Stderr = pipe, os.Stderr, os.Stderr
 	dumpLoad := load1()
-	t0 = time.Now()
+	t0 := time.Now()
 	if err := loadCmd.Start(); err != nil {
 		return err
 	}
@@ -158,9 +134,9 @@ func run() error {
 
 	// Every table equal everywhere: a tool whose copy differs is marked,
 	// and the run fails after printing the table.
-	results := []*result{&oursRes, &dumpRes, &myRes, &myBinRes}
+	results := []*result{&oursRes, &oursNoBinRes, &dumpRes, &myRes, &myBinRes}
 	failed := false
-	for i, c := range []streamer.UpstreamConfig{ours, dump, myd, mydBin} {
+	for i, c := range []streamer.UpstreamConfig{ours, oursNoBin, dump, myd, mydBin} {
 		if err := checkSame(updb, *schema, c); err != nil {
 			results[i].detail += "; **copy differs from the upstream: " + err.Error() + "**"
 			failed = true
@@ -175,8 +151,10 @@ func run() error {
 		fmt.Printf("| %s | %s | %.2f | %.0f | %.1f | %.1f | %.0f | %s |\n", r.name, r.load, r.seconds, float64(rows)/r.seconds,
 			float64(report.Bytes)/1e6/r.seconds, r.cpu, float64(r.rssKB)/1024, r.detail)
 	}
-	fmt.Printf("\nSpeed ratios (time of the other / ours): mariadb-dump | mariadb %.2f, mydumper + myloader %.2f, mydumper + myloader -e %.2f\n",
-		dumpRes.seconds/oursRes.seconds, myRes.seconds/oursRes.seconds, myBinRes.seconds/oursRes.seconds)
+	fmt.Printf("\nSpeed ratios (time of the other / ours), binlog on for both: mariadb-dump | mariadb %.2f, mydumper + myloader -e %.2f\n",
+		dumpRes.seconds/oursRes.seconds, myBinRes.seconds/oursRes.seconds)
+	fmt.Printf("Binlog off for both: mydumper + myloader / ours WithoutBinlog %.2f\n", myRes.seconds/oursNoBinRes.seconds)
+	fmt.Printf("Ours with the binlog against myloader without it: %.2f\n", myRes.seconds/oursRes.seconds)
 	if failed {
 		return fmt.Errorf("a copy differs from the upstream")
 	}
@@ -293,4 +271,61 @@ func load1() string {
 		return l[:i]
 	}
 	return l
+}
+
+// oursReport is what BenchmarkSnapshotCopy prints.
+type oursReport struct {
+	Rows      int64   `json:"rows"`
+	Bytes     int64   `json:"bytes"`
+	Seconds   float64 `json:"seconds"`
+	Method    string  `json:"method"`
+	BlockedMS float64 `json:"blocked_ms"`
+	BatchRows int     `json:"batch_rows"`
+	ChunkRows int     `json:"chunk_rows"`
+}
+
+// runOurs copies schema from up into down with the snapshot unit, in the
+// root package's test binary (BenchmarkSnapshotCopy).
+func runOurs(testBin string, up, down streamer.UpstreamConfig, schema string, threads int, noBinlog bool) (result, oursReport, error) {
+	name := "ours"
+	if noBinlog {
+		name = "ours, WithoutBinlog"
+	}
+	fmt.Fprintf(os.Stderr, "%s: snapshot unit + mysqlsink\n", name)
+	cmd := exec.Command(testBin, "-test.run=^$", "-test.bench=^BenchmarkSnapshotCopy$", "-test.benchtime=1x")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("DMWORKER_BENCH_SNAPSHOT=%s|%s|%s|%d", dsn(up), dsn(down), schema, threads))
+	if noBinlog {
+		cmd.Env = append(cmd.Env, "DMWORKER_BENCH_SNAPSHOT_NOBINLOG=1")
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	l := load1()
+	t0 := time.Now()
+	if err := cmd.Run(); err != nil {
+		return result{}, oursReport{}, fmt.Errorf("%s: %w\n%s", name, err, out.String())
+	}
+	secs := time.Since(t0).Seconds()
+	var report oursReport
+	for _, line := range bytes.Split(out.Bytes(), []byte("\n")) {
+		if bytes.HasPrefix(line, []byte("{")) {
+			if err := json.Unmarshal(line, &report); err != nil {
+				return result{}, oursReport{}, fmt.Errorf("%s' report %q: %w", name, line, err)
+			}
+		}
+	}
+	if report.Rows == 0 {
+		return result{}, oursReport{}, fmt.Errorf("%s printed no report:\n%s", name, out.String())
+	}
+	label := "dmworker snapshot + mysqlsink"
+	if noBinlog {
+		label += " WithoutBinlog"
+	}
+	res := result{name: fmt.Sprintf("%s (%d connections, chunks %d, batches %d)", label, threads, report.ChunkRows, report.BatchRows),
+		load: l, seconds: secs, cpu: benchutil.CPUSeconds(cmd.ProcessState), rssKB: maxRSS(cmd.ProcessState)}
+	// The table shows the process's wall time, start included, as for the
+	// other tools; the unit's own is in the notes.
+	res.detail = fmt.Sprintf("unit alone %.2fs; consistent point by %s, commits blocked %.1f ms",
+		report.Seconds, report.Method, report.BlockedMS)
+	fmt.Fprintf(os.Stderr, "%s: %.2fs (%s)\n", name, res.seconds, res.detail)
+	return res, report, nil
 }
