@@ -1,9 +1,12 @@
 package snapshot
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
+	"io"
 	"math/big"
 	"strings"
 
@@ -339,39 +342,71 @@ func DecodeKey(enc []string) ([]any, error) {
 // which carries FLOAT and DOUBLE exactly) and calls emit with each row
 // converted by Value, in def's column order, and its size in bytes.
 func Read(ctx context.Context, conn *sql.Conn, def *schema.TableDef, query string, args []any, emit func(row []any, size int) error) error {
-	stmt, err := conn.PrepareContext(ctx, query)
-	if err != nil {
-		return err
-	}
-	defer stmt.Close()
-	rows, err := stmt.QueryContext(ctx, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	n := len(def.Columns)
-	raw := make([]any, n)
-	ptrs := make([]any, n)
-	for i := range raw {
-		ptrs[i] = &raw[i]
-	}
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
+	// Straight from the driver: database/sql's Scan would copy every
+	// []byte once more before Value converts it.
+	return conn.Raw(func(dc any) error {
+		prep, ok := dc.(driver.ConnPrepareContext)
+		if !ok {
+			return fmt.Errorf("snapshot: the driver connection %T cannot prepare statements", dc)
+		}
+		st, err := prep.PrepareContext(ctx, query)
+		if err != nil {
 			return err
 		}
-		row := make([]any, n)
-		size := 0
-		for i, v := range raw {
-			c, err := Value(v, &def.Columns[i])
+		defer st.Close()
+		sq, ok := st.(driver.StmtQueryContext)
+		if !ok {
+			return fmt.Errorf("snapshot: the driver statement %T cannot query with a context", st)
+		}
+		named := make([]driver.NamedValue, len(args))
+		for i, a := range args {
+			named[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
+			if c, ok := dc.(driver.NamedValueChecker); ok {
+				err = c.CheckNamedValue(&named[i])
+			} else {
+				named[i].Value, err = driver.DefaultParameterConverter.ConvertValue(a)
+			}
 			if err != nil {
+				return fmt.Errorf("snapshot: argument %d: %w", i+1, err)
+			}
+		}
+		rows, err := sq.QueryContext(ctx, named)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		n := len(def.Columns)
+		if got := len(rows.Columns()); got != n {
+			return fmt.Errorf("snapshot: %d columns read, %d in the definition of %s.%s", got, n, def.Schema, def.Name)
+		}
+		raw := make([]driver.Value, n)
+		for {
+			if err := rows.Next(raw); err == io.EOF {
+				return nil
+			} else if err != nil {
 				return err
 			}
-			row[i] = c
-			size += Size(c)
+			row := make([]any, n)
+			size := 0
+			for i, v := range raw {
+				c, err := Value(v, &def.Columns[i])
+				if err != nil {
+					return err
+				}
+				if b, ok := c.([]byte); ok {
+					// raw's bytes are the driver's buffer, reused by
+					// the next row.
+					c = bytes.Clone(b)
+					if c.([]byte) == nil {
+						c = []byte{}
+					}
+				}
+				row[i] = c
+				size += Size(c)
+			}
+			if err := emit(row, size); err != nil {
+				return err
+			}
 		}
-		if err := emit(row, size); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
+	})
 }
