@@ -123,7 +123,8 @@ func (c *snapshotCopy) prepare(ctx context.Context, conn *sql.Conn) error {
 		stripped, keys := snapshot.SplitKeys(cr.query)
 		// Only into a table of its own: rows of another upstream table
 		// routed into it may still be arriving.
-		if !c.resumed && !t.Finished && !u.sc.IndexesFirst && len(keys) > 0 && targets[c.tables[t.QualifiedName()].QualifiedName()] == 1 {
+		if !c.resumed && !t.Finished && !u.sc.IndexesFirst && len(keys) > 0 && targets[c.tables[t.QualifiedName()].QualifiedName()] == 1 &&
+			!c.createFiltered(cr.db, cr.query) {
 			c.progMu.Lock()
 			t.Deferred = keys
 			c.progMu.Unlock()
@@ -199,6 +200,26 @@ func (c *snapshotCopy) addKeys(ctx context.Context, t *snapshot.TablePlan) error
 	t.Deferred = nil
 	c.progMu.Unlock()
 	return c.save(ctx, nil)
+}
+
+// createFiltered reports whether an event filter drops (part of) a CREATE
+// statement: the table downstream is then not the copy's own, and its
+// indexes are left alone.
+func (c *snapshotCopy) createFiltered(db, create string) bool {
+	stmts, err := schema.Split(db, create)
+	if err != nil {
+		return true
+	}
+	for i := range stmts {
+		st := &stmts[i]
+		if st.Ignored {
+			continue
+		}
+		if skip, err := c.u.rules.skipDDL(st.Table.Schema, st.Table.Name, st.Kind, create); err != nil || skip {
+			return true
+		}
+	}
+	return false
 }
 
 // createDDL runs a CREATE DATABASE or CREATE TABLE downstream, routed, in
