@@ -10,14 +10,15 @@ import (
 )
 
 // A SnapshotConfig travels in task configs as JSON or TOML; fields left out
-// take their defaults (4 connections, chunks of 50000 rows, batches of 1000).
+// take their defaults (4 connections, chunks of 50000 rows, batches of
+// 5000, secondary indexes added after the rows).
 func ExampleSnapshotConfig() {
 	var sc dmworker.SnapshotConfig
-	if err := json.Unmarshal([]byte(`{"concurrency": 8, "chunk-rows": 20000}`), &sc); err != nil {
+	if err := json.Unmarshal([]byte(`{"concurrency": 8, "chunk-rows": 20000, "indexes-first": true}`), &sc); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Printf("%+v\n", sc)
-	// Output: {Concurrency:8 ChunkRows:20000 BatchRows:0}
+	// Output: {Concurrency:8 ChunkRows:20000 BatchRows:0 IndexesFirst:true}
 }
 
 // Progress of a copy, as a host prints it from a SubTask's status: rows and
