@@ -91,8 +91,13 @@
 //
 // The sink works with any go-sql-driver configuration. The connection
 // character set must be utf8mb4 (the driver's default) for 4-byte
-// characters. interpolateParams=true saves two round trips per statement:
-// without it, each statement is prepared, run and closed. Apply may run on
+// characters. On a utf8mb4, utf8, latin1, ascii or binary connection the
+// sink writes the batches' values into its statements as literals
+// (backslash-escaped; its session's sql_mode keeps backslash escapes on):
+// one round trip per statement whatever the driver's configuration. With
+// another character set it sends placeholders, and interpolateParams=true
+// then saves two round trips per statement (without it, each statement is
+// prepared, run and closed). Apply may run on
 // several goroutines at once (the syncer's parallel workers), each call on
 // its own connection: keep at least as many idle connections as workers
 // (db.SetMaxIdleConns; database/sql keeps 2 by default), or most calls open
