@@ -85,7 +85,8 @@ type LocalReader struct {
 	startOff int64 // where events are read from once the header is read
 	crc      bool  // events carry a CRC32
 	serverID uint32
-	// postHeader is the format description's post-header lengths.
+	// postHeader is the format description's post-header lengths: a
+	// copy, never a slice of buf (which later reads overwrite).
 	postHeader []byte
 	rotateTo   string // file named by a real rotate read in this file
 	stuck      int    // bytes available at off when the last read gave up
@@ -900,7 +901,10 @@ func (r *LocalReader) readHeader() error {
 		r.tracker.flavor = flavor
 	}
 	r.crc = fde.ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
-	r.postHeader = fde.EventTypeHeaderLengths
+	// fde's lengths are a slice of raw, which is the read buffer: at a
+	// start in the middle of the file nothing reads the format description
+	// again, and the buffer is refilled from the start offset on.
+	r.postHeader = slices.Clone(fde.EventTypeHeaderLengths)
 	r.serverID = binary.LittleEndian.Uint32(fraw[5:9])
 	pos := r.posAt(r.file, uint64(r.startOff))
 	r.pending = append(r.pending, r.fakeRotate(pos))
@@ -1107,7 +1111,9 @@ func (r *LocalReader) process(raw []byte) (*Event, error) {
 	}
 	if fde, ok := be.Event.(*replication.FormatDescriptionEvent); ok {
 		r.crc = fde.ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
-		r.postHeader = fde.EventTypeHeaderLengths
+		// A copy: fde's lengths are a slice of the event's RawData,
+		// which belongs to the consumer.
+		r.postHeader = slices.Clone(fde.EventTypeHeaderLengths)
 	} else if t == replication.TABLE_MAP_EVENT {
 		r.sawTableMap = true
 	}
