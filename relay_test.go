@@ -395,10 +395,13 @@ func TestRelayCrashRecovery(t *testing.T) {
 	// MariaDB may still append to its binlog after the workload (binlog
 	// checkpoint events are written once InnoDB has flushed): wait until the
 	// relay holds the upstream's end and the end stays there.
+	var endFile string
+	var endPos uint64
 	for {
 		waitRelayed(t, r, db, errc)
 		file, pos := masterPos(t, db)
 		if got, _ := r.Relayed(); got.Name == file && got.Offset == pos {
+			endFile, endPos = file, uint64(pos)
 			break
 		}
 	}
@@ -412,11 +415,17 @@ func TestRelayCrashRecovery(t *testing.T) {
 	sub := onlySubdir(t, dir)
 	checkRelayEqualsUpstream(t, sub, up, nil)
 	// The relay started at the upstream's file at the first start and holds
-	// every file from there on, to the end.
+	// every file from there on whole, and the last one to the end it
+	// reported (the server may append binlog checkpoint events later).
 	files, _ := streamer.RelayFiles(sub)
 	last := files[len(files)-1]
-	if got, want := len(mustRead(t, filepath.Join(sub, last))), len(up[last]); got != want {
-		t.Fatalf("relay's %s has %d bytes, upstream %d", last, got, want)
+	if got := len(mustRead(t, filepath.Join(sub, last))); last != endFile || uint64(got) != endPos {
+		t.Fatalf("relay ends at %s:%d, it reported %s:%d", last, got, endFile, endPos)
+	}
+	for _, f := range files[:len(files)-1] {
+		if got, want := len(mustRead(t, filepath.Join(sub, f))), len(up[f]); got != want {
+			t.Fatalf("relay's %s has %d bytes, upstream %d", f, got, want)
+		}
 	}
 	t.Logf("%d kills, %d relay files", kills, len(files))
 }
