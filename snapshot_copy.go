@@ -202,24 +202,38 @@ func (c *snapshotCopy) addKeys(ctx context.Context, t *snapshot.TablePlan) error
 	return c.save(ctx, nil)
 }
 
-// createFiltered reports whether an event filter drops (part of) a CREATE
-// statement: the table downstream is then not the copy's own, and its
-// indexes are left alone.
-func (c *snapshotCopy) createFiltered(db, create string) bool {
+// createStmts splits a CREATE DATABASE or CREATE TABLE into the statements
+// to run downstream: those an event filter keeps. dropped reports whether
+// the filter dropped one.
+func (c *snapshotCopy) createStmts(db, create string) (keep []*schema.Stmt, dropped bool, err error) {
 	stmts, err := schema.Split(db, create)
 	if err != nil {
-		return true
+		return nil, false, err
 	}
 	for i := range stmts {
 		st := &stmts[i]
 		if st.Ignored {
 			continue
 		}
-		if skip, err := c.u.rules.skipDDL(st.Table.Schema, st.Table.Name, st.Kind, create); err != nil || skip {
-			return true
+		skip, err := c.u.rules.skipDDL(st.Table.Schema, st.Table.Name, st.Kind, create)
+		if err != nil {
+			return nil, false, err
 		}
+		if skip {
+			dropped = true
+			continue
+		}
+		keep = append(keep, st)
 	}
-	return false
+	return keep, dropped, nil
+}
+
+// createFiltered reports whether an event filter drops (part of) a CREATE
+// statement: the table downstream is then not the copy's own, and its
+// indexes are left alone.
+func (c *snapshotCopy) createFiltered(db, create string) bool {
+	_, dropped, err := c.createStmts(db, create)
+	return dropped || err != nil
 }
 
 // createDDL runs a CREATE DATABASE or CREATE TABLE downstream, routed, in
@@ -227,22 +241,11 @@ func (c *snapshotCopy) createFiltered(db, create string) bool {
 func (c *snapshotCopy) createDDL(ctx context.Context, db, create, object string) error {
 	u := c.u
 	pos := c.prog.Pos
-	stmts, err := schema.Split(db, create)
+	stmts, _, err := c.createStmts(db, create)
 	if err != nil {
 		return u.wrap(pos, object, create, err)
 	}
-	for i := range stmts {
-		st := &stmts[i]
-		if st.Ignored {
-			continue
-		}
-		skip, err := u.rules.skipDDL(st.Table.Schema, st.Table.Name, st.Kind, create)
-		if err != nil {
-			return u.wrap(pos, object, create, err)
-		}
-		if skip {
-			continue
-		}
+	for _, st := range stmts {
 		routed, err := st.Render(u.rules.route)
 		if err != nil {
 			return u.wrap(pos, object, create, err)

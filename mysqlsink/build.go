@@ -38,7 +38,6 @@ type tableInfo struct {
 	name     string // `schema`.`table`
 	writable []int  // non-generated columns, in order
 	insert   string // "`schema`.`table` (`a`,`b`) VALUES "
-	rowPH    string // "(?,?)" for the writable columns
 	hasKey   bool   // a primary key or a unique key
 }
 
@@ -56,17 +55,15 @@ func (p *planner) info(tbl *dmworker.Table) *tableInfo {
 		return ti
 	}
 	ti := &tableInfo{tbl: tbl, name: quoteTable(tbl.Schema, tbl.Name)}
-	var cols, phs []string
+	var cols []string
 	for i, c := range tbl.Columns {
 		if c.Generated {
 			continue
 		}
 		ti.writable = append(ti.writable, i)
 		cols = append(cols, quoteIdent(c.Name))
-		phs = append(phs, "?")
 	}
 	ti.insert = ti.name + " (" + strings.Join(cols, ",") + ") VALUES "
-	ti.rowPH = "(" + strings.Join(phs, ",") + ")"
 	ti.hasKey = len(tbl.PrimaryKey) > 0
 	for _, uk := range tbl.UniqueKeys {
 		if len(uk) > 0 {
@@ -235,11 +232,9 @@ func validateChange(c dmworker.Change) error {
 
 // plan returns the statements that apply changes, in order. Consecutive
 // changes of one kind to one table share multi-row statements where that
-// gives the same result as one statement each.
-func (p *planner) plan(changes []dmworker.Change, safe bool) ([]stmt, error) {
-	if err := validateChanges(changes); err != nil {
-		return nil, err
-	}
+// gives the same result as one statement each. The changes have passed
+// validateChanges.
+func (p *planner) plan(changes []dmworker.Change, safe bool) []stmt {
 	p.out = p.out[:0]
 	for i := 0; i < len(changes); {
 		c := changes[i]
@@ -323,7 +318,7 @@ func (p *planner) plan(changes []dmworker.Change, safe bool) ([]stmt, error) {
 		}
 		i += run
 	}
-	return p.out, nil
+	return p.out
 }
 
 // sameKey reports whether an update keeps the values of key, with no NULL
@@ -397,7 +392,8 @@ func (p *planner) insertRows(ti *tableInfo, op string, changes []dmworker.Change
 	}
 	for _, chunk := range p.chunks(ti, changes, len(ti.writable)) {
 		var b strings.Builder
-		grow := len(verb) + len(ti.insert) + len(chunk)*(len(ti.rowPH)+1)
+		// "(?,?)," a row with placeholders.
+		grow := len(verb) + len(ti.insert) + len(chunk)*(2*len(ti.writable)+2)
 		if p.inline {
 			// The literals, their quotes and commas, and some escapes.
 			for _, c := range chunk {
@@ -420,13 +416,6 @@ func (p *planner) insertRows(ti *tableInfo, op string, changes []dmworker.Change
 		for k, c := range chunk {
 			if k > 0 {
 				b.WriteByte(',')
-			}
-			if !p.inline {
-				b.WriteString(ti.rowPH)
-				for _, j := range ti.writable {
-					args = append(args, arg(c.After[j]))
-				}
-				continue
 			}
 			b.WriteByte('(')
 			for n, j := range ti.writable {

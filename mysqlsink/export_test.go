@@ -16,11 +16,11 @@ func UsePlaceholders(s *Sink) { s.inline = 2 }
 
 // PlanSQL returns the statements Apply would run for changes.
 func PlanSQL(changes []dmworker.Change, safe bool, maxRows int, jsonCast bool) ([]string, [][]any, error) {
-	p := planner{maxRows: maxRows, jsonCast: jsonCast}
-	stmts, err := p.plan(changes, safe)
-	if err != nil {
+	if err := validateChanges(changes); err != nil {
 		return nil, nil, err
 	}
+	p := planner{maxRows: maxRows, jsonCast: jsonCast}
+	stmts := p.plan(changes, safe)
 	var sqls []string
 	var args [][]any
 	for _, st := range stmts {

@@ -233,6 +233,9 @@ func (s *Sink) Apply(ctx context.Context, b *dmworker.Batch) error {
 	if b == nil || (len(b.Changes) == 0 && b.Checkpoint == nil) {
 		return nil
 	}
+	if err := validateChanges(b.Changes); err != nil {
+		return fail(ctx, &Error{Op: "validate", Err: fmt.Errorf("%w: %v", ErrInvalidBatch, err)})
+	}
 	var cp *cpRow
 	fence := b.Fence
 	if b.Checkpoint != nil {
@@ -255,19 +258,13 @@ func (s *Sink) Apply(ctx context.Context, b *dmworker.Batch) error {
 		}
 		pl.jsonCast = f == flavorMySQL
 	}
-	if err := validateChanges(b.Changes); err != nil {
-		return fail(ctx, &Error{Op: "validate", Err: fmt.Errorf("%w: %v", ErrInvalidBatch, err)})
-	}
 	inline, e := s.canInline(ctx)
 	if e != nil {
 		return fail(ctx, e)
 	}
 	pl.inline = inline
-	stmts, err := pl.plan(b.Changes, b.SafeMode)
-	if err != nil {
-		return fail(ctx, &Error{Op: "validate", Err: fmt.Errorf("%w: %v", ErrInvalidBatch, err)})
-	}
-	err = s.withSession(ctx, func(conn *sql.Conn) error {
+	stmts := pl.plan(b.Changes, b.SafeMode)
+	err := s.withSession(ctx, func(conn *sql.Conn) error {
 		return s.applyTx(ctx, conn, stmts, cp, fence)
 	})
 	// Resolved once the connection is back: a pool of one would
