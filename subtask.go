@@ -360,6 +360,11 @@ func (t *SubTask) Run(ctx context.Context) error {
 
 		t.mu.Lock()
 		t.cancel, t.unitDone = nil, nil
+		if t.paused {
+			// Pause returns once unitDone is closed: its caller sees
+			// the stage it asked for.
+			t.stage = SubTaskPaused
+		}
 		close(unitDone)
 		switch {
 		case t.stopped || ctx.Err() != nil:
@@ -553,6 +558,7 @@ func (t *SubTask) Pause() error {
 	cancel, unitDone := t.cancel, t.unitDone
 	if t.running && cancel == nil {
 		// Run waits to retry: make it pause now.
+		t.stage = SubTaskPaused
 		close(t.wake)
 		t.wake = make(chan struct{})
 	}

@@ -170,6 +170,21 @@ func TestSubTaskStages(t *testing.T) {
 		t.Fatalf("the updated filter let app.skipped through (%d tables, %v)", n, err)
 	}
 
+	// Pause returns with the stage Paused, every time (the stage used to be
+	// set by Run's loop just after Pause returned).
+	for i := range 10 {
+		if err := st.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		if s := st.Status(); s.Stage != dmworker.SubTaskPaused {
+			t.Fatalf("cycle %d: after Pause: stage %s", i, s.Stage)
+		}
+		if err := st.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "the subtask running", func() bool { return st.Status().Stage == dmworker.SubTaskRunning })
+	}
+
 	st.Stop()
 	if err := <-errc; err != nil {
 		t.Fatalf("Run after Stop: %v", err)
