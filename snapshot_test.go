@@ -84,27 +84,7 @@ func TestSnapshotValuesMatchSyncer(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := runSyncer(t, s)
-	ctx := context.Background()
-	conn, err := updb.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	exec := func(q string) {
-		t.Helper()
-		if _, err := conn.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	exec("SET SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'")
-	exec("SET SESSION time_zone = '+05:30'")
-	exec("CREATE DATABASE tf")
-	for _, tb := range typeFamilyTables {
-		exec(tb.create)
-	}
-	for _, q := range typeFamilyRows {
-		exec(q)
-	}
+	exec := fillTypeFamilies(t, updb)
 	for _, q := range typeFamilyChanges {
 		exec(q)
 	}
@@ -124,9 +104,9 @@ func TestSnapshotValuesMatchSyncer(t *testing.T) {
 	}
 	// The checkpoint left for a syncer: at the point, with the schema, no
 	// progress.
-	cp, ok, err := bySnapshot.LoadCheckpoint(ctx, cfg.Task, cfg.Source)
+	cp, ok, err := bySnapshot.LoadCheckpoint(t.Context(), cfg.Task, cfg.Source)
 	if cfg.Source == "" {
-		cp, ok, err = bySnapshot.LoadCheckpoint(ctx, cfg.Task, cfg.Upstream.SourceName())
+		cp, ok, err = bySnapshot.LoadCheckpoint(t.Context(), cfg.Task, cfg.Upstream.SourceName())
 	}
 	if err != nil || !ok || !cp.Pos.Equal(pos) || cp.Snapshot != nil || len(cp.Schema) == 0 || cp.Pos.GTIDSet == nil {
 		t.Fatalf("checkpoint %+v %v %v", cp, ok, err)

@@ -158,29 +158,7 @@ func TestSyncerTypeFamilies(t *testing.T) {
 					t.Fatal(err)
 				}
 				run := runSyncer(t, s)
-				ctx := context.Background()
-				// One session, with zero dates allowed and a time zone that is
-				// not UTC for the TIMESTAMP columns.
-				conn, err := p.updb.Conn(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer conn.Close()
-				exec := func(q string) {
-					t.Helper()
-					if _, err := conn.ExecContext(ctx, q); err != nil {
-						t.Fatalf("%s: %v", q, err)
-					}
-				}
-				exec("SET SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'")
-				exec("SET SESSION time_zone = '+05:30'")
-				exec("CREATE DATABASE tf")
-				for _, tb := range typeFamilyTables {
-					exec(tb.create)
-				}
-				for _, q := range typeFamilyRows {
-					exec(q)
-				}
+				exec := fillTypeFamilies(t, p.updb)
 				waitSynced(t, run, p.updb)
 				for _, tb := range typeFamilyTables {
 					checkEqual(t, p.updb, p.downdb, "tf."+tb.name, "tf."+tb.name)
@@ -473,4 +451,34 @@ func TestSyncerRoutingAndFilters(t *testing.T) {
 			t.Fatalf("downstream tables in all: %v, want only orders (no secret)", tables)
 		}
 	})
+}
+
+// fillTypeFamilies creates the type-family tables in db and fills them
+// with typeFamilyRows, on one session with zero dates allowed and a time
+// zone that is not UTC for the TIMESTAMP columns; it returns a function
+// that runs more statements on that session (closed at the test's end).
+func fillTypeFamilies(t *testing.T, db *sql.DB) func(q string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	exec := func(q string) {
+		t.Helper()
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec("SET SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'")
+	exec("SET SESSION time_zone = '+05:30'")
+	exec("CREATE DATABASE tf")
+	for _, tb := range typeFamilyTables {
+		exec(tb.create)
+	}
+	for _, q := range typeFamilyRows {
+		exec(q)
+	}
+	return exec
 }
