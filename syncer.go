@@ -312,16 +312,17 @@ type SyncerStatus struct {
 	// LagSeconds is how far the downstream is behind the upstream: the
 	// seconds since the latest moment up to which everything the upstream
 	// had written is known to be applied (covered by Checkpoint). That
-	// moment is the upstream timestamp of the oldest event read and not
-	// yet applied, or the last time the syncer saw the upstream's binlog
-	// end (a heartbeat on the stream, or a poll of its position every 2s)
-	// and has applied up to it since, whichever is later. So it grows
-	// while applying stalls (a lock downstream), while reading stalls (a
-	// half-open connection, an outage: the upstream out of sight for more
-	// than 5s counts from when it was last seen), and reads 0 when the
-	// syncer has applied everything the upstream had when last seen, less
-	// than 5s ago. Event timestamps have a resolution of a second and come
-	// from the upstream's clock.
+	// moment is the latest of: the upstream timestamp of the oldest event
+	// read and not yet applied, that of the last event applied, and the
+	// last time the syncer saw the upstream's binlog end (a heartbeat on
+	// the stream, or a poll of its position every 2s) and has applied up
+	// to that end since. So it grows while applying stalls (a lock
+	// downstream) and while reading stalls (a half-open connection, an
+	// outage: with the upstream out of sight for more than 5s it counts
+	// from when it was last seen), and it reads 0 when the syncer has
+	// applied everything the upstream had when last seen, less than 5s
+	// ago. Event timestamps have a resolution of a second and come from
+	// the upstream's clock. It keeps counting after Run has returned.
 	LagSeconds float64
 	// LastProgress is when the syncer last applied something: rows, a
 	// DDL, or a move of the checkpoint (zero before the first). An idle

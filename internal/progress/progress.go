@@ -10,7 +10,8 @@
 //     binlog position): once the applied position reaches the end seen at
 //     time t, everything written by t is applied;
 //   - an event read and not yet applied, written (by its timestamp) at t:
-//     what was written before t is applied.
+//     what was written before t is applied;
+//   - an event applied, written at t: so is what was written before t.
 //
 // With nothing read and not applied and a recent look that found nothing
 // more upstream, the lag is 0. When looks stop (the upstream or the network
@@ -50,6 +51,7 @@ type Tracker struct {
 	pending  []pendingEvent // read past applied, in binlog order
 	looks    []look         // upstream ends seen past applied, oldest first
 	upToDate time.Time      // everything written by then is applied
+	written  time.Time      // the latest write time of an event applied this run
 	begun    time.Time      // when the current run began
 	rates    rates
 }
@@ -72,7 +74,7 @@ type look struct {
 func (t *Tracker) Begin(applied streamer.Position, now time.Time) {
 	t.applied = applied
 	t.pending, t.looks = t.pending[:0], t.looks[:0]
-	t.begun = now
+	t.begun, t.written = now, time.Time{}
 	t.rates.begin(now)
 }
 
@@ -98,6 +100,7 @@ func (t *Tracker) Applied(pos streamer.Position) {
 	t.applied = pos
 	i := 0
 	for i < len(t.pending) && t.pending[i].end.Compare(pos) <= 0 {
+		t.written = later(t.written, t.pending[i].written)
 		i++
 	}
 	t.pending = t.pending[:copy(t.pending, t.pending[i:])]
@@ -140,15 +143,16 @@ func (t *Tracker) seen(at time.Time) {
 // Lag is the lag in seconds at now: 0 when nothing read is unapplied, the
 // upstream was last seen with nothing more, and that was less than Fresh
 // ago; otherwise the seconds since the latest moment everything written by
-// then is known to be applied (from the start of the run when nothing is
-// known).
+// then is known to be applied: the later of the last look reached, the
+// write time of the last event applied and that of the first event read
+// and not applied (from the start of the run when nothing is known).
 func (t *Tracker) Lag(now time.Time) float64 {
 	if len(t.pending) == 0 && len(t.looks) == 0 && !t.upToDate.IsZero() && now.Sub(t.upToDate) <= Fresh {
 		return 0
 	}
-	since := t.upToDate
-	if len(t.pending) > 0 && t.pending[0].written.After(since) {
-		since = t.pending[0].written
+	since := later(t.upToDate, t.written)
+	if len(t.pending) > 0 {
+		since = later(since, t.pending[0].written)
 	}
 	if since.IsZero() {
 		since = t.begun
