@@ -130,3 +130,43 @@ func TestSubTaskOutageAfterFirstConnectIsRetried(t *testing.T) {
 	waitSubTaskSynced(t, st.Status, p)
 	checkEqual(t, p.updb, p.downdb, "d.t", "d.t")
 }
+
+// TestRelayFirstConnectFailsFast: a relay whose upstream cannot work from
+// the start (nothing listens on the port, or the password is wrong) stops
+// at once with an error that says so; a wrong port used to be retried for
+// ever, with a warning each time.
+func TestRelayFirstConnectFailsFast(t *testing.T) {
+	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 94})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := upstreamOf(m)
+	refused.Host, refused.Port = "127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	denied := upstreamOf(m)
+	denied.Password = "not-the-Password-46"
+	for _, tc := range []struct {
+		name string
+		up   streamer.UpstreamConfig
+		want error
+	}{{"refused", refused, streamer.ErrUnreachable}, {"wrong password", denied, streamer.ErrAccessDenied}} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &logText{}
+			r, err := dmworker.NewRelay(tc.up, t.TempDir(), dmworker.WithLogger(slog.New(logs)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			// Retrying shows as this deadline passing (Run then returns nil).
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := r.Run(ctx); !errors.Is(err, tc.want) || ctx.Err() != nil {
+				t.Fatalf("Run: %v (context: %v), want %v; logs:\n%s", err, ctx.Err(), tc.want, logs.String())
+			}
+			if strings.Contains(logs.String(), "retrying") {
+				t.Fatalf("the relay retried:\n%s", logs.String())
+			}
+		})
+	}
+}
