@@ -56,6 +56,7 @@ type Relay struct {
 
 	indexMu    sync.Mutex // serialises index and subdirectory changes
 	forceReset bool       // Run only: the upstream's file diverged, start a new subdirectory
+	reached    bool       // Run only: the upstream has answered once
 }
 
 // RelayStage is where a Relay is in its life.
@@ -212,7 +213,10 @@ func (r *Relay) Dir() string { return r.dir }
 // Run pulls the upstream's binlog into the relay directory until ctx ends or
 // Close is called (it then returns nil), or a fault that retrying cannot cure
 // stops it (it returns that error, which Status also shows). Connection
-// faults are retried by the reader with backoff. While paused, Run waits.
+// faults are retried by the reader with backoff, once the upstream has
+// answered: before, an unreachable upstream (streamer.ErrUnreachable), a
+// refused login (streamer.ErrAccessDenied) or an unknown host stop Run at
+// once. While paused, Run waits.
 func (r *Relay) Run(ctx context.Context) error {
 	if !r.runMu.TryLock() {
 		return ErrRelayRunning

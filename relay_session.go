@@ -58,8 +58,9 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		slog.String("sync", r.opts.syncPolicy.String()))
 
 	// The relay copies bytes: the raw reader decodes no more of an event
-	// than framing needs, and allocates nothing per event.
-	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger)}, r.opts.remoteOpts...)
+	// than framing needs, and allocates nothing per event. The upstream
+	// has just answered: failing to reach it now is an outage to wait out.
+	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger), streamer.WithRetryFirstConnect()}, r.opts.remoteOpts...)
 	reader, err := streamer.NewRawReader(up, plan.start, ropts...)
 	if err != nil {
 		return err
@@ -169,16 +170,19 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 }
 
 // queryUpstream reads the upstream's identity and binlog list, retrying
-// faults that a new connection may cure.
+// faults that a new connection may cure. Until the upstream has answered
+// once, an unreachable upstream is a wrong address, not a fault: it fails.
 func (r *Relay) queryUpstream(ctx context.Context) (streamer.UpstreamState, error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 10*time.Second, 0
 	for {
 		st, err := streamer.QueryUpstream(ctx, r.up)
 		if err == nil {
+			r.reached = true
 			return st, nil
 		}
-		if errors.Is(err, streamer.ErrAccessDenied) || errors.Is(err, streamer.ErrUnknownHost) || ctx.Err() != nil {
+		if errors.Is(err, streamer.ErrAccessDenied) || errors.Is(err, streamer.ErrUnknownHost) || ctx.Err() != nil ||
+			(!r.reached && errors.Is(err, streamer.ErrUnreachable)) {
 			return st, err
 		}
 		wait := b.NextBackOff()

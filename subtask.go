@@ -153,7 +153,10 @@ var subTaskOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpoint
 // and all), with stages the host or a SourceWorker drives. A retryable error
 // is resumed automatically with backoff (WithAutoResume); any other error,
 // and a fencing refusal (ErrStaleEpoch), leaves the subtask Paused with the
-// error in its Status.
+// error in its Status. An upstream that cannot be reached before it has
+// ever been (streamer.ErrUnreachable: a wrong host or port) or refuses the
+// login (streamer.ErrAccessDenied) pauses it at once; once reached, an
+// unreachable upstream is an outage, retried.
 //
 // Run works until Stop, ctx's end or (mode full) the end of the copy; it
 // waits while Paused. Pause, Resume, Update, Stop and Status may be called
@@ -258,6 +261,11 @@ func (t *SubTask) build(cfg SubTaskConfig) error {
 		if snap, err = newSnapshotUnit(cfg.syncerConfig(t.up), cfg.Snapshot, t.sink, store, epoch, t.opts.logger); err != nil {
 			return fmt.Errorf("dmworker: subtask %s source %s mode %s: %w", cfg.Name, cfg.Source, cfg.Mode, err)
 		}
+	}
+	if t.syncer != nil && t.syncer.reached.Load() {
+		// The upstream was reached before: a new config does not make an
+		// outage a wrong address.
+		s.reached.Store(true)
 	}
 	t.cfg, t.syncer, t.snap, t.store = cfg, s, snap, store
 	return nil
@@ -419,7 +427,7 @@ func (t *SubTask) runUnits(ctx context.Context, s *Syncer) (finished bool, err e
 	cfg := t.cfg
 	t.mu.Unlock()
 	if t.opts.set["WithEpoch"] {
-		if err := t.takeOver(ctx, cfg); err != nil {
+		if err := t.takeOver(ctx, cfg, s); err != nil {
 			return false, err
 		}
 	}
@@ -458,7 +466,7 @@ func (t *SubTask) setUnit(u string) {
 // refused, then marks everything up to the upstream's current end for a
 // safe-mode replay, since the old writer may have applied changes past the
 // checkpoint it had stored before it was fenced.
-func (t *SubTask) takeOver(ctx context.Context, cfg SubTaskConfig) error {
+func (t *SubTask) takeOver(ctx context.Context, cfg SubTaskConfig, s *Syncer) error {
 	epoch := t.opts.epoch
 	cp, found, err := t.store.Load(ctx, cfg.Name, cfg.Source)
 	if err != nil {
@@ -475,7 +483,7 @@ func (t *SubTask) takeOver(ctx context.Context, cfg SubTaskConfig) error {
 	if err := t.store.Save(ctx, cp); err != nil {
 		return t.errorf("take over", "fence checkpoint at %s under epoch %d: %w", cp.Pos, epoch, err)
 	}
-	st, err := streamer.QueryUpstream(ctx, t.up)
+	st, err := s.queryUpstream(ctx)
 	if err != nil {
 		return t.errorf("take over", "%w", err)
 	}
@@ -532,7 +540,9 @@ func retryable(err error) bool {
 	}
 	// A reader error with no classification is a connection fault (see
 	// streamer's classify); a classified one (purged binlog, access
-	// denied, corruption, ...) is not cured by trying again.
+	// denied, corruption, an upstream never reached: ErrUnreachable, which
+	// the syncer marks retryable once it has reached the upstream) is not
+	// cured by trying again.
 	var se *streamer.Error
 	if errors.As(err, &se) {
 		return se.Kind == nil

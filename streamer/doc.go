@@ -9,11 +9,16 @@
 //
 // RemoteReader reads from an upstream MySQL or MariaDB server through
 // go-mysql's BinlogSyncer, from a file and offset or from a GTID set, with
-// heartbeats, a read timeout and CRC32 verification of every event. When the
-// connection drops it reconnects with exponential backoff from the end of the
-// last whole transaction it delivered, and skips what it had already delivered
-// of the transaction that was cut: the consumer sees the same sequence of
-// events as a clean read. Row values are decoded the same way by every reader:
+// heartbeats, a read timeout and CRC32 verification of every event. A
+// connection gone silent (half-open) is given up after the read timeout,
+// 15s by default (heartbeats every 5s). Before its first successful
+// connection, an upstream that cannot be reached (ErrUnreachable) or refuses
+// the login (ErrAccessDenied) ends the reader at once, since retrying cannot
+// cure a wrong address or password. Later, when the connection drops, it
+// reconnects with exponential backoff from the end of the last whole
+// transaction it delivered, and skips what it had already delivered of the
+// transaction that was cut: the consumer sees the same sequence of events as
+// a clean read. Row values are decoded the same way by every reader:
 // DECIMAL as exact decimals, TIMESTAMP in UTC, JSON as MySQL's text.
 //
 // RawReader reads the same upstream stream for consumers that copy it rather

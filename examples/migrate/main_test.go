@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -294,5 +295,53 @@ func waitOutput(t *testing.T, out, errOut *syncBuffer, want string) {
 			t.Fatalf("no %q after a minute:\n%s\n%s", want, out.String(), errOut.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestMigrateFailsFastOnBadUpstream: an upstream address nothing listens on,
+// or a wrong password, ends the program with exit 1 within seconds and a
+// message that says what to fix (a wrong port used to be retried for
+// minutes, with a warning a second).
+func TestMigrateFailsFastOnBadUpstream(t *testing.T) {
+	up := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 74})
+	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 75})
+	to := fmt.Sprintf("%s:%s@%s", down.User, down.Password, down.Addr())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	const badPassword = "not-the-Password-45"
+	for _, tc := range []struct {
+		name, from, want string
+	}{
+		{"wrong port", fmt.Sprintf("%s:%s@%s", up.User, up.Password, closed), "check the host and port of -from"},
+		{"wrong password", fmt.Sprintf("%s:%s@%s", up.User, badPassword, up.Addr()), "check the user and password of -from"},
+	} {
+		for _, relay := range []bool{false, true} {
+			var extra []string
+			if relay {
+				extra = []string{"-data-dir", t.TempDir()}
+			}
+			t.Run(fmt.Sprintf("%s relay=%v", tc.name, relay), func(t *testing.T) {
+				// Retrying shows as this deadline passing (and exit 0).
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				defer cancel()
+				var stdout, stderr syncBuffer
+				code := run(ctx, append([]string{"-from", tc.from, "-to", to}, extra...), &stdout, &stderr)
+				if code != 1 || ctx.Err() != nil {
+					t.Fatalf("exit %d (context: %v)\nstdout:\n%s\nstderr:\n%s", code, ctx.Err(), stdout.String(), stderr.String())
+				}
+				if !strings.Contains(stderr.String(), tc.want) {
+					t.Fatalf("stderr does not say %q:\n%s", tc.want, stderr.String())
+				}
+				for _, pw := range []string{up.Password, badPassword} {
+					if strings.Contains(stdout.String()+stderr.String(), pw) {
+						t.Fatalf("the output shows the password:\n%s\n%s", stdout.String(), stderr.String())
+					}
+				}
+			})
+		}
 	}
 }
