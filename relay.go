@@ -31,6 +31,13 @@ import (
 // Readers in the same process wait on Relayed instead of polling, and
 // register the oldest position they need with RegisterReader so that Purge
 // never removes it. A Relay is safe for concurrent use.
+//
+// A directory damaged in a way a crash cannot leave it (a file shorter than
+// relay.meta's durable end, a checksum mismatch before it, relay.meta or
+// server-uuid.index holding garbage, an index that lost subdirectories
+// holding files) is never written over: Run fails with a
+// *streamer.RelayError wrapping streamer.ErrRelayCorrupt that names the file
+// and offset, and changes nothing. Run may be called again after it failed.
 type Relay struct {
 	up   streamer.UpstreamConfig
 	dir  string
