@@ -64,7 +64,7 @@ type Relay struct {
 	indexMu    sync.Mutex // serialises index and subdirectory changes
 	forceReset bool       // Run only: the upstream's file diverged, start a new subdirectory
 
-	copyMu sync.Mutex // serialises copies of older upstream files (see hold)
+	copying chan struct{} // (one slot) serialises copies of older upstream files (see hold)
 	// onStart, when set (by a SourceWorker, before Run), is called each time
 	// a session has repaired the directory and starts pulling.
 	onStart func()
@@ -239,13 +239,14 @@ func NewRelay(up streamer.UpstreamConfig, dir string, opts ...Option) (*Relay, e
 		return nil, err
 	}
 	return &Relay{
-		up:     up,
-		dir:    abs,
-		opts:   o,
-		log:    o.logger.With(slog.String("component", "relay"), slog.String("source", up.SourceName())),
-		stage:  RelayNew,
-		notify: make(chan struct{}),
-		leases: map[*relayLease]struct{}{},
+		up:      up,
+		dir:     abs,
+		opts:    o,
+		log:     o.logger.With(slog.String("component", "relay"), slog.String("source", up.SourceName())),
+		stage:   RelayNew,
+		notify:  make(chan struct{}),
+		leases:  map[*relayLease]struct{}{},
+		copying: make(chan struct{}, 1),
 	}, nil
 }
 

@@ -97,8 +97,12 @@ func (r *Relay) hold(ctx context.Context, name string, start streamer.Position) 
 // fetch copies the upstream's files from want up to the oldest file of
 // subdirectory sub, one copy at a time.
 func (r *Relay) fetch(ctx context.Context, sub, want, flavor string) error {
-	r.copyMu.Lock()
-	defer r.copyMu.Unlock()
+	select {
+	case r.copying <- struct{}{}:
+		defer func() { <-r.copying }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	r.mu.Lock()
 	stage := r.stage
 	r.mu.Unlock()
