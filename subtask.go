@@ -138,7 +138,13 @@ const (
 // error (a lost connection the reader could not restore, a sink error still
 // failing after the syncer's own retries): it waits initial, doubling up to
 // max between attempts, and after attempts failures in a row without
-// progress it stays Paused with the error. Attempts 0 turns auto-resume off.
+// progress it stays Paused with the error. The count starts again only when
+// the checkpoint moves: a Resume (by the host or a SourceWorker) does not
+// clear it, so a subtask resumed while its fault lasts is paused again at
+// its next failure. Errors that trying again cannot cure (relay corruption,
+// a relay that stopped, a purged binlog, a DDL the sink refuses, ...) pause
+// it at once. Attempts 0 turns auto-resume off. A SourceWorker given it
+// applies it to its subtasks and its relay (see SourceWorker).
 // Default: 1s, 1m, 10 attempts.
 func WithAutoResume(initial, max time.Duration, attempts int) Option {
 	return Option{"WithAutoResume", func(o *options) {
@@ -186,7 +192,10 @@ type SubTask struct {
 	unit     string
 	lastErr  error
 	retries  int
-	unsafe   bool // the last syncer run was interrupted: see markUnsafe
+	// streakFrom is the checkpoint when the current run of failures
+	// began: retries count until the checkpoint moves past it.
+	streakFrom streamer.Position
+	unsafe     bool // the last syncer run was interrupted: see markUnsafe
 }
 
 // NewSubTask returns a subtask of cfg on the upstream up, writing into sink.
@@ -389,8 +398,11 @@ func (t *SubTask) Run(ctx context.Context) error {
 			continue
 		}
 		t.lastErr = err
-		if progressed := s.Status().Checkpoint.Compare(before) > 0; progressed {
-			t.retries, bo = 0, nil
+		if t.retries == 0 {
+			t.streakFrom = before
+		}
+		if progressed := s.Status().Checkpoint.Compare(t.streakFrom) > 0; progressed {
+			t.retries, bo, t.streakFrom = 0, nil, s.Status().Checkpoint
 		}
 		if t.paused || !retryable(err) || t.retries >= t.opts.resumeAttempts {
 			t.paused = true
@@ -533,7 +545,9 @@ func retryable(err error) bool {
 	switch {
 	case err == nil:
 		return false
-	case errors.Is(err, ErrStaleEpoch):
+	case errors.Is(err, ErrStaleEpoch), errors.Is(err, ErrRelayStopped), errors.Is(err, streamer.ErrRelayCorrupt):
+		// (A stopped relay is the SourceWorker's to restart; it resumes
+		// the subtask then.)
 		return false
 	case errors.Is(err, ErrRetryable), errors.Is(err, streamer.ErrRetryExhausted):
 		return true
@@ -581,8 +595,9 @@ func (t *SubTask) Pause() error {
 }
 
 // Resume continues a Paused subtask (also one an error paused: the error is
-// cleared and the units run again). It fails with ErrStage unless the
-// subtask is Paused; resuming a Running one does nothing.
+// cleared and the units run again; the count of failures without progress
+// is kept, see WithAutoResume). It fails with ErrStage unless the subtask is
+// Paused; resuming a Running one does nothing.
 func (t *SubTask) Resume() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -593,7 +608,7 @@ func (t *SubTask) Resume() error {
 		return nil
 	}
 	t.paused = false
-	t.lastErr, t.retries = nil, 0
+	t.lastErr = nil
 	if t.running {
 		t.stage = SubTaskRunning // Run's loop is about to run the units
 	} else {
@@ -602,6 +617,21 @@ func (t *SubTask) Resume() error {
 	close(t.wake)
 	t.wake = make(chan struct{})
 	return nil
+}
+
+// pauseWith pauses the subtask as Pause does and makes cause its last
+// error: a SourceWorker does so when the relay the subtask reads has
+// stopped. Pausing a paused subtask only replaces its error.
+func (t *SubTask) pauseWith(cause error) {
+	if err := t.Pause(); err != nil {
+		return
+	}
+	t.mu.Lock()
+	if t.paused && !t.stopped {
+		t.lastErr = cause
+	}
+	t.mu.Unlock()
+	t.log.Error("subtask paused: its relay stopped", slog.String("error", cause.Error()))
 }
 
 // Update replaces the configuration of a Paused (or New) subtask; the new

@@ -70,7 +70,8 @@ func (e *Error) Error() string {
 		b.WriteString(" at ")
 		b.WriteString(e.Pos.String())
 	}
-	if e.Kind != nil {
+	if e.Kind != nil && (e.Err == nil || !errors.Is(e.Err, e.Kind)) {
+		// (A cause that wraps the kind says it already.)
 		b.WriteString(": ")
 		b.WriteString(strings.TrimPrefix(e.Kind.Error(), "streamer: "))
 	}

@@ -19,7 +19,9 @@
 //     exactly that point).
 //   - -data-dir DIR: keep a relay log of the upstream in DIR/relay and
 //     replicate from it (the worker's local state); without it, the
-//     subtask reads the upstream directly.
+//     subtask reads the upstream directly. The relay begins at the
+//     upstream's current file and fetches older files when -start (or the
+//     checkpoint) needs them, as long as the upstream still has them.
 //   - -etcd ENDPOINTS (comma-separated): cluster mode. The process is one
 //     worker of a cluster, named by -worker (default: the host name; names
 //     must differ within a cluster). It writes the source's and the task's
@@ -100,9 +102,14 @@
 // exits 1 within seconds. Once it has answered, connection faults are
 // retried by the reader (a dead connection is noticed within 15s), and
 // retryable faults (a connection lost for good, the downstream away) are
-// resumed automatically with backoff (1s to 1m, 10 attempts). Any other error stops replication and exits 1, printed to
-// stderr with the position and statement; for a DDL the syncer cannot apply
-// the message says how to get past it (there is no skip flag yet). Bad flags
+// resumed automatically with backoff (1s to 1m, 10 attempts without
+// progress), each retry logged to stderr with its cause. Any other error
+// stops replication and exits 1, printed to stderr with the position and
+// statement; for a DDL the syncer cannot apply the message says how to get
+// past it (there is no skip flag yet). With -data-dir, a relay that cannot
+// start or goes on failing (its directory damaged or not writable, in use by
+// another process) exits 1 with the relay's error, naming the file and
+// offset; the relay files are created 0640 in 0750 directories. Bad flags
 // exit 2. The passwords are never printed. Warnings (such as failed
 // connection attempts) are logged to stderr.
 package main
