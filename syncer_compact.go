@@ -46,7 +46,7 @@ func compact(changes []Change) []Change {
 	out := changes[:0]
 	for _, c := range changes {
 		t := c.Table
-		ok := len(t.PrimaryKey) > 0 && len(t.UniqueKeys) == 0
+		ok := len(t.PrimaryKey) > 0 && len(t.UniqueKeys) == 0 && t.fkGroup == ""
 		row := c.After
 		if c.Kind != Insert {
 			row = c.Before
@@ -61,7 +61,7 @@ func compact(changes []Change) []Change {
 			}
 		}
 		if !ok {
-			if c.Kind == Update && len(t.PrimaryKey) > 0 && len(t.UniqueKeys) == 0 {
+			if c.Kind == Update && len(t.PrimaryKey) > 0 && len(t.UniqueKeys) == 0 && t.fkGroup == "" {
 				// The key changes: nothing may merge across this change
 				// for either key.
 				delete(at, k)
@@ -105,10 +105,11 @@ func mergeChanges(a, b Change) (Change, bool) {
 
 // groupable reports whether c may move past changes to other rows within a
 // batch: its table has a primary key and no other unique key (rows are
-// independent but for the key), and an update keeps the key.
+// independent but for the key) and belongs to no foreign key cascade group
+// (whose rows depend on each other), and an update keeps the key.
 func groupable(c *Change) bool {
 	t := c.Table
-	if len(t.PrimaryKey) == 0 || len(t.UniqueKeys) > 0 {
+	if len(t.PrimaryKey) == 0 || len(t.UniqueKeys) > 0 || t.fkGroup != "" {
 		return false
 	}
 	if c.Kind == Update {

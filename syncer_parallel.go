@@ -94,9 +94,10 @@ type marker struct {
 
 // tableKeys is what causality needs of a table.
 type tableKeys struct {
-	name string
-	base uint64 // where the table's stretch of workers starts
-	keys []causality.KeyDef
+	name  string
+	base  uint64 // where the table's stretch of workers starts
+	keys  []causality.KeyDef
+	group uint64 // the key of its foreign key cascade group, 0 when none
 }
 
 type applyWorker struct {
@@ -352,12 +353,17 @@ func (p *parallel) home(ch *Change, key uint64) int {
 
 // changeKeys returns the causality keys of a change: its table's primary and
 // unique keys in its old and new rows; the table itself when no key
-// identifies the row.
+// identifies the row; its foreign key cascade group, alone, when it has one
+// (see foreignkeys.go).
 func (p *parallel) changeKeys(dst []uint64, ch *Change) []uint64 {
 	tk := p.tkeys[ch.Table]
 	if tk == nil {
 		tk = &tableKeys{name: ch.Table.QualifiedName()}
 		tk.base = p.hasher.TableKey(tk.name)
+		if g := ch.Table.fkGroup; g != "" {
+			// No table name holds a NUL: this key is no table's.
+			tk.group = p.hasher.TableKey("\x00foreign key group\x00" + g)
+		}
 		for _, k := range append([][]int{ch.Table.PrimaryKey}, ch.Table.UniqueKeys...) {
 			if len(k) == 0 {
 				continue
@@ -369,6 +375,9 @@ func (p *parallel) changeKeys(dst []uint64, ch *Change) []uint64 {
 			tk.keys = append(tk.keys, kd)
 		}
 		p.tkeys[ch.Table] = tk
+	}
+	if tk.group != 0 {
+		return append(dst, tk.group)
 	}
 	n := len(dst)
 	if ch.Before != nil {

@@ -32,6 +32,7 @@ type syncRun struct {
 	lastTxnEnd  streamer.Position // end of the last whole transaction read
 	midTxn      bool              // the batch holds part of an open transaction
 	tables      map[*schema.TableDef]*Table
+	fk          *fkGroups // the tables' foreign key groups; nil: to work out
 	ignoredKind map[string]bool
 	epoch       int64
 	par         *parallel         // parallel apply, when Workers > 1
@@ -412,8 +413,9 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) error 
 	if kind == Update {
 		step = 2
 	}
+	noFKChecks := e.Flags&replication.NO_FOREIGN_KEY_CHECKS_F != 0
 	for i := 0; i+step <= len(e.Rows); i += step {
-		ch := Change{Kind: kind, Table: t}
+		ch := Change{Kind: kind, Table: t, NoForeignKeyChecks: noFKChecks}
 		var err error
 		switch kind {
 		case Insert:
@@ -441,6 +443,10 @@ func (r *syncRun) table(def *schema.TableDef, tm *replication.TableMapEvent) (*T
 	t, ok := r.tables[def]
 	if !ok {
 		t = r.s.sinkTable(def)
+		if r.fk == nil {
+			r.fk = newFKGroups(r.tracker, r.s.rules)
+		}
+		r.fk.decorate(t, def)
 		r.tables[def] = t
 	}
 	n := int(tm.ColumnCount)
@@ -494,7 +500,7 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 				return s.wrap(ev.Pos, "", q, err)
 			}
 			r.schemaDirty = true
-			r.tables = map[*schema.TableDef]*Table{}
+			r.tables, r.fk = map[*schema.TableDef]*Table{}, nil
 			if err := r.execDDL(ctx, &DDL{Schema: defaultSchema, Query: q, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || s.cfg.SafeMode}); err != nil {
 				return s.wrap(ev.Pos, "", q, err)
 			}
@@ -518,7 +524,7 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 			return s.wrap(ev.Pos, st.Table.String(), query, err)
 		}
 		r.schemaDirty = true
-		r.tables = map[*schema.TableDef]*Table{}
+		r.tables, r.fk = map[*schema.TableDef]*Table{}, nil
 		if !s.rules.allowed(st.Table.Schema, st.Table.Name) {
 			continue
 		}

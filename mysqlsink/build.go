@@ -12,11 +12,14 @@ import (
 
 // stmt is one statement of a batch's plan.
 type stmt struct {
-	op    string // "insert", "replace", "update", "delete"
+	op    string // "insert", "replace", "upsert", "update", "delete"
 	table string // "schema.table", for errors
 	sql   string
 	args  []any
 	rows  int
+	// fkChecks: run with foreign_key_checks on (see
+	// dmworker.Table.CheckForeignKeys); off otherwise.
+	fkChecks bool
 }
 
 // planner turns a batch's changes into statements.
@@ -39,6 +42,13 @@ type tableInfo struct {
 	writable []int  // non-generated columns, in order
 	insert   string // "`schema`.`table` (`a`,`b`) VALUES "
 	hasKey   bool   // a primary key or a unique key
+	// upsert is " ON DUPLICATE KEY UPDATE `a`=VALUES(`a`),...", for tables
+	// whose rows safe mode must keep (CheckForeignKeys).
+	upsert string
+	// selfRef: the table has a foreign key to itself, checked; a
+	// multi-row DELETE would take its rows in key order, not the
+	// upstream's, and could trip over a reference between them.
+	selfRef bool
 }
 
 func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
@@ -64,6 +74,18 @@ func (p *planner) info(tbl *dmworker.Table) *tableInfo {
 		cols = append(cols, quoteIdent(c.Name))
 	}
 	ti.insert = ti.name + " (" + strings.Join(cols, ",") + ") VALUES "
+	if tbl.CheckForeignKeys {
+		set := make([]string, len(cols))
+		for k, c := range cols {
+			set[k] = c + "=VALUES(" + c + ")"
+		}
+		ti.upsert = " ON DUPLICATE KEY UPDATE " + strings.Join(set, ",")
+		for _, fk := range tbl.ForeignKeys {
+			if fk.RefSchema == tbl.Schema && fk.RefTable == tbl.Name {
+				ti.selfRef = true
+			}
+		}
+	}
 	ti.hasKey = len(tbl.PrimaryKey) > 0
 	for _, uk := range tbl.UniqueKeys {
 		if len(uk) > 0 {
@@ -239,86 +261,149 @@ func (p *planner) plan(changes []dmworker.Change, safe bool) []stmt {
 	for i := 0; i < len(changes); {
 		c := changes[i]
 		ti := p.info(c.Table)
-		// run is how many changes from i can share statements.
-		run := 1
-		switch c.Kind {
-		case dmworker.Insert:
-			if safe && identity(c.Table, c.After) == nil {
-				// Insert-or-replace of a row without a usable key:
-				// replace one equal row. Rows one by one, as equal rows
-				// in one statement would replace each other.
-				p.deleteOne(ti, c.After)
-				p.insertRows(ti, "insert", changes[i:i+1])
-				break
-			}
-			for i+run < len(changes) && changes[i+run].Kind == dmworker.Insert && sameTable(changes[i+run].Table, c.Table) &&
-				!(safe && identity(c.Table, changes[i+run].After) == nil) {
-				run++
-			}
-			op := "insert"
-			if safe {
-				op = "replace"
-			}
-			p.insertRows(ti, op, changes[i:i+run])
-		case dmworker.Delete:
-			key := identity(c.Table, c.Before)
-			if key == nil {
-				p.deleteOne(ti, c.Before)
-				break
-			}
-			for i+run < len(changes) && changes[i+run].Kind == dmworker.Delete && sameTable(changes[i+run].Table, c.Table) &&
-				equalInts(identity(c.Table, changes[i+run].Before), key) {
-				run++
-			}
-			p.deleteKeys(ti, key, changes[i:i+run])
-		case dmworker.Update:
-			if !safe {
-				key := identity(c.Table, c.Before)
-				if key == nil || !sameKey(c, key) {
-					p.update(ti, c)
-					break
-				}
-				// Updates that keep their key: one UPDATE ... CASE per
-				// chunk, which like single-row updates leaves missing
-				// rows missing.
-				for i+run < len(changes) && changes[i+run].Kind == dmworker.Update && sameTable(changes[i+run].Table, c.Table) &&
-					equalInts(identity(c.Table, changes[i+run].Before), key) && sameKey(changes[i+run], key) {
-					run++
-				}
-				p.updateRows(ti, key, changes[i:i+run])
-				break
-			}
-			key := identity(c.Table, c.Before)
-			if key == nil || !sameKey(c, key) {
-				// Delete the old row, insert-or-replace the new one.
-				if key == nil {
-					p.deleteOne(ti, c.Before)
-				} else {
-					p.deleteKeys(ti, key, changes[i:i+1])
-				}
-				if identity(c.Table, c.After) == nil {
-					p.deleteOne(ti, c.After)
-					p.insertRows(ti, "insert", changes[i:i+1])
-				} else {
-					p.insertRows(ti, "replace", changes[i:i+1])
-				}
-				break
-			}
-			// Updates that keep their key: delete all old rows, then
-			// replace all new ones. A key updated twice ends with its
-			// last image either way.
-			for i+run < len(changes) && changes[i+run].Kind == dmworker.Update && sameTable(changes[i+run].Table, c.Table) &&
-				equalInts(identity(c.Table, changes[i+run].Before), key) && sameKey(changes[i+run], key) {
-				run++
-			}
-			for _, chunk := range p.chunks(ti, changes[i:i+run], len(ti.writable)) {
-				p.deleteKeys(ti, key, chunk)
-				p.insertRows(ti, "replace", chunk)
+		start := len(p.out)
+		var run int
+		if safe && c.Table.CheckForeignKeys {
+			run = p.planKeeping(ti, changes, i)
+		} else {
+			run = p.planChanges(ti, changes, i, safe)
+		}
+		if c.Table.CheckForeignKeys && !c.NoForeignKeyChecks {
+			for k := start; k < len(p.out); k++ {
+				p.out[k].fkChecks = true
 			}
 		}
 		i += run
 	}
 	return p.out
+}
+
+// sameRun reports whether b may share a statement with a: a change of the
+// same kind to the same table, to run with the same foreign key checks.
+func sameRun(a, b dmworker.Change) bool {
+	return b.Kind == a.Kind && sameTable(b.Table, a.Table) && (!a.Table.CheckForeignKeys || a.NoForeignKeyChecks == b.NoForeignKeyChecks)
+}
+
+// planChanges plans the changes from i that share statements with the one
+// at i, and returns how many.
+func (p *planner) planChanges(ti *tableInfo, changes []dmworker.Change, i int, safe bool) int {
+	c := changes[i]
+	// run is how many changes from i can share statements.
+	run := 1
+	switch c.Kind {
+	case dmworker.Insert:
+		if safe && identity(c.Table, c.After) == nil {
+			// Insert-or-replace of a row without a usable key:
+			// replace one equal row. Rows one by one, as equal rows
+			// in one statement would replace each other.
+			p.deleteOne(ti, c.After)
+			p.insertRows(ti, "insert", changes[i:i+1])
+			break
+		}
+		for i+run < len(changes) && sameRun(c, changes[i+run]) && !(safe && identity(c.Table, changes[i+run].After) == nil) {
+			run++
+		}
+		op := "insert"
+		if safe {
+			op = "replace"
+		}
+		p.insertRows(ti, op, changes[i:i+run])
+	case dmworker.Delete:
+		key := identity(c.Table, c.Before)
+		if key == nil {
+			p.deleteOne(ti, c.Before)
+			break
+		}
+		for !ti.selfRef && i+run < len(changes) && sameRun(c, changes[i+run]) && equalInts(identity(c.Table, changes[i+run].Before), key) {
+			run++
+		}
+		p.deleteKeys(ti, key, changes[i:i+run], false)
+	case dmworker.Update:
+		if !safe {
+			key := identity(c.Table, c.Before)
+			if key == nil || !sameKey(c, key) {
+				p.update(ti, c, false)
+				break
+			}
+			// Updates that keep their key: one UPDATE ... CASE per
+			// chunk, which like single-row updates leaves missing
+			// rows missing.
+			for i+run < len(changes) && sameRun(c, changes[i+run]) && equalInts(identity(c.Table, changes[i+run].Before), key) && sameKey(changes[i+run], key) {
+				run++
+			}
+			p.updateRows(ti, key, changes[i:i+run])
+			break
+		}
+		key := identity(c.Table, c.Before)
+		if key == nil || !sameKey(c, key) {
+			// Delete the old row, insert-or-replace the new one.
+			if key == nil {
+				p.deleteOne(ti, c.Before)
+			} else {
+				p.deleteKeys(ti, key, changes[i:i+1], false)
+			}
+			if identity(c.Table, c.After) == nil {
+				p.deleteOne(ti, c.After)
+				p.insertRows(ti, "insert", changes[i:i+1])
+			} else {
+				p.insertRows(ti, "replace", changes[i:i+1])
+			}
+			break
+		}
+		// Updates that keep their key: delete all old rows, then
+		// replace all new ones. A key updated twice ends with its
+		// last image either way.
+		for i+run < len(changes) && sameRun(c, changes[i+run]) && equalInts(identity(c.Table, changes[i+run].Before), key) && sameKey(changes[i+run], key) {
+			run++
+		}
+		for _, chunk := range p.chunks(ti, changes[i:i+run], len(ti.writable)) {
+			p.deleteKeys(ti, key, chunk, false)
+			p.insertRows(ti, "replace", chunk)
+		}
+	}
+	return run
+}
+
+// planKeeping plans, in safe mode, the changes from i to a table with
+// CheckForeignKeys that share statements with the one at i, and returns how
+// many. No row that exists is deleted to be written again: with the
+// downstream's foreign key checks on, a REPLACE or a delete-and-insert of a
+// referenced row would run its ON DELETE action (and delete or orphan its
+// children). Inserts are INSERT IGNORE ... ON DUPLICATE KEY UPDATE, updates
+// an UPDATE IGNORE of the old row followed by that upsert of the new one,
+// deletes DELETE IGNORE. IGNORE skips what a replay meets when it repeats
+// a change whose effect later changes (replayed next) have undone: a key
+// taken since, a referenced row deleted since, rows referencing it added
+// since. Tables without a key keep the plain safe-mode forms.
+func (p *planner) planKeeping(ti *tableInfo, changes []dmworker.Change, i int) int {
+	c := changes[i]
+	run := 1
+	switch c.Kind {
+	case dmworker.Insert:
+		if identity(c.Table, c.After) == nil {
+			return p.planChanges(ti, changes, i, true)
+		}
+		for i+run < len(changes) && sameRun(c, changes[i+run]) && identity(c.Table, changes[i+run].After) != nil {
+			run++
+		}
+		p.insertRows(ti, "upsert", changes[i:i+run])
+	case dmworker.Delete:
+		key := identity(c.Table, c.Before)
+		if key == nil {
+			return p.planChanges(ti, changes, i, true)
+		}
+		for !ti.selfRef && i+run < len(changes) && sameRun(c, changes[i+run]) && equalInts(identity(c.Table, changes[i+run].Before), key) {
+			run++
+		}
+		p.deleteKeys(ti, key, changes[i:i+run], true)
+	case dmworker.Update:
+		if identity(c.Table, c.Before) == nil || identity(c.Table, c.After) == nil {
+			return p.planChanges(ti, changes, i, true)
+		}
+		p.update(ti, c, true)
+		p.insertRows(ti, "upsert", changes[i:i+1])
+	}
+	return run
 }
 
 // sameKey reports whether an update keeps the values of key, with no NULL
@@ -383,17 +468,21 @@ func (p *planner) chunks(ti *tableInfo, changes []dmworker.Change, perRow int) [
 	return out
 }
 
-// insertRows emits INSERT (op "insert") or REPLACE (op "replace") statements
-// for the after images of changes.
+// insertRows emits INSERT (op "insert"), REPLACE (op "replace") or
+// INSERT IGNORE ... ON DUPLICATE KEY UPDATE (op "upsert") statements for the
+// after images of changes.
 func (p *planner) insertRows(ti *tableInfo, op string, changes []dmworker.Change) {
-	verb := "INSERT INTO "
-	if op == "replace" {
+	verb, tail := "INSERT INTO ", ""
+	switch op {
+	case "replace":
 		verb = "REPLACE INTO "
+	case "upsert":
+		verb, tail = "INSERT IGNORE INTO ", ti.upsert
 	}
 	for _, chunk := range p.chunks(ti, changes, len(ti.writable)) {
 		var b strings.Builder
 		// "(?,?)," a row with placeholders.
-		grow := len(verb) + len(ti.insert) + len(chunk)*(2*len(ti.writable)+2)
+		grow := len(verb) + len(ti.insert) + len(tail) + len(chunk)*(2*len(ti.writable)+2)
 		if p.inline {
 			// The literals, their quotes and commas, and some escapes.
 			for _, c := range chunk {
@@ -426,16 +515,21 @@ func (p *planner) insertRows(ti *tableInfo, op string, changes []dmworker.Change
 			}
 			b.WriteByte(')')
 		}
+		b.WriteString(tail)
 		p.out = append(p.out, stmt{op: op, table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: len(chunk)})
 	}
 }
 
 // deleteKeys emits DELETE ... WHERE key IN (...) for the before images of
-// changes, all identified by key.
-func (p *planner) deleteKeys(ti *tableInfo, key []int, changes []dmworker.Change) {
+// changes, all identified by key; DELETE IGNORE with ignore.
+func (p *planner) deleteKeys(ti *tableInfo, key []int, changes []dmworker.Change, ignore bool) {
 	for _, chunk := range p.chunks(ti, changes, len(key)) {
 		var b strings.Builder
-		b.WriteString("DELETE FROM ")
+		b.WriteString("DELETE ")
+		if ignore {
+			b.WriteString("IGNORE ")
+		}
+		b.WriteString("FROM ")
 		b.WriteString(ti.name)
 		b.WriteString(" WHERE ")
 		args := make([]any, 0, len(chunk)*len(key))
@@ -509,10 +603,13 @@ func (p *planner) deleteOne(ti *tableInfo, row []any) {
 }
 
 // update emits UPDATE ... SET every writable column WHERE the old row's
-// identity.
-func (p *planner) update(ti *tableInfo, c dmworker.Change) {
+// identity; UPDATE IGNORE with ignore.
+func (p *planner) update(ti *tableInfo, c dmworker.Change, ignore bool) {
 	var b strings.Builder
 	b.WriteString("UPDATE ")
+	if ignore {
+		b.WriteString("IGNORE ")
+	}
 	b.WriteString(ti.name)
 	b.WriteString(" SET ")
 	args := make([]any, 0, 2*len(ti.writable))
@@ -545,7 +642,7 @@ func (p *planner) updateRows(ti *tableInfo, key []int, changes []dmworker.Change
 		// uniqueness row by row in its own order, and could trip over a
 		// value another row of it gives up.
 		for _, c := range changes {
-			p.update(ti, c)
+			p.update(ti, c, false)
 		}
 		return
 	}

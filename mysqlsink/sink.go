@@ -99,7 +99,8 @@ const sessionSQLMode = "NO_AUTO_VALUE_ON_ZERO,ALLOW_INVALID_DATES,NO_ENGINE_SUBS
 // sessionSetup saves the session variables the sink changes in user
 // variables, then sets them: TIMESTAMP values are UTC text, and foreign keys
 // are not checked (the upstream checked them; batches may reach the
-// downstream in another order than the upstream's statements).
+// downstream in another order than the upstream's statements), except
+// around the statements of tables with dmworker.Table.CheckForeignKeys.
 // sessionRestore puts them back before the connection returns to the host's
 // pool.
 const (
@@ -110,6 +111,11 @@ const (
 		"SESSION foreign_key_checks = @dmworker_foreign_key_checks, " +
 		"@dmworker_time_zone = NULL, @dmworker_sql_mode = NULL, @dmworker_foreign_key_checks = NULL"
 	ddlSessionSetup = "SET SESSION time_zone = '+00:00', SESSION sql_mode = '" + sessionSQLMode + "', SESSION foreign_key_checks = 0"
+
+	// fkChecksOn and fkChecksOff switch the checks around the statements
+	// of tables with dmworker.Table.CheckForeignKeys.
+	fkChecksOn  = "SET SESSION foreign_key_checks = 1"
+	fkChecksOff = "SET SESSION foreign_key_checks = 0"
 )
 
 // discard closes conn for good instead of returning it to the pool: its
@@ -304,7 +310,32 @@ func (s *Sink) applyTx(ctx context.Context, conn *sql.Conn, stmts []stmt, cp *cp
 			return fail(ctx, e)
 		}
 	}
+	// The session's foreign_key_checks is off (sessionSetup); statements
+	// on tables with CheckForeignKeys turn it on, and it is off again
+	// before the connection goes back (with WithExclusivePool no restore
+	// follows).
+	fkOn := false
+	defer func() {
+		if fkOn && s.cfg.exclusivePool && ctx.Err() == nil {
+			if _, err := conn.ExecContext(ctx, fkChecksOff); err != nil {
+				// The next Apply must not find checks on: close the
+				// connection instead.
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}
+	}()
 	for _, st := range stmts {
+		if st.fkChecks != fkOn {
+			q := fkChecksOff
+			if st.fkChecks {
+				q = fkChecksOn
+			}
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				_ = tx.Rollback()
+				return fail(ctx, &Error{Op: "session", Table: st.table, Statement: q, Err: err})
+			}
+			fkOn = st.fkChecks
+		}
 		if _, err := tx.ExecContext(ctx, st.sql, st.args...); err != nil {
 			_ = tx.Rollback()
 			return fail(ctx, &Error{Op: st.op, Table: st.table, Rows: st.rows, Statement: shorten(st.sql), Err: err})
