@@ -12,7 +12,7 @@ import (
 
 // stmt is one statement of a batch's plan.
 type stmt struct {
-	op    string // "insert", "replace", "upsert", "update", "delete"
+	op    string // "insert", "replace", "insert ignore", "update", "delete"
 	table string // "schema.table", for errors
 	sql   string
 	args  []any
@@ -42,9 +42,6 @@ type tableInfo struct {
 	writable []int  // non-generated columns, in order
 	insert   string // "`schema`.`table` (`a`,`b`) VALUES "
 	hasKey   bool   // a primary key or a unique key
-	// upsert is " ON DUPLICATE KEY UPDATE `a`=VALUES(`a`),...", for tables
-	// whose rows safe mode must keep (CheckForeignKeys).
-	upsert string
 	// selfRef: the table has a foreign key to itself, checked; a
 	// multi-row DELETE would take its rows in key order, not the
 	// upstream's, and could trip over a reference between them.
@@ -75,11 +72,6 @@ func (p *planner) info(tbl *dmworker.Table) *tableInfo {
 	}
 	ti.insert = ti.name + " (" + strings.Join(cols, ",") + ") VALUES "
 	if tbl.CheckForeignKeys {
-		set := make([]string, len(cols))
-		for k, c := range cols {
-			set[k] = c + "=VALUES(" + c + ")"
-		}
-		ti.upsert = " ON DUPLICATE KEY UPDATE " + strings.Join(set, ",")
 		for _, fk := range tbl.ForeignKeys {
 			if fk.RefSchema == tbl.Schema && fk.RefTable == tbl.Name {
 				ti.selfRef = true
@@ -262,11 +254,82 @@ func (p *planner) plan(changes []dmworker.Change, safe bool) []stmt {
 		c := changes[i]
 		ti := p.info(c.Table)
 		start := len(p.out)
-		var run int
+		// run is how many changes from i can share statements.
+		run := 1
+		kind := c.Kind
 		if safe && c.Table.CheckForeignKeys {
-			run = p.planKeeping(ti, changes, i)
-		} else {
-			run = p.planChanges(ti, changes, i, safe)
+			run, kind = p.planKeeping(ti, changes, i), 0 // planned
+		}
+		switch kind {
+		case dmworker.Insert:
+			if safe && identity(c.Table, c.After) == nil {
+				// Insert-or-replace of a row without a usable key:
+				// replace one equal row. Rows one by one, as equal rows
+				// in one statement would replace each other.
+				p.deleteOne(ti, c.After, false)
+				p.insertRows(ti, "insert", changes[i:i+1])
+				break
+			}
+			for i+run < len(changes) && sameRun(c, changes[i+run]) && !(safe && identity(c.Table, changes[i+run].After) == nil) {
+				run++
+			}
+			op := "insert"
+			if safe {
+				op = "replace"
+			}
+			p.insertRows(ti, op, changes[i:i+run])
+		case dmworker.Delete:
+			key := identity(c.Table, c.Before)
+			if key == nil {
+				p.deleteOne(ti, c.Before, false)
+				break
+			}
+			for !ti.selfRef && i+run < len(changes) && sameRun(c, changes[i+run]) && equalInts(identity(c.Table, changes[i+run].Before), key) {
+				run++
+			}
+			p.deleteKeys(ti, key, changes[i:i+run])
+		case dmworker.Update:
+			if !safe {
+				key := identity(c.Table, c.Before)
+				if key == nil || !sameKey(c, key) {
+					p.update(ti, c)
+					break
+				}
+				// Updates that keep their key: one UPDATE ... CASE per
+				// chunk, which like single-row updates leaves missing
+				// rows missing.
+				for i+run < len(changes) && sameRun(c, changes[i+run]) && equalInts(identity(c.Table, changes[i+run].Before), key) && sameKey(changes[i+run], key) {
+					run++
+				}
+				p.updateRows(ti, key, changes[i:i+run])
+				break
+			}
+			key := identity(c.Table, c.Before)
+			if key == nil || !sameKey(c, key) {
+				// Delete the old row, insert-or-replace the new one.
+				if key == nil {
+					p.deleteOne(ti, c.Before, false)
+				} else {
+					p.deleteKeys(ti, key, changes[i:i+1])
+				}
+				if identity(c.Table, c.After) == nil {
+					p.deleteOne(ti, c.After, false)
+					p.insertRows(ti, "insert", changes[i:i+1])
+				} else {
+					p.insertRows(ti, "replace", changes[i:i+1])
+				}
+				break
+			}
+			// Updates that keep their key: delete all old rows, then
+			// replace all new ones. A key updated twice ends with its
+			// last image either way.
+			for i+run < len(changes) && sameRun(c, changes[i+run]) && equalInts(identity(c.Table, changes[i+run].Before), key) && sameKey(changes[i+run], key) {
+				run++
+			}
+			for _, chunk := range p.chunks(ti, changes[i:i+run], len(ti.writable)) {
+				p.deleteKeys(ti, key, chunk)
+				p.insertRows(ti, "replace", chunk)
+			}
 		}
 		if c.Table.CheckForeignKeys && !c.NoForeignKeyChecks {
 			for k := start; k < len(p.out); k++ {
@@ -284,124 +347,40 @@ func sameRun(a, b dmworker.Change) bool {
 	return b.Kind == a.Kind && sameTable(b.Table, a.Table) && (!a.Table.CheckForeignKeys || a.NoForeignKeyChecks == b.NoForeignKeyChecks)
 }
 
-// planChanges plans the changes from i that share statements with the one
-// at i, and returns how many.
-func (p *planner) planChanges(ti *tableInfo, changes []dmworker.Change, i int, safe bool) int {
-	c := changes[i]
-	// run is how many changes from i can share statements.
-	run := 1
-	switch c.Kind {
-	case dmworker.Insert:
-		if safe && identity(c.Table, c.After) == nil {
-			// Insert-or-replace of a row without a usable key:
-			// replace one equal row. Rows one by one, as equal rows
-			// in one statement would replace each other.
-			p.deleteOne(ti, c.After)
-			p.insertRows(ti, "insert", changes[i:i+1])
-			break
-		}
-		for i+run < len(changes) && sameRun(c, changes[i+run]) && !(safe && identity(c.Table, changes[i+run].After) == nil) {
-			run++
-		}
-		op := "insert"
-		if safe {
-			op = "replace"
-		}
-		p.insertRows(ti, op, changes[i:i+run])
-	case dmworker.Delete:
-		key := identity(c.Table, c.Before)
-		if key == nil {
-			p.deleteOne(ti, c.Before)
-			break
-		}
-		for !ti.selfRef && i+run < len(changes) && sameRun(c, changes[i+run]) && equalInts(identity(c.Table, changes[i+run].Before), key) {
-			run++
-		}
-		p.deleteKeys(ti, key, changes[i:i+run], false)
-	case dmworker.Update:
-		if !safe {
-			key := identity(c.Table, c.Before)
-			if key == nil || !sameKey(c, key) {
-				p.update(ti, c, false)
-				break
-			}
-			// Updates that keep their key: one UPDATE ... CASE per
-			// chunk, which like single-row updates leaves missing
-			// rows missing.
-			for i+run < len(changes) && sameRun(c, changes[i+run]) && equalInts(identity(c.Table, changes[i+run].Before), key) && sameKey(changes[i+run], key) {
-				run++
-			}
-			p.updateRows(ti, key, changes[i:i+run])
-			break
-		}
-		key := identity(c.Table, c.Before)
-		if key == nil || !sameKey(c, key) {
-			// Delete the old row, insert-or-replace the new one.
-			if key == nil {
-				p.deleteOne(ti, c.Before)
-			} else {
-				p.deleteKeys(ti, key, changes[i:i+1], false)
-			}
-			if identity(c.Table, c.After) == nil {
-				p.deleteOne(ti, c.After)
-				p.insertRows(ti, "insert", changes[i:i+1])
-			} else {
-				p.insertRows(ti, "replace", changes[i:i+1])
-			}
-			break
-		}
-		// Updates that keep their key: delete all old rows, then
-		// replace all new ones. A key updated twice ends with its
-		// last image either way.
-		for i+run < len(changes) && sameRun(c, changes[i+run]) && equalInts(identity(c.Table, changes[i+run].Before), key) && sameKey(changes[i+run], key) {
-			run++
-		}
-		for _, chunk := range p.chunks(ti, changes[i:i+run], len(ti.writable)) {
-			p.deleteKeys(ti, key, chunk, false)
-			p.insertRows(ti, "replace", chunk)
-		}
-	}
-	return run
-}
-
 // planKeeping plans, in safe mode, the changes from i to a table with
 // CheckForeignKeys that share statements with the one at i, and returns how
-// many. No row that exists is deleted to be written again: with the
-// downstream's foreign key checks on, a REPLACE or a delete-and-insert of a
-// referenced row would run its ON DELETE action (and delete or orphan its
-// children). Inserts are INSERT IGNORE ... ON DUPLICATE KEY UPDATE, updates
-// an UPDATE IGNORE of the old row followed by that upsert of the new one,
-// deletes DELETE IGNORE. IGNORE skips what a replay meets when it repeats
-// a change whose effect later changes (replayed next) have undone: a key
-// taken since, a referenced row deleted since, rows referencing it added
-// since. Tables without a key keep the plain safe-mode forms.
+// many. A replay must not write a row it finds again (REPLACE, or delete and
+// insert): with the downstream's foreign key checks on, that would run the
+// row's ON DELETE action and delete or orphan its children. It must not
+// run an action twice either. So each change is applied only where the
+// row is as the change found it upstream: an insert where its key is free
+// (INSERT IGNORE), an update or a delete to the row equal to the old image
+// in every column (UPDATE IGNORE / DELETE IGNORE ... WHERE every column
+// <=> its old value, LIMIT 1). Replayed in order from a state the changes of
+// these tables reached in order (the syncer applies them so), a change not
+// yet applied finds its row so and applies; one already applied finds its
+// row gone or changed since, and is skipped, as is (IGNORE) one whose
+// duplicate key or foreign key check says later changes, replayed next,
+// undid what it needs. An insert whose row later changes deleted or moved
+// away is inserted again: a replayed delete finds it, and so does a
+// replayed move, which deletes it when the row it moved is in place
+// (deleteMovedFrom).
 func (p *planner) planKeeping(ti *tableInfo, changes []dmworker.Change, i int) int {
 	c := changes[i]
 	run := 1
 	switch c.Kind {
 	case dmworker.Insert:
-		if identity(c.Table, c.After) == nil {
-			return p.planChanges(ti, changes, i, true)
-		}
-		for i+run < len(changes) && sameRun(c, changes[i+run]) && identity(c.Table, changes[i+run].After) != nil {
+		for i+run < len(changes) && sameRun(c, changes[i+run]) {
 			run++
 		}
-		p.insertRows(ti, "upsert", changes[i:i+run])
+		p.insertRows(ti, "insert ignore", changes[i:i+run])
 	case dmworker.Delete:
-		key := identity(c.Table, c.Before)
-		if key == nil {
-			return p.planChanges(ti, changes, i, true)
-		}
-		for !ti.selfRef && i+run < len(changes) && sameRun(c, changes[i+run]) && equalInts(identity(c.Table, changes[i+run].Before), key) {
-			run++
-		}
-		p.deleteKeys(ti, key, changes[i:i+run], true)
+		p.deleteOne(ti, c.Before, true)
 	case dmworker.Update:
-		if identity(c.Table, c.Before) == nil || identity(c.Table, c.After) == nil {
-			return p.planChanges(ti, changes, i, true)
+		p.updateMatching(ti, c)
+		if key := identity(c.Table, c.After); key != nil && !sameKey(c, key) {
+			p.deleteMovedFrom(ti, c, key)
 		}
-		p.update(ti, c, true)
-		p.insertRows(ti, "upsert", changes[i:i+1])
 	}
 	return run
 }
@@ -468,21 +447,20 @@ func (p *planner) chunks(ti *tableInfo, changes []dmworker.Change, perRow int) [
 	return out
 }
 
-// insertRows emits INSERT (op "insert"), REPLACE (op "replace") or
-// INSERT IGNORE ... ON DUPLICATE KEY UPDATE (op "upsert") statements for the
-// after images of changes.
+// insertRows emits INSERT (op "insert"), REPLACE (op "replace") or INSERT
+// IGNORE (op "insert ignore") statements for the after images of changes.
 func (p *planner) insertRows(ti *tableInfo, op string, changes []dmworker.Change) {
-	verb, tail := "INSERT INTO ", ""
+	verb := "INSERT INTO "
 	switch op {
 	case "replace":
 		verb = "REPLACE INTO "
-	case "upsert":
-		verb, tail = "INSERT IGNORE INTO ", ti.upsert
+	case "insert ignore":
+		verb = "INSERT IGNORE INTO "
 	}
 	for _, chunk := range p.chunks(ti, changes, len(ti.writable)) {
 		var b strings.Builder
 		// "(?,?)," a row with placeholders.
-		grow := len(verb) + len(ti.insert) + len(tail) + len(chunk)*(2*len(ti.writable)+2)
+		grow := len(verb) + len(ti.insert) + len(chunk)*(2*len(ti.writable)+2)
 		if p.inline {
 			// The literals, their quotes and commas, and some escapes.
 			for _, c := range chunk {
@@ -515,21 +493,16 @@ func (p *planner) insertRows(ti *tableInfo, op string, changes []dmworker.Change
 			}
 			b.WriteByte(')')
 		}
-		b.WriteString(tail)
 		p.out = append(p.out, stmt{op: op, table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: len(chunk)})
 	}
 }
 
 // deleteKeys emits DELETE ... WHERE key IN (...) for the before images of
-// changes, all identified by key; DELETE IGNORE with ignore.
-func (p *planner) deleteKeys(ti *tableInfo, key []int, changes []dmworker.Change, ignore bool) {
+// changes, all identified by key.
+func (p *planner) deleteKeys(ti *tableInfo, key []int, changes []dmworker.Change) {
 	for _, chunk := range p.chunks(ti, changes, len(key)) {
 		var b strings.Builder
-		b.WriteString("DELETE ")
-		if ignore {
-			b.WriteString("IGNORE ")
-		}
-		b.WriteString("FROM ")
+		b.WriteString("DELETE FROM ")
 		b.WriteString(ti.name)
 		b.WriteString(" WHERE ")
 		args := make([]any, 0, len(chunk)*len(key))
@@ -574,12 +547,14 @@ func (p *planner) whereKey(b *strings.Builder, ti *tableInfo, key []int, row []a
 	return args
 }
 
-// whereAll writes a NULL-safe match of every non-generated column of row.
-func (p *planner) whereAll(b *strings.Builder, ti *tableInfo, row []any, args []any) []any {
+// whereAll writes a NULL-safe match of every non-generated column of row,
+// each column name after prefix (a table alias and a dot, or "").
+func (p *planner) whereAll(b *strings.Builder, ti *tableInfo, prefix string, row []any, args []any) []any {
 	for k, i := range ti.writable {
 		if k > 0 {
 			b.WriteString(" AND ")
 		}
+		b.WriteString(prefix)
 		b.WriteString(quoteIdent(ti.tbl.Columns[i].Name))
 		if row[i] == nil {
 			b.WriteString(" IS NULL")
@@ -591,44 +566,96 @@ func (p *planner) whereAll(b *strings.Builder, ti *tableInfo, row []any, args []
 	return args
 }
 
-// deleteOne emits a DELETE of one row equal to row in every column.
-func (p *planner) deleteOne(ti *tableInfo, row []any) {
+// deleteOne emits a DELETE of one row equal to row in every column; DELETE
+// IGNORE with ignore.
+func (p *planner) deleteOne(ti *tableInfo, row []any, ignore bool) {
 	var b strings.Builder
-	b.WriteString("DELETE FROM ")
+	b.WriteString("DELETE ")
+	if ignore {
+		b.WriteString("IGNORE ")
+	}
+	b.WriteString("FROM ")
 	b.WriteString(ti.name)
 	b.WriteString(" WHERE ")
-	args := p.whereAll(&b, ti, row, nil)
+	args := p.whereAll(&b, ti, "", row, nil)
 	b.WriteString(" LIMIT 1")
 	p.out = append(p.out, stmt{op: "delete", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: 1})
 }
 
 // update emits UPDATE ... SET every writable column WHERE the old row's
-// identity; UPDATE IGNORE with ignore.
-func (p *planner) update(ti *tableInfo, c dmworker.Change, ignore bool) {
+// identity.
+func (p *planner) update(ti *tableInfo, c dmworker.Change) {
 	var b strings.Builder
 	b.WriteString("UPDATE ")
-	if ignore {
-		b.WriteString("IGNORE ")
-	}
 	b.WriteString(ti.name)
 	b.WriteString(" SET ")
-	args := make([]any, 0, 2*len(ti.writable))
+	args := p.setAll(&b, ti, c.After, make([]any, 0, 2*len(ti.writable)))
+	b.WriteString(" WHERE ")
+	if key := identity(c.Table, c.Before); key != nil {
+		args = p.whereKey(&b, ti, key, c.Before, args)
+	} else {
+		args = p.whereAll(&b, ti, "", c.Before, args)
+		b.WriteString(" LIMIT 1")
+	}
+	p.out = append(p.out, stmt{op: "update", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: 1})
+}
+
+// updateMatching emits UPDATE IGNORE ... SET every writable column WHERE
+// every column equals the old row's, NULL-safe, LIMIT 1.
+func (p *planner) updateMatching(ti *tableInfo, c dmworker.Change) {
+	var b strings.Builder
+	b.WriteString("UPDATE IGNORE ")
+	b.WriteString(ti.name)
+	b.WriteString(" SET ")
+	args := p.setAll(&b, ti, c.After, make([]any, 0, 2*len(ti.writable)))
+	b.WriteString(" WHERE ")
+	args = p.whereAll(&b, ti, "", c.Before, args)
+	b.WriteString(" LIMIT 1")
+	p.out = append(p.out, stmt{op: "update", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: 1})
+}
+
+// deleteMovedFrom emits, for an update that moves a row from one key
+// (c.Before's) to another (c.After's values of key), a DELETE IGNORE of the
+// row equal to c.Before in every column when a row holds the new key: the
+// update was applied before (its UPDATE found the new key taken), and the
+// old row is one a replayed insert brought back.
+func (p *planner) deleteMovedFrom(ti *tableInfo, c dmworker.Change, key []int) {
+	var b strings.Builder
+	// The deleted table unaliased: MariaDB resolves an alias in the
+	// delete list in the default database.
+	b.WriteString("DELETE IGNORE ")
+	b.WriteString(ti.name)
+	b.WriteString(" FROM ")
+	b.WriteString(ti.name)
+	b.WriteString(" JOIN ")
+	b.WriteString(ti.name)
+	b.WriteString(" AS n ON ")
+	var args []any
+	for k, i := range key {
+		if k > 0 {
+			b.WriteString(" AND ")
+		}
+		b.WriteString("n.")
+		b.WriteString(quoteIdent(ti.tbl.Columns[i].Name))
+		b.WriteString("=")
+		args = p.put(&b, p.param(ti.tbl.Columns[i]), c.After[i], args)
+	}
+	b.WriteString(" WHERE ")
+	args = p.whereAll(&b, ti, ti.name+".", c.Before, args)
+	p.out = append(p.out, stmt{op: "delete", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: 1})
+}
+
+// setAll writes `a`=?,`b`=? for row's writable columns.
+func (p *planner) setAll(b *strings.Builder, ti *tableInfo, row []any, args []any) []any {
 	for k, i := range ti.writable {
 		if k > 0 {
 			b.WriteByte(',')
 		}
 		b.WriteString(quoteIdent(ti.tbl.Columns[i].Name))
 		b.WriteString("=")
-		args = p.put(&b, "?", c.After[i], args)
+		args = p.put(b, "?", row[i], args)
 	}
-	b.WriteString(" WHERE ")
-	if key := identity(c.Table, c.Before); key != nil {
-		args = p.whereKey(&b, ti, key, c.Before, args)
-	} else {
-		args = p.whereAll(&b, ti, c.Before, args)
-		b.WriteString(" LIMIT 1")
-	}
-	p.out = append(p.out, stmt{op: "update", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: 1})
+	return args
 }
 
 // updateRows emits, for updates that keep their key, UPDATE ... SET each
@@ -642,7 +669,7 @@ func (p *planner) updateRows(ti *tableInfo, key []int, changes []dmworker.Change
 		// uniqueness row by row in its own order, and could trip over a
 		// value another row of it gives up.
 		for _, c := range changes {
-			p.update(ti, c, false)
+			p.update(ti, c)
 		}
 		return
 	}
