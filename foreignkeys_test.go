@@ -24,8 +24,11 @@ import (
 // fkSchema creates the foreign key tests' tables in schema fk: a cascade on
 // the referenced key itself (the case of issue #20), a cascade delete and
 // update through another column, SET NULL through a unique key, a
-// three-level chain with a restricting leaf, a self-referencing table, and
-// a pair joined by a plain (RESTRICT) foreign key.
+// three-level chain with a restricting leaf, a self-referencing table, a
+// pair joined by a plain (RESTRICT) foreign key, a cascade to a column with
+// a plain index (which the snapshot must create with the table, before the
+// referencing one), and a pair whose foreign key comes and goes by ALTER
+// TABLE (fkAlter).
 var fkSchema = []string{
 	"CREATE DATABASE fk",
 	"CREATE TABLE fk.ip (id INT PRIMARY KEY)",
@@ -41,9 +44,25 @@ var fkSchema = []string{
 	"CREATE TABLE fk.emp (id INT PRIMARY KEY, manager_id INT, name VARCHAR(16), FOREIGN KEY (manager_id) REFERENCES fk.emp (id) ON DELETE CASCADE)",
 	"CREATE TABLE fk.rp (id INT PRIMARY KEY, v INT)",
 	"CREATE TABLE fk.rc (id INT PRIMARY KEY, rpid INT NOT NULL, FOREIGN KEY (rpid) REFERENCES fk.rp (id))",
+	"CREATE TABLE fk.kp (id INT PRIMARY KEY, grp INT, KEY (grp))",
+	"CREATE TABLE fk.kz (id INT PRIMARY KEY, grp INT, FOREIGN KEY (grp) REFERENCES fk.kp (grp) ON DELETE CASCADE)",
+	"CREATE TABLE fk.ap (id INT PRIMARY KEY)",
+	"CREATE TABLE fk.ac (id INT PRIMARY KEY, pid INT, KEY (pid))",
 }
 
-var fkTables = []string{"ip", "ic", "p", "c", "sp", "sc", "g", "m", "l", "lr", "emp", "rp", "rc"}
+var fkTables = []string{"ip", "ic", "p", "c", "sp", "sc", "g", "m", "l", "lr", "emp", "rp", "rc", "kp", "kz", "ap", "ac"}
+
+// fkAlter gives fk.ac a cascading foreign key, deletes parents, drops the
+// key and deletes parents again: the downstream cascades the first deletes
+// and not the second.
+var fkAlter = []string{
+	"INSERT INTO fk.ap VALUES (1), (2), (3), (4)",
+	"INSERT INTO fk.ac VALUES (1, 1), (2, 2), (3, 3), (4, 4), (5, NULL)",
+	"ALTER TABLE fk.ac ADD CONSTRAINT ac_p FOREIGN KEY (pid) REFERENCES fk.ap (id) ON DELETE CASCADE",
+	"DELETE FROM fk.ap WHERE id IN (1, 2)",
+	"ALTER TABLE fk.ac DROP FOREIGN KEY ac_p",
+	"DELETE FROM fk.ap WHERE id = 3",
+}
 
 // fkRepro is issue #20's case: upstream ic ends {18}.
 var fkRepro = []string{
@@ -85,7 +104,7 @@ func fkWorkload(db *sql.DB, rnd *rand.Rand, next *atomic.Int64, n int) error {
 		failed = tx.Commit()
 	}
 	for range n {
-		switch rnd.IntN(24) {
+		switch rnd.IntN(26) {
 		case 0, 1: // parent, then children
 			id := fresh()
 			run(fmt.Sprintf("INSERT INTO fk.p VALUES (%d, 'p')", id),
@@ -145,6 +164,12 @@ func fkWorkload(db *sql.DB, rnd *rand.Rand, next *atomic.Int64, n int) error {
 		case 22:
 			run(fmt.Sprintf("UPDATE fk.rc SET rpid = %d WHERE id = %d", some(), some()),
 				fmt.Sprintf("UPDATE fk.rp SET v = v + 1 WHERE id = %d", some()))
+		case 24: // a cascade through a column with a plain index
+			id := fresh()
+			run(fmt.Sprintf("INSERT INTO fk.kp VALUES (%d, %d)", id, id),
+				fmt.Sprintf("INSERT INTO fk.kz VALUES (%d, %d)", fresh(), id))
+		case 25:
+			run(fmt.Sprintf("DELETE FROM fk.kp WHERE id = %d", some()))
 		case 23: // checks off: no cascade upstream, none downstream (none
 			// of these statements can fail, the session is put back)
 			if rnd.IntN(3) == 0 {
@@ -236,6 +261,9 @@ func TestForeignKeyCascades(t *testing.T) {
 			wg.Wait()
 			if t.Failed() {
 				t.FailNow()
+			}
+			for _, q := range fkAlter {
+				mustExec(t, p.updb, q)
 			}
 			if got := tableRows(t, p.updb, "fk.ic"); len(got) != 1 || got[0] != `"18"` {
 				t.Fatalf("upstream fk.ic = %v, want 18 alone", got)
