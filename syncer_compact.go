@@ -24,7 +24,11 @@ import (
 // Only tables with a primary
 // key and no other unique key take part, and only updates that keep the
 // primary key: with another unique key, moving a change earlier could make
-// two rows collide on it for a moment. The merged change takes the place of
+// two rows collide on it for a moment. Tables of a foreign key cascade
+// group do not take part either: a delete and an insert merged into an
+// update would not run the delete's ON DELETE action downstream, and a
+// merged change moved earlier could pass a related table's change. The
+// merged change takes the place of
 // the first; changes in between concern other rows, so order is kept where
 // it matters. The result reuses changes' backing array.
 func compact(changes []Change) []Change {

@@ -215,8 +215,10 @@ func (s *Sink) forget(dc any) {
 // In normal mode inserts are INSERT, updates UPDATE ... WHERE the old row's
 // key (many rows in one UPDATE ... CASE when they keep their key and move no
 // other unique value), deletes DELETE ... WHERE key IN (...). In safe mode inserts are
-// REPLACE, updates a DELETE of the old row and a REPLACE of the new one. A
-// row's key is the primary key, else the first unique key with no NULL in
+// REPLACE, updates a DELETE of the old row and a REPLACE of the new one,
+// except on tables with CheckForeignKeys, which are written with
+// foreign_key_checks on and in safe mode without deleting rows that exist
+// (see the package doc). A row's key is the primary key, else the first unique key with no NULL in
 // the row, else every column (NULL-safe, one row at a time, LIMIT 1; an
 // insert-or-replace then deletes one equal row before inserting). Generated
 // columns are never written.
