@@ -67,7 +67,7 @@
 // and accent-insensitive collation compares it): changes sharing a key stay
 // on one worker, in order; a change whose keys two workers hold waits only
 // for those workers to apply what they hold. The tables of a foreign key
-// cascade group (see Table.CheckForeignKeys and foreignkeys.go) share one
+// cascade group (see Table.CheckForeignKeys) share one
 // key: their changes are applied in upstream order, one worker at a time,
 // since an ON DELETE or ON UPDATE action reaches rows the binlog never
 // names. Each worker gathers up to
