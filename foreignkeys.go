@@ -22,15 +22,19 @@ import (
 // lack that table or its rows: a check would fail); its changes still
 // follow the group's order.
 //
-// Order: an action reaches rows the binlog never names (a child's child,
-// the subtree of a self-referencing table), so no row key can order the
-// changes it interacts with. The parallel syncer therefore gives all the
-// changes of a cascade group one causality key: they are applied in upstream
-// order, one worker at a time, and neither compacted nor regrouped within a
-// batch; with checks on, a child insert then always follows its parent's,
-// a parent delete its children's. Tables outside cascade groups keep the
-// full parallelism and are applied with checks off, as before: foreign keys
-// that only restrict change nothing the binlog does not carry.
+// Order and replays: an action reaches rows the binlog never names (a
+// child's child, the subtree of a self-referencing table), so no row key can
+// order the changes it interacts with, and no replay can tell which of them
+// were applied and which not: running an action twice, or missing one,
+// loses rows. The changes of cascade groups are therefore applied in
+// upstream order and never ahead of the checkpoint: the serial syncer's
+// batches carry their checkpoint anyway; the parallel syncer applies them
+// on its dispatcher, after the workers have applied everything before them,
+// each batch with an exact checkpoint (syncer_parallel.go), never compacted.
+// With checks on, a child insert then always follows its parent's, a
+// parent delete its children's. Tables outside cascade groups keep the full
+// parallelism and are applied with checks off, as before: foreign keys that
+// only restrict change nothing the binlog does not carry.
 
 // fkGroups is what the foreign keys of a tracked schema mean for the
 // tables of a task.

@@ -1,7 +1,6 @@
 package dmworker
 
 import (
-	"fmt"
 	"slices"
 	"testing"
 
@@ -85,52 +84,5 @@ func TestFKGroups(t *testing.T) {
 	}
 	if fk := table("s2", "c").ForeignKeys; len(fk) != 1 || fk[0].RefSchema != "merged" || fk[0].RefTable != "p" || fk[0].OnDelete != FKCascade {
 		t.Fatalf("s2.c's keys: %+v", fk)
-	}
-}
-
-// TestCompactLeavesCascadeGroupsAlone: a worker's batch is neither
-// compacted nor regrouped where it concerns a foreign key cascade group:
-// a delete then an insert of a parent's key must stay two changes (one
-// update would not run the delete's ON DELETE action), and a child's insert
-// must not move before its parent's.
-func TestCompactLeavesCascadeGroupsAlone(t *testing.T) {
-	cols := []Column{{Name: "id"}, {Name: "v"}}
-	parent := &Table{Schema: "s", Name: "p", Columns: cols, PrimaryKey: []int{0}, CheckForeignKeys: true, fkGroup: "s.c"}
-	child := &Table{Schema: "s", Name: "c", Columns: cols, PrimaryKey: []int{0}, CheckForeignKeys: true, fkGroup: "s.c"}
-	other := &Table{Schema: "s", Name: "o", Columns: cols, PrimaryKey: []int{0}}
-	row := func(id, v int64) []any { return []any{id, v} }
-	in := []Change{
-		{Kind: Insert, Table: child, After: row(9, 1)},
-		{Kind: Insert, Table: other, After: row(1, 1)},
-		{Kind: Delete, Table: parent, Before: row(1, 1)},
-		{Kind: Insert, Table: other, After: row(2, 1)},
-		{Kind: Insert, Table: parent, After: row(1, 2)},
-		{Kind: Insert, Table: child, After: row(10, 1)},
-		{Kind: Update, Table: other, Before: row(1, 1), After: row(1, 3)},
-		{Kind: Insert, Table: other, After: row(3, 1)},
-	}
-	out := group(compact(append([]Change(nil), in...)))
-	var got []Change
-	for _, c := range out {
-		if c.Table != other {
-			got = append(got, c)
-		}
-	}
-	var want []Change
-	for _, c := range in {
-		if c.Table != other {
-			want = append(want, c)
-		}
-	}
-	if len(got) != len(want) {
-		t.Fatalf("cascade group changes %v, want %v", got, want)
-	}
-	for i := range want {
-		if got[i].Kind != want[i].Kind || got[i].Table != want[i].Table || fmt.Sprint(got[i].Before, got[i].After) != fmt.Sprint(want[i].Before, want[i].After) {
-			t.Fatalf("cascade group change %d: %v %v %v, want %v %v %v", i, got[i], got[i].Before, got[i].After, want[i], want[i].Before, want[i].After)
-		}
-	}
-	if len(out) >= len(in) {
-		t.Fatalf("the other table's changes were not compacted: %d changes", len(out))
 	}
 }

@@ -1,24 +1,20 @@
 package dmworker_test
 
 import (
-	"bytes"
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
-	"github.com/dmworker/dmworker/streamer"
+	"github.com/dmworker/dmworker/mysqlsink"
 )
 
 // fkSchema creates the foreign key tests' tables in schema fk: a cascade on
@@ -104,7 +100,7 @@ func fkWorkload(db *sql.DB, rnd *rand.Rand, next *atomic.Int64, n int) error {
 		failed = tx.Commit()
 	}
 	for range n {
-		switch rnd.IntN(26) {
+		switch rnd.IntN(27) {
 		case 0, 1: // parent, then children
 			id := fresh()
 			run(fmt.Sprintf("INSERT INTO fk.p VALUES (%d, 'p')", id),
@@ -170,6 +166,13 @@ func fkWorkload(db *sql.DB, rnd *rand.Rand, next *atomic.Int64, n int) error {
 				fmt.Sprintf("INSERT INTO fk.kz VALUES (%d, %d)", fresh(), id))
 		case 25:
 			run(fmt.Sprintf("DELETE FROM fk.kp WHERE id = %d", some()))
+		case 26: // a child moves to a new parent, which goes with it: a
+			// replay that repeated the insert would find its parent gone
+			p1, p2, c := fresh(), fresh(), fresh()
+			run(fmt.Sprintf("INSERT INTO fk.p VALUES (%d, 'p'), (%d, 'p')", p1, p2))
+			run(fmt.Sprintf("INSERT INTO fk.c VALUES (%d, %d, 'c')", c, p1))
+			run(fmt.Sprintf("UPDATE fk.c SET pid = %d WHERE id = %d", p2, c))
+			run(fmt.Sprintf("DELETE FROM fk.p WHERE id = %d", p2))
 		case 23: // checks off: no cascade upstream, none downstream (none
 			// of these statements can fail, the session is put back)
 			if rnd.IntN(3) == 0 {
@@ -181,6 +184,27 @@ func fkWorkload(db *sql.DB, rnd *rand.Rand, next *atomic.Int64, n int) error {
 		}
 	}
 	return failed
+}
+
+// fkSink is mysqlsink checking that the changes of tables with
+// CheckForeignKeys come in batches that carry their checkpoint: applied never
+// ahead of it, they are never replayed over themselves after a crash.
+type fkSink struct {
+	*mysqlsink.Sink
+	t       *testing.T
+	checked atomic.Int64 // changes of such tables seen
+}
+
+func (s *fkSink) Apply(ctx context.Context, b *dmworker.Batch) error {
+	for _, c := range b.Changes {
+		if c.Table.CheckForeignKeys {
+			s.checked.Add(1)
+			if b.Checkpoint == nil {
+				s.t.Errorf("a change of %s (foreign key checks on) in a batch without a checkpoint", c.Table.QualifiedName())
+			}
+		}
+	}
+	return s.Sink.Apply(ctx, b)
 }
 
 // checkFKTables compares every fk table upstream with its copy in schema
@@ -224,13 +248,14 @@ func TestForeignKeyCascades(t *testing.T) {
 			}
 			variants := []variant{{"w1", 1, false}, {"w16", 16, false}, {"s1", 1, true}, {"s16", 16, true}}
 			var tasks []*dmworker.SubTask
+			sink := &fkSink{Sink: p.sink, t: t}
 			for _, v := range variants {
 				cfg := dmworker.SubTaskConfig{Name: "fk-" + v.name, Mode: mode, Workers: v.workers, SafeMode: v.safe,
 					// Every variant into a schema of its own, through
 					// routing: the routed DDL must route the references.
 					Routes:   []dmworker.RouteRule{{SchemaPattern: "fk", TargetSchema: "fk_" + v.name}},
 					Snapshot: dmworker.SnapshotConfig{Concurrency: 2, ChunkRows: 50}}
-				st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+				st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), sink)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -272,6 +297,9 @@ func TestForeignKeyCascades(t *testing.T) {
 				waitSubTaskSynced(t, st.Status, p)
 				checkFKTables(t, p.updb, p.downdb, "fk_"+variants[k].name)
 			}
+			if sink.checked.Load() == 0 {
+				t.Fatal("no change of a table with foreign key checks reached the sink")
+			}
 		})
 	}
 }
@@ -291,7 +319,6 @@ func TestForeignKeyCrashReplay(t *testing.T) {
 				}
 			}
 			file, pos := masterPos(t, p.updb)
-			spec := fmt.Sprintf("fkcrash|%s:%s@%s|%s:%s@%s|%d|%s:%d", p.up.User, p.up.Password, p.up.Addr(), p.down.User, p.down.Password, p.down.Addr(), workers, file, pos)
 
 			var next atomic.Int64
 			next.Store(100)
@@ -312,40 +339,14 @@ func TestForeignKeyCrashReplay(t *testing.T) {
 					}
 				}
 			})
-			rnd := rand.New(rand.NewPCG(23, uint64(i)))
-			for range 6 {
-				cmd := exec.Command(os.Args[0], "-test.run=^$")
-				cmd.Env = append(os.Environ(), syncerChildEnv+"="+spec)
-				var stderr bytes.Buffer
-				cmd.Stderr = &stderr
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				// Fault injection after a random stretch of work, not a
-				// timing assertion.
-				time.Sleep(time.Duration(300+rnd.IntN(900)) * time.Millisecond)
-				if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-					t.Fatal(err)
-				}
-				err := cmd.Wait()
-				var ee *exec.ExitError
-				if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-					t.Fatalf("syncer child ended on its own (%v): %s", err, stderr.String())
-				}
-			}
+			killSyncerChildren(t, p, "fkcrash", workers, file, pos, 6, rand.New(rand.NewPCG(23, uint64(i))))
 			close(stop)
 			wg.Wait()
 			if t.Failed() {
 				t.FailNow()
 			}
 
-			s, err := dmworker.NewSyncer(dmworker.SyncerConfig{Task: "fkcrash", Upstream: upstreamOf(p.up), BatchSize: 7, Workers: workers,
-				Start: streamer.Position{Name: file, Offset: pos}}, p.sink)
-			if err != nil {
-				t.Fatal(err)
-			}
-			run := runSyncer(t, s)
-			waitSynced(t, run, p.updb)
+			recoverSyncer(t, p, "fkcrash", workers, file, pos)
 			checkFKTables(t, p.updb, p.downdb, "fk")
 		})
 	}

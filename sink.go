@@ -138,11 +138,14 @@ type Table struct {
 	// the sink writes the table's changes with its foreign key checks on
 	// (except changes with NoForeignKeyChecks), and in safe mode without
 	// deleting a row that exists (a REPLACE or a delete-and-insert would
-	// cascade): insert-or-update instead of insert-or-replace, an update in
-	// place. The syncer applies the changes of all tables joined that way
-	// in upstream order (one worker at a time). Without it, foreign keys
-	// need nothing: their checks may be off, changes of related tables
-	// arrive in parallel.
+	// cascade), and applying a change only where its row is as the
+	// upstream found it. The syncer applies the changes of all tables
+	// joined that way in upstream order, in batches that carry their
+	// checkpoint (never ahead of it: a replay does not repeat them, except
+	// within a transaction of more than MaxBatchRows of them, or when the
+	// checkpoint is not stored by the sink). Without it, foreign keys need
+	// nothing: their checks may be off, changes of related tables arrive in
+	// parallel.
 	CheckForeignKeys bool
 
 	// fkGroup names, for the syncer's parallel apply, the group of tables

@@ -24,11 +24,7 @@ import (
 // Only tables with a primary
 // key and no other unique key take part, and only updates that keep the
 // primary key: with another unique key, moving a change earlier could make
-// two rows collide on it for a moment. Tables of a foreign key cascade
-// group do not take part either: a delete and an insert merged into an
-// update would not run the delete's ON DELETE action downstream, and a
-// merged change moved earlier could pass a related table's change. The
-// merged change takes the place of
+// two rows collide on it for a moment. The merged change takes the place of
 // the first; changes in between concern other rows, so order is kept where
 // it matters. The result reuses changes' backing array.
 func compact(changes []Change) []Change {
@@ -50,7 +46,7 @@ func compact(changes []Change) []Change {
 	out := changes[:0]
 	for _, c := range changes {
 		t := c.Table
-		ok := len(t.PrimaryKey) > 0 && len(t.UniqueKeys) == 0 && t.fkGroup == ""
+		ok := len(t.PrimaryKey) > 0 && len(t.UniqueKeys) == 0
 		row := c.After
 		if c.Kind != Insert {
 			row = c.Before
@@ -65,7 +61,7 @@ func compact(changes []Change) []Change {
 			}
 		}
 		if !ok {
-			if c.Kind == Update && len(t.PrimaryKey) > 0 && len(t.UniqueKeys) == 0 && t.fkGroup == "" {
+			if c.Kind == Update && len(t.PrimaryKey) > 0 && len(t.UniqueKeys) == 0 {
 				// The key changes: nothing may merge across this change
 				// for either key.
 				delete(at, k)
@@ -109,11 +105,10 @@ func mergeChanges(a, b Change) (Change, bool) {
 
 // groupable reports whether c may move past changes to other rows within a
 // batch: its table has a primary key and no other unique key (rows are
-// independent but for the key) and belongs to no foreign key cascade group
-// (whose rows depend on each other), and an update keeps the key.
+// independent but for the key), and an update keeps the key.
 func groupable(c *Change) bool {
 	t := c.Table
-	if len(t.PrimaryKey) == 0 || len(t.UniqueKeys) > 0 || t.fkGroup != "" {
+	if len(t.PrimaryKey) == 0 || len(t.UniqueKeys) > 0 {
 		return false
 	}
 	if c.Kind == Update {

@@ -171,6 +171,9 @@ func (r *syncRun) parallelLoop(ctx context.Context, reader streamer.Reader, star
 			case gctx != p.ctx && gctx.Err() != nil:
 				deadline.stop()
 				p.flushAll() // nothing more is coming for now
+				if err := p.flushGroups(ctx, true); err != nil {
+					return err
+				}
 				if err := p.maybeCheckpoint(ctx, !r.midTxn && p.idle()); err != nil {
 					return err
 				}
@@ -318,6 +321,9 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 			if err := r.par.drain(); err != nil {
 				return err
 			}
+			if err := r.par.flushGroups(ctx, true); err != nil {
+				return err
+			}
 		}
 		if err := r.ddl(ctx, ev, string(e.Schema), q); err != nil {
 			return err
@@ -342,6 +348,9 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		r.midTxn = false
 		if r.par != nil {
 			r.par.txnEnd(ev.Pos)
+			if err := r.par.flushGroups(ctx, false); err != nil {
+				return err
+			}
 			return r.par.maybeCheckpoint(ctx, false)
 		}
 		if len(r.batch) > 0 {
@@ -576,21 +585,12 @@ func (r *syncRun) flush(ctx context.Context, pos streamer.Position, partial bool
 		cp.SafeUntil = s.Status().Read
 		r.batchSafe = true
 	}
-	b := &Batch{Changes: r.batch, SafeMode: r.batchSafe, Checkpoint: &cp}
-	err := r.retry(ctx, func() error { return s.sink.Apply(ctx, b) })
-	if err != nil {
-		return s.wrap(pos, "", "apply batch", err)
+	if err := r.applyAt(ctx, r.batch, r.batchSafe, cp); err != nil {
+		return err
 	}
 	n := int64(len(r.batch))
 	r.batch = nil
 	r.batchSafe = partial
-	if _, ok := s.store.(sinkStore); !ok {
-		// The sink did not store the checkpoint with the data.
-		if err := r.retry(ctx, func() error { return s.store.Save(ctx, cp) }); err != nil {
-			return s.wrap(pos, "", "save checkpoint", err)
-		}
-	}
-	r.schemaDirty = false
 	if !partial {
 		r.saved = pos
 	}
@@ -601,6 +601,24 @@ func (r *syncRun) flush(ctx context.Context, pos streamer.Position, partial bool
 			st.Checkpoint = pos
 		}
 	})
+	return nil
+}
+
+// applyAt applies changes in one batch with the checkpoint cp: stored by the
+// sink in the batch's transaction, or by the store after it.
+func (r *syncRun) applyAt(ctx context.Context, changes []Change, safe bool, cp Checkpoint) error {
+	s := r.s
+	b := &Batch{Changes: changes, SafeMode: safe, Checkpoint: &cp}
+	if err := r.retry(ctx, func() error { return s.sink.Apply(ctx, b) }); err != nil {
+		return s.wrap(cp.Pos, "", "apply batch", err)
+	}
+	if _, ok := s.store.(sinkStore); !ok {
+		// The sink did not store the checkpoint with the data.
+		if err := r.retry(ctx, func() error { return s.store.Save(ctx, cp) }); err != nil {
+			return s.wrap(cp.Pos, "", "save checkpoint", err)
+		}
+	}
+	r.schemaDirty = false
 	return nil
 }
 

@@ -292,7 +292,7 @@ func (p *planner) plan(changes []dmworker.Change, safe bool) []stmt {
 			if !safe {
 				key := identity(c.Table, c.Before)
 				if key == nil || !sameKey(c, key) {
-					p.update(ti, c)
+					p.update(ti, c, false)
 					break
 				}
 				// Updates that keep their key: one UPDATE ... CASE per
@@ -377,7 +377,7 @@ func (p *planner) planKeeping(ti *tableInfo, changes []dmworker.Change, i int) i
 	case dmworker.Delete:
 		p.deleteOne(ti, c.Before, true)
 	case dmworker.Update:
-		p.updateMatching(ti, c)
+		p.update(ti, c, true)
 		if key := identity(c.Table, c.After); key != nil && !sameKey(c, key) {
 			p.deleteMovedFrom(ti, c, key)
 		}
@@ -583,34 +583,24 @@ func (p *planner) deleteOne(ti *tableInfo, row []any, ignore bool) {
 }
 
 // update emits UPDATE ... SET every writable column WHERE the old row's
-// identity.
-func (p *planner) update(ti *tableInfo, c dmworker.Change) {
+// identity; with matching, UPDATE IGNORE ... WHERE every column equals the
+// old row's, NULL-safe, LIMIT 1.
+func (p *planner) update(ti *tableInfo, c dmworker.Change, matching bool) {
 	var b strings.Builder
 	b.WriteString("UPDATE ")
+	if matching {
+		b.WriteString("IGNORE ")
+	}
 	b.WriteString(ti.name)
 	b.WriteString(" SET ")
 	args := p.setAll(&b, ti, c.After, make([]any, 0, 2*len(ti.writable)))
 	b.WriteString(" WHERE ")
-	if key := identity(c.Table, c.Before); key != nil {
+	if key := identity(c.Table, c.Before); key != nil && !matching {
 		args = p.whereKey(&b, ti, key, c.Before, args)
 	} else {
 		args = p.whereAll(&b, ti, "", c.Before, args)
 		b.WriteString(" LIMIT 1")
 	}
-	p.out = append(p.out, stmt{op: "update", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: 1})
-}
-
-// updateMatching emits UPDATE IGNORE ... SET every writable column WHERE
-// every column equals the old row's, NULL-safe, LIMIT 1.
-func (p *planner) updateMatching(ti *tableInfo, c dmworker.Change) {
-	var b strings.Builder
-	b.WriteString("UPDATE IGNORE ")
-	b.WriteString(ti.name)
-	b.WriteString(" SET ")
-	args := p.setAll(&b, ti, c.After, make([]any, 0, 2*len(ti.writable)))
-	b.WriteString(" WHERE ")
-	args = p.whereAll(&b, ti, "", c.Before, args)
-	b.WriteString(" LIMIT 1")
 	p.out = append(p.out, stmt{op: "update", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: 1})
 }
 
@@ -669,7 +659,7 @@ func (p *planner) updateRows(ti *tableInfo, key []int, changes []dmworker.Change
 		// uniqueness row by row in its own order, and could trip over a
 		// value another row of it gives up.
 		for _, c := range changes {
-			p.update(ti, c)
+			p.update(ti, c, false)
 		}
 		return
 	}

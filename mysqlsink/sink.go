@@ -218,8 +218,8 @@ func (s *Sink) forget(dc any) {
 // REPLACE, updates a DELETE of the old row and a REPLACE of the new one,
 // except on tables with CheckForeignKeys, which are written with
 // foreign_key_checks on and in safe mode without deleting rows that exist
-// (see the package doc). A row's key is the primary key, else the first unique key with no NULL in
-// the row, else every column (NULL-safe, one row at a time, LIMIT 1; an
+// (see the package doc). A row's key is the primary key, else the first
+// unique key with no NULL in the row, else every column (NULL-safe, one row at a time, LIMIT 1; an
 // insert-or-replace then deletes one equal row before inserting). Generated
 // columns are never written.
 //
