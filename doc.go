@@ -66,7 +66,13 @@
 // unique key of its table for its old and new row (text folded as a case-
 // and accent-insensitive collation compares it): changes sharing a key stay
 // on one worker, in order; a change whose keys two workers hold waits only
-// for those workers to apply what they hold. Each worker gathers up to
+// for those workers to apply what they hold. Changes to the tables of a
+// foreign key cascade group (see Table.CheckForeignKeys) are applied by the
+// reading goroutine itself, in upstream order, once the workers have applied
+// everything before them, in batches of whole transactions that carry an
+// exact checkpoint: an ON DELETE or ON UPDATE action reaches rows the binlog
+// never names, and a replay could not tell whether it ran. Each worker
+// gathers up to
 // BatchSize changes (waiting at most FlushInterval), merges changes to one
 // row when Compact is set, groups them by table and kind where rows are
 // independent, and applies them as one sink transaction fenced by the

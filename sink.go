@@ -24,7 +24,14 @@ import (
 //   - With Batch.SafeMode set the batch may repeat changes the sink has
 //     already applied (a replay after a crash): the sink must then make
 //     inserts idempotent (insert-or-replace) and apply an update as a delete
-//     of the old row followed by an insert-or-replace of the new one.
+//     of the old row followed by an insert-or-replace of the new one; on a
+//     table with CheckForeignKeys, without deleting rows that exist (see
+//     Table.CheckForeignKeys).
+//   - The upstream's binlog does not carry what its foreign keys' ON DELETE
+//     and ON UPDATE actions did (rows a CASCADE deleted or changed, columns
+//     a SET NULL cleared): for a table with CheckForeignKeys the sink must
+//     have them done again, as a downstream with the same foreign keys does
+//     when it checks them.
 //   - Every call takes a context and must return promptly when it ends.
 //   - An error wrapping ErrRetryable (see Retryable) means the call had no
 //     effect and may be retried as is (lost connection, deadlock, lock wait
@@ -98,6 +105,10 @@ type Change struct {
 	Table  *Table
 	Before []any // the row before the change; nil for Insert
 	After  []any // the row after the change; nil for Delete
+	// NoForeignKeyChecks is set when the upstream made the change with
+	// foreign_key_checks off: its foreign keys were neither checked nor
+	// acted on there, so they must not be downstream either.
+	NoForeignKeyChecks bool
 }
 
 // Table describes a table as the sink sees it: its name after routing and its
@@ -115,6 +126,80 @@ type Table struct {
 	// key excluded), for tables matched by a unique key when they lack a
 	// primary key.
 	UniqueKeys [][]int
+	// ForeignKeys are the table's foreign keys that reference a table the
+	// task replicates (possibly this one), by downstream names.
+	ForeignKeys []ForeignKey
+	// CheckForeignKeys is set when the table is joined by foreign keys
+	// (its own or others', through any number of tables) to a foreign key
+	// with an ON DELETE or ON UPDATE action (CASCADE, SET NULL) between
+	// replicated tables, and every foreign key of its own references a
+	// replicated table. The binlog does not carry what those actions did
+	// upstream; a downstream that has the foreign keys does it again when
+	// the sink writes the table's changes with its foreign key checks on
+	// (except changes with NoForeignKeyChecks), and in safe mode without
+	// deleting a row that exists (a REPLACE or a delete-and-insert would
+	// cascade), and applying a change only where its row is as the
+	// upstream found it. The syncer applies the changes of all tables
+	// joined that way in upstream order, in batches that carry their
+	// checkpoint (never ahead of it: a replay does not repeat them, except
+	// within a transaction of more than MaxBatchRows of them, or when the
+	// checkpoint is not stored by the sink). Without it, foreign keys need
+	// nothing: their checks may be off, changes of related tables arrive in
+	// parallel.
+	CheckForeignKeys bool
+
+	// fkGroup names, for the syncer's parallel apply, the group of tables
+	// joined by foreign keys with actions ("" when none): its changes are
+	// applied in order.
+	fkGroup string
+}
+
+// ForeignKey is a foreign key of a Table: Columns reference RefColumns, in
+// the same order, of RefSchema.RefTable.
+type ForeignKey struct {
+	Name string
+	// Columns holds the indexes in Table.Columns of the referencing
+	// columns.
+	Columns []int
+	// RefSchema and RefTable name the referenced table downstream (after
+	// routing); RefColumns are its column names.
+	RefSchema, RefTable string
+	RefColumns          []string
+	// OnDelete and OnUpdate say what deleting the referenced row, or
+	// changing its referenced columns, does to referencing rows.
+	OnDelete, OnUpdate FKAction
+}
+
+// FKAction is a foreign key's referential action.
+type FKAction uint8
+
+// Referential actions.
+const (
+	// FKRestrict: the change of the referenced row is refused while rows
+	// reference it (RESTRICT, NO ACTION, or none given).
+	FKRestrict FKAction = iota
+	// FKCascade: referencing rows are deleted, or their columns changed,
+	// with the referenced row.
+	FKCascade
+	// FKSetNull: the referencing columns are set to NULL.
+	FKSetNull
+	// FKSetDefault: the referencing columns are set to their default
+	// (parsed; InnoDB refuses it).
+	FKSetDefault
+)
+
+func (a FKAction) String() string {
+	switch a {
+	case FKRestrict:
+		return "RESTRICT"
+	case FKCascade:
+		return "CASCADE"
+	case FKSetNull:
+		return "SET NULL"
+	case FKSetDefault:
+		return "SET DEFAULT"
+	}
+	return fmt.Sprintf("FKAction(%d)", uint8(a))
 }
 
 // QualifiedName is "schema.name".

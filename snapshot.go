@@ -67,8 +67,8 @@ type SnapshotConfig struct {
 	// By default a table the copy creates gets its plain secondary indexes
 	// (KEY, not PRIMARY, UNIQUE, FULLTEXT or SPATIAL) after its rows are
 	// in, built in one sorted pass instead of row by row, while the next
-	// tables are copied; not for tables with a foreign key, nor for
-	// several upstream tables routed into one.
+	// tables are copied; not for tables with a foreign key or referenced
+	// by one, nor for several upstream tables routed into one.
 	IndexesFirst bool `json:"indexes-first,omitempty" toml:"indexes-first"`
 }
 

@@ -113,6 +113,16 @@ func (c *snapshotCopy) prepare(ctx context.Context, conn *sql.Conn) error {
 		}
 		creates = append(creates, create{db: t.Schema, object: t.QualifiedName(), query: q, t: t})
 	}
+	// A table a foreign key references keeps its indexes: creating the
+	// referencing table fails while the referenced columns lack one.
+	referenced := map[string]bool{}
+	for _, n := range c.tracker.Tables() {
+		def, _ := c.tracker.Table(n.Schema, n.Name)
+		for i := range def.ForeignKeys {
+			ref := def.ForeignKeys[i].Ref()
+			referenced[ref.Schema+"."+ref.Name] = true
+		}
+	}
 	deferred := false
 	for i := range creates {
 		cr := &creates[i]
@@ -124,7 +134,7 @@ func (c *snapshotCopy) prepare(ctx context.Context, conn *sql.Conn) error {
 		// Only into a table of its own: rows of another upstream table
 		// routed into it may still be arriving.
 		if !c.resumed && !t.Finished && !u.sc.IndexesFirst && len(keys) > 0 && targets[c.tables[t.QualifiedName()].QualifiedName()] == 1 &&
-			!c.createFiltered(cr.db, cr.query) {
+			!referenced[t.QualifiedName()] && !c.createFiltered(cr.db, cr.query) {
 			c.progMu.Lock()
 			t.Deferred = keys
 			c.progMu.Unlock()

@@ -43,7 +43,9 @@ type SyncerConfig struct {
 	// Default 100ms.
 	FlushInterval Duration `json:"flush-interval,omitzero" toml:"flush-interval"`
 	// SafeMode makes every write idempotent (inserts replace, updates are
-	// delete + replace), not only during the replay after a restart.
+	// delete + replace; on tables with Table.CheckForeignKeys, changes
+	// apply only where the row is as the upstream found it), not only
+	// during the replay after a restart.
 	SafeMode bool `json:"safe-mode,omitempty" toml:"safe-mode"`
 	// Workers is how many goroutines apply changes in parallel. Default 16
 	// when the sink is a ConcurrentSink, else 1 (more than 1 needs a
@@ -55,7 +57,8 @@ type SyncerConfig struct {
 	// Compact merges several changes to one row within a worker's batch
 	// (insert+update -> insert, anything+delete -> delete, update+update ->
 	// update, delete+insert -> update), on tables with a primary key and no
-	// other unique key. Default off.
+	// other unique key, outside foreign key cascade groups (see
+	// Table.CheckForeignKeys). Default off.
 	Compact bool `json:"compact,omitempty" toml:"compact"`
 	// QueueBytes bounds the memory of changes read but not yet applied
 	// (estimated from their values) when Workers > 1; the reader waits

@@ -75,6 +75,50 @@ func syncerChild(spec string) int {
 	return 0
 }
 
+// killSyncerChildren runs a syncer of task from p's upstream into its
+// downstream in a child process (see syncerChild: BatchSize 7, workers,
+// starting at file:pos without a checkpoint) rounds times, killing it with
+// SIGKILL each time after a random stretch of work (fault injection, not a
+// timing assertion).
+func killSyncerChildren(t *testing.T, p *syncPair, task string, workers int, file string, pos uint64, rounds int, rnd *rand.Rand) {
+	t.Helper()
+	spec := fmt.Sprintf("%s|%s:%s@%s|%s:%s@%s|%d|%s:%d", task, p.up.User, p.up.Password, p.up.Addr(), p.down.User, p.down.Password, p.down.Addr(), workers, file, pos)
+	for range rounds {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), syncerChildEnv+"="+spec)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(300+rnd.IntN(700)) * time.Millisecond)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("syncer child ended on its own (%v): %s", err, stderr.String())
+		}
+	}
+}
+
+// recoverSyncer runs the killed children's syncer (same task, batch size,
+// workers and start) in the test until it has checkpointed the upstream's
+// current position, and returns it.
+func recoverSyncer(t *testing.T, p *syncPair, task string, workers int, file string, pos uint64) *dmworker.Syncer {
+	t.Helper()
+	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{Task: task, Upstream: upstreamOf(p.up), BatchSize: 7, Workers: workers,
+		// As the children: a child killed before it stored anything
+		// leaves no checkpoint.
+		Start: streamer.Position{Name: file, Offset: pos}}, p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, runSyncer(t, s), p.updb)
+	return s
+}
+
 // TestSyncerCrashRecovery kills a syncer process with SIGKILL at random
 // points of a running workload, again and again; after a last clean run the
 // downstream equals the upstream.
@@ -96,7 +140,6 @@ func TestSyncerCrashRecovery(t *testing.T) {
 		// Every child that finds no checkpoint yet must start at the same
 		// place: where the tables were created on both sides.
 		file, pos := masterPos(t, p.updb)
-		spec := fmt.Sprintf("crash|%s:%s@%s|%s:%s@%s|%d|%s:%d", p.up.User, p.up.Password, p.up.Addr(), p.down.User, p.down.Password, p.down.Addr(), workers, file, pos)
 
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
@@ -115,39 +158,11 @@ func TestSyncerCrashRecovery(t *testing.T) {
 			}
 		}()
 
-		rnd := rand.New(rand.NewPCG(44, 3))
-		for round := 0; round < 6; round++ {
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), syncerChildEnv+"="+spec)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			// Kill it after a random stretch of work (fault injection, not a
-			// timing assertion).
-			time.Sleep(time.Duration(300+rnd.IntN(700)) * time.Millisecond)
-			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			err := cmd.Wait()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-				t.Fatalf("syncer child ended on its own (%v): %s", err, stderr.String())
-			}
-		}
+		killSyncerChildren(t, p, "crash", workers, file, pos, 6, rand.New(rand.NewPCG(44, 3)))
 		close(stop)
 		wg.Wait()
 
-		s, err := dmworker.NewSyncer(dmworker.SyncerConfig{Task: "crash", Upstream: upstreamOf(p.up), BatchSize: 7, Workers: workers,
-			// As the children: a child killed before it stored anything
-			// leaves no checkpoint.
-			Start: streamer.Position{Name: file, Offset: pos}}, p.sink)
-		if err != nil {
-			t.Fatal(err)
-		}
-		run := runSyncer(t, s)
-		waitSynced(t, run, p.updb)
+		s := recoverSyncer(t, p, "crash", workers, file, pos)
 		checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
 		checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
 		if st := s.Status(); st.Rows == 0 && st.Checkpoint.IsZero() {

@@ -37,6 +37,19 @@ import (
 // crash, the replay runs in safe mode up to SafeUntil, so that whatever the
 // workers had applied converges.
 //
+// Changes to the tables of a foreign key cascade group (Table.fkGroup, see
+// foreignkeys.go) do not go to the workers: an ON DELETE or ON UPDATE
+// action reaches rows the binlog never names, so a replay after a crash
+// could not tell which of them were applied, and would run actions again or
+// miss them. The dispatcher gathers them, whole transactions at a time, and
+// applies them itself, in upstream order, once the workers have applied
+// everything before (drain), in one sink transaction with a checkpoint at
+// the end of their last transaction: exact, so no replay ever repeats them.
+// It does so at a transaction end once BatchSize of them are gathered or
+// FlushInterval has passed since the first, when the stream pauses, and
+// before a DDL. While some are gathered, no checkpoint passes the
+// transaction end before the first of them.
+//
 // Memory is bounded by bytes: every queued change holds its estimated size
 // from the queue budget (QueueBytes) until it is applied; the dispatcher,
 // and with it the reader, waits when the budget is spent. A big upstream
@@ -78,6 +91,17 @@ type parallel struct {
 	windowStart  time.Time
 	windowTables map[string]struct{}
 	spread       uint64
+
+	// Changes of cascade groups not applied yet: the first complete of
+	// them are whole transactions, ending at groupEnd; groupFrom is the
+	// transaction end before the first; groupSafe says whether one needs
+	// safe mode.
+	group     []Change
+	complete  int
+	groupEnd  streamer.Position
+	groupFrom streamer.Position
+	groupSafe bool
+	groupAt   time.Time // when the first was gathered
 
 	mu     sync.Mutex
 	used   int64         // queue bytes held
@@ -258,6 +282,9 @@ func (p *parallel) flushAll() {
 }
 
 func (p *parallel) idle() bool {
+	if len(p.group) > 0 {
+		return false
+	}
 	for w, wk := range p.workers {
 		if wk.applied.Load() < p.lastDisp[w] {
 			return false
@@ -283,6 +310,12 @@ func (p *parallel) dispatch(ctx context.Context, pos streamer.Position) error {
 	}
 	for i := range r.batch {
 		ch := r.batch[i]
+		if ch.Table.fkGroup != "" {
+			if err := p.gather(ctx, ch, safe); err != nil {
+				return err
+			}
+			continue
+		}
 		p.keys = p.changeKeys(p.keys[:0], &ch)
 		p.holds = p.tracker.Holders(p.holds[:0], p.keys)
 		var target int
@@ -325,6 +358,79 @@ func (p *parallel) dispatch(ctx context.Context, pos streamer.Position) error {
 	}
 	clear(r.batch)
 	r.batch = r.batch[:0]
+	return nil
+}
+
+// gather keeps a change of a cascade group for flushGroups. A transaction
+// with more than MaxBatchRows of them is applied in parts: the part so far
+// now, with the checkpoint at the last whole transaction and the rest of the
+// transaction in safe mode, as the serial syncer does.
+func (p *parallel) gather(ctx context.Context, ch Change, safe bool) error {
+	r := p.r
+	if len(p.group) == 0 {
+		p.groupFrom, p.groupAt = r.lastTxnEnd, time.Now()
+	}
+	p.group = append(p.group, ch)
+	p.groupSafe = p.groupSafe || safe
+	if len(p.group) < r.s.cfg.MaxBatchRows {
+		return nil
+	}
+	if err := p.drain(); err != nil {
+		return err
+	}
+	cp := r.checkpoint(r.lastTxnEnd)
+	cp.SafeUntil = r.s.Status().Read
+	if p.lease.Compare(cp.SafeUntil) > 0 {
+		cp.SafeUntil = p.lease
+	}
+	if err := p.applyGroup(ctx, len(p.group), cp); err != nil {
+		return err
+	}
+	p.groupSafe = true // the rest of the transaction: its start may be applied
+	return nil
+}
+
+// flushGroups applies the gathered changes of cascade groups that make whole
+// transactions, when force is set or BatchSize of them are gathered or
+// FlushInterval has passed since the first: after the workers have applied
+// everything before them, with an exact checkpoint at their end (SafeUntil
+// still covering what the workers may apply later).
+func (p *parallel) flushGroups(ctx context.Context, force bool) error {
+	r := p.r
+	if p.complete == 0 || (!force && p.complete < r.s.cfg.BatchSize && time.Since(p.groupAt) < time.Duration(r.s.cfg.FlushInterval)) {
+		return nil
+	}
+	if err := p.drain(); err != nil {
+		return err
+	}
+	cp := r.checkpoint(p.groupEnd)
+	if p.lease.Compare(cp.Pos) > 0 && p.lease.Compare(cp.SafeUntil) > 0 {
+		cp.SafeUntil = p.lease
+	}
+	return p.applyGroup(ctx, p.complete, cp)
+}
+
+// applyGroup applies the first n gathered changes with checkpoint cp, every
+// worker having applied what came before.
+func (p *parallel) applyGroup(ctx context.Context, n int, cp Checkpoint) error {
+	r := p.r
+	if err := r.applyAt(ctx, p.group[:n], p.groupSafe, cp); err != nil {
+		return err
+	}
+	rest := copy(p.group, p.group[n:])
+	clear(p.group[rest:])
+	p.group, p.complete = p.group[:rest], 0
+	p.groupSafe = false
+	if rest > 0 {
+		p.groupFrom, p.groupAt = r.lastTxnEnd, time.Now()
+	}
+	p.saved, p.lastSave = cp.Pos, time.Now()
+	p.markers = p.markers[:0]
+	r.s.updateStatus(func(st *SyncerStatus) {
+		st.Rows += int64(n)
+		st.Batches++
+		st.Checkpoint = cp.Pos
+	})
 	return nil
 }
 
@@ -388,6 +494,9 @@ func (p *parallel) tablesChanged() { clear(p.tkeys) }
 
 // txnEnd notes the end of an upstream transaction at pos.
 func (p *parallel) txnEnd(pos streamer.Position) {
+	if len(p.group) > p.complete {
+		p.complete, p.groupEnd = len(p.group), pos
+	}
 	if now := time.Now(); now.Sub(p.lastMarker) >= markerEvery {
 		p.lastMarker = now
 		p.markers = append(p.markers, marker{pos: pos, need: slices.Clone(p.lastDisp)})
@@ -453,6 +562,10 @@ func (p *parallel) maybeCheckpoint(ctx context.Context, force bool) error {
 // applied.
 func (p *parallel) save(ctx context.Context, pos, lease streamer.Position) error {
 	r := p.r
+	if len(p.group) > 0 && pos.Compare(p.groupFrom) > 0 {
+		// Gathered changes of cascade groups are not applied yet.
+		pos = p.groupFrom
+	}
 	cp := r.checkpoint(pos)
 	if lease.Compare(pos) > 0 && lease.Compare(cp.SafeUntil) > 0 {
 		cp.SafeUntil = lease

@@ -32,6 +32,7 @@ type syncRun struct {
 	lastTxnEnd  streamer.Position // end of the last whole transaction read
 	midTxn      bool              // the batch holds part of an open transaction
 	tables      map[*schema.TableDef]*Table
+	fk          *fkGroups // the tables' foreign key groups; nil: to work out
 	ignoredKind map[string]bool
 	epoch       int64
 	par         *parallel         // parallel apply, when Workers > 1
@@ -176,6 +177,9 @@ func (r *syncRun) parallelLoop(ctx context.Context, reader streamer.Reader, star
 			case gctx != p.ctx && gctx.Err() != nil:
 				deadline.stop()
 				p.flushAll() // nothing more is coming for now
+				if err := p.flushGroups(ctx, true); err != nil {
+					return err
+				}
 				if err := p.maybeCheckpoint(ctx, !r.midTxn && p.idle()); err != nil {
 					return err
 				}
@@ -349,6 +353,9 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 			if err := r.par.drain(); err != nil {
 				return err
 			}
+			if err := r.par.flushGroups(ctx, true); err != nil {
+				return err
+			}
 		}
 		if err := r.ddl(ctx, ev, string(e.Schema), q); err != nil {
 			return err
@@ -373,6 +380,9 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		r.midTxn = false
 		if r.par != nil {
 			r.par.txnEnd(ev.Pos)
+			if err := r.par.flushGroups(ctx, false); err != nil {
+				return err
+			}
 			return r.par.maybeCheckpoint(ctx, false)
 		}
 		if len(r.batch) > 0 {
@@ -444,8 +454,9 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) error 
 	if kind == Update {
 		step = 2
 	}
+	noFKChecks := e.Flags&replication.NO_FOREIGN_KEY_CHECKS_F != 0
 	for i := 0; i+step <= len(e.Rows); i += step {
-		ch := Change{Kind: kind, Table: t}
+		ch := Change{Kind: kind, Table: t, NoForeignKeyChecks: noFKChecks}
 		var err error
 		switch kind {
 		case Insert:
@@ -473,6 +484,10 @@ func (r *syncRun) table(def *schema.TableDef, tm *replication.TableMapEvent) (*T
 	t, ok := r.tables[def]
 	if !ok {
 		t = r.s.sinkTable(def)
+		if r.fk == nil {
+			r.fk = newFKGroups(r.tracker, r.s.rules)
+		}
+		r.fk.decorate(t, def)
 		r.tables[def] = t
 	}
 	n := int(tm.ColumnCount)
@@ -526,7 +541,7 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 				return s.wrap(ev.Pos, "", q, err)
 			}
 			r.schemaDirty = true
-			r.tables = map[*schema.TableDef]*Table{}
+			r.tables, r.fk = map[*schema.TableDef]*Table{}, nil
 			if err := r.execDDL(ctx, &DDL{Schema: defaultSchema, Query: q, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || s.cfg.SafeMode}); err != nil {
 				return s.wrap(ev.Pos, "", q, err)
 			}
@@ -550,7 +565,7 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 			return s.wrap(ev.Pos, st.Table.String(), query, err)
 		}
 		r.schemaDirty = true
-		r.tables = map[*schema.TableDef]*Table{}
+		r.tables, r.fk = map[*schema.TableDef]*Table{}, nil
 		if !s.rules.allowed(st.Table.Schema, st.Table.Name) {
 			continue
 		}
@@ -602,21 +617,12 @@ func (r *syncRun) flush(ctx context.Context, pos streamer.Position, partial bool
 		cp.SafeUntil = s.Status().Read
 		r.batchSafe = true
 	}
-	b := &Batch{Changes: r.batch, SafeMode: r.batchSafe, Checkpoint: &cp}
-	err := r.retry(ctx, func() error { return s.sink.Apply(ctx, b) })
-	if err != nil {
-		return s.wrap(pos, "", "apply batch", err)
+	if err := r.applyAt(ctx, r.batch, r.batchSafe, cp); err != nil {
+		return err
 	}
 	n := int64(len(r.batch))
 	r.batch = nil
 	r.batchSafe = partial
-	if _, ok := s.store.(sinkStore); !ok {
-		// The sink did not store the checkpoint with the data.
-		if err := r.retry(ctx, func() error { return s.store.Save(ctx, cp) }); err != nil {
-			return s.wrap(pos, "", "save checkpoint", err)
-		}
-	}
-	r.schemaDirty = false
 	if !partial {
 		r.saved = pos
 	}
@@ -627,6 +633,24 @@ func (r *syncRun) flush(ctx context.Context, pos streamer.Position, partial bool
 			st.Checkpoint = pos
 		}
 	})
+	return nil
+}
+
+// applyAt applies changes in one batch with the checkpoint cp: stored by the
+// sink in the batch's transaction, or by the store after it.
+func (r *syncRun) applyAt(ctx context.Context, changes []Change, safe bool, cp Checkpoint) error {
+	s := r.s
+	b := &Batch{Changes: changes, SafeMode: safe, Checkpoint: &cp}
+	if err := r.retry(ctx, func() error { return s.sink.Apply(ctx, b) }); err != nil {
+		return s.wrap(cp.Pos, "", "apply batch", err)
+	}
+	if _, ok := s.store.(sinkStore); !ok {
+		// The sink did not store the checkpoint with the data.
+		if err := r.retry(ctx, func() error { return s.store.Save(ctx, cp) }); err != nil {
+			return s.wrap(cp.Pos, "", "save checkpoint", err)
+		}
+	}
+	r.schemaDirty = false
 	return nil
 }
 

@@ -12,11 +12,14 @@ import (
 
 // stmt is one statement of a batch's plan.
 type stmt struct {
-	op    string // "insert", "replace", "update", "delete"
+	op    string // "insert", "replace", "insert ignore", "update", "delete"
 	table string // "schema.table", for errors
 	sql   string
 	args  []any
 	rows  int
+	// fkChecks: run with foreign_key_checks on (see
+	// dmworker.Table.CheckForeignKeys); off otherwise.
+	fkChecks bool
 }
 
 // planner turns a batch's changes into statements.
@@ -39,6 +42,10 @@ type tableInfo struct {
 	writable []int  // non-generated columns, in order
 	insert   string // "`schema`.`table` (`a`,`b`) VALUES "
 	hasKey   bool   // a primary key or a unique key
+	// selfRef: the table has a foreign key to itself, checked; a
+	// multi-row DELETE would take its rows in key order, not the
+	// upstream's, and could trip over a reference between them.
+	selfRef bool
 }
 
 func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
@@ -64,6 +71,13 @@ func (p *planner) info(tbl *dmworker.Table) *tableInfo {
 		cols = append(cols, quoteIdent(c.Name))
 	}
 	ti.insert = ti.name + " (" + strings.Join(cols, ",") + ") VALUES "
+	if tbl.CheckForeignKeys {
+		for _, fk := range tbl.ForeignKeys {
+			if fk.RefSchema == tbl.Schema && fk.RefTable == tbl.Name {
+				ti.selfRef = true
+			}
+		}
+	}
 	ti.hasKey = len(tbl.PrimaryKey) > 0
 	for _, uk := range tbl.UniqueKeys {
 		if len(uk) > 0 {
@@ -239,20 +253,24 @@ func (p *planner) plan(changes []dmworker.Change, safe bool) []stmt {
 	for i := 0; i < len(changes); {
 		c := changes[i]
 		ti := p.info(c.Table)
+		start := len(p.out)
 		// run is how many changes from i can share statements.
 		run := 1
-		switch c.Kind {
+		kind := c.Kind
+		if safe && c.Table.CheckForeignKeys {
+			run, kind = p.planKeeping(ti, changes, i), 0 // planned
+		}
+		switch kind {
 		case dmworker.Insert:
 			if safe && identity(c.Table, c.After) == nil {
 				// Insert-or-replace of a row without a usable key:
 				// replace one equal row. Rows one by one, as equal rows
 				// in one statement would replace each other.
-				p.deleteOne(ti, c.After)
+				p.deleteOne(ti, c.After, false)
 				p.insertRows(ti, "insert", changes[i:i+1])
 				break
 			}
-			for i+run < len(changes) && changes[i+run].Kind == dmworker.Insert && sameTable(changes[i+run].Table, c.Table) &&
-				!(safe && identity(c.Table, changes[i+run].After) == nil) {
+			for i+run < len(changes) && sameRun(c, changes[i+run]) && !(safe && identity(c.Table, changes[i+run].After) == nil) {
 				run++
 			}
 			op := "insert"
@@ -263,11 +281,10 @@ func (p *planner) plan(changes []dmworker.Change, safe bool) []stmt {
 		case dmworker.Delete:
 			key := identity(c.Table, c.Before)
 			if key == nil {
-				p.deleteOne(ti, c.Before)
+				p.deleteOne(ti, c.Before, false)
 				break
 			}
-			for i+run < len(changes) && changes[i+run].Kind == dmworker.Delete && sameTable(changes[i+run].Table, c.Table) &&
-				equalInts(identity(c.Table, changes[i+run].Before), key) {
+			for !ti.selfRef && i+run < len(changes) && sameRun(c, changes[i+run]) && equalInts(identity(c.Table, changes[i+run].Before), key) {
 				run++
 			}
 			p.deleteKeys(ti, key, changes[i:i+run])
@@ -275,14 +292,13 @@ func (p *planner) plan(changes []dmworker.Change, safe bool) []stmt {
 			if !safe {
 				key := identity(c.Table, c.Before)
 				if key == nil || !sameKey(c, key) {
-					p.update(ti, c)
+					p.update(ti, c, false)
 					break
 				}
 				// Updates that keep their key: one UPDATE ... CASE per
 				// chunk, which like single-row updates leaves missing
 				// rows missing.
-				for i+run < len(changes) && changes[i+run].Kind == dmworker.Update && sameTable(changes[i+run].Table, c.Table) &&
-					equalInts(identity(c.Table, changes[i+run].Before), key) && sameKey(changes[i+run], key) {
+				for i+run < len(changes) && sameRun(c, changes[i+run]) && equalInts(identity(c.Table, changes[i+run].Before), key) && sameKey(changes[i+run], key) {
 					run++
 				}
 				p.updateRows(ti, key, changes[i:i+run])
@@ -292,12 +308,12 @@ func (p *planner) plan(changes []dmworker.Change, safe bool) []stmt {
 			if key == nil || !sameKey(c, key) {
 				// Delete the old row, insert-or-replace the new one.
 				if key == nil {
-					p.deleteOne(ti, c.Before)
+					p.deleteOne(ti, c.Before, false)
 				} else {
 					p.deleteKeys(ti, key, changes[i:i+1])
 				}
 				if identity(c.Table, c.After) == nil {
-					p.deleteOne(ti, c.After)
+					p.deleteOne(ti, c.After, false)
 					p.insertRows(ti, "insert", changes[i:i+1])
 				} else {
 					p.insertRows(ti, "replace", changes[i:i+1])
@@ -307,8 +323,7 @@ func (p *planner) plan(changes []dmworker.Change, safe bool) []stmt {
 			// Updates that keep their key: delete all old rows, then
 			// replace all new ones. A key updated twice ends with its
 			// last image either way.
-			for i+run < len(changes) && changes[i+run].Kind == dmworker.Update && sameTable(changes[i+run].Table, c.Table) &&
-				equalInts(identity(c.Table, changes[i+run].Before), key) && sameKey(changes[i+run], key) {
+			for i+run < len(changes) && sameRun(c, changes[i+run]) && equalInts(identity(c.Table, changes[i+run].Before), key) && sameKey(changes[i+run], key) {
 				run++
 			}
 			for _, chunk := range p.chunks(ti, changes[i:i+run], len(ti.writable)) {
@@ -316,9 +331,58 @@ func (p *planner) plan(changes []dmworker.Change, safe bool) []stmt {
 				p.insertRows(ti, "replace", chunk)
 			}
 		}
+		if c.Table.CheckForeignKeys && !c.NoForeignKeyChecks {
+			for k := start; k < len(p.out); k++ {
+				p.out[k].fkChecks = true
+			}
+		}
 		i += run
 	}
 	return p.out
+}
+
+// sameRun reports whether b may share a statement with a: a change of the
+// same kind to the same table, to run with the same foreign key checks.
+func sameRun(a, b dmworker.Change) bool {
+	return b.Kind == a.Kind && sameTable(b.Table, a.Table) && (!a.Table.CheckForeignKeys || a.NoForeignKeyChecks == b.NoForeignKeyChecks)
+}
+
+// planKeeping plans, in safe mode, the changes from i to a table with
+// CheckForeignKeys that share statements with the one at i, and returns how
+// many. A replay must not write a row it finds again (REPLACE, or delete and
+// insert): with the downstream's foreign key checks on, that would run the
+// row's ON DELETE action and delete or orphan its children. It must not
+// run an action twice either. So each change is applied only where the
+// row is as the change found it upstream: an insert where its key is free
+// (INSERT IGNORE), an update or a delete to the row equal to the old image
+// in every column (UPDATE IGNORE / DELETE IGNORE ... WHERE every column
+// <=> its old value, LIMIT 1). Replayed in order from a state the changes of
+// these tables reached in order (the syncer applies them so), a change not
+// yet applied finds its row so and applies; one already applied finds its
+// row gone or changed since, and is skipped, as is (IGNORE) one whose
+// duplicate key or foreign key check says later changes, replayed next,
+// undid what it needs. An insert whose row later changes deleted or moved
+// away is inserted again: a replayed delete finds it, and so does a
+// replayed move, which deletes it when the row it moved is in place
+// (deleteMovedFrom).
+func (p *planner) planKeeping(ti *tableInfo, changes []dmworker.Change, i int) int {
+	c := changes[i]
+	run := 1
+	switch c.Kind {
+	case dmworker.Insert:
+		for i+run < len(changes) && sameRun(c, changes[i+run]) {
+			run++
+		}
+		p.insertRows(ti, "insert ignore", changes[i:i+run])
+	case dmworker.Delete:
+		p.deleteOne(ti, c.Before, true)
+	case dmworker.Update:
+		p.update(ti, c, true)
+		if key := identity(c.Table, c.After); key != nil && !sameKey(c, key) {
+			p.deleteMovedFrom(ti, c, key)
+		}
+	}
+	return run
 }
 
 // sameKey reports whether an update keeps the values of key, with no NULL
@@ -383,12 +447,15 @@ func (p *planner) chunks(ti *tableInfo, changes []dmworker.Change, perRow int) [
 	return out
 }
 
-// insertRows emits INSERT (op "insert") or REPLACE (op "replace") statements
-// for the after images of changes.
+// insertRows emits INSERT (op "insert"), REPLACE (op "replace") or INSERT
+// IGNORE (op "insert ignore") statements for the after images of changes.
 func (p *planner) insertRows(ti *tableInfo, op string, changes []dmworker.Change) {
 	verb := "INSERT INTO "
-	if op == "replace" {
+	switch op {
+	case "replace":
 		verb = "REPLACE INTO "
+	case "insert ignore":
+		verb = "INSERT IGNORE INTO "
 	}
 	for _, chunk := range p.chunks(ti, changes, len(ti.writable)) {
 		var b strings.Builder
@@ -480,12 +547,14 @@ func (p *planner) whereKey(b *strings.Builder, ti *tableInfo, key []int, row []a
 	return args
 }
 
-// whereAll writes a NULL-safe match of every non-generated column of row.
-func (p *planner) whereAll(b *strings.Builder, ti *tableInfo, row []any, args []any) []any {
+// whereAll writes a NULL-safe match of every non-generated column of row,
+// each column name after prefix (a table alias and a dot, or "").
+func (p *planner) whereAll(b *strings.Builder, ti *tableInfo, prefix string, row []any, args []any) []any {
 	for k, i := range ti.writable {
 		if k > 0 {
 			b.WriteString(" AND ")
 		}
+		b.WriteString(prefix)
 		b.WriteString(quoteIdent(ti.tbl.Columns[i].Name))
 		if row[i] == nil {
 			b.WriteString(" IS NULL")
@@ -497,41 +566,86 @@ func (p *planner) whereAll(b *strings.Builder, ti *tableInfo, row []any, args []
 	return args
 }
 
-// deleteOne emits a DELETE of one row equal to row in every column.
-func (p *planner) deleteOne(ti *tableInfo, row []any) {
+// deleteOne emits a DELETE of one row equal to row in every column; DELETE
+// IGNORE with ignore.
+func (p *planner) deleteOne(ti *tableInfo, row []any, ignore bool) {
 	var b strings.Builder
-	b.WriteString("DELETE FROM ")
+	b.WriteString("DELETE ")
+	if ignore {
+		b.WriteString("IGNORE ")
+	}
+	b.WriteString("FROM ")
 	b.WriteString(ti.name)
 	b.WriteString(" WHERE ")
-	args := p.whereAll(&b, ti, row, nil)
+	args := p.whereAll(&b, ti, "", row, nil)
 	b.WriteString(" LIMIT 1")
 	p.out = append(p.out, stmt{op: "delete", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: 1})
 }
 
 // update emits UPDATE ... SET every writable column WHERE the old row's
-// identity.
-func (p *planner) update(ti *tableInfo, c dmworker.Change) {
+// identity; with matching, UPDATE IGNORE ... WHERE every column equals the
+// old row's, NULL-safe, LIMIT 1.
+func (p *planner) update(ti *tableInfo, c dmworker.Change, matching bool) {
 	var b strings.Builder
 	b.WriteString("UPDATE ")
+	if matching {
+		b.WriteString("IGNORE ")
+	}
 	b.WriteString(ti.name)
 	b.WriteString(" SET ")
-	args := make([]any, 0, 2*len(ti.writable))
+	args := p.setAll(&b, ti, c.After, make([]any, 0, 2*len(ti.writable)))
+	b.WriteString(" WHERE ")
+	if key := identity(c.Table, c.Before); key != nil && !matching {
+		args = p.whereKey(&b, ti, key, c.Before, args)
+	} else {
+		args = p.whereAll(&b, ti, "", c.Before, args)
+		b.WriteString(" LIMIT 1")
+	}
+	p.out = append(p.out, stmt{op: "update", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: 1})
+}
+
+// deleteMovedFrom emits, for an update that moves a row from one key
+// (c.Before's) to another (c.After's values of key), a DELETE IGNORE of the
+// row equal to c.Before in every column when a row holds the new key: the
+// update was applied before (its UPDATE found the new key taken), and the
+// old row is one a replayed insert brought back.
+func (p *planner) deleteMovedFrom(ti *tableInfo, c dmworker.Change, key []int) {
+	var b strings.Builder
+	// The deleted table unaliased: MariaDB resolves an alias in the
+	// delete list in the default database.
+	b.WriteString("DELETE IGNORE ")
+	b.WriteString(ti.name)
+	b.WriteString(" FROM ")
+	b.WriteString(ti.name)
+	b.WriteString(" JOIN ")
+	b.WriteString(ti.name)
+	b.WriteString(" AS n ON ")
+	var args []any
+	for k, i := range key {
+		if k > 0 {
+			b.WriteString(" AND ")
+		}
+		b.WriteString("n.")
+		b.WriteString(quoteIdent(ti.tbl.Columns[i].Name))
+		b.WriteString("=")
+		args = p.put(&b, p.param(ti.tbl.Columns[i]), c.After[i], args)
+	}
+	b.WriteString(" WHERE ")
+	args = p.whereAll(&b, ti, ti.name+".", c.Before, args)
+	p.out = append(p.out, stmt{op: "delete", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: 1})
+}
+
+// setAll writes `a`=?,`b`=? for row's writable columns.
+func (p *planner) setAll(b *strings.Builder, ti *tableInfo, row []any, args []any) []any {
 	for k, i := range ti.writable {
 		if k > 0 {
 			b.WriteByte(',')
 		}
 		b.WriteString(quoteIdent(ti.tbl.Columns[i].Name))
 		b.WriteString("=")
-		args = p.put(&b, "?", c.After[i], args)
+		args = p.put(b, "?", row[i], args)
 	}
-	b.WriteString(" WHERE ")
-	if key := identity(c.Table, c.Before); key != nil {
-		args = p.whereKey(&b, ti, key, c.Before, args)
-	} else {
-		args = p.whereAll(&b, ti, c.Before, args)
-		b.WriteString(" LIMIT 1")
-	}
-	p.out = append(p.out, stmt{op: "update", table: ti.tbl.QualifiedName(), sql: b.String(), args: args, rows: 1})
+	return args
 }
 
 // updateRows emits, for updates that keep their key, UPDATE ... SET each
@@ -545,7 +659,7 @@ func (p *planner) updateRows(ti *tableInfo, key []int, changes []dmworker.Change
 		// uniqueness row by row in its own order, and could trip over a
 		// value another row of it gives up.
 		for _, c := range changes {
-			p.update(ti, c)
+			p.update(ti, c, false)
 		}
 		return
 	}

@@ -21,6 +21,20 @@
 //	safe mode    REPLACE INTO ... for inserts; for updates DELETE of the old
 //	             rows, then REPLACE of the new ones
 //
+// Tables with dmworker.Table.CheckForeignKeys (joined to a foreign key that
+// cascades or sets NULL) are written with foreign_key_checks on, so that the
+// downstream's foreign keys do what the upstream's did without logging it
+// (changes with NoForeignKeyChecks: off, as upstream); deletes of a
+// self-referencing one go one row per statement, in the upstream's order.
+// In safe mode such a table never has a row deleted to be written again
+// (its ON DELETE action would run): an insert is INSERT IGNORE, an update
+// UPDATE IGNORE ... WHERE every column equals the old row's (NULL-safe)
+// LIMIT 1, a delete DELETE IGNORE of the row equal to the old one, and an
+// update that moves a row to another key also deletes the old row when the
+// new key is taken (a replayed insert brought it back). A change is thus
+// applied where its row is as the upstream found it and skipped where the
+// changes after it have already been (see the README's limits).
+//
 // A row is found by its primary key, else by the first unique key with no
 // NULL in the row, else by all its columns compared NULL-safely with
 // LIMIT 1, one row per statement. Generated columns are never written.

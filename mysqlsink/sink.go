@@ -99,7 +99,8 @@ const sessionSQLMode = "NO_AUTO_VALUE_ON_ZERO,ALLOW_INVALID_DATES,NO_ENGINE_SUBS
 // sessionSetup saves the session variables the sink changes in user
 // variables, then sets them: TIMESTAMP values are UTC text, and foreign keys
 // are not checked (the upstream checked them; batches may reach the
-// downstream in another order than the upstream's statements).
+// downstream in another order than the upstream's statements), except
+// around the statements of tables with dmworker.Table.CheckForeignKeys.
 // sessionRestore puts them back before the connection returns to the host's
 // pool.
 const (
@@ -110,6 +111,11 @@ const (
 		"SESSION foreign_key_checks = @dmworker_foreign_key_checks, " +
 		"@dmworker_time_zone = NULL, @dmworker_sql_mode = NULL, @dmworker_foreign_key_checks = NULL"
 	ddlSessionSetup = "SET SESSION time_zone = '+00:00', SESSION sql_mode = '" + sessionSQLMode + "', SESSION foreign_key_checks = 0"
+
+	// fkChecksOn and fkChecksOff switch the checks around the statements
+	// of tables with dmworker.Table.CheckForeignKeys.
+	fkChecksOn  = "SET SESSION foreign_key_checks = 1"
+	fkChecksOff = "SET SESSION foreign_key_checks = 0"
 )
 
 // discard closes conn for good instead of returning it to the pool: its
@@ -209,9 +215,11 @@ func (s *Sink) forget(dc any) {
 // In normal mode inserts are INSERT, updates UPDATE ... WHERE the old row's
 // key (many rows in one UPDATE ... CASE when they keep their key and move no
 // other unique value), deletes DELETE ... WHERE key IN (...). In safe mode inserts are
-// REPLACE, updates a DELETE of the old row and a REPLACE of the new one. A
-// row's key is the primary key, else the first unique key with no NULL in
-// the row, else every column (NULL-safe, one row at a time, LIMIT 1; an
+// REPLACE, updates a DELETE of the old row and a REPLACE of the new one,
+// except on tables with CheckForeignKeys, which are written with
+// foreign_key_checks on and in safe mode without deleting rows that exist
+// (see the package doc). A row's key is the primary key, else the first
+// unique key with no NULL in the row, else every column (NULL-safe, one row at a time, LIMIT 1; an
 // insert-or-replace then deletes one equal row before inserting). Generated
 // columns are never written.
 //
@@ -304,7 +312,32 @@ func (s *Sink) applyTx(ctx context.Context, conn *sql.Conn, stmts []stmt, cp *cp
 			return fail(ctx, e)
 		}
 	}
+	// The session's foreign_key_checks is off (sessionSetup); statements
+	// on tables with CheckForeignKeys turn it on, and it is off again
+	// before the connection goes back (with WithExclusivePool no restore
+	// follows).
+	fkOn := false
+	defer func() {
+		if fkOn && s.cfg.exclusivePool && ctx.Err() == nil {
+			if _, err := conn.ExecContext(ctx, fkChecksOff); err != nil {
+				// The next Apply must not find checks on: close the
+				// connection instead.
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}
+	}()
 	for _, st := range stmts {
+		if st.fkChecks != fkOn {
+			q := fkChecksOff
+			if st.fkChecks {
+				q = fkChecksOn
+			}
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				_ = tx.Rollback()
+				return fail(ctx, &Error{Op: "session", Table: st.table, Statement: q, Err: err})
+			}
+			fkOn = st.fkChecks
+		}
 		if _, err := tx.ExecContext(ctx, st.sql, st.args...); err != nil {
 			_ = tx.Rollback()
 			return fail(ctx, &Error{Op: st.op, Table: st.table, Rows: st.rows, Statement: shorten(st.sql), Err: err})

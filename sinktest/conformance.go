@@ -56,6 +56,10 @@ type Harness struct {
 //   - SafeModeReplayRandom: the same with random workloads (inserts,
 //     updates of values, unique keys and primary keys, deletes, keys reused)
 //     cut and replayed at random points;
+//   - SafeModeCheckedForeignKeys: random workloads cut at random points,
+//     the rest applied in safe mode, on tables with CheckForeignKeys (whose
+//     safe mode must not delete rows that exist; the syncer never replays
+//     their changes over themselves but where the dmworker.Table doc says);
 //   - UpdateRuns: many updates in a row that keep their key, in normal
 //     mode, on a composite key: a key updated twice ends with its last
 //     image, an update of a missing row adds nothing, a unique value given
@@ -102,6 +106,7 @@ func RunSinkConformance(t *testing.T, h Harness) {
 		{"UpdateRuns", testUpdateRuns},
 		{"SafeModeReplay", testSafeModeReplay},
 		{"SafeModeReplayRandom", testSafeModeReplayRandom},
+		{"SafeModeCheckedForeignKeys", testSafeModeChecked},
 		{"UpdatePrimaryKey", testUpdatePrimaryKey},
 		{"UniqueKeyWithoutPrimaryKey", testUniqueKeyWithoutPrimaryKey},
 		{"NoKey", testNoKey},
@@ -676,20 +681,31 @@ func randomWorkload(rng *rand.Rand, tbl *dmworker.Table, n int) ([]*dmworker.Bat
 	return batches, final
 }
 
-func testSafeModeReplayRandom(e *env) {
+func testSafeModeReplayRandom(e *env) { replayRandom(e, false) }
+
+func testSafeModeChecked(e *env) { replayRandom(e, true) }
+
+// replayRandom runs random workloads cut and replayed at random points; with
+// checked, on tables with CheckForeignKeys, replaying only what was not
+// applied, once.
+func replayRandom(e *env, checked bool) {
 	for round := range 6 {
 		seed := rand.Uint64()
 		rng := rand.New(rand.NewPCG(seed, uint64(round)))
 		tbl := e.table(fmt.Sprintf("r%d", round), []int{0}, [][]int{{2}},
 			col("id", "bigint(20)", false), col("v", "varchar(32)", true), col("code", "varchar(16)", true))
+		tbl.CheckForeignKeys = checked
 		bs, final := randomWorkload(rng, tbl, 20)
 		applied := rng.IntN(len(bs) + 1)
-		from := rng.IntN(applied + 1)
+		from, replays := rng.IntN(applied+1), 2
+		if checked {
+			from, replays = applied, 1
+		}
 		e.t.Logf("round %d: seed %d, %d batches applied, replay from %d", round, seed, applied, from)
 		for _, b := range bs[:applied] {
 			e.apply(b)
 		}
-		for range 2 {
+		for range replays {
 			for _, b := range bs[from:] {
 				sb := *b
 				sb.SafeMode = true

@@ -57,6 +57,12 @@ var ErrBadChange = errors.New("sinktest: change breaks the Sink contract")
 // DDL.SafeMode changes nothing: MemSink does not check DDLs, so running one
 // twice never fails.
 //
+// Foreign keys are not kept: MemSink neither checks them nor runs their
+// ON DELETE / ON UPDATE actions, and writes tables with
+// dmworker.Table.CheckForeignKeys like any other. A syncer test whose
+// upstream tables have foreign keys that cascade or set NULL needs a sink
+// that keeps them (mysqlsink).
+//
 // Checkpoints are fenced by epoch: a batch, DDL or checkpoint carrying a
 // checkpoint whose Epoch is lower than the one stored for its task and source
 // fails with dmworker.ErrStaleEpoch and changes nothing. A checkpoint with a

@@ -36,6 +36,7 @@ func (x *txn) apply(s *Stmt) ([]TableName, error) {
 			}
 			d = src.clone()
 			d.Schema, d.Name = s.Table.Schema, s.Table.Name
+			d.ForeignKeys = nil // LIKE copies no foreign keys
 		} else {
 			var err error
 			if d, err = x.buildTable(s.Table, n); err != nil {
@@ -55,15 +56,16 @@ func (x *txn) apply(s *Stmt) ([]TableName, error) {
 		if err := alterTable(d, n.Specs); err != nil {
 			return fail(err)
 		}
-		d.finish()
 		changed := []TableName{s.Table}
 		if !s.NewTable.IsZero() && s.NewTable != s.Table {
 			x.put(s.Table, nil)
+			renameForeignKeys(d, s.NewTable.Name)
 			d.Schema, d.Name = s.NewTable.Schema, s.NewTable.Name
 			changed = append(changed, s.NewTable)
 		}
+		d.finish()
 		x.put(d.QualifiedName(), d)
-		return changed, nil
+		return append(changed, x.followReferences(s.Table, d.QualifiedName(), columnRenames(old, n.Specs))...), nil
 
 	case *ast.DropTableStmt:
 		if x.get(s.Table) == nil {
@@ -78,11 +80,12 @@ func (x *txn) apply(s *Stmt) ([]TableName, error) {
 			return unknown(s.Table)
 		}
 		d := old.clone()
+		renameForeignKeys(d, s.NewTable.Name)
 		d.Schema, d.Name = s.NewTable.Schema, s.NewTable.Name
 		d.finish()
 		x.put(s.Table, nil)
 		x.put(s.NewTable, d)
-		return []TableName{s.Table, s.NewTable}, nil
+		return append([]TableName{s.Table, s.NewTable}, x.followReferences(s.Table, s.NewTable, nil)...), nil
 
 	case *ast.TruncateTableStmt:
 		return nil, nil
@@ -204,7 +207,8 @@ func (x *txn) buildTable(name TableName, n *ast.CreateTableStmt) (*TableDef, err
 	return d, nil
 }
 
-// columnKeys turns a column's PRIMARY KEY / UNIQUE options into
+// columnKeys turns a column's PRIMARY KEY / UNIQUE options and its
+// REFERENCES clause (a foreign key on MariaDB 10.5 and later) into
 // constraints.
 func columnKeys(cd *ast.ColumnDef, primary, unique bool) []*ast.Constraint {
 	key := []*ast.IndexPartSpecification{{Column: cd.Name}}
@@ -214,6 +218,11 @@ func columnKeys(cd *ast.ColumnDef, primary, unique bool) []*ast.Constraint {
 	}
 	if unique {
 		out = append(out, &ast.Constraint{Tp: ast.ConstraintUniq, Keys: key})
+	}
+	for _, o := range cd.Options {
+		if o.Tp == ast.ColumnOptionReference && o.Refer != nil {
+			out = append(out, &ast.Constraint{Tp: ast.ConstraintForeignKey, Keys: key, Refer: o.Refer})
+		}
 	}
 	return out
 }
@@ -250,6 +259,9 @@ func addConstraint(d *TableDef, c *ast.Constraint) error {
 		return fmt.Errorf("index without columns")
 	}
 	if c.Tp == ast.ConstraintForeignKey {
+		if added, err := addForeignKey(d, c, ix.Columns); err != nil || !added {
+			return err
+		}
 		// InnoDB needs an index whose leading columns are the foreign
 		// key's and creates one, named after the constraint, when none
 		// exists.
@@ -281,6 +293,132 @@ func addConstraint(d *TableDef, c *ast.Constraint) error {
 	}
 	d.Indexes = append(d.Indexes, ix)
 	return nil
+}
+
+// addForeignKey adds the foreign key c on cols (its columns, resolved) to
+// d. It reports false when the key exists and c says IF NOT EXISTS.
+func addForeignKey(d *TableDef, c *ast.Constraint, cols []string) (bool, error) {
+	if c.Refer == nil || c.Refer.Table == nil {
+		return false, fmt.Errorf("foreign key without a referenced table")
+	}
+	fk := ForeignKeyDef{Name: c.Name, Columns: cols, RefSchema: c.Refer.Table.Schema.O, RefTable: c.Refer.Table.Name.O}
+	if fk.RefSchema == "" {
+		// InnoDB resolves an unqualified referenced table in the
+		// referencing table's database.
+		fk.RefSchema = d.Schema
+	}
+	for _, k := range c.Refer.IndexPartSpecifications {
+		if k.Column == nil || k.Expr != nil {
+			return false, fmt.Errorf("foreign key referencing an expression")
+		}
+		fk.RefColumns = append(fk.RefColumns, k.Column.Name.O)
+	}
+	if len(fk.RefColumns) != len(fk.Columns) || slices.Contains(fk.Columns, "") {
+		return false, fmt.Errorf("foreign key with %d columns referencing %d", len(fk.Columns), len(fk.RefColumns))
+	}
+	if c.Refer.OnDelete != nil {
+		fk.OnDelete = c.Refer.OnDelete.ReferOpt.String()
+	}
+	if c.Refer.OnUpdate != nil {
+		fk.OnUpdate = c.Refer.OnUpdate.ReferOpt.String()
+	}
+	if fk.Name == "" {
+		// InnoDB's name: <table>_ibfk_<n>, n one more than the highest
+		// taken.
+		prefix, n := strings.ToLower(d.Name)+"_ibfk_", 0
+		for _, other := range d.ForeignKeys {
+			if rest, ok := strings.CutPrefix(strings.ToLower(other.Name), prefix); ok {
+				if k, err := strconv.Atoi(rest); err == nil && k > n {
+					n = k
+				}
+			}
+		}
+		fk.Name = d.Name + "_ibfk_" + strconv.Itoa(n+1)
+	} else if d.foreignKey(fk.Name) >= 0 {
+		if c.IfNotExists {
+			return false, nil
+		}
+		return false, fmt.Errorf("duplicate foreign key name %s", quoteName(fk.Name))
+	}
+	d.ForeignKeys = append(d.ForeignKeys, fk)
+	return true, nil
+}
+
+// renameForeignKeys renames d's foreign keys named after it by InnoDB
+// (<table>_ibfk_<n>) for the table's new name, as the server does when a
+// table is renamed, and points its references to itself at the new name.
+func renameForeignKeys(d *TableDef, newName string) {
+	prefix := strings.ToLower(d.Name) + "_ibfk_"
+	for i := range d.ForeignKeys {
+		fk := &d.ForeignKeys[i]
+		if rest, ok := strings.CutPrefix(strings.ToLower(fk.Name), prefix); ok {
+			if _, err := strconv.Atoi(rest); err == nil {
+				fk.Name = newName + "_ibfk_" + rest
+			}
+		}
+	}
+}
+
+// columnRenames lists the column renames (old, new) of an ALTER TABLE on
+// old, in statement order.
+func columnRenames(old *TableDef, specs []*ast.AlterTableSpec) [][2]string {
+	var out [][2]string
+	for _, spec := range specs {
+		var from, to string
+		switch spec.Tp {
+		case ast.AlterTableChangeColumn:
+			if len(spec.NewColumns) == 1 {
+				from, to = spec.OldColumnName.Name.O, spec.NewColumns[0].Name.Name.O
+			}
+		case ast.AlterTableRenameColumn:
+			from, to = spec.OldColumnName.Name.O, spec.NewColumnName.Name.O
+		}
+		if from != "" && from != to && old.Column(from) >= 0 {
+			out = append(out, [2]string{from, to})
+		}
+	}
+	return out
+}
+
+// followReferences makes the foreign keys that reference from (a table
+// renamed to to, or to itself, altered, when equal) follow it: the table's
+// new name and its columns' new names (renames, in order), as InnoDB
+// keeps them. It returns the tables it changed.
+func (x *txn) followReferences(from, to TableName, renames [][2]string) []TableName {
+	if from == to && len(renames) == 0 {
+		return nil
+	}
+	var changed []TableName
+	x.each(func(n TableName, d *TableDef) {
+		var c *TableDef
+		for i := range d.ForeignKeys {
+			if d.ForeignKeys[i].Ref() != from {
+				continue
+			}
+			if c == nil {
+				c = d.clone()
+			}
+			fk := &c.ForeignKeys[i]
+			fk.RefSchema, fk.RefTable = to.Schema, to.Name
+			for j, col := range fk.RefColumns {
+				for _, r := range renames {
+					if strings.EqualFold(col, r[0]) {
+						col = r[1]
+					}
+				}
+				fk.RefColumns[j] = col
+			}
+		}
+		if c != nil {
+			c.finish()
+			x.put(n, c)
+			if n != to {
+				changed = append(changed, n)
+			}
+		}
+	})
+	slices.SortFunc(changed, compareNames)
+	return changed
 }
 
 // autoIndexName names an unnamed index as MariaDB does: after its first
@@ -405,6 +543,11 @@ func alterSpec(d *TableDef, spec *ast.AlterTableSpec) (keys []*ast.Constraint, e
 		}
 		dropped := d.Columns[i].Name
 		d.Columns = slices.Delete(d.Columns, i, i+1)
+		// The server refuses to drop a foreign key's column; were it
+		// done, the key could not stay.
+		d.ForeignKeys = slices.DeleteFunc(d.ForeignKeys, func(fk ForeignKeyDef) bool {
+			return slices.ContainsFunc(fk.Columns, func(c string) bool { return strings.EqualFold(c, dropped) })
+		})
 		// The column leaves every index; an index left without columns
 		// goes.
 		for j := 0; j < len(d.Indexes); j++ {
@@ -471,7 +614,12 @@ func alterSpec(d *TableDef, spec *ast.AlterTableSpec) (keys []*ast.Constraint, e
 			return nil, fmt.Errorf("index %s does not exist", quoteName(spec.FromKey.O))
 		}
 		d.Indexes[i].Name = spec.ToKey.O
-	case ast.AlterTableRenameTable, ast.AlterTableDropForeignKey, ast.AlterTableAlterColumn,
+	case ast.AlterTableDropForeignKey:
+		// An unknown name (IF EXISTS) changes nothing.
+		if i := d.foreignKey(spec.Name); i >= 0 {
+			d.ForeignKeys = slices.Delete(d.ForeignKeys, i, i+1)
+		}
+	case ast.AlterTableRenameTable, ast.AlterTableAlterColumn,
 		ast.AlterTableLock, ast.AlterTableAlgorithm, ast.AlterTableForce, ast.AlterTableEnableKeys,
 		ast.AlterTableDisableKeys, ast.AlterTableOrderByColumns, ast.AlterTableAlterCheck,
 		ast.AlterTableDropCheck, ast.AlterTableIndexInvisible:
@@ -502,11 +650,20 @@ func position(d *TableDef, p *ast.ColumnPosition, def int) (int, error) {
 	return def, nil
 }
 
+// renameInIndexes renames a column in d's indexes and foreign keys (the
+// referencing columns; the referenced ones follow in followReferences).
 func renameInIndexes(d *TableDef, oldName, newName string) {
 	for i := range d.Indexes {
 		for j, c := range d.Indexes[i].Columns {
 			if strings.EqualFold(c, oldName) {
 				d.Indexes[i].Columns[j] = newName
+			}
+		}
+	}
+	for i := range d.ForeignKeys {
+		for j, c := range d.ForeignKeys[i].Columns {
+			if strings.EqualFold(c, oldName) {
+				d.ForeignKeys[i].Columns[j] = newName
 			}
 		}
 	}

@@ -37,6 +37,10 @@ type TableDef struct {
 	// Charset is the table's default character set when known ("" when it
 	// is inherited from a server default the tracker never saw).
 	Charset string `json:"charset,omitempty"`
+	// ForeignKeys are the table's foreign keys (this table referencing
+	// another, or itself), in the order SHOW CREATE TABLE prints them (by
+	// name).
+	ForeignKeys []ForeignKeyDef `json:"foreign-keys,omitempty"`
 
 	// PrimaryKey holds the positions in Columns of the primary key's
 	// columns, in key order; empty when the table has none.
@@ -90,6 +94,36 @@ type IndexDef struct {
 	Columns []string `json:"columns"`
 }
 
+// ForeignKeyDef is one foreign key: Columns of its table reference
+// RefColumns (in the same order) of RefSchema.RefTable. As on the server,
+// the reference follows the referenced table and columns through renames,
+// and stays when the referenced table is dropped.
+type ForeignKeyDef struct {
+	// Name is the constraint's name: as given, else the server's
+	// <table>_ibfk_<n>.
+	Name       string   `json:"name"`
+	Columns    []string `json:"columns"`
+	RefSchema  string   `json:"ref-schema"`
+	RefTable   string   `json:"ref-table"`
+	RefColumns []string `json:"ref-columns"`
+	// OnDelete and OnUpdate are the referential actions as written:
+	// "CASCADE", "SET NULL", "SET DEFAULT", "NO ACTION", "RESTRICT"; ""
+	// when none is given, which is RESTRICT.
+	OnDelete string `json:"on-delete,omitempty"`
+	OnUpdate string `json:"on-update,omitempty"`
+}
+
+// Ref returns the referenced table's name.
+func (f *ForeignKeyDef) Ref() TableName { return TableName{f.RefSchema, f.RefTable} }
+
+// Acts reports whether deleting a referenced row, or changing its
+// referenced columns, changes referencing rows (CASCADE, SET NULL, SET
+// DEFAULT) rather than being refused: effects the server carries out
+// without writing them to the binlog.
+func (f *ForeignKeyDef) Acts() bool { return actionActs(f.OnDelete) || actionActs(f.OnUpdate) }
+
+func actionActs(a string) bool { return a == "CASCADE" || a == "SET NULL" || a == "SET DEFAULT" }
+
 // Column returns the position of the column named name (case-insensitive,
 // as MySQL compares column names), or -1.
 func (t *TableDef) Column(name string) int {
@@ -126,6 +160,17 @@ func (t *TableDef) RowKey() []int {
 	return nil
 }
 
+// foreignKey returns the position of the foreign key named name
+// (case-insensitive, as the server compares constraint names), or -1.
+func (t *TableDef) foreignKey(name string) int {
+	for i := range t.ForeignKeys {
+		if strings.EqualFold(t.ForeignKeys[i].Name, name) {
+			return i
+		}
+	}
+	return -1
+}
+
 // index returns the position of the index named name (case-insensitive), or
 // -1.
 func (t *TableDef) index(name string) int {
@@ -151,6 +196,11 @@ func (t *TableDef) clone() *TableDef {
 		idx.Columns = slices.Clone(idx.Columns)
 		c.Indexes[i] = idx
 	}
+	c.ForeignKeys = slices.Clone(t.ForeignKeys)
+	for i := range c.ForeignKeys {
+		fk := &c.ForeignKeys[i]
+		fk.Columns, fk.RefColumns = slices.Clone(fk.Columns), slices.Clone(fk.RefColumns)
+	}
 	c.PrimaryKey, c.UniqueKeys = nil, nil
 	return &c
 }
@@ -160,6 +210,7 @@ func (t *TableDef) clone() *TableDef {
 // every definition before the tracker publishes it.
 func (t *TableDef) finish() {
 	t.PrimaryKey, t.UniqueKeys = nil, nil
+	slices.SortStableFunc(t.ForeignKeys, func(a, b ForeignKeyDef) int { return strings.Compare(a.Name, b.Name) })
 	if p := slices.IndexFunc(t.Indexes, func(ix IndexDef) bool { return ix.Primary }); p > 0 {
 		pk := t.Indexes[p]
 		t.Indexes = slices.Delete(t.Indexes, p, p+1)

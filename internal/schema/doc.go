@@ -15,6 +15,15 @@
 // integers, JSON as longtext); TestTrackerMatchesServer checks the tracker
 // against a real server statement by statement.
 //
+// Foreign keys: each table's foreign keys (ForeignKeyDef: columns,
+// referenced table and columns, ON DELETE / ON UPDATE actions) are kept
+// through CREATE TABLE (inline REFERENCES included), ALTER TABLE ADD / DROP
+// FOREIGN KEY, column and table renames (the referencing keys follow the
+// referenced table, as InnoDB's do), and CREATE TABLE ... LIKE (which copies
+// none), with InnoDB's names for unnamed ones (<table>_ibfk_<n>). MariaDB
+// quirk not followed: an ALTER TABLE that renames the table with the COPY
+// algorithm loses its self-references there.
+//
 // Generated and invisible columns: MariaDB's row images (binlog_row_image
 // FULL) carry a value for every column, VIRTUAL and STORED/PERSISTENT
 // generated columns and INVISIBLE columns included, in table order

@@ -67,6 +67,24 @@ var serverDDL = []string{
 	"CREATE TABLE t8 (a int, fk int, constraint fk1 foreign key (fk) references t9(id))",
 	"ALTER TABLE t8 ADD FOREIGN KEY (a) REFERENCES t9 (id)",
 	"ALTER TABLE t8 DROP FOREIGN KEY fk1",
+	// Foreign keys: named and unnamed, inline, every action, a
+	// self-reference; the references follow renamed tables and columns.
+	"CREATE TABLE fp (id int primary key, u int unique, v int, key (v))",
+	"CREATE TABLE fc (id int primary key, pid int references fp(id) on delete cascade, pu int, pv int, pw int, key kw (pw), constraint fc_named foreign key (pu) references fp(u) on update set null, foreign key fcidx (pv) references fp (v) on delete set null on update no action, foreign key (id) references fp(id) on update cascade)",
+	"CREATE TABLE fs (id int primary key, mgr int, foreign key (mgr) references fs(id) on delete cascade)",
+	"ALTER TABLE fc ADD CONSTRAINT fc_extra FOREIGN KEY (pw) REFERENCES fp (id) ON DELETE RESTRICT",
+	"ALTER TABLE fc ADD FOREIGN KEY (pw) REFERENCES fp (v)",
+	"ALTER TABLE fc DROP FOREIGN KEY fc_named",
+	"ALTER TABLE fp CHANGE u u2 int",
+	"ALTER TABLE fs RENAME COLUMN id TO sid",
+	"RENAME TABLE fp TO fp2",
+	"ALTER TABLE fc RENAME TO fc2",
+	"ALTER TABLE fc2 CHANGE pid pid2 int",
+	"CREATE TABLE fl LIKE fc2",
+	"ALTER TABLE fc2 ADD COLUMN z int REFERENCES fs(sid) ON DELETE SET NULL",
+	"ALTER TABLE fc2 ADD COLUMN IF NOT EXISTS z2 int, ADD CONSTRAINT FOREIGN KEY IF NOT EXISTS fc_extra (z2) REFERENCES fs (sid)",
+	"ALTER TABLE fs ADD COLUMN boss int, RENAME TO fs2",
+	"ALTER TABLE fs2 ADD CONSTRAINT fs_boss FOREIGN KEY (boss) REFERENCES fs2 (sid) ON UPDATE CASCADE",
 	"CREATE TABLE t10 (a int not null, b int not null, unique key (a, b)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci",
 	"ALTER TABLE t10 ADD COLUMN c int, ADD PRIMARY KEY (c)",
 	"CREATE TABLE `we``ird` (`co``l` int, `Mixed` int, primary key (`co``l`))",
@@ -250,6 +268,55 @@ func serverIndexes(t *testing.T, db *sql.DB, n TableName) []string {
 	return out
 }
 
+// serverForeignKeys describes a table's foreign keys as "name (col,col) ->
+// schema.table (col,col) delete=RULE update=RULE", names in lower case.
+func serverForeignKeys(t *testing.T, db *sql.DB, n TableName) []string {
+	t.Helper()
+	rows, err := db.Query(`SELECT rc.CONSTRAINT_NAME, rc.DELETE_RULE, rc.UPDATE_RULE, k.COLUMN_NAME,
+			k.REFERENCED_TABLE_SCHEMA, k.REFERENCED_TABLE_NAME, k.REFERENCED_COLUMN_NAME
+		FROM information_schema.REFERENTIAL_CONSTRAINTS rc
+		JOIN information_schema.KEY_COLUMN_USAGE k ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA
+			AND k.TABLE_NAME = rc.TABLE_NAME AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME
+		WHERE rc.CONSTRAINT_SCHEMA = ? AND rc.TABLE_NAME = ? ORDER BY rc.CONSTRAINT_NAME, k.ORDINAL_POSITION`, n.Schema, n.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var fks []ForeignKeyDef
+	for rows.Next() {
+		var fk ForeignKeyDef
+		var col, refCol string
+		if err := rows.Scan(&fk.Name, &fk.OnDelete, &fk.OnUpdate, &col, &fk.RefSchema, &fk.RefTable, &refCol); err != nil {
+			t.Fatal(err)
+		}
+		if len(fks) == 0 || fks[len(fks)-1].Name != fk.Name {
+			fks = append(fks, fk)
+		}
+		last := &fks[len(fks)-1]
+		last.Columns = append(last.Columns, col)
+		last.RefColumns = append(last.RefColumns, refCol)
+	}
+	return describeForeignKeys(fks)
+}
+
+func trackerForeignKeys(d *TableDef) []string { return describeForeignKeys(d.ForeignKeys) }
+
+func describeForeignKeys(fks []ForeignKeyDef) []string {
+	rule := func(r string) string {
+		if r == "" {
+			return "RESTRICT"
+		}
+		return r
+	}
+	var out []string
+	for _, fk := range fks {
+		out = append(out, strings.ToLower(fmt.Sprintf("%s (%s) -> %s (%s) delete=%s update=%s", fk.Name, strings.Join(fk.Columns, ","),
+			fk.Ref(), strings.Join(fk.RefColumns, ","), rule(fk.OnDelete), rule(fk.OnUpdate))))
+	}
+	slices.Sort(out)
+	return out
+}
+
 func trackerIndexes(d *TableDef) []string {
 	var out []string
 	for _, ix := range d.Indexes {
@@ -317,6 +384,9 @@ func compareWithServer(t *testing.T, db *sql.DB, tr *Tracker, after string, sche
 		}
 		if got, want := trackerIndexes(d), serverIndexes(t, db, n); !slices.Equal(got, want) {
 			t.Errorf("after %s: %s indexes:\ntracker %q\nserver  %q", after, n, got, want)
+		}
+		if got, want := trackerForeignKeys(d), serverForeignKeys(t, db, n); !slices.Equal(got, want) {
+			t.Errorf("after %s: %s foreign keys:\ntracker %q\nserver  %q", after, n, got, want)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package schema
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -127,10 +128,13 @@ func unsupported(query string, format string, args ...any) error {
 var parsers = sync.Pool{New: func() any { return parser.New() }}
 
 // parseQuery parses query, through the MariaDB compat rewrite when the parser
-// rejects it as is.
+// rejects it as is. The nodes are the caller's: a parser's result slice is
+// its own, which its next Parse (another goroutine's, once it is back in the
+// pool) overwrites.
 func parseQuery(query string) (src string, nodes []ast.StmtNode, flags compatFlags, err error) {
 	p := parsers.Get().(*parser.Parser)
 	defer parsers.Put(p)
+	defer func() { nodes = slices.Clone(nodes) }()
 	if !needsRewrite(lex(query)) {
 		nodes, _, err = p.Parse(query, "", "")
 		if err == nil {
@@ -377,6 +381,7 @@ func (s *Stmt) Render(rename func(schema, table string) (string, string)) (strin
 	}
 	p := parsers.Get().(*parser.Parser)
 	nodes, _, err := p.Parse(s.src, "", "")
+	nodes = slices.Clone(nodes) // see parseQuery
 	parsers.Put(p)
 	if err != nil || s.index >= len(nodes) {
 		return "", ddlError(ErrUnsupportedDDL, s.Query, fmt.Errorf("parse for render: %v", err))

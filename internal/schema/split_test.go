@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -113,4 +114,34 @@ func TestRender(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSplitConcurrent splits and renders from several goroutines at once:
+// each must get its own statement back (the parsers are pooled, and a
+// parser's result belongs to its next Parse).
+func TestSplitConcurrent(t *testing.T) {
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				name := fmt.Sprintf("t%d_%d", g, i)
+				q := fmt.Sprintf("CREATE TABLE %s (id int primary key); ALTER TABLE %s ADD COLUMN c%d int", name, name, g)
+				stmts, err := Split("db", q)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(stmts) != 2 || stmts[0].Table.Name != name || stmts[1].Table.Name != name {
+					t.Errorf("%s: got %+v", q, stmts)
+					return
+				}
+				out, err := stmts[1].Render(nil)
+				if err != nil || !strings.Contains(out, "`"+name+"`") || !strings.Contains(out, fmt.Sprintf("`c%d`", g)) {
+					t.Errorf("render of %q: %q, %v", stmts[1].Query, out, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -159,6 +159,25 @@ func (x *txn) get(n TableName) *TableDef {
 
 func (x *txn) put(n TableName, d *TableDef) { x.tables[n] = d }
 
+// each calls f for every table as the transaction sees it, in no
+// particular order. f may put.
+func (x *txn) each(f func(TableName, *TableDef)) {
+	var names []TableName
+	for n, d := range x.tables {
+		if d != nil {
+			names = append(names, n)
+		}
+	}
+	for n := range x.t.tables {
+		if _, staged := x.tables[n]; !staged && !x.droppedDBs[n.Schema] {
+			names = append(names, n)
+		}
+	}
+	for _, n := range names {
+		f(n, x.get(n))
+	}
+}
+
 func (x *txn) db(name string) (dbDef, bool) {
 	if d, ok := x.dbs[name]; ok {
 		if d == nil {
@@ -274,6 +293,16 @@ func (d *TableDef) validate() error {
 		}
 		if d.Column(c.Name) != i {
 			return fmt.Errorf("table %s: column %s twice", d.QualifiedName(), quoteName(c.Name))
+		}
+	}
+	for i, fk := range d.ForeignKeys {
+		if fk.Name == "" || fk.RefSchema == "" || fk.RefTable == "" || len(fk.Columns) == 0 || len(fk.Columns) != len(fk.RefColumns) {
+			return fmt.Errorf("table %s: foreign key %d incomplete", d.QualifiedName(), i)
+		}
+		for _, c := range fk.Columns {
+			if d.Column(c) < 0 {
+				return fmt.Errorf("table %s: foreign key %s on unknown column %s", d.QualifiedName(), quoteName(fk.Name), quoteName(c))
+			}
 		}
 	}
 	primaries := 0

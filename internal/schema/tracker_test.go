@@ -294,3 +294,82 @@ func TestCreateFromSQL(t *testing.T) {
 		t.Errorf("error for a long statement: %v", err)
 	}
 }
+
+// TestTrackerForeignKeys follows foreign keys across schemas, through a
+// rename of the referenced schema's table, a dropped referenced table and a
+// dropped database, and through Marshal and Unmarshal. (Single-schema cases
+// are checked against a server by TestTrackerMatchesServer.)
+func TestTrackerForeignKeys(t *testing.T) {
+	tr := New()
+	for _, q := range []string{
+		"CREATE DATABASE a",
+		"CREATE DATABASE b",
+		"CREATE TABLE a.p (id int primary key, k varchar(8) unique)",
+		"CREATE TABLE b.c (id int primary key, pid int, pk varchar(8), FOREIGN KEY (pid) REFERENCES a.p (id) ON DELETE CASCADE, CONSTRAINT byk FOREIGN KEY (pk) REFERENCES a.p (k) ON UPDATE SET NULL)",
+		"CREATE TABLE b.d (id int primary key, cid int REFERENCES c (id))",
+		"RENAME TABLE a.p TO b.p2",
+		"ALTER TABLE b.p2 CHANGE k kk varchar(8)",
+	} {
+		if _, err := tr.Apply("", q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	fks := func(schema, name string) []string {
+		t.Helper()
+		d, ok := tr.Table(schema, name)
+		if !ok {
+			t.Fatalf("no table %s.%s", schema, name)
+		}
+		return trackerForeignKeys(d)
+	}
+	want := []string{
+		"byk (pk) -> `b`.`p2` (kk) delete=restrict update=set null",
+		"c_ibfk_1 (pid) -> `b`.`p2` (id) delete=cascade update=restrict",
+	}
+	if got := fks("b", "c"); !slices.Equal(got, want) {
+		t.Fatalf("b.c: got %q, want %q", got, want)
+	}
+	if got, want := fks("b", "d"), []string{"d_ibfk_1 (cid) -> `b`.`c` (id) delete=restrict update=restrict"}; !slices.Equal(got, want) {
+		t.Fatalf("b.d: got %q, want %q", got, want)
+	}
+	c, _ := tr.Table("b", "c")
+	d, _ := tr.Table("b", "d")
+	if !c.ForeignKeys[0].Acts() || !c.ForeignKeys[1].Acts() || d.ForeignKeys[0].Acts() {
+		t.Fatalf("Acts: %+v %+v", c.ForeignKeys, d.ForeignKeys)
+	}
+
+	data, err := tr.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Unmarshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := back.Marshal(); string(again) != string(data) {
+		t.Fatalf("round trip changed the state:\n%s\n%s", data, again)
+	}
+
+	// The referenced table dropped, the references stay (as on the
+	// server, where a new table of that name takes them up).
+	for _, q := range []string{"DROP TABLE b.p2", "DROP DATABASE a"} {
+		if _, err := tr.Apply("", q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if got := fks("b", "c"); !slices.Equal(got, want) {
+		t.Fatalf("b.c after the drops: got %q, want %q", got, want)
+	}
+	if _, err := tr.Apply("b", "ALTER TABLE c DROP FOREIGN KEY byk, DROP FOREIGN KEY c_ibfk_1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := fks("b", "c"); len(got) != 0 {
+		t.Fatalf("b.c after DROP FOREIGN KEY: %q", got)
+	}
+
+	// A state whose foreign key names a column the table lacks is refused.
+	bad := strings.Replace(string(data), `"columns":["pid"]`, `"columns":["nope"]`, 1)
+	if _, err := Unmarshal([]byte(bad)); err == nil {
+		t.Fatal("Unmarshal accepted a foreign key on an unknown column")
+	}
+}
