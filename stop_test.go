@@ -3,11 +3,13 @@ package dmworker_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
 
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/faultnet"
 	"github.com/dmworker/dmworker/internal/testserver"
 )
 
@@ -140,5 +142,42 @@ func TestSourceWorkerCloseEtcdDown(t *testing.T) {
 	cp, found, err := p.sink.LoadCheckpoint(context.Background(), "t", "src")
 	if err != nil || !found || !cp.Pos.Equal(final.Syncer.Checkpoint) || final.Stage != dmworker.SubTaskStopped {
 		t.Fatalf("after Close: status %s at %s, stored %s (%v, %v)", final.Stage, final.Syncer.Checkpoint, cp.Pos, found, err)
+	}
+}
+
+// TestSourceWorkerCloseStalledUpstream: with the upstream's network stalled
+// (nothing flows, nothing is closed), Close returns within the stop bound,
+// relay on and off.
+func TestSourceWorkerCloseStalledUpstream(t *testing.T) {
+	noLeaks(t)
+	p := newPair(t, 434, 435, testserver.MariaDBOptions{})
+	for _, relay := range []bool{false, true} {
+		t.Run(fmt.Sprintf("relay=%v", relay), func(t *testing.T) {
+			proxy, err := faultnet.New(p.up.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer proxy.Close()
+			up := upstreamOf(p.up)
+			up.Host, up.Port = "127.0.0.1", uint16(proxy.Port())
+			name := fmt.Sprintf("relay-%v", relay)
+			w, err := dmworker.NewSourceWorker("w1", mysqlSinks(p.downdb),
+				dmworker.WithSource(dmworker.SourceConfig{Name: name, Upstream: up, EnableRelay: relay}), dmworker.WithRelayDir(t.TempDir()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "t"}); err != nil {
+				t.Fatal(err)
+			}
+			runWorker(t, w)
+			st := taskStatus(w, "t")
+			waitUntil(t, "t reading", func() bool { return st().Syncer.Read.Name != "" })
+			rnd := rand.New(rand.NewPCG(434, 1))
+			syncWorkload(t, p.updb, rnd, 10)
+			waitSubTaskSynced(t, st, p)
+			proxy.Stall(true)
+			syncWorkload(t, p.updb, rnd, 10)
+			closeWithin(t, w)
+		})
 	}
 }
