@@ -127,7 +127,20 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return s.wrap(start, "", "", err)
 	}
-	defer reader.Close()
+	// A stop closes the reader at once, while the last batch is applied,
+	// so that both fit in the stop bound.
+	readerClosed := make(chan struct{})
+	unwatch := context.AfterFunc(ctx, func() {
+		reader.Close()
+		close(readerClosed)
+	})
+	defer func() {
+		if unwatch() {
+			reader.Close()
+		} else {
+			<-readerClosed
+		}
+	}()
 	if s.cfg.Workers > 1 {
 		return r.parallelLoop(ctx, reader, start)
 	}
