@@ -409,8 +409,9 @@ func (c *Coordinator) waitChange(ctx context.Context, ld leader, rev int64) erro
 	return nil
 }
 
-// Close stops Run, which gives leadership up, and waits for it to return. It
-// is safe to call more than once.
+// Close stops Run, which gives leadership up (waiting at most 2s for etcd to
+// revoke the lease; an unrevoked lease expires after the TTL), and waits
+// for it to return. It is safe to call more than once.
 func (c *Coordinator) Close() error {
 	c.mu.Lock()
 	if c.closed {

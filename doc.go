@@ -42,7 +42,8 @@
 //	<prefix>worker/<worker>                  KeepAlive: the worker is alive (WorkerInfo), under its lease.
 //	<prefix>bound/<worker>                   Coordinator: the source bound to the worker (SourceBinding);
 //	                                         the key's ModRevision is the binding's fencing epoch.
-//	<prefix>source/<source>                  Host: the source's configuration (SourceConfig).
+//	<prefix>source/<source>                  Host: the source's configuration (SourceConfig), its
+//	                                         password sealed or referenced, never in plain text.
 //	<prefix>subtask/<source>/<task>          Host: a subtask's configuration (SubTaskConfig).
 //	<prefix>stage/relay/<source>             Host: "Running" or "Paused" (no key: Running); put again: restart a failed relay.
 //	<prefix>stage/subtask/<source>/<task>    Host: "Running", "Paused" or "Stopped" (no key: Running).
@@ -121,7 +122,30 @@
 // since the old worker may have applied changes past its checkpoint. A
 // subtask refused with ErrStaleEpoch stays Paused with the error.
 //
+// # Credentials in etcd
+//
+// A source's config never holds the upstream's password in plain text in
+// etcd. The host writes it with PutSourceConfig (or SealSourceConfig and a
+// put of its own), which seals the password with AES-GCM under a key the
+// host keeps outside etcd (WithCredentialKey: the same key on the workers),
+// or gives a PasswordRef that the workers' CredentialResolver turns into
+// the password (WithCredentialResolver). json.Marshal of a SourceConfig
+// with a password refuses it (ErrPlaintextPassword), and a worker refuses
+// to serve a config read from etcd with a plaintext password (written by an
+// older host): its status says ErrPlaintextPassword until the config is
+// written again with PutSourceConfig. A sealed password it cannot open, or
+// a reference it cannot resolve, is ErrCredentials. SourceConfig and
+// SyncerConfig hide the password from slog (text and JSON) and fmt.
+//
+// # Stopping
+//
 // Nothing in this package starts a goroutine, opens a connection or writes
 // a file before the caller asks it to (Run); Close stops what was started
-// and waits for it.
+// and waits for it. What a stop still has to do (the last batch and its
+// checkpoint, the note that the next run replays in safe mode, the last
+// status report to etcd) is bounded by WithStopTimeout (5s): Close, Pause,
+// Stop and the end of Run's context return within it whatever is
+// unreachable or stalled, and work not done by then is abandoned, never
+// half applied (a sink transaction commits with its checkpoint or not at
+// all). KeepAlive and Coordinator give up their lease within 2s.
 package dmworker

@@ -15,7 +15,9 @@ import (
 //	                                         SourceBinding. The key's ModRevision is the binding's
 //	                                         epoch: it grows with every (re)binding, so a worker
 //	                                         writing under an older binding is fenced off.
-//	<prefix>source/<source>                  Host: the source's configuration (SourceConfig).
+//	<prefix>source/<source>                  Host: the source's configuration (SourceConfig), written
+//	                                         by PutSourceConfig: the password sealed (SealedPassword)
+//	                                         or referenced (PasswordRef), never in plain text.
 //	<prefix>subtask/<source>/<task>          Host: a subtask's configuration (SubTaskConfig).
 //	<prefix>stage/relay/<source>             Host: the relay's expected stage, the text
 //	                                         "Running" or "Paused" (no key: Running when the

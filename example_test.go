@@ -1,6 +1,7 @@
 package dmworker_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -220,19 +221,29 @@ func ExampleNewSourceWorker() {
 
 // In etcd mode a SourceWorker takes its source, subtasks and stages from
 // etcd (see the key layout in the package doc): here the host writes them
-// itself, as a coordinator would. (Not run: it needs servers and etcd.)
+// itself, as a coordinator would, the upstream's password sealed with a key
+// that host and workers share and etcd never sees. (Not run: it needs
+// servers and etcd.)
 func ExampleWithEtcd() {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:2379"}})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer cli.Close()
+	key, err := os.ReadFile("/etc/dmworker/credential.key") // 32 random bytes
+	if err != nil {
+		log.Fatal(err)
+	}
 	up, _ := streamer.ParseUpstream("repl:secret@127.0.0.1:3306")
-	src, _ := json.Marshal(dmworker.SourceConfig{Name: "shop-db", Upstream: up})
+	src, err := dmworker.SealSourceConfig(dmworker.SourceConfig{Name: "shop-db", Upstream: up}, key)
+	if err != nil {
+		log.Fatal(err)
+	}
+	srcJSON, _ := json.Marshal(src) // the password is sealed: json.Marshal refuses a plaintext one
 	task, _ := json.Marshal(dmworker.SubTaskConfig{Name: "orders"})
 	ctx := context.Background()
 	if _, err := cli.Txn(ctx).Then(
-		clientv3.OpPut("/dmworker/source/shop-db", string(src)),
+		clientv3.OpPut("/dmworker/source/shop-db", string(srcJSON)),
 		clientv3.OpPut("/dmworker/subtask/shop-db/orders", string(task)),
 		clientv3.OpPut("/dmworker/bound/worker-1", `{"source":"shop-db"}`), // the coordinator's job
 	).Commit(); err != nil {
@@ -243,7 +254,7 @@ func ExampleWithEtcd() {
 		func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
 			return mysqlsink.New(downstream)
 		},
-		dmworker.WithEtcd(cli))
+		dmworker.WithEtcd(cli), dmworker.WithCredentialKey(key))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -280,17 +291,31 @@ func ExampleSubTaskConfig() {
 }
 
 // A SourceConfig is what a host writes under source/<source>: the upstream
-// and whether to keep a relay log of it.
+// and whether to keep a relay log of it. Its password travels sealed with
+// the host's credential key (or as a reference the workers resolve), never
+// in plain text; logs and fmt never show it.
 func ExampleSourceConfig() {
 	up, _ := streamer.ParseUpstream("repl:secret@10.0.0.5:3306")
 	src := dmworker.SourceConfig{Name: "shop-db", Upstream: up, EnableRelay: true,
 		PurgeInterval: dmworker.Duration(time.Hour), PurgeExpires: dmworker.Duration(7 * 24 * time.Hour)}
-	b, _ := json.Marshal(src)
+	_, err := json.Marshal(src)
+	fmt.Println(errors.Is(err, dmworker.ErrPlaintextPassword))
+	key := bytes.Repeat([]byte{7}, 32) // in practice 32 random bytes kept outside etcd
+	sealed, err := dmworker.SealSourceConfig(src, key)
+	if err != nil {
+		log.Fatal(err)
+	}
+	b, _ := json.Marshal(sealed) // what PutSourceConfig(ctx, cli, src, WithCredentialKey(key)) writes
 	var back dmworker.SourceConfig
 	_ = json.Unmarshal(b, &back)
 	fmt.Println(back.Name, back.Upstream.Addr(), back.EnableRelay, time.Duration(back.PurgeExpires))
+	fmt.Println(strings.Contains(string(b), "secret"), back.SealedPassword != "")
+	fmt.Printf("%v\n", src.Upstream)
 	// Output:
+	// true
 	// shop-db 10.0.0.5:3306 true 168h0m0s
+	// false true
+	// repl:***@10.0.0.5:3306 (name=10.0.0.5:3306 flavor= server-id=0)
 }
 
 // A coordinator reads what workers report under status/<worker>/.

@@ -43,6 +43,9 @@ type options struct {
 	sinkRetry       time.Duration
 	epoch           int64
 
+	// Syncer, SubTask, SourceWorker
+	stopTimeout time.Duration
+
 	// SubTask
 	resumeInitial  time.Duration
 	resumeMax      time.Duration
@@ -53,6 +56,10 @@ type options struct {
 	relayBaseDir   string
 	liveness       Liveness
 	statusInterval time.Duration
+
+	// SourceWorker, PutSourceConfig
+	credentialKey      []byte
+	credentialResolver CredentialResolver
 
 	// etcd (SourceWorker, KeepAlive, Coordinator)
 	etcd       *clientv3.Client

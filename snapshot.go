@@ -145,7 +145,10 @@ type SnapshotError struct {
 	Pos          streamer.Position // the consistent point (zero before it is known)
 	Table        string            // upstream schema.table, when one is concerned
 	Op           string
-	Err          error
+	// Statement is the statement concerned, when one is: for a table's
+	// definition the tracker cannot take, the whole definition.
+	Statement string
+	Err       error
 }
 
 func (e *SnapshotError) Error() string {
@@ -228,11 +231,16 @@ func (u *snapshotUnit) status() SnapshotStatus {
 }
 
 func (u *snapshotUnit) wrap(pos streamer.Position, table, op string, err error) error {
+	return u.wrapStmt(pos, table, op, "", err)
+}
+
+// wrapStmt is wrap with the statement concerned.
+func (u *snapshotUnit) wrapStmt(pos streamer.Position, table, op, stmt string, err error) error {
 	var se *SnapshotError
 	if err == nil || errors.As(err, &se) {
 		return err
 	}
-	return &SnapshotError{Task: u.cfg.Task, Source: u.cfg.Source, Pos: pos, Table: table, Op: op, Err: err}
+	return &SnapshotError{Task: u.cfg.Task, Source: u.cfg.Source, Pos: pos, Table: table, Op: op, Statement: stmt, Err: err}
 }
 
 // run copies the selected tables and returns the consistent position; see
@@ -301,7 +309,8 @@ func (u *snapshotUnit) run(ctx context.Context) (pos streamer.Position, err erro
 
 	if prog == nil {
 		if tracker, err = seedTracker(ctx, snap.Conns[0], u.rules); err != nil {
-			return pos, u.wrap(point, "", "read table definitions", err)
+			object, create := definitionOf(err)
+			return pos, u.wrapStmt(point, object, "read table definitions", create, err)
 		}
 		prog = &snapshotProgress{Version: snapshotProgressVersion, Pos: point}
 		for _, n := range tracker.Tables() {
@@ -507,7 +516,7 @@ func seedTracker(ctx context.Context, q queryer, rs *rules) (*schema.Tracker, er
 			return nil, fmt.Errorf("SHOW CREATE DATABASE %s: %w", n.Schema, err)
 		}
 		if err := t.CreateFromSQL(n.Schema, create); err != nil {
-			return nil, fmt.Errorf("database %s: %w", n.Schema, err)
+			return nil, &definitionError{object: n.Schema, create: create, err: err}
 		}
 	}
 	for _, n := range names {
@@ -516,10 +525,34 @@ func seedTracker(ctx context.Context, q queryer, rs *rules) (*schema.Tracker, er
 			return nil, fmt.Errorf("SHOW CREATE TABLE %s: %w", n, err)
 		}
 		if err := t.CreateFromSQL(n.Schema, create); err != nil {
-			return nil, fmt.Errorf("table %s: %w", n, err)
+			return nil, &definitionError{object: n.String(), create: create, err: err}
 		}
 	}
 	return t, nil
+}
+
+// definitionError is seedTracker's error for a definition read from the
+// upstream (SHOW CREATE DATABASE or TABLE) that the tracker cannot take.
+type definitionError struct {
+	object string // schema or schema.table
+	create string // the whole definition
+	err    error
+}
+
+func (e *definitionError) Error() string {
+	return fmt.Sprintf("the definition of %s read from the upstream: %v", e.object, e.err)
+}
+
+func (e *definitionError) Unwrap() error { return e.err }
+
+// definitionOf returns the object and definition err is about, when it is
+// a definitionError.
+func definitionOf(err error) (object, create string) {
+	var de *definitionError
+	if errors.As(err, &de) {
+		return de.object, de.create
+	}
+	return "", ""
 }
 
 // sinkTableOf builds the Table handed to the sink for a definition (what

@@ -31,8 +31,20 @@ type SourceConfig struct {
 	// (reading the upstream directly when relay is off, or a stretch of
 	// binlog for a snapshot's position) and the relay's fetches of older
 	// files each pick their own, since two binlog dumps with one server id
-	// make the server drop one.
+	// make the server drop one. In etcd the password is never stored in
+	// plain text (json.Marshal refuses it): it is sealed into
+	// SealedPassword or named by PasswordRef, and the worker fills
+	// Upstream.Password in.
 	Upstream streamer.UpstreamConfig `json:"upstream" toml:"upstream"`
+	// SealedPassword is the upstream's password sealed (AES-GCM) with the
+	// host's credential key, as SealSourceConfig and PutSourceConfig write
+	// it; a SourceWorker given the same key (WithCredentialKey) opens it.
+	// It is bound to the source's Name. Default "".
+	SealedPassword string `json:"password-sealed,omitempty" toml:"password-sealed"`
+	// PasswordRef names the upstream's password for the host's
+	// CredentialResolver (WithCredentialResolver), so that etcd holds
+	// only the reference. Default "".
+	PasswordRef string `json:"password-ref,omitempty" toml:"password-ref"`
 	// EnableRelay keeps a relay log of the source, and subtasks read it
 	// instead of the upstream. Default off.
 	EnableRelay bool `json:"enable-relay,omitempty" toml:"enable-relay"`
@@ -158,7 +170,8 @@ func WithStatusInterval(d time.Duration) Option {
 const defaultStatusInterval = 10 * time.Second
 
 var sourceWorkerOptions = []string{"WithLogger", "WithEtcd", "WithEtcdPrefix", "WithSource", "WithRelayDir", "WithLiveness",
-	"WithStatusInterval", "WithAutoResume", "WithCheckpointStore", "WithSinkRetry", "WithRelayFileMode"}
+	"WithStatusInterval", "WithAutoResume", "WithCheckpointStore", "WithSinkRetry", "WithRelayFileMode", "WithStopTimeout",
+	"WithCredentialKey", "WithCredentialResolver"}
 
 // SourceWorker errors.
 var (
@@ -247,6 +260,8 @@ type SourceWorker struct {
 	tasks        map[string]*liveTask
 	wg           sync.WaitGroup // subtask and relay goroutines
 	reported     map[string]string
+	// final are the subtasks as they stopped when Run last returned.
+	final []SubTaskStatus
 }
 
 // workerState is what the worker should be doing.
@@ -322,6 +337,18 @@ func NewSourceWorker(name string, sinks SinkFactory, opts ...Option) (*SourceWor
 		return nil, fmt.Errorf("dmworker: source worker %s: status interval %s must be positive", name, o.statusInterval)
 	case o.set["WithLiveness"] && o.liveness == nil:
 		return nil, fmt.Errorf("dmworker: source worker %s: WithLiveness(nil)", name)
+	case o.etcd == nil && (o.set["WithCredentialKey"] || o.set["WithCredentialResolver"]):
+		return nil, fmt.Errorf("dmworker: source worker %s: WithCredentialKey and WithCredentialResolver need WithEtcd (in direct mode give Upstream.Password)", name)
+	case o.set["WithCredentialResolver"] && o.credentialResolver == nil:
+		return nil, fmt.Errorf("dmworker: source worker %s: WithCredentialResolver(nil)", name)
+	case o.source != nil && (o.source.SealedPassword != "" || o.source.PasswordRef != ""):
+		return nil, fmt.Errorf("dmworker: source worker %s: source %s: SealedPassword and PasswordRef are read from etcd; in direct mode give Upstream.Password", name, o.source.Name)
+	}
+	if err := checkCredentialKey(&o); err != nil {
+		return nil, fmt.Errorf("dmworker: source worker %s: %w", name, err)
+	}
+	if err := stopTimeoutOf(&o); err != nil {
+		return nil, fmt.Errorf("dmworker: source worker %s: %w", name, err)
 	}
 	if err := o.checkModes(); err != nil {
 		return nil, fmt.Errorf("dmworker: source worker %s: %w", name, err)
@@ -362,7 +389,8 @@ func NewSourceWorker(name string, sinks SinkFactory, opts ...Option) (*SourceWor
 func (w *SourceWorker) Name() string { return w.name }
 
 // Run applies the worker's state until ctx ends or Close is called, and
-// returns nil then, after stopping its subtasks and relay. In etcd mode it
+// returns nil then, after stopping its subtasks and relay (within the stop
+// timeout, WithStopTimeout, whatever is unreachable). In etcd mode it
 // reads and follows the state in etcd, surviving etcd outages and watch
 // compaction by reading it again. It fails with ErrWorkerClosed after Close
 // or while another Run runs.
@@ -374,15 +402,20 @@ func (w *SourceWorker) Run(ctx context.Context) error {
 	}
 	w.running = true
 	ctx, cancel := context.WithCancel(ctx)
+	ctx, release := stopBound(ctx, w.opts.stopTimeout)
 	w.runCtx, w.cancel = ctx, cancel
 	w.done = make(chan struct{})
 	done := w.done
 	w.mu.Unlock()
+	w.applyMu.Lock()
+	w.final = nil
+	w.applyMu.Unlock()
 	defer func() {
 		cancel()
 		w.applyMu.Lock()
-		w.shutdown()
+		w.shutdown(ctx)
 		w.applyMu.Unlock()
+		release()
 		w.mu.Lock()
 		w.running, w.alive = false, false
 		w.mu.Unlock()
@@ -422,8 +455,9 @@ func (w *SourceWorker) setAlive(alive bool) {
 	w.mu.Unlock()
 }
 
-// Close stops Run (subtasks and relay first) and waits for it to return.
-// It is safe to call more than once, and before Run.
+// Close stops Run (subtasks and relay first) and waits for it to return,
+// within the stop timeout (WithStopTimeout) whatever is unreachable. It is
+// safe to call more than once, and before Run.
 func (w *SourceWorker) Close() error {
 	w.mu.Lock()
 	w.closed = true
@@ -611,7 +645,9 @@ type SourceWorkerStatus struct {
 	Alive bool
 	// Relay is the relay's status, nil when relay is off or not running.
 	Relay *RelayStatus
-	// SubTasks are the subtasks, by name.
+	// SubTasks are the subtasks, by name. Once Run has returned, they are
+	// the subtasks as they stopped: stage Stopped (or Finished), the last
+	// checkpoint saved, the last error.
 	SubTasks []SubTaskStatus
 	// Error is why the bound source is not served (its config is missing
 	// or invalid), nil when none.
@@ -633,6 +669,9 @@ func (w *SourceWorker) Status(ctx context.Context) SourceWorkerStatus {
 	}
 	rr := w.relay
 	st.SubTasks = w.taskStatuses()
+	if len(st.SubTasks) == 0 {
+		st.SubTasks = w.final
+	}
 	w.applyMu.Unlock()
 	if rr != nil {
 		rs := rr.r.Status(ctx)
@@ -869,7 +908,7 @@ func (w *SourceWorker) startTask(ctx context.Context, src *SourceConfig, dt desi
 	if sink == nil {
 		return fail(fmt.Errorf("dmworker: source worker %s: the sink factory returned no sink for subtask %s", w.name, name))
 	}
-	opts := []Option{WithLogger(w.opts.logger)}
+	opts := []Option{WithLogger(w.opts.logger), WithStopTimeout(w.opts.stopTimeout)}
 	for _, n := range []string{"WithAutoResume", "WithCheckpointStore", "WithSinkRetry"} {
 		if w.opts.set[n] {
 			opts = append(opts, w.passOption(n))
@@ -1094,13 +1133,15 @@ func (w *SourceWorker) stopAll() {
 	w.applied, w.appliedEpoch = nil, 0
 }
 
-// shutdown is Run's end: everything stops, the last status is reported.
-func (w *SourceWorker) shutdown() {
+// shutdown is Run's end: everything stops, the last status is reported
+// (within the stop bound of ctx, which has ended).
+func (w *SourceWorker) shutdown(ctx context.Context) {
 	for _, lt := range w.tasks {
 		w.stopTask(lt)
 	}
+	w.final = w.taskStatuses()
 	if w.opts.etcd != nil {
-		w.writeReports(w.reportValues(), true)
+		w.writeReports(afterStop(ctx), w.reportValues(), true)
 	}
 	w.stopAll()
 	w.wg.Wait()

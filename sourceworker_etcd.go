@@ -103,7 +103,7 @@ func (w *SourceWorker) runEtcd(ctx context.Context) {
 		}
 		bo.Reset()
 		w.reconcile()
-		w.report(false)
+		w.report(ctx, false)
 		w.watch(ctx, rev, changed)
 	}
 }
@@ -162,6 +162,11 @@ func (w *SourceWorker) load(ctx context.Context) (int64, error) {
 	}
 	if src.Name != b.Source {
 		st.err = fmt.Errorf("dmworker: worker %s: source config %s names source %q", w.name, w.keys.source(b.Source), src.Name)
+		return rev, nil
+	}
+	if err := w.opts.openCredentials(ctx, &src); err != nil {
+		st.err = fmt.Errorf("dmworker: worker %s: source config %s: %w", w.name, w.keys.source(b.Source), err)
+		w.log.Error("source not served", slog.String("source", b.Source), slog.String("error", st.err.Error()))
 		return rev, nil
 	}
 	if err := src.adjust(w.opts.relayBaseDir); err != nil {
@@ -312,24 +317,25 @@ func (w *SourceWorker) watch(ctx context.Context, rev int64, livenessChanged <-c
 			return
 		case <-w.kick:
 			w.reconcile()
-			w.report(false)
+			w.report(ctx, false)
 		case now := <-tick.C:
 			full := now.Sub(lastFull) >= w.opts.statusInterval
 			if full {
 				lastFull = now
 			}
-			w.report(full)
+			w.report(ctx, full)
 		}
 	}
 }
 
 // report writes the status keys: all of them when full, else those whose
-// stage or error changed; keys of subtasks gone are deleted. Best effort.
-func (w *SourceWorker) report(full bool) {
+// stage or error changed; keys of subtasks gone are deleted. Best effort,
+// given up when ctx ends.
+func (w *SourceWorker) report(ctx context.Context, full bool) {
 	w.applyMu.Lock()
 	values := w.reportValues()
 	w.applyMu.Unlock()
-	w.writeReports(values, full)
+	w.writeReports(ctx, values, full)
 }
 
 // reportValues builds the status values by key; applyMu is held.
@@ -370,8 +376,9 @@ func mustJSON(v any) string {
 }
 
 // writeReports puts the values that changed (all when full) and deletes
-// the keys no longer reported, in transactions of at most 64 operations.
-func (w *SourceWorker) writeReports(values map[string]reportValue, full bool) {
+// the keys no longer reported, in transactions of at most 64 operations,
+// each within etcdTimeout and ctx.
+func (w *SourceWorker) writeReports(ctx context.Context, values map[string]reportValue, full bool) {
 	var ops []clientv3.Op
 	next := map[string]string{}
 	for k, v := range values {
@@ -385,7 +392,7 @@ func (w *SourceWorker) writeReports(values map[string]reportValue, full bool) {
 			ops = append(ops, clientv3.OpDelete(k))
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), etcdTimeout)
+	ctx, cancel := context.WithTimeout(ctx, etcdTimeout)
 	defer cancel()
 	for len(ops) > 0 {
 		n := min(len(ops), 64)

@@ -10,12 +10,25 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
 	"github.com/dmworker/dmworker/streamer"
 )
 
 const testPrefix = "/dmtest/"
+
+// testCredentialKey seals the test sources' passwords in etcd.
+var testCredentialKey = []byte("0123456789abcdef0123456789abcdef")
+
+// putSourceConfig writes a source config as a host does, its password sealed.
+func putSourceConfig(t *testing.T, cli *clientv3.Client, cfg dmworker.SourceConfig) {
+	t.Helper()
+	if err := dmworker.PutSourceConfig(t.Context(), cli, cfg, dmworker.WithCredentialKey(testCredentialKey), dmworker.WithEtcdPrefix(testPrefix)); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // TestSourceWorkerEtcd: a worker driven through etcd. Writing a subtask
 // config starts it; its stage key pauses and resumes it; a compaction of
@@ -30,7 +43,7 @@ func TestSourceWorkerEtcd(t *testing.T) {
 	live := newTestLiveness()
 	logs := &lockedBuffer{}
 	w, err := dmworker.NewSourceWorker("w1", mysqlSinks(p.downdb), dmworker.WithEtcd(cli), dmworker.WithEtcdPrefix(testPrefix),
-		dmworker.WithLiveness(live), dmworker.WithLogger(slog.New(slog.NewTextHandler(logs, nil))), dmworker.WithStatusInterval(200*time.Millisecond))
+		dmworker.WithCredentialKey(testCredentialKey), dmworker.WithLiveness(live), dmworker.WithLogger(slog.New(slog.NewTextHandler(logs, nil))), dmworker.WithStatusInterval(200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +61,7 @@ func TestSourceWorkerEtcd(t *testing.T) {
 			t.Errorf("compact: %v", err)
 		}
 	})
-	etcdPut(t, cli, testPrefix+"source/src", dmworker.SourceConfig{Name: "src", Upstream: upstreamOf(p.up)})
+	putSourceConfig(t, cli, dmworker.SourceConfig{Name: "src", Upstream: upstreamOf(p.up)})
 	bind := etcdPut(t, cli, testPrefix+"bound/w1", dmworker.SourceBinding{Source: "src"})
 	runWorker(t, w)
 	etcdPut(t, cli, testPrefix+"subtask/src/t1", dmworker.SubTaskConfig{Name: "t1", BatchSize: 25})
@@ -152,13 +165,13 @@ func TestSourceWorkerFencing(t *testing.T) {
 	cli := e.Client
 	newWorker := func(name string) *dmworker.SourceWorker {
 		w, err := dmworker.NewSourceWorker(name, mysqlSinks(p.downdb), dmworker.WithEtcd(cli), dmworker.WithEtcdPrefix(testPrefix),
-			dmworker.WithStatusInterval(200*time.Millisecond))
+			dmworker.WithCredentialKey(testCredentialKey), dmworker.WithStatusInterval(200*time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return w
 	}
-	etcdPut(t, cli, testPrefix+"source/src", dmworker.SourceConfig{Name: "src", Upstream: upstreamOf(p.up)})
+	putSourceConfig(t, cli, dmworker.SourceConfig{Name: "src", Upstream: upstreamOf(p.up)})
 	etcdPut(t, cli, testPrefix+"subtask/src/t", dmworker.SubTaskConfig{Name: "t", BatchSize: 10})
 	bindA := etcdPut(t, cli, testPrefix+"bound/A", dmworker.SourceBinding{Source: "src"})
 	a := newWorker("A")

@@ -152,7 +152,8 @@ func WithAutoResume(initial, max time.Duration, attempts int) Option {
 	}}
 }
 
-var subTaskOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpointStore", "WithSinkRetry", "WithEpoch", "WithAutoResume"}
+var subTaskOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpointStore", "WithSinkRetry", "WithEpoch", "WithAutoResume",
+	"WithStopTimeout"}
 
 // SubTask runs one task on one source: its units in order (the snapshot of
 // existing data in modes full and all, then the Syncer in modes incremental
@@ -219,6 +220,9 @@ func NewSubTask(cfg SubTaskConfig, up streamer.UpstreamConfig, sink Sink, opts .
 	if err := up.Validate(); err != nil {
 		return nil, fmt.Errorf("dmworker: subtask %s: %w", cfg.Name, err)
 	}
+	if err := stopTimeoutOf(&o); err != nil {
+		return nil, fmt.Errorf("dmworker: subtask %s: %w", cfg.Name, err)
+	}
 	if err := cfg.adjust(up); err != nil {
 		return nil, fmt.Errorf("dmworker: %w", err)
 	}
@@ -251,7 +255,7 @@ func (t *SubTask) build(cfg SubTaskConfig) error {
 		}
 		store = sinkStore{cs}
 	}
-	sopts := []Option{WithLogger(t.opts.logger)}
+	sopts := []Option{WithLogger(t.opts.logger), WithStopTimeout(t.opts.stopTimeout)}
 	for _, name := range []string{"WithReaderFactory", "WithCheckpointStore", "WithSinkRetry", "WithEpoch"} {
 		if t.opts.set[name] {
 			sopts = append(sopts, t.passOption(name))
@@ -350,6 +354,9 @@ func (t *SubTask) Run(ctx context.Context) error {
 		}
 		t.stage = SubTaskRunning
 		uctx, cancel := context.WithCancel(ctx)
+		// What the unit and the replay note below still do once it is
+		// stopped (Pause, Stop, ctx's end) is bounded from that moment.
+		uctx, release := stopBound(uctx, t.opts.stopTimeout)
 		t.cancel = cancel
 		t.unitDone = make(chan struct{})
 		unitDone := t.unitDone
@@ -368,12 +375,17 @@ func (t *SubTask) Run(ctx context.Context) error {
 			// Best effort now, so that whoever runs the task next (this
 			// subtask after a pause, or another after Stop) replays safely;
 			// runUnits tries again before the next run if this fails.
-			mctx, mcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			mctx, mcancel := context.WithTimeout(afterStop(uctx), 30*time.Second)
 			if merr := t.markUnsafe(mctx, s); merr != nil {
 				t.log.Warn("could not mark the replay window after an interrupted run", slog.String("error", merr.Error()))
 			}
 			mcancel()
 		}
+		if errors.Is(context.Cause(afterStop(uctx)), errStopTimeout) {
+			t.log.Warn("stopping took longer than the stop timeout: the rest was abandoned, the next run replays from the checkpoint",
+				slog.String("checkpoint", s.Status().Checkpoint.String()), slog.Duration("stop-timeout", t.opts.stopTimeout))
+		}
+		release()
 
 		t.mu.Lock()
 		t.cancel, t.unitDone = nil, nil
@@ -565,7 +577,8 @@ func retryable(err error) bool {
 }
 
 // Pause stops the running unit (it saves its checkpoint) and returns once it
-// has stopped; Run then waits for Resume. Pausing a New subtask makes Run
+// has stopped, within the stop timeout (WithStopTimeout); Run then waits for
+// Resume. Pausing a New subtask makes Run
 // start Paused; pausing a Paused one does nothing. It fails with ErrStage
 // once the subtask is Stopped or Finished.
 func (t *SubTask) Pause() error {
@@ -655,7 +668,8 @@ func (t *SubTask) Update(cfg SubTaskConfig) error {
 }
 
 // Stop ends the subtask for good: the running unit stops (saving its
-// checkpoint), Run returns, and Stop returns after it. Stopping a Stopped
+// checkpoint), Run returns, and Stop returns after it, within the stop
+// timeout (WithStopTimeout). Stopping a Stopped
 // subtask does nothing.
 func (t *SubTask) Stop() {
 	t.mu.Lock()

@@ -166,7 +166,7 @@ func WithEpoch(epoch int64) Option {
 	return Option{"WithEpoch", func(o *options) { o.epoch = epoch }}
 }
 
-var syncerOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpointStore", "WithSinkRetry", "WithEpoch"}
+var syncerOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpointStore", "WithSinkRetry", "WithEpoch", "WithStopTimeout"}
 
 // Syncer replicates one source's row changes and DDL into a Sink, for one
 // task: it reads binlog events, filters and routes them, decodes rows with
@@ -214,6 +214,9 @@ func NewSyncer(cfg SyncerConfig, sink Sink, opts ...Option) (*Syncer, error) {
 	}
 	if err := cfg.adjust(); err != nil {
 		return nil, fmt.Errorf("dmworker: syncer for task %q: %w", cfg.Task, err)
+	}
+	if err := stopTimeoutOf(&o); err != nil {
+		return nil, fmt.Errorf("dmworker: syncer for task %s: %w", cfg.Task, err)
 	}
 	if sink == nil {
 		return nil, fmt.Errorf("dmworker: syncer for task %s: a sink is required", cfg.Task)
@@ -400,8 +403,12 @@ type SyncError struct {
 	Task, Source string
 	Pos          streamer.Position // position after the failing event
 	Table        string            // schema.table, when one is concerned
-	Statement    string            // the DDL or the kind of row change
-	Err          error
+	// Statement is the DDL, the kind of row change, or, for a table's
+	// definition read from the upstream at a fresh start (SHOW CREATE
+	// TABLE) that the tracker cannot take, that whole definition. The
+	// message shows its first 200 bytes.
+	Statement string
+	Err       error
 }
 
 func (e *SyncError) Error() string {

@@ -594,7 +594,7 @@ func (p *parallel) stop(ctx context.Context) error {
 	if p.workerFailed() {
 		return nil
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	sctx, cancel := context.WithTimeout(afterStop(ctx), 30*time.Second)
 	defer cancel()
 	pos := p.watermark()
 	if pos.Equal(p.saved) {

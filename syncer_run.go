@@ -40,13 +40,16 @@ type syncRun struct {
 }
 
 // Run replicates until ctx ends (it then returns nil after saving its
-// checkpoint) or an error stops it. Retryable sink errors are retried with
-// backoff; the reader retries its own connection faults.
+// checkpoint, within the stop timeout: see WithStopTimeout) or an error
+// stops it. Retryable sink errors are retried with backoff; the reader
+// retries its own connection faults.
 func (s *Syncer) Run(ctx context.Context) (err error) {
 	if !s.runMu.TryLock() {
 		return ErrSyncerRunning
 	}
 	defer s.runMu.Unlock()
+	ctx, release := stopBound(ctx, s.opts.stopTimeout)
+	defer release()
 	s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = "Running", nil })
 	defer func() {
 		s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = "Stopped", err })
@@ -106,7 +109,9 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 			start = st.Master
 		}
 		if r.tracker, err = s.seedSchema(ctx); err != nil {
-			return s.wrap(start, "", "", err)
+			// A definition the tracker cannot take: name it whole.
+			table, create := definitionOf(err)
+			return s.wrap(start, table, create, err)
 		}
 		r.schemaDirty = true
 		s.log.Info("fresh start", slog.String("pos", start.String()), slog.Int("tables", len(r.tracker.Tables())))
@@ -129,7 +134,20 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return s.wrap(start, "", "", err)
 	}
-	defer reader.Close()
+	// A stop closes the reader at once, while the last batch is applied,
+	// so that both fit in the stop bound.
+	readerClosed := make(chan struct{})
+	unwatch := context.AfterFunc(ctx, func() {
+		reader.Close()
+		close(readerClosed)
+	})
+	defer func() {
+		if unwatch() {
+			reader.Close()
+		} else {
+			<-readerClosed
+		}
+	}()
 	if s.cfg.Workers > 1 {
 		return r.parallelLoop(ctx, reader, start)
 	}
@@ -278,7 +296,7 @@ func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) error {
 				// Stopping: what is read is applied, with the checkpoint
 				// at the last whole transaction; when the batch ends
 				// inside one, the rest of it is replayed in safe mode.
-				return r.flush(context.WithoutCancel(ctx), r.lastTxnEnd, r.midTxn)
+				return r.flush(afterStop(ctx), r.lastTxnEnd, r.midTxn)
 			}
 			if gctx != ctx && gctx.Err() != nil {
 				deadline.stop()

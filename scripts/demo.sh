@@ -68,8 +68,6 @@ waitfor "$work/etcd.log" '^etcd ' 60 "${pids[1]}"
 . "$work/env"
 # shellcheck disable=SC1091
 . "$work/etcd.env"
-from="${UPSTREAM_USER}:${UPSTREAM_PASSWORD}@${UPSTREAM_HOST}:${UPSTREAM_PORT}"
-to="${DOWNSTREAM_USER}:${DOWNSTREAM_PASSWORD}@${DOWNSTREAM_HOST}:${DOWNSTREAM_PORT}"
 echo "upstream ${UPSTREAM_HOST}:${UPSTREAM_PORT}, downstream ${DOWNSTREAM_HOST}:${DOWNSTREAM_PORT}, etcd ${ETCD_ENDPOINTS}"
 q() { local h=$1 p=$2; shift 2; mariadb --protocol=tcp -h "$h" -P "$p" -u "$UPSTREAM_USER" -p"$UPSTREAM_PASSWORD" "$@"; }
 up() { q "$UPSTREAM_HOST" "$UPSTREAM_PORT" "$@"; }
@@ -81,7 +79,13 @@ down() { q "$DOWNSTREAM_HOST" "$DOWNSTREAM_PORT" "$@"; }
 tail -q -n +1 -f "$work/a.log" "$work/b.log" &
 pids+=($!)
 
-common=(-from "$from" -to "$to" -mode incremental -tables 'sbtest.*' -etcd "$ETCD_ENDPOINTS" -keepalive-ttl 3s)
+# The passwords go through the environment, not the command line (ps shows
+# it); the key that seals the upstream's password in etcd, through a file.
+export DMWORKER_FROM_PASSWORD="$UPSTREAM_PASSWORD" DMWORKER_TO_PASSWORD="$DOWNSTREAM_PASSWORD"
+head -c 32 /dev/urandom | base64 >"$work/credential.key"
+chmod 600 "$work/credential.key"
+common=(-from "${UPSTREAM_USER}@${UPSTREAM_HOST}:${UPSTREAM_PORT}" -to "${DOWNSTREAM_USER}@${DOWNSTREAM_HOST}:${DOWNSTREAM_PORT}"
+	-credential-key-file "$work/credential.key" -mode incremental -tables 'sbtest.*' -etcd "$ETCD_ENDPOINTS" -keepalive-ttl 3s)
 echo
 echo "== migrate -worker a -data-dir DIR/a -etcd $ETCD_ENDPOINTS -keepalive-ttl 3s (cluster mode, relay on)"
 "$work/migrate" "${common[@]}" -worker a -data-dir "$work/a" >>"$work/a.log" 2>&1 &
@@ -145,6 +149,6 @@ echo "tables match (CHECKSUM TABLE): $tables, $rows rows, replicated by worker a
 
 echo
 echo "== the same failover in one process: go run ./examples/failover (workers a and b, a coordinator, an embedded etcd)"
-"$work/failover" -from "$from" -to "$to" -txns 600 -rate 150 -keepalive-ttl 2s
+"$work/failover" "${common[@]:0:4}" -txns 600 -rate 150 -keepalive-ttl 2s
 echo
 echo "demo done"

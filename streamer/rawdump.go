@@ -438,6 +438,10 @@ func writeDumpGTID(c *client.Conn, serverID uint32, gset mysql.GTIDSet) error {
 	return c.WritePacket(data)
 }
 
+// killDumpTimeout bounds the connection that ends a dump thread when a
+// reader closes.
+const killDumpTimeout = 2 * time.Second
+
 // killDump asks the server, on a connection of its own, to end the dump
 // thread of connection id, so that it does not linger until it notices the
 // closed socket. It kills only a binlog dump thread: after a server restart
@@ -445,7 +449,7 @@ func writeDumpGTID(c *client.Conn, serverID uint32, gset mysql.GTIDSet) error {
 // reaps the thread on its own, and a new dump with the same server id
 // replaces it. (A reconnect does not kill the old thread for that reason.)
 func killDump(ctx context.Context, up UpstreamConfig, dialer client.Dialer, id uint32) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, killDumpTimeout)
 	defer cancel()
 	c, err := up.connect(ctx, boundedDialer(dialer))
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"time"
 
@@ -441,7 +442,7 @@ func (r *RemoteReader) connect(ctx context.Context) (*replication.BinlogStreamer
 		VerifyChecksum:   true,
 		DisableRetrySync: true,
 		Logger:           r.cfg.logger.With(slog.String("source", r.Source()), slog.String("component", "go-mysql")),
-		Dialer:           r.cfg.dialer,
+		Dialer:           r.closeBoundedDialer(),
 		EventCacheCount:  r.cfg.eventQueueSize,
 	}
 	applyDecodeSettings(&sc)
@@ -543,6 +544,56 @@ func (r *RemoteReader) isClosed() bool {
 	defer r.mu.Unlock()
 	return r.closed
 }
+
+// closeBoundedDialer is the dialer go-mysql gets. Once Close has begun, the
+// connection it opens to end the dump thread (with no deadline of its own)
+// is bounded by killDump's 2s, dial and handshake and query included, so
+// that Close never waits on a stalled upstream.
+func (r *RemoteReader) closeBoundedDialer() client.Dialer {
+	d := r.cfg.dialer
+	if d == nil {
+		nd := &net.Dialer{}
+		d = nd.DialContext
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		select {
+		case <-r.done:
+		default:
+			return d(ctx, network, addr)
+		}
+		limit := time.Now().Add(killDumpTimeout)
+		ctx, cancel := context.WithDeadline(ctx, limit)
+		defer cancel()
+		nc, err := d(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if err := nc.SetDeadline(limit); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		// go-mysql sets its read timeout before each read: keep it within
+		// the limit.
+		return cappedConn{Conn: nc, limit: limit}, nil
+	}
+}
+
+// cappedConn keeps every deadline set on it at or before limit.
+type cappedConn struct {
+	net.Conn
+	limit time.Time
+}
+
+func (c cappedConn) clamp(t time.Time) time.Time {
+	if t.IsZero() || t.After(c.limit) {
+		return c.limit
+	}
+	return t
+}
+
+func (c cappedConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.clamp(t)) }
+func (c cappedConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.clamp(t)) }
+func (c cappedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.clamp(t)) }
 
 // Close stops the reader and waits for its connection goroutine. It is safe
 // to call from any goroutine, more than once.

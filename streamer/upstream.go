@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -57,6 +58,34 @@ func ParseUpstream(s string) (UpstreamConfig, error) {
 	c.Host, c.Port = host, uint16(p)
 	if c.User == "" || c.Host == "" {
 		return UpstreamConfig{}, fmt.Errorf("streamer: upstream %q: user and host are required", redactDSN(s))
+	}
+	return c, nil
+}
+
+// ParseUpstreamFlags parses an upstream given on a command line, whose
+// password should not stand there (ps shows every process's arguments to
+// every user): s is "user[:password]@host:port" as ParseUpstream takes it,
+// and the password comes from passwordFile when it is not "" (the file's
+// content, one trailing newline removed), else from s, else from the
+// environment variable passwordEnv when it is set (and passwordEnv is not
+// ""). A password both in s and in passwordFile is refused.
+func ParseUpstreamFlags(s, passwordFile, passwordEnv string) (UpstreamConfig, error) {
+	c, err := ParseUpstream(s)
+	if err != nil {
+		return c, err
+	}
+	switch {
+	case passwordFile != "" && c.Password != "":
+		return UpstreamConfig{}, fmt.Errorf("streamer: upstream %s: a password both in the address and in the file %s: give it once", c.Addr(), passwordFile)
+	case passwordFile != "":
+		b, err := os.ReadFile(passwordFile)
+		if err != nil {
+			return UpstreamConfig{}, fmt.Errorf("streamer: upstream %s: password file: %w", c.Addr(), err)
+		}
+		pw := strings.TrimSuffix(string(b), "\n")
+		c.Password = strings.TrimSuffix(pw, "\r")
+	case c.Password == "" && passwordEnv != "":
+		c.Password = os.Getenv(passwordEnv)
 	}
 	return c, nil
 }

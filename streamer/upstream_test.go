@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -40,6 +42,38 @@ func TestParseUpstream(t *testing.T) {
 		if strings.Contains(err.Error(), "secret") {
 			t.Fatalf("%q: the error shows the password: %v", bad, err)
 		}
+	}
+}
+
+// TestParseUpstreamFlags: the password comes from the file, else the flag,
+// else the environment; a password both in the flag and in a file is
+// refused.
+func TestParseUpstreamFlags(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pw")
+	if err := os.WriteFile(file, []byte("from:file@\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TEST_DMWORKER_PW", "from-env")
+	for _, c := range []struct {
+		s, file, env, want string
+	}{
+		{"u@h:1", file, "TEST_DMWORKER_PW", "from:file@"},
+		{"u@h:1", "", "TEST_DMWORKER_PW", "from-env"},
+		{"u:inline@h:1", "", "TEST_DMWORKER_PW", "inline"},
+		{"u@h:1", "", "TEST_DMWORKER_UNSET", ""},
+		{"u@h:1", "", "", ""},
+	} {
+		got, err := ParseUpstreamFlags(c.s, c.file, c.env)
+		if err != nil || got.Password != c.want || got.User != "u" || got.Addr() != "h:1" {
+			t.Errorf("ParseUpstreamFlags(%q, %q, %q) = %#v (password %q), %v; want password %q", c.s, c.file, c.env, got, got.Password, err, c.want)
+		}
+	}
+	if _, err := ParseUpstreamFlags("u:inline@h:1", file, ""); err == nil || strings.Contains(err.Error(), "inline") {
+		t.Errorf("a password in the flag and in a file: %v, want a refusal that does not show it", err)
+	}
+	if _, err := ParseUpstreamFlags("u@h:1", filepath.Join(dir, "missing"), ""); err == nil {
+		t.Error("a missing password file accepted")
 	}
 }
 

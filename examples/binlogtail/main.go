@@ -6,12 +6,17 @@
 //
 // Usage:
 //
-//	go run ./examples/binlogtail -from 'user:pass@127.0.0.1:3306'
+//	go run ./examples/binlogtail -from 'user@127.0.0.1:3306' [-from-password-file F]
 //	    [-pos mysql-bin.000001:4 | -gtid SET] [-flavor mariadb|mysql]
 //	    [-server-id N] [-exit-when-idle DURATION] [-max-retry DURATION]
 //	go run ./examples/binlogtail -relay-dir DIR [-follow]
 //	    [-pos mysql-bin.000001:4 | -gtid SET] [-flavor mariadb|mysql]
 //	    [-exit-when-idle DURATION]
+//
+// A password on the command line is visible to every user (ps): give it
+// instead in a file, -from-password-file F (its content, one trailing
+// newline removed), or in the environment variable DMWORKER_FROM_PASSWORD
+// (the file first, then the password in -from, then the environment).
 //
 // With -relay-dir the events come from a relay directory (written by
 // dmworker.Relay or examples/relay) instead of an upstream, with the same
@@ -185,7 +190,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("binlogtail", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		from     = fs.String("from", "", "upstream as user:password@host:port (required without -relay-dir)")
+		from     = fs.String("from", "", "upstream as user[:password]@host:port (required without -relay-dir); the password is better given by -from-password-file or $DMWORKER_FROM_PASSWORD")
+		fromPw   = fs.String("from-password-file", "", "read the upstream's password from `FILE` (default: from -from, else $DMWORKER_FROM_PASSWORD)")
 		relayDir = fs.String("relay-dir", "", "read this relay directory instead of an upstream")
 		follow   = fs.Bool("follow", false, "with -relay-dir: wait for new events at the end of the relay")
 		pos      = fs.String("pos", "", "start position, e.g. mysql-bin.000001:4")
@@ -225,7 +231,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	var err error
 	if *relayDir != "" {
 		cfg.relayDir, cfg.follow = *relayDir, *follow
-	} else if up, err = streamer.ParseUpstream(*from); err != nil {
+	} else if up, err = streamer.ParseUpstreamFlags(*from, *fromPw, "DMWORKER_FROM_PASSWORD"); err != nil {
 		return cfg, err
 	}
 	switch *flavor {

@@ -5,8 +5,13 @@
 //
 // Usage:
 //
-//	go run ./examples/customsink -from 'user:pass@host:port'
+//	go run ./examples/customsink -from 'user@host:port' [-from-password-file F]
 //	    [-tables 'db.*,other.t'] [-start FILE:POS] [-exit-when-idle DURATION]
+//
+// A password on the command line is visible to every user (ps): give it
+// instead in a file, -from-password-file F (its content, one trailing
+// newline removed), or in the environment variable DMWORKER_FROM_PASSWORD
+// (the file first, then the password in -from, then the environment).
 //
 // -tables lists db.table patterns (wildcards '*' and '?') to replicate, the
 // block-allow list's do-tables; default every table. -start is where to
@@ -220,7 +225,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("customsink", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		from   = fs.String("from", "", "upstream as user:password@host:port (required)")
+		from   = fs.String("from", "", "upstream as user[:password]@host:port (required); the password is better given by -from-password-file or $DMWORKER_FROM_PASSWORD")
+		fromPw = fs.String("from-password-file", "", "read the upstream's password from `FILE` (default: from -from, else $DMWORKER_FROM_PASSWORD)")
 		tables = fs.String("tables", "", "comma-separated db.table patterns to replicate (default all)")
 		start  = fs.String("start", "", "start position FILE:POS (default: the upstream's current one)")
 		idle   = fs.Duration("exit-when-idle", 0, "exit once caught up and the upstream idle for this long (0: never)")
@@ -241,7 +247,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, errors.New("-exit-when-idle must not be negative")
 	}
 	var err error
-	if cfg.up, err = streamer.ParseUpstream(*from); err != nil {
+	if cfg.up, err = streamer.ParseUpstreamFlags(*from, *fromPw, "DMWORKER_FROM_PASSWORD"); err != nil {
 		return cfg, err
 	}
 	cfg.idle = *idle

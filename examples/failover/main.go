@@ -14,12 +14,19 @@
 //
 // Usage:
 //
-//	go run ./examples/failover -from 'user:pass@host:port' -to 'user:pass@host:port'
+//	go run ./examples/failover -from 'user@host:port' -to 'user@host:port'
+//	    [-from-password-file F] [-to-password-file F]
 //	    [-etcd ENDPOINTS] [-txns 600] [-rate 200] [-keepalive-ttl 2s] [-timeout 2m]
 //
 // Flags:
 //   - -from, -to: the upstream (binlog on, ROW format) and the downstream,
-//     user:password@host:port.
+//     user[:password]@host:port. A password on the command line is visible
+//     to every user (ps): give it instead in a file, -from-password-file F
+//     and -to-password-file F, or in the environment,
+//     DMWORKER_FROM_PASSWORD and DMWORKER_TO_PASSWORD (the file first, then
+//     the flag, then the environment). The upstream's password goes into
+//     etcd sealed with a key the program draws at random for the run (its
+//     workers share the process).
 //   - -etcd: comma-separated endpoints of the etcd to use; default: an
 //     embedded etcd started in a temporary directory (removed at exit).
 //   - -txns: workload transactions (each inserts rows, updates and deletes
@@ -42,6 +49,7 @@ package main
 
 import (
 	"context"
+	crand "crypto/rand"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -95,8 +103,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("failover", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		from    = fs.String("from", "", "upstream as user:password@host:port (required)")
-		to      = fs.String("to", "", "downstream as user:password@host:port (required)")
+		from    = fs.String("from", "", "upstream as user[:password]@host:port (required); the password is better given by -from-password-file or $DMWORKER_FROM_PASSWORD")
+		fromPw  = fs.String("from-password-file", "", "read the upstream's password from `FILE` (default: from -from, else $DMWORKER_FROM_PASSWORD)")
+		to      = fs.String("to", "", "downstream as user[:password]@host:port (required); the password is better given by -to-password-file or $DMWORKER_TO_PASSWORD")
+		toPw    = fs.String("to-password-file", "", "read the downstream's password from `FILE` (default: from -to, else $DMWORKER_TO_PASSWORD)")
 		etcd    = fs.String("etcd", "", "comma-separated etcd endpoints (default: an embedded etcd)")
 		txns    = fs.Int("txns", 600, "workload transactions")
 		rate    = fs.Int("rate", 200, "workload transactions a second (0: unlimited)")
@@ -122,10 +132,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-timeout %s: must be positive", *timeout)
 	}
 	var err error
-	if cfg.up, err = streamer.ParseUpstream(*from); err != nil {
+	if cfg.up, err = streamer.ParseUpstreamFlags(*from, *fromPw, "DMWORKER_FROM_PASSWORD"); err != nil {
 		return cfg, fmt.Errorf("-from: %w", err)
 	}
-	if cfg.down, err = streamer.ParseUpstream(*to); err != nil {
+	if cfg.down, err = streamer.ParseUpstreamFlags(*to, *toPw, "DMWORKER_TO_PASSWORD"); err != nil {
 		return cfg, fmt.Errorf("-to: %w", err)
 	}
 	for _, e := range strings.Split(*etcd, ",") {
@@ -220,8 +230,14 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	source := dmworker.SourceConfig{Name: cfg.up.SourceName(), Upstream: cfg.up}
 	task := dmworker.SubTaskConfig{Name: taskName, Mode: dmworker.ModeIncremental, Start: up.Master,
 		Filter: dmworker.BlockAllowList{DoTables: []dmworker.TablePattern{{Schema: demoDB, Name: "*"}}}}
-	if err := putJSON(ctx, cli, prefix+"source/"+source.Name, source); err != nil {
+	// The password goes into etcd sealed, with a key the workers (in this
+	// process) share: etcd never holds it in plain text.
+	key := make([]byte, 32)
+	if _, err := crand.Read(key); err != nil {
 		return err
+	}
+	if err := dmworker.PutSourceConfig(ctx, cli, source, dmworker.WithCredentialKey(key), dmworker.WithEtcdPrefix(prefix)); err != nil {
+		return fmt.Errorf("etcd: %w", err)
 	}
 	if err := putJSON(ctx, cli, prefix+"subtask/"+source.Name+"/"+task.Name, task); err != nil {
 		return err
@@ -239,7 +255,7 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	sinks := func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
 		return mysqlsink.New(downdb)
 	}
-	a, err := startWorker(ctx, &wg, cli, "a", sinks, common, cfg.ttl)
+	a, err := startWorker(ctx, &wg, cli, "a", sinks, common, key, cfg.ttl)
 	if err != nil {
 		return err
 	}
@@ -254,7 +270,7 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		}
 	}
 	fmt.Fprintf(stdout, "source %s bound to worker a (epoch %d); worker b joins and stands by\n", source.Name, a.task().Epoch)
-	b, err := startWorker(ctx, &wg, cli, "b", sinks, common, cfg.ttl)
+	b, err := startWorker(ctx, &wg, cli, "b", sinks, common, key, cfg.ttl)
 	if err != nil {
 		return err
 	}
@@ -372,12 +388,13 @@ type worker struct {
 	once sync.Once
 }
 
-func startWorker(ctx context.Context, wg *sync.WaitGroup, cli *clientv3.Client, name string, sinks dmworker.SinkFactory, workerOpts []dmworker.Option, ttl time.Duration) (*worker, error) {
+func startWorker(ctx context.Context, wg *sync.WaitGroup, cli *clientv3.Client, name string, sinks dmworker.SinkFactory,
+	workerOpts []dmworker.Option, key []byte, ttl time.Duration) (*worker, error) {
 	ka, err := dmworker.NewKeepAlive(cli, name, append([]dmworker.Option{dmworker.WithKeepAliveTTL(ttl)}, workerOpts...)...)
 	if err != nil {
 		return nil, err
 	}
-	opts := append([]dmworker.Option{dmworker.WithEtcd(cli), dmworker.WithLiveness(ka)}, workerOpts...)
+	opts := append([]dmworker.Option{dmworker.WithEtcd(cli), dmworker.WithLiveness(ka), dmworker.WithCredentialKey(key)}, workerOpts...)
 	w, err := dmworker.NewSourceWorker(name, sinks, opts...)
 	if err != nil {
 		return nil, err

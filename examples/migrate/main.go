@@ -4,15 +4,23 @@
 //
 // Usage:
 //
-//	go run ./examples/migrate -from 'user:pass@host:port' -to 'user:pass@host:port'
+//	go run ./examples/migrate -from 'user@host:port' -to 'user@host:port'
+//	    [-from-password-file F] [-to-password-file F]
 //	    -mode incremental [-start FILE:POS | -start-gtid SET]
 //	    [-tables 'db.*,other.t'] [-route 'src.t_*:dst.t'] [-task NAME]
-//	    [-data-dir DIR] [-etcd ENDPOINTS -worker NAME [-keepalive-ttl D]]
-//	    [-workers N] [-exit-when-idle DURATION]
+//	    [-data-dir DIR] [-etcd ENDPOINTS -worker NAME [-keepalive-ttl D]
+//	    [-credential-key-file F]] [-workers N] [-exit-when-idle DURATION]
+//	    [-stop-timeout DURATION]
 //
 // Flags:
-//   - -from, -to: the upstream and the downstream, user:password@host:port
+//   - -from, -to: the upstream and the downstream, user[:password]@host:port
 //     (the port defaults to 3306; the password may contain '@' and ':').
+//     A password on the command line is visible to every user (ps): give
+//     it instead in a file, -from-password-file F and -to-password-file F
+//     (the file's content, one trailing newline removed), or in the
+//     environment, DMWORKER_FROM_PASSWORD and DMWORKER_TO_PASSWORD. The
+//     file comes first, then the password in -from/-to, then the
+//     environment; a password both in the flag and in a file is refused.
 //   - -mode: "incremental" (binlog replication from the start position or
 //     the upstream's current end), "full" (copy the selected tables at one
 //     consistent point, then exit 0) or "all" (copy, then replicate from
@@ -27,7 +35,12 @@
 //     must differ within a cluster). It writes the source's and the task's
 //     configs under /dmworker/ (see the key layout in package dmworker; a
 //     key is put only when its value differs, so every process may give
-//     the same flags), registers the worker (dmworker.KeepAlive, key
+//     the same flags), the upstream's password sealed (AES-GCM) with the
+//     key in -credential-key-file F or, without it, in
+//     DMWORKER_CREDENTIAL_KEY: base64 of 16, 24 or 32 bytes (openssl rand
+//     -base64 32), the same for every worker of the cluster, never in
+//     etcd. A password with no key is refused (exit 2). It registers the
+//     worker (dmworker.KeepAlive, key
 //     /dmworker/worker/<worker> under a lease with the TTL of
 //     -keepalive-ttl, default 60s, whole seconds), and runs a
 //     dmworker.Coordinator: the processes elect one coordinator among
@@ -55,8 +68,15 @@
 //   - -route: comma-separated rules, the flag may be repeated.
 //     'src.t_*:dst.t' renames the upstream tables matching src.t_* to dst.t
 //     (many shards may merge into one); 'src_*:dst' renames schemas.
-//   - -workers: must be 1 (the default): parallel apply is not built yet,
-//     and a larger value is refused (exit 2) rather than silently ignored.
+//   - -workers N: how many goroutines apply changes (default 16, as the
+//     library's with mysqlsink): changes to one row stay in order on one,
+//     and the checkpoint is the low watermark of what they applied; with 1
+//     the changes are applied in order, each batch with its checkpoint.
+//   - -stop-timeout D: on SIGINT or SIGTERM, the longest the worker's last
+//     work may take (the last batch and its checkpoint, the last status
+//     report to etcd) before it is abandoned, whatever is unreachable
+//     (upstream, downstream, etcd); default 5s. Abandoned work is never
+//     applied half: a batch cut short rolls back with its checkpoint.
 //   - -exit-when-idle D: exit 0 once the checkpoint has reached the
 //     upstream's binlog position and that position has not moved for D. In
 //     cluster mode the same holds for the worker serving the task; a
@@ -90,33 +110,44 @@
 // this run, rows/s the rate over the last second, lag the syncer's
 // LagSeconds: the seconds since everything the upstream had written was
 // last known to be applied downstream (0 when caught up; it grows while
-// applying is held up, or while the upstream is out of sight). A last line
-// with the final state is printed when the program stops.
+// applying is held up, or while the upstream is out of sight).
 //
-// # Stopping
+// The last line, when the program stops, is the final checkpoint (the one
+// stored downstream, from which the next run continues) and why it stops:
 //
-// SIGINT or SIGTERM stop replication cleanly: the checkpoint is saved and
-// the program exits 0. An upstream that cannot be reached (nothing answers
-// at -from's address) or refuses the login before it has ever answered is
-// a mistake in the flags, not a fault to wait out: the program says so and
-// exits 1 within seconds. Once it has answered, connection faults are
-// retried by the reader (a dead connection is noticed within 15s), and
-// retryable faults (a connection lost for good, the downstream away) are
-// resumed automatically with backoff (1s to 1m, 10 attempts without
-// progress), each retry logged to stderr with its cause. Any other error
-// stops replication and exits 1, printed to stderr with the position and
-// statement; for a DDL the syncer cannot apply the message says how to get
-// past it (there is no skip flag yet). With -data-dir, a relay that cannot
-// start or goes on failing (its directory damaged or not writable, in use by
-// another process) exits 1 with the relay's error, naming the file and
-// offset; the relay files are created 0640 in 0750 directories. Bad flags
-// exit 2. The passwords are never printed. Warnings (such as failed
-// connection attempts) are logged to stderr.
+//	stopped at pos=mysql-bin.000001:5678 rows=450: interrupted (SIGINT): run the same command again to continue from this checkpoint
+//
+// (in modes full and all, while copying: "snapshot at POS rows=N/EST: ...").
+//
+// # Stopping and exit status
+//
+// SIGINT or SIGTERM stop replication cleanly: the last batch is applied
+// with its checkpoint, and the program exits 0 within -stop-timeout (5s)
+// whatever is unreachable; work not done by then is abandoned, never
+// applied half, and the next run replays it. An upstream that cannot be
+// reached (nothing answers at -from's address) or refuses the login before
+// it has ever answered is a mistake in the flags, not a fault to wait out:
+// the program says so and exits 1 within seconds. Once it has answered,
+// connection faults are retried by the reader (a dead connection is noticed
+// within 15s), and retryable faults (a connection lost for good, the
+// downstream away) are resumed automatically with backoff (1s to 1m, 10
+// attempts without progress), each attempt logged to stderr with its cause.
+// Any other error stops replication (in the copy of existing data too) and
+// exits 1, printed to stderr with the position and the whole statement; for
+// a statement the syncer cannot take the message says how to get past it
+// (there is no skip flag yet). With -data-dir, a relay that cannot start or
+// goes on failing (its directory damaged or not writable, in use by another
+// process) exits 1 with the relay's error, naming the file and offset; the
+// relay files are created 0640 in 0750 directories. Exit status: 0 finished
+// (mode full), idle (-exit-when-idle) or stopped by a signal; 1 stopped by
+// an error; 2 bad flags. The passwords are never printed. Warnings (such
+// as failed connection attempts and retries) are logged to stderr.
 package main
 
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -141,10 +172,36 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := notifySignals(context.Background())
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// stopSignal is the cause of run's context when SIGINT or SIGTERM ended it.
+type stopSignal struct{ sig os.Signal }
+
+func (s stopSignal) Error() string { return "stopped by " + s.sig.String() }
+
+// notifySignals returns a context that SIGINT and SIGTERM end, with the
+// signal as its cause (context.Cause).
+func notifySignals(parent context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-ch:
+			cancel(stopSignal{sig})
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel(nil)
+	}
 }
 
 // config is what the command line asks for.
@@ -157,6 +214,8 @@ type config struct {
 	etcd     []string
 	ttl      time.Duration
 	idle     time.Duration
+	stop     time.Duration // -stop-timeout
+	key      []byte        // -credential-key-file or $DMWORKER_CREDENTIAL_KEY
 }
 
 // errReported is a bad-flag error that has already been printed.
@@ -200,7 +259,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// connection.
 		return mysqlsink.New(db, mysqlsink.WithExclusivePool())
 	}
-	opts := []dmworker.Option{dmworker.WithLogger(logger)}
+	opts := []dmworker.Option{dmworker.WithLogger(logger), dmworker.WithStopTimeout(cfg.stop)}
 	if cfg.dataDir != "" {
 		opts = append(opts, dmworker.WithRelayDir(filepath.Join(cfg.dataDir, "relay")))
 	}
@@ -224,6 +283,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "migrate: worker %s joined the cluster at %s; it waits for source %s to be bound to it (key %sbound/%s)\n",
 			cfg.worker, strings.Join(cfg.etcd, ","), cfg.source.Name, dmworker.DefaultEtcdPrefix, cfg.worker)
 		opts = append(opts, dmworker.WithEtcd(cli), dmworker.WithLiveness(cl.keepAlive))
+		if cfg.key != nil {
+			opts = append(opts, dmworker.WithCredentialKey(cfg.key))
+		}
 	} else {
 		opts = append(opts, dmworker.WithSource(cfg.source))
 	}
@@ -256,19 +318,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		prefix = "worker=" + cfg.worker + " "
 	}
 	standby := "" // the last standby line printed
+	why := ""     // why the worker was stopped, when not by a signal
 	tick := time.NewTicker(progressInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case err := <-done:
+			// The worker has stopped: its status is the subtask's final one.
 			st := taskStatus(w, cfg.task.Name)
-			if cl == nil || st.Name != "" {
-				printProgress(stdout, prefix, st.Syncer, max(0, st.Syncer.Rows-prev), time.Since(prevAt))
-			}
 			if err != nil {
 				fmt.Fprintln(stderr, "migrate:", err)
+				printFinal(stdout, prefix, st, "stopped by an error (see above)")
 				return 1
 			}
+			if why == "" {
+				why = stopReason(ctx, cl != nil)
+			}
+			printFinal(stdout, prefix, st, why)
 			return 0
 		case now := <-tick.C:
 			st := taskStatus(w, cfg.task.Name)
@@ -282,6 +348,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				continue
 			}
 			standby = ""
+			if st.Stage == dmworker.SubTaskPaused && st.LastError != nil {
+				// A command line has no resume: stop and say why (in
+				// the copy of existing data as in the binlog's replay).
+				cancel()
+				<-done
+				reportError(stderr, st.LastError)
+				printFinal(stdout, prefix, taskStatus(w, cfg.task.Name), "stopped by the error above")
+				return 1
+			}
 			if st.Unit == "snapshot" {
 				printSnapshot(stdout, prefix, st.Snapshot)
 				prevAt = now
@@ -291,6 +366,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				printSnapshot(stdout, prefix, st.Snapshot)
 				cancel()
 				<-done
+				printFinal(stdout, prefix, taskStatus(w, cfg.task.Name), "the copy is finished")
 				return 0
 			}
 			if st.Syncer.Rows < prev {
@@ -298,13 +374,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 			printProgress(stdout, prefix, st.Syncer, st.Syncer.Rows-prev, now.Sub(prevAt))
 			prev, prevAt = st.Syncer.Rows, now
-			if st.Stage == dmworker.SubTaskPaused && st.LastError != nil {
-				// A command line has no resume: stop and say why.
-				cancel()
-				<-done
-				reportError(stderr, st.LastError)
-				return 1
-			}
 			if cfg.idle <= 0 || st.Stage != dmworker.SubTaskRunning {
 				continue
 			}
@@ -331,6 +400,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			case idleSince.IsZero():
 				idleSince = now
 			case now.Sub(idleSince) >= cfg.idle:
+				why = fmt.Sprintf("caught up, the upstream idle for %s", cfg.idle)
 				cancel() // the subtask saves its checkpoint; Run returns nil
 			}
 			lastMaster = master
@@ -361,29 +431,30 @@ func publish(ctx context.Context, cfg config) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd %s: %w", strings.Join(cfg.etcd, ","), err)
 	}
-	src, err := json.Marshal(cfg.source)
-	if err != nil {
-		cli.Close()
-		return nil, err
-	}
 	task, err := json.Marshal(cfg.task)
 	if err != nil {
 		cli.Close()
 		return nil, err
 	}
-	p := dmworker.DefaultEtcdPrefix
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	for _, kv := range [][2]string{
-		{p + "source/" + cfg.source.Name, string(src)},
-		{p + "subtask/" + cfg.source.Name + "/" + cfg.task.Name, string(task)},
-	} {
-		if _, err := cli.Txn(pctx).If(clientv3.Compare(clientv3.Value(kv[0]), "=", kv[1])).
-			Else(clientv3.OpPut(kv[0], kv[1])).Commit(); err != nil {
-			cli.Close()
-			return nil, fmt.Errorf("etcd %s: publish source %s and task %s: put %s: %w",
-				strings.Join(cfg.etcd, ","), cfg.source.Name, cfg.task.Name, kv[0], err)
-		}
+	fail := func(err error) (*clientv3.Client, error) {
+		cli.Close()
+		return nil, fmt.Errorf("etcd %s: publish source %s and task %s: %w", strings.Join(cfg.etcd, ","), cfg.source.Name, cfg.task.Name, err)
+	}
+	// The password is sealed with the credential key: etcd never holds it
+	// in plain text.
+	var sopts []dmworker.Option
+	if cfg.key != nil {
+		sopts = append(sopts, dmworker.WithCredentialKey(cfg.key))
+	}
+	if err := dmworker.PutSourceConfig(pctx, cli, cfg.source, sopts...); err != nil {
+		return fail(err)
+	}
+	key := dmworker.DefaultEtcdPrefix + "subtask/" + cfg.source.Name + "/" + cfg.task.Name
+	if _, err := cli.Txn(pctx).If(clientv3.Compare(clientv3.Value(key), "=", string(task))).
+		Else(clientv3.OpPut(key, string(task))).Commit(); err != nil {
+		return fail(fmt.Errorf("put %s: %w", key, err))
 	}
 	return cli, nil
 }
@@ -456,6 +527,40 @@ func printSnapshot(w io.Writer, prefix string, st dmworker.SnapshotStatus) {
 		st.Rows, st.EstRows, st.Bytes, st.EstBytes, done, len(st.Tables))
 }
 
+// printFinal prints the last line: the final checkpoint of the subtask (st,
+// as it stopped), and why the program ends.
+func printFinal(w io.Writer, prefix string, st dmworker.SubTaskStatus, why string) {
+	switch {
+	case st.Name == "":
+		fmt.Fprintf(w, "%sstopped, not serving the task: %s\n", prefix, why)
+	case st.Unit == "snapshot" || st.Mode == dmworker.ModeFull:
+		s := st.Snapshot
+		fmt.Fprintf(w, "%ssnapshot at %s rows=%d/%d: %s\n", prefix, s.Pos, s.Rows, s.EstRows, why)
+	default:
+		fmt.Fprintf(w, "%sstopped at pos=%s rows=%d: %s\n", prefix, st.Syncer.Checkpoint, st.Syncer.Rows, why)
+	}
+}
+
+// stopReason says, for the last line, why ctx ended and where to resume.
+func stopReason(ctx context.Context, cluster bool) string {
+	what := "stopped"
+	var s stopSignal
+	if errors.As(context.Cause(ctx), &s) {
+		switch s.sig {
+		case os.Interrupt:
+			what = "interrupted (SIGINT)"
+		case syscall.SIGTERM:
+			what = "terminated (SIGTERM)"
+		default:
+			what = s.Error()
+		}
+	}
+	if cluster {
+		return what + ": another worker of the cluster takes the task over from this checkpoint, or run the same command again to continue from it"
+	}
+	return what + ": run the same command again to continue from this checkpoint"
+}
+
 func printProgress(w io.Writer, prefix string, st dmworker.SyncerStatus, rows int64, d time.Duration) {
 	rate := 0.0
 	if d > 0 {
@@ -464,10 +569,10 @@ func printProgress(w io.Writer, prefix string, st dmworker.SyncerStatus, rows in
 	fmt.Fprintf(w, "%spos=%s rows=%d rows/s=%.1f lag=%.1fs\n", prefix, st.Checkpoint, st.Rows, rate, st.LagSeconds)
 }
 
-// reportError prints the error that stopped replication, and what to check
-// or do about it: for an upstream that cannot be reached or refuses the
-// login, the flag to fix; for a DDL the syncer cannot apply, how to get
-// past it.
+// reportError prints the error that stopped replication, with the position
+// and the whole statement it stopped on, and what to check or do about it:
+// for an upstream that cannot be reached or refuses the login, the flag to
+// fix; for a statement the syncer cannot take, how to get past it.
 func reportError(w io.Writer, err error) {
 	fmt.Fprintln(w, "migrate:", err)
 	switch {
@@ -479,13 +584,26 @@ func reportError(w io.Writer, err error) {
 		fmt.Fprintln(w, "migrate: the upstream's host name does not resolve: check the host of -from")
 	}
 	var se *dmworker.SyncError
-	if errors.As(err, &se) && errors.Is(err, dmworker.ErrUnsupportedDDL) {
-		fmt.Fprintf(w, "migrate: replication stopped at %s on the statement:\n\t%s\n", se.Pos, se.Statement)
-		fmt.Fprintln(w, "migrate: this tool has no skip flag yet; to go past the statement, apply the change downstream")
-		fmt.Fprintln(w, "migrate: by hand and call Syncer.Skip (or Syncer.Replace) with that position from a program of your own,")
-		fmt.Fprintln(w, "migrate: or start a new task (-task) with -start after that position.")
+	var sn *dmworker.SnapshotError
+	switch {
+	case errors.As(err, &se) && errors.Is(err, dmworker.ErrUnsupportedDDL):
+		fmt.Fprintf(w, "migrate: replication stopped at %s on the statement:\n\t%s\n", se.Pos, indent(se.Statement))
+	case errors.As(err, &sn) && sn.Statement != "":
+		fmt.Fprintf(w, "migrate: the copy stopped at %s on the statement:\n\t%s\n", sn.Pos, indent(sn.Statement))
+	default:
+		return
 	}
+	if !errors.Is(err, dmworker.ErrUnsupportedDDL) {
+		return
+	}
+	fmt.Fprintln(w, "migrate: to go past it: a table's definition read from the upstream (SHOW CREATE TABLE) can be left out (-tables) or changed")
+	fmt.Fprintln(w, "migrate: upstream; a DDL from the binlog: this tool has no skip flag yet, so apply the change downstream by hand and")
+	fmt.Fprintln(w, "migrate: call Syncer.Skip (or Syncer.Replace) with that position from a program of your own, or start a new task")
+	fmt.Fprintln(w, "migrate: (-task) with -start after that position.")
 }
+
+// indent indents the lines of a statement after the first by a tab.
+func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n\t") }
 
 // openDownstream opens a pool on the downstream; the sink sets the session
 // variables it needs on every connection it uses.
@@ -532,8 +650,12 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	var routes listFlag
 	var (
-		from      = fs.String("from", "", "upstream as user:password@host:port (required)")
-		to        = fs.String("to", "", "downstream as user:password@host:port (required)")
+		from      = fs.String("from", "", "upstream as user[:password]@host:port (required); the password is better given by -from-password-file or $"+envFromPassword)
+		fromPw    = fs.String("from-password-file", "", "read the upstream's password from `FILE` (default: from -from, else $"+envFromPassword+"), so that ps does not show it")
+		to        = fs.String("to", "", "downstream as user[:password]@host:port (required); the password is better given by -to-password-file or $"+envToPassword)
+		toPw      = fs.String("to-password-file", "", "read the downstream's password from `FILE` (default: from -to, else $"+envToPassword+")")
+		keyFile   = fs.String("credential-key-file", "", "with -etcd: `FILE` holding the key (base64 of 16, 24 or 32 bytes, e.g. from: openssl rand -base64 32) that seals the upstream's password in etcd; default $"+envCredentialKey)
+		stopAfter = fs.Duration("stop-timeout", dmworker.DefaultStopTimeout, "on SIGINT or SIGTERM, the longest the last batch, checkpoint and status report may take before they are abandoned")
 		mode      = fs.String("mode", "incremental", "incremental, full or all (full and all need the snapshot unit)")
 		dataDir   = fs.String("data-dir", "", "directory for the relay log and local state; relay is on when given")
 		etcd      = fs.String("etcd", "", "comma-separated etcd endpoints: run as a worker of a cluster coordinated through etcd")
@@ -543,7 +665,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		start     = fs.String("start", "", "where a task with no checkpoint starts, FILE:POS")
 		startGTID = fs.String("start-gtid", "", "where a task with no checkpoint starts, after this GTID set")
 		tables    = fs.String("tables", "", "comma-separated db.table patterns to replicate (default all)")
-		workers   = fs.Int("workers", 1, "apply workers; only 1 is supported for now")
+		workers   = fs.Int("workers", 16, "apply workers (1: serial, each batch with its checkpoint)")
 		idle      = fs.Duration("exit-when-idle", 0, "exit once caught up and the upstream idle for this long (0: never)")
 	)
 	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
@@ -564,27 +686,28 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, errors.New("-from and -to user:password@host:port are required")
 	case *mode != "incremental" && *mode != "full" && *mode != "all":
 		return cfg, fmt.Errorf("-mode %q: want incremental, full or all", *mode)
-	case *workers < 1:
-		return cfg, fmt.Errorf("-workers %d: must be at least 1", *workers)
-	case *workers > 1:
-		return cfg, fmt.Errorf("-workers %d: parallel apply is not built yet; only 1 is supported", *workers)
+	case *workers < 1 || *workers > 1024:
+		return cfg, fmt.Errorf("-workers %d: must be between 1 and 1024", *workers)
 	case set["start"] && set["start-gtid"]:
 		return cfg, errors.New("give -start or -start-gtid, not both")
 	case *ttl < time.Second || *ttl%time.Second != 0:
 		return cfg, fmt.Errorf("-keepalive-ttl %s: want a whole number of seconds, at least 1s", *ttl)
 	case *idle < 0:
 		return cfg, errors.New("-exit-when-idle must not be negative")
+	case *stopAfter <= 0:
+		return cfg, errors.New("-stop-timeout must be positive")
 	case *task == "":
 		return cfg, errors.New("-task must not be empty")
 	}
 	var err error
-	if cfg.up, err = streamer.ParseUpstream(*from); err != nil {
+	if cfg.up, err = streamer.ParseUpstreamFlags(*from, *fromPw, envFromPassword); err != nil {
 		return cfg, fmt.Errorf("-from: %w", err)
 	}
-	if cfg.down, err = streamer.ParseUpstream(*to); err != nil {
+	if cfg.down, err = streamer.ParseUpstreamFlags(*to, *toPw, envToPassword); err != nil {
 		return cfg, fmt.Errorf("-to: %w", err)
 	}
 	cfg.idle = *idle
+	cfg.stop = *stopAfter
 	cfg.ttl = *ttl
 	cfg.dataDir = *dataDir
 	cfg.worker = *worker
@@ -602,7 +725,12 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			cfg.etcd = append(cfg.etcd, e)
 		}
 	}
-	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode)}
+	if len(cfg.etcd) > 0 {
+		if cfg.key, err = credentialKey(*keyFile, cfg.up.Password != ""); err != nil {
+			return cfg, err
+		}
+	}
+	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode), Workers: *workers}
 	switch {
 	case set["start"]:
 		if sc.Start, err = streamer.ParsePosition(*start); err != nil {
@@ -628,6 +756,43 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	// before (keyed by the upstream's address) go on.
 	cfg.source = dmworker.SourceConfig{Name: cfg.up.SourceName(), Upstream: cfg.up, EnableRelay: cfg.dataDir != ""}
 	return cfg, nil
+}
+
+// The environment variables that may hold the secrets.
+const (
+	envFromPassword  = "DMWORKER_FROM_PASSWORD"
+	envToPassword    = "DMWORKER_TO_PASSWORD"
+	envCredentialKey = "DMWORKER_CREDENTIAL_KEY"
+)
+
+// credentialKey reads the key that seals the upstream's password in etcd:
+// base64 text in file, else in $DMWORKER_CREDENTIAL_KEY. It is required
+// when there is a password to seal.
+func credentialKey(file string, needed bool) ([]byte, error) {
+	text, from := os.Getenv(envCredentialKey), "$"+envCredentialKey
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("-credential-key-file: %w", err)
+		}
+		text, from = string(b), file
+	}
+	text = strings.TrimSpace(text)
+	if text == "" {
+		if needed {
+			return nil, fmt.Errorf("-etcd: the upstream's password is stored in etcd sealed with a key: give -credential-key-file FILE or $%s "+
+				"(base64 of 32 random bytes, e.g. from `openssl rand -base64 32`; the same for every worker of the cluster)", envCredentialKey)
+		}
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(text)
+	if err != nil {
+		return nil, fmt.Errorf("credential key in %s: not base64: %w", from, err)
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("credential key in %s: %d bytes, want 16, 24 or 32", from, n)
+	}
+	return key, nil
 }
 
 // parseGTIDStart reads a GTID set whose flavour is inferred from its text.

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dmworker/dmworker/internal/testserver"
 )
@@ -138,10 +140,17 @@ func TestMigrateIncremental(t *testing.T) {
 		t.Errorf("other.* reached the downstream (%d tables, %v)", n, err)
 	}
 
-	// A second run continues from the checkpoint.
+	// A second run continues from the checkpoint; the passwords come from
+	// a file and the environment this time, off the command line.
 	up.Exec(t, "INSERT INTO wl.t VALUES (200, 'later'), (201, 'later'); UPDATE wl.t SET v = 'x' WHERE id = 1")
 	stdout.Reset()
 	stderr.Reset()
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pwFile, []byte(up.Password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(envToPassword, down.Password)
+	args = append([]string{"-from", up.User + "@" + up.Addr(), "-from-password-file", pwFile, "-to", down.User + "@" + down.Addr()}, args[4:]...)
 	if code := run(ctx, args, &stdout, &stderr); code != 0 {
 		t.Fatalf("second run: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
@@ -161,8 +170,9 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"-mode", "all"}, ""},
 		{[]string{"-mode", "fast"}, "want incremental, full or all"},
 		{[]string{"-worker", "a/b"}, "no '/'"},
-		{[]string{"-data-dir", "/tmp/x", "-etcd", "127.0.0.1:2379,127.0.0.1:2380", "-worker", "w1"}, ""},
-		{[]string{"-workers", "4"}, "parallel apply is not built yet"},
+		{[]string{"-data-dir", "/tmp/x", "-etcd", "127.0.0.1:2379,127.0.0.1:2380", "-worker", "w1"}, "-credential-key-file"},
+		{[]string{"-workers", "4"}, ""},
+		{[]string{"-workers", "0"}, "between 1 and 1024"},
 		{[]string{"-keepalive-ttl", "1500ms"}, "whole number of seconds"},
 		{[]string{"-keepalive-ttl", "0s"}, "at least 1s"},
 		{[]string{"-keepalive-ttl", "3s"}, ""},
@@ -174,6 +184,9 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"-tables", "db"}, "want db.table"},
 		{[]string{"-route", "src.t_*:dst.t", "-route", "src_*:dst"}, ""},
 		{[]string{"-route", "src.t:dst"}, "schema to a schema"},
+		{[]string{"-stop-timeout", "0s"}, "must be positive"},
+		{[]string{"-from-password-file", "/nonexistent/pw"}, "password both"},
+		{[]string{"-etcd", "127.0.0.1:2379", "-credential-key-file", "/nonexistent/key"}, "no such file"},
 	} {
 		var stderr bytes.Buffer
 		cfg, err := parseArgs(append(append([]string{}, base...), c.args...), &stderr)
@@ -186,7 +199,32 @@ func TestParseArgs(t *testing.T) {
 			t.Errorf("%q: config prints the password", c.args)
 		}
 	}
-	cfg, err := parseArgs(append(base, "-route", "src.t_*:dst.t,src_*:dst", "-tables", "db.*,other.t"), &bytes.Buffer{})
+	// Passwords from files and the environment, so that ps does not show
+	// them; the credential key from a file or the environment.
+	dir := t.TempDir()
+	pwFile, keyFile := filepath.Join(dir, "pw"), filepath.Join(dir, "key")
+	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{3}, 32))
+	for f, v := range map[string]string{pwFile: "file-pw\n", keyFile: key + "\n"} {
+		if err := os.WriteFile(f, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv(envToPassword, "env-pw")
+	cfg, err := parseArgs([]string{"-from", "u@127.0.0.1:1", "-from-password-file", pwFile, "-to", "u@127.0.0.1:2",
+		"-etcd", "127.0.0.1:2379", "-credential-key-file", keyFile}, &bytes.Buffer{})
+	if err != nil || cfg.up.Password != "file-pw" || cfg.down.Password != "env-pw" || len(cfg.key) != 32 {
+		t.Fatalf("passwords from a file and the environment: %v; up %q down %q key %d bytes", err, cfg.up.Password, cfg.down.Password, len(cfg.key))
+	}
+	t.Setenv(envCredentialKey, key)
+	if cfg, err = parseArgs(append(base, "-etcd", "127.0.0.1:2379,127.0.0.1:2380"), &bytes.Buffer{}); err != nil || len(cfg.key) != 32 || len(cfg.etcd) != 2 {
+		t.Fatalf("credential key from the environment: %v, %d bytes, etcd %q", err, len(cfg.key), cfg.etcd)
+	}
+	t.Setenv(envCredentialKey, "c2hvcnQ=")
+	if _, err = parseArgs(append(base, "-etcd", "127.0.0.1:2379"), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "want 16, 24 or 32") {
+		t.Fatalf("a 5-byte credential key: %v", err)
+	}
+
+	cfg, err = parseArgs(append(base, "-route", "src.t_*:dst.t,src_*:dst", "-tables", "db.*,other.t"), &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +285,9 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 	// Cluster mode: two processes (run twice here) share etcd. The first
 	// one's coordinator binds the source to w1; w2 stands by; when w1 goes,
 	// its registration goes with it and the source is rebound to w2, which
-	// continues from the checkpoint and exits once idle.
+	// continues from the checkpoint and exits once idle. The upstream's
+	// password goes into etcd sealed with the key both are given.
+	t.Setenv(envCredentialKey, base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{5}, 32)))
 	up.Exec(t, "UPDATE wl.t SET v = 'etcd' WHERE id < 10")
 	stdout.Reset()
 	stderr.Reset()
@@ -282,6 +322,15 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 	}
 	if u, d := rowsOf(t, upDB, q), rowsOf(t, downDB, q); u != d {
 		t.Fatalf("wl.t differs after the failover:\nup   %s\ndown %s", u, d)
+	}
+	all, err := e.Client.Get(ctx, "/dmworker/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range all.Kvs {
+		if strings.Contains(string(kv.Value), up.Password) {
+			t.Errorf("etcd holds the upstream's password in plain text: %s = %s", kv.Key, kv.Value)
+		}
 	}
 	resp, err := e.Client.Get(ctx, "/dmworker/status/w2/subtask/migrate")
 	if err != nil || len(resp.Kvs) == 0 || !strings.Contains(string(resp.Kvs[0].Value), `"stage":"Stopped"`) {
@@ -352,25 +401,6 @@ func TestMigrateFailsFastOnBadUpstream(t *testing.T) {
 	}
 }
 
-// childEnv makes the test binary run migrate with the JSON-encoded
-// arguments it holds instead of the tests (see runAsNobody).
-const childEnv = "MIGRATE_TEST_CHILD"
-
-func TestMain(m *testing.M) {
-	if spec := os.Getenv(childEnv); spec != "" {
-		var args []string
-		if err := json.Unmarshal([]byte(spec), &args); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		code := run(ctx, args, os.Stdout, os.Stderr)
-		cancel()
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
-
 // runAsNobody runs migrate with args in a child process as user nobody
 // (for root, whom file permissions do not stop) and returns its exit status
 // and output.
@@ -406,9 +436,12 @@ func runAsNobody(t *testing.T, args []string) (int, string, string) {
 	if err := os.WriteFile(exe, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	spec, _ := json.Marshal(args)
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
+	// The child runs the program (see TestMain); the deadline ends a
+	// child that hangs instead of exiting.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, args...)
+	cmd.Env = append(os.Environ(), "DMWORKER_MIGRATE_MAIN=1")
 	cmd.Dir = bin
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
 	var stdout, stderr bytes.Buffer

@@ -5,7 +5,7 @@
 //
 // Usage:
 //
-//	go run ./examples/relay -from 'user:pass@127.0.0.1:3306' -dir DIR
+//	go run ./examples/relay -from 'user@127.0.0.1:3306' [-from-password-file F] -dir DIR
 //	    [-server-id N] [-flavor mariadb|mysql] [-start mysql-bin.000001:4]
 //	    [-sync each-txn|interval=50ms|on-rotate] [-exit-when-idle 2s]
 //
@@ -14,7 +14,11 @@
 // from where it stopped, repairing a torn tail first.
 //
 // Flags:
-//   - -from: the upstream, user:password@host:port (required).
+//   - -from: the upstream, user[:password]@host:port (required). A password
+//     on the command line is visible to every user (ps): give it instead
+//     in a file, -from-password-file F (its content, one trailing newline
+//     removed), or in the environment variable DMWORKER_FROM_PASSWORD (the
+//     file first, then the password in -from, then the environment).
 //   - -dir: the relay directory (required).
 //   - -server-id: the replica server id the relay uses; 0 (the default)
 //     picks one that no replica of the upstream uses.
@@ -318,7 +322,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		from     = fs.String("from", "", "upstream as user:password@host:port (required)")
+		from     = fs.String("from", "", "upstream as user[:password]@host:port (required); the password is better given by -from-password-file or $DMWORKER_FROM_PASSWORD")
+		fromPw   = fs.String("from-password-file", "", "read the upstream's password from `FILE` (default: from -from, else $DMWORKER_FROM_PASSWORD)")
 		dir      = fs.String("dir", "", "relay directory (required)")
 		serverID = fs.Uint("server-id", 0, "replica server id (0: pick a free one)")
 		flavor   = fs.String("flavor", "", "mariadb or mysql (default: detect)")
@@ -343,9 +348,9 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-server-id %d: must fit in 32 bits", *serverID)
 	case !strings.Contains(*from, "@"):
 		// Not echoed: without the '@' the password may be all there is.
-		return cfg, errors.New("-from: want user:password@host:port")
+		return cfg, errors.New("-from: want user[:password]@host:port")
 	}
-	up, err := streamer.ParseUpstream(*from)
+	up, err := streamer.ParseUpstreamFlags(*from, *fromPw, "DMWORKER_FROM_PASSWORD")
 	if err != nil {
 		return cfg, fmt.Errorf("-from: %w", err)
 	}
