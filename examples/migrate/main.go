@@ -457,10 +457,12 @@ func reportError(w io.Writer, err error) {
 	fmt.Fprintln(w, "migrate:", err)
 	var se *dmworker.SyncError
 	if errors.As(err, &se) && errors.Is(err, dmworker.ErrUnsupportedDDL) {
-		fmt.Fprintf(w, "migrate: replication stopped at %s on the statement:\n\t%s\n", se.Pos, se.Statement)
+		fmt.Fprintf(w, "migrate: replication stopped on the statement:\n\t%s\n", se.Statement)
+		fmt.Fprintf(w, "migrate: it starts at %s:%d and ends at %s:%d.\n", se.Start.Name, se.Start.Offset, se.Pos.Name, se.Pos.Offset)
 		fmt.Fprintln(w, "migrate: this tool has no skip flag yet; to go past the statement, apply the change downstream")
-		fmt.Fprintln(w, "migrate: by hand and call Syncer.Skip (or Syncer.Replace) with that position from a program of your own,")
-		fmt.Fprintln(w, "migrate: or start a new task (-task) with -start after that position.")
+		fmt.Fprintln(w, "migrate: by hand and call Syncer.Skip (or Syncer.Replace) with either position from a program of your own,")
+		fmt.Fprintf(w, "migrate: or start a new task (-task) with -start %s:%d (after it); -start %s:%d runs it again.\n",
+			se.Pos.Name, se.Pos.Offset, se.Start.Name, se.Start.Offset)
 	}
 }
 
