@@ -221,7 +221,7 @@ func TestSQLModes(t *testing.T) {
 // session with binlog_format=STATEMENT) stops the task with
 // ErrStatementBinlog naming the statement and where it is, before the
 // checkpoint passes it, when it writes a replicated table; one on a table
-// the task does not replicate does not. The downstream keeps exactly what
+// the task does not replicate, or on a temporary table, does not. The downstream keeps exactly what
 // the upstream had before the statement.
 func TestStatementBinlog(t *testing.T) {
 	forTaskModes(t, func(t *testing.T, mode dmworker.Mode, workers int) {
@@ -246,6 +246,8 @@ func TestStatementBinlog(t *testing.T) {
 		}
 		exec("SET SESSION binlog_format = 'STATEMENT'")
 		exec("INSERT INTO other.t VALUES (1)") // not replicated: no harm
+		exec("CREATE TEMPORARY TABLE app.tmp (id INT)")
+		exec("INSERT INTO app.tmp VALUES (1)") // a temporary table: no harm
 		mustExec(t, p.updb, "INSERT INTO app.t VALUES (4, 4)")
 		waitSubTaskSynced(t, st.Status, p)
 		checkEqual(t, p.updb, p.downdb, "app.t", "app.t")
