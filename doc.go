@@ -65,7 +65,7 @@
 //	                                         the key's ModRevision is the binding's fencing epoch.
 //	<prefix>source/<source>                  Host: the source's configuration (SourceConfig).
 //	<prefix>subtask/<source>/<task>          Host: a subtask's configuration (SubTaskConfig).
-//	<prefix>stage/relay/<source>             Host: "Running" or "Paused" (no key: Running).
+//	<prefix>stage/relay/<source>             Host: "Running" or "Paused" (no key: Running); put again: restart a failed relay.
 //	<prefix>stage/subtask/<source>/<task>    Host: "Running", "Paused" or "Stopped" (no key: Running).
 //	<prefix>status/<worker>/relay            Worker: its relay's status (RelayReport).
 //	<prefix>status/<worker>/subtask/<task>   Worker: a subtask's status (SubTaskReport).

@@ -19,7 +19,8 @@ import (
 //	<prefix>subtask/<source>/<task>          Host: a subtask's configuration (SubTaskConfig).
 //	<prefix>stage/relay/<source>             Host: the relay's expected stage, the text
 //	                                         "Running" or "Paused" (no key: Running when the
-//	                                         source config turns relay on).
+//	                                         source config turns relay on). Writing it again
+//	                                         runs a relay that a fault stopped once more.
 //	<prefix>stage/subtask/<source>/<task>    Host: a subtask's expected stage, the text
 //	                                         "Running", "Paused" or "Stopped" (no key: Running).
 //	<prefix>status/<worker>/relay            Worker: its relay's status (RelayReport).

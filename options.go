@@ -3,6 +3,7 @@ package dmworker
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -33,6 +34,8 @@ type options struct {
 	purgeInterval    time.Duration
 	purgeExpires     time.Duration
 	purgeRemainSpace uint64
+	relayFileMode    os.FileMode
+	relayDirMode     os.FileMode
 
 	// Syncer
 	readerFactory   ReaderFactory
@@ -64,9 +67,11 @@ type options struct {
 
 func defaultOptions() options {
 	return options{
-		set:        map[string]bool{},
-		logger:     slog.New(slog.DiscardHandler),
-		syncPolicy: SyncInterval(defaultSyncInterval),
+		set:           map[string]bool{},
+		logger:        slog.New(slog.DiscardHandler),
+		syncPolicy:    SyncInterval(defaultSyncInterval),
+		relayFileMode: streamer.DefaultRelayFileMode,
+		relayDirMode:  streamer.DefaultRelayDirMode,
 	}
 }
 

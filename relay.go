@@ -31,6 +31,13 @@ import (
 // Readers in the same process wait on Relayed instead of polling, and
 // register the oldest position they need with RegisterReader so that Purge
 // never removes it. A Relay is safe for concurrent use.
+//
+// A directory damaged in a way a crash cannot leave it (a file shorter than
+// relay.meta's durable end, a checksum mismatch before it, relay.meta or
+// server-uuid.index holding garbage, an index that lost subdirectories
+// holding files) is never written over: Run fails with a
+// *streamer.RelayError wrapping streamer.ErrRelayCorrupt that names the file
+// and offset, and changes nothing. Run may be called again after it failed.
 type Relay struct {
 	up   streamer.UpstreamConfig
 	dir  string
@@ -56,6 +63,12 @@ type Relay struct {
 
 	indexMu    sync.Mutex // serialises index and subdirectory changes
 	forceReset bool       // Run only: the upstream's file diverged, start a new subdirectory
+	reached    bool       // Run only: the upstream has answered once
+
+	copying chan struct{} // (one slot) serialises copies of older upstream files (see hold)
+	// onStart, when set (by a SourceWorker, before Run), is called each time
+	// a session has repaired the directory and starts pulling.
+	onStart func()
 }
 
 // RelayStage is where a Relay is in its life.
@@ -158,7 +171,35 @@ func WithAutoPurge(interval, expires time.Duration, remainSpace uint64) Option {
 	}}
 }
 
-var relayOptions = []string{"WithLogger", "WithSyncPolicy", "WithRelayStart", "WithRemoteOptions", "WithAutoPurge"}
+// WithRelayFileMode sets the permissions of what the relay creates: its
+// binlog files (file), relay.meta, server-uuid.index and the lock file
+// (file, see streamer.WriteFileAtomic for files that already exist), and the
+// relay directory and its subdirectories (dir), each before the process's
+// umask. Directories and files that exist keep their mode. The relay files
+// hold every statement the upstream logged, passwords in CREATE USER ...
+// IDENTIFIED BY included: widen them only for a group that may read them.
+// The owner must keep read and write (and, on directories, execute)
+// permission. Default 0640 and 0750 (streamer.DefaultRelayFileMode and
+// DefaultRelayDirMode); a SourceWorker given it applies it to its relays.
+func WithRelayFileMode(file, dir os.FileMode) Option {
+	return Option{"WithRelayFileMode", func(o *options) { o.relayFileMode, o.relayDirMode = file, dir }}
+}
+
+// checkModes validates WithRelayFileMode's modes.
+func (o *options) checkModes() error {
+	f, d := o.relayFileMode, o.relayDirMode
+	switch {
+	case f&^os.ModePerm != 0 || d&^os.ModePerm != 0:
+		return fmt.Errorf("relay file mode %s and directory mode %s: only permission bits are allowed", f, d)
+	case f&0o600 != 0o600:
+		return fmt.Errorf("relay file mode %s: the owner needs read and write permission", f)
+	case d&0o700 != 0o700:
+		return fmt.Errorf("relay directory mode %s: the owner needs read, write and execute permission", d)
+	}
+	return nil
+}
+
+var relayOptions = []string{"WithLogger", "WithSyncPolicy", "WithRelayStart", "WithRemoteOptions", "WithAutoPurge", "WithRelayFileMode"}
 
 // NewRelay returns a relay of up's binlog into dir. It checks its arguments
 // but touches neither the directory nor the network: Run does.
@@ -183,6 +224,9 @@ func NewRelay(up streamer.UpstreamConfig, dir string, opts ...Option) (*Relay, e
 	case o.purgeExpires < 0:
 		return nil, fmt.Errorf("dmworker: relay for %s: purge age %s must not be negative", up.SourceName(), o.purgeExpires)
 	}
+	if err := o.checkModes(); err != nil {
+		return nil, fmt.Errorf("dmworker: relay for %s: %w", up.SourceName(), err)
+	}
 	if !o.relayStart.IsZero() {
 		if err := o.relayStart.Validate(); err != nil {
 			return nil, fmt.Errorf("dmworker: relay for %s: start: %w", up.SourceName(), err)
@@ -196,13 +240,14 @@ func NewRelay(up streamer.UpstreamConfig, dir string, opts ...Option) (*Relay, e
 		return nil, err
 	}
 	return &Relay{
-		up:     up,
-		dir:    abs,
-		opts:   o,
-		log:    o.logger.With(slog.String("component", "relay"), slog.String("source", up.SourceName())),
-		stage:  RelayNew,
-		notify: make(chan struct{}),
-		leases: map[*relayLease]struct{}{},
+		up:      up,
+		dir:     abs,
+		opts:    o,
+		log:     o.logger.With(slog.String("component", "relay"), slog.String("source", up.SourceName())),
+		stage:   RelayNew,
+		notify:  make(chan struct{}),
+		leases:  map[*relayLease]struct{}{},
+		copying: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -212,7 +257,10 @@ func (r *Relay) Dir() string { return r.dir }
 // Run pulls the upstream's binlog into the relay directory until ctx ends or
 // Close is called (it then returns nil), or a fault that retrying cannot cure
 // stops it (it returns that error, which Status also shows). Connection
-// faults are retried by the reader with backoff. While paused, Run waits.
+// faults are retried by the reader with backoff, once the upstream has
+// answered: before, an unreachable upstream (streamer.ErrUnreachable), a
+// refused login (streamer.ErrAccessDenied) or an unknown host stop Run at
+// once. While paused, Run waits.
 func (r *Relay) Run(ctx context.Context) error {
 	if !r.runMu.TryLock() {
 		return ErrRelayRunning
@@ -231,7 +279,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.mu.Unlock()
 	defer close(done)
 
-	unlock, err := lockDir(r.dir)
+	unlock, err := lockDir(r.dir, r.opts.relayDirMode, r.opts.relayFileMode)
 	if err != nil {
 		return r.fail(err)
 	}
@@ -282,9 +330,23 @@ func (r *Relay) fail(err error) error {
 	r.mu.Lock()
 	r.lastErr = err
 	r.stage = RelayStopped
+	// Wake whoever waits on Relayed: the relay will not move.
+	close(r.notify)
+	r.notify = make(chan struct{})
 	r.mu.Unlock()
 	r.log.Error("relay stopped", slog.String("error", err.Error()))
 	return err
+}
+
+// started records that a session has repaired the directory and pulls: the
+// last fault is over.
+func (r *Relay) started() {
+	r.mu.Lock()
+	r.lastErr = nil
+	r.mu.Unlock()
+	if r.onStart != nil {
+		r.onStart()
+	}
 }
 
 func (r *Relay) setStage(s RelayStage) {
@@ -373,13 +435,13 @@ func (r *Relay) publish(subdir string, pos streamer.RelayPos, gset mysql.GTIDSet
 }
 
 // lockDir takes an exclusive lock on the relay directory, creating it.
-func lockDir(dir string) (func(), error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+func lockDir(dir string, dirMode, fileMode os.FileMode) (func(), error) {
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return nil, fmt.Errorf("dmworker: relay directory %s: %w", dir, err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, fileMode)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("dmworker: relay directory %s: lock: %w", dir, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()

@@ -269,7 +269,8 @@ type RelayStatus struct {
 	// be read; BytesBehind how many binlog bytes the relay lacks.
 	Upstream    streamer.Position
 	BytesBehind uint64
-	// LastError is the fault that stopped the relay, nil while it runs.
+	// LastError is the fault that stopped the relay; it is cleared when a
+	// new Run has repaired the directory and pulls again.
 	LastError error
 }
 

@@ -1,6 +1,7 @@
 package dmworker_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -117,39 +118,79 @@ func TestRelayCutsPartialTransaction(t *testing.T) {
 }
 
 // TestRelayRefusesCorruption: damage that is not a torn tail stops the relay
-// at start with an exported error naming the file, and nothing is
-// overwritten.
+// at start with an exported error naming the file (and, where one applies,
+// the offset), and nothing is overwritten: an emptied index is not written
+// anew over the subdirectories it lost.
 func TestRelayRefusesCorruption(t *testing.T) {
+	type place struct {
+		path   string
+		offset int64 // -2: any
+	}
 	cases := []struct {
 		name   string
-		damage func(t *testing.T, dir, sub, newest string)
+		damage func(t *testing.T, dir, sub, newest string) place
 	}{
-		{"flipped byte in the middle of the newest file", func(t *testing.T, dir, sub, newest string) {
+		{"flipped byte in the middle of the newest file", func(t *testing.T, dir, sub, newest string) place {
 			b := mustRead(t, newest)
 			b[len(b)/2] ^= 0x5a
 			if err := os.WriteFile(newest, b, 0o644); err != nil {
 				t.Fatal(err)
 			}
+			return place{newest, -2}
 		}},
-		{"meta points past the end of the file", func(t *testing.T, dir, sub, newest string) {
+		{"meta points past the end of the file", func(t *testing.T, dir, sub, newest string) place {
 			meta, _ := streamer.ReadRelayMeta(sub)
 			meta.BinlogPos += 1 << 20
 			if err := streamer.WriteRelayMeta(sub, meta); err != nil {
 				t.Fatal(err)
 			}
+			return place{newest, int64(len(mustRead(t, newest)))}
 		}},
-		{"meta names a missing file", func(t *testing.T, dir, sub, newest string) {
+		{"newest file truncated below the meta", func(t *testing.T, dir, sub, newest string) place {
+			size := int64(len(mustRead(t, newest)))
+			if err := os.Truncate(newest, size-100); err != nil {
+				t.Fatal(err)
+			}
+			return place{newest, size - 100}
+		}},
+		{"meta names a missing file", func(t *testing.T, dir, sub, newest string) place {
 			meta, _ := streamer.ReadRelayMeta(sub)
 			meta.BinlogName = "mysql-bin.999999"
 			if err := streamer.WriteRelayMeta(sub, meta); err != nil {
 				t.Fatal(err)
 			}
+			return place{filepath.Join(sub, streamer.RelayMetaFile), -2}
 		}},
-		{"index names a missing directory", func(t *testing.T, dir, sub, newest string) {
+		{"garbage in the meta", func(t *testing.T, dir, sub, newest string) place {
+			if err := os.WriteFile(filepath.Join(sub, streamer.RelayMetaFile), []byte("binlog-name = \"mysql-bin.0\x00\x17\xff\n[[["), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return place{filepath.Join(sub, streamer.RelayMetaFile), -2}
+		}},
+		{"index names a missing directory", func(t *testing.T, dir, sub, newest string) place {
 			names, _ := streamer.ReadRelayIndex(dir)
 			if err := os.WriteFile(filepath.Join(dir, streamer.RelayIndexFile), []byte(names[0]+"\n0-99.000002\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
+			return place{filepath.Join(dir, streamer.RelayIndexFile), -2}
+		}},
+		{"index emptied", func(t *testing.T, dir, sub, newest string) place {
+			if err := os.WriteFile(filepath.Join(dir, streamer.RelayIndexFile), []byte("\n \n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return place{filepath.Join(dir, streamer.RelayIndexFile), -2}
+		}},
+		{"index removed", func(t *testing.T, dir, sub, newest string) place {
+			if err := os.Remove(filepath.Join(dir, streamer.RelayIndexFile)); err != nil {
+				t.Fatal(err)
+			}
+			return place{filepath.Join(dir, streamer.RelayIndexFile), -2}
+		}},
+		{"index overwritten by a long line of garbage", func(t *testing.T, dir, sub, newest string) place {
+			if err := os.WriteFile(filepath.Join(dir, streamer.RelayIndexFile), bytes.Repeat([]byte{0xa5}, 100<<10), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return place{filepath.Join(dir, streamer.RelayIndexFile), -2}
 		}},
 	}
 	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 25})
@@ -161,7 +202,7 @@ func TestRelayRefusesCorruption(t *testing.T) {
 			relayOnce(t, m, dir)
 			sub := onlySubdir(t, dir)
 			newest := newestFile(t, dir)
-			tc.damage(t, dir, sub, newest)
+			where := tc.damage(t, dir, sub, newest)
 			before := snapshotDir(t, dir)
 
 			r, err := dmworker.NewRelay(upstreamOf(m), dir)
@@ -175,8 +216,8 @@ func TestRelayRefusesCorruption(t *testing.T) {
 				t.Fatalf("Run: %v, want ErrRelayCorrupt", err)
 			}
 			var re *streamer.RelayError
-			if !errors.As(err, &re) || re.Path == "" {
-				t.Fatalf("error %v does not name the file", err)
+			if !errors.As(err, &re) || re.Path != where.path || where.offset != -2 && re.Offset != where.offset {
+				t.Fatalf("error %v does not name %s at offset %d", err, where.path, where.offset)
 			}
 			if st := r.Status(ctx); !errors.Is(st.LastError, streamer.ErrRelayCorrupt) || st.Stage != dmworker.RelayStopped {
 				t.Fatalf("status %+v", st)

@@ -56,10 +56,12 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 	}
 	r.log.Info("relay pulling", slog.String("subdir", plan.subdir), slog.String("from", plan.start.String()),
 		slog.String("sync", r.opts.syncPolicy.String()))
+	r.started()
 
 	// The relay copies bytes: the raw reader decodes no more of an event
-	// than framing needs, and allocates nothing per event.
-	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger)}, r.opts.remoteOpts...)
+	// than framing needs, and allocates nothing per event. The upstream
+	// has just answered: failing to reach it now is an outage to wait out.
+	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger), streamer.WithRetryFirstConnect()}, r.opts.remoteOpts...)
 	reader, err := streamer.NewRawReader(up, plan.start, ropts...)
 	if err != nil {
 		return err
@@ -70,6 +72,7 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		return err
 	}
 	defer writer.Close()
+	writer.SetFileMode(r.opts.relayFileMode)
 
 	var (
 		policy   = r.opts.syncPolicy
@@ -169,16 +172,19 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 }
 
 // queryUpstream reads the upstream's identity and binlog list, retrying
-// faults that a new connection may cure.
+// faults that a new connection may cure. Until the upstream has answered
+// once, an unreachable upstream is a wrong address, not a fault: it fails.
 func (r *Relay) queryUpstream(ctx context.Context) (streamer.UpstreamState, error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 10*time.Second, 0
 	for {
 		st, err := streamer.QueryUpstream(ctx, r.up)
 		if err == nil {
+			r.reached = true
 			return st, nil
 		}
-		if errors.Is(err, streamer.ErrAccessDenied) || errors.Is(err, streamer.ErrUnknownHost) || ctx.Err() != nil {
+		if errors.Is(err, streamer.ErrAccessDenied) || errors.Is(err, streamer.ErrUnknownHost) || ctx.Err() != nil ||
+			(!r.reached && errors.Is(err, streamer.ErrUnreachable)) {
 			return st, err
 		}
 		wait := b.NextBackOff()
@@ -202,6 +208,16 @@ func (r *Relay) plan(ctx context.Context, up streamer.UpstreamConfig, st streame
 	names, err := streamer.ReadRelayIndex(r.dir)
 	if err != nil {
 		return relayPlan{}, err
+	}
+	// A subdirectory with files that the index does not list means a
+	// damaged index: writing a new one would drop it from the relay.
+	unlisted, err := streamer.UnlistedSubdirs(r.dir, names)
+	if err != nil {
+		return relayPlan{}, err
+	}
+	if len(unlisted) > 0 {
+		return relayPlan{}, relayCorrupt(filepath.Join(r.dir, streamer.RelayIndexFile),
+			"the index lists %q but not %q, which holds relay files", names, unlisted)
 	}
 	if len(names) == 0 {
 		start, err := r.freshStart(ctx, up, st)
@@ -273,7 +289,7 @@ func (r *Relay) plan(ctx context.Context, up streamer.UpstreamConfig, st streame
 func (r *Relay) newSubdir(names []string, identity string, seq int, start streamer.Position) (relayPlan, error) {
 	name := streamer.SubDirName(identity, seq)
 	path := filepath.Join(r.dir, name)
-	if err := os.MkdirAll(path, 0o755); err != nil {
+	if err := os.MkdirAll(path, r.opts.relayDirMode); err != nil {
 		return relayPlan{}, err
 	}
 	if err := streamer.SyncDir(r.dir); err != nil {
@@ -401,7 +417,9 @@ func repairSubdir(path, flavor string, log *slog.Logger) (repaired, error) {
 				return repaired{}, err
 			}
 			if uint64(st.Size()) < meta.BinlogPos {
-				return repaired{}, relayCorrupt(metaPath, "relay.meta points to %s:%d, past the file's end %d", meta.BinlogName, meta.BinlogPos, st.Size())
+				return repaired{}, &streamer.RelayError{Path: filepath.Join(path, meta.BinlogName), Offset: st.Size(),
+					Kind: streamer.ErrRelayCorrupt,
+					Err:  fmt.Errorf("the file ends at %d, before the durable end %d that %s records", st.Size(), meta.BinlogPos, metaPath)}
 			}
 		}
 	}
@@ -411,7 +429,9 @@ func repairSubdir(path, flavor string, log *slog.Logger) (repaired, error) {
 		return repaired{}, err
 	}
 	if durable > uint64(scan.Size) {
-		return repaired{}, relayCorrupt(metaPath, "relay.meta points to %s:%d, past the file's end %d", newest, durable, scan.Size)
+		// The file lost bytes that were durable: truncated by someone.
+		return repaired{}, &streamer.RelayError{Path: file, Offset: scan.Size, Kind: streamer.ErrRelayCorrupt,
+			Err: fmt.Errorf("the file ends at %d, before the durable end %d that %s records", scan.Size, durable, metaPath)}
 	}
 	if scan.BadAt >= 0 && uint64(scan.BadAt) < durable {
 		return repaired{}, &streamer.RelayError{Path: file, Offset: scan.BadAt, Kind: streamer.ErrRelayCorrupt,

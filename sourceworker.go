@@ -10,7 +10,10 @@ import (
 	"reflect"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/cenkalti/backoff/v4"
 
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -25,8 +28,10 @@ type SourceConfig struct {
 	Name string `json:"name" toml:"name"`
 	// Upstream is the server: host, port, user, password, flavour and
 	// server id. Upstream.ServerID, when set, is the relay's; subtasks
-	// reading the upstream directly (relay off) each pick their own, since
-	// two binlog dumps with one server id make the server drop one.
+	// (reading the upstream directly when relay is off, or a stretch of
+	// binlog for a snapshot's position) and the relay's fetches of older
+	// files each pick their own, since two binlog dumps with one server id
+	// make the server drop one.
 	Upstream streamer.UpstreamConfig `json:"upstream" toml:"upstream"`
 	// EnableRelay keeps a relay log of the source, and subtasks read it
 	// instead of the upstream. Default off.
@@ -37,8 +42,10 @@ type SourceConfig struct {
 	RelayDir string `json:"relay-dir,omitempty" toml:"relay-dir"`
 	// RelayStart is where an empty relay directory starts (see
 	// WithRelayStart). Default: the beginning of the upstream's current
-	// binlog file. A subtask whose checkpoint is older than what the relay
-	// holds fails with streamer.ErrBinlogPurged.
+	// binlog file. A subtask whose start or checkpoint is older than what
+	// the relay holds makes the relay fetch the older files (see
+	// SourceWorker); it fails with streamer.ErrBinlogPurged only when the
+	// upstream no longer has them.
 	RelayStart streamer.Position `json:"relay-start,omitzero" toml:"-"`
 	// PurgeInterval, PurgeExpires and PurgeRemainSpace turn on the relay's
 	// automatic purge (see WithAutoPurge). Default off.
@@ -151,7 +158,7 @@ func WithStatusInterval(d time.Duration) Option {
 const defaultStatusInterval = 10 * time.Second
 
 var sourceWorkerOptions = []string{"WithLogger", "WithEtcd", "WithEtcdPrefix", "WithSource", "WithRelayDir", "WithLiveness",
-	"WithStatusInterval", "WithAutoResume", "WithCheckpointStore", "WithSinkRetry"}
+	"WithStatusInterval", "WithAutoResume", "WithCheckpointStore", "WithSinkRetry", "WithRelayFileMode"}
 
 // SourceWorker errors.
 var (
@@ -167,11 +174,38 @@ var (
 	ErrRelayOff = errors.New("dmworker: the source has no relay")
 	// ErrWorkerClosed is returned by Run after Close, and by a second Run.
 	ErrWorkerClosed = errors.New("dmworker: source worker closed or already running")
+	// ErrRelayStopped is the last error of a subtask its worker paused
+	// because the source's relay stopped on a fault it does not retry (or
+	// retried in vain); the error also wraps that fault (for example
+	// streamer.ErrRelayCorrupt, with the file and offset in a
+	// *streamer.RelayError).
+	ErrRelayStopped = errors.New("dmworker: relay stopped")
 )
 
 // SourceWorker serves one upstream source: it holds the source's config,
 // its Relay when relay is on, and the source's subtasks, which read the
 // relay when it is on and the upstream when it is off.
+//
+// Relay faults: when the relay stops on a fault that a new try may cure (a
+// connection lost for longer than its reader retries, a full disk), the
+// worker runs it again with the backoff and attempt limit of
+// WithAutoResume (default 1s doubling to 1m, 10 attempts without the relay
+// moving), logging a warning with the cause before each try; its subtasks
+// wait meanwhile. Any other fault (a damaged relay directory, one that
+// cannot be written, another process holding it, bad credentials), or the
+// last failed try, stops the relay: RelayStatus.LastError holds the fault,
+// and every subtask reading the relay is paused with an error wrapping
+// ErrRelayStopped and the fault (a subtask still copying its snapshot is
+// paused when it reaches the binlog). ResumeRelay (in etcd mode, writing
+// the relay's stage key again) runs the relay again; once it pulls, the
+// worker resumes the subtasks it paused.
+//
+// Relay start: a fresh relay begins at the upstream's current binlog file
+// (or SourceConfig.RelayStart). A subtask that needs an older file (its
+// start or checkpoint, by file or GTID set) makes the relay fetch the
+// missing files from the upstream into its subdirectory first (see
+// streamer.CopyUpstreamFiles); only when the upstream no longer has them
+// does the subtask stop with streamer.ErrBinlogPurged.
 //
 // In direct mode (WithSource) the host drives it with StartSubTask,
 // PauseSubTask, ResumeSubTask, UpdateSubTask, StopSubTask, PauseRelay,
@@ -201,6 +235,10 @@ type SourceWorker struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 
+	// kick asks Run's loop to reconcile again (the relay failed or
+	// recovered).
+	kick chan struct{}
+
 	applyMu      sync.Mutex // serialises reconcile; guards the fields below
 	applied      *SourceConfig
 	applyErr     error // why the source could not be applied
@@ -218,7 +256,11 @@ type workerState struct {
 	bound       string        // the source bound (etcd mode), even when source is nil
 	err         error         // why source is nil although one is bound
 	relayPaused bool
-	tasks       map[string]desiredTask
+	// relayRev changes when the relay's stage is set again (ResumeRelay; in
+	// etcd, the stage key's ModRevision): a relay a fault stopped runs
+	// again.
+	relayRev int64
+	tasks    map[string]desiredTask
 }
 
 type desiredTask struct {
@@ -239,15 +281,22 @@ type liveTask struct {
 	sink       Sink
 	err        error // why t is nil, or why the last update failed
 	done       chan struct{}
+	// relayErr is the relay fault the worker paused t with (nil: none).
+	relayErr error
 }
 
-// relayRun is a relay as applied.
+// relayRun is a relay as applied, run by superviseRelay.
 type relayRun struct {
-	r      *Relay
-	paused bool
-	done   chan struct{}
-	mu     sync.Mutex
-	err    error
+	r       *Relay
+	paused  bool
+	rev     int64 // the desired relayRev last applied
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when superviseRelay returns
+	restart chan struct{} // (buffered) run a stopped relay again
+
+	mu      sync.Mutex
+	err     error         // the fault that stopped the relay (wrapping ErrRelayStopped); nil while it runs or retries
+	changed chan struct{} // closed and replaced when err changes
 }
 
 // NewSourceWorker returns a worker named name (its etcd keys use the name)
@@ -274,6 +323,9 @@ func NewSourceWorker(name string, sinks SinkFactory, opts ...Option) (*SourceWor
 	case o.set["WithLiveness"] && o.liveness == nil:
 		return nil, fmt.Errorf("dmworker: source worker %s: WithLiveness(nil)", name)
 	}
+	if err := o.checkModes(); err != nil {
+		return nil, fmt.Errorf("dmworker: source worker %s: %w", name, err)
+	}
 	if o.liveness == nil {
 		o.liveness = alwaysAlive{}
 	}
@@ -291,6 +343,7 @@ func NewSourceWorker(name string, sinks SinkFactory, opts ...Option) (*SourceWor
 		opts:     o,
 		log:      o.logger.With(slog.String("component", "source-worker"), slog.String("worker", name)),
 		keys:     newEtcdKeys(o.etcdPrefix),
+		kick:     make(chan struct{}, 1),
 		tasks:    map[string]*liveTask{},
 		reported: map[string]string{},
 	}
@@ -345,9 +398,18 @@ func (w *SourceWorker) Run(ctx context.Context) error {
 		w.reconcile()
 		select {
 		case <-changed:
+		case <-w.kick:
 		case <-ctx.Done():
 			return nil
 		}
+	}
+}
+
+// kickReconcile asks Run's loop to reconcile again.
+func (w *SourceWorker) kickReconcile() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -475,7 +537,8 @@ func (w *SourceWorker) setStage(op, name string, stage SubTaskStage) error {
 // PauseRelay pauses the relay (subtasks wait at its end).
 func (w *SourceWorker) PauseRelay() error { return w.setRelayPaused("pause relay", true) }
 
-// ResumeRelay resumes the relay.
+// ResumeRelay resumes the relay; a relay a fault stopped runs again, and
+// once it pulls, the subtasks the fault paused are resumed.
 func (w *SourceWorker) ResumeRelay() error { return w.setRelayPaused("resume relay", false) }
 
 func (w *SourceWorker) setRelayPaused(op string, paused bool) error {
@@ -487,6 +550,7 @@ func (w *SourceWorker) setRelayPaused(op string, paused bool) error {
 	}
 	w.mu.Lock()
 	w.desired.relayPaused = paused
+	w.desired.relayRev++
 	w.mu.Unlock()
 	w.reconcile()
 	return nil
@@ -573,7 +637,7 @@ func (w *SourceWorker) Status(ctx context.Context) SourceWorkerStatus {
 	if rr != nil {
 		rs := rr.r.Status(ctx)
 		if rs.LastError == nil {
-			rs.LastError = rr.error()
+			rs.LastError = rr.failure()
 		}
 		st.Relay = &rs
 	}
@@ -609,12 +673,6 @@ func (lt *liveTask) status() SubTaskStatus {
 	return st
 }
 
-func (rr *relayRun) error() error {
-	rr.mu.Lock()
-	defer rr.mu.Unlock()
-	return rr.err
-}
-
 // reconcile makes the applied state match the desired one and returns the
 // errors met per subtask.
 func (w *SourceWorker) reconcile() map[string]error {
@@ -644,7 +702,7 @@ func (w *SourceWorker) reconcile() map[string]error {
 		w.applied, w.appliedEpoch = &src, d.epoch
 		w.log.Info("serving source", slog.String("source", src.Name), slog.Int64("epoch", d.epoch))
 		if src.EnableRelay {
-			if err := w.startRelay(ctx, &src); err != nil {
+			if err := w.startRelay(ctx, &src, d.relayRev); err != nil {
 				w.applied = nil
 				w.applyErr = err
 				return nil
@@ -658,6 +716,15 @@ func (w *SourceWorker) reconcile() map[string]error {
 			rr.r.Pause()
 		} else {
 			rr.r.Resume()
+		}
+	}
+	if rr := w.relay; rr != nil && rr.rev != d.relayRev {
+		rr.rev = d.relayRev
+		if !rr.paused && rr.failure() != nil {
+			select {
+			case rr.restart <- struct{}{}:
+			default:
+			}
 		}
 	}
 	errs := map[string]error{}
@@ -677,7 +744,39 @@ func (w *SourceWorker) reconcile() map[string]error {
 			errs[n] = err
 		}
 	}
+	if rr := w.relay; rr != nil {
+		w.applyRelayFault(rr)
+	}
 	return errs
+}
+
+// applyRelayFault pauses the running subtasks that read a relay that has
+// stopped, and resumes those it paused once the relay runs again.
+func (w *SourceWorker) applyRelayFault(rr *relayRun) {
+	ferr := rr.failure()
+	for _, lt := range w.tasks {
+		if lt.t == nil || lt.applied != SubTaskRunning {
+			lt.relayErr = nil // the host's stage rules
+			continue
+		}
+		switch {
+		case ferr != nil && lt.relayErr != ferr:
+			if lt.t.Status().Unit == "snapshot" {
+				continue // it pauses when it reaches the relay
+			}
+			lt.t.pauseWith(ferr)
+			lt.relayErr = ferr
+		case ferr == nil && (lt.relayErr != nil || pausedByRelay(lt.t)):
+			// (A subtask that reached the stopped relay by itself paused
+			// with its fault too.)
+			lt.relayErr = nil
+			if err := lt.t.Resume(); err != nil {
+				w.log.Warn("cannot resume a subtask after the relay recovered", slog.String("task", lt.cfg.Name), slog.String("error", err.Error()))
+			} else {
+				w.log.Info("subtask resumed: its relay runs again", slog.String("task", lt.cfg.Name))
+			}
+		}
+	}
 }
 
 // applyTask brings one subtask to its desired config and stage.
@@ -780,13 +879,16 @@ func (w *SourceWorker) startTask(ctx context.Context, src *SourceConfig, dt desi
 		opts = append(opts, WithEpoch(w.appliedEpoch))
 	}
 	up := src.Upstream
+	// The relay's server id is the relay's alone: a subtask that dumps the
+	// upstream's binlog (reading it directly, or a snapshot finding its
+	// GTID set) picks its own, since the upstream drops a replica when
+	// another connects with its id.
+	up.ServerID = 0
 	var st *SubTask
 	if rr := w.relay; rr != nil {
-		opts = append(opts, WithReaderFactory(relayReaderFactory(rr.r, "subtask/"+name, w.opts.logger, func() streamer.Position {
+		opts = append(opts, WithReaderFactory(relayReaderFactory(rr, "subtask/"+name, w.opts.logger, func() streamer.Position {
 			return st.Status().Syncer.Checkpoint
 		})))
-	} else {
-		up.ServerID = 0 // each direct reader picks its own
 	}
 	st, err = NewSubTask(dt.cfg, up, sink, opts...)
 	if err != nil {
@@ -848,26 +950,133 @@ func closeSink(s Sink) {
 }
 
 // startRelay starts the source's relay.
-func (w *SourceWorker) startRelay(ctx context.Context, src *SourceConfig) error {
-	rel, err := NewRelay(src.Upstream, src.RelayDir, src.relayOptions(w.opts.logger)...)
+func (w *SourceWorker) startRelay(ctx context.Context, src *SourceConfig, rev int64) error {
+	opts := src.relayOptions(w.opts.logger)
+	if w.opts.set["WithRelayFileMode"] {
+		opts = append(opts, WithRelayFileMode(w.opts.relayFileMode, w.opts.relayDirMode))
+	}
+	rel, err := NewRelay(src.Upstream, src.RelayDir, opts...)
 	if err != nil {
 		// adjust checked the config: this is not expected.
 		w.log.Error("relay cannot start", slog.String("error", err.Error()))
 		return fmt.Errorf("dmworker: source worker %s: relay of source %s: %w", w.name, src.Name, err)
 	}
-	rr := &relayRun{r: rel, done: make(chan struct{})}
+	rctx, cancel := context.WithCancel(ctx)
+	rr := &relayRun{r: rel, rev: rev, cancel: cancel, done: make(chan struct{}), restart: make(chan struct{}, 1),
+		changed: make(chan struct{})}
+	rel.onStart = func() {
+		if rr.setFailure(nil) {
+			w.kickReconcile()
+		}
+	}
 	w.relay = rr
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
 		defer close(rr.done)
-		if err := rel.Run(ctx); err != nil {
-			rr.mu.Lock()
-			rr.err = err
-			rr.mu.Unlock()
-		}
+		w.superviseRelay(rctx, src.Name, rr)
 	}()
 	return nil
+}
+
+// pausedByRelay reports whether the subtask is paused by a relay fault.
+func pausedByRelay(t *SubTask) bool {
+	st := t.Status()
+	return st.Stage == SubTaskPaused && errors.Is(st.LastError, ErrRelayStopped)
+}
+
+// superviseRelay runs the relay until ctx ends: again after a fault a new
+// try may cure, with backoff, until the attempts allowed without progress
+// are spent; after any other fault it records the fault (the reconcile
+// loop then pauses the subtasks) and waits for a restart.
+func (w *SourceWorker) superviseRelay(ctx context.Context, source string, rr *relayRun) {
+	initial, maxWait, attempts := w.opts.resumeInitial, w.opts.resumeMax, w.opts.resumeAttempts
+	if !w.opts.set["WithAutoResume"] {
+		initial, maxWait, attempts = defaultResumeInitial, defaultResumeMax, defaultResumeAttempts
+	}
+	var bo *backoff.ExponentialBackOff
+	tries := 0
+	for {
+		from, _ := rr.r.Relayed()
+		err := rr.r.Run(ctx)
+		if err == nil || ctx.Err() != nil || errors.Is(err, ErrRelayClosed) {
+			return
+		}
+		if to, _ := rr.r.Relayed(); to != from && to.Name != "" {
+			tries, bo = 0, nil // it moved: a new fault
+		}
+		if relayRetryable(err) && tries < attempts {
+			tries++
+			if bo == nil {
+				bo = backoff.NewExponentialBackOff()
+				bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = initial, maxWait, 0
+				bo.Reset()
+			}
+			wait := bo.NextBackOff()
+			w.log.Warn("relay runs again after a retryable error", slog.String("source", source), slog.Int("attempt", tries),
+				slog.Int("attempts", attempts), slog.Duration("wait", wait), slog.String("error", err.Error()))
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-rr.restart:
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+			t.Stop()
+			continue
+		}
+		ferr := fmt.Errorf("dmworker: source worker %s: source %s: relay %s: %w: %w", w.name, source, rr.r.Dir(), ErrRelayStopped, err)
+		w.log.Error("relay stopped; the subtasks reading it are paused", slog.String("source", source), slog.String("error", err.Error()))
+		rr.setFailure(ferr)
+		w.kickReconcile()
+		select {
+		case <-rr.restart:
+			tries, bo = 0, nil
+			w.log.Info("relay runs again", slog.String("source", source))
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// relayRetryable reports whether running the relay again may cure err.
+func relayRetryable(err error) bool {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return true // purge, or the operator, may free space
+	case errors.Is(err, streamer.ErrRelayCorrupt), errors.Is(err, ErrRelayLocked):
+		return false
+	}
+	return retryable(err)
+}
+
+// failure is the fault that stopped the relay, nil while it runs or retries.
+func (rr *relayRun) failure() error {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	return rr.err
+}
+
+// setFailure records the relay's fault (nil: it runs) and reports whether
+// that changed it.
+func (rr *relayRun) setFailure(err error) bool {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if rr.err == err {
+		return false
+	}
+	rr.err = err
+	close(rr.changed)
+	rr.changed = make(chan struct{})
+	return true
+}
+
+// failed returns the relay's fault and a channel closed when it changes.
+func (rr *relayRun) failed() (error, <-chan struct{}) {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	return rr.err, rr.changed
 }
 
 // stopAll stops every subtask, then the relay, and forgets the source.
@@ -877,6 +1086,7 @@ func (w *SourceWorker) stopAll() {
 		delete(w.tasks, name)
 	}
 	if rr := w.relay; rr != nil {
+		rr.cancel()
 		rr.r.Close()
 		<-rr.done
 		w.relay = nil
@@ -899,15 +1109,20 @@ func (w *SourceWorker) shutdown() {
 // relayReaderFactory opens local readers of a live relay for one subtask:
 // registered with the relay under name, following its durable end, and
 // acknowledging what the subtask has checkpointed so that purge may remove
-// it.
-func relayReaderFactory(rel *Relay, name string, log *slog.Logger, checkpoint func() streamer.Position) ReaderFactory {
+// it. It fails with the relay's fault (ErrRelayStopped) when the relay has
+// stopped.
+func relayReaderFactory(rr *relayRun, name string, log *slog.Logger, checkpoint func() streamer.Position) ReaderFactory {
+	rel := rr.r
 	return func(ctx context.Context, start streamer.Position) (streamer.Reader, error) {
 		// Wait for the relay to have started (a fresh relay begins at the
-		// upstream's current file, which holds any fresh start) and, when
-		// it is writing the start's file, to have reached the start: the
-		// local reader checks the GTID set the file starts with, which
-		// must be written by then.
+		// upstream's current file) and, when it is writing the start's
+		// file, to have reached the start: the local reader checks the
+		// GTID set the file starts with, which must be written by then.
 		for {
+			ferr, fchanged := rr.failed()
+			if ferr != nil {
+				return nil, ferr
+			}
 			pos, changed := rel.Relayed()
 			// (A relay that has chosen its subdirectory but written nothing
 			// yet reports a position with no file.)
@@ -916,9 +1131,14 @@ func relayReaderFactory(rel *Relay, name string, log *slog.Logger, checkpoint fu
 			}
 			select {
 			case <-changed:
+			case <-fchanged:
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
+		}
+		// A start older than the relay's oldest file: fetch the files.
+		if err := rel.hold(ctx, name, start); err != nil {
+			return nil, err
 		}
 		lr, err := streamer.NewLocalReader(rel.Dir(), streamer.StartAtPosition(start),
 			streamer.WithRelayTail(rel), streamer.WithRelayRegistry(rel, name), streamer.WithLocalLogger(log))

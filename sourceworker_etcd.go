@@ -222,6 +222,7 @@ func (w *SourceWorker) load(ctx context.Context) (int64, error) {
 	}
 	if len(rresp.Kvs) > 0 {
 		st.relayPaused = RelayStage(strings.TrimSpace(string(rresp.Kvs[0].Value))) == RelayPaused
+		st.relayRev = rresp.Kvs[0].ModRevision
 	}
 	return rev, nil
 }
@@ -309,6 +310,9 @@ func (w *SourceWorker) watch(ctx context.Context, rev int64, livenessChanged <-c
 				w.log.Warn("watch failed; reading the state again", slog.String("error", err.Error()))
 			}
 			return
+		case <-w.kick:
+			w.reconcile()
+			w.report(false)
 		case now := <-tick.C:
 			full := now.Sub(lastFull) >= w.opts.statusInterval
 			if full {
@@ -347,7 +351,7 @@ func (w *SourceWorker) reportValues() map[string]reportValue {
 		}
 		if err := rs.LastError; err != nil {
 			r.Error = err.Error()
-		} else if err := rr.error(); err != nil {
+		} else if err := rr.failure(); err != nil {
 			r.Error = err.Error()
 		}
 		out[w.keys.relayStatus(w.name)] = reportValue{json: mustJSON(r), sig: string(r.Stage) + "|" + r.Error}

@@ -138,7 +138,13 @@ const (
 // error (a lost connection the reader could not restore, a sink error still
 // failing after the syncer's own retries): it waits initial, doubling up to
 // max between attempts, and after attempts failures in a row without
-// progress it stays Paused with the error. Attempts 0 turns auto-resume off.
+// progress it stays Paused with the error. The count starts again only when
+// the checkpoint moves: a Resume (by the host or a SourceWorker) does not
+// clear it, so a subtask resumed while its fault lasts is paused again at
+// its next failure. Errors that trying again cannot cure (relay corruption,
+// a relay that stopped, a purged binlog, a DDL the sink refuses, ...) pause
+// it at once. Attempts 0 turns auto-resume off. A SourceWorker given it
+// applies it to its subtasks and its relay (see SourceWorker).
 // Default: 1s, 1m, 10 attempts.
 func WithAutoResume(initial, max time.Duration, attempts int) Option {
 	return Option{"WithAutoResume", func(o *options) {
@@ -153,7 +159,10 @@ var subTaskOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpoint
 // and all), with stages the host or a SourceWorker drives. A retryable error
 // is resumed automatically with backoff (WithAutoResume); any other error,
 // and a fencing refusal (ErrStaleEpoch), leaves the subtask Paused with the
-// error in its Status.
+// error in its Status. An upstream that cannot be reached before it has
+// ever been (streamer.ErrUnreachable: a wrong host or port) or refuses the
+// login (streamer.ErrAccessDenied) pauses it at once; once reached, an
+// unreachable upstream is an outage, retried.
 //
 // Run works until Stop, ctx's end or (mode full) the end of the copy; it
 // waits while Paused. Pause, Resume, Update, Stop and Status may be called
@@ -183,7 +192,10 @@ type SubTask struct {
 	unit     string
 	lastErr  error
 	retries  int
-	unsafe   bool // the last syncer run was interrupted: see markUnsafe
+	// streakFrom is the checkpoint when the current run of failures
+	// began: retries count until the checkpoint moves past it.
+	streakFrom streamer.Position
+	unsafe     bool // the last syncer run was interrupted: see markUnsafe
 }
 
 // NewSubTask returns a subtask of cfg on the upstream up, writing into sink.
@@ -258,6 +270,11 @@ func (t *SubTask) build(cfg SubTaskConfig) error {
 		if snap, err = newSnapshotUnit(cfg.syncerConfig(t.up), cfg.Snapshot, t.sink, store, epoch, t.opts.logger); err != nil {
 			return fmt.Errorf("dmworker: subtask %s source %s mode %s: %w", cfg.Name, cfg.Source, cfg.Mode, err)
 		}
+	}
+	if t.syncer != nil && t.syncer.reached.Load() {
+		// The upstream was reached before: a new config does not make an
+		// outage a wrong address.
+		s.reached.Store(true)
 	}
 	t.cfg, t.syncer, t.snap, t.store = cfg, s, snap, store
 	return nil
@@ -381,8 +398,11 @@ func (t *SubTask) Run(ctx context.Context) error {
 			continue
 		}
 		t.lastErr = err
-		if progressed := s.Status().Checkpoint.Compare(before) > 0; progressed {
-			t.retries, bo = 0, nil
+		if t.retries == 0 {
+			t.streakFrom = before
+		}
+		if progressed := s.Status().Checkpoint.Compare(t.streakFrom) > 0; progressed {
+			t.retries, bo, t.streakFrom = 0, nil, s.Status().Checkpoint
 		}
 		if t.paused || !retryable(err) || t.retries >= t.opts.resumeAttempts {
 			t.paused = true
@@ -419,7 +439,7 @@ func (t *SubTask) runUnits(ctx context.Context, s *Syncer) (finished bool, err e
 	cfg := t.cfg
 	t.mu.Unlock()
 	if t.opts.set["WithEpoch"] {
-		if err := t.takeOver(ctx, cfg); err != nil {
+		if err := t.takeOver(ctx, cfg, s); err != nil {
 			return false, err
 		}
 	}
@@ -465,7 +485,7 @@ func (t *SubTask) setUnit(u string) {
 // refused, then marks everything up to the upstream's current end for a
 // safe-mode replay, since the old writer may have applied changes past the
 // checkpoint it had stored before it was fenced.
-func (t *SubTask) takeOver(ctx context.Context, cfg SubTaskConfig) error {
+func (t *SubTask) takeOver(ctx context.Context, cfg SubTaskConfig, s *Syncer) error {
 	epoch := t.opts.epoch
 	cp, found, err := t.store.Load(ctx, cfg.Name, cfg.Source)
 	if err != nil {
@@ -482,7 +502,7 @@ func (t *SubTask) takeOver(ctx context.Context, cfg SubTaskConfig) error {
 	if err := t.store.Save(ctx, cp); err != nil {
 		return t.errorf("take over", "fence checkpoint at %s under epoch %d: %w", cp.Pos, epoch, err)
 	}
-	st, err := streamer.QueryUpstream(ctx, t.up)
+	st, err := s.queryUpstream(ctx)
 	if err != nil {
 		return t.errorf("take over", "%w", err)
 	}
@@ -532,14 +552,18 @@ func retryable(err error) bool {
 	switch {
 	case err == nil:
 		return false
-	case errors.Is(err, ErrStaleEpoch):
+	case errors.Is(err, ErrStaleEpoch), errors.Is(err, ErrRelayStopped), errors.Is(err, streamer.ErrRelayCorrupt):
+		// (A stopped relay is the SourceWorker's to restart; it resumes
+		// the subtask then.)
 		return false
 	case errors.Is(err, ErrRetryable), errors.Is(err, streamer.ErrRetryExhausted):
 		return true
 	}
 	// A reader error with no classification is a connection fault (see
 	// streamer's classify); a classified one (purged binlog, access
-	// denied, corruption, ...) is not cured by trying again.
+	// denied, corruption, an upstream never reached: ErrUnreachable, which
+	// the syncer marks retryable once it has reached the upstream) is not
+	// cured by trying again.
 	var se *streamer.Error
 	if errors.As(err, &se) {
 		return se.Kind == nil
@@ -578,8 +602,9 @@ func (t *SubTask) Pause() error {
 }
 
 // Resume continues a Paused subtask (also one an error paused: the error is
-// cleared and the units run again). It fails with ErrStage unless the
-// subtask is Paused; resuming a Running one does nothing.
+// cleared and the units run again; the count of failures without progress
+// is kept, see WithAutoResume). It fails with ErrStage unless the subtask is
+// Paused; resuming a Running one does nothing.
 func (t *SubTask) Resume() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -590,7 +615,7 @@ func (t *SubTask) Resume() error {
 		return nil
 	}
 	t.paused = false
-	t.lastErr, t.retries = nil, 0
+	t.lastErr = nil
 	if t.running {
 		t.stage = SubTaskRunning // Run's loop is about to run the units
 	} else {
@@ -599,6 +624,21 @@ func (t *SubTask) Resume() error {
 	close(t.wake)
 	t.wake = make(chan struct{})
 	return nil
+}
+
+// pauseWith pauses the subtask as Pause does and makes cause its last
+// error: a SourceWorker does so when the relay the subtask reads has
+// stopped. Pausing a paused subtask only replaces its error.
+func (t *SubTask) pauseWith(cause error) {
+	if err := t.Pause(); err != nil {
+		return
+	}
+	t.mu.Lock()
+	if t.paused && !t.stopped {
+		t.lastErr = cause
+	}
+	t.mu.Unlock()
+	t.log.Error("subtask paused: its relay stopped", slog.String("error", cause.Error()))
 }
 
 // Update replaces the configuration of a Paused (or New) subtask; the new

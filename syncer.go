@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/dmworker/dmworker/internal/progress"
 	"github.com/dmworker/dmworker/internal/schema"
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -185,14 +187,13 @@ type Syncer struct {
 	mu        sync.Mutex
 	operators map[string]errorOperator // by event position text
 	status    SyncerStatus
-	samples   []rateSample // counters now and then, for the rates
-	queueFn   func() int64 // reads the parallel queue's bytes while running
-}
+	prog      progress.Tracker // lag and rates
+	queueFn   func() int64     // reads the parallel queue's bytes while running
 
-// rateSample is the counters at one moment.
-type rateSample struct {
-	at           time.Time
-	rows, events int64
+	// reached is set once the upstream has answered (a query, an event
+	// read, a poll of its position): from then on an unreachable upstream
+	// is an outage to wait out, not a wrong address.
+	reached atomic.Bool
 }
 
 // errorOperator is what the host said to do with a failing event.
@@ -315,12 +316,31 @@ type SyncerStatus struct {
 	// Rows and DDLs applied, binlog events read, and batches applied (sink
 	// transactions), since the syncer was made.
 	Rows, DDLs, Events, Batches int64
-	// RowsPerSecond and EventsPerSecond are the rates over about the last
-	// ten seconds.
+	// RowsPerSecond and EventsPerSecond are the rows applied and the
+	// events read per second over the last ten seconds (since the start
+	// of the run when that is shorter): they fall to 0 within ten seconds
+	// once nothing is applied or read.
 	RowsPerSecond, EventsPerSecond float64
-	// LagSeconds is how far the last event read is behind the upstream's
-	// clock, from the event's timestamp.
+	// LagSeconds is how far the downstream is behind the upstream: the
+	// seconds since the latest moment up to which everything the upstream
+	// had written is known to be applied (covered by Checkpoint). That
+	// moment is the latest of: the upstream timestamp of the oldest event
+	// read and not yet applied, that of the last event applied, and the
+	// last time the syncer saw the upstream's binlog end (a heartbeat on
+	// the stream, or a poll of its position every 2s) and has applied up
+	// to that end since. So it grows while applying stalls (a lock
+	// downstream) and while reading stalls (a half-open connection, an
+	// outage: with the upstream out of sight for more than 5s it counts
+	// from when it was last seen), and it reads 0 when the syncer has
+	// applied everything the upstream had when last seen, less than 5s
+	// ago. Event timestamps have a resolution of a second and come from
+	// the upstream's clock. It keeps counting after Run has returned.
 	LagSeconds float64
+	// LastProgress is when the syncer last applied something: rows, a
+	// DDL, or a move of the checkpoint (zero before the first). An idle
+	// upstream gives nothing to apply; tell a stall from idleness by
+	// LagSeconds.
+	LastProgress time.Time
 	// Workers is how many workers apply changes; QueueBytes the estimated
 	// memory of changes read and not yet applied; Conflicts how many
 	// changes had to wait for another worker (their keys were held by two).
@@ -339,34 +359,32 @@ func (s *Syncer) Status() SyncerStatus {
 	if s.queueFn != nil {
 		st.QueueBytes = s.queueFn()
 	}
-	if len(s.samples) > 0 {
-		old := s.samples[0]
-		if dt := time.Since(old.at).Seconds(); dt > 0 {
-			st.RowsPerSecond = float64(st.Rows-old.rows) / dt
-			st.EventsPerSecond = float64(st.Events-old.events) / dt
-		}
-	}
+	now := time.Now()
+	st.RowsPerSecond, st.EventsPerSecond = s.prog.Rates(now)
+	st.LagSeconds = s.prog.Lag(now)
 	st.Checkpoint, st.Read, st.SafeUntil = st.Checkpoint.Clone(), st.Read.Clone(), st.SafeUntil.Clone()
 	return st
 }
 
+// updateStatus changes the status with f and keeps the rates, the lag and
+// LastProgress in step with what f changed.
 func (s *Syncer) updateStatus(f func(*SyncerStatus)) {
 	s.mu.Lock()
-	f(&s.status)
-	s.mu.Unlock()
-}
-
-// sample records the counters for the rates, at most once a second, keeping
-// about ten seconds of them.
-func (s *Syncer) sample(now time.Time) {
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if n := len(s.samples); n > 0 && now.Sub(s.samples[n-1].at) < time.Second {
+	st := &s.status
+	rows, ddls, events, cp := st.Rows, st.DDLs, st.Events, st.Checkpoint
+	f(st)
+	moved := st.Checkpoint.Name != cp.Name || st.Checkpoint.Offset != cp.Offset
+	if !moved && st.Rows == rows && st.DDLs == ddls && st.Events == events {
 		return
 	}
-	s.samples = append(s.samples, rateSample{at: now, rows: s.status.Rows, events: s.status.Events})
-	for len(s.samples) > 1 && now.Sub(s.samples[1].at) >= 10*time.Second {
-		s.samples = s.samples[1:]
+	now := time.Now()
+	s.prog.Count(now, st.Rows-rows, st.Events-events)
+	if moved {
+		s.prog.Applied(st.Checkpoint)
+	}
+	if moved || st.Rows != rows || st.DDLs != ddls {
+		st.LastProgress = now
 	}
 }
 

@@ -99,7 +99,7 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		r.safeUntil = cp.SafeUntil
 		if _, atomic := s.store.(sinkStore); !atomic {
 			// The data may be ahead of any checkpoint this store holds.
-			st, err := streamer.QueryUpstream(ctx, s.cfg.Upstream)
+			st, err := s.queryUpstream(ctx)
 			if err != nil {
 				return s.wrap(cp.Pos, "", "", err)
 			}
@@ -109,7 +109,7 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		}
 		s.log.Info("resuming from checkpoint", slog.String("pos", cp.Pos.String()), slog.String("safe-until", r.safeUntil.String()))
 	} else {
-		st, err := streamer.QueryUpstream(ctx, s.cfg.Upstream)
+		st, err := s.queryUpstream(ctx)
 		if err != nil {
 			return s.wrap(streamer.Position{}, "", "", err)
 		}
@@ -122,14 +122,20 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		}
 		r.schemaDirty = true
 		s.log.Info("fresh start", slog.String("pos", start.String()), slog.Int("tables", len(r.tracker.Tables())))
+	}
+	r.lastTxnEnd, r.saved = start, start
+	s.mu.Lock()
+	s.status.Checkpoint, s.status.SafeUntil, s.status.Read = start, r.safeUntil, start
+	s.prog.Begin(start, time.Now())
+	s.mu.Unlock()
+	if !found {
 		// Record the start at once: a restart before the first change
 		// must not move it to a later "current" position.
 		if err := r.saveCheckpoint(ctx, start); err != nil {
 			return err
 		}
 	}
-	r.lastTxnEnd, r.saved = start, start
-	s.updateStatus(func(st *SyncerStatus) { st.Checkpoint, st.SafeUntil, st.Read = start, r.safeUntil, start })
+	defer s.watchUpstream(ctx)()
 
 	reader, err := s.openReader(ctx, start)
 	if err != nil {
@@ -209,7 +215,27 @@ func (s *Syncer) openReader(ctx context.Context, start streamer.Position) (strea
 	if s.opts.readerFactory != nil {
 		return s.opts.readerFactory(ctx, start)
 	}
-	return streamer.NewRemoteReader(s.cfg.Upstream, start, streamer.WithLogger(s.opts.logger))
+	opts := []streamer.RemoteOption{streamer.WithLogger(s.opts.logger)}
+	if s.reached.Load() {
+		opts = append(opts, streamer.WithRetryFirstConnect())
+	}
+	return streamer.NewRemoteReader(s.cfg.Upstream, start, opts...)
+}
+
+// queryUpstream asks the upstream for its state. Before the upstream has
+// ever been reached, an unreachable upstream is a configuration to fix and
+// stops Run for good; after, it is an outage, and the error is marked
+// retryable (a SubTask resumes).
+func (s *Syncer) queryUpstream(ctx context.Context) (streamer.UpstreamState, error) {
+	st, err := streamer.QueryUpstream(ctx, s.cfg.Upstream)
+	if err == nil {
+		s.reached.Store(true)
+		return st, nil
+	}
+	if s.reached.Load() && errors.Is(err, streamer.ErrUnreachable) {
+		err = Retryable(err)
+	}
+	return st, err
 }
 
 // seedSchema reads the definitions of the tables the task replicates from
@@ -324,19 +350,25 @@ func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) error {
 // handle applies one event.
 func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 	s := r.s
+	if !s.reached.Load() {
+		s.reached.Store(true)
+	}
 	if !ev.Artificial() {
 		now := time.Now()
 		s.updateStatus(func(st *SyncerStatus) {
 			st.Read = ev.Pos
 			st.Events++
-			if ts := ev.Header.Timestamp; ts > 0 {
-				st.LagSeconds = now.Sub(time.Unix(int64(ts), 0)).Seconds()
-			}
+			s.prog.Read(ev.Pos, ev.Header.Timestamp, now)
 			if r.par != nil {
 				st.Conflicts = r.par.conflicts
 			}
 		})
-		s.sample(now)
+	} else if t := ev.Header.EventType; t == replication.HEARTBEAT_EVENT || t == replication.HEARTBEAT_LOG_EVENT_V2 {
+		// The upstream sends one only when it has nothing more: its
+		// binlog ends where the stream is.
+		s.mu.Lock()
+		s.prog.Look(ev.Pos, time.Now())
+		s.mu.Unlock()
 	}
 	switch e := ev.Event.(type) {
 	case *replication.RowsEvent:

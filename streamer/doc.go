@@ -9,11 +9,16 @@
 //
 // RemoteReader reads from an upstream MySQL or MariaDB server through
 // go-mysql's BinlogSyncer, from a file and offset or from a GTID set, with
-// heartbeats, a read timeout and CRC32 verification of every event. When the
-// connection drops it reconnects with exponential backoff from the end of the
-// last whole transaction it delivered, and skips what it had already delivered
-// of the transaction that was cut: the consumer sees the same sequence of
-// events as a clean read. Row values are decoded the same way by every reader:
+// heartbeats, a read timeout and CRC32 verification of every event. A
+// connection gone silent (half-open) is given up after the read timeout,
+// 15s by default (heartbeats every 5s). Before its first successful
+// connection, an upstream that cannot be reached (ErrUnreachable) or refuses
+// the login (ErrAccessDenied) ends the reader at once, since retrying cannot
+// cure a wrong address or password. Later, when the connection drops, it
+// reconnects with exponential backoff from the end of the last whole
+// transaction it delivered, and skips what it had already delivered of the
+// transaction that was cut: the consumer sees the same sequence of events as
+// a clean read. Row values are decoded the same way by every reader:
 // DECIMAL as exact decimals, TIMESTAMP in UTC, JSON as MySQL's text.
 //
 // RawReader reads the same upstream stream for consumers that copy it rather
@@ -87,15 +92,34 @@
 //
 // After a crash, bytes past binlog-pos of the newest file may be torn: a
 // writer cuts them back to the end of the last whole transaction
-// (ScanRelayFile finds it). A bad checksum or a truncation before binlog-pos
-// is corruption (ErrRelayCorrupt), never skipped.
+// (ScanRelayFile finds it), and a relay.meta behind the files is brought
+// forward. A bad checksum or a truncation before binlog-pos, a relay.meta or
+// server-uuid.index that does not parse, and an index that is empty or
+// missing (or does not list a subdirectory) while a subdirectory holds
+// relay files are corruption (ErrRelayCorrupt, in a *RelayError naming the
+// file and offset): never skipped, never written over.
+//
+// Files older than the oldest one of a subdirectory may be added to it
+// later, when a reader needs them (CopyUpstreamFiles): each is written under
+// a hidden name (".<name>.part", ignored by readers) and renamed into place
+// once it and every newer missing file are complete, newest first.
+//
+// Permissions: a relay creates binlog files, relay.meta, server-uuid.index
+// and its lock 0640 and directories 0750 (DefaultRelayFileMode,
+// DefaultRelayDirMode; dmworker.WithRelayFileMode widens them): the files
+// hold every statement the upstream logged, passwords in CREATE USER
+// included. relay.meta and server-uuid.index keep the mode of the file they
+// replace; a new one gets its directory's without the execute bits.
 //
 // # Errors
 //
 // Readers return *Error, which names the source, the operation and the
 // position, and wraps one of the exported sentinels where one applies:
 // ErrAccessDenied, ErrUnknownHost, ErrBinlogPurged, ErrGTIDNotServable,
-// ErrBadPosition, ErrChecksum, ErrUpstream, ErrRetryExhausted, ErrClosed.
+// ErrBadPosition, ErrChecksum, ErrUpstream, ErrRetryExhausted, ErrClosed;
+// a LocalReader that meets damage returns one whose Kind is ErrRelayCorrupt
+// and which wraps the *RelayError naming file and offset. An *Error with no
+// Kind is a connection fault that a new try may cure.
 // Passwords never appear in errors or logs: UpstreamConfig redacts itself in
 // every fmt verb and in slog.
 package streamer

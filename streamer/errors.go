@@ -23,6 +23,13 @@ var (
 	ErrAccessDenied = errors.New("streamer: access denied by upstream")
 	// ErrUnknownHost means the upstream's host name does not resolve.
 	ErrUnknownHost = errors.New("streamer: unknown upstream host")
+	// ErrUnreachable means no connection to the upstream could be opened:
+	// it was refused, the host or network is unreachable, or nothing
+	// answered within the connect timeout (10s). A reader ends with it
+	// only before its first successful connection (later, and with
+	// WithRetryFirstConnect, it retries); QueryUpstream and PickServerID,
+	// which connect once, return it whenever it happens.
+	ErrUnreachable = errors.New("streamer: upstream unreachable")
 	// ErrBinlogPurged means the binlog file to start from is no longer
 	// there, upstream or in the relay (purged, or never existed).
 	ErrBinlogPurged = errors.New("streamer: binlog file not found (purged?)")
@@ -63,7 +70,8 @@ func (e *Error) Error() string {
 		b.WriteString(" at ")
 		b.WriteString(e.Pos.String())
 	}
-	if e.Kind != nil {
+	if e.Kind != nil && (e.Err == nil || !errors.Is(e.Err, e.Kind)) {
+		// (A cause that wraps the kind says it already.)
 		b.WriteString(": ")
 		b.WriteString(strings.TrimPrefix(e.Kind.Error(), "streamer: "))
 	}
@@ -95,7 +103,9 @@ const (
 )
 
 // classify maps an error from go-mysql to one of the sentinels and says
-// whether reconnecting may help.
+// whether reconnecting may help. ErrUnreachable is the one kind that comes
+// with retryable true: whether to retry it depends on whether the upstream
+// was ever reached (see retryOrFail).
 func classify(err error) (kind error, retryable bool) {
 	if err == nil {
 		return nil, false
@@ -141,6 +151,12 @@ func classify(err error) (kind error, retryable bool) {
 			return ErrUnknownHost, false
 		}
 		return nil, true
+	}
+	var opErr *net.OpError
+	if (errors.As(err, &opErr) || asCause(err, &opErr)) && opErr.Op == "dial" {
+		// Refused, unreachable, or no answer: worth retrying once the
+		// upstream has been reached, a configuration error before.
+		return ErrUnreachable, true
 	}
 	if errors.Is(err, replication.ErrChecksumMismatch) || perrors.Cause(err) == replication.ErrChecksumMismatch {
 		return ErrChecksum, false

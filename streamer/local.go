@@ -513,6 +513,12 @@ func (r *LocalReader) fail(err error) error {
 	}
 	if !errors.As(err, &own) {
 		own = &Error{Source: r.dir, Op: "read", Pos: r.delivered, Err: err}
+		// Damage is classified: a consumer must not take it for a
+		// fault that trying again may cure.
+		var re *RelayError
+		if errors.As(err, &re) {
+			own.Kind = re.Kind
+		}
 	}
 	if errors.Is(own, ErrClosed) {
 		return own

@@ -29,8 +29,10 @@ import (
 // delivered and skips what it had delivered already, so that its consumer
 // sees the sequence of events a clean read gives; the read timeout and
 // heartbeats work alike (the same RemoteOptions apply; WithEventQueueSize and
-// WithoutRowValues have nothing to do here). Connecting happens at the first
-// Next.
+// WithoutRowValues have nothing to do here), so does the end at once of a
+// first connection that cannot work (ErrUnreachable, ErrAccessDenied,
+// ErrUnknownHost; see WithRetryFirstConnect). Connecting happens at the
+// first Next.
 //
 // A RawReader is not safe for concurrent Next calls; Close may be called from
 // any goroutine.
@@ -49,6 +51,7 @@ type RawReader struct {
 	skipping  bool
 	bo        backoff.BackOff
 	failing   time.Time
+	connected bool // a connection has succeeded once
 	gtidMode  bool
 	err       error
 	ev        RawEvent
@@ -426,6 +429,7 @@ func (r *RawReader) connect(ctx context.Context) (*dumpConn, error) {
 		return nil, &Error{Source: r.Source(), Op: "connect", Pos: r.delivered, Kind: ErrClosed}
 	}
 	r.conn = d
+	r.connected = true
 	from := r.safe
 	from.GTIDSet = req.gtid
 	r.cfg.logger.Info("reading upstream binlog", slog.String("source", r.Source()),
@@ -460,7 +464,7 @@ func (r *RawReader) dropConn(ctx context.Context, op string, cause error) error 
 // retryOrFail waits before the next attempt when err is worth retrying, and
 // returns the error to give up with otherwise.
 func (r *RawReader) retryOrFail(ctx context.Context, op string, err error) error {
-	return retryOrFail(ctx, &r.cfg, r.bo, &r.failing, r.isClosed(), r.done, r.Source(), op, r.delivered, err)
+	return retryOrFail(ctx, &r.cfg, r.bo, &r.failing, r.connected, r.isClosed(), r.done, r.Source(), op, r.delivered, err)
 }
 
 func (r *RawReader) fail(ctx context.Context, err error) error {

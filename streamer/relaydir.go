@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,6 +33,19 @@ const (
 	// dmPosSep separates a binlog base name from the subdirectory sequence
 	// in DM's relay position form: "mysql-bin|000002.000123".
 	dmPosSep = "|"
+)
+
+// Permissions of what the relay creates, unless an option widens them (see
+// dmworker.WithRelayFileMode): relay binlog files hold every statement the
+// upstream logged, passwords in CREATE USER ... IDENTIFIED BY included, so
+// they are not readable by others.
+const (
+	// DefaultRelayFileMode is the mode of relay binlog files (before the
+	// process's umask).
+	DefaultRelayFileMode os.FileMode = 0o640
+	// DefaultRelayDirMode is the mode of the relay directory and its
+	// subdirectories when the relay creates them.
+	DefaultRelayDirMode os.FileMode = 0o750
 )
 
 // Relay errors; all are wrapped in *RelayError.
@@ -114,34 +128,82 @@ func ParseSubDirName(name string) (serverID string, seq int, err error) {
 }
 
 // ReadRelayIndex returns the subdirectory names listed in dir's index, oldest
-// first, checking that each exists. A missing index means an empty relay
-// directory and returns no names and no error.
+// first, checking that each exists. A missing or empty index means an empty
+// relay directory and returns no names and no error, unless a subdirectory
+// holding relay files is there: the index was then lost or damaged, and the
+// error (ErrRelayCorrupt) says so rather than let a writer start the relay
+// afresh over it.
 func ReadRelayIndex(dir string) ([]string, error) {
 	path := filepath.Join(dir, RelayIndexFile)
 	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	var names []string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	off := int64(0) // where the line read starts
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		at := off
+		off += int64(len(sc.Bytes())) + 1
+		if line == "" {
+			continue
+		}
+		if _, _, err := ParseSubDirName(line); err != nil {
+			return nil, corruptf(path, at, "%v", err)
+		}
+		st, err := os.Stat(filepath.Join(dir, line))
+		if err != nil || !st.IsDir() {
+			return nil, corruptf(path, at, "the index names subdirectory %q, which is missing", line)
+		}
+		names = append(names, line)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, corruptf(path, off, "%v", err)
+	}
+	if len(names) == 0 {
+		held, err := UnlistedSubdirs(dir, nil)
+		if err != nil {
+			return nil, err
+		}
+		if len(held) > 0 {
+			return nil, corruptf(path, -1, "the index lists no subdirectory, but %s holds relay files", strings.Join(held, ", "))
+		}
+	}
+	return names, nil
+}
+
+// UnlistedSubdirs returns the subdirectories of dir that are named like relay
+// subdirectories and hold relay binlog files but are not in listed: after a
+// crash the relay leaves none (a subdirectory is listed before its first
+// file is written, and purge empties one before unlisting it), so any is a
+// sign of a damaged index.
+func UnlistedSubdirs(dir string, listed []string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	var names []string
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" {
+	var out []string
+	for _, e := range ents {
+		n := e.Name()
+		if !e.IsDir() || slices.Contains(listed, n) {
 			continue
 		}
-		if _, _, err := ParseSubDirName(line); err != nil {
-			return nil, corruptf(path, -1, "%v", err)
+		if _, _, err := ParseSubDirName(n); err != nil {
+			continue
 		}
-		st, err := os.Stat(filepath.Join(dir, line))
-		if err != nil || !st.IsDir() {
-			return nil, corruptf(path, -1, "the index names subdirectory %q, which is missing", line)
+		files, err := RelayFiles(filepath.Join(dir, n))
+		if err != nil {
+			return nil, err
 		}
-		names = append(names, line)
+		if len(files) > 0 {
+			out = append(out, n)
+		}
 	}
-	return names, sc.Err()
+	return out, nil
 }
 
 // WriteRelayIndex replaces dir's index atomically.
@@ -164,7 +226,12 @@ func ReadRelayMeta(subdir string) (RelayMeta, error) {
 		return m, err
 	}
 	if _, err := toml.Decode(string(data), &m); err != nil {
-		return m, corruptf(path, -1, "%v", err)
+		off := int64(-1)
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			off = int64(pe.Position.Start)
+		}
+		return m, corruptf(path, off, "%v", err)
 	}
 	return m, nil
 }
@@ -180,15 +247,24 @@ func WriteRelayMeta(subdir string, m RelayMeta) error {
 
 // WriteFileAtomic replaces path with data so that a crash leaves either the
 // old or the new content: write a temporary file, fsync it, rename it over
-// path, fsync the directory.
+// path, fsync the directory. The file keeps the permissions of the one it
+// replaces; a new file gets those of its directory without the execute bits
+// (0640 in a 0750 directory).
 func WriteFileAtomic(path string, data []byte) error {
 	dir := filepath.Dir(path)
+	perm, err := atomicFileMode(path)
+	if err != nil {
+		return err
+	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
-	_, err = f.Write(data)
+	err = f.Chmod(perm)
+	if err == nil {
+		_, err = f.Write(data)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -203,6 +279,18 @@ func WriteFileAtomic(path string, data []byte) error {
 		return err
 	}
 	return SyncDir(dir)
+}
+
+// atomicFileMode is the permission WriteFileAtomic gives path.
+func atomicFileMode(path string) (os.FileMode, error) {
+	if st, err := os.Stat(path); err == nil {
+		return st.Mode().Perm(), nil
+	}
+	st, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		return 0, err
+	}
+	return st.Mode().Perm() &^ 0o111, nil
 }
 
 // SyncDir fsyncs a directory, making creations, renames and removals in it

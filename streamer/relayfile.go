@@ -210,14 +210,21 @@ func ScanRelayFile(path, flavor string) (RelayFileScan, error) {
 // concurrent use.
 type RelayFileWriter struct {
 	dir      string
-	name     string   // current file name ("" before the first rotate)
-	f        *os.File // nil until the current file is opened
+	perm     os.FileMode // of the files it creates
+	name     string      // current file name ("" before the first rotate)
+	f        *os.File    // nil until the current file is opened
 	size     int64
 	dirDirty bool // a file was created since the last Sync
 	synced   bool // everything written is fsynced
 	// buf holds the file's last len(buf) bytes (up to size), not yet
 	// written: one write per buffer-full instead of one per event.
 	buf []byte
+	// Copy mode (CopyUpstreamFiles): files are written under hidden names
+	// (partName) and the writer stops at a rotate to stopAt.
+	hidden  bool
+	stopAt  string
+	stopped bool
+	created []string // files created, in order (copy mode)
 }
 
 // relayWriteBuffer is how many bytes the writer gathers before a write.
@@ -227,7 +234,7 @@ const relayWriteBuffer = 1 << 20
 // set, writing resumes at the end of that file, which must already be
 // repaired (see ScanRelayFile).
 func NewRelayFileWriter(dir, name string) (*RelayFileWriter, error) {
-	w := &RelayFileWriter{dir: dir, synced: true}
+	w := &RelayFileWriter{dir: dir, synced: true, perm: DefaultRelayFileMode}
 	if name != "" {
 		if err := w.open(name, false); err != nil {
 			return nil, err
@@ -236,8 +243,15 @@ func NewRelayFileWriter(dir, name string) (*RelayFileWriter, error) {
 	return w, nil
 }
 
+// SetFileMode sets the permissions of the files the writer creates from now
+// on (before the process's umask). Default DefaultRelayFileMode, 0640.
+func (w *RelayFileWriter) SetFileMode(perm os.FileMode) { w.perm = perm.Perm() }
+
 // File is the current file's name and size.
 func (w *RelayFileWriter) File() (name string, size int64) { return w.name, w.size }
+
+// partName is the hidden name a file is copied under before it is complete.
+func partName(name string) string { return "." + name + ".part" }
 
 func (w *RelayFileWriter) open(name string, create bool) error {
 	if err := validateName(name); err != nil {
@@ -247,11 +261,15 @@ func (w *RelayFileWriter) open(name string, create bool) error {
 		return err
 	}
 	path := filepath.Join(w.dir, name)
+	if w.hidden {
+		path = filepath.Join(w.dir, partName(name))
+	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) && create {
-		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, w.perm)
 		if err == nil {
 			w.dirDirty = true
+			w.created = append(w.created, name)
 			if _, err = f.Write([]byte(binlogMagic)); err != nil {
 				f.Close()
 				return err
@@ -328,6 +346,10 @@ func (w *RelayFileWriter) write(ev *writeEvent) (bool, error) {
 	if ev.artificial {
 		switch ev.typ {
 		case replication.ROTATE_EVENT:
+			if w.stopAt != "" && ev.next == w.stopAt {
+				w.stopped = true
+				return false, w.closeFile()
+			}
 			if ev.next != w.name || w.f == nil {
 				return false, w.open(ev.next, true)
 			}
@@ -387,6 +409,10 @@ func (w *RelayFileWriter) write(ev *writeEvent) (bool, error) {
 		// now or held it already): make it durable and move on.
 		if err := w.closeFile(); err != nil {
 			return wrote, err
+		}
+		if w.stopAt != "" && ev.next == w.stopAt {
+			w.stopped = true
+			return wrote, nil
 		}
 		return wrote, w.open(ev.next, true)
 	}

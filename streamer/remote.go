@@ -24,8 +24,15 @@ import (
 // the end of the last whole transaction it delivered and skips what it had
 // already delivered of the transaction that was cut, so that its consumer sees
 // the same sequence of events as a clean read: nothing missing, nothing twice.
+// A connection that has gone silent (half-open: the upstream or the network
+// vanished without a reset) is given up after the read timeout, 15s by
+// default.
 //
-// Connecting happens at the first GetEvent, not in NewRemoteReader.
+// Connecting happens at the first GetEvent, not in NewRemoteReader. Until a
+// first connection has succeeded, an upstream that cannot be reached
+// (ErrUnreachable), refuses the user (ErrAccessDenied) or does not resolve
+// (ErrUnknownHost) ends the reader at once: that is a configuration to fix,
+// not a fault to wait out (WithRetryFirstConnect changes it).
 type RemoteReader struct {
 	up    UpstreamConfig
 	cfg   remoteConfig
@@ -39,6 +46,7 @@ type RemoteReader struct {
 	skipUntil *Position // deliver nothing up to here (set by a reconnect)
 	bo        backoff.BackOff
 	failing   time.Time // when the current run of failed connections began
+	connected bool      // a connection has succeeded once
 	gtidMode  bool
 	err       error // terminal error
 
@@ -66,12 +74,18 @@ type remoteConfig struct {
 	dialer         client.Dialer
 	eventQueueSize int
 	skipRows       bool
+	retryFirst     bool
 }
+
+// defaultHeartbeat is the heartbeat period a reader asks for by default; the
+// read timeout is three of them: a half-open connection is noticed within
+// 15s.
+const defaultHeartbeat = 5 * time.Second
 
 func defaultRemoteConfig() remoteConfig {
 	return remoteConfig{
 		logger:         slog.New(slog.DiscardHandler),
-		heartbeat:      30 * time.Second,
+		heartbeat:      defaultHeartbeat,
 		backoffMin:     100 * time.Millisecond,
 		backoffMax:     10 * time.Second,
 		eventQueueSize: 1024,
@@ -108,15 +122,16 @@ func WithLogger(l *slog.Logger) RemoteOption {
 }
 
 // WithHeartbeat sets how often the upstream sends a heartbeat when it has
-// nothing else to send. Default 30s; 0 turns heartbeats off.
+// nothing else to send. Default 5s; 0 turns heartbeats off (and with them
+// the default read timeout).
 func WithHeartbeat(d time.Duration) RemoteOption {
 	return remoteOptionFunc(func(c *remoteConfig) { c.heartbeat = d })
 }
 
 // WithReadTimeout sets how long the reader waits for any packet before it
-// takes the connection for dead and reconnects. Default: three heartbeat
-// periods (90s with the default heartbeat). It must exceed the heartbeat
-// period.
+// takes the connection for dead (half-open) and reconnects. Default: three
+// heartbeat periods (15s with the default heartbeat). It must exceed the
+// heartbeat period.
 func WithReadTimeout(d time.Duration) RemoteOption {
 	return remoteOptionFunc(func(c *remoteConfig) { c.readTimeout = d })
 }
@@ -125,6 +140,16 @@ func WithReadTimeout(d time.Duration) RemoteOption {
 // max. Default 100ms to 10s.
 func WithBackoff(min, max time.Duration) RemoteOption {
 	return remoteOptionFunc(func(c *remoteConfig) { c.backoffMin, c.backoffMax = min, max })
+}
+
+// WithRetryFirstConnect makes the reader retry its first connection as it
+// retries later ones, when the upstream cannot be reached (ErrUnreachable):
+// for a reader that takes over from one that had reached the upstream, so
+// that an outage is waited out rather than taken for a wrong address.
+// Access denied and an unknown host still end it. Default: before its first
+// successful connection the reader ends with ErrUnreachable at once.
+func WithRetryFirstConnect() RemoteOption {
+	return remoteOptionFunc(func(c *remoteConfig) { c.retryFirst = true })
 }
 
 // WithMaxRetryTime bounds how long the reader keeps reconnecting after the
@@ -311,14 +336,16 @@ func (r *RemoteReader) ensureStream(ctx context.Context) (*replication.BinlogStr
 // retryOrFail waits before the next attempt when err is worth retrying, and
 // returns the error to give up with otherwise.
 func (r *RemoteReader) retryOrFail(ctx context.Context, op string, err error) error {
-	return retryOrFail(ctx, &r.cfg, r.bo, &r.failing, r.isClosed(), r.done, r.Source(), op, r.delivered, err)
+	return retryOrFail(ctx, &r.cfg, r.bo, &r.failing, r.connected, r.isClosed(), r.done, r.Source(), op, r.delivered, err)
 }
 
 // retryOrFail, for a reader that lost its connection, waits before the next
 // attempt when err is worth retrying and the retry budget (counted from
 // *failing, the start of this run of failures) is not spent, and returns the
-// error to give up with otherwise. RemoteReader and RawReader share it.
-func retryOrFail(ctx context.Context, cfg *remoteConfig, bo backoff.BackOff, failing *time.Time, closed bool,
+// error to give up with otherwise. An unreachable upstream is worth retrying
+// only once it has been reached (connected) or with WithRetryFirstConnect.
+// RemoteReader and RawReader share it.
+func retryOrFail(ctx context.Context, cfg *remoteConfig, bo backoff.BackOff, failing *time.Time, connected, closed bool,
 	done <-chan struct{}, source, op string, delivered Position, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -327,7 +354,7 @@ func retryOrFail(ctx context.Context, cfg *remoteConfig, bo backoff.BackOff, fai
 		return &Error{Source: source, Op: op, Pos: delivered, Kind: ErrClosed}
 	}
 	kind, retryable := classify(err)
-	if !retryable {
+	if !retryable || (kind == ErrUnreachable && !connected && !cfg.retryFirst) {
 		return &Error{Source: source, Op: op, Pos: delivered, Kind: kind, Err: err}
 	}
 	now := time.Now()
@@ -457,6 +484,7 @@ func (r *RemoteReader) connect(ctx context.Context) (*replication.BinlogStreamer
 		return nil, &Error{Source: r.Source(), Op: "connect", Pos: r.delivered, Kind: ErrClosed}
 	}
 	r.syncer, r.stream = syncer, stream
+	r.connected = true
 	r.cfg.logger.Info("reading upstream binlog", slog.String("source", r.Source()),
 		slog.String("from", r.safe.String()), slog.Bool("gtid", r.gtidMode),
 		slog.Uint64("server-id", uint64(up.ServerID)))

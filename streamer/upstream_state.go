@@ -29,7 +29,9 @@ type UpstreamState struct {
 }
 
 // QueryUpstream connects to up and reads its identity, binlog files and
-// current position.
+// current position. A connection that cannot be opened fails with
+// ErrUnreachable, a refused login with ErrAccessDenied, a host name that
+// does not resolve with ErrUnknownHost; it does not retry.
 func QueryUpstream(ctx context.Context, up UpstreamConfig) (UpstreamState, error) {
 	var st UpstreamState
 	if err := up.Validate(); err != nil {

@@ -19,7 +19,9 @@
 //     exactly that point).
 //   - -data-dir DIR: keep a relay log of the upstream in DIR/relay and
 //     replicate from it (the worker's local state); without it, the
-//     subtask reads the upstream directly.
+//     subtask reads the upstream directly. The relay begins at the
+//     upstream's current file and fetches older files when -start (or the
+//     checkpoint) needs them, as long as the upstream still has them.
 //   - -etcd ENDPOINTS (comma-separated): cluster mode. The process is one
 //     worker of a cluster, named by -worker (default: the host name; names
 //     must differ within a cluster). It writes the source's and the task's
@@ -85,18 +87,29 @@
 //
 // pos is the last checkpoint saved (the text form of streamer.Position,
 // GTID set included when known), rows the rows applied since the start of
-// this run, rows/s the rate over the last second, lag how far the last event
-// read is behind the upstream's clock. A last line with the final state is
-// printed when the program stops.
+// this run, rows/s the rate over the last second, lag the syncer's
+// LagSeconds: the seconds since everything the upstream had written was
+// last known to be applied downstream (0 when caught up; it grows while
+// applying is held up, or while the upstream is out of sight). A last line
+// with the final state is printed when the program stops.
 //
 // # Stopping
 //
 // SIGINT or SIGTERM stop replication cleanly: the checkpoint is saved and
-// the program exits 0. Retryable faults (a connection lost for good, the
-// downstream away) are resumed automatically with backoff (1s to 1m, 10
-// attempts). Any other error stops replication and exits 1, printed to
-// stderr with the position and statement; for a DDL the syncer cannot apply
-// the message says how to get past it (there is no skip flag yet). Bad flags
+// the program exits 0. An upstream that cannot be reached (nothing answers
+// at -from's address) or refuses the login before it has ever answered is
+// a mistake in the flags, not a fault to wait out: the program says so and
+// exits 1 within seconds. Once it has answered, connection faults are
+// retried by the reader (a dead connection is noticed within 15s), and
+// retryable faults (a connection lost for good, the downstream away) are
+// resumed automatically with backoff (1s to 1m, 10 attempts without
+// progress), each retry logged to stderr with its cause. Any other error
+// stops replication and exits 1, printed to stderr with the position and
+// statement; for a DDL the syncer cannot apply the message says how to get
+// past it (there is no skip flag yet). With -data-dir, a relay that cannot
+// start or goes on failing (its directory damaged or not writable, in use by
+// another process) exits 1 with the relay's error, naming the file and
+// offset; the relay files are created 0640 in 0750 directories. Bad flags
 // exit 2. The passwords are never printed. Warnings (such as failed
 // connection attempts) are logged to stderr.
 package main
@@ -451,10 +464,20 @@ func printProgress(w io.Writer, prefix string, st dmworker.SyncerStatus, rows in
 	fmt.Fprintf(w, "%spos=%s rows=%d rows/s=%.1f lag=%.1fs\n", prefix, st.Checkpoint, st.Rows, rate, st.LagSeconds)
 }
 
-// reportError prints the error that stopped replication, and for a DDL the
-// syncer cannot apply, how to get past it.
+// reportError prints the error that stopped replication, and what to check
+// or do about it: for an upstream that cannot be reached or refuses the
+// login, the flag to fix; for a DDL the syncer cannot apply, how to get
+// past it.
 func reportError(w io.Writer, err error) {
 	fmt.Fprintln(w, "migrate:", err)
+	switch {
+	case errors.Is(err, streamer.ErrUnreachable):
+		fmt.Fprintln(w, "migrate: the upstream cannot be reached: check the host and port of -from, and that the server is up")
+	case errors.Is(err, streamer.ErrAccessDenied):
+		fmt.Fprintln(w, "migrate: the upstream refused the login: check the user and password of -from")
+	case errors.Is(err, streamer.ErrUnknownHost):
+		fmt.Fprintln(w, "migrate: the upstream's host name does not resolve: check the host of -from")
+	}
 	var se *dmworker.SyncError
 	if errors.As(err, &se) && errors.Is(err, dmworker.ErrUnsupportedDDL) {
 		fmt.Fprintf(w, "migrate: replication stopped on the statement:\n\t%s\n", se.Statement)

@@ -4,11 +4,18 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -294,5 +301,275 @@ func waitOutput(t *testing.T, out, errOut *syncBuffer, want string) {
 			t.Fatalf("no %q after a minute:\n%s\n%s", want, out.String(), errOut.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestMigrateFailsFastOnBadUpstream: an upstream address nothing listens on,
+// or a wrong password, ends the program with exit 1 within seconds and a
+// message that says what to fix (a wrong port used to be retried for
+// minutes, with a warning a second).
+func TestMigrateFailsFastOnBadUpstream(t *testing.T) {
+	up := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 74})
+	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 75})
+	to := fmt.Sprintf("%s:%s@%s", down.User, down.Password, down.Addr())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	const badPassword = "not-the-Password-45"
+	for _, tc := range []struct {
+		name, from, want string
+	}{
+		{"wrong port", fmt.Sprintf("%s:%s@%s", up.User, up.Password, closed), "check the host and port of -from"},
+		{"wrong password", fmt.Sprintf("%s:%s@%s", up.User, badPassword, up.Addr()), "check the user and password of -from"},
+	} {
+		for _, relay := range []bool{false, true} {
+			var extra []string
+			if relay {
+				extra = []string{"-data-dir", t.TempDir()}
+			}
+			t.Run(fmt.Sprintf("%s relay=%v", tc.name, relay), func(t *testing.T) {
+				// Retrying shows as this deadline passing (and exit 0).
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				defer cancel()
+				var stdout, stderr syncBuffer
+				code := run(ctx, append([]string{"-from", tc.from, "-to", to}, extra...), &stdout, &stderr)
+				if code != 1 || ctx.Err() != nil {
+					t.Fatalf("exit %d (context: %v)\nstdout:\n%s\nstderr:\n%s", code, ctx.Err(), stdout.String(), stderr.String())
+				}
+				if !strings.Contains(stderr.String(), tc.want) {
+					t.Fatalf("stderr does not say %q:\n%s", tc.want, stderr.String())
+				}
+				for _, pw := range []string{up.Password, badPassword} {
+					if strings.Contains(stdout.String()+stderr.String(), pw) {
+						t.Fatalf("the output shows the password:\n%s\n%s", stdout.String(), stderr.String())
+					}
+				}
+			})
+		}
+	}
+}
+
+// childEnv makes the test binary run migrate with the JSON-encoded
+// arguments it holds instead of the tests (see runAsNobody).
+const childEnv = "MIGRATE_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		var args []string
+		if err := json.Unmarshal([]byte(spec), &args); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		code := run(ctx, args, os.Stdout, os.Stderr)
+		cancel()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// runAsNobody runs migrate with args in a child process as user nobody
+// (for root, whom file permissions do not stop) and returns its exit status
+// and output.
+func runAsNobody(t *testing.T, args []string) (int, string, string) {
+	t.Helper()
+	uid, gid := uint32(65534), uint32(65534)
+	if u, err := user.Lookup("nobody"); err == nil {
+		if n, err := strconv.Atoi(u.Uid); err == nil {
+			uid = uint32(n)
+		}
+		if n, err := strconv.Atoi(u.Gid); err == nil {
+			gid = uint32(n)
+		}
+	}
+	// The test binary lives in a directory only root may enter.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.MkdirTemp("", "migrate-test-bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(bin) })
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(bin, "migrate.test")
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := json.Marshal(args)
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
+	cmd.Dir = bin
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.ExitCode(), stdout.String(), stderr.String()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return 0, stdout.String(), stderr.String()
+}
+
+// copyTree copies the directory tree from into to.
+func copyTree(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.Walk(from, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, p)
+		dst := filepath.Join(to, rel)
+		if info.IsDir() {
+			return os.MkdirAll(dst, info.Mode().Perm())
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, data, info.Mode().Perm())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMigrateRelayCannotStart: with -data-dir, a relay that cannot start
+// (its newest file truncated below what relay.meta says, garbage in
+// relay.meta or in server-uuid.index, a read-only relay directory) makes
+// migrate print the relay's error, naming the file, and exit 1, instead of
+// printing progress forever.
+func TestMigrateRelayCannotStart(t *testing.T) {
+	up := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 420})
+	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 421})
+	from := fmt.Sprintf("%s:%s@%s", up.User, up.Password, up.Addr())
+	to := fmt.Sprintf("%s:%s@%s", down.User, down.Password, down.Addr())
+	up.Exec(t, "CREATE DATABASE wl")
+	up.Exec(t, "CREATE TABLE wl.t (id INT PRIMARY KEY, v VARCHAR(64))")
+	down.Exec(t, "CREATE DATABASE wl")
+	down.Exec(t, "CREATE TABLE wl.t (id INT PRIMARY KEY, v VARCHAR(64))")
+
+	// A relay to damage: one run that copies a few transactions.
+	pristine := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"-from", from, "-to", to, "-data-dir", pristine, "-exit-when-idle", "1s"}, &stdout, &stderr)
+	}()
+	waitOutput(t, &stdout, &stderr, "pos=mysql-bin")
+	for i := 0; i < 20; i++ {
+		up.Exec(t, "INSERT INTO wl.t VALUES (?, ?)", i, fmt.Sprint("v", i))
+	}
+	if code := <-done; code != 0 {
+		t.Fatalf("first run: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	relay := filepath.Join("relay", up.Addr())
+	sub := filepath.Join(relay, "0-420.000001")
+
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, dir string) string // returns the path the error names
+	}{
+		{"newest file truncated below relay.meta", func(t *testing.T, dir string) string {
+			f := filepath.Join(dir, sub, "mysql-bin.000001")
+			st, err := os.Stat(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(f, st.Size()-50); err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}},
+		{"garbage in relay.meta", func(t *testing.T, dir string) string {
+			f := filepath.Join(dir, sub, "relay.meta")
+			if err := os.WriteFile(f, []byte("\x00\x01\x02 not toml [[["), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}},
+		{"garbage in server-uuid.index", func(t *testing.T, dir string) string {
+			f := filepath.Join(dir, relay, "server-uuid.index")
+			if err := os.WriteFile(f, []byte("\x00\x01\x02\n"), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}},
+		{"read-only relay directory", func(t *testing.T, dir string) string {
+			// Read-only for the process: for root (whom permissions do not
+			// stop) the child runs as nobody, who may read but not write.
+			ro := func(m os.FileMode) os.FileMode { return m &^ 0o222 }
+			if os.Geteuid() == 0 {
+				ro = func(m os.FileMode) os.FileMode { return m | 0o444 | (m&0o100)>>3 | (m&0o100)>>6 }
+			}
+			filepath.Walk(filepath.Join(dir, "relay"), func(p string, info os.FileInfo, err error) error {
+				if err == nil {
+					err = os.Chmod(p, ro(info.Mode().Perm()))
+				}
+				return err
+			})
+			t.Cleanup(func() {
+				filepath.Walk(filepath.Join(dir, "relay"), func(p string, info os.FileInfo, err error) error {
+					if err == nil {
+						err = os.Chmod(p, info.Mode().Perm()|0o200)
+					}
+					return err
+				})
+			})
+			return filepath.Join(dir, relay)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			asNobody := strings.HasPrefix(tc.name, "read-only") && os.Geteuid() == 0
+			dir := t.TempDir()
+			if asNobody {
+				// Where nobody may go (t.TempDir's parents are root's).
+				var err error
+				if dir, err = os.MkdirTemp("", "migrate-ro"); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { os.RemoveAll(dir) })
+				if err := os.Chmod(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			copyTree(t, pristine, dir)
+			names := tc.damage(t, dir)
+			up.Exec(t, "INSERT INTO wl.t VALUES (?, 'after') ON DUPLICATE KEY UPDATE v = 'after'", 100)
+			args := []string{"-from", from, "-to", to, "-data-dir", dir}
+			var code int
+			var out, errOut string
+			if asNobody {
+				code, out, errOut = runAsNobody(t, args)
+			} else {
+				rctx, rcancel := context.WithTimeout(t.Context(), 2*time.Minute)
+				var so, se syncBuffer
+				code = run(rctx, args, &so, &se)
+				if rctx.Err() != nil {
+					t.Errorf("migrate ran until the test's deadline ended it")
+				}
+				rcancel()
+				out, errOut = so.String(), se.String()
+			}
+			t.Logf("exit %d, stderr:\n%s", code, errOut)
+			if code != 1 || !strings.Contains(errOut, "migrate: ") || !strings.Contains(errOut, names) || !strings.Contains(errOut, "relay") {
+				t.Fatalf("exit %d: want 1 and the relay's error naming %s on stderr\nstdout:\n%s\nstderr:\n%s", code, names, out, errOut)
+			}
+		})
 	}
 }

@@ -57,8 +57,11 @@
 //
 // SIGINT or SIGTERM stop the relay, which makes what it has written durable,
 // and exit 0; so does -exit-when-idle. A fault the relay cannot retry (bad
-// credentials, a relay directory in use or damaged before its durable end)
-// goes to stderr, never with the password, and exits 1. Bad flags exit 2.
+// credentials, a relay directory in use, not writable, or damaged in a way
+// a crash cannot leave it: a file cut short before its durable end, garbage
+// in relay.meta or server-uuid.index, an index that lost subdirectories)
+// goes to stderr, never with the password, naming the file and offset, and
+// exits 1; the directory is left as it was. Bad flags exit 2.
 // Warnings, such as each failed connection attempt, are logged to stderr.
 package main
 

@@ -202,3 +202,40 @@ func TestParseArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestRunRefusesDamagedIndex: a server-uuid.index that was emptied or
+// overwritten with garbage is not written anew (which dropped the older
+// subdirectories from the relay): the program prints the error, naming the
+// index, and exits 1, leaving the index as it was.
+func TestRunRefusesDamagedIndex(t *testing.T) {
+	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 10})
+	db := m.DB(t)
+	m.Exec(t, "CREATE DATABASE wl; CREATE TABLE wl.t (id INT PRIMARY KEY, v VARCHAR(400))")
+	workload(t, db, 0, 10)
+	from := fmt.Sprintf("%s:%s@%s", m.User, m.Password, m.Addr())
+	for _, garbage := range []string{"", "\n \n", "\x00\x01\x02\x03", "not-a-subdir\n"} {
+		t.Run(fmt.Sprintf("%q", garbage), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "relay")
+			args := []string{"-from", from, "-dir", dir, "-exit-when-idle", "500ms"}
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+			defer cancel()
+			var stdout, stderr bytes.Buffer
+			if c := run(ctx, args, &stdout, &stderr); c != 0 {
+				t.Fatalf("first run: exit %d, stderr:\n%s", c, stderr.String())
+			}
+			index := filepath.Join(dir, streamer.RelayIndexFile)
+			if err := os.WriteFile(index, []byte(garbage), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			stdout.Reset()
+			stderr.Reset()
+			c := run(ctx, args, &stdout, &stderr)
+			if c != 1 || !strings.Contains(stderr.String(), index) || !strings.Contains(stderr.String(), "relay log corrupt") {
+				t.Fatalf("exit %d: want 1 and an error naming %s\nstderr:\n%s", c, index, stderr.String())
+			}
+			if got, _ := os.ReadFile(index); string(got) != garbage {
+				t.Fatalf("the index was rewritten: %q", got)
+			}
+		})
+	}
+}

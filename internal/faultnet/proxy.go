@@ -16,6 +16,7 @@ type Proxy struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
 	stalled  bool
+	frozen   map[net.Conn]bool // connections stalled by StallOpen
 	closed   bool
 	conns    map[net.Conn]struct{}
 	accepted int
@@ -28,7 +29,7 @@ func New(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, frozen: map[net.Conn]bool{}}
 	p.cond = sync.NewCond(&p.mu)
 	p.wg.Add(1)
 	go p.acceptLoop()
@@ -56,6 +57,17 @@ func (p *Proxy) Stall(on bool) {
 	p.stalled = on
 	p.mu.Unlock()
 	p.cond.Broadcast()
+}
+
+// StallOpen stops the flow of bytes, for good, on the connections open now,
+// without closing them, while new connections work: a half-open connection
+// (the peer or a middlebox vanished without a reset). Close releases them.
+func (p *Proxy) StallOpen() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		p.frozen[c] = true
+	}
 }
 
 // CutAll closes every open connection, as a reset would.
@@ -120,6 +132,8 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 		p.mu.Lock()
 		delete(p.conns, dst)
 		delete(p.conns, src)
+		delete(p.frozen, dst)
+		delete(p.frozen, src)
 		p.mu.Unlock()
 	}()
 	buf := make([]byte, 32<<10)
@@ -127,7 +141,7 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
-			for p.stalled && !p.closed {
+			for (p.stalled || p.frozen[src]) && !p.closed {
 				p.cond.Wait()
 			}
 			p.mu.Unlock()

@@ -1,0 +1,164 @@
+package dmworker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// hold makes sure the relay holds the binlog file that a reader named name,
+// starting at start (a file, or a GTID set alone), begins with. A start at
+// or after the relay's oldest file needs nothing (the local reader waits for
+// a file not written yet). A start before it is fetched: the upstream's
+// files from the start's up to the relay's oldest are copied into the
+// relay's oldest subdirectory, provided that subdirectory is the one being
+// written (the upstream's current binlog history). The reader's
+// registration is taken first, so that purge keeps what is fetched.
+//
+// Errors: streamer.ErrBinlogPurged when the upstream no longer has the
+// file (SHOW BINARY LOGS); an error naming both histories when the relay's
+// oldest subdirectory copies another server or an earlier binlog history.
+func (r *Relay) hold(ctx context.Context, name string, start streamer.Position) error {
+	want := start.Name
+	if want == "" && start.GTIDSet == nil {
+		return nil
+	}
+	sub, oldest, err := r.oldestFile()
+	if err != nil || oldest == "" {
+		return err
+	}
+	if want != "" && (!older(want, oldest) || r.holds(want)) {
+		return nil
+	}
+	r.mu.Lock()
+	current, identity := r.relayed.SubDir, r.identity
+	r.mu.Unlock()
+	st, err := streamer.QueryUpstream(ctx, r.up)
+	if err != nil {
+		return err
+	}
+	if want == "" {
+		// A GTID set: the upstream says which file holds the first
+		// transaction after it.
+		up := r.up
+		up.Flavor, up.ServerID = st.Flavor, 0
+		if want, err = locateGTID(ctx, up, start.GTIDSet, r.opts.remoteOpts); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			// The relay may still serve it (the upstream purged what the
+			// relay holds): the local reader decides.
+			r.log.Info("the upstream cannot locate a reader's GTID start", slog.String("reader", name), slog.String("error", err.Error()))
+			return nil
+		}
+		if !older(want, oldest) || r.holds(want) {
+			return nil
+		}
+	}
+	notServable := func(why string) error {
+		// Not a streamer.Error: no retry helps.
+		return fmt.Errorf("dmworker: relay %s: start %s: the relay's oldest file is %s/%s and %s cannot be fetched before it: %s",
+			r.dir, start, sub, oldest, want, why)
+	}
+	if sub != current || st.Identity != identity {
+		return notServable(fmt.Sprintf("that subdirectory copies another binlog history than the upstream %s (%s)", r.up.SourceName(), st.Identity))
+	}
+	upHas := func(f string) bool {
+		return slices.ContainsFunc(st.Binlogs, func(b streamer.BinlogFile) bool { return b.Name == f })
+	}
+	if !upHas(want) {
+		upOldest := "none"
+		if len(st.Binlogs) > 0 {
+			upOldest = st.Binlogs[0].Name
+		}
+		return &streamer.Error{Source: r.dir, Op: "open", Pos: start, Kind: streamer.ErrBinlogPurged,
+			Err: fmt.Errorf("%s is not in the relay (its oldest file is %s/%s) and the upstream %s has purged it (its oldest binlog is %s)",
+				want, sub, oldest, r.up.SourceName(), upOldest)}
+	}
+	if !upHas(oldest) {
+		return notServable(fmt.Sprintf("the upstream %s no longer lists %s", r.up.SourceName(), oldest))
+	}
+
+	lease, err := r.RegisterReader(name, streamer.RelayPos{SubDir: sub, Name: want, Offset: 4})
+	if err != nil {
+		return err
+	}
+	if err := r.fetch(ctx, sub, want, st.Flavor); err != nil {
+		lease.Release()
+		return err
+	}
+	return nil
+}
+
+// fetch copies the upstream's files from want up to the oldest file of
+// subdirectory sub, one copy at a time.
+func (r *Relay) fetch(ctx context.Context, sub, want, flavor string) error {
+	select {
+	case r.copying <- struct{}{}:
+		defer func() { <-r.copying }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	r.mu.Lock()
+	stage := r.stage
+	r.mu.Unlock()
+	if stage != RelayRunning && stage != RelayPaused {
+		// Without Run, the directory is not locked.
+		return fmt.Errorf("dmworker: relay %s: cannot fetch %s: the relay is %s", r.dir, want, stage)
+	}
+	// Another reader may have fetched it meanwhile.
+	s, oldest, err := r.oldestFile()
+	if err != nil {
+		return err
+	}
+	if s != sub || !older(want, oldest) {
+		return nil
+	}
+	up := r.up
+	// Its own server id: a second dump under the relay's id would make the
+	// upstream drop the relay's connection.
+	up.Flavor, up.ServerID = flavor, 0
+	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger)}, r.opts.remoteOpts...)
+	r.log.Info("relay fetching older upstream files", slog.String("subdir", sub), slog.String("from", want), slog.String("until", oldest))
+	files, err := streamer.CopyUpstreamFiles(ctx, up, filepath.Join(r.dir, sub), want, oldest, r.opts.relayFileMode, ropts...)
+	if err != nil {
+		return fmt.Errorf("dmworker: relay %s: fetch %s up to %s/%s from the upstream: %w", r.dir, want, sub, oldest, err)
+	}
+	r.log.Info("relay fetched older upstream files", slog.String("subdir", sub), slog.Any("files", files))
+	return nil
+}
+
+// oldestFile is the relay's oldest subdirectory and its oldest file ("" when
+// it has none).
+func (r *Relay) oldestFile() (sub, file string, err error) {
+	names, err := streamer.ReadRelayIndex(r.dir)
+	if err != nil || len(names) == 0 {
+		return "", "", err
+	}
+	files, err := streamer.RelayFiles(filepath.Join(r.dir, names[0]))
+	if err != nil || len(files) == 0 {
+		return names[0], "", err
+	}
+	return names[0], files[0], nil
+}
+
+// holds reports whether a subdirectory of the relay has the file (after a
+// change of upstream, file names may start over in a newer one).
+func (r *Relay) holds(file string) bool {
+	names, _ := streamer.ReadRelayIndex(r.dir)
+	for _, n := range names {
+		if fs, err := streamer.RelayFiles(filepath.Join(r.dir, n)); err == nil && slices.Contains(fs, file) {
+			return true
+		}
+	}
+	return false
+}
+
+// older reports whether binlog file a comes before b.
+func older(a, b string) bool {
+	return streamer.Position{Name: a}.Compare(streamer.Position{Name: b}) < 0
+}
