@@ -76,15 +76,10 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	if found && len(cp.Snapshot) > 0 {
 		return s.wrap(cp.Pos, "", "", errors.New("the snapshot of existing data is not finished: run the task in mode full or all first"))
 	}
-	if err := checkUpstreamBinlog(ctx, s.cfg.Upstream); err != nil {
-		if errors.Is(err, ErrBinlogFormat) || !found {
+	if found {
+		if err := s.checkBinlog(ctx); err != nil {
 			return s.wrap(cp.Pos, "", "", err)
 		}
-		// Resuming, maybe from a relay while the upstream is away: the
-		// events themselves are checked as they come.
-		s.log.Warn("cannot check the upstream's binlog settings", slog.String("error", err.Error()))
-	}
-	if found {
 		if len(cp.Schema) == 0 {
 			return s.wrap(cp.Pos, "", "", errors.New("the checkpoint carries no schema"))
 		}
@@ -111,6 +106,9 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	} else {
 		st, err := s.queryUpstream(ctx)
 		if err != nil {
+			return s.wrap(streamer.Position{}, "", "", err)
+		}
+		if err := s.checkBinlog(ctx); err != nil {
 			return s.wrap(streamer.Position{}, "", "", err)
 		}
 		start = s.cfg.Start
@@ -267,6 +265,20 @@ func openUpstreamDB(up streamer.UpstreamConfig) (*sql.DB, error) {
 	db := sql.OpenDB(conn)
 	db.SetMaxOpenConns(2)
 	return db, nil
+}
+
+// checkBinlog refuses an upstream whose binlog settings lose row changes
+// (ErrBinlogFormat). When it cannot read them (the upstream away while a
+// run resumes from a relay, say) it only warns: queryUpstream and the reader
+// report an unreachable upstream, and statements logged in place of rows
+// stop the run as they come (ErrStatementBinlog).
+func (s *Syncer) checkBinlog(ctx context.Context) error {
+	err := checkUpstreamBinlog(ctx, s.cfg.Upstream)
+	if err == nil || errors.Is(err, ErrBinlogFormat) {
+		return err
+	}
+	s.log.Warn("cannot check the upstream's binlog settings", slog.String("error", err.Error()))
+	return nil
 }
 
 // checkUpstreamBinlog refuses an upstream whose binlog does not carry every

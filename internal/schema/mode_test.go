@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/go-mysql-org/go-mysql/replication"
@@ -262,4 +263,54 @@ func FuzzSplitMode(f *testing.F) {
 			_, _ = s.Render(nil)
 		}
 	})
+}
+
+// TestConcurrentSplitRender: Split and Render from many goroutines give
+// what they give alone (the pooled parsers reuse their result slices).
+func TestConcurrentSplitRender(t *testing.T) {
+	type query struct {
+		mode SQLMode
+		q    string
+	}
+	var queries []query
+	for _, g := range modeDDL[:3] {
+		for _, q := range g.stmts {
+			queries = append(queries, query{ParseSQLMode(g.mode), q})
+		}
+	}
+	render := func(q query) string {
+		stmts, err := SplitMode(q.mode, "md", q.q)
+		if err != nil {
+			t.Error(err)
+			return ""
+		}
+		var out []string
+		for _, s := range stmts {
+			r, err := s.Render(nil)
+			if err != nil {
+				t.Error(err)
+			}
+			out = append(out, r)
+		}
+		return strings.Join(out, "; ")
+	}
+	want := map[string]string{}
+	for _, q := range queries {
+		want[q.q] = render(q)
+	}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 300 {
+				q := queries[(w+i)%len(queries)]
+				if got := render(q); got != want[q.q] {
+					t.Errorf("%q rendered as %q, alone %q", q.q, got, want[q.q])
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -3,6 +3,7 @@ package schema
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -127,13 +128,15 @@ func unsupported(query string, format string, args ...any) error {
 
 var parsers = sync.Pool{New: func() any { return parser.New() }}
 
-// parse parses src under mode with a pooled parser.
+// parse parses src under mode with a pooled parser. The parser reuses the
+// slice it returns at its next parse: the caller gets a copy, since the
+// parser goes back to the pool (the nodes themselves are the caller's).
 func parse(src string, mode SQLMode) ([]ast.StmtNode, error) {
 	p := parsers.Get().(*parser.Parser)
 	defer parsers.Put(p)
 	p.SetSQLMode(mode.parserMode())
 	nodes, _, err := p.Parse(src, "", "")
-	return nodes, err
+	return slices.Clone(nodes), err
 }
 
 // parseQuery parses query, written under mode, through the MariaDB compat
