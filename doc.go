@@ -34,6 +34,27 @@
 //     makes it stop everything at once while its registration is not
 //     confirmed, and start again from its state when it is.
 //
+// # What the upstream must be
+//
+// The binlog must carry every row change in full: binlog_format=ROW and
+// binlog_row_image=FULL. A Syncer (and a SubTask in mode all, before it
+// copies anything) checks both at start and refuses others with
+// ErrBinlogFormat, saying what to set. A row change that still arrives as a
+// statement (a session that set binlog_format=STATEMENT or MIXED) on a table
+// the task replicates stops it with ErrStatementBinlog at that statement,
+// before its checkpoint passes it: its rows are nowhere in the binlog.
+//
+// Any sql_mode is fine, global or per session. The library's own
+// connections to the upstream set an empty session sql_mode (so SHOW CREATE
+// prints backquoted names and every option), and each DDL of the binlog is
+// parsed with the sql_mode its query event recorded (ANSI_QUOTES,
+// PIPES_AS_CONCAT, IGNORE_SPACE, NO_BACKSLASH_ESCAPES, HIGH_NOT_PRECEDENCE,
+// REAL_AS_FLOAT, ANSI, MAXDB, EMPTY_STRING_IS_NULL, and MariaDB's ORACLE with
+// its VARCHAR2, NUMBER, RAW, CLOB, BLOB and DATE types). DDL.Query is written
+// back in the default mode, with the same meaning; expressions whose ORACLE
+// meaning has no default-mode spelling (||, CONCAT, LENGTH, TRIM, ...) are
+// refused as ErrUnsupportedDDL (Replace them).
+//
 // # etcd key layout
 //
 // Every key lives under one prefix (DefaultEtcdPrefix, "/dmworker/", unless

@@ -249,9 +249,17 @@ type Fence struct {
 // DDL is one schema change, after routing.
 type DDL struct {
 	// Schema and Table name the (routed) table the statement changes;
-	// Table is empty for schema-level statements.
+	// Table is empty for schema-level statements (among them the CREATE
+	// DATABASE IF NOT EXISTS the syncer and the snapshot run for a schema
+	// that routed tables go to).
 	Schema, Table string
-	// Query is the statement to run downstream, with table names routed.
+	// Query is the statement to run downstream, with table names routed,
+	// written for the default sql_mode whatever the upstream's was
+	// (backquoted names, CONCAT for ||, FLOAT for REAL under
+	// REAL_AS_FLOAT, ...): run it in a session whose sql_mode has none of
+	// ANSI_QUOTES, PIPES_AS_CONCAT, NO_BACKSLASH_ESCAPES,
+	// HIGH_NOT_PRECEDENCE, REAL_AS_FLOAT, ORACLE, MAXDB and
+	// EMPTY_STRING_IS_NULL, as mysqlsink does.
 	Query string
 	// SourceQuery is the statement as the upstream logged it.
 	SourceQuery string

@@ -87,10 +87,14 @@ func (c *snapshotCopy) prepare(ctx context.Context, conn *sql.Conn) error {
 	type create struct {
 		db, object, query string
 		t                 *snapshot.TablePlan // for a table
+		// schema is set for the downstream schema of routed tables
+		// (rules.targetSchema): query creates it and runs as it is.
+		schema string
 	}
 	var creates []create
 	seen := map[string]bool{}
 	targets := map[string]int{}
+	madeSchemas := map[string]bool{}
 	for _, t := range c.prog.Tables {
 		def, ok := c.tracker.Table(t.Schema, t.Name)
 		if !ok {
@@ -106,6 +110,11 @@ func (c *snapshotCopy) prepare(ctx context.Context, conn *sql.Conn) error {
 				return u.wrap(pos, t.Schema, "SHOW CREATE DATABASE", err)
 			}
 			creates = append(creates, create{db: t.Schema, object: t.Schema, query: q})
+		}
+		if ts, ok := u.rules.targetSchema(schema.TableName{Schema: t.Schema, Name: t.Name}); ok && !madeSchemas[ts] {
+			madeSchemas[ts] = true
+			cs, coll, _ := c.tracker.Database(t.Schema)
+			creates = append(creates, create{object: ts, query: createSchemaSQL(ts, cs, coll), schema: ts})
 		}
 		var name, q string
 		if err := conn.QueryRowContext(ctx, "SHOW CREATE TABLE "+quoteIdent(t.Schema)+"."+quoteIdent(t.Name)).Scan(&name, &q); err != nil {
@@ -152,6 +161,13 @@ func (c *snapshotCopy) prepare(ctx context.Context, conn *sql.Conn) error {
 		}
 	}
 	for _, cr := range creates {
+		if cr.schema != "" {
+			d := &DDL{Schema: cr.schema, Query: cr.query, SourceQuery: cr.query, Pos: pos, SafeMode: true}
+			if err := c.retry(ctx, func() error { return u.sink.ExecDDL(ctx, d) }); err != nil {
+				return u.wrap(pos, cr.object, cr.query, err)
+			}
+			continue
+		}
 		if err := c.createDDL(ctx, cr.db, cr.query, cr.object); err != nil {
 			return err
 		}

@@ -462,6 +462,13 @@ func (t *SubTask) runUnits(ctx context.Context, s *Syncer) (finished bool, err e
 		t.mu.Lock()
 		snap := t.snap
 		t.mu.Unlock()
+		if cfg.Mode == ModeAll && !snap.status().Done {
+			// The syncer would refuse the binlog after the copy: say so
+			// before it.
+			if err := checkUpstreamBinlog(ctx, t.up); errors.Is(err, ErrBinlogFormat) {
+				return false, t.errorf("check upstream", "%w", err)
+			}
+		}
 		if _, err := snap.run(ctx); err != nil {
 			return false, err
 		}
@@ -690,8 +697,8 @@ func (t *SubTask) Stop() {
 	}
 }
 
-// Skip tells the syncer to pass over the event at pos (the position an
-// error reported) the next time it reaches it; Resume to go on.
+// Skip tells the syncer to pass over the DDL at pos (a *SyncError's Start or
+// Pos, see Syncer.Skip) the next time it reaches it; Resume to go on.
 func (t *SubTask) Skip(pos streamer.Position) {
 	t.mu.Lock()
 	s := t.syncer
@@ -699,8 +706,8 @@ func (t *SubTask) Skip(pos streamer.Position) {
 	s.Skip(pos)
 }
 
-// Replace tells the syncer to run stmts instead of the DDL at pos the next
-// time it reaches it; Resume to go on.
+// Replace tells the syncer to run stmts instead of the DDL at pos (a
+// *SyncError's Start or Pos) the next time it reaches it; Resume to go on.
 func (t *SubTask) Replace(pos streamer.Position, stmts ...string) {
 	t.mu.Lock()
 	s := t.syncer

@@ -269,8 +269,10 @@ func (s sinkStore) Load(ctx context.Context, task, source string) (Checkpoint, b
 }
 func (s sinkStore) Save(ctx context.Context, cp Checkpoint) error { return s.s.SaveCheckpoint(ctx, cp) }
 
-// Skip tells the syncer to pass over the event at pos (the position an
-// error reported) the next time it reaches it.
+// Skip tells the syncer to pass over the DDL at pos the next time it
+// reaches it. pos is either position a *SyncError names: its Start (where
+// the event begins) or its Pos (right after it); only the file and offset
+// count.
 func (s *Syncer) Skip(pos streamer.Position) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -278,8 +280,9 @@ func (s *Syncer) Skip(pos streamer.Position) {
 }
 
 // Replace tells the syncer to run stmts downstream instead of the DDL at pos
-// the next time it reaches it. The statements are applied to the tracked
-// schema too; they are taken as written, not routed.
+// (a *SyncError's Start or Pos, as for Skip) the next time it reaches it.
+// The statements are applied to the tracked schema too; they are taken as
+// written, in the default sql_mode, not routed.
 func (s *Syncer) Replace(pos streamer.Position, stmts ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -288,14 +291,23 @@ func (s *Syncer) Replace(pos streamer.Position, stmts ...string) {
 
 func opKey(p streamer.Position) string { return fmt.Sprintf("%s:%d", p.Name, p.Offset) }
 
-func (s *Syncer) takeOperator(p streamer.Position) (errorOperator, bool) {
+// takeOperator returns (and forgets) what the host said to do with the
+// event that ends at end and starts at start. No other event the syncer
+// asks about ends where this one starts: the event before a statement is
+// its transaction's GTID event.
+func (s *Syncer) takeOperator(end, start streamer.Position) (errorOperator, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	op, ok := s.operators[opKey(p)]
-	if ok {
-		delete(s.operators, opKey(p))
+	for _, p := range []streamer.Position{end, start} {
+		if p.Name == "" {
+			continue
+		}
+		if op, ok := s.operators[opKey(p)]; ok {
+			delete(s.operators, opKey(p))
+			return op, true
+		}
 	}
-	return op, ok
+	return errorOperator{}, false
 }
 
 // SyncerStatus is a snapshot of a syncer's progress.
@@ -396,13 +408,36 @@ var (
 	ErrUnknownTable = errors.New("dmworker: no definition for the table")
 	// ErrSyncerRunning is returned by a second concurrent Run.
 	ErrSyncerRunning = errors.New("dmworker: syncer already running")
+	// ErrStatementBinlog is a row change the upstream logged as an SQL
+	// statement (binlog_format STATEMENT or MIXED, globally or in the
+	// writing session) on a table the task replicates: its rows never
+	// reach the binlog as row events, so the syncer stops there, before
+	// its checkpoint passes the statement. The SyncError names the
+	// statement and its position. Set binlog_format=ROW upstream, then
+	// bring the table's rows in line (or Skip the event) and Run again.
+	// LOAD DATA logged as a statement stops the syncer whatever its table.
+	ErrStatementBinlog = errors.New("dmworker: a row change logged as a statement (binlog_format is not ROW)")
+	// ErrBinlogFormat is returned by Run (and by SubTask in mode all, before
+	// the copy) when the upstream's binlog does not carry every row change
+	// in full: binlog_format must be ROW and binlog_row_image FULL. The
+	// message says which setting to change.
+	ErrBinlogFormat = errors.New("dmworker: the upstream's binlog settings lose row changes")
 )
 
 // SyncError names where replication stopped.
 type SyncError struct {
 	Task, Source string
-	Pos          streamer.Position // position after the failing event
-	Table        string            // schema.table, when one is concerned
+	// Start is where the failing event begins in its binlog file, with the
+	// GTID set executed before its transaction; zero when the error is not
+	// about one event. A task started there (SyncerConfig.Start) reads the
+	// event again.
+	Start streamer.Position
+	// Pos is the position right after the failing event (or, when the
+	// error is not about one event, where the syncer stood): a task
+	// started there passes over the event. Skip and Replace take Start or
+	// Pos alike.
+	Pos   streamer.Position
+	Table string // schema.table, when one is concerned
 	// Statement is the DDL, the kind of row change, or, for a table's
 	// definition read from the upstream at a fresh start (SHOW CREATE
 	// TABLE) that the tracker cannot take, that whole definition. The
@@ -414,6 +449,9 @@ type SyncError struct {
 func (e *SyncError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "dmworker: task %s source %s at %s", e.Task, e.Source, e.Pos)
+	if !e.Start.IsZero() {
+		fmt.Fprintf(&b, " (the event starts at %s:%d)", e.Start.Name, e.Start.Offset)
+	}
 	if e.Table != "" {
 		fmt.Fprintf(&b, " table %s", e.Table)
 	}

@@ -1,7 +1,10 @@
 package dmworker
 
 import (
+	"strings"
+
 	"github.com/dmworker/dmworker/internal/filter"
+	"github.com/dmworker/dmworker/internal/schema"
 )
 
 // BlockAllowList selects the schemas and tables a task replicates, as DM's
@@ -60,3 +63,30 @@ func (r *rules) skipDDL(schema, table, kind, query string) (bool, error) {
 }
 
 func (r *rules) route(schema, table string) (string, string) { return r.router.Route(schema, table) }
+
+// targetSchema returns the downstream schema a routed table goes to, and
+// true when it is not where the table's own schema is routed: that schema's
+// CREATE DATABASE does not make it, so the syncer and the snapshot create it
+// (createSchemaSQL) before the table.
+func (r *rules) targetSchema(n schema.TableName) (string, bool) {
+	ts, _ := r.route(n.Schema, n.Name)
+	own, _ := r.route(n.Schema, "")
+	return ts, ts != own
+}
+
+// createSchemaSQL creates a downstream schema unless it exists, with a
+// character set and collation when known.
+func createSchemaSQL(name, charset, collation string) string {
+	var b strings.Builder
+	b.WriteString("CREATE DATABASE IF NOT EXISTS ")
+	b.WriteString(quoteIdent(name))
+	if charset != "" {
+		b.WriteString(" CHARACTER SET ")
+		b.WriteString(quoteIdent(charset))
+	}
+	if collation != "" {
+		b.WriteString(" COLLATE ")
+		b.WriteString(quoteIdent(collation))
+	}
+	return b.String()
+}

@@ -37,6 +37,11 @@ type syncRun struct {
 	epoch       int64
 	par         *parallel         // parallel apply, when Workers > 1
 	saved       streamer.Position // the serial syncer's last stored checkpoint
+	// ensured holds the downstream schemas created for routed tables in
+	// this run (ensureTargetSchemas).
+	ensured map[string]bool
+	// modeWarned is set once a query event's sql_mode could not be read.
+	modeWarned bool
 }
 
 // Run replicates until ctx ends (it then returns nil after saving its
@@ -76,6 +81,9 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		return s.wrap(cp.Pos, "", "", errors.New("the snapshot of existing data is not finished: run the task in mode full or all first"))
 	}
 	if found {
+		if err := s.checkBinlog(ctx); err != nil {
+			return s.wrap(cp.Pos, "", "", err)
+		}
 		if len(cp.Schema) == 0 {
 			return s.wrap(cp.Pos, "", "", errors.New("the checkpoint carries no schema"))
 		}
@@ -102,6 +110,9 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	} else {
 		st, err := s.queryUpstream(ctx)
 		if err != nil {
+			return s.wrap(streamer.Position{}, "", "", err)
+		}
+		if err := s.checkBinlog(ctx); err != nil {
 			return s.wrap(streamer.Position{}, "", "", err)
 		}
 		start = s.cfg.Start
@@ -258,10 +269,17 @@ func (s *Syncer) seedSchema(ctx context.Context) (*schema.Tracker, error) {
 	return seedTracker(ctx, db, s.rules)
 }
 
+// openUpstreamDB opens a pool on the upstream for the library's own SQL
+// (table definitions, snapshot reads, settings). Every connection runs with
+// an empty sql_mode, whatever the server's global one: SHOW CREATE prints
+// backquoted names and every table option (no ANSI_QUOTES, ORACLE,
+// NO_TABLE_OPTIONS, ...), CHAR values come back unpadded (no
+// PAD_CHAR_TO_FULL_LENGTH), and the library's statements mean what they say.
 func openUpstreamDB(up streamer.UpstreamConfig) (*sql.DB, error) {
 	c := gomysql.NewConfig()
 	c.User, c.Passwd, c.Net, c.Addr = up.User, up.Password, "tcp", up.Addr()
 	c.Timeout = 10 * time.Second
+	c.Params = map[string]string{"sql_mode": "''"}
 	conn, err := gomysql.NewConnector(c)
 	if err != nil {
 		return nil, err
@@ -269,6 +287,47 @@ func openUpstreamDB(up streamer.UpstreamConfig) (*sql.DB, error) {
 	db := sql.OpenDB(conn)
 	db.SetMaxOpenConns(2)
 	return db, nil
+}
+
+// checkBinlog refuses an upstream whose binlog settings lose row changes
+// (ErrBinlogFormat). When it cannot read them (the upstream away while a
+// run resumes from a relay, say) it only warns: queryUpstream and the reader
+// report an unreachable upstream, and statements logged in place of rows
+// stop the run as they come (ErrStatementBinlog).
+func (s *Syncer) checkBinlog(ctx context.Context) error {
+	err := checkUpstreamBinlog(ctx, s.cfg.Upstream)
+	if err == nil || errors.Is(err, ErrBinlogFormat) {
+		return err
+	}
+	s.log.Warn("cannot check the upstream's binlog settings", slog.String("error", err.Error()))
+	return nil
+}
+
+// checkUpstreamBinlog refuses an upstream whose binlog does not carry every
+// row change in full (ErrBinlogFormat, saying what to set). Other errors are
+// about reaching the upstream.
+func checkUpstreamBinlog(ctx context.Context, up streamer.UpstreamConfig) error {
+	db, err := openUpstreamDB(up)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var format, image string
+	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.binlog_format, @@GLOBAL.binlog_row_image").Scan(&format, &image); err != nil {
+		return fmt.Errorf("read binlog settings: %w", err)
+	}
+	var bad []string
+	if !strings.EqualFold(format, "ROW") {
+		bad = append(bad, "binlog_format is "+format+": set binlog_format=ROW")
+	}
+	if !strings.EqualFold(image, "FULL") {
+		bad = append(bad, "binlog_row_image is "+image+": set binlog_row_image=FULL")
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%w: on %s, %s (SET GLOBAL and in the server's configuration; sessions opened before keep the old value)",
+			ErrBinlogFormat, up.Addr(), strings.Join(bad, "; "))
+	}
+	return nil
 }
 
 func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
@@ -363,7 +422,17 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		}
 	case *replication.QueryEvent:
 		q := strings.TrimSpace(string(e.Query))
-		if !ev.TxnEnd || strings.EqualFold(q, "COMMIT") || strings.EqualFold(q, "BEGIN") {
+		if strings.EqualFold(q, "COMMIT") || strings.EqualFold(q, "BEGIN") {
+			break
+		}
+		mode := r.sqlMode(e)
+		if dml, err := r.statementDML(ev, mode, string(e.Schema), q); dml || err != nil {
+			if err != nil {
+				return err
+			}
+			break
+		}
+		if !ev.TxnEnd {
 			break
 		}
 		if r.par != nil {
@@ -375,12 +444,16 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 				return err
 			}
 		}
-		if err := r.ddl(ctx, ev, string(e.Schema), q); err != nil {
+		if err := r.ddl(ctx, ev, string(e.Schema), q, mode); err != nil {
 			return err
 		}
 		if r.par != nil {
 			r.par.afterDDL(ev.Pos)
 		}
+	case *replication.ExecuteLoadQueryEvent:
+		// LOAD DATA logged as a statement; the event does not say which
+		// table in a form go-mysql decodes.
+		return r.wrapEvent(ev, "", "LOAD DATA", fmt.Errorf("%w: LOAD DATA", ErrStatementBinlog))
 	}
 	if !ev.TxnEnd && ev.Boundary && !ev.Artificial() {
 		// A real event between transactions (a rotation's format
@@ -435,18 +508,18 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) error 
 	}
 	skip, err := s.rules.skipDML(db, tbl, kind)
 	if err != nil {
-		return s.wrap(ev.Pos, db+"."+tbl, kind.String(), err)
+		return r.wrapEvent(ev, db+"."+tbl, kind.String(), err)
 	}
 	if skip {
 		return nil
 	}
 	def, ok := r.tracker.Table(db, tbl)
 	if !ok {
-		return s.wrap(ev.Pos, db+"."+tbl, kind.String(), ErrUnknownTable)
+		return r.wrapEvent(ev, db+"."+tbl, kind.String(), ErrUnknownTable)
 	}
 	t, order, err := r.table(def, e.Table)
 	if err != nil {
-		return s.wrap(ev.Pos, db+"."+tbl, kind.String(), err)
+		return r.wrapEvent(ev, db+"."+tbl, kind.String(), err)
 	}
 	conv := func(row []any) ([]any, error) {
 		if len(row) != int(e.ColumnCount) || len(row) != len(def.Columns) {
@@ -487,7 +560,7 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) error 
 			}
 		}
 		if err != nil {
-			return s.wrap(ev.Pos, db+"."+tbl, kind.String(), err)
+			return r.wrapEvent(ev, db+"."+tbl, kind.String(), err)
 		}
 		r.batch = append(r.batch, ch)
 	}
@@ -533,8 +606,9 @@ func (r *syncRun) table(def *schema.TableDef, tm *replication.TableMapEvent) (*T
 // sinkTable builds the Table handed to the sink for a definition.
 func (s *Syncer) sinkTable(def *schema.TableDef) *Table { return sinkTableOf(s.rules, def) }
 
-// ddl applies a DDL statement: every change before it is flushed first.
-func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, query string) error {
+// ddl applies a DDL statement, written under sql_mode mode: every change
+// before it is flushed first.
+func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, query string, mode schema.SQLMode) error {
 	s := r.s
 	if err := r.flush(ctx, r.lastTxnEnd, false); err != nil {
 		return err
@@ -549,26 +623,26 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 			return s.wrap(ev.Pos, "", "save checkpoint", err)
 		}
 	}
-	if op, ok := s.takeOperator(ev.Pos); ok {
+	if op, ok := s.takeOperator(ev.Pos, r.eventStart(ev)); ok {
 		if op.skip {
 			s.log.Warn("skipping DDL as asked", slog.String("pos", ev.Pos.String()), slog.String("query", query))
 			return r.saveCheckpoint(ctx, ev.Pos)
 		}
 		for _, q := range op.replace {
 			if _, err := r.tracker.Apply(defaultSchema, q); err != nil {
-				return s.wrap(ev.Pos, "", q, err)
+				return r.wrapEvent(ev, "", q, err)
 			}
 			r.schemaDirty = true
 			r.tables, r.fk = map[*schema.TableDef]*Table{}, nil
 			if err := r.execDDL(ctx, &DDL{Schema: defaultSchema, Query: q, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || s.cfg.SafeMode}); err != nil {
-				return s.wrap(ev.Pos, "", q, err)
+				return r.wrapEvent(ev, "", q, err)
 			}
 		}
 		return r.saveCheckpoint(ctx, ev.Pos)
 	}
-	stmts, err := schema.Split(defaultSchema, query)
+	stmts, err := schema.SplitMode(mode, defaultSchema, query)
 	if err != nil {
-		return s.wrap(ev.Pos, "", query, err)
+		return r.wrapEvent(ev, "", query, err)
 	}
 	for i := range stmts {
 		st := &stmts[i]
@@ -580,7 +654,7 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 			continue
 		}
 		if _, err := r.tracker.ApplyStmts(*st); err != nil {
-			return s.wrap(ev.Pos, st.Table.String(), query, err)
+			return r.wrapEvent(ev, st.Table.String(), query, err)
 		}
 		r.schemaDirty = true
 		r.tables, r.fk = map[*schema.TableDef]*Table{}, nil
@@ -589,29 +663,66 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 		}
 		skip, err := s.rules.skipDDL(st.Table.Schema, st.Table.Name, st.Kind, query)
 		if err != nil {
-			return s.wrap(ev.Pos, st.Table.String(), query, err)
+			return r.wrapEvent(ev, st.Table.String(), query, err)
 		}
 		if skip {
 			continue
 		}
 		routed, err := st.Render(s.rules.route)
 		if err != nil {
-			return s.wrap(ev.Pos, st.Table.String(), query, err)
+			return r.wrapEvent(ev, st.Table.String(), query, err)
 		}
 		rs, rt := s.rules.route(st.Table.Schema, st.Table.Name)
 		if st.Table.Name == "" {
 			rt = ""
 		}
+		if err := r.ensureTargetSchemas(ctx, ev, st, query); err != nil {
+			return r.wrapEvent(ev, st.Table.String(), query, err)
+		}
 		// When tables are renamed on the way, several sources may create
 		// the same target (shards merged into one table): the second
-		// creation finds the first, which is not an error.
+		// creation finds the first, which is not an error. So does the
+		// CREATE DATABASE of a schema made for routed tables already.
 		merged := (rs != st.Table.Schema || (st.Table.Name != "" && rt != st.Table.Name)) &&
-			(st.Kind == schema.KindCreateTable || st.Kind == schema.KindCreateDatabase)
+			(st.Kind == schema.KindCreateTable || st.Kind == schema.KindCreateDatabase) ||
+			st.Kind == schema.KindCreateDatabase && r.ensured[rs]
 		if err := r.execDDL(ctx, &DDL{Schema: rs, Table: rt, Query: routed, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || merged || s.cfg.SafeMode}); err != nil {
-			return s.wrap(ev.Pos, st.Table.String(), query, err)
+			return r.wrapEvent(ev, st.Table.String(), query, err)
 		}
 	}
 	return r.saveCheckpoint(ctx, ev.Pos)
+}
+
+// ensureTargetSchemas creates downstream, once per run, the schema that a
+// table statement creates a table in when routing sends the table to
+// another schema than the one its own schema is routed to (which that
+// schema's CREATE DATABASE makes): CREATE DATABASE IF NOT EXISTS, with the
+// source schema's character set and collation.
+func (r *syncRun) ensureTargetSchemas(ctx context.Context, ev *streamer.Event, st *schema.Stmt, query string) error {
+	switch st.Kind {
+	case schema.KindCreateTable, schema.KindRenameTable, schema.KindAlterTable:
+	default:
+		return nil
+	}
+	for _, n := range []schema.TableName{st.Table, st.NewTable} {
+		if n.Name == "" {
+			continue
+		}
+		target, ok := r.s.rules.targetSchema(n)
+		if !ok || r.ensured[target] {
+			continue
+		}
+		cs, coll, _ := r.tracker.Database(n.Schema)
+		d := &DDL{Schema: target, Query: createSchemaSQL(target, cs, coll), SourceQuery: query, Pos: ev.Pos, SafeMode: true}
+		if err := r.execDDL(ctx, d); err != nil {
+			return err
+		}
+		if r.ensured == nil {
+			r.ensured = map[string]bool{}
+		}
+		r.ensured[target] = true
+	}
+	return nil
 }
 
 func (r *syncRun) execDDL(ctx context.Context, d *DDL) error {
@@ -716,7 +827,82 @@ func (r *syncRun) retry(ctx context.Context, f func() error) error {
 	}, backoff.WithContext(b, ctx))
 }
 
+// wrapEvent is wrap for an error about the event ev: the error carries
+// where the event starts and ends.
+func (r *syncRun) wrapEvent(ev *streamer.Event, table, stmt string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return r.s.wrapAt(r.eventStart(ev).Clone(), ev.Pos.Clone(), table, stmt, err)
+}
+
+// eventStart is the position where ev begins in its binlog file, with the
+// GTID set executed before its transaction (shared: Clone it to keep it);
+// zero for an event that occupies no space in the file.
+func (r *syncRun) eventStart(ev *streamer.Event) streamer.Position {
+	size := uint64(ev.Header.EventSize)
+	if ev.Artificial() || size == 0 || size > ev.Pos.Offset {
+		return streamer.Position{}
+	}
+	return streamer.Position{Name: ev.Pos.Name, Offset: ev.Pos.Offset - size, Flavor: ev.Pos.Flavor, GTIDSet: r.lastTxnEnd.GTIDSet}
+}
+
+// sqlMode is the sql_mode a query event records; the default mode when it
+// records none or cannot be read.
+func (r *syncRun) sqlMode(e *replication.QueryEvent) schema.SQLMode {
+	mode, found, err := schema.StatusVarsSQLMode(e.StatusVars)
+	if (err != nil || !found) && !r.modeWarned {
+		r.modeWarned = true
+		msg := "no sql_mode recorded"
+		if err != nil {
+			msg = err.Error()
+		}
+		r.s.log.Warn("reading query events in the default sql_mode", slog.String("reason", msg))
+	}
+	return mode
+}
+
+// statementDML reports whether a query event is a row change logged as a
+// statement (binlog_format STATEMENT or MIXED, or a session that set it):
+// such rows never arrive as row events, so when the statement may write a
+// table the task replicates (or the statement cannot be read), the task
+// stops there with ErrStatementBinlog, before its checkpoint passes it.
+func (r *syncRun) statementDML(ev *streamer.Event, mode schema.SQLMode, defaultSchema, query string) (bool, error) {
+	s := r.s
+	kind, tables, dml := schema.StatementDML(mode, defaultSchema, query)
+	if !dml {
+		return false, nil
+	}
+	if tables == nil {
+		return true, r.wrapEvent(ev, "", query, fmt.Errorf("%w: a %s whose tables cannot be told", ErrStatementBinlog, kind))
+	}
+	ck := map[string]ChangeKind{schema.KindInsert: Insert, schema.KindUpdate: Update, schema.KindDelete: Delete}[kind]
+	for _, t := range tables {
+		if !s.rules.allowed(t.Schema, t.Name) {
+			continue
+		}
+		if _, ok := r.tracker.Table(t.Schema, t.Name); !ok {
+			// A temporary table, or one the task never saw created.
+			continue
+		}
+		skip, err := s.rules.skipDML(t.Schema, t.Name, ck)
+		if err != nil {
+			return true, r.wrapEvent(ev, t.Schema+"."+t.Name, query, err)
+		}
+		if !skip {
+			return true, r.wrapEvent(ev, t.Schema+"."+t.Name, query, fmt.Errorf("%w: a %s", ErrStatementBinlog, kind))
+		}
+	}
+	return true, nil
+}
+
 func (s *Syncer) wrap(pos streamer.Position, table, stmt string, err error) error {
+	return s.wrapAt(streamer.Position{}, pos, table, stmt, err)
+}
+
+// wrapAt makes err a *SyncError about the event from start to pos (start
+// zero when it is not about one event), unless it is one already.
+func (s *Syncer) wrapAt(start, pos streamer.Position, table, stmt string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -724,7 +910,7 @@ func (s *Syncer) wrap(pos streamer.Position, table, stmt string, err error) erro
 	if errors.As(err, &se) {
 		return err
 	}
-	return &SyncError{Task: s.cfg.Task, Source: s.cfg.Source, Pos: pos, Table: table, Statement: stmt, Err: err}
+	return &SyncError{Task: s.cfg.Task, Source: s.cfg.Source, Start: start, Pos: pos, Table: table, Statement: stmt, Err: err}
 }
 
 func truncate(s string, n int) string {

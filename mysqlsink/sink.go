@@ -93,7 +93,11 @@ func New(db *sql.DB, opts ...Option) (*Sink, error) {
 // sessionSQLMode lets in every value an upstream may hold, whatever its own
 // sql_mode was: zero dates and zeros in dates, invalid dates, the enum error
 // value (the empty string), 0 in an AUTO_INCREMENT column. It is not strict:
-// the values come from a server that accepted them.
+// the values come from a server that accepted them. It holds none of the
+// modes that change how SQL parses or what a type means (ANSI_QUOTES,
+// PIPES_AS_CONCAT, NO_BACKSLASH_ESCAPES, REAL_AS_FLOAT, ORACLE, ...), so
+// that DDL.Query, written for the default mode, and the sink's own
+// statements mean the same whatever the downstream's global sql_mode.
 const sessionSQLMode = "NO_AUTO_VALUE_ON_ZERO,ALLOW_INVALID_DATES,NO_ENGINE_SUBSTITUTION"
 
 // sessionSetup saves the session variables the sink changes in user

@@ -94,13 +94,18 @@ func NewBlockAllowList(r BlockAllowRules) (*BlockAllowList, error) {
 //  2. Schema stage: when DoDBs is not empty, a schema matching none of them
 //     is refused (IgnoreDBs is then not consulted); otherwise a schema
 //     matching one of IgnoreDBs is refused.
-//  3. A schema-level statement (table empty) that passed stage 2 is allowed.
-//  4. Table stage: a table matching one of DoTables is allowed; otherwise a
+//  3. Table stage: a table matching one of DoTables is allowed; otherwise a
 //     table matching one of IgnoreTables is refused; otherwise the table is
 //     allowed only when DoTables is empty.
+//  4. A schema-level statement (table empty) that passed stage 2 is allowed
+//     when some table of the schema could pass stage 3: when one of
+//     DoTables names the schema, or when DoTables is empty and no
+//     IgnoreTables entry names the schema with the table pattern "*" (a
+//     regular expression is never taken to match every name).
 //
-// So DoTables alone restricts tables but not schema-level statements, and
-// a table must pass both stages.
+// So a table must pass both stages, and a schema none of whose tables could
+// be replicated (DoTables 'app.*' and the schema 'other', say) is not
+// created, altered or dropped downstream either.
 func (b *BlockAllowList) Allowed(schema, table string) bool {
 	if IsSystemSchema(schema) {
 		return false
@@ -116,7 +121,17 @@ func (b *BlockAllowList) Allowed(schema, table string) bool {
 		return false
 	}
 	if table == "" {
-		return true
+		for _, t := range b.doTables {
+			if t.schema.match(schema) {
+				return true
+			}
+		}
+		for _, t := range b.ignoreTables {
+			if t.schema.match(schema) && t.table.matchesAll() {
+				return false
+			}
+		}
+		return len(b.doTables) == 0
 	}
 	for _, t := range b.doTables {
 		if t.match(schema, table) {

@@ -154,13 +154,30 @@ func TestBlockAllowList(t *testing.T) {
 			},
 		},
 		{
-			name: "do tables alone restricts tables, not schema statements",
+			name: "do tables alone restricts tables and the schemas of none of them",
 			rules: BlockAllowRules{
 				DoTables: []Table{{Schema: "shard_*", Name: "t_?"}},
 			},
 			checks: []check{
-				{"shard_1", "t_1", true}, {"shard_1", "t_10", false}, {"other", "t_1", false}, {"other", "", true},
+				{"shard_1", "t_1", true}, {"shard_1", "t_10", false}, {"other", "t_1", false}, {"other", "", false}, {"shard_1", "", true},
 			},
+		},
+		{
+			name: "ignore tables with * ignore the schema",
+			rules: BlockAllowRules{
+				IgnoreTables: []Table{{Schema: "logs_*", Name: "*"}, {Schema: "app", Name: "tmp_*"}, {Schema: "rx", Name: "~.*"}},
+			},
+			checks: []check{
+				{"logs_1", "t", false}, {"logs_1", "", false}, {"app", "tmp_1", false}, {"app", "", true}, {"rx", "", true}, {"other", "", true},
+			},
+		},
+		{
+			name: "do tables keep their schema over ignore tables",
+			rules: BlockAllowRules{
+				DoTables:     []Table{{Schema: "db", Name: "keep"}},
+				IgnoreTables: []Table{{Schema: "db", Name: "*"}, {Schema: "gone", Name: "*"}},
+			},
+			checks: []check{{"db", "", true}, {"gone", "", false}, {"gone", "keep", false}},
 		},
 		{
 			name: "do tables win over ignore tables",

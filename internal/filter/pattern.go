@@ -73,6 +73,12 @@ func compilePattern(src string, caseSensitive, allowRegex bool) (*pattern, error
 	return p, nil
 }
 
+// matchesAll reports whether the pattern is the glob "*", which matches
+// every name.
+func (p *pattern) matchesAll() bool {
+	return p.re == nil && len(p.elems) == 1 && p.elems[0].star
+}
+
 func literal(c byte) elem {
 	var set [256]bool
 	set[c] = true

@@ -128,16 +128,7 @@ func (x *txn) apply(s *Stmt) ([]TableName, error) {
 			return nil, nil
 		}
 		db := dbDef{}
-		for _, o := range n.Options {
-			switch o.Tp {
-			case ast.DatabaseOptionCharset:
-				db.Charset = normCharset(o.Value)
-			case ast.DatabaseOptionCollate:
-				if db.Charset == "" {
-					db.Charset = charsetOfCollation(o.Value)
-				}
-			}
-		}
+		setDatabaseOptions(&db, n.Options)
 		x.dbs[s.Table.Schema] = &db
 		return []TableName{s.Table}, nil
 
@@ -147,18 +138,33 @@ func (x *txn) apply(s *Stmt) ([]TableName, error) {
 
 	case *ast.AlterDatabaseStmt:
 		db, _ := x.db(s.Table.Schema)
-		for _, o := range n.Options {
-			switch o.Tp {
-			case ast.DatabaseOptionCharset:
-				db.Charset = normCharset(o.Value)
-			case ast.DatabaseOptionCollate:
-				db.Charset = charsetOfCollation(o.Value)
-			}
-		}
+		setDatabaseOptions(&db, n.Options)
 		x.dbs[s.Table.Schema] = &db
 		return []TableName{s.Table}, nil
 	}
 	return fail(fmt.Errorf("%s cannot be applied", s.Kind))
+}
+
+// setDatabaseOptions applies CREATE/ALTER DATABASE's CHARACTER SET and
+// COLLATE to db: a character set alone brings its default collation, a
+// collation its character set.
+func setDatabaseOptions(db *dbDef, opts []*ast.DatabaseOption) {
+	for _, o := range opts {
+		switch o.Tp {
+		case ast.DatabaseOptionCharset:
+			if cs := normCharset(o.Value); cs != db.Charset || db.Collation == "" {
+				db.Charset, db.Collation = cs, defaultCollation(cs)
+			}
+		}
+	}
+	for _, o := range opts {
+		if o.Tp == ast.DatabaseOptionCollate {
+			db.Collation = strings.ToLower(o.Value)
+			if cs := charsetOfCollation(o.Value); cs != "" {
+				db.Charset = cs
+			}
+		}
+	}
 }
 
 // buildTable makes a table definition from CREATE TABLE.

@@ -6,9 +6,10 @@ import "strings"
 // parser rejects (CREATE TRIGGER, CREATE FUNCTION, XA, ...) and for parsed
 // statements that do not shape tables. ignorable is true for statements that
 // never change a table's definition or rows in a ROW-format binlog; known is
-// false when the leading words mean nothing to it.
-func classifyText(query string) (kind string, ignorable, known bool) {
-	sig := significantTokens(lex(query))
+// false when the leading words mean nothing to it. mode is the sql_mode the
+// query was written under.
+func classifyText(query string, mode SQLMode) (kind string, ignorable, known bool) {
+	sig := significantTokens(lexMode(query, mode))
 	if len(sig) == 0 {
 		return "empty", true, true
 	}
@@ -78,7 +79,7 @@ func classifyText(query string) (kind string, ignorable, known bool) {
 					parts = append(parts, t.text)
 				}
 				rest := strings.Join(parts, " ")
-				if k, ign, _ := classifyText(rest); ign {
+				if k, ign, _ := classifyText(rest, mode); ign {
 					return k, true, true
 				}
 				return "set statement", false, true

@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 
@@ -32,7 +33,19 @@ import (
 //     kept, others (`ENCRYPTED`=YES, ...) dropped;
 //   - the index attributes IGNORED / NOT IGNORED and the lock-wait clauses
 //     WAIT n / NOWAIT are dropped (they do not change the schema; the
-//     downstream does not receive them).
+//     downstream does not receive them);
+//   - the type qualifier mariadb_schema. (mariadb_schema.date is DATE in
+//     every sql_mode);
+//   - under sql_mode ORACLE, the types whose meaning the mode changes, in
+//     MariaDB's mapping: VARCHAR2 is VARCHAR, NUMBER(p[,s]) DECIMAL(p[,s]),
+//     NUMBER without a precision DOUBLE, RAW(n) VARBINARY(n), CLOB LONGTEXT,
+//     BLOB without a length LONGBLOB, DATE DATETIME; the expressions whose
+//     meaning the mode changes (||, CONCAT, LENGTH, SUBSTR, TRIM, LPAD,
+//     REPLACE, DECODE, ...) are refused; under MAXDB, TIMESTAMP is
+//     DATETIME;
+//   - under EMPTY_STRING_IS_NULL, DEFAULT '' is DEFAULT NULL; an empty
+//     string elsewhere in an expression (or an ENUM member) is refused, as
+//     the token rewrite cannot tell what it means there.
 //
 // Anything else the parser rejects is ErrUnsupportedDDL.
 
@@ -112,27 +125,69 @@ func isNumber(s string) bool {
 
 func isPunct(t token, p string) bool { return t.kind == tkPunct && t.text == p }
 
+// oracleTypes are the type names whose meaning sql_mode ORACLE changes.
+var oracleTypes = map[string]bool{"VARCHAR2": true, "NUMBER": true, "RAW": true, "CLOB": true, "BLOB": true, "DATE": true}
+
+// oracleFuncs are the functions sql_mode ORACLE gives another meaning
+// (MariaDB runs concat_operator_oracle, replace_oracle, ... for them), which
+// the parser cannot write back: an expression using them is refused.
+var oracleFuncs = map[string]bool{"CONCAT": true, "LENGTH": true, "SUBSTR": true, "SUBSTRING": true, "TRIM": true,
+	"LTRIM": true, "RTRIM": true, "LPAD": true, "RPAD": true, "REPLACE": true, "DECODE": true}
+
+// checkOracle refuses, under sql_mode ORACLE, the expressions whose meaning
+// the mode changes: || (MariaDB's NULL-skipping concat_operator_oracle) and
+// the functions of oracleFuncs.
+func checkOracle(toks []token) error {
+	for i, t := range toks {
+		if isPunct(t, "|") && i+1 < len(toks) && isPunct(toks[i+1], "|") {
+			return fmt.Errorf("|| under sql_mode ORACLE skips NULLs (concat_operator_oracle), which cannot be written in another mode")
+		}
+		if t.kind != tkWord || !oracleFuncs[t.upper()] {
+			continue
+		}
+		for _, n := range toks[i+1:] {
+			if n.significant() {
+				if isPunct(n, "(") {
+					return fmt.Errorf("%s() has another meaning under sql_mode ORACLE, which cannot be written in another mode", t.upper())
+				}
+				break
+			}
+		}
+	}
+	return nil
+}
+
 // needsRewrite reports whether the query holds what the parser accepts but
 // misreads: /*M!...*/, which it takes for a plain comment although MariaDB
 // runs its content; NATIONAL / NCHAR types, whose utf8mb3 charset it drops;
-// ALTER IGNORE TABLE, whose IGNORE it drops.
-func needsRewrite(toks []token) bool {
+// ALTER IGNORE TABLE, whose IGNORE it drops; the mariadb_schema qualifier;
+// and the words whose meaning mode changes (see rewriteMariaDB).
+func needsRewrite(toks []token, mode SQLMode) bool {
 	sig := significantTokens(toks)
 	if len(sig) > 2 && sig[0].isWord("ALTER") && sig[1].isWord("IGNORE") {
 		return true
 	}
 	for _, t := range toks {
-		if t.kind == tkExecOpen && strings.HasPrefix(t.text, "/*M!") || t.isWord("NATIONAL") || t.isWord("NCHAR") {
+		if t.kind == tkExecOpen && strings.HasPrefix(t.text, "/*M!") || t.isWord("NATIONAL") || t.isWord("NCHAR") || t.isWord("MARIADB_SCHEMA") {
+			return true
+		}
+		switch {
+		case mode&ModeOracle != 0 && (t.kind == tkWord && (oracleTypes[t.upper()] || oracleFuncs[t.upper()]) || isPunct(t, "|")),
+			mode&ModeMaxDB != 0 && t.isWord("TIMESTAMP"),
+			mode&ModeEmptyStringIsNull != 0 && isEmptyString(t):
 			return true
 		}
 	}
 	return false
 }
 
-// rewriteMariaDB rewrites the MariaDB-only forms listed above. changed is
-// false when there was nothing to rewrite.
-func rewriteMariaDB(query string) (out string, flags compatFlags, changed bool) {
-	toks := lex(query)
+func isEmptyString(t token) bool { return t.kind == tkString && len(t.text) == 2 }
+
+// rewriteMariaDB rewrites the MariaDB-only forms listed above, for a query
+// written under mode. changed is false when there was nothing to rewrite;
+// the error is for what the rewrite refuses.
+func rewriteMariaDB(query string, mode SQLMode) (out string, flags compatFlags, changed bool, err error) {
+	toks := lexMode(query, mode)
 	// Unwrap MariaDB executable comments; leave MySQL's (/*!) to the
 	// parser, which runs them itself.
 	inM := false
@@ -169,7 +224,7 @@ func rewriteMariaDB(query string) (out string, flags compatFlags, changed bool) 
 		}
 	}
 	if len(idx) < 2 {
-		return query, flags, false
+		return query, flags, false, nil
 	}
 	switch {
 	case sig(0).isWord("CREATE") && sig(1).isWord("OR") && sig(2).isWord("REPLACE") && sig(3).isWord("TABLE"):
@@ -186,7 +241,12 @@ func rewriteMariaDB(query string) (out string, flags compatFlags, changed bool) 
 	switch strings.ToUpper(sig(0).text) {
 	case "CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE":
 	default:
-		return joinTokens(toks), flags, changed
+		return joinTokens(toks), flags, changed, nil
+	}
+	if mode&ModeOracle != 0 {
+		if err := checkOracle(toks); err != nil {
+			return "", flags, false, err
+		}
 	}
 	if sig(0).isWord("CREATE") && sig(1).isWord("TABLE") || sig(3).isWord("TABLE") && flags.orReplace {
 		// Engine-defined table options, which SHOW CREATE TABLE prints
@@ -218,11 +278,50 @@ func rewriteMariaDB(query string) (out string, flags compatFlags, changed bool) 
 	}
 	for i := 0; i < len(idx); i++ {
 		t := sig(i)
+		if mode&ModeEmptyStringIsNull != 0 && isEmptyString(t) {
+			switch {
+			case sig(i - 1).isWord("DEFAULT"):
+				set(i, "NULL")
+			case sig(i - 1).isWord("COMMENT"), isPunct(sig(i-1), "=") && sig(i-2).isWord("COMMENT"):
+				// A comment is text, not an expression.
+			default:
+				return "", flags, false, fmt.Errorf("the empty string %s means NULL under sql_mode EMPTY_STRING_IS_NULL; only DEFAULT %s is supported", t.text, t.text)
+			}
+			continue
+		}
 		if t.kind != tkWord {
 			continue
 		}
 		w := t.upper()
 		switch {
+		case w == "MARIADB_SCHEMA" && isPunct(sig(i+1), ".") && typeContext(sig, i):
+			// mariadb_schema.date: MariaDB's own type whatever the mode.
+			set(i, "")
+			set(i+1, "")
+			i += 2
+			continue
+		case mode&ModeOracle != 0 && oracleTypes[w] && typeContext(sig, i):
+			paren := isPunct(sig(i+1), "(")
+			switch w {
+			case "VARCHAR2":
+				set(i, "VARCHAR")
+			case "NUMBER":
+				set(i, map[bool]string{true: "DECIMAL", false: "DOUBLE"}[paren])
+			case "RAW":
+				set(i, "VARBINARY")
+			case "CLOB":
+				set(i, "LONGTEXT")
+			case "BLOB":
+				if !paren {
+					set(i, "LONGBLOB")
+				}
+			case "DATE":
+				set(i, "DATETIME")
+			}
+			continue
+		case mode&ModeMaxDB != 0 && w == "TIMESTAMP" && typeContext(sig, i):
+			set(i, "DATETIME")
+			continue
 		case w == "ALGORITHM" && sig(i+1).text == "=" && sig(i+2).isWord("NOCOPY"):
 			set(i+2, "INPLACE")
 			flags.nocopy = true
@@ -285,7 +384,7 @@ func rewriteMariaDB(query string) (out string, flags compatFlags, changed bool) 
 			set(i, "ENUM('"+typeMarkerPrefix+strings.ToLower(w)+markerSuffix+"')")
 		}
 	}
-	return joinTokens(toks), flags, changed
+	return joinTokens(toks), flags, changed, nil
 }
 
 // typeContext reports whether the word at i stands where a column type does:
@@ -311,7 +410,8 @@ func ignoredContext(t token) bool {
 
 func unquoteName(t token) string {
 	if t.kind == tkQuoted && len(t.text) >= 2 {
-		return strings.ReplaceAll(t.text[1:len(t.text)-1], "``", "`")
+		q := t.text[:1] // ` or, under ANSI_QUOTES, "
+		return strings.ReplaceAll(t.text[1:len(t.text)-1], q+q, q)
 	}
 	return t.text
 }

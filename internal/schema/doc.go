@@ -53,6 +53,22 @@
 // STATEMENT ... FOR <DDL>, CONVERT TO CHARACTER SET binary.
 //
 // Names are case-sensitive (lower_case_table_names=0); column and index
-// names compare case-insensitively, as on the server. Queries are parsed in
-// the default SQL mode (no ANSI_QUOTES).
+// names compare case-insensitively, as on the server.
+//
+// # sql_mode
+//
+// Split reads a query in the default sql_mode; SplitMode in the mode a query
+// event recorded (StatusVarsSQLMode decodes it from the event's status
+// variables): double-quoted names under ANSI_QUOTES, || under
+// PIPES_AS_CONCAT, REAL under REAL_AS_FLOAT, the types of MariaDB's ORACLE
+// mode, and the others SQLMode lists. Render always writes the default
+// mode's SQL with the same meaning (TestSQLModesMatchServer checks it
+// against a real server mode by mode); what cannot be written so (ORACLE's
+// ||, CONCAT, LENGTH, ...; an empty string under EMPTY_STRING_IS_NULL
+// anywhere but as a DEFAULT) is ErrUnsupportedDDL. SHOW CREATE output given
+// to CreateFromSQL must be read in a session without ANSI_QUOTES, ORACLE
+// and the NO_*_OPTIONS modes.
+//
+// StatementDML recognises the row changes a binlog in STATEMENT or MIXED
+// format logs as query events, and the tables they write.
 package schema

@@ -13,8 +13,8 @@ const (
 	tkSpace     tokKind = iota // whitespace
 	tkComment                  // -- ..., # ..., /* ... */ (not executable ones)
 	tkWord                     // unquoted identifier, keyword or number
-	tkQuoted                   // `identifier`
-	tkString                   // '...' or "..."
+	tkQuoted                   // `identifier`, or "identifier" under ANSI_QUOTES
+	tkString                   // '...', or "..." without ANSI_QUOTES
 	tkPunct                    // any other single byte
 	tkExecOpen                 // /*!NNNNN or /*M!NNNNNN: its content is SQL
 	tkExecClose                // the */ closing an executable comment
@@ -41,9 +41,15 @@ func (t token) upper() string {
 // isWord reports whether t is the unquoted word w (case-insensitive).
 func (t token) isWord(w string) bool { return t.kind == tkWord && strings.EqualFold(t.text, w) }
 
-// lex splits s into tokens whose texts concatenate back to s. It never
-// fails: an unterminated quote or comment runs to the end.
-func lex(s string) []token {
+// lex splits s into tokens whose texts concatenate back to s, in the default
+// sql_mode. It never fails: an unterminated quote or comment runs to the end.
+func lex(s string) []token { return lexMode(s, 0) }
+
+// lexMode is lex under mode: with ANSI_QUOTES "..." is a quoted name, with
+// NO_BACKSLASH_ESCAPES a backslash in a string escapes nothing.
+func lexMode(s string, mode SQLMode) []token {
+	ansiQuotes := mode&ModeANSIQuotes != 0
+	backslash := mode&ModeNoBackslashEscapes == 0
 	var toks []token
 	inExec := false
 	for i := 0; i < len(s); {
@@ -87,7 +93,7 @@ func lex(s string) []token {
 		case c == '`' || c == '\'' || c == '"':
 			i++
 			for i < len(s) {
-				if s[i] == '\\' && c != '`' && i+1 < len(s) {
+				if s[i] == '\\' && backslash && c != '`' && !(c == '"' && ansiQuotes) && i+1 < len(s) {
 					i += 2
 					continue
 				}
@@ -102,7 +108,7 @@ func lex(s string) []token {
 				i++
 			}
 			kind := tkString
-			if c == '`' {
+			if c == '`' || c == '"' && ansiQuotes {
 				kind = tkQuoted
 			}
 			toks = append(toks, token{kind, s[start:i]})

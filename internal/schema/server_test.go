@@ -198,7 +198,7 @@ func TestTrackerMatchesServer(t *testing.T) {
 }
 
 func isShaping(q string) bool {
-	_, ign, _ := classifyText(q)
+	_, ign, _ := classifyText(q, 0)
 	return !ign
 }
 

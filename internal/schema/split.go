@@ -51,6 +51,7 @@ type Stmt struct {
 	Query string
 
 	src   string // the text parsed: Query, or its compat rewrite
+	mode  SQLMode
 	flags compatFlags
 	index int // statement index in src
 	part  int // table index in DROP TABLE / RENAME TABLE
@@ -127,28 +128,37 @@ func unsupported(query string, format string, args ...any) error {
 
 var parsers = sync.Pool{New: func() any { return parser.New() }}
 
-// parseQuery parses query, through the MariaDB compat rewrite when the parser
-// rejects it as is. The nodes are the caller's: a parser's result slice is
-// its own, which its next Parse (another goroutine's, once it is back in the
-// pool) overwrites.
-func parseQuery(query string) (src string, nodes []ast.StmtNode, flags compatFlags, err error) {
+// parse parses src under mode with a pooled parser. The parser reuses the
+// slice it returns at its next parse: the caller gets a copy, since the
+// parser goes back to the pool (the nodes themselves are the caller's).
+func parse(src string, mode SQLMode) ([]ast.StmtNode, error) {
 	p := parsers.Get().(*parser.Parser)
 	defer parsers.Put(p)
-	defer func() { nodes = slices.Clone(nodes) }()
-	if !needsRewrite(lex(query)) {
-		nodes, _, err = p.Parse(query, "", "")
+	p.SetSQLMode(mode.parserMode())
+	nodes, _, err := p.Parse(src, "", "")
+	return slices.Clone(nodes), err
+}
+
+// parseQuery parses query, written under mode, through the MariaDB compat
+// rewrite when the parser rejects it as is or would misread it.
+func parseQuery(query string, mode SQLMode) (src string, nodes []ast.StmtNode, flags compatFlags, err error) {
+	if !needsRewrite(lexMode(query, mode), mode) {
+		nodes, err = parse(query, mode)
 		if err == nil {
 			return query, nodes, flags, nil
 		}
 	}
-	src, flags, changed := rewriteMariaDB(query)
+	src, flags, changed, rerr := rewriteMariaDB(query, mode)
+	if rerr != nil {
+		return "", nil, flags, rerr
+	}
 	if !changed {
 		if err == nil {
-			nodes, _, err = p.Parse(query, "", "")
+			nodes, err = parse(query, mode)
 		}
 		return query, nodes, compatFlags{}, err
 	}
-	nodes, _, err2 := p.Parse(src, "", "")
+	nodes, err2 := parse(src, mode)
 	if err2 != nil {
 		if err == nil {
 			err = err2
@@ -167,11 +177,21 @@ func parseQuery(query string) (src string, nodes []ast.StmtNode, flags compatFla
 // defaultSchema. Statements that do not shape tables come back with Ignored
 // set. A statement that may shape tables but cannot be parsed or tracked
 // (CREATE TABLE ... SELECT, partition changes, system versioning,
-// statement-based DML, ...) is an ErrUnsupportedDDL.
-func Split(defaultSchema, query string) ([]Stmt, error) {
-	src, nodes, flags, err := parseQuery(query)
+// statement-based DML, ...) is an ErrUnsupportedDDL. The query is read in
+// the default sql_mode; see SplitMode.
+func Split(defaultSchema, query string) ([]Stmt, error) { return SplitMode(0, defaultSchema, query) }
+
+// SplitMode is Split for a query written under sql_mode mode (as a query
+// event records it): names in "double quotes" under ANSI_QUOTES, || as
+// CONCAT under PIPES_AS_CONCAT, the types of ORACLE mode, and so on (see
+// SQLMode). Render writes the statements back in the default mode, so that
+// they mean the same on a server whatever its sql_mode, provided the session
+// running them has none of the modes SQLMode lists.
+func SplitMode(mode SQLMode, defaultSchema, query string) ([]Stmt, error) {
+	mode &= relevantModes
+	src, nodes, flags, err := parseQuery(query, mode)
 	if err != nil {
-		kind, ignorable, _ := classifyText(query)
+		kind, ignorable, _ := classifyText(query, mode)
 		if ignorable {
 			return []Stmt{{Kind: kind, Ignored: true, Query: query}}, nil
 		}
@@ -186,7 +206,7 @@ func Split(defaultSchema, query string) ([]Stmt, error) {
 		if len(nodes) == 1 {
 			text = query
 		}
-		base := Stmt{Query: text, src: src, flags: flags, index: i, node: n, def: defaultSchema}
+		base := Stmt{Query: text, src: src, mode: mode, flags: flags, index: i, node: n, def: defaultSchema}
 		stmts, err := splitNode(base, n)
 		if err != nil {
 			return nil, err
@@ -319,7 +339,7 @@ func splitNode(base Stmt, n ast.StmtNode) ([]Stmt, error) {
 	case *ast.AlterDatabaseStmt:
 		return database(KindAlterDatabase, n.Name.O)
 	}
-	kind, ignorable, _ := classifyText(base.Query)
+	kind, ignorable, _ := classifyText(base.Query, base.mode)
 	if !ignorable {
 		return fail(fmt.Errorf("%s is not a statement the tracker can apply", kind))
 	}
@@ -379,10 +399,7 @@ func (s *Stmt) Render(rename func(schema, table string) (string, string)) (strin
 	if rename == nil {
 		rename = func(s, t string) (string, string) { return s, t }
 	}
-	p := parsers.Get().(*parser.Parser)
-	nodes, _, err := p.Parse(s.src, "", "")
-	nodes = slices.Clone(nodes) // see parseQuery
-	parsers.Put(p)
+	nodes, err := parse(s.src, s.mode)
 	if err != nil || s.index >= len(nodes) {
 		return "", ddlError(ErrUnsupportedDDL, s.Query, fmt.Errorf("parse for render: %v", err))
 	}

@@ -21,7 +21,8 @@ type Tracker struct {
 
 // dbDef is what the tracker knows of a database.
 type dbDef struct {
-	Charset string `json:"charset,omitempty"`
+	Charset   string `json:"charset,omitempty"`
+	Collation string `json:"collation,omitempty"`
 }
 
 // Result says what Apply did.
@@ -48,6 +49,16 @@ func (t *Tracker) Table(schema, name string) (*TableDef, bool) {
 	defer t.mu.RUnlock()
 	d, ok := t.tables[TableName{schema, name}]
 	return d, ok
+}
+
+// Database returns the default character set and collation of a database
+// ("" when unknown: the database was never seen created, or its DDL did not
+// say), and false when the tracker does not know the database.
+func (t *Tracker) Database(name string) (charset, collation string, ok bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	d, ok := t.dbs[name]
+	return d.Charset, d.Collation, ok
 }
 
 // Tables returns the names of all tracked tables, sorted.
