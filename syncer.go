@@ -20,7 +20,15 @@ import (
 type SyncerConfig struct {
 	// Task names the replication task; with Source it keys the checkpoint.
 	Task string `json:"task" toml:"task"`
-	// Source names the upstream; default Upstream.SourceName().
+	// Source names the upstream; with Task it keys the checkpoint, so that
+	// the same task reached through another address (a proxy, a virtual IP
+	// after a failover, a new DNS name) goes on from its checkpoint.
+	// Default Upstream.SourceName(): Upstream.Name, or "host:port" when it
+	// is empty, which changes with the address (give a name when it may).
+	// A checkpoint stored under the upstream's "host:port" is taken over
+	// when Source has none (see CheckpointMover). At every start the
+	// checkpoint is checked against the server reached (see
+	// ErrCheckpointLineage).
 	Source string `json:"source,omitempty" toml:"source"`
 	// Upstream is read for its binlog (unless a reader is supplied with
 	// WithReaderFactory) and for the tables' definitions at a fresh start.
