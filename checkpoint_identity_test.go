@@ -40,12 +40,12 @@ func runIdentityPhase(t *testing.T, p *syncPair, up streamer.UpstreamConfig, cfg
 		t.Fatal(err)
 	}
 	errc := runSubTask(t, st)
-	waitUntil(t, "the syncer to run", func() bool {
+	waitUntil(t, "the syncer to choose its start", func() bool {
 		s := st.Status()
 		if s.Stage == dmworker.SubTaskPaused && s.LastError != nil {
 			t.Fatalf("subtask paused: %v", s.LastError)
 		}
-		return s.Unit == "syncer" && s.Stage == dmworker.SubTaskRunning
+		return s.Unit == "syncer" && !s.Syncer.Read.IsZero()
 	})
 	if during != nil {
 		during()
@@ -181,13 +181,26 @@ func TestCheckpointOnAnotherServerRefused(t *testing.T) {
 // stops, A takes more writes, B catches up and is promoted (takes writes of
 // its own), and the task's source name now reaches B: the checkpoint,
 // taken on A, is continued on B from its GTID set, and the downstream ends
-// equal to B.
+// equal to B. (The old code read B's binlog from A's file offset.)
 func TestCheckpointFollowsPromotedReplica(t *testing.T) {
 	for _, workers := range []int{1, 16} {
 		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
 			p := newPair(t, 631, 632, testserver.MariaDBOptions{})
 			b := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 633})
 			bdb := b.DB(t)
+			// B's binlog starts with transactions of its own (in a domain
+			// of their own), so that its offsets are not A's.
+			conn, err := bdb.Conn(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, q := range []string{"SET SESSION gtid_domain_id = 5", "CREATE DATABASE bonly", "CREATE TABLE bonly.x (id INT PRIMARY KEY)",
+				"INSERT INTO bonly.x VALUES (1), (2), (3)", "SET SESSION gtid_domain_id = 0"} {
+				if _, err := conn.ExecContext(t.Context(), q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			conn.Close()
 			mustExec(t, bdb, fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='%s', MASTER_PASSWORD='%s', MASTER_USE_GTID=slave_pos",
 				p.up.Port, p.up.User, p.up.Password))
 			mustExec(t, bdb, "START SLAVE")
@@ -216,6 +229,9 @@ func TestCheckpointFollowsPromotedReplica(t *testing.T) {
 			upB := upstreamOf(b)
 			upB.Name = "shop"
 			runIdentityPhase(t, pb, upB, cfg, func() { identityWorkload(t, bdb, 130, 20) })
+			// B's own first transactions (a domain the checkpoint does not
+			// know) were never applied: they come too.
+			checkEqual(t, bdb, p.downdb, "bonly.x", "bonly.x")
 			cp := checkpointOf(t, p.downdb, "idt", "shop")
 			if !strings.Contains(cp, "0-633-") {
 				t.Fatalf("checkpoint %s after the switch has none of B's GTIDs", cp)
