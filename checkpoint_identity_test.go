@@ -213,16 +213,7 @@ func TestCheckpointFollowsPromotedReplica(t *testing.T) {
 				identityWorkload(t, p.updb, 0, 60)
 			})
 			identityWorkload(t, p.updb, 60, 40)
-			var aPos string
-			if err := p.updb.QueryRow("SELECT @@gtid_binlog_pos").Scan(&aPos); err != nil {
-				t.Fatal(err)
-			}
-			waitUntil(t, "B caught up with A", func() bool {
-				var bPos string
-				_ = bdb.QueryRow("SELECT @@gtid_slave_pos").Scan(&bPos)
-				return bPos == aPos
-			})
-			mustExec(t, bdb, "STOP SLAVE")
+			promote(t, p.updb, bdb)
 			identityWorkload(t, bdb, 100, 30)
 
 			pb := &syncPair{up: b, down: p.down, updb: bdb, downdb: p.downdb, sink: p.sink}
