@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
 
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -95,6 +98,34 @@ func loadCheckpoint(ctx context.Context, store CheckpointStore, task, source str
 		if moved {
 			log.Info("took over the checkpoint stored under the upstream's address", slog.String("address", legacy),
 				slog.String("pos", old.Pos.String()))
+		}
+	}
+}
+
+// upstreamAtStart asks the upstream, when Run starts, which server it is and
+// where its binlog is. Once the upstream has been reached, an outage is
+// waited out here with backoff (100ms doubling to 10s), as the reader waits
+// it out, instead of failing the run; before, an upstream that cannot be
+// reached is an error at once (see queryUpstream).
+func (s *Syncer) upstreamAtStart(ctx context.Context) (streamer.UpstreamState, error) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 10*time.Second, 0
+	for {
+		st, err := s.queryUpstream(ctx)
+		var se *streamer.Error
+		outage := IsRetryable(err) || errors.As(err, &se) && se.Kind == nil
+		if err == nil || !outage || !s.reached.Load() || ctx.Err() != nil {
+			return st, err
+		}
+		wait := b.NextBackOff()
+		s.log.Warn("upstream connection failed, retrying", slog.String("op", "query upstream"), slog.Duration("wait", wait),
+			slog.String("error", err.Error()))
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return st, ctx.Err()
 		}
 	}
 }

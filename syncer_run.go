@@ -71,8 +71,11 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	}
 	// Which server is reached now, and where its binlog is: a checkpoint
 	// must be a place in it (checkLineage), and checkpoints record it.
-	up, err := s.queryUpstream(ctx)
+	up, err := s.upstreamAtStart(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while the upstream was away
+		}
 		return s.wrap(cp.Pos, "", "", err)
 	}
 	r.server = up.Identity

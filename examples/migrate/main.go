@@ -281,6 +281,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "migrate: downstream %s: %v\n", cfg.down, err)
 		return 1
 	}
+	if cfg.source.Name == "" {
+		return 0 // stopped before the source could be named
+	}
 	sinks := func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
 		// The pool is the sinks' alone: their session is set up once per
 		// connection.
