@@ -443,7 +443,10 @@ type SyncError struct {
 	// Pos is the position right after the failing event (or, when the
 	// error is not about one event, where the syncer stood): a task
 	// started there passes over the event. Skip and Replace take Start or
-	// Pos alike.
+	// Pos alike. (An event of a MySQL 8 compressed transaction has no
+	// place of its own: Start is where its Transaction_payload event
+	// begins, and so is Pos unless it is the transaction's last event; the
+	// transaction is read again, or passed over, whole.)
 	Pos   streamer.Position
 	Table string // schema.table, when one is concerned
 	// Statement is the DDL, the kind of row change, or, for a table's

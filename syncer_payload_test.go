@@ -2,12 +2,16 @@ package dmworker_test
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-mysql-org/go-mysql/replication"
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/dumpserver"
@@ -105,6 +109,38 @@ func TestSyncerAppliesMySQL8CompressedTransactions(t *testing.T) {
 			})
 		}
 	}
+	// An error about an event of a payload names where the payload begins:
+	// started after the fixture's CREATE TABLE, the syncer has no
+	// definition of p8.t (the upstream it seeds from has none) and stops
+	// at the first payload's rows.
+	var gtidStart, payStart uint64
+	for off := uint64(4); payStart == 0; {
+		size := uint64(binary.LittleEndian.Uint32(files[0].Data[off+9:]))
+		switch files[0].Data[off+4] {
+		case byte(replication.GTID_EVENT):
+			gtidStart = off
+		case byte(replication.TRANSACTION_PAYLOAD_EVENT):
+			payStart = off
+		}
+		off += size
+	}
+	t.Run("error positions", func(t *testing.T) {
+		cfg := dmworker.SyncerConfig{Task: "p8-errors", Upstream: upstreamOf(p.up), Start: streamer.Position{Name: "binlog.000001", Offset: gtidStart},
+			Filter: dmworker.BlockAllowList{DoDBs: []string{"p8"}}, Routes: []dmworker.RouteRule{{SchemaPattern: "p8", TargetSchema: "errors"}}}
+		s, err := dmworker.NewSyncer(cfg, p.sink, dmworker.WithReaderFactory(readers["local"]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		err = s.Run(ctx)
+		var se *dmworker.SyncError
+		if !errors.Is(err, dmworker.ErrUnknownTable) || !errors.As(err, &se) || se.Start.Name != "binlog.000001" ||
+			se.Start.Offset != payStart || se.Pos.Offset != payStart {
+			t.Fatalf("Run: %v, want ErrUnknownTable from binlog.000001:%d (the payload's start)", err, payStart)
+		}
+	})
+
 	// The reference: the same changes as SQL on a real MariaDB.
 	ref, err := os.ReadFile(filepath.Join("streamer", "testdata", "mysql8", "reference.sql"))
 	if err != nil {

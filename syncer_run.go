@@ -857,11 +857,12 @@ func (r *syncRun) wrapEvent(ev *streamer.Event, table, stmt string, err error) e
 // GTID set executed before its transaction (shared: Clone it to keep it);
 // zero for an event that occupies no space in the file.
 func (r *syncRun) eventStart(ev *streamer.Event) streamer.Position {
-	size := uint64(ev.Header.EventSize)
-	if ev.Artificial() || size == 0 || size > ev.Pos.Offset {
-		return streamer.Position{}
+	p := ev.Start() // a compressed transaction's events: where its payload begins
+	if p.IsZero() {
+		return p
 	}
-	return streamer.Position{Name: ev.Pos.Name, Offset: ev.Pos.Offset - size, Flavor: ev.Pos.Flavor, GTIDSet: r.lastTxnEnd.GTIDSet}
+	p.Flavor, p.GTIDSet = ev.Pos.Flavor, r.lastTxnEnd.GTIDSet
+	return p
 }
 
 // sqlMode is the sql_mode a query event records; the default mode when it

@@ -50,7 +50,8 @@
 // bytes (no checksum, log_pos 0): an inner event has no position on the
 // server, so, as go-mysql stamps them, Pos is the payload's start for every
 // inner event but the last, and the payload's end for the last, which
-// carries TxnEnd and the GTID set after the transaction. RawReader delivers
+// carries TxnEnd and the GTID set after the transaction; Event.Start is the
+// payload's start for all of them. RawReader delivers
 // the payload event itself, byte for byte (the relay copies it), with
 // TxnEnd and the GTID set at its end; it decompresses it to check that it
 // holds one whole transaction. A payload that does not (damaged, nested,

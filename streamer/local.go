@@ -1248,6 +1248,9 @@ func (r *LocalReader) processPayload(raw []byte) (*Event, error) {
 		if err := checkPayloadTxn(be.Header.EventType, txnEnd, last); err != nil {
 			return err
 		}
+		if e != nil {
+			e.payloadStart = uint64(start)
+		}
 		switch {
 		case e == nil:
 		case first == nil:

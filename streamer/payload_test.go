@@ -68,11 +68,13 @@ func serveMySQL8(t testing.TB, files []dumpserver.File) (*dumpserver.Server, str
 // mysql8Event is an event of the fixture's files as a decoding reader must
 // deliver it: the files' events, each payload replaced by the events it
 // holds, with the positions go-mysql gives them (the payload's start for
-// all but the last, its end for the last).
+// all but the last, its end for the last) and the payload's start as
+// Event.Start.
 type mysql8Event struct {
 	typ    replication.EventType
 	raw    []byte
 	pos    streamer.Position // file and offset
+	start  uint64            // Event.Start's offset: where it, or its payload, begins
 	txnEnd bool
 	gno    int64 // at a transaction end: the last GTID executed
 }
@@ -92,13 +94,14 @@ func mysql8Expected(t testing.TB, files []dumpserver.File) []mysql8Event {
 			if err != nil {
 				t.Fatal(err)
 			}
+			start := uint64(off)
 			off += size
 			evs := []*replication.BinlogEvent{be}
 			if tp, ok := be.Event.(*replication.TransactionPayloadEvent); ok {
 				evs = tp.Events
 			}
 			for _, e := range evs {
-				k := mysql8Event{typ: e.Header.EventType, raw: e.RawData, pos: streamer.Position{Name: f.Name, Offset: uint64(e.Header.LogPos)}}
+				k := mysql8Event{typ: e.Header.EventType, raw: e.RawData, pos: streamer.Position{Name: f.Name, Offset: uint64(e.Header.LogPos)}, start: start}
 				switch ev := e.Event.(type) {
 				case *replication.GTIDEvent:
 					gno, ddl = ev.GNO, true
@@ -109,6 +112,7 @@ func mysql8Expected(t testing.TB, files []dumpserver.File) []mysql8Event {
 					k.txnEnd = true
 				case *replication.RotateEvent:
 					k.pos = streamer.Position{Name: string(ev.NextLogName), Offset: ev.Position}
+					k.start = 0
 				}
 				if k.txnEnd {
 					k.gno = gno
@@ -133,9 +137,10 @@ func checkMySQL8Events(t testing.TB, got []*streamer.Event, want []mysql8Event) 
 			t.Fatalf("an event more than the files hold: %s at %s", e.Header.EventType, e.Pos)
 		}
 		w := want[i]
-		if e.Header.EventType != w.typ || !bytes.Equal(e.RawData, w.raw) || e.Pos.Name != w.pos.Name || e.Pos.Offset != w.pos.Offset || e.TxnEnd != w.txnEnd {
-			t.Fatalf("event %d: %s at %s (end %v, %d bytes), want %s at %s (end %v, %d bytes)", i, e.Header.EventType, e.Pos, e.TxnEnd, len(e.RawData),
-				w.typ, w.pos, w.txnEnd, len(w.raw))
+		if e.Header.EventType != w.typ || !bytes.Equal(e.RawData, w.raw) || e.Pos.Name != w.pos.Name || e.Pos.Offset != w.pos.Offset || e.TxnEnd != w.txnEnd ||
+			e.Start().Offset != w.start {
+			t.Fatalf("event %d: %s at %s from %s (end %v, %d bytes), want %s at %s from %d (end %v, %d bytes)", i, e.Header.EventType, e.Pos, e.Start(),
+				e.TxnEnd, len(e.RawData), w.typ, w.pos, w.start, w.txnEnd, len(w.raw))
 		}
 		if w.txnEnd {
 			want := mysql8Set(w.gno)

@@ -357,6 +357,7 @@ func (r *RemoteReader) expandPayload(be *replication.BinlogEvent, tp *replicatio
 		if err != nil {
 			return fmt.Errorf("event %s at %s:%d: %w", h.EventType, r.pos.Name, h.LogPos, err)
 		}
+		ev.payloadStart = end - uint64(h.EventSize)
 		if !skip {
 			r.inner = append(r.inner, ev)
 		}
