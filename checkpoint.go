@@ -35,10 +35,11 @@ type checkpointJSON struct {
 	Epoch     int64             `json:"epoch,omitempty"`
 	// Snapshot is base64 in JSON ([]byte); absent when nil.
 	Snapshot []byte `json:"snapshot,omitempty"`
+	Server   string `json:"server,omitempty"`
 }
 
 func marshalCheckpoint(cp Checkpoint) ([]byte, error) {
-	j := checkpointJSON{Task: cp.Task, Source: cp.Source, Pos: cp.Pos, SafeUntil: cp.SafeUntil, Epoch: cp.Epoch, Snapshot: cp.Snapshot}
+	j := checkpointJSON{Task: cp.Task, Source: cp.Source, Pos: cp.Pos, SafeUntil: cp.SafeUntil, Epoch: cp.Epoch, Snapshot: cp.Snapshot, Server: cp.Server}
 	if len(cp.Schema) > 0 {
 		j.Schema = cp.Schema
 	}
@@ -50,7 +51,8 @@ func unmarshalCheckpoint(b []byte) (Checkpoint, error) {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return Checkpoint{}, err
 	}
-	return Checkpoint{Task: j.Task, Source: j.Source, Pos: j.Pos, SafeUntil: j.SafeUntil, Schema: []byte(j.Schema), Epoch: j.Epoch, Snapshot: j.Snapshot}, nil
+	return Checkpoint{Task: j.Task, Source: j.Source, Pos: j.Pos, SafeUntil: j.SafeUntil, Schema: []byte(j.Schema), Epoch: j.Epoch,
+		Snapshot: j.Snapshot, Server: j.Server}, nil
 }
 
 // MemoryCheckpointStore is an in-process CheckpointStore, for tests and for
@@ -90,6 +92,20 @@ func (m *MemoryCheckpointStore) Save(_ context.Context, cp Checkpoint) error {
 	cp.Snapshot = bytes.Clone(cp.Snapshot) // stored as given: nil clears it
 	m.cps[k] = cp
 	return nil
+}
+
+// MoveCheckpoint implements CheckpointMover.
+func (m *MemoryCheckpointStore) MoveCheckpoint(_ context.Context, task, from, to string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cp, ok := m.cps[[2]string{task, from}]
+	if _, taken := m.cps[[2]string{task, to}]; !ok || taken {
+		return false, nil
+	}
+	delete(m.cps, [2]string{task, from})
+	cp.Source = to
+	m.cps[[2]string{task, to}] = cp
+	return true, nil
 }
 
 // EtcdCheckpointStore keeps checkpoints in etcd under
@@ -172,4 +188,34 @@ func (s *EtcdCheckpointStore) Save(ctx context.Context, cp Checkpoint) error {
 		}
 		// Someone else wrote in between: read again and re-check.
 	}
+}
+
+// MoveCheckpoint implements CheckpointMover: one transaction puts the
+// checkpoint under the new key and deletes the old one, on condition that
+// the old one is unchanged and the new one absent.
+func (s *EtcdCheckpointStore) MoveCheckpoint(ctx context.Context, task, from, to string) (bool, error) {
+	fromKey, toKey := s.key(task, from), s.key(task, to)
+	resp, err := s.cli.Get(ctx, fromKey)
+	if err != nil {
+		return false, Retryable(fmt.Errorf("dmworker: move checkpoint %s: %w", fromKey, err))
+	}
+	if len(resp.Kvs) == 0 {
+		return false, nil
+	}
+	cp, err := unmarshalCheckpoint(resp.Kvs[0].Value)
+	if err != nil {
+		return false, fmt.Errorf("dmworker: checkpoint %s in etcd: %w", fromKey, err)
+	}
+	cp.Source = to
+	b, err := marshalCheckpoint(cp)
+	if err != nil {
+		return false, err
+	}
+	tr, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(fromKey), "=", resp.Kvs[0].ModRevision), clientv3.Compare(clientv3.CreateRevision(toKey), "=", 0)).
+		Then(clientv3.OpPut(toKey, string(b)), clientv3.OpDelete(fromKey)).Commit()
+	if err != nil {
+		return false, Retryable(fmt.Errorf("dmworker: move checkpoint %s to %s: %w", fromKey, toKey, err))
+	}
+	return tr.Succeeded, nil
 }

@@ -158,6 +158,33 @@
 // a reference it cannot resolve, is ErrCredentials. SourceConfig and
 // SyncerConfig hide the password from slog (text and JSON) and fmt.
 //
+// # Source names and checkpoint lineage
+//
+// A checkpoint belongs to a task and a source name (SourceConfig.Name,
+// SubTaskConfig.Source, SyncerConfig.Source), never to the address the
+// upstream is reached through: the same task through a proxy, a virtual IP
+// after a failover or a new DNS name goes on from its checkpoint. Without a
+// name, a source is named by its "host:port" (UpstreamConfig.SourceName),
+// which changes with the address; give one when it may. A checkpoint stored
+// under the upstream's "host:port" (the only key before names) is taken
+// over by a task whose named source has none: moved where the store is a
+// CheckpointMover (the in-memory and etcd stores, mysqlsink), copied
+// otherwise.
+//
+// Checkpoints record the identity of the server their position is in
+// (Checkpoint.Server: @@server_uuid on MySQL, "<gtid_domain_id>-<server_id>"
+// on MariaDB). When the syncer starts from a checkpoint it asks the server
+// reached now for its identity, binlog files and executed GTID set, and
+// resumes from the file position when the checkpoint can be a place in that
+// server's binlog (same server, or unknown for an older checkpoint; the file
+// present with the offset in it, or older than the oldest, which the reader
+// then reports as purged; the checkpoint's GTIDs executed there), from the
+// GTID set alone when the server is another one that has executed every
+// GTID of the checkpoint (a promoted replica, as DM does with GTIDs; what
+// may have been applied past the checkpoint is then replayed in safe mode
+// up to that server's end), and refuses with ErrCheckpointLineage
+// otherwise: it never starts anywhere else silently.
+//
 // # Stopping
 //
 // Nothing in this package starts a goroutine, opens a connection or writes

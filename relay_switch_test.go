@@ -2,6 +2,7 @@ package dmworker_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,16 +35,7 @@ func TestRelayMasterSwitch(t *testing.T) {
 	// More on A while no relay runs, then the failover: B catches up, stops
 	// replicating, and takes writes of its own.
 	relayWorkload(t, adb, 60, 30)
-	var aPos string
-	if err := adb.QueryRow("SELECT @@gtid_binlog_pos").Scan(&aPos); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, "B caught up with A", func() bool {
-		var bPos string
-		_ = bdb.QueryRow("SELECT @@gtid_slave_pos").Scan(&bPos)
-		return bPos == aPos
-	})
-	mustExec(t, bdb, "STOP SLAVE")
+	promote(t, adb, bdb)
 	relayWorkload(t, bdb, 1000, 30)
 
 	relayOnce(t, b, dir)
@@ -114,6 +106,22 @@ func TestRelayBinlogReset(t *testing.T) {
 			checkRelayEqualsUpstream(t, newSub, upstreamFiles(t, m), nil)
 		})
 	}
+}
+
+// promote waits until the replica b has applied everything its primary a
+// has written, and stops its replication: b is promoted.
+func promote(t testing.TB, a, b *sql.DB) {
+	t.Helper()
+	var aPos string
+	if err := a.QueryRow("SELECT @@gtid_binlog_pos").Scan(&aPos); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "B caught up with A", func() bool {
+		var bPos string
+		_ = b.QueryRow("SELECT @@gtid_slave_pos").Scan(&bPos)
+		return bPos == aPos
+	})
+	mustExec(t, b, "STOP SLAVE")
 }
 
 func waitUntil(t testing.TB, what string, cond func() bool) {

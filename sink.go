@@ -294,6 +294,13 @@ type Checkpoint struct {
 	// copy existing data (opaque to sinks). Unlike Schema it is stored as
 	// given: nil clears it, which marks the copy finished.
 	Snapshot []byte
+	// Server is the identity of the upstream server whose binlog Pos is a
+	// place in (streamer.UpstreamState.Identity: @@server_uuid on MySQL,
+	// "<gtid_domain_id>-<server_id>" on MariaDB), stored as given; "" when
+	// unknown (checkpoints written before it was recorded, and the
+	// snapshot's). The syncer checks it when it starts (see
+	// ErrCheckpointLineage).
+	Server string
 }
 
 // ErrRetryable marks sink errors that may be retried as they are. Wrap with

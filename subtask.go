@@ -36,9 +36,14 @@ type SubTaskConfig struct {
 	// Name is the task's name; with the source it keys the checkpoint.
 	// Required, no "/".
 	Name string `json:"name" toml:"name"`
-	// Source names the source the subtask reads. Default: the upstream's
-	// SourceName (in a SourceWorker, the source's Name); when given it
-	// must match.
+	// Source names the source the subtask reads; with Name it keys the
+	// checkpoint, whatever address the upstream is reached through.
+	// Default: the upstream's SourceName (in a SourceWorker, the source's
+	// Name; otherwise the upstream's Name, or its "host:port" when it has
+	// none, which changes with the address: give a name when it may). When
+	// the upstream has a Name, Source must be it. A checkpoint stored
+	// under the upstream's "host:port" is taken over when Source has none
+	// (see CheckpointMover).
 	Source string `json:"source,omitempty" toml:"source"`
 	// Mode is ModeIncremental, ModeFull or ModeAll. Default incremental.
 	Mode Mode `json:"mode,omitempty" toml:"mode"`
@@ -91,8 +96,8 @@ func (c *SubTaskConfig) adjust(up streamer.UpstreamConfig) error {
 	}
 	if c.Source == "" {
 		c.Source = up.SourceName()
-	} else if c.Source != up.SourceName() {
-		return fmt.Errorf("subtask %s: source %q is not the upstream's %q", c.Name, c.Source, up.SourceName())
+	} else if up.Name != "" && c.Source != up.Name {
+		return fmt.Errorf("subtask %s: source %q is not the upstream's %q", c.Name, c.Source, up.Name)
 	}
 	if c.Workers < 0 {
 		return fmt.Errorf("subtask %s: workers %d must not be negative", c.Name, c.Workers)
@@ -450,6 +455,11 @@ func (t *SubTask) runUnits(ctx context.Context, s *Syncer) (finished bool, err e
 	t.mu.Lock()
 	cfg := t.cfg
 	t.mu.Unlock()
+	// Before anything reads the checkpoint: take over one stored under
+	// the upstream's address, if the source has none.
+	if _, _, err := loadCheckpoint(ctx, t.store, cfg.Name, cfg.Source, t.up, t.log); err != nil {
+		return false, t.errorf("load checkpoint", "%w", err)
+	}
 	if t.opts.set["WithEpoch"] {
 		if err := t.takeOver(ctx, cfg, s); err != nil {
 			return false, err

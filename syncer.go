@@ -20,7 +20,15 @@ import (
 type SyncerConfig struct {
 	// Task names the replication task; with Source it keys the checkpoint.
 	Task string `json:"task" toml:"task"`
-	// Source names the upstream; default Upstream.SourceName().
+	// Source names the upstream; with Task it keys the checkpoint, so that
+	// the same task reached through another address (a proxy, a virtual IP
+	// after a failover, a new DNS name) goes on from its checkpoint.
+	// Default Upstream.SourceName(): Upstream.Name, or "host:port" when it
+	// is empty, which changes with the address (give a name when it may).
+	// A checkpoint stored under the upstream's "host:port" is taken over
+	// when Source has none (see CheckpointMover). At every start the
+	// checkpoint is checked against the server reached (see
+	// ErrCheckpointLineage).
 	Source string `json:"source,omitempty" toml:"source"`
 	// Upstream is read for its binlog (unless a reader is supplied with
 	// WithReaderFactory) and for the tables' definitions at a fresh start.
@@ -435,7 +443,10 @@ type SyncError struct {
 	// Pos is the position right after the failing event (or, when the
 	// error is not about one event, where the syncer stood): a task
 	// started there passes over the event. Skip and Replace take Start or
-	// Pos alike.
+	// Pos alike. (An event of a MySQL 8 compressed transaction has no
+	// place of its own: Start is where its Transaction_payload event
+	// begins, and so is Pos unless it is the transaction's last event; the
+	// transaction is read again, or passed over, whole.)
 	Pos   streamer.Position
 	Table string // schema.table, when one is concerned
 	// Statement is the DDL, the kind of row change, or, for a table's

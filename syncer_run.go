@@ -37,6 +37,7 @@ type syncRun struct {
 	epoch       int64
 	par         *parallel         // parallel apply, when Workers > 1
 	saved       streamer.Position // the serial syncer's last stored checkpoint
+	server      string            // the upstream's identity, recorded in checkpoints
 	// ensured holds the downstream schemas created for routed tables in
 	// this run (ensureTargetSchemas).
 	ensured map[string]bool
@@ -64,10 +65,20 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	}()
 
 	r := &syncRun{s: s, tables: map[*schema.TableDef]*Table{}, ignoredKind: map[string]bool{}}
-	cp, found, err := s.store.Load(ctx, s.cfg.Task, s.cfg.Source)
+	cp, found, err := loadCheckpoint(ctx, s.store, s.cfg.Task, s.cfg.Source, s.cfg.Upstream, s.log)
 	if err != nil {
 		return s.wrap(streamer.Position{}, "", "", err)
 	}
+	// Which server is reached now, and where its binlog is: a checkpoint
+	// must be a place in it (checkLineage), and checkpoints record it.
+	up, err := s.upstreamAtStart(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while the upstream was away
+		}
+		return s.wrap(cp.Pos, "", "", err)
+	}
+	r.server = up.Identity
 	start := cp.Pos
 	r.epoch = cp.Epoch
 	if s.opts.set["WithEpoch"] {
@@ -96,28 +107,34 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		// up to wherever the last run got, which is at most the
 		// upstream's end now.
 		r.safeUntil = cp.SafeUntil
-		if _, atomic := s.store.(sinkStore); !atomic {
-			// The data may be ahead of any checkpoint this store holds.
-			st, err := s.queryUpstream(ctx)
-			if err != nil {
-				return s.wrap(cp.Pos, "", "", err)
-			}
-			if end := (streamer.Position{Name: st.Master.Name, Offset: st.Master.Offset}); end.Compare(r.safeUntil) > 0 {
+		end := streamer.Position{Name: up.Master.Name, Offset: up.Master.Offset}
+		res, err := checkLineage(cp, up)
+		if err != nil {
+			return s.wrap(cp.Pos, "", "", err)
+		}
+		if start = res.start; res.switched {
+			// Another server: its file positions have nothing to do with
+			// the checkpoint's. What may have been applied past the
+			// checkpoint is bounded by this server's end, if it has
+			// caught up with the old one.
+			if !r.safeUntil.IsZero() {
 				r.safeUntil = end
 			}
+			s.log.Warn("the checkpoint was taken on another server: resuming from its GTID set", slog.String("checkpoint", cp.Pos.String()),
+				slog.String("checkpoint-server", cp.Server), slog.String("server", up.Identity))
+		}
+		if _, atomic := s.store.(sinkStore); !atomic && end.Compare(r.safeUntil) > 0 {
+			// The data may be ahead of any checkpoint this store holds.
+			r.safeUntil = end
 		}
 		s.log.Info("resuming from checkpoint", slog.String("pos", cp.Pos.String()), slog.String("safe-until", r.safeUntil.String()))
 	} else {
-		st, err := s.queryUpstream(ctx)
-		if err != nil {
-			return s.wrap(streamer.Position{}, "", "", err)
-		}
 		if err := s.checkBinlog(ctx); err != nil {
 			return s.wrap(streamer.Position{}, "", "", err)
 		}
 		start = s.cfg.Start
 		if start.IsZero() {
-			start = st.Master
+			start = up.Master
 		}
 		if r.tracker, err = s.seedSchema(ctx); err != nil {
 			// A definition the tracker cannot take: name it whole.
@@ -796,7 +813,7 @@ func (r *syncRun) saveCheckpoint(ctx context.Context, pos streamer.Position) err
 }
 
 func (r *syncRun) checkpoint(pos streamer.Position) Checkpoint {
-	cp := Checkpoint{Task: r.s.cfg.Task, Source: r.s.cfg.Source, Pos: pos, Epoch: r.epoch}
+	cp := Checkpoint{Task: r.s.cfg.Task, Source: r.s.cfg.Source, Pos: pos, Epoch: r.epoch, Server: r.server}
 	if !r.safeUntil.IsZero() && pos.Compare(r.safeUntil) < 0 {
 		cp.SafeUntil = r.safeUntil
 	}
@@ -840,11 +857,12 @@ func (r *syncRun) wrapEvent(ev *streamer.Event, table, stmt string, err error) e
 // GTID set executed before its transaction (shared: Clone it to keep it);
 // zero for an event that occupies no space in the file.
 func (r *syncRun) eventStart(ev *streamer.Event) streamer.Position {
-	size := uint64(ev.Header.EventSize)
-	if ev.Artificial() || size == 0 || size > ev.Pos.Offset {
-		return streamer.Position{}
+	p := ev.Start() // a compressed transaction's events: where its payload begins
+	if p.IsZero() {
+		return p
 	}
-	return streamer.Position{Name: ev.Pos.Name, Offset: ev.Pos.Offset - size, Flavor: ev.Pos.Flavor, GTIDSet: r.lastTxnEnd.GTIDSet}
+	p.Flavor, p.GTIDSet = ev.Pos.Flavor, r.lastTxnEnd.GTIDSet
+	return p
 }
 
 // sqlMode is the sql_mode a query event records; the default mode when it

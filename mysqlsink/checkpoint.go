@@ -21,8 +21,9 @@ const checkpointTable = "checkpoint"
 // per task and source; pos and safe_until hold streamer.Position text
 // (ParsePosition reads them back), schema_json the opaque tracked schema,
 // epoch the fencing epoch, snapshot the snapshot unit's opaque progress
-// (NULL when none). A row whose pos is NULL holds no checkpoint yet (a
-// placeholder a transaction inserts to lock).
+// (NULL when none), server the identity of the upstream server pos is a
+// place of (NULL when unknown). A row whose pos is NULL holds no checkpoint
+// yet (a placeholder a transaction inserts to lock).
 const checkpointDDL = "CREATE TABLE IF NOT EXISTS %s (\n" +
 	"  task VARCHAR(255) NOT NULL,\n" +
 	"  source VARCHAR(255) NOT NULL,\n" +
@@ -31,19 +32,25 @@ const checkpointDDL = "CREATE TABLE IF NOT EXISTS %s (\n" +
 	"  schema_json LONGBLOB NULL,\n" +
 	"  epoch BIGINT NOT NULL DEFAULT 0,\n" +
 	"  snapshot LONGBLOB NULL,\n" +
+	"  server VARCHAR(255) NULL,\n" +
 	"  updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),\n" +
 	"  PRIMARY KEY (task, source)\n" +
 	") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
 
-// snapshotColumn adds the snapshot column to a checkpoint table created
-// before it existed; %s is the table's quoted name.
-const snapshotColumn = "ALTER TABLE %s ADD COLUMN snapshot LONGBLOB NULL"
+// lateColumns are the columns added to the checkpoint table after its first
+// version, in the order they came, with their definitions: a table created
+// before one existed gets it added (ALTER TABLE ... ADD COLUMN).
+var lateColumns = [][2]string{
+	{"snapshot", "LONGBLOB NULL"},
+	{"server", "VARCHAR(255) NULL"},
+}
 
 // erBadDB is ER_BAD_DB_ERROR, unknown database; erBadField is
-// ER_BAD_FIELD_ERROR, unknown column.
+// ER_BAD_FIELD_ERROR, unknown column; erDupEntry ER_DUP_ENTRY.
 const (
 	erBadDB    = 1049
 	erBadField = 1054
+	erDupEntry = 1062
 )
 
 // cpRow is a checkpoint as stored.
@@ -53,20 +60,21 @@ type cpRow struct {
 	schema         []byte
 	epoch          int64
 	snapshot       []byte
+	server         sql.NullString
 }
 
 // sameAs reports whether two stored checkpoints are equal (NULL and empty
 // schema alike).
 func (r *cpRow) sameAs(o *cpRow) bool {
 	return r.pos == o.pos && r.safeUntil == o.safeUntil && bytes.Equal(r.schema, o.schema) && r.epoch == o.epoch &&
-		bytes.Equal(r.snapshot, o.snapshot)
+		bytes.Equal(r.snapshot, o.snapshot) && r.server == o.server
 }
 
 func encodeCheckpoint(cp dmworker.Checkpoint) (*cpRow, error) {
-	for _, s := range []string{cp.Task, cp.Source} {
+	for _, s := range []string{cp.Task, cp.Source, cp.Server} {
 		if !utf8.ValidString(s) || utf8.RuneCountInString(s) > 255 {
-			return nil, fmt.Errorf("%w: checkpoint task and source must be valid UTF-8 of at most 255 characters: %q, %q",
-				ErrInvalidBatch, cp.Task, cp.Source)
+			return nil, fmt.Errorf("%w: checkpoint task, source and server must be valid UTF-8 of at most 255 characters: %q, %q, %q",
+				ErrInvalidBatch, cp.Task, cp.Source, cp.Server)
 		}
 	}
 	if err := cp.Pos.Validate(); err != nil {
@@ -82,11 +90,12 @@ func encodeCheckpoint(cp dmworker.Checkpoint) (*cpRow, error) {
 		schema:    cp.Schema,
 		epoch:     cp.Epoch,
 		snapshot:  cp.Snapshot,
+		server:    sql.NullString{String: cp.Server, Valid: cp.Server != ""},
 	}, nil
 }
 
 func (r *cpRow) decode() (dmworker.Checkpoint, error) {
-	cp := dmworker.Checkpoint{Task: r.task, Source: r.source, Schema: r.schema, Epoch: r.epoch, Snapshot: r.snapshot}
+	cp := dmworker.Checkpoint{Task: r.task, Source: r.source, Schema: r.schema, Epoch: r.epoch, Snapshot: r.snapshot, Server: r.server.String}
 	var err error
 	if cp.Pos, err = streamer.ParsePosition(r.pos.String); err != nil {
 		return cp, fmt.Errorf("stored position: %w", err)
@@ -127,24 +136,26 @@ func (s *Sink) ensureCheckpointTable(ctx context.Context) *Error {
 	if err != nil {
 		return &Error{Op: "checkpoint", Table: s.cpName, Statement: shorten(create), Err: err}
 	}
-	// A table created by an older version lacks the snapshot column: probe
-	// it (cheaper than information_schema; MySQL lacks ADD COLUMN IF NOT
+	// A table created by an older version lacks the late columns: probe
+	// each (cheaper than information_schema; MySQL lacks ADD COLUMN IF NOT
 	// EXISTS) and add it when the server says it is unknown.
-	probe := "SELECT snapshot FROM " + s.cpTable + " WHERE 1 = 0"
-	rows, err := s.db.QueryContext(ctx, probe)
-	if err == nil {
-		err = rows.Close()
-	}
-	if errors.As(err, &me) && me.Number == erBadField {
-		alter := fmt.Sprintf(snapshotColumn, s.cpTable)
-		if _, err = s.db.ExecContext(ctx, alter); err != nil && isDupColumn(err) {
-			err = nil
+	for _, c := range lateColumns {
+		probe := "SELECT " + c[0] + " FROM " + s.cpTable + " WHERE 1 = 0"
+		rows, err := s.db.QueryContext(ctx, probe)
+		if err == nil {
+			err = rows.Close()
 		}
-		if err != nil {
-			return &Error{Op: "checkpoint", Table: s.cpName, Statement: alter, Err: err}
+		if errors.As(err, &me) && me.Number == erBadField {
+			alter := "ALTER TABLE " + s.cpTable + " ADD COLUMN " + c[0] + " " + c[1]
+			if _, err = s.db.ExecContext(ctx, alter); err != nil && isDupColumn(err) {
+				err = nil
+			}
+			if err != nil {
+				return &Error{Op: "checkpoint", Table: s.cpName, Statement: alter, Err: err}
+			}
+		} else if err != nil {
+			return &Error{Op: "checkpoint", Table: s.cpName, Statement: probe, Err: err}
 		}
-	} else if err != nil {
-		return &Error{Op: "checkpoint", Table: s.cpName, Statement: probe, Err: err}
 	}
 	s.cpReady = true
 	return nil
@@ -159,12 +170,12 @@ type querier interface {
 // readRow reads the checkpoint row of task and source, locking it with
 // FOR UPDATE when lock is set; nil when there is none.
 func (s *Sink) readRow(ctx context.Context, q querier, task, source string, lock bool) (*cpRow, *Error) {
-	query := "SELECT pos, safe_until, schema_json, epoch, snapshot FROM " + s.cpTable + " WHERE task = ? AND source = ?"
+	query := "SELECT pos, safe_until, schema_json, epoch, snapshot, server FROM " + s.cpTable + " WHERE task = ? AND source = ?"
 	if lock {
 		query += " FOR UPDATE"
 	}
 	r := &cpRow{task: task, source: source}
-	err := q.QueryRowContext(ctx, query, task, source).Scan(&r.pos, &r.safeUntil, &r.schema, &r.epoch, &r.snapshot)
+	err := q.QueryRowContext(ctx, query, task, source).Scan(&r.pos, &r.safeUntil, &r.schema, &r.epoch, &r.snapshot, &r.server)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -238,7 +249,7 @@ func (s *Sink) checkFence(ctx context.Context, tx *sql.Tx, f dmworker.Fence) *Er
 // stored as given (nil: NULL).
 func (s *Sink) writeCheckpoint(ctx context.Context, tx *sql.Tx, cp *cpRow) *Error {
 	upd := "UPDATE " + s.cpTable + " SET pos = ?, safe_until = ?, schema_json = COALESCE(?, schema_json), epoch = ?, " +
-		"snapshot = ?, updated_at = CURRENT_TIMESTAMP(6) WHERE task = ? AND source = ?"
+		"snapshot = ?, server = ?, updated_at = CURRENT_TIMESTAMP(6) WHERE task = ? AND source = ?"
 	var schema, snapshot any
 	if cp.schema != nil {
 		schema = cp.schema
@@ -246,7 +257,7 @@ func (s *Sink) writeCheckpoint(ctx context.Context, tx *sql.Tx, cp *cpRow) *Erro
 	if cp.snapshot != nil {
 		snapshot = cp.snapshot
 	}
-	if _, err := tx.ExecContext(ctx, upd, cp.pos.String, cp.safeUntil.String, schema, cp.epoch, snapshot, cp.task, cp.source); err != nil {
+	if _, err := tx.ExecContext(ctx, upd, cp.pos.String, cp.safeUntil.String, schema, cp.epoch, snapshot, cp.server, cp.task, cp.source); err != nil {
 		return &Error{Op: "checkpoint", Table: s.cpName, Statement: upd, Err: err}
 	}
 	return nil
@@ -323,6 +334,81 @@ func (s *Sink) SaveCheckpoint(ctx context.Context, cp dmworker.Checkpoint) error
 		return fail(ctx, e)
 	}
 	return nil
+}
+
+var _ dmworker.CheckpointMover = (*Sink)(nil)
+
+// MoveCheckpoint implements dmworker.CheckpointMover: in one transaction
+// it gives the checkpoint row of task and from the source to (the primary
+// key changes in place, the row keeps everything else), after removing a
+// placeholder row of to. It reports false, changing nothing, when from has
+// no checkpoint or to has one.
+func (s *Sink) MoveCheckpoint(ctx context.Context, task, from, to string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, fail(ctx, &Error{Op: "checkpoint", Err: err})
+	}
+	if _, err := encodeCheckpoint(dmworker.Checkpoint{Task: task, Source: to}); err != nil {
+		return false, fail(ctx, &Error{Op: "validate", Err: err})
+	}
+	if e := s.ensureCheckpointTable(ctx); e != nil {
+		return false, fail(ctx, e)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fail(ctx, &Error{Op: "begin", Err: err})
+	}
+	defer func() { _ = tx.Rollback() }()
+	del := "DELETE FROM " + s.cpTable + " WHERE task = ? AND source = ? AND pos IS NULL"
+	if _, err := tx.ExecContext(ctx, del, task, to); err != nil {
+		return false, fail(ctx, &Error{Op: "checkpoint", Table: s.cpName, Statement: del, Err: err})
+	}
+	upd := "UPDATE " + s.cpTable + " SET source = ? WHERE task = ? AND source = ? AND pos IS NOT NULL"
+	res, err := tx.ExecContext(ctx, upd, to, task, from)
+	var me *mysql.MySQLError
+	if errors.As(err, &me) && me.Number == erDupEntry {
+		return false, nil // to has a checkpoint
+	}
+	if err != nil {
+		return false, fail(ctx, &Error{Op: "checkpoint", Table: s.cpName, Statement: upd, Err: err})
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return false, nil
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fail(ctx, &Error{Op: "commit", Table: s.cpName, Err: err})
+	}
+	return true, nil
+}
+
+// CheckpointSources lists, in order, the sources that have a checkpoint
+// of task: a host that named a task's source by default (as
+// examples/migrate does) finds here the name it chose at the first run.
+// It creates the checkpoint table if needed.
+func (s *Sink) CheckpointSources(ctx context.Context, task string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fail(ctx, &Error{Op: "checkpoint", Err: err})
+	}
+	if e := s.ensureCheckpointTable(ctx); e != nil {
+		return nil, fail(ctx, e)
+	}
+	query := "SELECT source FROM " + s.cpTable + " WHERE task = ? AND pos IS NOT NULL ORDER BY source"
+	rows, err := s.db.QueryContext(ctx, query, task)
+	if err != nil {
+		return nil, fail(ctx, &Error{Op: "checkpoint", Table: s.cpName, Statement: query, Err: err})
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var src string
+		if err := rows.Scan(&src); err != nil {
+			return nil, fail(ctx, &Error{Op: "checkpoint", Table: s.cpName, Statement: query, Err: err})
+		}
+		out = append(out, src)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fail(ctx, &Error{Op: "checkpoint", Table: s.cpName, Statement: query, Err: err})
+	}
+	return out, nil
 }
 
 // isDupColumn reports ER_DUP_FIELDNAME: another sink added the column first.

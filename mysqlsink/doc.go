@@ -73,9 +73,16 @@
 //	  safe_until TEXT NULL,             -- Checkpoint.SafeUntil, "(none)" when zero
 //	  schema_json LONGBLOB NULL,        -- Checkpoint.Schema, opaque
 //	  epoch BIGINT NOT NULL DEFAULT 0,  -- Checkpoint.Epoch
+//	  snapshot LONGBLOB NULL,           -- Checkpoint.Snapshot, opaque
+//	  server VARCHAR(255) NULL,         -- Checkpoint.Server, NULL when unknown
 //	  updated_at TIMESTAMP(6) NOT NULL, -- time of the last write
 //	  PRIMARY KEY (task, source)
 //	)
+//
+// A table made by an older version gets the columns it lacks (snapshot,
+// server) added on first use; its rows keep working (server NULL: unknown).
+// MoveCheckpoint renames a row's source in place (dmworker.CheckpointMover);
+// CheckpointSources lists the sources a task has checkpoints for.
 //
 // A row whose pos is NULL holds no checkpoint. A batch's checkpoint is
 // written in the batch's transaction: the row is locked first (SELECT ...

@@ -82,7 +82,8 @@ type Harness struct {
 //   - CancelledContext: a call with a cancelled context fails and does
 //     nothing;
 //   - for a CheckpointSink: CheckpointRoundTrip (a nil Schema keeps the
-//     stored one; Snapshot is stored as given, nil clears it),
+//     stored one; Snapshot and Server are stored as given, nil and ""
+//     clear them),
 //     CheckpointWithBatch (stored with its batch, or not at all with a
 //     failing one, also through ExecDDL) and StaleEpoch (a batch, a fenced
 //     batch without checkpoint, a DDL or a checkpoint from an older epoch is
@@ -1131,12 +1132,12 @@ func mustPos(t *testing.T, s string) streamer.Position {
 func sameCheckpoint(a, b dmworker.Checkpoint) bool {
 	return a.Task == b.Task && a.Source == b.Source && a.Pos.Equal(b.Pos) &&
 		a.SafeUntil.Equal(b.SafeUntil) && bytes.Equal(a.Schema, b.Schema) && a.Epoch == b.Epoch &&
-		bytes.Equal(a.Snapshot, b.Snapshot)
+		bytes.Equal(a.Snapshot, b.Snapshot) && a.Server == b.Server
 }
 
 func fmtCheckpoint(cp dmworker.Checkpoint) string {
-	return fmt.Sprintf("{task %q source %q pos %s safe-until %s schema %d bytes epoch %d snapshot %q}",
-		cp.Task, cp.Source, cp.Pos, cp.SafeUntil, len(cp.Schema), cp.Epoch, cp.Snapshot)
+	return fmt.Sprintf("{task %q source %q pos %s safe-until %s schema %d bytes epoch %d snapshot %q server %q}",
+		cp.Task, cp.Source, cp.Pos, cp.SafeUntil, len(cp.Schema), cp.Epoch, cp.Snapshot, cp.Server)
 }
 
 // wantCheckpoint checks the stored checkpoint of task and source; want nil
@@ -1169,6 +1170,7 @@ func testCheckpointRoundTrip(e *env) {
 		Schema:    []byte("{\"tables\":{}}\x00\xff binary"),
 		Epoch:     3,
 		Snapshot:  []byte("{\"chunks\":[1,2]}\x00\xfe progress"),
+		Server:    "3e11fa47-71ca-11e1-9e33-c80aa9429562",
 	}
 	if err := cs.SaveCheckpoint(ctx, cp); err != nil {
 		e.t.Fatal(err)

@@ -40,6 +40,24 @@
 // back purge with a lease (WithRelayRegistry, Ack); and reports corruption
 // (ErrRelayCorrupt, naming file and offset) instead of skipping it.
 //
+// # Compressed transactions (MySQL 8)
+//
+// MySQL 8.0.20+ with binlog_transaction_compression=ON writes a
+// transaction's events (BEGIN through XID or COMMIT; its GTID event stays in
+// front) zstd-compressed in one Transaction_payload event (format in
+// payload.go). RemoteReader and LocalReader deliver the events it holds in
+// its place, each an Event of its own whose RawData is the inner event's
+// bytes (no checksum, log_pos 0): an inner event has no position on the
+// server, so, as go-mysql stamps them, Pos is the payload's start for every
+// inner event but the last, and the payload's end for the last, which
+// carries TxnEnd and the GTID set after the transaction; Event.Start is the
+// payload's start for all of them. RawReader delivers
+// the payload event itself, byte for byte (the relay copies it), with
+// TxnEnd and the GTID set at its end; it decompresses it to check that it
+// holds one whole transaction. A payload that does not (damaged, nested,
+// over 1 GiB uncompressed, a transaction that ends early or not at all) is
+// an error: ErrRelayCorrupt from LocalReader, naming the file and offset.
+//
 // # Positions
 //
 // Every Event carries the Position after it: the file, the 64-bit offset

@@ -100,6 +100,13 @@ type LocalReader struct {
 	bufOff int64 // file offset of buf[0]
 	bufLen int
 
+	// Transaction_payload events: the decoder, the file's format
+	// description (a copy) and the parser of the events a payload holds
+	// (made from it, checksums off; nil until needed).
+	payload payloadDecoder
+	fdeRaw  []byte
+	inner   *replication.BinlogParser
+
 	// Relay tail (WithRelayTail): the durable end last seen, its channel,
 	// and the read limit in the current file it implies (-1: none).
 	tailEnd    RelayPos
@@ -471,6 +478,10 @@ func (r *LocalReader) GetEvent(ctx context.Context) (*Event, error) {
 func (r *LocalReader) setDelivered(ev *Event) {
 	r.delivered = ev.Pos
 	r.relayPos = RelayPos{SubDir: r.sub, Name: ev.Pos.Name, Offset: ev.Pos.Offset}
+	if ev.TxnEnd && r.cfg.autoAck && (r.relayPos.SubDir != r.lastAutoAt.SubDir || r.relayPos.Name != r.lastAutoAt.Name) {
+		r.lastAutoAt = r.relayPos
+		r.Ack(r.relayPos)
+	}
 }
 
 // Close stops the reader: a GetEvent waiting for data returns ErrClosed,
@@ -911,6 +922,7 @@ func (r *LocalReader) readHeader() error {
 	// start in the middle of the file nothing reads the format description
 	// again, and the buffer is refilled from the start offset on.
 	r.postHeader = slices.Clone(fde.EventTypeHeaderLengths)
+	r.fdeRaw, r.inner = slices.Clone(fraw), nil
 	r.serverID = binary.LittleEndian.Uint32(fraw[5:9])
 	pos := r.posAt(r.file, uint64(r.startOff))
 	r.pending = append(r.pending, r.fakeRotate(pos))
@@ -1108,6 +1120,9 @@ func (r *LocalReader) process(raw []byte) (*Event, error) {
 	start := r.off
 	end := start + int64(len(raw))
 	t := replication.EventType(raw[4])
+	if t == replication.TRANSACTION_PAYLOAD_EVENT {
+		return r.processPayload(raw)
+	}
 	be, err := parseEvent(r.parser, raw, r.crc && t != replication.FORMAT_DESCRIPTION_EVENT, r.postHeader)
 	if err != nil {
 		if r.midStart && !r.sawTableMap && isRowsEvent(t) {
@@ -1120,6 +1135,7 @@ func (r *LocalReader) process(raw []byte) (*Event, error) {
 		// A copy: fde's lengths are a slice of the event's RawData,
 		// which belongs to the consumer.
 		r.postHeader = slices.Clone(fde.EventTypeHeaderLengths)
+		r.fdeRaw, r.inner = slices.Clone(raw), nil
 	} else if t == replication.TABLE_MAP_EVENT {
 		r.sawTableMap = true
 	}
@@ -1146,11 +1162,23 @@ func (r *LocalReader) process(raw []byte) (*Event, error) {
 	default:
 		next.Name, next.Offset = r.file, uint64(end)
 	}
-	gtid, txnEnd := "", false
+	ev, _, err := r.observe(be, next, artificial, start)
+	if ev != nil {
+		r.setDelivered(ev)
+	}
+	return ev, err
+}
+
+// observe updates the stream's GTID state with be, whose position after it
+// is next, and returns it as an Event, or nil when it is skipped (a
+// transaction the GTID set holds already). start is where its bytes begin,
+// for errors. txnEnd reports whether be ends a transaction, skipped or not.
+func (r *LocalReader) observe(be *replication.BinlogEvent, next Position, artificial bool, start int64) (ev *Event, txnEnd bool, err error) {
+	gtid := ""
 	if !artificial {
 		wasIn, before := r.tracker.inTxn, r.tracker.gset
 		if gtid, txnEnd, err = observeSafe(r.tracker, be); err != nil {
-			return nil, r.corrupt(start, "%s: %w", t, err)
+			return nil, false, r.corrupt(start, "%s: %w", be.Header.EventType, err)
 		}
 		if r.skipping && !wasIn && r.tracker.inTxn && gtid != "" && before != nil && containsGTID(before, be) {
 			// The commit must leave the set alone: forget the GTID.
@@ -1162,19 +1190,102 @@ func (r *LocalReader) process(raw []byte) (*Event, error) {
 		if txnEnd || !r.tracker.inTxn {
 			r.inSkip = false
 		}
-		return nil, nil
+		return nil, txnEnd, nil
 	}
 	next.GTIDSet, next.Flavor = r.tracker.gset, r.tracker.flavor
 	if next.GTIDSet == nil {
 		next.Flavor = ""
 	}
-	ev := &Event{BinlogEvent: be, Pos: next, GTID: gtid, TxnEnd: txnEnd}
-	r.setDelivered(ev)
-	if txnEnd && r.cfg.autoAck && (r.relayPos.SubDir != r.lastAutoAt.SubDir || r.relayPos.Name != r.lastAutoAt.Name) {
-		r.lastAutoAt = r.relayPos
-		r.Ack(r.relayPos)
+	return &Event{BinlogEvent: be, Pos: next, GTID: gtid, TxnEnd: txnEnd}, txnEnd, nil
+}
+
+// processPayload delivers the events a Transaction_payload event holds in
+// its place (the first now, the others queued), each with its position (see
+// payload.go). They are decoded by a parser of their own: go-mysql's would
+// inflate the payload without bounds.
+func (r *LocalReader) processPayload(raw []byte) (*Event, error) {
+	start := r.off
+	end := start + int64(len(raw))
+	var h replication.EventHeader
+	if err := h.Decode(raw); err != nil {
+		return nil, r.badEvent(start, "%w", err)
 	}
-	return ev, nil
+	if h.LogPos != uint32(end) {
+		return nil, r.badEvent(start, "%s says it ends at %d, but it ends at %d", h.EventType, h.LogPos, end)
+	}
+	body := raw[eventHeaderSize:]
+	if r.crc {
+		body = body[:len(body)-checksumSize]
+	}
+	events, err := r.payload.decode(body, r.postHeader)
+	if err != nil {
+		return nil, r.badEvent(start, "%s: %w", h.EventType, err)
+	}
+	// The events escape to the consumer: one copy of them all.
+	events = slices.Clone(events)
+	if r.inner == nil {
+		if r.inner, err = r.innerParser(); err != nil {
+			return nil, r.corrupt(start, "%w", err)
+		}
+	}
+	r.off = end
+	r.midStart = false
+	var first *Event
+	err = innerEvents(events, func(ev []byte, last bool) error {
+		be, err := parseEvent(r.inner, ev, false, r.postHeader)
+		if err != nil {
+			return err
+		}
+		next := Position{Name: r.file, Offset: uint64(start)}
+		be.Header.LogPos = uint32(start)
+		if last {
+			next.Offset, be.Header.LogPos = uint64(end), h.LogPos
+		}
+		e, txnEnd, err := r.observe(be, next, false, start)
+		if err != nil {
+			return err
+		}
+		if err := checkPayloadTxn(be.Header.EventType, txnEnd, last); err != nil {
+			return err
+		}
+		if e != nil {
+			e.payloadStart = uint64(start)
+		}
+		switch {
+		case e == nil:
+		case first == nil:
+			first = e
+		default:
+			r.pending = append(r.pending, e)
+		}
+		return nil
+	})
+	if err != nil {
+		var re *RelayError
+		if errors.As(err, &re) {
+			return nil, err
+		}
+		return nil, r.corrupt(start, "%s: %w", h.EventType, err)
+	}
+	if first != nil {
+		r.setDelivered(first)
+	}
+	return first, nil
+}
+
+// innerParser returns a parser for the events a payload holds: decoding as
+// the file's, after its format description with checksums off.
+func (r *LocalReader) innerParser() (*replication.BinlogParser, error) {
+	if len(r.fdeRaw) < eventHeaderSize+checksumSize+1 {
+		return nil, errors.New("no format description before a transaction payload")
+	}
+	p := newDecodeParser(r.tracker.flavor)
+	fde := slices.Clone(r.fdeRaw)
+	fde[len(fde)-checksumSize-1] = byte(replication.BINLOG_CHECKSUM_ALG_OFF)
+	if _, err := parseEvent(p, fde, false, nil); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 func observeSafe(t *txnTracker, be *replication.BinlogEvent) (gtid string, txnEnd bool, err error) {

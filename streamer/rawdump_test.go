@@ -284,6 +284,9 @@ func FuzzRawStream(f *testing.F) {
 	f.Add(dumpStream(seed), true, false, uint8(7))
 	f.Add(seed[:len(seed)/2], false, true, uint8(1))
 	f.Add(packets(1, []byte{0xff, 0x28, 0x05, '#', 'H', 'Y', '0', '0', '0', 'x'}), true, false, uint8(3))
+	// MySQL 8 with compressed transactions (Transaction_payload events).
+	f.Add(readFixtureFile(f, "binlog.000002"), false, false, uint8(200))
+	f.Add(readFixtureFile(f, "binlog.000001"), false, true, uint8(50))
 	f.Fuzz(fuzzRawStream)
 }
 

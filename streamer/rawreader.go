@@ -22,7 +22,9 @@ import (
 // only event headers and the few fields that frame transactions (GTID,
 // query, XID, rotate and format description events), so reading costs no
 // allocation per event. Checksums are verified (CRC32, as the server writes
-// them).
+// them). A Transaction_payload event (MySQL 8 compressed transaction) is
+// delivered as it is; the events it holds are decompressed and framed like
+// the others, so that it ends its transaction (see the package doc).
 //
 // It keeps RemoteReader's guarantees: when the connection drops it
 // reconnects with backoff from the end of the last whole transaction it
@@ -273,7 +275,9 @@ func (r *RawReader) process(data []byte) (bool, error) {
 			}
 			return false, fmt.Errorf("%w: format description at %s:%d: %v", errStream, r.pos.Name, h.LogPos, err)
 		}
-		r.crc = be.Event.(*replication.FormatDescriptionEvent).ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
+		fde := be.Event.(*replication.FormatDescriptionEvent)
+		r.crc = fde.ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
+		r.tracker.postHeader = append(r.tracker.postHeader[:0], fde.EventTypeHeaderLengths...)
 		if r.crc {
 			body = body[:len(body)-checksumSize]
 		}

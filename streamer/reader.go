@@ -59,6 +59,26 @@ type Event struct {
 	// (format description, GTID list, rotate, ...). Pos is then a safe point
 	// to resume reading from.
 	Boundary bool
+
+	// payloadStart is, for an event a Transaction_payload event holds,
+	// the offset where that payload begins; 0 for any other event.
+	payloadStart uint64
+}
+
+// Start is where the event begins in its binlog file (file and offset, no
+// GTID set): Pos less the event's size; for an event a Transaction_payload
+// event holds, which has no place of its own in the file, where the payload
+// begins (see the package doc). Zero for an artificial event and for a
+// rotate (whose Pos is in the next file).
+func (e *Event) Start() Position {
+	if e.payloadStart > 0 {
+		return Position{Name: e.Pos.Name, Offset: e.payloadStart}
+	}
+	size := uint64(e.Header.EventSize)
+	if e.Artificial() || size == 0 || size > e.Pos.Offset || e.Header.EventType == replication.ROTATE_EVENT {
+		return Position{}
+	}
+	return Position{Name: e.Pos.Name, Offset: e.Pos.Offset - size}
 }
 
 // Artificial reports whether the server made the event up for this stream

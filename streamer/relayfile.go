@@ -310,8 +310,16 @@ func (w *RelayFileWriter) closeFile() error {
 // needed) the file it names. An event the file already holds is skipped when
 // its bytes are identical and refused with ErrRelayOverlap otherwise; an
 // event that would leave a hole is refused with ErrRelayGap. It reports
-// whether bytes were written.
+// whether bytes were written. The events a Transaction_payload event holds
+// (RemoteReader and LocalReader deliver them in its place) cannot be
+// written: the payload they came in is not theirs to rebuild; they are
+// refused with ErrRelayGap. Copy such a binlog with a RawReader.
 func (w *RelayFileWriter) Write(ev *Event) (bool, error) {
+	if !ev.Artificial() && len(ev.RawData) >= eventHeaderSize && binary.LittleEndian.Uint32(ev.RawData[13:]) == 0 {
+		// On the server, only the events of a payload have no log_pos.
+		return false, &RelayError{Path: filepath.Join(w.dir, w.name), Offset: w.size, Kind: ErrRelayGap,
+			Err: fmt.Errorf("%s event of a transaction payload: write the payload event (RawReader)", ev.Header.EventType)}
+	}
 	we := writeEvent{typ: ev.Header.EventType, logPos: ev.Header.LogPos, artificial: ev.Artificial(),
 		raw: ev.RawData, end: ev.Pos.Offset}
 	if rot, ok := ev.Event.(*replication.RotateEvent); ok {

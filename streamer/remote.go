@@ -49,7 +49,8 @@ type RemoteReader struct {
 	failing   time.Time // when the current run of failed connections began
 	connected bool      // a connection has succeeded once
 	gtidMode  bool
-	err       error // terminal error
+	err       error    // terminal error
+	inner     []*Event // a Transaction_payload's events still to deliver
 
 	mu     sync.Mutex // guards syncer, stream, closed
 	syncer *replication.BinlogSyncer
@@ -230,6 +231,13 @@ func (r *RemoteReader) GetEvent(ctx context.Context) (*Event, error) {
 		return nil, r.err
 	}
 	for {
+		if len(r.inner) > 0 && !r.isClosed() {
+			ev := r.inner[0]
+			r.inner[0] = nil
+			r.inner = r.inner[1:]
+			r.deliver(ev)
+			return ev, nil
+		}
 		stream, err := r.ensureStream(ctx)
 		if err != nil {
 			return nil, r.fail(ctx, err)
@@ -247,6 +255,12 @@ func (r *RemoteReader) GetEvent(ctx context.Context) (*Event, error) {
 			}
 			continue
 		}
+		if tp, ok := be.Event.(*replication.TransactionPayloadEvent); ok && !isArtificial(be.Header) {
+			if err := r.expandPayload(be, tp); err != nil {
+				return nil, r.setErr(&Error{Source: r.Source(), Op: "read", Pos: r.delivered, Err: err})
+			}
+			continue
+		}
 		ev, deliver, err := r.process(be)
 		if err != nil {
 			return nil, r.setErr(&Error{Source: r.Source(), Op: "read", Pos: r.delivered, Err: err})
@@ -261,6 +275,22 @@ func (r *RemoteReader) GetEvent(ctx context.Context) (*Event, error) {
 // consumer sees it: after a reconnect, what had been delivered already, and
 // the artificial events the server sends before it, are not delivered again.
 func (r *RemoteReader) process(be *replication.BinlogEvent) (*Event, bool, error) {
+	ev, err := r.advance(be)
+	if err != nil {
+		return nil, false, err
+	}
+	if r.skipUntil != nil {
+		if ev.Artificial() || ev.Pos.Compare(*r.skipUntil) <= 0 {
+			return nil, false, nil
+		}
+		r.skipUntil = nil
+	}
+	r.deliver(ev)
+	return ev, true, nil
+}
+
+// advance moves the reader's position past be and returns it as an Event.
+func (r *RemoteReader) advance(be *replication.BinlogEvent) (*Event, error) {
 	h := be.Header
 	artificial := isArtificial(h)
 	next := r.pos
@@ -275,7 +305,7 @@ func (r *RemoteReader) process(be *replication.BinlogEvent) (*Event, bool, error
 	if !artificial {
 		gtid, txnEnd, err = r.tracker.observe(be)
 		if err != nil {
-			return nil, false, fmt.Errorf("event %s at %s:%d: %w", h.EventType, next.Name, h.LogPos, err)
+			return nil, fmt.Errorf("event %s at %s:%d: %w", h.EventType, next.Name, h.LogPos, err)
 		}
 	}
 	next.GTIDSet, next.Flavor = r.tracker.gset, r.tracker.flavor
@@ -283,22 +313,56 @@ func (r *RemoteReader) process(be *replication.BinlogEvent) (*Event, bool, error
 		next.Flavor = ""
 	}
 	r.pos = next
-	if r.skipUntil != nil {
-		if artificial || next.Compare(*r.skipUntil) <= 0 {
-			return nil, false, nil
-		}
-		r.skipUntil = nil
-	}
-	r.delivered = next
 	boundary := txnEnd || (!r.tracker.inTxn && !artificial)
-	if boundary {
-		r.safe = next
+	return &Event{BinlogEvent: be, Pos: next, GTID: gtid, TxnEnd: txnEnd, Boundary: boundary}, nil
+}
+
+// deliver records that ev goes to the consumer.
+func (r *RemoteReader) deliver(ev *Event) {
+	r.delivered = ev.Pos
+	if ev.Boundary {
+		r.safe = ev.Pos
 	}
 	if !r.failing.IsZero() {
 		r.bo.Reset()
 		r.failing = time.Time{}
 	}
-	return &Event{BinlogEvent: be, Pos: next, GTID: gtid, TxnEnd: txnEnd, Boundary: boundary}, true, nil
+}
+
+// expandPayload queues the events a Transaction_payload event holds (go-mysql
+// decoded them), each with its position (see payload.go), unless a
+// reconnect skips the payload whole: it was delivered whole, since nothing
+// is read from the network while its events wait.
+func (r *RemoteReader) expandPayload(be *replication.BinlogEvent, tp *replication.TransactionPayloadEvent) error {
+	h := be.Header
+	end := extendOffset(r.pos.Offset, h.LogPos)
+	if end < uint64(h.EventSize) || len(tp.Events) == 0 {
+		return fmt.Errorf("event %s at %s:%d: %w: %d events, %d bytes", h.EventType, r.pos.Name, h.LogPos, errPayload, len(tp.Events), h.EventSize)
+	}
+	skip := r.skipUntil != nil && (Position{Name: r.pos.Name, Offset: end}).Compare(*r.skipUntil) <= 0
+	if !skip {
+		r.skipUntil = nil
+	}
+	for i, inner := range tp.Events {
+		last := i == len(tp.Events)-1
+		// As go-mysql stamps them; done here too for a header it left.
+		inner.Header.LogPos = uint32(end - uint64(h.EventSize))
+		if last {
+			inner.Header.LogPos = h.LogPos
+		}
+		ev, err := r.advance(inner)
+		if err == nil {
+			err = checkPayloadTxn(inner.Header.EventType, ev.TxnEnd, last)
+		}
+		if err != nil {
+			return fmt.Errorf("event %s at %s:%d: %w", h.EventType, r.pos.Name, h.LogPos, err)
+		}
+		ev.payloadStart = end - uint64(h.EventSize)
+		if !skip {
+			r.inner = append(r.inner, ev)
+		}
+	}
+	return nil
 }
 
 // extendOffset turns the 32-bit log_pos of an event header into a 64-bit

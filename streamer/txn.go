@@ -39,6 +39,11 @@ type txnTracker struct {
 	inPlace bool
 	cur     gtidRef
 	version uint64
+
+	// The raw path's Transaction_payload decoding: the decoder, and the
+	// format description's post-header lengths (nil: the defaults).
+	payload    payloadDecoder
+	postHeader []byte
 }
 
 // gtidRef is a transaction's GTID in decoded form, kept without allocating.
@@ -296,6 +301,9 @@ func (t *txnTracker) observeRaw(typ replication.EventType, serverID uint32, body
 		txnEnd = t.query(body[at:])
 	case replication.XID_EVENT:
 		txnEnd = true
+	case replication.TRANSACTION_PAYLOAD_EVENT:
+		// The inner events commit (or not) themselves.
+		return t.observeRawPayload(body)
 	case replication.GTID_TAGGED_LOG_EVENT, replication.MARIADB_QUERY_COMPRESSED_EVENT,
 		replication.PREVIOUS_GTIDS_EVENT, replication.MARIADB_GTID_LIST_EVENT:
 		// go-mysql trusts the counts in these events: check them first.
@@ -328,6 +336,43 @@ func (t *txnTracker) observeRaw(typ replication.EventType, serverID uint32, body
 		err = t.commit()
 	}
 	return txnEnd, err
+}
+
+// observeRawPayload observes the events a Transaction_payload event holds
+// (body without header and checksum) and reports whether the transaction
+// ends with it, as it must: see checkPayloadTxn.
+func (t *txnTracker) observeRawPayload(body []byte) (txnEnd bool, err error) {
+	events, err := t.payload.decode(body, t.postHeader)
+	if err != nil {
+		return false, err
+	}
+	err = innerEvents(events, func(ev []byte, last bool) error {
+		typ := replication.EventType(ev[4])
+		// Inner events are never of the types observeRaw decodes with
+		// go-mysql's parser (decode refuses them): no parser needed.
+		end, err := t.observeRaw(typ, le32(ev[5:]), ev[eventHeaderSize:], ev, nil)
+		if err != nil {
+			return err
+		}
+		txnEnd = end
+		return checkPayloadTxn(typ, end, last)
+	})
+	return txnEnd, err
+}
+
+// checkPayloadTxn checks an inner event of a Transaction_payload event:
+// MySQL puts exactly one transaction in a payload, ending with its last
+// event. A transaction that ends before it, or not at all, would have the
+// readers report a transaction end inside the payload, at a position that
+// is no place to resume from, or none at all.
+func checkPayloadTxn(typ replication.EventType, txnEnd, last bool) error {
+	switch {
+	case txnEnd && !last:
+		return fmt.Errorf("%w: its transaction ends at a %s event before its last event", errPayload, typ)
+	case last && !txnEnd:
+		return fmt.Errorf("%w: its last event, %s, does not end its transaction", errPayload, typ)
+	}
+	return nil
 }
 
 func le16(b []byte) uint16 { return uint16(b[0]) | uint16(b[1])<<8 }

@@ -8,6 +8,7 @@
 //	    [-from-password-file F] [-to-password-file F]
 //	    -mode incremental [-start FILE:POS | -start-gtid SET]
 //	    [-tables 'db.*,other.t'] [-route 'src.t_*:dst.t'] [-task NAME]
+//	    [-source NAME]
 //	    [-data-dir DIR] [-etcd ENDPOINTS -worker NAME [-keepalive-ttl D]
 //	    [-credential-key-file F]] [-workers N] [-exit-when-idle DURATION]
 //	    [-stop-timeout DURATION]
@@ -52,10 +53,28 @@
 //     downstream (fenced by the binding's epoch, so the old worker can no
 //     longer write). Without -etcd, the worker is driven directly and needs
 //     no etcd at all.
-//   - -task: the task name (default "migrate"). With the upstream it keys the
-//     checkpoint, which is kept in the downstream, in
+//   - -task: the task name (default "migrate"). With the source name it
+//     keys the checkpoint, which is kept in the downstream, in
 //     `dmworker_meta`.`checkpoint`, written in the same transaction as the
 //     data it covers.
+//   - -source NAME: the source's name (no '/'). It keys the checkpoint with
+//     the task, names the relay directory (DIR/relay/NAME) and, in cluster
+//     mode, the source's etcd keys: the upstream may be reached through
+//     another address (a proxy, a virtual IP after a failover, a new DNS
+//     name) and the task goes on from its checkpoint. Default: the name the
+//     task's checkpoint in the downstream has (the one chosen at the first
+//     run, found again through any address), or, at the first run, the
+//     upstream's host:port as -from gives it; a task with checkpoints of
+//     several sources needs -source (exit 2). A run with -source on a task
+//     whose only checkpoint is stored under a default name (a host:port,
+//     given by default or by an older version) takes that checkpoint over,
+//     whatever address -from gives now. In
+//     cluster mode give every process the same -source (or the same -from
+//     at the first run). At every start the checkpoint is checked against
+//     the server reached: another server that has not executed the
+//     checkpoint's GTIDs, or a binlog that cannot hold its position, stops
+//     the program with exit 1 (dmworker.ErrCheckpointLineage) instead of
+//     starting anywhere else.
 //   - -start FILE:POS (any text streamer.ParsePosition takes) or
 //     -start-gtid SET: where a task with no checkpoint begins; without
 //     either, at the upstream's current position. Once the task has a
@@ -154,6 +173,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -249,10 +269,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer db.Close()
 	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
 	err = db.PingContext(pctx)
+	if err == nil {
+		err = resolveSource(pctx, db, &cfg, stderr)
+	}
 	pcancel()
+	if errors.Is(err, errSourceNeeded) {
+		fmt.Fprintln(stderr, "migrate:", err)
+		return 2
+	}
 	if err != nil && ctx.Err() == nil {
 		fmt.Fprintf(stderr, "migrate: downstream %s: %v\n", cfg.down, err)
 		return 1
+	}
+	if cfg.source.Name == "" {
+		return 0 // stopped before the source could be named
 	}
 	sinks := func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
 		// The pool is the sinks' alone: their session is set up once per
@@ -672,6 +702,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		ttl       = fs.Duration("keepalive-ttl", dmworker.DefaultKeepAliveTTL, "with -etcd: TTL of the worker's registration and of the coordinator's leadership (whole seconds)")
 		worker    = fs.String("worker", "", "worker name (default: the host name)")
 		task      = fs.String("task", "migrate", "task name; keys the checkpoint")
+		source    = fs.String("source", "", "source name; keys the checkpoint with -task (default: the name the task's checkpoint has, else the upstream's host:port)")
 		start     = fs.String("start", "", "where a task with no checkpoint starts, FILE:POS")
 		startGTID = fs.String("start-gtid", "", "where a task with no checkpoint starts, after this GTID set")
 		tables    = fs.String("tables", "", "comma-separated db.table patterns to replicate (default all)")
@@ -708,6 +739,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, errors.New("-stop-timeout must be positive")
 	case *task == "":
 		return cfg, errors.New("-task must not be empty")
+	case strings.Contains(*source, "/"):
+		return cfg, fmt.Errorf("-source %q: no '/' allowed", *source)
 	}
 	var err error
 	if cfg.up, err = streamer.ParseUpstreamFlags(*from, *fromPw, envFromPassword); err != nil {
@@ -762,9 +795,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		sc.Routes = append(sc.Routes, rs...)
 	}
 	cfg.task = sc
-	// The source is named by its address, so that checkpoints written
-	// before (keyed by the upstream's address) go on.
-	cfg.source = dmworker.SourceConfig{Name: cfg.up.SourceName(), Upstream: cfg.up, EnableRelay: cfg.dataDir != ""}
+	// An empty name is resolved once the downstream is reached.
+	cfg.source = dmworker.SourceConfig{Name: *source, Upstream: cfg.up, EnableRelay: cfg.dataDir != ""}
 	return cfg, nil
 }
 
@@ -803,6 +835,51 @@ func credentialKey(file string, needed bool) ([]byte, error) {
 		return nil, fmt.Errorf("credential key in %s: %d bytes, want 16, 24 or 32", from, n)
 	}
 	return key, nil
+}
+
+// errSourceNeeded means the task has checkpoints of several sources and no
+// -source says which one to run.
+var errSourceNeeded = errors.New("-source is needed")
+
+// resolveSource names the source when -source is not given: the name the
+// task's checkpoint in the downstream has (stored there by the first run),
+// else the upstream's address. Several candidates are errSourceNeeded.
+// When -source is given and the task's only checkpoint is stored under a
+// default name (a host:port), it is taken over under the given name.
+func resolveSource(ctx context.Context, db *sql.DB, cfg *config, stderr io.Writer) error {
+	sink, err := mysqlsink.New(db)
+	if err != nil {
+		return err
+	}
+	sources, err := sink.CheckpointSources(ctx, cfg.task.Name)
+	if err != nil {
+		return err
+	}
+	if name := cfg.source.Name; name != "" {
+		if len(sources) == 1 && sources[0] != name && isAddress(sources[0]) {
+			if _, err := sink.MoveCheckpoint(ctx, cfg.task.Name, sources[0], name); err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "migrate: task %s: the checkpoint stored under the default source name %s is source %s's now\n",
+				cfg.task.Name, sources[0], name)
+		}
+		return nil
+	}
+	switch {
+	case len(sources) > 1:
+		return fmt.Errorf("%w: task %s has checkpoints of sources %s in the downstream", errSourceNeeded, cfg.task.Name, strings.Join(sources, ", "))
+	case len(sources) == 1:
+		cfg.source.Name = sources[0]
+	default:
+		cfg.source.Name = cfg.up.Addr()
+	}
+	return nil
+}
+
+// isAddress reports whether a source name is a default one, host:port.
+func isAddress(name string) bool {
+	_, port, err := net.SplitHostPort(name)
+	return err == nil && port != ""
 }
 
 // parseGTIDStart reads a GTID set whose flavour is inferred from its text.

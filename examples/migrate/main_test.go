@@ -21,6 +21,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/dmworker/dmworker/internal/faultnet"
 	"github.com/dmworker/dmworker/internal/testserver"
 )
 
@@ -170,6 +171,8 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"-mode", "all"}, ""},
 		{[]string{"-mode", "fast"}, "want incremental, full or all"},
 		{[]string{"-worker", "a/b"}, "no '/'"},
+		{[]string{"-source", "a/b"}, "no '/'"},
+		{[]string{"-source", "shop"}, ""},
 		{[]string{"-data-dir", "/tmp/x", "-etcd", "127.0.0.1:2379,127.0.0.1:2380", "-worker", "w1"}, "-credential-key-file"},
 		{[]string{"-workers", "4"}, ""},
 		{[]string{"-workers", "0"}, "between 1 and 1024"},
@@ -605,4 +608,72 @@ func TestMigrateRelayCannotStart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMigrateSourceThroughProxy: the first run (from the binlog's start)
+// names the source by its
+// address and stores that name with the checkpoint in the downstream; a
+// later run through a proxy (another address) without -source finds the
+// name there and continues from the checkpoint; a run with -source takes
+// the checkpoint over under that name. Rows written between runs arrive
+// each time (the old code keyed the checkpoint by the address it was
+// given, so the run through the proxy started at the upstream's end).
+func TestMigrateSourceThroughProxy(t *testing.T) {
+	up := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 420})
+	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 421})
+	upDB, downDB := up.DB(t), down.DB(t)
+	proxy, err := faultnet.New(up.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	from := fmt.Sprintf("%s:%s@%s", up.User, up.Password, up.Addr())
+	via := fmt.Sprintf("%s:%s@%s", up.User, up.Password, proxy.Addr())
+	to := fmt.Sprintf("%s:%s@%s", down.User, down.Password, down.Addr())
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	up.Exec(t, "CREATE DATABASE wl")
+	up.Exec(t, "CREATE TABLE wl.t (id INT PRIMARY KEY, v VARCHAR(64))")
+	write := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			up.Exec(t, "INSERT INTO wl.t VALUES (?, ?)", i, fmt.Sprint("v", i))
+		}
+		up.Exec(t, "UPDATE wl.t SET v = CONCAT(v, '+') WHERE id % 5 = 0")
+	}
+	write(0, 30)
+	const q = "SELECT id, v FROM wl.t ORDER BY id"
+	run1 := func(name string, args ...string) string {
+		t.Helper()
+		var stdout, stderr syncBuffer
+		args = append([]string{"-to", to, "-tables", "wl.*", "-exit-when-idle", "2s"}, args...)
+		if code := run(ctx, args, &stdout, &stderr); code != 0 {
+			t.Fatalf("%s: exit %d\nstdout:\n%s\nstderr:\n%s", name, code, stdout.String(), stderr.String())
+		}
+		if u, d := rowsOf(t, upDB, q), rowsOf(t, downDB, q); u != d {
+			t.Fatalf("after %s wl.t differs:\nup   %s\ndown %s", name, u, d)
+		}
+		return stderr.String()
+	}
+	sources := func() string {
+		rows := rowsOf(t, downDB, "SELECT 0, source FROM dmworker_meta.checkpoint WHERE task = 'migrate' AND pos IS NOT NULL ORDER BY source")
+		return rows
+	}
+	run1("the first run", "-from", from, "-start", "mysql-bin.000001:4")
+	if got, want := sources(), "0={"+up.Addr()+" true};"; got != want {
+		t.Fatalf("checkpoint sources %q, want %q", got, want)
+	}
+	write(30, 30)
+	run1("the run through the proxy", "-from", via)
+	if proxy.Accepted() == 0 {
+		t.Fatal("the second run did not go through the proxy")
+	}
+	write(60, 30)
+	if out := run1("the named run", "-from", via, "-source", "shop"); !strings.Contains(out, "is source shop's now") {
+		t.Errorf("the named run did not say it took the checkpoint over:\n%s", out)
+	}
+	if got := sources(); got != "0={shop true};" {
+		t.Fatalf("checkpoint sources %q, want shop alone", got)
+	}
+	write(90, 10)
+	run1("a second named run", "-from", from, "-source", "shop")
 }
