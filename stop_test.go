@@ -36,13 +36,7 @@ func closeWithin(t *testing.T, w *dmworker.SourceWorker) {
 // waitLockWait waits until a transaction of the downstream waits for a lock.
 func waitLockWait(t *testing.T, db *sql.DB) {
 	t.Helper()
-	waitUntil(t, "a batch waiting for the row lock", func() bool {
-		var n int
-		if err := db.QueryRow("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n > 0
-	})
+	testserver.WaitInnoDBTrx(t, db, "batch waiting for the row lock", "trx_state = 'LOCK WAIT'", func(n int) bool { return n > 0 }, nil)
 }
 
 // TestSourceWorkerCloseStalledDownstream: with the serial syncer's batch
@@ -91,13 +85,7 @@ func TestSourceWorkerCloseStalledDownstream(t *testing.T) {
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the batch cut short ended", func() bool {
-		var n int
-		if err := p.downdb.QueryRow("SELECT COUNT(*) FROM information_schema.INNODB_TRX").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n == 0
-	})
+	testserver.WaitInnoDBTrx(t, p.downdb, "end of the batch cut short", "", func(n int) bool { return n == 0 }, nil)
 	var note sql.NullString
 	if err := p.downdb.QueryRow("SELECT note FROM app.accounts WHERE id = ?", id).Scan(&note); err != nil || note.String == "stalled" {
 		t.Fatalf("row %d note %v (%v): the batch cut short committed", id, note, err)

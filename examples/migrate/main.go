@@ -617,11 +617,12 @@ func reportError(w io.Writer, err error) {
 	var sn *dmworker.SnapshotError
 	switch {
 	case errors.As(err, &se) && errors.Is(err, dmworker.ErrUnsupportedDDL):
-		fmt.Fprintf(w, "migrate: replication stopped on the statement:\n\t%s\n", indent(se.Statement))
 		if se.Start.IsZero() {
-			fmt.Fprintf(w, "migrate: at %s.\n", se.Pos)
+			// Not an event: a definition read from the upstream.
+			fmt.Fprintf(w, "migrate: replication stopped at %s on the statement:\n\t%s\n", se.Pos, indent(se.Statement))
 			break
 		}
+		fmt.Fprintf(w, "migrate: replication stopped on the statement:\n\t%s\n", indent(se.Statement))
 		fmt.Fprintf(w, "migrate: it starts at %s:%d and ends at %s:%d.\n", se.Start.Name, se.Start.Offset, se.Pos.Name, se.Pos.Offset)
 		fmt.Fprintln(w, "migrate: this tool has no skip flag yet; to go past the statement, apply the change downstream")
 		fmt.Fprintln(w, "migrate: by hand and call Syncer.Skip (or Syncer.Replace) with either position from a program of your own,")

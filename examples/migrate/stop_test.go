@@ -233,19 +233,9 @@ func TestMigrateStopStalledDownstream(t *testing.T) {
 // of the downstream's InnoDB transactions that match where.
 func waitTrx(t *testing.T, db *sql.DB, what, where string, ok func(int) bool, p *proc) {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Minute); ; {
-		var n int
-		if err := db.QueryRow("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE " + where).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if ok(n) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after two minutes (%d transactions: %s)\nstdout:\n%s\nstderr:\n%s", what, n, trxList(t, db), p.stdout, p.stderr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testserver.WaitInnoDBTrx(t, db, what, where, ok, func() string {
+		return fmt.Sprintf("stdout:\n%s\nstderr:\n%s", p.stdout, p.stderr)
+	})
 }
 
 // TestMigrateUnsupportedDefinition: a table whose definition the schema
@@ -288,22 +278,4 @@ func TestMigrateUnsupportedDefinition(t *testing.T) {
 			t.Errorf("mode %s: the output shows the password", c.mode)
 		}
 	}
-}
-
-// trxList describes the downstream's InnoDB transactions.
-func trxList(t *testing.T, db *sql.DB) string {
-	rs, err := db.Query("SELECT CONCAT_WS(' ', trx_mysql_thread_id, trx_state, trx_started, IFNULL(trx_query, '')) FROM information_schema.INNODB_TRX")
-	if err != nil {
-		return err.Error()
-	}
-	defer rs.Close()
-	var out []string
-	for rs.Next() {
-		var s string
-		if err := rs.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	return strings.Join(out, "; ")
 }

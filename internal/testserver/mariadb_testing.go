@@ -86,3 +86,52 @@ func shorten(s string, n int) string {
 	}
 	return s
 }
+
+// WaitInnoDBTrx waits, up to two minutes, until ok accepts the number of
+// the server's transactions (information_schema.INNODB_TRX) that match
+// where (an SQL condition; "" for all), and returns that number. It polls
+// every 150ms: InnoDB refreshes that table's cache only when it has not been
+// read for 100ms, so a faster poll reads a stale list for ever. On timeout
+// it fails tb with what, the transactions it sees, and detail().
+func WaitInnoDBTrx(tb testing.TB, db *sql.DB, what, where string, ok func(n int) bool, detail func() string) int {
+	tb.Helper()
+	q := "SELECT COUNT(*) FROM information_schema.INNODB_TRX"
+	if where != "" {
+		q += " WHERE " + where
+	}
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		var n int
+		if err := db.QueryRow(q).Scan(&n); err != nil {
+			tb.Fatal(err)
+		}
+		if ok(n) {
+			return n
+		}
+		if time.Now().After(deadline) {
+			more := ""
+			if detail != nil {
+				more = detail()
+			}
+			tb.Fatalf("no %s after two minutes (%d transactions: %s)\n%s", what, n, innoDBTrxList(db), more)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+}
+
+// innoDBTrxList describes the server's transactions, for a failure message.
+func innoDBTrxList(db *sql.DB) string {
+	rs, err := db.Query("SELECT CONCAT_WS(' ', trx_mysql_thread_id, trx_state, trx_started, IFNULL(trx_query, '')) FROM information_schema.INNODB_TRX")
+	if err != nil {
+		return err.Error()
+	}
+	defer rs.Close()
+	var out []string
+	for rs.Next() {
+		var s string
+		if err := rs.Scan(&s); err != nil {
+			return err.Error()
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, "; ")
+}
