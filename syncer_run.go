@@ -81,7 +81,7 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	r.server = up.Identity
 	start := cp.Pos
 	r.epoch = cp.Epoch
-	if s.opts.set["WithEpoch"] {
+	if s.opts.fenced {
 		if found && cp.Epoch > s.opts.epoch {
 			return s.wrap(cp.Pos, "", "", fmt.Errorf("%w: the stored checkpoint is from epoch %d, this syncer writes under %d",
 				ErrStaleEpoch, cp.Epoch, s.opts.epoch))

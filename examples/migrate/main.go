@@ -289,7 +289,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// connection.
 		return mysqlsink.New(db, mysqlsink.WithExclusivePool())
 	}
-	opts := []dmworker.Option{dmworker.WithLogger(logger), dmworker.WithStopTimeout(cfg.stop)}
+	opts := []dmworker.SourceWorkerOption{dmworker.WithLogger(logger), dmworker.WithStopTimeout(cfg.stop)}
 	if cfg.dataDir != "" {
 		opts = append(opts, dmworker.WithRelayDir(filepath.Join(cfg.dataDir, "relay")))
 	}
@@ -474,7 +474,7 @@ func publish(ctx context.Context, cfg config) (*clientv3.Client, error) {
 	}
 	// The password is sealed with the credential key: etcd never holds it
 	// in plain text.
-	var sopts []dmworker.Option
+	var sopts []dmworker.PutSourceConfigOption
 	if cfg.key != nil {
 		sopts = append(sopts, dmworker.WithCredentialKey(cfg.key))
 	}
