@@ -324,7 +324,7 @@ func TestRelayFetchesOlderFiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			runWorker(t, w)
-			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "a", Start: start, Workers: workers}); err != nil {
+			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "a", Start: start, SyncerTuning: dmworker.SyncerTuning{Workers: workers}}); err != nil {
 				t.Fatal(err)
 			}
 			waitSubTaskSynced(t, taskStatus(w, "a"), p)
@@ -342,10 +342,10 @@ func TestRelayFetchesOlderFiles(t *testing.T) {
 			route := func(to string) []dmworker.RouteRule {
 				return []dmworker.RouteRule{{SchemaPattern: "app", TargetSchema: to}}
 			}
-			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "b", Start: start, Workers: workers, Routes: route("app_b")}); err != nil {
+			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "b", Start: start, Routes: route("app_b"), SyncerTuning: dmworker.SyncerTuning{Workers: workers}}); err != nil {
 				t.Fatal(err)
 			}
-			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "c", Mode: dmworker.ModeAll, Workers: workers, Routes: route("app_c")}); err != nil {
+			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "c", Mode: dmworker.ModeAll, Routes: route("app_c"), SyncerTuning: dmworker.SyncerTuning{Workers: workers}}); err != nil {
 				t.Fatal(err)
 			}
 			syncWorkload(t, p.updb, rnd, 30)
@@ -361,8 +361,12 @@ func TestRelayFetchesOlderFiles(t *testing.T) {
 			// The same by GTID set: purged from the relay, fetched again
 			// for a subtask that starts after the set.
 			purgeRelayPast(t, p, w, sub, start.Name)
-			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "e", Workers: workers, Routes: route("app_e"),
-				Start: streamer.Position{Flavor: streamer.FlavorMariaDB, GTIDSet: gset}}); err != nil {
+			if err := w.StartSubTask(dmworker.SubTaskConfig{
+				Name:         "e",
+				Routes:       route("app_e"),
+				Start:        streamer.Position{Flavor: streamer.FlavorMariaDB, GTIDSet: gset},
+				SyncerTuning: dmworker.SyncerTuning{Workers: workers},
+			}); err != nil {
 				t.Fatal(err)
 			}
 			waitSubTaskSynced(t, taskStatus(w, "e"), p)

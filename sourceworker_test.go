@@ -103,7 +103,7 @@ func TestSourceWorkerDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Started before Run: applied when Run starts.
-	if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "a", BatchSize: 30}); err != nil {
+	if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "a", SyncerTuning: dmworker.SyncerTuning{BatchSize: 30}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "a"}); !errors.Is(err, dmworker.ErrSubTaskExists) {

@@ -55,17 +55,10 @@ type SubTaskConfig struct {
 	Filter       BlockAllowList    `json:"block-allow-list,omitzero" toml:"block-allow-list"`
 	EventFilters []EventFilterRule `json:"event-filters,omitempty" toml:"event-filters"`
 	Routes       []RouteRule       `json:"routes,omitempty" toml:"routes"`
-	// BatchSize, MaxBatchRows, FlushInterval, SafeMode, Workers, Compact,
-	// QueueBytes and CheckpointInterval tune the syncer (see SyncerConfig);
-	// zero values take its defaults.
-	BatchSize          int      `json:"batch,omitempty" toml:"batch"`
-	MaxBatchRows       int      `json:"max-batch-rows,omitempty" toml:"max-batch-rows"`
-	FlushInterval      Duration `json:"flush-interval,omitzero" toml:"flush-interval"`
-	SafeMode           bool     `json:"safe-mode,omitempty" toml:"safe-mode"`
-	Workers            int      `json:"workers,omitempty" toml:"workers"`
-	Compact            bool     `json:"compact,omitempty" toml:"compact"`
-	QueueBytes         int64    `json:"queue-bytes,omitempty" toml:"queue-bytes"`
-	CheckpointInterval Duration `json:"checkpoint-interval,omitzero" toml:"checkpoint-interval"`
+	// SyncerTuning tunes the subtask's syncer (see SyncerTuning); zero
+	// values take its defaults. Its keys are the config's own ("batch",
+	// "workers", ...).
+	SyncerTuning
 	// Snapshot tunes the copy of existing data in modes full and all.
 	Snapshot SnapshotConfig `json:"snapshot,omitzero" toml:"snapshot"`
 }
@@ -75,9 +68,7 @@ func (c SubTaskConfig) syncerConfig(up streamer.UpstreamConfig) SyncerConfig {
 	return SyncerConfig{
 		Task: c.Name, Source: c.Source, Upstream: up, Start: c.Start.Clone(),
 		Filter: c.Filter, EventFilters: c.EventFilters, Routes: c.Routes,
-		BatchSize: c.BatchSize, MaxBatchRows: c.MaxBatchRows, FlushInterval: c.FlushInterval,
-		SafeMode: c.SafeMode, Workers: c.Workers, Compact: c.Compact, QueueBytes: c.QueueBytes,
-		CheckpointInterval: c.CheckpointInterval,
+		SyncerTuning: c.SyncerTuning,
 	}
 }
 

@@ -40,6 +40,17 @@ type SyncerConfig struct {
 	Filter       BlockAllowList    `json:"block-allow-list,omitzero" toml:"block-allow-list"`
 	EventFilters []EventFilterRule `json:"event-filters,omitempty" toml:"event-filters"`
 	Routes       []RouteRule       `json:"routes,omitempty" toml:"routes"`
+	// SyncerTuning sets batch sizes, flush and checkpoint intervals,
+	// parallelism, safe mode and compaction; zero values take the
+	// defaults. Its keys are the config's own ("batch", "workers", ...).
+	SyncerTuning
+}
+
+// SyncerTuning is how a syncer applies what it replicates: batches,
+// parallelism, safe mode. SyncerConfig and SubTaskConfig embed it, so that
+// its fields read as theirs (cfg.Workers) and their JSON and TOML keys are
+// its own. Zero values take the defaults.
+type SyncerTuning struct {
 	// BatchSize is how many row changes a sink call carries at most (a
 	// transaction bigger than MaxBatchRows is split). Default 100.
 	BatchSize int `json:"batch,omitempty" toml:"batch"`

@@ -774,7 +774,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			return cfg, err
 		}
 	}
-	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode), Workers: *workers}
+	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode), SyncerTuning: dmworker.SyncerTuning{Workers: *workers}}
 	switch {
 	case set["start"]:
 		if sc.Start, err = streamer.ParsePosition(*start); err != nil {
