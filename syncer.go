@@ -336,7 +336,7 @@ func newSyncer(cfg SyncerConfig, sink Sink, o syncerOptions) (*Syncer, error) {
 		log:       o.logger.With(slog.String("component", "syncer"), slog.String("task", cfg.Task), slog.String("source", cfg.Source)),
 		operators: map[string]errorOperator{},
 	}
-	s.status.Stage = "New"
+	s.status.Stage = SyncerNew
 	return s, nil
 }
 
@@ -389,9 +389,26 @@ func (s *Syncer) takeOperator(end, start streamer.Position) (errorOperator, bool
 	return errorOperator{}, false
 }
 
+// SyncerStage is where a Syncer is in its life: New until Run, Running,
+// Stopped once Run has returned (LastError says why, nil after a plain stop).
+type SyncerStage string
+
+// Syncer stages.
+const (
+	SyncerNew     SyncerStage = "New"
+	SyncerRunning SyncerStage = "Running"
+	SyncerStopped SyncerStage = "Stopped"
+)
+
+// String returns the stage's word.
+func (s SyncerStage) String() string { return string(s) }
+
+// MarshalText writes the stage's word.
+func (s SyncerStage) MarshalText() ([]byte, error) { return []byte(s), nil }
+
 // SyncerStatus is a snapshot of a syncer's progress.
 type SyncerStatus struct {
-	Stage string // "New", "Running", "Stopped"
+	Stage SyncerStage
 	// Checkpoint is the position saved last; Read the position after the
 	// last event read.
 	Checkpoint streamer.Position

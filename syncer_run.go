@@ -56,9 +56,9 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	defer s.runMu.Unlock()
 	ctx, release := stopBound(ctx, s.opts.stopTimeout)
 	defer release()
-	s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = "Running", nil })
+	s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = SyncerRunning, nil })
 	defer func() {
-		s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = "Stopped", err })
+		s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = SyncerStopped, err })
 		if err != nil {
 			s.log.Error("syncer stopped", slog.String("error", err.Error()))
 		}

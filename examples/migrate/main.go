@@ -553,7 +553,7 @@ func printSnapshot(w io.Writer, prefix string, st dmworker.SnapshotStatus) {
 			done++
 		}
 	}
-	fmt.Fprintf(w, "%ssnapshot %s at %s: rows=%d/%d bytes=%d/%d tables=%d/%d\n", prefix, strings.ToLower(st.Stage), st.Pos,
+	fmt.Fprintf(w, "%ssnapshot %s at %s: rows=%d/%d bytes=%d/%d tables=%d/%d\n", prefix, strings.ToLower(st.Stage.String()), st.Pos,
 		st.Rows, st.EstRows, st.Bytes, st.EstBytes, done, len(st.Tables))
 }
 
