@@ -15,26 +15,39 @@ import (
 // one place and checks its options in one place, whose error its
 // constructor returns. Every option's doc states its default.
 
-// RelayOption configures a Relay (NewRelay). What a relay relays, and how,
-// is its RelayConfig; options carry only what code supplies: WithLogger.
+// RelayOption configures a Relay (NewRelay). How a relay keeps its copy is
+// its RelayConfig; options carry what only code supplies: WithLogger,
+// WithRemoteOptions.
 type RelayOption interface{ applyRelay(*relayOptions) }
 
-// SyncerOption configures a Syncer (NewSyncer).
+// SyncerOption configures a Syncer (NewSyncer): WithLogger,
+// WithStopTimeout, WithCheckpointStore, WithReaderFactory, WithSinkRetry,
+// WithEpoch, WithRemoteOptions.
 type SyncerOption interface{ applySyncer(*syncerOptions) }
 
-// SubTaskOption configures a SubTask (NewSubTask).
+// SubTaskOption configures a SubTask (NewSubTask): WithAutoResume, and the
+// options it passes to its Syncer (WithLogger, WithStopTimeout,
+// WithCheckpointStore, WithReaderFactory, WithSinkRetry, WithEpoch,
+// WithRemoteOptions).
 type SubTaskOption interface{ applySubTask(*subTaskOptions) }
 
-// SourceWorkerOption configures a SourceWorker (NewSourceWorker).
+// SourceWorkerOption configures a SourceWorker (NewSourceWorker): WithSource
+// or WithEtcd (with WithEtcdPrefix, WithStatusInterval, WithCredentialKey,
+// WithCredentialResolver), WithRelayDir, WithLiveness, and what it passes
+// to its subtasks and relays (WithLogger, WithStopTimeout, WithAutoResume,
+// WithCheckpointStore, WithSinkRetry, WithRemoteOptions).
 type SourceWorkerOption interface{ applySourceWorker(*sourceWorkerOptions) }
 
-// KeepAliveOption configures a KeepAlive (NewKeepAlive).
+// KeepAliveOption configures a KeepAlive (NewKeepAlive): WithLogger,
+// WithEtcdPrefix, WithKeepAliveTTL, WithEtcdBackoff, WithWorkerAddr.
 type KeepAliveOption interface{ applyKeepAlive(*keepAliveOptions) }
 
-// CoordinatorOption configures a Coordinator (NewCoordinator).
+// CoordinatorOption configures a Coordinator (NewCoordinator): WithLogger,
+// WithEtcdPrefix, WithKeepAliveTTL, WithEtcdBackoff.
 type CoordinatorOption interface{ applyCoordinator(*coordinatorOptions) }
 
-// PutSourceConfigOption configures PutSourceConfig.
+// PutSourceConfigOption configures PutSourceConfig: WithCredentialKey,
+// WithEtcdPrefix.
 type PutSourceConfigOption interface {
 	applyPutSourceConfig(*putSourceConfigOptions)
 }

@@ -48,6 +48,7 @@ type RelayConfig struct {
 	// them only for a group that may read them. The owner must keep read
 	// and write (and, on directories, execute) permission. Default 0640
 	// and 0750 (streamer.DefaultRelayFileMode and DefaultRelayDirMode).
+	// In JSON they are numbers (0o640 is 416); in TOML write 0o640.
 	FileMode os.FileMode `json:"relay-file-mode,omitempty" toml:"relay-file-mode"`
 	DirMode  os.FileMode `json:"relay-dir-mode,omitempty" toml:"relay-dir-mode"`
 	// Reader tunes the readers the relay pulls the upstream's binlog with
@@ -181,25 +182,31 @@ type relayOptions struct {
 
 func defaultRelayOptions() relayOptions { return relayOptions{logger: discardLogger()} }
 
-// WithRemoteOptions passes options to the readers a relay pulls the
-// upstream's binlog with, a streamer.RawReader, and asks where a GTID set
-// starts, a streamer.RemoteReader, after those of RelayConfig.Reader: for
-// what only code can give them (streamer.WithDialer). A SourceWorker given
-// it passes it to its relays. Default: none; the readers log with the
-// relay's logger.
+// WithRemoteOptions passes options to the readers that pull the upstream's
+// binlog, after the reader settings of a config (RelayConfig.Reader): for
+// what only code can give them (streamer.WithDialer). A Relay gives them to
+// the streamer.RawReader it pulls with and the streamer.RemoteReader it
+// asks where a GTID set starts; a Syncer (and a SubTask's) to the
+// streamer.RemoteReader it reads with unless WithReaderFactory replaces
+// it; a SourceWorker to its relays and to its subtasks that read the
+// upstream. Default: none; the readers log with their owner's logger.
 func WithRemoteOptions(opts ...streamer.RemoteOption) RemoteOptionsOption {
 	return RemoteOptionsOption{opts}
 }
 
-// RemoteOptionsOption is WithRemoteOptions' option, taken by NewRelay and
-// NewSourceWorker.
+// RemoteOptionsOption is WithRemoteOptions' option, taken by NewRelay,
+// NewSyncer, NewSubTask and NewSourceWorker.
 type RemoteOptionsOption struct{ opts []streamer.RemoteOption }
 
 func (o RemoteOptionsOption) applyRelay(r *relayOptions) {
 	r.remoteOpts = append(r.remoteOpts, o.opts...)
 }
+func (o RemoteOptionsOption) applySyncer(s *syncerOptions) {
+	s.remoteOpts = append(s.remoteOpts, o.opts...)
+}
+func (o RemoteOptionsOption) applySubTask(t *subTaskOptions) { o.applySyncer(&t.syncerOptions) }
 func (o RemoteOptionsOption) applySourceWorker(w *sourceWorkerOptions) {
-	w.relayRemoteOpts = append(w.relayRemoteOpts, o.opts...)
+	o.applySubTask(&w.subTaskOptions)
 }
 
 // remoteOptions are the options of the relay's upstream readers.

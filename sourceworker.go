@@ -163,9 +163,9 @@ const defaultStatusInterval = 10 * time.Second
 
 // sourceWorkerOptions are a SourceWorker's options, defaults filled in.
 // Its subtasks get subTaskOptions (logger, stop timeout, checkpoint store,
-// sink retry, auto-resume), with the binding's epoch and the relay's
-// reader added by the worker; its relays get the logger and
-// relayRemoteOpts.
+// sink retry, auto-resume, remote reader options), with the binding's
+// epoch and the relay's reader added by the worker; its relays get the
+// logger and the remote reader options.
 type sourceWorkerOptions struct {
 	subTaskOptions
 	etcd                  *clientv3.Client
@@ -173,7 +173,6 @@ type sourceWorkerOptions struct {
 	etcdPrefixSet         bool
 	source                *SourceConfig
 	relayBaseDir          string
-	relayRemoteOpts       []streamer.RemoteOption
 	liveness              Liveness
 	statusInterval        time.Duration
 	statusIntervalSet     bool
@@ -991,7 +990,7 @@ func closeSink(s Sink) {
 
 // startRelay starts the source's relay.
 func (w *SourceWorker) startRelay(ctx context.Context, src *SourceConfig, rev int64) error {
-	rel, err := NewRelay(src.Upstream, src.RelayDir, src.RelayConfig, WithLogger(w.opts.logger), WithRemoteOptions(w.opts.relayRemoteOpts...))
+	rel, err := NewRelay(src.Upstream, src.RelayDir, src.RelayConfig, WithLogger(w.opts.logger), WithRemoteOptions(w.opts.remoteOpts...))
 	if err != nil {
 		// adjust checked the config: this is not expected.
 		w.log.Error("relay cannot start", slog.String("error", err.Error()))

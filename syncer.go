@@ -161,6 +161,7 @@ type syncerOptions struct {
 	logger          *slog.Logger
 	stopTimeout     time.Duration
 	readerFactory   ReaderFactory
+	remoteOpts      []streamer.RemoteOption // WithRemoteOptions'
 	checkpointStore CheckpointStore
 	sinkRetry       time.Duration
 	epoch           int64

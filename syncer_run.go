@@ -256,6 +256,7 @@ func (s *Syncer) openReader(ctx context.Context, start streamer.Position) (strea
 	if s.reached.Load() {
 		opts = append(opts, streamer.WithRetryFirstConnect())
 	}
+	opts = append(opts, s.opts.remoteOpts...)
 	return streamer.NewRemoteReader(s.cfg.Upstream, start, opts...)
 }
 
