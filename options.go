@@ -55,7 +55,7 @@ type PutSourceConfigOption interface {
 // discardLogger is every type's default logger.
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// LoggerOption is WithLogger's option; every constructor takes it.
+// LoggerOption is WithLogger's option, taken by every New... constructor.
 type LoggerOption struct{ l *slog.Logger }
 
 // WithLogger sets the logger. Default: discard everything.
