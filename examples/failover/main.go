@@ -51,7 +51,6 @@ import (
 	"context"
 	crand "crypto/rand"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -239,8 +238,12 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err := dmworker.PutSourceConfig(ctx, cli, source, dmworker.WithCredentialKey(key), dmworker.WithEtcdPrefix(prefix)); err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
-	if err := putJSON(ctx, cli, prefix+"subtask/"+source.Name+"/"+task.Name, task); err != nil {
+	host, err := dmworker.NewEtcdHost(cli, prefix)
+	if err != nil {
 		return err
+	}
+	if err := host.PutSubTaskConfig(ctx, source.Name, task); err != nil {
+		return fmt.Errorf("etcd: %w", err)
 	}
 
 	coord, err := dmworker.NewCoordinator(cli, append([]dmworker.Option{dmworker.WithKeepAliveTTL(cfg.ttl)}, common...)...)
@@ -536,17 +539,6 @@ func compare(ctx context.Context, out io.Writer, updb, downdb *sql.DB, table str
 		return fmt.Errorf("%w: %s", errDiffer, table)
 	}
 	fmt.Fprintf(out, "tables match: %s checksum %s, %d rows\n", table, us, un)
-	return nil
-}
-
-func putJSON(ctx context.Context, cli *clientv3.Client, key string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	if _, err := cli.Put(ctx, key, string(b)); err != nil {
-		return fmt.Errorf("etcd: put %s: %w", key, err)
-	}
 	return nil
 }
 

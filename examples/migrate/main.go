@@ -167,7 +167,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -310,8 +309,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// After the worker has stopped (deferred later, so run first):
 		// give up the registration and the leadership.
 		defer cl.close()
-		fmt.Fprintf(stderr, "migrate: worker %s joined the cluster at %s; it waits for source %s to be bound to it (key %sbound/%s)\n",
-			cfg.worker, strings.Join(cfg.etcd, ","), cfg.source.Name, dmworker.DefaultEtcdPrefix, cfg.worker)
+		fmt.Fprintf(stderr, "migrate: worker %s joined the cluster at %s; it waits for source %s to be bound to it (key %s)\n",
+			cfg.worker, strings.Join(cfg.etcd, ","), cfg.source.Name, dmworker.NewEtcdKeys(dmworker.DefaultEtcdPrefix).Bound(cfg.worker))
 		opts = append(opts, dmworker.WithEtcd(cli), dmworker.WithLiveness(cl.keepAlive))
 		if cfg.key != nil {
 			opts = append(opts, dmworker.WithCredentialKey(cfg.key))
@@ -461,11 +460,6 @@ func publish(ctx context.Context, cfg config) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd %s: %w", strings.Join(cfg.etcd, ","), err)
 	}
-	task, err := json.Marshal(cfg.task)
-	if err != nil {
-		cli.Close()
-		return nil, err
-	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	fail := func(err error) (*clientv3.Client, error) {
@@ -481,10 +475,12 @@ func publish(ctx context.Context, cfg config) (*clientv3.Client, error) {
 	if err := dmworker.PutSourceConfig(pctx, cli, cfg.source, sopts...); err != nil {
 		return fail(err)
 	}
-	key := dmworker.DefaultEtcdPrefix + "subtask/" + cfg.source.Name + "/" + cfg.task.Name
-	if _, err := cli.Txn(pctx).If(clientv3.Compare(clientv3.Value(key), "=", string(task))).
-		Else(clientv3.OpPut(key, string(task))).Commit(); err != nil {
-		return fail(fmt.Errorf("put %s: %w", key, err))
+	host, err := dmworker.NewEtcdHost(cli, dmworker.DefaultEtcdPrefix)
+	if err != nil {
+		return fail(err)
+	}
+	if err := host.PutSubTaskConfig(pctx, cfg.source.Name, cfg.task); err != nil {
+		return fail(err)
 	}
 	return cli, nil
 }
