@@ -7,20 +7,6 @@ import (
 	"github.com/dmworker/dmworker/internal/schema"
 )
 
-// The rules of a task: which tables it replicates (BlockAllowList), which
-// of their events it skips (EventFilterRule) and where they go downstream
-// (RouteRule), with DM's configuration shapes and semantics. They are plain
-// structs with json, toml and yaml tags, as they appear in DM task files and
-// in the SubTaskConfig a host stores in etcd; the syncer checks them when it
-// is built and reports every problem at once.
-//
-// Patterns name schemas and tables with wildcards: '*' (any run of bytes),
-// '?' (one byte) and [...] (one byte of a set, with ranges such as a-z;
-// [!...] one not in it); in a BlockAllowList a pattern may instead be a
-// regular expression after '~' ("~^shop_[0-9]+$"). Names match case-insensitively
-// unless BlockAllowList.CaseSensitive, which applies to all the rules of a
-// task.
-
 // BlockAllowList selects the schemas and tables a task replicates, as DM's
 // block-allow-list does. The zero value allows every table; system schemas
 // (mysql, sys, information_schema, performance_schema) are never
@@ -36,6 +22,20 @@ import (
 // schema passes stage 1 and some table of the schema could pass stage 2: one
 // of DoTables names the schema, or DoTables is empty and no IgnoreTables
 // entry names the schema with table pattern "*".
+//
+// The rules of a task: which tables it replicates (BlockAllowList), which
+// of their events it skips (EventFilterRule) and where they go downstream
+// (RouteRule), with DM's configuration shapes and semantics. They are plain
+// structs with json, toml and yaml tags, as they appear in DM task files and
+// in the SubTaskConfig a host stores in etcd; the syncer checks them when it
+// is built and reports every problem at once.
+//
+// Patterns name schemas and tables with wildcards: '*' (any run of bytes),
+// '?' (one byte) and [...] (one byte of a set, with ranges such as a-z;
+// [!...] one not in it); in a BlockAllowList a pattern may instead be a
+// regular expression after '~' ("~^shop_[0-9]+$"). Names match case-insensitively
+// unless BlockAllowList.CaseSensitive, which applies to all the rules of a
+// task.
 type BlockAllowList struct {
 	// DoDBs are schema patterns: only the schemas they match are
 	// replicated (when empty: every schema IgnoreDBs does not match).
@@ -75,7 +75,8 @@ const (
 // EventFilterRule is one of DM's binlog event filter rules: it drops
 // (Action "Ignore") or keeps only (Action "Do") the events of the given
 // kinds, or the DDL statements whose text matches SQLPattern, on the tables
-// its patterns match. Any rule that skips an event wins; the order of rules
+// its patterns match (patterns as in BlockAllowList, without regular
+// expressions). Any rule that skips an event wins; the order of rules
 // does not matter. A Do rule skips every event it does not list, row events
 // included, on every table it applies to.
 type EventFilterRule struct {
@@ -101,7 +102,8 @@ type EventFilterRule struct {
 }
 
 // RouteRule renames the schemas and tables it matches downstream (DM's
-// routes); many shard tables may route to one. A rule with a TablePattern
+// routes); many shard tables may route to one. Patterns are those of
+// BlockAllowList, without regular expressions. A rule with a TablePattern
 // is table-level, one without schema-level. For a table the table-level
 // rules that match apply, or when none does the schema-level ones (and
 // always those for a schema-level statement); among those the most specific
