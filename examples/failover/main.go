@@ -52,7 +52,7 @@ import (
 	crand "crypto/rand"
 	"database/sql"
 	"errors"
-	"flag"
+
 	"fmt"
 	"io"
 	"log/slog"
@@ -60,11 +60,9 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -73,16 +71,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/examples/internal/cli"
 	"github.com/dmworker/dmworker/mysqlsink"
 	"github.com/dmworker/dmworker/streamer"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(run) }
 
 const (
 	demoDB   = "failover_demo"
@@ -99,27 +93,22 @@ type config struct {
 }
 
 func parseArgs(args []string, stderr io.Writer) (config, error) {
-	fs := flag.NewFlagSet("failover", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.NewFlagSet("failover", stderr)
 	var (
-		from    = fs.String("from", "", "upstream as user[:password]@host:port (required); the password is better given by -from-password-file or $DMWORKER_FROM_PASSWORD")
-		fromPw  = fs.String("from-password-file", "", "read the upstream's password from `FILE` (default: from -from, else $DMWORKER_FROM_PASSWORD)")
-		to      = fs.String("to", "", "downstream as user[:password]@host:port (required); the password is better given by -to-password-file or $DMWORKER_TO_PASSWORD")
-		toPw    = fs.String("to-password-file", "", "read the downstream's password from `FILE` (default: from -to, else $DMWORKER_TO_PASSWORD)")
+		from    = cli.Server(fs, "from", "upstream", "required", "DMWORKER_FROM_PASSWORD")
+		to      = cli.Server(fs, "to", "downstream", "required", "DMWORKER_TO_PASSWORD")
 		etcd    = fs.String("etcd", "", "comma-separated etcd endpoints (default: an embedded etcd)")
 		txns    = fs.Int("txns", 600, "workload transactions")
 		rate    = fs.Int("rate", 200, "workload transactions a second (0: unlimited)")
 		ttl     = fs.Duration("keepalive-ttl", 2*time.Second, "TTL of the registrations and the leadership (whole seconds)")
 		timeout = fs.Duration("timeout", 2*time.Minute, "how long the whole run may take")
 	)
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return config{}, err
 	}
 	var cfg config
 	switch {
-	case fs.NArg() > 0:
-		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case *from == "" || *to == "":
+	case !from.Given() || !to.Given():
 		return cfg, errors.New("-from and -to user:password@host:port are required")
 	case *txns < 2:
 		return cfg, fmt.Errorf("-txns %d: at least 2 (a is killed halfway)", *txns)
@@ -131,17 +120,13 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-timeout %s: must be positive", *timeout)
 	}
 	var err error
-	if cfg.up, err = streamer.ParseUpstreamFlags(*from, *fromPw, "DMWORKER_FROM_PASSWORD"); err != nil {
+	if cfg.up, err = from.Config(); err != nil {
 		return cfg, fmt.Errorf("-from: %w", err)
 	}
-	if cfg.down, err = streamer.ParseUpstreamFlags(*to, *toPw, "DMWORKER_TO_PASSWORD"); err != nil {
+	if cfg.down, err = to.Config(); err != nil {
 		return cfg, fmt.Errorf("-to: %w", err)
 	}
-	for _, e := range strings.Split(*etcd, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			cfg.etcd = append(cfg.etcd, e)
-		}
-	}
+	cfg.etcd = cli.List(*etcd)
 	cfg.txns, cfg.rate, cfg.ttl, cfg.timeout = *txns, *rate, *ttl, *timeout
 	return cfg, nil
 }
@@ -149,22 +134,16 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 // run is the whole program; it returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseArgs(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
 	if err != nil {
-		if !strings.HasPrefix(err.Error(), "flag provided") {
-			fmt.Fprintln(stderr, "failover:", err)
-		}
-		return 2
+		return cli.UsageStatus(stderr, "failover", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
 	if err := failover(ctx, cfg, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "failover:", err)
-		return 1
+		return cli.ExitFailure
 	}
-	return 0
+	return cli.ExitOK
 }
 
 // errDiffer means the downstream does not equal the upstream.
@@ -172,12 +151,12 @@ var errDiffer = errors.New("tables differ")
 
 func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	updb, err := openDB(cfg.up)
+	updb, err := cli.OpenDB(cfg.up)
 	if err != nil {
 		return err
 	}
 	defer updb.Close()
-	downdb, err := openDB(cfg.down)
+	downdb, err := cli.OpenDB(cfg.down)
 	if err != nil {
 		return err
 	}
@@ -540,16 +519,6 @@ func compare(ctx context.Context, out io.Writer, updb, downdb *sql.DB, table str
 	}
 	fmt.Fprintf(out, "tables match: %s checksum %s, %d rows\n", table, us, un)
 	return nil
-}
-
-func openDB(c streamer.UpstreamConfig) (*sql.DB, error) {
-	mc := mysql.NewConfig()
-	mc.User, mc.Passwd, mc.Net, mc.Addr = c.User, c.Password, "tcp", c.Addr()
-	conn, err := mysql.NewConnector(mc)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", c, err)
-	}
-	return sql.OpenDB(conn), nil
 }
 
 // embeddedEtcd is an etcd server run in this process, in a temporary
