@@ -57,21 +57,17 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
-	"net/url"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/examples/internal/cli"
+	"github.com/dmworker/dmworker/examples/internal/embedetcd"
 	"github.com/dmworker/dmworker/mysqlsink"
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -176,13 +172,13 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 
 	endpoints := cfg.etcd
 	if len(endpoints) == 0 {
-		e, err := startEtcd()
+		e, err := embedetcd.Start("dmworker-failover-etcd-")
 		if err != nil {
 			return err
 		}
-		defer e.close()
-		endpoints = []string{e.endpoint}
-		fmt.Fprintf(stdout, "embedded etcd at %s\n", e.endpoint)
+		defer e.Close()
+		endpoints = []string{e.Endpoint}
+		fmt.Fprintf(stdout, "embedded etcd at %s\n", e.Endpoint)
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
@@ -519,79 +515,4 @@ func compare(ctx context.Context, out io.Writer, updb, downdb *sql.DB, table str
 	}
 	fmt.Fprintf(out, "tables match: %s checksum %s, %d rows\n", table, us, un)
 	return nil
-}
-
-// embeddedEtcd is an etcd server run in this process, in a temporary
-// directory.
-type embeddedEtcd struct {
-	srv      *embed.Etcd
-	dir      string
-	endpoint string
-}
-
-// startEtcd starts an embedded etcd on free loopback ports.
-func startEtcd() (*embeddedEtcd, error) {
-	var last error
-	for attempt := 0; attempt < 3; attempt++ { // a picked port may be taken meanwhile
-		dir, err := os.MkdirTemp("", "dmworker-failover-etcd-")
-		if err != nil {
-			return nil, err
-		}
-		ports, err := freePorts(2)
-		if err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-		curl := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(ports[0])}
-		purl := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(ports[1])}
-		cfg := embed.NewConfig()
-		cfg.Name = "failover"
-		cfg.Dir = dir
-		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{curl}, []url.URL{curl}
-		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{purl}, []url.URL{purl}
-		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-		cfg.LogLevel = "error"
-		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-		srv, err := embed.StartEtcd(cfg)
-		if err != nil {
-			os.RemoveAll(dir)
-			last = err
-			continue
-		}
-		select {
-		case <-srv.Server.ReadyNotify():
-			return &embeddedEtcd{srv: srv, dir: dir, endpoint: curl.Host}, nil
-		case err := <-srv.Err():
-			last = err
-		case <-time.After(time.Minute):
-			last = errors.New("not ready after a minute")
-		}
-		srv.Close()
-		os.RemoveAll(dir)
-	}
-	return nil, fmt.Errorf("embedded etcd: %w", last)
-}
-
-func (e *embeddedEtcd) close() {
-	e.srv.Close()
-	os.RemoveAll(e.dir)
-}
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var out []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	return out, nil
 }
