@@ -66,12 +66,16 @@ type applier interface {
 	// handleError returns what Run returns when handling an event failed
 	// with err.
 	handleError(ctx context.Context, err error) error
-	// stop applies what is read once ctx has ended: its error is Run's.
-	stop(ctx context.Context) error
-	// close ends the applier whatever happened; err is what Run returns
-	// so far, and close returns what Run returns.
+	// close ends the applier whatever ended the run: err is the error,
+	// nil when Run's ctx ended (a stop: what is read is then applied,
+	// within the stop timeout). It returns what Run returns.
 	close(ctx context.Context, err error) error
 }
+
+var (
+	_ applier = (*serialApplier)(nil)
+	_ applier = (*parallelApplier)(nil)
+)
 
 // runWriter is what both halves of a run write through: it builds
 // checkpoints and stores them, and applies batches with their checkpoint.
@@ -250,14 +254,15 @@ func (a *serialApplier) failed() error { return nil }
 
 func (a *serialApplier) handleError(_ context.Context, err error) error { return err }
 
-// stop applies what is read, with the checkpoint at the last whole
-// transaction; when the batch ends inside one, the rest of it is replayed
-// in safe mode.
-func (a *serialApplier) stop(ctx context.Context) error {
+// close, at a stop, applies what is read, with the checkpoint at the last
+// whole transaction; when the batch ends inside one, the rest of it is
+// replayed in safe mode.
+func (a *serialApplier) close(ctx context.Context, err error) error {
+	if err != nil {
+		return err
+	}
 	return a.flush(afterStop(ctx), a.lastTxnEnd, a.midTxn)
 }
-
-func (a *serialApplier) close(_ context.Context, err error) error { return err }
 
 // flush applies the batch with a checkpoint at pos. partial means the batch
 // ends inside a transaction: the checkpoint stays at pos (the last whole

@@ -666,9 +666,7 @@ func (p *parallelApplier) handleError(ctx context.Context, err error) error {
 	return err
 }
 
-// stop has nothing to do: close saves what the workers reached.
-func (p *parallelApplier) stop(context.Context) error { return nil }
-
+// close stops the workers and, unless one failed, saves what they reached.
 func (p *parallelApplier) close(ctx context.Context, err error) error {
 	s := p.w.s
 	serr := p.finish(ctx)

@@ -298,8 +298,7 @@ func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) (err error) 
 				return ferr
 			}
 			if ctx.Err() != nil {
-				// Stopping: what is read is applied.
-				return a.stop(ctx)
+				return nil // stopping: close applies what is read
 			}
 			if rctx != actx && rctx.Err() != nil {
 				deadline.stop()
