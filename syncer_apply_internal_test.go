@@ -13,15 +13,15 @@ import (
 	"github.com/dmworker/dmworker/streamer"
 )
 
-// recordingSink keeps every batch it is given (a ConcurrentSink), and
+// applierSink keeps every batch it is given (a ConcurrentSink), and
 // fails every Apply with fail when set.
-type recordingSink struct {
+type applierSink struct {
 	mu      sync.Mutex
 	batches []Batch
 	fail    error
 }
 
-func (k *recordingSink) Apply(_ context.Context, b *Batch) error {
+func (k *applierSink) Apply(_ context.Context, b *Batch) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.fail != nil {
@@ -36,10 +36,10 @@ func (k *recordingSink) Apply(_ context.Context, b *Batch) error {
 	k.batches = append(k.batches, c)
 	return nil
 }
-func (k *recordingSink) ExecDDL(context.Context, *DDL) error { return nil }
-func (k *recordingSink) Concurrent() bool                    { return true }
+func (k *applierSink) ExecDDL(context.Context, *DDL) error { return nil }
+func (k *applierSink) Concurrent() bool                    { return true }
 
-func (k *recordingSink) applied() (batches []Batch, rows int) {
+func (k *applierSink) applied() (batches []Batch, rows int) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, b := range k.batches {
@@ -48,22 +48,22 @@ func (k *recordingSink) applied() (batches []Batch, rows int) {
 	return slices.Clone(k.batches), rows
 }
 
-// recordingStore keeps every checkpoint saved.
-type recordingStore struct {
+// applierStore keeps every checkpoint saved.
+type applierStore struct {
 	mu    sync.Mutex
 	saved []Checkpoint
 }
 
-func (m *recordingStore) Load(context.Context, string, string) (Checkpoint, bool, error) {
+func (m *applierStore) Load(context.Context, string, string) (Checkpoint, bool, error) {
 	return Checkpoint{}, false, nil
 }
-func (m *recordingStore) Save(_ context.Context, cp Checkpoint) error {
+func (m *applierStore) Save(_ context.Context, cp Checkpoint) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.saved = append(m.saved, cp)
 	return nil
 }
-func (m *recordingStore) last() Checkpoint {
+func (m *applierStore) last() Checkpoint {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.saved) == 0 {
@@ -75,18 +75,18 @@ func (m *recordingStore) last() Checkpoint {
 // applierSyncer is a Syncer with no upstream, enough for an applier.
 func applierSyncer(cfg SyncerConfig, sink Sink, store CheckpointStore, start streamer.Position) *Syncer {
 	cfg.Task, cfg.Source = "t", "src"
-	s := &Syncer{cfg: cfg, sink: sink, store: store, opts: options{sinkRetry: time.Second},
+	s := &Syncer{cfg: cfg, sink: sink, store: store,
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), operators: map[string]errorOperator{}}
 	s.status.Checkpoint, s.status.Read = start, start
 	s.prog.Begin(start, time.Now())
 	return s
 }
 
-func at(off uint64) streamer.Position { return streamer.Position{Name: "bin.000001", Offset: off} }
+func posAt(off uint64) streamer.Position { return streamer.Position{Name: "bin.000001", Offset: off} }
 
 var applierTable = &Table{Schema: "s", Name: "t", Columns: []Column{{Name: "id"}, {Name: "v"}}, PrimaryKey: []int{0}}
 
-func inserts(from, n int) []Change {
+func applierInserts(from, n int) []Change {
 	var out []Change
 	for i := from; i < from+n; i++ {
 		out = append(out, Change{Kind: Insert, Table: applierTable, After: []any{int64(i), "v"}})
@@ -94,9 +94,9 @@ func inserts(from, n int) []Change {
 	return out
 }
 
-// read does what syncRun.handle does with the status before it hands an
+// markRead does what syncRun.handle does with the status before it hands an
 // event to the applier.
-func read(s *Syncer, pos streamer.Position) {
+func markRead(s *Syncer, pos streamer.Position) {
 	s.updateStatus(func(st *SyncerStatus) { st.Read = pos; st.Events++ })
 }
 
@@ -106,11 +106,11 @@ func read(s *Syncer, pos streamer.Position) {
 // applies what is read.
 func TestSerialApplier(t *testing.T) {
 	ctx := context.Background()
-	sink, store := &recordingSink{}, &recordingStore{}
+	sink, store := &applierSink{}, &applierStore{}
 	cfg := SyncerConfig{}
 	cfg.BatchSize, cfg.MaxBatchRows, cfg.FlushInterval = 3, 5, Duration(time.Hour)
-	s := applierSyncer(cfg, sink, store, at(4))
-	var a applier = newSerialApplier(ctx, &runWriter{s: s}, at(4))
+	s := applierSyncer(cfg, sink, store, posAt(4))
+	var a applier = newSerialApplier(ctx, &runWriter{s: s}, posAt(4))
 
 	step := func(what string, err error) {
 		t.Helper()
@@ -118,22 +118,22 @@ func TestSerialApplier(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
-	read(s, at(100))
-	step("rows", a.rows(ctx, inserts(0, 2), at(100), false, false))
-	read(s, at(110))
-	step("commit", a.txnEnd(ctx, at(110), true))
+	markRead(s, posAt(100))
+	step("rows", a.rows(ctx, applierInserts(0, 2), posAt(100), false, false))
+	markRead(s, posAt(110))
+	step("commit", a.txnEnd(ctx, posAt(110), true))
 	if b, _ := sink.applied(); len(b) != 0 {
 		t.Fatalf("2 changes, batch size 3: %d batches applied", len(b))
 	}
 	if _, ok := a.wakeAt(); !ok || a.settled() {
 		t.Fatal("a batch waits between transactions: the run must wake to flush it")
 	}
-	read(s, at(200))
-	step("rows", a.rows(ctx, inserts(2, 2), at(200), false, false))
-	read(s, at(210))
-	step("commit", a.txnEnd(ctx, at(210), true))
+	markRead(s, posAt(200))
+	step("rows", a.rows(ctx, applierInserts(2, 2), posAt(200), false, false))
+	markRead(s, posAt(210))
+	step("commit", a.txnEnd(ctx, posAt(210), true))
 	b, rows := sink.applied()
-	if len(b) != 1 || rows != 4 || b[0].Checkpoint == nil || !b[0].Checkpoint.Pos.Equal(at(210)) || b[0].SafeMode {
+	if len(b) != 1 || rows != 4 || b[0].Checkpoint == nil || !b[0].Checkpoint.Pos.Equal(posAt(210)) || b[0].SafeMode {
 		t.Fatalf("after 4 changes: batches %+v", b)
 	}
 	if !a.settled() {
@@ -141,44 +141,44 @@ func TestSerialApplier(t *testing.T) {
 	}
 
 	// A transaction of 6 changes, MaxBatchRows 5.
-	read(s, at(300))
-	step("rows", a.rows(ctx, inserts(4, 3), at(300), false, false))
-	read(s, at(400))
-	step("rows", a.rows(ctx, inserts(7, 3), at(400), false, false))
+	markRead(s, posAt(300))
+	step("rows", a.rows(ctx, applierInserts(4, 3), posAt(300), false, false))
+	markRead(s, posAt(400))
+	step("rows", a.rows(ctx, applierInserts(7, 3), posAt(400), false, false))
 	b, _ = sink.applied()
 	if len(b) != 2 {
 		t.Fatalf("MaxBatchRows reached: %d batches", len(b))
 	}
-	if cp := b[1].Checkpoint; !cp.Pos.Equal(at(210)) || !cp.SafeUntil.Equal(at(400)) || !b[1].SafeMode {
+	if cp := b[1].Checkpoint; !cp.Pos.Equal(posAt(210)) || !cp.SafeUntil.Equal(posAt(400)) || !b[1].SafeMode {
 		t.Fatalf("part of a transaction: checkpoint %+v safe %v, want at the last transaction end, safe until the read position", cp, b[1].SafeMode)
 	}
 	if _, ok := a.wakeAt(); ok {
 		t.Fatal("inside a transaction: no flush moment")
 	}
-	read(s, at(500))
-	step("rows", a.rows(ctx, inserts(10, 1), at(500), false, false))
-	read(s, at(510))
-	step("commit", a.txnEnd(ctx, at(510), true))
-	step("ddl", a.ddl(ctx, at(600), func() error {
-		if b, _ := sink.applied(); len(b) != 3 || !b[2].Checkpoint.Pos.Equal(at(510)) || !b[2].SafeMode {
+	markRead(s, posAt(500))
+	step("rows", a.rows(ctx, applierInserts(10, 1), posAt(500), false, false))
+	markRead(s, posAt(510))
+	step("commit", a.txnEnd(ctx, posAt(510), true))
+	step("ddl", a.ddl(ctx, posAt(600), func() error {
+		if b, _ := sink.applied(); len(b) != 3 || !b[2].Checkpoint.Pos.Equal(posAt(510)) || !b[2].SafeMode {
 			t.Errorf("the rest of the big transaction, before the DDL: %+v", b)
 		}
-		return (&runWriter{s: s}).saveCheckpoint(ctx, at(600))
+		return (&runWriter{s: s}).saveCheckpoint(ctx, posAt(600))
 	}))
-	step("the DDL's transaction end", a.txnEnd(ctx, at(600), true))
+	step("the DDL's transaction end", a.txnEnd(ctx, posAt(600), true))
 	if !a.settled() {
 		t.Fatal("after the DDL: settled")
 	}
 
 	// A stop inside a transaction.
-	read(s, at(700))
-	step("rows", a.rows(ctx, inserts(11, 1), at(700), false, false))
+	markRead(s, posAt(700))
+	step("rows", a.rows(ctx, applierInserts(11, 1), posAt(700), false, false))
 	step("close", a.close(ctx, nil))
 	b, rows = sink.applied()
-	if last := b[len(b)-1]; len(b) != 4 || rows != 12 || !last.Checkpoint.Pos.Equal(at(600)) || !last.Checkpoint.SafeUntil.Equal(at(700)) || !last.SafeMode {
+	if last := b[len(b)-1]; len(b) != 4 || rows != 12 || !last.Checkpoint.Pos.Equal(posAt(600)) || !last.Checkpoint.SafeUntil.Equal(posAt(700)) || !last.SafeMode {
 		t.Fatalf("stopped inside a transaction: %+v", b)
 	}
-	if st := s.Status(); !st.Checkpoint.Equal(at(600)) || st.Rows != 12 {
+	if st := s.Status(); !st.Checkpoint.Equal(posAt(600)) || st.Rows != 12 {
 		t.Fatalf("status: checkpoint %s rows %d", st.Checkpoint, st.Rows)
 	}
 }
@@ -188,38 +188,38 @@ func TestSerialApplier(t *testing.T) {
 // returns.
 func TestParallelApplier(t *testing.T) {
 	ctx := context.Background()
-	sink, store := &recordingSink{}, &recordingStore{}
+	sink, store := &applierSink{}, &applierStore{}
 	cfg := SyncerConfig{}
 	cfg.BatchSize, cfg.MaxBatchRows, cfg.FlushInterval, cfg.Workers = 10, 100, Duration(time.Hour), 4
 	cfg.QueueBytes, cfg.CheckpointInterval = 1<<20, Duration(time.Hour)
-	s := applierSyncer(cfg, sink, store, at(4))
+	s := applierSyncer(cfg, sink, store, posAt(4))
 	w := &runWriter{s: s}
-	var a applier = newParallelApplier(ctx, w, at(4))
+	var a applier = newParallelApplier(ctx, w, posAt(4))
 	for i := range 8 {
-		pos := at(uint64(100 * (i + 1)))
-		read(s, pos)
-		if err := a.rows(a.context(), inserts(5*i, 5), pos, false, false); err != nil {
+		pos := posAt(uint64(100 * (i + 1)))
+		markRead(s, pos)
+		if err := a.rows(a.context(), applierInserts(5*i, 5), pos, false, false); err != nil {
 			t.Fatal(err)
 		}
-		if err := a.txnEnd(a.context(), at(uint64(100*(i+1)+10)), true); err != nil {
+		if err := a.txnEnd(a.context(), posAt(uint64(100*(i+1)+10)), true); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := a.ddl(a.context(), at(1000), func() error {
+	if err := a.ddl(a.context(), posAt(1000), func() error {
 		if _, rows := sink.applied(); rows != 40 {
 			t.Errorf("the DDL runs after %d of 40 changes", rows)
 		}
-		return w.saveCheckpoint(ctx, at(1000))
+		return w.saveCheckpoint(ctx, posAt(1000))
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.txnEnd(a.context(), at(1000), true); err != nil {
+	if err := a.txnEnd(a.context(), posAt(1000), true); err != nil {
 		t.Fatal(err)
 	}
 	if !a.settled() {
 		t.Fatal("after the DDL: settled")
 	}
-	if got := store.last(); !got.Pos.Equal(at(1000)) {
+	if got := store.last(); !got.Pos.Equal(posAt(1000)) {
 		t.Fatalf("checkpoint %s after the DDL", got.Pos)
 	}
 
@@ -227,11 +227,11 @@ func TestParallelApplier(t *testing.T) {
 	sink.mu.Lock()
 	sink.fail = boom
 	sink.mu.Unlock()
-	read(s, at(1100))
-	if err := a.rows(a.context(), inserts(100, 1), at(1100), false, false); err != nil {
+	markRead(s, posAt(1100))
+	if err := a.rows(a.context(), applierInserts(100, 1), posAt(1100), false, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.txnEnd(a.context(), at(1110), true); err != nil {
+	if err := a.txnEnd(a.context(), posAt(1110), true); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.pause(ctx); err != nil {
@@ -248,7 +248,7 @@ func TestParallelApplier(t *testing.T) {
 	if err := a.close(ctx, errors.New("the reader's")); !errors.Is(err, boom) {
 		t.Fatalf("close: %v, want the worker's failure", err)
 	}
-	if got := store.last(); !got.Pos.Equal(at(1000)) {
+	if got := store.last(); !got.Pos.Equal(posAt(1000)) {
 		t.Fatalf("checkpoint %s past a failed change", got.Pos)
 	}
 }
