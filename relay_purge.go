@@ -2,7 +2,6 @@ package dmworker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,50 +12,6 @@ import (
 
 	"github.com/dmworker/dmworker/streamer"
 )
-
-// relayLease is a reader's registration: the oldest position it needs.
-type relayLease struct {
-	r    *Relay
-	name string
-	pos  streamer.RelayPos
-}
-
-// RegisterReader records that the named reader needs everything from pos on;
-// Purge keeps it until the lease advances past it or is released. It
-// implements streamer.RelayRegistry.
-func (r *Relay) RegisterReader(name string, pos streamer.RelayPos) (streamer.ReaderLease, error) {
-	if name == "" {
-		return nil, errors.New("dmworker: relay reader registration needs a name")
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for l := range r.leases {
-		if l.name == name {
-			l.pos = pos
-			return l, nil
-		}
-	}
-	l := &relayLease{r: r, name: name, pos: pos}
-	r.leases[l] = struct{}{}
-	return l, nil
-}
-
-// Advance moves the lease forward; a position behind the current one is
-// ignored.
-func (l *relayLease) Advance(pos streamer.RelayPos) {
-	l.r.mu.Lock()
-	defer l.r.mu.Unlock()
-	if pos.Compare(l.pos) > 0 {
-		l.pos = pos
-	}
-}
-
-// Release ends the registration.
-func (l *relayLease) Release() {
-	l.r.mu.Lock()
-	defer l.r.mu.Unlock()
-	delete(l.r.leases, l)
-}
 
 // PurgeResult lists what a purge removed and what held it back.
 type PurgeResult struct {
