@@ -12,6 +12,7 @@ require (
 	go.etcd.io/etcd/server/v3 v3.6.6
 	go.uber.org/goleak v1.3.0
 	go.uber.org/zap v1.28.0
+	golang.org/x/sync v0.20.0
 	google.golang.org/grpc v1.71.1
 )
 

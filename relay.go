@@ -8,10 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -61,9 +61,9 @@ type Relay struct {
 	leases   map[*relayLease]struct{}
 	identity string // upstream identity of the current subdirectory
 
-	indexMu    sync.Mutex // serialises index and subdirectory changes
-	forceReset bool       // Run only: the upstream's file diverged, start a new subdirectory
-	reached    bool       // Run only: the upstream has answered once
+	rdir       *streamer.RelayDir // the directory's write half
+	forceReset bool               // Run only: the upstream's file diverged, start a new subdirectory
+	reached    bool               // Run only: the upstream has answered once
 
 	copying chan struct{} // (one slot) serialises copies of older upstream files (see hold)
 	// onStart, when set (by a SourceWorker, before Run), is called each time
@@ -89,7 +89,7 @@ var (
 	// ErrRelayRunning is returned by a second concurrent Run.
 	ErrRelayRunning = errors.New("dmworker: relay already running")
 	// ErrRelayLocked means another process holds the relay directory.
-	ErrRelayLocked = errors.New("dmworker: relay directory in use by another process")
+	ErrRelayLocked = streamer.ErrRelayLocked
 )
 
 // SyncPolicy says when the relay fsyncs what it has written. A position is
@@ -173,9 +173,8 @@ func WithAutoPurge(interval, expires time.Duration, remainSpace uint64) Option {
 
 // WithRelayFileMode sets the permissions of what the relay creates: its
 // binlog files (file), relay.meta, server-uuid.index and the lock file
-// (file, see streamer.WriteFileAtomic for files that already exist), and the
-// relay directory and its subdirectories (dir), each before the process's
-// umask. Directories and files that exist keep their mode. The relay files
+// (file), and the relay directory and its subdirectories (dir), each
+// before the process's umask. Directories and files that exist keep their mode. The relay files
 // hold every statement the upstream logged, passwords in CREATE USER ...
 // IDENTIFIED BY included: widen them only for a group that may read them.
 // The owner must keep read and write (and, on directories, execute)
@@ -247,6 +246,7 @@ func NewRelay(up streamer.UpstreamConfig, dir string, opts ...Option) (*Relay, e
 		stage:   RelayNew,
 		notify:  make(chan struct{}),
 		leases:  map[*relayLease]struct{}{},
+		rdir:    streamer.NewRelayDir(abs, o.relayFileMode, o.relayDirMode, o.logger.With(slog.String("component", "relay"), slog.String("source", up.SourceName()))),
 		copying: make(chan struct{}, 1),
 	}, nil
 }
@@ -279,23 +279,36 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.mu.Unlock()
 	defer close(done)
 
-	unlock, err := lockDir(r.dir, r.opts.relayDirMode, r.opts.relayFileMode)
+	unlock, err := r.rdir.Lock()
 	if err != nil {
 		return r.fail(err)
 	}
 	defer unlock()
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	// The pull loop and the purge loop share one context: Close, the end
+	// of ctx, or a fault that stops pulling ends both, and Run returns
+	// once both have.
+	g, gctx := errgroup.WithContext(ctx)
 	if r.opts.set["WithAutoPurge"] {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.purgeLoop(ctx)
-		}()
+		g.Go(func() error {
+			r.purgeLoop(gctx)
+			return nil
+		})
 	}
-	defer cancel() // stop the purge loop before waiting for it
+	g.Go(func() error {
+		defer cancel() // stop the purge loop when pulling ends
+		return r.pull(gctx)
+	})
+	if err := g.Wait(); err != nil {
+		return r.fail(err)
+	}
+	r.setStage(RelayStopped)
+	return nil
+}
 
+// pull runs sessions, waiting while paused, until ctx ends (it returns nil)
+// or a session fails.
+func (r *Relay) pull(ctx context.Context) error {
 	for {
 		r.mu.Lock()
 		if r.paused {
@@ -306,7 +319,6 @@ func (r *Relay) Run(ctx context.Context) error {
 			case <-resume:
 				continue
 			case <-ctx.Done():
-				r.setStage(RelayStopped)
 				return nil
 			}
 		}
@@ -317,11 +329,10 @@ func (r *Relay) Run(ctx context.Context) error {
 
 		err := r.session(ctx, pause)
 		if ctx.Err() != nil {
-			r.setStage(RelayStopped)
 			return nil
 		}
 		if err != nil {
-			return r.fail(err)
+			return err
 		}
 	}
 }
@@ -417,7 +428,7 @@ func (r *Relay) Relayed() (streamer.RelayPos, <-chan struct{}) {
 
 // publish makes pos the durable end, wakes readers and records it in the
 // subdirectory's relay.meta.
-func (r *Relay) publish(subdir string, pos streamer.RelayPos, gset mysql.GTIDSet) error {
+func (r *Relay) publish(pos streamer.RelayPos, gset mysql.GTIDSet) error {
 	r.mu.Lock()
 	if r.relayed == pos {
 		r.mu.Unlock()
@@ -431,24 +442,5 @@ func (r *Relay) publish(subdir string, pos streamer.RelayPos, gset mysql.GTIDSet
 	if gset != nil {
 		meta.BinlogGTID = gset.String()
 	}
-	return streamer.WriteRelayMeta(subdir, meta)
-}
-
-// lockDir takes an exclusive lock on the relay directory, creating it.
-func lockDir(dir string, dirMode, fileMode os.FileMode) (func(), error) {
-	if err := os.MkdirAll(dir, dirMode); err != nil {
-		return nil, fmt.Errorf("dmworker: relay directory %s: %w", dir, err)
-	}
-	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, fileMode)
-	if err != nil {
-		return nil, fmt.Errorf("dmworker: relay directory %s: lock: %w", dir, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s", ErrRelayLocked, dir)
-		}
-		return nil, err
-	}
-	return func() { f.Close() }, nil
+	return r.rdir.WriteMeta(pos.SubDir, meta)
 }

@@ -117,9 +117,16 @@
 // relay files are corruption (ErrRelayCorrupt, in a *RelayError naming the
 // file and offset): never skipped, never written over.
 //
+// The write half is one type, RelayDir: the directory's lock (one writer
+// across processes), the index and its subdirectories, the repair above
+// (Prepare), relay.meta, the removal of old files (Purge, which never
+// removes the newest file nor one a reader needs) and the copy of older
+// upstream files. The read half is LocalReader, with ReadRelayIndex,
+// ReadRelayMeta, RelayFiles and ScanRelayFile for tools.
+//
 // Files older than the oldest one of a subdirectory may be added to it
-// later, when a reader needs them (CopyUpstreamFiles): each is written under
-// a hidden name (".<name>.part", ignored by readers) and renamed into place
+// later, when a reader needs them (RelayDir.CopyUpstream): each is written
+// under a hidden name (".<name>.part", ignored by readers) and renamed into place
 // once it and every newer missing file are complete, newest first.
 //
 // Permissions: a relay creates binlog files, relay.meta, server-uuid.index

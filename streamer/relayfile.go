@@ -219,7 +219,7 @@ type RelayFileWriter struct {
 	// buf holds the file's last len(buf) bytes (up to size), not yet
 	// written: one write per buffer-full instead of one per event.
 	buf []byte
-	// Copy mode (CopyUpstreamFiles): files are written under hidden names
+	// Copy mode (RelayDir.CopyUpstream): files are written under hidden names
 	// (partName) and the writer stops at a rotate to stopAt.
 	hidden  bool
 	stopAt  string
@@ -476,7 +476,7 @@ func (w *RelayFileWriter) Sync() error {
 		w.synced = true
 	}
 	if w.dirDirty {
-		if err := SyncDir(w.dir); err != nil {
+		if err := syncDir(w.dir); err != nil {
 			return err
 		}
 		w.dirDirty = false
