@@ -30,7 +30,9 @@ import (
 //
 // Readers in the same process wait on Relayed instead of polling, and
 // register the oldest position they need with RegisterReader so that Purge
-// never removes it. A Relay is safe for concurrent use.
+// never removes it; OpenReader opens such a reader. A Relay is safe for
+// concurrent use. The directory's files are written through a
+// streamer.RelayDir.
 //
 // A directory damaged in a way a crash cannot leave it (a file shorter than
 // relay.meta's durable end, a checksum mismatch before it, relay.meta or

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
-	"math"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
@@ -91,42 +90,6 @@ func NewRawReader(up UpstreamConfig, start Position, opts ...RemoteOption) (*Raw
 	r.pos = Position{Name: start.Name, Offset: start.Offset}
 	r.delivered, r.safe = r.pos, r.pos
 	return r, nil
-}
-
-// remoteSetup applies and checks the options and the start position, as both
-// remote readers need.
-func remoteSetup(up UpstreamConfig, start Position, opts []RemoteOption) (remoteConfig, UpstreamConfig, Position, error) {
-	cfg := defaultRemoteConfig()
-	for _, o := range opts {
-		o.apply(&cfg)
-	}
-	if cfg.readTimeout == 0 && cfg.heartbeat > 0 {
-		cfg.readTimeout = 3 * cfg.heartbeat
-	}
-	if err := up.Validate(); err != nil {
-		return cfg, up, start, err
-	}
-	if err := cfg.validate(); err != nil {
-		return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: %w", up.SourceName(), err)
-	}
-	if err := start.Validate(); err != nil {
-		return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: start: %w", up.SourceName(), err)
-	}
-	if start.GTIDSet != nil {
-		if up.Flavor == "" {
-			up.Flavor = start.Flavor
-		} else if up.Flavor != start.Flavor {
-			return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: start GTID set is %s but the upstream is configured as %s", up.SourceName(), start.Flavor, up.Flavor)
-		}
-	}
-	start = start.Clone()
-	if start.Name != "" && start.Offset < 4 {
-		start.Offset = 4
-	}
-	if start.Offset > math.MaxUint32 && start.Name != "" {
-		return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: start %s: the dump protocol takes 32-bit offsets; start from a GTID set instead", up.SourceName(), start)
-	}
-	return cfg, up, start, nil
 }
 
 // Source is the name of the upstream, as it appears in errors.

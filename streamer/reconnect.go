@@ -3,6 +3,7 @@ package streamer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -21,6 +22,42 @@ type upstreamConn interface {
 	// close ends the connection; a read blocked on it returns. It may be
 	// called from any goroutine, more than once.
 	close()
+}
+
+// remoteSetup applies and checks the options and the start position, as both
+// remote readers need.
+func remoteSetup(up UpstreamConfig, start Position, opts []RemoteOption) (remoteConfig, UpstreamConfig, Position, error) {
+	cfg := defaultRemoteConfig()
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	if cfg.readTimeout == 0 && cfg.heartbeat > 0 {
+		cfg.readTimeout = 3 * cfg.heartbeat
+	}
+	if err := up.Validate(); err != nil {
+		return cfg, up, start, err
+	}
+	if err := cfg.validate(); err != nil {
+		return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: %w", up.SourceName(), err)
+	}
+	if err := start.Validate(); err != nil {
+		return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: start: %w", up.SourceName(), err)
+	}
+	if start.GTIDSet != nil {
+		if up.Flavor == "" {
+			up.Flavor = start.Flavor
+		} else if up.Flavor != start.Flavor {
+			return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: start GTID set is %s but the upstream is configured as %s", up.SourceName(), start.Flavor, up.Flavor)
+		}
+	}
+	start = start.Clone()
+	if start.Name != "" && start.Offset < 4 {
+		start.Offset = 4
+	}
+	if start.Offset > math.MaxUint32 && start.Name != "" {
+		return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: start %s: the dump protocol takes 32-bit offsets; start from a GTID set instead", up.SourceName(), start)
+	}
+	return cfg, up, start, nil
 }
 
 // reconnect is what RemoteReader and RawReader share: where the consumer is

@@ -164,11 +164,11 @@ func (d *RelayDir) NewSubdir(identity string) (string, error) {
 // Writer returns a writer appending to subdirectory sub, resuming at the
 // end of file when set (a file Prepare repaired).
 func (d *RelayDir) Writer(sub, file string) (*RelayFileWriter, error) {
-	w, err := NewRelayFileWriter(filepath.Join(d.path, sub), file)
+	w, err := newRelayFileWriter(filepath.Join(d.path, sub), file)
 	if err != nil {
 		return nil, err
 	}
-	w.SetFileMode(d.fileMode)
+	w.perm = d.fileMode
 	return w, nil
 }
 

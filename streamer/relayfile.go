@@ -205,7 +205,7 @@ func ScanRelayFile(path, flavor string) (RelayFileScan, error) {
 }
 
 // RelayFileWriter appends upstream events to the binlog files of one relay
-// subdirectory, keeping each file's offsets equal to the upstream's: an
+// subdirectory (RelayDir.Writer returns one), keeping each file's offsets equal to the upstream's: an
 // event is written at the offset it has upstream. It is not safe for
 // concurrent use.
 type RelayFileWriter struct {
@@ -230,10 +230,10 @@ type RelayFileWriter struct {
 // relayWriteBuffer is how many bytes the writer gathers before a write.
 const relayWriteBuffer = 1 << 20
 
-// NewRelayFileWriter returns a writer for the subdirectory dir. When name is
+// newRelayFileWriter returns a writer for the subdirectory dir. When name is
 // set, writing resumes at the end of that file, which must already be
 // repaired (see ScanRelayFile).
-func NewRelayFileWriter(dir, name string) (*RelayFileWriter, error) {
+func newRelayFileWriter(dir, name string) (*RelayFileWriter, error) {
 	w := &RelayFileWriter{dir: dir, synced: true, perm: DefaultRelayFileMode}
 	if name != "" {
 		if err := w.open(name, false); err != nil {
@@ -242,10 +242,6 @@ func NewRelayFileWriter(dir, name string) (*RelayFileWriter, error) {
 	}
 	return w, nil
 }
-
-// SetFileMode sets the permissions of the files the writer creates from now
-// on (before the process's umask). Default DefaultRelayFileMode, 0640.
-func (w *RelayFileWriter) SetFileMode(perm os.FileMode) { w.perm = perm.Perm() }
 
 // File is the current file's name and size.
 func (w *RelayFileWriter) File() (name string, size int64) { return w.name, w.size }
