@@ -23,6 +23,7 @@ func TestRelayOpenReader(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
+	before := libraryGoroutines()
 	first := streamer.Position{Name: "mysql-bin.000001", Offset: 4}
 	rel, err := dmworker.NewRelay(upstreamOf(m), t.TempDir(), dmworker.WithRelayStart(first),
 		dmworker.WithAutoPurge(20*time.Millisecond, time.Hour, 0))
@@ -79,22 +80,39 @@ func TestRelayOpenReader(t *testing.T) {
 	if _, err := rel.OpenReader(ctx, "late", first); err != dmworker.ErrRelayClosed {
 		t.Fatalf("OpenReader after Close: %v, want ErrRelayClosed", err)
 	}
-	waitNoLibraryGoroutines(t)
+	waitNoLibraryGoroutines(t, before)
+}
+
+// libraryGoroutines returns the stacks, by goroutine id, of the goroutines
+// running code of the library (root, streamer) or of go-mysql's binlog
+// syncer, test runners aside.
+func libraryGoroutines() map[string]string {
+	buf := make([]byte, 4<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	out := map[string]string{}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "testing.(*T)") || strings.Contains(g, "testing.tRunner") {
+			continue
+		}
+		if strings.Contains(g, "github.com/dmworker/dmworker.") || strings.Contains(g, "github.com/dmworker/dmworker/streamer.") ||
+			strings.Contains(g, "go-mysql-org/go-mysql/replication.") {
+			id, _, _ := strings.Cut(strings.TrimPrefix(g, "goroutine "), " ")
+			out[id] = g
+		}
+	}
+	return out
 }
 
 // waitNoLibraryGoroutines fails when, within a few seconds, goroutines
-// running code of the library (root, streamer) or of go-mysql's binlog
-// syncer are still there.
-func waitNoLibraryGoroutines(t *testing.T) {
+// running code of the library or of go-mysql's binlog syncer are there that
+// were not in before (libraryGoroutines at the test's start: other tests'
+// may still be ending).
+func waitNoLibraryGoroutines(t *testing.T, before map[string]string) {
 	t.Helper()
-	var left []string
 	for deadline := time.Now().Add(5 * time.Second); ; {
-		left = left[:0]
-		buf := make([]byte, 4<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "github.com/dmworker/dmworker.") || strings.Contains(g, "github.com/dmworker/dmworker/streamer.") ||
-				strings.Contains(g, "go-mysql-org/go-mysql/replication.") {
+		var left []string
+		for id, g := range libraryGoroutines() {
+			if _, ok := before[id]; !ok {
 				left = append(left, g)
 			}
 		}
