@@ -1170,12 +1170,8 @@ func relayReaderFactory(rr *relayRun, name string, log *slog.Logger, checkpoint 
 				return nil, ctx.Err()
 			}
 		}
-		// A start older than the relay's oldest file: fetch the files.
-		if err := rel.hold(ctx, name, start); err != nil {
-			return nil, err
-		}
-		lr, err := streamer.NewLocalReader(rel.Dir(), streamer.StartAtPosition(start),
-			streamer.WithRelayTail(rel), streamer.WithRelayRegistry(rel, name), streamer.WithLocalLogger(log))
+		// (A start older than the relay's oldest file is fetched.)
+		lr, err := rel.openReader(ctx, name, start, streamer.WithLocalLogger(log))
 		if err != nil {
 			return nil, err
 		}
