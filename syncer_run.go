@@ -31,6 +31,7 @@ type syncRun struct {
 	batchStart  time.Time
 	lastTxnEnd  streamer.Position // end of the last whole transaction read
 	midTxn      bool              // the batch holds part of an open transaction
+	txnChanges  int               // changes delivered of the open transaction (Change.TxnIndex)
 	tables      map[*schema.TableDef]*Table
 	fk          *fkGroups // the tables' foreign key groups; nil: to work out
 	ignoredKind map[string]bool
@@ -478,6 +479,7 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		// may move past it, or it would stay behind a binlog that ends
 		// with such events.
 		r.lastTxnEnd = ev.Pos
+		r.txnChanges = 0
 		if r.par != nil {
 			r.par.txnEnd(ev.Pos)
 		}
@@ -486,6 +488,7 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 	if ev.TxnEnd {
 		r.lastTxnEnd = ev.Pos
 		r.midTxn = false
+		r.txnChanges = 0
 		if r.par != nil {
 			r.par.txnEnd(ev.Pos)
 			if err := r.par.flushGroups(ctx, false); err != nil {
@@ -564,7 +567,7 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) error 
 	}
 	noFKChecks := e.Flags&replication.NO_FOREIGN_KEY_CHECKS_F != 0
 	for i := 0; i+step <= len(e.Rows); i += step {
-		ch := Change{Kind: kind, Table: t, NoForeignKeyChecks: noFKChecks}
+		ch := Change{Kind: kind, Table: t, NoForeignKeyChecks: noFKChecks, TxnPos: r.lastTxnEnd, TxnIndex: r.txnChanges}
 		var err error
 		switch kind {
 		case Insert:
@@ -580,6 +583,7 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) error 
 			return r.wrapEvent(ev, db+"."+tbl, kind.String(), err)
 		}
 		r.batch = append(r.batch, ch)
+		r.txnChanges++
 	}
 	return nil
 }
