@@ -42,6 +42,7 @@ type options struct {
 	checkpointStore CheckpointStore
 	sinkRetry       time.Duration
 	epoch           int64
+	startSchema     []string
 
 	// Syncer, SubTask, SourceWorker
 	stopTimeout time.Duration

@@ -94,11 +94,13 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
-func (c *SyncerConfig) adjust() error {
+// adjust sets defaults and validates; without an upstream (see
+// WithStartSchema) Upstream is not checked.
+func (c *SyncerConfig) adjust(noUpstream bool) error {
 	if c.Task == "" {
 		return errors.New("a task name is required")
 	}
-	if err := c.Upstream.Validate(); err != nil {
+	if err := c.Upstream.Validate(); err != nil && !noUpstream {
 		return err
 	}
 	if c.Source == "" {
@@ -174,7 +176,29 @@ func WithEpoch(epoch int64) Option {
 	return Option{"WithEpoch", func(o *options) { o.epoch = epoch }}
 }
 
-var syncerOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpointStore", "WithSinkRetry", "WithEpoch", "WithStopTimeout"}
+// WithStartSchema gives the definitions of the tables at the start of a
+// task with no checkpoint, as DDL statements the syncer applies in order to
+// an empty schema (CREATE DATABASE, CREATE TABLE; "USE db" sets the schema
+// of the unqualified names that follow, as in a dump), instead of reading
+// them from the upstream. Default: SHOW CREATE DATABASE and TABLE on the upstream, for the
+// tables the task replicates.
+//
+// With it and WithReaderFactory, SyncerConfig.Upstream may be left zero:
+// the syncer then reaches no server at all (unit tests of a host's code,
+// with events from package dmworkertest). It then does not check the
+// upstream's binlog settings or identity (checkpoints record no Server and
+// are not checked for lineage), does not poll the upstream's binlog end
+// (LagSeconds counts from the events read), a task with no checkpoint
+// starts at SyncerConfig.Start (zero: the reader is opened at the zero
+// Position), SyncerConfig.Source is required, and a restart replays in safe
+// mode only up to the checkpoint's SafeUntil (with no upstream end to bound
+// what a checkpoint store apart from the sink may have missed: set
+// SyncerConfig.SafeMode where that matters).
+func WithStartSchema(stmts ...string) Option {
+	return Option{"WithStartSchema", func(o *options) { o.startSchema = stmts }}
+}
+
+var syncerOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpointStore", "WithSinkRetry", "WithEpoch", "WithStopTimeout", "WithStartSchema"}
 
 // Syncer replicates one source's row changes and DDL into a Sink, for one
 // task: it reads binlog events, filters and routes them, decodes rows with
@@ -220,7 +244,11 @@ func NewSyncer(cfg SyncerConfig, sink Sink, opts ...Option) (*Syncer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cfg.adjust(); err != nil {
+	offline := cfg.Upstream == (streamer.UpstreamConfig{})
+	if offline && (o.readerFactory == nil || !o.set["WithStartSchema"] || cfg.Source == "") {
+		return nil, fmt.Errorf("dmworker: syncer for task %q: no upstream: a syncer without one needs WithReaderFactory, WithStartSchema and a Source name", cfg.Task)
+	}
+	if err := cfg.adjust(offline); err != nil {
 		return nil, fmt.Errorf("dmworker: syncer for task %q: %w", cfg.Task, err)
 	}
 	if err := stopTimeoutOf(&o); err != nil {
@@ -267,6 +295,25 @@ func NewSyncer(cfg SyncerConfig, sink Sink, opts ...Option) (*Syncer, error) {
 	}
 	s.status.Stage = "New"
 	return s, nil
+}
+
+// offline reports whether the syncer has no upstream (see WithStartSchema).
+func (s *Syncer) offline() bool { return s.cfg.Upstream == (streamer.UpstreamConfig{}) }
+
+// startSchema builds the tracker WithStartSchema describes.
+func startSchema(stmts []string) (*schema.Tracker, error) {
+	t := schema.New()
+	db := ""
+	for _, q := range stmts {
+		if f := strings.Fields(q); len(f) == 2 && strings.EqualFold(f[0], "USE") {
+			db = strings.Trim(strings.TrimSuffix(f[1], ";"), "`")
+			continue
+		}
+		if _, err := t.Apply(db, q); err != nil {
+			return nil, &definitionError{create: q, err: err}
+		}
+	}
+	return t, nil
 }
 
 // sinkStore adapts a CheckpointSink to CheckpointStore.
