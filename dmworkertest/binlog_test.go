@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/dmworkertest"
 	"github.com/dmworker/dmworker/sinktest"
