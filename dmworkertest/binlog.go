@@ -435,7 +435,7 @@ func (b *Binlog) queryEvent(schemaName, query string) {
 	body = binary.LittleEndian.AppendUint32(body, 0) // execution time
 	body = append(body, byte(len(schemaName)))
 	body = binary.LittleEndian.AppendUint16(body, 0) // error code
-	status := append([]byte{0}, make([]byte, 8)...)  // Q_SQL_MODE_CODE, 0
+	status := append([]byte{1}, make([]byte, 8)...)  // Q_SQL_MODE_CODE, 0
 	body = binary.LittleEndian.AppendUint16(body, uint16(len(status)))
 	body = append(body, status...)
 	body = append(append(body, schemaName...), 0)

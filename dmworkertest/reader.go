@@ -44,7 +44,9 @@ type Reader struct {
 type ReaderOption func(*Reader)
 
 // StopAtEnd makes GetEvent return streamer.ErrEndOfStream at the end of the
-// events, instead of waiting for more.
+// events, instead of waiting for more: for tests that read events
+// themselves (a syncer stops with that error; wait for its checkpoint with
+// WaitApplied instead).
 func StopAtEnd() ReaderOption { return func(r *Reader) { r.stopAtEnd = true } }
 
 // NewReader returns a reader from start: the zero Position reads from the

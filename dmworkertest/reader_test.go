@@ -5,6 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -259,5 +263,45 @@ func TestSyncerWithoutUpstreamNeeds(t *testing.T) {
 	var se *dmworker.SyncError
 	if err := s.Run(t.Context()); !errors.As(err, &se) || se.Statement != "CREATE TABLE t (id INT)" {
 		t.Fatalf("bad start schema: %v", err)
+	}
+}
+
+// TestFilesReadByMariaDBBinlog has mariadb-binlog decode the built files,
+// rows included: an independent check of the encoding.
+func TestFilesReadByMariaDBBinlog(t *testing.T) {
+	tool, err := exec.LookPath("mariadb-binlog")
+	if err != nil {
+		if os.Getenv("DMWORKER_REQUIRE_SERVERS") == "1" {
+			t.Fatal("mariadb-binlog not found (apt-get install mariadb-client)")
+		}
+		t.Skip("mariadb-binlog not found")
+	}
+	b, _ := sample(t)
+	if err := b.Define("db", typesTable); err != nil {
+		t.Fatal(err)
+	}
+	mustCommit(t, b.Begin().Insert("db", "types", typesRow(1, 1), typesRow(2, -1), typesRow(3, 0)))
+	dir := t.TempDir()
+	var paths []string
+	for name, data := range b.Files() {
+		paths = append(paths, filepath.Join(dir, name))
+		if err := os.WriteFile(paths[len(paths)-1], data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sort.Strings(paths)
+	out, err := exec.Command(tool, append([]string{"--base64-output=decode-rows", "-v"}, paths...)...).CombinedOutput()
+	if err != nil || bytes.Contains(out, []byte("ERROR")) {
+		t.Fatalf("mariadb-binlog: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"GTID 0-7-1 ddl", "CREATE TABLE t", "@2='aa'", "Rotate to mysql-bin.000002", "Gtid list [0-7-3]",
+		"@13=-12345678901234567890123456789012345.123456789012345678901234567890",
+		"@35='-00:00:01.5'", "@36='-12:00:00.0001'", "@31='2024-02-29 12:34:56.000001'",
+		"@42=b'101010111100'", "@40=b'00000101'", "@11=-1 (18446744073709551615)",
+	} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("mariadb-binlog's output lacks %q", want)
+		}
 	}
 }
