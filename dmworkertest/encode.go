@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pingcap/tidb/pkg/parser/mysql"
 
@@ -23,6 +24,7 @@ type column struct {
 	meta    []byte // table-map metadata
 	// decoded from the type text
 	length     int // bytes (strings), bits (BIT)
+	chars      int // characters (VARCHAR, CHAR)
 	prec, frac int // DECIMAL precision and scale; fsp of temporal types
 	lenBytes   int // BLOB length prefix size; ENUM pack length; SET bytes
 }
@@ -49,10 +51,12 @@ func typeArgs(typ string) []int {
 	return out
 }
 
-// mbMaxLen is the most bytes a character of charset cs takes.
+// mbMaxLen is the most bytes a character of charset cs takes; a charset
+// left to the server's default ("") is taken as utf8mb4, MariaDB's and
+// MySQL 8's.
 func mbMaxLen(cs string) int {
 	switch strings.ToLower(cs) {
-	case "", "binary", "latin1", "ascii", "latin2", "latin5", "latin7", "cp1250", "cp1251", "cp1256", "cp1257", "cp850", "cp852",
+	case "binary", "latin1", "ascii", "latin2", "latin5", "latin7", "cp1250", "cp1251", "cp1256", "cp1257", "cp850", "cp852",
 		"cp866", "dec8", "greek", "hebrew", "hp8", "keybcs2", "koi8r", "koi8u", "macce", "macroman", "swe7", "tis620", "armscii8", "geostd8":
 		return 1
 	case "big5", "gbk", "sjis", "cp932", "euckr", "gb2312", "ucs2", "utf16", "utf16le":
@@ -96,10 +100,12 @@ func newColumn(def *schema.ColumnDef, tableCharset string) (*column, error) {
 		c.length = arg(0, 1)
 		c.meta = []byte{byte(c.length % 8), byte(c.length / 8)}
 	case mysql.TypeVarchar, mysql.TypeVarString:
-		c.length = arg(0, 0) * mbMaxLen(c.charset)
+		c.chars = arg(0, 0)
+		c.length = c.chars * mbMaxLen(c.charset)
 		c.meta = binary.LittleEndian.AppendUint16(nil, uint16(c.length))
 	case mysql.TypeString:
-		c.length = arg(0, 1) * mbMaxLen(c.charset)
+		c.chars = arg(0, 1)
+		c.length = c.chars * mbMaxLen(c.charset)
 		if c.length > 1023 {
 			return nil, fmt.Errorf("column %s (%s): more than 1023 bytes", def.Name, def.Type)
 		}
@@ -292,6 +298,9 @@ func (c *column) encode(b []byte, v any) ([]byte, error) {
 		data = string(x)
 	default:
 		return bad()
+	}
+	if c.chars > 0 && !d.Binary && utf8.RuneCountInString(data) > c.chars {
+		return nil, fmt.Errorf("column %s (%s): %d characters do not fit", d.Name, d.Type, utf8.RuneCountInString(data))
 	}
 	if !d.Binary {
 		enc, err := rows.FromUTF8(data, c.charset)
