@@ -180,8 +180,9 @@ func WithEpoch(epoch int64) Option {
 // task with no checkpoint, as DDL statements the syncer applies in order to
 // an empty schema (CREATE DATABASE, CREATE TABLE; "USE db" sets the schema
 // of the unqualified names that follow, as in a dump), instead of reading
-// them from the upstream. Default: SHOW CREATE DATABASE and TABLE on the upstream, for the
-// tables the task replicates.
+// them from the upstream: for a task started at a position where they were
+// not what they are now. Default: SHOW CREATE DATABASE and TABLE on the
+// upstream, for the tables the task replicates.
 //
 // With it and WithReaderFactory, SyncerConfig.Upstream may be left zero:
 // the syncer then reaches no server at all (unit tests of a host's code,
