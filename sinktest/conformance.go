@@ -29,7 +29,7 @@ type Harness struct {
 	// the Go type the dmworker.Change contract gives its column's type
 	// (nil for NULL): the suite compares them exactly, except values of
 	// columns of type "json", compared as parsed JSON documents.
-	// Required.
+	// Required with the Tables capability (the default).
 	Rows func(t *testing.T, s dmworker.Sink, schema, table string) [][]any
 
 	// Prepare creates schema and table downstream, empty, before the suite
