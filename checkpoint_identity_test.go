@@ -75,8 +75,12 @@ func TestCheckpointFollowsSourceName(t *testing.T) {
 					mustExec(t, p.updb, "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(32))")
 					identityWorkload(t, p.updb, 0, 40)
 				}
-				cfg := dmworker.SubTaskConfig{Name: "idt", Mode: mode, Workers: workers,
-					Snapshot: dmworker.SnapshotConfig{Concurrency: 2, ChunkRows: 10}}
+				cfg := dmworker.SubTaskConfig{
+					Name:         "idt",
+					Mode:         mode,
+					Snapshot:     dmworker.SnapshotConfig{Concurrency: 2, ChunkRows: 10},
+					SyncerTuning: dmworker.SyncerTuning{Workers: workers},
+				}
 				direct := upstreamOf(p.up)
 				if mode == dmworker.ModeAll {
 					create() // copied by the snapshot
@@ -204,7 +208,7 @@ func TestCheckpointFollowsPromotedReplica(t *testing.T) {
 			mustExec(t, bdb, fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='%s', MASTER_PASSWORD='%s', MASTER_USE_GTID=slave_pos",
 				p.up.Port, p.up.User, p.up.Password))
 			mustExec(t, bdb, "START SLAVE")
-			cfg := dmworker.SubTaskConfig{Name: "idt", Workers: workers}
+			cfg := dmworker.SubTaskConfig{Name: "idt", SyncerTuning: dmworker.SyncerTuning{Workers: workers}}
 			upA := upstreamOf(p.up)
 			upA.Name = "shop"
 			runIdentityPhase(t, p, upA, cfg, func() {

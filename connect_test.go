@@ -153,7 +153,7 @@ func TestRelayFirstConnectFailsFast(t *testing.T) {
 	}{{"refused", refused, streamer.ErrUnreachable}, {"wrong password", denied, streamer.ErrAccessDenied}} {
 		t.Run(tc.name, func(t *testing.T) {
 			logs := &logText{}
-			r, err := dmworker.NewRelay(tc.up, t.TempDir(), dmworker.WithLogger(slog.New(logs)))
+			r, err := dmworker.NewRelay(tc.up, t.TempDir(), dmworker.RelayConfig{}, dmworker.WithLogger(slog.New(logs)))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -103,28 +103,35 @@ var (
 // since it was read: read again.
 var errStaleView = errors.New("dmworker: coordinator: state changed since read")
 
-var coordinatorOptions = []string{"WithLogger", "WithEtcdPrefix", "WithKeepAliveTTL", "WithEtcdBackoff"}
+// coordinatorOptions are a Coordinator's options, defaults filled in.
+type coordinatorOptions struct{ leaseOptions }
+
+func defaultCoordinatorOptions() coordinatorOptions {
+	return coordinatorOptions{defaultLeaseOptions()}
+}
 
 // NewCoordinator returns a coordinator working with the host's etcd client
 // (never closed by the Coordinator). It checks its arguments and touches
 // nothing: Run campaigns.
-func NewCoordinator(cli *clientv3.Client, opts ...Option) (*Coordinator, error) {
-	o, err := collect("Coordinator", coordinatorOptions, opts)
-	if err != nil {
-		return nil, err
+func NewCoordinator(cli *clientv3.Client, opts ...CoordinatorOption) (*Coordinator, error) {
+	o := defaultCoordinatorOptions()
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applyCoordinator(&o)
+		}
 	}
 	if cli == nil {
 		return nil, errors.New("dmworker: coordinator: an etcd client is required")
 	}
-	if err := leaseOptions("coordinator", &o); err != nil {
-		return nil, err
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("dmworker: coordinator: %w", err)
 	}
 	host, _ := os.Hostname()
 	id := fmt.Sprintf("%s:%d", host, os.Getpid())
 	log := o.logger.With(slog.String("component", "coordinator"))
 	return &Coordinator{
 		cli:     cli,
-		lease:   leaseKeeper{cli: cli, ttl: o.keepAliveTTL, log: log},
+		lease:   leaseKeeper{cli: cli, ttl: o.ttl, log: log},
 		keys:    newEtcdKeys(o.etcdPrefix),
 		id:      id,
 		backoff: [2]time.Duration{o.backoffMin, o.backoffMax},

@@ -109,9 +109,9 @@ func TestCoordinatorPlan(t *testing.T) {
 }
 
 // newTestCoordinator builds a coordinator for the internal tests.
-func newTestCoordinator(t *testing.T, cli *clientv3.Client, opts ...Option) *Coordinator {
+func newTestCoordinator(t *testing.T, cli *clientv3.Client, opts ...CoordinatorOption) *Coordinator {
 	t.Helper()
-	c, err := NewCoordinator(cli, append([]Option{WithKeepAliveTTL(3 * time.Second), WithEtcdBackoff(50*time.Millisecond, 500*time.Millisecond)}, opts...)...)
+	c, err := NewCoordinator(cli, append([]CoordinatorOption{WithKeepAliveTTL(3 * time.Second), WithEtcdBackoff(50*time.Millisecond, 500*time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

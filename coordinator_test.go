@@ -24,9 +24,9 @@ import (
 
 // runCoordinator builds a coordinator and runs it until the test ends (or
 // until the returned stop is called).
-func runCoordinator(t testing.TB, cli *clientv3.Client, opts ...dmworker.Option) (*dmworker.Coordinator, func()) {
+func runCoordinator(t testing.TB, cli *clientv3.Client, opts ...dmworker.CoordinatorOption) (*dmworker.Coordinator, func()) {
 	t.Helper()
-	c, err := dmworker.NewCoordinator(cli, append([]dmworker.Option{dmworker.WithKeepAliveTTL(testTTL), fastBackoff}, opts...)...)
+	c, err := dmworker.NewCoordinator(cli, append([]dmworker.CoordinatorOption{dmworker.WithKeepAliveTTL(testTTL), fastBackoff}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,12 +137,13 @@ func TestNewCoordinatorRejects(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cli  *clientv3.Client
-		opts []dmworker.Option
+		opts []dmworker.CoordinatorOption
 		want string
 	}{
+		// (An option a Coordinator does not take, WithWorkerAddr, no
+		// longer compiles: CoordinatorOption is typed.)
 		{"no client", nil, nil, "etcd client is required"},
-		{"foreign option", e.Client, []dmworker.Option{dmworker.WithWorkerAddr("x")}, "does not take WithWorkerAddr"},
-		{"bad TTL", e.Client, []dmworker.Option{dmworker.WithKeepAliveTTL(100 * time.Millisecond)}, "whole number of seconds"},
+		{"bad TTL", e.Client, []dmworker.CoordinatorOption{dmworker.WithKeepAliveTTL(100 * time.Millisecond)}, "whole number of seconds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := dmworker.NewCoordinator(tc.cli, tc.opts...)

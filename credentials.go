@@ -56,24 +56,42 @@ type CredentialResolver func(ctx context.Context, source, ref string) (string, e
 // -256), from a secret the host keeps outside etcd. A SourceWorker in etcd
 // mode opens SealedPassword with it; PutSourceConfig seals with it. Default:
 // none (a sealed password is then ErrCredentials).
-func WithCredentialKey(key []byte) Option {
-	k := bytes.Clone(key)
-	return Option{"WithCredentialKey", func(o *options) { o.credentialKey = k }}
+func WithCredentialKey(key []byte) CredentialKeyOption {
+	return CredentialKeyOption{credentialKey{bytes.Clone(key), true}}
 }
+
+// CredentialKeyOption is WithCredentialKey's option, taken by
+// NewSourceWorker and PutSourceConfig.
+type CredentialKeyOption struct{ k credentialKey }
+
+func (o CredentialKeyOption) applySourceWorker(w *sourceWorkerOptions)       { w.credentialKey = o.k }
+func (o CredentialKeyOption) applyPutSourceConfig(p *putSourceConfigOptions) { p.credentialKey = o.k }
 
 // WithCredentialResolver makes a SourceWorker in etcd mode resolve the
 // PasswordRef of a source config with r. Default: none (a config with a
 // PasswordRef is then ErrCredentials).
-func WithCredentialResolver(r CredentialResolver) Option {
-	return Option{"WithCredentialResolver", func(o *options) { o.credentialResolver = r }}
+func WithCredentialResolver(r CredentialResolver) SourceWorkerOption {
+	return credentialResolverOption{r}
 }
 
-// checkCredentialKey checks WithCredentialKey's key.
-func checkCredentialKey(o *options) error {
-	if !o.set["WithCredentialKey"] {
+type credentialResolverOption struct{ r CredentialResolver }
+
+func (o credentialResolverOption) applySourceWorker(w *sourceWorkerOptions) {
+	w.credentialResolver, w.credentialResolverSet = o.r, true
+}
+
+// credentialKey is WithCredentialKey's key.
+type credentialKey struct {
+	key   []byte
+	given bool
+}
+
+// validate checks the key's size.
+func (k credentialKey) validate() error {
+	if !k.given {
 		return nil
 	}
-	if n := len(o.credentialKey); n != 16 && n != 24 && n != 32 {
+	if n := len(k.key); n != 16 && n != 24 && n != 32 {
 		return fmt.Errorf("credential key of %d bytes: want 16, 24 or 32 (AES-128, -192, -256)", n)
 	}
 	return nil
@@ -160,7 +178,11 @@ func SealSourceConfig(cfg SourceConfig, key []byte) (SourceConfig, error) {
 	return cfg, nil
 }
 
-var putSourceConfigOptions = []string{"WithCredentialKey", "WithEtcdPrefix"}
+// putSourceConfigOptions are PutSourceConfig's options.
+type putSourceConfigOptions struct {
+	credentialKey credentialKey
+	etcdPrefix    string
+}
 
 // PutSourceConfig writes cfg under <prefix>source/<cfg.Name> (see the key
 // layout), as a SourceWorker in etcd mode reads it: a password in
@@ -169,21 +191,23 @@ var putSourceConfigOptions = []string{"WithCredentialKey", "WithEtcdPrefix"}
 // is put when the stored config already opens to cfg, so every process of
 // a cluster may publish the same config without making the serving worker
 // read its state again. Options: WithCredentialKey, WithEtcdPrefix.
-func PutSourceConfig(ctx context.Context, cli *clientv3.Client, cfg SourceConfig, opts ...Option) error {
-	o, err := collect("PutSourceConfig", putSourceConfigOptions, opts)
-	if err != nil {
-		return err
+func PutSourceConfig(ctx context.Context, cli *clientv3.Client, cfg SourceConfig, opts ...PutSourceConfigOption) error {
+	var o putSourceConfigOptions
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applyPutSourceConfig(&o)
+		}
 	}
 	if cli == nil {
 		return fmt.Errorf("dmworker: put source config %s: an etcd client is required", cfg.Name)
 	}
-	if err := checkCredentialKey(&o); err != nil {
+	if err := o.credentialKey.validate(); err != nil {
 		return fmt.Errorf("dmworker: put source config %s: %w", cfg.Name, err)
 	}
-	if cfg.Upstream.Password != "" && o.credentialKey == nil {
+	if cfg.Upstream.Password != "" && o.credentialKey.key == nil {
 		return fmt.Errorf("%w: source %s: give WithCredentialKey to seal the password, or a PasswordRef instead of it", ErrPlaintextPassword, cfg.Name)
 	}
-	sealed, err := SealSourceConfig(cfg, o.credentialKey)
+	sealed, err := SealSourceConfig(cfg, o.credentialKey.key)
 	if err != nil {
 		return err
 	}
@@ -199,7 +223,7 @@ func PutSourceConfig(ctx context.Context, cli *clientv3.Client, cfg SourceConfig
 		}
 		cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
 		if len(resp.Kvs) > 0 {
-			if storedIs(resp.Kvs[0].Value, cfg, o.credentialKey) {
+			if storedIs(resp.Kvs[0].Value, cfg, o.credentialKey.key) {
 				return nil
 			}
 			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)
@@ -243,7 +267,7 @@ func storedIs(stored []byte, cfg SourceConfig, key []byte) bool {
 // etcd, from its sealed form or its reference; it refuses a plaintext one.
 // SealedPassword is cleared once opened, so that the same config sealed
 // again (another nonce) compares equal.
-func (o *options) openCredentials(ctx context.Context, src *SourceConfig) error {
+func (o *sourceWorkerOptions) openCredentials(ctx context.Context, src *SourceConfig) error {
 	switch {
 	case src.Upstream.Password != "":
 		return fmt.Errorf("%w: source %s: the config holds the password unsealed; write it again with dmworker.PutSourceConfig (sealed with the credential key) or with a PasswordRef",
@@ -251,7 +275,7 @@ func (o *options) openCredentials(ctx context.Context, src *SourceConfig) error 
 	case src.SealedPassword != "" && src.PasswordRef != "":
 		return fmt.Errorf("%w: source %s: the config has both a sealed password and a password reference", ErrCredentials, src.Name)
 	case src.SealedPassword != "":
-		pw, err := openPassword(o.credentialKey, src.Name, src.SealedPassword)
+		pw, err := openPassword(o.credentialKey.key, src.Name, src.SealedPassword)
 		if err != nil {
 			return err
 		}

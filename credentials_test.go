@@ -173,7 +173,7 @@ func TestSourceWorkerCredentials(t *testing.T) {
 	if err := dmworker.PutSourceConfig(t.Context(), cli, cfg, dmworker.WithCredentialKey(testCredentialKey), dmworker.WithEtcdPrefix(other)); err != nil {
 		t.Fatal(err)
 	}
-	for i, opts := range [][]dmworker.Option{nil, {dmworker.WithCredentialKey(bytes.Repeat([]byte{9}, 32))}} {
+	for i, opts := range [][]dmworker.SourceWorkerOption{nil, {dmworker.WithCredentialKey(bytes.Repeat([]byte{9}, 32))}} {
 		name := fmt.Sprintf("k%d", i)
 		etcdPut(t, cli, other+"bound/"+name, dmworker.SourceBinding{Source: "src"})
 		wk, err := dmworker.NewSourceWorker(name, mysqlSinks(p.downdb), append(opts, dmworker.WithEtcd(cli), dmworker.WithEtcdPrefix(other))...)

@@ -34,6 +34,22 @@
 //     makes it stop everything at once while its registration is not
 //     confirmed, and start again from its state when it is.
 //
+// # Configs and options
+//
+// What a host writes in files or etcd is a plain config struct: RelayConfig
+// (NewRelay; embedded in SourceConfig), SyncerConfig and SubTaskConfig
+// (both embed SyncerTuning), SourceConfig, SnapshotConfig. What only code
+// can supply (a logger, a checkpoint store, a liveness, an etcd client,
+// timeouts of the process) is a functional option, typed per constructor:
+// NewRelay takes RelayOptions, NewSyncer SyncerOptions, NewSubTask
+// SubTaskOptions, NewSourceWorker SourceWorkerOptions, NewKeepAlive
+// KeepAliveOptions, NewCoordinator CoordinatorOptions. An option several
+// types take (WithLogger, WithStopTimeout, WithEtcdPrefix, ...) returns a
+// type that is each of theirs; one a type does not take does not compile.
+// A SubTask hands its options to its Syncer, and a SourceWorker to its
+// subtasks and relays. Constructors check configs and options and return
+// the error; they never panic.
+//
 // # What the upstream must be
 //
 // The binlog must carry every row change in full: binlog_format=ROW and

@@ -34,7 +34,7 @@ func ExampleWithStartSchema() {
 	_ = b.Define("shop", "CREATE DATABASE shop", "CREATE TABLE orders (id INT PRIMARY KEY, total DECIMAL(10,2))")
 	end, _ := b.Begin().Insert("shop", "orders", []any{int64(1), "9.99"}, []any{int64(2), "0.50"}).Commit()
 
-	cfg := dmworker.SyncerConfig{Task: "orders", Source: "shop-db", Start: b.Start(), Workers: 1}
+	cfg := dmworker.SyncerConfig{Task: "orders", Source: "shop-db", Start: b.Start(), SyncerTuning: dmworker.SyncerTuning{Workers: 1}}
 	s, err := dmworker.NewSyncer(cfg, &txnLog{},
 		dmworker.WithReaderFactory(b.ReaderFactory()),
 		dmworker.WithStartSchema("CREATE DATABASE shop", "CREATE TABLE shop.orders (id INT PRIMARY KEY, total DECIMAL(10,2))"))

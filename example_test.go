@@ -43,9 +43,12 @@ func ExampleNewRelay() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	r, err := dmworker.NewRelay(up, "/var/lib/dmworker/relay",
-		dmworker.WithSyncPolicy(dmworker.SyncInterval(50*time.Millisecond)),
-		dmworker.WithAutoPurge(time.Hour, 7*24*time.Hour, 10<<30))
+	r, err := dmworker.NewRelay(up, "/var/lib/dmworker/relay", dmworker.RelayConfig{
+		SyncPolicy:       dmworker.SyncInterval(50 * time.Millisecond),
+		PurgeInterval:    dmworker.Duration(time.Hour),
+		PurgeExpires:     dmworker.Duration(7 * 24 * time.Hour),
+		PurgeRemainSpace: 10 << 30,
+	})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -297,7 +300,7 @@ func ExampleSubTaskConfig() {
 func ExampleSourceConfig() {
 	up, _ := streamer.ParseUpstream("repl:secret@10.0.0.5:3306")
 	src := dmworker.SourceConfig{Name: "shop-db", Upstream: up, EnableRelay: true,
-		PurgeInterval: dmworker.Duration(time.Hour), PurgeExpires: dmworker.Duration(7 * 24 * time.Hour)}
+		RelayConfig: dmworker.RelayConfig{PurgeInterval: dmworker.Duration(time.Hour), PurgeExpires: dmworker.Duration(7 * 24 * time.Hour)}}
 	_, err := json.Marshal(src)
 	fmt.Println(errors.Is(err, dmworker.ErrPlaintextPassword))
 	key := bytes.Repeat([]byte{7}, 32) // in practice 32 random bytes kept outside etcd

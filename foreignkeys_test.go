@@ -250,7 +250,8 @@ func TestForeignKeyCascades(t *testing.T) {
 			var tasks []*dmworker.SubTask
 			sink := &fkSink{Sink: p.sink, t: t}
 			for _, v := range variants {
-				cfg := dmworker.SubTaskConfig{Name: "fk-" + v.name, Mode: mode, Workers: v.workers, SafeMode: v.safe,
+				cfg := dmworker.SubTaskConfig{Name: "fk-" + v.name, Mode: mode,
+					SyncerTuning: dmworker.SyncerTuning{Workers: v.workers, SafeMode: v.safe},
 					// Every variant into a schema of its own, through
 					// routing: the routed DDL must route the references.
 					Routes:   []dmworker.RouteRule{{SchemaPattern: "fk", TargetSchema: "fk_" + v.name}},

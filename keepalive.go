@@ -115,49 +115,85 @@ const (
 // server may raise a TTL below its minimum, about 2s by default). A shorter
 // TTL moves a dead worker's source sooner and costs more renewals.
 // Default DefaultKeepAliveTTL, 60s.
-func WithKeepAliveTTL(ttl time.Duration) Option {
-	return Option{"WithKeepAliveTTL", func(o *options) { o.keepAliveTTL = ttl }}
-}
+func WithKeepAliveTTL(ttl time.Duration) KeepAliveTTLOption { return KeepAliveTTLOption{ttl} }
+
+// KeepAliveTTLOption is WithKeepAliveTTL's option, taken by NewKeepAlive
+// and NewCoordinator.
+type KeepAliveTTLOption struct{ ttl time.Duration }
+
+func (o KeepAliveTTLOption) applyKeepAlive(k *keepAliveOptions)     { k.ttl = o.ttl }
+func (o KeepAliveTTLOption) applyCoordinator(c *coordinatorOptions) { c.ttl = o.ttl }
 
 // WithWorkerAddr sets the address a KeepAlive publishes in its WorkerInfo
 // (free text: where the host can be reached). Default "".
-func WithWorkerAddr(addr string) Option {
-	return Option{"WithWorkerAddr", func(o *options) { o.workerAddr = addr }}
-}
+func WithWorkerAddr(addr string) KeepAliveOption { return workerAddrOption(addr) }
+
+type workerAddrOption string
+
+func (o workerAddrOption) applyKeepAlive(k *keepAliveOptions) { k.workerAddr = string(o) }
 
 // WithEtcdBackoff sets how long the type waits before retrying after an etcd
 // fault or a lost registration: from initial, doubling (with ±50% jitter)
 // up to maximum. Default 500ms up to 10s.
-func WithEtcdBackoff(initial, maximum time.Duration) Option {
-	return Option{"WithEtcdBackoff", func(o *options) { o.backoffMin, o.backoffMax = initial, maximum }}
+func WithEtcdBackoff(initial, maximum time.Duration) EtcdBackoffOption {
+	return EtcdBackoffOption{initial, maximum}
 }
 
-var keepAliveOptions = []string{"WithLogger", "WithEtcdPrefix", "WithKeepAliveTTL", "WithWorkerAddr", "WithEtcdBackoff"}
+// EtcdBackoffOption is WithEtcdBackoff's option, taken by NewKeepAlive and
+// NewCoordinator.
+type EtcdBackoffOption struct{ min, max time.Duration }
 
-// leaseOptions checks and fills the options KeepAlive and Coordinator share.
-func leaseOptions(what string, o *options) error {
-	if !o.set["WithKeepAliveTTL"] {
-		o.keepAliveTTL = DefaultKeepAliveTTL
-	}
-	if !o.set["WithEtcdBackoff"] {
-		o.backoffMin, o.backoffMax = defaultBackoffMin, defaultBackoffMax
-	}
+func (o EtcdBackoffOption) applyKeepAlive(k *keepAliveOptions) {
+	k.backoffMin, k.backoffMax = o.min, o.max
+}
+func (o EtcdBackoffOption) applyCoordinator(c *coordinatorOptions) {
+	c.backoffMin, c.backoffMax = o.min, o.max
+}
+
+// leaseOptions are the options KeepAlive and Coordinator share, defaults
+// filled in.
+type leaseOptions struct {
+	logger     *slog.Logger
+	etcdPrefix string
+	ttl        time.Duration
+	backoffMin time.Duration
+	backoffMax time.Duration
+}
+
+func defaultLeaseOptions() leaseOptions {
+	return leaseOptions{logger: discardLogger(), ttl: DefaultKeepAliveTTL, backoffMin: defaultBackoffMin, backoffMax: defaultBackoffMax}
+}
+
+// validate checks the options.
+func (o *leaseOptions) validate() error {
 	switch {
-	case o.keepAliveTTL < time.Second || o.keepAliveTTL%time.Second != 0:
-		return fmt.Errorf("dmworker: %s: keepalive TTL %s must be a whole number of seconds, at least 1s", what, o.keepAliveTTL)
+	case o.ttl < time.Second || o.ttl%time.Second != 0:
+		return fmt.Errorf("keepalive TTL %s must be a whole number of seconds, at least 1s", o.ttl)
 	case o.backoffMin <= 0 || o.backoffMax < o.backoffMin:
-		return fmt.Errorf("dmworker: %s: backoff %s..%s: the initial wait must be positive and the maximum at least the initial", what, o.backoffMin, o.backoffMax)
+		return fmt.Errorf("backoff %s..%s: the initial wait must be positive and the maximum at least the initial", o.backoffMin, o.backoffMax)
 	}
 	return nil
+}
+
+// keepAliveOptions are a KeepAlive's options, defaults filled in.
+type keepAliveOptions struct {
+	leaseOptions
+	workerAddr string
+}
+
+func defaultKeepAliveOptions() keepAliveOptions {
+	return keepAliveOptions{leaseOptions: defaultLeaseOptions()}
 }
 
 // NewKeepAlive returns a keepalive for the worker named worker, with the
 // host's etcd client (never closed by the KeepAlive). It checks its
 // arguments and touches nothing: Run registers.
-func NewKeepAlive(cli *clientv3.Client, worker string, opts ...Option) (*KeepAlive, error) {
-	o, err := collect("KeepAlive", keepAliveOptions, opts)
-	if err != nil {
-		return nil, err
+func NewKeepAlive(cli *clientv3.Client, worker string, opts ...KeepAliveOption) (*KeepAlive, error) {
+	o := defaultKeepAliveOptions()
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applyKeepAlive(&o)
+		}
 	}
 	if cli == nil {
 		return nil, fmt.Errorf("dmworker: keepalive of worker %q: an etcd client is required", worker)
@@ -165,13 +201,13 @@ func NewKeepAlive(cli *clientv3.Client, worker string, opts ...Option) (*KeepAli
 	if !validName(worker) {
 		return nil, fmt.Errorf("dmworker: keepalive: worker name %q must be non-empty and hold no \"/\"", worker)
 	}
-	if err := leaseOptions("keepalive of worker "+worker, &o); err != nil {
-		return nil, err
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("dmworker: keepalive of worker %s: %w", worker, err)
 	}
 	log := o.logger.With(slog.String("component", "keepalive"), slog.String("worker", worker))
 	return &KeepAlive{
 		cli:     cli,
-		lease:   leaseKeeper{cli: cli, ttl: o.keepAliveTTL, log: log},
+		lease:   leaseKeeper{cli: cli, ttl: o.ttl, log: log},
 		name:    worker,
 		keys:    newEtcdKeys(o.etcdPrefix),
 		addr:    o.workerAddr,

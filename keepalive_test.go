@@ -110,9 +110,9 @@ func waitAlive(t testing.TB, ka *dmworker.KeepAlive, want bool, d time.Duration)
 }
 
 // runKeepAlive builds a keepalive and runs it until the test ends.
-func runKeepAlive(t testing.TB, cli *clientv3.Client, name string, opts ...dmworker.Option) *dmworker.KeepAlive {
+func runKeepAlive(t testing.TB, cli *clientv3.Client, name string, opts ...dmworker.KeepAliveOption) *dmworker.KeepAlive {
 	t.Helper()
-	ka, err := dmworker.NewKeepAlive(cli, name, append([]dmworker.Option{dmworker.WithKeepAliveTTL(testTTL), fastBackoff}, opts...)...)
+	ka, err := dmworker.NewKeepAlive(cli, name, append([]dmworker.KeepAliveOption{dmworker.WithKeepAliveTTL(testTTL), fastBackoff}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,16 +161,17 @@ func TestNewKeepAliveRejects(t *testing.T) {
 		name   string
 		cli    *clientv3.Client
 		worker string
-		opts   []dmworker.Option
+		opts   []dmworker.KeepAliveOption
 		want   string
 	}{
 		{"no client", nil, "w1", nil, "etcd client is required"},
 		{"empty name", e.Client, "", nil, "worker name"},
 		{"slash in name", e.Client, "a/b", nil, "worker name"},
-		{"fractional TTL", e.Client, "w1", []dmworker.Option{dmworker.WithKeepAliveTTL(1500 * time.Millisecond)}, "whole number of seconds"},
-		{"zero TTL", e.Client, "w1", []dmworker.Option{dmworker.WithKeepAliveTTL(0)}, "whole number of seconds"},
-		{"bad backoff", e.Client, "w1", []dmworker.Option{dmworker.WithEtcdBackoff(time.Second, time.Millisecond)}, "backoff"},
-		{"foreign option", e.Client, "w1", []dmworker.Option{dmworker.WithSyncPolicy(dmworker.SyncEachTransaction())}, "does not take WithSyncPolicy"},
+		{"fractional TTL", e.Client, "w1", []dmworker.KeepAliveOption{dmworker.WithKeepAliveTTL(1500 * time.Millisecond)}, "whole number of seconds"},
+		{"zero TTL", e.Client, "w1", []dmworker.KeepAliveOption{dmworker.WithKeepAliveTTL(0)}, "whole number of seconds"},
+		{"bad backoff", e.Client, "w1", []dmworker.KeepAliveOption{dmworker.WithEtcdBackoff(time.Second, time.Millisecond)}, "backoff"},
+		// (An option a KeepAlive does not take, WithSource, no longer
+		// compiles: KeepAliveOption is typed.)
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ka, err := dmworker.NewKeepAlive(tc.cli, tc.worker, tc.opts...)

@@ -1,131 +1,93 @@
 package dmworker
 
 import (
-	"fmt"
 	"log/slog"
-	"os"
-	"sort"
-	"strings"
-	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/dmworker/dmworker/streamer"
 )
 
-// Option configures one of the package's types. Every option's doc states its
-// default. An option that does not apply to the type it is given to is
-// rejected by the constructor.
-type Option struct {
-	name  string
-	apply func(*options)
+// Options are typed per constructor: each constructor takes its own option
+// interface (RelayOption, SyncerOption, SubTaskOption, SourceWorkerOption,
+// KeepAliveOption, CoordinatorOption, PutSourceConfigOption), so that an
+// option given to a type it does not apply to is a compile error. An option
+// that one type takes returns that type's interface (WithWorkerAddr returns
+// a KeepAliveOption); an option several types take returns its own struct
+// type, which implements each of their interfaces (WithLogger returns a
+// LoggerOption, taken by every constructor). Each type fills its defaults in
+// one place and checks its options in one place, whose error its
+// constructor returns. Every option's doc states its default.
+
+// RelayOption configures a Relay (NewRelay). How a relay keeps its copy is
+// its RelayConfig; options carry what only code supplies: WithLogger,
+// WithRemoteOptions.
+type RelayOption interface{ applyRelay(*relayOptions) }
+
+// SyncerOption configures a Syncer (NewSyncer): WithLogger,
+// WithStopTimeout, WithCheckpointStore, WithReaderFactory, WithSinkRetry,
+// WithEpoch, WithRemoteOptions, WithStartSchema.
+type SyncerOption interface{ applySyncer(*syncerOptions) }
+
+// SubTaskOption configures a SubTask (NewSubTask): WithAutoResume, and the
+// options it passes to its Syncer (WithLogger, WithStopTimeout,
+// WithCheckpointStore, WithReaderFactory, WithSinkRetry, WithEpoch,
+// WithRemoteOptions).
+type SubTaskOption interface{ applySubTask(*subTaskOptions) }
+
+// SourceWorkerOption configures a SourceWorker (NewSourceWorker): WithSource
+// or WithEtcd (with WithEtcdPrefix, WithStatusInterval, WithCredentialKey,
+// WithCredentialResolver), WithRelayDir, WithLiveness, and what it passes
+// to its subtasks and relays (WithLogger, WithStopTimeout, WithAutoResume,
+// WithCheckpointStore, WithSinkRetry, WithRemoteOptions).
+type SourceWorkerOption interface{ applySourceWorker(*sourceWorkerOptions) }
+
+// KeepAliveOption configures a KeepAlive (NewKeepAlive): WithLogger,
+// WithEtcdPrefix, WithKeepAliveTTL, WithEtcdBackoff, WithWorkerAddr.
+type KeepAliveOption interface{ applyKeepAlive(*keepAliveOptions) }
+
+// CoordinatorOption configures a Coordinator (NewCoordinator): WithLogger,
+// WithEtcdPrefix, WithKeepAliveTTL, WithEtcdBackoff.
+type CoordinatorOption interface{ applyCoordinator(*coordinatorOptions) }
+
+// PutSourceConfigOption configures PutSourceConfig: WithCredentialKey,
+// WithEtcdPrefix.
+type PutSourceConfigOption interface {
+	applyPutSourceConfig(*putSourceConfigOptions)
 }
 
-// options holds every option's value; set records which were given.
-type options struct {
-	set map[string]bool
+// discardLogger is every type's default logger.
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-	logger *slog.Logger
-
-	// Relay
-	syncPolicy       SyncPolicy
-	relayStart       streamer.Position
-	remoteOpts       []streamer.RemoteOption
-	purgeInterval    time.Duration
-	purgeExpires     time.Duration
-	purgeRemainSpace uint64
-	relayFileMode    os.FileMode
-	relayDirMode     os.FileMode
-
-	// Syncer
-	readerFactory   ReaderFactory
-	checkpointStore CheckpointStore
-	sinkRetry       time.Duration
-	epoch           int64
-	startSchema     []string
-
-	// Syncer, SubTask, SourceWorker
-	stopTimeout time.Duration
-
-	// SubTask
-	resumeInitial  time.Duration
-	resumeMax      time.Duration
-	resumeAttempts int
-
-	// SourceWorker
-	source         *SourceConfig
-	relayBaseDir   string
-	liveness       Liveness
-	statusInterval time.Duration
-
-	// SourceWorker, PutSourceConfig
-	credentialKey      []byte
-	credentialResolver CredentialResolver
-
-	// etcd (SourceWorker, KeepAlive, Coordinator)
-	etcd       *clientv3.Client
-	etcdPrefix string
-
-	// KeepAlive, Coordinator
-	keepAliveTTL time.Duration
-	workerAddr   string
-	backoffMin   time.Duration
-	backoffMax   time.Duration
-}
-
-func defaultOptions() options {
-	return options{
-		set:           map[string]bool{},
-		logger:        slog.New(slog.DiscardHandler),
-		syncPolicy:    SyncInterval(defaultSyncInterval),
-		relayFileMode: streamer.DefaultRelayFileMode,
-		relayDirMode:  streamer.DefaultRelayDirMode,
-	}
-}
-
-// collect applies opts and rejects those not in allowed.
-func collect(typ string, allowed []string, opts []Option) (options, error) {
-	o := defaultOptions()
-	ok := map[string]bool{}
-	for _, a := range allowed {
-		ok[a] = true
-	}
-	var bad []string
-	for _, opt := range opts {
-		if opt.apply == nil {
-			continue
-		}
-		if !ok[opt.name] {
-			bad = append(bad, opt.name)
-			continue
-		}
-		o.set[opt.name] = true
-		opt.apply(&o)
-	}
-	if len(bad) > 0 {
-		sort.Strings(bad)
-		return o, fmt.Errorf("dmworker: %s does not take %s", typ, strings.Join(bad, ", "))
-	}
-	return o, nil
-}
+// LoggerOption is WithLogger's option, taken by every New... constructor.
+type LoggerOption struct{ l *slog.Logger }
 
 // WithLogger sets the logger. Default: discard everything.
-func WithLogger(l *slog.Logger) Option {
-	return Option{"WithLogger", func(o *options) {
-		if l != nil {
-			o.logger = l
-		}
-	}}
+func WithLogger(l *slog.Logger) LoggerOption { return LoggerOption{l} }
+
+func (o LoggerOption) set(dst **slog.Logger) {
+	if o.l != nil {
+		*dst = o.l
+	}
 }
 
-// WithEtcd makes the type work through etcd with the host's client, which
-// the library never closes. Default: no etcd.
-func WithEtcd(cli *clientv3.Client) Option {
-	return Option{"WithEtcd", func(o *options) { o.etcd = cli }}
-}
+func (o LoggerOption) applyRelay(r *relayOptions)               { o.set(&r.logger) }
+func (o LoggerOption) applySyncer(s *syncerOptions)             { o.set(&s.logger) }
+func (o LoggerOption) applySubTask(s *subTaskOptions)           { o.set(&s.logger) }
+func (o LoggerOption) applySourceWorker(w *sourceWorkerOptions) { o.set(&w.logger) }
+func (o LoggerOption) applyKeepAlive(k *keepAliveOptions)       { o.set(&k.logger) }
+func (o LoggerOption) applyCoordinator(c *coordinatorOptions)   { o.set(&c.logger) }
+
+// EtcdPrefixOption is WithEtcdPrefix's option, taken by NewSourceWorker,
+// NewKeepAlive, NewCoordinator and PutSourceConfig.
+type EtcdPrefixOption struct{ prefix string }
 
 // WithEtcdPrefix sets the prefix under which every etcd key lives (see the
 // key layout in the package doc). Default DefaultEtcdPrefix, "/dmworker/".
-func WithEtcdPrefix(prefix string) Option {
-	return Option{"WithEtcdPrefix", func(o *options) { o.etcdPrefix = prefix }}
+// A SourceWorker takes it only with WithEtcd.
+func WithEtcdPrefix(prefix string) EtcdPrefixOption { return EtcdPrefixOption{prefix} }
+
+func (o EtcdPrefixOption) applySourceWorker(w *sourceWorkerOptions) {
+	w.etcdPrefix, w.etcdPrefixSet = o.prefix, true
+}
+func (o EtcdPrefixOption) applyKeepAlive(k *keepAliveOptions)     { k.etcdPrefix = o.prefix }
+func (o EtcdPrefixOption) applyCoordinator(c *coordinatorOptions) { c.etcdPrefix = o.prefix }
+func (o EtcdPrefixOption) applyPutSourceConfig(p *putSourceConfigOptions) {
+	p.etcdPrefix = o.prefix
 }

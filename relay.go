@@ -41,7 +41,8 @@ import (
 type Relay struct {
 	up   streamer.UpstreamConfig
 	dir  string
-	opts options
+	cfg  RelayConfig // defaults filled in
+	opts relayOptions
 	log  *slog.Logger
 
 	runMu   sync.Mutex // held by Run
@@ -103,7 +104,8 @@ type SyncPolicy struct {
 type syncKind int
 
 const (
-	syncInterval syncKind = iota
+	syncDefault syncKind = iota // the zero SyncPolicy: SyncInterval(defaultSyncInterval)
+	syncInterval
 	syncEachTxn
 	syncOnRotate
 )
@@ -133,80 +135,21 @@ func (p SyncPolicy) String() string {
 		return "each-transaction"
 	case syncOnRotate:
 		return "on-rotate"
+	case syncDefault:
+		return fmt.Sprintf("interval(%s)", defaultSyncInterval)
 	}
 	return fmt.Sprintf("interval(%s)", p.interval)
 }
 
-// WithSyncPolicy sets when the relay fsyncs. Default SyncInterval(50ms).
-func WithSyncPolicy(p SyncPolicy) Option {
-	return Option{"WithSyncPolicy", func(o *options) { o.syncPolicy = p }}
-}
-
-// WithRelayStart sets where a relay with an empty directory starts: a file
-// and offset, or a GTID set. The relay copies whole files, so it starts at
-// the beginning of the file that holds the position (found through the GTID
-// set when no file is given). Default: the beginning of the upstream's
-// current binlog file.
-func WithRelayStart(p streamer.Position) Option {
-	return Option{"WithRelayStart", func(o *options) { o.relayStart = p.Clone() }}
-}
-
-// WithRemoteOptions passes options to the reader the relay pulls the
-// upstream's binlog with, a streamer.RawReader (heartbeat, read timeout,
-// backoff, max retry time, dialer, logger), and to the streamer.RemoteReader
-// it asks where a GTID set starts. Default: the readers' defaults and the
-// relay's logger.
-func WithRemoteOptions(opts ...streamer.RemoteOption) Option {
-	return Option{"WithRemoteOptions", func(o *options) { o.remoteOpts = append(o.remoteOpts, opts...) }}
-}
-
-// WithAutoPurge turns on the relay's purge loop: every interval it removes
-// files older than expires (0: no age limit) and, while the file system has
-// less than remainSpace bytes free (0: no space limit), the oldest files,
-// never one a registered reader needs nor the file being written.
-// Default: off.
-func WithAutoPurge(interval, expires time.Duration, remainSpace uint64) Option {
-	return Option{"WithAutoPurge", func(o *options) {
-		o.purgeInterval, o.purgeExpires, o.purgeRemainSpace = interval, expires, remainSpace
-	}}
-}
-
-// WithRelayFileMode sets the permissions of what the relay creates: its
-// binlog files (file), relay.meta, server-uuid.index and the lock file
-// (file, see streamer.WriteFileAtomic for files that already exist), and the
-// relay directory and its subdirectories (dir), each before the process's
-// umask. Directories and files that exist keep their mode. The relay files
-// hold every statement the upstream logged, passwords in CREATE USER ...
-// IDENTIFIED BY included: widen them only for a group that may read them.
-// The owner must keep read and write (and, on directories, execute)
-// permission. Default 0640 and 0750 (streamer.DefaultRelayFileMode and
-// DefaultRelayDirMode); a SourceWorker given it applies it to its relays.
-func WithRelayFileMode(file, dir os.FileMode) Option {
-	return Option{"WithRelayFileMode", func(o *options) { o.relayFileMode, o.relayDirMode = file, dir }}
-}
-
-// checkModes validates WithRelayFileMode's modes.
-func (o *options) checkModes() error {
-	f, d := o.relayFileMode, o.relayDirMode
-	switch {
-	case f&^os.ModePerm != 0 || d&^os.ModePerm != 0:
-		return fmt.Errorf("relay file mode %s and directory mode %s: only permission bits are allowed", f, d)
-	case f&0o600 != 0o600:
-		return fmt.Errorf("relay file mode %s: the owner needs read and write permission", f)
-	case d&0o700 != 0o700:
-		return fmt.Errorf("relay directory mode %s: the owner needs read, write and execute permission", d)
-	}
-	return nil
-}
-
-var relayOptions = []string{"WithLogger", "WithSyncPolicy", "WithRelayStart", "WithRemoteOptions", "WithAutoPurge", "WithRelayFileMode"}
-
-// NewRelay returns a relay of up's binlog into dir. It checks its arguments
-// but touches neither the directory nor the network: Run does.
-func NewRelay(up streamer.UpstreamConfig, dir string, opts ...Option) (*Relay, error) {
-	o, err := collect("Relay", relayOptions, opts)
-	if err != nil {
-		return nil, err
+// NewRelay returns a relay of up's binlog into dir, kept as cfg says. It
+// checks its arguments but touches neither the directory nor the network:
+// Run does.
+func NewRelay(up streamer.UpstreamConfig, dir string, cfg RelayConfig, opts ...RelayOption) (*Relay, error) {
+	o := defaultRelayOptions()
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applyRelay(&o)
+		}
 	}
 	if err := up.Validate(); err != nil {
 		return nil, err
@@ -214,26 +157,8 @@ func NewRelay(up streamer.UpstreamConfig, dir string, opts ...Option) (*Relay, e
 	if dir == "" {
 		return nil, fmt.Errorf("dmworker: relay for %s: a directory is required", up.SourceName())
 	}
-	switch {
-	case o.syncPolicy.kind == syncInterval && o.syncPolicy.interval <= 0:
-		return nil, fmt.Errorf("dmworker: relay for %s: sync interval %s must be positive", up.SourceName(), o.syncPolicy.interval)
-	case o.set["WithAutoPurge"] && o.purgeInterval <= 0:
-		return nil, fmt.Errorf("dmworker: relay for %s: purge interval %s must be positive", up.SourceName(), o.purgeInterval)
-	case o.set["WithAutoPurge"] && o.purgeExpires == 0 && o.purgeRemainSpace == 0:
-		return nil, fmt.Errorf("dmworker: relay for %s: auto purge needs an age or a free-space limit", up.SourceName())
-	case o.purgeExpires < 0:
-		return nil, fmt.Errorf("dmworker: relay for %s: purge age %s must not be negative", up.SourceName(), o.purgeExpires)
-	}
-	if err := o.checkModes(); err != nil {
+	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("dmworker: relay for %s: %w", up.SourceName(), err)
-	}
-	if !o.relayStart.IsZero() {
-		if err := o.relayStart.Validate(); err != nil {
-			return nil, fmt.Errorf("dmworker: relay for %s: start: %w", up.SourceName(), err)
-		}
-		if o.relayStart.Name == "" && o.relayStart.GTIDSet == nil {
-			return nil, fmt.Errorf("dmworker: relay for %s: start needs a file or a GTID set", up.SourceName())
-		}
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -242,6 +167,7 @@ func NewRelay(up streamer.UpstreamConfig, dir string, opts ...Option) (*Relay, e
 	return &Relay{
 		up:      up,
 		dir:     abs,
+		cfg:     cfg.withDefaults(),
 		opts:    o,
 		log:     o.logger.With(slog.String("component", "relay"), slog.String("source", up.SourceName())),
 		stage:   RelayNew,
@@ -279,7 +205,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.mu.Unlock()
 	defer close(done)
 
-	unlock, err := lockDir(r.dir, r.opts.relayDirMode, r.opts.relayFileMode)
+	unlock, err := lockDir(r.dir, r.cfg.DirMode, r.cfg.FileMode)
 	if err != nil {
 		return r.fail(err)
 	}
@@ -287,7 +213,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	if r.opts.set["WithAutoPurge"] {
+	if r.cfg.PurgeInterval > 0 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

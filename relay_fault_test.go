@@ -23,7 +23,7 @@ import (
 
 // TestRelayFileModes: the relay creates its binlog files, meta, index and
 // lock 0640 and its directories 0750 (they hold the upstream's statements,
-// passwords included); WithRelayFileMode widens them.
+// passwords included); RelayConfig.FileMode and DirMode widen them.
 func TestRelayFileModes(t *testing.T) {
 	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 26})
 	relayWorkload(t, m.DB(t), 0, 5)
@@ -31,15 +31,15 @@ func TestRelayFileModes(t *testing.T) {
 	syscall.Umask(umask)
 	for _, tc := range []struct {
 		name      string
-		opts      []dmworker.Option
+		cfg       dmworker.RelayConfig
 		file, dir os.FileMode
 	}{
-		{"default", nil, 0o640, 0o750},
-		{"widened", []dmworker.Option{dmworker.WithRelayFileMode(0o644, 0o755)}, 0o644, 0o755},
+		{"default", dmworker.RelayConfig{}, 0o640, 0o750},
+		{"widened", dmworker.RelayConfig{FileMode: 0o644, DirMode: 0o755}, 0o644, 0o755},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "relay")
-			relayOnce(t, m, dir, tc.opts...)
+			relayOnce(t, m, dir, tc.cfg)
 			sub := onlySubdir(t, dir)
 			files, err := streamer.RelayFiles(sub)
 			if err != nil || len(files) == 0 {
@@ -62,7 +62,7 @@ func TestRelayFileModes(t *testing.T) {
 			}
 		})
 	}
-	if _, err := dmworker.NewRelay(upstreamOf(m), t.TempDir(), dmworker.WithRelayFileMode(0o440, 0o750)); err == nil {
+	if _, err := dmworker.NewRelay(upstreamOf(m), t.TempDir(), dmworker.RelayConfig{FileMode: 0o440, DirMode: 0o750}); err == nil {
 		t.Error("NewRelay took a file mode the owner cannot write")
 	}
 }
@@ -157,7 +157,7 @@ func TestSubTaskPausesOnRelayCorruption(t *testing.T) {
 	relayWorkload(t, p.updb, 1, 150)
 	base := t.TempDir()
 	dir := filepath.Join(base, "src")
-	relayOnce(t, p.up, dir, dmworker.WithRelayStart(streamer.Position{Name: "mysql-bin.000001", Offset: 4}))
+	relayOnce(t, p.up, dir, dmworker.RelayConfig{RelayStart: streamer.Position{Name: "mysql-bin.000001", Offset: 4}})
 	sub := onlySubdir(t, dir)
 	files, err := streamer.RelayFiles(sub)
 	if err != nil || len(files) < 5 {
@@ -324,7 +324,7 @@ func TestRelayFetchesOlderFiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			runWorker(t, w)
-			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "a", Start: start, Workers: workers}); err != nil {
+			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "a", Start: start, SyncerTuning: dmworker.SyncerTuning{Workers: workers}}); err != nil {
 				t.Fatal(err)
 			}
 			waitSubTaskSynced(t, taskStatus(w, "a"), p)
@@ -342,10 +342,10 @@ func TestRelayFetchesOlderFiles(t *testing.T) {
 			route := func(to string) []dmworker.RouteRule {
 				return []dmworker.RouteRule{{SchemaPattern: "app", TargetSchema: to}}
 			}
-			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "b", Start: start, Workers: workers, Routes: route("app_b")}); err != nil {
+			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "b", Start: start, Routes: route("app_b"), SyncerTuning: dmworker.SyncerTuning{Workers: workers}}); err != nil {
 				t.Fatal(err)
 			}
-			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "c", Mode: dmworker.ModeAll, Workers: workers, Routes: route("app_c")}); err != nil {
+			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "c", Mode: dmworker.ModeAll, Routes: route("app_c"), SyncerTuning: dmworker.SyncerTuning{Workers: workers}}); err != nil {
 				t.Fatal(err)
 			}
 			syncWorkload(t, p.updb, rnd, 30)
@@ -361,8 +361,12 @@ func TestRelayFetchesOlderFiles(t *testing.T) {
 			// The same by GTID set: purged from the relay, fetched again
 			// for a subtask that starts after the set.
 			purgeRelayPast(t, p, w, sub, start.Name)
-			if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "e", Workers: workers, Routes: route("app_e"),
-				Start: streamer.Position{Flavor: streamer.FlavorMariaDB, GTIDSet: gset}}); err != nil {
+			if err := w.StartSubTask(dmworker.SubTaskConfig{
+				Name:         "e",
+				Routes:       route("app_e"),
+				Start:        streamer.Position{Flavor: streamer.FlavorMariaDB, GTIDSet: gset},
+				SyncerTuning: dmworker.SyncerTuning{Workers: workers},
+			}); err != nil {
 				t.Fatal(err)
 			}
 			waitSubTaskSynced(t, taskStatus(w, "e"), p)

@@ -46,7 +46,7 @@ func (r *Relay) hold(ctx context.Context, name string, start streamer.Position) 
 		// transaction after it.
 		up := r.up
 		up.Flavor, up.ServerID = st.Flavor, 0
-		if want, err = locateGTID(ctx, up, start.GTIDSet, r.opts.remoteOpts); err != nil {
+		if want, err = locateGTID(ctx, up, start.GTIDSet, r.remoteOptions()); err != nil {
 			if ctx.Err() != nil {
 				return err
 			}
@@ -122,9 +122,9 @@ func (r *Relay) fetch(ctx context.Context, sub, want, flavor string) error {
 	// Its own server id: a second dump under the relay's id would make the
 	// upstream drop the relay's connection.
 	up.Flavor, up.ServerID = flavor, 0
-	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger)}, r.opts.remoteOpts...)
+	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger)}, r.remoteOptions()...)
 	r.log.Info("relay fetching older upstream files", slog.String("subdir", sub), slog.String("from", want), slog.String("until", oldest))
-	files, err := streamer.CopyUpstreamFiles(ctx, up, filepath.Join(r.dir, sub), want, oldest, r.opts.relayFileMode, ropts...)
+	files, err := streamer.CopyUpstreamFiles(ctx, up, filepath.Join(r.dir, sub), want, oldest, r.cfg.FileMode, ropts...)
 	if err != nil {
 		return fmt.Errorf("dmworker: relay %s: fetch %s up to %s/%s from the upstream: %w", r.dir, want, sub, oldest, err)
 	}

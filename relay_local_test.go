@@ -57,7 +57,7 @@ func TestLocalReaderFollowsLiveRelay(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	rel, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.WithRelayStart(streamer.Position{Name: "mysql-bin.000001", Offset: 4}))
+	rel, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.RelayConfig{RelayStart: streamer.Position{Name: "mysql-bin.000001", Offset: 4}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestLocalReaderFollowsLiveRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	relayWorkload(t, db, 50, 30) // while no relay runs
-	rel2, err := dmworker.NewRelay(upstreamOf(m), dir)
+	rel2, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.RelayConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestPurgeKeepsWhatALocalReaderNeeds(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rel, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.WithRelayStart(streamer.Position{Name: "mysql-bin.000001", Offset: 4}))
+	rel, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.RelayConfig{RelayStart: streamer.Position{Name: "mysql-bin.000001", Offset: 4}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestLocalReaderFromCheckpointFollowsLiveRelay(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rel, err := dmworker.NewRelay(upstreamOf(m), dir)
+	rel, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.RelayConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

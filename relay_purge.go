@@ -236,7 +236,7 @@ func freeSpace(dir string) (uint64, error) {
 
 // purgeLoop runs the automatic purge until ctx ends.
 func (r *Relay) purgeLoop(ctx context.Context) {
-	t := time.NewTicker(r.opts.purgeInterval)
+	t := time.NewTicker(time.Duration(r.cfg.PurgeInterval))
 	defer t.Stop()
 	for {
 		select {
@@ -244,13 +244,13 @@ func (r *Relay) purgeLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if r.opts.purgeExpires > 0 {
-			if _, err := r.PurgeOlderThan(time.Now().Add(-r.opts.purgeExpires)); err != nil {
+		if r.cfg.PurgeExpires > 0 {
+			if _, err := r.PurgeOlderThan(time.Now().Add(-time.Duration(r.cfg.PurgeExpires))); err != nil {
 				r.log.Warn("relay auto purge by age failed", slog.String("error", err.Error()))
 			}
 		}
-		if r.opts.purgeRemainSpace > 0 {
-			if _, err := r.PurgeForSpace(r.opts.purgeRemainSpace); err != nil {
+		if r.cfg.PurgeRemainSpace > 0 {
+			if _, err := r.PurgeForSpace(r.cfg.PurgeRemainSpace); err != nil {
 				r.log.Warn("relay auto purge by space failed", slog.String("error", err.Error()))
 			}
 		}

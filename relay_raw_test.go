@@ -36,7 +36,7 @@ func TestRelayCopiesThroughFaults(t *testing.T) {
 	up := upstreamOf(m)
 	up.Port = uint16(p.Port())
 	dir := t.TempDir()
-	r, err := dmworker.NewRelay(up, dir, dmworker.WithRelayStart(streamer.Position{Name: "mysql-bin.000001", Offset: 4}),
+	r, err := dmworker.NewRelay(up, dir, dmworker.RelayConfig{RelayStart: streamer.Position{Name: "mysql-bin.000001", Offset: 4}},
 		dmworker.WithRemoteOptions(streamer.WithHeartbeat(200*time.Millisecond), streamer.WithReadTimeout(time.Second),
 			streamer.WithBackoff(20*time.Millisecond, 200*time.Millisecond)))
 	if err != nil {

@@ -15,9 +15,9 @@ import (
 )
 
 // relayOnce relays everything the upstream holds into dir and stops.
-func relayOnce(t *testing.T, m *testserver.MariaDB, dir string, opts ...dmworker.Option) {
+func relayOnce(t *testing.T, m *testserver.MariaDB, dir string, cfg dmworker.RelayConfig) {
 	t.Helper()
-	r, err := dmworker.NewRelay(upstreamOf(m), dir, opts...)
+	r, err := dmworker.NewRelay(upstreamOf(m), dir, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,13 +70,13 @@ func TestRelayRepairsTornTail(t *testing.T) {
 			db := m.DB(t)
 			relayWorkload(t, db, 0, 30)
 			dir := t.TempDir()
-			relayOnce(t, m, dir)
+			relayOnce(t, m, dir, dmworker.RelayConfig{})
 			path := newestFile(t, dir)
 			st, _ := os.Stat(path)
 			tc.damage(t, path, st.Size())
 
 			relayWorkload(t, db, 30, 30)
-			relayOnce(t, m, dir)
+			relayOnce(t, m, dir, dmworker.RelayConfig{})
 			checkRelayEqualsUpstream(t, onlySubdir(t, dir), upstreamFiles(t, m), nil)
 		})
 	}
@@ -90,7 +90,7 @@ func TestRelayCutsPartialTransaction(t *testing.T) {
 	db := m.DB(t)
 	relayWorkload(t, db, 0, 20)
 	dir := t.TempDir()
-	relayOnce(t, m, dir)
+	relayOnce(t, m, dir, dmworker.RelayConfig{})
 	path := newestFile(t, dir)
 	sub := filepath.Dir(path)
 	scan, err := streamer.ScanRelayFile(path, streamer.FlavorMariaDB)
@@ -113,7 +113,7 @@ func TestRelayCutsPartialTransaction(t *testing.T) {
 		t.Fatalf("the cut left no partial transaction (txn end %d, size %d)", cut.TxnEnd, cut.Size)
 	}
 	relayWorkload(t, db, 20, 10)
-	relayOnce(t, m, dir)
+	relayOnce(t, m, dir, dmworker.RelayConfig{})
 	checkRelayEqualsUpstream(t, sub, upstreamFiles(t, m), nil)
 }
 
@@ -199,13 +199,13 @@ func TestRelayRefusesCorruption(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			relayOnce(t, m, dir)
+			relayOnce(t, m, dir, dmworker.RelayConfig{})
 			sub := onlySubdir(t, dir)
 			newest := newestFile(t, dir)
 			where := tc.damage(t, dir, sub, newest)
 			before := snapshotDir(t, dir)
 
-			r, err := dmworker.NewRelay(upstreamOf(m), dir)
+			r, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.RelayConfig{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -278,7 +278,7 @@ func TestRelayKeepsAHeaderlessNewFile(t *testing.T) {
 	db := m.DB(t)
 	relayWorkload(t, db, 0, 20)
 	dir := t.TempDir()
-	relayOnce(t, m, dir)
+	relayOnce(t, m, dir, dmworker.RelayConfig{})
 	last := newestFile(t, dir)
 	mustExec(t, db, "FLUSH BINARY LOGS")
 	name, _ := masterPos(t, db)
@@ -294,7 +294,7 @@ func TestRelayKeepsAHeaderlessNewFile(t *testing.T) {
 	defer held.Close()
 
 	relayWorkload(t, db, 20, 20)
-	relayOnce(t, m, dir)
+	relayOnce(t, m, dir, dmworker.RelayConfig{})
 	files := upstreamFiles(t, m)
 	var names []string
 	for n := range files {

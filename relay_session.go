@@ -55,13 +55,13 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		return err
 	}
 	r.log.Info("relay pulling", slog.String("subdir", plan.subdir), slog.String("from", plan.start.String()),
-		slog.String("sync", r.opts.syncPolicy.String()))
+		slog.String("sync", r.cfg.SyncPolicy.String()))
 	r.started()
 
 	// The relay copies bytes: the raw reader decodes no more of an event
 	// than framing needs, and allocates nothing per event. The upstream
 	// has just answered: failing to reach it now is an outage to wait out.
-	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger), streamer.WithRetryFirstConnect()}, r.opts.remoteOpts...)
+	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger), streamer.WithRetryFirstConnect()}, r.remoteOptions()...)
 	reader, err := streamer.NewRawReader(up, plan.start, ropts...)
 	if err != nil {
 		return err
@@ -72,10 +72,10 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		return err
 	}
 	defer writer.Close()
-	writer.SetFileMode(r.opts.relayFileMode)
+	writer.SetFileMode(r.cfg.FileMode)
 
 	var (
-		policy   = r.opts.syncPolicy
+		policy   = r.cfg.SyncPolicy
 		dirty    bool // written data not yet durable and published
 		written  bool // this session has written something
 		lastSync = time.Now()
@@ -269,7 +269,7 @@ func (r *Relay) plan(ctx context.Context, up streamer.UpstreamConfig, st streame
 		slog.String("old", id), slog.String("new", st.Identity), slog.Bool("binlog-reset", reset))
 	var start streamer.Position
 	if rep.gset != nil && !reset {
-		file, err := locateGTID(ctx, up, rep.gset, r.opts.remoteOpts)
+		file, err := locateGTID(ctx, up, rep.gset, r.remoteOptions())
 		if err != nil {
 			return relayPlan{}, fmt.Errorf("dmworker: relay %s: the new upstream %s cannot continue from %s: %w",
 				r.dir, st.Identity, rep.gset, err)
@@ -289,7 +289,7 @@ func (r *Relay) plan(ctx context.Context, up streamer.UpstreamConfig, st streame
 func (r *Relay) newSubdir(names []string, identity string, seq int, start streamer.Position) (relayPlan, error) {
 	name := streamer.SubDirName(identity, seq)
 	path := filepath.Join(r.dir, name)
-	if err := os.MkdirAll(path, r.opts.relayDirMode); err != nil {
+	if err := os.MkdirAll(path, r.cfg.DirMode); err != nil {
 		return relayPlan{}, err
 	}
 	if err := streamer.SyncDir(r.dir); err != nil {
@@ -305,12 +305,12 @@ func (r *Relay) newSubdir(names []string, identity string, seq int, start stream
 
 // freshStart is the first file an empty relay copies.
 func (r *Relay) freshStart(ctx context.Context, up streamer.UpstreamConfig, st streamer.UpstreamState) (streamer.Position, error) {
-	s := r.opts.relayStart
+	s := r.cfg.RelayStart
 	switch {
 	case s.Name != "":
 		return streamer.Position{Name: s.Name, Offset: 4}, nil
 	case s.GTIDSet != nil:
-		file, err := locateGTID(ctx, up, s.GTIDSet, r.opts.remoteOpts)
+		file, err := locateGTID(ctx, up, s.GTIDSet, r.remoteOptions())
 		if err != nil {
 			return streamer.Position{}, err
 		}

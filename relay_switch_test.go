@@ -28,7 +28,7 @@ func TestRelayMasterSwitch(t *testing.T) {
 
 	relayWorkload(t, adb, 0, 60)
 	dir := t.TempDir()
-	relayOnce(t, a, dir)
+	relayOnce(t, a, dir, dmworker.RelayConfig{})
 	oldSub := onlySubdir(t, dir)
 	before := snapshotDir(t, oldSub)
 
@@ -38,7 +38,7 @@ func TestRelayMasterSwitch(t *testing.T) {
 	promote(t, adb, bdb)
 	relayWorkload(t, bdb, 1000, 30)
 
-	relayOnce(t, b, dir)
+	relayOnce(t, b, dir, dmworker.RelayConfig{})
 	names, err := streamer.ReadRelayIndex(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ func TestRelayBinlogReset(t *testing.T) {
 			db := m.DB(t)
 			relayWorkload(t, db, 0, 30)
 			dir := t.TempDir()
-			relayOnce(t, m, dir, dmworker.WithRelayStart(streamer.Position{Name: "mysql-bin.000001", Offset: 4}))
+			relayOnce(t, m, dir, dmworker.RelayConfig{RelayStart: streamer.Position{Name: "mysql-bin.000001", Offset: 4}})
 			oldSub := onlySubdir(t, dir)
 			before := snapshotDir(t, oldSub)
 
@@ -89,7 +89,7 @@ func TestRelayBinlogReset(t *testing.T) {
 			// Enough new data that the new first file is longer than the
 			// relay's copy of the old one.
 			relayWorkload(t, db, 100, 60)
-			relayOnce(t, m, dir)
+			relayOnce(t, m, dir, dmworker.RelayConfig{})
 
 			names, _ := streamer.ReadRelayIndex(dir)
 			if len(names) != 2 || names[1] != "0-33.000002" {
@@ -143,7 +143,7 @@ func TestRelayPurge(t *testing.T) {
 	db := m.DB(t)
 	relayWorkload(t, db, 0, 80)
 	dir := t.TempDir()
-	r, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.WithRelayStart(streamer.Position{Name: "mysql-bin.000001", Offset: 4}))
+	r, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.RelayConfig{RelayStart: streamer.Position{Name: "mysql-bin.000001", Offset: 4}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,12 +211,12 @@ func TestRelayPurgeRemovesEmptySubdir(t *testing.T) {
 	a := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 35, MaxBinlogSize: 16 << 10})
 	relayWorkload(t, a.DB(t), 0, 20)
 	dir := t.TempDir()
-	relayOnce(t, a, dir)
+	relayOnce(t, a, dir, dmworker.RelayConfig{})
 	oldName := filepath.Base(onlySubdir(t, dir))
 
 	mustExec(t, a.DB(t), "RESET MASTER")
 	relayWorkload(t, a.DB(t), 100, 20)
-	r, err := dmworker.NewRelay(upstreamOf(a), dir)
+	r, err := dmworker.NewRelay(upstreamOf(a), dir, dmworker.RelayConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func TestRelayPauseResumeStatus(t *testing.T) {
 	db := m.DB(t)
 	relayWorkload(t, db, 0, 10)
 	dir := t.TempDir()
-	r, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.WithSyncPolicy(dmworker.SyncEachTransaction()))
+	r, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.RelayConfig{SyncPolicy: dmworker.SyncEachTransaction()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,21 +284,21 @@ func TestRelayPauseResumeStatus(t *testing.T) {
 
 func TestNewRelayRejectsBadOptions(t *testing.T) {
 	up := streamer.UpstreamConfig{Host: "h", Port: 1, User: "u"}
-	cases := map[string][]dmworker.Option{
-		"zero interval":            {dmworker.WithSyncPolicy(dmworker.SyncInterval(0))},
-		"auto purge without limit": {dmworker.WithAutoPurge(time.Minute, 0, 0)},
-		"auto purge zero interval": {dmworker.WithAutoPurge(0, time.Hour, 0)},
-		"bad start":                {dmworker.WithRelayStart(streamer.Position{Name: "a b", Offset: 4})},
+	cases := map[string]dmworker.RelayConfig{
+		"zero interval":            {SyncPolicy: dmworker.SyncInterval(0)},
+		"auto purge without limit": {PurgeInterval: dmworker.Duration(time.Minute)},
+		"auto purge zero interval": {PurgeExpires: dmworker.Duration(time.Hour)},
+		"bad start":                {RelayStart: streamer.Position{Name: "a b", Offset: 4}},
 	}
-	for name, opts := range cases {
-		if _, err := dmworker.NewRelay(up, t.TempDir(), opts...); err == nil {
+	for name, cfg := range cases {
+		if _, err := dmworker.NewRelay(up, t.TempDir(), cfg); err == nil {
 			t.Errorf("%s: no error", name)
 		}
 	}
-	if _, err := dmworker.NewRelay(up, ""); err == nil {
+	if _, err := dmworker.NewRelay(up, "", dmworker.RelayConfig{}); err == nil {
 		t.Error("no dir: no error")
 	}
-	if _, err := dmworker.NewRelay(streamer.UpstreamConfig{}, t.TempDir()); err == nil {
+	if _, err := dmworker.NewRelay(streamer.UpstreamConfig{}, t.TempDir(), dmworker.RelayConfig{}); err == nil {
 		t.Error("no upstream: no error")
 	}
 }
@@ -310,9 +310,9 @@ func TestRelayAutoPurge(t *testing.T) {
 	db := m.DB(t)
 	relayWorkload(t, db, 0, 60)
 	dir := t.TempDir()
-	r, err := dmworker.NewRelay(upstreamOf(m), dir,
-		dmworker.WithRelayStart(streamer.Position{Name: "mysql-bin.000001", Offset: 4}),
-		dmworker.WithAutoPurge(10*time.Millisecond, time.Nanosecond, 0))
+	r, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.RelayConfig{
+		RelayStart:    streamer.Position{Name: "mysql-bin.000001", Offset: 4},
+		PurgeInterval: dmworker.Duration(10 * time.Millisecond), PurgeExpires: dmworker.Duration(time.Nanosecond)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func relayChild(spec string) int {
 		return 2
 	}
 	up.Flavor = streamer.FlavorMariaDB
-	r, err := dmworker.NewRelay(up, dir)
+	r, err := dmworker.NewRelay(up, dir, dmworker.RelayConfig{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -242,7 +242,7 @@ func TestRelayCopiesUpstreamFiles(t *testing.T) {
 	db := m.DB(t)
 	relayWorkload(t, db, 0, 150)
 	dir := t.TempDir()
-	r, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.WithRelayStart(streamer.Position{Name: "mysql-bin.000001", Offset: 4}))
+	r, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.RelayConfig{RelayStart: streamer.Position{Name: "mysql-bin.000001", Offset: 4}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +387,7 @@ func TestRelayCrashRecovery(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	r, err := dmworker.NewRelay(upstreamOf(m), dir)
+	r, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.RelayConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

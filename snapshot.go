@@ -96,10 +96,29 @@ func (c *SnapshotConfig) adjust() error {
 	return nil
 }
 
+// SnapshotStage is where the copy of existing data is: New until it
+// starts, Copying, Done once every table is copied, Failed when an error
+// stopped it (SnapshotStatus.LastError).
+type SnapshotStage string
+
+// Snapshot stages.
+const (
+	SnapshotNew     SnapshotStage = "New"
+	SnapshotCopying SnapshotStage = "Copying"
+	SnapshotDone    SnapshotStage = "Done"
+	SnapshotFailed  SnapshotStage = "Failed"
+)
+
+// String returns the stage's word.
+func (s SnapshotStage) String() string { return string(s) }
+
+// MarshalText writes the stage's word.
+func (s SnapshotStage) MarshalText() ([]byte, error) { return []byte(s), nil }
+
 // SnapshotStatus is a snapshot unit's progress.
 type SnapshotStatus struct {
-	// Stage is "New", "Copying", "Done" or "Failed".
-	Stage string
+	// Stage is SnapshotNew, SnapshotCopying, SnapshotDone or SnapshotFailed.
+	Stage SnapshotStage
 	// Pos is the consistent point the copy reads at (zero until known);
 	// the syncer of mode all starts there.
 	Pos streamer.Position
@@ -216,7 +235,7 @@ func newSnapshotUnit(cfg SyncerConfig, sc SnapshotConfig, sink Sink, store Check
 	}
 	u := &snapshotUnit{cfg: cfg, sc: sc, sink: sink, store: store, epoch: epoch, rules: rs,
 		log: logger.With(slog.String("component", "snapshot"), slog.String("task", cfg.Task), slog.String("source", cfg.Source))}
-	u.st.Stage = "New"
+	u.st.Stage = SnapshotNew
 	return u, nil
 }
 
@@ -249,7 +268,7 @@ func (u *snapshotUnit) run(ctx context.Context) (pos streamer.Position, err erro
 	defer func() {
 		u.mu.Lock()
 		if err != nil {
-			u.st.Stage, u.st.LastError = "Failed", err
+			u.st.Stage, u.st.LastError = SnapshotFailed, err
 		}
 		u.mu.Unlock()
 		if err != nil {
@@ -266,7 +285,7 @@ func (u *snapshotUnit) run(ctx context.Context) (pos streamer.Position, err erro
 	}
 	if found && len(cp.Snapshot) == 0 {
 		u.mu.Lock()
-		u.st.Stage, u.st.Done, u.st.Pos = "Done", true, cp.Pos.Clone()
+		u.st.Stage, u.st.Done, u.st.Pos = SnapshotDone, true, cp.Pos.Clone()
 		u.mu.Unlock()
 		return cp.Pos, nil
 	}
@@ -360,7 +379,7 @@ func (u *snapshotUnit) run(ctx context.Context) (pos streamer.Position, err erro
 		return pos, u.wrap(prog.Pos, "", "save checkpoint", err)
 	}
 	u.mu.Lock()
-	u.st.Stage, u.st.Done = "Done", true
+	u.st.Stage, u.st.Done = SnapshotDone, true
 	u.mu.Unlock()
 	u.log.Info("snapshot done", slog.String("pos", prog.Pos.String()), slog.Int64("rows", u.status().Rows))
 	return prog.Pos, nil
@@ -454,7 +473,7 @@ func (u *snapshotUnit) checkUnchanged(ctx context.Context, conn *sql.Conn, track
 func (u *snapshotUnit) initStatus(prog *snapshotProgress, p snapshot.Point) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.st.Stage = "Copying"
+	u.st.Stage = SnapshotCopying
 	u.st.Pos, u.st.SafeUntil = prog.Pos.Clone(), prog.SafeUntil.Clone()
 	u.st.Method, u.st.Blocked = p.Method, p.Blocked
 	u.st.Tables = nil

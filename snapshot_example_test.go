@@ -25,7 +25,7 @@ func ExampleSnapshotConfig() {
 // bytes done against the upstream's estimates, per table and in total.
 func ExampleSnapshotStatus() {
 	st := dmworker.SnapshotStatus{
-		Stage: "Copying",
+		Stage: dmworker.SnapshotCopying,
 		Tables: []dmworker.SnapshotTableStatus{
 			{Schema: "app", Name: "orders", Chunks: 20, ChunksDone: 5, Rows: 250000, EstRows: 1000000, Bytes: 47 << 20, EstBytes: 190 << 20},
 			{Schema: "app", Name: "users", Chunks: 1, ChunksDone: 1, Rows: 1200, EstRows: 1180, Bytes: 1 << 20, EstBytes: 1 << 20, Done: true},

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -52,18 +53,14 @@ type SourceConfig struct {
 	// to the worker's WithRelayDir. Default: the source's Name under
 	// WithRelayDir.
 	RelayDir string `json:"relay-dir,omitempty" toml:"relay-dir"`
-	// RelayStart is where an empty relay directory starts (see
-	// WithRelayStart). Default: the beginning of the upstream's current
-	// binlog file. A subtask whose start or checkpoint is older than what
-	// the relay holds makes the relay fetch the older files (see
-	// SourceWorker); it fails with streamer.ErrBinlogPurged only when the
-	// upstream no longer has them.
-	RelayStart streamer.Position `json:"relay-start,omitzero" toml:"-"`
-	// PurgeInterval, PurgeExpires and PurgeRemainSpace turn on the relay's
-	// automatic purge (see WithAutoPurge). Default off.
-	PurgeInterval    Duration `json:"purge-interval,omitzero" toml:"purge-interval"`
-	PurgeExpires     Duration `json:"purge-expires,omitzero" toml:"purge-expires"`
-	PurgeRemainSpace uint64   `json:"purge-remain-space,omitempty" toml:"purge-remain-space"`
+	// RelayConfig is how the relay keeps its copy (start, sync policy,
+	// purge, file modes, reader settings; see RelayConfig). Its JSON keys
+	// are the source's own ("relay-start", "purge-interval", ...). A
+	// subtask whose start or checkpoint is older than what the relay holds
+	// makes the relay fetch the older files (see SourceWorker); it fails
+	// with streamer.ErrBinlogPurged only when the upstream no longer has
+	// them.
+	RelayConfig
 }
 
 // adjust checks the config and resolves the relay directory under base.
@@ -89,33 +86,10 @@ func (c *SourceConfig) adjust(base string) error {
 		dir = filepath.Join(base, dir)
 	}
 	c.RelayDir = dir
-	switch {
-	case c.PurgeInterval < 0 || c.PurgeExpires < 0:
-		return fmt.Errorf("source %s: relay purge interval and age must not be negative", c.Name)
-	case c.PurgeInterval > 0 && c.PurgeExpires == 0 && c.PurgeRemainSpace == 0:
-		return fmt.Errorf("source %s: relay auto purge needs purge-expires or purge-remain-space", c.Name)
-	}
-	if !c.RelayStart.IsZero() {
-		if err := c.RelayStart.Validate(); err != nil {
-			return fmt.Errorf("source %s: relay start: %w", c.Name, err)
-		}
-		if c.RelayStart.Name == "" && c.RelayStart.GTIDSet == nil {
-			return fmt.Errorf("source %s: relay start needs a file or a GTID set", c.Name)
-		}
+	if err := c.RelayConfig.validate(); err != nil {
+		return fmt.Errorf("source %s: relay: %w", c.Name, err)
 	}
 	return nil
-}
-
-// relayOptions are the relay's options from the source config.
-func (c *SourceConfig) relayOptions(log *slog.Logger) []Option {
-	opts := []Option{WithLogger(log)}
-	if !c.RelayStart.IsZero() {
-		opts = append(opts, WithRelayStart(c.RelayStart))
-	}
-	if c.PurgeInterval > 0 {
-		opts = append(opts, WithAutoPurge(time.Duration(c.PurgeInterval), time.Duration(c.PurgeExpires), c.PurgeRemainSpace))
-	}
-	return opts
 }
 
 // SinkFactory makes the sink a subtask writes into. A SourceWorker calls it
@@ -142,36 +116,104 @@ func (alwaysAlive) Alive() (bool, <-chan struct{}) { return true, nil }
 // stops its subtasks and relay at once when l says not alive, and starts
 // them again from its state (in etcd mode, re-read from etcd) when alive
 // again. Default: always alive.
-func WithLiveness(l Liveness) Option {
-	return Option{"WithLiveness", func(o *options) { o.liveness = l }}
-}
+func WithLiveness(l Liveness) SourceWorkerOption { return livenessOption{l} }
 
 // WithSource makes a SourceWorker serve one source the host drives
 // directly (StartSubTask, PauseSubTask, ...), with no etcd. Exactly one of
 // WithSource and WithEtcd is required.
-func WithSource(cfg SourceConfig) Option {
-	return Option{"WithSource", func(o *options) { c := cfg; o.source = &c }}
-}
+func WithSource(cfg SourceConfig) SourceWorkerOption { return sourceOption{cfg} }
+
+// WithEtcd makes a SourceWorker work through etcd with the host's client,
+// which the library never closes: it reads which source is bound to it,
+// that source's config, subtasks and stages, and reports its status (see
+// the key layout in the package doc). Exactly one of WithSource and
+// WithEtcd is required.
+func WithEtcd(cli *clientv3.Client) SourceWorkerOption { return etcdOption{cli} }
 
 // WithRelayDir sets the directory under which a SourceWorker keeps its
 // sources' relay logs (see SourceConfig.RelayDir). Default: none, so relay
 // needs an absolute SourceConfig.RelayDir.
-func WithRelayDir(dir string) Option {
-	return Option{"WithRelayDir", func(o *options) { o.relayBaseDir = dir }}
-}
+func WithRelayDir(dir string) SourceWorkerOption { return relayDirOption(dir) }
 
 // WithStatusInterval sets how often a SourceWorker in etcd mode writes its
 // status under status/<worker>/ even when no stage changed (stage changes
 // are written within a second). Default 10s.
-func WithStatusInterval(d time.Duration) Option {
-	return Option{"WithStatusInterval", func(o *options) { o.statusInterval = d }}
+func WithStatusInterval(d time.Duration) SourceWorkerOption { return statusIntervalOption(d) }
+
+type (
+	livenessOption       struct{ l Liveness }
+	sourceOption         struct{ cfg SourceConfig }
+	etcdOption           struct{ cli *clientv3.Client }
+	relayDirOption       string
+	statusIntervalOption time.Duration
+)
+
+func (o livenessOption) applySourceWorker(w *sourceWorkerOptions) { w.liveness = o.l }
+func (o sourceOption) applySourceWorker(w *sourceWorkerOptions) {
+	c := o.cfg
+	w.source = &c
+}
+func (o etcdOption) applySourceWorker(w *sourceWorkerOptions)     { w.etcd = o.cli }
+func (o relayDirOption) applySourceWorker(w *sourceWorkerOptions) { w.relayBaseDir = string(o) }
+func (o statusIntervalOption) applySourceWorker(w *sourceWorkerOptions) {
+	w.statusInterval, w.statusIntervalSet = time.Duration(o), true
 }
 
 const defaultStatusInterval = 10 * time.Second
 
-var sourceWorkerOptions = []string{"WithLogger", "WithEtcd", "WithEtcdPrefix", "WithSource", "WithRelayDir", "WithLiveness",
-	"WithStatusInterval", "WithAutoResume", "WithCheckpointStore", "WithSinkRetry", "WithRelayFileMode", "WithStopTimeout",
-	"WithCredentialKey", "WithCredentialResolver"}
+// sourceWorkerOptions are a SourceWorker's options, defaults filled in.
+// Its subtasks get subTaskOptions (logger, stop timeout, checkpoint store,
+// sink retry, auto-resume, remote reader options), with the binding's
+// epoch and the relay's reader added by the worker; its relays get the
+// logger and the remote reader options.
+type sourceWorkerOptions struct {
+	subTaskOptions
+	etcd                  *clientv3.Client
+	etcdPrefix            string
+	etcdPrefixSet         bool
+	source                *SourceConfig
+	relayBaseDir          string
+	liveness              Liveness
+	statusInterval        time.Duration
+	statusIntervalSet     bool
+	credentialKey         credentialKey
+	credentialResolver    CredentialResolver
+	credentialResolverSet bool
+}
+
+func defaultSourceWorkerOptions() sourceWorkerOptions {
+	return sourceWorkerOptions{
+		subTaskOptions: defaultSubTaskOptions(),
+		liveness:       alwaysAlive{},
+		statusInterval: defaultStatusInterval,
+	}
+}
+
+// validate checks the options.
+func (o *sourceWorkerOptions) validate() error {
+	switch {
+	case o.source == nil && o.etcd == nil:
+		return errors.New("give WithSource (direct mode) or WithEtcd")
+	case o.source != nil && o.etcd != nil:
+		return errors.New("WithSource and WithEtcd exclude each other")
+	case o.etcd == nil && (o.etcdPrefixSet || o.statusIntervalSet):
+		return errors.New("WithEtcdPrefix and WithStatusInterval need WithEtcd")
+	case o.statusInterval <= 0:
+		return fmt.Errorf("status interval %s must be positive", o.statusInterval)
+	case o.liveness == nil:
+		return errors.New("WithLiveness(nil)")
+	case o.etcd == nil && (o.credentialKey.given || o.credentialResolverSet):
+		return errors.New("WithCredentialKey and WithCredentialResolver need WithEtcd (in direct mode give Upstream.Password)")
+	case o.credentialResolverSet && o.credentialResolver == nil:
+		return errors.New("WithCredentialResolver(nil)")
+	case o.source != nil && (o.source.SealedPassword != "" || o.source.PasswordRef != ""):
+		return fmt.Errorf("source %s: SealedPassword and PasswordRef are read from etcd; in direct mode give Upstream.Password", o.source.Name)
+	}
+	if err := o.credentialKey.validate(); err != nil {
+		return err
+	}
+	return o.subTaskOptions.validate()
+}
 
 // SourceWorker errors.
 var (
@@ -232,7 +274,7 @@ var (
 type SourceWorker struct {
 	name  string
 	sinks SinkFactory
-	opts  options
+	opts  sourceWorkerOptions
 	log   *slog.Logger
 	keys  etcdKeys
 
@@ -317,48 +359,23 @@ type relayRun struct {
 // NewSourceWorker returns a worker named name (its etcd keys use the name)
 // that gets its subtasks' sinks from sinks. It checks its arguments;
 // nothing runs until Run.
-func NewSourceWorker(name string, sinks SinkFactory, opts ...Option) (*SourceWorker, error) {
-	o, err := collect("SourceWorker", sourceWorkerOptions, opts)
-	if err != nil {
-		return nil, err
+func NewSourceWorker(name string, sinks SinkFactory, opts ...SourceWorkerOption) (*SourceWorker, error) {
+	o := defaultSourceWorkerOptions()
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applySourceWorker(&o)
+		}
 	}
 	switch {
 	case !validName(name):
 		return nil, fmt.Errorf("dmworker: source worker name %q must be non-empty and hold no '/'", name)
 	case sinks == nil:
 		return nil, fmt.Errorf("dmworker: source worker %s: a sink factory is required", name)
-	case o.source == nil && o.etcd == nil:
-		return nil, fmt.Errorf("dmworker: source worker %s: give WithSource (direct mode) or WithEtcd", name)
-	case o.source != nil && o.etcd != nil:
-		return nil, fmt.Errorf("dmworker: source worker %s: WithSource and WithEtcd exclude each other", name)
-	case o.etcd == nil && (o.set["WithEtcdPrefix"] || o.set["WithStatusInterval"]):
-		return nil, fmt.Errorf("dmworker: source worker %s: WithEtcdPrefix and WithStatusInterval need WithEtcd", name)
-	case o.set["WithStatusInterval"] && o.statusInterval <= 0:
-		return nil, fmt.Errorf("dmworker: source worker %s: status interval %s must be positive", name, o.statusInterval)
-	case o.set["WithLiveness"] && o.liveness == nil:
-		return nil, fmt.Errorf("dmworker: source worker %s: WithLiveness(nil)", name)
-	case o.etcd == nil && (o.set["WithCredentialKey"] || o.set["WithCredentialResolver"]):
-		return nil, fmt.Errorf("dmworker: source worker %s: WithCredentialKey and WithCredentialResolver need WithEtcd (in direct mode give Upstream.Password)", name)
-	case o.set["WithCredentialResolver"] && o.credentialResolver == nil:
-		return nil, fmt.Errorf("dmworker: source worker %s: WithCredentialResolver(nil)", name)
-	case o.source != nil && (o.source.SealedPassword != "" || o.source.PasswordRef != ""):
-		return nil, fmt.Errorf("dmworker: source worker %s: source %s: SealedPassword and PasswordRef are read from etcd; in direct mode give Upstream.Password", name, o.source.Name)
 	}
-	if err := checkCredentialKey(&o); err != nil {
+	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("dmworker: source worker %s: %w", name, err)
 	}
-	if err := stopTimeoutOf(&o); err != nil {
-		return nil, fmt.Errorf("dmworker: source worker %s: %w", name, err)
-	}
-	if err := o.checkModes(); err != nil {
-		return nil, fmt.Errorf("dmworker: source worker %s: %w", name, err)
-	}
-	if o.liveness == nil {
-		o.liveness = alwaysAlive{}
-	}
-	if o.statusInterval == 0 {
-		o.statusInterval = defaultStatusInterval
-	}
+	var err error
 	if o.relayBaseDir != "" {
 		if o.relayBaseDir, err = filepath.Abs(o.relayBaseDir); err != nil {
 			return nil, fmt.Errorf("dmworker: source worker %s: relay dir: %w", name, err)
@@ -908,14 +925,9 @@ func (w *SourceWorker) startTask(ctx context.Context, src *SourceConfig, dt desi
 	if sink == nil {
 		return fail(fmt.Errorf("dmworker: source worker %s: the sink factory returned no sink for subtask %s", w.name, name))
 	}
-	opts := []Option{WithLogger(w.opts.logger), WithStopTimeout(w.opts.stopTimeout)}
-	for _, n := range []string{"WithAutoResume", "WithCheckpointStore", "WithSinkRetry"} {
-		if w.opts.set[n] {
-			opts = append(opts, w.passOption(n))
-		}
-	}
+	opts := w.opts.subTaskOptions
 	if w.opts.etcd != nil {
-		opts = append(opts, WithEpoch(w.appliedEpoch))
+		opts.epoch, opts.fenced = w.appliedEpoch, true
 	}
 	up := src.Upstream
 	// The relay's server id is the relay's alone: a subtask that dumps the
@@ -925,11 +937,11 @@ func (w *SourceWorker) startTask(ctx context.Context, src *SourceConfig, dt desi
 	up.ServerID = 0
 	var st *SubTask
 	if rr := w.relay; rr != nil {
-		opts = append(opts, WithReaderFactory(relayReaderFactory(rr, "subtask/"+name, w.opts.logger, func() streamer.Position {
+		opts.readerFactory = relayReaderFactory(rr, "subtask/"+name, w.opts.logger, func() streamer.Position {
 			return st.Status().Syncer.Checkpoint
-		})))
+		})
 	}
-	st, err = NewSubTask(dt.cfg, up, sink, opts...)
+	st, err = newSubTask(dt.cfg, up, sink, opts)
 	if err != nil {
 		closeSink(sink)
 		return fail(err)
@@ -949,18 +961,6 @@ func (w *SourceWorker) startTask(ctx context.Context, src *SourceConfig, dt desi
 	}()
 	w.log.Info("subtask started", slog.String("task", name), slog.String("stage", string(dt.stage)))
 	return nil
-}
-
-func (w *SourceWorker) passOption(name string) Option {
-	o := w.opts
-	switch name {
-	case "WithAutoResume":
-		return WithAutoResume(o.resumeInitial, o.resumeMax, o.resumeAttempts)
-	case "WithCheckpointStore":
-		return WithCheckpointStore(o.checkpointStore)
-	default: // WithSinkRetry
-		return WithSinkRetry(o.sinkRetry)
-	}
 }
 
 // stopTask stops a subtask and waits for its Run; the sink is closed.
@@ -990,11 +990,7 @@ func closeSink(s Sink) {
 
 // startRelay starts the source's relay.
 func (w *SourceWorker) startRelay(ctx context.Context, src *SourceConfig, rev int64) error {
-	opts := src.relayOptions(w.opts.logger)
-	if w.opts.set["WithRelayFileMode"] {
-		opts = append(opts, WithRelayFileMode(w.opts.relayFileMode, w.opts.relayDirMode))
-	}
-	rel, err := NewRelay(src.Upstream, src.RelayDir, opts...)
+	rel, err := NewRelay(src.Upstream, src.RelayDir, src.RelayConfig, WithLogger(w.opts.logger), WithRemoteOptions(w.opts.remoteOpts...))
 	if err != nil {
 		// adjust checked the config: this is not expected.
 		w.log.Error("relay cannot start", slog.String("error", err.Error()))
@@ -1029,10 +1025,7 @@ func pausedByRelay(t *SubTask) bool {
 // are spent; after any other fault it records the fault (the reconcile
 // loop then pauses the subtasks) and waits for a restart.
 func (w *SourceWorker) superviseRelay(ctx context.Context, source string, rr *relayRun) {
-	initial, maxWait, attempts := w.opts.resumeInitial, w.opts.resumeMax, w.opts.resumeAttempts
-	if !w.opts.set["WithAutoResume"] {
-		initial, maxWait, attempts = defaultResumeInitial, defaultResumeMax, defaultResumeAttempts
-	}
+	initial, maxWait, attempts := w.opts.resume.initial, w.opts.resume.max, w.opts.resume.attempts
 	var bo *backoff.ExponentialBackOff
 	tries := 0
 	for {

@@ -64,7 +64,7 @@ func TestSourceWorkerEtcd(t *testing.T) {
 	putSourceConfig(t, cli, dmworker.SourceConfig{Name: "src", Upstream: upstreamOf(p.up)})
 	bind := etcdPut(t, cli, testPrefix+"bound/w1", dmworker.SourceBinding{Source: "src"})
 	runWorker(t, w)
-	etcdPut(t, cli, testPrefix+"subtask/src/t1", dmworker.SubTaskConfig{Name: "t1", BatchSize: 25})
+	etcdPut(t, cli, testPrefix+"subtask/src/t1", dmworker.SubTaskConfig{Name: "t1", SyncerTuning: dmworker.SyncerTuning{BatchSize: 25}})
 	st := taskStatus(w, "t1")
 	waitUntil(t, "t1 reading", func() bool { return st().Syncer.Read.Name != "" })
 	if s := st(); s.Epoch != bind.Header.Revision || s.Stage != dmworker.SubTaskRunning {
@@ -90,7 +90,7 @@ func TestSourceWorkerEtcd(t *testing.T) {
 	// A compaction past the watched revision: the worker reads the whole
 	// state again (the hook paused t1 meanwhile), then watches on.
 	armed.Store(true)
-	etcdPut(t, cli, testPrefix+"subtask/src/t1", dmworker.SubTaskConfig{Name: "t1", BatchSize: 30})
+	etcdPut(t, cli, testPrefix+"subtask/src/t1", dmworker.SubTaskConfig{Name: "t1", SyncerTuning: dmworker.SyncerTuning{BatchSize: 30}})
 	waitUntil(t, "t1 updated and paused after the compaction", func() bool {
 		return !armed.Load() && st().Stage == dmworker.SubTaskPaused && w.Status(context.Background()).SubTasks[0].Name == "t1"
 	})
@@ -172,7 +172,7 @@ func TestSourceWorkerFencing(t *testing.T) {
 		return w
 	}
 	putSourceConfig(t, cli, dmworker.SourceConfig{Name: "src", Upstream: upstreamOf(p.up)})
-	etcdPut(t, cli, testPrefix+"subtask/src/t", dmworker.SubTaskConfig{Name: "t", BatchSize: 10})
+	etcdPut(t, cli, testPrefix+"subtask/src/t", dmworker.SubTaskConfig{Name: "t", SyncerTuning: dmworker.SyncerTuning{BatchSize: 10}})
 	bindA := etcdPut(t, cli, testPrefix+"bound/A", dmworker.SourceBinding{Source: "src"})
 	a := newWorker("A")
 	runWorker(t, a)

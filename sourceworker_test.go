@@ -103,7 +103,7 @@ func TestSourceWorkerDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Started before Run: applied when Run starts.
-	if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "a", BatchSize: 30}); err != nil {
+	if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "a", SyncerTuning: dmworker.SyncerTuning{BatchSize: 30}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "a"}); !errors.Is(err, dmworker.ErrSubTaskExists) {
@@ -247,19 +247,20 @@ func TestNewSourceWorkerRejects(t *testing.T) {
 		name  string
 		wname string
 		sinks dmworker.SinkFactory
-		opts  []dmworker.Option
+		opts  []dmworker.SourceWorkerOption
 		want  string
 	}{
-		{"name", "", sinks, []dmworker.Option{dmworker.WithSource(src)}, "name"},
-		{"sinks", "w", nil, []dmworker.Option{dmworker.WithSource(src)}, "sink factory"},
+		{"name", "", sinks, []dmworker.SourceWorkerOption{dmworker.WithSource(src)}, "name"},
+		{"sinks", "w", nil, []dmworker.SourceWorkerOption{dmworker.WithSource(src)}, "sink factory"},
 		{"no mode", "w", sinks, nil, "WithSource"},
-		{"both modes", "w", sinks, []dmworker.Option{dmworker.WithSource(src), dmworker.WithEtcd(cli)}, "exclude"},
-		{"prefix", "w", sinks, []dmworker.Option{dmworker.WithSource(src), dmworker.WithEtcdPrefix("/x/")}, "need WithEtcd"},
-		{"source name", "w", sinks, []dmworker.Option{dmworker.WithSource(dmworker.SourceConfig{Name: "a/b", Upstream: up})}, "source name"},
-		{"relay dir", "w", sinks, []dmworker.Option{dmworker.WithSource(dmworker.SourceConfig{Name: "s", Upstream: up, EnableRelay: true})}, "WithRelayDir"},
-		{"purge", "w", sinks, []dmworker.Option{dmworker.WithSource(dmworker.SourceConfig{Name: "s", Upstream: up, EnableRelay: true,
-			RelayDir: "/tmp/x", PurgeInterval: dmworker.Duration(time.Minute)})}, "purge"},
-		{"option", "w", sinks, []dmworker.Option{dmworker.WithSource(src), dmworker.WithEpoch(3)}, "WithEpoch"},
+		{"both modes", "w", sinks, []dmworker.SourceWorkerOption{dmworker.WithSource(src), dmworker.WithEtcd(cli)}, "exclude"},
+		{"prefix", "w", sinks, []dmworker.SourceWorkerOption{dmworker.WithSource(src), dmworker.WithEtcdPrefix("/x/")}, "need WithEtcd"},
+		{"source name", "w", sinks, []dmworker.SourceWorkerOption{dmworker.WithSource(dmworker.SourceConfig{Name: "a/b", Upstream: up})}, "source name"},
+		{"relay dir", "w", sinks, []dmworker.SourceWorkerOption{dmworker.WithSource(dmworker.SourceConfig{Name: "s", Upstream: up, EnableRelay: true})}, "WithRelayDir"},
+		{"purge", "w", sinks, []dmworker.SourceWorkerOption{dmworker.WithSource(dmworker.SourceConfig{Name: "s", Upstream: up, EnableRelay: true,
+			RelayDir: "/tmp/x", RelayConfig: dmworker.RelayConfig{PurgeInterval: dmworker.Duration(time.Minute)}})}, "purge"},
+		// (An option a SourceWorker does not take, WithEpoch, no longer
+		// compiles: SourceWorkerOption is typed.)
 	}
 	for _, c := range cases {
 		_, err := dmworker.NewSourceWorker(c.wname, c.sinks, c.opts...)

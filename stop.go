@@ -25,20 +25,16 @@ const DefaultStopTimeout = 5 * time.Second
 //
 // (KeepAlive and Coordinator need no option: their Close waits at most 2s
 // for etcd to revoke their lease, which otherwise expires after its TTL.)
-func WithStopTimeout(d time.Duration) Option {
-	return Option{"WithStopTimeout", func(o *options) { o.stopTimeout = d }}
-}
+func WithStopTimeout(d time.Duration) StopTimeoutOption { return StopTimeoutOption{d} }
 
-// stopTimeoutOf checks WithStopTimeout and fills in its default.
-func stopTimeoutOf(o *options) error {
-	if !o.set["WithStopTimeout"] {
-		o.stopTimeout = DefaultStopTimeout
-		return nil
-	}
-	if o.stopTimeout <= 0 {
-		return fmt.Errorf("stop timeout %s must be positive", o.stopTimeout)
-	}
-	return nil
+// StopTimeoutOption is WithStopTimeout's option, taken by NewSyncer,
+// NewSubTask and NewSourceWorker.
+type StopTimeoutOption struct{ d time.Duration }
+
+func (o StopTimeoutOption) applySyncer(s *syncerOptions)   { s.stopTimeout = o.d }
+func (o StopTimeoutOption) applySubTask(t *subTaskOptions) { o.applySyncer(&t.syncerOptions) }
+func (o StopTimeoutOption) applySourceWorker(w *sourceWorkerOptions) {
+	o.applySubTask(&w.subTaskOptions)
 }
 
 // stopKey is the context key of a stop's bounded context (see stopBound).

@@ -47,7 +47,7 @@ func TestSourceWorkerCloseStalledDownstream(t *testing.T) {
 	noLeaks(t)
 	p := newPair(t, 430, 431, testserver.MariaDBOptions{})
 	src := dmworker.SourceConfig{Name: "src", Upstream: upstreamOf(p.up)}
-	task := dmworker.SubTaskConfig{Name: "t", Workers: 1}
+	task := dmworker.SubTaskConfig{Name: "t", SyncerTuning: dmworker.SyncerTuning{Workers: 1}}
 	start := func() *dmworker.SourceWorker {
 		w, err := dmworker.NewSourceWorker("w1", mysqlSinks(p.downdb), dmworker.WithSource(src))
 		if err != nil {

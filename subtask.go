@@ -55,17 +55,10 @@ type SubTaskConfig struct {
 	Filter       BlockAllowList    `json:"block-allow-list,omitzero" toml:"block-allow-list"`
 	EventFilters []EventFilterRule `json:"event-filters,omitempty" toml:"event-filters"`
 	Routes       []RouteRule       `json:"routes,omitempty" toml:"routes"`
-	// BatchSize, MaxBatchRows, FlushInterval, SafeMode, Workers, Compact,
-	// QueueBytes and CheckpointInterval tune the syncer (see SyncerConfig);
-	// zero values take its defaults.
-	BatchSize          int      `json:"batch,omitempty" toml:"batch"`
-	MaxBatchRows       int      `json:"max-batch-rows,omitempty" toml:"max-batch-rows"`
-	FlushInterval      Duration `json:"flush-interval,omitzero" toml:"flush-interval"`
-	SafeMode           bool     `json:"safe-mode,omitempty" toml:"safe-mode"`
-	Workers            int      `json:"workers,omitempty" toml:"workers"`
-	Compact            bool     `json:"compact,omitempty" toml:"compact"`
-	QueueBytes         int64    `json:"queue-bytes,omitempty" toml:"queue-bytes"`
-	CheckpointInterval Duration `json:"checkpoint-interval,omitzero" toml:"checkpoint-interval"`
+	// SyncerTuning tunes the subtask's syncer (see SyncerTuning); zero
+	// values take its defaults. Its keys are the config's own ("batch",
+	// "workers", ...).
+	SyncerTuning
 	// Snapshot tunes the copy of existing data in modes full and all.
 	Snapshot SnapshotConfig `json:"snapshot,omitzero" toml:"snapshot"`
 }
@@ -75,9 +68,7 @@ func (c SubTaskConfig) syncerConfig(up streamer.UpstreamConfig) SyncerConfig {
 	return SyncerConfig{
 		Task: c.Name, Source: c.Source, Upstream: up, Start: c.Start.Clone(),
 		Filter: c.Filter, EventFilters: c.EventFilters, Routes: c.Routes,
-		BatchSize: c.BatchSize, MaxBatchRows: c.MaxBatchRows, FlushInterval: c.FlushInterval,
-		SafeMode: c.SafeMode, Workers: c.Workers, Compact: c.Compact, QueueBytes: c.QueueBytes,
-		CheckpointInterval: c.CheckpointInterval,
+		SyncerTuning: c.SyncerTuning,
 	}
 }
 
@@ -151,14 +142,51 @@ const (
 // it at once. Attempts 0 turns auto-resume off. A SourceWorker given it
 // applies it to its subtasks and its relay (see SourceWorker).
 // Default: 1s, 1m, 10 attempts.
-func WithAutoResume(initial, max time.Duration, attempts int) Option {
-	return Option{"WithAutoResume", func(o *options) {
-		o.resumeInitial, o.resumeMax, o.resumeAttempts = initial, max, attempts
-	}}
+func WithAutoResume(initial, max time.Duration, attempts int) AutoResumeOption {
+	return AutoResumeOption{autoResume{initial, max, attempts}}
 }
 
-var subTaskOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpointStore", "WithSinkRetry", "WithEpoch", "WithAutoResume",
-	"WithStopTimeout"}
+// AutoResumeOption is WithAutoResume's option, taken by NewSubTask and
+// NewSourceWorker.
+type AutoResumeOption struct{ r autoResume }
+
+func (o AutoResumeOption) applySubTask(t *subTaskOptions) { t.resume = o.r }
+func (o AutoResumeOption) applySourceWorker(w *sourceWorkerOptions) {
+	o.applySubTask(&w.subTaskOptions)
+}
+
+// autoResume is WithAutoResume's policy.
+type autoResume struct {
+	initial, max time.Duration
+	attempts     int
+}
+
+// subTaskOptions are a SubTask's options, defaults filled in. Its syncer
+// gets syncerOptions as they are; a SourceWorker builds its subtasks' from
+// its own.
+type subTaskOptions struct {
+	syncerOptions
+	resume autoResume
+}
+
+// defaultSubTaskOptions are the options a SubTask has before its own apply.
+func defaultSubTaskOptions() subTaskOptions {
+	return subTaskOptions{
+		syncerOptions: defaultSyncerOptions(),
+		resume:        autoResume{defaultResumeInitial, defaultResumeMax, defaultResumeAttempts},
+	}
+}
+
+// validate checks the options.
+func (o *subTaskOptions) validate() error {
+	switch r := o.resume; {
+	case r.attempts < 0:
+		return fmt.Errorf("auto-resume attempts %d must not be negative", r.attempts)
+	case r.attempts > 0 && (r.initial <= 0 || r.max < r.initial):
+		return fmt.Errorf("auto-resume waits %s..%s must be positive and ordered", r.initial, r.max)
+	}
+	return o.syncerOptions.validate()
+}
 
 // SubTask runs one task on one source: its units in order (the snapshot of
 // existing data in modes full and all, then the Syncer in modes incremental
@@ -179,7 +207,7 @@ type SubTask struct {
 	source string
 	up     streamer.UpstreamConfig
 	sink   Sink
-	opts   options
+	opts   subTaskOptions
 	log    *slog.Logger
 
 	mu       sync.Mutex
@@ -208,24 +236,23 @@ type SubTask struct {
 // It validates the configuration and options; nothing runs until Run.
 // Checkpoints are kept in the sink when it is a CheckpointSink, else in the
 // store given with WithCheckpointStore.
-func NewSubTask(cfg SubTaskConfig, up streamer.UpstreamConfig, sink Sink, opts ...Option) (*SubTask, error) {
-	o, err := collect("SubTask", subTaskOptions, opts)
-	if err != nil {
-		return nil, err
+func NewSubTask(cfg SubTaskConfig, up streamer.UpstreamConfig, sink Sink, opts ...SubTaskOption) (*SubTask, error) {
+	o := defaultSubTaskOptions()
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applySubTask(&o)
+		}
 	}
-	if !o.set["WithAutoResume"] {
-		o.resumeInitial, o.resumeMax, o.resumeAttempts = defaultResumeInitial, defaultResumeMax, defaultResumeAttempts
-	}
-	switch {
-	case o.resumeAttempts < 0:
-		return nil, fmt.Errorf("dmworker: subtask %s: auto-resume attempts %d must not be negative", cfg.Name, o.resumeAttempts)
-	case o.resumeAttempts > 0 && (o.resumeInitial <= 0 || o.resumeMax < o.resumeInitial):
-		return nil, fmt.Errorf("dmworker: subtask %s: auto-resume waits %s..%s must be positive and ordered", cfg.Name, o.resumeInitial, o.resumeMax)
-	}
-	if err := up.Validate(); err != nil {
+	return newSubTask(cfg, up, sink, o)
+}
+
+// newSubTask is NewSubTask with its options applied (a SourceWorker builds
+// them from its own).
+func newSubTask(cfg SubTaskConfig, up streamer.UpstreamConfig, sink Sink, o subTaskOptions) (*SubTask, error) {
+	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("dmworker: subtask %s: %w", cfg.Name, err)
 	}
-	if err := stopTimeoutOf(&o); err != nil {
+	if err := up.Validate(); err != nil {
 		return nil, fmt.Errorf("dmworker: subtask %s: %w", cfg.Name, err)
 	}
 	if err := cfg.adjust(up); err != nil {
@@ -260,23 +287,13 @@ func (t *SubTask) build(cfg SubTaskConfig) error {
 		}
 		store = sinkStore{cs}
 	}
-	sopts := []Option{WithLogger(t.opts.logger), WithStopTimeout(t.opts.stopTimeout)}
-	for _, name := range []string{"WithReaderFactory", "WithCheckpointStore", "WithSinkRetry", "WithEpoch"} {
-		if t.opts.set[name] {
-			sopts = append(sopts, t.passOption(name))
-		}
-	}
-	s, err := NewSyncer(cfg.syncerConfig(t.up), t.sink, sopts...)
+	s, err := newSyncer(cfg.syncerConfig(t.up), t.sink, t.opts.syncerOptions)
 	if err != nil {
 		return fmt.Errorf("dmworker: subtask %s source %s: %w", cfg.Name, cfg.Source, err)
 	}
 	var snap *snapshotUnit
 	if cfg.Mode != ModeIncremental {
-		var epoch int64
-		if t.opts.set["WithEpoch"] {
-			epoch = t.opts.epoch
-		}
-		if snap, err = newSnapshotUnit(cfg.syncerConfig(t.up), cfg.Snapshot, t.sink, store, epoch, t.opts.logger); err != nil {
+		if snap, err = newSnapshotUnit(cfg.syncerConfig(t.up), cfg.Snapshot, t.sink, store, t.opts.epoch, t.opts.logger); err != nil {
 			return fmt.Errorf("dmworker: subtask %s source %s mode %s: %w", cfg.Name, cfg.Source, cfg.Mode, err)
 		}
 	}
@@ -287,21 +304,6 @@ func (t *SubTask) build(cfg SubTaskConfig) error {
 	}
 	t.cfg, t.syncer, t.snap, t.store = cfg, s, snap, store
 	return nil
-}
-
-// passOption rebuilds one of the subtask's options for its syncer.
-func (t *SubTask) passOption(name string) Option {
-	o := t.opts
-	switch name {
-	case "WithReaderFactory":
-		return WithReaderFactory(o.readerFactory)
-	case "WithCheckpointStore":
-		return WithCheckpointStore(o.checkpointStore)
-	case "WithSinkRetry":
-		return WithSinkRetry(o.sinkRetry)
-	default: // WithEpoch
-		return WithEpoch(o.epoch)
-	}
 }
 
 // Config returns the subtask's configuration, defaults filled in.
@@ -421,7 +423,7 @@ func (t *SubTask) Run(ctx context.Context) error {
 		if progressed := s.Status().Checkpoint.Compare(t.streakFrom) > 0; progressed {
 			t.retries, bo, t.streakFrom = 0, nil, s.Status().Checkpoint
 		}
-		if t.paused || !retryable(err) || t.retries >= t.opts.resumeAttempts {
+		if t.paused || !retryable(err) || t.retries >= t.opts.resume.attempts {
 			t.paused = true
 			t.stage = SubTaskPaused
 			t.mu.Unlock()
@@ -431,7 +433,7 @@ func (t *SubTask) Run(ctx context.Context) error {
 		t.retries++
 		if bo == nil {
 			bo = backoff.NewExponentialBackOff()
-			bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = t.opts.resumeInitial, t.opts.resumeMax, 0
+			bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = t.opts.resume.initial, t.opts.resume.max, 0
 			bo.Reset()
 		}
 		wait := bo.NextBackOff()
@@ -460,7 +462,7 @@ func (t *SubTask) runUnits(ctx context.Context, s *Syncer) (finished bool, err e
 	if _, _, err := loadCheckpoint(ctx, t.store, cfg.Name, cfg.Source, t.up, t.log); err != nil {
 		return false, t.errorf("load checkpoint", "%w", err)
 	}
-	if t.opts.set["WithEpoch"] {
+	if t.opts.fenced {
 		if err := t.takeOver(ctx, cfg, s); err != nil {
 			return false, err
 		}
@@ -754,7 +756,7 @@ func (t *SubTask) Status() SubTaskStatus {
 	t.mu.Lock()
 	st := SubTaskStatus{Name: t.cfg.Name, Source: t.cfg.Source, Mode: t.cfg.Mode, Stage: t.stage, Unit: t.unit,
 		Retries: t.retries, LastError: t.lastErr}
-	if t.opts.set["WithEpoch"] {
+	if t.opts.fenced {
 		st.Epoch = t.opts.epoch
 	}
 	s, snap := t.syncer, t.snap

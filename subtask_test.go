@@ -86,7 +86,7 @@ func waitStage(t *testing.T, status func() dmworker.SubTaskStatus, want dmworker
 func TestSubTaskStages(t *testing.T) {
 	p := newPair(t, 400, 401, testserver.MariaDBOptions{})
 	up := upstreamOf(p.up)
-	cfg := dmworker.SubTaskConfig{Name: "stages", BatchSize: 20}
+	cfg := dmworker.SubTaskConfig{Name: "stages", SyncerTuning: dmworker.SyncerTuning{BatchSize: 20}}
 	st, err := dmworker.NewSubTask(cfg, up, p.sink)
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +279,7 @@ func TestNewSubTaskRejects(t *testing.T) {
 		cfg  dmworker.SubTaskConfig
 		up   streamer.UpstreamConfig
 		sink dmworker.Sink
-		opts []dmworker.Option
+		opts []dmworker.SubTaskOption
 		want string
 		is   error
 	}{
@@ -292,9 +292,10 @@ func TestNewSubTaskRejects(t *testing.T) {
 		{"upstream", dmworker.SubTaskConfig{Name: "t"}, streamer.UpstreamConfig{Host: "h"}, sink, nil, "port", nil},
 		{"no sink", dmworker.SubTaskConfig{Name: "t"}, up, nil, nil, "sink", nil},
 		{"no store", dmworker.SubTaskConfig{Name: "t"}, up, noCheckpoints{sink}, nil, "WithCheckpointStore", nil},
-		{"batch", dmworker.SubTaskConfig{Name: "t", BatchSize: -1}, up, sink, nil, "batch", nil},
-		{"resume", dmworker.SubTaskConfig{Name: "t"}, up, sink, []dmworker.Option{dmworker.WithAutoResume(time.Second, time.Millisecond, 3)}, "auto-resume", nil},
-		{"option", dmworker.SubTaskConfig{Name: "t"}, up, sink, []dmworker.Option{dmworker.WithSyncPolicy(dmworker.SyncEachTransaction())}, "WithSyncPolicy", nil},
+		{"batch", dmworker.SubTaskConfig{Name: "t", SyncerTuning: dmworker.SyncerTuning{BatchSize: -1}}, up, sink, nil, "batch", nil},
+		{"resume", dmworker.SubTaskConfig{Name: "t"}, up, sink, []dmworker.SubTaskOption{dmworker.WithAutoResume(time.Second, time.Millisecond, 3)}, "auto-resume", nil},
+		// (An option a SubTask does not take, WithStatusInterval, no
+		// longer compiles: SubTaskOption is typed.)
 	}
 	for _, c := range cases {
 		_, err := dmworker.NewSubTask(c.cfg, c.up, c.sink, c.opts...)

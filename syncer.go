@@ -40,6 +40,17 @@ type SyncerConfig struct {
 	Filter       BlockAllowList    `json:"block-allow-list,omitzero" toml:"block-allow-list"`
 	EventFilters []EventFilterRule `json:"event-filters,omitempty" toml:"event-filters"`
 	Routes       []RouteRule       `json:"routes,omitempty" toml:"routes"`
+	// SyncerTuning sets batch sizes, flush and checkpoint intervals,
+	// parallelism, safe mode and compaction; zero values take the
+	// defaults. Its keys are the config's own ("batch", "workers", ...).
+	SyncerTuning
+}
+
+// SyncerTuning is how a syncer applies what it replicates: batches,
+// parallelism, safe mode. SyncerConfig and SubTaskConfig embed it, so that
+// its fields read as theirs (cfg.Workers) and their JSON and TOML keys are
+// its own. Zero values take the defaults.
+type SyncerTuning struct {
 	// BatchSize is how many row changes a sink call carries at most (a
 	// transaction bigger than MaxBatchRows is split). Default 100.
 	BatchSize int `json:"batch,omitempty" toml:"batch"`
@@ -146,35 +157,95 @@ func (c *SyncerConfig) adjust(noUpstream bool) error {
 // ReaderFactory opens the event stream a syncer reads, from a position.
 type ReaderFactory func(ctx context.Context, start streamer.Position) (streamer.Reader, error)
 
+// syncerOptions are a Syncer's options, defaults filled in. A SubTask
+// (and through it a SourceWorker) builds its syncer's from its own.
+type syncerOptions struct {
+	logger          *slog.Logger
+	stopTimeout     time.Duration
+	readerFactory   ReaderFactory
+	remoteOpts      []streamer.RemoteOption // WithRemoteOptions'
+	checkpointStore CheckpointStore
+	sinkRetry       time.Duration
+	epoch           int64
+	fenced          bool // WithEpoch given
+	startSchema     []string
+	hasStartSchema  bool // WithStartSchema given
+}
+
+const defaultSinkRetry = 5 * time.Minute
+
+// defaultSyncerOptions are the options a Syncer has before its own apply.
+func defaultSyncerOptions() syncerOptions {
+	return syncerOptions{logger: discardLogger(), stopTimeout: DefaultStopTimeout, sinkRetry: defaultSinkRetry}
+}
+
+// validate checks the options.
+func (o *syncerOptions) validate() error {
+	if o.stopTimeout <= 0 {
+		return fmt.Errorf("stop timeout %s must be positive", o.stopTimeout)
+	}
+	return nil
+}
+
+// ReaderFactoryOption is WithReaderFactory's option, taken by NewSyncer
+// and NewSubTask (for its syncer).
+type ReaderFactoryOption struct{ f ReaderFactory }
+
 // WithReaderFactory sets how the syncer opens its event stream (for example
 // a streamer.LocalReader over a relay). Default: a streamer.RemoteReader on
 // SyncerConfig.Upstream.
-func WithReaderFactory(f ReaderFactory) Option {
-	return Option{"WithReaderFactory", func(o *options) { o.readerFactory = f }}
-}
+func WithReaderFactory(f ReaderFactory) ReaderFactoryOption { return ReaderFactoryOption{f} }
+
+func (o ReaderFactoryOption) applySyncer(s *syncerOptions)   { s.readerFactory = o.f }
+func (o ReaderFactoryOption) applySubTask(t *subTaskOptions) { o.applySyncer(&t.syncerOptions) }
+
+// CheckpointStoreOption is WithCheckpointStore's option, taken by
+// NewSyncer, NewSubTask and NewSourceWorker (for their syncers).
+type CheckpointStoreOption struct{ s CheckpointStore }
 
 // WithCheckpointStore sets where checkpoints are kept. Default: in the sink,
 // when it is a CheckpointSink (mysqlsink is); otherwise this option is
 // required.
-func WithCheckpointStore(s CheckpointStore) Option {
-	return Option{"WithCheckpointStore", func(o *options) { o.checkpointStore = s }}
+func WithCheckpointStore(s CheckpointStore) CheckpointStoreOption { return CheckpointStoreOption{s} }
+
+func (o CheckpointStoreOption) applySyncer(s *syncerOptions)   { s.checkpointStore = o.s }
+func (o CheckpointStoreOption) applySubTask(t *subTaskOptions) { o.applySyncer(&t.syncerOptions) }
+func (o CheckpointStoreOption) applySourceWorker(w *sourceWorkerOptions) {
+	o.applySubTask(&w.subTaskOptions)
 }
+
+// SinkRetryOption is WithSinkRetry's option, taken by NewSyncer,
+// NewSubTask and NewSourceWorker (for their syncers).
+type SinkRetryOption struct{ d time.Duration }
 
 // WithSinkRetry bounds how long the syncer retries a sink call that failed
 // with a retryable error, with exponential backoff from 100ms to 5s, before
-// it stops with the error. Default 5 minutes.
-func WithSinkRetry(d time.Duration) Option {
-	return Option{"WithSinkRetry", func(o *options) { o.sinkRetry = d }}
+// it stops with the error. Default (and when d is 0) 5 minutes.
+func WithSinkRetry(d time.Duration) SinkRetryOption { return SinkRetryOption{d} }
+
+func (o SinkRetryOption) applySyncer(s *syncerOptions) {
+	if o.d != 0 {
+		s.sinkRetry = o.d
+	}
 }
+func (o SinkRetryOption) applySubTask(t *subTaskOptions) { o.applySyncer(&t.syncerOptions) }
+func (o SinkRetryOption) applySourceWorker(w *sourceWorkerOptions) {
+	o.applySubTask(&w.subTaskOptions)
+}
+
+// EpochOption is WithEpoch's option, taken by NewSyncer and NewSubTask (a
+// SourceWorker in etcd mode gives its subtasks the binding's epoch).
+type EpochOption struct{ epoch int64 }
 
 // WithEpoch makes the syncer write under a fencing epoch (the binding
 // epoch a coordinator hands out): every batch and checkpoint carries it, and
 // a fenced sink refuses them once a newer epoch has written. Run fails with
 // ErrStaleEpoch at once when the stored checkpoint is from a newer epoch.
 // Default: the stored checkpoint's epoch (0 at a fresh start).
-func WithEpoch(epoch int64) Option {
-	return Option{"WithEpoch", func(o *options) { o.epoch = epoch }}
-}
+func WithEpoch(epoch int64) EpochOption { return EpochOption{epoch} }
+
+func (o EpochOption) applySyncer(s *syncerOptions)   { s.epoch, s.fenced = o.epoch, true }
+func (o EpochOption) applySubTask(t *subTaskOptions) { o.applySyncer(&t.syncerOptions) }
 
 // WithStartSchema gives the definitions of the tables at the start of a
 // task with no checkpoint, as DDL statements the syncer applies in order to
@@ -195,11 +266,13 @@ func WithEpoch(epoch int64) Option {
 // mode only up to the checkpoint's SafeUntil (with no upstream end to bound
 // what a checkpoint store apart from the sink may have missed: set
 // SyncerConfig.SafeMode where that matters).
-func WithStartSchema(stmts ...string) Option {
-	return Option{"WithStartSchema", func(o *options) { o.startSchema = stmts }}
-}
+func WithStartSchema(stmts ...string) SyncerOption { return startSchemaOption{stmts} }
 
-var syncerOptions = []string{"WithLogger", "WithReaderFactory", "WithCheckpointStore", "WithSinkRetry", "WithEpoch", "WithStopTimeout", "WithStartSchema"}
+type startSchemaOption struct{ stmts []string }
+
+func (o startSchemaOption) applySyncer(s *syncerOptions) {
+	s.startSchema, s.hasStartSchema = o.stmts, true
+}
 
 // Syncer replicates one source's row changes and DDL into a Sink, for one
 // task: it reads binlog events, filters and routes them, decodes rows with
@@ -214,7 +287,7 @@ type Syncer struct {
 	cfg   SyncerConfig
 	sink  Sink
 	store CheckpointStore
-	opts  options
+	opts  syncerOptions
 	log   *slog.Logger
 	rules *rules
 
@@ -240,19 +313,27 @@ type errorOperator struct {
 
 // NewSyncer returns a syncer for cfg writing into sink. It validates the
 // configuration and options; nothing runs until Run.
-func NewSyncer(cfg SyncerConfig, sink Sink, opts ...Option) (*Syncer, error) {
-	o, err := collect("Syncer", syncerOptions, opts)
-	if err != nil {
-		return nil, err
+func NewSyncer(cfg SyncerConfig, sink Sink, opts ...SyncerOption) (*Syncer, error) {
+	o := defaultSyncerOptions()
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applySyncer(&o)
+		}
 	}
+	return newSyncer(cfg, sink, o)
+}
+
+// newSyncer is NewSyncer with its options applied (a SubTask builds them
+// from its own).
+func newSyncer(cfg SyncerConfig, sink Sink, o syncerOptions) (*Syncer, error) {
 	offline := cfg.Upstream == (streamer.UpstreamConfig{})
-	if offline && (o.readerFactory == nil || !o.set["WithStartSchema"] || cfg.Source == "") {
+	if offline && (o.readerFactory == nil || !o.hasStartSchema || cfg.Source == "") {
 		return nil, fmt.Errorf("dmworker: syncer for task %q: no upstream: a syncer without one needs WithReaderFactory, WithStartSchema and a Source name", cfg.Task)
 	}
 	if err := cfg.adjust(offline); err != nil {
 		return nil, fmt.Errorf("dmworker: syncer for task %q: %w", cfg.Task, err)
 	}
-	if err := stopTimeoutOf(&o); err != nil {
+	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("dmworker: syncer for task %s: %w", cfg.Task, err)
 	}
 	if sink == nil {
@@ -282,9 +363,6 @@ func NewSyncer(cfg SyncerConfig, sink Sink, opts ...Option) (*Syncer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dmworker: syncer for task %s: %w", cfg.Task, err)
 	}
-	if o.sinkRetry == 0 {
-		o.sinkRetry = 5 * time.Minute
-	}
 	s := &Syncer{
 		cfg:       cfg,
 		sink:      sink,
@@ -294,7 +372,7 @@ func NewSyncer(cfg SyncerConfig, sink Sink, opts ...Option) (*Syncer, error) {
 		log:       o.logger.With(slog.String("component", "syncer"), slog.String("task", cfg.Task), slog.String("source", cfg.Source)),
 		operators: map[string]errorOperator{},
 	}
-	s.status.Stage = "New"
+	s.status.Stage = SyncerNew
 	return s, nil
 }
 
@@ -366,9 +444,26 @@ func (s *Syncer) takeOperator(end, start streamer.Position) (errorOperator, bool
 	return errorOperator{}, false
 }
 
+// SyncerStage is where a Syncer is in its life: New until Run, Running,
+// Stopped once Run has returned (LastError says why, nil after a plain stop).
+type SyncerStage string
+
+// Syncer stages.
+const (
+	SyncerNew     SyncerStage = "New"
+	SyncerRunning SyncerStage = "Running"
+	SyncerStopped SyncerStage = "Stopped"
+)
+
+// String returns the stage's word.
+func (s SyncerStage) String() string { return string(s) }
+
+// MarshalText writes the stage's word.
+func (s SyncerStage) MarshalText() ([]byte, error) { return []byte(s), nil }
+
 // SyncerStatus is a snapshot of a syncer's progress.
 type SyncerStatus struct {
-	Stage string // "New", "Running", "Stopped"
+	Stage SyncerStage
 	// Checkpoint is the position saved last; Read the position after the
 	// last event read.
 	Checkpoint streamer.Position

@@ -63,7 +63,7 @@ func syncerChild(spec string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{Task: parts[0], Upstream: up, Start: start, BatchSize: 7, Workers: workers}, sink)
+	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{Task: parts[0], Upstream: up, Start: start, SyncerTuning: dmworker.SyncerTuning{BatchSize: 7, Workers: workers}}, sink)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -108,10 +108,14 @@ func killSyncerChildren(t *testing.T, p *syncPair, task string, workers int, fil
 // current position, and returns it.
 func recoverSyncer(t *testing.T, p *syncPair, task string, workers int, file string, pos uint64) *dmworker.Syncer {
 	t.Helper()
-	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{Task: task, Upstream: upstreamOf(p.up), BatchSize: 7, Workers: workers,
+	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{
+		Task:     task,
+		Upstream: upstreamOf(p.up),
 		// As the children: a child killed before it stored anything
 		// leaves no checkpoint.
-		Start: streamer.Position{Name: file, Offset: pos}}, p.sink)
+		Start:        streamer.Position{Name: file, Offset: pos},
+		SyncerTuning: dmworker.SyncerTuning{BatchSize: 7, Workers: workers},
+	}, p.sink)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,10 +74,14 @@ func TestSyncerAppliesMySQL8CompressedTransactions(t *testing.T) {
 			target := fmt.Sprintf("%s%d", reader, workers)
 			targets = append(targets, target)
 			t.Run(target, func(t *testing.T) {
-				cfg := dmworker.SyncerConfig{Task: "p8-" + target, Upstream: upstreamOf(p.up), Workers: workers, BatchSize: 50,
-					Start:  streamer.Position{Name: "binlog.000001", Offset: 4},
-					Filter: dmworker.BlockAllowList{DoDBs: []string{"p8"}},
-					Routes: []dmworker.RouteRule{{SchemaPattern: "p8", TargetSchema: target}}}
+				cfg := dmworker.SyncerConfig{
+					Task:         "p8-" + target,
+					Upstream:     upstreamOf(p.up),
+					Start:        streamer.Position{Name: "binlog.000001", Offset: 4},
+					Filter:       dmworker.BlockAllowList{DoDBs: []string{"p8"}},
+					Routes:       []dmworker.RouteRule{{SchemaPattern: "p8", TargetSchema: target}},
+					SyncerTuning: dmworker.SyncerTuning{Workers: workers, BatchSize: 50},
+				}
 				s, err := dmworker.NewSyncer(cfg, p.sink, dmworker.WithReaderFactory(readers[reader]))
 				if err != nil {
 					t.Fatal(err)

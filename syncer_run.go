@@ -57,9 +57,9 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	defer s.runMu.Unlock()
 	ctx, release := stopBound(ctx, s.opts.stopTimeout)
 	defer release()
-	s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = "Running", nil })
+	s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = SyncerRunning, nil })
 	defer func() {
-		s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = "Stopped", err })
+		s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = SyncerStopped, err })
 		if err != nil {
 			s.log.Error("syncer stopped", slog.String("error", err.Error()))
 		}
@@ -82,7 +82,7 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	r.server = up.Identity
 	start := cp.Pos
 	r.epoch = cp.Epoch
-	if s.opts.set["WithEpoch"] {
+	if s.opts.fenced {
 		if found && cp.Epoch > s.opts.epoch {
 			return s.wrap(cp.Pos, "", "", fmt.Errorf("%w: the stored checkpoint is from epoch %d, this syncer writes under %d",
 				ErrStaleEpoch, cp.Epoch, s.opts.epoch))
@@ -257,6 +257,7 @@ func (s *Syncer) openReader(ctx context.Context, start streamer.Position) (strea
 	if s.reached.Load() {
 		opts = append(opts, streamer.WithRetryFirstConnect())
 	}
+	opts = append(opts, s.opts.remoteOpts...)
 	return streamer.NewRemoteReader(s.cfg.Upstream, start, opts...)
 }
 
@@ -279,7 +280,7 @@ func (s *Syncer) queryUpstream(ctx context.Context) (streamer.UpstreamState, err
 // seedSchema reads the definitions of the tables the task replicates from
 // the upstream (SHOW CREATE DATABASE and TABLE).
 func (s *Syncer) seedSchema(ctx context.Context) (*schema.Tracker, error) {
-	if s.opts.set["WithStartSchema"] {
+	if s.opts.hasStartSchema {
 		return startSchema(s.opts.startSchema)
 	}
 	db, err := openUpstreamDB(s.cfg.Upstream)

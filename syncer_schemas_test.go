@@ -49,8 +49,12 @@ func TestRouteCreatesTargetSchema(t *testing.T) {
 				mustExec(t, p.updb, q)
 			}
 		}
-		st := startTask(t, p, dmworker.SubTaskConfig{Name: "route", Mode: mode, Workers: workers,
-			Routes: []dmworker.RouteRule{{SchemaPattern: "shard1", TablePattern: "t_*", TargetSchema: "merged", TargetTable: "t"}}})
+		st := startTask(t, p, dmworker.SubTaskConfig{
+			Name:         "route",
+			Mode:         mode,
+			Routes:       []dmworker.RouteRule{{SchemaPattern: "shard1", TablePattern: "t_*", TargetSchema: "merged", TargetTable: "t"}},
+			SyncerTuning: dmworker.SyncerTuning{Workers: workers},
+		})
 		if mode == dmworker.ModeIncremental {
 			for _, q := range create {
 				mustExec(t, p.updb, q)
@@ -77,7 +81,7 @@ func TestSyncErrorPositions(t *testing.T) {
 	forTaskModes(t, func(t *testing.T, mode dmworker.Mode, workers int) {
 		p := newPair(t, 623, 624, testserver.MariaDBOptions{})
 		setupBoth(t, p.updb, p.downdb, mode, "CREATE DATABASE d", "CREATE TABLE d.t (id INT PRIMARY KEY, v INT)", "INSERT INTO d.t VALUES (1, 1)")
-		st := startTask(t, p, dmworker.SubTaskConfig{Name: "pos", Mode: mode, Workers: workers})
+		st := startTask(t, p, dmworker.SubTaskConfig{Name: "pos", Mode: mode, SyncerTuning: dmworker.SyncerTuning{Workers: workers}})
 		paused := func(st *dmworker.SubTask, stmt string) *dmworker.SyncError {
 			t.Helper()
 			s := waitStage(t, st.Status, dmworker.SubTaskPaused)
@@ -105,7 +109,7 @@ func TestSyncErrorPositions(t *testing.T) {
 		// Once the downstream's table is gone, a task started at Start
 		// (no checkpoint of its own) runs the CREATE TABLE, then the rows.
 		mustExec(t, p.downdb, "DROP TABLE d.t2")
-		st2 := startTask(t, p, dmworker.SubTaskConfig{Name: "pos-restart", Start: se.Start, Workers: workers})
+		st2 := startTask(t, p, dmworker.SubTaskConfig{Name: "pos-restart", Start: se.Start, SyncerTuning: dmworker.SyncerTuning{Workers: workers}})
 		mustExec(t, p.updb, "INSERT INTO d.t2 VALUES (2, 'b')")
 		waitSubTaskSynced(t, st2.Status, p)
 		checkEqual(t, p.updb, p.downdb, "d.t", "d.t")
@@ -156,9 +160,13 @@ func TestFilteredSchemaDDL(t *testing.T) {
 		mustExec(t, p.downdb, "CREATE DATABASE mine")
 		mustExec(t, p.downdb, "CREATE TABLE mine.keep (id INT PRIMARY KEY)")
 		mustExec(t, p.downdb, "INSERT INTO mine.keep VALUES (42)")
-		st := startTask(t, p, dmworker.SubTaskConfig{Name: "filt", Mode: mode, Workers: workers,
+		st := startTask(t, p, dmworker.SubTaskConfig{
+			Name:         "filt",
+			Mode:         mode,
 			Filter:       dmworker.BlockAllowList{DoTables: []dmworker.TablePattern{{Schema: "app", Name: "*"}, {Schema: "kept", Name: "*"}}},
-			EventFilters: []dmworker.EventFilterRule{{SchemaPattern: "kept", Events: []string{"drop database"}, Action: "Ignore"}}})
+			EventFilters: []dmworker.EventFilterRule{{SchemaPattern: "kept", Events: []string{"drop database"}, Action: "Ignore"}},
+			SyncerTuning: dmworker.SyncerTuning{Workers: workers},
+		})
 		for _, q := range []string{
 			"CREATE DATABASE other", "CREATE TABLE other.x (id INT PRIMARY KEY)", "INSERT INTO other.x VALUES (1)",
 			"ALTER DATABASE other CHARACTER SET latin1", "ALTER DATABASE before_start CHARACTER SET latin1",

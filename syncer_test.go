@@ -50,7 +50,7 @@ func newSyncPair(t *testing.T, upOpts testserver.MariaDBOptions) *syncPair {
 }
 
 func (p *syncPair) config(task string) dmworker.SyncerConfig {
-	return dmworker.SyncerConfig{Task: task, Upstream: upstreamOf(p.up), Workers: p.workers}
+	return dmworker.SyncerConfig{Task: task, Upstream: upstreamOf(p.up), SyncerTuning: dmworker.SyncerTuning{Workers: p.workers}}
 }
 
 // syncRunner is a syncer running in a goroutine.

@@ -199,8 +199,12 @@ func TestSQLModes(t *testing.T) {
 					setup = append(setup, fmt.Sprintf(q, db))
 				}
 				setupBoth(t, up, down, mode, setup...)
-				st := startTask(t, p, dmworker.SubTaskConfig{Name: db, Mode: mode, Workers: workers,
-					Filter: dmworker.BlockAllowList{DoDBs: []string{db}}})
+				st := startTask(t, p, dmworker.SubTaskConfig{
+					Name:         db,
+					Mode:         mode,
+					Filter:       dmworker.BlockAllowList{DoDBs: []string{db}},
+					SyncerTuning: dmworker.SyncerTuning{Workers: workers},
+				})
 				for _, q := range c.after {
 					mustExec(t, up, fmt.Sprintf(q, db))
 				}
@@ -230,8 +234,12 @@ func TestStatementBinlog(t *testing.T) {
 			"INSERT INTO app.t VALUES (1, 1), (2, 2), (3, 3)")
 		mustExec(t, p.updb, "CREATE DATABASE other")
 		mustExec(t, p.updb, "CREATE TABLE other.t (id INT PRIMARY KEY)")
-		st := startTask(t, p, dmworker.SubTaskConfig{Name: "stmt", Mode: mode, Workers: workers,
-			Filter: dmworker.BlockAllowList{DoDBs: []string{"app"}}})
+		st := startTask(t, p, dmworker.SubTaskConfig{
+			Name:         "stmt",
+			Mode:         mode,
+			Filter:       dmworker.BlockAllowList{DoDBs: []string{"app"}},
+			SyncerTuning: dmworker.SyncerTuning{Workers: workers},
+		})
 
 		conn, err := p.updb.Conn(context.Background())
 		if err != nil {
@@ -292,8 +300,12 @@ func TestBinlogSettingsRefused(t *testing.T) {
 					setupBoth(t, p.updb, p.downdb, mode, "CREATE DATABASE "+name, "CREATE TABLE "+name+".t (id INT PRIMARY KEY, v INT)",
 						"INSERT INTO "+name+".t VALUES (1, 1)")
 					p.up.Exec(t, "SET GLOBAL "+bad.set)
-					st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: name, Mode: mode, Workers: w,
-						Filter: dmworker.BlockAllowList{DoDBs: []string{name}}}, upstreamOf(p.up), p.sink)
+					st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{
+						Name:         name,
+						Mode:         mode,
+						Filter:       dmworker.BlockAllowList{DoDBs: []string{name}},
+						SyncerTuning: dmworker.SyncerTuning{Workers: w},
+					}, upstreamOf(p.up), p.sink)
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -46,9 +46,9 @@ func typesRow(id int64, v int) []any {
 	}
 }
 
-func newSyncer(t *testing.T, b *dmworkertest.Binlog, sink dmworker.Sink, opts ...dmworker.Option) *dmworker.Syncer {
+func newSyncer(t *testing.T, b *dmworkertest.Binlog, sink dmworker.Sink, opts ...dmworker.SyncerOption) *dmworker.Syncer {
 	t.Helper()
-	cfg := dmworker.SyncerConfig{Task: "test", Source: "upstream", Start: b.Start(), FlushInterval: dmworker.Duration(10 * time.Millisecond)}
+	cfg := dmworker.SyncerConfig{Task: "test", Source: "upstream", Start: b.Start(), SyncerTuning: dmworker.SyncerTuning{FlushInterval: dmworker.Duration(10 * time.Millisecond)}}
 	s, err := dmworker.NewSyncer(cfg, sink, append(b.SyncerOptions(), opts...)...)
 	if err != nil {
 		t.Fatal(err)

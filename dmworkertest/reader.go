@@ -74,8 +74,8 @@ func (b *Binlog) ReaderFactory() dmworker.ReaderFactory {
 // server: b's ReaderFactory and, as its start schema, what Define was
 // given. Give the syncer a zero SyncerConfig.Upstream, a Source name and,
 // to skip the first file's header events, Start (b.Start()).
-func (b *Binlog) SyncerOptions() []dmworker.Option {
-	return []dmworker.Option{dmworker.WithReaderFactory(b.ReaderFactory()), dmworker.WithStartSchema(b.Schema()...)}
+func (b *Binlog) SyncerOptions() []dmworker.SyncerOption {
+	return []dmworker.SyncerOption{dmworker.WithReaderFactory(b.ReaderFactory()), dmworker.WithStartSchema(b.Schema()...)}
 }
 
 func (r *Reader) newParser() {

@@ -243,11 +243,11 @@ func TestSyncerWithoutUpstreamNeeds(t *testing.T) {
 	sink := sinktest.NewMemSink()
 	for name, c := range map[string]struct {
 		cfg  dmworker.SyncerConfig
-		opts []dmworker.Option
+		opts []dmworker.SyncerOption
 	}{
 		"no source":         {dmworker.SyncerConfig{Task: "x"}, b.SyncerOptions()},
-		"no reader":         {dmworker.SyncerConfig{Task: "x", Source: "s"}, []dmworker.Option{dmworker.WithStartSchema()}},
-		"no start schema":   {dmworker.SyncerConfig{Task: "x", Source: "s"}, []dmworker.Option{dmworker.WithReaderFactory(b.ReaderFactory())}},
+		"no reader":         {dmworker.SyncerConfig{Task: "x", Source: "s"}, []dmworker.SyncerOption{dmworker.WithStartSchema()}},
+		"no start schema":   {dmworker.SyncerConfig{Task: "x", Source: "s"}, []dmworker.SyncerOption{dmworker.WithReaderFactory(b.ReaderFactory())}},
 		"no options at all": {dmworker.SyncerConfig{Task: "x", Source: "s"}, nil},
 	} {
 		if _, err := dmworker.NewSyncer(c.cfg, sink, c.opts...); err == nil || !strings.Contains(err.Error(), "no upstream") {

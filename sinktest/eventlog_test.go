@@ -114,7 +114,7 @@ func TestEventLogDeduplicatesReplay(t *testing.T) {
 
 	sink := &eventLog{}
 	store := &failingStore{failAfter: 1} // the start's checkpoint, then a crash
-	cfg := dmworker.SyncerConfig{Task: "log", Source: "shop-db", Start: b.Start(), FlushInterval: dmworker.Duration(time.Millisecond)}
+	cfg := dmworker.SyncerConfig{Task: "log", Source: "shop-db", Start: b.Start(), SyncerTuning: dmworker.SyncerTuning{FlushInterval: dmworker.Duration(time.Millisecond)}}
 	runSyncer := func() error {
 		s, err := dmworker.NewSyncer(cfg, sink, append(b.SyncerOptions(), dmworker.WithCheckpointStore(store))...)
 		if err != nil {

@@ -124,9 +124,9 @@
 //
 // Permissions: a relay creates binlog files, relay.meta, server-uuid.index
 // and its lock 0640 and directories 0750 (DefaultRelayFileMode,
-// DefaultRelayDirMode; dmworker.WithRelayFileMode widens them): the files
-// hold every statement the upstream logged, passwords in CREATE USER
-// included. relay.meta and server-uuid.index keep the mode of the file they
+// DefaultRelayDirMode; dmworker.RelayConfig's FileMode and DirMode widen
+// them): the files hold every statement the upstream logged, passwords in
+// CREATE USER included. relay.meta and server-uuid.index keep the mode of the file they
 // replace; a new one gets its directory's without the execute bits.
 //
 // # Errors

@@ -35,8 +35,8 @@ const (
 	dmPosSep = "|"
 )
 
-// Permissions of what the relay creates, unless an option widens them (see
-// dmworker.WithRelayFileMode): relay binlog files hold every statement the
+// Permissions of what the relay creates, unless its config widens them (see
+// dmworker.RelayConfig): relay binlog files hold every statement the
 // upstream logged, passwords in CREATE USER ... IDENTIFIED BY included, so
 // they are not readable by others.
 const (

@@ -57,7 +57,7 @@ func relayChild(out, first, until, cpuprofile string) error {
 		return err
 	}
 	defer stopProfile()
-	r, err := dmworker.NewRelay(up, out, dmworker.WithRelayStart(streamer.Position{Name: first, Offset: 4}))
+	r, err := dmworker.NewRelay(up, out, dmworker.RelayConfig{RelayStart: streamer.Position{Name: first, Offset: 4}})
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@
 //  2. Copy -runs times each way, alternating relay and native, each into a
 //     new empty directory under -dir that is removed afterwards (the first
 //     pair is compared byte for byte before removal):
-//     relay: dmworker.NewRelay(up, DIR, WithRelayStart(first file:4)) with
+//     relay: dmworker.NewRelay(up, DIR, RelayConfig{RelayStart: first file:4}) with
 //     every other option at its default (so the default sync policy), in a
 //     child process of its own (fresh heap, its own peak RSS), timed from
 //     Run until Relayed() reaches the upstream's master position;
@@ -481,7 +481,7 @@ func report(w io.Writer, d reportData) {
 	fmt.Fprintf(w, "Machine: %s\n", benchutil.Machine())
 	fmt.Fprintf(w, "Upstream: MariaDB %s; binlog %d files, %.1f MB (%s onwards)\n", d.version, d.files, float64(d.total)/1e6, d.first)
 	fmt.Fprintf(w, "Go: %s; %s\n\n", runtime.Version(), benchutil.ToolVersion(d.native))
-	fmt.Fprintf(w, "relay:  dmworker.NewRelay(up, DIR, WithRelayStart(%s:4)), default sync policy, in a child process,"+
+	fmt.Fprintf(w, "relay:  dmworker.NewRelay(up, DIR, RelayConfig{RelayStart: %s:4}), default sync policy, in a child process,"+
 		" timed from Run until Relayed() reaches the master position\n", d.first)
 	fmt.Fprintf(w, "native: %s %s\n\n", filepath.Base(d.native), strings.Join(nativeArgs(d.up, d.first, "DIR/", true), " "))
 

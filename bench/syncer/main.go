@@ -78,8 +78,10 @@ func run() error {
 		return err
 	}
 	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{
-		Task: "bench", Upstream: up, BatchSize: *batch, Workers: *workers, Compact: *compact, QueueBytes: *queueBytes,
-		Start: streamer.Position{Name: st.Binlogs[0].Name, Offset: 4},
+		Task:         "bench",
+		Upstream:     up,
+		Start:        streamer.Position{Name: st.Binlogs[0].Name, Offset: 4},
+		SyncerTuning: dmworker.SyncerTuning{BatchSize: *batch, Workers: *workers, Compact: *compact, QueueBytes: *queueBytes},
 	}, sink)
 	if err != nil {
 		return err

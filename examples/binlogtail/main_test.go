@@ -168,7 +168,7 @@ func TestRunPrintsWorkload(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rel, err := dmworker.NewRelay(up, dir, dmworker.WithRelayStart(streamer.Position{Name: "mysql-bin.000001", Offset: 4}))
+		rel, err := dmworker.NewRelay(up, dir, dmworker.RelayConfig{RelayStart: streamer.Position{Name: "mysql-bin.000001", Offset: 4}})
 		if err != nil {
 			t.Fatal(err)
 		}

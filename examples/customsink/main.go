@@ -195,7 +195,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 0
 		case now := <-tick.C:
 			st := s.Status()
-			if cfg.idle <= 0 || st.Stage != "Running" {
+			if cfg.idle <= 0 || st.Stage != dmworker.SyncerRunning {
 				continue
 			}
 			qctx, qcancel := context.WithTimeout(runCtx, 10*time.Second)

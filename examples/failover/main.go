@@ -217,7 +217,8 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if _, err := cli.Delete(ctx, prefix, clientv3.WithPrefix()); err != nil {
 		return fmt.Errorf("etcd: clear %s: %w", prefix, err)
 	}
-	common := []dmworker.Option{dmworker.WithEtcdPrefix(prefix), dmworker.WithLogger(logger)}
+	// Options several types take (a coordinator, keepalives, workers).
+	common := sharedOptions{dmworker.WithEtcdPrefix(prefix), dmworker.WithLogger(logger)}
 
 	// The source and the task, as a host writes them.
 	up, err := streamer.QueryUpstream(ctx, cfg.up) // start at the upstream's current position
@@ -243,7 +244,7 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	coord, err := dmworker.NewCoordinator(cli, append([]dmworker.Option{dmworker.WithKeepAliveTTL(cfg.ttl)}, common...)...)
+	coord, err := dmworker.NewCoordinator(cli, dmworker.WithKeepAliveTTL(cfg.ttl), common.prefix, common.logger)
 	if err != nil {
 		return err
 	}
@@ -388,14 +389,20 @@ type worker struct {
 	once sync.Once
 }
 
+// sharedOptions are the options every etcd type of the example is given.
+type sharedOptions struct {
+	prefix dmworker.EtcdPrefixOption
+	logger dmworker.LoggerOption
+}
+
 func startWorker(ctx context.Context, wg *sync.WaitGroup, cli *clientv3.Client, name string, sinks dmworker.SinkFactory,
-	workerOpts []dmworker.Option, key []byte, ttl time.Duration) (*worker, error) {
-	ka, err := dmworker.NewKeepAlive(cli, name, append([]dmworker.Option{dmworker.WithKeepAliveTTL(ttl)}, workerOpts...)...)
+	common sharedOptions, key []byte, ttl time.Duration) (*worker, error) {
+	ka, err := dmworker.NewKeepAlive(cli, name, dmworker.WithKeepAliveTTL(ttl), common.prefix, common.logger)
 	if err != nil {
 		return nil, err
 	}
-	opts := append([]dmworker.Option{dmworker.WithEtcd(cli), dmworker.WithLiveness(ka), dmworker.WithCredentialKey(key)}, workerOpts...)
-	w, err := dmworker.NewSourceWorker(name, sinks, opts...)
+	w, err := dmworker.NewSourceWorker(name, sinks, dmworker.WithEtcd(cli), dmworker.WithLiveness(ka), dmworker.WithCredentialKey(key),
+		common.prefix, common.logger)
 	if err != nil {
 		return nil, err
 	}

@@ -289,7 +289,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// connection.
 		return mysqlsink.New(db, mysqlsink.WithExclusivePool())
 	}
-	opts := []dmworker.Option{dmworker.WithLogger(logger), dmworker.WithStopTimeout(cfg.stop)}
+	opts := []dmworker.SourceWorkerOption{dmworker.WithLogger(logger), dmworker.WithStopTimeout(cfg.stop)}
 	if cfg.dataDir != "" {
 		opts = append(opts, dmworker.WithRelayDir(filepath.Join(cfg.dataDir, "relay")))
 	}
@@ -474,7 +474,7 @@ func publish(ctx context.Context, cfg config) (*clientv3.Client, error) {
 	}
 	// The password is sealed with the credential key: etcd never holds it
 	// in plain text.
-	var sopts []dmworker.Option
+	var sopts []dmworker.PutSourceConfigOption
 	if cfg.key != nil {
 		sopts = append(sopts, dmworker.WithCredentialKey(cfg.key))
 	}
@@ -553,7 +553,7 @@ func printSnapshot(w io.Writer, prefix string, st dmworker.SnapshotStatus) {
 			done++
 		}
 	}
-	fmt.Fprintf(w, "%ssnapshot %s at %s: rows=%d/%d bytes=%d/%d tables=%d/%d\n", prefix, strings.ToLower(st.Stage), st.Pos,
+	fmt.Fprintf(w, "%ssnapshot %s at %s: rows=%d/%d bytes=%d/%d tables=%d/%d\n", prefix, strings.ToLower(st.Stage.String()), st.Pos,
 		st.Rows, st.EstRows, st.Bytes, st.EstBytes, done, len(st.Tables))
 }
 
@@ -774,7 +774,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			return cfg, err
 		}
 	}
-	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode), Workers: *workers}
+	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode), SyncerTuning: dmworker.SyncerTuning{Workers: *workers}}
 	switch {
 	case set["start"]:
 		if sc.Start, err = streamer.ParsePosition(*start); err != nil {

@@ -105,10 +105,10 @@ const (
 
 // config is what the command line asks for.
 type config struct {
-	up   streamer.UpstreamConfig
-	dir  string
-	idle time.Duration // 0: run until interrupted
-	opts []dmworker.Option
+	up    streamer.UpstreamConfig
+	dir   string
+	idle  time.Duration // 0: run until interrupted
+	relay dmworker.RelayConfig
 }
 
 // run is the whole program: it parses args, relays until ctx ends, the relay
@@ -128,7 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	logger := slog.New(warningsOnly{slog.NewTextHandler(stderr, &slog.HandlerOptions{ReplaceAttr: plainErrors})})
-	r, err := dmworker.NewRelay(cfg.up, cfg.dir, append(cfg.opts, dmworker.WithLogger(logger))...)
+	r, err := dmworker.NewRelay(cfg.up, cfg.dir, cfg.relay, dmworker.WithLogger(logger))
 	if err != nil {
 		return fail(err)
 	}
@@ -371,14 +371,14 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		if onRotate && *idle > 0 {
 			return cfg, errors.New("-exit-when-idle cannot tell when a -sync on-rotate relay has caught up: its position moves only at rotations")
 		}
-		cfg.opts = append(cfg.opts, dmworker.WithSyncPolicy(p))
+		cfg.relay.SyncPolicy = p
 	}
 	if *start != "" {
 		p, err := streamer.ParsePosition(*start)
 		if err != nil {
 			return cfg, fmt.Errorf("-start: %w", err)
 		}
-		cfg.opts = append(cfg.opts, dmworker.WithRelayStart(p))
+		cfg.relay.RelayStart = p
 	}
 	return cfg, nil
 }

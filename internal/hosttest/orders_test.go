@@ -37,7 +37,7 @@ func TestSyncerWithoutServer(t *testing.T) {
 	mem := sinktest.NewMemSink()
 	sink := &CountingSink{CheckpointSink: mem}
 	cfg := dmworker.SyncerConfig{Task: "orders", Source: "shop-db", Start: b.Start(),
-		FlushInterval: dmworker.Duration(5 * time.Millisecond)}
+		SyncerTuning: dmworker.SyncerTuning{FlushInterval: dmworker.Duration(5 * time.Millisecond)}}
 	runUntil := func(pos streamer.Position) {
 		t.Helper()
 		s, err := dmworker.NewSyncer(cfg, sink, b.SyncerOptions()...)
