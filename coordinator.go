@@ -13,6 +13,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 )
 
 // Coordinator binds each source to one live worker, through etcd, so that a
@@ -237,37 +238,31 @@ func (c *Coordinator) term(ctx context.Context) (led bool, err error) {
 	// Revoking the lease deletes the election key: it resigns.
 	defer c.lease.revokeOnClose(context.WithoutCancel(ctx), lease)
 
+	// The lease's renewals run beside the campaign and the leading, in a
+	// group over before term returns; the lease's loss cancels them and is
+	// the reason to report.
 	tctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	defer cancel()
-	lost := make(chan error, 1)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := c.lease.keep(tctx, lease, sent, nil); err != nil && tctx.Err() == nil {
-			lost <- fmt.Errorf("dmworker: coordinator: %w", err)
-			cancel()
+	g, gctx := errgroup.WithContext(tctx)
+	g.Go(func() error {
+		if err := c.lease.keep(gctx, lease, sent, nil); err != nil && gctx.Err() == nil {
+			return fmt.Errorf("dmworker: coordinator: %w", err)
 		}
-	}()
-	// The lease's loss, when it ended the term, is the reason to report.
-	why := func(err error) error {
-		select {
-		case l := <-lost:
-			return l
-		default:
-			return err
-		}
+		return nil
+	})
+	ld, err := c.campaign(gctx, lease)
+	if err == nil {
+		led = true
+		c.log.Info("leading", slog.String("key", ld.key), slog.Int64("rev", ld.rev))
+		c.setLeading(true)
+		err = c.lead(gctx, ld)
+		c.setLeading(false)
 	}
-
-	ld, err := c.campaign(tctx, lease)
-	if err != nil {
-		return false, why(err)
+	cancel()
+	if lost := g.Wait(); lost != nil {
+		err = lost
 	}
-	c.log.Info("leading", slog.String("key", ld.key), slog.Int64("rev", ld.rev))
-	c.setLeading(true)
-	defer c.setLeading(false)
-	return true, why(c.lead(tctx, ld))
+	return led, err
 }
 
 // leader is a coordinator's election key and its create revision.

@@ -49,11 +49,14 @@ func runCoordinator(t testing.TB, cli *clientv3.Client, opts ...dmworker.Coordin
 	return c, stop
 }
 
+// defaultKeys names the keys under DefaultEtcdPrefix.
+var defaultKeys dmworker.EtcdKeys
+
 // putSource creates a source key (its value is the host's source config; the
 // coordinator needs only the name).
 func putSource(t testing.TB, cli *clientv3.Client, name string) {
 	t.Helper()
-	if _, err := cli.Put(t.Context(), dmworker.DefaultEtcdPrefix+"source/"+name, `{"name":"`+name+`"}`); err != nil {
+	if _, err := cli.Put(t.Context(), defaultKeys.Source(name), `{"name":"`+name+`"}`); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -90,7 +93,7 @@ func checkBindingHistory(t testing.TB, cli *clientv3.Client) {
 		t.Fatal(err)
 	}
 	end := now.Header.Revision
-	pfx := dmworker.DefaultEtcdPrefix + "bound/"
+	pfx := defaultKeys.Bounds()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	state := map[string]string{} // worker -> source
@@ -210,7 +213,11 @@ func TestCoordinatorSourceWaitsForIdleWorker(t *testing.T) {
 	waitBindings(t, c, map[string]string{"s1": "w1", "s2": "w2"})
 
 	putSource(t, e.Client, "s3")
-	if _, err := e.Client.Delete(t.Context(), dmworker.DefaultEtcdPrefix+"source/s1"); err != nil {
+	host, err := dmworker.NewEtcdHost(e.Client, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := host.DeleteSourceConfig(t.Context(), "s1"); err != nil {
 		t.Fatal(err)
 	}
 	waitBindings(t, c, map[string]string{"s2": "w2", "s3": "w1"})
@@ -239,7 +246,7 @@ func TestCoordinatorStandbyTakesOver(t *testing.T) {
 	c2, stop2 := runCoordinator(t, cli)
 	// c2 has campaigned once its election key is there.
 	eventually(t, etcdWait, says("two election keys"), func() bool {
-		resp, err := e.Client.Get(t.Context(), dmworker.DefaultEtcdPrefix+"coordinator/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		resp, err := e.Client.Get(t.Context(), defaultKeys.Coordinators(), clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,7 +268,7 @@ func TestCoordinatorStandbyTakesOver(t *testing.T) {
 	checkBindingHistory(t, e.Client)
 
 	stop2()
-	resp, err := e.Client.Get(t.Context(), dmworker.DefaultEtcdPrefix+"coordinator/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := e.Client.Get(t.Context(), defaultKeys.Coordinators(), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +373,7 @@ func TestCoordinatorPartitionedWorkerStopsFirst(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	bound := e.Client.Watch(ctx, dmworker.DefaultEtcdPrefix+"bound/worker-b", clientv3.WithRev(first.Epoch+1))
+	bound := e.Client.Watch(ctx, defaultKeys.Bound("worker-b"), clientv3.WithRev(first.Epoch+1))
 	cut := time.Now()
 	proxy.Stall(true)
 	timer := time.NewTimer(etcdWait)
@@ -413,7 +420,7 @@ func TestCoordinatorDeposedLeaderStepsDown(t *testing.T) {
 	waitLeading(t, c1, true, etcdWait)
 	c2, _ := runCoordinator(t, e.Client)
 	elections := func() []*electionKey {
-		resp, err := e.Client.Get(t.Context(), dmworker.DefaultEtcdPrefix+"coordinator/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+		resp, err := e.Client.Get(t.Context(), defaultKeys.Coordinators(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 		if err != nil {
 			t.Fatal(err)
 		}

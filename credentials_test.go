@@ -116,12 +116,12 @@ func TestSourceWorkerCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srcKey := testPrefix + "source/src"
+	srcKey := testKeys.Source("src")
 	// An older host's config, password in plain text.
 	legacy := fmt.Sprintf(`{"name":"src","upstream":{"host":%q,"port":%d,"user":%q,"password":%q}}`, up.Host, up.Port, up.User, up.Password)
 	etcdPut(t, cli, srcKey, legacy)
-	etcdPut(t, cli, testPrefix+"subtask/src/t", dmworker.SubTaskConfig{Name: "t"})
-	etcdPut(t, cli, testPrefix+"bound/w1", dmworker.SourceBinding{Source: "src"})
+	putSubTask(t, cli, "src", dmworker.SubTaskConfig{Name: "t"})
+	bindSource(t, cli, "w1", "src")
 	runWorker(t, w)
 	waitUntil(t, "the plaintext config refused", func() bool {
 		return errors.Is(w.Status(t.Context()).Error, dmworker.ErrPlaintextPassword)
@@ -175,7 +175,13 @@ func TestSourceWorkerCredentials(t *testing.T) {
 	}
 	for i, opts := range [][]dmworker.SourceWorkerOption{nil, {dmworker.WithCredentialKey(bytes.Repeat([]byte{9}, 32))}} {
 		name := fmt.Sprintf("k%d", i)
-		etcdPut(t, cli, other+"bound/"+name, dmworker.SourceBinding{Source: "src"})
+		otherHost, err := dmworker.NewEtcdHost(cli, other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := otherHost.BindSource(t.Context(), name, "src"); err != nil {
+			t.Fatal(err)
+		}
 		wk, err := dmworker.NewSourceWorker(name, mysqlSinks(p.downdb), append(opts, dmworker.WithEtcd(cli), dmworker.WithEtcdPrefix(other))...)
 		if err != nil {
 			t.Fatal(err)

@@ -35,6 +35,8 @@ import (
 //	<prefix>checkpoint/<task>/<source>       EtcdCheckpointStore: checkpoints.
 //
 // Names (worker, source, task) must be non-empty and hold no "/".
+// EtcdHost writes the host's keys (and a binding, where no Coordinator
+// does); EtcdKeys names every key for a host that reads or watches them.
 //
 // How a SourceWorker reads them: it reads bound/<worker>, then the source's
 // config, subtask configs and stage keys at that one revision, applies them,
@@ -105,6 +107,88 @@ func (k etcdKeys) subtaskStatus(worker, task string) string {
 	return k.prefix + keyStatus + worker + "/subtask/" + task
 }
 func (k etcdKeys) coordinator() string { return k.prefix + keyCoordinator }
+
+// EtcdKeys names the keys of the layout above under one prefix, for a host
+// that watches or reads them itself (status reports, bindings). The zero
+// value uses DefaultEtcdPrefix. Names are not checked: give valid ones (see
+// the layout).
+type EtcdKeys struct{ k etcdKeys }
+
+// NewEtcdKeys returns the key names under prefix ("" for DefaultEtcdPrefix;
+// a missing trailing "/" is added), the prefix WithEtcdPrefix gives the
+// workers, keepalives and coordinators.
+func NewEtcdKeys(prefix string) EtcdKeys { return EtcdKeys{newEtcdKeys(prefix)} }
+
+func (k EtcdKeys) keys() etcdKeys {
+	if k.k.prefix == "" {
+		return newEtcdKeys("")
+	}
+	return k.k
+}
+
+// Prefix is the prefix every key starts with, ending in "/".
+func (k EtcdKeys) Prefix() string { return k.keys().prefix }
+
+// Worker is a worker's keepalive key, <prefix>worker/<worker>; Workers is
+// the prefix of them all.
+func (k EtcdKeys) Worker(worker string) string { return k.keys().worker(worker) }
+
+// Workers is the prefix of every worker's keepalive key.
+func (k EtcdKeys) Workers() string { return k.keys().workers() }
+
+// Bound is a worker's binding key, <prefix>bound/<worker> (value
+// SourceBinding; its ModRevision is the binding's epoch).
+func (k EtcdKeys) Bound(worker string) string { return k.keys().bound(worker) }
+
+// Bounds is the prefix of every binding key.
+func (k EtcdKeys) Bounds() string { return k.keys().bounds() }
+
+// Source is a source's config key, <prefix>source/<source>.
+func (k EtcdKeys) Source(source string) string { return k.keys().source(source) }
+
+// Sources is the prefix of every source config key.
+func (k EtcdKeys) Sources() string { return k.keys().sources() }
+
+// SubTask is a subtask's config key, <prefix>subtask/<source>/<task>.
+func (k EtcdKeys) SubTask(source, task string) string { return k.keys().subtask(source, task) }
+
+// SubTasks is the prefix of the subtask config keys of a source.
+func (k EtcdKeys) SubTasks(source string) string { return k.keys().subtasks(source) }
+
+// RelayStage is a source's relay stage key, <prefix>stage/relay/<source>.
+func (k EtcdKeys) RelayStage(source string) string { return k.keys().relayStage(source) }
+
+// SubTaskStage is a subtask's stage key,
+// <prefix>stage/subtask/<source>/<task>.
+func (k EtcdKeys) SubTaskStage(source, task string) string {
+	return k.keys().subtaskStage(source, task)
+}
+
+// SubTaskStages is the prefix of the subtask stage keys of a source.
+func (k EtcdKeys) SubTaskStages(source string) string { return k.keys().subtaskStages(source) }
+
+// RelayStatus is where a worker reports its relay (RelayReport),
+// <prefix>status/<worker>/relay.
+func (k EtcdKeys) RelayStatus(worker string) string { return k.keys().relayStatus(worker) }
+
+// SubTaskStatus is where a worker reports a subtask (SubTaskReport),
+// <prefix>status/<worker>/subtask/<task>.
+func (k EtcdKeys) SubTaskStatus(worker, task string) string {
+	return k.keys().subtaskStatus(worker, task)
+}
+
+// Statuses is the prefix of every status report of a worker, or of every
+// worker with worker "".
+func (k EtcdKeys) Statuses(worker string) string {
+	if worker == "" {
+		return k.keys().prefix + keyStatus
+	}
+	return k.keys().prefix + keyStatus + worker + "/"
+}
+
+// Coordinators is the prefix of the coordinators' election keys (the
+// leader's is the one of lowest create revision).
+func (k EtcdKeys) Coordinators() string { return k.keys().coordinator() }
 
 // lastSegment returns the part of key after its last "/".
 func lastSegment(key string) string { return path.Base(key) }

@@ -238,18 +238,19 @@ func ExampleWithEtcd() {
 		log.Fatal(err)
 	}
 	up, _ := streamer.ParseUpstream("repl:secret@127.0.0.1:3306")
-	src, err := dmworker.SealSourceConfig(dmworker.SourceConfig{Name: "shop-db", Upstream: up}, key)
+	ctx := context.Background()
+	// The password is sealed: etcd never holds it in plain text.
+	if err := dmworker.PutSourceConfig(ctx, cli, dmworker.SourceConfig{Name: "shop-db", Upstream: up}, dmworker.WithCredentialKey(key)); err != nil {
+		log.Fatal(err)
+	}
+	host, err := dmworker.NewEtcdHost(cli, dmworker.DefaultEtcdPrefix)
 	if err != nil {
 		log.Fatal(err)
 	}
-	srcJSON, _ := json.Marshal(src) // the password is sealed: json.Marshal refuses a plaintext one
-	task, _ := json.Marshal(dmworker.SubTaskConfig{Name: "orders"})
-	ctx := context.Background()
-	if _, err := cli.Txn(ctx).Then(
-		clientv3.OpPut("/dmworker/source/shop-db", string(srcJSON)),
-		clientv3.OpPut("/dmworker/subtask/shop-db/orders", string(task)),
-		clientv3.OpPut("/dmworker/bound/worker-1", `{"source":"shop-db"}`), // the coordinator's job
-	).Commit(); err != nil {
+	if err := host.PutSubTaskConfig(ctx, "shop-db", dmworker.SubTaskConfig{Name: "orders"}); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := host.BindSource(ctx, "worker-1", "shop-db"); err != nil { // a Coordinator's job, when there is one
 		log.Fatal(err)
 	}
 	downstream, _ := sql.Open("mysql", "root:pw@tcp(127.0.0.1:3307)/")
@@ -263,8 +264,8 @@ func ExampleWithEtcd() {
 	}
 	go func() {
 		// Pause the task: the worker applies it and reports the stage under
-		// /dmworker/status/worker-1/subtask/orders.
-		_, _ = cli.Put(ctx, "/dmworker/stage/subtask/shop-db/orders", "Paused")
+		// host.Keys().SubTaskStatus("worker-1", "orders").
+		_ = host.PutSubTaskStage(ctx, "shop-db", "orders", dmworker.SubTaskPaused)
 	}()
 	if err := w.Run(ctx); err != nil {
 		log.Fatal(err)

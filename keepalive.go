@@ -12,6 +12,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 )
 
 // KeepAlive registers a worker in etcd and keeps the registration alive: it
@@ -390,33 +391,23 @@ func (k *KeepAlive) register(ctx context.Context) (clientv3.LeaseID, int64, time
 // hold keeps lease alive and watches the worker's key (put at rev) until
 // the registration is lost (it returns why) or ctx ends.
 func (k *KeepAlive) hold(ctx context.Context, lease clientv3.LeaseID, rev int64, confirmed time.Time) error {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-
-	lostc := make(chan error, 2)
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := k.lease.keep(ctx, lease, confirmed, k.confirm); err != nil {
-			lostc <- fmt.Errorf("worker %s: %w", k.name, err)
+	// The renewals and the watch, each in its own goroutine: Watch blocks
+	// while etcd is unreachable, and that must not delay the renewal
+	// deadline. The first loss cancels the other; both are over before
+	// hold returns.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := k.lease.keep(gctx, lease, confirmed, k.confirm); err != nil {
+			return fmt.Errorf("worker %s: %w", k.name, err)
 		}
-	}()
-	go func() {
-		// Its own goroutine: Watch blocks while etcd is unreachable, and
-		// that must not delay the renewal deadline.
-		defer wg.Done()
-		if err := k.watchKey(ctx, lease, rev); err != nil {
-			lostc <- err
-		}
-	}()
-	select {
-	case <-ctx.Done():
+		return nil
+	})
+	g.Go(func() error { return k.watchKey(gctx, lease, rev) })
+	err := g.Wait()
+	if ctx.Err() != nil {
 		return ctx.Err()
-	case err := <-lostc:
-		return err
 	}
+	return err
 }
 
 // watchKey watches the worker's key from rev on and returns ErrLeaseLost

@@ -132,7 +132,7 @@ func runKeepAlive(t testing.TB, cli *clientv3.Client, name string, opts ...dmwor
 // workerKey reads a worker's keepalive key; ok false when it is absent.
 func workerKey(t testing.TB, cli *clientv3.Client, name string) (info dmworker.WorkerInfo, lease clientv3.LeaseID, ok bool) {
 	t.Helper()
-	resp, err := cli.Get(t.Context(), dmworker.DefaultEtcdPrefix+"worker/"+name)
+	resp, err := cli.Get(t.Context(), defaultKeys.Worker(name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestKeepAliveRegistersAndCloseRevokes(t *testing.T) {
 	if lease != st.Lease || info.Name != "w1" || info.Addr != "10.0.0.1:8262" || info.Started == "" {
 		t.Fatalf("key under lease %x with %+v; status %+v", lease, info, st)
 	}
-	if kv, err := cli.Get(t.Context(), dmworker.DefaultEtcdPrefix+"worker/w1"); err != nil || kv.Kvs[0].CreateRevision != st.Revision {
+	if kv, err := cli.Get(t.Context(), defaultKeys.Worker("w1")); err != nil || kv.Kvs[0].CreateRevision != st.Revision {
 		t.Fatalf("status revision %d, key %v (%v)", st.Revision, kv, err)
 	}
 	ttl, err := e.Client.TimeToLive(t.Context(), lease)

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 )
 
 // leaseKeeper grants etcd leases and keeps one alive, for KeepAlive (the
@@ -81,16 +81,15 @@ type renewal struct {
 // first. onConfirm, if not nil, is told each newly confirmed sending time.
 func (l leaseKeeper) keep(ctx context.Context, lease clientv3.LeaseID, confirmed time.Time, onConfirm func(time.Time)) error {
 	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	var g errgroup.Group // the renewal loop, over before keep returns
+	defer g.Wait()
 	defer cancel()
 
 	renewed := make(chan renewal)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	g.Go(func() error {
 		l.renewLoop(ctx, lease, renewed)
-	}()
+		return nil
+	})
 	deadline := time.NewTimer(l.threshold() - time.Since(confirmed))
 	defer deadline.Stop()
 	for {
@@ -124,8 +123,8 @@ func (l leaseKeeper) keep(ctx context.Context, lease clientv3.LeaseID, confirmed
 // and a stalled one does not hold the next ones back. At most four are in
 // flight.
 func (l leaseKeeper) renewLoop(ctx context.Context, lease clientv3.LeaseID, out chan<- renewal) {
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	var g errgroup.Group // the renewals in flight, over before renewLoop returns
+	defer g.Wait()
 	t := time.NewTicker(l.ttl / 6)
 	defer t.Stop()
 	for {
@@ -134,9 +133,7 @@ func (l leaseKeeper) renewLoop(ctx context.Context, lease clientv3.LeaseID, out 
 			return
 		case <-t.C:
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func() error {
 			opCtx, cancel := context.WithTimeout(ctx, l.threshold())
 			sent := time.Now()
 			_, err := l.cli.KeepAliveOnce(opCtx, lease)
@@ -145,6 +142,7 @@ func (l leaseKeeper) renewLoop(ctx context.Context, lease clientv3.LeaseID, out 
 			case out <- renewal{sent, err}:
 			case <-ctx.Done():
 			}
-		}()
+			return nil // reported on out
+		})
 	}
 }

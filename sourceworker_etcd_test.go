@@ -19,6 +19,45 @@ import (
 
 const testPrefix = "/dmtest/"
 
+// testKeys names the test workers' keys.
+var testKeys = dmworker.NewEtcdKeys(testPrefix)
+
+// testHost writes keys under testPrefix as a host does.
+func testHost(t *testing.T, cli *clientv3.Client) *dmworker.EtcdHost {
+	t.Helper()
+	h, err := dmworker.NewEtcdHost(cli, testPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// bindSource binds source to worker and returns the binding's epoch.
+func bindSource(t *testing.T, cli *clientv3.Client, worker, source string) int64 {
+	t.Helper()
+	epoch, err := testHost(t, cli).BindSource(context.Background(), worker, source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return epoch
+}
+
+// putSubTask writes a subtask's config.
+func putSubTask(t *testing.T, cli *clientv3.Client, source string, cfg dmworker.SubTaskConfig) {
+	t.Helper()
+	if err := testHost(t, cli).PutSubTaskConfig(context.Background(), source, cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// putStage writes a subtask's stage.
+func putStage(t *testing.T, cli *clientv3.Client, source, task string, stage dmworker.SubTaskStage) {
+	t.Helper()
+	if err := testHost(t, cli).PutSubTaskStage(context.Background(), source, task, stage); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // testCredentialKey seals the test sources' passwords in etcd.
 var testCredentialKey = []byte("0123456789abcdef0123456789abcdef")
 
@@ -54,7 +93,7 @@ func TestSourceWorkerEtcd(t *testing.T) {
 		if !armed.CompareAndSwap(true, false) {
 			return
 		}
-		etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Paused")
+		putStage(t, cli, "src", "t1", dmworker.SubTaskPaused)
 		// Compact past the put: the watch from rev+1 must fail.
 		resp := etcdPut(t, cli, testPrefix+"unwatched", "x")
 		if _, err := cli.Compact(context.Background(), resp.Header.Revision); err != nil {
@@ -62,42 +101,42 @@ func TestSourceWorkerEtcd(t *testing.T) {
 		}
 	})
 	putSourceConfig(t, cli, dmworker.SourceConfig{Name: "src", Upstream: upstreamOf(p.up)})
-	bind := etcdPut(t, cli, testPrefix+"bound/w1", dmworker.SourceBinding{Source: "src"})
+	bind := bindSource(t, cli, "w1", "src")
 	runWorker(t, w)
-	etcdPut(t, cli, testPrefix+"subtask/src/t1", dmworker.SubTaskConfig{Name: "t1", SyncerTuning: dmworker.SyncerTuning{BatchSize: 25}})
+	putSubTask(t, cli, "src", dmworker.SubTaskConfig{Name: "t1", SyncerTuning: dmworker.SyncerTuning{BatchSize: 25}})
 	st := taskStatus(w, "t1")
 	waitUntil(t, "t1 reading", func() bool { return st().Syncer.Read.Name != "" })
-	if s := st(); s.Epoch != bind.Header.Revision || s.Stage != dmworker.SubTaskRunning {
-		t.Fatalf("t1: stage %s epoch %d, want Running under epoch %d", s.Stage, s.Epoch, bind.Header.Revision)
+	if s := st(); s.Epoch != bind || s.Stage != dmworker.SubTaskRunning {
+		t.Fatalf("t1: stage %s epoch %d, want Running under epoch %d", s.Stage, s.Epoch, bind)
 	}
 	rnd := rand.New(rand.NewPCG(406, 1))
 	syncWorkload(t, p.updb, rnd, 80)
 	waitSubTaskSynced(t, st, p)
 	checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
-	statusKey := testPrefix + "status/w1/subtask/t1"
+	statusKey := testKeys.SubTaskStatus("w1", "t1")
 	waitUntil(t, "t1's status in etcd", func() bool {
 		r := reportOf(t, cli, statusKey)
 		return r.Stage == dmworker.SubTaskRunning && r.Worker == "w1" && r.Source == "src" && r.Rows > 0
 	})
 
 	// Stage keys pause and resume.
-	etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Paused")
+	putStage(t, cli, "src", "t1", dmworker.SubTaskPaused)
 	waitStage(t, st, dmworker.SubTaskPaused)
 	waitUntil(t, "Paused in etcd", func() bool { return reportOf(t, cli, statusKey).Stage == dmworker.SubTaskPaused })
-	etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Running")
+	putStage(t, cli, "src", "t1", dmworker.SubTaskRunning)
 	waitStage(t, st, dmworker.SubTaskRunning)
 
 	// A compaction past the watched revision: the worker reads the whole
 	// state again (the hook paused t1 meanwhile), then watches on.
 	armed.Store(true)
-	etcdPut(t, cli, testPrefix+"subtask/src/t1", dmworker.SubTaskConfig{Name: "t1", SyncerTuning: dmworker.SyncerTuning{BatchSize: 30}})
+	putSubTask(t, cli, "src", dmworker.SubTaskConfig{Name: "t1", SyncerTuning: dmworker.SyncerTuning{BatchSize: 30}})
 	waitUntil(t, "t1 updated and paused after the compaction", func() bool {
 		return !armed.Load() && st().Stage == dmworker.SubTaskPaused && w.Status(context.Background()).SubTasks[0].Name == "t1"
 	})
 	if !strings.Contains(logs.String(), "compacted at revision") {
 		t.Fatalf("the worker did not meet the compaction; its log:\n%s", logs.String())
 	}
-	etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Running")
+	putStage(t, cli, "src", "t1", dmworker.SubTaskRunning)
 	waitStage(t, st, dmworker.SubTaskRunning)
 	syncWorkload(t, p.updb, rnd, 40)
 	waitSubTaskSynced(t, st, p)
@@ -106,10 +145,10 @@ func TestSourceWorkerEtcd(t *testing.T) {
 	// alive, the worker starts from the state in etcd.
 	live.set(false)
 	waitUntil(t, "everything stopped", func() bool { return len(w.Status(context.Background()).SubTasks) == 0 })
-	etcdPut(t, cli, testPrefix+"subtask/src/t2", dmworker.SubTaskConfig{Name: "t2",
+	putSubTask(t, cli, "src", dmworker.SubTaskConfig{Name: "t2",
 		Filter: dmworker.BlockAllowList{DoTables: []dmworker.TablePattern{{Schema: "app", Name: "only2"}}},
 		Routes: []dmworker.RouteRule{{SchemaPattern: "app", TargetSchema: "app2"}}})
-	etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Paused")
+	putStage(t, cli, "src", "t1", dmworker.SubTaskPaused)
 	syncWorkload(t, p.updb, rnd, 20)
 	live.set(true)
 	waitStage(t, st, dmworker.SubTaskPaused)
@@ -120,31 +159,31 @@ func TestSourceWorkerEtcd(t *testing.T) {
 	mustExec(t, p.updb, "INSERT INTO app.only2 VALUES (1, 'a'), (2, 'b')")
 	waitSubTaskSynced(t, st2, p)
 	checkEqual(t, p.updb, p.downdb, "app.only2", "app2.only2")
-	etcdPut(t, cli, testPrefix+"stage/subtask/src/t1", "Running")
+	putStage(t, cli, "src", "t1", dmworker.SubTaskRunning)
 	waitSubTaskSynced(t, st, p)
 	checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
 
 	// Stage Stopped stops and keeps the subtask stopped; Running starts it
 	// anew from its checkpoint; deleting the config of the running subtask
 	// removes it and its status.
-	etcdPut(t, cli, testPrefix+"stage/subtask/src/t2", "Stopped")
+	putStage(t, cli, "src", "t2", dmworker.SubTaskStopped)
 	waitStage(t, st2, dmworker.SubTaskStopped)
 	waitUntil(t, "Stopped in etcd", func() bool {
-		return reportOf(t, cli, testPrefix+"status/w1/subtask/t2").Stage == dmworker.SubTaskStopped
+		return reportOf(t, cli, testKeys.SubTaskStatus("w1", "t2")).Stage == dmworker.SubTaskStopped
 	})
 	mustExec(t, p.updb, "INSERT INTO app.only2 VALUES (3, 'c')")
-	etcdPut(t, cli, testPrefix+"stage/subtask/src/t2", "Running")
+	putStage(t, cli, "src", "t2", dmworker.SubTaskRunning)
 	waitSubTaskSynced(t, st2, p)
 	checkEqual(t, p.updb, p.downdb, "app.only2", "app2.only2")
-	if _, err := cli.Delete(context.Background(), testPrefix+"subtask/src/t2"); err != nil {
+	if err := testHost(t, cli).DeleteSubTaskConfig(context.Background(), "src", "t2"); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "t2 gone", func() bool {
-		return st2().Stage == "" && reportOf(t, cli, testPrefix+"status/w1/subtask/t2").Stage == ""
+		return st2().Stage == "" && reportOf(t, cli, testKeys.SubTaskStatus("w1", "t2")).Stage == ""
 	})
 
 	// Unbinding stops everything.
-	if _, err := cli.Delete(context.Background(), testPrefix+"bound/w1"); err != nil {
+	if err := testHost(t, cli).UnbindSource(context.Background(), "w1"); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the worker idle", func() bool {
@@ -172,8 +211,8 @@ func TestSourceWorkerFencing(t *testing.T) {
 		return w
 	}
 	putSourceConfig(t, cli, dmworker.SourceConfig{Name: "src", Upstream: upstreamOf(p.up)})
-	etcdPut(t, cli, testPrefix+"subtask/src/t", dmworker.SubTaskConfig{Name: "t", SyncerTuning: dmworker.SyncerTuning{BatchSize: 10}})
-	bindA := etcdPut(t, cli, testPrefix+"bound/A", dmworker.SourceBinding{Source: "src"})
+	putSubTask(t, cli, "src", dmworker.SubTaskConfig{Name: "t", SyncerTuning: dmworker.SyncerTuning{BatchSize: 10}})
+	bindA := bindSource(t, cli, "A", "src")
 	a := newWorker("A")
 	runWorker(t, a)
 	stA := taskStatus(a, "t")
@@ -181,17 +220,17 @@ func TestSourceWorkerFencing(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(408, 1))
 	syncWorkload(t, p.updb, rnd, 60)
 	waitSubTaskSynced(t, stA, p)
-	if ep := checkpointEpoch(t, p.downdb, "t", "src"); ep != bindA.Header.Revision {
-		t.Fatalf("A's checkpoint under epoch %d, want %d", ep, bindA.Header.Revision)
+	if ep := checkpointEpoch(t, p.downdb, "t", "src"); ep != bindA {
+		t.Fatalf("A's checkpoint under epoch %d, want %d", ep, bindA)
 	}
 
 	// Rebind to B, leaving A's key alone: A runs on, unaware.
-	bindB := etcdPut(t, cli, testPrefix+"bound/B", dmworker.SourceBinding{Source: "src"})
+	bindB := bindSource(t, cli, "B", "src")
 	b := newWorker("B")
 	runWorker(t, b)
 	stB := taskStatus(b, "t")
 	waitUntil(t, "B took over", func() bool {
-		return stB().Syncer.Read.Name != "" && checkpointEpoch(t, p.downdb, "t", "src") == bindB.Header.Revision
+		return stB().Syncer.Read.Name != "" && checkpointEpoch(t, p.downdb, "t", "src") == bindB
 	})
 	if s := stA(); s.Stage != dmworker.SubTaskRunning {
 		t.Fatalf("A is not running any more (%s, %v): the test proves nothing", s.Stage, s.LastError)
@@ -204,20 +243,20 @@ func TestSourceWorkerFencing(t *testing.T) {
 		return s.Stage == dmworker.SubTaskPaused && errors.Is(s.LastError, dmworker.ErrStaleEpoch)
 	})
 	waitUntil(t, "A's report says stale epoch", func() bool {
-		r := reportOf(t, cli, testPrefix+"status/A/subtask/t")
+		r := reportOf(t, cli, testKeys.SubTaskStatus("A", "t"))
 		return r.StaleEpoch && r.Stage == dmworker.SubTaskPaused
 	})
 	waitSubTaskSynced(t, stB, p)
 	checkEqual(t, p.updb, p.downdb, "app.accounts", "app.accounts")
 	checkEqual(t, p.updb, p.downdb, "app.events", "app.events")
-	if ep := checkpointEpoch(t, p.downdb, "t", "src"); ep != bindB.Header.Revision {
-		t.Fatalf("checkpoint under epoch %d after A's refused writes, want B's %d", ep, bindB.Header.Revision)
+	if ep := checkpointEpoch(t, p.downdb, "t", "src"); ep != bindB {
+		t.Fatalf("checkpoint under epoch %d after A's refused writes, want B's %d", ep, bindB)
 	}
 	// A resumed by hand is refused again, at once: it cannot move the
 	// task's progress backwards.
 	cpB := checkpointOf(t, p.downdb, "t", "src")
-	etcdPut(t, cli, testPrefix+"stage/subtask/src/t", "Paused")
-	etcdPut(t, cli, testPrefix+"stage/subtask/src/t", "Running")
+	putStage(t, cli, "src", "t", dmworker.SubTaskPaused)
+	putStage(t, cli, "src", "t", dmworker.SubTaskRunning)
 	syncWorkload(t, p.updb, rnd, 10)
 	waitSubTaskSynced(t, stB, p)
 	waitUntil(t, "A refused again", func() bool {
@@ -238,13 +277,13 @@ func TestSourceWorkerIgnoresEarlierBinding(t *testing.T) {
 	e := testserver.StartEtcd(t)
 	cli := e.Client
 	up := streamer.UpstreamConfig{Host: "127.0.0.1", Port: 1, User: "u"} // relay off, no subtask: never dialled
-	etcdPut(t, cli, testPrefix+"source/src", dmworker.SourceConfig{Name: "src", Upstream: up})
-	old := etcdPut(t, cli, testPrefix+"bound/w1", dmworker.SourceBinding{Source: "src"})
+	etcdPut(t, cli, testKeys.Source("src"), dmworker.SourceConfig{Name: "src", Upstream: up})
+	old := bindSource(t, cli, "w1", "src")
 	ka := runKeepAlive(t, cli, "w1", dmworker.WithEtcdPrefix(testPrefix))
 	waitUntil(t, "w1 registered", func() bool { return ka.Status().Alive })
 	reg := ka.Status().Revision
-	if reg <= old.Header.Revision {
-		t.Fatalf("registration revision %d not after the binding's %d", reg, old.Header.Revision)
+	if reg <= old {
+		t.Fatalf("registration revision %d not after the binding's %d", reg, old)
 	}
 	var loaded atomic.Int64 // the last revision the worker read its state at
 	w, err := dmworker.NewSourceWorker("w1", func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
@@ -258,11 +297,11 @@ func TestSourceWorkerIgnoresEarlierBinding(t *testing.T) {
 	waitUntil(t, "w1 read its state", func() bool { return loaded.Load() >= reg })
 	if st := w.Status(t.Context()); st.Source != "" || st.Error != nil {
 		t.Fatalf("w1 serves %q (epoch %d, error %v) under the binding of revision %d, made before its registration at %d",
-			st.Source, st.Epoch, st.Error, old.Header.Revision, reg)
+			st.Source, st.Epoch, st.Error, old, reg)
 	}
-	fresh := etcdPut(t, cli, testPrefix+"bound/w1", dmworker.SourceBinding{Source: "src"})
+	fresh := bindSource(t, cli, "w1", "src")
 	waitUntil(t, "w1 serves src under the new binding", func() bool {
 		st := w.Status(t.Context())
-		return st.Source == "src" && st.Epoch == fresh.Header.Revision
+		return st.Source == "src" && st.Epoch == fresh
 	})
 }

@@ -112,8 +112,8 @@ func TestSourceWorkerCloseEtcdDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	putSourceConfig(t, cli, dmworker.SourceConfig{Name: "src", Upstream: upstreamOf(p.up)})
-	etcdPut(t, cli, testPrefix+"subtask/src/t", dmworker.SubTaskConfig{Name: "t"})
-	etcdPut(t, cli, testPrefix+"bound/w1", dmworker.SourceBinding{Source: "src"})
+	putSubTask(t, cli, "src", dmworker.SubTaskConfig{Name: "t"})
+	bindSource(t, cli, "w1", "src")
 	runWorker(t, w)
 	st := taskStatus(w, "t")
 	waitUntil(t, "t reading", func() bool { return st().Syncer.Read.Name != "" })

@@ -14,10 +14,11 @@ import (
 	"github.com/dmworker/dmworker/streamer"
 )
 
-// Parallel apply (SyncerConfig.Workers > 1).
+// Parallel apply (SyncerConfig.Workers > 1): parallelApplier, the applier
+// (syncer_apply.go) of a run with workers.
 //
-// The reading goroutine (the dispatcher) turns events into changes as the
-// serial syncer does, then hands each change to one of N workers: the
+// The reading goroutine (the dispatcher) turns events into changes
+// (syncRun), then the applier hands each change to one of N workers: the
 // causality tracker keeps changes to one row, or to one value of a unique
 // key, on one worker and in order; a change whose keys are held by two
 // workers waits until all but one of them have applied what they hold. Each
@@ -64,8 +65,8 @@ const leaseAhead = 16 << 20
 // watermark candidate.
 const markerEvery = 50 * time.Millisecond
 
-type parallel struct {
-	r       *syncRun
+type parallelApplier struct {
+	w       *runWriter
 	ctx     context.Context // ends when Run's context ends or a worker fails
 	cancel  context.CancelFunc
 	workers []*applyWorker
@@ -78,6 +79,9 @@ type parallel struct {
 	lastDisp []uint64 // per worker: the last sequence number given to it
 	keys     []uint64
 	holds    []causality.Hold
+
+	lastTxnEnd streamer.Position // end of the last whole transaction read
+	midTxn     bool              // a transaction is open: some of its changes are dispatched
 
 	markers    []marker
 	lastMarker time.Time
@@ -124,7 +128,7 @@ type tableKeys struct {
 }
 
 type applyWorker struct {
-	p       *parallel
+	p       *parallelApplier
 	id      int
 	ch      chan queued
 	kick    chan struct{} // apply the batch gathered so far, now
@@ -138,11 +142,14 @@ type queued struct {
 	safe bool
 }
 
-func newParallel(ctx context.Context, r *syncRun) *parallel {
-	n := r.s.cfg.Workers
+// newParallelApplier starts the workers of a run that starts at start (its
+// checkpoint stored).
+func newParallelApplier(ctx context.Context, w *runWriter, start streamer.Position) *parallelApplier {
+	s := w.s
+	n := s.cfg.Workers
 	pctx, cancel := context.WithCancel(ctx)
-	p := &parallel{
-		r: r, ctx: pctx, cancel: cancel,
+	p := &parallelApplier{
+		w: w, ctx: pctx, cancel: cancel, lastTxnEnd: start,
 		hasher:       causality.NewHasher(maphash.MakeSeed()),
 		tkeys:        map[*Table]*tableKeys{},
 		windowTables: map[string]struct{}{},
@@ -150,21 +157,25 @@ func newParallel(ctx context.Context, r *syncRun) *parallel {
 		notify:       make(chan struct{}),
 		lastSave:     time.Now(),
 	}
-	p.tracker = causality.NewTracker(func(w int) uint64 { return p.workers[w].applied.Load() })
-	depth := max(4*r.s.cfg.BatchSize, 256)
+	p.tracker = causality.NewTracker(func(i int) uint64 { return p.workers[i].applied.Load() })
+	p.started(start, w.safeUntil)
+	depth := max(4*s.cfg.BatchSize, 256)
 	for i := range n {
-		w := &applyWorker{p: p, id: i, ch: make(chan queued, depth), kick: make(chan struct{}, 1)}
-		p.workers = append(p.workers, w)
+		wk := &applyWorker{p: p, id: i, ch: make(chan queued, depth), kick: make(chan struct{}, 1)}
+		p.workers = append(p.workers, wk)
 		p.wg.Add(1)
-		go w.run()
+		go wk.run()
 	}
-	r.s.updateStatus(func(st *SyncerStatus) { st.Workers = n })
+	s.updateStatus(func(st *SyncerStatus) { st.Workers = n })
+	s.mu.Lock()
+	s.queueFn = p.queueBytes
+	s.mu.Unlock()
 	return p
 }
 
 // started records the checkpoint Run began from (or stored at a fresh
 // start) as the last one stored.
-func (p *parallel) started(cp streamer.Position, safeUntil streamer.Position) {
+func (p *parallelApplier) started(cp streamer.Position, safeUntil streamer.Position) {
 	p.saved = cp
 	p.lease = cp
 	if safeUntil.Compare(cp) > 0 {
@@ -173,7 +184,7 @@ func (p *parallel) started(cp streamer.Position, safeUntil streamer.Position) {
 }
 
 // failure returns the error that ended p.ctx: a worker's, or the context's.
-func (p *parallel) failure() error {
+func (p *parallelApplier) failure() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.err != nil {
@@ -183,13 +194,13 @@ func (p *parallel) failure() error {
 }
 
 // workerFailed reports whether a worker stopped with an error.
-func (p *parallel) workerFailed() bool {
+func (p *parallelApplier) workerFailed() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.err != nil
 }
 
-func (p *parallel) fail(err error) {
+func (p *parallelApplier) fail(err error) {
 	p.mu.Lock()
 	if p.err == nil {
 		p.err = err
@@ -199,7 +210,7 @@ func (p *parallel) fail(err error) {
 }
 
 // progressed wakes whoever waits on a worker's progress or the budget.
-func (p *parallel) progressed(release int64) {
+func (p *parallelApplier) progressed(release int64) {
 	p.mu.Lock()
 	p.used -= release
 	close(p.notify)
@@ -208,7 +219,7 @@ func (p *parallel) progressed(release int64) {
 }
 
 // wait waits for the next progress; it fails when p.ctx ends.
-func (p *parallel) wait(ch <-chan struct{}) error {
+func (p *parallelApplier) wait(ch <-chan struct{}) error {
 	select {
 	case <-ch:
 		return nil
@@ -219,8 +230,8 @@ func (p *parallel) wait(ch <-chan struct{}) error {
 
 // acquire takes n bytes of the queue budget, waiting while it is spent. A
 // change bigger than the whole budget waits for an empty queue.
-func (p *parallel) acquire(n int64) error {
-	limit := p.r.s.cfg.QueueBytes
+func (p *parallelApplier) acquire(n int64) error {
+	limit := p.w.s.cfg.QueueBytes
 	for {
 		p.mu.Lock()
 		if p.used == 0 || p.used+n <= limit {
@@ -236,14 +247,14 @@ func (p *parallel) acquire(n int64) error {
 	}
 }
 
-func (p *parallel) queueBytes() int64 {
+func (p *parallelApplier) queueBytes() int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.used
 }
 
 // waitApplied waits until worker w has applied sequence number seq.
-func (p *parallel) waitApplied(w int, seq uint64) error {
+func (p *parallelApplier) waitApplied(w int, seq uint64) error {
 	if p.workers[w].applied.Load() < seq {
 		p.flushNow(w)
 	}
@@ -261,7 +272,7 @@ func (p *parallel) waitApplied(w int, seq uint64) error {
 }
 
 // drain waits until every worker has applied everything it was given.
-func (p *parallel) drain() error {
+func (p *parallelApplier) drain() error {
 	p.flushAll()
 	for w := range p.workers {
 		if err := p.waitApplied(w, p.lastDisp[w]); err != nil {
@@ -273,7 +284,7 @@ func (p *parallel) drain() error {
 }
 
 // flushAll asks every worker with work to apply it now.
-func (p *parallel) flushAll() {
+func (p *parallelApplier) flushAll() {
 	for w, wk := range p.workers {
 		if wk.applied.Load() < p.lastDisp[w] {
 			p.flushNow(w)
@@ -281,7 +292,7 @@ func (p *parallel) flushAll() {
 	}
 }
 
-func (p *parallel) idle() bool {
+func (p *parallelApplier) idle() bool {
 	if len(p.group) > 0 {
 		return false
 	}
@@ -293,23 +304,21 @@ func (p *parallel) idle() bool {
 	return true
 }
 
-// dispatch hands the changes read from the event at pos (r.batch) to the
-// workers.
-func (p *parallel) dispatch(ctx context.Context, pos streamer.Position) error {
-	r := p.r
-	if len(r.batch) == 0 {
+// dispatch hands the changes read from the event at pos to the workers;
+// safe: they need safe mode.
+func (p *parallelApplier) dispatch(ctx context.Context, changes []Change, pos streamer.Position, safe bool) error {
+	if len(changes) == 0 {
 		return nil
 	}
-	safe := r.batchSafe
-	r.batchSafe = false
+	conflicts := p.conflicts
 	if p.lease.Compare(pos) < 0 {
 		lease := streamer.Position{Name: pos.Name, Offset: pos.Offset + leaseAhead}
 		if err := p.save(ctx, p.watermark(), lease); err != nil {
 			return err
 		}
 	}
-	for i := range r.batch {
-		ch := r.batch[i]
+	for i := range changes {
+		ch := changes[i]
 		if ch.Table.fkGroup != "" {
 			if err := p.gather(ctx, ch, safe); err != nil {
 				return err
@@ -356,8 +365,9 @@ func (p *parallel) dispatch(ctx context.Context, pos streamer.Position) error {
 		}
 		p.lastDisp[target] = p.seq
 	}
-	clear(r.batch)
-	r.batch = r.batch[:0]
+	if n := p.conflicts; n != conflicts {
+		p.w.s.updateStatus(func(st *SyncerStatus) { st.Conflicts = n })
+	}
 	return nil
 }
 
@@ -365,21 +375,21 @@ func (p *parallel) dispatch(ctx context.Context, pos streamer.Position) error {
 // with more than MaxBatchRows of them is applied in parts: the part so far
 // now, with the checkpoint at the last whole transaction and the rest of the
 // transaction in safe mode, as the serial syncer does.
-func (p *parallel) gather(ctx context.Context, ch Change, safe bool) error {
-	r := p.r
+func (p *parallelApplier) gather(ctx context.Context, ch Change, safe bool) error {
+	s := p.w.s
 	if len(p.group) == 0 {
-		p.groupFrom, p.groupAt = r.lastTxnEnd, time.Now()
+		p.groupFrom, p.groupAt = p.lastTxnEnd, time.Now()
 	}
 	p.group = append(p.group, ch)
 	p.groupSafe = p.groupSafe || safe
-	if len(p.group) < r.s.cfg.MaxBatchRows {
+	if len(p.group) < s.cfg.MaxBatchRows {
 		return nil
 	}
 	if err := p.drain(); err != nil {
 		return err
 	}
-	cp := r.checkpoint(r.lastTxnEnd)
-	cp.SafeUntil = r.s.Status().Read
+	cp := p.w.checkpoint(p.lastTxnEnd)
+	cp.SafeUntil = s.Status().Read
 	if p.lease.Compare(cp.SafeUntil) > 0 {
 		cp.SafeUntil = p.lease
 	}
@@ -395,15 +405,15 @@ func (p *parallel) gather(ctx context.Context, ch Change, safe bool) error {
 // FlushInterval has passed since the first: after the workers have applied
 // everything before them, with an exact checkpoint at their end (SafeUntil
 // still covering what the workers may apply later).
-func (p *parallel) flushGroups(ctx context.Context, force bool) error {
-	r := p.r
-	if p.complete == 0 || (!force && p.complete < r.s.cfg.BatchSize && time.Since(p.groupAt) < time.Duration(r.s.cfg.FlushInterval)) {
+func (p *parallelApplier) flushGroups(ctx context.Context, force bool) error {
+	cfg := &p.w.s.cfg
+	if p.complete == 0 || (!force && p.complete < cfg.BatchSize && time.Since(p.groupAt) < time.Duration(cfg.FlushInterval)) {
 		return nil
 	}
 	if err := p.drain(); err != nil {
 		return err
 	}
-	cp := r.checkpoint(p.groupEnd)
+	cp := p.w.checkpoint(p.groupEnd)
 	if p.lease.Compare(cp.Pos) > 0 && p.lease.Compare(cp.SafeUntil) > 0 {
 		cp.SafeUntil = p.lease
 	}
@@ -412,9 +422,8 @@ func (p *parallel) flushGroups(ctx context.Context, force bool) error {
 
 // applyGroup applies the first n gathered changes with checkpoint cp, every
 // worker having applied what came before.
-func (p *parallel) applyGroup(ctx context.Context, n int, cp Checkpoint) error {
-	r := p.r
-	if err := r.applyAt(ctx, p.group[:n], p.groupSafe, cp); err != nil {
+func (p *parallelApplier) applyGroup(ctx context.Context, n int, cp Checkpoint) error {
+	if err := p.w.applyAt(ctx, p.group[:n], p.groupSafe, cp); err != nil {
 		return err
 	}
 	rest := copy(p.group, p.group[n:])
@@ -422,11 +431,11 @@ func (p *parallel) applyGroup(ctx context.Context, n int, cp Checkpoint) error {
 	p.group, p.complete = p.group[:rest], 0
 	p.groupSafe = false
 	if rest > 0 {
-		p.groupFrom, p.groupAt = r.lastTxnEnd, time.Now()
+		p.groupFrom, p.groupAt = p.lastTxnEnd, time.Now()
 	}
 	p.saved, p.lastSave = cp.Pos, time.Now()
 	p.markers = p.markers[:0]
-	r.s.updateStatus(func(st *SyncerStatus) {
+	p.w.s.updateStatus(func(st *SyncerStatus) {
 		st.Rows += int64(n)
 		st.Batches++
 		st.Checkpoint = cp.Pos
@@ -440,7 +449,7 @@ func (p *parallel) applyGroup(ctx context.Context, n int, cp Checkpoint) error {
 // lately (at least 1): with many tables each worker sees few of them, and
 // its batch turns into few multi-row statements; with one table every
 // worker takes part.
-func (p *parallel) home(ch *Change, key uint64) int {
+func (p *parallelApplier) home(ch *Change, key uint64) int {
 	n := uint64(len(p.workers))
 	tk := p.tkeys[ch.Table]
 	now := time.Now()
@@ -459,7 +468,7 @@ func (p *parallel) home(ch *Change, key uint64) int {
 // changeKeys returns the causality keys of a change: its table's primary and
 // unique keys in its old and new rows; the table itself when no key
 // identifies the row.
-func (p *parallel) changeKeys(dst []uint64, ch *Change) []uint64 {
+func (p *parallelApplier) changeKeys(dst []uint64, ch *Change) []uint64 {
 	tk := p.tkeys[ch.Table]
 	if tk == nil {
 		tk = &tableKeys{name: ch.Table.QualifiedName()}
@@ -490,10 +499,10 @@ func (p *parallel) changeKeys(dst []uint64, ch *Change) []uint64 {
 }
 
 // tablesChanged forgets the tables' keys after a DDL.
-func (p *parallel) tablesChanged() { clear(p.tkeys) }
+func (p *parallelApplier) tablesChanged() { clear(p.tkeys) }
 
-// txnEnd notes the end of an upstream transaction at pos.
-func (p *parallel) txnEnd(pos streamer.Position) {
+// mark notes the end of an upstream transaction at pos.
+func (p *parallelApplier) mark(pos streamer.Position) {
 	if len(p.group) > p.complete {
 		p.complete, p.groupEnd = len(p.group), pos
 	}
@@ -505,11 +514,10 @@ func (p *parallel) txnEnd(pos streamer.Position) {
 
 // watermark returns the end of the last transaction whose changes are all
 // applied, as far as the markers tell, and drops the markers it passes.
-func (p *parallel) watermark() streamer.Position {
-	r := p.r
-	if !r.midTxn && p.idle() {
+func (p *parallelApplier) watermark() streamer.Position {
+	if !p.midTxn && p.idle() {
 		p.markers = p.markers[:0]
-		return r.lastTxnEnd
+		return p.lastTxnEnd
 	}
 	done := -1
 	for i, m := range p.markers {
@@ -534,21 +542,21 @@ func (p *parallel) watermark() streamer.Position {
 }
 
 // unsaved reports whether a checkpoint save could move the stored one.
-func (p *parallel) unsaved() bool {
-	return !p.saved.Equal(p.r.lastTxnEnd) || p.lease.Compare(p.saved) > 0
+func (p *parallelApplier) unsaved() bool {
+	return !p.saved.Equal(p.lastTxnEnd) || p.lease.Compare(p.saved) > 0
 }
 
 // maybeCheckpoint stores the watermark when CheckpointInterval has passed
 // since the last save (at once when force is set) and it has moved. When
 // every worker is idle between transactions the checkpoint is exact: its
 // SafeUntil falls back to the replay window, if any.
-func (p *parallel) maybeCheckpoint(ctx context.Context, force bool) error {
-	if !force && time.Since(p.lastSave) < time.Duration(p.r.s.cfg.CheckpointInterval) {
+func (p *parallelApplier) maybeCheckpoint(ctx context.Context, force bool) error {
+	if !force && time.Since(p.lastSave) < time.Duration(p.w.s.cfg.CheckpointInterval) {
 		return nil
 	}
 	pos := p.watermark()
 	lease := p.lease
-	if !p.r.midTxn && p.idle() {
+	if !p.midTxn && p.idle() {
 		lease = pos
 	}
 	if pos.Equal(p.saved) && lease.Equal(p.lease) {
@@ -560,35 +568,122 @@ func (p *parallel) maybeCheckpoint(ctx context.Context, force bool) error {
 
 // save stores a checkpoint at pos allowing changes up to lease to have been
 // applied.
-func (p *parallel) save(ctx context.Context, pos, lease streamer.Position) error {
-	r := p.r
+func (p *parallelApplier) save(ctx context.Context, pos, lease streamer.Position) error {
 	if len(p.group) > 0 && pos.Compare(p.groupFrom) > 0 {
 		// Gathered changes of cascade groups are not applied yet.
 		pos = p.groupFrom
 	}
-	cp := r.checkpoint(pos)
+	cp := p.w.checkpoint(pos)
 	if lease.Compare(pos) > 0 && lease.Compare(cp.SafeUntil) > 0 {
 		cp.SafeUntil = lease
 	}
-	if err := r.retry(ctx, func() error { return r.s.store.Save(ctx, cp) }); err != nil {
-		return r.s.wrap(pos, "", "save checkpoint", err)
+	if err := p.w.save(ctx, cp); err != nil {
+		return err
 	}
-	r.schemaDirty = false
 	p.saved, p.lease, p.lastSave = pos, lease, time.Now()
-	r.s.updateStatus(func(st *SyncerStatus) { st.Checkpoint = pos })
+	p.w.s.updateStatus(func(st *SyncerStatus) { st.Checkpoint = pos })
 	return nil
 }
 
 // afterDDL records the checkpoint the DDL stored (at pos, exact: every
 // worker had drained before it).
-func (p *parallel) afterDDL(pos streamer.Position) {
+func (p *parallelApplier) afterDDL(pos streamer.Position) {
 	p.saved, p.lease, p.lastSave = pos, pos, time.Now()
 	p.markers = p.markers[:0]
 	p.tablesChanged()
 }
 
-// stop ends the workers and stores the watermark they reached.
-func (p *parallel) stop(ctx context.Context) error {
+// The applier interface (syncer_apply.go).
+
+func (p *parallelApplier) context() context.Context { return p.ctx }
+
+func (p *parallelApplier) rows(ctx context.Context, changes []Change, pos streamer.Position, safe, txnEnd bool) error {
+	p.midTxn = !txnEnd
+	return p.dispatch(ctx, changes, pos, safe)
+}
+
+func (p *parallelApplier) txnEnd(ctx context.Context, pos streamer.Position, commit bool) error {
+	p.lastTxnEnd = pos
+	if !commit {
+		p.mark(pos)
+		return nil
+	}
+	p.midTxn = false
+	p.mark(pos)
+	if err := p.flushGroups(ctx, false); err != nil {
+		return err
+	}
+	return p.maybeCheckpoint(ctx, false)
+}
+
+// ddl is a barrier: everything before the DDL is applied first.
+func (p *parallelApplier) ddl(ctx context.Context, pos streamer.Position, exec func() error) error {
+	if err := p.drain(); err != nil {
+		return err
+	}
+	if err := p.flushGroups(ctx, true); err != nil {
+		return err
+	}
+	if err := exec(); err != nil {
+		return err
+	}
+	p.afterDDL(pos)
+	return nil
+}
+
+// wakeAt: while something is unsaved, look at the workers every
+// FlushInterval: once they are idle the checkpoint is saved at once, exact.
+func (p *parallelApplier) wakeAt() (time.Time, bool) {
+	if p.unsaved() {
+		return time.Now().Add(time.Duration(p.w.s.cfg.FlushInterval)), true
+	}
+	return time.Time{}, false
+}
+
+func (p *parallelApplier) settled() bool { return !p.unsaved() }
+
+func (p *parallelApplier) pause(ctx context.Context) error {
+	p.flushAll() // nothing more is coming for now
+	if err := p.flushGroups(ctx, true); err != nil {
+		return err
+	}
+	return p.maybeCheckpoint(ctx, !p.midTxn && p.idle())
+}
+
+func (p *parallelApplier) failed() error {
+	if p.workerFailed() {
+		return p.failure()
+	}
+	return nil
+}
+
+// handleError: an error that only says Run's context ended is a stop
+// (close saves what the workers reached).
+func (p *parallelApplier) handleError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// close stops the workers and, unless one failed, saves what they reached.
+func (p *parallelApplier) close(ctx context.Context, err error) error {
+	s := p.w.s
+	serr := p.finish(ctx)
+	if ferr := p.failure(); p.workerFailed() {
+		err = ferr
+	} else if err == nil {
+		err = serr
+	}
+	s.mu.Lock()
+	s.queueFn = nil
+	s.mu.Unlock()
+	s.updateStatus(func(st *SyncerStatus) { st.Conflicts = p.conflicts })
+	return err
+}
+
+// finish ends the workers and stores the watermark they reached.
+func (p *parallelApplier) finish(ctx context.Context) error {
 	p.cancel()
 	p.wg.Wait()
 	if p.workerFailed() {
@@ -606,7 +701,7 @@ func (p *parallel) stop(ctx context.Context) error {
 func (w *applyWorker) run() {
 	p := w.p
 	defer p.wg.Done()
-	bs := p.r.s.cfg.BatchSize
+	bs := p.w.s.cfg.BatchSize
 	linger := time.NewTimer(time.Hour)
 	defer linger.Stop()
 	batch := make([]queued, 0, bs)
@@ -621,7 +716,7 @@ func (w *applyWorker) run() {
 		batch = append(batch[:0], it)
 		// Gather a batch: what is queued, then what comes within
 		// FlushInterval, unless the dispatcher needs it applied now.
-		linger.Reset(time.Duration(p.r.s.cfg.FlushInterval))
+		linger.Reset(time.Duration(p.w.s.cfg.FlushInterval))
 	fill:
 		for len(batch) < bs {
 			select {
@@ -651,7 +746,7 @@ func (w *applyWorker) run() {
 }
 
 // flushNow asks worker w to apply what it gathers without waiting for more.
-func (p *parallel) flushNow(w int) {
+func (p *parallelApplier) flushNow(w int) {
 	select {
 	case p.workers[w].kick <- struct{}{}:
 	default:
@@ -661,7 +756,7 @@ func (p *parallel) flushNow(w int) {
 // apply writes one batch and records the progress.
 func (w *applyWorker) apply(batch []queued, changes []Change) error {
 	p := w.p
-	s := p.r.s
+	s := p.w.s
 	safe := false
 	var size int64
 	for i := range batch {
@@ -673,12 +768,12 @@ func (w *applyWorker) apply(batch []queued, changes []Change) error {
 		changes = compact(changes)
 	}
 	changes = group(changes)
-	b := &Batch{Changes: changes, SafeMode: safe, Fence: Fence{Task: s.cfg.Task, Source: s.cfg.Source, Epoch: p.r.epoch}}
-	err := p.r.retry(p.ctx, func() error { return s.sink.Apply(p.ctx, b) })
+	b := &Batch{Changes: changes, SafeMode: safe, Fence: Fence{Task: s.cfg.Task, Source: s.cfg.Source, Epoch: p.w.epoch}}
+	err := s.retry(p.ctx, func() error { return s.sink.Apply(p.ctx, b) })
 	clear(changes)
 	if err != nil {
 		if errors.Is(err, ErrStaleEpoch) {
-			s.log.Warn("fenced off: a newer epoch has written", slog.Int64("epoch", p.r.epoch))
+			s.log.Warn("fenced off: a newer epoch has written", slog.Int64("epoch", p.w.epoch))
 		}
 		return s.wrap(s.Status().Checkpoint, batch[0].ch.Table.QualifiedName(), "apply batch", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/go-mysql-org/go-mysql/replication"
 	gomysql "github.com/go-sql-driver/mysql"
 
@@ -18,27 +17,21 @@ import (
 	"github.com/dmworker/dmworker/streamer"
 )
 
-// run is one Run's state.
+// syncRun is one Run's reading half: it reads events, decodes them into
+// changes and DDL with the tracked schema, and hands them to its applier
+// (syncer_apply.go).
 type syncRun struct {
 	s       *Syncer
+	w       *runWriter // checkpoints, shared with the applier
 	tracker *schema.Tracker
-	// schemaDirty is set when the tracker changed since the last
-	// checkpoint that carried it.
-	schemaDirty bool
-	safeUntil   streamer.Position
-	batch       []Change
-	batchSafe   bool
-	batchStart  time.Time
+	apply   applier
+	// changes holds the changes decoded from the rows event at hand.
+	changes     []Change
 	lastTxnEnd  streamer.Position // end of the last whole transaction read
-	midTxn      bool              // the batch holds part of an open transaction
 	txnChanges  int               // changes delivered of the open transaction (Change.TxnIndex)
 	tables      map[*schema.TableDef]*Table
 	fk          *fkGroups // the tables' foreign key groups; nil: to work out
 	ignoredKind map[string]bool
-	epoch       int64
-	par         *parallel         // parallel apply, when Workers > 1
-	saved       streamer.Position // the serial syncer's last stored checkpoint
-	server      string            // the upstream's identity, recorded in checkpoints
 	// ensured holds the downstream schemas created for routed tables in
 	// this run (ensureTargetSchemas).
 	ensured map[string]bool
@@ -65,7 +58,7 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		}
 	}()
 
-	r := &syncRun{s: s, tables: map[*schema.TableDef]*Table{}, ignoredKind: map[string]bool{}}
+	r := &syncRun{s: s, w: &runWriter{s: s}, tables: map[*schema.TableDef]*Table{}, ignoredKind: map[string]bool{}}
 	cp, found, err := loadCheckpoint(ctx, s.store, s.cfg.Task, s.cfg.Source, s.cfg.Upstream, s.log)
 	if err != nil {
 		return s.wrap(streamer.Position{}, "", "", err)
@@ -79,15 +72,15 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		}
 		return s.wrap(cp.Pos, "", "", err)
 	}
-	r.server = up.Identity
+	r.w.server = up.Identity
 	start := cp.Pos
-	r.epoch = cp.Epoch
+	r.w.epoch = cp.Epoch
 	if s.opts.fenced {
 		if found && cp.Epoch > s.opts.epoch {
 			return s.wrap(cp.Pos, "", "", fmt.Errorf("%w: the stored checkpoint is from epoch %d, this syncer writes under %d",
 				ErrStaleEpoch, cp.Epoch, s.opts.epoch))
 		}
-		r.epoch = s.opts.epoch
+		r.w.epoch = s.opts.epoch
 	}
 	if found && len(cp.Snapshot) > 0 {
 		return s.wrap(cp.Pos, "", "", errors.New("the snapshot of existing data is not finished: run the task in mode full or all first"))
@@ -107,7 +100,7 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		// checkpoint with its data, nothing else; with a separate store,
 		// up to wherever the last run got, which is at most the
 		// upstream's end now.
-		r.safeUntil = cp.SafeUntil
+		r.w.safeUntil = cp.SafeUntil
 		end := streamer.Position{Name: up.Master.Name, Offset: up.Master.Offset}
 		res, err := s.lineage(cp, up)
 		if err != nil {
@@ -118,17 +111,17 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 			// the checkpoint's. What may have been applied past the
 			// checkpoint is bounded by this server's end, if it has
 			// caught up with the old one.
-			if !r.safeUntil.IsZero() {
-				r.safeUntil = end
+			if !r.w.safeUntil.IsZero() {
+				r.w.safeUntil = end
 			}
 			s.log.Warn("the checkpoint was taken on another server: resuming from its GTID set", slog.String("checkpoint", cp.Pos.String()),
 				slog.String("checkpoint-server", cp.Server), slog.String("server", up.Identity))
 		}
-		if _, atomic := s.store.(sinkStore); !atomic && end.Compare(r.safeUntil) > 0 {
+		if _, atomic := s.store.(sinkStore); !atomic && end.Compare(r.w.safeUntil) > 0 {
 			// The data may be ahead of any checkpoint this store holds.
-			r.safeUntil = end
+			r.w.safeUntil = end
 		}
-		s.log.Info("resuming from checkpoint", slog.String("pos", cp.Pos.String()), slog.String("safe-until", r.safeUntil.String()))
+		s.log.Info("resuming from checkpoint", slog.String("pos", cp.Pos.String()), slog.String("safe-until", r.w.safeUntil.String()))
 	} else {
 		if err := s.checkBinlog(ctx); err != nil {
 			return s.wrap(streamer.Position{}, "", "", err)
@@ -142,18 +135,19 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 			table, create := definitionOf(err)
 			return s.wrap(start, table, create, err)
 		}
-		r.schemaDirty = true
+		r.w.schemaDirty = true
 		s.log.Info("fresh start", slog.String("pos", start.String()), slog.Int("tables", len(r.tracker.Tables())))
 	}
-	r.lastTxnEnd, r.saved = start, start
+	r.w.tracker = r.tracker
+	r.lastTxnEnd = start
 	s.mu.Lock()
-	s.status.Checkpoint, s.status.SafeUntil, s.status.Read = start, r.safeUntil, start
+	s.status.Checkpoint, s.status.SafeUntil, s.status.Read = start, r.w.safeUntil, start
 	s.prog.Begin(start, time.Now())
 	s.mu.Unlock()
 	if !found {
 		// Record the start at once: a restart before the first change
 		// must not move it to a later "current" position.
-		if err := r.saveCheckpoint(ctx, start); err != nil {
+		if err := r.w.saveCheckpoint(ctx, start); err != nil {
 			return err
 		}
 	}
@@ -178,75 +172,11 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		}
 	}()
 	if s.cfg.Workers > 1 {
-		return r.parallelLoop(ctx, reader, start)
+		r.apply = newParallelApplier(ctx, r.w, start)
+	} else {
+		r.apply = newSerialApplier(ctx, r.w, start)
 	}
 	return r.loop(ctx, reader)
-}
-
-// parallelLoop is loop with parallel workers.
-func (r *syncRun) parallelLoop(ctx context.Context, reader streamer.Reader, start streamer.Position) (err error) {
-	s := r.s
-	p := newParallel(ctx, r)
-	r.par = p
-	p.started(start, r.safeUntil)
-	s.mu.Lock()
-	s.queueFn = p.queueBytes
-	s.mu.Unlock()
-	defer func() {
-		serr := p.stop(ctx)
-		if ferr := p.failure(); p.workerFailed() {
-			err = ferr
-		} else if err == nil {
-			err = serr
-		}
-		s.mu.Lock()
-		s.queueFn = nil
-		s.mu.Unlock()
-		s.updateStatus(func(st *SyncerStatus) { st.Conflicts = p.conflicts })
-	}()
-	var deadline waitDeadline
-	defer deadline.stop()
-	// While something is unsaved, look at the workers every FlushInterval:
-	// once they are idle the checkpoint is saved at once, exact.
-	flushEvery := time.Duration(s.cfg.FlushInterval)
-	for {
-		gctx := p.ctx
-		if p.unsaved() {
-			gctx = deadline.context(p.ctx, time.Now().Add(flushEvery))
-		}
-		ev, err := reader.GetEvent(gctx)
-		if err != nil {
-			switch {
-			case p.workerFailed():
-				return p.failure()
-			case ctx.Err() != nil:
-				return nil // stop saves what the workers reached
-			case gctx != p.ctx && gctx.Err() != nil:
-				deadline.stop()
-				p.flushAll() // nothing more is coming for now
-				if err := p.flushGroups(ctx, true); err != nil {
-					return err
-				}
-				if err := p.maybeCheckpoint(ctx, !r.midTxn && p.idle()); err != nil {
-					return err
-				}
-				continue
-			}
-			return s.wrap(r.lastTxnEnd, "", "", err)
-		}
-		if err := r.handle(p.ctx, ev); err != nil {
-			if p.workerFailed() {
-				return p.failure()
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		if !p.unsaved() {
-			deadline.stop()
-		}
-	}
 }
 
 func (s *Syncer) openReader(ctx context.Context, start streamer.Position) (streamer.Reader, error) {
@@ -357,56 +287,49 @@ func checkUpstreamBinlog(ctx context.Context, up streamer.UpstreamConfig) error 
 
 func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
 
-// loop reads and applies events until ctx ends or an error.
-func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) error {
-	s := r.s
-	flushEvery := time.Duration(s.cfg.FlushInterval)
-	var deadline waitDeadline // a partial batch must be flushed by then
+// loop reads events and hands them to the applier until ctx ends or an
+// error.
+func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) (err error) {
+	a := r.apply
+	defer func() { err = a.close(ctx, err) }()
+	actx := a.context()
+	var deadline waitDeadline // what waits must be applied or saved by then
 	defer deadline.stop()
 	for {
-		gctx := ctx
-		switch {
-		case len(r.batch) > 0 && !r.midTxn:
-			gctx = deadline.context(ctx, r.batchStart.Add(flushEvery))
-		case len(r.batch) == 0 && !r.saved.Equal(r.lastTxnEnd):
-			// Only events with no rows since the last checkpoint
-			// (filtered, or between transactions): save it there once
-			// nothing more comes for a while.
-			gctx = deadline.context(ctx, time.Now().Add(flushEvery))
+		rctx := actx
+		if at, ok := a.wakeAt(); ok {
+			rctx = deadline.context(actx, at)
 		}
-		ev, err := reader.GetEvent(gctx)
+		ev, err := reader.GetEvent(rctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				// Stopping: what is read is applied, with the checkpoint
-				// at the last whole transaction; when the batch ends
-				// inside one, the rest of it is replayed in safe mode.
-				return r.flush(afterStop(ctx), r.lastTxnEnd, r.midTxn)
+			if ferr := a.failed(); ferr != nil {
+				return ferr
 			}
-			if gctx != ctx && gctx.Err() != nil {
+			if ctx.Err() != nil {
+				return nil // stopping: close applies what is read
+			}
+			if rctx != actx && rctx.Err() != nil {
 				deadline.stop()
-				if len(r.batch) == 0 {
-					if err := r.saveCheckpoint(ctx, r.lastTxnEnd); err != nil {
-						return err
-					}
-					continue
-				}
-				if err := r.flush(ctx, r.lastTxnEnd, false); err != nil {
+				if err := a.pause(ctx); err != nil {
 					return err
 				}
 				continue
 			}
-			return s.wrap(r.lastTxnEnd, "", "", err)
+			return r.s.wrap(r.lastTxnEnd, "", "", err)
 		}
-		if err := r.handle(ctx, ev); err != nil {
-			return err
+		if err := r.handle(actx, ev); err != nil {
+			if ferr := a.failed(); ferr != nil {
+				return ferr
+			}
+			return a.handleError(ctx, err)
 		}
-		if len(r.batch) == 0 && r.saved.Equal(r.lastTxnEnd) {
+		if a.settled() {
 			deadline.stop()
 		}
 	}
 }
 
-// handle applies one event.
+// handle decodes one event and hands what it means to the applier.
 func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 	s := r.s
 	if !s.reached.Load() {
@@ -418,9 +341,6 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 			st.Read = ev.Pos
 			st.Events++
 			s.prog.Read(ev.Pos, ev.Header.Timestamp, now)
-			if r.par != nil {
-				st.Conflicts = r.par.conflicts
-			}
 		})
 	} else if t := ev.Header.EventType; t == replication.HEARTBEAT_EVENT || t == replication.HEARTBEAT_LOG_EVENT_V2 {
 		// The upstream sends one only when it has nothing more: its
@@ -431,17 +351,16 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 	}
 	switch e := ev.Event.(type) {
 	case *replication.RowsEvent:
-		if err := r.rowsEvent(ev, e); err != nil {
+		ok, err := r.rowsEvent(ev, e)
+		if err != nil {
 			return err
 		}
-		if r.par != nil {
-			if err := r.par.dispatch(ctx, ev.Pos); err != nil {
-				return err
-			}
-		} else if len(r.batch) >= s.cfg.MaxBatchRows {
-			// A huge transaction: apply what we have, in safe mode from
-			// here to its end, checkpoint unchanged.
-			if err := r.flush(ctx, r.lastTxnEnd, true); err != nil {
+		if ok {
+			safe := s.cfg.SafeMode || (!r.w.safeUntil.IsZero() && ev.Pos.Compare(r.w.safeUntil) <= 0)
+			err := r.apply.rows(ctx, r.changes, ev.Pos, safe, ev.TxnEnd)
+			clear(r.changes)
+			r.changes = r.changes[:0]
+			if err != nil {
 				return err
 			}
 		}
@@ -460,20 +379,8 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		if !ev.TxnEnd {
 			break
 		}
-		if r.par != nil {
-			// A barrier: everything before the DDL is applied first.
-			if err := r.par.drain(); err != nil {
-				return err
-			}
-			if err := r.par.flushGroups(ctx, true); err != nil {
-				return err
-			}
-		}
-		if err := r.ddl(ctx, ev, string(e.Schema), q, mode); err != nil {
+		if err := r.apply.ddl(ctx, ev.Pos, func() error { return r.ddl(ctx, ev, string(e.Schema), q, mode) }); err != nil {
 			return err
-		}
-		if r.par != nil {
-			r.par.afterDDL(ev.Pos)
 		}
 	case *replication.ExecuteLoadQueryEvent:
 		// LOAD DATA logged as a statement; the event does not say which
@@ -487,40 +394,27 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		// with such events.
 		r.lastTxnEnd = ev.Pos
 		r.txnChanges = 0
-		if r.par != nil {
-			r.par.txnEnd(ev.Pos)
-		}
-		return nil
+		return r.apply.txnEnd(ctx, ev.Pos, false)
 	}
 	if ev.TxnEnd {
 		r.lastTxnEnd = ev.Pos
-		r.midTxn = false
 		r.txnChanges = 0
-		if r.par != nil {
-			r.par.txnEnd(ev.Pos)
-			if err := r.par.flushGroups(ctx, false); err != nil {
-				return err
-			}
-			return r.par.maybeCheckpoint(ctx, false)
-		}
-		if len(r.batch) > 0 {
-			if len(r.batch) >= s.cfg.BatchSize || time.Since(r.batchStart) >= time.Duration(s.cfg.FlushInterval) {
-				return r.flush(ctx, ev.Pos, false)
-			}
-		}
+		return r.apply.txnEnd(ctx, ev.Pos, true)
 	}
 	return nil
 }
 
-// rowsEvent turns a rows event into changes appended to the batch.
-func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) error {
+// rowsEvent turns a rows event into changes appended to r.changes. It
+// reports whether the event concerns a table the task replicates (false
+// for one filtered out or without a table).
+func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) (bool, error) {
 	s := r.s
 	if e.Table == nil {
-		return nil
+		return false, nil
 	}
 	db, tbl := string(e.Table.Schema), string(e.Table.Table)
 	if !s.rules.allowed(db, tbl) {
-		return nil
+		return false, nil
 	}
 	var kind ChangeKind
 	switch ev.Header.EventType {
@@ -531,22 +425,22 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) error 
 	case replication.DELETE_ROWS_EVENTv0, replication.DELETE_ROWS_EVENTv1, replication.DELETE_ROWS_EVENTv2, replication.MARIADB_DELETE_ROWS_COMPRESSED_EVENT_V1:
 		kind = Delete
 	default:
-		return nil
+		return false, nil
 	}
 	skip, err := s.rules.skipDML(db, tbl, kind)
 	if err != nil {
-		return r.wrapEvent(ev, db+"."+tbl, kind.String(), err)
+		return false, r.wrapEvent(ev, db+"."+tbl, kind.String(), err)
 	}
 	if skip {
-		return nil
+		return false, nil
 	}
 	def, ok := r.tracker.Table(db, tbl)
 	if !ok {
-		return r.wrapEvent(ev, db+"."+tbl, kind.String(), ErrUnknownTable)
+		return false, r.wrapEvent(ev, db+"."+tbl, kind.String(), ErrUnknownTable)
 	}
 	t, order, err := r.table(def, e.Table)
 	if err != nil {
-		return r.wrapEvent(ev, db+"."+tbl, kind.String(), err)
+		return false, r.wrapEvent(ev, db+"."+tbl, kind.String(), err)
 	}
 	conv := func(row []any) ([]any, error) {
 		if len(row) != int(e.ColumnCount) || len(row) != len(def.Columns) {
@@ -563,11 +457,6 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) error 
 		}
 		return out, nil
 	}
-	if len(r.batch) == 0 {
-		r.batchStart = time.Now()
-	}
-	r.batchSafe = r.batchSafe || s.cfg.SafeMode || (!r.safeUntil.IsZero() && ev.Pos.Compare(r.safeUntil) <= 0)
-	r.midTxn = !ev.TxnEnd
 	step := 1
 	if kind == Update {
 		step = 2
@@ -587,12 +476,12 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) error 
 			}
 		}
 		if err != nil {
-			return r.wrapEvent(ev, db+"."+tbl, kind.String(), err)
+			return false, r.wrapEvent(ev, db+"."+tbl, kind.String(), err)
 		}
-		r.batch = append(r.batch, ch)
+		r.changes = append(r.changes, ch)
 		r.txnChanges++
 	}
-	return nil
+	return true, nil
 }
 
 // table returns the sink's view of a tracked table and the mapping from the
@@ -634,39 +523,37 @@ func (r *syncRun) table(def *schema.TableDef, tm *replication.TableMapEvent) (*T
 // sinkTable builds the Table handed to the sink for a definition.
 func (s *Syncer) sinkTable(def *schema.TableDef) *Table { return sinkTableOf(s.rules, def) }
 
-// ddl applies a DDL statement, written under sql_mode mode: every change
-// before it is flushed first.
+// ddl applies a DDL statement, written under sql_mode mode, and stores
+// the checkpoint after it. The applier has applied every change before it
+// (applier.ddl).
 func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, query string, mode schema.SQLMode) error {
 	s := r.s
-	if err := r.flush(ctx, r.lastTxnEnd, false); err != nil {
-		return err
-	}
 	// DDL is not transactional downstream: record first that a crash from
 	// here on must replay it in safe mode.
-	replay := !r.safeUntil.IsZero() && ev.Pos.Compare(r.safeUntil) <= 0
+	replay := !r.w.safeUntil.IsZero() && ev.Pos.Compare(r.w.safeUntil) <= 0
 	if !replay {
-		cp := r.checkpoint(r.lastTxnEnd)
+		cp := r.w.checkpoint(r.lastTxnEnd)
 		cp.SafeUntil = ev.Pos
-		if err := r.retry(ctx, func() error { return s.store.Save(ctx, cp) }); err != nil {
+		if err := s.retry(ctx, func() error { return s.store.Save(ctx, cp) }); err != nil {
 			return s.wrap(ev.Pos, "", "save checkpoint", err)
 		}
 	}
 	if op, ok := s.takeOperator(ev.Pos, r.eventStart(ev)); ok {
 		if op.skip {
 			s.log.Warn("skipping DDL as asked", slog.String("pos", ev.Pos.String()), slog.String("query", query))
-			return r.saveCheckpoint(ctx, ev.Pos)
+			return r.w.saveCheckpoint(ctx, ev.Pos)
 		}
 		for _, q := range op.replace {
 			if _, err := r.tracker.Apply(defaultSchema, q); err != nil {
 				return r.wrapEvent(ev, "", q, err)
 			}
-			r.schemaDirty = true
+			r.w.schemaDirty = true
 			r.tables, r.fk = map[*schema.TableDef]*Table{}, nil
 			if err := r.execDDL(ctx, &DDL{Schema: defaultSchema, Query: q, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || s.cfg.SafeMode}); err != nil {
 				return r.wrapEvent(ev, "", q, err)
 			}
 		}
-		return r.saveCheckpoint(ctx, ev.Pos)
+		return r.w.saveCheckpoint(ctx, ev.Pos)
 	}
 	stmts, err := schema.SplitMode(mode, defaultSchema, query)
 	if err != nil {
@@ -684,7 +571,7 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 		if _, err := r.tracker.ApplyStmts(*st); err != nil {
 			return r.wrapEvent(ev, st.Table.String(), query, err)
 		}
-		r.schemaDirty = true
+		r.w.schemaDirty = true
 		r.tables, r.fk = map[*schema.TableDef]*Table{}, nil
 		if !s.rules.allowed(st.Table.Schema, st.Table.Name) {
 			continue
@@ -718,7 +605,7 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 			return r.wrapEvent(ev, st.Table.String(), query, err)
 		}
 	}
-	return r.saveCheckpoint(ctx, ev.Pos)
+	return r.w.saveCheckpoint(ctx, ev.Pos)
 }
 
 // ensureTargetSchemas creates downstream, once per run, the schema that a
@@ -754,105 +641,11 @@ func (r *syncRun) ensureTargetSchemas(ctx context.Context, ev *streamer.Event, s
 }
 
 func (r *syncRun) execDDL(ctx context.Context, d *DDL) error {
-	err := r.retry(ctx, func() error { return r.s.sink.ExecDDL(ctx, d) })
+	err := r.s.retry(ctx, func() error { return r.s.sink.ExecDDL(ctx, d) })
 	if err == nil {
 		r.s.updateStatus(func(st *SyncerStatus) { st.DDLs++ })
 	}
 	return err
-}
-
-// flush applies the batch with a checkpoint at pos. partial means the batch
-// ends inside a transaction: the checkpoint stays at pos (the last whole
-// transaction) and what follows is replayed in safe mode after a crash.
-func (r *syncRun) flush(ctx context.Context, pos streamer.Position, partial bool) error {
-	s := r.s
-	if len(r.batch) == 0 {
-		return nil
-	}
-	cp := r.checkpoint(pos)
-	if partial {
-		cp.SafeUntil = s.Status().Read
-		r.batchSafe = true
-	}
-	if err := r.applyAt(ctx, r.batch, r.batchSafe, cp); err != nil {
-		return err
-	}
-	n := int64(len(r.batch))
-	r.batch = nil
-	r.batchSafe = partial
-	if !partial {
-		r.saved = pos
-	}
-	s.updateStatus(func(st *SyncerStatus) {
-		st.Rows += n
-		st.Batches++
-		if !partial {
-			st.Checkpoint = pos
-		}
-	})
-	return nil
-}
-
-// applyAt applies changes in one batch with the checkpoint cp: stored by the
-// sink in the batch's transaction, or by the store after it.
-func (r *syncRun) applyAt(ctx context.Context, changes []Change, safe bool, cp Checkpoint) error {
-	s := r.s
-	b := &Batch{Changes: changes, SafeMode: safe, Checkpoint: &cp}
-	if err := r.retry(ctx, func() error { return s.sink.Apply(ctx, b) }); err != nil {
-		return s.wrap(cp.Pos, "", "apply batch", err)
-	}
-	if _, ok := s.store.(sinkStore); !ok {
-		// The sink did not store the checkpoint with the data.
-		if err := r.retry(ctx, func() error { return s.store.Save(ctx, cp) }); err != nil {
-			return s.wrap(cp.Pos, "", "save checkpoint", err)
-		}
-	}
-	r.schemaDirty = false
-	return nil
-}
-
-// saveCheckpoint stores a checkpoint with no data (after a DDL).
-func (r *syncRun) saveCheckpoint(ctx context.Context, pos streamer.Position) error {
-	cp := r.checkpoint(pos)
-	if err := r.retry(ctx, func() error { return r.s.store.Save(ctx, cp) }); err != nil {
-		return r.s.wrap(pos, "", "save checkpoint", err)
-	}
-	r.schemaDirty = false
-	r.saved = pos
-	r.s.updateStatus(func(st *SyncerStatus) { st.Checkpoint = pos })
-	return nil
-}
-
-func (r *syncRun) checkpoint(pos streamer.Position) Checkpoint {
-	cp := Checkpoint{Task: r.s.cfg.Task, Source: r.s.cfg.Source, Pos: pos, Epoch: r.epoch, Server: r.server}
-	if !r.safeUntil.IsZero() && pos.Compare(r.safeUntil) < 0 {
-		cp.SafeUntil = r.safeUntil
-	}
-	if r.schemaDirty {
-		b, err := r.tracker.Marshal()
-		if err == nil {
-			cp.Schema = b
-		}
-	}
-	return cp
-}
-
-// retry runs f until it succeeds, fails with a non-retryable error, or the
-// retry budget is spent.
-func (r *syncRun) retry(ctx context.Context, f func() error) error {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 5*time.Second, r.s.opts.sinkRetry
-	return backoff.Retry(func() error {
-		err := f()
-		if err == nil || !IsRetryable(err) {
-			if err != nil {
-				return backoff.Permanent(err)
-			}
-			return nil
-		}
-		r.s.log.Warn("retrying sink call", slog.String("error", err.Error()))
-		return err
-	}, backoff.WithContext(b, ctx))
 }
 
 // wrapEvent is wrap for an error about the event ev: the error carries

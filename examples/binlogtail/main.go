@@ -79,28 +79,19 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/replication"
 
+	"github.com/dmworker/dmworker/examples/internal/cli"
 	"github.com/dmworker/dmworker/streamer"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(run) }
 
 // flushDelay bounds how long a printed line may wait in the output buffer
 // while the stream is quiet.
@@ -121,17 +112,10 @@ type config struct {
 // returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseArgs(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if errors.Is(err, errReported) {
-		return 2
-	}
 	if err != nil {
-		fmt.Fprintln(stderr, "binlogtail:", err)
-		return 2
+		return cli.UsageStatus(stderr, "binlogtail", err)
 	}
-	logger := slog.New(warningsOnly{slog.NewTextHandler(stderr, &slog.HandlerOptions{ReplaceAttr: plainErrors})})
+	logger := cli.WarningsLogger(stderr)
 	var r streamer.Reader
 	if cfg.relayDir != "" {
 		start := streamer.StartAtPosition(cfg.start)
@@ -146,7 +130,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "binlogtail:", err)
-		return 1
+		return cli.ExitFailure
 	}
 	defer r.Close()
 
@@ -155,43 +139,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := tail(ctx, r, out, cfg.idle); err != nil && !errors.Is(err, streamer.ErrEndOfStream) {
 		out.Flush()
 		fmt.Fprintln(stderr, "binlogtail:", err)
-		return 1
+		return cli.ExitFailure
 	}
-	return 0
+	return cli.ExitOK
 }
-
-// warningsOnly passes on warnings (such as connection retries) and drops
-// the rest: a terminal error is printed once by run, not logged as well.
-type warningsOnly struct{ slog.Handler }
-
-func (h warningsOnly) Enabled(_ context.Context, l slog.Level) bool { return l == slog.LevelWarn }
-
-func (h warningsOnly) WithAttrs(as []slog.Attr) slog.Handler {
-	return warningsOnly{h.Handler.WithAttrs(as)}
-}
-
-func (h warningsOnly) WithGroup(name string) slog.Handler {
-	return warningsOnly{h.Handler.WithGroup(name)}
-}
-
-// plainErrors logs errors by their message: slog's text handler would print
-// them with %+v, which for errors from go-mysql includes a stack trace.
-func plainErrors(_ []string, a slog.Attr) slog.Attr {
-	if err, ok := a.Value.Any().(error); ok && a.Value.Kind() == slog.KindAny {
-		return slog.String(a.Key, err.Error())
-	}
-	return a
-}
-
-// errReported is a bad-flag error that has already been printed.
-var errReported = errors.New("bad flags")
 
 func parseArgs(args []string, stderr io.Writer) (config, error) {
-	fs := flag.NewFlagSet("binlogtail", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.NewFlagSet("binlogtail", stderr)
 	var (
-		from     = fs.String("from", "", "upstream as user[:password]@host:port (required without -relay-dir); the password is better given by -from-password-file or $DMWORKER_FROM_PASSWORD")
-		fromPw   = fs.String("from-password-file", "", "read the upstream's password from `FILE` (default: from -from, else $DMWORKER_FROM_PASSWORD)")
+		from     = cli.Server(fs, "from", "upstream", "required without -relay-dir", "DMWORKER_FROM_PASSWORD")
 		relayDir = fs.String("relay-dir", "", "read this relay directory instead of an upstream")
 		follow   = fs.Bool("follow", false, "with -relay-dir: wait for new events at the end of the relay")
 		pos      = fs.String("pos", "", "start position, e.g. mysql-bin.000001:4")
@@ -201,22 +157,16 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		idle     = fs.Duration("exit-when-idle", 0, "exit once no event but heartbeats came for this long (0: never)")
 		maxRetry = fs.Duration("max-retry", time.Minute, "give up after failing to reach the upstream for this long (0: never)")
 	)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return config{}, err
-		}
-		return config{}, errReported // the flag set printed it, with the usage
+	if err := cli.Parse(fs, args); err != nil {
+		return config{}, err
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	set := cli.Set(fs)
 
 	var cfg config
 	switch {
-	case fs.NArg() > 0:
-		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case *from == "" && *relayDir == "":
+	case !from.Given() && *relayDir == "":
 		return cfg, errors.New("-from user:password@host:port or -relay-dir DIR is required")
-	case *from != "" && *relayDir != "":
+	case from.Given() && *relayDir != "":
 		return cfg, errors.New("give -from or -relay-dir, not both")
 	case set["follow"] && *relayDir == "":
 		return cfg, errors.New("-follow applies to -relay-dir (an upstream is always followed)")
@@ -231,7 +181,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	var err error
 	if *relayDir != "" {
 		cfg.relayDir, cfg.follow = *relayDir, *follow
-	} else if up, err = streamer.ParseUpstreamFlags(*from, *fromPw, "DMWORKER_FROM_PASSWORD"); err != nil {
+	} else if up, err = from.Config(); err != nil {
 		return cfg, err
 	}
 	switch *flavor {

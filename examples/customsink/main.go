@@ -51,27 +51,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/examples/internal/cli"
 	"github.com/dmworker/dmworker/streamer"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(run) }
 
 // jsonSink is the example's Sink: one JSON line per change or DDL.
 type jsonSink struct {
@@ -146,9 +138,6 @@ func (s *jsonSink) write(v any) error {
 	return err
 }
 
-// errReported is a bad-flag error that has already been printed.
-var errReported = errors.New("bad flags")
-
 type config struct {
 	up     streamer.UpstreamConfig
 	syncer dmworker.SyncerConfig
@@ -157,15 +146,8 @@ type config struct {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseArgs(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if errors.Is(err, errReported) {
-		return 2
-	}
 	if err != nil {
-		fmt.Fprintln(stderr, "customsink:", err)
-		return 2
+		return cli.UsageStatus(stderr, "customsink", err)
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	sink := &jsonSink{out: bufio.NewWriter(stdout)}
@@ -174,7 +156,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		dmworker.WithLogger(logger))
 	if err != nil {
 		fmt.Fprintln(stderr, "customsink:", err)
-		return 1
+		return cli.ExitFailure
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -190,9 +172,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		case err := <-done:
 			if err != nil {
 				fmt.Fprintln(stderr, "customsink:", err)
-				return 1
+				return cli.ExitFailure
 			}
-			return 0
+			return cli.ExitOK
 		case now := <-tick.C:
 			st := s.Status()
 			if cfg.idle <= 0 || st.Stage != dmworker.SyncerRunning {
@@ -222,32 +204,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func parseArgs(args []string, stderr io.Writer) (config, error) {
-	fs := flag.NewFlagSet("customsink", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.NewFlagSet("customsink", stderr)
 	var (
-		from   = fs.String("from", "", "upstream as user[:password]@host:port (required); the password is better given by -from-password-file or $DMWORKER_FROM_PASSWORD")
-		fromPw = fs.String("from-password-file", "", "read the upstream's password from `FILE` (default: from -from, else $DMWORKER_FROM_PASSWORD)")
+		from   = cli.Server(fs, "from", "upstream", "required", "DMWORKER_FROM_PASSWORD")
 		tables = fs.String("tables", "", "comma-separated db.table patterns to replicate (default all)")
 		start  = fs.String("start", "", "start position FILE:POS (default: the upstream's current one)")
 		idle   = fs.Duration("exit-when-idle", 0, "exit once caught up and the upstream idle for this long (0: never)")
 	)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return config{}, err
-		}
-		return config{}, errReported
+	if err := cli.Parse(fs, args); err != nil {
+		return config{}, err
 	}
 	var cfg config
 	switch {
-	case fs.NArg() > 0:
-		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case *from == "":
+	case !from.Given():
 		return cfg, errors.New("-from user:password@host:port is required")
 	case *idle < 0:
 		return cfg, errors.New("-exit-when-idle must not be negative")
 	}
 	var err error
-	if cfg.up, err = streamer.ParseUpstreamFlags(*from, *fromPw, "DMWORKER_FROM_PASSWORD"); err != nil {
+	if cfg.up, err = from.Config(); err != nil {
 		return cfg, err
 	}
 	cfg.idle = *idle

@@ -51,39 +51,28 @@ import (
 	"context"
 	crand "crypto/rand"
 	"database/sql"
-	"encoding/json"
 	"errors"
-	"flag"
+
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
-	"net/url"
-	"os"
-	"os/signal"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/examples/internal/cli"
+	"github.com/dmworker/dmworker/examples/internal/embedetcd"
 	"github.com/dmworker/dmworker/mysqlsink"
 	"github.com/dmworker/dmworker/streamer"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(run) }
 
 const (
 	demoDB   = "failover_demo"
@@ -100,27 +89,22 @@ type config struct {
 }
 
 func parseArgs(args []string, stderr io.Writer) (config, error) {
-	fs := flag.NewFlagSet("failover", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.NewFlagSet("failover", stderr)
 	var (
-		from    = fs.String("from", "", "upstream as user[:password]@host:port (required); the password is better given by -from-password-file or $DMWORKER_FROM_PASSWORD")
-		fromPw  = fs.String("from-password-file", "", "read the upstream's password from `FILE` (default: from -from, else $DMWORKER_FROM_PASSWORD)")
-		to      = fs.String("to", "", "downstream as user[:password]@host:port (required); the password is better given by -to-password-file or $DMWORKER_TO_PASSWORD")
-		toPw    = fs.String("to-password-file", "", "read the downstream's password from `FILE` (default: from -to, else $DMWORKER_TO_PASSWORD)")
+		from    = cli.Server(fs, "from", "upstream", "required", "DMWORKER_FROM_PASSWORD")
+		to      = cli.Server(fs, "to", "downstream", "required", "DMWORKER_TO_PASSWORD")
 		etcd    = fs.String("etcd", "", "comma-separated etcd endpoints (default: an embedded etcd)")
 		txns    = fs.Int("txns", 600, "workload transactions")
 		rate    = fs.Int("rate", 200, "workload transactions a second (0: unlimited)")
 		ttl     = fs.Duration("keepalive-ttl", 2*time.Second, "TTL of the registrations and the leadership (whole seconds)")
 		timeout = fs.Duration("timeout", 2*time.Minute, "how long the whole run may take")
 	)
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return config{}, err
 	}
 	var cfg config
 	switch {
-	case fs.NArg() > 0:
-		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case *from == "" || *to == "":
+	case !from.Given() || !to.Given():
 		return cfg, errors.New("-from and -to user:password@host:port are required")
 	case *txns < 2:
 		return cfg, fmt.Errorf("-txns %d: at least 2 (a is killed halfway)", *txns)
@@ -132,17 +116,13 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-timeout %s: must be positive", *timeout)
 	}
 	var err error
-	if cfg.up, err = streamer.ParseUpstreamFlags(*from, *fromPw, "DMWORKER_FROM_PASSWORD"); err != nil {
+	if cfg.up, err = from.Config(); err != nil {
 		return cfg, fmt.Errorf("-from: %w", err)
 	}
-	if cfg.down, err = streamer.ParseUpstreamFlags(*to, *toPw, "DMWORKER_TO_PASSWORD"); err != nil {
+	if cfg.down, err = to.Config(); err != nil {
 		return cfg, fmt.Errorf("-to: %w", err)
 	}
-	for _, e := range strings.Split(*etcd, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			cfg.etcd = append(cfg.etcd, e)
-		}
-	}
+	cfg.etcd = cli.List(*etcd)
 	cfg.txns, cfg.rate, cfg.ttl, cfg.timeout = *txns, *rate, *ttl, *timeout
 	return cfg, nil
 }
@@ -150,22 +130,16 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 // run is the whole program; it returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseArgs(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
 	if err != nil {
-		if !strings.HasPrefix(err.Error(), "flag provided") {
-			fmt.Fprintln(stderr, "failover:", err)
-		}
-		return 2
+		return cli.UsageStatus(stderr, "failover", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
 	if err := failover(ctx, cfg, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "failover:", err)
-		return 1
+		return cli.ExitFailure
 	}
-	return 0
+	return cli.ExitOK
 }
 
 // errDiffer means the downstream does not equal the upstream.
@@ -173,12 +147,12 @@ var errDiffer = errors.New("tables differ")
 
 func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	updb, err := openDB(cfg.up)
+	updb, err := cli.OpenDB(cfg.up)
 	if err != nil {
 		return err
 	}
 	defer updb.Close()
-	downdb, err := openDB(cfg.down)
+	downdb, err := cli.OpenDB(cfg.down)
 	if err != nil {
 		return err
 	}
@@ -198,13 +172,13 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 
 	endpoints := cfg.etcd
 	if len(endpoints) == 0 {
-		e, err := startEtcd()
+		e, err := embedetcd.Start("dmworker-failover-etcd-")
 		if err != nil {
 			return err
 		}
-		defer e.close()
-		endpoints = []string{e.endpoint}
-		fmt.Fprintf(stdout, "embedded etcd at %s\n", e.endpoint)
+		defer e.Close()
+		endpoints = []string{e.Endpoint}
+		fmt.Fprintf(stdout, "embedded etcd at %s\n", e.Endpoint)
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
@@ -240,8 +214,12 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err := dmworker.PutSourceConfig(ctx, cli, source, dmworker.WithCredentialKey(key), dmworker.WithEtcdPrefix(prefix)); err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
-	if err := putJSON(ctx, cli, prefix+"subtask/"+source.Name+"/"+task.Name, task); err != nil {
+	host, err := dmworker.NewEtcdHost(cli, prefix)
+	if err != nil {
 		return err
+	}
+	if err := host.PutSubTaskConfig(ctx, source.Name, task); err != nil {
+		return fmt.Errorf("etcd: %w", err)
 	}
 
 	coord, err := dmworker.NewCoordinator(cli, dmworker.WithKeepAliveTTL(cfg.ttl), common.prefix, common.logger)
@@ -544,100 +522,4 @@ func compare(ctx context.Context, out io.Writer, updb, downdb *sql.DB, table str
 	}
 	fmt.Fprintf(out, "tables match: %s checksum %s, %d rows\n", table, us, un)
 	return nil
-}
-
-func putJSON(ctx context.Context, cli *clientv3.Client, key string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	if _, err := cli.Put(ctx, key, string(b)); err != nil {
-		return fmt.Errorf("etcd: put %s: %w", key, err)
-	}
-	return nil
-}
-
-func openDB(c streamer.UpstreamConfig) (*sql.DB, error) {
-	mc := mysql.NewConfig()
-	mc.User, mc.Passwd, mc.Net, mc.Addr = c.User, c.Password, "tcp", c.Addr()
-	conn, err := mysql.NewConnector(mc)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", c, err)
-	}
-	return sql.OpenDB(conn), nil
-}
-
-// embeddedEtcd is an etcd server run in this process, in a temporary
-// directory.
-type embeddedEtcd struct {
-	srv      *embed.Etcd
-	dir      string
-	endpoint string
-}
-
-// startEtcd starts an embedded etcd on free loopback ports.
-func startEtcd() (*embeddedEtcd, error) {
-	var last error
-	for attempt := 0; attempt < 3; attempt++ { // a picked port may be taken meanwhile
-		dir, err := os.MkdirTemp("", "dmworker-failover-etcd-")
-		if err != nil {
-			return nil, err
-		}
-		ports, err := freePorts(2)
-		if err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-		curl := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(ports[0])}
-		purl := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(ports[1])}
-		cfg := embed.NewConfig()
-		cfg.Name = "failover"
-		cfg.Dir = dir
-		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{curl}, []url.URL{curl}
-		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{purl}, []url.URL{purl}
-		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-		cfg.LogLevel = "error"
-		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-		srv, err := embed.StartEtcd(cfg)
-		if err != nil {
-			os.RemoveAll(dir)
-			last = err
-			continue
-		}
-		select {
-		case <-srv.Server.ReadyNotify():
-			return &embeddedEtcd{srv: srv, dir: dir, endpoint: curl.Host}, nil
-		case err := <-srv.Err():
-			last = err
-		case <-time.After(time.Minute):
-			last = errors.New("not ready after a minute")
-		}
-		srv.Close()
-		os.RemoveAll(dir)
-	}
-	return nil, fmt.Errorf("embedded etcd: %w", last)
-}
-
-func (e *embeddedEtcd) close() {
-	e.srv.Close()
-	os.RemoveAll(e.dir)
-}
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var out []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	return out, nil
 }

@@ -167,62 +167,28 @@ import (
 	"context"
 	"database/sql"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/examples/internal/cli"
 	"github.com/dmworker/dmworker/mysqlsink"
 	"github.com/dmworker/dmworker/streamer"
 )
 
-func main() {
-	ctx, stop := notifySignals(context.Background())
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
-
-// stopSignal is the cause of run's context when SIGINT or SIGTERM ended it.
-type stopSignal struct{ sig os.Signal }
-
-func (s stopSignal) Error() string { return "stopped by " + s.sig.String() }
-
-// notifySignals returns a context that SIGINT and SIGTERM end, with the
-// signal as its cause (context.Cause).
-func notifySignals(parent context.Context) (context.Context, func()) {
-	ctx, cancel := context.WithCancelCause(parent)
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		select {
-		case sig := <-ch:
-			cancel(stopSignal{sig})
-		case <-done:
-		}
-	}()
-	return ctx, func() {
-		signal.Stop(ch)
-		close(done)
-		cancel(nil)
-	}
-}
+func main() { cli.Main(run) }
 
 // config is what the command line asks for.
 type config struct {
@@ -238,9 +204,6 @@ type config struct {
 	key      []byte        // -credential-key-file or $DMWORKER_CREDENTIAL_KEY
 }
 
-// errReported is a bad-flag error that has already been printed.
-var errReported = errors.New("bad flags")
-
 // progressInterval is how often progress is printed.
 const progressInterval = time.Second
 
@@ -249,22 +212,15 @@ const progressInterval = time.Second
 // exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseArgs(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if errors.Is(err, errReported) {
-		return 2
-	}
 	if err != nil {
-		fmt.Fprintln(stderr, "migrate:", err)
-		return 2
+		return cli.UsageStatus(stderr, "migrate", err)
 	}
-	logger := slog.New(warningsOnly{slog.NewTextHandler(stderr, &slog.HandlerOptions{ReplaceAttr: plainErrors})})
+	logger := cli.WarningsLogger(stderr)
 
-	db, err := openDownstream(cfg.down)
+	db, err := cli.OpenDB(cfg.down) // the sink sets the session variables it needs on every connection it uses
 	if err != nil {
 		fmt.Fprintln(stderr, "migrate:", err)
-		return 1
+		return cli.ExitFailure
 	}
 	defer db.Close()
 	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
@@ -275,11 +231,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pcancel()
 	if errors.Is(err, errSourceNeeded) {
 		fmt.Fprintln(stderr, "migrate:", err)
-		return 2
+		return cli.ExitUsage
 	}
 	if err != nil && ctx.Err() == nil {
 		fmt.Fprintf(stderr, "migrate: downstream %s: %v\n", cfg.down, err)
-		return 1
+		return cli.ExitFailure
 	}
 	if cfg.source.Name == "" {
 		return 0 // stopped before the source could be named
@@ -297,22 +253,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	var cl *cluster
 	if len(cfg.etcd) > 0 {
-		cli, err := publish(ctx, cfg)
+		etcdClient, err := publish(ctx, cfg)
 		if err != nil {
 			fmt.Fprintln(stderr, "migrate:", err)
-			return 1
+			return cli.ExitFailure
 		}
-		defer cli.Close()
-		if cl, err = joinCluster(runCtx, cli, cfg, logger); err != nil {
+		defer etcdClient.Close()
+		if cl, err = joinCluster(runCtx, etcdClient, cfg, logger); err != nil {
 			fmt.Fprintln(stderr, "migrate:", err)
-			return 2
+			return cli.ExitUsage
 		}
 		// After the worker has stopped (deferred later, so run first):
 		// give up the registration and the leadership.
 		defer cl.close()
-		fmt.Fprintf(stderr, "migrate: worker %s joined the cluster at %s; it waits for source %s to be bound to it (key %sbound/%s)\n",
-			cfg.worker, strings.Join(cfg.etcd, ","), cfg.source.Name, dmworker.DefaultEtcdPrefix, cfg.worker)
-		opts = append(opts, dmworker.WithEtcd(cli), dmworker.WithLiveness(cl.keepAlive))
+		fmt.Fprintf(stderr, "migrate: worker %s joined the cluster at %s; it waits for source %s to be bound to it (key %s)\n",
+			cfg.worker, strings.Join(cfg.etcd, ","), cfg.source.Name, dmworker.NewEtcdKeys(dmworker.DefaultEtcdPrefix).Bound(cfg.worker))
+		opts = append(opts, dmworker.WithEtcd(etcdClient), dmworker.WithLiveness(cl.keepAlive))
 		if cfg.key != nil {
 			opts = append(opts, dmworker.WithCredentialKey(cfg.key))
 		}
@@ -322,7 +278,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	w, err := dmworker.NewSourceWorker(cfg.worker, sinks, opts...)
 	if err != nil {
 		fmt.Fprintln(stderr, "migrate:", err)
-		return 2
+		return cli.ExitUsage
 	}
 	done := make(chan error, 1)
 	go func() { done <- w.Run(runCtx) }()
@@ -336,7 +292,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			cancel()
 			<-done
 			fmt.Fprintln(stderr, "migrate:", err)
-			return 1
+			return cli.ExitFailure
 		}
 	}
 
@@ -359,13 +315,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			if err != nil {
 				fmt.Fprintln(stderr, "migrate:", err)
 				printFinal(stdout, prefix, st, "stopped by an error (see above)")
-				return 1
+				return cli.ExitFailure
 			}
 			if why == "" {
 				why = stopReason(ctx, cl != nil)
 			}
 			printFinal(stdout, prefix, st, why)
-			return 0
+			return cli.ExitOK
 		case now := <-tick.C:
 			st := taskStatus(w, cfg.task.Name)
 			if cl != nil && st.Name == "" {
@@ -385,7 +341,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				<-done
 				reportError(stderr, st.LastError)
 				printFinal(stdout, prefix, taskStatus(w, cfg.task.Name), "stopped by the error above")
-				return 1
+				return cli.ExitFailure
 			}
 			if st.Unit == "snapshot" {
 				printSnapshot(stdout, prefix, st.Snapshot)
@@ -397,7 +353,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				cancel()
 				<-done
 				printFinal(stdout, prefix, taskStatus(w, cfg.task.Name), "the copy is finished")
-				return 0
+				return cli.ExitOK
 			}
 			if st.Syncer.Rows < prev {
 				prev = 0 // the subtask started again (a new binding)
@@ -461,11 +417,6 @@ func publish(ctx context.Context, cfg config) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd %s: %w", strings.Join(cfg.etcd, ","), err)
 	}
-	task, err := json.Marshal(cfg.task)
-	if err != nil {
-		cli.Close()
-		return nil, err
-	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	fail := func(err error) (*clientv3.Client, error) {
@@ -481,10 +432,12 @@ func publish(ctx context.Context, cfg config) (*clientv3.Client, error) {
 	if err := dmworker.PutSourceConfig(pctx, cli, cfg.source, sopts...); err != nil {
 		return fail(err)
 	}
-	key := dmworker.DefaultEtcdPrefix + "subtask/" + cfg.source.Name + "/" + cfg.task.Name
-	if _, err := cli.Txn(pctx).If(clientv3.Compare(clientv3.Value(key), "=", string(task))).
-		Else(clientv3.OpPut(key, string(task))).Commit(); err != nil {
-		return fail(fmt.Errorf("put %s: %w", key, err))
+	host, err := dmworker.NewEtcdHost(cli, dmworker.DefaultEtcdPrefix)
+	if err != nil {
+		return fail(err)
+	}
+	if err := host.PutSubTaskConfig(pctx, cfg.source.Name, cfg.task); err != nil {
+		return fail(err)
 	}
 	return cli, nil
 }
@@ -574,9 +527,9 @@ func printFinal(w io.Writer, prefix string, st dmworker.SubTaskStatus, why strin
 // stopReason says, for the last line, why ctx ended and where to resume.
 func stopReason(ctx context.Context, cluster bool) string {
 	what := "stopped"
-	var s stopSignal
+	var s cli.StopSignal
 	if errors.As(context.Cause(ctx), &s) {
-		switch s.sig {
+		switch s.Sig {
 		case os.Interrupt:
 			what = "interrupted (SIGINT)"
 		case syscall.SIGTERM:
@@ -646,40 +599,6 @@ func reportError(w io.Writer, err error) {
 // indent indents the lines of a statement after the first by a tab.
 func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n\t") }
 
-// openDownstream opens a pool on the downstream; the sink sets the session
-// variables it needs on every connection it uses.
-func openDownstream(c streamer.UpstreamConfig) (*sql.DB, error) {
-	mc := mysql.NewConfig()
-	mc.User, mc.Passwd, mc.Net, mc.Addr = c.User, c.Password, "tcp", c.Addr()
-	conn, err := mysql.NewConnector(mc)
-	if err != nil {
-		return nil, fmt.Errorf("downstream %s: %w", c, err)
-	}
-	return sql.OpenDB(conn), nil
-}
-
-// warningsOnly passes on warnings (such as connection retries) and drops
-// the rest: a terminal error is printed once by run, not logged as well.
-type warningsOnly struct{ slog.Handler }
-
-func (h warningsOnly) Enabled(_ context.Context, l slog.Level) bool { return l == slog.LevelWarn }
-
-func (h warningsOnly) WithAttrs(as []slog.Attr) slog.Handler {
-	return warningsOnly{h.Handler.WithAttrs(as)}
-}
-
-func (h warningsOnly) WithGroup(name string) slog.Handler {
-	return warningsOnly{h.Handler.WithGroup(name)}
-}
-
-// plainErrors logs errors by their message, without stack traces.
-func plainErrors(_ []string, a slog.Attr) slog.Attr {
-	if err, ok := a.Value.Any().(error); ok && a.Value.Kind() == slog.KindAny {
-		return slog.String(a.Key, err.Error())
-	}
-	return a
-}
-
 // listFlag collects a repeatable flag.
 type listFlag []string
 
@@ -687,14 +606,11 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 func parseArgs(args []string, stderr io.Writer) (config, error) {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.NewFlagSet("migrate", stderr)
 	var routes listFlag
 	var (
-		from      = fs.String("from", "", "upstream as user[:password]@host:port (required); the password is better given by -from-password-file or $"+envFromPassword)
-		fromPw    = fs.String("from-password-file", "", "read the upstream's password from `FILE` (default: from -from, else $"+envFromPassword+"), so that ps does not show it")
-		to        = fs.String("to", "", "downstream as user[:password]@host:port (required); the password is better given by -to-password-file or $"+envToPassword)
-		toPw      = fs.String("to-password-file", "", "read the downstream's password from `FILE` (default: from -to, else $"+envToPassword+")")
+		from      = cli.Server(fs, "from", "upstream", "required", envFromPassword)
+		to        = cli.Server(fs, "to", "downstream", "required", envToPassword)
 		keyFile   = fs.String("credential-key-file", "", "with -etcd: `FILE` holding the key (base64 of 16, 24 or 32 bytes, e.g. from: openssl rand -base64 32) that seals the upstream's password in etcd; default $"+envCredentialKey)
 		stopAfter = fs.Duration("stop-timeout", dmworker.DefaultStopTimeout, "on SIGINT or SIGTERM, the longest the last batch, checkpoint and status report may take before they are abandoned")
 		mode      = fs.String("mode", "incremental", "incremental, full or all (full and all need the snapshot unit)")
@@ -711,20 +627,14 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		idle      = fs.Duration("exit-when-idle", 0, "exit once caught up and the upstream idle for this long (0: never)")
 	)
 	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return config{}, err
-		}
-		return config{}, errReported
+	if err := cli.Parse(fs, args); err != nil {
+		return config{}, err
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	set := cli.Set(fs)
 
 	var cfg config
 	switch {
-	case fs.NArg() > 0:
-		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case *from == "" || *to == "":
+	case !from.Given() || !to.Given():
 		return cfg, errors.New("-from and -to user:password@host:port are required")
 	case *mode != "incremental" && *mode != "full" && *mode != "all":
 		return cfg, fmt.Errorf("-mode %q: want incremental, full or all", *mode)
@@ -744,10 +654,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-source %q: no '/' allowed", *source)
 	}
 	var err error
-	if cfg.up, err = streamer.ParseUpstreamFlags(*from, *fromPw, envFromPassword); err != nil {
+	if cfg.up, err = from.Config(); err != nil {
 		return cfg, fmt.Errorf("-from: %w", err)
 	}
-	if cfg.down, err = streamer.ParseUpstreamFlags(*to, *toPw, envToPassword); err != nil {
+	if cfg.down, err = to.Config(); err != nil {
 		return cfg, fmt.Errorf("-to: %w", err)
 	}
 	cfg.idle = *idle
@@ -764,11 +674,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	if strings.Contains(cfg.worker, "/") {
 		return cfg, fmt.Errorf("-worker %q: no '/' allowed", cfg.worker)
 	}
-	for _, e := range strings.Split(*etcd, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			cfg.etcd = append(cfg.etcd, e)
-		}
-	}
+	cfg.etcd = cli.List(*etcd)
 	if len(cfg.etcd) > 0 {
 		if cfg.key, err = credentialKey(*keyFile, cfg.up.Password != ""); err != nil {
 			return cfg, err

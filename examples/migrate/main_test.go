@@ -21,6 +21,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/faultnet"
 	"github.com/dmworker/dmworker/internal/testserver"
 )
@@ -335,11 +336,11 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 			t.Errorf("etcd holds the upstream's password in plain text: %s = %s", kv.Key, kv.Value)
 		}
 	}
-	resp, err := e.Client.Get(ctx, "/dmworker/status/w2/subtask/migrate")
+	resp, err := e.Client.Get(ctx, dmworker.NewEtcdKeys("").SubTaskStatus("w2", "migrate"))
 	if err != nil || len(resp.Kvs) == 0 || !strings.Contains(string(resp.Kvs[0].Value), `"stage":"Stopped"`) {
 		t.Fatalf("no final status of w2's subtask in etcd: %v %v", resp, err)
 	}
-	resp, err = e.Client.Get(ctx, "/dmworker/status/w1/relay")
+	resp, err = e.Client.Get(ctx, dmworker.NewEtcdKeys("").RelayStatus("w1"))
 	if err != nil || len(resp.Kvs) == 0 || !strings.Contains(string(resp.Kvs[0].Value), `"relayed":"0-410.000001/mysql-bin.000001:`) {
 		t.Fatalf("no relay status of w1 in etcd: %v %v", resp, err)
 	}

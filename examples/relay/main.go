@@ -72,27 +72,19 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/examples/internal/cli"
 	"github.com/dmworker/dmworker/streamer"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(run) }
 
 // Timings of the watch loop.
 const (
@@ -116,18 +108,14 @@ type config struct {
 // returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseArgs(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
 	if err != nil {
-		fmt.Fprintln(stderr, "relay:", err)
-		return 2
+		return cli.UsageStatus(stderr, "relay", err)
 	}
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "relay:", redact(err.Error(), cfg.up.Password))
-		return 1
+		return cli.ExitFailure
 	}
-	logger := slog.New(warningsOnly{slog.NewTextHandler(stderr, &slog.HandlerOptions{ReplaceAttr: plainErrors})})
+	logger := cli.WarningsLogger(stderr)
 	r, err := dmworker.NewRelay(cfg.up, cfg.dir, cfg.relay, dmworker.WithLogger(logger))
 	if err != nil {
 		return fail(err)
@@ -152,7 +140,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if runErr != nil {
 		return fail(runErr)
 	}
-	return 0
+	return cli.ExitOK
 }
 
 // watch prints progress, counting relayed bytes in m, until ctx ends, Run
@@ -285,30 +273,6 @@ func (m *meter) advance(p streamer.RelayPos) {
 	m.last = p
 }
 
-// warningsOnly passes on warnings (such as connection retries) and drops
-// the rest: a fault that stops the relay is printed once by run, not logged
-// as well.
-type warningsOnly struct{ slog.Handler }
-
-func (h warningsOnly) Enabled(_ context.Context, l slog.Level) bool { return l == slog.LevelWarn }
-
-func (h warningsOnly) WithAttrs(as []slog.Attr) slog.Handler {
-	return warningsOnly{h.Handler.WithAttrs(as)}
-}
-
-func (h warningsOnly) WithGroup(name string) slog.Handler {
-	return warningsOnly{h.Handler.WithGroup(name)}
-}
-
-// plainErrors logs errors by their message: slog's text handler would print
-// them with %+v, which for errors from go-mysql includes a stack trace.
-func plainErrors(_ []string, a slog.Attr) slog.Attr {
-	if err, ok := a.Value.Any().(error); ok && a.Value.Kind() == slog.KindAny {
-		return slog.String(a.Key, err.Error())
-	}
-	return a
-}
-
 // redact hides the password should a message carry it. The library keeps
 // it out of its errors; this guards against a dependency that does not.
 func redact(msg, password string) string {
@@ -319,11 +283,9 @@ func redact(msg, password string) string {
 }
 
 func parseArgs(args []string, stderr io.Writer) (config, error) {
-	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.NewFlagSet("relay", stderr)
 	var (
-		from     = fs.String("from", "", "upstream as user[:password]@host:port (required); the password is better given by -from-password-file or $DMWORKER_FROM_PASSWORD")
-		fromPw   = fs.String("from-password-file", "", "read the upstream's password from `FILE` (default: from -from, else $DMWORKER_FROM_PASSWORD)")
+		from     = cli.Server(fs, "from", "upstream", "required", "DMWORKER_FROM_PASSWORD")
 		dir      = fs.String("dir", "", "relay directory (required)")
 		serverID = fs.Uint("server-id", 0, "replica server id (0: pick a free one)")
 		flavor   = fs.String("flavor", "", "mariadb or mysql (default: detect)")
@@ -331,14 +293,12 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		sync     = fs.String("sync", "", "fsync policy: each-txn, interval=D or on-rotate (default interval=50ms)")
 		idle     = fs.Duration("exit-when-idle", 0, "exit once caught up and idle for this long (0: never)")
 	)
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return config{}, err
 	}
 	var cfg config
 	switch {
-	case fs.NArg() > 0:
-		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case *from == "":
+	case !from.Given():
 		return cfg, errors.New("-from user:password@host:port is required")
 	case *dir == "":
 		return cfg, errors.New("-dir is required")
@@ -346,11 +306,11 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, errors.New("-exit-when-idle must not be negative")
 	case *serverID > 1<<32-1:
 		return cfg, fmt.Errorf("-server-id %d: must fit in 32 bits", *serverID)
-	case !strings.Contains(*from, "@"):
+	case !strings.Contains(*from.Addr, "@"):
 		// Not echoed: without the '@' the password may be all there is.
 		return cfg, errors.New("-from: want user[:password]@host:port")
 	}
-	up, err := streamer.ParseUpstreamFlags(*from, *fromPw, "DMWORKER_FROM_PASSWORD")
+	up, err := from.Config()
 	if err != nil {
 		return cfg, fmt.Errorf("-from: %w", err)
 	}

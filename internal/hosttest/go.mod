@@ -1,6 +1,9 @@
 // Module hosttest is a host's own test of its code against a dmworker
 // Syncer, with no server: a module apart, which sees dmworker only through
-// its public packages (as a host does), built from this checkout.
+// its public packages (as a host does), built from this checkout. When the
+// main module's dependencies change, refresh go.sum from it:
+//
+//	cp ../../go.sum . && GOPROXY=off GOSUMDB=off go mod tidy
 module example.com/hosttest
 
 go 1.25.0
@@ -33,6 +36,7 @@ require (
 	go.uber.org/multierr v1.11.0 // indirect
 	go.uber.org/zap v1.28.0 // indirect
 	golang.org/x/net v0.38.0 // indirect
+	golang.org/x/sync v0.20.0 // indirect
 	golang.org/x/sys v0.31.0 // indirect
 	golang.org/x/text v0.36.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20250303144028-a0af3efb3deb // indirect
