@@ -22,7 +22,7 @@ type RelayOption interface{ applyRelay(*relayOptions) }
 
 // SyncerOption configures a Syncer (NewSyncer): WithLogger,
 // WithStopTimeout, WithCheckpointStore, WithReaderFactory, WithSinkRetry,
-// WithEpoch, WithRemoteOptions.
+// WithEpoch, WithRemoteOptions, WithStartSchema.
 type SyncerOption interface{ applySyncer(*syncerOptions) }
 
 // SubTaskOption configures a SubTask (NewSubTask): WithAutoResume, and the

@@ -217,7 +217,7 @@ type snapshotUnit struct {
 // newSnapshotUnit returns a unit copying cfg's tables into sink, keeping
 // progress in store, writing under epoch (0: unfenced).
 func newSnapshotUnit(cfg SyncerConfig, sc SnapshotConfig, sink Sink, store CheckpointStore, epoch int64, logger *slog.Logger) (*snapshotUnit, error) {
-	if err := cfg.adjust(); err != nil {
+	if err := cfg.adjust(false); err != nil {
 		return nil, fmt.Errorf("dmworker: snapshot for task %q: %w", cfg.Task, err)
 	}
 	if err := sc.adjust(); err != nil {

@@ -28,6 +28,7 @@ type syncRun struct {
 	// changes holds the changes decoded from the rows event at hand.
 	changes     []Change
 	lastTxnEnd  streamer.Position // end of the last whole transaction read
+	txnChanges  int               // changes delivered of the open transaction (Change.TxnIndex)
 	tables      map[*schema.TableDef]*Table
 	fk          *fkGroups // the tables' foreign key groups; nil: to work out
 	ignoredKind map[string]bool
@@ -101,7 +102,7 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		// upstream's end now.
 		r.w.safeUntil = cp.SafeUntil
 		end := streamer.Position{Name: up.Master.Name, Offset: up.Master.Offset}
-		res, err := checkLineage(cp, up)
+		res, err := s.lineage(cp, up)
 		if err != nil {
 			return s.wrap(cp.Pos, "", "", err)
 		}
@@ -209,6 +210,9 @@ func (s *Syncer) queryUpstream(ctx context.Context) (streamer.UpstreamState, err
 // seedSchema reads the definitions of the tables the task replicates from
 // the upstream (SHOW CREATE DATABASE and TABLE).
 func (s *Syncer) seedSchema(ctx context.Context) (*schema.Tracker, error) {
+	if s.opts.hasStartSchema {
+		return startSchema(s.opts.startSchema)
+	}
 	db, err := openUpstreamDB(s.cfg.Upstream)
 	if err != nil {
 		return nil, err
@@ -243,6 +247,9 @@ func openUpstreamDB(up streamer.UpstreamConfig) (*sql.DB, error) {
 // report an unreachable upstream, and statements logged in place of rows
 // stop the run as they come (ErrStatementBinlog).
 func (s *Syncer) checkBinlog(ctx context.Context) error {
+	if s.offline() {
+		return nil
+	}
 	err := checkUpstreamBinlog(ctx, s.cfg.Upstream)
 	if err == nil || errors.Is(err, ErrBinlogFormat) {
 		return err
@@ -386,10 +393,12 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		// may move past it, or it would stay behind a binlog that ends
 		// with such events.
 		r.lastTxnEnd = ev.Pos
+		r.txnChanges = 0
 		return r.apply.txnEnd(ctx, ev.Pos, false)
 	}
 	if ev.TxnEnd {
 		r.lastTxnEnd = ev.Pos
+		r.txnChanges = 0
 		return r.apply.txnEnd(ctx, ev.Pos, true)
 	}
 	return nil
@@ -454,7 +463,7 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) (bool,
 	}
 	noFKChecks := e.Flags&replication.NO_FOREIGN_KEY_CHECKS_F != 0
 	for i := 0; i+step <= len(e.Rows); i += step {
-		ch := Change{Kind: kind, Table: t, NoForeignKeyChecks: noFKChecks}
+		ch := Change{Kind: kind, Table: t, NoForeignKeyChecks: noFKChecks, TxnPos: r.lastTxnEnd, TxnIndex: r.txnChanges}
 		var err error
 		switch kind {
 		case Insert:
@@ -470,6 +479,7 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) (bool,
 			return false, r.wrapEvent(ev, db+"."+tbl, kind.String(), err)
 		}
 		r.changes = append(r.changes, ch)
+		r.txnChanges++
 	}
 	return true, nil
 }

@@ -17,6 +17,9 @@ import (
 // syncer and the upstream, shows nothing of what the upstream has written
 // meanwhile. It returns the function that stops it and waits for it.
 func (s *Syncer) watchUpstream(ctx context.Context) (stop func()) {
+	if s.offline() {
+		return func() {}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
