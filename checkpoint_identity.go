@@ -122,7 +122,7 @@ func (s *Syncer) upstreamAtStart(ctx context.Context) (streamer.UpstreamState, e
 		}
 		wait := b.NextBackOff()
 		s.log.Warn("upstream connection failed, retrying", slog.String("op", "query upstream"), slog.Duration("wait", wait),
-			slog.String("error", err.Error()))
+			errAttr(err))
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:

@@ -268,6 +268,7 @@ func (r *Relay) pull(ctx context.Context) error {
 }
 
 func (r *Relay) fail(err error) error {
+	err = withStack(err)
 	r.mu.Lock()
 	r.lastErr = err
 	r.stage = RelayStopped
@@ -275,7 +276,7 @@ func (r *Relay) fail(err error) error {
 	close(r.notify)
 	r.notify = make(chan struct{})
 	r.mu.Unlock()
-	r.log.Error("relay stopped", slog.String("error", err.Error()))
+	r.log.Error("relay stopped", errAttr(err))
 	return err
 }
 

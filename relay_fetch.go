@@ -51,7 +51,7 @@ func (r *Relay) hold(ctx context.Context, name string, start streamer.Position) 
 			}
 			// The relay may still serve it (the upstream purged what the
 			// relay holds): the local reader decides.
-			r.log.Info("the upstream cannot locate a reader's GTID start", slog.String("reader", name), slog.String("error", err.Error()))
+			r.log.Info("the upstream cannot locate a reader's GTID start", slog.String("reader", name), errAttr(err))
 			return nil
 		}
 		if !older(want, oldest) || r.rdir.Holds(want) {

@@ -100,12 +100,12 @@ func (r *Relay) purgeLoop(ctx context.Context) {
 		}
 		if r.cfg.PurgeExpires > 0 {
 			if _, err := r.PurgeOlderThan(time.Now().Add(-time.Duration(r.cfg.PurgeExpires))); err != nil {
-				r.log.Warn("relay auto purge by age failed", slog.String("error", err.Error()))
+				r.log.Warn("relay auto purge by age failed", errAttr(err))
 			}
 		}
 		if r.cfg.PurgeRemainSpace > 0 {
 			if _, err := r.PurgeForSpace(r.cfg.PurgeRemainSpace); err != nil {
-				r.log.Warn("relay auto purge by space failed", slog.String("error", err.Error()))
+				r.log.Warn("relay auto purge by space failed", errAttr(err))
 			}
 		}
 	}

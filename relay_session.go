@@ -125,7 +125,7 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 			if !written && !plan.fresh && errors.Is(err, streamer.ErrBadPosition) {
 				// The upstream has no event where the relay's copy has
 				// one: its binlog is not the one copied.
-				r.log.Warn("upstream rejects the relay's resume position", slog.String("error", err.Error()))
+				r.log.Warn("upstream rejects the relay's resume position", errAttr(err))
 				r.forceReset = true
 				return finish(nil)
 			}
@@ -143,7 +143,7 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 			if !written && (errors.Is(err, streamer.ErrRelayDiverged) || errors.Is(err, streamer.ErrRelayOverlap)) {
 				// Same server, same file name, other content: its binlog
 				// was reset. The next session starts a new subdirectory.
-				r.log.Warn("upstream binlog differs from the relay copy", slog.String("error", err.Error()))
+				r.log.Warn("upstream binlog differs from the relay copy", errAttr(err))
 				r.forceReset = true
 				return finish(nil)
 			}
@@ -188,7 +188,7 @@ func (r *Relay) queryUpstream(ctx context.Context) (streamer.UpstreamState, erro
 			return st, err
 		}
 		wait := b.NextBackOff()
-		r.log.Warn("upstream not reachable, retrying", slog.Duration("wait", wait), slog.String("error", err.Error()))
+		r.log.Warn("upstream not reachable, retrying", slog.Duration("wait", wait), errAttr(err))
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:

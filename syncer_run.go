@@ -52,9 +52,10 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	defer release()
 	s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = SyncerRunning, nil })
 	defer func() {
+		err = withStack(err)
 		s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = SyncerStopped, err })
 		if err != nil {
-			s.log.Error("syncer stopped", slog.String("error", err.Error()))
+			s.log.Error("syncer stopped", errAttr(err))
 		}
 	}()
 
@@ -254,7 +255,7 @@ func (s *Syncer) checkBinlog(ctx context.Context) error {
 	if err == nil || errors.Is(err, ErrBinlogFormat) {
 		return err
 	}
-	s.log.Warn("cannot check the upstream's binlog settings", slog.String("error", err.Error()))
+	s.log.Warn("cannot check the upstream's binlog settings", errAttr(err))
 	return nil
 }
 
@@ -730,9 +731,9 @@ func (s *Syncer) wrapAt(start, pos streamer.Position, table, stmt string, err er
 	}
 	var se *SyncError
 	if errors.As(err, &se) {
-		return err
+		return withStack(err)
 	}
-	return &SyncError{Task: s.cfg.Task, Source: s.cfg.Source, Start: start, Pos: pos, Table: table, Statement: stmt, Err: err}
+	return withStack(&SyncError{Task: s.cfg.Task, Source: s.cfg.Source, Start: start, Pos: pos, Table: table, Statement: stmt, Err: err})
 }
 
 func truncate(s string, n int) string {

@@ -3,7 +3,6 @@ package dmworker
 import (
 	"context"
 	"database/sql"
-	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -43,7 +42,7 @@ func (s *Syncer) watchUpstream(ctx context.Context) (stop func()) {
 				return
 			case err != nil:
 				// The reader reports connection faults; the lag grows.
-				s.log.Debug("polling the upstream's binlog position", slog.String("error", err.Error()))
+				s.log.Debug("polling the upstream's binlog position", errAttr(err))
 			case end.Name != "":
 				s.reached.Store(true)
 				s.mu.Lock()
