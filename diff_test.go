@@ -257,4 +257,3 @@ func TestDiffOptionsValidated(t *testing.T) {
 		}
 	}
 }
-
