@@ -326,6 +326,7 @@ type differ struct {
 	upMaria  bool
 	upJSON   bool // JSON_NORMALIZE available upstream
 	downJSON bool
+	hash     compare.Hash
 
 	mu     sync.Mutex // guards prog
 	prog   *diffProgress
@@ -380,11 +381,16 @@ func (d *differ) run(ctx context.Context, patterns []TablePattern) (*DiffResult,
 		return nil, err
 	}
 	var err error
-	if d.upMaria, d.upJSON, err = serverKind(ctx, d.up); err != nil {
+	var upCRC, downCRC bool
+	if d.upMaria, d.upJSON, upCRC, err = serverKind(ctx, d.up); err != nil {
 		return nil, fmt.Errorf("dmworker: diff: upstream: %w", err)
 	}
-	if _, d.downJSON, err = serverKind(ctx, d.down); err != nil {
+	if _, d.downJSON, downCRC, err = serverKind(ctx, d.down); err != nil {
 		return nil, fmt.Errorf("dmworker: diff: downstream: %w", err)
+	}
+	d.hash = compare.MD5
+	if upCRC && downCRC {
+		d.hash = compare.CRC
 	}
 	noResolve := func(context.Context, string, uint64) (string, error) { return "", nil }
 	snap, err := snapshot.Open(ctx, d.up, d.o.workers, d.upMaria, noResolve)
@@ -485,18 +491,20 @@ func (d *differ) run(ctx context.Context, patterns []TablePattern) (*DiffResult,
 	return res, nil
 }
 
-// serverKind reports whether db is MariaDB and has JSON_NORMALIZE.
-func serverKind(ctx context.Context, db *sql.DB) (mariadb, normalize bool, err error) {
+// serverKind reports whether db is MariaDB, has JSON_NORMALIZE and has
+// CRC32C.
+func serverKind(ctx context.Context, db *sql.DB) (mariadb, normalize, crc32c bool, err error) {
 	var v string
 	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&v); err != nil {
-		return false, false, err
+		return false, false, false, err
 	}
 	mariadb = strings.Contains(strings.ToLower(v), "mariadb")
 	if mariadb {
 		var s sql.NullString
 		normalize = db.QueryRowContext(ctx, "SELECT JSON_NORMALIZE('{}')").Scan(&s) == nil
+		crc32c = db.QueryRowContext(ctx, "SELECT CRC32C('')").Scan(&s) == nil
 	}
-	return mariadb, normalize, nil
+	return mariadb, normalize, crc32c, nil
 }
 
 func diffPosition(p snapshot.Point, mariadb bool) Position {
@@ -743,7 +751,7 @@ func (d *differ) chunk(ctx context.Context, up, down *sql.Conn, g *diffGroup, i 
 		for s, src := range g.sources {
 			var n int64
 			var sum string
-			q := compare.ChecksumQuery(qualified(src.QualifiedName()), g.cols[s], d.upJSON, where)
+			q := compare.ChecksumQuery(qualified(src.QualifiedName()), g.cols[s], d.upJSON, d.hash, where)
 			if err := up.QueryRowContext(ctx, q, args...).Scan(&n, &sum); err != nil {
 				return fmt.Errorf("upstream checksum: %w", err)
 			}
@@ -753,7 +761,7 @@ func (d *differ) chunk(ctx context.Context, up, down *sql.Conn, g *diffGroup, i 
 		return nil
 	})
 	eg.Go(func() error {
-		q := compare.ChecksumQuery(qualified(g.target), downCols(g.cols[0]), d.downJSON, where)
+		q := compare.ChecksumQuery(qualified(g.target), downCols(g.cols[0]), d.downJSON, d.hash, where)
 		if err := down.QueryRowContext(ctx, q, args...).Scan(&out.DownRows, &downSum); err != nil {
 			return fmt.Errorf("downstream checksum: %w", err)
 		}
@@ -891,8 +899,8 @@ func (d *differ) rowsByKey(ctx context.Context, up, down *sql.Conn, g *diffGroup
 // hash on both sides, then the rows of the hashes whose counts differ.
 func (d *differ) rowsByHash(ctx context.Context, up, down *sql.Conn, g *diffGroup) ([]DiffRow, error) {
 	counts := func(conn *sql.Conn, table schema.TableName, cols []compare.Column, normJSON bool, into map[string]int64) error {
-		h := compare.HashExpr(cols, normJSON)
-		rows, err := conn.QueryContext(ctx, "SELECT CAST("+h+" AS CHAR), COUNT(*) FROM "+qualified(table)+" GROUP BY 1")
+		h := compare.HashExpr(cols, normJSON, d.hash)
+		rows, err := conn.QueryContext(ctx, "SELECT "+h+", COUNT(*) FROM "+qualified(table)+" GROUP BY 1")
 		if err != nil {
 			return err
 		}
@@ -929,7 +937,7 @@ func (d *differ) rowsByHash(ctx context.Context, up, down *sql.Conn, g *diffGrou
 	sort.Strings(hashes)
 	var out []DiffRow
 	fetch := func(conn *sql.Conn, table schema.TableName, cols []compare.Column, normJSON, isUp bool, hash string, n int64, kind DiffKind) error {
-		where := compare.HashExpr(cols, normJSON) + " = CAST(? AS UNSIGNED)"
+		where := compare.HashExpr(cols, normJSON, d.hash) + " = ?"
 		got := int64(0)
 		return readSide(ctx, conn, table, cols, nil, isUp, where+fmt.Sprintf(" LIMIT %d", n), []any{hash}, func(row []any) error {
 			if got >= n {
