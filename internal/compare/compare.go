@@ -56,6 +56,8 @@ type Column struct {
 	Down   *schema.ColumnDef
 	Kind   Kind
 	Digits int // Float: significant digits
+	// Nullable is true when either side's column allows NULL.
+	Nullable bool
 	// Weight is true for a key column of a character type: rows are
 	// matched by its collation weight (WEIGHT_STRING), not its bytes.
 	Weight bool
@@ -100,7 +102,7 @@ func Columns(up, down *schema.TableDef, upJSON, downJSON map[string]bool) (cols 
 			skipped = append(skipped, uc.Name)
 			continue
 		}
-		c := Column{Name: uc.Name, Up: uc, Down: dc}
+		c := Column{Name: uc.Name, Up: uc, Down: dc, Nullable: uc.Nullable || dc.Nullable}
 		switch {
 		case upJSON[uc.Name] || downJSON[uc.Name] || uc.TypeCode == mysql.TypeJSON || dc.TypeCode == mysql.TypeJSON:
 			c.Kind = JSON
@@ -165,15 +167,19 @@ func norm(c Column, mariadb bool) string {
 }
 
 // RowExpr is a row's normalised text: the columns' normalised values and a
-// map of which are NULL.
+// map of which of the nullable ones are NULL (CONCAT_WS skips NULLs).
 func RowExpr(cols []Column, mariadb bool) string {
 	parts := make([]string, 0, len(cols)+1)
-	nulls := make([]string, 0, len(cols))
+	var nulls []string
 	for _, c := range cols {
 		parts = append(parts, norm(c, mariadb))
-		nulls = append(nulls, "ISNULL("+Quote(c.Name)+")")
+		if c.Nullable {
+			nulls = append(nulls, "ISNULL("+Quote(c.Name)+")")
+		}
 	}
-	parts = append(parts, "CONCAT("+strings.Join(nulls, ", ")+")")
+	if nulls != nil {
+		parts = append(parts, "CONCAT("+strings.Join(nulls, ", ")+")")
+	}
 	return "CONCAT_WS('#', " + strings.Join(parts, ", ") + ")"
 }
 
