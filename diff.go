@@ -446,7 +446,7 @@ func (d *differ) run(ctx context.Context, patterns []TablePattern) (*DiffResult,
 		}
 		d.mu.Lock()
 		g.state = st
-		d.prog.Tables[g.target.String()] = st
+		d.prog.Tables[plainName(g.target)] = st
 		d.mu.Unlock()
 	}
 	if err := d.saveProgress(); err != nil {
@@ -573,14 +573,14 @@ func (d *differ) groups(ctx context.Context, conn *sql.Conn, patterns []TablePat
 		g.srcJSON = append(g.srcJSON, upJSON)
 		g.cols = append(g.cols, nil)
 	}
-	sort.Slice(order, func(i, j int) bool { return order[i].String() < order[j].String() })
+	sort.Slice(order, func(i, j int) bool { return plainName(order[i]) < plainName(order[j]) })
 	var out []*diffGroup
 	for _, tn := range order {
 		g := byTarget[tn]
 		out = append(out, g)
 		down, downJSON, err := loadDef(ctx, d.down, tn)
 		var me *gomysql.MySQLError
-		if errors.As(err, &me) && me.Number == 1146 {
+		if errors.As(err, &me) && (me.Number == 1146 || me.Number == 1049) {
 			g.noTarget = true
 			continue
 		}
@@ -604,7 +604,7 @@ func (d *differ) groups(ctx context.Context, conn *sql.Conn, patterns []TablePat
 			}
 		}
 		d.mu.Lock()
-		if st := d.prog.Tables[tn.String()]; st != nil && st.Sig == g.sig() {
+		if st := d.prog.Tables[plainName(tn)]; st != nil && st.Sig == g.sig() {
 			g.state = st
 		}
 		d.mu.Unlock()
@@ -615,7 +615,7 @@ func (d *differ) groups(ctx context.Context, conn *sql.Conn, patterns []TablePat
 func (g *diffGroup) sig() string {
 	var b strings.Builder
 	for s, src := range g.sources {
-		b.WriteString(src.QualifiedName().String() + "(")
+		b.WriteString(plainName(src.QualifiedName()) + "(")
 		for _, c := range g.cols[s] {
 			b.WriteString(c.Name + " " + c.Up.Type + ",")
 		}
@@ -747,7 +747,7 @@ func (d *differ) chunk(ctx context.Context, up, down *sql.Conn, g *diffGroup, i 
 	var upSum, downSum string
 	var eg errgroup.Group
 	eg.Go(func() error {
-		upSum = "0"
+		upSum = ""
 		for s, src := range g.sources {
 			var n int64
 			var sum string
@@ -773,6 +773,7 @@ func (d *differ) chunk(ctx context.Context, up, down *sql.Conn, g *diffGroup, i 
 	if out.UpRows == out.DownRows && upSum == downSum {
 		return out, nil
 	}
+
 	out.Differs = true
 	var rows []DiffRow
 	if g.keyed() {
@@ -981,7 +982,7 @@ func (d *differ) rowsByHash(ctx context.Context, up, down *sql.Conn, g *diffGrou
 func (d *differ) table(g *diffGroup) DiffTable {
 	t := DiffTable{Schema: g.target.Schema, Name: g.target.Name, NoTarget: g.noTarget, Skipped: g.skipped}
 	for _, s := range g.sources {
-		t.Sources = append(t.Sources, s.QualifiedName().String())
+		t.Sources = append(t.Sources, plainName(s.QualifiedName()))
 	}
 	if g.noTarget {
 		return t
@@ -1079,3 +1080,7 @@ func (d *differ) saveProgress() error {
 	}
 	return nil
 }
+
+// plainName is "schema.table", unquoted, as DiffTable.Sources and the
+// progress file write it.
+func plainName(n schema.TableName) string { return n.Schema + "." + n.Name }

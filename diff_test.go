@@ -101,12 +101,15 @@ func TestDiffEqualTypeFamilies(t *testing.T) {
 			t.Fatalf("%d tables compared, want %d: %+v", len(res.Tables), want, res.Tables)
 		}
 		for _, tb := range res.Tables {
+			if tb.DifferingChunks != 0 {
+				t.Errorf("%s: %d chunks differ by checksum in equal tables", tb.String(), tb.DifferingChunks)
+			}
 			if tb.UpstreamRows == 0 || tb.UpstreamRows != tb.DownstreamRows {
 				t.Errorf("%s: %d rows upstream, %d downstream", tb.String(), tb.UpstreamRows, tb.DownstreamRows)
 			}
 			switch tb.String() {
 			case "shard.t":
-				if len(tb.Sources) != 2 || tb.UpstreamRows != 90 {
+				if strings.Join(tb.Sources, ",") != "shard.t1,shard.t2" || tb.UpstreamRows != 90 {
 					t.Errorf("shard.t: sources %q, %d rows; want shard.t1 and shard.t2, 90 rows", tb.Sources, tb.UpstreamRows)
 				}
 			case "tf.gen":
