@@ -144,6 +144,15 @@ var diffDivergences = []string{
 	`DELETE FROM tf.skey WHERE k = 'é'`,
 	`UPDATE tf.ckey SET v = 2 WHERE a = 3 AND b = 'q'`,
 	`DELETE FROM shard.t WHERE id = 60`,
+	`UPDATE tf.geos SET p = ST_GeomFromText('POINT(9 9)') WHERE id = 1`,
+	`UPDATE tf.bits SET b64 = 5 WHERE id = 1`,
+	`UPDATE tf.enums SET s = 'x,z' WHERE id = 1`,
+	`DELETE FROM tf.times WHERE id = 5`,
+	`DELETE FROM tf.strs WHERE id = 2`,
+	`DELETE FROM tf.bins WHERE id = 4`,
+	`DELETE FROM tf.jsons WHERE id = 7`,
+	`DELETE FROM tf.decs WHERE id = 1`,
+	`DELETE FROM tf.floats WHERE id = 2`,
 	`UPDATE shard.t SET v = 'zz' WHERE id = 7`,
 	// Within precision or equal by value: not differences.
 	`UPDATE tf.floats SET f = -1.5000001 WHERE id = 4`,
@@ -169,6 +178,15 @@ var diffFound = []string{
 	"tf.strs extra 9",
 	"tf.times changed 3 dt",
 	"tf.bins changed 2 vb",
+	"tf.geos changed 1 p",
+	"tf.bits changed 1 b64",
+	"tf.enums changed 1 s",
+	"tf.times missing 5",
+	"tf.strs missing 2",
+	"tf.bins missing 4",
+	"tf.jsons missing 7",
+	"tf.decs missing 1",
+	"tf.floats missing 2",
 }
 
 func sortedLines(l []string) string {
