@@ -59,9 +59,23 @@ import (
 // value. Columns generated on the downstream are skipped, as are columns
 // only one side has (DiffTable.Skipped).
 //
+// Merged shards: the chunks are cut by the first shard's key; each chunk's
+// checksum upstream is the sum of every shard's checksums of that key range
+// (the hashes are summed, not XORed, so that they add up), and a chunk that
+// differs is matched by key against the union of the shards' rows (a key
+// present in two shards counts as the last shard's row).
+//
+// Keys are matched under their collation (the servers' WEIGHT_STRING);
+// both sides are expected to give a key column the same collation: where
+// they differ, a row may fall into different chunks on the two sides and
+// show as missing in one and extra in another.
+//
 // With WithDiffProgressFile each finished chunk and its result are written
 // to a file, and a later Diff with the same file (after a kill -9)
-// compares only the chunks not done, at its own snapshot.
+// compares only the chunks not done, at its own snapshot: the result then
+// joins chunks compared at the earlier point with chunks compared at
+// Position, which is the same thing when the tables did not change
+// between the runs (a quiescent downstream, or WithDiffWait).
 //
 // Diff returns an error when it cannot compare (a server unreachable, a
 // table unreadable); a difference is not an error: see DiffResult.Equal.
