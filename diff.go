@@ -54,10 +54,12 @@ import (
 //
 // Values compare as the servers store them: DECIMAL, integers, temporal
 // values (with their fractional digits), strings and binary strings
-// exactly; FLOAT within 6 and DOUBLE within 15 significant digits (a
-// difference below one unit of the last digit is no difference); JSON by
-// value. Columns generated on the downstream are skipped, as are columns
-// only one side has (DiffTable.Skipped).
+// exactly; FLOAT to 6 and DOUBLE to 15 significant digits (values that
+// round to the same digits, or differ by less than half a unit of the last
+// one, are the same; -0 is 0); JSON by value (JSON_NORMALIZE on MariaDB,
+// then a compare by value in the client). Columns generated on the
+// downstream are skipped, as are columns only one side has
+// (DiffTable.Skipped).
 //
 // Merged shards: the chunks are cut by the first shard's key; each chunk's
 // checksum upstream is the sum of every shard's checksums of that key range

@@ -17,7 +17,7 @@
 // their fractional digits, strings and binary strings byte for byte).
 // A rounded float may land on either side of a rounding boundary: the
 // chunk then only looks different, and the row compare, which allows a
-// difference below one unit of the last significant digit, settles it.
+// difference below half a unit of the last significant digit, settles it.
 package compare
 
 import (
@@ -389,15 +389,22 @@ func Equal(c Column, a, b any) bool {
 	return toString(a) == toString(b)
 }
 
-// FloatEqual: a and b differ by less than one unit of their digits-th
-// significant digit.
+// FloatEqual reports whether a and b are the same to digits significant
+// digits: they round to the same digits digits, or they differ by less
+// than half a unit of the last one (two values either side of a rounding
+// boundary). Values that differ by a unit or more never compare equal, and
+// values FloatEqual calls different always round differently, so that the
+// chunk checksum (which rounds) sees every difference this sees.
 func FloatEqual(a, b float64, digits int) bool {
 	if a == b {
 		return true
 	}
+	if strconv.FormatFloat(a, 'e', digits-1, 64) == strconv.FormatFloat(b, 'e', digits-1, 64) {
+		return true
+	}
 	m := math.Max(math.Abs(a), math.Abs(b))
 	unit := math.Pow(10, math.Floor(math.Log10(m))-float64(digits-1))
-	return math.Abs(a-b) < unit
+	return math.Abs(a-b) < unit/2
 }
 
 func toFloat(v any) (float64, bool) {
