@@ -126,6 +126,16 @@ func TestDiffEqualTypeFamilies(t *testing.T) {
 			t.Errorf("position %v: want the snapshot's binlog point", res.Position)
 		}
 	}
+	// A task's block-allow list leaves tables out.
+	res := runDiff(t, updb, downdb, dmworker.WithDiffRules(dmworker.BlockAllowList{IgnoreTables: []dmworker.TablePattern{{Schema: "tf", Name: "nopk"}}}, diffShardRoutes))
+	for _, tb := range res.Tables {
+		if tb.String() == "tf.nopk" {
+			t.Errorf("tf.nopk compared though the block-allow list ignores it")
+		}
+	}
+	if len(res.Tables) != len(typeFamilyTables)+3 || !res.Equal() {
+		t.Errorf("with tf.nopk ignored: %d tables, equal %v", len(res.Tables), res.Equal())
+	}
 }
 
 // diffDivergences are made downstream on purpose; diffFound is what the
@@ -187,6 +197,7 @@ var diffFound = []string{
 	"tf.jsons missing 7",
 	"tf.decs missing 1",
 	"tf.floats missing 2",
+	"tf.only_up no target",
 }
 
 func sortedLines(l []string) string {
@@ -206,6 +217,7 @@ func TestDiffFindsDivergencesAndRepairs(t *testing.T) {
 	for _, q := range diffDivergences {
 		mustExec(t, downdb, q)
 	}
+	mustExec(t, updb, "CREATE TABLE tf.only_up (id INT PRIMARY KEY)")
 	for _, rows := range []int{3, 20000} {
 		res := runDiff(t, updb, downdb, dmworker.WithDiffChunkRows(rows), dmworker.WithDiffWorkers(3))
 		if got, want := sortedLines(diffLines(res)), sortedLines(diffFound); got != want {
@@ -221,6 +233,10 @@ func TestDiffFindsDivergencesAndRepairs(t *testing.T) {
 		t.Fatal(err)
 	}
 	applyFixSQL(t, downdb, fix.String())
+	if !strings.Contains(fix.String(), "-- `tf`.`only_up` does not exist downstream\n") {
+		t.Errorf("the repair SQL does not say tf.only_up is missing:\n%s", fix.String())
+	}
+	mustExec(t, downdb, "CREATE TABLE tf.only_up (id INT PRIMARY KEY)")
 	if res := runDiff(t, updb, downdb, dmworker.WithDiffChunkRows(3)); !res.Equal() {
 		t.Fatalf("after the repair SQL:\n%s\nstill differs: %q", fix.String(), diffLines(res))
 	}
