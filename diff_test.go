@@ -152,6 +152,7 @@ var diffDivergences = []string{
 	`DELETE FROM tf.nopk WHERE a = 1 LIMIT 1`,
 	`INSERT INTO tf.nopk VALUES (7, 'x', NULL)`,
 	`DELETE FROM tf.skey WHERE k = 'é'`,
+	"UPDATE tf.skey SET k = 'A' WHERE k = 'a'", // the same key under utf8mb4_general_ci
 	`UPDATE tf.ckey SET v = 2 WHERE a = 3 AND b = 'q'`,
 	`DELETE FROM shard.t WHERE id = 60`,
 	`UPDATE tf.geos SET p = ST_GeomFromText('POINT(9 9)') WHERE id = 1`,
@@ -185,6 +186,7 @@ var diffFound = []string{
 	"tf.nopk missing 1,'a',1.5",
 	"tf.nopk extra 7,'x',NULL",
 	"tf.skey missing 'é'",
+	"tf.skey changed 'a' k",
 	"tf.strs extra 9",
 	"tf.times changed 3 dt",
 	"tf.bins changed 2 vb",
