@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
 	"golang.org/x/sync/errgroup"
@@ -94,8 +95,8 @@ func Diff(ctx context.Context, upstream, downstream *sql.DB, tables []TablePatte
 }
 
 // DiffOption configures Diff: WithLogger, WithDiffWorkers,
-// WithDiffChunkRows, WithDiffProgressFile, WithDiffWait, WithDiffRules,
-// WithDiffMaxRows.
+// WithDiffChunkRows, WithDiffProgressFile, WithDiffWait, WithDiffRecheck,
+// WithDiffRules, WithDiffMaxRows.
 type DiffOption interface{ applyDiff(*diffOptions) }
 
 type diffOptions struct {
@@ -107,6 +108,9 @@ type diffOptions struct {
 	filter    BlockAllowList
 	routes    []RouteRule
 	maxRows   int
+
+	recheck      int
+	recheckDelay time.Duration
 }
 
 func defaultDiffOptions() diffOptions {
@@ -121,6 +125,8 @@ func (o *diffOptions) validate() error {
 		return fmt.Errorf("dmworker: diff chunk rows %d: want at least 1", o.chunkRows)
 	case o.maxRows < 0:
 		return fmt.Errorf("dmworker: diff max rows %d: must not be negative", o.maxRows)
+	case o.recheck < 0 || o.recheckDelay < 0:
+		return fmt.Errorf("dmworker: diff recheck %d after %s: must not be negative", o.recheck, o.recheckDelay)
 	}
 	return nil
 }
@@ -187,6 +193,20 @@ func WithDiffRules(filter BlockAllowList, routes []RouteRule) DiffOption {
 // reports none, only counts.
 func WithDiffMaxRows(n int) DiffOption {
 	return diffOptionFunc(func(o *diffOptions) { o.maxRows = n })
+}
+
+// WithDiffRecheck compares the chunks that found differing rows again, up
+// to rounds times, each after delay and at a new upstream snapshot (and
+// WithDiffWait again), and reports only the rows found different every
+// time in the same way (same kind, key and values on both sides): a row
+// the syncer was still applying when the downstream was read converges or
+// changes, and drops out; a row that stays different stays. For a
+// downstream that a running task keeps writing (WithDiffWait returns once
+// the task has passed the position, and the task goes on past it, so
+// rows written meanwhile can look different). Default 0 rounds: no
+// recheck.
+func WithDiffRecheck(rounds int, delay time.Duration) DiffOption {
+	return diffOptionFunc(func(o *diffOptions) { o.recheck, o.recheckDelay = rounds, delay })
 }
 
 // DiffKind is how a row differs.
@@ -262,6 +282,8 @@ type DiffResult struct {
 	Position Position `json:"position"`
 	// Resumed is the number of chunks taken from the progress file.
 	Resumed int `json:"resumed"`
+	// Rechecks is the number of rechecks done (WithDiffRecheck).
+	Rechecks int `json:"rechecks,omitempty"`
 	// Tables, by downstream name.
 	Tables []DiffTable `json:"tables"`
 }
@@ -501,10 +523,110 @@ func (d *differ) run(ctx context.Context, patterns []TablePattern) (*DiffResult,
 	if err := eg.Wait(); err != nil {
 		return nil, err
 	}
+	snap.Close()
+	for round := 0; round < d.o.recheck && d.anyRows(groups); round++ {
+		if err := d.recheck(ctx, groups, downConns); err != nil {
+			return nil, err
+		}
+		res.Rechecks++
+	}
 	for _, g := range groups {
 		res.Tables = append(res.Tables, d.table(g))
 	}
 	return res, nil
+}
+
+// anyRows reports whether a chunk found differing rows.
+func (d *differ) anyRows(groups []*diffGroup) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, g := range groups {
+		if g.noTarget {
+			continue
+		}
+		for _, ch := range g.state.Chunks {
+			if len(ch.Rows) > 0 || ch.Omitted > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// recheck compares again, after the recheck delay and at a new upstream
+// snapshot (and WithDiffWait), the chunks that found differing rows, and
+// keeps only the rows found different both times.
+func (d *differ) recheck(ctx context.Context, groups []*diffGroup, downConns []*sql.Conn) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d.o.recheckDelay):
+	}
+	snap, err := snapshot.Open(ctx, d.up, len(downConns), d.upMaria, func(context.Context, string, uint64) (string, error) { return "", nil })
+	if err != nil {
+		return fmt.Errorf("dmworker: diff: recheck: upstream snapshot: %w", err)
+	}
+	defer snap.Close()
+	pos := diffPosition(snap.Point, d.upMaria)
+	if d.o.wait != nil {
+		if err := d.o.wait(ctx, pos); err != nil {
+			return fmt.Errorf("dmworker: diff: recheck: waiting for the downstream to reach %s: %w", pos, err)
+		}
+	}
+	type pair struct{ up, down *sql.Conn }
+	pairs := make(chan pair, len(snap.Conns))
+	for i := range snap.Conns {
+		pairs <- pair{snap.Conns[i], downConns[i]}
+	}
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(len(snap.Conns))
+	for _, g := range groups {
+		if g.noTarget {
+			continue
+		}
+		for i, ch := range g.state.Chunks {
+			if len(ch.Rows) == 0 && ch.Omitted == 0 {
+				continue
+			}
+			eg.Go(func() error {
+				p := <-pairs
+				defer func() { pairs <- p }()
+				out, err := d.chunk(ectx, p.up, p.down, g, i)
+				if err != nil {
+					return fmt.Errorf("dmworker: diff: recheck %s chunk %d: %w", g.target, i, err)
+				}
+				before := map[string]bool{}
+				for _, r := range ch.Rows {
+					before[r.identity()] = true
+				}
+				kept := out.Rows[:0]
+				for _, r := range out.Rows {
+					if before[r.identity()] || ch.Omitted > 0 {
+						kept = append(kept, r)
+					}
+				}
+				out.Rows = kept
+				if ch.Omitted == 0 {
+					out.Omitted = 0
+				}
+				out.Differs = out.Differs || ch.Differs
+				d.mu.Lock()
+				g.state.Chunks[i] = out
+				d.mu.Unlock()
+				return nil
+			})
+		}
+	}
+	if err := eg.Wait(); err != nil {
+		return err
+	}
+	return d.saveProgress()
+}
+
+// identity is what makes two reports of a row the same difference: the
+// same kind, key and images on both sides.
+func (r *DiffRow) identity() string {
+	return string(r.Kind) + "|" + strings.Join(r.Key, ",") + "|" + strings.Join(r.Upstream, ",") + "|" + strings.Join(r.Downstream, ",")
 }
 
 // serverKind reports whether db is MariaDB, has JSON_NORMALIZE and has

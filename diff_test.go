@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -294,5 +295,97 @@ func TestDiffOptionsValidated(t *testing.T) {
 		if _, err := dmworker.Diff(context.Background(), nil, nil, nil, o); err == nil {
 			t.Errorf("option %v accepted", o)
 		}
+	}
+}
+
+// TestDiffUnderLoad compares while a parallel syncer (16 workers) applies
+// a conflicting workload: Diff waits for the syncer's checkpoint to pass
+// its snapshot's position and rechecks the rows that differ, and reports
+// the tables equal; a row deleted downstream on purpose is still found.
+func TestDiffUnderLoad(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 384})
+	for _, db := range []*sql.DB{p.updb, p.downdb} {
+		mustExec(t, db, "CREATE DATABASE app")
+		mustExec(t, db, "CREATE TABLE app.hot (id INT PRIMARY KEY, v INT NOT NULL, u VARCHAR(16) NOT NULL, UNIQUE KEY (u)) DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_general_ci")
+		mustExec(t, db, "CREATE TABLE app.big (id INT PRIMARY KEY, v DOUBLE, j JSON)")
+		mustExec(t, db, "INSERT INTO app.big SELECT seq, seq / 3, JSON_OBJECT('n', seq) FROM mysql.seq_1_to_3000")
+	}
+	cfg := p.config("diffload")
+	cfg.Workers, cfg.BatchSize = 16, 20
+	cfg.CheckpointInterval = dmworker.Duration(50 * time.Millisecond)
+	s, err := dmworker.NewSyncer(cfg, p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := runSyncer(t, s)
+	defer func() {
+		if err := run.Stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	wait := dmworker.WithDiffWait(func(ctx context.Context, pos dmworker.Position) error {
+		for s.Status().Checkpoint.Compare(pos) < 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		return nil
+	})
+	type result struct {
+		res []*dmworker.DiffResult
+		err error
+	}
+	done := make(chan result, 1)
+	stop := make(chan struct{})
+	go func() {
+		var r result
+		defer func() { done <- r }()
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			res, err := dmworker.Diff(ctx, p.updb, p.downdb, []dmworker.TablePattern{{Schema: "app", Name: "*"}},
+				wait, dmworker.WithDiffRecheck(5, 100*time.Millisecond), dmworker.WithDiffWorkers(16), dmworker.WithDiffChunkRows(500))
+			cancel()
+			if err != nil {
+				r.err = err
+				return
+			}
+			r.res = append(r.res, res)
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	rnd := rand.New(rand.NewPCG(384, 1))
+	for i := 0; i < 400; i++ {
+		conflictWorkload(t, p.updb, rnd, 1)
+		mustExec(t, p.updb, "UPDATE app.big SET v = v + 1, j = JSON_SET(j, '$.i', ?) WHERE id = ?", i, 1+rnd.IntN(3000))
+	}
+	close(stop)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Diff under load: %v", r.err)
+	}
+	for i, res := range r.res {
+		if !res.Equal() {
+			t.Errorf("Diff %d of %d under load: %q", i+1, len(r.res), diffLines(res))
+		}
+	}
+	t.Logf("%d diffs during the workload", len(r.res))
+	if len(r.res) < 2 {
+		t.Errorf("only %d diffs ran during the workload", len(r.res))
+	}
+	waitSynced(t, run, p.updb)
+	mustExec(t, p.downdb, "DELETE FROM app.big WHERE id = 77")
+	ctx := context.Background()
+	res, err := dmworker.Diff(ctx, p.updb, p.downdb, []dmworker.TablePattern{{Schema: "app", Name: "*"}}, wait, dmworker.WithDiffRecheck(2, 10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(diffLines(res), ";"); got != "app.big missing 77" || res.Rechecks != 2 {
+		t.Fatalf("after the load: %q, %d rechecks; want app.big missing 77, 2 rechecks", got, res.Rechecks)
 	}
 }
