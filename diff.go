@@ -35,7 +35,9 @@ import (
 // held at that point when it is read: give WithDiffWait a function that
 // returns once the syncer has applied up to the position (for instance by
 // polling the task's checkpoint), or compare a downstream that receives no
-// writes.
+// writes. A syncer that goes on applying past the position makes rows
+// written meanwhile look different: WithDiffRecheck compares those again
+// until they converge.
 //
 // tables selects upstream tables by schema and table pattern (wildcards as
 // in BlockAllowList); none selects every table outside the system schemas.

@@ -8,7 +8,7 @@
 //	    [-from-password-file F] [-to-password-file F]
 //	    [-tables 'db.*,other.t'] [-route 'src.t_*:dst.t']
 //	    [-workers N] [-chunk-rows N] [-max-rows N]
-//	    [-progress FILE] [-fix-sql FILE]
+//	    [-progress FILE] [-fix-sql FILE] [-recheck N]
 //
 // Flags:
 //   - -from, -to: the upstream and the downstream, user[:password]@host:port,
@@ -26,11 +26,15 @@
 //     chunks done.
 //   - -fix-sql FILE: write the SQL that makes the downstream equal (REPLACE
 //     and DELETE statements) to FILE.
+//   - -recheck N: compare the rows found different again, up to N times, a
+//     second apart, each at a new upstream snapshot, and report only those
+//     different every time (for a downstream a task is still writing).
 //
 // The upstream is read in a consistent snapshot; the downstream is read
 // as it is. The command assumes the downstream is quiescent and caught up
-// with the upstream (a stopped or idle replication task): a library host
-// gives dmworker.WithDiffWait a function that waits for its syncer's
+// with the upstream (a stopped or idle replication task), or, with
+// -recheck, that rows in flight converge within the rechecks: a library
+// host gives dmworker.WithDiffWait a function that waits for its syncer's
 // checkpoint to pass the snapshot's position instead.
 //
 // Exit status: 0 the tables are equal, 1 they differ, 2 an error (bad flags,
@@ -48,6 +52,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -88,6 +93,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		maxRows   = fs.Int("max-rows", dmworker.DefaultDiffMaxRows, "differing rows reported per table")
 		progress  = fs.String("progress", "", "keep the progress in `FILE` and resume from it")
 		fixSQL    = fs.String("fix-sql", "", "write the repair SQL to `FILE`")
+		recheck   = fs.Int("recheck", 0, "compare differing rows again up to `N` times, a second apart, at new snapshots (for a downstream still being written)")
 	)
 	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
 	if err := fs.Parse(args); err != nil {
@@ -138,7 +144,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer downdb.Close()
 	opts := []dmworker.DiffOption{
 		dmworker.WithDiffWorkers(*workers), dmworker.WithDiffChunkRows(*chunkRows), dmworker.WithDiffMaxRows(*maxRows),
-		dmworker.WithDiffRules(dmworker.BlockAllowList{}, rr),
+		dmworker.WithDiffRules(dmworker.BlockAllowList{}, rr), dmworker.WithDiffRecheck(*recheck, time.Second),
 	}
 	if *progress != "" {
 		opts = append(opts, dmworker.WithDiffProgressFile(*progress))
