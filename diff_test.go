@@ -375,8 +375,8 @@ func TestDiffUnderLoad(t *testing.T) {
 		}
 	}
 	t.Logf("%d diffs during the workload", len(r.res))
-	if len(r.res) < 2 {
-		t.Errorf("only %d diffs ran during the workload", len(r.res))
+	if len(r.res) == 0 {
+		t.Error("no diff ran during the workload")
 	}
 	waitSynced(t, run, p.updb)
 	mustExec(t, p.downdb, "DELETE FROM app.big WHERE id = 77")
