@@ -33,6 +33,11 @@
 //     mode (WithEtcd) it follows the keys below. WithLiveness (a KeepAlive)
 //     makes it stop everything at once while its registration is not
 //     confirmed, and start again from its state when it is.
+//   - Diff: an on-demand comparison of tables upstream and downstream at one
+//     consistent upstream point, by chunk checksums both servers compute,
+//     row by row only inside chunks that differ, with type-aware rules (see
+//     Diff); resumable, it reports the differing keys (DiffResult) and
+//     writes the repair SQL (DiffResult.WriteFixSQL).
 //
 // # Configs and options
 //

@@ -55,7 +55,8 @@ type PutSourceConfigOption interface {
 // discardLogger is every type's default logger.
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// LoggerOption is WithLogger's option, taken by every New... constructor.
+// LoggerOption is WithLogger's option, taken by every New... constructor
+// and by Diff.
 type LoggerOption struct{ l *slog.Logger }
 
 // WithLogger sets the logger. Default: discard everything.
