@@ -663,15 +663,15 @@ func diffPosition(p snapshot.Point, mariadb bool) Position {
 
 // groups lists the upstream tables selected and groups them by target.
 func (d *differ) groups(ctx context.Context, conn *sql.Conn, patterns []TablePattern) ([]*diffGroup, error) {
-	sel, err := filter.NewBlockAllowList(BlockAllowList{DoTables: patterns, CaseSensitive: d.o.filter.CaseSensitive})
+	sel, err := filter.NewBlockAllowList(BlockAllowList{DoTables: patterns, CaseSensitive: d.o.filter.CaseSensitive}.filterRules())
 	if err != nil {
 		return nil, fmt.Errorf("dmworker: diff: tables: %w", err)
 	}
-	ba, err := filter.NewBlockAllowList(d.o.filter)
+	ba, err := filter.NewBlockAllowList(d.o.filter.filterRules())
 	if err != nil {
 		return nil, fmt.Errorf("dmworker: diff: block-allow list: %w", err)
 	}
-	router, err := filter.NewRouter(d.o.routes, d.o.filter.CaseSensitive)
+	router, err := filter.NewRouter(filterRouteRules(d.o.routes), d.o.filter.CaseSensitive)
 	if err != nil {
 		return nil, fmt.Errorf("dmworker: diff: routes: %w", err)
 	}
