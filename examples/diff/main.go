@@ -43,34 +43,14 @@ package main
 
 import (
 	"context"
-	"database/sql"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/dmworker/dmworker"
-	"github.com/dmworker/dmworker/streamer"
-)
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
-
-// The environment variables that may hold the passwords.
-const (
-	envFromPassword = "DMWORKER_FROM_PASSWORD"
-	envToPassword   = "DMWORKER_TO_PASSWORD"
+	"github.com/dmworker/dmworker/examples/internal/cli"
 )
 
 type listFlag []string
@@ -78,15 +58,14 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
+func main() { cli.Main(run) }
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("diff", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.NewFlagSet("diff", stderr)
 	var routes listFlag
 	var (
-		from      = fs.String("from", "", "upstream as user[:password]@host:port (required); the password is better given by -from-password-file or $"+envFromPassword)
-		fromPw    = fs.String("from-password-file", "", "read the upstream's password from `FILE`")
-		to        = fs.String("to", "", "downstream as user[:password]@host:port (required); the password is better given by -to-password-file or $"+envToPassword)
-		toPw      = fs.String("to-password-file", "", "read the downstream's password from `FILE`")
+		from      = cli.Server(fs, "from", "upstream", "required", "DMWORKER_FROM_PASSWORD")
+		to        = cli.Server(fs, "to", "downstream", "required", "DMWORKER_TO_PASSWORD")
 		tables    = fs.String("tables", "", "comma-separated db.table patterns to compare (default all)")
 		workers   = fs.Int("workers", dmworker.DefaultDiffWorkers, "chunks compared at once")
 		chunkRows = fs.Int("chunk-rows", dmworker.DefaultDiffChunkRows, "rows per chunk")
@@ -96,48 +75,42 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		recheck   = fs.Int("recheck", 0, "compare differing rows again up to `N` times, a second apart, at new snapshots (for a downstream still being written)")
 	)
 	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if err := cli.Parse(fs, args); err != nil {
+		return cli.UsageStatus(stderr, "diff", err)
 	}
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "diff: "+format+"\n", a...)
 		return 2
 	}
-	if fs.NArg() > 0 {
-		return fail("unexpected arguments %q", fs.Args())
-	}
-	if *from == "" || *to == "" {
+	if !from.Given() || !to.Given() {
 		return fail("-from and -to user:password@host:port are required")
 	}
-	up, err := streamer.ParseUpstreamFlags(*from, *fromPw, envFromPassword)
+	up, err := from.Config()
 	if err != nil {
 		return fail("-from: %v", err)
 	}
-	down, err := streamer.ParseUpstreamFlags(*to, *toPw, envToPassword)
+	down, err := to.Config()
 	if err != nil {
 		return fail("-to: %v", err)
 	}
-	pats, err := parseTables(*tables)
+	pats, err := cli.TablePatterns(*tables)
 	if err != nil {
 		return fail("-tables: %v", err)
 	}
 	var rr []dmworker.RouteRule
 	for _, r := range routes {
-		rs, err := parseRoutes(r)
+		rs, err := cli.Routes(r)
 		if err != nil {
 			return fail("-route: %v", err)
 		}
 		rr = append(rr, rs...)
 	}
-	updb, err := open(up)
+	updb, err := cli.OpenDB(up)
 	if err != nil {
 		return fail("%v", err)
 	}
 	defer updb.Close()
-	downdb, err := open(down)
+	downdb, err := cli.OpenDB(down)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -220,56 +193,4 @@ func key(t *dmworker.DiffTable, r dmworker.DiffRow) string {
 		parts[i] = names[i] + "=" + vals[i]
 	}
 	return strings.Join(parts, ",")
-}
-
-func open(c streamer.UpstreamConfig) (*sql.DB, error) {
-	mc := mysql.NewConfig()
-	mc.User, mc.Passwd, mc.Net, mc.Addr = c.User, c.Password, "tcp", c.Addr()
-	conn, err := mysql.NewConnector(mc)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", c, err)
-	}
-	return sql.OpenDB(conn), nil
-}
-
-// parseTables reads 'db.*,other.t'.
-func parseTables(s string) ([]dmworker.TablePattern, error) {
-	var out []dmworker.TablePattern
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		db, tbl, ok := strings.Cut(f, ".")
-		if !ok || db == "" || tbl == "" {
-			return nil, fmt.Errorf("%q: want db.table (wildcards allowed, e.g. db.*)", f)
-		}
-		out = append(out, dmworker.TablePattern{Schema: db, Name: tbl})
-	}
-	return out, nil
-}
-
-// parseRoutes reads 'src.t_*:dst.t,src_*:dst'.
-func parseRoutes(s string) ([]dmworker.RouteRule, error) {
-	var out []dmworker.RouteRule
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		from, to, ok := strings.Cut(f, ":")
-		if !ok || from == "" || to == "" {
-			return nil, fmt.Errorf("%q: want src.table:dst.table or src:dst", f)
-		}
-		fs, ft, fTable := strings.Cut(from, ".")
-		ts, tt, tTable := strings.Cut(to, ".")
-		switch {
-		case fTable != tTable:
-			return nil, fmt.Errorf("%q: route a schema to a schema (src:dst) or a table to a table (src.t:dst.t)", f)
-		case fs == "" || ts == "" || (fTable && (ft == "" || tt == "")):
-			return nil, fmt.Errorf("%q: empty name", f)
-		}
-		out = append(out, dmworker.RouteRule{SchemaPattern: fs, TablePattern: ft, TargetSchema: ts, TargetTable: tt})
-	}
-	return out, nil
 }
