@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -70,6 +71,7 @@ type Relay struct {
 	// onStart, when set (by a SourceWorker, before Run), is called each time
 	// a session has repaired the directory and starts pulling.
 	onStart func()
+	inst    *relayInstruments // nil without metrics
 }
 
 // RelayStage is where a Relay is in its life.
@@ -164,7 +166,12 @@ func NewRelay(up streamer.UpstreamConfig, dir string, cfg RelayConfig, opts ...R
 	if err != nil {
 		return nil, err
 	}
+	var inst *relayInstruments
+	if o.metrics.enabled() {
+		inst = &relayInstruments{}
+	}
 	return &Relay{
+		inst:    inst,
 		up:      up,
 		dir:     abs,
 		cfg:     cfg.withDefaults(),
@@ -204,6 +211,14 @@ func (r *Relay) Run(ctx context.Context) error {
 	done := r.done
 	r.mu.Unlock()
 	defer close(done)
+
+	unregister, err := r.opts.metrics.register(newCollector(
+		prometheus.Labels{"task": "", "source": r.up.SourceName(), "worker": ""}, relayFamilies,
+		func(e emitter) { emitRelay(e, r) }))
+	if err != nil {
+		return r.fail(fmt.Errorf("dmworker: relay for %s: %w", r.up.SourceName(), err))
+	}
+	defer unregister()
 
 	unlock, err := lockDir(r.dir, r.cfg.DirMode, r.cfg.FileMode)
 	if err != nil {
