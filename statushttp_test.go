@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
@@ -416,5 +417,70 @@ func TestStatusHandler(t *testing.T) {
 	}
 	if code, body := get(t, srv.URL+"/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "not alive") {
 		t.Fatalf("/healthz of a closed worker: %d %q", code, body)
+	}
+}
+
+// TestMetricsLeases: a KeepAlive's and a Coordinator's metrics move as the
+// lease is held, a source is bound and moves to another worker (its epoch
+// grows), and go when they stop.
+func TestMetricsLeases(t *testing.T) {
+	e := testserver.StartEtcd(t)
+	reg := prometheus.NewRegistry()
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	a, err := dmworker.NewKeepAlive(e.Client, "worker-a", dmworker.WithKeepAliveTTL(testTTL), fastBackoff, dmworker.WithMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aErr := make(chan error, 1)
+	go func() { aErr <- a.Run(context.Background()) }()
+	b := runKeepAlive(t, e.Client, "worker-b", dmworker.WithMetrics(reg))
+	waitAlive(t, a, true, etcdWait)
+	waitAlive(t, b, true, etcdWait)
+	putSource(t, e.Client, "mysql-1")
+	c, stop := runCoordinator(t, e.Client, dmworker.WithMetrics(reg))
+	first := waitBindings(t, c, map[string]string{"mysql-1": "worker-a"})["mysql-1"]
+	value := func(name string, labels map[string]string) float64 {
+		v, ok := metricSum(scrape(t, srv.URL), name, labels)
+		if !ok {
+			t.Fatalf("%s%v not scraped", name, labels)
+		}
+		return v
+	}
+	for _, w := range []string{"worker-a", "worker-b"} {
+		if v := value("dmworker_keepalive_lease_held", map[string]string{"worker": w}); v != 1 {
+			t.Fatalf("%s lease held %v", w, v)
+		}
+		if v := value("dmworker_keepalive_registration_revision", map[string]string{"worker": w}); v <= 0 {
+			t.Fatalf("%s registration revision %v", w, v)
+		}
+	}
+	if v := value("dmworker_coordinator_leader", nil); v != 1 {
+		t.Fatalf("coordinator leader %v", v)
+	}
+	if v := value("dmworker_coordinator_bindings", nil); v != 1 {
+		t.Fatalf("coordinator bindings %v", v)
+	}
+	if v := value("dmworker_coordinator_max_epoch", nil); v != float64(first.Epoch) {
+		t.Fatalf("coordinator max epoch %v, binding %+v", v, first)
+	}
+
+	// worker-a stops: its metrics go, the source moves, the epoch grows.
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-aErr; err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := metricSum(scrape(t, srv.URL), "dmworker_keepalive_lease_held", map[string]string{"worker": "worker-a"}); ok {
+		t.Fatal("worker-a's metrics still registered after Close")
+	}
+	moved := waitBindings(t, c, map[string]string{"mysql-1": "worker-b"})["mysql-1"]
+	if v := value("dmworker_coordinator_max_epoch", nil); v != float64(moved.Epoch) || moved.Epoch <= first.Epoch {
+		t.Fatalf("coordinator max epoch %v, bindings %+v then %+v", v, first, moved)
+	}
+	stop()
+	if _, ok := scrape(t, srv.URL)["dmworker_coordinator_leader"]; ok {
+		t.Fatal("the coordinator's metrics still registered after Close")
 	}
 }
