@@ -212,4 +212,13 @@
 // unreachable or stalled, and work not done by then is abandoned, never
 // half applied (a sink transaction commits with its checkpoint or not at
 // all). KeepAlive and Coordinator give up their lease within 2s.
+//
+// # Metrics, status and health
+//
+// WithMetrics gives a type a prometheus.Registerer: it registers its
+// dmworker_* metrics (labels task, source, worker) while Run runs, a
+// SourceWorker for its relay, subtasks, syncers and snapshots too; nothing
+// is registered without it, nor globally. StatusHandler serves a
+// SourceWorker's /status (StatusJSON), /healthz (Unhealthy's reasons) and
+// /metrics for the host to mount. The README lists the metrics.
 package dmworker
