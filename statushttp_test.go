@@ -484,3 +484,49 @@ func TestMetricsLeases(t *testing.T) {
 		t.Fatal("the coordinator's metrics still registered after Close")
 	}
 }
+
+// TestMetricsStandalone: a Relay and a SubTask given WithMetrics register
+// their own metrics (worker label empty) while they run, and unregister
+// when they stop.
+func TestMetricsStandalone(t *testing.T) {
+	p := newPair(t, 472, 473, testserver.MariaDBOptions{})
+	reg := prometheus.NewRegistry()
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	up := upstreamOf(p.up)
+	rup := up
+	rup.ServerID = 472 + 40
+	r, err := dmworker.NewRelay(rup, t.TempDir(), dmworker.RelayConfig{}, dmworker.WithMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	relayErr := runRelay(t, r)
+	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "solo"}, up, p.sink, dmworker.WithMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitUntil(t, "the syncer to start", func() bool { return st.Status().Syncer.Read.Name != "" })
+	mustExec(t, p.updb, "CREATE DATABASE d")
+	mustExec(t, p.updb, "CREATE TABLE d.t (id INT PRIMARY KEY)")
+	mustExec(t, p.updb, "INSERT INTO d.t VALUES (1), (2), (3)")
+	waitSubTaskSynced(t, st.Status, p)
+	source := up.SourceName()
+	waitUntil(t, "the metrics of both", func() bool {
+		fams := scrape(t, srv.URL)
+		rows, _ := metricSum(fams, "dmworker_syncer_row_changes_total", map[string]string{"task": "solo", "kind": "insert", "worker": ""})
+		state, _ := metricSum(fams, "dmworker_subtask_state", map[string]string{"task": "solo"})
+		written, _ := metricSum(fams, "dmworker_relay_write_bytes_total", map[string]string{"source": source, "task": "", "worker": ""})
+		return rows == 3 && state == 2 && written > 0
+	})
+	st.Stop()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-relayErr; err != nil {
+		t.Fatal(err)
+	}
+	if fams := scrape(t, srv.URL); len(fams) != 0 {
+		t.Fatalf("metrics left after the relay and the subtask stopped: %v", fams)
+	}
+}
