@@ -229,4 +229,13 @@
 // github.com/pingcap/errors: ErrorStack returns it, and this package's log
 // lines write it under "stack" beside "error". The stack changes neither the
 // message nor what errors.Is and errors.As find.
+//
+// # Metrics, status and health
+//
+// WithMetrics gives a type a prometheus.Registerer: it registers its
+// dmworker_* metrics (labels task, source, worker) while Run runs, a
+// SourceWorker for its relay, subtasks, syncers and snapshots too; nothing
+// is registered without it, nor globally. StatusHandler serves a
+// SourceWorker's /status (StatusJSON), /healthz (Unhealthy's reasons) and
+// /metrics for the host to mount. The README lists the metrics.
 package dmworker

@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/replication"
 	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dmworker/dmworker/internal/rows"
 	"github.com/dmworker/dmworker/internal/schema"
@@ -58,6 +59,13 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 			s.log.Error("syncer stopped", errAttr(err))
 		}
 	}()
+	unregister, err := s.opts.metrics.register(newCollector(
+		prometheus.Labels{"task": s.cfg.Task, "source": s.cfg.Source, "worker": ""}, syncerFamilies,
+		func(e emitter) { emitSyncer(e, s.Status(), s.inst) }))
+	if err != nil {
+		return fmt.Errorf("dmworker: syncer for task %s source %s: %w", s.cfg.Task, s.cfg.Source, err)
+	}
+	defer unregister()
 
 	r := &syncRun{s: s, w: &runWriter{s: s}, tables: map[*schema.TableDef]*Table{}, ignoredKind: map[string]bool{}}
 	cp, found, err := loadCheckpoint(ctx, s.store, s.cfg.Task, s.cfg.Source, s.cfg.Upstream, s.log)
@@ -400,6 +408,9 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 	if ev.TxnEnd {
 		r.lastTxnEnd = ev.Pos
 		r.txnChanges = 0
+		if s.inst != nil {
+			s.inst.txns.Add(1)
+		}
 		return r.apply.txnEnd(ctx, ev.Pos, true)
 	}
 	return nil

@@ -11,7 +11,7 @@
 //	    [-source NAME]
 //	    [-data-dir DIR] [-etcd ENDPOINTS -worker NAME [-keepalive-ttl D]
 //	    [-credential-key-file F]] [-workers N] [-exit-when-idle DURATION]
-//	    [-stop-timeout DURATION]
+//	    [-stop-timeout DURATION] [-status-addr ADDR [-health-max-lag D]]
 //
 // Flags:
 //   - -from, -to: the upstream and the downstream, user[:password]@host:port
@@ -103,6 +103,13 @@
 //     own (it is the spare the cluster fails over to) and counts D only
 //     from when it runs the task. Exiting ends the registration, so the
 //     coordinator moves the source to a standby, if any.
+//   - -status-addr ADDR (e.g. 127.0.0.1:8261; port 0 picks one, printed
+//     on stderr): serve dmworker.StatusHandler over HTTP: GET /status (the
+//     source, relay and subtask status as JSON), GET /healthz (200 "ok",
+//     or 503 with the reasons: the subtask paused on an error, the relay
+//     broken, the lease lost, or the lag past -health-max-lag D) and GET
+//     /metrics (the worker's dmworker_* metrics, see the README, and the
+//     Go runtime's and the process's, in Prometheus' text format).
 //
 // # Output
 //
@@ -172,6 +179,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -179,6 +187,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -202,6 +212,10 @@ type config struct {
 	idle     time.Duration
 	stop     time.Duration // -stop-timeout
 	key      []byte        // -credential-key-file or $DMWORKER_CREDENTIAL_KEY
+	// statusAddr is where /status, /healthz and /metrics are served ("":
+	// nowhere); maxLag the lag past which /healthz fails (0: none).
+	statusAddr string
+	maxLag     time.Duration
 }
 
 // progressInterval is how often progress is printed.
@@ -275,10 +289,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	} else {
 		opts = append(opts, dmworker.WithSource(cfg.source))
 	}
+	var reg *prometheus.Registry
+	if cfg.statusAddr != "" {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		opts = append(opts, dmworker.WithMetrics(reg))
+	}
 	w, err := dmworker.NewSourceWorker(cfg.worker, sinks, opts...)
 	if err != nil {
 		fmt.Fprintln(stderr, "migrate:", err)
 		return cli.ExitUsage
+	}
+	if cfg.statusAddr != "" {
+		stop, addr, err := serveStatus(cfg.statusAddr, dmworker.StatusHandler(w,
+			dmworker.StatusHandlerConfig{Gatherer: reg, MaxLag: cfg.maxLag}))
+		if err != nil {
+			fmt.Fprintln(stderr, "migrate: -status-addr:", err)
+			return cli.ExitFailure
+		}
+		defer stop()
+		fmt.Fprintf(stderr, "migrate: serving http://%s/status, /healthz and /metrics\n", addr)
 	}
 	done := make(chan error, 1)
 	go func() { done <- w.Run(runCtx) }()
@@ -599,6 +629,27 @@ func reportError(w io.Writer, err error) {
 // indent indents the lines of a statement after the first by a tab.
 func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n\t") }
 
+// serveStatus serves h on addr until stop is called; addr is where it
+// listens (the port chosen when addr's is 0).
+func serveStatus(addr string, h http.Handler) (stop func(), at string, err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln) // returns http.ErrServerClosed on Shutdown
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, ln.Addr().String(), nil
+}
+
 // listFlag collects a repeatable flag.
 type listFlag []string
 
@@ -625,6 +676,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		tables    = fs.String("tables", "", "comma-separated db.table patterns to replicate (default all)")
 		workers   = fs.Int("workers", 16, "apply workers (1: serial, each batch with its checkpoint)")
 		idle      = fs.Duration("exit-when-idle", 0, "exit once caught up and the upstream idle for this long (0: never)")
+		status    = fs.String("status-addr", "", "serve /status, /healthz and /metrics over HTTP on `ADDR`, e.g. 127.0.0.1:8261 (default: not served)")
+		maxLag    = fs.Duration("health-max-lag", 0, "with -status-addr: /healthz answers 503 while the replication lag passes this (0: no limit)")
 	)
 	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
 	if err := cli.Parse(fs, args); err != nil {
@@ -661,6 +714,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-to: %w", err)
 	}
 	cfg.idle = *idle
+	if *maxLag < 0 {
+		return cfg, errors.New("-health-max-lag must not be negative")
+	}
+	cfg.statusAddr, cfg.maxLag = *status, *maxLag
 	cfg.stop = *stopAfter
 	cfg.ttl = *ttl
 	cfg.dataDir = *dataDir

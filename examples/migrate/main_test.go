@@ -5,13 +5,17 @@ import (
 	"context"
 	"database/sql"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -677,4 +681,65 @@ func TestMigrateSourceThroughProxy(t *testing.T) {
 	}
 	write(90, 10)
 	run1("a second named run", "-from", from, "-source", "shop")
+}
+
+// TestMigrateStatusAddr: -status-addr serves /status, /healthz and
+// /metrics while migrate runs.
+func TestMigrateStatusAddr(t *testing.T) {
+	up := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 75})
+	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 76})
+	from := fmt.Sprintf("%s:%s@%s", up.User, up.Password, up.Addr())
+	to := fmt.Sprintf("%s:%s@%s", down.User, down.Password, down.Addr())
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"-from", from, "-to", to, "-status-addr", "127.0.0.1:0", "-health-max-lag", "1m"}, &stdout, &stderr)
+	}()
+	waitOutput(t, &stdout, &stderr, "pos=")
+	m := regexp.MustCompile(`serving http://(\S+)/status`).FindStringSubmatch(stderr.String())
+	if m == nil {
+		t.Fatalf("no status address in:\n%s", stderr.String())
+	}
+	up.Exec(t, "CREATE DATABASE s")
+	up.Exec(t, "CREATE TABLE s.t (id INT PRIMARY KEY)")
+	up.Exec(t, "INSERT INTO s.t VALUES (1), (2)")
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	get := func(path string) (int, string) {
+		resp, err := client.Get("http://" + m[1] + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	insertsRe := regexp.MustCompile(`(?m)^dmworker_syncer_row_changes_total\{kind="insert"[^}]*task="migrate"[^}]*\} 2$`)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		code, body := get("/metrics")
+		if code == http.StatusOK && insertsRe.MatchString(body) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics never showed the 2 inserts: %d\n%s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
+		t.Fatalf("/healthz: %d %q", code, body)
+	}
+	code, body := get("/status")
+	var st dmworker.StatusJSON
+	if err := json.Unmarshal([]byte(body), &st); err != nil || code != http.StatusOK {
+		t.Fatalf("/status: %d %v\n%s", code, err, body)
+	}
+	if len(st.SubTasks) != 1 || st.SubTasks[0].Name != "migrate" || st.SubTasks[0].Stage != "Running" || st.SubTasks[0].Syncer.Rows < 2 {
+		t.Fatalf("/status: %s", body)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout.String(), stderr.String())
+	}
 }
