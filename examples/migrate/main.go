@@ -91,6 +91,13 @@
 //     library's with mysqlsink): changes to one row stay in order on one,
 //     and the checkpoint is the low watermark of what they applied; with 1
 //     the changes are applied in order, each batch with its checkpoint.
+//   - -batch N: the most row changes one sink call carries (default the
+//     library's, 100). -compact merges several changes to one row within a
+//     batch (tables with a primary key and no other unique key).
+//   - -server-id N: the replica server id the worker reads the upstream's
+//     binlog as (the relay's, with -data-dir); default 0, a free one picked
+//     at the first connection. It must differ from the upstream's own and
+//     from its other replicas' (migrate -check tells).
 //   - -stop-timeout D: on SIGINT or SIGTERM, the longest the worker's last
 //     work may take (the last batch and its checkpoint, the last status
 //     report to etcd) before it is abandoned, whatever is unreachable
@@ -171,6 +178,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -623,7 +631,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		start     = fs.String("start", "", "where a task with no checkpoint starts, FILE:POS")
 		startGTID = fs.String("start-gtid", "", "where a task with no checkpoint starts, after this GTID set")
 		tables    = fs.String("tables", "", "comma-separated db.table patterns to replicate (default all)")
-		workers   = fs.Int("workers", 16, "apply workers (1: serial, each batch with its checkpoint)")
+		workers   = fs.Int("workers", 16, "apply workers, the library's default with mysqlsink (1: serial, each batch with its checkpoint)")
+		batch     = fs.Int("batch", 0, "row changes per sink call at most (0: the library's default, 100)")
+		compact   = fs.Bool("compact", false, "merge several changes to one row within a batch (tables with a primary key and no other unique key)")
+		serverID  = fs.Uint("server-id", 0, "replica server id this worker reads the upstream's binlog as (0: pick a free one)")
 		idle      = fs.Duration("exit-when-idle", 0, "exit once caught up and the upstream idle for this long (0: never)")
 	)
 	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
@@ -640,6 +651,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-mode %q: want incremental, full or all", *mode)
 	case *workers < 1 || *workers > 1024:
 		return cfg, fmt.Errorf("-workers %d: must be between 1 and 1024", *workers)
+	case *batch < 0:
+		return cfg, fmt.Errorf("-batch %d: must not be negative", *batch)
+	case *serverID > math.MaxUint32:
+		return cfg, fmt.Errorf("-server-id %d: must fit 32 bits", *serverID)
 	case set["start"] && set["start-gtid"]:
 		return cfg, errors.New("give -start or -start-gtid, not both")
 	case *ttl < time.Second || *ttl%time.Second != 0:
@@ -660,6 +675,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	if cfg.down, err = to.Config(); err != nil {
 		return cfg, fmt.Errorf("-to: %w", err)
 	}
+	cfg.up.ServerID = uint32(*serverID)
 	cfg.idle = *idle
 	cfg.stop = *stopAfter
 	cfg.ttl = *ttl
@@ -680,7 +696,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			return cfg, err
 		}
 	}
-	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode), SyncerTuning: dmworker.SyncerTuning{Workers: *workers}}
+	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode), SyncerTuning: dmworker.SyncerTuning{
+		Workers: *workers, BatchSize: *batch, Compact: *compact}}
 	switch {
 	case set["start"]:
 		if sc.Start, err = streamer.ParsePosition(*start); err != nil {
