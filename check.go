@@ -515,3 +515,21 @@ func checkRelayDir(source SourceConfig, o checkOptions) []CheckResult {
 	}
 	return []CheckResult{{Name: name, Status: CheckPass, Found: dir + " is writable"}}
 }
+
+// PrecheckOption is WithoutPrecheck's option, taken by NewSyncer,
+// NewSubTask and NewSourceWorker.
+type PrecheckOption struct{}
+
+// WithoutPrecheck skips the checks a Syncer (and a SubTask in mode all,
+// before its copy) runs on the upstream before it starts: the binlog on,
+// binlog_format ROW and binlog_row_image FULL, each refused with
+// ErrBinlogFormat. They cost one connection and one query per start. The
+// other prechecks are Check's, which a host runs when it chooses (migrate
+// -check). Default: the checks run.
+func WithoutPrecheck() PrecheckOption { return PrecheckOption{} }
+
+func (PrecheckOption) applySyncer(s *syncerOptions)   { s.skipPrecheck = true }
+func (PrecheckOption) applySubTask(t *subTaskOptions) { t.skipPrecheck = true }
+func (PrecheckOption) applySourceWorker(w *sourceWorkerOptions) {
+	w.subTaskOptions.skipPrecheck = true
+}

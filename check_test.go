@@ -3,6 +3,7 @@ package dmworker_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -188,4 +189,35 @@ func TestCheckBinlogOff(t *testing.T) {
 	up := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 633, ExtraArgs: []string{"--skip-log-bin"}})
 	rs := dmworker.Check(t.Context(), dmworker.SourceConfig{Name: "src", Upstream: upstreamOf(up)}, dmworker.SubTaskConfig{Name: "task"})
 	wantCheck(t, rs, "log_bin", dmworker.CheckFail, "the binlog is off")
+}
+
+// TestSubTaskPrecheck: a subtask checks the upstream's binlog before it
+// starts (a binlog that is off pauses it with ErrBinlogFormat saying so),
+// and WithoutPrecheck skips that check.
+func TestSubTaskPrecheck(t *testing.T) {
+	p := newPair(t, 634, 635, testserver.MariaDBOptions{ExtraArgs: []string{"--skip-log-bin"}})
+	cfg := dmworker.SubTaskConfig{Name: "pre", Filter: dmworker.BlockAllowList{DoDBs: []string{"app"}}}
+	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	runSubTask(t, st)
+	s := waitStage(t, st.Status, dmworker.SubTaskPaused)
+	t.Logf("refused after %s", time.Since(start))
+	if !errors.Is(s.LastError, dmworker.ErrBinlogFormat) || !strings.Contains(s.LastError.Error(), "the binlog is off") {
+		t.Fatalf("paused with %v, want ErrBinlogFormat saying the binlog is off", s.LastError)
+	}
+
+	q := newPair(t, 636, 637, testserver.MariaDBOptions{})
+	q.up.Exec(t, "SET GLOBAL binlog_format = 'MIXED'")
+	st, err = dmworker.NewSubTask(cfg, upstreamOf(q.up), q.sink, dmworker.WithoutPrecheck())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitUntil(t, "the syncer to start without the precheck", func() bool { return st.Status().Syncer.Read.Name != "" })
+	if s := st.Status(); s.Stage != dmworker.SubTaskRunning || s.LastError != nil {
+		t.Fatalf("stage %s, error %v", s.Stage, s.LastError)
+	}
 }

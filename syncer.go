@@ -166,6 +166,7 @@ type syncerOptions struct {
 	sinkRetry       time.Duration
 	epoch           int64
 	fenced          bool // WithEpoch given
+	skipPrecheck    bool // WithoutPrecheck given
 }
 
 const defaultSinkRetry = 5 * time.Minute
