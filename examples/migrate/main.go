@@ -98,6 +98,13 @@
 //     binlog as (the relay's, with -data-dir); default 0, a free one picked
 //     at the first connection. It must differ from the upstream's own and
 //     from its other replicas' (migrate -check tells).
+//   - -check: run the prechecks of the task (dmworker.Check) on the
+//     upstream and the downstream instead of replicating: the binlog on,
+//     ROW, FULL row image, server ids, the start position still there,
+//     both users' privileges, filters matching tables, keys, collations,
+//     max_allowed_packet and, with -data-dir, the relay directory. One
+//     line per check ("pass", "warn" or "fail", what was found, what to
+//     do), then a count; exit 1 when one fails, else 0.
 //   - -stop-timeout D: on SIGINT or SIGTERM, the longest the worker's last
 //     work may take (the last batch and its checkpoint, the last status
 //     report to etcd) before it is abandoned, whatever is unreachable
@@ -208,6 +215,7 @@ type config struct {
 	etcd     []string
 	ttl      time.Duration
 	idle     time.Duration
+	check    bool // -check: run the prechecks and exit
 	stop     time.Duration // -stop-timeout
 	key      []byte        // -credential-key-file or $DMWORKER_CREDENTIAL_KEY
 }
@@ -224,6 +232,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cli.UsageStatus(stderr, "migrate", err)
 	}
 	logger := cli.WarningsLogger(stderr)
+	if cfg.check {
+		return precheck(ctx, cfg, stdout, stderr)
+	}
 
 	db, err := cli.OpenDB(cfg.down) // the sink sets the session variables it needs on every connection it uses
 	if err != nil {
@@ -400,6 +411,42 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			lastMaster = master
 		}
 	}
+}
+
+// precheck runs dmworker.Check on the task (-check), prints one line per
+// check and returns ExitFailure when one fails.
+func precheck(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
+	db, err := cli.OpenDB(cfg.down)
+	if err != nil {
+		fmt.Fprintln(stderr, "migrate:", err)
+		return cli.ExitFailure
+	}
+	defer db.Close()
+	src := cfg.source
+	if src.Name == "" {
+		src.Name = cfg.up.Addr()
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	opts := []dmworker.CheckOption{dmworker.WithCheckDownstream(db)}
+	if cfg.dataDir != "" {
+		opts = append(opts, dmworker.WithCheckRelayDir(filepath.Join(cfg.dataDir, "relay")))
+	}
+	if err := db.PingContext(cctx); err != nil {
+		fmt.Fprintf(stderr, "migrate: downstream %s: %v\n", cfg.down, err)
+		return cli.ExitFailure
+	}
+	rs := dmworker.Check(cctx, src, cfg.task, opts...)
+	counts := map[dmworker.CheckStatus]int{}
+	for _, r := range rs {
+		fmt.Fprintln(stdout, r)
+		counts[r.Status]++
+	}
+	fmt.Fprintf(stdout, "check: %d passed, %d warnings, %d failed\n", counts[dmworker.CheckPass], counts[dmworker.CheckWarn], counts[dmworker.CheckFail])
+	if dmworker.CheckFailed(rs) {
+		return cli.ExitFailure
+	}
+	return cli.ExitOK
 }
 
 // taskStatus is the status of the worker's subtask (zero before it starts).
@@ -635,6 +682,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		batch     = fs.Int("batch", 0, "row changes per sink call at most (0: the library's default, 100)")
 		compact   = fs.Bool("compact", false, "merge several changes to one row within a batch (tables with a primary key and no other unique key)")
 		serverID  = fs.Uint("server-id", 0, "replica server id this worker reads the upstream's binlog as (0: pick a free one)")
+		check     = fs.Bool("check", false, "run the prechecks of the task on the upstream and the downstream, print them and exit (1 when one fails)")
 		idle      = fs.Duration("exit-when-idle", 0, "exit once caught up and the upstream idle for this long (0: never)")
 	)
 	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
@@ -677,6 +725,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	}
 	cfg.up.ServerID = uint32(*serverID)
 	cfg.idle = *idle
+	cfg.check = *check
 	cfg.stop = *stopAfter
 	cfg.ttl = *ttl
 	cfg.dataDir = *dataDir
