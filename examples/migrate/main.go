@@ -215,7 +215,7 @@ type config struct {
 	etcd     []string
 	ttl      time.Duration
 	idle     time.Duration
-	check    bool // -check: run the prechecks and exit
+	check    bool          // -check: run the prechecks and exit
 	stop     time.Duration // -stop-timeout
 	key      []byte        // -credential-key-file or $DMWORKER_CREDENTIAL_KEY
 }
