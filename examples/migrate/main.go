@@ -11,7 +11,8 @@
 //	    [-source NAME]
 //	    [-data-dir DIR] [-etcd ENDPOINTS -worker NAME [-keepalive-ttl D]
 //	    [-credential-key-file F]] [-workers N] [-exit-when-idle DURATION]
-//	    [-stop-timeout DURATION]
+//	    [-stop-timeout DURATION] [-batch N] [-compact] [-server-id N]
+//	    [-config task.yaml] [-source-config source.yaml] [-check]
 //
 // Flags:
 //   - -from, -to: the upstream and the downstream, user[:password]@host:port
@@ -98,6 +99,25 @@
 //     binlog as (the relay's, with -data-dir); default 0, a free one picked
 //     at the first connection. It must differ from the upstream's own and
 //     from its other replicas' (migrate -check tells).
+//   - -config FILE: a DM task file (YAML, the format of DM's task.yaml;
+//     see task.example.yaml beside this file and dmworker.ParseDMTask):
+//     name (-task), task-mode (-mode), target-database (-to), the source's
+//     meta (-start, -start-gtid), block-allow-list (-tables), routes
+//     (-route), filters (binlog event filters, which have no flag) and the
+//     syncer config: worker-count (-workers), batch (-batch), safe-mode,
+//     compact (-compact). A task with several mysql-instances runs the one
+//     -source (or the source file's source-id) names. -source-config FILE:
+//     a DM source file (source.example.yaml, dmworker.ParseDMSource):
+//     source-id (-source), from (-from), server-id (-server-id),
+//     enable-relay (with -data-dir), relay-binlog-name and -gtid, purge. A
+//     flag given on the command line overrides the file's value (-tables
+//     replaces the whole block-allow list, -route every route). Decoding
+//     is strict: an unknown key, or a DM feature dmworker does not have
+//     (shard-mode, mydumpers, ...), is an error naming it (exit 2).
+//     Passwords: a password written in a file is read in plain text (DM's
+//     encrypted ones are not), and migrate warns when others may read the
+//     file; better leave it out and use -from-password-file,
+//     -to-password-file or the environment, as with the flags.
 //   - -check: run the prechecks of the task (dmworker.Check) on the
 //     upstream and the downstream instead of replicating: the binlog on,
 //     ROW, FULL row image, server ids, the start position still there,
@@ -684,6 +704,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		serverID  = fs.Uint("server-id", 0, "replica server id this worker reads the upstream's binlog as (0: pick a free one)")
 		check     = fs.Bool("check", false, "run the prechecks of the task on the upstream and the downstream, print them and exit (1 when one fails)")
 		idle      = fs.Duration("exit-when-idle", 0, "exit once caught up and the upstream idle for this long (0: never)")
+		taskFile  = fs.String("config", "", "DM task file (YAML) `FILE`: task name and mode, downstream, filters, routes, syncer settings; flags override it")
+		srcFile   = fs.String("source-config", "", "DM source file (YAML) `FILE`: source-id, the upstream (from), relay settings; flags override it")
 	)
 	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
 	if err := cli.Parse(fs, args); err != nil {
@@ -692,10 +714,43 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	set := cli.Set(fs)
 
 	var cfg config
+	// The files first; what the command line sets overrides them.
+	var fileTask *dmworker.SubTaskConfig
+	var fileSource *dmworker.SourceConfig
+	if *srcFile != "" {
+		src, err := readDMFile(*srcFile, stderr, dmworker.ParseDMSource, func(s dmworker.SourceConfig) bool { return s.Upstream.Password != "" })
+		if err != nil {
+			return cfg, fmt.Errorf("-source-config: %w", err)
+		}
+		fileSource = &src
+		if !from.Given() {
+			*from.Addr = serverAddr(src.Upstream)
+		}
+	}
+	if *taskFile != "" {
+		dt, err := readDMFile(*taskFile, stderr, dmworker.ParseDMTask, func(t dmworker.DMTask) bool { return t.Target.Password != "" })
+		if err != nil {
+			return cfg, fmt.Errorf("-config: %w", err)
+		}
+		name := *source
+		if name == "" && fileSource != nil {
+			name = fileSource.Name
+		}
+		st, err := dt.SubTask(name)
+		if err != nil {
+			return cfg, fmt.Errorf("-config %s: %w (-source or the source file's source-id names it)", *taskFile, err)
+		}
+		fileTask = &st
+		if !to.Given() {
+			*to.Addr = serverAddr(dt.Target)
+		}
+	}
 	switch {
 	case !from.Given() || !to.Given():
-		return cfg, errors.New("-from and -to user:password@host:port are required")
-	case *mode != "incremental" && *mode != "full" && *mode != "all":
+		return cfg, errors.New("-from and -to user:password@host:port are required (or a -source-config and a -config naming them)")
+	case set["mode"] && *mode != "incremental" && *mode != "full" && *mode != "all":
+		return cfg, fmt.Errorf("-mode %q: want incremental, full or all", *mode)
+	case fileTask == nil && *mode != "incremental" && *mode != "full" && *mode != "all":
 		return cfg, fmt.Errorf("-mode %q: want incremental, full or all", *mode)
 	case *workers < 1 || *workers > 1024:
 		return cfg, fmt.Errorf("-workers %d: must be between 1 and 1024", *workers)
@@ -723,7 +778,12 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	if cfg.down, err = to.Config(); err != nil {
 		return cfg, fmt.Errorf("-to: %w", err)
 	}
-	cfg.up.ServerID = uint32(*serverID)
+	if fileSource != nil {
+		cfg.up.Flavor, cfg.up.ServerID = fileSource.Upstream.Flavor, fileSource.Upstream.ServerID
+	}
+	if set["server-id"] || fileSource == nil {
+		cfg.up.ServerID = uint32(*serverID)
+	}
 	cfg.idle = *idle
 	cfg.check = *check
 	cfg.stop = *stopAfter
@@ -747,6 +807,29 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	}
 	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode), SyncerTuning: dmworker.SyncerTuning{
 		Workers: *workers, BatchSize: *batch, Compact: *compact}}
+	if fileTask != nil {
+		// The file's task; each flag given overrides its part.
+		sc = *fileTask
+		over := func(flag string, apply func()) {
+			if set[flag] {
+				apply()
+			}
+		}
+		over("task", func() { sc.Name = *task })
+		over("mode", func() { sc.Mode = dmworker.Mode(*mode) })
+		over("workers", func() { sc.Workers = *workers })
+		over("batch", func() { sc.BatchSize = *batch })
+		over("compact", func() { sc.Compact = *compact })
+		if set["start"] || set["start-gtid"] {
+			sc.Start = streamer.Position{}
+		}
+		if set["tables"] {
+			sc.Filter = dmworker.BlockAllowList{CaseSensitive: sc.Filter.CaseSensitive}
+		}
+		if len(routes) > 0 {
+			sc.Routes = nil
+		}
+	}
 	switch {
 	case set["start"]:
 		if sc.Start, err = streamer.ParsePosition(*start); err != nil {
@@ -757,8 +840,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			return cfg, fmt.Errorf("-start-gtid: %w", err)
 		}
 	}
-	if sc.Filter.DoTables, err = parseTables(*tables); err != nil {
-		return cfg, fmt.Errorf("-tables: %w", err)
+	if fileTask == nil || set["tables"] {
+		if sc.Filter.DoTables, err = parseTables(*tables); err != nil {
+			return cfg, fmt.Errorf("-tables: %w", err)
+		}
 	}
 	for _, r := range routes {
 		rs, err := parseRoutes(r)
@@ -767,10 +852,63 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		}
 		sc.Routes = append(sc.Routes, rs...)
 	}
-	cfg.task = sc
 	// An empty name is resolved once the downstream is reached.
 	cfg.source = dmworker.SourceConfig{Name: *source, Upstream: cfg.up, EnableRelay: cfg.dataDir != ""}
+	if fileSource != nil {
+		// The source file's relay settings; the upstream is cfg.up (the
+		// file's, or -from's).
+		src := *fileSource
+		src.Upstream, src.EnableRelay = cfg.up, src.EnableRelay || cfg.dataDir != ""
+		if *source != "" {
+			src.Name = *source
+		}
+		if src.EnableRelay && cfg.dataDir == "" && !filepath.IsAbs(src.RelayDir) {
+			return cfg, fmt.Errorf("-source-config %s: enable-relay needs -data-dir (or an absolute relay-dir)", *srcFile)
+		}
+		cfg.source = src
+	}
+	if cfg.source.Name == "" && sc.Source != "" {
+		cfg.source.Name = sc.Source // the task file's source-id
+	}
+	sc.Source = "" // the worker's source, named above
+	if strings.Contains(cfg.source.Name, "/") {
+		return cfg, fmt.Errorf("source %q: no '/' allowed", cfg.source.Name)
+	}
+	cfg.task = sc
 	return cfg, nil
+}
+
+// serverAddr writes a server of a DM file as -from and -to take it,
+// user[:password]@host:port, so that the password options and their
+// checks apply as to the flags.
+func serverAddr(c streamer.UpstreamConfig) string {
+	user := c.User
+	if c.Password != "" {
+		user += ":" + c.Password
+	}
+	return user + "@" + net.JoinHostPort(c.Host, fmt.Sprint(c.Port))
+}
+
+// readDMFile reads and parses a DM task or source file, warning on stderr
+// when it holds a password (hasPassword) and others than its owner may read
+// it.
+func readDMFile[T any](name string, stderr io.Writer, parse func([]byte) (T, error), hasPassword func(T) bool) (T, error) {
+	var zero T
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return zero, err
+	}
+	v, err := parse(data)
+	if err != nil {
+		return zero, fmt.Errorf("%s: %w", name, err)
+	}
+	if hasPassword(v) {
+		if fi, err := os.Stat(name); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			fmt.Fprintf(stderr, "migrate: warning: %s holds a password in plain text and is readable by others (mode %04o): chmod 600 it, or give the password with a password file or the environment\n",
+				name, fi.Mode().Perm())
+		}
+	}
+	return v, nil
 }
 
 // The environment variables that may hold the secrets.
