@@ -143,9 +143,16 @@
 // Once a second, a progress line on stdout; while modes full and all copy
 // the existing data:
 //
-//	snapshot copying at mysql-bin.000001:1234: rows=50000/81000 bytes=9500000/17300000 tables=3/8
+//	snapshot copying at mysql-bin.000001:1234: rows=50000/81000 bytes=9500000/17300000 tables=3/8 rows/s=12000 eta=3s
 //
-// (rows and bytes done against the upstream's estimates), then, while the
+// (rows and bytes done against the upstream's estimates, the rate over the
+// last second and the time left at that rate); on a terminal (-progress
+// auto, the default) or with -progress bar, the copy's progress is instead
+// one bar rewritten in place:
+//
+//	snapshot [##################------------]  62% rows 50000/81000 9.1 MiB/16.5 MiB 12000 rows/s ETA 3s tables 3/8
+//
+// (-progress plain: the lines above, whatever stdout is). Then, while the
 // binlog is replicated:
 //
 //	pos=mysql-bin.000001:1234 rows=120 rows/s=40.0 lag=0.0s
@@ -165,12 +172,15 @@
 // last known to be applied downstream (0 when caught up; it grows while
 // applying is held up, or while the upstream is out of sight).
 //
-// The last line, when the program stops, is the final checkpoint (the one
-// stored downstream, from which the next run continues) and why it stops:
+// The last line, when the program stops, sums the run up: the final
+// checkpoint (the one stored downstream, from which the next run
+// continues), the rows applied, the run's time and mean rate, and why it
+// stops:
 //
-//	stopped at pos=mysql-bin.000001:5678 rows=450: interrupted (SIGINT): run the same command again to continue from this checkpoint
+//	stopped at pos=mysql-bin.000001:5678 rows=450 time=12.3s rows/s=36.6: interrupted (SIGINT): run the same command again to continue from this checkpoint
 //
-// (in modes full and all, while copying: "snapshot at POS rows=N/EST: ...").
+// (in modes full and all, while copying: "snapshot at POS rows=N/EST
+// time=... rows/s=...: ...").
 //
 // # Stopping and exit status
 //
@@ -236,6 +246,7 @@ type config struct {
 	ttl      time.Duration
 	idle     time.Duration
 	check    bool          // -check: run the prechecks and exit
+	progress string        // -progress: auto, bar or plain
 	stop     time.Duration // -stop-timeout
 	key      []byte        // -credential-key-file or $DMWORKER_CREDENTIAL_KEY
 }
@@ -338,9 +349,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var idleSince time.Time // when the upstream was last seen caught up and unchanged
 	var lastMaster streamer.Position
 	prev, prevAt := int64(0), time.Now()
-	prefix := ""
+	out := &progress{w: stdout, bar: cfg.progress == "bar" || (cfg.progress == "auto" && isTerminal(stdout)), start: prevAt}
 	if cl != nil {
-		prefix = "worker=" + cfg.worker + " "
+		out.prefix = "worker=" + cfg.worker + " "
 	}
 	standby := "" // the last standby line printed
 	why := ""     // why the worker was stopped, when not by a signal
@@ -353,20 +364,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			st := taskStatus(w, cfg.task.Name)
 			if err != nil {
 				fmt.Fprintln(stderr, "migrate:", err)
-				printFinal(stdout, prefix, st, "stopped by an error (see above)")
+				out.final(st, "stopped by an error (see above)")
 				return cli.ExitFailure
 			}
 			if why == "" {
 				why = stopReason(ctx, cl != nil)
 			}
-			printFinal(stdout, prefix, st, why)
+			out.final(st, why)
 			return cli.ExitOK
 		case now := <-tick.C:
 			st := taskStatus(w, cfg.task.Name)
 			if cl != nil && st.Name == "" {
 				// Not serving the task: say who does, when that changes.
 				if line := cl.standbyLine(runCtx, cfg); line != standby {
-					fmt.Fprintln(stdout, prefix+line)
+					out.line(line)
 					standby = line
 				}
 				prev, prevAt, idleSince = 0, now, time.Time{}
@@ -379,25 +390,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				cancel()
 				<-done
 				reportError(stderr, st.LastError)
-				printFinal(stdout, prefix, taskStatus(w, cfg.task.Name), "stopped by the error above")
+				out.final(taskStatus(w, cfg.task.Name), "stopped by the error above")
 				return cli.ExitFailure
 			}
 			if st.Unit == "snapshot" {
-				printSnapshot(stdout, prefix, st.Snapshot)
+				out.snapshot(st.Snapshot, now)
 				prevAt = now
 				continue
 			}
 			if st.Stage == dmworker.SubTaskFinished {
-				printSnapshot(stdout, prefix, st.Snapshot)
+				out.snapshot(st.Snapshot, now)
 				cancel()
 				<-done
-				printFinal(stdout, prefix, taskStatus(w, cfg.task.Name), "the copy is finished")
+				out.final(taskStatus(w, cfg.task.Name), "the copy is finished")
 				return cli.ExitOK
 			}
 			if st.Syncer.Rows < prev {
 				prev = 0 // the subtask started again (a new binding)
 			}
-			printProgress(stdout, prefix, st.Syncer, st.Syncer.Rows-prev, now.Sub(prevAt))
+			out.syncer(st.Syncer, st.Syncer.Rows-prev, now.Sub(prevAt))
 			prev, prevAt = st.Syncer.Rows, now
 			if cfg.idle <= 0 || st.Stage != dmworker.SubTaskRunning {
 				continue
@@ -572,33 +583,6 @@ func (c *cluster) standbyLine(ctx context.Context, cfg config) string {
 	return fmt.Sprintf("standby: source %s not bound yet%s", cfg.source.Name, lead)
 }
 
-// printSnapshot prints the copy's progress: rows and bytes done against the
-// upstream's estimates, and tables done.
-func printSnapshot(w io.Writer, prefix string, st dmworker.SnapshotStatus) {
-	done := 0
-	for _, t := range st.Tables {
-		if t.Done {
-			done++
-		}
-	}
-	fmt.Fprintf(w, "%ssnapshot %s at %s: rows=%d/%d bytes=%d/%d tables=%d/%d\n", prefix, strings.ToLower(st.Stage.String()), st.Pos,
-		st.Rows, st.EstRows, st.Bytes, st.EstBytes, done, len(st.Tables))
-}
-
-// printFinal prints the last line: the final checkpoint of the subtask (st,
-// as it stopped), and why the program ends.
-func printFinal(w io.Writer, prefix string, st dmworker.SubTaskStatus, why string) {
-	switch {
-	case st.Name == "":
-		fmt.Fprintf(w, "%sstopped, not serving the task: %s\n", prefix, why)
-	case st.Unit == "snapshot" || st.Mode == dmworker.ModeFull:
-		s := st.Snapshot
-		fmt.Fprintf(w, "%ssnapshot at %s rows=%d/%d: %s\n", prefix, s.Pos, s.Rows, s.EstRows, why)
-	default:
-		fmt.Fprintf(w, "%sstopped at pos=%s rows=%d: %s\n", prefix, st.Syncer.Checkpoint, st.Syncer.Rows, why)
-	}
-}
-
 // stopReason says, for the last line, why ctx ended and where to resume.
 func stopReason(ctx context.Context, cluster bool) string {
 	what := "stopped"
@@ -617,14 +601,6 @@ func stopReason(ctx context.Context, cluster bool) string {
 		return what + ": another worker of the cluster takes the task over from this checkpoint, or run the same command again to continue from it"
 	}
 	return what + ": run the same command again to continue from this checkpoint"
-}
-
-func printProgress(w io.Writer, prefix string, st dmworker.SyncerStatus, rows int64, d time.Duration) {
-	rate := 0.0
-	if d > 0 {
-		rate = float64(rows) / d.Seconds()
-	}
-	fmt.Fprintf(w, "%spos=%s rows=%d rows/s=%.1f lag=%.1fs\n", prefix, st.Checkpoint, st.Rows, rate, st.LagSeconds)
 }
 
 // reportError prints the error that stopped replication, with the position
@@ -704,10 +680,15 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		serverID  = fs.Uint("server-id", 0, "replica server id this worker reads the upstream's binlog as (0: pick a free one)")
 		check     = fs.Bool("check", false, "run the prechecks of the task on the upstream and the downstream, print them and exit (1 when one fails)")
 		idle      = fs.Duration("exit-when-idle", 0, "exit once caught up and the upstream idle for this long (0: never)")
+		progress  = fs.String("progress", "auto", "how the copy's progress shows: bar (rewritten in place), plain (a line a second) or auto (bar on a terminal)")
 		taskFile  = fs.String("config", "", "DM task file (YAML) `FILE`: task name and mode, downstream, filters, routes, syncer settings; flags override it")
 		srcFile   = fs.String("source-config", "", "DM source file (YAML) `FILE`: source-id, the upstream (from), relay settings; flags override it")
 	)
 	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageText)
+		fs.PrintDefaults()
+	}
 	if err := cli.Parse(fs, args); err != nil {
 		return config{}, err
 	}
@@ -760,6 +741,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-server-id %d: must fit 32 bits", *serverID)
 	case set["start"] && set["start-gtid"]:
 		return cfg, errors.New("give -start or -start-gtid, not both")
+	case *progress != "auto" && *progress != "bar" && *progress != "plain":
+		return cfg, fmt.Errorf("-progress %q: want auto, bar or plain", *progress)
 	case *ttl < time.Second || *ttl%time.Second != 0:
 		return cfg, fmt.Errorf("-keepalive-ttl %s: want a whole number of seconds, at least 1s", *ttl)
 	case *idle < 0:
@@ -786,6 +769,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	}
 	cfg.idle = *idle
 	cfg.check = *check
+	cfg.progress = *progress
 	cfg.stop = *stopAfter
 	cfg.ttl = *ttl
 	cfg.dataDir = *dataDir
@@ -910,6 +894,39 @@ func readDMFile[T any](name string, stderr io.Writer, parse func([]byte) (T, err
 	}
 	return v, nil
 }
+
+// usageText is -h's text before the flags.
+const usageText = `migrate replicates a MySQL or MariaDB server's row changes and DDL into
+another MySQL-compatible server, as PingCAP DM's worker does: it copies
+the existing data at one consistent point (-mode full or all), then
+applies the binlog in parallel (-workers), keeping its checkpoint in the
+downstream so that a new run continues where the last one stopped. With
+-data-dir it keeps a relay log; with -etcd it is one worker of a cluster
+that fails over. It reads DM's task and source files (-config,
+-source-config).
+
+Usage:
+  migrate -from USER@HOST:PORT -to USER@HOST:PORT [flags]
+  migrate -config task.yaml [-source-config source.yaml] [flags]
+
+Examples:
+  # check the upstream, the downstream and the task before starting
+  migrate -from repl@db1:3306 -to root@tidb:4000 -tables 'shop.*' -check
+  # copy shop.* and replicate from that point, 16 apply workers
+  DMWORKER_FROM_PASSWORD=... DMWORKER_TO_PASSWORD=... \
+    migrate -from repl@db1:3306 -to root@tidb:4000 -mode all -tables 'shop.*' -workers 16
+  # a DM task file; the downstream given on the command line
+  migrate -config task.yaml -source-config source.yaml -to root@127.0.0.1:4000
+  # a worker of a cluster, with a relay log
+  migrate -from repl@db1:3306 -to root@tidb:4000 -data-dir /var/lib/migrate \
+    -etcd 10.0.0.1:2379 -worker a -credential-key-file key
+
+Passwords: -from-password-file/-to-password-file or $DMWORKER_FROM_PASSWORD
+and $DMWORKER_TO_PASSWORD rather than on the command line. Exit status: 0
+done or stopped by a signal, 1 an error (or a failed -check), 2 bad flags.
+
+Flags:
+`
 
 // The environment variables that may hold the secrets.
 const (
