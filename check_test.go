@@ -221,3 +221,24 @@ func TestSubTaskPrecheck(t *testing.T) {
 		t.Fatalf("stage %s, error %v", s.Stage, s.LastError)
 	}
 }
+
+// ExampleCheck runs the prechecks of a task before starting it, as migrate
+// -check does, and refuses to start when one fails.
+func ExampleCheck() {
+	ctx := context.Background()
+	src := dmworker.SourceConfig{Name: "shop-db", Upstream: streamer.UpstreamConfig{Host: "10.0.0.5", Port: 3306, User: "repl", Password: "..."}}
+	task := dmworker.SubTaskConfig{Name: "shop", Mode: dmworker.ModeAll, Filter: dmworker.BlockAllowList{DoDBs: []string{"shop"}}}
+	down, err := sql.Open("mysql", "root:...@tcp(127.0.0.1:4000)/")
+	if err != nil {
+		return
+	}
+	defer down.Close()
+	rs := dmworker.Check(ctx, src, task, dmworker.WithCheckDownstream(down), dmworker.WithCheckRelayDir("/var/lib/dmworker/relay"))
+	for _, r := range rs {
+		fmt.Println(r) // "fail binlog_format: binlog_format is MIXED: ...; fix: set binlog_format=ROW ..."
+	}
+	if dmworker.CheckFailed(rs) {
+		return // fix what the failures say first
+	}
+	// ... start the task: NewSubTask, or SourceWorker.StartSubTask
+}
