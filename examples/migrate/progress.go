@@ -53,13 +53,19 @@ func (p *progress) snapshot(st dmworker.SnapshotStatus, now time.Time) {
 			done++
 		}
 	}
+	if p.snapAt.IsZero() || st.Rows < p.snapRows {
+		p.snapRows, p.snapAt = 0, p.start // the first sample: the rate since the start
+	}
 	rate := 0.0
-	if d := now.Sub(p.snapAt); !p.snapAt.IsZero() && d > 0 && st.Rows >= p.snapRows {
+	if d := now.Sub(p.snapAt); d > 0 {
 		rate = float64(st.Rows-p.snapRows) / d.Seconds()
 	}
 	p.snapRows, p.snapAt = st.Rows, now
 	eta := "?"
-	if rate > 0 && st.EstRows >= st.Rows {
+	switch {
+	case st.EstRows > 0 && st.Rows >= st.EstRows:
+		eta = "0s" // done, or the estimate was low
+	case rate > 0:
 		eta = time.Duration(float64(st.EstRows-st.Rows) / rate * float64(time.Second)).Round(time.Second).String()
 	}
 	if !p.bar {
