@@ -22,20 +22,20 @@ type RelayOption interface{ applyRelay(*relayOptions) }
 
 // SyncerOption configures a Syncer (NewSyncer): WithLogger,
 // WithStopTimeout, WithCheckpointStore, WithReaderFactory, WithSinkRetry,
-// WithEpoch, WithRemoteOptions.
+// WithEpoch, WithRemoteOptions, WithoutPrecheck.
 type SyncerOption interface{ applySyncer(*syncerOptions) }
 
 // SubTaskOption configures a SubTask (NewSubTask): WithAutoResume, and the
 // options it passes to its Syncer (WithLogger, WithStopTimeout,
 // WithCheckpointStore, WithReaderFactory, WithSinkRetry, WithEpoch,
-// WithRemoteOptions).
+// WithRemoteOptions, WithoutPrecheck).
 type SubTaskOption interface{ applySubTask(*subTaskOptions) }
 
 // SourceWorkerOption configures a SourceWorker (NewSourceWorker): WithSource
 // or WithEtcd (with WithEtcdPrefix, WithStatusInterval, WithCredentialKey,
 // WithCredentialResolver), WithRelayDir, WithLiveness, and what it passes
 // to its subtasks and relays (WithLogger, WithStopTimeout, WithAutoResume,
-// WithCheckpointStore, WithSinkRetry, WithRemoteOptions).
+// WithCheckpointStore, WithSinkRetry, WithRemoteOptions, WithoutPrecheck).
 type SourceWorkerOption interface{ applySourceWorker(*sourceWorkerOptions) }
 
 // KeepAliveOption configures a KeepAlive (NewKeepAlive): WithLogger,
