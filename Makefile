@@ -4,7 +4,7 @@ GO ?= go
 # Whole-suite budget; CI allows 90 minutes, we aim for well under 30.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all deps demo test vet fmt-check bench
+.PHONY: all deps demo test hosttest vet fmt-check bench
 
 all: test
 
@@ -27,8 +27,15 @@ fmt-check:
 
 # test runs vet and the whole suite with the race detector against real
 # servers; DMWORKER_REQUIRE_SERVERS=1 turns a missing server into a failure.
+# Then the host module's tests (hosttest).
 test: deps fmt-check vet
 	DMWORKER_REQUIRE_SERVERS=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@$(MAKE) --no-print-directory hosttest
+
+# hosttest vets and tests internal/hosttest, a module apart that uses only
+# the public packages, as a host's own unit tests do (no server needed).
+hosttest:
+	cd internal/hosttest && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 
 # bench runs the benchmark scripts (needs sysbench for some; see BENCHMARKS.md).
 bench: deps

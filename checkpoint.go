@@ -69,7 +69,7 @@ func (m *MemoryCheckpointStore) Load(_ context.Context, task, source string) (Ch
 	cp, ok := m.cps[[2]string{task, source}]
 	if ok {
 		cp.Pos, cp.SafeUntil = cp.Pos.Clone(), cp.SafeUntil.Clone()
-		cp.Snapshot = bytes.Clone(cp.Snapshot)
+		cp.Snapshot, cp.Schema = bytes.Clone(cp.Snapshot), bytes.Clone(cp.Schema)
 	}
 	return cp, ok, nil
 }
@@ -87,6 +87,8 @@ func (m *MemoryCheckpointStore) Save(_ context.Context, cp Checkpoint) error {
 	}
 	if cp.Schema == nil {
 		cp.Schema = m.cps[k].Schema
+	} else {
+		cp.Schema = bytes.Clone(cp.Schema)
 	}
 	cp.Pos, cp.SafeUntil = cp.Pos.Clone(), cp.SafeUntil.Clone()
 	cp.Snapshot = bytes.Clone(cp.Snapshot) // stored as given: nil clears it

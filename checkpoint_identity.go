@@ -108,6 +108,9 @@ func loadCheckpoint(ctx context.Context, store CheckpointStore, task, source str
 // it out, instead of failing the run; before, an upstream that cannot be
 // reached is an error at once (see queryUpstream).
 func (s *Syncer) upstreamAtStart(ctx context.Context) (streamer.UpstreamState, error) {
+	if s.offline() {
+		return streamer.UpstreamState{}, nil
+	}
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 10*time.Second, 0
 	for {
@@ -119,7 +122,7 @@ func (s *Syncer) upstreamAtStart(ctx context.Context) (streamer.UpstreamState, e
 		}
 		wait := b.NextBackOff()
 		s.log.Warn("upstream connection failed, retrying", slog.String("op", "query upstream"), slog.Duration("wait", wait),
-			slog.String("error", err.Error()))
+			errAttr(err))
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -128,6 +131,15 @@ func (s *Syncer) upstreamAtStart(ctx context.Context) (streamer.UpstreamState, e
 			return st, ctx.Err()
 		}
 	}
+}
+
+// lineage is checkLineage for the upstream st describes; a syncer without
+// an upstream (see WithStartSchema) resumes at the checkpoint unchecked.
+func (s *Syncer) lineage(cp Checkpoint, st streamer.UpstreamState) (resume, error) {
+	if s.offline() {
+		return resume{start: cp.Pos}, nil
+	}
+	return checkLineage(cp, st)
 }
 
 // resume is where a syncer with a stored checkpoint goes on reading.

@@ -187,7 +187,8 @@ func (c *Coordinator) Bindings(ctx context.Context) (map[string]Binding, error) 
 // line (see Coordinator), until ctx ends or Close is called; it then gives
 // leadership up and returns nil. etcd faults and lost leadership are retried
 // with backoff, never returned.
-func (c *Coordinator) Run(ctx context.Context) error {
+func (c *Coordinator) Run(ctx context.Context) (err error) {
+	defer func() { err = withStack(err) }()
 	if !c.runMu.TryLock() {
 		return ErrCoordinatorRunning
 	}
@@ -217,7 +218,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			b.Reset()
 		}
 		d := b.NextBackOff()
-		c.log.Warn("coordinator term ended, campaigning again", slog.Duration("wait", d), slog.Any("error", err))
+		c.log.Warn("coordinator term ended, campaigning again", slog.Duration("wait", d), errAttr(err))
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
@@ -342,7 +343,7 @@ func (c *Coordinator) lead(ctx context.Context, ld leader) error {
 			continue
 		case err != nil:
 			d := b.NextBackOff()
-			c.log.Warn("reconcile failed, retrying", slog.Duration("wait", d), slog.String("error", err.Error()))
+			c.log.Warn("reconcile failed, retrying", slog.Duration("wait", d), errAttr(err))
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
@@ -360,7 +361,7 @@ func (c *Coordinator) lead(ctx context.Context, ld leader) error {
 			if errors.Is(err, ErrNotLeader) || ctx.Err() != nil {
 				return err
 			}
-			c.log.Info("watch ended, reading everything again", slog.String("error", err.Error()))
+			c.log.Info("watch ended, reading everything again", errAttr(err))
 		}
 	}
 }

@@ -65,7 +65,7 @@ func (c *Coordinator) reconcile(ctx context.Context, ld leader) (int64, error) {
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		var sb SourceBinding
 		if err := json.Unmarshal(kv.Value, &sb); err != nil {
-			c.log.Warn("binding unreadable, removing it", slog.String("key", string(kv.Key)), slog.String("error", err.Error()))
+			c.log.Warn("binding unreadable, removing it", slog.String("key", string(kv.Key)), errAttr(err))
 		}
 		bound[strings.TrimPrefix(string(kv.Key), c.keys.bounds())] = boundKV{sb.Source, kv.ModRevision}
 	}

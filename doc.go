@@ -33,6 +33,11 @@
 //     mode (WithEtcd) it follows the keys below. WithLiveness (a KeepAlive)
 //     makes it stop everything at once while its registration is not
 //     confirmed, and start again from its state when it is.
+//   - Diff: an on-demand comparison of tables upstream and downstream at one
+//     consistent upstream point, by chunk checksums both servers compute,
+//     row by row only inside chunks that differ, with type-aware rules (see
+//     Diff); resumable, it reports the differing keys (DiffResult) and
+//     writes the repair SQL (DiffResult.WriteFixSQL).
 //
 // # Configs and options
 //
@@ -212,4 +217,16 @@
 // unreachable or stalled, and work not done by then is abandoned, never
 // half applied (a sink transaction commits with its checkpoint or not at
 // all). KeepAlive and Coordinator give up their lease within 2s.
+//
+// # Errors
+//
+// Callers tell errors apart with errors.Is (the Err... sentinels, and those
+// of package streamer) and errors.As (SyncError, SnapshotError,
+// streamer.RelayError, ...); each message names the task, source, position
+// and object it concerns. An error that stops a unit (the syncer, the
+// snapshot, the relay, a subtask's pause) and an error a Run returns carry
+// the stack where they crossed into or out of this package, recorded with
+// github.com/pingcap/errors: ErrorStack returns it, and this package's log
+// lines write it under "stack" beside "error". The stack changes neither the
+// message nor what errors.Is and errors.As find.
 package dmworker

@@ -16,7 +16,10 @@ require (
 	google.golang.org/grpc v1.71.1
 )
 
-require github.com/pingcap/failpoint v0.0.0-20260406204437-bbc9d102c19e // indirect
+require (
+	github.com/pingcap/failpoint v0.0.0-20260406204437-bbc9d102c19e // indirect
+	golang.org/x/sync v0.20.0 // indirect
+)
 
 require (
 	filippo.io/edwards25519 v1.2.0 // indirect

@@ -266,7 +266,8 @@ func (k *KeepAlive) confirm(at time.Time) {
 // Run registers the worker and keeps it registered until ctx ends or Close
 // is called; it then revokes the lease (best effort: it waits at most
 // closeRevokeTimeout, 2s, for etcd) and returns nil. Losses and etcd faults are retried, never returned.
-func (k *KeepAlive) Run(ctx context.Context) error {
+func (k *KeepAlive) Run(ctx context.Context) (err error) {
+	defer func() { err = withStack(err) }()
 	if !k.runMu.TryLock() {
 		return ErrKeepAliveRunning
 	}
@@ -315,7 +316,7 @@ func (k *KeepAlive) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			k.setAlive(false, 0, 0, time.Time{}, err)
-			k.log.Warn("worker not registered", slog.String("error", err.Error()))
+			k.log.Warn("worker not registered", errAttr(err))
 			cause = err
 			continue
 		}
@@ -327,7 +328,7 @@ func (k *KeepAlive) Run(ctx context.Context) error {
 			return nil
 		}
 		k.setAlive(false, 0, 0, time.Time{}, err)
-		k.log.Warn("worker registration lost", slog.String("lease", fmt.Sprintf("%x", int64(lease))), slog.String("error", err.Error()))
+		k.log.Warn("worker registration lost", slog.String("lease", fmt.Sprintf("%x", int64(lease))), errAttr(err))
 		// Revoke at once, so that the key goes now rather than at the
 		// lease's expiry; if etcd does not answer, the next attempt tries
 		// again.

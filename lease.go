@@ -51,7 +51,7 @@ func (l leaseKeeper) revoke(ctx context.Context, lease clientv3.LeaseID) error {
 	defer cancel()
 	_, err := l.cli.Revoke(ctx, lease)
 	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		l.log.Warn("revoke lease", slog.String("lease", fmt.Sprintf("%x", int64(lease))), slog.String("error", err.Error()))
+		l.log.Warn("revoke lease", slog.String("lease", fmt.Sprintf("%x", int64(lease))), errAttr(err))
 	}
 	return err
 }
@@ -66,7 +66,7 @@ func (l leaseKeeper) revokeOnClose(ctx context.Context, lease clientv3.LeaseID) 
 	ctx, cancel := context.WithTimeout(ctx, min(closeRevokeTimeout, l.opTimeout()))
 	defer cancel()
 	if _, err := l.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		l.log.Warn("revoke lease on close", slog.String("lease", fmt.Sprintf("%x", int64(lease))), slog.String("error", err.Error()))
+		l.log.Warn("revoke lease on close", slog.String("lease", fmt.Sprintf("%x", int64(lease))), errAttr(err))
 	}
 }
 
@@ -103,7 +103,7 @@ func (l leaseKeeper) keep(ctx context.Context, lease clientv3.LeaseID, confirmed
 				return fmt.Errorf("%w: lease %x expired or revoked", ErrLeaseLost, int64(lease))
 			}
 			if r.err != nil {
-				l.log.Debug("lease renewal failed", slog.String("lease", fmt.Sprintf("%x", int64(lease))), slog.String("error", r.err.Error()))
+				l.log.Debug("lease renewal failed", slog.String("lease", fmt.Sprintf("%x", int64(lease))), errAttr(r.err))
 				continue
 			}
 			if r.sent.After(confirmed) {

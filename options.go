@@ -22,7 +22,7 @@ type RelayOption interface{ applyRelay(*relayOptions) }
 
 // SyncerOption configures a Syncer (NewSyncer): WithLogger,
 // WithStopTimeout, WithCheckpointStore, WithReaderFactory, WithSinkRetry,
-// WithEpoch, WithRemoteOptions, WithoutPrecheck.
+// WithEpoch, WithRemoteOptions, WithStartSchema, WithoutPrecheck.
 type SyncerOption interface{ applySyncer(*syncerOptions) }
 
 // SubTaskOption configures a SubTask (NewSubTask): WithAutoResume, and the
@@ -55,7 +55,8 @@ type PutSourceConfigOption interface {
 // discardLogger is every type's default logger.
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// LoggerOption is WithLogger's option, taken by every New... constructor.
+// LoggerOption is WithLogger's option, taken by every New... constructor
+// and by Diff.
 type LoggerOption struct{ l *slog.Logger }
 
 // WithLogger sets the logger. Default: discard everything.

@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -30,7 +29,9 @@ import (
 //
 // Readers in the same process wait on Relayed instead of polling, and
 // register the oldest position they need with RegisterReader so that Purge
-// never removes it. A Relay is safe for concurrent use.
+// never removes it; OpenReader opens such a reader. A Relay is safe for
+// concurrent use. The directory's files are written through a
+// streamer.RelayDir.
 //
 // A directory damaged in a way a crash cannot leave it (a file shorter than
 // relay.meta's durable end, a checksum mismatch before it, relay.meta or
@@ -62,9 +63,9 @@ type Relay struct {
 	leases   map[*relayLease]struct{}
 	identity string // upstream identity of the current subdirectory
 
-	indexMu    sync.Mutex // serialises index and subdirectory changes
-	forceReset bool       // Run only: the upstream's file diverged, start a new subdirectory
-	reached    bool       // Run only: the upstream has answered once
+	rdir       *streamer.RelayDir // the directory's write half
+	forceReset bool               // Run only: the upstream's file diverged, start a new subdirectory
+	reached    bool               // Run only: the upstream has answered once
 
 	copying chan struct{} // (one slot) serialises copies of older upstream files (see hold)
 	// onStart, when set (by a SourceWorker, before Run), is called each time
@@ -90,7 +91,7 @@ var (
 	// ErrRelayRunning is returned by a second concurrent Run.
 	ErrRelayRunning = errors.New("dmworker: relay already running")
 	// ErrRelayLocked means another process holds the relay directory.
-	ErrRelayLocked = errors.New("dmworker: relay directory in use by another process")
+	ErrRelayLocked = streamer.ErrRelayLocked
 )
 
 // SyncPolicy says when the relay fsyncs what it has written. A position is
@@ -164,15 +165,18 @@ func NewRelay(up streamer.UpstreamConfig, dir string, cfg RelayConfig, opts ...R
 	if err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
+	log := o.logger.With(slog.String("component", "relay"), slog.String("source", up.SourceName()))
 	return &Relay{
 		up:      up,
 		dir:     abs,
-		cfg:     cfg.withDefaults(),
+		cfg:     cfg,
 		opts:    o,
-		log:     o.logger.With(slog.String("component", "relay"), slog.String("source", up.SourceName())),
+		log:     log,
 		stage:   RelayNew,
 		notify:  make(chan struct{}),
 		leases:  map[*relayLease]struct{}{},
+		rdir:    streamer.NewRelayDir(abs, cfg.FileMode, cfg.DirMode, log),
 		copying: make(chan struct{}, 1),
 	}, nil
 }
@@ -205,23 +209,36 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.mu.Unlock()
 	defer close(done)
 
-	unlock, err := lockDir(r.dir, r.cfg.DirMode, r.cfg.FileMode)
+	unlock, err := r.rdir.Lock()
 	if err != nil {
 		return r.fail(err)
 	}
 	defer unlock()
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	// The pull loop and the purge loop share one context: Close, the end
+	// of ctx, or a fault that stops pulling ends both, and Run returns
+	// once both have.
+	g, gctx := errgroup.WithContext(ctx)
 	if r.cfg.PurgeInterval > 0 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.purgeLoop(ctx)
-		}()
+		g.Go(func() error {
+			r.purgeLoop(gctx)
+			return nil
+		})
 	}
-	defer cancel() // stop the purge loop before waiting for it
+	g.Go(func() error {
+		defer cancel() // stop the purge loop when pulling ends
+		return r.pull(gctx)
+	})
+	if err := g.Wait(); err != nil {
+		return r.fail(err)
+	}
+	r.setStage(RelayStopped)
+	return nil
+}
 
+// pull runs sessions, waiting while paused, until ctx ends (it returns nil)
+// or a session fails.
+func (r *Relay) pull(ctx context.Context) error {
 	for {
 		r.mu.Lock()
 		if r.paused {
@@ -232,7 +249,6 @@ func (r *Relay) Run(ctx context.Context) error {
 			case <-resume:
 				continue
 			case <-ctx.Done():
-				r.setStage(RelayStopped)
 				return nil
 			}
 		}
@@ -243,16 +259,16 @@ func (r *Relay) Run(ctx context.Context) error {
 
 		err := r.session(ctx, pause)
 		if ctx.Err() != nil {
-			r.setStage(RelayStopped)
 			return nil
 		}
 		if err != nil {
-			return r.fail(err)
+			return err
 		}
 	}
 }
 
 func (r *Relay) fail(err error) error {
+	err = withStack(err)
 	r.mu.Lock()
 	r.lastErr = err
 	r.stage = RelayStopped
@@ -260,7 +276,7 @@ func (r *Relay) fail(err error) error {
 	close(r.notify)
 	r.notify = make(chan struct{})
 	r.mu.Unlock()
-	r.log.Error("relay stopped", slog.String("error", err.Error()))
+	r.log.Error("relay stopped", errAttr(err))
 	return err
 }
 
@@ -343,7 +359,7 @@ func (r *Relay) Relayed() (streamer.RelayPos, <-chan struct{}) {
 
 // publish makes pos the durable end, wakes readers and records it in the
 // subdirectory's relay.meta.
-func (r *Relay) publish(subdir string, pos streamer.RelayPos, gset mysql.GTIDSet) error {
+func (r *Relay) publish(pos streamer.RelayPos, gset mysql.GTIDSet) error {
 	r.mu.Lock()
 	if r.relayed == pos {
 		r.mu.Unlock()
@@ -357,24 +373,5 @@ func (r *Relay) publish(subdir string, pos streamer.RelayPos, gset mysql.GTIDSet
 	if gset != nil {
 		meta.BinlogGTID = gset.String()
 	}
-	return streamer.WriteRelayMeta(subdir, meta)
-}
-
-// lockDir takes an exclusive lock on the relay directory, creating it.
-func lockDir(dir string, dirMode, fileMode os.FileMode) (func(), error) {
-	if err := os.MkdirAll(dir, dirMode); err != nil {
-		return nil, fmt.Errorf("dmworker: relay directory %s: %w", dir, err)
-	}
-	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, fileMode)
-	if err != nil {
-		return nil, fmt.Errorf("dmworker: relay directory %s: lock: %w", dir, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s", ErrRelayLocked, dir)
-		}
-		return nil, err
-	}
-	return func() { f.Close() }, nil
+	return r.rdir.WriteMeta(pos.SubDir, meta)
 }

@@ -40,8 +40,7 @@ type RelayConfig struct {
 	PurgeRemainSpace uint64   `json:"purge-remain-space,omitempty" toml:"purge-remain-space"`
 	// FileMode and DirMode are the permissions of what the relay creates:
 	// its binlog files, relay.meta, server-uuid.index and the lock file
-	// (FileMode, see streamer.WriteFileAtomic for files that already
-	// exist), and the relay directory and its subdirectories (DirMode),
+	// (FileMode), and the relay directory and its subdirectories (DirMode),
 	// each before the process's umask. Directories and files that exist
 	// keep their mode. The relay files hold every statement the upstream
 	// logged, passwords in CREATE USER ... IDENTIFIED BY included: widen

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 
 	"github.com/dmworker/dmworker/streamer"
@@ -27,11 +26,11 @@ func (r *Relay) hold(ctx context.Context, name string, start streamer.Position) 
 	if want == "" && start.GTIDSet == nil {
 		return nil
 	}
-	sub, oldest, err := r.oldestFile()
+	sub, oldest, err := r.rdir.Oldest()
 	if err != nil || oldest == "" {
 		return err
 	}
-	if want != "" && (!older(want, oldest) || r.holds(want)) {
+	if want != "" && (!older(want, oldest) || r.rdir.Holds(want)) {
 		return nil
 	}
 	r.mu.Lock()
@@ -52,10 +51,10 @@ func (r *Relay) hold(ctx context.Context, name string, start streamer.Position) 
 			}
 			// The relay may still serve it (the upstream purged what the
 			// relay holds): the local reader decides.
-			r.log.Info("the upstream cannot locate a reader's GTID start", slog.String("reader", name), slog.String("error", err.Error()))
+			r.log.Info("the upstream cannot locate a reader's GTID start", slog.String("reader", name), errAttr(err))
 			return nil
 		}
-		if !older(want, oldest) || r.holds(want) {
+		if !older(want, oldest) || r.rdir.Holds(want) {
 			return nil
 		}
 	}
@@ -111,7 +110,7 @@ func (r *Relay) fetch(ctx context.Context, sub, want, flavor string) error {
 		return fmt.Errorf("dmworker: relay %s: cannot fetch %s: the relay is %s", r.dir, want, stage)
 	}
 	// Another reader may have fetched it meanwhile.
-	s, oldest, err := r.oldestFile()
+	s, oldest, err := r.rdir.Oldest()
 	if err != nil {
 		return err
 	}
@@ -124,38 +123,12 @@ func (r *Relay) fetch(ctx context.Context, sub, want, flavor string) error {
 	up.Flavor, up.ServerID = flavor, 0
 	ropts := append([]streamer.RemoteOption{streamer.WithLogger(r.opts.logger)}, r.remoteOptions()...)
 	r.log.Info("relay fetching older upstream files", slog.String("subdir", sub), slog.String("from", want), slog.String("until", oldest))
-	files, err := streamer.CopyUpstreamFiles(ctx, up, filepath.Join(r.dir, sub), want, oldest, r.cfg.FileMode, ropts...)
+	files, err := r.rdir.CopyUpstream(ctx, up, sub, want, oldest, ropts...)
 	if err != nil {
 		return fmt.Errorf("dmworker: relay %s: fetch %s up to %s/%s from the upstream: %w", r.dir, want, sub, oldest, err)
 	}
 	r.log.Info("relay fetched older upstream files", slog.String("subdir", sub), slog.Any("files", files))
 	return nil
-}
-
-// oldestFile is the relay's oldest subdirectory and its oldest file ("" when
-// it has none).
-func (r *Relay) oldestFile() (sub, file string, err error) {
-	names, err := streamer.ReadRelayIndex(r.dir)
-	if err != nil || len(names) == 0 {
-		return "", "", err
-	}
-	files, err := streamer.RelayFiles(filepath.Join(r.dir, names[0]))
-	if err != nil || len(files) == 0 {
-		return names[0], "", err
-	}
-	return names[0], files[0], nil
-}
-
-// holds reports whether a subdirectory of the relay has the file (after a
-// change of upstream, file names may start over in a newer one).
-func (r *Relay) holds(file string) bool {
-	names, _ := streamer.ReadRelayIndex(r.dir)
-	for _, n := range names {
-		if fs, err := streamer.RelayFiles(filepath.Join(r.dir, n)); err == nil && slices.Contains(fs, file) {
-			return true
-		}
-	}
-	return false
 }
 
 // older reports whether binlog file a comes before b.

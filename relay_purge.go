@@ -2,61 +2,13 @@ package dmworker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"slices"
 	"syscall"
 	"time"
 
 	"github.com/dmworker/dmworker/streamer"
 )
-
-// relayLease is a reader's registration: the oldest position it needs.
-type relayLease struct {
-	r    *Relay
-	name string
-	pos  streamer.RelayPos
-}
-
-// RegisterReader records that the named reader needs everything from pos on;
-// Purge keeps it until the lease advances past it or is released. It
-// implements streamer.RelayRegistry.
-func (r *Relay) RegisterReader(name string, pos streamer.RelayPos) (streamer.ReaderLease, error) {
-	if name == "" {
-		return nil, errors.New("dmworker: relay reader registration needs a name")
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for l := range r.leases {
-		if l.name == name {
-			l.pos = pos
-			return l, nil
-		}
-	}
-	l := &relayLease{r: r, name: name, pos: pos}
-	r.leases[l] = struct{}{}
-	return l, nil
-}
-
-// Advance moves the lease forward; a position behind the current one is
-// ignored.
-func (l *relayLease) Advance(pos streamer.RelayPos) {
-	l.r.mu.Lock()
-	defer l.r.mu.Unlock()
-	if pos.Compare(l.pos) > 0 {
-		l.pos = pos
-	}
-}
-
-// Release ends the registration.
-func (l *relayLease) Release() {
-	l.r.mu.Lock()
-	defer l.r.mu.Unlock()
-	delete(l.r.leases, l)
-}
 
 // PurgeResult lists what a purge removed and what held it back.
 type PurgeResult struct {
@@ -64,38 +16,6 @@ type PurgeResult struct {
 	// Kept is the oldest file kept because a reader needs it or it is being
 	// written; zero when nothing held the purge back.
 	Kept streamer.RelayPos
-}
-
-// relayFile is one file of the relay directory, in order.
-type relayFile struct {
-	pos  streamer.RelayPos // SubDir and Name; Offset 0
-	path string
-	mod  time.Time
-	size int64
-}
-
-// files lists the relay's files, oldest first.
-func (r *Relay) files() ([]relayFile, error) {
-	names, err := streamer.ReadRelayIndex(r.dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []relayFile
-	for _, sd := range names {
-		fs, err := streamer.RelayFiles(filepath.Join(r.dir, sd))
-		if err != nil {
-			return nil, err
-		}
-		for _, f := range fs {
-			p := filepath.Join(r.dir, sd, f)
-			st, err := os.Stat(p)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, relayFile{pos: streamer.RelayPos{SubDir: sd, Name: f}, path: p, mod: st.ModTime(), size: st.Size()})
-		}
-	}
-	return out, nil
 }
 
 // needed is the oldest position a reader or the writer needs: nothing at or
@@ -114,77 +34,11 @@ func (r *Relay) needed() streamer.RelayPos {
 
 // purge removes files, oldest first, while remove says so, stopping at the
 // first file that is needed.
-func (r *Relay) purge(remove func(f relayFile) bool) (PurgeResult, error) {
-	r.indexMu.Lock()
-	defer r.indexMu.Unlock()
-	var res PurgeResult
-	files, err := r.files()
+func (r *Relay) purge(remove func(f streamer.RelayFileInfo) bool) (PurgeResult, error) {
+	removed, kept, err := r.rdir.Purge(r.needed(), remove)
+	res := PurgeResult{Removed: removed, Kept: kept}
 	if err != nil {
 		return res, err
-	}
-	need := r.needed()
-	// The newest file is the one being written (or resumed), whatever the
-	// registrations say.
-	if n := len(files); n > 0 {
-		if last := files[n-1].pos; need.IsZero() || last.Compare(need) < 0 {
-			need = last
-		}
-	}
-	needFile := streamer.RelayPos{SubDir: need.SubDir, Name: need.Name}
-	touched := map[string]bool{}
-	for _, f := range files {
-		if f.pos.Compare(needFile) >= 0 {
-			res.Kept = needFile
-			break
-		}
-		if !remove(f) {
-			continue
-		}
-		if err := os.Remove(f.path); err != nil {
-			return res, err
-		}
-		res.Removed = append(res.Removed, f.path)
-		touched[f.pos.SubDir] = true
-	}
-	for sd := range touched {
-		if err := streamer.SyncDir(filepath.Join(r.dir, sd)); err != nil {
-			return res, err
-		}
-	}
-	// A subdirectory left without files, other than the newest, goes
-	// with its index line: the index first, so that a crash leaves at worst
-	// an unlisted directory.
-	names, err := streamer.ReadRelayIndex(r.dir)
-	if err != nil {
-		return res, err
-	}
-	keep := slices.Clone(names)
-	var empty []string
-	for i, sd := range names {
-		if i == len(names)-1 || !touched[sd] {
-			continue
-		}
-		fs, err := streamer.RelayFiles(filepath.Join(r.dir, sd))
-		if err != nil {
-			return res, err
-		}
-		if len(fs) == 0 {
-			keep = slices.DeleteFunc(keep, func(n string) bool { return n == sd })
-			empty = append(empty, sd)
-		}
-	}
-	if len(empty) > 0 {
-		if err := streamer.WriteRelayIndex(r.dir, keep); err != nil {
-			return res, err
-		}
-		for _, sd := range empty {
-			if err := os.RemoveAll(filepath.Join(r.dir, sd)); err != nil {
-				return res, err
-			}
-		}
-		if err := streamer.SyncDir(r.dir); err != nil {
-			return res, err
-		}
 	}
 	if len(res.Removed) > 0 {
 		r.log.Info("relay purged", slog.Int("files", len(res.Removed)), slog.String("kept-from", res.Kept.String()))
@@ -200,13 +54,13 @@ func (r *Relay) PurgeTo(subdir, file string) (PurgeResult, error) {
 	if _, _, err := streamer.ParseSubDirName(subdir); err != nil {
 		return PurgeResult{}, fmt.Errorf("dmworker: purge relay %s: %w", r.dir, err)
 	}
-	return r.purge(func(f relayFile) bool { return f.pos.Compare(to) < 0 })
+	return r.purge(func(f streamer.RelayFileInfo) bool { return f.Pos.Compare(to) < 0 })
 }
 
 // PurgeOlderThan removes the relay files last written before t, except what
 // a registered reader still needs and the file being written.
 func (r *Relay) PurgeOlderThan(t time.Time) (PurgeResult, error) {
-	return r.purge(func(f relayFile) bool { return f.mod.Before(t) })
+	return r.purge(func(f streamer.RelayFileInfo) bool { return f.ModTime.Before(t) })
 }
 
 // PurgeForSpace removes the oldest relay files while the file system holding
@@ -217,11 +71,11 @@ func (r *Relay) PurgeForSpace(minFree uint64) (PurgeResult, error) {
 	if err != nil {
 		return PurgeResult{}, err
 	}
-	return r.purge(func(f relayFile) bool {
+	return r.purge(func(f streamer.RelayFileInfo) bool {
 		if free >= minFree {
 			return false
 		}
-		free += uint64(f.size)
+		free += uint64(f.Size)
 		return true
 	})
 }
@@ -246,12 +100,12 @@ func (r *Relay) purgeLoop(ctx context.Context) {
 		}
 		if r.cfg.PurgeExpires > 0 {
 			if _, err := r.PurgeOlderThan(time.Now().Add(-time.Duration(r.cfg.PurgeExpires))); err != nil {
-				r.log.Warn("relay auto purge by age failed", slog.String("error", err.Error()))
+				r.log.Warn("relay auto purge by age failed", errAttr(err))
 			}
 		}
 		if r.cfg.PurgeRemainSpace > 0 {
 			if _, err := r.PurgeForSpace(r.cfg.PurgeRemainSpace); err != nil {
-				r.log.Warn("relay auto purge by space failed", slog.String("error", err.Error()))
+				r.log.Warn("relay auto purge by space failed", errAttr(err))
 			}
 		}
 	}

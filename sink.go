@@ -109,6 +109,22 @@ type Change struct {
 	// foreign_key_checks off: its foreign keys were neither checked nor
 	// acted on there, so they must not be downstream either.
 	NoForeignKeyChecks bool
+	// TxnPos is where the upstream transaction the change belongs to
+	// begins in the binlog: the position after the transaction (or other
+	// event) before it, with the GTID set executed before it, which is a
+	// checkpoint a replay may start from. TxnIndex is the change's place
+	// among the changes of that transaction the syncer delivers (0 for the
+	// first). After a restart the syncer gives again whole transactions
+	// from its checkpoint on, each change with the same TxnPos and
+	// TxnIndex as before (on the same upstream server, with the same
+	// filters and routes; with SyncerConfig.Compact a merged change carries
+	// the last merged one's), so a sink that appends changes to a log can
+	// de-duplicate a replay by them: changes compare by TxnPos
+	// (streamer.Position.Compare), then TxnIndex, in the order the syncer
+	// reads them. Zero in changes the snapshot copies. TxnPos.GTIDSet is
+	// shared and must not be modified.
+	TxnPos   streamer.Position
+	TxnIndex int
 }
 
 // Table describes a table as the sink sees it: its name after routing and its

@@ -217,7 +217,7 @@ type snapshotUnit struct {
 // newSnapshotUnit returns a unit copying cfg's tables into sink, keeping
 // progress in store, writing under epoch (0: unfenced).
 func newSnapshotUnit(cfg SyncerConfig, sc SnapshotConfig, sink Sink, store CheckpointStore, epoch int64, logger *slog.Logger) (*snapshotUnit, error) {
-	if err := cfg.adjust(); err != nil {
+	if err := cfg.adjust(false); err != nil {
 		return nil, fmt.Errorf("dmworker: snapshot for task %q: %w", cfg.Task, err)
 	}
 	if err := sc.adjust(); err != nil {
@@ -257,22 +257,23 @@ func (u *snapshotUnit) wrap(pos streamer.Position, table, op string, err error) 
 func (u *snapshotUnit) wrapStmt(pos streamer.Position, table, op, stmt string, err error) error {
 	var se *SnapshotError
 	if err == nil || errors.As(err, &se) {
-		return err
+		return withStack(err)
 	}
-	return &SnapshotError{Task: u.cfg.Task, Source: u.cfg.Source, Pos: pos, Table: table, Op: op, Statement: stmt, Err: err}
+	return withStack(&SnapshotError{Task: u.cfg.Task, Source: u.cfg.Source, Pos: pos, Table: table, Op: op, Statement: stmt, Err: err})
 }
 
 // run copies the selected tables and returns the consistent position; see
 // SnapshotConfig for how.
 func (u *snapshotUnit) run(ctx context.Context) (pos streamer.Position, err error) {
 	defer func() {
+		err = withStack(err)
 		u.mu.Lock()
 		if err != nil {
 			u.st.Stage, u.st.LastError = SnapshotFailed, err
 		}
 		u.mu.Unlock()
 		if err != nil {
-			u.log.Error("snapshot stopped", slog.String("error", err.Error()))
+			u.log.Error("snapshot stopped", errAttr(err))
 		}
 	}()
 	cp, found, err := u.store.Load(ctx, u.cfg.Task, u.cfg.Source)

@@ -69,7 +69,7 @@ func (c *snapshotCopy) retry(ctx context.Context, f func() error) error {
 			return backoff.Permanent(err)
 		}
 		if err != nil {
-			c.u.log.Warn("retrying sink call", slog.String("error", err.Error()))
+			c.u.log.Warn("retrying sink call", errAttr(err))
 		}
 		return err
 	}, backoff.WithContext(b, ctx))
@@ -213,7 +213,7 @@ func (c *snapshotCopy) addKeys(ctx context.Context, t *snapshot.TablePlan) error
 		if ctx.Err() != nil {
 			return err
 		}
-		u.log.Info("adding the indexes one by one", slog.String("table", t.QualifiedName()), slog.String("error", err.Error()))
+		u.log.Info("adding the indexes one by one", slog.String("table", t.QualifiedName()), errAttr(err))
 		for _, k := range keys {
 			q := "ALTER TABLE " + name + " ADD " + k
 			if err := c.retry(ctx, func() error { return exec(q, true) }); err != nil {
@@ -444,7 +444,7 @@ func (b *batcher) flush(ctx context.Context) error {
 	err := apply()
 	if err != nil && ctx.Err() == nil {
 		if b.keyed && !batch.SafeMode {
-			u.log.Info("retrying a batch in safe mode", slog.String("table", b.it.t.QualifiedName()), slog.String("error", err.Error()))
+			u.log.Info("retrying a batch in safe mode", slog.String("table", b.it.t.QualifiedName()), errAttr(err))
 			batch.SafeMode = true
 			err = c.retry(ctx, apply)
 		} else if IsRetryable(err) {

@@ -411,7 +411,8 @@ func (w *SourceWorker) Name() string { return w.name }
 // reads and follows the state in etcd, surviving etcd outages and watch
 // compaction by reading it again. It fails with ErrWorkerClosed after Close
 // or while another Run runs.
-func (w *SourceWorker) Run(ctx context.Context) error {
+func (w *SourceWorker) Run(ctx context.Context) (err error) {
+	defer func() { err = withStack(err) }()
 	w.mu.Lock()
 	if w.closed || w.running {
 		w.mu.Unlock()
@@ -827,7 +828,7 @@ func (w *SourceWorker) applyRelayFault(rr *relayRun) {
 			// with its fault too.)
 			lt.relayErr = nil
 			if err := lt.t.Resume(); err != nil {
-				w.log.Warn("cannot resume a subtask after the relay recovered", slog.String("task", lt.cfg.Name), slog.String("error", err.Error()))
+				w.log.Warn("cannot resume a subtask after the relay recovered", slog.String("task", lt.cfg.Name), errAttr(err))
 			} else {
 				w.log.Info("subtask resumed: its relay runs again", slog.String("task", lt.cfg.Name))
 			}
@@ -901,7 +902,7 @@ func (w *SourceWorker) updateTask(ctx context.Context, src *SourceConfig, lt *li
 	}
 	lt.cfg, lt.err, lt.applied, lt.appliedRev = dt.cfg, err, dt.stage, dt.rev
 	if err != nil {
-		w.log.Error("subtask update failed; it stays paused with its old config", slog.String("task", name), slog.String("error", err.Error()))
+		w.log.Error("subtask update failed; it stays paused with its old config", slog.String("task", name), errAttr(err))
 		return err
 	}
 	if dt.stage == SubTaskRunning {
@@ -915,7 +916,7 @@ func (w *SourceWorker) startTask(ctx context.Context, src *SourceConfig, dt desi
 	name := dt.cfg.Name
 	fail := func(err error) error {
 		w.tasks[name] = &liveTask{cfg: dt.cfg, applied: dt.stage, appliedRev: dt.rev, err: err}
-		w.log.Error("subtask cannot start", slog.String("task", name), slog.String("error", err.Error()))
+		w.log.Error("subtask cannot start", slog.String("task", name), errAttr(err))
 		return err
 	}
 	sink, err := w.sinks(ctx, *src, dt.cfg)
@@ -956,7 +957,7 @@ func (w *SourceWorker) startTask(ctx context.Context, src *SourceConfig, dt desi
 		defer w.wg.Done()
 		defer close(lt.done)
 		if err := st.Run(ctx); err != nil {
-			w.log.Error("subtask run", slog.String("task", name), slog.String("error", err.Error()))
+			w.log.Error("subtask run", slog.String("task", name), errAttr(err))
 		}
 	}()
 	w.log.Info("subtask started", slog.String("task", name), slog.String("stage", string(dt.stage)))
@@ -993,7 +994,7 @@ func (w *SourceWorker) startRelay(ctx context.Context, src *SourceConfig, rev in
 	rel, err := NewRelay(src.Upstream, src.RelayDir, src.RelayConfig, WithLogger(w.opts.logger), WithRemoteOptions(w.opts.remoteOpts...))
 	if err != nil {
 		// adjust checked the config: this is not expected.
-		w.log.Error("relay cannot start", slog.String("error", err.Error()))
+		w.log.Error("relay cannot start", errAttr(err))
 		return fmt.Errorf("dmworker: source worker %s: relay of source %s: %w", w.name, src.Name, err)
 	}
 	rctx, cancel := context.WithCancel(ctx)
@@ -1046,7 +1047,7 @@ func (w *SourceWorker) superviseRelay(ctx context.Context, source string, rr *re
 			}
 			wait := bo.NextBackOff()
 			w.log.Warn("relay runs again after a retryable error", slog.String("source", source), slog.Int("attempt", tries),
-				slog.Int("attempts", attempts), slog.Duration("wait", wait), slog.String("error", err.Error()))
+				slog.Int("attempts", attempts), slog.Duration("wait", wait), errAttr(err))
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
@@ -1059,7 +1060,7 @@ func (w *SourceWorker) superviseRelay(ctx context.Context, source string, rr *re
 			continue
 		}
 		ferr := fmt.Errorf("dmworker: source worker %s: source %s: relay %s: %w: %w", w.name, source, rr.r.Dir(), ErrRelayStopped, err)
-		w.log.Error("relay stopped; the subtasks reading it are paused", slog.String("source", source), slog.String("error", err.Error()))
+		w.log.Error("relay stopped; the subtasks reading it are paused", slog.String("source", source), errAttr(err))
 		rr.setFailure(ferr)
 		w.kickReconcile()
 		select {
@@ -1170,12 +1171,8 @@ func relayReaderFactory(rr *relayRun, name string, log *slog.Logger, checkpoint 
 				return nil, ctx.Err()
 			}
 		}
-		// A start older than the relay's oldest file: fetch the files.
-		if err := rel.hold(ctx, name, start); err != nil {
-			return nil, err
-		}
-		lr, err := streamer.NewLocalReader(rel.Dir(), streamer.StartAtPosition(start),
-			streamer.WithRelayTail(rel), streamer.WithRelayRegistry(rel, name), streamer.WithLocalLogger(log))
+		// (A start older than the relay's oldest file is fetched.)
+		lr, err := rel.openReader(ctx, name, start, streamer.WithLocalLogger(log))
 		if err != nil {
 			return nil, err
 		}

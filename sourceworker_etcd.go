@@ -91,7 +91,7 @@ func (w *SourceWorker) runEtcd(ctx context.Context) {
 			}
 			// What runs keeps running on the last state read.
 			wait := bo.NextBackOff()
-			w.log.Warn("reading the worker's state from etcd failed", slog.Duration("retry-in", wait), slog.String("error", err.Error()))
+			w.log.Warn("reading the worker's state from etcd failed", slog.Duration("retry-in", wait), errAttr(err))
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
@@ -166,7 +166,7 @@ func (w *SourceWorker) load(ctx context.Context) (int64, error) {
 	}
 	if err := w.opts.openCredentials(ctx, &src); err != nil {
 		st.err = fmt.Errorf("dmworker: worker %s: source config %s: %w", w.name, w.keys.source(b.Source), err)
-		w.log.Error("source not served", slog.String("source", b.Source), slog.String("error", st.err.Error()))
+		w.log.Error("source not served", slog.String("source", b.Source), errAttr(st.err))
 		return rev, nil
 	}
 	if err := src.adjust(w.opts.relayBaseDir); err != nil {
@@ -312,7 +312,7 @@ func (w *SourceWorker) watch(ctx context.Context, rev int64, livenessChanged <-c
 			return
 		case err := <-notes:
 			if err != nil {
-				w.log.Warn("watch failed; reading the state again", slog.String("error", err.Error()))
+				w.log.Warn("watch failed; reading the state again", errAttr(err))
 			}
 			return
 		case <-w.kick:
@@ -397,7 +397,7 @@ func (w *SourceWorker) writeReports(ctx context.Context, values map[string]repor
 	for len(ops) > 0 {
 		n := min(len(ops), 64)
 		if _, err := w.opts.etcd.Txn(ctx).Then(ops[:n]...).Commit(); err != nil {
-			w.log.Warn("writing status to etcd failed", slog.String("error", err.Error()))
+			w.log.Warn("writing status to etcd failed", errAttr(err))
 			return // w.reported unchanged: written again next time
 		}
 		ops = ops[n:]

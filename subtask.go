@@ -320,7 +320,8 @@ func (t *SubTask) errorf(op string, format string, args ...any) error {
 // Run runs the subtask's units until Stop, ctx's end or, in mode full, the
 // end of the copy; it returns nil then. While Paused it waits for Resume.
 // It fails with ErrStage when the subtask is already running or stopped.
-func (t *SubTask) Run(ctx context.Context) error {
+func (t *SubTask) Run(ctx context.Context) (err error) {
+	defer func() { err = withStack(err) }()
 	t.mu.Lock()
 	if t.running || t.stopped || t.stage == SubTaskFinished {
 		st := t.stage
@@ -384,7 +385,7 @@ func (t *SubTask) Run(ctx context.Context) error {
 			// runUnits tries again before the next run if this fails.
 			mctx, mcancel := context.WithTimeout(afterStop(uctx), 30*time.Second)
 			if merr := t.markUnsafe(mctx, s); merr != nil {
-				t.log.Warn("could not mark the replay window after an interrupted run", slog.String("error", merr.Error()))
+				t.log.Warn("could not mark the replay window after an interrupted run", errAttr(merr))
 			}
 			mcancel()
 		}
@@ -416,6 +417,7 @@ func (t *SubTask) Run(ctx context.Context) error {
 			t.mu.Unlock()
 			continue
 		}
+		err = withStack(err)
 		t.lastErr = err
 		if t.retries == 0 {
 			t.streakFrom = before
@@ -427,7 +429,7 @@ func (t *SubTask) Run(ctx context.Context) error {
 			t.paused = true
 			t.stage = SubTaskPaused
 			t.mu.Unlock()
-			t.log.Error("subtask paused by an error", slog.String("error", err.Error()))
+			t.log.Error("subtask paused by an error", errAttr(err))
 			continue
 		}
 		t.retries++
@@ -440,7 +442,7 @@ func (t *SubTask) Run(ctx context.Context) error {
 		wake := t.wake
 		n := t.retries
 		t.mu.Unlock()
-		t.log.Warn("subtask resumes after a retryable error", slog.Int("attempt", n), slog.Duration("wait", wait), slog.String("error", err.Error()))
+		t.log.Warn("subtask resumes after a retryable error", slog.Int("attempt", n), slog.Duration("wait", wait), errAttr(err))
 		timer := time.NewTimer(wait)
 		select {
 		case <-timer.C:
@@ -663,7 +665,7 @@ func (t *SubTask) pauseWith(cause error) {
 		t.lastErr = cause
 	}
 	t.mu.Unlock()
-	t.log.Error("subtask paused: its relay stopped", slog.String("error", cause.Error()))
+	t.log.Error("subtask paused: its relay stopped", errAttr(cause))
 }
 
 // Update replaces the configuration of a Paused (or New) subtask; the new

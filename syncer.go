@@ -105,11 +105,13 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
-func (c *SyncerConfig) adjust() error {
+// adjust sets defaults and validates; without an upstream (see
+// WithStartSchema) Upstream is not checked.
+func (c *SyncerConfig) adjust(noUpstream bool) error {
 	if c.Task == "" {
 		return errors.New("a task name is required")
 	}
-	if err := c.Upstream.Validate(); err != nil {
+	if err := c.Upstream.Validate(); err != nil && !noUpstream {
 		return err
 	}
 	if c.Source == "" {
@@ -167,6 +169,8 @@ type syncerOptions struct {
 	epoch           int64
 	fenced          bool // WithEpoch given
 	skipPrecheck    bool // WithoutPrecheck given
+	startSchema     []string
+	hasStartSchema  bool // WithStartSchema given
 }
 
 const defaultSinkRetry = 5 * time.Minute
@@ -244,6 +248,33 @@ func WithEpoch(epoch int64) EpochOption { return EpochOption{epoch} }
 func (o EpochOption) applySyncer(s *syncerOptions)   { s.epoch, s.fenced = o.epoch, true }
 func (o EpochOption) applySubTask(t *subTaskOptions) { o.applySyncer(&t.syncerOptions) }
 
+// WithStartSchema gives the definitions of the tables at the start of a
+// task with no checkpoint, as DDL statements the syncer applies in order to
+// an empty schema (CREATE DATABASE, CREATE TABLE; "USE db" sets the schema
+// of the unqualified names that follow, as in a dump), instead of reading
+// them from the upstream: for a task started at a position where they were
+// not what they are now. Default: SHOW CREATE DATABASE and TABLE on the
+// upstream, for the tables the task replicates.
+//
+// With it and WithReaderFactory, SyncerConfig.Upstream may be left zero:
+// the syncer then reaches no server at all (unit tests of a host's code,
+// with events from package dmworkertest). It then does not check the
+// upstream's binlog settings or identity (checkpoints record no Server and
+// are not checked for lineage), does not poll the upstream's binlog end
+// (LagSeconds counts from the events read), a task with no checkpoint
+// starts at SyncerConfig.Start (zero: the reader is opened at the zero
+// Position), SyncerConfig.Source is required, and a restart replays in safe
+// mode only up to the checkpoint's SafeUntil (with no upstream end to bound
+// what a checkpoint store apart from the sink may have missed: set
+// SyncerConfig.SafeMode where that matters).
+func WithStartSchema(stmts ...string) SyncerOption { return startSchemaOption{stmts} }
+
+type startSchemaOption struct{ stmts []string }
+
+func (o startSchemaOption) applySyncer(s *syncerOptions) {
+	s.startSchema, s.hasStartSchema = o.stmts, true
+}
+
 // Syncer replicates one source's row changes and DDL into a Sink, for one
 // task: it reads binlog events, filters and routes them, decodes rows with
 // the table definitions they were written with, applies them in batches
@@ -296,7 +327,11 @@ func NewSyncer(cfg SyncerConfig, sink Sink, opts ...SyncerOption) (*Syncer, erro
 // newSyncer is NewSyncer with its options applied (a SubTask builds them
 // from its own).
 func newSyncer(cfg SyncerConfig, sink Sink, o syncerOptions) (*Syncer, error) {
-	if err := cfg.adjust(); err != nil {
+	offline := cfg.Upstream == (streamer.UpstreamConfig{})
+	if offline && (o.readerFactory == nil || !o.hasStartSchema || cfg.Source == "") {
+		return nil, fmt.Errorf("dmworker: syncer for task %q: no upstream: a syncer without one needs WithReaderFactory, WithStartSchema and a Source name", cfg.Task)
+	}
+	if err := cfg.adjust(offline); err != nil {
 		return nil, fmt.Errorf("dmworker: syncer for task %q: %w", cfg.Task, err)
 	}
 	if err := o.validate(); err != nil {
@@ -340,6 +375,25 @@ func newSyncer(cfg SyncerConfig, sink Sink, o syncerOptions) (*Syncer, error) {
 	}
 	s.status.Stage = SyncerNew
 	return s, nil
+}
+
+// offline reports whether the syncer has no upstream (see WithStartSchema).
+func (s *Syncer) offline() bool { return s.cfg.Upstream == (streamer.UpstreamConfig{}) }
+
+// startSchema builds the tracker WithStartSchema describes.
+func startSchema(stmts []string) (*schema.Tracker, error) {
+	t := schema.New()
+	db := ""
+	for _, q := range stmts {
+		if f := strings.Fields(q); len(f) == 2 && strings.EqualFold(f[0], "USE") {
+			db = strings.Trim(strings.TrimSuffix(f[1], ";"), "`")
+			continue
+		}
+		if _, err := t.Apply(db, q); err != nil {
+			return nil, &definitionError{create: q, err: err}
+		}
+	}
+	return t, nil
 }
 
 // sinkStore adapts a CheckpointSink to CheckpointStore.

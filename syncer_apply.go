@@ -2,7 +2,6 @@ package dmworker
 
 import (
 	"context"
-	"log/slog"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -154,7 +153,7 @@ func (s *Syncer) retry(ctx context.Context, f func() error) error {
 			}
 			return nil
 		}
-		s.log.Warn("retrying sink call", slog.String("error", err.Error()))
+		s.log.Warn("retrying sink call", errAttr(err))
 		return err
 	}, backoff.WithContext(b, ctx))
 }

@@ -86,8 +86,15 @@ func compact(changes []Change) []Change {
 	return out
 }
 
-// mergeChanges merges b, which follows a on the same row, into one change.
+// mergeChanges merges b, which follows a on the same row, into one change,
+// which carries b's transaction position.
 func mergeChanges(a, b Change) (Change, bool) {
+	m, ok := mergeKinds(a, b)
+	m.TxnPos, m.TxnIndex = b.TxnPos, b.TxnIndex
+	return m, ok
+}
+
+func mergeKinds(a, b Change) (Change, bool) {
 	switch {
 	case a.Kind == Insert && b.Kind == Update:
 		return Change{Kind: Insert, Table: b.Table, After: b.After}, true

@@ -29,6 +29,7 @@ type syncRun struct {
 	// changes holds the changes decoded from the rows event at hand.
 	changes     []Change
 	lastTxnEnd  streamer.Position // end of the last whole transaction read
+	txnChanges  int               // changes delivered of the open transaction (Change.TxnIndex)
 	tables      map[*schema.TableDef]*Table
 	fk          *fkGroups // the tables' foreign key groups; nil: to work out
 	ignoredKind map[string]bool
@@ -52,9 +53,10 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	defer release()
 	s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = SyncerRunning, nil })
 	defer func() {
+		err = withStack(err)
 		s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = SyncerStopped, err })
 		if err != nil {
-			s.log.Error("syncer stopped", slog.String("error", err.Error()))
+			s.log.Error("syncer stopped", errAttr(err))
 		}
 	}()
 
@@ -108,7 +110,7 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		// upstream's end now.
 		r.w.safeUntil = cp.SafeUntil
 		end := streamer.Position{Name: up.Master.Name, Offset: up.Master.Offset}
-		res, err := checkLineage(cp, up)
+		res, err := s.lineage(cp, up)
 		if err != nil {
 			return s.wrap(cp.Pos, "", "", err)
 		}
@@ -216,6 +218,9 @@ func (s *Syncer) queryUpstream(ctx context.Context) (streamer.UpstreamState, err
 // seedSchema reads the definitions of the tables the task replicates from
 // the upstream (SHOW CREATE DATABASE and TABLE).
 func (s *Syncer) seedSchema(ctx context.Context) (*schema.Tracker, error) {
+	if s.opts.hasStartSchema {
+		return startSchema(s.opts.startSchema)
+	}
 	db, err := openUpstreamDB(s.cfg.Upstream)
 	if err != nil {
 		return nil, err
@@ -250,14 +255,14 @@ func openUpstreamDB(up streamer.UpstreamConfig) (*sql.DB, error) {
 // report an unreachable upstream, and statements logged in place of rows
 // stop the run as they come (ErrStatementBinlog).
 func (s *Syncer) checkBinlog(ctx context.Context) error {
-	if s.opts.skipPrecheck {
+	if s.opts.skipPrecheck || s.offline() {
 		return nil
 	}
 	err := checkUpstreamBinlog(ctx, s.cfg.Upstream)
 	if err == nil || errors.Is(err, ErrBinlogFormat) {
 		return err
 	}
-	s.log.Warn("cannot check the upstream's binlog settings", slog.String("error", err.Error()))
+	s.log.Warn("cannot check the upstream's binlog settings", errAttr(err))
 	return nil
 }
 
@@ -407,10 +412,12 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		// may move past it, or it would stay behind a binlog that ends
 		// with such events.
 		r.lastTxnEnd = ev.Pos
+		r.txnChanges = 0
 		return r.apply.txnEnd(ctx, ev.Pos, false)
 	}
 	if ev.TxnEnd {
 		r.lastTxnEnd = ev.Pos
+		r.txnChanges = 0
 		return r.apply.txnEnd(ctx, ev.Pos, true)
 	}
 	return nil
@@ -475,7 +482,7 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) (bool,
 	}
 	noFKChecks := e.Flags&replication.NO_FOREIGN_KEY_CHECKS_F != 0
 	for i := 0; i+step <= len(e.Rows); i += step {
-		ch := Change{Kind: kind, Table: t, NoForeignKeyChecks: noFKChecks}
+		ch := Change{Kind: kind, Table: t, NoForeignKeyChecks: noFKChecks, TxnPos: r.lastTxnEnd, TxnIndex: r.txnChanges}
 		var err error
 		switch kind {
 		case Insert:
@@ -491,6 +498,7 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) (bool,
 			return false, r.wrapEvent(ev, db+"."+tbl, kind.String(), err)
 		}
 		r.changes = append(r.changes, ch)
+		r.txnChanges++
 	}
 	return true, nil
 }
@@ -741,9 +749,9 @@ func (s *Syncer) wrapAt(start, pos streamer.Position, table, stmt string, err er
 	}
 	var se *SyncError
 	if errors.As(err, &se) {
-		return err
+		return withStack(err)
 	}
-	return &SyncError{Task: s.cfg.Task, Source: s.cfg.Source, Start: start, Pos: pos, Table: table, Statement: stmt, Err: err}
+	return withStack(&SyncError{Task: s.cfg.Task, Source: s.cfg.Source, Start: start, Pos: pos, Table: table, Statement: stmt, Err: err})
 }
 
 func truncate(s string, n int) string {

@@ -3,7 +3,6 @@ package dmworker
 import (
 	"context"
 	"database/sql"
-	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -17,6 +16,9 @@ import (
 // syncer and the upstream, shows nothing of what the upstream has written
 // meanwhile. It returns the function that stops it and waits for it.
 func (s *Syncer) watchUpstream(ctx context.Context) (stop func()) {
+	if s.offline() {
+		return func() {}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -40,7 +42,7 @@ func (s *Syncer) watchUpstream(ctx context.Context) (stop func()) {
 				return
 			case err != nil:
 				// The reader reports connection faults; the lag grows.
-				s.log.Debug("polling the upstream's binlog position", slog.String("error", err.Error()))
+				s.log.Debug("polling the upstream's binlog position", errAttr(err))
 			case end.Name != "":
 				s.reached.Store(true)
 				s.mu.Lock()

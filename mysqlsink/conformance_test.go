@@ -1,6 +1,7 @@
 package mysqlsink_test
 
 import (
+	"context"
 	"testing"
 
 	"github.com/dmworker/dmworker"
@@ -39,4 +40,29 @@ func placeholders(h sinktest.Harness) sinktest.Harness {
 		return s
 	}
 	return h
+}
+
+// sinkStore is the sink's checkpoint half seen as a dmworker.CheckpointStore
+// (as the syncer sees it), moving checkpoints as the sink does.
+type sinkStore struct{ s *mysqlsink.Sink }
+
+func (s sinkStore) Load(ctx context.Context, task, source string) (dmworker.Checkpoint, bool, error) {
+	return s.s.LoadCheckpoint(ctx, task, source)
+}
+
+func (s sinkStore) Save(ctx context.Context, cp dmworker.Checkpoint) error {
+	return s.s.SaveCheckpoint(ctx, cp)
+}
+
+func (s sinkStore) MoveCheckpoint(ctx context.Context, task, from, to string) (bool, error) {
+	return s.s.MoveCheckpoint(ctx, task, from, to)
+}
+
+// TestCheckpointStoreConformance runs the checkpoint store conformance
+// suite on the checkpoints the sink keeps in MariaDB.
+func TestCheckpointStoreConformance(t *testing.T) {
+	db := openDB(t, server(t, 12), nil)
+	sinktest.RunCheckpointStoreConformance(t, func(t *testing.T) dmworker.CheckpointStore {
+		return sinkStore{newSink(t, db)}
+	})
 }

@@ -29,7 +29,7 @@ type Harness struct {
 	// the Go type the dmworker.Change contract gives its column's type
 	// (nil for NULL): the suite compares them exactly, except values of
 	// columns of type "json", compared as parsed JSON documents.
-	// Required.
+	// Required with the Tables capability (the default).
 	Rows func(t *testing.T, s dmworker.Sink, schema, table string) [][]any
 
 	// Prepare creates schema and table downstream, empty, before the suite
@@ -41,7 +41,44 @@ type Harness struct {
 	// MemSink does. The tables the DDL subtest makes are created by
 	// ExecDDL only.
 	Prepare func(t *testing.T, s dmworker.Sink, tbl *dmworker.Table)
+
+	// Capabilities says what the sink does, so that the suite runs the
+	// subtests that apply to it. Zero means AllCapabilities: a sink that
+	// keeps tables as a database does (MemSink, mysqlsink). An append-only
+	// sink (an event log, a queue) declares Log, with no Tables, and gives
+	// Log instead of Rows.
+	Capabilities Capabilities
+
+	// Log returns, for a sink with the Log capability, the changes it has
+	// appended, in order, as it would hand them to a reader: their Kind,
+	// Table (schema, name and columns), Before, After, TxnPos and TxnIndex
+	// are compared with what was applied. Required with Log.
+	Log func(t *testing.T, s dmworker.Sink) []dmworker.Change
 }
+
+// Capabilities is a set of behaviours a sink under test has; each
+// subtest of RunSinkConformance runs only when the sink has every
+// capability it needs (the subtest list says which).
+type Capabilities uint
+
+const (
+	// Tables: the sink keeps rows by key, read back with Harness.Rows; an
+	// update or delete finds its row, and safe mode makes a replay
+	// idempotent.
+	Tables Capabilities = 1 << iota
+	// KeyChecks: in normal mode a change that collides with another row
+	// on the primary key or a unique key fails its batch, which then
+	// applies nothing.
+	KeyChecks
+	// DDL: ExecDDL runs the statement, and later batches see its effect.
+	DDL
+	// Log: the sink appends every change of every batch, in order, and
+	// Harness.Log reads them back.
+	Log
+
+	// AllCapabilities is what a sink that keeps tables as a database does.
+	AllCapabilities = Tables | KeyChecks | DDL
+)
 
 // RunSinkConformance checks that a Sink keeps the dmworker.Sink contract,
 // and the dmworker.CheckpointSink contract when it implements it, with one
@@ -90,40 +127,72 @@ type Harness struct {
 //     refused with
 //     dmworker.ErrStaleEpoch and changes nothing; fencing is per task and
 //     source).
+//   - for a sink with the Log capability (an append-only sink): LogOrder
+//     (every change of every batch appended in order, with its table,
+//     images and transaction position, safe-mode batches too), LogValueTypes
+//     (every value type of the contract at its edges, logged equal),
+//     LogCancelledContext (a call with a cancelled context fails and
+//     appends nothing) and, for a CheckpointSink, LogStaleEpoch (a batch
+//     from an older epoch is refused and appends nothing).
 //
-// Subtests run one after the other.
+// Each subtest needs capabilities (see Harness.Capabilities) and runs only
+// for a sink that has them: CheckpointRoundTrip none; DDLSafeMode DDL;
+// DDLOrder Tables and DDL; UpdatePrimaryKey, UniqueKeyWithoutPrimaryKey,
+// AtomicBatch and CheckpointWithBatch Tables and KeyChecks; the Log ones
+// Log; every other one Tables. Subtests run one after the other.
 func RunSinkConformance(t *testing.T, h Harness) {
 	t.Helper()
-	if h.New == nil || h.Rows == nil {
-		t.Fatal("sinktest: Harness.New and Harness.Rows are required")
+	caps := h.Capabilities
+	if caps == 0 {
+		caps = AllCapabilities
+	}
+	switch {
+	case h.New == nil:
+		t.Fatal("sinktest: Harness.New is required")
+	case caps&Tables != 0 && h.Rows == nil:
+		t.Fatal("sinktest: Harness.Rows is required with the Tables capability")
+	case caps&Log != 0 && h.Log == nil:
+		t.Fatal("sinktest: Harness.Log is required with the Log capability")
 	}
 	su := &suite{h: h, run: fmt.Sprintf("%06x", rand.Uint32()&0xffffff)}
+	const (
+		tk = Tables | KeyChecks
+		td = Tables | DDL
+	)
 	tests := []struct {
 		name string
+		need Capabilities
 		fn   func(*env)
 	}{
-		{"InsertUpdateDelete", testInsertUpdateDelete},
-		{"MultiRowBatches", testMultiRowBatches},
-		{"UpdateRuns", testUpdateRuns},
-		{"SafeModeReplay", testSafeModeReplay},
-		{"SafeModeReplayRandom", testSafeModeReplayRandom},
-		{"SafeModeCheckedForeignKeys", testSafeModeChecked},
-		{"UpdatePrimaryKey", testUpdatePrimaryKey},
-		{"UniqueKeyWithoutPrimaryKey", testUniqueKeyWithoutPrimaryKey},
-		{"NoKey", testNoKey},
-		{"DecimalKeys", testDecimalKeys},
-		{"Nulls", testNulls},
-		{"ValueTypes", testValueTypes},
-		{"ValueTypesWithoutKey", testValueTypesWithoutKey},
-		{"AtomicBatch", testAtomicBatch},
-		{"DDLOrder", testDDLOrder},
-		{"DDLSafeMode", testDDLSafeMode},
-		{"CancelledContext", testCancelledContext},
-		{"CheckpointRoundTrip", testCheckpointRoundTrip},
-		{"CheckpointWithBatch", testCheckpointWithBatch},
-		{"StaleEpoch", testStaleEpoch},
+		{"InsertUpdateDelete", Tables, testInsertUpdateDelete},
+		{"MultiRowBatches", Tables, testMultiRowBatches},
+		{"UpdateRuns", Tables, testUpdateRuns},
+		{"SafeModeReplay", Tables, testSafeModeReplay},
+		{"SafeModeReplayRandom", Tables, testSafeModeReplayRandom},
+		{"SafeModeCheckedForeignKeys", Tables, testSafeModeChecked},
+		{"UpdatePrimaryKey", tk, testUpdatePrimaryKey},
+		{"UniqueKeyWithoutPrimaryKey", tk, testUniqueKeyWithoutPrimaryKey},
+		{"NoKey", Tables, testNoKey},
+		{"DecimalKeys", Tables, testDecimalKeys},
+		{"Nulls", Tables, testNulls},
+		{"ValueTypes", Tables, testValueTypes},
+		{"ValueTypesWithoutKey", Tables, testValueTypesWithoutKey},
+		{"AtomicBatch", tk, testAtomicBatch},
+		{"DDLOrder", td, testDDLOrder},
+		{"DDLSafeMode", DDL, testDDLSafeMode},
+		{"CancelledContext", Tables, testCancelledContext},
+		{"CheckpointRoundTrip", 0, testCheckpointRoundTrip},
+		{"CheckpointWithBatch", tk, testCheckpointWithBatch},
+		{"StaleEpoch", Tables, testStaleEpoch},
+		{"LogOrder", Log, testLogOrder},
+		{"LogValueTypes", Log, testLogValueTypes},
+		{"LogCancelledContext", Log, testLogCancelledContext},
+		{"LogStaleEpoch", Log, testLogStaleEpoch},
 	}
 	for _, tc := range tests {
+		if tc.need&caps != tc.need {
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fn(su.env(t, tc.name))
 		})

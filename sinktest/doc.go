@@ -19,6 +19,13 @@
 //		})
 //	}
 //
+// A sink that keeps no tables (an append-only event log, a queue) declares
+// what it does in Harness.Capabilities (Log) and gives Harness.Log instead of
+// Rows: the suite runs the subtests that apply to it.
+//
+// RunCheckpointStoreConformance does the same for a dmworker.CheckpointStore.
+// For tests of a syncer with no server, see package dmworkertest.
+//
 // CheckRow, CompareValues and SortRows are the helpers the suite itself uses
 // to check value types and to compare tables in a canonical order.
 package sinktest

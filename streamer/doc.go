@@ -27,8 +27,9 @@
 // headers and the fields that frame transactions, so reading allocates
 // nothing per event. It is pulled with Next(ctx), returns events as raw
 // bytes (RawEvent, valid until the next call), and keeps RemoteReader's
-// reconnect, skip, timeout, heartbeat, checksum and error behaviour. The
-// wire format it reads is drawn in rawdump.go.
+// reconnect, skip, timeout, heartbeat, checksum and error behaviour (the
+// two share one reconnect core, reconnect.go). The wire format it reads is
+// drawn in rawdump.go.
 //
 // LocalReader reads a relay directory (see below) as RemoteReader reads the
 // upstream: for the same start it delivers the same events with the same
@@ -37,8 +38,12 @@
 // set; follows rotations and subdirectories in index order, skipping in a
 // newer subdirectory the transactions already read; waits at the tail on the
 // in-process Relay's notification (WithRelayTail) or by a bounded poll; holds
-// back purge with a lease (WithRelayRegistry, Ack); and reports corruption
-// (ErrRelayCorrupt, naming file and offset) instead of skipping it.
+// back purge with a lease (WithRelayRegistry, Ack; dmworker.Relay.OpenReader
+// opens one so); and reports corruption (ErrRelayCorrupt, naming file and
+// offset) instead of skipping it. Its code is split by concern: local.go (the
+// type, options, GetEvent), local_start.go (finding the start),
+// local_frame.go (framing a file), local_events.go (checking and decoding
+// events), local_tail.go (following the tail).
 //
 // # Compressed transactions (MySQL 8)
 //
@@ -117,9 +122,16 @@
 // relay files are corruption (ErrRelayCorrupt, in a *RelayError naming the
 // file and offset): never skipped, never written over.
 //
+// The write half is one type, RelayDir: the directory's lock (one writer
+// across processes), the index and its subdirectories, the repair above
+// (Prepare), relay.meta, the removal of old files (Purge, which never
+// removes the newest file nor one a reader needs) and the copy of older
+// upstream files. The read half is LocalReader, with ReadRelayIndex,
+// ReadRelayMeta, RelayFiles and ScanRelayFile for tools.
+//
 // Files older than the oldest one of a subdirectory may be added to it
-// later, when a reader needs them (CopyUpstreamFiles): each is written under
-// a hidden name (".<name>.part", ignored by readers) and renamed into place
+// later, when a reader needs them (RelayDir.CopyUpstream): each is written
+// under a hidden name (".<name>.part", ignored by readers) and renamed into place
 // once it and every newer missing file are complete, newest first.
 //
 // Permissions: a relay creates binlog files, relay.meta, server-uuid.index

@@ -265,7 +265,7 @@ func rawCopy(ctx context.Context, t *testing.T, r *streamer.RawReader, sub strin
 	if err := os.MkdirAll(sub, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	w, err := streamer.NewRelayFileWriter(sub, "")
+	w, err := streamer.NewRelayDir(filepath.Dir(sub), streamer.DefaultRelayFileMode, streamer.DefaultRelayDirMode, nil).Writer(filepath.Base(sub), "")
 	if err != nil {
 		t.Fatal(err)
 	}

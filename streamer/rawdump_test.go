@@ -408,7 +408,7 @@ func TestRawReaderAllocatesNothingPerEvent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if w, err = NewRelayFileWriter(dir, ""); err != nil {
+		if w, err = newRelayFileWriter(dir, ""); err != nil {
 			t.Fatal(err)
 		}
 		r = newFuzzRawReader(t)

@@ -6,12 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
-	"math"
-	"math/rand/v2"
-	"sync"
-	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 )
@@ -39,31 +34,15 @@ import (
 // A RawReader is not safe for concurrent Next calls; Close may be called from
 // any goroutine.
 type RawReader struct {
-	up  UpstreamConfig
-	cfg remoteConfig
+	reconnect[*dumpConn] // positions without GTID sets: see GTIDSet
 
 	// Touched by Next only (one caller at a time).
-	tracker   *txnTracker // in place: the set is the reader's own
-	parser    *replication.BinlogParser
-	crc       bool     // events on this connection carry a CRC32
-	pos       Position // after the last event read from the server; GTIDSet nil
-	delivered Position // after the last event delivered; GTIDSet nil
-	safe      Position // after the last boundary delivered; GTIDSet nil
-	skipUntil Position // with skipping: deliver nothing up to here
-	skipping  bool
-	bo        backoff.BackOff
-	failing   time.Time
-	connected bool // a connection has succeeded once
-	gtidMode  bool
-	err       error
-	ev        RawEvent
-	snap      mysql.GTIDSet // copy of tracker.gset at snapVer
-	snapVer   uint64
-
-	mu     sync.Mutex // guards conn, closed
-	conn   *dumpConn
-	closed bool
-	done   chan struct{}
+	tracker *txnTracker // in place: the set is the reader's own
+	parser  *replication.BinlogParser
+	crc     bool // events on this connection carry a CRC32
+	ev      RawEvent
+	snap    mysql.GTIDSet // copy of tracker.gset at snapVer
+	snapVer uint64
 }
 
 // RawEvent is one binlog event as the server sent it. The RawReader reuses
@@ -106,62 +85,15 @@ func NewRawReader(up UpstreamConfig, start Position, opts ...RemoteOption) (*Raw
 	p := replication.NewBinlogParser()
 	p.SetFlavor(flavor)
 	p.SetVerifyChecksum(true)
-	r := &RawReader{
-		up:       up,
-		cfg:      cfg,
-		tracker:  tr,
-		parser:   p,
-		gtidMode: start.Name == "" && start.GTIDSet != nil,
-		done:     make(chan struct{}),
-	}
+	r := &RawReader{tracker: tr, parser: p}
+	r.init(up, cfg, start)
 	r.pos = Position{Name: start.Name, Offset: start.Offset}
 	r.delivered, r.safe = r.pos, r.pos
-	eb := backoff.NewExponentialBackOff()
-	eb.InitialInterval = cfg.backoffMin
-	eb.MaxInterval = cfg.backoffMax
-	eb.MaxElapsedTime = 0
-	r.bo = eb
 	return r, nil
 }
 
-// remoteSetup applies and checks the options and the start position, as both
-// remote readers need.
-func remoteSetup(up UpstreamConfig, start Position, opts []RemoteOption) (remoteConfig, UpstreamConfig, Position, error) {
-	cfg := defaultRemoteConfig()
-	for _, o := range opts {
-		o.apply(&cfg)
-	}
-	if cfg.readTimeout == 0 && cfg.heartbeat > 0 {
-		cfg.readTimeout = 3 * cfg.heartbeat
-	}
-	if err := up.Validate(); err != nil {
-		return cfg, up, start, err
-	}
-	if err := cfg.validate(); err != nil {
-		return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: %w", up.SourceName(), err)
-	}
-	if err := start.Validate(); err != nil {
-		return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: start: %w", up.SourceName(), err)
-	}
-	if start.GTIDSet != nil {
-		if up.Flavor == "" {
-			up.Flavor = start.Flavor
-		} else if up.Flavor != start.Flavor {
-			return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: start GTID set is %s but the upstream is configured as %s", up.SourceName(), start.Flavor, up.Flavor)
-		}
-	}
-	start = start.Clone()
-	if start.Name != "" && start.Offset < 4 {
-		start.Offset = 4
-	}
-	if start.Offset > math.MaxUint32 && start.Name != "" {
-		return cfg, up, start, fmt.Errorf("streamer: remote reader for %s: start %s: the dump protocol takes 32-bit offsets; start from a GTID set instead", up.SourceName(), start)
-	}
-	return cfg, up, start, nil
-}
-
 // Source is the name of the upstream, as it appears in errors.
-func (r *RawReader) Source() string { return r.up.SourceName() }
+func (r *RawReader) Source() string { return r.source() }
 
 // Position is the position after the last event delivered, with the GTID set
 // executed there (see GTIDSet). Like Next, it must not be called
@@ -199,7 +131,7 @@ func (r *RawReader) Next(ctx context.Context) (*RawEvent, error) {
 		return nil, r.err
 	}
 	for {
-		d, err := r.ensureConn(ctx)
+		d, err := r.ensure(ctx, r.connect)
 		if err != nil {
 			return nil, r.fail(ctx, err)
 		}
@@ -231,7 +163,7 @@ func (r *RawReader) Next(ctx context.Context) (*RawEvent, error) {
 			return nil, ctx.Err()
 		}
 		if r.isClosed() {
-			return nil, r.setErr(&Error{Source: r.Source(), Op: "read", Pos: r.delivered, Kind: ErrClosed})
+			return nil, r.setErr(r.closedErr("read"))
 		}
 		if err := r.dropConn(ctx, "read", err); err != nil {
 			return nil, r.fail(ctx, err)
@@ -316,21 +248,11 @@ func (r *RawReader) process(data []byte) (bool, error) {
 		}
 	}
 	r.pos = next
-	if r.skipping {
-		if artificial || next.Compare(r.skipUntil) <= 0 {
-			return false, nil
-		}
-		r.skipping = false
+	if r.skip(next, artificial) {
+		return false, nil
 	}
-	r.delivered = next
 	boundary := txnEnd || (!r.tracker.inTxn && !artificial)
-	if boundary {
-		r.safe = next
-	}
-	if !r.failing.IsZero() {
-		r.bo.Reset()
-		r.failing = time.Time{}
-	}
+	r.deliver(next, boundary)
 	ev.Data, ev.Pos, ev.TxnEnd, ev.Boundary = data, next, txnEnd, boundary
 	return true, nil
 }
@@ -353,70 +275,24 @@ func decodeHeader(h *replication.EventHeader, data []byte) error {
 	return nil
 }
 
-// ensureConn connects when there is no connection, waiting out the backoff
-// after a failure.
-func (r *RawReader) ensureConn(ctx context.Context) (*dumpConn, error) {
-	r.mu.Lock()
-	d, closed := r.conn, r.closed
-	r.mu.Unlock()
-	if closed {
-		return nil, &Error{Source: r.Source(), Op: "connect", Pos: r.delivered, Kind: ErrClosed}
-	}
-	if d != nil {
-		return d, nil
-	}
-	for {
-		d, err := r.connect(ctx)
-		if err == nil {
-			return d, nil
-		}
-		if err := r.retryOrFail(ctx, "connect", err); err != nil {
-			return nil, err
-		}
-	}
-}
-
 func (r *RawReader) connect(ctx context.Context) (*dumpConn, error) {
-	if r.up.Flavor == "" || r.up.ServerID == 0 {
-		up := r.up
-		conn, err := up.connect(ctx, boundedDialer(r.cfg.dialer))
-		if err != nil {
-			return nil, err
-		}
-		if up.Flavor == "" {
-			up.Flavor = detectFlavor(conn)
-		}
-		if up.ServerID == 0 {
-			used, err := usedServerIDs(conn)
-			if err != nil {
-				conn.Close()
-				return nil, err
-			}
-			up.ServerID = pickServerID(used, rand.Uint32N)
-		}
-		conn.Close()
-		// Keep what we learnt so that every reconnect uses the same
-		// identity.
-		r.up = up
+	learnt, err := r.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if learnt {
 		if r.tracker.flavor == "" {
-			r.tracker.flavor = up.Flavor
+			r.tracker.flavor = r.up.Flavor
 		}
-		r.parser.SetFlavor(up.Flavor)
+		r.parser.SetFlavor(r.up.Flavor)
 	}
 	req := dumpRequest{up: r.up, heartbeat: r.cfg.heartbeat, timeout: r.cfg.readTimeout, dialer: r.cfg.dialer}
-	switch {
-	case r.gtidMode:
-		req.gtid = r.tracker.gset
-	case r.safe.Offset > math.MaxUint32:
-		// The dump command takes a 32-bit offset: past 4 GiB into a file
-		// only the GTID set can say where to resume.
-		if r.tracker.gset == nil {
-			return nil, &Error{Source: r.Source(), Op: "reconnect", Pos: r.delivered, Kind: ErrBadPosition,
-				Err: errorf("cannot resume at offset %d: past 4 GiB and no GTID set known", r.safe.Offset)}
-		}
-		req.gtid = r.tracker.gset
-	default:
-		req.file, req.pos = r.safe.Name, uint32(max(r.safe.Offset, 4))
+	var pos uint32
+	if req.file, pos, req.gtid, err = r.resumeAt(r.tracker.gset); err != nil {
+		return nil, err
+	}
+	if req.gtid == nil {
+		req.pos = max(pos, 4)
 	}
 	d, err := openDump(ctx, req)
 	if err != nil {
@@ -426,14 +302,9 @@ func (r *RawReader) connect(ctx context.Context) (*dumpConn, error) {
 	// format description that says what follows.
 	r.parser.Reset()
 	r.crc = false
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		d.close()
-		return nil, &Error{Source: r.Source(), Op: "connect", Pos: r.delivered, Kind: ErrClosed}
+	if err := r.attach(d); err != nil {
+		return nil, err
 	}
-	r.conn = d
-	r.connected = true
 	from := r.safe
 	from.GTIDSet = req.gtid
 	r.cfg.logger.Info("reading upstream binlog", slog.String("source", r.Source()),
@@ -445,74 +316,21 @@ func (r *RawReader) connect(ctx context.Context) (*dumpConn, error) {
 // dropConn closes the failed connection. The next ensureConn reconnects
 // from the last boundary, and process skips up to what was delivered.
 func (r *RawReader) dropConn(ctx context.Context, op string, cause error) error {
-	r.mu.Lock()
-	d := r.conn
-	r.conn = nil
-	r.mu.Unlock()
-	if d != nil {
-		d.close()
-	}
-	if r.delivered.Name != "" {
-		r.skipUntil, r.skipping = Position{Name: r.delivered.Name, Offset: r.delivered.Offset}, true
-	}
+	r.rewind()
 	// Only a transaction's end changes the set, so the tracker's set is
 	// the one at r.safe already.
 	r.tracker.reset()
 	if r.tracker.flavor == "" {
 		r.tracker.flavor = r.up.Flavor
 	}
-	r.pos = r.safe
 	return r.retryOrFail(ctx, op, cause)
-}
-
-// retryOrFail waits before the next attempt when err is worth retrying, and
-// returns the error to give up with otherwise.
-func (r *RawReader) retryOrFail(ctx context.Context, op string, err error) error {
-	return retryOrFail(ctx, &r.cfg, r.bo, &r.failing, r.connected, r.isClosed(), r.done, r.Source(), op, r.delivered, err)
-}
-
-func (r *RawReader) fail(ctx context.Context, err error) error {
-	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-		return ctx.Err()
-	}
-	return r.setErr(err)
-}
-
-func (r *RawReader) setErr(err error) error {
-	r.err = err
-	r.cfg.logger.Error("upstream reader stopped", slog.String("source", r.Source()), slog.String("error", err.Error()))
-	r.mu.Lock()
-	d := r.conn
-	r.conn = nil
-	r.mu.Unlock()
-	if d != nil {
-		d.close()
-	}
-	return err
-}
-
-func (r *RawReader) isClosed() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.closed
 }
 
 // Close stops the reader: a Next blocked on the network returns ErrClosed.
 // The server's dump thread is ended too. It starts no goroutine, is safe to
 // call from any goroutine, and more than once.
 func (r *RawReader) Close() error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil
-	}
-	r.closed = true
-	close(r.done)
-	d := r.conn
-	r.conn = nil
-	r.mu.Unlock()
-	if d != nil {
-		d.close()
+	if d, first := r.shut(); first && d != nil {
 		killDump(context.Background(), r.up, r.cfg.dialer, d.id)
 	}
 	return nil

@@ -343,21 +343,7 @@ func TestRawReaderReconnects(t *testing.T) {
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: uint32(310 + i), MaxBinlogSize: 16 << 10})
-			db := m.DB(t)
-			workload(t, db, 0, 60)
-			ctx := testCtx(t)
-			up := upstreamOf(m)
-			var p *faultnet.Proxy
-			if tc.proxy {
-				var err error
-				p, err = faultnet.New(m.Addr())
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { p.Close() })
-				up.Port = uint16(p.Port())
-			}
+			m, ctx, up, p := startFaultUpstream(t, uint32(310+i), tc.proxy)
 			logs := newLogCounter()
 			r, err := streamer.NewRawReader(up, streamer.Position{Name: "mysql-bin.000001", Offset: 4},
 				streamer.WithLogger(slog.New(logs)), streamer.WithBackoff(20*time.Millisecond, 200*time.Millisecond),
@@ -386,49 +372,13 @@ func TestRawReaderReconnects(t *testing.T) {
 }
 
 func TestRawReaderErrors(t *testing.T) {
-	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 302, MaxBinlogSize: 8 << 10})
-	db := m.DB(t)
-	workload(t, db, 0, 60)
-	mustExec(t, db, "FLUSH BINARY LOGS")
-	mustExec(t, db, "PURGE BINARY LOGS TO 'mysql-bin.000003'")
-	_, gtidEnd := masterStatus(t, db)
-	ctx := testCtx(t)
-
-	gset := func(s string) mysql.GTIDSet {
-		g, err := streamer.NewGTIDSet(streamer.FlavorMariaDB, s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return g
-	}
-	var seq uint64
-	fmt.Sscanf(gtidEnd, "0-302-%d", &seq)
-
-	const badPassword = "not-the-Password-42"
-	cases := []struct {
-		name  string
-		up    func(streamer.UpstreamConfig) streamer.UpstreamConfig
-		start streamer.Position
-		want  error
-	}{
-		{"wrong password", func(u streamer.UpstreamConfig) streamer.UpstreamConfig { u.Password = badPassword; return u },
-			streamer.Position{Name: "mysql-bin.000003", Offset: 4}, streamer.ErrAccessDenied},
-		{"unknown host", func(u streamer.UpstreamConfig) streamer.UpstreamConfig { u.Host = "no-such-host.invalid"; return u },
-			streamer.Position{Name: "mysql-bin.000003", Offset: 4}, streamer.ErrUnknownHost},
-		{"purged file", nil, streamer.Position{Name: "mysql-bin.000001", Offset: 4}, streamer.ErrBinlogPurged},
-		{"purged GTID", nil, streamer.Position{Flavor: streamer.FlavorMariaDB, GTIDSet: gset("0-302-1")}, streamer.ErrGTIDNotServable},
-		{"GTID from the future", nil, streamer.Position{Flavor: streamer.FlavorMariaDB, GTIDSet: gset(fmt.Sprintf("0-302-%d", seq+1000))}, streamer.ErrGTIDNotServable},
-		{"offset past the end", nil, streamer.Position{Name: "mysql-bin.000003", Offset: 1 << 30}, streamer.ErrBadPosition},
-	}
+	m, ctx, cases := readerErrorCases(t, 302)
+	const badPassword = errorCaseBadPassword
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			up := upstreamOf(m)
-			if tc.up != nil {
-				up = tc.up(up)
-			}
+			up := tc.upstream(m)
 			logs := newLogCounter()
-			r, err := streamer.NewRawReader(up, tc.start, streamer.WithLogger(slog.New(logs)),
-				streamer.WithBackoff(10*time.Millisecond, 50*time.Millisecond))
+			r, err := streamer.NewRawReader(up, tc.start, errorCaseOptions(logs)...)
 			if err != nil {
 				t.Fatal(err)
 			}

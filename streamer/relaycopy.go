@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-// CopyUpstreamFiles copies the upstream's binlog files from `from` up to, not
+// copyUpstreamFiles copies the upstream's binlog files from `from` up to, not
 // including, `until` into the relay subdirectory dir, byte for byte as a
 // relay writes them (files created with perm, before the umask). It is how a
 // relay fetches files older than the oldest one it holds, beside the writer
@@ -23,7 +23,7 @@ import (
 // The caller checks that the upstream holds both files and that dir copies
 // the upstream's current binlog history; the copy fails if the upstream's
 // stream passes until without rotating to it.
-func CopyUpstreamFiles(ctx context.Context, up UpstreamConfig, dir, from, until string, perm os.FileMode, opts ...RemoteOption) ([]string, error) {
+func copyUpstreamFiles(ctx context.Context, up UpstreamConfig, dir, from, until string, perm os.FileMode, opts ...RemoteOption) ([]string, error) {
 	for _, n := range []string{from, until} {
 		if err := validateName(n); err != nil {
 			return nil, err
@@ -64,14 +64,14 @@ func CopyUpstreamFiles(ctx context.Context, up UpstreamConfig, dir, from, until 
 			return nil, err
 		}
 	}
-	if err := SyncDir(dir); err != nil {
+	if err := syncDir(dir); err != nil {
 		return nil, err
 	}
 	return w.created, nil
 }
 
 // removePartialCopies removes the hidden files an interrupted
-// CopyUpstreamFiles left in the relay subdirectory dir.
+// copyUpstreamFiles left in the relay subdirectory dir.
 func removePartialCopies(dir string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -89,7 +89,7 @@ func removePartialCopies(dir string) error {
 		removed = true
 	}
 	if removed {
-		return SyncDir(dir)
+		return syncDir(dir)
 	}
 	return nil
 }

@@ -162,7 +162,7 @@ func ReadRelayIndex(dir string) ([]string, error) {
 		return nil, corruptf(path, off, "%v", err)
 	}
 	if len(names) == 0 {
-		held, err := UnlistedSubdirs(dir, nil)
+		held, err := unlistedSubdirs(dir, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -173,12 +173,12 @@ func ReadRelayIndex(dir string) ([]string, error) {
 	return names, nil
 }
 
-// UnlistedSubdirs returns the subdirectories of dir that are named like relay
+// unlistedSubdirs returns the subdirectories of dir that are named like relay
 // subdirectories and hold relay binlog files but are not in listed: after a
 // crash the relay leaves none (a subdirectory is listed before its first
 // file is written, and purge empties one before unlisting it), so any is a
 // sign of a damaged index.
-func UnlistedSubdirs(dir string, listed []string) ([]string, error) {
+func unlistedSubdirs(dir string, listed []string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -213,7 +213,7 @@ func WriteRelayIndex(dir string, names []string) error {
 		b.WriteString(n)
 		b.WriteByte('\n')
 	}
-	return WriteFileAtomic(filepath.Join(dir, RelayIndexFile), []byte(b.String()))
+	return writeFileAtomic(filepath.Join(dir, RelayIndexFile), []byte(b.String()))
 }
 
 // ReadRelayMeta reads a subdirectory's relay.meta. A missing meta returns the
@@ -242,15 +242,15 @@ func WriteRelayMeta(subdir string, m RelayMeta) error {
 	if err := toml.NewEncoder(&buf).Encode(m); err != nil {
 		return err
 	}
-	return WriteFileAtomic(filepath.Join(subdir, RelayMetaFile), buf.Bytes())
+	return writeFileAtomic(filepath.Join(subdir, RelayMetaFile), buf.Bytes())
 }
 
-// WriteFileAtomic replaces path with data so that a crash leaves either the
+// writeFileAtomic replaces path with data so that a crash leaves either the
 // old or the new content: write a temporary file, fsync it, rename it over
 // path, fsync the directory. The file keeps the permissions of the one it
 // replaces; a new file gets those of its directory without the execute bits
 // (0640 in a 0750 directory).
-func WriteFileAtomic(path string, data []byte) error {
+func writeFileAtomic(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	perm, err := atomicFileMode(path)
 	if err != nil {
@@ -278,10 +278,10 @@ func WriteFileAtomic(path string, data []byte) error {
 		_ = os.Remove(tmp)
 		return err
 	}
-	return SyncDir(dir)
+	return syncDir(dir)
 }
 
-// atomicFileMode is the permission WriteFileAtomic gives path.
+// atomicFileMode is the permission writeFileAtomic gives path.
 func atomicFileMode(path string) (os.FileMode, error) {
 	if st, err := os.Stat(path); err == nil {
 		return st.Mode().Perm(), nil
@@ -293,9 +293,9 @@ func atomicFileMode(path string) (os.FileMode, error) {
 	return st.Mode().Perm() &^ 0o111, nil
 }
 
-// SyncDir fsyncs a directory, making creations, renames and removals in it
+// syncDir fsyncs a directory, making creations, renames and removals in it
 // durable.
-func SyncDir(dir string) error {
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

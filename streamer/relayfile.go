@@ -205,7 +205,7 @@ func ScanRelayFile(path, flavor string) (RelayFileScan, error) {
 }
 
 // RelayFileWriter appends upstream events to the binlog files of one relay
-// subdirectory, keeping each file's offsets equal to the upstream's: an
+// subdirectory (RelayDir.Writer returns one), keeping each file's offsets equal to the upstream's: an
 // event is written at the offset it has upstream. It is not safe for
 // concurrent use.
 type RelayFileWriter struct {
@@ -219,7 +219,7 @@ type RelayFileWriter struct {
 	// buf holds the file's last len(buf) bytes (up to size), not yet
 	// written: one write per buffer-full instead of one per event.
 	buf []byte
-	// Copy mode (CopyUpstreamFiles): files are written under hidden names
+	// Copy mode (RelayDir.CopyUpstream): files are written under hidden names
 	// (partName) and the writer stops at a rotate to stopAt.
 	hidden  bool
 	stopAt  string
@@ -230,10 +230,10 @@ type RelayFileWriter struct {
 // relayWriteBuffer is how many bytes the writer gathers before a write.
 const relayWriteBuffer = 1 << 20
 
-// NewRelayFileWriter returns a writer for the subdirectory dir. When name is
+// newRelayFileWriter returns a writer for the subdirectory dir. When name is
 // set, writing resumes at the end of that file, which must already be
 // repaired (see ScanRelayFile).
-func NewRelayFileWriter(dir, name string) (*RelayFileWriter, error) {
+func newRelayFileWriter(dir, name string) (*RelayFileWriter, error) {
 	w := &RelayFileWriter{dir: dir, synced: true, perm: DefaultRelayFileMode}
 	if name != "" {
 		if err := w.open(name, false); err != nil {
@@ -242,10 +242,6 @@ func NewRelayFileWriter(dir, name string) (*RelayFileWriter, error) {
 	}
 	return w, nil
 }
-
-// SetFileMode sets the permissions of the files the writer creates from now
-// on (before the process's umask). Default DefaultRelayFileMode, 0640.
-func (w *RelayFileWriter) SetFileMode(perm os.FileMode) { w.perm = perm.Perm() }
 
 // File is the current file's name and size.
 func (w *RelayFileWriter) File() (name string, size int64) { return w.name, w.size }
@@ -476,7 +472,7 @@ func (w *RelayFileWriter) Sync() error {
 		w.synced = true
 	}
 	if w.dirDirty {
-		if err := SyncDir(w.dir); err != nil {
+		if err := syncDir(w.dir); err != nil {
 			return err
 		}
 		w.dirDirty = false

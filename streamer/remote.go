@@ -5,13 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"math/rand/v2"
 	"net"
-	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
@@ -35,29 +31,22 @@ import (
 // (ErrUnknownHost) ends the reader at once: that is a configuration to fix,
 // not a fault to wait out (WithRetryFirstConnect changes it).
 type RemoteReader struct {
-	up    UpstreamConfig
-	cfg   remoteConfig
+	reconnect[*remoteConn]
 	start Position
 
 	// Touched by GetEvent only (one caller at a time).
-	tracker   *txnTracker
-	pos       Position  // after the last event read from the server
-	delivered Position  // after the last event delivered (or the start)
-	safe      Position  // after the last transaction end delivered (or the start)
-	skipUntil *Position // deliver nothing up to here (set by a reconnect)
-	bo        backoff.BackOff
-	failing   time.Time // when the current run of failed connections began
-	connected bool      // a connection has succeeded once
-	gtidMode  bool
-	err       error    // terminal error
-	inner     []*Event // a Transaction_payload's events still to deliver
+	tracker *txnTracker
+	inner   []*Event // a Transaction_payload's events still to deliver
+}
 
-	mu     sync.Mutex // guards syncer, stream, closed
+// remoteConn is a RemoteReader's connection: go-mysql's syncer and its
+// stream.
+type remoteConn struct {
 	syncer *replication.BinlogSyncer
 	stream *replication.BinlogStreamer
-	closed bool
-	done   chan struct{}
 }
+
+func (c *remoteConn) close() { c.syncer.Close() }
 
 // RemoteOption configures a RemoteReader.
 type RemoteOption interface{ apply(*remoteConfig) }
@@ -200,26 +189,15 @@ func NewRemoteReader(up UpstreamConfig, start Position, opts ...RemoteOption) (*
 		return nil, err
 	}
 	r := &RemoteReader{
-		up:        up,
-		cfg:       cfg,
-		start:     start,
-		tracker:   newTxnTracker(start.Flavor, start.GTIDSet),
-		pos:       start,
-		delivered: start,
-		safe:      start,
-		gtidMode:  start.Name == "" && start.GTIDSet != nil,
-		done:      make(chan struct{}),
+		start:   start,
+		tracker: newTxnTracker(start.Flavor, start.GTIDSet),
 	}
-	eb := backoff.NewExponentialBackOff()
-	eb.InitialInterval = cfg.backoffMin
-	eb.MaxInterval = cfg.backoffMax
-	eb.MaxElapsedTime = 0
-	r.bo = eb
+	r.init(up, cfg, start)
 	return r, nil
 }
 
 // Source is the name of the upstream, as it appears in errors.
-func (r *RemoteReader) Source() string { return r.up.SourceName() }
+func (r *RemoteReader) Source() string { return r.source() }
 
 // Position is the position after the last event delivered. Like GetEvent, it
 // must not be called concurrently with GetEvent.
@@ -235,20 +213,20 @@ func (r *RemoteReader) GetEvent(ctx context.Context) (*Event, error) {
 			ev := r.inner[0]
 			r.inner[0] = nil
 			r.inner = r.inner[1:]
-			r.deliver(ev)
+			r.deliver(ev.Pos, ev.Boundary)
 			return ev, nil
 		}
-		stream, err := r.ensureStream(ctx)
+		conn, err := r.ensure(ctx, r.connect)
 		if err != nil {
 			return nil, r.fail(ctx, err)
 		}
-		be, err := stream.GetEvent(ctx)
+		be, err := conn.stream.GetEvent(ctx)
 		if err != nil {
 			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 				return nil, ctx.Err()
 			}
 			if r.isClosed() {
-				return nil, r.setErr(&Error{Source: r.Source(), Op: "read", Pos: r.delivered, Kind: ErrClosed})
+				return nil, r.setErr(r.closedErr("read"))
 			}
 			if err := r.dropStream(ctx, "read", err); err != nil {
 				return nil, r.fail(ctx, err)
@@ -279,13 +257,10 @@ func (r *RemoteReader) process(be *replication.BinlogEvent) (*Event, bool, error
 	if err != nil {
 		return nil, false, err
 	}
-	if r.skipUntil != nil {
-		if ev.Artificial() || ev.Pos.Compare(*r.skipUntil) <= 0 {
-			return nil, false, nil
-		}
-		r.skipUntil = nil
+	if r.skip(ev.Pos, ev.Artificial()) {
+		return nil, false, nil
 	}
-	r.deliver(ev)
+	r.deliver(ev.Pos, ev.Boundary)
 	return ev, true, nil
 }
 
@@ -317,18 +292,6 @@ func (r *RemoteReader) advance(be *replication.BinlogEvent) (*Event, error) {
 	return &Event{BinlogEvent: be, Pos: next, GTID: gtid, TxnEnd: txnEnd, Boundary: boundary}, nil
 }
 
-// deliver records that ev goes to the consumer.
-func (r *RemoteReader) deliver(ev *Event) {
-	r.delivered = ev.Pos
-	if ev.Boundary {
-		r.safe = ev.Pos
-	}
-	if !r.failing.IsZero() {
-		r.bo.Reset()
-		r.failing = time.Time{}
-	}
-}
-
 // expandPayload queues the events a Transaction_payload event holds (go-mysql
 // decoded them), each with its position (see payload.go), unless a
 // reconnect skips the payload whole: it was delivered whole, since nothing
@@ -339,9 +302,9 @@ func (r *RemoteReader) expandPayload(be *replication.BinlogEvent, tp *replicatio
 	if end < uint64(h.EventSize) || len(tp.Events) == 0 {
 		return fmt.Errorf("event %s at %s:%d: %w: %d events, %d bytes", h.EventType, r.pos.Name, h.LogPos, errPayload, len(tp.Events), h.EventSize)
 	}
-	skip := r.skipUntil != nil && (Position{Name: r.pos.Name, Offset: end}).Compare(*r.skipUntil) <= 0
+	skip := r.skipping && (Position{Name: r.pos.Name, Offset: end}).Compare(r.skipUntil) <= 0
 	if !skip {
-		r.skipUntil = nil
+		r.skipping = false
 	}
 	for i, inner := range tp.Events {
 		last := i == len(tp.Events)-1
@@ -375,125 +338,27 @@ func extendOffset(prev uint64, logPos uint32) uint64 {
 	return cand
 }
 
-// ensureStream connects when there is no stream, waiting out the backoff
-// after a failure.
-func (r *RemoteReader) ensureStream(ctx context.Context) (*replication.BinlogStreamer, error) {
-	r.mu.Lock()
-	s, closed := r.stream, r.closed
-	r.mu.Unlock()
-	if closed {
-		return nil, &Error{Source: r.Source(), Op: "connect", Pos: r.delivered, Kind: ErrClosed}
-	}
-	if s != nil {
-		return s, nil
-	}
-	for {
-		s, err := r.connect(ctx)
-		if err == nil {
-			return s, nil
-		}
-		if err := r.retryOrFail(ctx, "connect", err); err != nil {
-			return nil, err
-		}
-	}
-}
-
-// retryOrFail waits before the next attempt when err is worth retrying, and
-// returns the error to give up with otherwise.
-func (r *RemoteReader) retryOrFail(ctx context.Context, op string, err error) error {
-	return retryOrFail(ctx, &r.cfg, r.bo, &r.failing, r.connected, r.isClosed(), r.done, r.Source(), op, r.delivered, err)
-}
-
-// retryOrFail, for a reader that lost its connection, waits before the next
-// attempt when err is worth retrying and the retry budget (counted from
-// *failing, the start of this run of failures) is not spent, and returns the
-// error to give up with otherwise. An unreachable upstream is worth retrying
-// only once it has been reached (connected) or with WithRetryFirstConnect.
-// RemoteReader and RawReader share it.
-func retryOrFail(ctx context.Context, cfg *remoteConfig, bo backoff.BackOff, failing *time.Time, connected, closed bool,
-	done <-chan struct{}, source, op string, delivered Position, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if closed {
-		return &Error{Source: source, Op: op, Pos: delivered, Kind: ErrClosed}
-	}
-	kind, retryable := classify(err)
-	if !retryable || (kind == ErrUnreachable && !connected && !cfg.retryFirst) {
-		return &Error{Source: source, Op: op, Pos: delivered, Kind: kind, Err: err}
-	}
-	now := time.Now()
-	if failing.IsZero() {
-		*failing = now
-	}
-	if cfg.maxRetryTime > 0 && now.Sub(*failing) >= cfg.maxRetryTime {
-		return &Error{Source: source, Op: op, Pos: delivered, Kind: ErrRetryExhausted, Err: err}
-	}
-	wait := bo.NextBackOff()
-	cfg.logger.Warn("upstream connection failed, retrying",
-		slog.String("source", source), slog.String("op", op),
-		slog.String("pos", delivered.String()), slog.Duration("wait", wait), slog.String("error", err.Error()))
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-done:
-		return &Error{Source: source, Op: op, Pos: delivered, Kind: ErrClosed}
-	}
-}
-
 // dropStream closes the failed connection. The next ensureStream reconnects
 // from the last transaction end, and process skips up to what was delivered.
 func (r *RemoteReader) dropStream(ctx context.Context, op string, cause error) error {
-	r.mu.Lock()
-	syncer := r.syncer
-	r.syncer, r.stream = nil, nil
-	r.mu.Unlock()
-	if syncer != nil {
-		syncer.Close()
-	}
-	if r.delivered.Name != "" {
-		p := Position{Name: r.delivered.Name, Offset: r.delivered.Offset}
-		r.skipUntil = &p
-	}
+	r.rewind()
 	r.tracker.reset()
 	r.tracker.gset, r.tracker.flavor = r.safe.GTIDSet, r.safe.Flavor
 	if r.tracker.flavor == "" {
 		r.tracker.flavor = r.up.Flavor
 	}
-	r.pos = r.safe
 	return r.retryOrFail(ctx, op, cause)
 }
 
-func (r *RemoteReader) connect(ctx context.Context) (*replication.BinlogStreamer, error) {
-	up := r.up
-	if up.Flavor == "" || up.ServerID == 0 {
-		conn, err := up.connect(ctx, r.cfg.dialer)
-		if err != nil {
-			return nil, err
-		}
-		if up.Flavor == "" {
-			up.Flavor = detectFlavor(conn)
-		}
-		if up.ServerID == 0 {
-			used, err := usedServerIDs(conn)
-			if err != nil {
-				conn.Close()
-				return nil, err
-			}
-			up.ServerID = pickServerID(used, rand.Uint32N)
-		}
-		conn.Close()
-		// Keep what we learnt so that every reconnect uses the same
-		// identity.
-		r.up = up
-		if r.tracker.flavor == "" {
-			r.tracker.flavor = up.Flavor
-		}
+func (r *RemoteReader) connect(ctx context.Context) (*remoteConn, error) {
+	learnt, err := r.identify(ctx)
+	if err != nil {
+		return nil, err
 	}
+	if learnt && r.tracker.flavor == "" {
+		r.tracker.flavor = r.up.Flavor
+	}
+	up := r.up
 	sc := replication.BinlogSyncerConfig{
 		ServerID:         up.ServerID,
 		Flavor:           up.Flavor,
@@ -523,37 +388,24 @@ func (r *RemoteReader) connect(ctx context.Context) (*replication.BinlogStreamer
 		return nil, err
 	}
 	var stream *replication.BinlogStreamer
-	switch {
-	case r.gtidMode:
-		stream, err = syncer.StartSyncGTID(r.safe.GTIDSet.Clone())
-	case r.safe.Offset > math.MaxUint32:
-		// The dump command takes a 32-bit offset: past 4 GiB into a file
-		// only the GTID set can say where to resume.
-		if r.safe.GTIDSet == nil {
-			syncer.Close()
-			return nil, &Error{Source: r.Source(), Op: "reconnect", Pos: r.delivered, Kind: ErrBadPosition,
-				Err: errorf("cannot resume at offset %d: past 4 GiB and no GTID set known", r.safe.Offset)}
-		}
-		stream, err = syncer.StartSyncGTID(r.safe.GTIDSet.Clone())
-	default:
-		stream, err = syncer.StartSync(mysql.Position{Name: r.safe.Name, Pos: uint32(r.safe.Offset)})
+	file, offset, gset, err := r.resumeAt(r.safe.GTIDSet)
+	if err == nil && gset != nil {
+		stream, err = syncer.StartSyncGTID(gset.Clone())
+	} else if err == nil {
+		stream, err = syncer.StartSync(mysql.Position{Name: file, Pos: offset})
 	}
 	if err != nil {
 		syncer.Close()
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		syncer.Close()
-		return nil, &Error{Source: r.Source(), Op: "connect", Pos: r.delivered, Kind: ErrClosed}
+	conn := &remoteConn{syncer: syncer, stream: stream}
+	if err := r.attach(conn); err != nil {
+		return nil, err
 	}
-	r.syncer, r.stream = syncer, stream
-	r.connected = true
 	r.cfg.logger.Info("reading upstream binlog", slog.String("source", r.Source()),
 		slog.String("from", r.safe.String()), slog.Bool("gtid", r.gtidMode),
 		slog.Uint64("server-id", uint64(up.ServerID)))
-	return stream, nil
+	return conn, nil
 }
 
 // newBinlogSyncer guards against go-mysql panicking on a bad config.
@@ -583,45 +435,19 @@ func applyDecodeSettings(c *replication.BinlogSyncerConfig) {
 	c.RenderJSONAsMySQLText = true
 }
 
-func (r *RemoteReader) fail(ctx context.Context, err error) error {
-	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-		return ctx.Err()
-	}
-	return r.setErr(err)
-}
-
-func (r *RemoteReader) setErr(err error) error {
-	r.err = err
-	r.cfg.logger.Error("upstream reader stopped", slog.String("source", r.Source()), slog.String("error", err.Error()))
-	r.mu.Lock()
-	syncer := r.syncer
-	r.syncer, r.stream = nil, nil
-	r.mu.Unlock()
-	if syncer != nil {
-		syncer.Close()
-	}
-	return err
-}
-
-func (r *RemoteReader) isClosed() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.closed
-}
-
-// closeBoundedDialer is the dialer go-mysql gets. Once Close has begun, the
-// connection it opens to end the dump thread (with no deadline of its own)
-// is bounded by killDump's 2s, dial and handshake and query included, so
-// that Close never waits on a stalled upstream.
-func (r *RemoteReader) closeBoundedDialer() client.Dialer {
-	d := r.cfg.dialer
+// closeBounded wraps the dialer d (nil: a net.Dialer) for go-mysql: once
+// done is closed (Close has begun), the connection it opens to end the dump
+// thread (with no deadline of its own) is bounded by killDump's 2s, dial and
+// handshake and query included, so that Close never waits on a stalled
+// upstream.
+func closeBounded(d client.Dialer, done <-chan struct{}) client.Dialer {
 	if d == nil {
 		nd := &net.Dialer{}
 		d = nd.DialContext
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		select {
-		case <-r.done:
+		case <-done:
 		default:
 			return d(ctx, network, addr)
 		}
@@ -662,18 +488,6 @@ func (c cappedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWrite
 // Close stops the reader and waits for its connection goroutine. It is safe
 // to call from any goroutine, more than once.
 func (r *RemoteReader) Close() error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil
-	}
-	r.closed = true
-	close(r.done)
-	syncer := r.syncer
-	r.syncer, r.stream = nil, nil
-	r.mu.Unlock()
-	if syncer != nil {
-		syncer.Close()
-	}
+	r.shut()
 	return nil
 }

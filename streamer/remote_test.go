@@ -537,21 +537,7 @@ func TestRemoteReaderReconnects(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 13, MaxBinlogSize: 16 << 10})
-			db := m.DB(t)
-			workload(t, db, 0, 60)
-			ctx := testCtx(t)
-			up := upstreamOf(m)
-			var p *faultnet.Proxy
-			if tc.proxy {
-				var err error
-				p, err = faultnet.New(m.Addr())
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { p.Close() })
-				up.Port = uint16(p.Port())
-			}
+			m, ctx, up, p := startFaultUpstream(t, 13, tc.proxy)
 			logs := newLogCounter()
 			r, err := streamer.NewRemoteReader(up, streamer.Position{Name: "mysql-bin.000001", Offset: 4},
 				streamer.WithLogger(slog.New(logs)), streamer.WithBackoff(20*time.Millisecond, 200*time.Millisecond),
@@ -581,49 +567,13 @@ func TestRemoteReaderReconnects(t *testing.T) {
 }
 
 func TestRemoteReaderErrors(t *testing.T) {
-	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 14, MaxBinlogSize: 8 << 10})
-	db := m.DB(t)
-	workload(t, db, 0, 60)
-	mustExec(t, db, "FLUSH BINARY LOGS")
-	mustExec(t, db, "PURGE BINARY LOGS TO 'mysql-bin.000003'")
-	_, gtidEnd := masterStatus(t, db)
-	ctx := testCtx(t)
-
-	gset := func(s string) mysql.GTIDSet {
-		g, err := streamer.NewGTIDSet(streamer.FlavorMariaDB, s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return g
-	}
-	var seq uint64
-	fmt.Sscanf(gtidEnd, "0-14-%d", &seq)
-
-	const badPassword = "not-the-Password-42"
-	cases := []struct {
-		name  string
-		up    func(streamer.UpstreamConfig) streamer.UpstreamConfig
-		start streamer.Position
-		want  error
-	}{
-		{"wrong password", func(u streamer.UpstreamConfig) streamer.UpstreamConfig { u.Password = badPassword; return u },
-			streamer.Position{Name: "mysql-bin.000003", Offset: 4}, streamer.ErrAccessDenied},
-		{"unknown host", func(u streamer.UpstreamConfig) streamer.UpstreamConfig { u.Host = "no-such-host.invalid"; return u },
-			streamer.Position{Name: "mysql-bin.000003", Offset: 4}, streamer.ErrUnknownHost},
-		{"purged file", nil, streamer.Position{Name: "mysql-bin.000001", Offset: 4}, streamer.ErrBinlogPurged},
-		{"purged GTID", nil, streamer.Position{Flavor: streamer.FlavorMariaDB, GTIDSet: gset("0-14-1")}, streamer.ErrGTIDNotServable},
-		{"GTID from the future", nil, streamer.Position{Flavor: streamer.FlavorMariaDB, GTIDSet: gset(fmt.Sprintf("0-14-%d", seq+1000))}, streamer.ErrGTIDNotServable},
-		{"offset past the end", nil, streamer.Position{Name: "mysql-bin.000003", Offset: 1 << 30}, streamer.ErrBadPosition},
-	}
+	m, ctx, cases := readerErrorCases(t, 14)
+	const badPassword = errorCaseBadPassword
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			up := upstreamOf(m)
-			if tc.up != nil {
-				up = tc.up(up)
-			}
+			up := tc.upstream(m)
 			logs := newLogCounter()
-			r, err := streamer.NewRemoteReader(up, tc.start, streamer.WithLogger(slog.New(logs)),
-				streamer.WithBackoff(10*time.Millisecond, 50*time.Millisecond))
+			r, err := streamer.NewRemoteReader(up, tc.start, errorCaseOptions(logs)...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -768,4 +718,90 @@ func TestPickServerIDAvoidsReplicas(t *testing.T) {
 	waitFor(t, "two registered replicas", func() bool {
 		return len(streamer.UsedServerIDsForTest(ctx, t, upstreamOf(m))) == 4 // 0, 17, 4242, picked
 	})
+}
+
+// errorCaseBadPassword is the wrong password of readerErrorCases.
+const errorCaseBadPassword = "not-the-Password-42"
+
+// readerErrorCase is a start that a remote reader (RemoteReader or
+// RawReader) must refuse with want.
+type readerErrorCase struct {
+	name  string
+	up    func(streamer.UpstreamConfig) streamer.UpstreamConfig
+	start streamer.Position
+	want  error
+}
+
+// readerErrorCases starts a MariaDB (server id serverID) whose binlog starts
+// at mysql-bin.000003 and returns the starts a remote reader must refuse:
+// wrong password, unknown host, purged file, purged GTID, GTID from the
+// future, offset past the end.
+func readerErrorCases(t *testing.T, serverID uint32) (*testserver.MariaDB, context.Context, []readerErrorCase) {
+	t.Helper()
+	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: serverID, MaxBinlogSize: 8 << 10})
+	db := m.DB(t)
+	workload(t, db, 0, 60)
+	mustExec(t, db, "FLUSH BINARY LOGS")
+	mustExec(t, db, "PURGE BINARY LOGS TO 'mysql-bin.000003'")
+	_, gtidEnd := masterStatus(t, db)
+	ctx := testCtx(t)
+
+	gset := func(s string) mysql.GTIDSet {
+		g, err := streamer.NewGTIDSet(streamer.FlavorMariaDB, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	var seq uint64
+	fmt.Sscanf(gtidEnd, fmt.Sprintf("0-%d-%%d", serverID), &seq)
+
+	return m, ctx, []readerErrorCase{
+		{"wrong password", func(u streamer.UpstreamConfig) streamer.UpstreamConfig { u.Password = errorCaseBadPassword; return u },
+			streamer.Position{Name: "mysql-bin.000003", Offset: 4}, streamer.ErrAccessDenied},
+		{"unknown host", func(u streamer.UpstreamConfig) streamer.UpstreamConfig { u.Host = "no-such-host.invalid"; return u },
+			streamer.Position{Name: "mysql-bin.000003", Offset: 4}, streamer.ErrUnknownHost},
+		{"purged file", nil, streamer.Position{Name: "mysql-bin.000001", Offset: 4}, streamer.ErrBinlogPurged},
+		{"purged GTID", nil, streamer.Position{Flavor: streamer.FlavorMariaDB, GTIDSet: gset(fmt.Sprintf("0-%d-1", serverID))}, streamer.ErrGTIDNotServable},
+		{"GTID from the future", nil, streamer.Position{Flavor: streamer.FlavorMariaDB, GTIDSet: gset(fmt.Sprintf("0-%d-%d", serverID, seq+1000))}, streamer.ErrGTIDNotServable},
+		{"offset past the end", nil, streamer.Position{Name: "mysql-bin.000003", Offset: 1 << 30}, streamer.ErrBadPosition},
+	}
+}
+
+// startFaultUpstream starts a MariaDB (server id serverID, 16 KiB binlog
+// files) holding a workload, for a reconnect test; with proxy, the returned
+// upstream goes through a faultnet proxy that the test can stall and cut.
+func startFaultUpstream(t *testing.T, serverID uint32, proxy bool) (*testserver.MariaDB, context.Context, streamer.UpstreamConfig, *faultnet.Proxy) {
+	t.Helper()
+	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: serverID, MaxBinlogSize: 16 << 10})
+	db := m.DB(t)
+	workload(t, db, 0, 60)
+	ctx := testCtx(t)
+	up := upstreamOf(m)
+	var p *faultnet.Proxy
+	if proxy {
+		var err error
+		p, err = faultnet.New(m.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		up.Port = uint16(p.Port())
+	}
+	return m, ctx, up, p
+}
+
+// upstream is the case's upstream on m.
+func (tc readerErrorCase) upstream(m *testserver.MariaDB) streamer.UpstreamConfig {
+	up := upstreamOf(m)
+	if tc.up != nil {
+		up = tc.up(up)
+	}
+	return up
+}
+
+// errorCaseOptions are the reader options of the error cases: logs, and a
+// short backoff.
+func errorCaseOptions(logs *logCounter) []streamer.RemoteOption {
+	return []streamer.RemoteOption{streamer.WithLogger(slog.New(logs)), streamer.WithBackoff(10*time.Millisecond, 50*time.Millisecond)}
 }

@@ -55,3 +55,14 @@ func ToUTF8(s, cs string) (string, error) {
 	}
 	return dec.NewDecoder().String(s)
 }
+
+// FromUTF8 encodes UTF-8 text s into charset cs, the inverse of ToUTF8 (for
+// tools that write binlog events). UTF-8 charsets, ascii, and unknown or
+// empty names are returned as they are.
+func FromUTF8(s, cs string) (string, error) {
+	enc, ok := decoders[strings.ToLower(cs)]
+	if !ok || s == "" {
+		return s, nil
+	}
+	return enc.NewEncoder().String(s)
+}
