@@ -15,6 +15,7 @@ import (
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
+	"github.com/dmworker/dmworker/sinktest"
 	"github.com/dmworker/dmworker/streamer"
 )
 
@@ -241,4 +242,18 @@ func ExampleCheck() {
 		return // fix what the failures say first
 	}
 	// ... start the task: NewSubTask, or SourceWorker.StartSubTask
+}
+
+// WithoutPrecheck skips the binlog checks a Syncer or SubTask runs before
+// it starts; a SourceWorker passes it to its subtasks.
+func ExampleWithoutPrecheck() {
+	up := streamer.UpstreamConfig{Name: "shop-db", Host: "127.0.0.1", Port: 3306, User: "repl"}
+	t, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "orders"}, up, sinktest.NewMemSink(),
+		dmworker.WithCheckpointStore(&dmworker.MemoryCheckpointStore{}), dmworker.WithoutPrecheck())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(t.Status().Stage)
+	// Output: New
 }
