@@ -181,6 +181,8 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"-data-dir", "/tmp/x", "-etcd", "127.0.0.1:2379,127.0.0.1:2380", "-worker", "w1"}, "-credential-key-file"},
 		{[]string{"-workers", "4"}, ""},
 		{[]string{"-workers", "0"}, "between 1 and 1024"},
+		{[]string{"-batch", "-1"}, "must not be negative"},
+		{[]string{"-server-id", "4294967296"}, "32 bits"},
 		{[]string{"-keepalive-ttl", "1500ms"}, "whole number of seconds"},
 		{[]string{"-keepalive-ttl", "0s"}, "at least 1s"},
 		{[]string{"-keepalive-ttl", "3s"}, ""},
@@ -232,6 +234,10 @@ func TestParseArgs(t *testing.T) {
 		t.Fatalf("a 5-byte credential key: %v", err)
 	}
 
+	cfg, err = parseArgs(append(base, "-batch", "50", "-compact", "-server-id", "4242", "-workers", "8"), &bytes.Buffer{})
+	if err != nil || cfg.task.BatchSize != 50 || !cfg.task.Compact || cfg.task.Workers != 8 || cfg.up.ServerID != 4242 {
+		t.Fatalf("-batch -compact -server-id -workers: %v, %+v, server id %d", err, cfg.task.SyncerTuning, cfg.up.ServerID)
+	}
 	cfg, err = parseArgs(append(base, "-route", "src.t_*:dst.t,src_*:dst", "-tables", "db.*,other.t"), &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
