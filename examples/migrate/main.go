@@ -883,12 +883,12 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		}
 	}
 	if fileTask == nil || set["tables"] {
-		if sc.Filter.DoTables, err = parseTables(*tables); err != nil {
+		if sc.Filter.DoTables, err = cli.TablePatterns(*tables); err != nil {
 			return cfg, fmt.Errorf("-tables: %w", err)
 		}
 	}
 	for _, r := range routes {
-		rs, err := parseRoutes(r)
+		rs, err := cli.Routes(r)
 		if err != nil {
 			return cfg, fmt.Errorf("-route: %w", err)
 		}
@@ -1083,46 +1083,4 @@ func parseGTIDStart(s string) (streamer.Position, error) {
 		return streamer.Position{}, err
 	}
 	return streamer.Position{Flavor: f, GTIDSet: gs}, nil
-}
-
-// parseTables reads 'db.*,other.t'.
-func parseTables(s string) ([]dmworker.TablePattern, error) {
-	var out []dmworker.TablePattern
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		db, tbl, ok := strings.Cut(f, ".")
-		if !ok || db == "" || tbl == "" {
-			return nil, fmt.Errorf("%q: want db.table (wildcards allowed, e.g. db.*)", f)
-		}
-		out = append(out, dmworker.TablePattern{Schema: db, Name: tbl})
-	}
-	return out, nil
-}
-
-// parseRoutes reads 'src.t_*:dst.t,src_*:dst'.
-func parseRoutes(s string) ([]dmworker.RouteRule, error) {
-	var out []dmworker.RouteRule
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		from, to, ok := strings.Cut(f, ":")
-		if !ok || from == "" || to == "" {
-			return nil, fmt.Errorf("%q: want src.table:dst.table or src:dst", f)
-		}
-		fs, ft, fTable := strings.Cut(from, ".")
-		ts, tt, tTable := strings.Cut(to, ".")
-		switch {
-		case fTable != tTable:
-			return nil, fmt.Errorf("%q: route a schema to a schema (src:dst) or a table to a table (src.t:dst.t)", f)
-		case fs == "" || ts == "" || (fTable && (ft == "" || tt == "")):
-			return nil, fmt.Errorf("%q: empty name", f)
-		}
-		out = append(out, dmworker.RouteRule{SchemaPattern: fs, TablePattern: ft, TargetSchema: ts, TargetTable: tt})
-	}
-	return out, nil
 }
