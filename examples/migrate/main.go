@@ -314,6 +314,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cfg.dataDir != "" {
 		opts = append(opts, dmworker.WithRelayDir(filepath.Join(cfg.dataDir, "relay")))
 	}
+	var reg *prometheus.Registry
+	if cfg.statusAddr != "" {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		opts = append(opts, dmworker.WithMetrics(reg))
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var cl *cluster
@@ -324,7 +330,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return cli.ExitFailure
 		}
 		defer etcdClient.Close()
-		if cl, err = joinCluster(runCtx, etcdClient, cfg, logger); err != nil {
+		if cl, err = joinCluster(runCtx, etcdClient, cfg, logger, reg); err != nil {
 			fmt.Fprintln(stderr, "migrate:", err)
 			return cli.ExitUsage
 		}
@@ -339,12 +345,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	} else {
 		opts = append(opts, dmworker.WithSource(cfg.source))
-	}
-	var reg *prometheus.Registry
-	if cfg.statusAddr != "" {
-		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		opts = append(opts, dmworker.WithMetrics(reg))
 	}
 	w, err := dmworker.NewSourceWorker(cfg.worker, sinks, opts...)
 	if err != nil {
@@ -569,12 +569,18 @@ type cluster struct {
 
 // joinCluster starts a KeepAlive for the worker and a Coordinator (which
 // campaigns; one process of the cluster leads), until ctx ends or close.
-func joinCluster(ctx context.Context, cli *clientv3.Client, cfg config, logger *slog.Logger) (*cluster, error) {
-	ka, err := dmworker.NewKeepAlive(cli, cfg.worker, dmworker.WithKeepAliveTTL(cfg.ttl), dmworker.WithLogger(logger))
+// With reg (-status-addr), both report their metrics into it.
+func joinCluster(ctx context.Context, cli *clientv3.Client, cfg config, logger *slog.Logger, reg *prometheus.Registry) (*cluster, error) {
+	kaOpts := []dmworker.KeepAliveOption{dmworker.WithKeepAliveTTL(cfg.ttl), dmworker.WithLogger(logger)}
+	coOpts := []dmworker.CoordinatorOption{dmworker.WithKeepAliveTTL(cfg.ttl), dmworker.WithLogger(logger)}
+	if reg != nil {
+		kaOpts, coOpts = append(kaOpts, dmworker.WithMetrics(reg)), append(coOpts, dmworker.WithMetrics(reg))
+	}
+	ka, err := dmworker.NewKeepAlive(cli, cfg.worker, kaOpts...)
 	if err != nil {
 		return nil, err
 	}
-	coord, err := dmworker.NewCoordinator(cli, dmworker.WithKeepAliveTTL(cfg.ttl), dmworker.WithLogger(logger))
+	coord, err := dmworker.NewCoordinator(cli, coOpts...)
 	if err != nil {
 		return nil, err
 	}

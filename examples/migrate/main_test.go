@@ -309,9 +309,27 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 	ctx1, stop1 := context.WithCancel(ctx)
 	defer stop1()
 	go func() {
-		done <- run(ctx1, append([]string{"-worker", "w1", "-data-dir", dir}, cluster...), &stdout, &stderr)
+		done <- run(ctx1, append([]string{"-worker", "w1", "-data-dir", dir, "-status-addr", "127.0.0.1:0"}, cluster...), &stdout, &stderr)
 	}()
 	waitOutput(t, &stdout, &stderr, "worker=w1 pos=mysql-bin")
+	// In cluster mode the worker's registration and its coordinator report
+	// into the same /metrics as the worker.
+	addr := regexp.MustCompile(`serving http://(\S+)/status`).FindStringSubmatch(stderr.String())
+	if addr == nil {
+		t.Fatalf("no status address in:\n%s", stderr.String())
+	}
+	hresp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Get("http://" + addr[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(hresp.Body)
+	hresp.Body.Close()
+	for _, re := range []string{`(?m)^dmworker_keepalive_lease_held\{[^}]*worker="w1"[^}]*\} 1$`, `(?m)^dmworker_coordinator_leader\{[^}]*\} 1$`,
+		`(?m)^dmworker_worker_alive\{[^}]*worker="w1"[^}]*\} 1$`} {
+		if !regexp.MustCompile(re).Match(metrics) {
+			t.Errorf("/metrics of w1 lacks %s:\n%s", re, metrics)
+		}
+	}
 	var stdout2, stderr2 syncBuffer
 	done2 := make(chan int, 1)
 	go func() {
