@@ -151,6 +151,9 @@ func (r *syncRun) onlineStmt(ctx context.Context, ev *streamer.Event, st *schema
 			s.log.Info("online schema change: shadow table dropped, its recorded changes discarded", slog.String("shadow", st.Table.String()),
 				slog.String("table", real.String()))
 		}
+	case st.OnlyAutoIncrement():
+		// gh-ost carries the counter over to its ghost table; the
+		// downstream table is not rebuilt and keeps its own.
 	case st.Kind == schema.KindAlterTable || st.Kind == schema.KindCreateIndex || st.Kind == schema.KindDropIndex:
 		if replicated {
 			state.Record(st.Table.Schema, st.Table.Name, onlineddl.Stmt{Schema: defaultSchema, Query: st.Query, Mode: uint64(mode)})

@@ -358,8 +358,13 @@ func TestOnlineDDLGhOst(t *testing.T) {
 	os.Remove(flag1)
 	os.Remove(flag2)
 	for range 2 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(3 * time.Minute):
+			t.Fatal("gh-ost did not finish")
 		}
 	}
 	time.Sleep(time.Second)
