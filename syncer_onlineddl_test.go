@@ -645,6 +645,7 @@ func TestOnlineDDLAborted(t *testing.T) {
 	mustExec(t, p.updb, "DROP TABLE IF EXISTS sbtest._sbtest1_gho, sbtest._sbtest1_ghc")
 
 	time.Sleep(time.Second)
+	stop()
 	waitSynced(t, run, p.updb)
 	sameTable(t, p.updb, p.downdb, "sbtest", "sbtest1", "sbtest", "sbtest1")
 	if d := definition(t, p.downdb, "sbtest", "sbtest1"); d != defBefore {
@@ -661,7 +662,9 @@ func TestOnlineDDLAborted(t *testing.T) {
 	}
 
 	// A later change goes through, once.
+	stop = sysbenchLoad(t, p.up, size)
 	runTool(t, ptOSC(t, p.up, "sbtest", "sbtest1", "ADD COLUMN extra INT NOT NULL DEFAULT 5"))
+	time.Sleep(time.Second)
 	stop()
 	waitSynced(t, run, p.updb)
 	sameTable(t, p.updb, p.downdb, "sbtest", "sbtest1", "sbtest", "sbtest1")
