@@ -87,6 +87,12 @@
 //   - -route: comma-separated rules, the flag may be repeated.
 //     'src.t_*:dst.t' renames the upstream tables matching src.t_* to dst.t
 //     (many shards may merge into one); 'src_*:dst' renames schemas.
+//   - -online-ddl=true|false: whether online schema changes made upstream
+//     by gh-ost or pt-online-schema-change are replicated as the ALTER they
+//     make, run downstream at their cut-over, with the tools' shadow and
+//     trash tables (_t_gho, _t_ghc, _t_del, _t_new, _t_old) never
+//     replicated (default true; see dmworker.OnlineDDLConfig). With false
+//     those tables are replicated like any other that -tables lets through.
 //   - -workers N: how many goroutines apply changes (default 16, as the
 //     library's with mysqlsink): changes to one row stay in order on one,
 //     and the checkpoint is the low watermark of what they applied; with 1
@@ -624,6 +630,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		startGTID = fs.String("start-gtid", "", "where a task with no checkpoint starts, after this GTID set")
 		tables    = fs.String("tables", "", "comma-separated db.table patterns to replicate (default all)")
 		workers   = fs.Int("workers", 16, "apply workers (1: serial, each batch with its checkpoint)")
+		onlineDDL = fs.Bool("online-ddl", true, "replicate online schema changes (gh-ost, pt-online-schema-change) as the ALTER they make, at their cut-over, and never the tools' tables")
 		idle      = fs.Duration("exit-when-idle", 0, "exit once caught up and the upstream idle for this long (0: never)")
 	)
 	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
@@ -680,7 +687,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			return cfg, err
 		}
 	}
-	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode), SyncerTuning: dmworker.SyncerTuning{Workers: *workers}}
+	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode), SyncerTuning: dmworker.SyncerTuning{Workers: *workers},
+		OnlineDDLConfig: dmworker.OnlineDDLConfig{OnlineDDL: onlineDDL}}
 	switch {
 	case set["start"]:
 		if sc.Start, err = streamer.ParsePosition(*start); err != nil {
