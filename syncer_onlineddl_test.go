@@ -545,11 +545,21 @@ func TestOnlineDDLCrash(t *testing.T) {
 	gdone := make(chan error, 1)
 	go func() { gdone <- g.Wait() }()
 
-	// During the copy.
+	// During the copy: at least one kill must find the ghost table partly
+	// filled.
+	duringCopy := 0
 	for range 4 {
 		c := startOnlineChild(t, p, cfg)
 		time.Sleep(time.Duration(400+rnd.IntN(800)) * time.Millisecond)
 		c.kill(t)
+		var n int
+		if err := p.updb.QueryRow("SELECT COUNT(*) FROM sbtest._sbtest1_gho").Scan(&n); err == nil && n > 0 && n < size*9/10 {
+			duringCopy++
+		}
+		t.Logf("syncer killed with %d rows in the ghost table", n)
+	}
+	if duringCopy == 0 {
+		t.Fatal("no kill fell during gh-ost's row copy")
 	}
 	// Between the ALTER and the cut-over: the record is stored.
 	c := startOnlineChild(t, p, cfg)
