@@ -340,9 +340,10 @@ func TestOnlineDDLGhOst(t *testing.T) {
 		"--postpone-cut-over-flag-file="+flag1, "--chunk-size=500")
 	g2 := ghOst(t, p.up, dir2, "sbtest", "second", "ADD COLUMN w INT DEFAULT 9", "--postpone-cut-over-flag-file="+flag2)
 	errs := make(chan error, 2)
-	for _, g := range []*exec.Cmd{g1, g2} {
-		var out bytes.Buffer
-		g.Stdout, g.Stderr = &out, &out
+	var outs [2]syncBuffer
+	for i, g := range []*exec.Cmd{g1, g2} {
+		out := &outs[i]
+		g.Stdout, g.Stderr = out, out
 		if err := g.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -355,8 +356,8 @@ func TestOnlineDDLGhOst(t *testing.T) {
 		}()
 	}
 	waitRecorded(t, p.downdb, "ghost", "_sbtest1_gho", "_second_gho")
-	os.Remove(flag1)
-	os.Remove(flag2)
+	releaseCutOver(t, flag1)
+	releaseCutOver(t, flag2)
 	for range 2 {
 		select {
 		case err := <-errs:
@@ -364,7 +365,7 @@ func TestOnlineDDLGhOst(t *testing.T) {
 				t.Fatal(err)
 			}
 		case <-time.After(3 * time.Minute):
-			t.Fatal("gh-ost did not finish")
+			t.Fatalf("gh-ost did not finish:\n%s\n\n%s", outs[0].String(), outs[1].String())
 		}
 	}
 	time.Sleep(time.Second)
@@ -390,6 +391,48 @@ func TestOnlineDDLGhOst(t *testing.T) {
 	if err := run.Stop(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// releaseCutOver lets gh-ost cut over: it removes its postpone flag file,
+// and again every 100ms until the test ends, since gh-ost creates the file
+// itself (when it is missing) as it starts migrating, which may be after
+// the ALTER this test waited for.
+func releaseCutOver(t *testing.T, flag string) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			os.Remove(flag)
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(done)
+		<-stopped
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // checkpointSchema reads the schema stored with a task's checkpoint in
@@ -572,7 +615,7 @@ func TestOnlineDDLCrash(t *testing.T) {
 	// Around the cut-over.
 	c = startOnlineChild(t, p, cfg)
 	time.Sleep(time.Duration(200+rnd.IntN(400)) * time.Millisecond)
-	os.Remove(flag)
+	releaseCutOver(t, flag)
 	time.Sleep(time.Duration(rnd.IntN(1500)) * time.Millisecond)
 	c.kill(t)
 	select {
