@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -303,10 +302,16 @@ func TestOnlineDDLPtOSC(t *testing.T) {
 }
 
 // TestOnlineDDLGhOst changes a table with gh-ost under a sysbench write
-// load, the table routed to another name downstream and replicated by 16
-// workers, the allow list naming only the real table; a second gh-ost run
-// changes another table at the same time.
+// load, the table routed to another name downstream, the allow list naming
+// only the real table; a second gh-ost run changes another table at the
+// same time. The serial syncer and one with 16 workers.
 func TestOnlineDDLGhOst(t *testing.T) {
+	for _, w := range []int{1, 16} {
+		t.Run(fmt.Sprintf("workers=%d", w), func(t *testing.T) { onlineDDLGhOst(t, w) })
+	}
+}
+
+func onlineDDLGhOst(t *testing.T, workers int) {
 	const size = 5000
 	p, start := onlineSetup(t, 72, size, "target", "sb_routed")
 	// A second table, replicated too, changed by a concurrent run.
@@ -315,7 +320,7 @@ func TestOnlineDDLGhOst(t *testing.T) {
 	mustExec(t, p.downdb, "CREATE TABLE target.second (id INT PRIMARY KEY, v VARCHAR(32))")
 	mustExec(t, p.downdb, "INSERT INTO target.second VALUES (1, 'a'), (2, 'b'), (3, 'c')")
 	start = upstreamPos(t, p.updb)
-	cfg := onlineConfig(p, "ghost", ghostWorkers, start, "target", "sb_routed")
+	cfg := onlineConfig(p, "ghost", workers, start, "target", "sb_routed")
 	cfg.Filter.DoTables = append(cfg.Filter.DoTables, dmworker.TablePattern{Schema: "sbtest", Name: "second"})
 	cfg.Routes = append(cfg.Routes, dmworker.RouteRule{SchemaPattern: "sbtest", TargetSchema: "target"})
 	s, err := dmworker.NewSyncer(cfg, p.sink)
@@ -774,10 +779,3 @@ func TestOnlineDDLOff(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-var ghostWorkers = func() int {
-	if n, err := strconv.Atoi(os.Getenv("GHW")); err == nil {
-		return n
-	}
-	return 16
-}()
