@@ -779,3 +779,67 @@ func TestOnlineDDLOff(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOnlineDDLEtcdStoreRestart drives pt-online-schema-change's statement
+// sequence by hand with the checkpoint in etcd (a store apart from the
+// sink): the syncer stops between the ALTER of the shadow table and the
+// cut-over, the record is in the stored checkpoint, and a new syncer on the
+// same store applies the ALTER at the cut-over, once.
+func TestOnlineDDLEtcdStoreRestart(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 76})
+	for _, db := range []*sql.DB{p.updb, p.downdb} {
+		mustExec(t, db, "CREATE DATABASE app")
+		mustExec(t, db, "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))")
+		mustExec(t, db, "INSERT INTO app.t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+	}
+	e := testserver.StartEtcd(t)
+	store, err := dmworker.NewEtcdCheckpointStore(e.Client, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := p.config("etcd-online")
+	cfg.Start = upstreamPos(t, p.updb)
+	cfg.Filter = dmworker.BlockAllowList{DoTables: []dmworker.TablePattern{{Schema: "app", Name: "t"}}}
+	before := comCounters(t, p.downdb)
+	run := func() *syncRunner {
+		s, err := dmworker.NewSyncer(cfg, p.sink, dmworker.WithCheckpointStore(store))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return runSyncer(t, s)
+	}
+	r := run()
+	for _, q := range []string{
+		"CREATE TABLE app._t_new (id INT PRIMARY KEY, v VARCHAR(20))",
+		"ALTER TABLE app._t_new ADD COLUMN w INT NOT NULL DEFAULT 7, ADD INDEX iv (v)",
+		"INSERT LOW_PRIORITY IGNORE INTO app._t_new (id, v) SELECT id, v FROM app.t",
+		"INSERT INTO app.t VALUES (4, 'd')",
+		"INSERT INTO app._t_new (id, v) VALUES (4, 'd')", // the tool's trigger
+	} {
+		mustExec(t, p.updb, q)
+	}
+	waitSynced(t, r, p.updb)
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	cp, ok, err := store.Load(context.Background(), cfg.Task, upstreamOf(p.up).SourceName())
+	if err != nil || !ok || !bytes.Contains(cp.Schema, []byte(`"_t_new"`)) || !bytes.Contains(cp.Schema, []byte(`"online-ddl"`)) {
+		t.Fatalf("stored checkpoint (%v %v) carries no record: %s", ok, err, truncateBytes(cp.Schema, 300))
+	}
+	r = run()
+	mustExec(t, p.updb, "RENAME TABLE app.t TO app._t_old, app._t_new TO app.t")
+	mustExec(t, p.updb, "DROP TABLE IF EXISTS app._t_old")
+	mustExec(t, p.updb, "INSERT INTO app.t VALUES (5, 'e', 9)")
+	waitSynced(t, r, p.updb)
+	sameTable(t, p.updb, p.downdb, "app", "t", "app", "t")
+	after := comCounters(t, p.downdb)
+	if d := after["com_alter_table"] - before["com_alter_table"]; d != 1 {
+		t.Errorf("downstream ran %d ALTERs, want 1", d)
+	}
+	if got := tablesOf(t, p.downdb, "app"); len(got) != 1 {
+		t.Errorf("downstream app holds %v", got)
+	}
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
