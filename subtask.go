@@ -56,6 +56,9 @@ type SubTaskConfig struct {
 	Filter       BlockAllowList    `json:"block-allow-list,omitzero" toml:"block-allow-list"`
 	EventFilters []EventFilterRule `json:"event-filters,omitempty" toml:"event-filters"`
 	Routes       []RouteRule       `json:"routes,omitempty" toml:"routes"`
+	// OnlineDDLConfig says how online schema changes are replicated (see
+	// OnlineDDLConfig); on by default. Its keys are the config's own.
+	OnlineDDLConfig
 	// SyncerTuning tunes the subtask's syncer (see SyncerTuning); zero
 	// values take its defaults. Its keys are the config's own ("batch",
 	// "workers", ...).
@@ -69,7 +72,7 @@ func (c SubTaskConfig) syncerConfig(up streamer.UpstreamConfig) SyncerConfig {
 	return SyncerConfig{
 		Task: c.Name, Source: c.Source, Upstream: up, Start: c.Start.Clone(),
 		Filter: c.Filter, EventFilters: c.EventFilters, Routes: c.Routes,
-		SyncerTuning: c.SyncerTuning,
+		OnlineDDLConfig: c.OnlineDDLConfig, SyncerTuning: c.SyncerTuning,
 	}
 }
 

@@ -40,6 +40,10 @@ type SyncerConfig struct {
 	Filter       BlockAllowList    `json:"block-allow-list,omitzero" toml:"block-allow-list"`
 	EventFilters []EventFilterRule `json:"event-filters,omitempty" toml:"event-filters"`
 	Routes       []RouteRule       `json:"routes,omitempty" toml:"routes"`
+	// OnlineDDLConfig says how online schema changes (gh-ost,
+	// pt-online-schema-change) are replicated; on by default. Its keys are
+	// the config's own ("online-ddl", "shadow-table-rules", ...).
+	OnlineDDLConfig
 	// SyncerTuning sets batch sizes, flush and checkpoint intervals,
 	// parallelism, safe mode and compaction; zero values take the
 	// defaults. Its keys are the config's own ("batch", "workers", ...).
