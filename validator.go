@@ -64,8 +64,9 @@ const (
 // <MetaSchema>.validator_errors (task, source, table, key, upstream and
 // downstream images as JSON, first and last seen) and leaves memory; an
 // error row is checked again at every pass too, and deleted when the row
-// has converged. A row held when a DDL changes its table is dropped (the
-// DDL's table is validated again from its next change).
+// has converged. When a DDL changes a table, the rows held are checked
+// first; those of its table that still differ are then dropped (the table
+// is validated again from its next change).
 //
 // Values compare as the servers store them: FLOAT within 1e-6 and DOUBLE
 // within 1e-14 of the larger magnitude, DECIMAL exactly (as numbers),
@@ -857,10 +858,20 @@ func (s *validatorSink) Apply(ctx context.Context, b *Batch) error {
 	return nil
 }
 
-func (s *validatorSink) ExecDDL(_ context.Context, d *DDL) error {
-	if d.Schema != "" {
-		s.v.dropTable(d.Schema, d.Table)
+func (s *validatorSink) ExecDDL(ctx context.Context, d *DDL) error {
+	if d.Schema == "" {
+		return nil
 	}
+	// Every row held was read before the DDL (and the syncer has applied
+	// it): check them now, then forget those of the DDL's table that are
+	// left (differing, or not checkable with the new definition).
+	if err := s.v.pass(ctx); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.v.log.Warn("validation pass before a DDL failed", slog.String("table", d.Schema+"."+d.Table), errAttr(err))
+	}
+	s.v.dropTable(d.Schema, d.Table)
 	return nil
 }
 
