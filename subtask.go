@@ -307,7 +307,7 @@ func (t *SubTask) build(cfg SubTaskConfig) error {
 		}
 	}
 	var v *validator
-	if cfg.Validation.Mode != ValidationOff {
+	if m := cfg.Validation.Mode; m != "" && m != ValidationOff {
 		db := t.opts.validationDB
 		if vs, ok := t.sink.(ValidatorSink); ok && db == nil {
 			db = vs.DB()

@@ -82,7 +82,8 @@ const (
 // it. It needs the downstream as a *sql.DB: the sink's when it is a
 // ValidatorSink (mysqlsink is), else the one given with WithValidationDB.
 type ValidationConfig struct {
-	// Mode is off, fast or full. Default off.
+	// Mode is off, fast or full. Default off ("" is off; the other
+	// fields are then neither read nor filled in).
 	Mode ValidationMode `json:"mode,omitempty" toml:"mode"`
 	// RowErrorDelay is how long a row may differ before it is recorded as
 	// an error row. Default 30m (DefaultRowErrorDelay, DM's default).
@@ -99,11 +100,10 @@ type ValidationConfig struct {
 
 // adjust fills defaults and checks the config.
 func (c *ValidationConfig) adjust() error {
-	if c.Mode == "" {
-		c.Mode = ValidationOff
-	}
 	switch c.Mode {
-	case ValidationOff, ValidationFast, ValidationFull:
+	case "", ValidationOff:
+		return nil // nothing else is read
+	case ValidationFast, ValidationFull:
 	default:
 		return fmt.Errorf("validation mode %q is none of off, fast, full", c.Mode)
 	}
