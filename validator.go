@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dmworker/dmworker/streamer"
@@ -209,7 +210,7 @@ type validator struct {
 	readSet   bool
 	errIDs    map[string]bool // ids with an error row
 	st        ValidatorStatus
-	tablesOK  bool
+	tablesOK  atomic.Bool
 }
 
 func newValidator(cfg ValidationConfig, task, source string, db *sql.DB, log *slog.Logger) *validator {
@@ -249,7 +250,7 @@ func (v *validator) meta(table string) string {
 
 // ensureTables creates the validator's tables.
 func (v *validator) ensureTables(ctx context.Context) error {
-	if v.tablesOK {
+	if v.tablesOK.Load() {
 		return nil
 	}
 	for _, q := range []string{
@@ -272,7 +273,7 @@ func (v *validator) ensureTables(ctx context.Context) error {
 			return fmt.Errorf("validator: %s: %w", truncate(q, 80), err)
 		}
 	}
-	v.tablesOK = true
+	v.tablesOK.Store(true)
 	return nil
 }
 
@@ -803,8 +804,9 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 	err = inner.Run(ctx)
 	pcancel()
 	<-passes
-	// A last pass, so that a stop stores what was checked.
-	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	// A last pass, so that a stop stores what was checked, within the
+	// stop timeout.
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), t.opts.stopTimeout)
 	if perr := v.pass(fctx); perr != nil && err == nil && ctx.Err() == nil {
 		err = perr
 	}

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -74,7 +75,7 @@ func run() error {
 		Start:        streamer.Position{Name: st.Binlogs[0].Name, Offset: 4},
 		SyncerTuning: dmworker.SyncerTuning{Workers: *workers},
 		Validation:   dmworker.ValidationConfig{Mode: dmworker.ValidationMode(*mode)},
-	}, up, sink)
+	}, up, sink, dmworker.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		return err
 	}
