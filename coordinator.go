@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 )
@@ -65,6 +66,7 @@ type Coordinator struct {
 	id      string
 	backoff [2]time.Duration
 	log     *slog.Logger
+	metrics metricsOptions
 
 	// last maps a source to the worker that served it last; Run's only.
 	last map[string]string
@@ -137,6 +139,7 @@ func NewCoordinator(cli *clientv3.Client, opts ...CoordinatorOption) (*Coordinat
 		id:      id,
 		backoff: [2]time.Duration{o.backoffMin, o.backoffMax},
 		log:     log,
+		metrics: o.metrics,
 		last:    map[string]string{},
 		notify:  make(chan struct{}),
 	}, nil
@@ -205,6 +208,12 @@ func (c *Coordinator) Run(ctx context.Context) (err error) {
 	done := c.done
 	c.mu.Unlock()
 	defer close(done)
+	unregister, err := c.metrics.register(newCollector(
+		prometheus.Labels{"task": "", "source": "", "worker": ""}, coordFamilies, c.emitMetrics))
+	if err != nil {
+		return fmt.Errorf("dmworker: coordinator: %w", err)
+	}
+	defer unregister()
 
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = c.backoff[0], c.backoff[1], 0
@@ -431,4 +440,26 @@ func (c *Coordinator) Close() error {
 		<-done
 	}
 	return nil
+}
+
+// emitMetrics sends the coordinator's metrics: whether it leads and, while
+// it does, the bindings (read from etcd, within a second).
+func (c *Coordinator) emitMetrics(e emitter) {
+	leading, _ := c.Leading()
+	e.value(famCoordLeader, boolValue(leading))
+	if !leading {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	bs, err := c.Bindings(ctx)
+	if err != nil {
+		return
+	}
+	var epoch int64
+	for _, b := range bs {
+		epoch = max(epoch, b.Epoch)
+	}
+	e.value(famCoordBindings, float64(len(bs)))
+	e.value(famCoordEpoch, float64(epoch))
 }

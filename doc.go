@@ -35,6 +35,11 @@
 //     mode (WithEtcd) it follows the keys below. WithLiveness (a KeepAlive)
 //     makes it stop everything at once while its registration is not
 //     confirmed, and start again from its state when it is.
+//   - Diff: an on-demand comparison of tables upstream and downstream at one
+//     consistent upstream point, by chunk checksums both servers compute,
+//     row by row only inside chunks that differ, with type-aware rules (see
+//     Diff); resumable, it reports the differing keys (DiffResult) and
+//     writes the repair SQL (DiffResult.WriteFixSQL).
 //
 // # Configs and options
 //
@@ -54,10 +59,13 @@
 //
 // # What the upstream must be
 //
-// The binlog must carry every row change in full: binlog_format=ROW and
-// binlog_row_image=FULL. A Syncer (and a SubTask in mode all, before it
-// copies anything) checks both at start and refuses others with
-// ErrBinlogFormat, saying what to set. A row change that still arrives as a
+// The binlog must be on and carry every row change in full:
+// binlog_format=ROW and binlog_row_image=FULL. A Syncer (and a SubTask in
+// mode all, before it copies anything) checks them at start and refuses
+// others with ErrBinlogFormat, saying what to set (WithoutPrecheck skips
+// this). Check runs these and the other prechecks of a task (privileges,
+// server ids, the start position, filters, keys, the downstream, the relay
+// directory) and says what to fix, as DM's check-task does. A row change that still arrives as a
 // statement (a session that set binlog_format=STATEMENT or MIXED) on a table
 // the task replicates stops it with ErrStatementBinlog at that statement,
 // before its checkpoint passes it: its rows are nowhere in the binlog.
@@ -226,4 +234,13 @@
 // github.com/pingcap/errors: ErrorStack returns it, and this package's log
 // lines write it under "stack" beside "error". The stack changes neither the
 // message nor what errors.Is and errors.As find.
+//
+// # Metrics, status and health
+//
+// WithMetrics gives a type a prometheus.Registerer: it registers its
+// dmworker_* metrics (labels task, source, worker) while Run runs, a
+// SourceWorker for its relay, subtasks, syncers and snapshots too; nothing
+// is registered without it, nor globally. StatusHandler serves a
+// SourceWorker's /status (StatusJSON), /healthz (Unhealthy's reasons) and
+// /metrics for the host to mount. The README lists the metrics.
 package dmworker

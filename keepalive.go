@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
@@ -54,6 +55,7 @@ type KeepAlive struct {
 	addr    string
 	backoff [2]time.Duration
 	log     *slog.Logger
+	metrics metricsOptions
 
 	runMu  sync.Mutex // held by Run
 	mu     sync.Mutex // guards the fields below
@@ -159,6 +161,7 @@ type leaseOptions struct {
 	ttl        time.Duration
 	backoffMin time.Duration
 	backoffMax time.Duration
+	metrics    metricsOptions
 }
 
 func defaultLeaseOptions() leaseOptions {
@@ -214,6 +217,7 @@ func NewKeepAlive(cli *clientv3.Client, worker string, opts ...KeepAliveOption) 
 		addr:    o.workerAddr,
 		backoff: [2]time.Duration{o.backoffMin, o.backoffMax},
 		log:     log,
+		metrics: o.metrics,
 		notify:  make(chan struct{}),
 	}, nil
 }
@@ -284,6 +288,17 @@ func (k *KeepAlive) Run(ctx context.Context) (err error) {
 	done := k.done
 	k.mu.Unlock()
 	defer close(done)
+	unregister, err := k.metrics.register(newCollector(
+		prometheus.Labels{"task": "", "source": "", "worker": k.name}, leaseFamilies,
+		func(e emitter) {
+			st := k.Status()
+			e.value(famKeepAliveLease, boolValue(st.Alive))
+			e.value(famKeepAliveRev, float64(st.Revision))
+		}))
+	if err != nil {
+		return fmt.Errorf("dmworker: keepalive of worker %s: %w", k.name, err)
+	}
+	defer unregister()
 
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = k.backoff[0], k.backoff[1], 0

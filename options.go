@@ -17,33 +17,36 @@ import (
 
 // RelayOption configures a Relay (NewRelay). How a relay keeps its copy is
 // its RelayConfig; options carry what only code supplies: WithLogger,
-// WithRemoteOptions.
+// WithRemoteOptions, WithMetrics.
 type RelayOption interface{ applyRelay(*relayOptions) }
 
 // SyncerOption configures a Syncer (NewSyncer): WithLogger,
 // WithStopTimeout, WithCheckpointStore, WithReaderFactory, WithSinkRetry,
-// WithEpoch, WithRemoteOptions, WithStartSchema.
+// WithEpoch, WithRemoteOptions, WithStartSchema, WithoutPrecheck, WithMetrics.
 type SyncerOption interface{ applySyncer(*syncerOptions) }
 
 // SubTaskOption configures a SubTask (NewSubTask): WithAutoResume, and the
 // options it passes to its Syncer (WithLogger, WithStopTimeout,
 // WithCheckpointStore, WithReaderFactory, WithSinkRetry, WithEpoch,
-// WithRemoteOptions).
+// WithRemoteOptions, WithoutPrecheck), and WithMetrics (it collects its
+// syncer's and snapshot's metrics).
 type SubTaskOption interface{ applySubTask(*subTaskOptions) }
 
 // SourceWorkerOption configures a SourceWorker (NewSourceWorker): WithSource
 // or WithEtcd (with WithEtcdPrefix, WithStatusInterval, WithCredentialKey,
 // WithCredentialResolver), WithRelayDir, WithLiveness, and what it passes
 // to its subtasks and relays (WithLogger, WithStopTimeout, WithAutoResume,
-// WithCheckpointStore, WithSinkRetry, WithRemoteOptions).
+// WithCheckpointStore, WithSinkRetry, WithRemoteOptions, WithoutPrecheck),
+// and WithMetrics (it collects for its relay and subtasks).
 type SourceWorkerOption interface{ applySourceWorker(*sourceWorkerOptions) }
 
 // KeepAliveOption configures a KeepAlive (NewKeepAlive): WithLogger,
-// WithEtcdPrefix, WithKeepAliveTTL, WithEtcdBackoff, WithWorkerAddr.
+// WithEtcdPrefix, WithKeepAliveTTL, WithEtcdBackoff, WithWorkerAddr,
+// WithMetrics.
 type KeepAliveOption interface{ applyKeepAlive(*keepAliveOptions) }
 
 // CoordinatorOption configures a Coordinator (NewCoordinator): WithLogger,
-// WithEtcdPrefix, WithKeepAliveTTL, WithEtcdBackoff.
+// WithEtcdPrefix, WithKeepAliveTTL, WithEtcdBackoff, WithMetrics.
 type CoordinatorOption interface{ applyCoordinator(*coordinatorOptions) }
 
 // PutSourceConfigOption configures PutSourceConfig: WithCredentialKey,
@@ -55,7 +58,8 @@ type PutSourceConfigOption interface {
 // discardLogger is every type's default logger.
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// LoggerOption is WithLogger's option, taken by every New... constructor.
+// LoggerOption is WithLogger's option, taken by every New... constructor
+// and by Diff.
 type LoggerOption struct{ l *slog.Logger }
 
 // WithLogger sets the logger. Default: discard everything.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dmworker/dmworker/streamer"
@@ -71,6 +72,7 @@ type Relay struct {
 	// onStart, when set (by a SourceWorker, before Run), is called each time
 	// a session has repaired the directory and starts pulling.
 	onStart func()
+	inst    *relayInstruments // nil without metrics
 }
 
 // RelayStage is where a Relay is in its life.
@@ -167,7 +169,12 @@ func NewRelay(up streamer.UpstreamConfig, dir string, cfg RelayConfig, opts ...R
 	}
 	cfg = cfg.withDefaults()
 	log := o.logger.With(slog.String("component", "relay"), slog.String("source", up.SourceName()))
+	var inst *relayInstruments
+	if o.metrics.enabled() {
+		inst = &relayInstruments{}
+	}
 	return &Relay{
+		inst:    inst,
 		up:      up,
 		dir:     abs,
 		cfg:     cfg,
@@ -208,6 +215,14 @@ func (r *Relay) Run(ctx context.Context) error {
 	done := r.done
 	r.mu.Unlock()
 	defer close(done)
+
+	unregister, err := r.opts.metrics.register(newCollector(
+		prometheus.Labels{"task": "", "source": r.up.SourceName(), "worker": ""}, relayFamilies,
+		func(e emitter) { emitRelay(e, r) }))
+	if err != nil {
+		return r.fail(fmt.Errorf("dmworker: relay for %s: %w", r.up.SourceName(), err))
+	}
+	defer unregister()
 
 	unlock, err := r.rdir.Lock()
 	if err != nil {

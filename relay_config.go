@@ -177,6 +177,7 @@ func (c RelayConfig) validate() error {
 type relayOptions struct {
 	logger     *slog.Logger
 	remoteOpts []streamer.RemoteOption // WithRemoteOptions'
+	metrics    metricsOptions
 }
 
 func defaultRelayOptions() relayOptions { return relayOptions{logger: discardLogger()} }

@@ -41,6 +41,9 @@ func (r *Relay) purge(remove func(f streamer.RelayFileInfo) bool) (PurgeResult, 
 		return res, err
 	}
 	if len(res.Removed) > 0 {
+		if r.inst != nil {
+			r.inst.purged.Add(uint64(len(res.Removed)))
+		}
 		r.log.Info("relay purged", slog.Int("files", len(res.Removed)), slog.String("kept-from", res.Kept.String()))
 	}
 	return res, nil

@@ -84,11 +84,20 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		deadline waitDeadline
 	)
 	defer deadline.stop()
+	in := r.inst
 	syncPublish := func() error {
+		var t0 time.Time
+		if in != nil {
+			t0 = time.Now()
+		}
 		if err := writer.Sync(); err != nil {
 			return err
 		}
 		lastSync = time.Now()
+		if in != nil {
+			in.fsyncs.Add(1)
+			in.fsyncDur.observe(lastSync.Sub(t0))
+		}
 		if dirty {
 			dirty = false
 			// Only a transaction's end changes the reader's set, and
@@ -136,6 +145,9 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 				}
 				continue
 			}
+			if in != nil {
+				in.readErrors.Add(1)
+			}
 			return finish(err)
 		}
 		wrote, err := writer.WriteRaw(ev)
@@ -150,6 +162,10 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 			return finish(err)
 		}
 		written = written || wrote
+		if wrote && in != nil {
+			in.events.Add(1)
+			in.bytes.Add(uint64(len(ev.Data)))
+		}
 		if !wrote || !ev.Boundary {
 			continue
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dmworker/dmworker/streamer"
@@ -439,6 +440,12 @@ func (w *SourceWorker) Run(ctx context.Context) (err error) {
 		w.mu.Unlock()
 		close(done)
 	}()
+	unregister, err := w.opts.metrics.register(newCollector(
+		prometheus.Labels{"worker": w.name}, workerFamilies, w.emitMetrics))
+	if err != nil {
+		return fmt.Errorf("dmworker: source worker %s: %w", w.name, err)
+	}
+	defer unregister()
 	if w.opts.etcd != nil {
 		w.runEtcd(ctx)
 		return nil
@@ -927,6 +934,7 @@ func (w *SourceWorker) startTask(ctx context.Context, src *SourceConfig, dt desi
 		return fail(fmt.Errorf("dmworker: source worker %s: the sink factory returned no sink for subtask %s", w.name, name))
 	}
 	opts := w.opts.subTaskOptions
+	opts.metrics = w.opts.metrics.child() // the worker collects
 	if w.opts.etcd != nil {
 		opts.epoch, opts.fenced = w.appliedEpoch, true
 	}
@@ -991,7 +999,8 @@ func closeSink(s Sink) {
 
 // startRelay starts the source's relay.
 func (w *SourceWorker) startRelay(ctx context.Context, src *SourceConfig, rev int64) error {
-	rel, err := NewRelay(src.Upstream, src.RelayDir, src.RelayConfig, WithLogger(w.opts.logger), WithRemoteOptions(w.opts.remoteOpts...))
+	rel, err := NewRelay(src.Upstream, src.RelayDir, src.RelayConfig, WithLogger(w.opts.logger), WithRemoteOptions(w.opts.remoteOpts...),
+		ownedMetrics(w.opts.metrics.child()))
 	if err != nil {
 		// adjust checked the config: this is not expected.
 		w.log.Error("relay cannot start", errAttr(err))
@@ -1224,4 +1233,37 @@ func (a *ackReader) GetEvent(ctx context.Context) (*streamer.Event, error) {
 		}
 	}
 	return ev, nil
+}
+
+// emitMetrics sends the worker's metrics and those of its relay and
+// subtasks (with their syncers and snapshots).
+func (w *SourceWorker) emitMetrics(e emitter) {
+	w.mu.Lock()
+	alive := w.alive
+	w.mu.Unlock()
+	w.applyMu.Lock()
+	var (
+		source string
+		epoch  int64
+	)
+	if w.applied != nil {
+		source, epoch = w.applied.Name, w.appliedEpoch
+	}
+	rr := w.relay
+	tasks := make([]*SubTask, 0, len(w.tasks))
+	for _, lt := range w.tasks {
+		if lt.t != nil {
+			tasks = append(tasks, lt.t)
+		}
+	}
+	w.applyMu.Unlock()
+	we := e.with("", source)
+	we.value(famWorkerEpoch, float64(epoch))
+	we.value(famWorkerAlive, boolValue(alive))
+	if rr != nil {
+		emitRelay(we, rr.r)
+	}
+	for _, t := range tasks {
+		emitSubTask(e.with(t.name, t.source), t)
+	}
 }

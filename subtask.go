@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -237,8 +238,10 @@ type SubTask struct {
 	// streakFrom is the checkpoint when the current run of failures
 	// began: retries count until the checkpoint moves past it.
 	streakFrom streamer.Position
-	unsafe     bool       // the last syncer run was interrupted: see markUnsafe
-	validator  *validator // nil when validation is off
+	unsafe     bool               // the last syncer run was interrupted: see markUnsafe
+	metrics    metricsOptions     // the subtask's own (opts has its syncers')
+	inst       *syncerInstruments // its syncers' counts; nil without metrics
+	validator  *validator         // nil when validation is off
 }
 
 // NewSubTask returns a subtask of cfg on the upstream up, writing into sink.
@@ -270,15 +273,25 @@ func newSubTask(cfg SubTaskConfig, up streamer.UpstreamConfig, sink Sink, o subT
 	if sink == nil {
 		return nil, fmt.Errorf("dmworker: subtask %s source %s: a sink is required", cfg.Name, cfg.Source)
 	}
+	// The subtask collects its syncers' and snapshot's metrics; its
+	// syncers (one per build) share one set of counts.
+	metrics := o.metrics
+	var inst *syncerInstruments
+	if metrics.enabled() {
+		inst = &syncerInstruments{}
+		o.inst, o.syncerOptions.metrics = inst, metrics.child()
+	}
 	t := &SubTask{
-		name:   cfg.Name,
-		source: cfg.Source,
-		up:     up,
-		sink:   sink,
-		opts:   o,
-		log:    o.logger.With(slog.String("component", "subtask"), slog.String("task", cfg.Name), slog.String("source", cfg.Source)),
-		stage:  SubTaskNew,
-		wake:   make(chan struct{}),
+		metrics: metrics,
+		inst:    inst,
+		name:    cfg.Name,
+		source:  cfg.Source,
+		up:      up,
+		sink:    sink,
+		opts:    o,
+		log:     o.logger.With(slog.String("component", "subtask"), slog.String("task", cfg.Name), slog.String("source", cfg.Source)),
+		stage:   SubTaskNew,
+		wake:    make(chan struct{}),
 	}
 	if err := t.build(cfg); err != nil {
 		return nil, err
@@ -362,6 +375,14 @@ func (t *SubTask) Run(ctx context.Context) (err error) {
 		t.mu.Unlock()
 		close(done)
 	}()
+
+	unregister, err := t.metrics.register(newCollector(
+		prometheus.Labels{"task": t.name, "source": t.source, "worker": ""}, subTaskFamilies,
+		func(e emitter) { emitSubTask(e, t) }))
+	if err != nil {
+		return t.errorf("run", "%w", err)
+	}
+	defer unregister()
 
 	var bo *backoff.ExponentialBackOff
 	for {
@@ -496,7 +517,7 @@ func (t *SubTask) runUnits(ctx context.Context, s *Syncer) (finished bool, err e
 		t.mu.Lock()
 		snap := t.snap
 		t.mu.Unlock()
-		if cfg.Mode == ModeAll && !snap.status().Done {
+		if cfg.Mode == ModeAll && !snap.status().Done && !t.opts.skipPrecheck {
 			// The syncer would refuse the binlog after the copy: say so
 			// before it.
 			if err := checkUpstreamBinlog(ctx, t.up); errors.Is(err, ErrBinlogFormat) {

@@ -168,8 +168,13 @@ type syncerOptions struct {
 	sinkRetry       time.Duration
 	epoch           int64
 	fenced          bool // WithEpoch given
+	skipPrecheck    bool // WithoutPrecheck given
 	startSchema     []string
 	hasStartSchema  bool // WithStartSchema given
+	metrics         metricsOptions
+	// inst, when a SubTask collects its syncers' metrics, is the one it
+	// keeps for all of them.
+	inst *syncerInstruments
 }
 
 const defaultSinkRetry = 5 * time.Minute
@@ -303,6 +308,8 @@ type Syncer struct {
 	// read, a poll of its position): from then on an unreachable upstream
 	// is an outage to wait out, not a wrong address.
 	reached atomic.Bool
+
+	inst *syncerInstruments // nil without metrics
 }
 
 // errorOperator is what the host said to do with a failing event.
@@ -373,6 +380,10 @@ func newSyncer(cfg SyncerConfig, sink Sink, o syncerOptions) (*Syncer, error) {
 		operators: map[string]errorOperator{},
 	}
 	s.status.Stage = SyncerNew
+	s.inst = o.inst
+	if s.inst == nil && o.metrics.enabled() {
+		s.inst = &syncerInstruments{}
+	}
 	return s, nil
 }
 
@@ -539,6 +550,9 @@ func (s *Syncer) updateStatus(f func(*SyncerStatus)) {
 	s.prog.Count(now, st.Rows-rows, st.Events-events)
 	if moved {
 		s.prog.Applied(st.Checkpoint)
+		if s.inst != nil {
+			s.inst.cpMoved.Store(now.UnixNano())
+		}
 	}
 	if moved || st.Rows != rows || st.DDLs != ddls {
 		st.LastProgress = now

@@ -127,8 +127,16 @@ func (w *runWriter) saveCheckpoint(ctx context.Context, pos streamer.Position) e
 func (w *runWriter) applyAt(ctx context.Context, changes []Change, safe bool, cp Checkpoint) error {
 	s := w.s
 	b := &Batch{Changes: changes, SafeMode: safe, Checkpoint: &cp}
+	var t0 time.Time
+	if s.inst != nil {
+		t0 = time.Now()
+	}
 	if err := s.retry(ctx, func() error { return s.sink.Apply(ctx, b) }); err != nil {
 		return s.wrap(cp.Pos, "", "apply batch", err)
+	}
+	if s.inst != nil {
+		s.inst.applyDur.observe(time.Since(t0))
+		s.inst.addKinds(kindCounts(changes))
 	}
 	if _, ok := s.store.(sinkStore); !ok {
 		// The sink did not store the checkpoint with the data.

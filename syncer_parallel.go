@@ -764,12 +764,23 @@ func (w *applyWorker) apply(batch []queued, changes []Change) error {
 		safe = safe || batch[i].safe
 		size += batch[i].size
 	}
+	var (
+		kinds [Delete + 1]uint64
+		t0    time.Time
+	)
+	if s.inst != nil {
+		kinds, t0 = kindCounts(changes), time.Now()
+	}
 	if s.cfg.Compact {
 		changes = compact(changes)
 	}
 	changes = group(changes)
 	b := &Batch{Changes: changes, SafeMode: safe, Fence: Fence{Task: s.cfg.Task, Source: s.cfg.Source, Epoch: p.w.epoch}}
 	err := s.retry(p.ctx, func() error { return s.sink.Apply(p.ctx, b) })
+	if err == nil && s.inst != nil {
+		s.inst.applyDur.observe(time.Since(t0))
+		s.inst.addKinds(kinds)
+	}
 	clear(changes)
 	if err != nil {
 		if errors.Is(err, ErrStaleEpoch) {

@@ -9,8 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dmworker/dmworker/internal/rows"
 	"github.com/dmworker/dmworker/internal/schema"
@@ -58,6 +60,13 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 			s.log.Error("syncer stopped", errAttr(err))
 		}
 	}()
+	unregister, err := s.opts.metrics.register(newCollector(
+		prometheus.Labels{"task": s.cfg.Task, "source": s.cfg.Source, "worker": ""}, syncerFamilies,
+		func(e emitter) { emitSyncer(e, s.Status(), s.inst) }))
+	if err != nil {
+		return fmt.Errorf("dmworker: syncer for task %s source %s: %w", s.cfg.Task, s.cfg.Source, err)
+	}
+	defer unregister()
 
 	r := &syncRun{s: s, w: &runWriter{s: s}, tables: map[*schema.TableDef]*Table{}, ignoredKind: map[string]bool{}}
 	cp, found, err := loadCheckpoint(ctx, s.store, s.cfg.Task, s.cfg.Source, s.cfg.Upstream, s.log)
@@ -70,6 +79,12 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while the upstream was away
+		}
+		if binlogOff(err) {
+			// Say what to set, as for the other binlog settings.
+			if berr := s.checkBinlog(ctx); berr != nil {
+				return s.wrap(cp.Pos, "", "", berr)
+			}
 		}
 		return s.wrap(cp.Pos, "", "", err)
 	}
@@ -248,7 +263,7 @@ func openUpstreamDB(up streamer.UpstreamConfig) (*sql.DB, error) {
 // report an unreachable upstream, and statements logged in place of rows
 // stop the run as they come (ErrStatementBinlog).
 func (s *Syncer) checkBinlog(ctx context.Context) error {
-	if s.offline() {
+	if s.opts.skipPrecheck || s.offline() {
 		return nil
 	}
 	err := checkUpstreamBinlog(ctx, s.cfg.Upstream)
@@ -269,8 +284,12 @@ func checkUpstreamBinlog(ctx context.Context, up streamer.UpstreamConfig) error 
 	}
 	defer db.Close()
 	var format, image string
-	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.binlog_format, @@GLOBAL.binlog_row_image").Scan(&format, &image); err != nil {
+	var logBin int
+	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.binlog_format, @@GLOBAL.binlog_row_image, @@GLOBAL.log_bin").Scan(&format, &image, &logBin); err != nil {
 		return fmt.Errorf("read binlog settings: %w", err)
+	}
+	if logBin != 1 {
+		return fmt.Errorf("%w: on %s, the binlog is off: start the server with log_bin (log-bin=NAME in its configuration)", ErrBinlogFormat, up.Addr())
 	}
 	var bad []string
 	if !strings.EqualFold(format, "ROW") {
@@ -284,6 +303,13 @@ func checkUpstreamBinlog(ctx context.Context, up streamer.UpstreamConfig) error 
 			ErrBinlogFormat, up.Addr(), strings.Join(bad, "; "))
 	}
 	return nil
+}
+
+// binlogOff reports whether err is the upstream's "You are not using binary
+// logging" (ER_NO_BINARY_LOGGING, 1381).
+func binlogOff(err error) bool {
+	var me *mysql.MyError
+	return errors.As(err, &me) && me.Code == 1381
 }
 
 func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
@@ -400,6 +426,9 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 	if ev.TxnEnd {
 		r.lastTxnEnd = ev.Pos
 		r.txnChanges = 0
+		if s.inst != nil {
+			s.inst.txns.Add(1)
+		}
 		return r.apply.txnEnd(ctx, ev.Pos, true)
 	}
 	return nil

@@ -758,6 +758,8 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 	o.logger = v.log
 	o.checkpointStore = &validatorStore{v}
 	o.fenced, o.epoch = false, 0
+	// Its reading is not the syncer's: no metrics.
+	o.inst, o.metrics = nil, metricsOptions{}
 	base := t.opts.readerFactory
 	up := t.up
 	up.ServerID = 0 // a replica id of its own, picked at connection

@@ -231,8 +231,8 @@ func rowEqual(t *Table, up, down []any) bool {
 	return true
 }
 
-// family is a column's type family, from its type text.
-func family(c Column) string {
+// valueFamily is a column's type family, from its type text.
+func valueFamily(c Column) string {
 	ty := c.Type
 	if i := strings.IndexAny(ty, "( "); i >= 0 {
 		ty = ty[:i]
@@ -273,7 +273,7 @@ func valueEqual(c Column, up, down any) bool {
 	if up == nil || down == nil {
 		return up == nil && down == nil
 	}
-	switch family(c) {
+	switch valueFamily(c) {
 	case "float":
 		return floatEqual(toFloat(up), toFloat(down), 1e-6)
 	case "double":
@@ -307,7 +307,7 @@ func canonText(c Column, v any) string {
 	if v == nil {
 		return "\x00NULL"
 	}
-	switch family(c) {
+	switch valueFamily(c) {
 	case "temporal":
 		s := asString(v)
 		if i := strings.LastIndexByte(s, '.'); i >= 0 && i > strings.LastIndexByte(s, ':') {

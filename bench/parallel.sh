@@ -18,7 +18,8 @@
 # ratios.
 #
 # Usage: WORKLOAD=oltp_write_only TABLES=8 SIZE=20000 SECONDS_RUN=30 THREADS=8 WORKERS=16 bench/parallel.sh
-#        add CPUPROFILE=/tmp/syncer.pprof for a profile of our run.
+#        add CPUPROFILE=/tmp/syncer.pprof for a profile of our run,
+#        METRICS=true to run ours with WithMetrics (a registry gathered every second).
 # Needs: go, mariadb-server, mariadb-client, sysbench (Debian packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +60,7 @@ echo "binlog: $bytes bytes in $(echo "$binlogs" | wc -l) files, ends at $mfile:$
 echo "ours: dmworker.Syncer ($workers workers) + mysqlsink" >&2
 cflag=()
 [[ $compact == true ]] && cflag=(-compact)
+[[ ${METRICS:-false} == true ]] && cflag+=(-metrics)
 ours=$("$work/syncer" -workers "$workers" -batch "$batch" "${cflag[@]}" ${CPUPROFILE:+-cpuprofile "$CPUPROFILE"} \
 	-upstream "$UPSTREAM_USER:$UPSTREAM_PASSWORD@$UPSTREAM_HOST:$UPSTREAM_PORT" \
 	-downstream "$DOWNSTREAM_USER:$DOWNSTREAM_PASSWORD@$DOWNSTREAM_HOST:$DOWNSTREAM_PORT")

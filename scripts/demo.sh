@@ -6,13 +6,20 @@
 #  2. two examples/migrate processes, workers a and b, in cluster mode
 #     (-etcd) with a relay log each (-data-dir): their coordinators elect a
 #     leader, which binds the upstream to worker a; b stands by;
+#     (migrate -check first runs the prechecks: binlog settings,
+#     privileges, the tables the filter selects, the relay directory);
 #  3. a sysbench write workload on the upstream, while a replicates and
-#     prints live progress (rows/s, lag, checkpoint);
+#     prints live progress (rows/s, lag, checkpoint), applying with 16
+#     parallel workers (-workers 16, the library's default); its status
+#     endpoint (-status-addr) is read once: /healthz, /status, /metrics;
 #  4. worker a is killed (kill -9) in the middle of the workload: once its
 #     registration expires the source is rebound to b, which takes the task
 #     over from a's checkpoint and replicates on;
-#  5. once the workload is over, b exits when caught up and idle, and the
-#     tables are compared with CHECKSUM TABLE on both sides;
+#  5. once the workload is over, b exits when caught up and idle, printing
+#     the run's summary (final checkpoint, rows, time, mean rate), and the
+#     tables are compared with CHECKSUM TABLE on both sides; then a copy of
+#     the tables (-mode full -progress bar) shows the snapshot's progress
+#     bar and its summary;
 #  6. the same failover in one process: examples/failover (two workers and a
 #     coordinator on an embedded etcd), with its own workload and checksum.
 #
@@ -85,10 +92,13 @@ export DMWORKER_FROM_PASSWORD="$UPSTREAM_PASSWORD" DMWORKER_TO_PASSWORD="$DOWNST
 head -c 32 /dev/urandom | base64 >"$work/credential.key"
 chmod 600 "$work/credential.key"
 common=(-from "${UPSTREAM_USER}@${UPSTREAM_HOST}:${UPSTREAM_PORT}" -to "${DOWNSTREAM_USER}@${DOWNSTREAM_HOST}:${DOWNSTREAM_PORT}"
-	-credential-key-file "$work/credential.key" -mode incremental -tables 'sbtest.*' -etcd "$ETCD_ENDPOINTS" -keepalive-ttl 3s)
+	-credential-key-file "$work/credential.key" -mode incremental -tables 'sbtest.*' -workers 16 -etcd "$ETCD_ENDPOINTS" -keepalive-ttl 3s)
 echo
-echo "== migrate -worker a -data-dir DIR/a -etcd $ETCD_ENDPOINTS -keepalive-ttl 3s (cluster mode, relay on)"
-"$work/migrate" "${common[@]}" -worker a -data-dir "$work/a" >>"$work/a.log" 2>&1 &
+echo "== migrate -check: the prechecks (sbtest does not exist yet: its filter warns)"
+"$work/migrate" "${common[@]}" -data-dir "$work/a" -check
+echo
+echo "== migrate -worker a -data-dir DIR/a -workers 16 -etcd $ETCD_ENDPOINTS -keepalive-ttl 3s -status-addr 127.0.0.1:0 (cluster mode, relay on)"
+"$work/migrate" "${common[@]}" -worker a -data-dir "$work/a" -status-addr 127.0.0.1:0 >>"$work/a.log" 2>&1 &
 apid=$!
 pids+=($apid)
 waitfor "$work/a.log" 'worker=a pos=' 60 "$apid"
@@ -108,6 +118,23 @@ sysbench oltp_write_only "${sb[@]}" --threads=2 --time=20 --rate=100 --events=0 
 sbpid=$!
 pids+=($sbpid)
 sleep 8 # let the workload and worker a run for a while (the show, not a test)
+
+# httpget HOSTPORT PATH prints the body of an HTTP GET (bash's /dev/tcp: no
+# curl needed).
+httpget() {
+	local hp=$1 path=$2
+	exec 3<>"/dev/tcp/${hp%:*}/${hp##*:}"
+	printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$hp" >&3
+	sed '1,/^\r$/d' <&3
+	exec 3<&-
+}
+status=$(grep -o 'serving http://[^/]*/status' "$work/a.log" | head -1 | sed 's|serving http://||; s|/status||')
+echo
+echo "== worker a's status endpoint, http://$status (/healthz, /status, /metrics)"
+echo "GET /healthz: $(httpget "$status" /healthz)"
+echo "GET /status (its first 300 bytes): $(httpget "$status" /status | tr -d '\n' | head -c 300)..."
+echo "GET /metrics (some of them):"
+httpget "$status" /metrics | grep -E '^dmworker_(syncer_row_changes_total|syncer_lag_seconds|relay_events_written_total|keepalive_lease_held)' | sed -n 1,8p
 
 echo
 echo "== kill -9 worker a (pid $apid) in the middle of the workload"
@@ -146,6 +173,17 @@ if [ "$upsum" != "$downsum" ] || echo "$upsum" | grep -q NULL; then
 fi
 rows=$(up -N -e "SELECT (SELECT COUNT(*) FROM sbtest.sbtest1) + (SELECT COUNT(*) FROM sbtest.sbtest2)")
 echo "tables match (CHECKSUM TABLE): $tables, $rows rows, replicated by worker a then, after a was killed, by worker b"
+
+echo
+echo "== migrate -mode full -progress bar: a copy of sbtest into sbcopy (-route 'sbtest:sbcopy'), with its progress bar and summary"
+down -e "CREATE DATABASE sbcopy"
+"$work/migrate" "${common[@]:0:4}" -task copy -mode full -tables 'sbtest.*' -route 'sbtest:sbcopy' -workers 16 -progress bar
+copysum=$(down -N -e "CHECKSUM TABLE sbcopy.sbtest1, sbcopy.sbtest2" | cut -f2)
+if [ "$copysum" != "$(echo "$upsum" | cut -f2)" ]; then
+	echo "THE COPY DIFFERS" >&2
+	exit 1
+fi
+echo "the copy matches (CHECKSUM TABLE)"
 
 echo
 echo "== the same failover in one process: go run ./examples/failover (workers a and b, a coordinator, an embedded etcd)"

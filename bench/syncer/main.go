@@ -18,6 +18,7 @@ import (
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/benchutil"
@@ -40,6 +41,7 @@ func run() error {
 	compact := flag.Bool("compact", false, "SyncerConfig.Compact")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	queueBytes := flag.Int64("queue-bytes", 0, "SyncerConfig.QueueBytes (0: the default)")
+	metrics := flag.Bool("metrics", false, "WithMetrics, with a registry scraped every second")
 	flag.Parse()
 	up, err := streamer.ParseUpstream(*upFlag)
 	if err != nil {
@@ -77,12 +79,25 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	var syncerOpts []dmworker.SyncerOption
+	if *metrics {
+		// Counted where the work happens and scraped as Prometheus would.
+		reg := prometheus.NewRegistry()
+		syncerOpts = append(syncerOpts, dmworker.WithMetrics(reg))
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		go func() {
+			for range tick.C {
+				_, _ = reg.Gather()
+			}
+		}()
+	}
 	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{
 		Task:         "bench",
 		Upstream:     up,
 		Start:        streamer.Position{Name: st.Binlogs[0].Name, Offset: 4},
 		SyncerTuning: dmworker.SyncerTuning{BatchSize: *batch, Workers: *workers, Compact: *compact, QueueBytes: *queueBytes},
-	}, sink)
+	}, sink, syncerOpts...)
 	if err != nil {
 		return err
 	}

@@ -5,13 +5,17 @@ import (
 	"context"
 	"database/sql"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -177,6 +181,8 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"-data-dir", "/tmp/x", "-etcd", "127.0.0.1:2379,127.0.0.1:2380", "-worker", "w1"}, "-credential-key-file"},
 		{[]string{"-workers", "4"}, ""},
 		{[]string{"-workers", "0"}, "between 1 and 1024"},
+		{[]string{"-batch", "-1"}, "must not be negative"},
+		{[]string{"-server-id", "4294967296"}, "32 bits"},
 		{[]string{"-keepalive-ttl", "1500ms"}, "whole number of seconds"},
 		{[]string{"-keepalive-ttl", "0s"}, "at least 1s"},
 		{[]string{"-keepalive-ttl", "3s"}, ""},
@@ -228,6 +234,10 @@ func TestParseArgs(t *testing.T) {
 		t.Fatalf("a 5-byte credential key: %v", err)
 	}
 
+	cfg, err = parseArgs(append(base, "-batch", "50", "-compact", "-server-id", "4242", "-workers", "8"), &bytes.Buffer{})
+	if err != nil || cfg.task.BatchSize != 50 || !cfg.task.Compact || cfg.task.Workers != 8 || cfg.up.ServerID != 4242 {
+		t.Fatalf("-batch -compact -server-id -workers: %v, %+v, server id %d", err, cfg.task.SyncerTuning, cfg.up.ServerID)
+	}
 	cfg, err = parseArgs(append(base, "-route", "src.t_*:dst.t,src_*:dst", "-tables", "db.*,other.t"), &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
@@ -299,9 +309,27 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 	ctx1, stop1 := context.WithCancel(ctx)
 	defer stop1()
 	go func() {
-		done <- run(ctx1, append([]string{"-worker", "w1", "-data-dir", dir}, cluster...), &stdout, &stderr)
+		done <- run(ctx1, append([]string{"-worker", "w1", "-data-dir", dir, "-status-addr", "127.0.0.1:0"}, cluster...), &stdout, &stderr)
 	}()
 	waitOutput(t, &stdout, &stderr, "worker=w1 pos=mysql-bin")
+	// In cluster mode the worker's registration and its coordinator report
+	// into the same /metrics as the worker.
+	addr := regexp.MustCompile(`serving http://(\S+)/status`).FindStringSubmatch(stderr.String())
+	if addr == nil {
+		t.Fatalf("no status address in:\n%s", stderr.String())
+	}
+	hresp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Get("http://" + addr[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(hresp.Body)
+	hresp.Body.Close()
+	for _, re := range []string{`(?m)^dmworker_keepalive_lease_held\{[^}]*worker="w1"[^}]*\} 1$`, `(?m)^dmworker_coordinator_leader\{[^}]*\} 1$`,
+		`(?m)^dmworker_worker_alive\{[^}]*worker="w1"[^}]*\} 1$`} {
+		if !regexp.MustCompile(re).Match(metrics) {
+			t.Errorf("/metrics of w1 lacks %s:\n%s", re, metrics)
+		}
+	}
 	var stdout2, stderr2 syncBuffer
 	done2 := make(chan int, 1)
 	go func() {
@@ -677,4 +705,65 @@ func TestMigrateSourceThroughProxy(t *testing.T) {
 	}
 	write(90, 10)
 	run1("a second named run", "-from", from, "-source", "shop")
+}
+
+// TestMigrateStatusAddr: -status-addr serves /status, /healthz and
+// /metrics while migrate runs.
+func TestMigrateStatusAddr(t *testing.T) {
+	up := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 75})
+	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 76})
+	from := fmt.Sprintf("%s:%s@%s", up.User, up.Password, up.Addr())
+	to := fmt.Sprintf("%s:%s@%s", down.User, down.Password, down.Addr())
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"-from", from, "-to", to, "-status-addr", "127.0.0.1:0", "-health-max-lag", "1m"}, &stdout, &stderr)
+	}()
+	waitOutput(t, &stdout, &stderr, "pos=")
+	m := regexp.MustCompile(`serving http://(\S+)/status`).FindStringSubmatch(stderr.String())
+	if m == nil {
+		t.Fatalf("no status address in:\n%s", stderr.String())
+	}
+	up.Exec(t, "CREATE DATABASE s")
+	up.Exec(t, "CREATE TABLE s.t (id INT PRIMARY KEY)")
+	up.Exec(t, "INSERT INTO s.t VALUES (1), (2)")
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	get := func(path string) (int, string) {
+		resp, err := client.Get("http://" + m[1] + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	insertsRe := regexp.MustCompile(`(?m)^dmworker_syncer_row_changes_total\{kind="insert"[^}]*task="migrate"[^}]*\} 2$`)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		code, body := get("/metrics")
+		if code == http.StatusOK && insertsRe.MatchString(body) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics never showed the 2 inserts: %d\n%s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
+		t.Fatalf("/healthz: %d %q", code, body)
+	}
+	code, body := get("/status")
+	var st dmworker.StatusJSON
+	if err := json.Unmarshal([]byte(body), &st); err != nil || code != http.StatusOK {
+		t.Fatalf("/status: %d %v\n%s", code, err, body)
+	}
+	if len(st.SubTasks) != 1 || st.SubTasks[0].Name != "migrate" || st.SubTasks[0].Stage != "Running" || st.SubTasks[0].Syncer.Rows < 2 {
+		t.Fatalf("/status: %s", body)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout.String(), stderr.String())
+	}
 }

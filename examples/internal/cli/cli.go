@@ -20,6 +20,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/streamer"
 )
 
@@ -174,8 +175,13 @@ func (h warningsOnly) WithGroup(name string) slog.Handler {
 	return warningsOnly{h.Handler.WithGroup(name)}
 }
 
-// plainErrors logs an error attribute as its text.
+// plainErrors logs an error attribute as its text, and leaves out the
+// stack dmworker writes beside an error (dmworker.ErrorStack): a command's
+// user wants the message.
 func plainErrors(_ []string, a slog.Attr) slog.Attr {
+	if a.Key == "stack" {
+		return slog.Attr{}
+	}
 	if err, ok := a.Value.Any().(error); ok && a.Value.Kind() == slog.KindAny {
 		return slog.String(a.Key, err.Error())
 	}
@@ -191,4 +197,40 @@ func OpenDB(c streamer.UpstreamConfig) (*sql.DB, error) {
 		return nil, fmt.Errorf("%s: %w", c, err)
 	}
 	return sql.OpenDB(conn), nil
+}
+
+// TablePatterns reads 'db.*,other.t': comma-separated db.table patterns
+// (wildcards allowed).
+func TablePatterns(s string) ([]dmworker.TablePattern, error) {
+	var out []dmworker.TablePattern
+	for _, f := range List(s) {
+		db, tbl, ok := strings.Cut(f, ".")
+		if !ok || db == "" || tbl == "" {
+			return nil, fmt.Errorf("%q: want db.table (wildcards allowed, e.g. db.*)", f)
+		}
+		out = append(out, dmworker.TablePattern{Schema: db, Name: tbl})
+	}
+	return out, nil
+}
+
+// Routes reads 'src.t_*:dst.t,src_*:dst': comma-separated route rules,
+// a table pattern to a table or a schema pattern to a schema.
+func Routes(s string) ([]dmworker.RouteRule, error) {
+	var out []dmworker.RouteRule
+	for _, f := range List(s) {
+		from, to, ok := strings.Cut(f, ":")
+		if !ok || from == "" || to == "" {
+			return nil, fmt.Errorf("%q: want src.table:dst.table or src:dst", f)
+		}
+		fs, ft, fTable := strings.Cut(from, ".")
+		ts, tt, tTable := strings.Cut(to, ".")
+		switch {
+		case fTable != tTable:
+			return nil, fmt.Errorf("%q: route a schema to a schema (src:dst) or a table to a table (src.t:dst.t)", f)
+		case fs == "" || ts == "" || (fTable && (ft == "" || tt == "")):
+			return nil, fmt.Errorf("%q: empty name", f)
+		}
+		out = append(out, dmworker.RouteRule{SchemaPattern: fs, TablePattern: ft, TargetSchema: ts, TargetTable: tt})
+	}
+	return out, nil
 }
