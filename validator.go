@@ -906,3 +906,12 @@ func (g *gatedReader) GetEvent(ctx context.Context) (*streamer.Event, error) {
 	}
 	return ev, nil
 }
+
+// MarshalJSON writes the status with LastError as text.
+func (s ValidatorStatus) MarshalJSON() ([]byte, error) {
+	type plain ValidatorStatus
+	return json.Marshal(struct {
+		plain
+		LastError string `json:",omitempty"`
+	}{plain(s), errorText(s.LastError)})
+}
