@@ -24,7 +24,9 @@
 //     its status. Modes full and all first copy the existing data (the
 //     snapshot unit, see SnapshotConfig): at one consistent point, chunked,
 //     in parallel, resumable; mode full then finishes, mode all replicates
-//     from exactly that point.
+//     from exactly that point. With SubTaskConfig.Validation a continuous
+//     validator runs beside the syncer and checks the rows it changed
+//     against the downstream (see ValidationConfig; SubTaskStatus.Validator).
 //   - SourceWorker: one upstream source, its Relay (SourceConfig.EnableRelay)
 //     and its subtasks, which read the relay when it is on and the upstream
 //     when it is off. In direct mode (WithSource) the host drives it with

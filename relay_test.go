@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(syncerChildEnv); spec != "" {
 		os.Exit(syncerChild(spec))
 	}
+	if spec := os.Getenv(validatorChildEnv); spec != "" {
+		os.Exit(validatorChild(spec))
+	}
 	goleak.VerifyTestMain(m)
 }
 

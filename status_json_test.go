@@ -13,13 +13,14 @@ import (
 // nested ones included, and leave it out when nil.
 func TestStatusJSONErrors(t *testing.T) {
 	st := dmworker.SubTaskStatus{Name: "t", Stage: dmworker.SubTaskPaused, LastError: errors.New("boom"),
-		Syncer:   dmworker.SyncerStatus{LastError: errors.New("sync failed"), Rows: 7},
-		Snapshot: dmworker.SnapshotStatus{LastError: errors.New("copy failed")}}
+		Syncer:    dmworker.SyncerStatus{LastError: errors.New("sync failed"), Rows: 7},
+		Snapshot:  dmworker.SnapshotStatus{LastError: errors.New("copy failed")},
+		Validator: dmworker.ValidatorStatus{LastError: errors.New("check failed")}}
 	b, err := json.Marshal(st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"LastError":"boom"`, `"LastError":"sync failed"`, `"LastError":"copy failed"`, `"Rows":7`, `"Name":"t"`, `"Stage":"Paused"`} {
+	for _, want := range []string{`"LastError":"boom"`, `"LastError":"sync failed"`, `"LastError":"copy failed"`, `"LastError":"check failed"`, `"Rows":7`, `"Name":"t"`, `"Stage":"Paused"`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("%s lacks %s", b, want)
 		}

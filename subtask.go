@@ -2,6 +2,7 @@ package dmworker
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -65,6 +66,9 @@ type SubTaskConfig struct {
 	SyncerTuning
 	// Snapshot tunes the copy of existing data in modes full and all.
 	Snapshot SnapshotConfig `json:"snapshot,omitzero" toml:"snapshot"`
+	// Validation runs a continuous validator beside the syncer (see
+	// ValidationConfig). Default off.
+	Validation ValidationConfig `json:"validation,omitzero" toml:"validation"`
 }
 
 // syncerConfig is the syncer's share of the subtask's config.
@@ -96,6 +100,9 @@ func (c *SubTaskConfig) adjust(up streamer.UpstreamConfig) error {
 	}
 	if c.Workers < 0 {
 		return fmt.Errorf("subtask %s: workers %d must not be negative", c.Name, c.Workers)
+	}
+	if err := c.Validation.adjust(); err != nil {
+		return fmt.Errorf("subtask %s: %w", c.Name, err)
 	}
 	return nil
 }
@@ -170,7 +177,8 @@ type autoResume struct {
 // its own.
 type subTaskOptions struct {
 	syncerOptions
-	resume autoResume
+	resume       autoResume
+	validationDB *sql.DB // WithValidationDB's
 }
 
 // defaultSubTaskOptions are the options a SubTask has before its own apply.
@@ -236,6 +244,7 @@ type SubTask struct {
 	unsafe     bool               // the last syncer run was interrupted: see markUnsafe
 	metrics    metricsOptions     // the subtask's own (opts has its syncers')
 	inst       *syncerInstruments // its syncers' counts; nil without metrics
+	validator  *validator         // nil when validation is off
 }
 
 // NewSubTask returns a subtask of cfg on the upstream up, writing into sink.
@@ -313,12 +322,23 @@ func (t *SubTask) build(cfg SubTaskConfig) error {
 			return fmt.Errorf("dmworker: subtask %s source %s mode %s: %w", cfg.Name, cfg.Source, cfg.Mode, err)
 		}
 	}
+	var v *validator
+	if m := cfg.Validation.Mode; m != "" && m != ValidationOff {
+		db := t.opts.validationDB
+		if vs, ok := t.sink.(ValidatorSink); ok && db == nil {
+			db = vs.DB()
+		}
+		if db == nil {
+			return fmt.Errorf("dmworker: subtask %s source %s: validation needs the downstream: a ValidatorSink, or WithValidationDB", cfg.Name, cfg.Source)
+		}
+		v = newValidator(cfg.Validation, cfg.Name, cfg.Source, db, t.log)
+	}
 	if t.syncer != nil && t.syncer.reached.Load() {
 		// The upstream was reached before: a new config does not make an
 		// outage a wrong address.
 		s.reached.Store(true)
 	}
-	t.cfg, t.syncer, t.snap, t.store = cfg, s, snap, store
+	t.cfg, t.syncer, t.snap, t.store, t.validator = cfg, s, snap, store, v
 	return nil
 }
 
@@ -519,6 +539,22 @@ func (t *SubTask) runUnits(ctx context.Context, s *Syncer) (finished bool, err e
 		if err := t.markUnsafe(ctx, s); err != nil {
 			return false, err
 		}
+	}
+	t.mu.Lock()
+	v := t.validator
+	t.mu.Unlock()
+	if v != nil {
+		// Beside the syncer, stopped with it.
+		vctx, vcancel := context.WithCancel(ctx)
+		vdone := make(chan struct{})
+		go func() {
+			defer close(vdone)
+			v.run(vctx, t, cfg, s)
+		}()
+		defer func() {
+			vcancel()
+			<-vdone
+		}()
 	}
 	return false, s.Run(ctx)
 }
@@ -768,6 +804,10 @@ type SubTaskStatus struct {
 	// Snapshot is the copy's progress in modes full and all: rows and
 	// bytes done and estimated, per table.
 	Snapshot SnapshotStatus
+	// Validator is the continuous validator's progress (zero when
+	// validation is off): rows pending, checked, differing, error rows,
+	// the position validated up to.
+	Validator ValidatorStatus
 	// Retries counts the automatic resumes since the last progress. While
 	// the subtask waits to resume after a retryable error, Stage stays
 	// Running and LastError holds that error.
@@ -785,9 +825,12 @@ func (t *SubTask) Status() SubTaskStatus {
 	if t.opts.fenced {
 		st.Epoch = t.opts.epoch
 	}
-	s, snap := t.syncer, t.snap
+	s, snap, v := t.syncer, t.snap, t.validator
 	t.mu.Unlock()
 	st.Syncer = s.Status()
+	if v != nil {
+		st.Validator = v.status()
+	}
 	if snap != nil {
 		st.Snapshot = snap.status()
 	}

@@ -551,3 +551,8 @@ func (s *Sink) ExecDDL(ctx context.Context, ddl *dmworker.DDL) error {
 	}
 	return nil
 }
+
+// DB returns the pool the sink writes through (the host's): it makes the
+// sink a dmworker.ValidatorSink, so that a subtask's continuous validator
+// reads the downstream through it.
+func (s *Sink) DB() *sql.DB { return s.db }

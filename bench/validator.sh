@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The continuous validator's cost on the parallel syncer's apply throughput
+# (issue #16): the same recorded sysbench binlog applied by a SubTask
+# (mysqlsink, WORKERS workers) to three fresh downstreams, with validation
+# off, fast and full, in one run, one after the other.
+#
+# Starts four throwaway MariaDB servers; "upstream" records sysbench
+# WORKLOAD (prepare included) on TABLES tables of SIZE rows for SECONDS_RUN
+# seconds with THREADS threads; then bench/validator applies the whole
+# binlog from mysql-bin.000001:4 in each mode. Apply seconds run until the
+# syncer's checkpoint reaches the binlog's end; "validated" until the
+# validator has checked every row too. Each downstream must end equal to the
+# upstream (CHECKSUM TABLE) and the validator must record no error row.
+#
+# Usage: WORKLOAD=oltp_write_only TABLES=8 SIZE=10000 SECONDS_RUN=15 THREADS=8 WORKERS=16 bench/validator.sh
+# Needs: go, mariadb-server, mariadb-client, sysbench (Debian packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+workload=${WORKLOAD:-oltp_write_only} tables=${TABLES:-8} size=${SIZE:-10000} secs=${SECONDS_RUN:-15}
+threads=${THREADS:-8} workers=${WORKERS:-16}
+work=$(mktemp -d "${TMPDIR:-/tmp}/validator-bench.XXXXXX")
+pid=
+cleanup() {
+	[[ -n $pid ]] && { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+go build -o "$work/throwaway" ./internal/cmd/throwaway
+go build -o "$work/validator" ./bench/validator
+"$work/throwaway" -n 4 -server-id-base 701 -max-binlog-size $((256 << 20)) -dir "$work/servers" -env "$work/env" >"$work/throwaway.log" 2>&1 &
+pid=$!
+for _ in $(seq 300); do [[ -f $work/env ]] && break; sleep 0.2; done
+[[ -f $work/env ]] || { cat "$work/throwaway.log" >&2; exit 1; }
+# shellcheck disable=SC1091
+. "$work/env"
+q() { local h=$1 p=$2; shift 2; mariadb --protocol=tcp -h "$h" -P "$p" -u "$UPSTREAM_USER" -p"$UPSTREAM_PASSWORD" "$@"; }
+up() { q "$UPSTREAM_HOST" "$UPSTREAM_PORT" "$@"; }
+
+echo "machine: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+up -e "CREATE DATABASE sbtest"
+sbargs=(--db-driver=mysql --mysql-host="$UPSTREAM_HOST" --mysql-port="$UPSTREAM_PORT" --mysql-user="$UPSTREAM_USER"
+	--mysql-password="$UPSTREAM_PASSWORD" --mysql-db=sbtest --tables="$tables" --table-size="$size")
+echo "recording: sysbench $workload prepare + run, $tables tables x $size rows, ${secs}s, $threads threads" >&2
+sysbench "$workload" "${sbargs[@]}" prepare >/dev/null
+sysbench "$workload" "${sbargs[@]}" --threads="$threads" --time="$secs" --events=0 run >/dev/null
+
+results=()
+for m in off:DOWNSTREAM fast:UPSTREAM2 full:UPSTREAM3; do
+	mode=${m%%:*} v=${m#*:}
+	h=${v}_HOST p=${v}_PORT
+	out=$("$work/validator" -mode "$mode" -workers "$workers" \
+		-upstream "$UPSTREAM_USER:$UPSTREAM_PASSWORD@$UPSTREAM_HOST:$UPSTREAM_PORT" \
+		-downstream "$UPSTREAM_USER:$UPSTREAM_PASSWORD@${!h}:${!p}")
+	echo "$out" >&2
+	for i in $(seq 1 "$tables"); do
+		u=$(up -N -e "CHECKSUM TABLE sbtest.sbtest$i" | awk '{print $2}')
+		d=$(q "${!h}" "${!p}" -N -e "CHECKSUM TABLE sbtest.sbtest$i" | awk '{print $2}')
+		[[ $u == "$d" ]] || { echo "mode $mode: sbtest$i differs: upstream $u downstream $d" >&2; exit 1; }
+	done
+	results+=("$out")
+done
+echo "machine after: load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+python3 - "${results[@]}" <<'PY'
+import json, sys
+rs = [json.loads(a) for a in sys.argv[1:]]
+base = rs[0]["rows_per_s"]
+print("| validation | apply s | rows/s | vs off | validated s | rows checked | error rows | peak RSS MB |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for r in rs:
+    v = f"{r['validated_s']:.2f}" if r["mode"] != "off" else ""
+    print(f"| {r['mode']} | {r['seconds']:.2f} | {r['rows_per_s']:.0f} | {r['rows_per_s']/base*100:.0f}% | {v} | {r['checked']} | {r['error_rows']} | {r['peak_rss_kb']/1024:.1f} |")
+    if r["error_rows"]:
+        sys.exit(f"mode {r['mode']}: {r['error_rows']} error rows")
+PY

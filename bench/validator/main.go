@@ -1,0 +1,123 @@
+// Command validator is the driver of bench/validator.sh: it applies the
+// binlog an upstream recorded (sysbench, from the script) to a fresh
+// downstream with a dmworker.SubTask (mysqlsink, WORKERS workers) whose
+// continuous validator runs in the given mode, and reports as one JSON
+// line the apply's seconds and rows/s (until the syncer's checkpoint
+// reaches the binlog's end) and, with a validator, how long until it has
+// validated everything, the rows it checked and the error rows it recorded.
+//
+// Usage: validator -upstream user:pass@host:port -downstream user:pass@host:port
+// [-workers 16] [-mode off|fast|full]
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/benchutil"
+	"github.com/dmworker/dmworker/mysqlsink"
+	"github.com/dmworker/dmworker/streamer"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "validator bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	upFlag := flag.String("upstream", "", "upstream user:pass@host:port")
+	downFlag := flag.String("downstream", "", "downstream user:pass@host:port")
+	workers := flag.Int("workers", 16, "SyncerTuning.Workers")
+	mode := flag.String("mode", "off", "ValidationConfig.Mode: off, fast or full")
+	flag.Parse()
+	up, err := streamer.ParseUpstream(*upFlag)
+	if err != nil {
+		return err
+	}
+	down, err := streamer.ParseUpstream(*downFlag)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	st, err := streamer.QueryUpstream(ctx, up)
+	if err != nil {
+		return err
+	}
+	end := streamer.Position{Name: st.Master.Name, Offset: st.Master.Offset}
+
+	c := gomysql.NewConfig()
+	c.User, c.Passwd, c.Net, c.Addr = down.User, down.Password, "tcp", down.Addr()
+	c.InterpolateParams = true
+	conn, err := gomysql.NewConnector(c)
+	if err != nil {
+		return err
+	}
+	db := sql.OpenDB(conn)
+	defer db.Close()
+	db.SetMaxIdleConns(*workers + 4)
+	sink, err := mysqlsink.New(db)
+	if err != nil {
+		return err
+	}
+	t, err := dmworker.NewSubTask(dmworker.SubTaskConfig{
+		Name:         "bench",
+		Start:        streamer.Position{Name: st.Binlogs[0].Name, Offset: 4},
+		SyncerTuning: dmworker.SyncerTuning{Workers: *workers},
+		Validation:   dmworker.ValidationConfig{Mode: dmworker.ValidationMode(*mode)},
+	}, up, sink, dmworker.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	begin := time.Now()
+	go func() { done <- t.Run(ctx) }()
+	defer t.Stop()
+	wait := func(cond func(dmworker.SubTaskStatus) bool) error {
+		for {
+			s := t.Status()
+			if s.LastError != nil && s.Stage == dmworker.SubTaskPaused {
+				return s.LastError
+			}
+			if cond(s) {
+				return nil
+			}
+			select {
+			case err := <-done:
+				return fmt.Errorf("subtask stopped: %v", err)
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	if err := wait(func(s dmworker.SubTaskStatus) bool { return s.Syncer.Checkpoint.Compare(end) >= 0 }); err != nil {
+		return err
+	}
+	secs := time.Since(begin).Seconds()
+	vsecs := 0.0
+	if *mode != "off" {
+		if err := wait(func(s dmworker.SubTaskStatus) bool {
+			v := s.Validator
+			return v.Validated.Compare(end) >= 0 && v.Pending == v.Differing
+		}); err != nil {
+			return err
+		}
+		vsecs = time.Since(begin).Seconds()
+	}
+	s := t.Status()
+	return json.NewEncoder(os.Stdout).Encode(map[string]any{
+		"mode": *mode, "workers": s.Syncer.Workers, "rows": s.Syncer.Rows, "seconds": secs,
+		"rows_per_s": float64(s.Syncer.Rows) / secs, "validated_s": vsecs,
+		"checked": s.Validator.Checked, "error_rows": s.Validator.ErrorRows, "differing": s.Validator.Differing,
+		"peak_rss_kb": benchutil.PeakRSSKB(),
+	})
+}

@@ -1,0 +1,103 @@
+package dmworker
+
+import (
+	"testing"
+	"time"
+)
+
+// TestValidatorValueRules: the type-aware comparison rules, value by value.
+func TestValidatorValueRules(t *testing.T) {
+	col := func(ty string, binary bool) Column { return Column{Name: "c", Type: ty, Binary: binary} }
+	for _, tc := range []struct {
+		c        Column
+		up, down any
+		equal    bool
+	}{
+		{col("float", false), float32(1.5), float32(1.5000001), true},
+		{col("float", false), float32(1.5), []byte("1.50000012"), true},
+		{col("float", false), float32(1.5), float32(1.51), false},
+		{col("double", false), 2.25, 2.250000000000001, true},
+		{col("double", false), 2.25, 2.2500001, false},
+		{col("double", false), 0.0, []byte("0"), true},
+		{col("decimal(10,2)", false), "1.50", []byte("1.50"), true},
+		{col("decimal(10,2)", false), "1.50", []byte("1.5"), true},
+		{col("decimal(65,30)", false), "0.000000000000000000000000000001", []byte("0.000000000000000000000000000002"), false},
+		{col("datetime(6)", false), "2020-01-02 03:04:05.500000", []byte("2020-01-02 03:04:05.5"), true},
+		{col("datetime(6)", false), "2020-01-02 03:04:05.500000", []byte("2020-01-02 03:04:05.500001"), false},
+		{col("timestamp", false), "2020-01-02 03:04:05", time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC), true},
+		{col("time(6)", false), "-838:59:59.000000", []byte("-838:59:59"), true},
+		{col("json", false), `{"a": 1, "b": [1, 2]}`, []byte(`{"b":[1,2.0],"a":1}`), true},
+		{col("json", false), `{"a": 1, "b": [1, 2]}`, []byte(`{"b":[2,1],"a":1}`), false},
+		{col("longtext", false), `{"a": 1}`, []byte(`{"a":1.0}`), true},
+		{col("longtext", false), `a  b`, []byte(`a b`), false},
+		{col("binary(4)", true), []byte{1, 2}, []byte{1, 2, 0, 0}, true},
+		{col("varbinary(4)", true), []byte{1, 2}, []byte{1, 2, 0}, false},
+		{col("blob", true), []byte{0xff}, []byte{0xff}, true},
+		{col("char(10)", false), "ab", []byte("ab"), true},
+		{col("varchar(10)", false), "ab ", []byte("ab"), false},
+		{col("varchar(10)", false), "Ab", []byte("ab"), false},
+		{col("bit(64)", false), uint64(0x7FFFFFFFFFFFFFFF), []byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, true},
+		{col("bit(5)", false), uint64(1), []byte{2}, false},
+		{col("bigint(20) unsigned", false), uint64(18446744073709551615), []byte("18446744073709551615"), true},
+		{col("int(11)", false), int64(-1), int64(-1), true},
+		{col("int(11)", false), int64(-1), nil, false},
+		{col("int(11)", false), nil, nil, true},
+		{col("year", false), int64(1999), []byte("1999"), true},
+	} {
+		if got := valueEqual(tc.c, tc.up, tc.down); got != tc.equal {
+			t.Errorf("%s: %#v vs %#v: equal %v, want %v", tc.c.Type, tc.up, tc.down, got, tc.equal)
+		}
+	}
+}
+
+// TestValidatorValuesRoundTrip: the stored state keeps each value's Go type.
+func TestValidatorValuesRoundTrip(t *testing.T) {
+	in := []any{nil, int64(-3), uint64(1 << 63), float32(1.25), 2.5, "x", []byte{0, 0xff}}
+	out := decodeValues(encodeValues(in))
+	for i := range in {
+		if !valueEqual(Column{Type: "blob", Binary: true}, in[i], out[i]) && in[i] != nil {
+			t.Errorf("value %d: %#v came back as %#v", i, in[i], out[i])
+		}
+		if in[i] != nil && out[i] == nil || in[i] == nil && out[i] != nil {
+			t.Errorf("value %d: %#v came back as %#v", i, in[i], out[i])
+		}
+	}
+	if _, ok := out[3].(float32); !ok {
+		t.Errorf("float32 came back as %T", out[3])
+	}
+}
+
+// TestValidatorMemoryBound: held rows count against the budget until
+// checked, and a newer image of a row replaces the older one.
+func TestValidatorMemoryBound(t *testing.T) {
+	v := newValidator(ValidationConfig{Mode: ValidationFull, RowErrorDelay: Duration(time.Minute), MemoryBytes: 1000}, "t", "s", nil, discardLogger())
+	tb := &Table{Schema: "d", Name: "t", Columns: []Column{{Name: "id", Type: "int(11)"}, {Name: "v", Type: "varchar(100)"}}, PrimaryKey: []int{0}}
+	v.add([]Change{{Kind: Insert, Table: tb, After: []any{int64(1), "a"}}})
+	if v.full() {
+		t.Fatal("full after one small row")
+	}
+	for i := 0; i < 5; i++ {
+		v.add([]Change{{Kind: Update, Table: tb, Before: []any{int64(1), "a"}, After: []any{int64(1), string(make([]byte, 100))}}})
+	}
+	if st := v.status(); st.Pending != 1 {
+		t.Fatalf("a row changed six times is held %d times", st.Pending)
+	}
+	for i := 2; i < 20; i++ {
+		v.add([]Change{{Kind: Insert, Table: tb, After: []any{int64(i), string(make([]byte, 100))}}})
+	}
+	if !v.full() {
+		t.Fatalf("not full with %d bytes held", v.status().PendingBytes)
+	}
+	// An update that changes the key: the old key must not exist.
+	v.add([]Change{{Kind: Update, Table: tb, Before: []any{int64(2), "x"}, After: []any{int64(200), "x"}}})
+	v.mu.Lock()
+	old := v.rows[rowID(tb, []any{int64(2)})]
+	v.mu.Unlock()
+	if old == nil || old.image != nil || old.keyVals[0] != int64(2) {
+		t.Fatalf("the old key's row: %+v", old)
+	}
+	v.dropTable("d", "t")
+	if v.full() || v.status().Pending != 0 {
+		t.Fatal("a DDL's table still held")
+	}
+}

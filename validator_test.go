@@ -1,0 +1,326 @@
+package dmworker_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/testserver"
+	"github.com/dmworker/dmworker/mysqlsink"
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// validatorChildEnv makes the test binary run a subtask with a validator
+// instead of the tests: "task|upstream user:pass@host:port|downstream
+// user:pass@host:port|workers|row error delay".
+const validatorChildEnv = "DMWORKER_TEST_VALIDATOR_CHILD"
+
+func validatorChild(spec string) int {
+	parts := strings.SplitN(spec, "|", 5)
+	up, err := streamer.ParseUpstream(parts[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	down, err := streamer.ParseUpstream(parts[2])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	db, err := sql.Open("mysql", fmt.Sprintf("%s:%s@tcp(%s)/", down.User, down.Password, down.Addr()))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	sink, err := mysqlsink.New(db)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	var workers int
+	fmt.Sscan(parts[3], &workers)
+	delay, err := time.ParseDuration(parts[4])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	st, err := dmworker.NewSubTask(validationConfig(parts[0], workers, delay), up, sink)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := st.Run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func validationConfig(task string, workers int, delay time.Duration) dmworker.SubTaskConfig {
+	return dmworker.SubTaskConfig{
+		Name:         task,
+		SyncerTuning: dmworker.SyncerTuning{Workers: workers},
+		Validation:   dmworker.ValidationConfig{Mode: dmworker.ValidationFull, RowErrorDelay: dmworker.Duration(delay)},
+	}
+}
+
+// waitValidated waits until the subtask's syncer has applied everything
+// the upstream has written now and its validator holds no row unchecked
+// past it: every row is checked, and Pending holds only differing ones.
+func waitValidated(t *testing.T, st *dmworker.SubTask, p *syncPair) dmworker.ValidatorStatus {
+	t.Helper()
+	waitSubTaskSynced(t, st.Status, p)
+	want := st.Status().Syncer.Checkpoint
+	var vs dmworker.ValidatorStatus
+	defer func() {
+		if t.Failed() {
+			t.Logf("validator status: %+v", vs)
+		}
+	}()
+	waitUntil(t, "the validator at "+want.String(), func() bool {
+		vs = st.Status().Validator
+		return vs.Validated.Compare(want) >= 0 && vs.Pending == vs.Differing
+	})
+	return vs
+}
+
+// errorKeys returns the validator's error rows of table as "schema.table key".
+func errorKeys(t *testing.T, db *sql.DB, task string) []string {
+	t.Helper()
+	rows, err := db.Query("SELECT table_schema, table_name, row_key FROM dmworker_meta.validator_errors WHERE task = ?", task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s, n, k string
+		if err := rows.Scan(&s, &n, &k); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s+"."+n+" "+k)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestValidatorNoFalseDifferences runs a subtask with the validator in full
+// mode and 16 workers under a write load (syncWorkload, DDL included) and
+// the type-family tables: it checks every row and records no error row.
+func TestValidatorNoFalseDifferences(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 81})
+	st, err := dmworker.NewSubTask(validationConfig("val", 16, 2*time.Second), upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitSubTaskSynced(t, st.Status, p)
+	exec := fillTypeFamilies(t, p.updb)
+	syncWorkload(t, p.updb, rand.New(rand.NewPCG(8, 1)), 300)
+	exec("BEGIN")
+	for _, q := range typeFamilyChanges[:len(typeFamilyChanges)/2] {
+		exec(q)
+	}
+	exec("COMMIT")
+	for _, q := range typeFamilyChanges[len(typeFamilyChanges)/2:] {
+		exec(q)
+	}
+	vs := waitValidated(t, st, p)
+	// Differences are recorded only after the delay: wait past it.
+	time.Sleep(3 * time.Second)
+	vs = waitValidated(t, st, p)
+	if vs.Checked == 0 {
+		t.Fatalf("the validator checked nothing: %+v", vs)
+	}
+	if keys := errorKeys(t, p.downdb, "val"); len(keys) != 0 || vs.ErrorRows != 0 || vs.Differing != 0 {
+		t.Fatalf("false differences: error rows %v, status %+v", keys, vs)
+	}
+	if vs.Mode != dmworker.ValidationFull || !vs.Running {
+		t.Fatalf("validator status %+v", vs)
+	}
+}
+
+// TestValidatorFindsDivergences makes divergences downstream on purpose and
+// checks that the validator records each with its exact key after the
+// delay, not a float changed within its precision, clears a row that
+// converges, and after a kill -9 of a subtask process mid-run resumes from
+// its checkpoint and reports the same.
+func TestValidatorFindsDivergences(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 82})
+	const delay = time.Second
+	cfg := validationConfig("div", 4, delay)
+	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitSubTaskSynced(t, st.Status, p)
+	mustExec(t, p.updb, "CREATE DATABASE d")
+	mustExec(t, p.updb, "CREATE TABLE d.t (id INT PRIMARY KEY, a INT, j JSON, f FLOAT, g DOUBLE, s VARCHAR(20))")
+	for i := 1; i <= 8; i++ {
+		mustExec(t, p.updb, "INSERT INTO d.t VALUES (?, ?, ?, ?, ?, ?)", i, i*10, fmt.Sprintf(`{"k": %d, "l": [1, 2]}`, i), 1.5, 2.25, fmt.Sprint("s", i))
+	}
+	waitValidated(t, st, p)
+	st.Stop()
+	if keys := errorKeys(t, p.downdb, "div"); len(keys) != 0 {
+		t.Fatalf("error rows before any divergence: %v", keys)
+	}
+
+	// Upstream changes, applied by the task's syncer alone (the validator
+	// does not run), then divergences downstream on the rows they changed.
+	mustExec(t, p.updb, "UPDATE d.t SET s = CONCAT(s, '+') WHERE id IN (1, 2, 4, 5, 6, 7, 8)")
+	mustExec(t, p.updb, "DELETE FROM d.t WHERE id = 3")
+	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{Task: "div", Upstream: upstreamOf(p.up), SyncerTuning: dmworker.SyncerTuning{Workers: 4}}, p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runSyncer(t, s)
+	waitSynced(t, r, p.updb)
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, p.downdb, "DELETE FROM d.t WHERE id = 1")                                     // row deleted
+	mustExec(t, p.downdb, "UPDATE d.t SET a = 999 WHERE id = 2")                              // column changed
+	mustExec(t, p.downdb, "INSERT INTO d.t VALUES (3, 30, '{}', 1.5, 2.25, 's3')")            // extra row
+	mustExec(t, p.downdb, `UPDATE d.t SET j = '{"k": 4, "l": [2, 1]}' WHERE id = 4`)          // JSON changed
+	mustExec(t, p.downdb, "UPDATE d.t SET f = 1.51, g = 2.2500001 WHERE id = 5")              // floats past precision
+	mustExec(t, p.downdb, "UPDATE d.t SET f = 1.5000001, g = 2.250000000000001 WHERE id = 6") // within precision
+	mustExec(t, p.downdb, `UPDATE d.t SET j = '{"l": [1, 2.0], "k": 8}' WHERE id = 8`)        // same JSON value
+	mustExec(t, p.downdb, "UPDATE d.t SET a = 555 WHERE id = 7")                              // converges later
+	want := []string{"d.t [1]", "d.t [2]", "d.t [3]", "d.t [4]", "d.t [5]", "d.t [7]"}
+
+	// A subtask process killed with SIGKILL mid-run.
+	spec := fmt.Sprintf("div|%s:%s@%s|%s:%s@%s|4|%s", p.up.User, p.up.Password, p.up.Addr(), p.down.User, p.down.Password, p.down.Addr(), delay)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), validatorChildEnv+"="+spec)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("validator child ended on its own (%v): %s", err, stderr.String())
+	}
+
+	// Resumed in this process: the same error rows, each with its key.
+	var logs lockedBuffer
+	st2, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink, dmworker.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st2)
+	var got []string
+	defer func() {
+		if t.Failed() {
+			t.Logf("error rows %v; status %+v; logs:\n%s", got, st2.Status().Validator, logs.String())
+		}
+	}()
+	waitUntil(t, "the error rows "+strings.Join(want, ", "), func() bool {
+		got = errorKeys(t, p.downdb, "div")
+		return strings.Join(got, ",") == strings.Join(want, ",")
+	})
+	vs := waitValidated(t, st2, p)
+	if vs.Validated.IsZero() {
+		t.Fatalf("validator status %+v", vs)
+	}
+	waitUntil(t, "the status's error rows", func() bool { return st2.Status().Validator.ErrorRows == len(want) })
+	var up, down sql.NullString
+	if err := p.downdb.QueryRow("SELECT upstream_row, downstream_row FROM dmworker_meta.validator_errors WHERE task = 'div' AND row_key = '[2]'").Scan(&up, &down); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(up.String, `"a":20`) || !strings.Contains(down.String, `"a":999`) {
+		t.Fatalf("error row images: upstream %s, downstream %s", up.String, down.String)
+	}
+	if err := p.downdb.QueryRow("SELECT upstream_row, downstream_row FROM dmworker_meta.validator_errors WHERE task = 'div' AND row_key = '[1]'").Scan(&up, &down); err != nil {
+		t.Fatal(err)
+	}
+	if !up.Valid || down.Valid {
+		t.Fatalf("the missing row's images: upstream %v, downstream %v", up, down)
+	}
+	// Time past the delay changes nothing more.
+	time.Sleep(2 * delay)
+	if got = errorKeys(t, p.downdb, "div"); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("error rows %v, want %v", got, want)
+	}
+
+	// A row that converges is cleared.
+	mustExec(t, p.downdb, "UPDATE d.t SET a = 70 WHERE id = 7")
+	waitUntil(t, "row 7 cleared", func() bool {
+		got = errorKeys(t, p.downdb, "div")
+		return strings.Join(got, ",") == strings.Join(want[:5], ",")
+	})
+	// Pause and resume: the validator stops and runs again with the subtask.
+	if err := st2.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if st2.Status().Validator.Running {
+		t.Fatal("the validator runs while the subtask is paused")
+	}
+	if err := st2.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the validator running", func() bool { return st2.Status().Validator.Running })
+}
+
+// TestValidatorConfig: the mode is checked, and a sink that cannot give the
+// downstream needs WithValidationDB.
+func TestValidatorConfig(t *testing.T) {
+	up := streamer.UpstreamConfig{Host: "127.0.0.1", Port: 3306, User: "root"}
+	cfg := dmworker.SubTaskConfig{Name: "v", Validation: dmworker.ValidationConfig{Mode: "slow"}}
+	if _, err := dmworker.NewSubTask(cfg, up, nopSink{}, dmworker.WithCheckpointStore(memStore{})); err == nil || !strings.Contains(err.Error(), "validation mode") {
+		t.Fatalf("mode slow: %v", err)
+	}
+	cfg.Validation.Mode = dmworker.ValidationFast
+	if _, err := dmworker.NewSubTask(cfg, up, nopSink{}, dmworker.WithCheckpointStore(memStore{})); err == nil || !strings.Contains(err.Error(), "WithValidationDB") {
+		t.Fatalf("no downstream: %v", err)
+	}
+	db, err := sql.Open("mysql", "root@tcp(127.0.0.1:1)/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st, err := dmworker.NewSubTask(cfg, up, nopSink{}, dmworker.WithCheckpointStore(memStore{}), dmworker.WithValidationDB(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := st.Config().Validation
+	if got.RowErrorDelay != dmworker.Duration(dmworker.DefaultRowErrorDelay) || got.MemoryBytes != dmworker.DefaultValidationMemory || got.MetaSchema != "dmworker_meta" {
+		t.Fatalf("defaults: %+v", got)
+	}
+	if (dmworker.SubTaskConfig{Name: "v"}).Validation.Mode != "" {
+		t.Fatal("validation is on by default")
+	}
+}
+
+type nopSink struct{}
+
+func (nopSink) Apply(context.Context, *dmworker.Batch) error { return nil }
+func (nopSink) ExecDDL(context.Context, *dmworker.DDL) error { return nil }
+
+type memStore struct{}
+
+func (memStore) Load(context.Context, string, string) (dmworker.Checkpoint, bool, error) {
+	return dmworker.Checkpoint{}, false, nil
+}
+func (memStore) Save(context.Context, dmworker.Checkpoint) error { return nil }
