@@ -1,0 +1,249 @@
+package dmworker_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/testserver"
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// shardFleet is a sharded upstream fleet: several MariaDB servers, each
+// with the same schema "shop" holding shard tables orders_01, orders_02,
+// and one downstream server the shards merge into (merged.orders).
+type shardFleet struct {
+	ups    []*testserver.MariaDB
+	updbs  []*sql.DB
+	down   *testserver.MariaDB
+	downdb *sql.DB
+}
+
+// shardTables are the shard tables every upstream holds.
+var shardTables = []string{"orders_01", "orders_02"}
+
+// shardRoutes send every shard table of every source to merged.orders.
+var shardRoutes = []dmworker.RouteRule{
+	{SchemaPattern: "shop", TablePattern: "orders_*", TargetSchema: "merged", TargetTable: "orders"},
+	{SchemaPattern: "shop", TargetSchema: "merged"},
+}
+
+const shardOrdersDef = "(id BIGINT PRIMARY KEY, customer VARCHAR(40) NOT NULL, amount DECIMAL(12,2), note TEXT)"
+
+// newShardFleet starts n upstreams (server ids base..base+n-1) and a
+// downstream (base+n), all at once.
+func newShardFleet(t *testing.T, n int, base uint32) *shardFleet {
+	t.Helper()
+	f := &shardFleet{ups: make([]*testserver.MariaDB, n), updbs: make([]*sql.DB, n)}
+	var wg sync.WaitGroup
+	for i := 0; i <= n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, err := testserver.Start(context.Background(), t.TempDir(), testserver.MariaDBOptions{ServerID: base + uint32(i), MaxBinlogSize: 64 << 10})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			t.Cleanup(func() { m.Close() })
+			if i == n {
+				f.down = m
+			} else {
+				f.ups[i] = m
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i, m := range f.ups {
+		f.updbs[i] = m.DB(t)
+	}
+	f.downdb = f.down.DB(t)
+	return f
+}
+
+// sourceName is the i-th upstream's source name.
+func sourceName(i int) string { return fmt.Sprintf("src%d", i+1) }
+
+// shardLoad writes on one shard table until stop is closed or n
+// transactions are done: inserts of ids unique across the fleet, updates
+// and deletes of its own rows.
+func shardLoad(t *testing.T, db *sql.DB, table string, idBase int64, n int, stop <-chan struct{}) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(uint64(idBase), 7))
+	next := idBase
+	for i := 0; i < n; i++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		tx, err := db.Begin()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		for j := 0; j < 1+rng.IntN(3); j++ {
+			next++
+			if _, err := tx.Exec("INSERT INTO shop."+table+" (id, customer, amount, note) VALUES (?, ?, ?, ?)",
+				next, fmt.Sprintf("c%d", rng.IntN(50)), float64(rng.IntN(100000))/100, table); err != nil {
+				tx.Rollback()
+				t.Error(err)
+				return
+			}
+		}
+		if next > idBase+5 {
+			id := idBase + 1 + rng.Int64N(next-idBase)
+			q := "UPDATE shop." + table + " SET amount = amount + 1 WHERE id = ?"
+			if rng.IntN(4) == 0 {
+				q = "DELETE FROM shop." + table + " WHERE id = ?"
+			}
+			if _, err := tx.Exec(q, id); err != nil {
+				tx.Rollback()
+				t.Error(err)
+				return
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			t.Error(err)
+			return
+		}
+	}
+}
+
+// unionRows is the rows of every shard table of every upstream, as
+// tableRows gives them, sorted.
+func (f *shardFleet) unionRows(t *testing.T) []string {
+	var all []string
+	for _, db := range f.updbs {
+		for _, tb := range shardTables {
+			all = append(all, tableRows(t, db, "shop."+tb)...)
+		}
+	}
+	slices.Sort(all)
+	return all
+}
+
+// waitWorkerSynced waits until the worker's subtask task has checkpointed
+// everything its upstream has written now.
+func waitWorkerSynced(t *testing.T, w *dmworker.SourceWorker, task string, up *testserver.MariaDB) {
+	t.Helper()
+	ust, err := streamer.QueryUpstream(context.Background(), upstreamOf(up))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ust.Master
+	waitUntil(t, w.Name()+" at "+want.String(), func() bool {
+		st := taskStatus(w, task)()
+		if st.LastError != nil && st.Stage == dmworker.SubTaskPaused {
+			t.Fatalf("subtask %s of %s paused by an error: %v", task, w.Name(), st.LastError)
+		}
+		if c, ok := st.Syncer.Checkpoint.CompareGTID(want); ok && c >= 0 {
+			return true
+		}
+		return st.Syncer.Checkpoint.Compare(want) >= 0
+	})
+}
+
+// TestShardMergeManySources: three SourceWorkers in one process, direct
+// mode, one metrics registry, each serving one upstream with two shard
+// tables; one task spans the three sources (one subtask each, same name)
+// and routes the six shard tables into one downstream table. Under a write
+// load on every shard, the downstream table ends equal to the union of the
+// shards by content, each source keeps its own checkpoint (task, source),
+// and the workers' metrics do not collide.
+func TestShardMergeManySources(t *testing.T) {
+	noLeaks(t)
+	const n = 3
+	f := newShardFleet(t, n, 480)
+	reg := prometheus.NewRegistry()
+	workers := make([]*dmworker.SourceWorker, n)
+	for i := range workers {
+		up := upstreamOf(f.ups[i])
+		w, err := dmworker.NewSourceWorker(fmt.Sprintf("w%d", i+1), mysqlSinks(f.downdb),
+			dmworker.WithSource(dmworker.SourceConfig{Name: sourceName(i), Upstream: up}),
+			dmworker.WithMetrics(reg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "merge", Routes: shardRoutes,
+			SyncerTuning: dmworker.SyncerTuning{BatchSize: 50, Workers: 1 + i%2*3}}); err != nil {
+			t.Fatal(err)
+		}
+		runWorker(t, w)
+		workers[i] = w
+	}
+	for _, w := range workers {
+		waitUntil(t, w.Name()+" reading", func() bool { return taskStatus(w, "merge")().Syncer.Read.Name != "" })
+	}
+	// The shards' CREATE DATABASE and CREATE TABLE all reach the one
+	// target: the first creates it, the others find it.
+	for _, db := range f.updbs {
+		mustExec(t, db, "CREATE DATABASE shop")
+		for _, tb := range shardTables {
+			mustExec(t, db, "CREATE TABLE shop."+tb+" "+shardOrdersDef)
+		}
+	}
+	var wg sync.WaitGroup
+	for i, db := range f.updbs {
+		for j, tb := range shardTables {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000, 150, nil)
+			}()
+		}
+	}
+	// Metrics of the three workers gather with no duplicate series
+	// while they work.
+	time.Sleep(200 * time.Millisecond)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather the workers' metrics: %v", err)
+	}
+	sources := map[string]bool{}
+	for _, mf := range mfs {
+		if mf.GetName() != "dmworker_syncer_events_read_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "source" {
+					sources[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	if len(sources) != n {
+		t.Errorf("syncer metrics by source: %v, want the %d sources", sources, n)
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i, w := range workers {
+		waitWorkerSynced(t, w, "merge", f.ups[i])
+	}
+	want, got := f.unionRows(t), tableRows(t, f.downdb, "merged.orders")
+	if !slices.Equal(want, got) {
+		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ", len(got), len(want))
+	}
+	// One checkpoint per source of the task.
+	var cps int
+	if err := f.downdb.QueryRow("SELECT COUNT(DISTINCT source) FROM dmworker_meta.checkpoint WHERE task = 'merge'").Scan(&cps); err != nil {
+		t.Fatal(err)
+	}
+	if cps != n {
+		t.Fatalf("%d checkpoints for task merge, want one per source (%d)", cps, n)
+	}
+}
