@@ -56,6 +56,9 @@ type SubTaskConfig struct {
 	Filter       BlockAllowList    `json:"block-allow-list,omitzero" toml:"block-allow-list"`
 	EventFilters []EventFilterRule `json:"event-filters,omitempty" toml:"event-filters"`
 	Routes       []RouteRule       `json:"routes,omitempty" toml:"routes"`
+	// ShardMode coordinates the DDL of the task's shard tables across its
+	// sources (see SyncerConfig.ShardMode and ShardGroup). Default off.
+	ShardMode ShardMode `json:"shard-mode,omitempty" toml:"shard-mode"`
 	// SyncerTuning tunes the subtask's syncer (see SyncerTuning); zero
 	// values take its defaults. Its keys are the config's own ("batch",
 	// "workers", ...).
@@ -69,7 +72,7 @@ func (c SubTaskConfig) syncerConfig(up streamer.UpstreamConfig) SyncerConfig {
 	return SyncerConfig{
 		Task: c.Name, Source: c.Source, Upstream: up, Start: c.Start.Clone(),
 		Filter: c.Filter, EventFilters: c.EventFilters, Routes: c.Routes,
-		SyncerTuning: c.SyncerTuning,
+		ShardMode: c.ShardMode, SyncerTuning: c.SyncerTuning,
 	}
 }
 
@@ -90,6 +93,9 @@ func (c *SubTaskConfig) adjust(up streamer.UpstreamConfig) error {
 		c.Source = up.SourceName()
 	} else if up.Name != "" && c.Source != up.Name {
 		return fmt.Errorf("subtask %s: source %q is not the upstream's %q", c.Name, c.Source, up.Name)
+	}
+	if err := c.ShardMode.validate(); err != nil {
+		return fmt.Errorf("subtask %s: %w", c.Name, err)
 	}
 	if c.Workers < 0 {
 		return fmt.Errorf("subtask %s: workers %d must not be negative", c.Name, c.Workers)
