@@ -99,7 +99,9 @@ func TestShardGroupOwnerFails(t *testing.T) {
 	g, _ := NewShardGroup("t", "a", "b")
 	const target, ddl = "m.o", "ALTER TABLE `m`.`o` ADD COLUMN `y` INT"
 	a := make(chan error, 1)
-	go func() { a <- g.arrive(context.Background(), ShardRef{"a", "s.o"}, target, ddl, shardPos(10), func() error { return nil }) }()
+	go func() {
+		a <- g.arrive(context.Background(), ShardRef{"a", "s.o"}, target, ddl, shardPos(10), func() error { return nil })
+	}()
 	waitFor(t, func() bool { return len(g.Status()) == 1 })
 	boom := errors.New("boom")
 	if err := g.arrive(context.Background(), ShardRef{"b", "s.o"}, target, ddl, shardPos(20), func() error { return boom }); err != boom {
