@@ -3,6 +3,7 @@ package dmworker_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -245,5 +246,182 @@ func TestShardMergeManySources(t *testing.T) {
 	}
 	if cps != n {
 		t.Fatalf("%d checkpoints for task merge, want one per source (%d)", cps, n)
+	}
+}
+
+// shardColumns describes a table's columns and indexes, as text.
+func shardColumns(t *testing.T, db *sql.DB, schemaName, table string) []string {
+	t.Helper()
+	var out []string
+	rows, err := db.Query(`SELECT CONCAT_WS(' ', column_name, column_type, is_nullable, IFNULL(column_default, 'NULL'))
+		FROM information_schema.columns WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position`, schemaName, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	irows, err := db.Query(`SELECT CONCAT_WS(' ', 'index', index_name, seq_in_index, column_name, non_unique)
+		FROM information_schema.statistics WHERE table_schema = ? AND table_name = ? ORDER BY index_name, seq_in_index`, schemaName, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer irows.Close()
+	for irows.Next() {
+		var s string
+		if err := irows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// TestShardMergePessimistic: the three sources of TestShardMergeManySources
+// in pessimistic shard mode with one ShardGroup: under a write load on
+// every shard, each shard table runs the same DDLs (add a column with a
+// default, add an index, widen a column) at its own moment; each reaches
+// the downstream table once, when every source has reached it, and the
+// downstream rows and schema end equal to the shards'. A subtask paused
+// and resumed while its source holds at a DDL takes its place again. Then
+// two sources run differing DDLs: their subtasks stop with a
+// ShardDDLConflictError.
+func TestShardMergePessimistic(t *testing.T) {
+	noLeaks(t)
+	const n = 3
+	f := newShardFleet(t, n, 490)
+	var names []string
+	for i := range n {
+		names = append(names, sourceName(i))
+	}
+	g, err := dmworker.NewShardGroup("merge", names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	workers := make([]*dmworker.SourceWorker, n)
+	for i := range workers {
+		w, err := dmworker.NewSourceWorker(fmt.Sprintf("w%d", i+1), mysqlSinks(f.downdb),
+			dmworker.WithSource(dmworker.SourceConfig{Name: sourceName(i), Upstream: upstreamOf(f.ups[i])}),
+			dmworker.WithShardGroup(g), dmworker.WithAutoResume(50*time.Millisecond, time.Second, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "merge", Routes: shardRoutes, ShardMode: dmworker.ShardPessimistic,
+			SyncerTuning: dmworker.SyncerTuning{BatchSize: 50, Workers: 1 + i%2*3}}); err != nil {
+			t.Fatal(err)
+		}
+		runWorker(t, w)
+		workers[i] = w
+	}
+	for _, w := range workers {
+		waitUntil(t, w.Name()+" reading", func() bool { return taskStatus(w, "merge")().Syncer.Read.Name != "" })
+	}
+	for _, db := range f.updbs {
+		mustExec(t, db, "CREATE DATABASE shop")
+		for _, tb := range shardTables {
+			mustExec(t, db, "CREATE TABLE shop."+tb+" "+shardOrdersDef)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, db := range f.updbs {
+		for j, tb := range shardTables {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000, 1_000_000, stop)
+			}()
+		}
+	}
+	ddls := []string{
+		"ALTER TABLE shop.%s ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'",
+		"ALTER TABLE shop.%s ADD INDEX idx_customer (customer)",
+		"ALTER TABLE shop.%s MODIFY customer VARCHAR(80) NOT NULL",
+	}
+	rng := rand.New(rand.NewPCG(490, 1))
+	for k, ddl := range ddls {
+		type shard struct{ i, j int }
+		var order []shard
+		for i := range n {
+			for j := range shardTables {
+				order = append(order, shard{i, j})
+			}
+		}
+		rng.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
+		for x, sh := range order {
+			time.Sleep(time.Duration(20+rng.IntN(120)) * time.Millisecond)
+			mustExec(t, f.updbs[sh.i], fmt.Sprintf(ddl, shardTables[sh.j]))
+			if k != 0 || x != 0 {
+				continue
+			}
+			// The first shard's source holds at the first DDL: the lock
+			// shows; its subtask paused and resumed takes its place again.
+			src := sourceName(sh.i)
+			waitUntil(t, "the first lock", func() bool {
+				st := g.Status()
+				return len(st) == 1 && len(st[0].Reached) == 1 && st[0].Reached[0].Source == src && len(st[0].Waiting) == n-1
+			})
+			if st := g.Status()[0]; st.Target != "merged.orders" || st.Since.IsZero() {
+				t.Fatalf("lock status %+v", st)
+			}
+			if err := workers[sh.i].PauseSubTask("merge"); err != nil {
+				t.Fatal(err)
+			}
+			waitStage(t, taskStatus(workers[sh.i], "merge"), dmworker.SubTaskPaused)
+			if err := workers[sh.i].ResumeSubTask("merge"); err != nil {
+				t.Fatal(err)
+			}
+			waitStage(t, taskStatus(workers[sh.i], "merge"), dmworker.SubTaskRunning)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i, w := range workers {
+		waitWorkerSynced(t, w, "merge", f.ups[i])
+	}
+	if st := g.Status(); len(st) != 0 {
+		t.Fatalf("locks left: %+v", st)
+	}
+	want, got := f.unionRows(t), tableRows(t, f.downdb, "merged.orders")
+	if !slices.Equal(want, got) {
+		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ", len(got), len(want))
+	}
+	wantCols, gotCols := shardColumns(t, f.updbs[0], "shop", "orders_01"), shardColumns(t, f.downdb, "merged", "orders")
+	if !slices.Equal(wantCols, gotCols) {
+		t.Fatalf("downstream schema %q, the shards' %q", gotCols, wantCols)
+	}
+	var ddlsApplied int64
+	for _, w := range workers {
+		ddlsApplied += taskStatus(w, "merge")().Syncer.DDLs
+	}
+	// Each DDL once, plus the CREATE DATABASE and CREATE TABLEs.
+	if min, max := int64(len(ddls)), int64(len(ddls)+1+n*(1+len(shardTables))); ddlsApplied < min || ddlsApplied > max {
+		t.Fatalf("%d DDL applied, want %d shard DDLs once (and the creations)", ddlsApplied, len(ddls))
+	}
+
+	t.Logf("DDLs applied: %d", ddlsApplied)
+	// Differing DDLs: src1 and src2 add the same column with two types.
+	mustExec(t, f.updbs[0], "ALTER TABLE shop.orders_01 ADD COLUMN z INT")
+	waitUntil(t, "src1 held", func() bool { return len(g.Status()) == 1 })
+	mustExec(t, f.updbs[1], "ALTER TABLE shop.orders_01 ADD COLUMN z BIGINT")
+	for _, w := range workers[:2] {
+		st := waitStage(t, taskStatus(w, "merge"), dmworker.SubTaskPaused)
+		var ce *dmworker.ShardDDLConflictError
+		if !errors.Is(st.LastError, dmworker.ErrShardDDLConflict) || !errors.As(st.LastError, &ce) || len(ce.Statements) != 2 {
+			t.Fatalf("%s: %v, want a ShardDDLConflictError", w.Name(), st.LastError)
+		}
+		t.Logf("%s: %v", w.Name(), st.LastError)
+	}
+	if !errors.Is(g.Err(), dmworker.ErrShardDDLConflict) {
+		t.Fatalf("group error %v", g.Err())
 	}
 }
