@@ -184,6 +184,41 @@ func TestShardMergeManySources(t *testing.T) {
 		runWorker(t, w)
 		workers[i] = w
 	}
+	shardMergeLoad(t, f, workers, reg)
+}
+
+// TestShardMergeManySourcesEtcd: TestShardMergeManySources with the three
+// workers driven through etcd, sharing the host's one client: each bound
+// to its source, the task's subtask config put for each source.
+func TestShardMergeManySourcesEtcd(t *testing.T) {
+	noLeaks(t)
+	const n = 3
+	f := newShardFleet(t, n, 510)
+	cli := testserver.StartEtcd(t).Client
+	reg := prometheus.NewRegistry()
+	workers := make([]*dmworker.SourceWorker, n)
+	for i := range workers {
+		name := fmt.Sprintf("w%d", i+1)
+		putSourceConfig(t, cli, dmworker.SourceConfig{Name: sourceName(i), Upstream: upstreamOf(f.ups[i])})
+		putSubTask(t, cli, sourceName(i), dmworker.SubTaskConfig{Name: "merge", Routes: shardRoutes,
+			SyncerTuning: dmworker.SyncerTuning{BatchSize: 50, Workers: 1 + i%2*3}})
+		bindSource(t, cli, name, sourceName(i))
+		w, err := dmworker.NewSourceWorker(name, mysqlSinks(f.downdb), dmworker.WithEtcd(cli), dmworker.WithEtcdPrefix(testPrefix),
+			dmworker.WithCredentialKey(testCredentialKey), dmworker.WithMetrics(reg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		runWorker(t, w)
+		workers[i] = w
+	}
+	shardMergeLoad(t, f, workers, reg)
+}
+
+// shardMergeLoad runs the shard merge of TestShardMergeManySources on
+// running workers, one per upstream of f, each with a subtask "merge"
+// routing with shardRoutes and metrics in reg.
+func shardMergeLoad(t *testing.T, f *shardFleet, workers []*dmworker.SourceWorker, reg *prometheus.Registry) {
+	n := len(workers)
 	for _, w := range workers {
 		waitUntil(t, w.Name()+" reading", func() bool { return taskStatus(w, "merge")().Syncer.Read.Name != "" })
 	}
