@@ -22,6 +22,16 @@
 //     environment, DMWORKER_FROM_PASSWORD and DMWORKER_TO_PASSWORD. The
 //     file comes first, then the password in -from/-to, then the
 //     environment; a password both in the flag and in a file is refused.
+//   - -from NAME=user[:password]@host:port, repeated: several upstreams
+//     (sources named NAME) merged into the one downstream by one process,
+//     one dmworker.SourceWorker each, no etcd; the task is one subtask per
+//     source, routes (-route) merge their shard tables, progress lines
+//     start with source=NAME. A password not in the address comes from
+//     $DMWORKER_FROM_PASSWORD. -shard-mode pessimistic coordinates the
+//     shard tables' DDL across the sources (dmworker.ShardGroup): a shard
+//     table's DDL reaches the downstream once, when every source has
+//     reached it; held locks are printed as "shard lock" lines. Not with
+//     -etcd, -source, -status-addr or -from-password-file.
 //   - -mode: "incremental" (binlog replication from the start position or
 //     the upstream's current end), "full" (copy the selected tables at one
 //     consistent point, then exit 0) or "all" (copy, then replicate from
@@ -216,6 +226,7 @@ type config struct {
 	// nowhere); maxLag the lag past which /healthz fails (0: none).
 	statusAddr string
 	maxLag     time.Duration
+	multi      multiSource // -from NAME=... (sources.go)
 }
 
 // progressInterval is how often progress is printed.
@@ -237,6 +248,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cli.ExitFailure
 	}
 	defer db.Close()
+	if len(cfg.multi.sources) > 0 {
+		return runSources(ctx, cfg, db, logger, stdout, stderr)
+	}
 	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
 	err = db.PingContext(pctx)
 	if err == nil {
@@ -679,6 +693,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		status    = fs.String("status-addr", "", "serve /status, /healthz and /metrics over HTTP on `ADDR`, e.g. 127.0.0.1:8261 (default: not served)")
 		maxLag    = fs.Duration("health-max-lag", 0, "with -status-addr: /healthz answers 503 while the replication lag passes this (0: no limit)")
 	)
+	fromAll, shardMode := sourcesFlags(fs, from)
 	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
 	if err := cli.Parse(fs, args); err != nil {
 		return config{}, err
@@ -761,6 +776,9 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	cfg.task = sc
 	// An empty name is resolved once the downstream is reached.
 	cfg.source = dmworker.SourceConfig{Name: *source, Upstream: cfg.up, EnableRelay: cfg.dataDir != ""}
+	if cfg.multi, err = fromAll.parse(*shardMode, &cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
 }
 
