@@ -57,10 +57,13 @@
 //
 // # What the upstream must be
 //
-// The binlog must carry every row change in full: binlog_format=ROW and
-// binlog_row_image=FULL. A Syncer (and a SubTask in mode all, before it
-// copies anything) checks both at start and refuses others with
-// ErrBinlogFormat, saying what to set. A row change that still arrives as a
+// The binlog must be on and carry every row change in full:
+// binlog_format=ROW and binlog_row_image=FULL. A Syncer (and a SubTask in
+// mode all, before it copies anything) checks them at start and refuses
+// others with ErrBinlogFormat, saying what to set (WithoutPrecheck skips
+// this). Check runs these and the other prechecks of a task (privileges,
+// server ids, the start position, filters, keys, the downstream, the relay
+// directory) and says what to fix, as DM's check-task does. A row change that still arrives as a
 // statement (a session that set binlog_format=STATEMENT or MIXED) on a table
 // the task replicates stops it with ErrStatementBinlog at that statement,
 // before its checkpoint passes it: its rows are nowhere in the binlog.

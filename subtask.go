@@ -503,7 +503,7 @@ func (t *SubTask) runUnits(ctx context.Context, s *Syncer) (finished bool, err e
 		t.mu.Lock()
 		snap := t.snap
 		t.mu.Unlock()
-		if cfg.Mode == ModeAll && !snap.status().Done {
+		if cfg.Mode == ModeAll && !snap.status().Done && !t.opts.skipPrecheck {
 			// The syncer would refuse the binlog after the copy: say so
 			// before it.
 			if err := checkUpstreamBinlog(ctx, t.up); errors.Is(err, ErrBinlogFormat) {

@@ -173,6 +173,7 @@ type syncerOptions struct {
 	sinkRetry       time.Duration
 	epoch           int64
 	fenced          bool // WithEpoch given
+	skipPrecheck    bool // WithoutPrecheck given
 	startSchema     []string
 	hasStartSchema  bool // WithStartSchema given
 	metrics         metricsOptions

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,6 +79,12 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while the upstream was away
+		}
+		if binlogOff(err) {
+			// Say what to set, as for the other binlog settings.
+			if berr := s.checkBinlog(ctx); berr != nil {
+				return s.wrap(cp.Pos, "", "", berr)
+			}
 		}
 		return s.wrap(cp.Pos, "", "", err)
 	}
@@ -256,7 +263,7 @@ func openUpstreamDB(up streamer.UpstreamConfig) (*sql.DB, error) {
 // report an unreachable upstream, and statements logged in place of rows
 // stop the run as they come (ErrStatementBinlog).
 func (s *Syncer) checkBinlog(ctx context.Context) error {
-	if s.offline() {
+	if s.opts.skipPrecheck || s.offline() {
 		return nil
 	}
 	err := checkUpstreamBinlog(ctx, s.cfg.Upstream)
@@ -277,8 +284,12 @@ func checkUpstreamBinlog(ctx context.Context, up streamer.UpstreamConfig) error 
 	}
 	defer db.Close()
 	var format, image string
-	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.binlog_format, @@GLOBAL.binlog_row_image").Scan(&format, &image); err != nil {
+	var logBin int
+	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.binlog_format, @@GLOBAL.binlog_row_image, @@GLOBAL.log_bin").Scan(&format, &image, &logBin); err != nil {
 		return fmt.Errorf("read binlog settings: %w", err)
+	}
+	if logBin != 1 {
+		return fmt.Errorf("%w: on %s, the binlog is off: start the server with log_bin (log-bin=NAME in its configuration)", ErrBinlogFormat, up.Addr())
 	}
 	var bad []string
 	if !strings.EqualFold(format, "ROW") {
@@ -292,6 +303,13 @@ func checkUpstreamBinlog(ctx context.Context, up streamer.UpstreamConfig) error 
 			ErrBinlogFormat, up.Addr(), strings.Join(bad, "; "))
 	}
 	return nil
+}
+
+// binlogOff reports whether err is the upstream's "You are not using binary
+// logging" (ER_NO_BINARY_LOGGING, 1381).
+func binlogOff(err error) bool {
+	var me *mysql.MyError
+	return errors.As(err, &me) && me.Code == 1381
 }
 
 func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }

@@ -6,13 +6,19 @@
 #  2. two examples/migrate processes, workers a and b, in cluster mode
 #     (-etcd) with a relay log each (-data-dir): their coordinators elect a
 #     leader, which binds the upstream to worker a; b stands by;
+#     (migrate -check first runs the prechecks: binlog settings,
+#     privileges, the tables the filter selects, the relay directory);
 #  3. a sysbench write workload on the upstream, while a replicates and
-#     prints live progress (rows/s, lag, checkpoint);
+#     prints live progress (rows/s, lag, checkpoint), applying with 16
+#     parallel workers (-workers 16, the library's default);
 #  4. worker a is killed (kill -9) in the middle of the workload: once its
 #     registration expires the source is rebound to b, which takes the task
 #     over from a's checkpoint and replicates on;
-#  5. once the workload is over, b exits when caught up and idle, and the
-#     tables are compared with CHECKSUM TABLE on both sides;
+#  5. once the workload is over, b exits when caught up and idle, printing
+#     the run's summary (final checkpoint, rows, time, mean rate), and the
+#     tables are compared with CHECKSUM TABLE on both sides; then a copy of
+#     the tables (-mode full -progress bar) shows the snapshot's progress
+#     bar and its summary;
 #  6. the same failover in one process: examples/failover (two workers and a
 #     coordinator on an embedded etcd), with its own workload and checksum.
 #
@@ -85,9 +91,12 @@ export DMWORKER_FROM_PASSWORD="$UPSTREAM_PASSWORD" DMWORKER_TO_PASSWORD="$DOWNST
 head -c 32 /dev/urandom | base64 >"$work/credential.key"
 chmod 600 "$work/credential.key"
 common=(-from "${UPSTREAM_USER}@${UPSTREAM_HOST}:${UPSTREAM_PORT}" -to "${DOWNSTREAM_USER}@${DOWNSTREAM_HOST}:${DOWNSTREAM_PORT}"
-	-credential-key-file "$work/credential.key" -mode incremental -tables 'sbtest.*' -etcd "$ETCD_ENDPOINTS" -keepalive-ttl 3s)
+	-credential-key-file "$work/credential.key" -mode incremental -tables 'sbtest.*' -workers 16 -etcd "$ETCD_ENDPOINTS" -keepalive-ttl 3s)
 echo
-echo "== migrate -worker a -data-dir DIR/a -etcd $ETCD_ENDPOINTS -keepalive-ttl 3s (cluster mode, relay on)"
+echo "== migrate -check: the prechecks (sbtest does not exist yet: its filter warns)"
+"$work/migrate" "${common[@]}" -data-dir "$work/a" -check
+echo
+echo "== migrate -worker a -data-dir DIR/a -workers 16 -etcd $ETCD_ENDPOINTS -keepalive-ttl 3s (cluster mode, relay on)"
 "$work/migrate" "${common[@]}" -worker a -data-dir "$work/a" >>"$work/a.log" 2>&1 &
 apid=$!
 pids+=($apid)
@@ -146,6 +155,17 @@ if [ "$upsum" != "$downsum" ] || echo "$upsum" | grep -q NULL; then
 fi
 rows=$(up -N -e "SELECT (SELECT COUNT(*) FROM sbtest.sbtest1) + (SELECT COUNT(*) FROM sbtest.sbtest2)")
 echo "tables match (CHECKSUM TABLE): $tables, $rows rows, replicated by worker a then, after a was killed, by worker b"
+
+echo
+echo "== migrate -mode full -progress bar: a copy of sbtest into sbcopy (-route 'sbtest:sbcopy'), with its progress bar and summary"
+down -e "CREATE DATABASE sbcopy"
+"$work/migrate" "${common[@]:0:4}" -task copy -mode full -tables 'sbtest.*' -route 'sbtest:sbcopy' -workers 16 -progress bar
+copysum=$(down -N -e "CHECKSUM TABLE sbcopy.sbtest1, sbcopy.sbtest2" | cut -f2)
+if [ "$copysum" != "$(echo "$upsum" | cut -f2)" ]; then
+	echo "THE COPY DIFFERS" >&2
+	exit 1
+fi
+echo "the copy matches (CHECKSUM TABLE)"
 
 echo
 echo "== the same failover in one process: go run ./examples/failover (workers a and b, a coordinator, an embedded etcd)"

@@ -11,7 +11,9 @@
 //	    [-source NAME]
 //	    [-data-dir DIR] [-etcd ENDPOINTS -worker NAME [-keepalive-ttl D]
 //	    [-credential-key-file F]] [-workers N] [-exit-when-idle DURATION]
-//	    [-stop-timeout DURATION] [-status-addr ADDR [-health-max-lag D]]
+//	    [-stop-timeout DURATION] [-batch N] [-compact] [-server-id N]
+//	    [-config task.yaml] [-source-config source.yaml] [-check]
+//	    [-status-addr ADDR [-health-max-lag D]]
 //
 // Flags:
 //   - -from, -to: the upstream and the downstream, user[:password]@host:port
@@ -101,6 +103,39 @@
 //     library's with mysqlsink): changes to one row stay in order on one,
 //     and the checkpoint is the low watermark of what they applied; with 1
 //     the changes are applied in order, each batch with its checkpoint.
+//   - -batch N: the most row changes one sink call carries (default the
+//     library's, 100). -compact merges several changes to one row within a
+//     batch (tables with a primary key and no other unique key).
+//   - -server-id N: the replica server id the worker reads the upstream's
+//     binlog as (the relay's, with -data-dir); default 0, a free one picked
+//     at the first connection. It must differ from the upstream's own and
+//     from its other replicas' (migrate -check tells).
+//   - -config FILE: a DM task file (YAML, the format of DM's task.yaml;
+//     see task.example.yaml beside this file and dmworker.ParseDMTask):
+//     name (-task), task-mode (-mode), target-database (-to), the source's
+//     meta (-start, -start-gtid), block-allow-list (-tables), routes
+//     (-route), filters (binlog event filters, which have no flag) and the
+//     syncer config: worker-count (-workers), batch (-batch), safe-mode,
+//     compact (-compact). A task with several mysql-instances runs the one
+//     -source (or the source file's source-id) names. -source-config FILE:
+//     a DM source file (source.example.yaml, dmworker.ParseDMSource):
+//     source-id (-source), from (-from), server-id (-server-id),
+//     enable-relay (with -data-dir), relay-binlog-name and -gtid, purge. A
+//     flag given on the command line overrides the file's value (-tables
+//     replaces the whole block-allow list, -route every route). Decoding
+//     is strict: an unknown key, or a DM feature dmworker does not have
+//     (shard-mode, mydumpers, ...), is an error naming it (exit 2).
+//     Passwords: a password written in a file is read in plain text (DM's
+//     encrypted ones are not), and migrate warns when others may read the
+//     file; better leave it out and use -from-password-file,
+//     -to-password-file or the environment, as with the flags.
+//   - -check: run the prechecks of the task (dmworker.Check) on the
+//     upstream and the downstream instead of replicating: the binlog on,
+//     ROW, FULL row image, server ids, the start position still there,
+//     both users' privileges, filters matching tables, keys, collations,
+//     max_allowed_packet and, with -data-dir, the relay directory. One
+//     line per check ("pass", "warn" or "fail", what was found, what to
+//     do), then a count; exit 1 when one fails, else 0.
 //   - -stop-timeout D: on SIGINT or SIGTERM, the longest the worker's last
 //     work may take (the last batch and its checkpoint, the last status
 //     report to etcd) before it is abandoned, whatever is unreachable
@@ -126,9 +161,16 @@
 // Once a second, a progress line on stdout; while modes full and all copy
 // the existing data:
 //
-//	snapshot copying at mysql-bin.000001:1234: rows=50000/81000 bytes=9500000/17300000 tables=3/8
+//	snapshot copying at mysql-bin.000001:1234: rows=50000/81000 bytes=9500000/17300000 tables=3/8 rows/s=12000 eta=3s
 //
-// (rows and bytes done against the upstream's estimates), then, while the
+// (rows and bytes done against the upstream's estimates, the rate over the
+// last second and the time left at that rate); on a terminal (-progress
+// auto, the default) or with -progress bar, the copy's progress is instead
+// one bar rewritten in place:
+//
+//	snapshot [##################------------]  62% rows 50000/81000 9.1 MiB/16.5 MiB 12000 rows/s ETA 3s tables 3/8
+//
+// (-progress plain: the lines above, whatever stdout is). Then, while the
 // binlog is replicated:
 //
 //	pos=mysql-bin.000001:1234 rows=120 rows/s=40.0 lag=0.0s
@@ -148,12 +190,15 @@
 // last known to be applied downstream (0 when caught up; it grows while
 // applying is held up, or while the upstream is out of sight).
 //
-// The last line, when the program stops, is the final checkpoint (the one
-// stored downstream, from which the next run continues) and why it stops:
+// The last line, when the program stops, sums the run up: the final
+// checkpoint (the one stored downstream, from which the next run
+// continues), the rows applied, the run's time and mean rate, and why it
+// stops:
 //
-//	stopped at pos=mysql-bin.000001:5678 rows=450: interrupted (SIGINT): run the same command again to continue from this checkpoint
+//	stopped at pos=mysql-bin.000001:5678 rows=450 time=12.3s rows/s=36.6: interrupted (SIGINT): run the same command again to continue from this checkpoint
 //
-// (in modes full and all, while copying: "snapshot at POS rows=N/EST: ...").
+// (in modes full and all, while copying: "snapshot at POS rows=N/EST
+// time=... rows/s=...: ...").
 //
 // # Stopping and exit status
 //
@@ -188,6 +233,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -220,6 +266,8 @@ type config struct {
 	etcd     []string
 	ttl      time.Duration
 	idle     time.Duration
+	check    bool          // -check: run the prechecks and exit
+	progress string        // -progress: auto, bar or plain
 	stop     time.Duration // -stop-timeout
 	key      []byte        // -credential-key-file or $DMWORKER_CREDENTIAL_KEY
 	// statusAddr is where /status, /healthz and /metrics are served ("":
@@ -241,6 +289,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cli.UsageStatus(stderr, "migrate", err)
 	}
 	logger := cli.WarningsLogger(stderr)
+	if cfg.check {
+		return precheck(ctx, cfg, stdout, stderr)
+	}
 
 	db, err := cli.OpenDB(cfg.down) // the sink sets the session variables it needs on every connection it uses
 	if err != nil {
@@ -277,6 +328,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cfg.dataDir != "" {
 		opts = append(opts, dmworker.WithRelayDir(filepath.Join(cfg.dataDir, "relay")))
 	}
+	var reg *prometheus.Registry
+	if cfg.statusAddr != "" {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		opts = append(opts, dmworker.WithMetrics(reg))
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var cl *cluster
@@ -287,7 +344,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return cli.ExitFailure
 		}
 		defer etcdClient.Close()
-		if cl, err = joinCluster(runCtx, etcdClient, cfg, logger); err != nil {
+		if cl, err = joinCluster(runCtx, etcdClient, cfg, logger, reg); err != nil {
 			fmt.Fprintln(stderr, "migrate:", err)
 			return cli.ExitUsage
 		}
@@ -302,12 +359,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	} else {
 		opts = append(opts, dmworker.WithSource(cfg.source))
-	}
-	var reg *prometheus.Registry
-	if cfg.statusAddr != "" {
-		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		opts = append(opts, dmworker.WithMetrics(reg))
 	}
 	w, err := dmworker.NewSourceWorker(cfg.worker, sinks, opts...)
 	if err != nil {
@@ -343,9 +394,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var idleSince time.Time // when the upstream was last seen caught up and unchanged
 	var lastMaster streamer.Position
 	prev, prevAt := int64(0), time.Now()
-	prefix := ""
+	out := &progress{w: stdout, bar: cfg.progress == "bar" || (cfg.progress == "auto" && isTerminal(stdout)), start: prevAt}
 	if cl != nil {
-		prefix = "worker=" + cfg.worker + " "
+		out.prefix = "worker=" + cfg.worker + " "
 	}
 	standby := "" // the last standby line printed
 	why := ""     // why the worker was stopped, when not by a signal
@@ -358,20 +409,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			st := taskStatus(w, cfg.task.Name)
 			if err != nil {
 				fmt.Fprintln(stderr, "migrate:", err)
-				printFinal(stdout, prefix, st, "stopped by an error (see above)")
+				out.final(st, "stopped by an error (see above)")
 				return cli.ExitFailure
 			}
 			if why == "" {
 				why = stopReason(ctx, cl != nil)
 			}
-			printFinal(stdout, prefix, st, why)
+			out.final(st, why)
 			return cli.ExitOK
 		case now := <-tick.C:
 			st := taskStatus(w, cfg.task.Name)
 			if cl != nil && st.Name == "" {
 				// Not serving the task: say who does, when that changes.
 				if line := cl.standbyLine(runCtx, cfg); line != standby {
-					fmt.Fprintln(stdout, prefix+line)
+					out.line(line)
 					standby = line
 				}
 				prev, prevAt, idleSince = 0, now, time.Time{}
@@ -384,25 +435,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				cancel()
 				<-done
 				reportError(stderr, st.LastError)
-				printFinal(stdout, prefix, taskStatus(w, cfg.task.Name), "stopped by the error above")
+				out.final(taskStatus(w, cfg.task.Name), "stopped by the error above")
 				return cli.ExitFailure
 			}
 			if st.Unit == "snapshot" {
-				printSnapshot(stdout, prefix, st.Snapshot)
+				out.snapshot(st.Snapshot, now)
 				prevAt = now
 				continue
 			}
 			if st.Stage == dmworker.SubTaskFinished {
-				printSnapshot(stdout, prefix, st.Snapshot)
+				out.snapshot(st.Snapshot, now)
 				cancel()
 				<-done
-				printFinal(stdout, prefix, taskStatus(w, cfg.task.Name), "the copy is finished")
+				out.final(taskStatus(w, cfg.task.Name), "the copy is finished")
 				return cli.ExitOK
 			}
 			if st.Syncer.Rows < prev {
 				prev = 0 // the subtask started again (a new binding)
 			}
-			printProgress(stdout, prefix, st.Syncer, st.Syncer.Rows-prev, now.Sub(prevAt))
+			out.syncer(st.Syncer, st.Syncer.Rows-prev, now.Sub(prevAt))
 			prev, prevAt = st.Syncer.Rows, now
 			if cfg.idle <= 0 || st.Stage != dmworker.SubTaskRunning {
 				continue
@@ -436,6 +487,42 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			lastMaster = master
 		}
 	}
+}
+
+// precheck runs dmworker.Check on the task (-check), prints one line per
+// check and returns ExitFailure when one fails.
+func precheck(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
+	db, err := cli.OpenDB(cfg.down)
+	if err != nil {
+		fmt.Fprintln(stderr, "migrate:", err)
+		return cli.ExitFailure
+	}
+	defer db.Close()
+	src := cfg.source
+	if src.Name == "" {
+		src.Name = cfg.up.Addr()
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	opts := []dmworker.CheckOption{dmworker.WithCheckDownstream(db)}
+	if cfg.dataDir != "" {
+		opts = append(opts, dmworker.WithCheckRelayDir(filepath.Join(cfg.dataDir, "relay")))
+	}
+	if err := db.PingContext(cctx); err != nil {
+		fmt.Fprintf(stderr, "migrate: downstream %s: %v\n", cfg.down, err)
+		return cli.ExitFailure
+	}
+	rs := dmworker.Check(cctx, src, cfg.task, opts...)
+	counts := map[dmworker.CheckStatus]int{}
+	for _, r := range rs {
+		fmt.Fprintln(stdout, r)
+		counts[r.Status]++
+	}
+	fmt.Fprintf(stdout, "check: %d passed, %d warnings, %d failed\n", counts[dmworker.CheckPass], counts[dmworker.CheckWarn], counts[dmworker.CheckFail])
+	if dmworker.CheckFailed(rs) {
+		return cli.ExitFailure
+	}
+	return cli.ExitOK
 }
 
 // taskStatus is the status of the worker's subtask (zero before it starts).
@@ -496,12 +583,18 @@ type cluster struct {
 
 // joinCluster starts a KeepAlive for the worker and a Coordinator (which
 // campaigns; one process of the cluster leads), until ctx ends or close.
-func joinCluster(ctx context.Context, cli *clientv3.Client, cfg config, logger *slog.Logger) (*cluster, error) {
-	ka, err := dmworker.NewKeepAlive(cli, cfg.worker, dmworker.WithKeepAliveTTL(cfg.ttl), dmworker.WithLogger(logger))
+// With reg (-status-addr), both report their metrics into it.
+func joinCluster(ctx context.Context, cli *clientv3.Client, cfg config, logger *slog.Logger, reg *prometheus.Registry) (*cluster, error) {
+	kaOpts := []dmworker.KeepAliveOption{dmworker.WithKeepAliveTTL(cfg.ttl), dmworker.WithLogger(logger)}
+	coOpts := []dmworker.CoordinatorOption{dmworker.WithKeepAliveTTL(cfg.ttl), dmworker.WithLogger(logger)}
+	if reg != nil {
+		kaOpts, coOpts = append(kaOpts, dmworker.WithMetrics(reg)), append(coOpts, dmworker.WithMetrics(reg))
+	}
+	ka, err := dmworker.NewKeepAlive(cli, cfg.worker, kaOpts...)
 	if err != nil {
 		return nil, err
 	}
-	coord, err := dmworker.NewCoordinator(cli, dmworker.WithKeepAliveTTL(cfg.ttl), dmworker.WithLogger(logger))
+	coord, err := dmworker.NewCoordinator(cli, coOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -541,33 +634,6 @@ func (c *cluster) standbyLine(ctx context.Context, cfg config) string {
 	return fmt.Sprintf("standby: source %s not bound yet%s", cfg.source.Name, lead)
 }
 
-// printSnapshot prints the copy's progress: rows and bytes done against the
-// upstream's estimates, and tables done.
-func printSnapshot(w io.Writer, prefix string, st dmworker.SnapshotStatus) {
-	done := 0
-	for _, t := range st.Tables {
-		if t.Done {
-			done++
-		}
-	}
-	fmt.Fprintf(w, "%ssnapshot %s at %s: rows=%d/%d bytes=%d/%d tables=%d/%d\n", prefix, strings.ToLower(st.Stage.String()), st.Pos,
-		st.Rows, st.EstRows, st.Bytes, st.EstBytes, done, len(st.Tables))
-}
-
-// printFinal prints the last line: the final checkpoint of the subtask (st,
-// as it stopped), and why the program ends.
-func printFinal(w io.Writer, prefix string, st dmworker.SubTaskStatus, why string) {
-	switch {
-	case st.Name == "":
-		fmt.Fprintf(w, "%sstopped, not serving the task: %s\n", prefix, why)
-	case st.Unit == "snapshot" || st.Mode == dmworker.ModeFull:
-		s := st.Snapshot
-		fmt.Fprintf(w, "%ssnapshot at %s rows=%d/%d: %s\n", prefix, s.Pos, s.Rows, s.EstRows, why)
-	default:
-		fmt.Fprintf(w, "%sstopped at pos=%s rows=%d: %s\n", prefix, st.Syncer.Checkpoint, st.Syncer.Rows, why)
-	}
-}
-
 // stopReason says, for the last line, why ctx ended and where to resume.
 func stopReason(ctx context.Context, cluster bool) string {
 	what := "stopped"
@@ -586,14 +652,6 @@ func stopReason(ctx context.Context, cluster bool) string {
 		return what + ": another worker of the cluster takes the task over from this checkpoint, or run the same command again to continue from it"
 	}
 	return what + ": run the same command again to continue from this checkpoint"
-}
-
-func printProgress(w io.Writer, prefix string, st dmworker.SyncerStatus, rows int64, d time.Duration) {
-	rate := 0.0
-	if d > 0 {
-		rate = float64(rows) / d.Seconds()
-	}
-	fmt.Fprintf(w, "%spos=%s rows=%d rows/s=%.1f lag=%.1fs\n", prefix, st.Checkpoint, st.Rows, rate, st.LagSeconds)
 }
 
 // reportError prints the error that stopped replication, with the position
@@ -688,28 +746,78 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		start     = fs.String("start", "", "where a task with no checkpoint starts, FILE:POS")
 		startGTID = fs.String("start-gtid", "", "where a task with no checkpoint starts, after this GTID set")
 		tables    = fs.String("tables", "", "comma-separated db.table patterns to replicate (default all)")
-		workers   = fs.Int("workers", 16, "apply workers (1: serial, each batch with its checkpoint)")
+		workers   = fs.Int("workers", 16, "apply workers, the library's default with mysqlsink (1: serial, each batch with its checkpoint)")
+		batch     = fs.Int("batch", 0, "row changes per sink call at most (0: the library's default, 100)")
+		compact   = fs.Bool("compact", false, "merge several changes to one row within a batch (tables with a primary key and no other unique key)")
+		serverID  = fs.Uint("server-id", 0, "replica server id this worker reads the upstream's binlog as (0: pick a free one)")
+		check     = fs.Bool("check", false, "run the prechecks of the task on the upstream and the downstream, print them and exit (1 when one fails)")
 		idle      = fs.Duration("exit-when-idle", 0, "exit once caught up and the upstream idle for this long (0: never)")
 		status    = fs.String("status-addr", "", "serve /status, /healthz and /metrics over HTTP on `ADDR`, e.g. 127.0.0.1:8261 (default: not served)")
 		maxLag    = fs.Duration("health-max-lag", 0, "with -status-addr: /healthz answers 503 while the replication lag passes this (0: no limit)")
+		progress  = fs.String("progress", "auto", "how the copy's progress shows: bar (rewritten in place), plain (a line a second) or auto (bar on a terminal)")
+		taskFile  = fs.String("config", "", "DM task file (YAML) `FILE`: task name and mode, downstream, filters, routes, syncer settings; flags override it")
+		srcFile   = fs.String("source-config", "", "DM source file (YAML) `FILE`: source-id, the upstream (from), relay settings; flags override it")
 	)
 	fromAll, shardMode := sourcesFlags(fs, from)
 	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageText)
+		fs.PrintDefaults()
+	}
 	if err := cli.Parse(fs, args); err != nil {
 		return config{}, err
 	}
 	set := cli.Set(fs)
 
 	var cfg config
+	// The files first; what the command line sets overrides them.
+	var fileTask *dmworker.SubTaskConfig
+	var fileSource *dmworker.SourceConfig
+	if *srcFile != "" {
+		src, err := readDMFile(*srcFile, stderr, dmworker.ParseDMSource, func(s dmworker.SourceConfig) bool { return s.Upstream.Password != "" })
+		if err != nil {
+			return cfg, fmt.Errorf("-source-config: %w", err)
+		}
+		fileSource = &src
+		if !from.Given() {
+			*from.Addr = serverAddr(src.Upstream)
+		}
+	}
+	if *taskFile != "" {
+		dt, err := readDMFile(*taskFile, stderr, dmworker.ParseDMTask, func(t dmworker.DMTask) bool { return t.Target.Password != "" })
+		if err != nil {
+			return cfg, fmt.Errorf("-config: %w", err)
+		}
+		name := *source
+		if name == "" && fileSource != nil {
+			name = fileSource.Name
+		}
+		st, err := dt.SubTask(name)
+		if err != nil {
+			return cfg, fmt.Errorf("-config %s: %w (-source or the source file's source-id names it)", *taskFile, err)
+		}
+		fileTask = &st
+		if !to.Given() {
+			*to.Addr = serverAddr(dt.Target)
+		}
+	}
 	switch {
 	case !from.Given() || !to.Given():
-		return cfg, errors.New("-from and -to user:password@host:port are required")
-	case *mode != "incremental" && *mode != "full" && *mode != "all":
+		return cfg, errors.New("-from and -to user:password@host:port are required (or a -source-config and a -config naming them)")
+	case set["mode"] && *mode != "incremental" && *mode != "full" && *mode != "all":
+		return cfg, fmt.Errorf("-mode %q: want incremental, full or all", *mode)
+	case fileTask == nil && *mode != "incremental" && *mode != "full" && *mode != "all":
 		return cfg, fmt.Errorf("-mode %q: want incremental, full or all", *mode)
 	case *workers < 1 || *workers > 1024:
 		return cfg, fmt.Errorf("-workers %d: must be between 1 and 1024", *workers)
+	case *batch < 0:
+		return cfg, fmt.Errorf("-batch %d: must not be negative", *batch)
+	case *serverID > math.MaxUint32:
+		return cfg, fmt.Errorf("-server-id %d: must fit 32 bits", *serverID)
 	case set["start"] && set["start-gtid"]:
 		return cfg, errors.New("give -start or -start-gtid, not both")
+	case *progress != "auto" && *progress != "bar" && *progress != "plain":
+		return cfg, fmt.Errorf("-progress %q: want auto, bar or plain", *progress)
 	case *ttl < time.Second || *ttl%time.Second != 0:
 		return cfg, fmt.Errorf("-keepalive-ttl %s: want a whole number of seconds, at least 1s", *ttl)
 	case *idle < 0:
@@ -728,11 +836,19 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	if cfg.down, err = to.Config(); err != nil {
 		return cfg, fmt.Errorf("-to: %w", err)
 	}
+	if fileSource != nil {
+		cfg.up.Flavor, cfg.up.ServerID = fileSource.Upstream.Flavor, fileSource.Upstream.ServerID
+	}
+	if set["server-id"] || fileSource == nil {
+		cfg.up.ServerID = uint32(*serverID)
+	}
 	cfg.idle = *idle
 	if *maxLag < 0 {
 		return cfg, errors.New("-health-max-lag must not be negative")
 	}
 	cfg.statusAddr, cfg.maxLag = *status, *maxLag
+	cfg.check = *check
+	cfg.progress = *progress
 	cfg.stop = *stopAfter
 	cfg.ttl = *ttl
 	cfg.dataDir = *dataDir
@@ -752,7 +868,31 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			return cfg, err
 		}
 	}
-	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode), SyncerTuning: dmworker.SyncerTuning{Workers: *workers}}
+	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode), SyncerTuning: dmworker.SyncerTuning{
+		Workers: *workers, BatchSize: *batch, Compact: *compact}}
+	if fileTask != nil {
+		// The file's task; each flag given overrides its part.
+		sc = *fileTask
+		over := func(flag string, apply func()) {
+			if set[flag] {
+				apply()
+			}
+		}
+		over("task", func() { sc.Name = *task })
+		over("mode", func() { sc.Mode = dmworker.Mode(*mode) })
+		over("workers", func() { sc.Workers = *workers })
+		over("batch", func() { sc.BatchSize = *batch })
+		over("compact", func() { sc.Compact = *compact })
+		if set["start"] || set["start-gtid"] {
+			sc.Start = streamer.Position{}
+		}
+		if set["tables"] {
+			sc.Filter = dmworker.BlockAllowList{CaseSensitive: sc.Filter.CaseSensitive}
+		}
+		if len(routes) > 0 {
+			sc.Routes = nil
+		}
+	}
 	switch {
 	case set["start"]:
 		if sc.Start, err = streamer.ParsePosition(*start); err != nil {
@@ -763,24 +903,113 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			return cfg, fmt.Errorf("-start-gtid: %w", err)
 		}
 	}
-	if sc.Filter.DoTables, err = parseTables(*tables); err != nil {
-		return cfg, fmt.Errorf("-tables: %w", err)
+	if fileTask == nil || set["tables"] {
+		if sc.Filter.DoTables, err = cli.TablePatterns(*tables); err != nil {
+			return cfg, fmt.Errorf("-tables: %w", err)
+		}
 	}
 	for _, r := range routes {
-		rs, err := parseRoutes(r)
+		rs, err := cli.Routes(r)
 		if err != nil {
 			return cfg, fmt.Errorf("-route: %w", err)
 		}
 		sc.Routes = append(sc.Routes, rs...)
 	}
-	cfg.task = sc
 	// An empty name is resolved once the downstream is reached.
 	cfg.source = dmworker.SourceConfig{Name: *source, Upstream: cfg.up, EnableRelay: cfg.dataDir != ""}
-	if cfg.multi, err = fromAll.parse(*shardMode, &cfg); err != nil {
+	if fileSource != nil {
+		// The source file's relay settings; the upstream is cfg.up (the
+		// file's, or -from's).
+		src := *fileSource
+		src.Upstream, src.EnableRelay = cfg.up, src.EnableRelay || cfg.dataDir != ""
+		if *source != "" {
+			src.Name = *source
+		}
+		if src.EnableRelay && cfg.dataDir == "" && !filepath.IsAbs(src.RelayDir) {
+			return cfg, fmt.Errorf("-source-config %s: enable-relay needs -data-dir (or an absolute relay-dir)", *srcFile)
+		}
+		cfg.source = src
+	}
+	if cfg.source.Name == "" && sc.Source != "" {
+		cfg.source.Name = sc.Source // the task file's source-id
+	}
+	sc.Source = "" // the worker's source, named above
+	if strings.Contains(cfg.source.Name, "/") {
+		return cfg, fmt.Errorf("source %q: no '/' allowed", cfg.source.Name)
+	}
+	cfg.task = sc
+	if cfg.multi, err = fromAll.parse(*shardMode, *source != "", &cfg); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
 }
+
+// serverAddr writes a server of a DM file as -from and -to take it,
+// user[:password]@host:port, so that the password options and their
+// checks apply as to the flags.
+func serverAddr(c streamer.UpstreamConfig) string {
+	user := c.User
+	if c.Password != "" {
+		user += ":" + c.Password
+	}
+	return user + "@" + net.JoinHostPort(c.Host, fmt.Sprint(c.Port))
+}
+
+// readDMFile reads and parses a DM task or source file, warning on stderr
+// when it holds a password (hasPassword) and others than its owner may read
+// it.
+func readDMFile[T any](name string, stderr io.Writer, parse func([]byte) (T, error), hasPassword func(T) bool) (T, error) {
+	var zero T
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return zero, err
+	}
+	v, err := parse(data)
+	if err != nil {
+		return zero, fmt.Errorf("%s: %w", name, err)
+	}
+	if hasPassword(v) {
+		if fi, err := os.Stat(name); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			fmt.Fprintf(stderr, "migrate: warning: %s holds a password in plain text and is readable by others (mode %04o): chmod 600 it, or give the password with a password file or the environment\n",
+				name, fi.Mode().Perm())
+		}
+	}
+	return v, nil
+}
+
+// usageText is -h's text before the flags.
+const usageText = `migrate replicates a MySQL or MariaDB server's row changes and DDL into
+another MySQL-compatible server, as PingCAP DM's worker does: it copies
+the existing data at one consistent point (-mode full or all), then
+applies the binlog in parallel (-workers), keeping its checkpoint in the
+downstream so that a new run continues where the last one stopped. With
+-data-dir it keeps a relay log; with -etcd it is one worker of a cluster
+that fails over. It reads DM's task and source files (-config,
+-source-config).
+
+Usage:
+  migrate -from USER@HOST:PORT -to USER@HOST:PORT [flags]
+  migrate -config task.yaml [-source-config source.yaml] [flags]
+  migrate -from A=USER@HOST:PORT -from B=USER@HOST:PORT ... -to USER@HOST:PORT [-shard-mode pessimistic] [flags]
+
+Examples:
+  # check the upstream, the downstream and the task before starting
+  migrate -from repl@db1:3306 -to root@tidb:4000 -tables 'shop.*' -check
+  # copy shop.* and replicate from that point, 16 apply workers
+  DMWORKER_FROM_PASSWORD=... DMWORKER_TO_PASSWORD=... \
+    migrate -from repl@db1:3306 -to root@tidb:4000 -mode all -tables 'shop.*' -workers 16
+  # a DM task file; the downstream given on the command line
+  migrate -config task.yaml -source-config source.yaml -to root@127.0.0.1:4000
+  # a worker of a cluster, with a relay log
+  migrate -from repl@db1:3306 -to root@tidb:4000 -data-dir /var/lib/migrate \
+    -etcd 10.0.0.1:2379 -worker a -credential-key-file key
+
+Passwords: -from-password-file/-to-password-file or $DMWORKER_FROM_PASSWORD
+and $DMWORKER_TO_PASSWORD rather than on the command line. Exit status: 0
+done or stopped by a signal, 1 an error (or a failed -check), 2 bad flags.
+
+Flags:
+`
 
 // The environment variables that may hold the secrets.
 const (
@@ -879,46 +1108,4 @@ func parseGTIDStart(s string) (streamer.Position, error) {
 		return streamer.Position{}, err
 	}
 	return streamer.Position{Flavor: f, GTIDSet: gs}, nil
-}
-
-// parseTables reads 'db.*,other.t'.
-func parseTables(s string) ([]dmworker.TablePattern, error) {
-	var out []dmworker.TablePattern
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		db, tbl, ok := strings.Cut(f, ".")
-		if !ok || db == "" || tbl == "" {
-			return nil, fmt.Errorf("%q: want db.table (wildcards allowed, e.g. db.*)", f)
-		}
-		out = append(out, dmworker.TablePattern{Schema: db, Name: tbl})
-	}
-	return out, nil
-}
-
-// parseRoutes reads 'src.t_*:dst.t,src_*:dst'.
-func parseRoutes(s string) ([]dmworker.RouteRule, error) {
-	var out []dmworker.RouteRule
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		from, to, ok := strings.Cut(f, ":")
-		if !ok || from == "" || to == "" {
-			return nil, fmt.Errorf("%q: want src.table:dst.table or src:dst", f)
-		}
-		fs, ft, fTable := strings.Cut(from, ".")
-		ts, tt, tTable := strings.Cut(to, ".")
-		switch {
-		case fTable != tTable:
-			return nil, fmt.Errorf("%q: route a schema to a schema (src:dst) or a table to a table (src.t:dst.t)", f)
-		case fs == "" || ts == "" || (fTable && (ft == "" || tt == "")):
-			return nil, fmt.Errorf("%q: empty name", f)
-		}
-		out = append(out, dmworker.RouteRule{SchemaPattern: fs, TablePattern: ft, TargetSchema: ts, TargetTable: tt})
-	}
-	return out, nil
 }

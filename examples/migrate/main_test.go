@@ -181,6 +181,8 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"-data-dir", "/tmp/x", "-etcd", "127.0.0.1:2379,127.0.0.1:2380", "-worker", "w1"}, "-credential-key-file"},
 		{[]string{"-workers", "4"}, ""},
 		{[]string{"-workers", "0"}, "between 1 and 1024"},
+		{[]string{"-batch", "-1"}, "must not be negative"},
+		{[]string{"-server-id", "4294967296"}, "32 bits"},
 		{[]string{"-keepalive-ttl", "1500ms"}, "whole number of seconds"},
 		{[]string{"-keepalive-ttl", "0s"}, "at least 1s"},
 		{[]string{"-keepalive-ttl", "3s"}, ""},
@@ -232,6 +234,10 @@ func TestParseArgs(t *testing.T) {
 		t.Fatalf("a 5-byte credential key: %v", err)
 	}
 
+	cfg, err = parseArgs(append(base, "-batch", "50", "-compact", "-server-id", "4242", "-workers", "8"), &bytes.Buffer{})
+	if err != nil || cfg.task.BatchSize != 50 || !cfg.task.Compact || cfg.task.Workers != 8 || cfg.up.ServerID != 4242 {
+		t.Fatalf("-batch -compact -server-id -workers: %v, %+v, server id %d", err, cfg.task.SyncerTuning, cfg.up.ServerID)
+	}
 	cfg, err = parseArgs(append(base, "-route", "src.t_*:dst.t,src_*:dst", "-tables", "db.*,other.t"), &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
@@ -303,9 +309,27 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 	ctx1, stop1 := context.WithCancel(ctx)
 	defer stop1()
 	go func() {
-		done <- run(ctx1, append([]string{"-worker", "w1", "-data-dir", dir}, cluster...), &stdout, &stderr)
+		done <- run(ctx1, append([]string{"-worker", "w1", "-data-dir", dir, "-status-addr", "127.0.0.1:0"}, cluster...), &stdout, &stderr)
 	}()
 	waitOutput(t, &stdout, &stderr, "worker=w1 pos=mysql-bin")
+	// In cluster mode the worker's registration and its coordinator report
+	// into the same /metrics as the worker.
+	addr := regexp.MustCompile(`serving http://(\S+)/status`).FindStringSubmatch(stderr.String())
+	if addr == nil {
+		t.Fatalf("no status address in:\n%s", stderr.String())
+	}
+	hresp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Get("http://" + addr[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(hresp.Body)
+	hresp.Body.Close()
+	for _, re := range []string{`(?m)^dmworker_keepalive_lease_held\{[^}]*worker="w1"[^}]*\} 1$`, `(?m)^dmworker_coordinator_leader\{[^}]*\} 1$`,
+		`(?m)^dmworker_worker_alive\{[^}]*worker="w1"[^}]*\} 1$`} {
+		if !regexp.MustCompile(re).Match(metrics) {
+			t.Errorf("/metrics of w1 lacks %s:\n%s", re, metrics)
+		}
+	}
 	var stdout2, stderr2 syncBuffer
 	done2 := make(chan int, 1)
 	go func() {

@@ -76,7 +76,7 @@ func sourcesFlags(fs *flag.FlagSet, from *cli.ServerFlags) (*fromFlag, *string) 
 
 // parse reads the sources of -from NAME=...; none when -from was given once
 // without a name.
-func (f *fromFlag) parse(mode string, cfg *config) (multiSource, error) {
+func (f *fromFlag) parse(mode string, sourceFlag bool, cfg *config) (multiSource, error) {
 	var m multiSource
 	named := 0
 	for _, v := range f.values {
@@ -102,7 +102,7 @@ func (f *fromFlag) parse(mode string, cfg *config) (multiSource, error) {
 		return m, errors.New("-from NAME=...: several upstreams run in one process without etcd: leave out -etcd")
 	case cfg.statusAddr != "":
 		return m, errors.New("-from NAME=...: -status-addr serves one source's worker: not with several upstreams yet")
-	case cfg.source.Name != "":
+	case sourceFlag:
 		return m, errors.New("-from NAME=...: the source names are the NAMEs: leave out -source")
 	}
 	for _, v := range f.values {
@@ -154,6 +154,7 @@ func runSources(ctx context.Context, cfg config, db *sql.DB, logger *slog.Logger
 		w    *dmworker.SourceWorker
 		done chan error
 		prev int64
+		out  *progress
 	}
 	var ws []*running
 	defer func() {
@@ -180,7 +181,7 @@ func runSources(ctx context.Context, cfg config, db *sql.DB, logger *slog.Logger
 			fmt.Fprintf(stderr, "migrate: source %s: %v\n", src.Name, err)
 			return cli.ExitUsage
 		}
-		r := &running{src: src, w: w, done: make(chan error, 1)}
+		r := &running{src: src, w: w, done: make(chan error, 1), out: &progress{w: stdout, prefix: "source=" + src.Name + " ", start: time.Now()}}
 		go func() { r.done <- w.Run(runCtx) }()
 		ws = append(ws, r)
 	}
@@ -192,7 +193,7 @@ func runSources(ctx context.Context, cfg config, db *sql.DB, logger *slog.Logger
 				fmt.Fprintf(stderr, "migrate: source %s: %v\n", r.src.Name, err)
 				code = cli.ExitFailure
 			}
-			printFinal(stdout, "source="+r.src.Name+" ", taskStatus(r.w, cfg.task.Name), why)
+			r.out.final(taskStatus(r.w, cfg.task.Name), why)
 		}
 		return code
 	}
@@ -207,7 +208,6 @@ func runSources(ctx context.Context, cfg config, db *sql.DB, logger *slog.Logger
 		case now := <-tick.C:
 			finished, caught := 0, 0
 			for _, r := range ws {
-				prefix := "source=" + r.src.Name + " "
 				st := taskStatus(r.w, cfg.task.Name)
 				switch {
 				case st.Stage == dmworker.SubTaskPaused && st.LastError != nil:
@@ -217,10 +217,10 @@ func runSources(ctx context.Context, cfg config, db *sql.DB, logger *slog.Logger
 					finished++
 					continue
 				case st.Unit == "snapshot":
-					printSnapshot(stdout, prefix, st.Snapshot)
+					r.out.snapshot(st.Snapshot, now)
 					continue
 				}
-				printProgress(stdout, prefix, st.Syncer, st.Syncer.Rows-r.prev, now.Sub(prevAt))
+				r.out.syncer(st.Syncer, st.Syncer.Rows-r.prev, now.Sub(prevAt))
 				r.prev = st.Syncer.Rows
 				if cfg.idle > 0 && st.Stage == dmworker.SubTaskRunning && caughtUp(runCtx, r.src.Upstream, st.Syncer.Checkpoint) {
 					caught++
