@@ -394,6 +394,11 @@ func TestShardMergePessimistic(t *testing.T) {
 			if k != 0 || x != 0 {
 				continue
 			}
+			ust, err := streamer.QueryUpstream(context.Background(), upstreamOf(f.ups[sh.i]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			afterDDL := ust.Master // at or past the DDL's end
 			// The first shard's source holds at the first DDL: the lock
 			// shows; its subtask paused and resumed takes its place again.
 			src := sourceName(sh.i)
@@ -407,7 +412,11 @@ func TestShardMergePessimistic(t *testing.T) {
 			if err := workers[sh.i].PauseSubTask("merge"); err != nil {
 				t.Fatal(err)
 			}
-			waitStage(t, taskStatus(workers[sh.i], "merge"), dmworker.SubTaskPaused)
+			held := waitStage(t, taskStatus(workers[sh.i], "merge"), dmworker.SubTaskPaused)
+			// Stopped while held: its checkpoint is before the DDL.
+			if cp := held.Syncer.Checkpoint; cp.Name == "" || cp.Compare(afterDDL) >= 0 {
+				t.Fatalf("held subtask's checkpoint %s, want one before the DDL (which ends by %s)", cp, afterDDL)
+			}
 			if err := workers[sh.i].ResumeSubTask("merge"); err != nil {
 				t.Fatal(err)
 			}
