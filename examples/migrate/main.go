@@ -772,6 +772,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	var cfg config
 	// The files first; what the command line sets overrides them.
 	var fileTask *dmworker.SubTaskConfig
+	var fileTasks []dmworker.SubTaskConfig // every mysql-instance's, for -from NAME=... (sources.go)
 	var fileSource *dmworker.SourceConfig
 	if *srcFile != "" {
 		src, err := readDMFile(*srcFile, stderr, dmworker.ParseDMSource, func(s dmworker.SourceConfig) bool { return s.Upstream.Password != "" })
@@ -792,6 +793,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		if name == "" && fileSource != nil {
 			name = fileSource.Name
 		}
+		if name == "" {
+			name = fromAll.firstName()
+		}
+		fileTasks = dt.SubTasks
 		st, err := dt.SubTask(name)
 		if err != nil {
 			return cfg, fmt.Errorf("-config %s: %w (-source or the source file's source-id names it)", *taskFile, err)
@@ -938,7 +943,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("source %q: no '/' allowed", cfg.source.Name)
 	}
 	cfg.task = sc
-	if cfg.multi, err = fromAll.parse(*shardMode, *source != "", &cfg); err != nil {
+	if cfg.multi, err = fromAll.parse(*shardMode, set, fileTasks, &cfg); err != nil {
 		return cfg, err
 	}
 	return cfg, nil

@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 // multiSource is the sources of -from NAME=... and -shard-mode.
 type multiSource struct {
 	sources   []dmworker.SourceConfig
+	tasks     map[string]dmworker.SubTaskConfig // by source
 	shardMode dmworker.ShardMode
 }
 
@@ -64,6 +66,15 @@ func cutSourceName(s string) (name, addr string, ok bool) {
 	return s[:i], s[i+1:], true
 }
 
+// firstName is the first -from's NAME, "" when it has none.
+func (f *fromFlag) firstName() string {
+	if len(f.values) == 0 {
+		return ""
+	}
+	name, _, _ := cutSourceName(f.values[0])
+	return name
+}
+
 // sourcesFlags makes -from repeatable and adds -shard-mode.
 func sourcesFlags(fs *flag.FlagSet, from *cli.ServerFlags) (*fromFlag, *string) {
 	f := &fromFlag{addr: from.Addr, pwFile: from.PasswordFile}
@@ -75,8 +86,10 @@ func sourcesFlags(fs *flag.FlagSet, from *cli.ServerFlags) (*fromFlag, *string) 
 }
 
 // parse reads the sources of -from NAME=...; none when -from was given once
-// without a name.
-func (f *fromFlag) parse(mode string, sourceFlag bool, cfg *config) (multiSource, error) {
+// without a name. Each source's subtask is cfg.task, or, with a task file
+// (-config), the file's mysql-instance of that source-id with the flags
+// given (in set) overriding it as they override cfg.task.
+func (f *fromFlag) parse(mode string, set map[string]bool, fileTasks []dmworker.SubTaskConfig, cfg *config) (multiSource, error) {
 	var m multiSource
 	named := 0
 	for _, v := range f.values {
@@ -102,9 +115,14 @@ func (f *fromFlag) parse(mode string, sourceFlag bool, cfg *config) (multiSource
 		return m, errors.New("-from NAME=...: several upstreams run in one process without etcd: leave out -etcd")
 	case cfg.statusAddr != "":
 		return m, errors.New("-from NAME=...: -status-addr serves one source's worker: not with several upstreams yet")
-	case sourceFlag:
-		return m, errors.New("-from NAME=...: the source names are the NAMEs: leave out -source")
+	case set["source"] || set["source-config"]:
+		return m, errors.New("-from NAME=...: the sources are the NAMEs: leave out -source and -source-config")
 	}
+	if mode != "" {
+		cfg.task.ShardMode = dmworker.ShardMode(mode)
+	}
+	m.shardMode = cfg.task.ShardMode
+	m.tasks = map[string]dmworker.SubTaskConfig{}
 	for _, v := range f.values {
 		name, addr, _ := cutSourceName(v)
 		if name == "" || strings.Contains(name, "/") {
@@ -121,9 +139,35 @@ func (f *fromFlag) parse(mode string, sourceFlag bool, cfg *config) (multiSource
 		}
 		up.ServerID = cfg.up.ServerID
 		m.sources = append(m.sources, dmworker.SourceConfig{Name: name, Upstream: up, EnableRelay: cfg.dataDir != ""})
+		task := cfg.task
+		if fileTasks != nil {
+			i := slices.IndexFunc(fileTasks, func(t dmworker.SubTaskConfig) bool { return t.Source == name })
+			if i < 0 {
+				return m, fmt.Errorf("-from %s: the task file has no mysql-instance with source-id %s", name, name)
+			}
+			task = fileTasks[i]
+			task.Name, task.Mode, task.ShardMode = cfg.task.Name, cfg.task.Mode, cfg.task.ShardMode
+			over := func(flag string, apply func()) {
+				if set[flag] {
+					apply()
+				}
+			}
+			over("workers", func() { task.Workers = cfg.task.Workers })
+			over("batch", func() { task.BatchSize = cfg.task.BatchSize })
+			over("compact", func() { task.Compact = cfg.task.Compact })
+			over("start", func() { task.Start = cfg.task.Start })
+			over("start-gtid", func() { task.Start = cfg.task.Start })
+			over("tables", func() { task.Filter = cfg.task.Filter })
+			over("route", func() { task.Routes = cfg.task.Routes })
+		}
+		task.Source = name
+		m.tasks[name] = task
 	}
-	m.shardMode = dmworker.ShardMode(mode)
-	cfg.task.ShardMode = m.shardMode
+	for _, t := range fileTasks {
+		if _, ok := m.tasks[t.Source]; !ok {
+			return m, fmt.Errorf("the task file's mysql-instance %s has no -from %s=user:password@host:port", t.Source, t.Source)
+		}
+	}
 	return m, nil
 }
 
@@ -173,9 +217,7 @@ func runSources(ctx context.Context, cfg config, db *sql.DB, logger *slog.Logger
 		}
 		w, err := dmworker.NewSourceWorker(cfg.worker+"-"+src.Name, sinks, opts...)
 		if err == nil {
-			task := cfg.task
-			task.Source = src.Name
-			err = w.StartSubTask(task)
+			err = w.StartSubTask(m.tasks[src.Name])
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "migrate: source %s: %v\n", src.Name, err)

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
 )
 
@@ -97,4 +100,65 @@ func sorted(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return s
+}
+
+// TestParseSeveralSources: -from NAME=... once per source, alone or with a
+// task file of several mysql-instances (each source's subtask is its
+// instance, flags given overriding it), and the mistakes refused.
+func TestParseSeveralSources(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/task.yaml"
+	const yaml = `
+name: shards
+task-mode: incremental
+shard-mode: pessimistic
+target-database: {host: 127.0.0.1, port: 4000, user: root}
+mysql-instances:
+  - source-id: a
+    meta: {binlog-name: mysql-bin.000002, binlog-pos: 120}
+    route-rules: [r]
+  - source-id: b
+    route-rules: [r]
+    syncer-config-name: g
+routes:
+  r: {schema-pattern: shop, table-pattern: "orders_*", target-schema: merged, target-table: orders}
+syncers:
+  g: {worker-count: 2}
+`
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cfg, err := parseArgs([]string{"-config", file, "-from", "a=u:p@127.0.0.1:1", "-from", "b=u:p@127.0.0.1:2", "-workers", "4"}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := cfg.multi.tasks["a"], cfg.multi.tasks["b"]
+	if len(cfg.multi.sources) != 2 || cfg.multi.shardMode != dmworker.ShardPessimistic ||
+		a.Name != "shards" || a.Source != "a" || a.Start.Name != "mysql-bin.000002" || len(a.Routes) != 1 || a.Workers != 4 ||
+		b.Source != "b" || b.Start.Name != "" || b.Workers != 4 || b.ShardMode != dmworker.ShardPessimistic ||
+		cfg.multi.sources[1].Upstream.Port != 2 {
+		t.Fatalf("sources %+v tasks %+v", cfg.multi.sources, cfg.multi.tasks)
+	}
+	to := []string{"-to", "u@127.0.0.1:3"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-config", file, "-from", "a=u:p@127.0.0.1:1"}, "mysql-instance b has no -from"},
+		{[]string{"-config", file, "-from", "a=u:p@127.0.0.1:1", "-from", "b=u:p@127.0.0.1:2", "-from", "c=u:p@127.0.0.1:3"}, "no mysql-instance with source-id c"},
+		{append([]string{"-from", "u:p@127.0.0.1:1", "-from", "u:p@127.0.0.1:2"}, to...), "need a name each"},
+		{append([]string{"-from", "a=u:p@127.0.0.1:1", "-from", "u:p@127.0.0.1:2"}, to...), "give every upstream as NAME="},
+		{append([]string{"-from", "a=u:p@127.0.0.1:1", "-from", "a=u:p@127.0.0.1:2"}, to...), "given twice"},
+		{append([]string{"-from", "a=u@127.0.0.1:1", "-etcd", "127.0.0.1:2379"}, to...), "leave out -etcd"},
+		{append([]string{"-from", "u:p@127.0.0.1:1", "-shard-mode", "pessimistic"}, to...), "-shard-mode needs several"},
+	} {
+		if _, err := parseArgs(c.args, &stderr); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want %q", c.args, err, c.want)
+		}
+	}
+	// The single-source form is unchanged.
+	if cfg, err := parseArgs(append([]string{"-from", "u:p@127.0.0.1:1"}, to...), &stderr); err != nil || len(cfg.multi.sources) != 0 || cfg.up.Port != 1 {
+		t.Fatalf("single -from: %+v, %v", cfg.up, err)
+	}
 }
