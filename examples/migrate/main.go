@@ -32,8 +32,11 @@
 //     $DMWORKER_FROM_PASSWORD. -shard-mode pessimistic coordinates the
 //     shard tables' DDL across the sources (dmworker.ShardGroup): a shard
 //     table's DDL reaches the downstream once, when every source has
-//     reached it; held locks are printed as "shard lock" lines. Not with
-//     -etcd, -source, -status-addr or -from-password-file.
+//     reached it; held locks are printed as "shard lock" lines. With
+//     -config, each NAME is a source-id of the file's mysql-instances,
+//     every instance needs its -from, and each source runs its instance
+//     (flags given override it). Not with -etcd, -source, -source-config,
+//     -status-addr or -from-password-file.
 //   - -mode: "incremental" (binlog replication from the start position or
 //     the upstream's current end), "full" (copy the selected tables at one
 //     consistent point, then exit 0) or "all" (copy, then replicate from
