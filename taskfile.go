@@ -222,7 +222,7 @@ func ParseDMTask(data []byte) (DMTask, error) {
 		return fail(err)
 	}
 	if err := f.ShardMode.validate(); errors.Is(err, ErrShardModeNotBuilt) {
-		return fail(fmt.Errorf("task: \"shard-mode\": %s: %w (%w)", f.ShardMode, ErrDMFeature, ErrShardModeNotBuilt))
+		return fail(fmt.Errorf("task: \"shard-mode\": %w (%s: %w)", ErrDMFeature, f.ShardMode, ErrShardModeNotBuilt))
 	} else if err != nil {
 		return fail(fmt.Errorf("task: \"shard-mode\": %w", err))
 	}
