@@ -140,9 +140,12 @@ type ShardReached struct {
 // from its checkpoint (before it) and takes its place again; one restarted
 // after the DDL was applied but before its checkpoint moved passes it
 // (safe-mode replay). Status lists the held locks. A ShardGroup lives as
-// long as the process: its state is not stored, so a process restarted in
-// the middle of a lock finds every source before the DDL and the lock
-// starts again.
+// long as the process: its state is not stored. A process restarted in the
+// middle of a lock finds every source before the DDL (their checkpoints
+// are) and the lock starts again; but one killed after the DDL was applied
+// and before every held source saved its checkpoint past it leaves those
+// sources, in the new process, holding for sources already past it: the
+// host checks the downstream table has the DDL and calls Release.
 type ShardGroup struct {
 	task    string
 	sources []string
@@ -228,6 +231,30 @@ func (g *ShardGroup) Status() []ShardLockStatus {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Target < out[j].Target })
 	return out
+}
+
+// Release marks the DDL held for target (the first step not applied) as
+// applied without running it, and lets the sources held there go on. It is
+// the way out of a lock whose other sources are already past the DDL (see
+// ShardGroup): call it once the downstream table has the DDL. It returns
+// the statement released, or an error when no DDL is held for target.
+func (g *ShardGroup) Release(target string) (string, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if lk := g.locks[target]; lk != nil {
+		for _, rd := range lk.rounds {
+			if rd.applied || rd.err != nil {
+				continue
+			}
+			if rd.running {
+				return "", fmt.Errorf("dmworker: shard group of task %s: the DDL of %s is being applied", g.task, target)
+			}
+			rd.applied = true
+			close(rd.done)
+			return rd.stmt, nil
+		}
+	}
+	return "", fmt.Errorf("dmworker: shard group of task %s: no DDL held for %s", g.task, target)
 }
 
 // arrive is a shard's arrival at a DDL stmt (routed to target) at pos: it
