@@ -11,9 +11,12 @@ all: test
 # deps installs the Debian packages the tests and the demo run: a throwaway
 # MariaDB needs mariadbd and mariadb-install-db (mariadb-server), the relay and
 # benchmark comparisons need mariadb-binlog (mariadb-client), the syncer's
-# workload test needs sysbench.
+# workload test needs sysbench, the online schema change tests
+# pt-online-schema-change (percona-toolkit) and gh-ost, built from its Go
+# module into a cache (scripts/build-gh-ost.sh; the tests build it too).
 deps:
 	@bash scripts/install-deps.sh
+	@bash scripts/build-gh-ost.sh >/dev/null
 
 demo: deps
 	@bash scripts/demo.sh

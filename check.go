@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
+
 	"github.com/dmworker/dmworker/internal/filter"
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -104,8 +106,9 @@ const minRelayFree = 1 << 30
 //     source reads as (source.Upstream.ServerID);
 //   - "start position": the task's Start (a binlog file) is still on the
 //     upstream; with a GTID start, the upstream has GTIDs on (MySQL:
-//     gtid_mode ON) and has not purged any of what the start lacks (MySQL
-//     gtid_purged). The checkpoint of a task that already ran is checked by
+//     gtid_mode ON) and has not purged any of what the start lacks (MySQL:
+//     gtid_purged; MariaDB: the Gtid_list its oldest binlog file begins
+//     with, domain by domain). The checkpoint of a task that already ran is checked by
 //     the syncer itself at every start (ErrCheckpointLineage,
 //     streamer.ErrBinlogPurged);
 //   - "upstream privileges": REPLICATION SLAVE, REPLICATION CLIENT
@@ -230,7 +233,7 @@ func checkStart(ctx context.Context, db *sql.DB, start streamer.Position, mariaD
 		return out
 	}
 	if mariaDB {
-		return append(out, CheckResult{Name: "gtid", Status: CheckPass, Found: "MariaDB: GTIDs are always on"})
+		return append(out, checkMariaDBGTIDStart(ctx, db, start))
 	}
 	var mode, purged string
 	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_mode, @@GLOBAL.gtid_purged").Scan(&mode, &purged); err != nil {
@@ -244,6 +247,58 @@ func checkStart(ctx context.Context, db *sql.DB, start streamer.Position, mariaD
 			"start from a set that contains gtid_purged, or copy the data first (mode all)"})
 	}
 	return append(out, CheckResult{Name: "gtid", Status: CheckPass, Found: "gtid_mode is ON"})
+}
+
+// checkMariaDBGTIDStart checks that a MariaDB upstream still has every
+// transaction after a GTID start: its oldest binlog file begins with a
+// Gtid_list event, the GTID state before that file; the start must contain
+// it, domain by domain, or what lies between is purged.
+func checkMariaDBGTIDStart(ctx context.Context, db *sql.DB, start streamer.Position) CheckResult {
+	const name = "gtid"
+	files, err := binlogFiles(ctx, db)
+	if err != nil || len(files) == 0 {
+		return CheckResult{name, CheckWarn, fmt.Sprintf("cannot list the binlog files (%v)", err), "grant REPLICATION CLIENT (BINLOG MONITOR)"}
+	}
+	list, err := gtidListAt(ctx, db, files[0])
+	if err != nil {
+		return CheckResult{name, CheckWarn, fmt.Sprintf("cannot read the GTID list of %s: %v", files[0], err), "grant REPLICATION SLAVE (to read binlog events)"}
+	}
+	if !start.GTIDSet.Contain(list) {
+		return CheckResult{name, CheckFail, fmt.Sprintf("the start %s is purged: the upstream's oldest binlog file %s begins after GTIDs %s, which the start set lacks",
+			start.GTIDSet, files[0], list), "start from a set the upstream still has, or copy the data first (mode all)"}
+	}
+	return CheckResult{Name: name, Status: CheckPass, Found: fmt.Sprintf("the upstream's oldest binlog file %s begins at GTIDs %q, within the start set", files[0], list.String())}
+}
+
+// gtidListAt reads the GTID state a MariaDB binlog file begins with (its
+// Gtid_list event).
+func gtidListAt(ctx context.Context, db *sql.DB, file string) (mysql.GTIDSet, error) {
+	rows, err := db.QueryContext(ctx, "SHOW BINLOG EVENTS IN '"+strings.NewReplacer(`\`, `\\`, "'", "''").Replace(file)+"' LIMIT 4")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		if len(vals) >= 6 && vals[2].String == "Gtid_list" {
+			return streamer.NewGTIDSet(streamer.FlavorMariaDB, strings.Trim(vals[5].String, "[] "))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("no Gtid_list event at its start")
 }
 
 // binlogFiles lists the upstream's binlog files, oldest first.

@@ -176,6 +176,58 @@ func TestCheck(t *testing.T) {
 		s.RelayDir = filepath.Join(file, "relay")
 		wantCheck(t, dmworker.Check(ctx, s, task), "relay directory", dmworker.CheckFail, "not writable")
 	})
+	t.Run("gtid start purged", func(t *testing.T) {
+		// A GTID start from before the oldest binlog file: the transactions
+		// between are gone. MariaDB says where that file begins in its
+		// Gtid_list event.
+		var old string
+		if err := up.DB(t).QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_binlog_pos").Scan(&old); err != nil {
+			t.Fatal(err)
+		}
+		up.Exec(t, "FLUSH BINARY LOGS")
+		up.Exec(t, "INSERT INTO app.t VALUES (100, 'gone')")
+		up.Exec(t, "FLUSH BINARY LOGS")
+		var current string
+		var pos uint64
+		var rest [2]sql.NullString
+		if err := up.DB(t).QueryRowContext(ctx, "SHOW MASTER STATUS").Scan(&current, &pos, &rest[0], &rest[1]); err != nil {
+			t.Fatal(err)
+		}
+		// MariaDB keeps a file until its binlog checkpoint has passed it
+		// (after the flush, in the background): purge until it is gone.
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			up.Exec(t, "PURGE BINARY LOGS TO '"+current+"'")
+			var first string
+			var size sql.NullString
+			if err := up.DB(t).QueryRowContext(ctx, "SHOW BINARY LOGS").Scan(&first, &size); err != nil {
+				t.Fatal(err)
+			}
+			if first == current {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the upstream keeps %s after PURGE BINARY LOGS TO %s", first, current)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		up.Exec(t, "INSERT INTO app.t VALUES (101, 'kept')")
+		var now string
+		if err := up.DB(t).QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_binlog_pos").Scan(&now); err != nil {
+			t.Fatal(err)
+		}
+		tk := task
+		set, err := streamer.NewGTIDSet(streamer.FlavorMariaDB, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tk.Start = streamer.Position{GTIDSet: set}
+		wantCheck(t, dmworker.Check(ctx, src, tk), "gtid", dmworker.CheckFail, "is purged")
+		if set, err = streamer.NewGTIDSet(streamer.FlavorMariaDB, now); err != nil {
+			t.Fatal(err)
+		}
+		tk.Start = streamer.Position{GTIDSet: set}
+		wantCheck(t, dmworker.Check(ctx, src, tk), "gtid", dmworker.CheckPass, "within the start set")
+	})
 	t.Run("unreachable", func(t *testing.T) {
 		s := src
 		s.Upstream.Password = "wrong"

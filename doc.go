@@ -131,6 +131,27 @@
 // the replay runs in safe mode over everything that may have been applied.
 // Status reports rows/s, events/s, lag, queue bytes and conflict waits.
 //
+// # Online schema changes
+//
+// gh-ost and pt-online-schema-change change a table t by copying it into a
+// shadow table they alter (_t_gho, _t_new), keeping it in step (gh-ost
+// from the binlog, pt-osc by triggers), and swapping names at the cut-over:
+// RENAME TABLE t TO _t_del, _t_gho TO t (pt-osc: t TO _t_old, _t_new TO
+// t). With OnlineDDLConfig on (the default) the syncer replicates none of
+// the tools' tables (shadow, changelog, sentry, old: told by name, by
+// ShadowTableRules and TrashTableRules, DM's regular expressions); it
+// records the ALTERs run on a shadow table against the real table it names
+// and, at the cut-over, runs them downstream on the real table (routed) as
+// DDL, once, while the tracked schema takes the shadow table's definition.
+// The records travel with the checkpoint, inside Checkpoint.Schema, so
+// every CheckpointStore keeps them: a syncer killed between the ALTER and
+// the cut-over finds them on restart, and a cut-over replayed after a crash
+// runs its ALTERs in safe mode. A shadow table dropped (an aborted run
+// cleaned up) takes its record with it; nothing changes downstream.
+// Online changes of tables the task does not replicate are passed over.
+// gh-ost's ALTER of its ghost table's AUTO_INCREMENT is not recorded: the
+// downstream table is never rebuilt and keeps its counter.
+//
 // # Liveness and coordination through etcd
 //
 // KeepAlive registers a worker: it puts <prefix>worker/<name> under a lease

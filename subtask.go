@@ -59,6 +59,9 @@ type SubTaskConfig struct {
 	// ShardMode coordinates the DDL of the task's shard tables across its
 	// sources (see SyncerConfig.ShardMode and ShardGroup). Default off.
 	ShardMode ShardMode `json:"shard-mode,omitempty" toml:"shard-mode"`
+	// OnlineDDLConfig says how online schema changes are replicated (see
+	// OnlineDDLConfig); on by default. Its keys are the config's own.
+	OnlineDDLConfig
 	// SyncerTuning tunes the subtask's syncer (see SyncerTuning); zero
 	// values take its defaults. Its keys are the config's own ("batch",
 	// "workers", ...).
@@ -72,7 +75,7 @@ func (c SubTaskConfig) syncerConfig(up streamer.UpstreamConfig) SyncerConfig {
 	return SyncerConfig{
 		Task: c.Name, Source: c.Source, Upstream: up, Start: c.Start.Clone(),
 		Filter: c.Filter, EventFilters: c.EventFilters, Routes: c.Routes,
-		ShardMode: c.ShardMode, SyncerTuning: c.SyncerTuning,
+		ShardMode: c.ShardMode, OnlineDDLConfig: c.OnlineDDLConfig, SyncerTuning: c.SyncerTuning,
 	}
 }
 

@@ -45,6 +45,10 @@ type SyncerConfig struct {
 	// task's ShardGroup, WithShardGroup) or ShardOptimistic (not built
 	// yet: refused with ErrShardModeNotBuilt). Default off.
 	ShardMode ShardMode `json:"shard-mode,omitempty" toml:"shard-mode"`
+	// OnlineDDLConfig says how online schema changes (gh-ost,
+	// pt-online-schema-change) are replicated; on by default. Its keys are
+	// the config's own ("online-ddl", "shadow-table-rules", ...).
+	OnlineDDLConfig
 	// SyncerTuning sets batch sizes, flush and checkpoint intervals,
 	// parallelism, safe mode and compaction; zero values take the
 	// defaults. Its keys are the config's own ("batch", "workers", ...).

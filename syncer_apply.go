@@ -6,6 +6,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/dmworker/dmworker/internal/onlineddl"
 	"github.com/dmworker/dmworker/internal/schema"
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -84,9 +85,12 @@ type runWriter struct {
 	// schemaDirty is set when the tracker changed since the last
 	// checkpoint that carried it.
 	schemaDirty bool
-	safeUntil   streamer.Position // end of the replay window, from the stored checkpoint
-	epoch       int64
-	server      string // the upstream's identity, recorded in checkpoints
+	// online is what is recorded of online schema changes under way,
+	// carried in the checkpoint's schema (changes set schemaDirty).
+	online    *onlineddl.State
+	safeUntil streamer.Position // end of the replay window, from the stored checkpoint
+	epoch     int64
+	server    string // the upstream's identity, recorded in checkpoints
 }
 
 // checkpoint returns the checkpoint at pos.
@@ -97,6 +101,9 @@ func (w *runWriter) checkpoint(pos streamer.Position) Checkpoint {
 	}
 	if w.schemaDirty {
 		b, err := w.tracker.Marshal()
+		if err == nil {
+			b, err = onlineddl.Attach(b, w.online)
+		}
 		if err == nil {
 			cp.Schema = b
 		}

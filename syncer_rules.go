@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/dmworker/dmworker/internal/filter"
+	"github.com/dmworker/dmworker/internal/onlineddl"
 	"github.com/dmworker/dmworker/internal/schema"
 )
 
@@ -168,6 +169,9 @@ type rules struct {
 	ba     *filter.BlockAllowList
 	events *filter.EventFilter
 	router *filter.Router
+	// online tells the tables of online schema change tools; nil when
+	// their handling is off (see OnlineDDLConfig).
+	online *onlineddl.Rules
 }
 
 func newRules(cfg SyncerConfig) (*rules, error) {
@@ -183,12 +187,19 @@ func newRules(cfg SyncerConfig) (*rules, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rules{ba: ba, events: ev, router: rt}, nil
+	online, err := cfg.onlineRules()
+	if err != nil {
+		return nil, err
+	}
+	return &rules{ba: ba, events: ev, router: rt, online: online}, nil
 }
 
 // allowed reports whether a table (or, with table "", a schema) is
-// replicated.
-func (r *rules) allowed(schema, table string) bool { return r.ba.Allowed(schema, table) }
+// replicated. The tables of online schema change tools never are (see
+// OnlineDDLConfig).
+func (r *rules) allowed(schema, table string) bool {
+	return r.ba.Allowed(schema, table) && !r.onlineTable(table)
+}
 
 func (r *rules) skipDML(schema, table string, kind ChangeKind) (bool, error) {
 	return r.events.Skip(schema, table, kind.String(), "")

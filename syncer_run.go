@@ -14,6 +14,7 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dmworker/dmworker/internal/onlineddl"
 	"github.com/dmworker/dmworker/internal/rows"
 	"github.com/dmworker/dmworker/internal/schema"
 	"github.com/dmworker/dmworker/streamer"
@@ -111,6 +112,9 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		if r.tracker, err = schema.Unmarshal(cp.Schema); err != nil {
 			return s.wrap(cp.Pos, "", "", fmt.Errorf("the checkpoint's schema: %w", err))
 		}
+		if r.w.online, err = onlineddl.Detach(cp.Schema); err != nil {
+			return s.wrap(cp.Pos, "", "", fmt.Errorf("the checkpoint's schema: %w", err))
+		}
 		// Changes after the checkpoint may have been applied already: up
 		// to SafeUntil when it is set; with a sink that stores the
 		// checkpoint with its data, nothing else; with a separate store,
@@ -155,6 +159,9 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		s.log.Info("fresh start", slog.String("pos", start.String()), slog.Int("tables", len(r.tracker.Tables())))
 	}
 	r.w.tracker = r.tracker
+	if r.w.online == nil {
+		r.w.online = &onlineddl.State{}
+	}
 	r.lastTxnEnd = start
 	s.mu.Lock()
 	s.status.Checkpoint, s.status.SafeUntil, s.status.Read = start, r.w.safeUntil, start
@@ -595,6 +602,12 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 			if !r.ignoredKind[st.Kind] {
 				r.ignoredKind[st.Kind] = true
 				s.log.Info("ignoring statements that do not shape tables", slog.String("kind", st.Kind), slog.String("example", truncate(query, 200)))
+			}
+			continue
+		}
+		if online, err := r.onlineStmt(ctx, ev, st, query, mode, defaultSchema, replay); online || err != nil {
+			if err != nil {
+				return err
 			}
 			continue
 		}

@@ -75,6 +75,13 @@ type (
 		Filters        map[string]EventFilterRule `json:"filters"`
 		Syncers        map[string]dmSyncer        `json:"syncers"`
 		ShardMode      ShardMode                  `json:"shard-mode"`
+		// Online schema changes (OnlineDDLConfig): online-ddl (default
+		// on), DM's older online-ddl-scheme ("gh-ost" or "pt": on), and
+		// the table name rules.
+		OnlineDDL        *bool    `json:"online-ddl"`
+		OnlineDDLScheme  string   `json:"online-ddl-scheme"`
+		ShadowTableRules []string `json:"shadow-table-rules"`
+		TrashTableRules  []string `json:"trash-table-rules"`
 	}
 	dmDatabase struct {
 		Host     string `json:"host"`
@@ -127,8 +134,8 @@ type (
 // name features dmworker does not have.
 var dmUnsupported = map[string][]string{
 	"task": {"is-sharding", "strict-optimistic-shard-mode", "meta-schema", "enable-heartbeat",
-		"heartbeat-update-interval", "heartbeat-report-interval", "timezone", "collation_compatible", "online-ddl",
-		"online-ddl-scheme", "shadow-table-rules", "trash-table-rules", "ignore-checking-items", "clean-dump-file",
+		"heartbeat-update-interval", "heartbeat-report-interval", "timezone", "collation_compatible",
+		"ignore-checking-items", "clean-dump-file",
 		"ansi-quotes", "remove-meta", "column-mappings", "expression-filter", "mydumpers", "loaders", "validators",
 		"experimental", "enable-ansi-quotes"},
 	"mysql-instances": {"mydumper-config-name", "mydumper", "mydumper-thread", "loader-config-name", "loader",
@@ -261,6 +268,18 @@ func ParseDMTask(data []byte) (DMTask, error) {
 		}
 		lists = f.BWList
 	}
+	online := OnlineDDLConfig{OnlineDDL: f.OnlineDDL, ShadowTableRules: f.ShadowTableRules, TrashTableRules: f.TrashTableRules}
+	switch f.OnlineDDLScheme {
+	case "":
+	case "gh-ost", "pt":
+		if f.OnlineDDL != nil && !*f.OnlineDDL {
+			return fail(fmt.Errorf("online-ddl is false but online-ddl-scheme is %q", f.OnlineDDLScheme))
+		}
+		on := true
+		online.OnlineDDL = &on
+	default:
+		return fail(fmt.Errorf("online-ddl-scheme %q is none of gh-ost, pt", f.OnlineDDLScheme))
+	}
 	seen := map[string]bool{}
 	for i, m := range f.MySQLInstances {
 		where := fmt.Sprintf("mysql-instances[%d]", i)
@@ -271,7 +290,7 @@ func ParseDMTask(data []byte) (DMTask, error) {
 			return fail(fmt.Errorf("%s: source-id %q appears twice", where, m.SourceID))
 		}
 		seen[m.SourceID] = true
-		sc := SubTaskConfig{Name: f.Name, Source: m.SourceID, Mode: mode, ShardMode: f.ShardMode}
+		sc := SubTaskConfig{Name: f.Name, Source: m.SourceID, Mode: mode, ShardMode: f.ShardMode, OnlineDDLConfig: online}
 		if m.Meta != nil {
 			if sc.Start, err = m.Meta.position(); err != nil {
 				return fail(fmt.Errorf("%s: meta: %w", where, err))

@@ -97,6 +97,21 @@ syncers:
 		task.SubTasks[0].ShardMode != dmworker.ShardPessimistic || task.SubTasks[1].ShardMode != dmworker.ShardPessimistic {
 		t.Errorf("shard-mode pessimistic: %+v, %v", task.SubTasks, err)
 	}
+	if !s1.OnlineDDLEnabled() || s1.ShadowTableRules != nil {
+		t.Errorf("s1 online DDL: %+v, want on with the default rules", s1.OnlineDDLConfig)
+	}
+	online, err := dmworker.ParseDMTask([]byte(base + "online-ddl: false\nshadow-table-rules: ['^_(.+)_shadow$']\ntrash-table-rules: ['^_(.+)_trash$']\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range online.SubTasks {
+		if sub.OnlineDDLEnabled() || len(sub.ShadowTableRules) != 1 || sub.ShadowTableRules[0] != "^_(.+)_shadow$" || sub.TrashTableRules[0] != "^_(.+)_trash$" {
+			t.Errorf("online-ddl keys: %+v", sub.OnlineDDLConfig)
+		}
+	}
+	if online, err = dmworker.ParseDMTask([]byte(base + "online-ddl-scheme: gh-ost\n")); err != nil || !online.SubTasks[0].OnlineDDLEnabled() {
+		t.Errorf("online-ddl-scheme gh-ost: %v", err)
+	}
 	if _, err := task.SubTask(""); err == nil || !strings.Contains(err.Error(), "s1, s2") {
 		t.Errorf("SubTask of two: %v", err)
 	}
@@ -119,6 +134,7 @@ syncers:
 		{strings.Replace(base, "source-id: s2", "source-id: s1", 1), "appears twice", false},
 		{strings.Replace(base, `"0-1-5"`, `"x"`, 1), "binlog-gtid", false},
 		{"name: t\n", "target-database is required", false},
+		{base + "online-ddl-scheme: osc\n", "none of gh-ost, pt", false},
 	} {
 		_, err := dmworker.ParseDMTask([]byte(c.yaml))
 		if err == nil || !strings.Contains(err.Error(), c.want) || errors.Is(err, dmworker.ErrDMFeature) != c.feature {

@@ -10,7 +10,8 @@
 #     privileges, the tables the filter selects, the relay directory);
 #  3. a sysbench write workload on the upstream, while a replicates and
 #     prints live progress (rows/s, lag, checkpoint), applying with 16
-#     parallel workers (-workers 16, the library's default);
+#     parallel workers (-workers 16, the library's default); its status
+#     endpoint (-status-addr) is read once: /healthz, /status, /metrics;
 #  4. worker a is killed (kill -9) in the middle of the workload: once its
 #     registration expires the source is rebound to b, which takes the task
 #     over from a's checkpoint and replicates on;
@@ -96,8 +97,8 @@ echo
 echo "== migrate -check: the prechecks (sbtest does not exist yet: its filter warns)"
 "$work/migrate" "${common[@]}" -data-dir "$work/a" -check
 echo
-echo "== migrate -worker a -data-dir DIR/a -workers 16 -etcd $ETCD_ENDPOINTS -keepalive-ttl 3s (cluster mode, relay on)"
-"$work/migrate" "${common[@]}" -worker a -data-dir "$work/a" >>"$work/a.log" 2>&1 &
+echo "== migrate -worker a -data-dir DIR/a -workers 16 -etcd $ETCD_ENDPOINTS -keepalive-ttl 3s -status-addr 127.0.0.1:0 (cluster mode, relay on)"
+"$work/migrate" "${common[@]}" -worker a -data-dir "$work/a" -status-addr 127.0.0.1:0 >>"$work/a.log" 2>&1 &
 apid=$!
 pids+=($apid)
 waitfor "$work/a.log" 'worker=a pos=' 60 "$apid"
@@ -117,6 +118,23 @@ sysbench oltp_write_only "${sb[@]}" --threads=2 --time=20 --rate=100 --events=0 
 sbpid=$!
 pids+=($sbpid)
 sleep 8 # let the workload and worker a run for a while (the show, not a test)
+
+# httpget HOSTPORT PATH prints the body of an HTTP GET (bash's /dev/tcp: no
+# curl needed).
+httpget() {
+	local hp=$1 path=$2
+	exec 3<>"/dev/tcp/${hp%:*}/${hp##*:}"
+	printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$hp" >&3
+	sed '1,/^\r$/d' <&3
+	exec 3<&-
+}
+status=$(grep -o 'serving http://[^/]*/status' "$work/a.log" | head -1 | sed 's|serving http://||; s|/status||')
+echo
+echo "== worker a's status endpoint, http://$status (/healthz, /status, /metrics)"
+echo "GET /healthz: $(httpget "$status" /healthz)"
+echo "GET /status (its first 300 bytes): $(httpget "$status" /status | tr -d '\n' | head -c 300)..."
+echo "GET /metrics (some of them):"
+httpget "$status" /metrics | grep -E '^dmworker_(syncer_row_changes_total|syncer_lag_seconds|relay_events_written_total|keepalive_lease_held)' | sed -n 1,8p
 
 echo
 echo "== kill -9 worker a (pid $apid) in the middle of the workload"

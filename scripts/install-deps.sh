@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, with apt-get, the Debian packages dmworker's tests and demo need
-# when they are missing: mariadb-server, mariadb-client, sysbench. Needs root
+# when they are missing: mariadb-server, mariadb-client, sysbench,
+# percona-toolkit (pt-online-schema-change). Needs root
 # (or sudo).
 set -euo pipefail
 
@@ -11,6 +12,7 @@ have mariadb-install-db || need+=(mariadb-server)
 have mariadb-binlog || need+=(mariadb-client)
 have mariadb || need+=(mariadb-client)
 have sysbench || need+=(sysbench) # the syncer's workload tests
+have pt-online-schema-change || need+=(percona-toolkit) # the online schema change tests
 for p in "$@"; do # extra packages asked for by the caller, e.g. sysbench
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done

@@ -102,6 +102,12 @@
 //   - -route: comma-separated rules, the flag may be repeated.
 //     'src.t_*:dst.t' renames the upstream tables matching src.t_* to dst.t
 //     (many shards may merge into one); 'src_*:dst' renames schemas.
+//   - -online-ddl=true|false: whether online schema changes made upstream
+//     by gh-ost or pt-online-schema-change are replicated as the ALTER they
+//     make, run downstream at their cut-over, with the tools' shadow and
+//     trash tables (_t_gho, _t_ghc, _t_del, _t_new, _t_old) never
+//     replicated (default true; see dmworker.OnlineDDLConfig). With false
+//     those tables are replicated like any other that -tables lets through.
 //   - -workers N: how many goroutines apply changes (default 16, as the
 //     library's with mysqlsink): changes to one row stay in order on one,
 //     and the checkpoint is the low watermark of what they applied; with 1
@@ -754,6 +760,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		compact   = fs.Bool("compact", false, "merge several changes to one row within a batch (tables with a primary key and no other unique key)")
 		serverID  = fs.Uint("server-id", 0, "replica server id this worker reads the upstream's binlog as (0: pick a free one)")
 		check     = fs.Bool("check", false, "run the prechecks of the task on the upstream and the downstream, print them and exit (1 when one fails)")
+		onlineDDL = fs.Bool("online-ddl", true, "replicate online schema changes (gh-ost, pt-online-schema-change) as the ALTER they make, at their cut-over, and never the tools' tables")
 		idle      = fs.Duration("exit-when-idle", 0, "exit once caught up and the upstream idle for this long (0: never)")
 		status    = fs.String("status-addr", "", "serve /status, /healthz and /metrics over HTTP on `ADDR`, e.g. 127.0.0.1:8261 (default: not served)")
 		maxLag    = fs.Duration("health-max-lag", 0, "with -status-addr: /healthz answers 503 while the replication lag passes this (0: no limit)")
@@ -877,7 +884,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		}
 	}
 	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode), SyncerTuning: dmworker.SyncerTuning{
-		Workers: *workers, BatchSize: *batch, Compact: *compact}}
+		Workers: *workers, BatchSize: *batch, Compact: *compact}, OnlineDDLConfig: dmworker.OnlineDDLConfig{OnlineDDL: onlineDDL}}
 	if fileTask != nil {
 		// The file's task; each flag given overrides its part.
 		sc = *fileTask
@@ -891,6 +898,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		over("workers", func() { sc.Workers = *workers })
 		over("batch", func() { sc.BatchSize = *batch })
 		over("compact", func() { sc.Compact = *compact })
+		over("online-ddl", func() { sc.OnlineDDL = onlineDDL })
 		if set["start"] || set["start-gtid"] {
 			sc.Start = streamer.Position{}
 		}

@@ -250,6 +250,14 @@ func TestParseArgs(t *testing.T) {
 	if d := cfg.task.Filter.DoTables; len(d) != 2 || d[0].Schema != "db" || d[0].Name != "*" || d[1].Schema != "other" || d[1].Name != "t" {
 		t.Errorf("do-tables %+v", d)
 	}
+	if !cfg.task.OnlineDDLEnabled() {
+		t.Error("online DDL handling is off by default")
+	}
+	if cfg, err = parseArgs(append(base, "-online-ddl=false"), &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	} else if cfg.task.OnlineDDLEnabled() {
+		t.Error("-online-ddl=false: the handling is on")
+	}
 }
 
 // TestMigrateRelayAndEtcd: with -data-dir the subtask replicates from a

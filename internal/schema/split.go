@@ -502,3 +502,24 @@ func defaultCollation(cs string) string {
 	}
 	return ""
 }
+
+// OnlyAutoIncrement reports whether the statement is an ALTER TABLE that
+// sets nothing but the table's AUTO_INCREMENT counter (as gh-ost runs on its
+// ghost table).
+func (s *Stmt) OnlyAutoIncrement() bool {
+	n, ok := s.node.(*ast.AlterTableStmt)
+	if !ok || len(n.Specs) == 0 {
+		return false
+	}
+	for _, spec := range n.Specs {
+		if spec.Tp != ast.AlterTableOption || len(spec.Options) == 0 {
+			return false
+		}
+		for _, o := range spec.Options {
+			if o.Tp != ast.TableOptionAutoIncrement {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -145,3 +145,21 @@ func TestSplitConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestOnlyAutoIncrement(t *testing.T) {
+	for q, want := range map[string]bool{
+		"alter /* gh-ost */ table `d`.`_t_gho` AUTO_INCREMENT=5001": true,
+		"ALTER TABLE t AUTO_INCREMENT 7, AUTO_INCREMENT=9":          true,
+		"ALTER TABLE t AUTO_INCREMENT=5, ENGINE=InnoDB":             false,
+		"ALTER TABLE t ADD COLUMN c INT":                            false,
+		"CREATE INDEX i ON t (a)":                                   false,
+	} {
+		stmts, err := Split("d", q)
+		if err != nil || len(stmts) != 1 {
+			t.Fatalf("%s: %v", q, err)
+		}
+		if got := stmts[0].OnlyAutoIncrement(); got != want {
+			t.Errorf("%s: OnlyAutoIncrement %v, want %v", q, got, want)
+		}
+	}
+}
