@@ -3,6 +3,7 @@ package dmworker
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -183,5 +184,24 @@ func TestShardGroupRelease(t *testing.T) {
 	}
 	if err := g.arrive(context.Background(), ShardRef{"b", "s.o"}, target, ddl, shardPos(20), func() error { ran = true; return nil }); err != nil || ran {
 		t.Fatalf("b after Release: %v (DDL ran: %v)", err, ran)
+	}
+}
+
+// TestShardGroupCycle: two sources each holding at the DDL of a different
+// merged table, each waiting for the other: the group stops with
+// ErrShardLockCycle instead of hanging.
+func TestShardGroupCycle(t *testing.T) {
+	g, _ := NewShardGroup("t", "a", "b")
+	a := make(chan error, 1)
+	go func() {
+		a <- g.arrive(context.Background(), ShardRef{"a", "s.x1"}, "m.x", "ALTER TABLE `m`.`x` ADD COLUMN `c` INT", shardPos(10), func() error { return nil })
+	}()
+	waitFor(t, func() bool { return len(g.Status()) == 1 })
+	err := g.arrive(context.Background(), ShardRef{"b", "s.y1"}, "m.y", "ALTER TABLE `m`.`y` ADD COLUMN `c` INT", shardPos(10), func() error { return nil })
+	if !errors.Is(err, ErrShardLockCycle) || !strings.Contains(err.Error(), "m.x") || !strings.Contains(err.Error(), "m.y") {
+		t.Fatalf("b: %v, want ErrShardLockCycle naming both tables", err)
+	}
+	if err := <-a; !errors.Is(err, ErrShardLockCycle) {
+		t.Fatalf("a: %v", err)
 	}
 }
