@@ -264,4 +264,19 @@
 // is registered without it, nor globally. StatusHandler serves a
 // SourceWorker's /status (StatusJSON), /healthz (Unhealthy's reasons) and
 // /metrics for the host to mount. The README lists the metrics.
+//
+// # Shard merge
+//
+// One process may run any number of SourceWorkers, one per upstream: they
+// share no package state, their metrics carry their own worker and source
+// labels (one registry serves them all), and in etcd mode they may share
+// the host's client. A task spanning several sources is one subtask per
+// source with the same task name (its checkpoints are keyed by task and
+// source); routes send each source's shard tables (orders_01, orders_02,
+// ...) to one downstream table. With SubTaskConfig.ShardMode
+// ShardPessimistic and one ShardGroup per task given to each of its
+// sources' workers (WithShardGroup), a shard table's DDL holds its source
+// until every source has reached it, then reaches the downstream table once
+// (see ShardGroup). Coordination through etcd and the optimistic mode are
+// not built yet (ErrShardModeNotBuilt).
 package dmworker

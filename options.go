@@ -22,13 +22,14 @@ type RelayOption interface{ applyRelay(*relayOptions) }
 
 // SyncerOption configures a Syncer (NewSyncer): WithLogger,
 // WithStopTimeout, WithCheckpointStore, WithReaderFactory, WithSinkRetry,
-// WithEpoch, WithRemoteOptions, WithStartSchema, WithoutPrecheck, WithMetrics.
+// WithEpoch, WithRemoteOptions, WithStartSchema, WithoutPrecheck,
+// WithShardGroup, WithMetrics.
 type SyncerOption interface{ applySyncer(*syncerOptions) }
 
 // SubTaskOption configures a SubTask (NewSubTask): WithAutoResume, and the
 // options it passes to its Syncer (WithLogger, WithStopTimeout,
 // WithCheckpointStore, WithReaderFactory, WithSinkRetry, WithEpoch,
-// WithRemoteOptions, WithoutPrecheck), and WithMetrics (it collects its
+// WithRemoteOptions, WithoutPrecheck, WithShardGroup), and WithMetrics (it collects its
 // syncer's and snapshot's metrics).
 type SubTaskOption interface{ applySubTask(*subTaskOptions) }
 
@@ -36,8 +37,8 @@ type SubTaskOption interface{ applySubTask(*subTaskOptions) }
 // or WithEtcd (with WithEtcdPrefix, WithStatusInterval, WithCredentialKey,
 // WithCredentialResolver), WithRelayDir, WithLiveness, and what it passes
 // to its subtasks and relays (WithLogger, WithStopTimeout, WithAutoResume,
-// WithCheckpointStore, WithSinkRetry, WithRemoteOptions, WithoutPrecheck),
-// and WithMetrics (it collects for its relay and subtasks).
+// WithCheckpointStore, WithSinkRetry, WithRemoteOptions, WithoutPrecheck,
+// WithShardGroup), and WithMetrics (it collects for its relay and subtasks).
 type SourceWorkerOption interface{ applySourceWorker(*sourceWorkerOptions) }
 
 // KeepAliveOption configures a KeepAlive (NewKeepAlive): WithLogger,

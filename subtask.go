@@ -57,6 +57,9 @@ type SubTaskConfig struct {
 	Filter       BlockAllowList    `json:"block-allow-list,omitzero" toml:"block-allow-list"`
 	EventFilters []EventFilterRule `json:"event-filters,omitempty" toml:"event-filters"`
 	Routes       []RouteRule       `json:"routes,omitempty" toml:"routes"`
+	// ShardMode coordinates the DDL of the task's shard tables across its
+	// sources (see SyncerConfig.ShardMode and ShardGroup). Default off.
+	ShardMode ShardMode `json:"shard-mode,omitempty" toml:"shard-mode"`
 	// OnlineDDLConfig says how online schema changes are replicated (see
 	// OnlineDDLConfig); on by default. Its keys are the config's own.
 	OnlineDDLConfig
@@ -76,7 +79,7 @@ func (c SubTaskConfig) syncerConfig(up streamer.UpstreamConfig) SyncerConfig {
 	return SyncerConfig{
 		Task: c.Name, Source: c.Source, Upstream: up, Start: c.Start.Clone(),
 		Filter: c.Filter, EventFilters: c.EventFilters, Routes: c.Routes,
-		OnlineDDLConfig: c.OnlineDDLConfig, SyncerTuning: c.SyncerTuning,
+		ShardMode: c.ShardMode, OnlineDDLConfig: c.OnlineDDLConfig, SyncerTuning: c.SyncerTuning,
 	}
 }
 
@@ -97,6 +100,9 @@ func (c *SubTaskConfig) adjust(up streamer.UpstreamConfig) error {
 		c.Source = up.SourceName()
 	} else if up.Name != "" && c.Source != up.Name {
 		return fmt.Errorf("subtask %s: source %q is not the upstream's %q", c.Name, c.Source, up.Name)
+	}
+	if err := c.ShardMode.validate(); err != nil {
+		return fmt.Errorf("subtask %s: %w", c.Name, err)
 	}
 	if c.Workers < 0 {
 		return fmt.Errorf("subtask %s: workers %d must not be negative", c.Name, c.Workers)

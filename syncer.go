@@ -40,6 +40,11 @@ type SyncerConfig struct {
 	Filter       BlockAllowList    `json:"block-allow-list,omitzero" toml:"block-allow-list"`
 	EventFilters []EventFilterRule `json:"event-filters,omitempty" toml:"event-filters"`
 	Routes       []RouteRule       `json:"routes,omitempty" toml:"routes"`
+	// ShardMode coordinates the DDL of shard tables several sources merge
+	// into one downstream table: off (""), ShardPessimistic (needs the
+	// task's ShardGroup, WithShardGroup) or ShardOptimistic (not built
+	// yet: refused with ErrShardModeNotBuilt). Default off.
+	ShardMode ShardMode `json:"shard-mode,omitempty" toml:"shard-mode"`
 	// OnlineDDLConfig says how online schema changes (gh-ost,
 	// pt-online-schema-change) are replicated; on by default. Its keys are
 	// the config's own ("online-ddl", "shadow-table-rules", ...).
@@ -176,6 +181,7 @@ type syncerOptions struct {
 	startSchema     []string
 	hasStartSchema  bool // WithStartSchema given
 	metrics         metricsOptions
+	shardGroups     []*ShardGroup // WithShardGroup's
 	// inst, when a SubTask collects its syncers' metrics, is the one it
 	// keeps for all of them.
 	inst *syncerInstruments
@@ -299,6 +305,7 @@ type Syncer struct {
 	opts  syncerOptions
 	log   *slog.Logger
 	rules *rules
+	shard *ShardGroup // pessimistic shard mode's; nil when off
 
 	runMu sync.Mutex
 
@@ -374,7 +381,12 @@ func newSyncer(cfg SyncerConfig, sink Sink, o syncerOptions) (*Syncer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dmworker: syncer for task %s: %w", cfg.Task, err)
 	}
+	shard, err := shardGroupFor(&cfg, o.shardGroups)
+	if err != nil {
+		return nil, fmt.Errorf("dmworker: syncer for task %s source %s: %w", cfg.Task, cfg.Source, err)
+	}
 	s := &Syncer{
+		shard:     shard,
 		cfg:       cfg,
 		sink:      sink,
 		store:     store,

@@ -644,7 +644,8 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 		merged := (rs != st.Table.Schema || (st.Table.Name != "" && rt != st.Table.Name)) &&
 			(st.Kind == schema.KindCreateTable || st.Kind == schema.KindCreateDatabase) ||
 			st.Kind == schema.KindCreateDatabase && r.ensured[rs]
-		if err := r.execDDL(ctx, &DDL{Schema: rs, Table: rt, Query: routed, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || merged || s.cfg.SafeMode}); err != nil {
+		d := &DDL{Schema: rs, Table: rt, Query: routed, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || merged || s.cfg.SafeMode}
+		if err := r.shardDDL(ctx, ev, st, d, func() error { return r.execDDL(ctx, d) }); err != nil {
 			return r.wrapEvent(ev, st.Table.String(), query, err)
 		}
 	}

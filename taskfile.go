@@ -74,6 +74,7 @@ type (
 		Routes         map[string]RouteRule       `json:"routes"`
 		Filters        map[string]EventFilterRule `json:"filters"`
 		Syncers        map[string]dmSyncer        `json:"syncers"`
+		ShardMode      ShardMode                  `json:"shard-mode"`
 		// Online schema changes (OnlineDDLConfig): online-ddl (default
 		// on), DM's older online-ddl-scheme ("gh-ost" or "pt": on), and
 		// the table name rules.
@@ -132,7 +133,7 @@ type (
 // dmUnsupported are the keys of DM's formats, by where they appear, that
 // name features dmworker does not have.
 var dmUnsupported = map[string][]string{
-	"task": {"shard-mode", "is-sharding", "strict-optimistic-shard-mode", "meta-schema", "enable-heartbeat",
+	"task": {"is-sharding", "strict-optimistic-shard-mode", "meta-schema", "enable-heartbeat",
 		"heartbeat-update-interval", "heartbeat-report-interval", "timezone", "collation_compatible",
 		"ignore-checking-items", "clean-dump-file",
 		"ansi-quotes", "remove-meta", "column-mappings", "expression-filter", "mydumpers", "loaders", "validators",
@@ -185,7 +186,9 @@ func strictJSON(data []byte, v any) error {
 // black-white-list, route-rules, filter-rules, syncer-config-name,
 // syncer-thread), and the named block-allow-list (black-white-list),
 // routes, filters and syncers (worker-count, batch, safe-mode, compact,
-// checkpoint-flush-interval in seconds) they refer to. A meta is the
+// checkpoint-flush-interval in seconds) they refer to, and shard-mode
+// (pessimistic; optimistic wraps ErrDMFeature and ErrShardModeNotBuilt),
+// which each subtask's ShardMode takes. A meta is the
 // subtask's Start: a task with a checkpoint continues from it, as in DM.
 // A binlog-gtid's flavour is read from its text (a set with ':' is MySQL's).
 // An unknown key is an error naming it; a DM feature dmworker does not have
@@ -224,6 +227,11 @@ func ParseDMTask(data []byte) (DMTask, error) {
 	var f dmTaskFile
 	if err := strictJSON(js, &f); err != nil {
 		return fail(err)
+	}
+	if err := f.ShardMode.validate(); errors.Is(err, ErrShardModeNotBuilt) {
+		return fail(fmt.Errorf("task: \"shard-mode\": %w (%s: %w)", ErrDMFeature, f.ShardMode, ErrShardModeNotBuilt))
+	} else if err != nil {
+		return fail(fmt.Errorf("task: \"shard-mode\": %w", err))
 	}
 	switch {
 	case f.Name == "":
@@ -282,7 +290,7 @@ func ParseDMTask(data []byte) (DMTask, error) {
 			return fail(fmt.Errorf("%s: source-id %q appears twice", where, m.SourceID))
 		}
 		seen[m.SourceID] = true
-		sc := SubTaskConfig{Name: f.Name, Source: m.SourceID, Mode: mode, OnlineDDLConfig: online}
+		sc := SubTaskConfig{Name: f.Name, Source: m.SourceID, Mode: mode, ShardMode: f.ShardMode, OnlineDDLConfig: online}
 		if m.Meta != nil {
 			if sc.Start, err = m.Meta.position(); err != nil {
 				return fail(fmt.Errorf("%s: meta: %w", where, err))

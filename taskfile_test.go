@@ -93,6 +93,10 @@ syncers:
 	if s2.Start.Flavor != "mysql" || s2.Start.Name != "" || s2.Workers != 0 {
 		t.Errorf("s2 %+v", s2)
 	}
+	if task, err := dmworker.ParseDMTask([]byte(base + "shard-mode: pessimistic\n")); err != nil ||
+		task.SubTasks[0].ShardMode != dmworker.ShardPessimistic || task.SubTasks[1].ShardMode != dmworker.ShardPessimistic {
+		t.Errorf("shard-mode pessimistic: %+v, %v", task.SubTasks, err)
+	}
 	if !s1.OnlineDDLEnabled() || s1.ShadowTableRules != nil {
 		t.Errorf("s1 online DDL: %+v, want on with the default rules", s1.OnlineDDLConfig)
 	}
@@ -116,7 +120,9 @@ syncers:
 		feature    bool
 	}{
 		{base + "bogus: 1\n", `unknown field "bogus"`, false},
-		{base + "shard-mode: pessimistic\n", `"shard-mode"`, true},
+		{base + "is-sharding: true\n", `"is-sharding"`, true},
+		{base + "shard-mode: optimistic\n", `"shard-mode"`, true},
+		{base + "shard-mode: bogus\n", `"shard-mode"`, false},
 		{base + "mydumpers: {}\n", `"mydumpers"`, true},
 		{strings.Replace(base, "syncer-thread: 4", "mydumper-thread: 4", 1), `mysql-instances: "mydumper-thread"`, true},
 		{strings.Replace(base, "compact: true", "compact: true, multiple-rows: true", 1), `syncers: "multiple-rows"`, true},
@@ -174,9 +180,9 @@ syncers:
 	}
 	st, _ := task.SubTask("replica-01")
 	fmt.Println(task.Target.Addr(), st.Name, st.Source, st.Mode, st.Start, st.Filter.DoDBs, st.Workers, st.BatchSize)
-	_, err = dmworker.ParseDMTask([]byte("name: shop\nshard-mode: pessimistic\n"))
+	_, err = dmworker.ParseDMTask([]byte("name: shop\nis-sharding: true\n"))
 	fmt.Println(err)
 	// Output:
 	// 127.0.0.1:4000 shop replica-01 incremental mysql-bin.000003:4 [shop] 16 100
-	// dmworker: task file: task: "shard-mode": a DM feature dmworker does not have
+	// dmworker: task file: task: "is-sharding": a DM feature dmworker does not have
 }

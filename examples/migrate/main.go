@@ -24,6 +24,19 @@
 //     environment, DMWORKER_FROM_PASSWORD and DMWORKER_TO_PASSWORD. The
 //     file comes first, then the password in -from/-to, then the
 //     environment; a password both in the flag and in a file is refused.
+//   - -from NAME=user[:password]@host:port, repeated: several upstreams
+//     (sources named NAME) merged into the one downstream by one process,
+//     one dmworker.SourceWorker each, no etcd; the task is one subtask per
+//     source, routes (-route) merge their shard tables, progress lines
+//     start with source=NAME. A password not in the address comes from
+//     $DMWORKER_FROM_PASSWORD. -shard-mode pessimistic coordinates the
+//     shard tables' DDL across the sources (dmworker.ShardGroup): a shard
+//     table's DDL reaches the downstream once, when every source has
+//     reached it; held locks are printed as "shard lock" lines. With
+//     -config, each NAME is a source-id of the file's mysql-instances,
+//     every instance needs its -from, and each source runs its instance
+//     (flags given override it). Not with -etcd, -source, -source-config,
+//     -status-addr or -from-password-file.
 //   - -mode: "incremental" (binlog replication from the start position or
 //     the upstream's current end), "full" (copy the selected tables at one
 //     consistent point, then exit 0) or "all" (copy, then replicate from
@@ -270,6 +283,7 @@ type config struct {
 	// nowhere); maxLag the lag past which /healthz fails (0: none).
 	statusAddr string
 	maxLag     time.Duration
+	multi      multiSource // -from NAME=... (sources.go)
 }
 
 // progressInterval is how often progress is printed.
@@ -294,6 +308,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cli.ExitFailure
 	}
 	defer db.Close()
+	if len(cfg.multi.sources) > 0 {
+		return runSources(ctx, cfg, db, logger, stdout, stderr)
+	}
 	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
 	err = db.PingContext(pctx)
 	if err == nil {
@@ -751,6 +768,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		taskFile  = fs.String("config", "", "DM task file (YAML) `FILE`: task name and mode, downstream, filters, routes, syncer settings; flags override it")
 		srcFile   = fs.String("source-config", "", "DM source file (YAML) `FILE`: source-id, the upstream (from), relay settings; flags override it")
 	)
+	fromAll, shardMode := sourcesFlags(fs, from)
 	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)
@@ -764,6 +782,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	var cfg config
 	// The files first; what the command line sets overrides them.
 	var fileTask *dmworker.SubTaskConfig
+	var fileTasks []dmworker.SubTaskConfig // every mysql-instance's, for -from NAME=... (sources.go)
 	var fileSource *dmworker.SourceConfig
 	if *srcFile != "" {
 		src, err := readDMFile(*srcFile, stderr, dmworker.ParseDMSource, func(s dmworker.SourceConfig) bool { return s.Upstream.Password != "" })
@@ -784,6 +803,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		if name == "" && fileSource != nil {
 			name = fileSource.Name
 		}
+		if name == "" {
+			name = fromAll.firstName()
+		}
+		fileTasks = dt.SubTasks
 		st, err := dt.SubTask(name)
 		if err != nil {
 			return cfg, fmt.Errorf("-config %s: %w (-source or the source file's source-id names it)", *taskFile, err)
@@ -931,6 +954,9 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("source %q: no '/' allowed", cfg.source.Name)
 	}
 	cfg.task = sc
+	if cfg.multi, err = fromAll.parse(*shardMode, set, fileTasks, &cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
 }
 
@@ -980,6 +1006,7 @@ that fails over. It reads DM's task and source files (-config,
 Usage:
   migrate -from USER@HOST:PORT -to USER@HOST:PORT [flags]
   migrate -config task.yaml [-source-config source.yaml] [flags]
+  migrate -from A=USER@HOST:PORT -from B=USER@HOST:PORT ... -to USER@HOST:PORT [-shard-mode pessimistic] [flags]
 
 Examples:
   # check the upstream, the downstream and the task before starting

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/testserver"
+)
+
+// TestMigrateSeveralSources: three upstreams given as -from NAME=..., their
+// shard tables routed into one downstream table, in pessimistic shard mode:
+// rows written on every shard and a column added on each at its own moment
+// reach the downstream, which ends with the union of the shards' rows and
+// the column once; migrate exits 0 once all are idle.
+func TestMigrateSeveralSources(t *testing.T) {
+	var ups []*testserver.MariaDB
+	for i := range 3 {
+		ups = append(ups, testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: uint32(520 + i)}))
+	}
+	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 523})
+	args := []string{"-to", fmt.Sprintf("%s:%s@%s", down.User, down.Password, down.Addr()),
+		"-task", "shards", "-route", "shop.orders_*:merged.orders,shop:merged", "-shard-mode", "pessimistic",
+		"-exit-when-idle", "2s", "-workers", "1"}
+	for i, up := range ups {
+		args = append(args, "-from", fmt.Sprintf("s%d=%s:%s@%s", i+1, up.User, up.Password, up.Addr()))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, args, &stdout, &stderr) }()
+	for deadline := time.Now().Add(time.Minute); strings.Count(stdout.String(), "pos=") < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress after a minute:\n%s\n%s", stdout.String(), stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i, up := range ups {
+		up.Exec(t, "CREATE DATABASE shop")
+		for _, tb := range []string{"orders_01", "orders_02"} {
+			up.Exec(t, "CREATE TABLE shop."+tb+" (id INT PRIMARY KEY, v VARCHAR(20))")
+			for j := range 20 {
+				up.Exec(t, "INSERT INTO shop."+tb+" VALUES (?, ?)", (i*10+len(tb))*1000+j+100*int(tb[len(tb)-1]-'0'), tb)
+			}
+		}
+	}
+	for _, tb := range []string{"orders_01", "orders_02"} {
+		for i, up := range ups {
+			up.Exec(t, "ALTER TABLE shop."+tb+" ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'")
+			up.Exec(t, "INSERT INTO shop."+tb+" VALUES (?, 'after', 'us')", 900000+i*10+int(tb[len(tb)-1]-'0'))
+		}
+	}
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	var want, got []string
+	for _, up := range ups {
+		for _, tb := range []string{"orders_01", "orders_02"} {
+			want = append(want, rowsText(t, up, "SELECT id, v, region FROM shop."+tb)...)
+		}
+	}
+	got = rowsText(t, down, "SELECT id, v, region FROM merged.orders")
+	if len(want) != 6*21 || strings.Join(sorted(want), ";") != strings.Join(sorted(got), ";") {
+		t.Fatalf("downstream %d rows, shards %d; differ\nstdout:\n%s", len(got), len(want), stdout.String())
+	}
+	for i := range ups {
+		if !strings.Contains(stdout.String(), fmt.Sprintf("source=s%d stopped at pos=", i+1)) {
+			t.Fatalf("no final line for s%d:\n%s", i+1, stdout.String())
+		}
+	}
+}
+
+func rowsText(t *testing.T, m *testserver.MariaDB, q string) []string {
+	t.Helper()
+	rs, err := m.DB(t).Query(q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	defer rs.Close()
+	var out []string
+	for rs.Next() {
+		var id int
+		var v, r string
+		if err := rs.Scan(&id, &v, &r); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%d|%s|%s", id, v, r))
+	}
+	return out
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+// TestParseSeveralSources: -from NAME=... once per source, alone or with a
+// task file of several mysql-instances (each source's subtask is its
+// instance, flags given overriding it), and the mistakes refused.
+func TestParseSeveralSources(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/task.yaml"
+	const yaml = `
+name: shards
+task-mode: incremental
+shard-mode: pessimistic
+target-database: {host: 127.0.0.1, port: 4000, user: root}
+mysql-instances:
+  - source-id: a
+    meta: {binlog-name: mysql-bin.000002, binlog-pos: 120}
+    route-rules: [r]
+  - source-id: b
+    route-rules: [r]
+    syncer-config-name: g
+routes:
+  r: {schema-pattern: shop, table-pattern: "orders_*", target-schema: merged, target-table: orders}
+syncers:
+  g: {worker-count: 2}
+`
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cfg, err := parseArgs([]string{"-config", file, "-from", "a=u:p@127.0.0.1:1", "-from", "b=u:p@127.0.0.1:2", "-workers", "4"}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := cfg.multi.tasks["a"], cfg.multi.tasks["b"]
+	if len(cfg.multi.sources) != 2 || cfg.multi.shardMode != dmworker.ShardPessimistic ||
+		a.Name != "shards" || a.Source != "a" || a.Start.Name != "mysql-bin.000002" || len(a.Routes) != 1 || a.Workers != 4 ||
+		b.Source != "b" || b.Start.Name != "" || b.Workers != 4 || b.ShardMode != dmworker.ShardPessimistic ||
+		cfg.multi.sources[1].Upstream.Port != 2 {
+		t.Fatalf("sources %+v tasks %+v", cfg.multi.sources, cfg.multi.tasks)
+	}
+	to := []string{"-to", "u@127.0.0.1:3"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-config", file, "-from", "a=u:p@127.0.0.1:1"}, "mysql-instance b has no -from"},
+		{[]string{"-config", file, "-from", "a=u:p@127.0.0.1:1", "-from", "b=u:p@127.0.0.1:2", "-from", "c=u:p@127.0.0.1:3"}, "no mysql-instance with source-id c"},
+		{append([]string{"-from", "u:p@127.0.0.1:1", "-from", "u:p@127.0.0.1:2"}, to...), "need a name each"},
+		{append([]string{"-from", "a=u:p@127.0.0.1:1", "-from", "u:p@127.0.0.1:2"}, to...), "give every upstream as NAME="},
+		{append([]string{"-from", "a=u:p@127.0.0.1:1", "-from", "a=u:p@127.0.0.1:2"}, to...), "given twice"},
+		{append([]string{"-from", "a=u@127.0.0.1:1", "-etcd", "127.0.0.1:2379"}, to...), "leave out -etcd"},
+		{append([]string{"-from", "u:p@127.0.0.1:1", "-shard-mode", "pessimistic"}, to...), "-shard-mode needs several"},
+	} {
+		if _, err := parseArgs(c.args, &stderr); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want %q", c.args, err, c.want)
+		}
+	}
+	// The single-source form is unchanged.
+	if cfg, err := parseArgs(append([]string{"-from", "u:p@127.0.0.1:1"}, to...), &stderr); err != nil || len(cfg.multi.sources) != 0 || cfg.up.Port != 1 {
+		t.Fatalf("single -from: %+v, %v", cfg.up, err)
+	}
+}

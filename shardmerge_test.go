@@ -1,0 +1,471 @@
+package dmworker_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/testserver"
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// shardFleet is a sharded upstream fleet: several MariaDB servers, each
+// with the same schema "shop" holding shard tables orders_01, orders_02,
+// and one downstream server the shards merge into (merged.orders).
+type shardFleet struct {
+	ups    []*testserver.MariaDB
+	updbs  []*sql.DB
+	down   *testserver.MariaDB
+	downdb *sql.DB
+}
+
+// shardTables are the shard tables every upstream holds.
+var shardTables = []string{"orders_01", "orders_02"}
+
+// shardRoutes send every shard table of every source to merged.orders.
+var shardRoutes = []dmworker.RouteRule{
+	{SchemaPattern: "shop", TablePattern: "orders_*", TargetSchema: "merged", TargetTable: "orders"},
+	{SchemaPattern: "shop", TargetSchema: "merged"},
+}
+
+const shardOrdersDef = "(id BIGINT PRIMARY KEY, customer VARCHAR(40) NOT NULL, amount DECIMAL(12,2), note TEXT)"
+
+// newShardFleet starts n upstreams (server ids base..base+n-1) and a
+// downstream (base+n), all at once.
+func newShardFleet(t *testing.T, n int, base uint32) *shardFleet {
+	t.Helper()
+	f := &shardFleet{ups: make([]*testserver.MariaDB, n), updbs: make([]*sql.DB, n)}
+	var wg sync.WaitGroup
+	for i := 0; i <= n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, err := testserver.Start(context.Background(), t.TempDir(), testserver.MariaDBOptions{ServerID: base + uint32(i), MaxBinlogSize: 64 << 10})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			t.Cleanup(func() { m.Close() })
+			if i == n {
+				f.down = m
+			} else {
+				f.ups[i] = m
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i, m := range f.ups {
+		f.updbs[i] = m.DB(t)
+	}
+	f.downdb = f.down.DB(t)
+	return f
+}
+
+// sourceName is the i-th upstream's source name.
+func sourceName(i int) string { return fmt.Sprintf("src%d", i+1) }
+
+// shardLoad writes on one shard table until stop is closed or n
+// transactions are done: inserts of ids unique across the fleet, updates
+// and deletes of its own rows.
+func shardLoad(t *testing.T, db *sql.DB, table string, idBase int64, n int, stop <-chan struct{}) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(uint64(idBase), 7))
+	next := idBase
+	for i := 0; i < n; i++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		tx, err := db.Begin()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		for j := 0; j < 1+rng.IntN(3); j++ {
+			next++
+			if _, err := tx.Exec("INSERT INTO shop."+table+" (id, customer, amount, note) VALUES (?, ?, ?, ?)",
+				next, fmt.Sprintf("c%d", rng.IntN(50)), float64(rng.IntN(100000))/100, table); err != nil {
+				tx.Rollback()
+				t.Error(err)
+				return
+			}
+		}
+		if next > idBase+5 {
+			id := idBase + 1 + rng.Int64N(next-idBase)
+			q := "UPDATE shop." + table + " SET amount = amount + 1 WHERE id = ?"
+			if rng.IntN(4) == 0 {
+				q = "DELETE FROM shop." + table + " WHERE id = ?"
+			}
+			if _, err := tx.Exec(q, id); err != nil {
+				tx.Rollback()
+				t.Error(err)
+				return
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			t.Error(err)
+			return
+		}
+	}
+}
+
+// unionRows is the rows of every shard table of every upstream, as
+// tableRows gives them, sorted.
+func (f *shardFleet) unionRows(t *testing.T) []string {
+	var all []string
+	for _, db := range f.updbs {
+		for _, tb := range shardTables {
+			all = append(all, tableRows(t, db, "shop."+tb)...)
+		}
+	}
+	slices.Sort(all)
+	return all
+}
+
+// waitWorkerSynced waits until the worker's subtask task has checkpointed
+// everything its upstream has written now.
+func waitWorkerSynced(t *testing.T, w *dmworker.SourceWorker, task string, up *testserver.MariaDB) {
+	t.Helper()
+	ust, err := streamer.QueryUpstream(context.Background(), upstreamOf(up))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ust.Master
+	waitUntil(t, w.Name()+" at "+want.String(), func() bool {
+		st := taskStatus(w, task)()
+		if st.LastError != nil && st.Stage == dmworker.SubTaskPaused {
+			t.Fatalf("subtask %s of %s paused by an error: %v", task, w.Name(), st.LastError)
+		}
+		if c, ok := st.Syncer.Checkpoint.CompareGTID(want); ok && c >= 0 {
+			return true
+		}
+		return st.Syncer.Checkpoint.Compare(want) >= 0
+	})
+}
+
+// TestShardMergeManySources: three SourceWorkers in one process, direct
+// mode, one metrics registry, each serving one upstream with two shard
+// tables; one task spans the three sources (one subtask each, same name)
+// and routes the six shard tables into one downstream table. Under a write
+// load on every shard, the downstream table ends equal to the union of the
+// shards by content, each source keeps its own checkpoint (task, source),
+// and the workers' metrics do not collide.
+func TestShardMergeManySources(t *testing.T) {
+	noLeaks(t)
+	const n = 3
+	f := newShardFleet(t, n, 480)
+	reg := prometheus.NewRegistry()
+	workers := make([]*dmworker.SourceWorker, n)
+	for i := range workers {
+		up := upstreamOf(f.ups[i])
+		w, err := dmworker.NewSourceWorker(fmt.Sprintf("w%d", i+1), mysqlSinks(f.downdb),
+			dmworker.WithSource(dmworker.SourceConfig{Name: sourceName(i), Upstream: up}),
+			dmworker.WithMetrics(reg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "merge", Routes: shardRoutes,
+			SyncerTuning: dmworker.SyncerTuning{BatchSize: 50, Workers: 1 + i%2*3}}); err != nil {
+			t.Fatal(err)
+		}
+		runWorker(t, w)
+		workers[i] = w
+	}
+	shardMergeLoad(t, f, workers, reg)
+}
+
+// TestShardMergeManySourcesEtcd: TestShardMergeManySources with the three
+// workers driven through etcd, sharing the host's one client: each bound
+// to its source, the task's subtask config put for each source.
+func TestShardMergeManySourcesEtcd(t *testing.T) {
+	noLeaks(t)
+	const n = 3
+	f := newShardFleet(t, n, 510)
+	cli := testserver.StartEtcd(t).Client
+	reg := prometheus.NewRegistry()
+	workers := make([]*dmworker.SourceWorker, n)
+	for i := range workers {
+		name := fmt.Sprintf("w%d", i+1)
+		putSourceConfig(t, cli, dmworker.SourceConfig{Name: sourceName(i), Upstream: upstreamOf(f.ups[i])})
+		putSubTask(t, cli, sourceName(i), dmworker.SubTaskConfig{Name: "merge", Routes: shardRoutes,
+			SyncerTuning: dmworker.SyncerTuning{BatchSize: 50, Workers: 1 + i%2*3}})
+		bindSource(t, cli, name, sourceName(i))
+		w, err := dmworker.NewSourceWorker(name, mysqlSinks(f.downdb), dmworker.WithEtcd(cli), dmworker.WithEtcdPrefix(testPrefix),
+			dmworker.WithCredentialKey(testCredentialKey), dmworker.WithMetrics(reg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		runWorker(t, w)
+		workers[i] = w
+	}
+	shardMergeLoad(t, f, workers, reg)
+}
+
+// shardMergeLoad runs the shard merge of TestShardMergeManySources on
+// running workers, one per upstream of f, each with a subtask "merge"
+// routing with shardRoutes and metrics in reg.
+func shardMergeLoad(t *testing.T, f *shardFleet, workers []*dmworker.SourceWorker, reg *prometheus.Registry) {
+	n := len(workers)
+	for _, w := range workers {
+		waitUntil(t, w.Name()+" reading", func() bool { return taskStatus(w, "merge")().Syncer.Read.Name != "" })
+	}
+	// The shards' CREATE DATABASE and CREATE TABLE all reach the one
+	// target: the first creates it, the others find it.
+	for _, db := range f.updbs {
+		mustExec(t, db, "CREATE DATABASE shop")
+		for _, tb := range shardTables {
+			mustExec(t, db, "CREATE TABLE shop."+tb+" "+shardOrdersDef)
+		}
+	}
+	var wg sync.WaitGroup
+	for i, db := range f.updbs {
+		for j, tb := range shardTables {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000, 150, nil)
+			}()
+		}
+	}
+	// Metrics of the three workers gather with no duplicate series
+	// while they work.
+	time.Sleep(200 * time.Millisecond)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather the workers' metrics: %v", err)
+	}
+	sources := map[string]bool{}
+	for _, mf := range mfs {
+		if mf.GetName() != "dmworker_syncer_events_read_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "source" {
+					sources[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	if len(sources) != n {
+		t.Errorf("syncer metrics by source: %v, want the %d sources", sources, n)
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i, w := range workers {
+		waitWorkerSynced(t, w, "merge", f.ups[i])
+	}
+	want, got := f.unionRows(t), tableRows(t, f.downdb, "merged.orders")
+	if !slices.Equal(want, got) {
+		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ", len(got), len(want))
+	}
+	// One checkpoint per source of the task.
+	var cps int
+	if err := f.downdb.QueryRow("SELECT COUNT(DISTINCT source) FROM dmworker_meta.checkpoint WHERE task = 'merge'").Scan(&cps); err != nil {
+		t.Fatal(err)
+	}
+	if cps != n {
+		t.Fatalf("%d checkpoints for task merge, want one per source (%d)", cps, n)
+	}
+}
+
+// shardColumns describes a table's columns and indexes, as text.
+func shardColumns(t *testing.T, db *sql.DB, schemaName, table string) []string {
+	t.Helper()
+	var out []string
+	rows, err := db.Query(`SELECT CONCAT_WS(' ', column_name, column_type, is_nullable, IFNULL(column_default, 'NULL'))
+		FROM information_schema.columns WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position`, schemaName, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	irows, err := db.Query(`SELECT CONCAT_WS(' ', 'index', index_name, seq_in_index, column_name, non_unique)
+		FROM information_schema.statistics WHERE table_schema = ? AND table_name = ? ORDER BY index_name, seq_in_index`, schemaName, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer irows.Close()
+	for irows.Next() {
+		var s string
+		if err := irows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// TestShardMergePessimistic: the three sources of TestShardMergeManySources
+// in pessimistic shard mode with one ShardGroup: under a write load on
+// every shard, each shard table runs the same DDLs (add a column with a
+// default, add an index, widen a column) at its own moment; each reaches
+// the downstream table once, when every source has reached it, and the
+// downstream rows and schema end equal to the shards'. A subtask paused
+// and resumed while its source holds at a DDL takes its place again. Then
+// two sources run differing DDLs: their subtasks stop with a
+// ShardDDLConflictError.
+func TestShardMergePessimistic(t *testing.T) {
+	noLeaks(t)
+	const n = 3
+	f := newShardFleet(t, n, 490)
+	var names []string
+	for i := range n {
+		names = append(names, sourceName(i))
+	}
+	g, err := dmworker.NewShardGroup("merge", names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	workers := make([]*dmworker.SourceWorker, n)
+	for i := range workers {
+		w, err := dmworker.NewSourceWorker(fmt.Sprintf("w%d", i+1), mysqlSinks(f.downdb),
+			dmworker.WithSource(dmworker.SourceConfig{Name: sourceName(i), Upstream: upstreamOf(f.ups[i])}),
+			dmworker.WithShardGroup(g), dmworker.WithAutoResume(50*time.Millisecond, time.Second, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "merge", Routes: shardRoutes, ShardMode: dmworker.ShardPessimistic,
+			SyncerTuning: dmworker.SyncerTuning{BatchSize: 50, Workers: 1 + i%2*3}}); err != nil {
+			t.Fatal(err)
+		}
+		runWorker(t, w)
+		workers[i] = w
+	}
+	for _, w := range workers {
+		waitUntil(t, w.Name()+" reading", func() bool { return taskStatus(w, "merge")().Syncer.Read.Name != "" })
+	}
+	for _, db := range f.updbs {
+		mustExec(t, db, "CREATE DATABASE shop")
+		for _, tb := range shardTables {
+			mustExec(t, db, "CREATE TABLE shop."+tb+" "+shardOrdersDef)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, db := range f.updbs {
+		for j, tb := range shardTables {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000, 1_000_000, stop)
+			}()
+		}
+	}
+	ddls := []string{
+		"ALTER TABLE shop.%s ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'",
+		"ALTER TABLE shop.%s ADD INDEX idx_customer (customer)",
+		"ALTER TABLE shop.%s MODIFY customer VARCHAR(80) NOT NULL",
+	}
+	rng := rand.New(rand.NewPCG(490, 1))
+	for k, ddl := range ddls {
+		type shard struct{ i, j int }
+		var order []shard
+		for i := range n {
+			for j := range shardTables {
+				order = append(order, shard{i, j})
+			}
+		}
+		rng.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
+		for x, sh := range order {
+			time.Sleep(time.Duration(20+rng.IntN(120)) * time.Millisecond)
+			mustExec(t, f.updbs[sh.i], fmt.Sprintf(ddl, shardTables[sh.j]))
+			if k != 0 || x != 0 {
+				continue
+			}
+			ust, err := streamer.QueryUpstream(context.Background(), upstreamOf(f.ups[sh.i]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			afterDDL := ust.Master // at or past the DDL's end
+			// The first shard's source holds at the first DDL: the lock
+			// shows; its subtask paused and resumed takes its place again.
+			src := sourceName(sh.i)
+			waitUntil(t, "the first lock", func() bool {
+				st := g.Status()
+				return len(st) == 1 && len(st[0].Reached) == 1 && st[0].Reached[0].Source == src && len(st[0].Waiting) == n-1
+			})
+			if st := g.Status()[0]; st.Target != "merged.orders" || st.Since.IsZero() {
+				t.Fatalf("lock status %+v", st)
+			}
+			if err := workers[sh.i].PauseSubTask("merge"); err != nil {
+				t.Fatal(err)
+			}
+			held := waitStage(t, taskStatus(workers[sh.i], "merge"), dmworker.SubTaskPaused)
+			// Stopped while held: its checkpoint is before the DDL.
+			if cp := held.Syncer.Checkpoint; cp.Name == "" || cp.Compare(afterDDL) >= 0 {
+				t.Fatalf("held subtask's checkpoint %s, want one before the DDL (which ends by %s)", cp, afterDDL)
+			}
+			if err := workers[sh.i].ResumeSubTask("merge"); err != nil {
+				t.Fatal(err)
+			}
+			waitStage(t, taskStatus(workers[sh.i], "merge"), dmworker.SubTaskRunning)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i, w := range workers {
+		waitWorkerSynced(t, w, "merge", f.ups[i])
+	}
+	if st := g.Status(); len(st) != 0 {
+		t.Fatalf("locks left: %+v", st)
+	}
+	want, got := f.unionRows(t), tableRows(t, f.downdb, "merged.orders")
+	if !slices.Equal(want, got) {
+		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ", len(got), len(want))
+	}
+	wantCols, gotCols := shardColumns(t, f.updbs[0], "shop", "orders_01"), shardColumns(t, f.downdb, "merged", "orders")
+	if !slices.Equal(wantCols, gotCols) {
+		t.Fatalf("downstream schema %q, the shards' %q", gotCols, wantCols)
+	}
+	var ddlsApplied int64
+	for _, w := range workers {
+		ddlsApplied += taskStatus(w, "merge")().Syncer.DDLs
+	}
+	// Each shard DDL once, plus each source's CREATE DATABASE and CREATE
+	// TABLEs (the later ones finding the target made).
+	if want := int64(len(ddls) + n*(1+len(shardTables))); ddlsApplied != want {
+		t.Fatalf("%d DDL applied, want %d: the %d shard DDLs once and the creations", ddlsApplied, want, len(ddls))
+	}
+
+	// Differing DDLs: src1 and src2 add the same column with two types.
+	mustExec(t, f.updbs[0], "ALTER TABLE shop.orders_01 ADD COLUMN z INT")
+	waitUntil(t, "src1 held", func() bool { return len(g.Status()) == 1 })
+	mustExec(t, f.updbs[1], "ALTER TABLE shop.orders_01 ADD COLUMN z BIGINT")
+	for _, w := range workers[:2] {
+		st := waitStage(t, taskStatus(w, "merge"), dmworker.SubTaskPaused)
+		var ce *dmworker.ShardDDLConflictError
+		if !errors.Is(st.LastError, dmworker.ErrShardDDLConflict) || !errors.As(st.LastError, &ce) || len(ce.Statements) != 2 {
+			t.Fatalf("%s: %v, want a ShardDDLConflictError", w.Name(), st.LastError)
+		}
+		t.Logf("%s: %v", w.Name(), st.LastError)
+	}
+	if !errors.Is(g.Err(), dmworker.ErrShardDDLConflict) {
+		t.Fatalf("group error %v", g.Err())
+	}
+}
