@@ -18,6 +18,7 @@ import (
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/dmworkertest"
+	"github.com/dmworker/dmworker/internal/testserver"
 	"github.com/dmworker/dmworker/sinktest"
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -271,7 +272,7 @@ func TestSyncerWithoutUpstreamNeeds(t *testing.T) {
 func TestFilesReadByMariaDBBinlog(t *testing.T) {
 	tool, err := exec.LookPath("mariadb-binlog")
 	if err != nil {
-		if os.Getenv("DMWORKER_REQUIRE_SERVERS") == "1" {
+		if testserver.Required() {
 			t.Fatal("mariadb-binlog not found (apt-get install mariadb-client)")
 		}
 		t.Skip("mariadb-binlog not found")
