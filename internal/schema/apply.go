@@ -625,7 +625,19 @@ func alterSpec(d *TableDef, spec *ast.AlterTableSpec) (keys []*ast.Constraint, e
 		if i := d.foreignKey(spec.Name); i >= 0 {
 			d.ForeignKeys = slices.Delete(d.ForeignKeys, i, i+1)
 		}
-	case ast.AlterTableRenameTable, ast.AlterTableAlterColumn,
+	case ast.AlterTableAlterColumn:
+		// SET DEFAULT carries the value as an option's expression; DROP
+		// DEFAULT none.
+		if len(spec.NewColumns) == 1 {
+			cd := spec.NewColumns[0]
+			if i := d.Column(cd.Name.Name.O); i >= 0 {
+				d.Columns[i].Default = ""
+				if len(cd.Options) > 0 && cd.Options[0].Expr != nil {
+					d.Columns[i].Default = exprText(cd.Options[0].Expr)
+				}
+			}
+		}
+	case ast.AlterTableRenameTable,
 		ast.AlterTableLock, ast.AlterTableAlgorithm, ast.AlterTableForce, ast.AlterTableEnableKeys,
 		ast.AlterTableDisableKeys, ast.AlterTableOrderByColumns, ast.AlterTableAlterCheck,
 		ast.AlterTableDropCheck, ast.AlterTableIndexInvisible:

@@ -118,6 +118,8 @@ func columnFromAST(cd *ast.ColumnDef, tc tableContext) (col ColumnDef, primary, 
 			unique = true
 		case ast.ColumnOptionGenerated:
 			col.Generated = true
+		case ast.ColumnOptionDefaultValue:
+			col.Default = exprText(o.Expr)
 		case ast.ColumnOptionCollate:
 			collate = o.StrValue
 		case ast.ColumnOptionComment:

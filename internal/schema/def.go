@@ -78,7 +78,11 @@ type ColumnDef struct {
 	Invisible bool `json:"invisible,omitempty"`
 	// Charset is the column's character set for character, text, ENUM and
 	// SET columns when known ("" otherwise).
-	Charset    string   `json:"charset,omitempty"`
+	Charset string `json:"charset,omitempty"`
+	// Default is the column's DEFAULT clause as the parser restores it
+	// ("'eu'", "0", "NULL", "current_timestamp()"); "" when it has none or
+	// the tracker never saw it (definitions stored before it was kept).
+	Default    string   `json:"default,omitempty"`
 	EnumValues []string `json:"enum,omitempty"`
 	SetValues  []string `json:"set,omitempty"`
 }
