@@ -26,15 +26,20 @@ const (
 	// until every source of the task's ShardGroup has reached the same
 	// DDL, then applies it downstream once (see ShardGroup).
 	ShardPessimistic ShardMode = "pessimistic"
-	// ShardOptimistic is DM's optimistic mode. Not built yet: a task that
-	// sets it is refused with ErrShardModeNotBuilt.
+	// ShardOptimistic applies a shard table's DDL as it comes when the
+	// downstream table can take it while the other shards keep their
+	// schema (the downstream is the join of the shards' schemas), holds
+	// back a drop until every shard has run it, and stops a shard at a
+	// DDL the others' rows could not live with (see ShardGroup and
+	// ShardIncompatibleDDLError).
 	ShardOptimistic ShardMode = "optimistic"
 )
 
 // Shard errors.
 var (
 	// ErrShardModeNotBuilt refuses a task in a shard mode this version
-	// does not have (optimistic).
+	// does not have (none since optimistic mode was built; kept for
+	// callers that test for it).
 	ErrShardModeNotBuilt = errors.New("dmworker: shard mode not built yet")
 	// ErrShardDDLConflict means the shards of one group reached differing
 	// DDL statements: the task stops. The error is a *ShardDDLConflictError
@@ -51,10 +56,8 @@ var (
 // validate checks the mode's name and refuses the modes not built.
 func (m ShardMode) validate() error {
 	switch m {
-	case ShardModeOff, ShardPessimistic:
+	case ShardModeOff, ShardPessimistic, ShardOptimistic:
 		return nil
-	case ShardOptimistic:
-		return fmt.Errorf("%w: shard mode %q; use %q", ErrShardModeNotBuilt, m, ShardPessimistic)
 	}
 	return fmt.Errorf("shard mode %q is none of %q, %q (or empty: off)", m, ShardPessimistic, ShardOptimistic)
 }
@@ -153,6 +156,27 @@ type ShardReached struct {
 // and before every held source saved its checkpoint past it leaves those
 // sources, in the new process, holding for sources already past it: the
 // host checks the downstream table has the DDL and calls Release.
+//
+// In optimistic shard mode (ShardMode "optimistic") nothing holds: each
+// clause of a shard table's ALTER TABLE, CREATE INDEX or DROP INDEX is
+// decided against the downstream table, which the group knows as the join
+// of the shards' schemas (rebuilt, after a restart, from the schemas each
+// source's checkpoint holds). A clause that widens the downstream table
+// (adds a column that is nullable or has a default, adds an index, widens
+// a column's type, changes a default) is applied downstream, once: the
+// shards that run it later pass it. One that drops a column or an index
+// is held back while another shard still has it (the downstream keeps it,
+// and the rows of shards without it get its default), and applied when
+// the last shard drops it. The rows of a shard whose schema is behind the
+// downstream's name only its own columns, so the others take their
+// defaults. A clause the downstream cannot take (narrowing or otherwise
+// changing a column's type, renaming, adding a column NOT NULL without a
+// default, a definition that differs from the downstream's, dropping a
+// column NOT NULL without a default that others still write) stops that
+// shard's subtask before the DDL with a *ShardIncompatibleDDLError
+// (ErrShardIncompatibleDDL), which says how to go on; the other shards go
+// on. Status lists the drops held back, with Mode "optimistic". A group
+// serves one mode: the first subtask that takes it sets it.
 type ShardGroup struct {
 	task    string
 	sources []string
@@ -163,7 +187,9 @@ type ShardGroup struct {
 	passed map[ShardRef]streamer.Position
 	// holding is, by source, the step its stream holds at and its target.
 	holding map[string]heldAt
-	err     error // the conflict that stopped the group
+	err     error     // the conflict that stopped the group
+	mode    ShardMode // the mode of the subtasks that took it ("" until one does)
+	opt     *optState // optimistic mode's state (shardgroup_optimistic.go)
 }
 
 type heldAt struct {
@@ -222,7 +248,7 @@ func (g *ShardGroup) Err() error {
 }
 
 // Status lists the locks held now (DDLs reached by some sources and not
-// yet applied), by target.
+// yet applied), by target; in optimistic mode the drops held back.
 func (g *ShardGroup) Status() []ShardLockStatus {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -244,7 +270,8 @@ func (g *ShardGroup) Status() []ShardLockStatus {
 			break // later steps wait behind this one
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Target < out[j].Target })
+	out = append(out, g.optStatus()...)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Target < out[j].Target })
 	return out
 }
 
@@ -397,11 +424,12 @@ func (g *ShardGroup) cycle() error {
 // NewSubTask and NewSourceWorker.
 type ShardGroupOption struct{ g *ShardGroup }
 
-// WithShardGroup gives the task's ShardGroup (pessimistic shard mode in
-// one process) to a Syncer or SubTask of that task, or to a SourceWorker,
-// which gives it to its subtask of the group's task (a worker may take one
-// per task). A task whose ShardMode is pessimistic needs it; a task whose
-// ShardMode is off must not have one. Default: none.
+// WithShardGroup gives the task's ShardGroup (pessimistic or optimistic
+// shard mode in one process) to a Syncer or SubTask of that task, or to a
+// SourceWorker, which gives it to its subtask of the group's task (a worker
+// may take one per task). A task whose ShardMode is pessimistic or
+// optimistic needs it; a task whose ShardMode is off must not have one.
+// Default: none.
 func WithShardGroup(g *ShardGroup) ShardGroupOption { return ShardGroupOption{g} }
 
 func (o ShardGroupOption) applySyncer(s *syncerOptions) {
@@ -433,10 +461,18 @@ func shardGroupFor(cfg *SyncerConfig, groups []*ShardGroup) (*ShardGroup, error)
 	switch {
 	case cfg.ShardMode == ShardModeOff && g != nil:
 		return nil, fmt.Errorf("a shard group is given for task %s but its shard mode is off", cfg.Task)
-	case cfg.ShardMode == ShardPessimistic && g == nil:
+	case cfg.ShardMode != ShardModeOff && g == nil:
 		return nil, fmt.Errorf("shard mode %q needs the task's ShardGroup (WithShardGroup); coordination through etcd is not built yet", cfg.ShardMode)
 	case g != nil && !slices.Contains(g.sources, cfg.Source):
 		return nil, fmt.Errorf("source %s is not one of the shard group's sources %v", cfg.Source, g.sources)
+	}
+	if g != nil {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.mode != ShardModeOff && g.mode != cfg.ShardMode {
+			return nil, fmt.Errorf("the shard group of task %s serves shard mode %q, not %q", cfg.Task, g.mode, cfg.ShardMode)
+		}
+		g.mode = cfg.ShardMode
 	}
 	return g, nil
 }

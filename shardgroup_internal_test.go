@@ -135,7 +135,8 @@ func TestShardModeConfig(t *testing.T) {
 		{"", []*ShardGroup{g}, "t", false},
 		{ShardPessimistic, nil, "t", false},
 		{ShardPessimistic, []*ShardGroup{g}, "t", true},
-		{ShardOptimistic, []*ShardGroup{g}, "t", false},
+		{ShardOptimistic, []*ShardGroup{g}, "t", false}, // the group serves pessimistic mode now
+		{ShardOptimistic, nil, "t", false},
 		{"bogus", nil, "t", false},
 	}
 	for _, c := range cases {
@@ -144,8 +145,12 @@ func TestShardModeConfig(t *testing.T) {
 			t.Errorf("mode %q task %s groups %d: %v", c.mode, c.task, len(c.groups), err)
 		}
 	}
-	if err := ShardOptimistic.validate(); !errors.Is(err, ErrShardModeNotBuilt) {
+	if err := ShardOptimistic.validate(); err != nil {
 		t.Fatalf("optimistic: %v", err)
+	}
+	og, _ := NewShardGroup("t", "a")
+	if _, err := shardGroupFor(&SyncerConfig{Task: "t", Source: "a", ShardMode: ShardOptimistic}, []*ShardGroup{og}); err != nil {
+		t.Fatalf("optimistic with a group: %v", err)
 	}
 	if _, err := shardGroupFor(&SyncerConfig{Task: "t", Source: "z", ShardMode: ShardPessimistic}, []*ShardGroup{g}); err == nil {
 		t.Fatal("a source not in the group was taken")

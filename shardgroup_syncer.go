@@ -16,8 +16,14 @@ var shardKinds = map[string]bool{schema.KindAlterTable: true, schema.KindCreateI
 // ShardGroup and st shapes a shard table (one a route renames); then the
 // stream holds here, its checkpoint saved before the DDL, until the group
 // has applied the DDL once for all its sources (see ShardGroup).
-func (r *syncRun) shardDDL(ctx context.Context, ev *streamer.Event, st *schema.Stmt, d *DDL, exec func() error) error {
+//
+// In optimistic shard mode it hands the statement to optimisticDDL, prev
+// being the table's definition before it (nil when the tracker had none).
+func (r *syncRun) shardDDL(ctx context.Context, ev *streamer.Event, st *schema.Stmt, prev *schema.TableDef, d *DDL, exec func() error) error {
 	g := r.s.shard
+	if g != nil && r.s.cfg.ShardMode == ShardOptimistic {
+		return r.optimisticDDL(ctx, ev, st, prev, d, exec)
+	}
 	if g == nil || !shardKinds[st.Kind] || st.Table.Name == "" ||
 		(d.Schema == st.Table.Schema && d.Table == st.Table.Name) {
 		return exec()

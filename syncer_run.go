@@ -159,6 +159,9 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		s.log.Info("fresh start", slog.String("pos", start.String()), slog.Int("tables", len(r.tracker.Tables())))
 	}
 	r.w.tracker = r.tracker
+	if err := r.optimisticStart(ctx); err != nil {
+		return s.wrap(start, "", "", err)
+	}
 	if r.w.online == nil {
 		r.w.online = &onlineddl.State{}
 	}
@@ -611,6 +614,7 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 			}
 			continue
 		}
+		prev, _ := r.tracker.Table(st.Table.Schema, st.Table.Name) // for optimistic shard mode
 		if _, err := r.tracker.ApplyStmts(*st); err != nil {
 			return r.wrapEvent(ev, st.Table.String(), query, err)
 		}
@@ -645,7 +649,7 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 			(st.Kind == schema.KindCreateTable || st.Kind == schema.KindCreateDatabase) ||
 			st.Kind == schema.KindCreateDatabase && r.ensured[rs]
 		d := &DDL{Schema: rs, Table: rt, Query: routed, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || merged || s.cfg.SafeMode}
-		if err := r.shardDDL(ctx, ev, st, d, func() error { return r.execDDL(ctx, d) }); err != nil {
+		if err := r.shardDDL(ctx, ev, st, prev, d, func() error { return r.execDDL(ctx, d) }); err != nil {
 			return r.wrapEvent(ev, st.Table.String(), query, err)
 		}
 	}

@@ -44,6 +44,18 @@ type Step struct {
 	stmt Stmt // the statement with this clause alone
 	spec int  // the clause's place in the statement, -1 for CREATE/DROP INDEX
 	col  int  // ADD (a, b): the column's place in the clause; -1 otherwise
+	// apply applies the clause to a definition (a clone, then finished).
+	apply func(d *TableDef) error
+}
+
+// ApplyTo returns d with the clause applied (d is not modified).
+func (st *Step) ApplyTo(d *TableDef) (*TableDef, error) {
+	c := d.clone()
+	if err := st.apply(c); err != nil {
+		return nil, ddlError(ErrUnsupportedDDL, st.stmt.Query, err)
+	}
+	c.finish()
+	return c, nil
 }
 
 // Steps splits an ALTER TABLE, CREATE INDEX or DROP INDEX statement into
@@ -58,21 +70,26 @@ func (s *Stmt) Steps(before *TableDef) ([]Step, error) {
 	cur := before
 	switch n := s.node.(type) {
 	case *ast.CreateIndexStmt:
-		d := cur.clone()
 		c := &ast.Constraint{IfNotExists: n.IfNotExists, Tp: ast.ConstraintIndex, Name: n.IndexName, Keys: n.IndexPartSpecifications}
 		if n.KeyType == ast.IndexKeyTypeUnique {
 			c.Tp = ast.ConstraintUniq
 		}
-		if err := addConstraint(d, c); err != nil {
-			return fail(err)
+		st := Step{Kind: StepAddIndex, Before: cur, stmt: *s, spec: -1, col: -1, apply: func(d *TableDef) error { return addConstraint(d, c) }}
+		d, err := st.ApplyTo(cur)
+		if err != nil {
+			return nil, err
 		}
-		d.finish()
-		return []Step{{Kind: StepAddIndex, Index: newIndex(cur, d, n.IndexName), Before: cur, After: d, stmt: *s, spec: -1, col: -1}}, nil
+		st.After, st.Index = d, newIndex(cur, d, n.IndexName)
+		return []Step{st}, nil
 	case *ast.DropIndexStmt:
-		d := cur.clone()
-		dropIndex(d, n.IndexName)
-		d.finish()
-		return []Step{{Kind: StepDropIndex, Index: n.IndexName, Before: cur, After: d, stmt: *s, spec: -1, col: -1}}, nil
+		st := Step{Kind: StepDropIndex, Index: n.IndexName, Before: cur, stmt: *s, spec: -1, col: -1,
+			apply: func(d *TableDef) error { dropIndex(d, n.IndexName); return nil }}
+		d, err := st.ApplyTo(cur)
+		if err != nil {
+			return nil, err
+		}
+		st.After = d
+		return []Step{st}, nil
 	case *ast.AlterTableStmt:
 		var out []Step
 		for k, spec := range n.Specs {
@@ -86,12 +103,13 @@ func (s *Stmt) Steps(before *TableDef) ([]Step, error) {
 				}
 			}
 			for c, part := range parts {
-				d := cur.clone()
-				if err := alterTable(d, []*ast.AlterTableSpec{part}); err != nil {
-					return fail(err)
+				st := Step{Kind: StepOther, Before: cur, stmt: *s, spec: k, col: -1,
+					apply: func(d *TableDef) error { return alterTable(d, []*ast.AlterTableSpec{part}) }}
+				d, err := st.ApplyTo(cur)
+				if err != nil {
+					return nil, err
 				}
-				d.finish()
-				st := Step{Kind: StepOther, Before: cur, After: d, stmt: *s, spec: k, col: -1}
+				st.After = d
 				if len(parts) > 1 {
 					st.col = c
 				}

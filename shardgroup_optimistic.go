@@ -1,0 +1,578 @@
+package dmworker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dmworker/dmworker/internal/schema"
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// ErrShardIncompatibleDDL means a shard table, in optimistic shard mode,
+// ran a DDL whose effect the downstream table cannot take while the other
+// shards keep their schema: it narrows or renames a column or an index,
+// changes a column's type in a way that is not a widening, adds a column
+// NOT NULL without a default, adds a column or an index the downstream
+// has with another definition, or drops a column the others still write
+// and whose rows could not be written without it. The subtask stops before
+// the DDL; the error is a *ShardIncompatibleDDLError.
+var ErrShardIncompatibleDDL = errors.New("dmworker: shard DDL incompatible with the other shards")
+
+// ShardIncompatibleDDLError is the ErrShardIncompatibleDDL of a shard's
+// DDL clause in optimistic shard mode: which shard ran what, why the
+// downstream table cannot take it, and the shards it conflicts with.
+//
+// Resolution: the statement is not applied downstream and the shard's
+// subtask stops before it (its checkpoint is before the DDL). Then either
+//   - make it compatible: Replace it in that shard's subtask
+//     (SubTask.Replace at the error's position) with a statement the
+//     downstream can take, or Skip it when the downstream needs nothing
+//     (a narrowing: the shard's rows fit the wider column), and resume; or
+//   - apply it by hand once every shard has run it: stop the writes to
+//     the shard tables, run the statement on every shard, alter the
+//     downstream table to match, and Skip the statement in each shard's
+//     subtask as it reaches it; or
+//   - run the change in pessimistic shard mode: stop the task and start it
+//     again with ShardMode "pessimistic" and a new ShardGroup until every
+//     shard has passed the DDL.
+type ShardIncompatibleDDLError struct {
+	Task string
+	// Target is the downstream table, "schema.table".
+	Target string
+	// Shard is the shard that ran the DDL; Statement its clause, routed.
+	Shard     ShardRef
+	Statement string
+	// Reason says what the downstream cannot take.
+	Reason string
+	// Others are the shards whose schema conflicts with it (those that
+	// still have what it drops or changes), sorted.
+	Others []ShardRef
+}
+
+func (e *ShardIncompatibleDDLError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "dmworker: task %s: shard %s ran %q on %s: %s", e.Task, e.Shard, e.Statement, e.Target, e.Reason)
+	if len(e.Others) > 0 {
+		b.WriteString(" (other shards:")
+		for _, r := range e.Others {
+			b.WriteString(" " + r.String())
+		}
+		b.WriteString(")")
+	}
+	b.WriteString("; the subtask stops before it: Replace or Skip it in that subtask, or apply it by hand once every shard has run it, or run it in pessimistic shard mode (see ShardIncompatibleDDLError)")
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrShardIncompatibleDDL) true.
+func (e *ShardIncompatibleDDLError) Is(target error) bool { return target == ErrShardIncompatibleDDL }
+
+// optState is a ShardGroup's optimistic shard mode state.
+type optState struct {
+	targets map[string]*optTarget
+	// registered are the sources that have told their shard tables (at
+	// the start of each run): until all have, no drop is applied.
+	registered map[string]bool
+}
+
+// optTarget is one downstream table in optimistic mode.
+type optTarget struct {
+	// ddl is held while a DDL of the target is decided and applied, so
+	// that no shard passes a DDL another is still applying downstream.
+	ddl sync.Mutex
+	// shards are each shard's schema, as far as its DDLs have come.
+	shards map[ShardRef]*schema.TableDef
+	// down is the downstream table as the group knows it: the join of the
+	// shards' schemas, plus what some shards dropped and others still
+	// have.
+	down *schema.TableDef
+	// pending are the drops some shards ran and others not yet, by
+	// statement (as Status shows them).
+	pending map[string]*optPending
+}
+
+type optPending struct {
+	step    *schema.Step
+	stmt    string
+	kind    schema.StepKind
+	name    string // the column or index
+	since   time.Time
+	reached map[ShardRef]time.Time
+}
+
+func (g *ShardGroup) optLocked() *optState {
+	if g.opt == nil {
+		g.opt = &optState{targets: map[string]*optTarget{}, registered: map[string]bool{}}
+	}
+	return g.opt
+}
+
+func (o *optState) target(name string) *optTarget {
+	t := o.targets[name]
+	if t == nil {
+		t = &optTarget{shards: map[ShardRef]*schema.TableDef{}, pending: map[string]*optPending{}}
+		o.targets[name] = t
+	}
+	return t
+}
+
+// joinInto widens down with def's columns and indexes that down lacks
+// (and takes def whole when down is nil).
+func joinInto(down, def *schema.TableDef) *schema.TableDef {
+	if def == nil {
+		return down
+	}
+	if down == nil {
+		return def
+	}
+	var add []schema.ColumnDef
+	for _, c := range def.Columns {
+		if down.Column(c.Name) < 0 {
+			add = append(add, c)
+		}
+	}
+	var addIx []schema.IndexDef
+	for _, ix := range def.Indexes {
+		if !slices.ContainsFunc(down.Indexes, func(x schema.IndexDef) bool { return strings.EqualFold(x.Name, ix.Name) }) {
+			addIx = append(addIx, ix)
+		}
+	}
+	if len(add) == 0 && len(addIx) == 0 {
+		return down
+	}
+	j := *down
+	j.Columns = append(slices.Clone(down.Columns), add...)
+	j.Indexes = append(slices.Clone(down.Indexes), addIx...)
+	return &j
+}
+
+// optRegister records the shard tables of source as its tracker has them
+// now, by target: at the start of each of its runs, which makes it count
+// among the sources whose shards are known. The downstream schema the
+// group knows widens to take them (after a restart it is rebuilt so).
+func (g *ShardGroup) optRegister(source string, shards map[string]map[ShardRef]*schema.TableDef) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	o := g.optLocked()
+	for _, t := range o.targets {
+		for r := range t.shards {
+			if r.Source == source {
+				delete(t.shards, r)
+			}
+		}
+	}
+	for target, defs := range shards {
+		t := o.target(target)
+		for r, d := range defs {
+			t.shards[r] = d
+			t.down = joinInto(t.down, d)
+		}
+	}
+	o.registered[source] = true
+}
+
+// optShard records one shard table's schema after a DDL that is not
+// coordinated (CREATE TABLE, DROP TABLE, RENAME TABLE): def nil drops it.
+func (g *ShardGroup) optShard(shard ShardRef, target string, def *schema.TableDef) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	t := g.optLocked().target(target)
+	if def == nil {
+		delete(t.shards, shard)
+		return
+	}
+	t.shards[shard] = def
+	t.down = joinInto(t.down, def)
+}
+
+// optAction is what optimistic mode does with one clause.
+type optAction int
+
+const (
+	optSkip  optAction = iota // the downstream has it already, or needs nothing
+	optApply                  // apply it downstream
+	optDefer                  // a drop other shards have not run yet
+)
+
+// optimistic is a shard's DDL in optimistic mode: its clauses (steps, from
+// the shard's schema before the statement), each decided against the
+// downstream schema and the other shards' and applied downstream (exec
+// with the clause rendered for the target) when it widens the downstream
+// table, skipped when the downstream has it already, held back when it
+// drops what other shards still have, and refused with a
+// *ShardIncompatibleDDLError when the downstream cannot take it. Clauses
+// before a refused one stay applied.
+func (g *ShardGroup) optimistic(ctx context.Context, shard ShardRef, target string, steps []schema.Step,
+	render func(*schema.Step) (string, error), exec func(query string) error) error {
+	g.mu.Lock()
+	if g.err != nil {
+		g.mu.Unlock()
+		return g.err
+	}
+	if !slices.Contains(g.sources, shard.Source) {
+		g.mu.Unlock()
+		return fmt.Errorf("dmworker: shard group of task %s: source %s is not one of its sources %v", g.task, shard.Source, g.sources)
+	}
+	t := g.optLocked().target(target)
+	g.mu.Unlock()
+	t.ddl.Lock()
+	defer t.ddl.Unlock()
+	for i := range steps {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		st := &steps[i]
+		stmt, err := render(st)
+		if err != nil {
+			return err
+		}
+		g.mu.Lock()
+		act, others, reason := g.optDecide(t, shard, st)
+		if reason != "" {
+			g.mu.Unlock()
+			return &ShardIncompatibleDDLError{Task: g.task, Target: target, Shard: shard, Statement: stmt, Reason: reason, Others: others}
+		}
+		g.mu.Unlock()
+		if act == optApply {
+			if err := exec(stmt); err != nil {
+				return err
+			}
+		}
+		g.mu.Lock()
+		t.shards[shard] = st.After
+		switch act {
+		case optApply:
+			if d, err := st.ApplyTo(t.down); err == nil {
+				t.down = d
+			} else {
+				// The downstream ran it; the group's view follows the
+				// shard's columns at least.
+				t.down = joinInto(t.down, st.After)
+			}
+			for k, p := range t.pending {
+				if p.kind == st.Kind && strings.EqualFold(p.name, optName(st)) {
+					delete(t.pending, k)
+				}
+			}
+		case optDefer:
+			p := t.pending[stmt]
+			if p == nil {
+				p = &optPending{step: st, stmt: stmt, kind: st.Kind, name: optName(st), since: time.Now(), reached: map[ShardRef]time.Time{}}
+				t.pending[stmt] = p
+			}
+			if _, ok := p.reached[shard]; !ok {
+				p.reached[shard] = time.Now()
+			}
+		}
+		g.mu.Unlock()
+	}
+	return nil
+}
+
+func optName(st *schema.Step) string {
+	if st.Kind == schema.StepAddIndex || st.Kind == schema.StepDropIndex || st.Kind == schema.StepRenameIndex {
+		return st.Index
+	}
+	return st.Column
+}
+
+// optDecide decides a clause of shard's DDL (g.mu held): the action, or a
+// reason it is incompatible and the shards it conflicts with.
+func (g *ShardGroup) optDecide(t *optTarget, shard ShardRef, st *schema.Step) (optAction, []ShardRef, string) {
+	down := t.down
+	if down == nil {
+		down = st.Before
+	}
+	// others are the other shards that have the column (or index) name.
+	others := func(has func(*schema.TableDef) bool) []ShardRef {
+		var out []ShardRef
+		for r, d := range t.shards {
+			if r != shard && has(d) {
+				out = append(out, r)
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+		return out
+	}
+	allKnown := len(g.opt.registered) == len(g.sources)
+	hasColumn := func(name string) func(*schema.TableDef) bool {
+		return func(d *schema.TableDef) bool { return d.Column(name) >= 0 }
+	}
+	hasIndex := func(name string) func(*schema.TableDef) bool {
+		return func(d *schema.TableDef) bool { return indexOf(d, name) >= 0 }
+	}
+	col := func(d *schema.TableDef, name string) *schema.ColumnDef {
+		if i := d.Column(name); i >= 0 {
+			return &d.Columns[i]
+		}
+		return nil
+	}
+	switch st.Kind {
+	case schema.StepAddColumn:
+		nc := col(st.After, st.Column)
+		if dc := col(down, st.Column); dc != nil {
+			if schema.Fits(nc, dc) && nc.Default == dc.Default {
+				return optSkip, nil, ""
+			}
+			return 0, others(hasColumn(st.Column)), fmt.Sprintf("it adds column %s as %s, the downstream has it as %s", st.Column, describeColumn(nc), describeColumn(dc))
+		}
+		if o := others(func(*schema.TableDef) bool { return true }); len(o) > 0 && !nc.Omittable() {
+			return 0, o, fmt.Sprintf("it adds column %s NOT NULL without a default: the rows of the shards without it could not be written", st.Column)
+		}
+		return optApply, nil, ""
+	case schema.StepDropColumn:
+		dc := col(down, st.Column)
+		if dc == nil {
+			return optSkip, nil, ""
+		}
+		holders := others(hasColumn(st.Column))
+		if len(holders) == 0 && allKnown {
+			return optApply, nil, ""
+		}
+		if !dc.Omittable() {
+			return 0, holders, fmt.Sprintf("it drops column %s, which other shards still write and which is NOT NULL without a default downstream: this shard's rows could not be written without it", st.Column)
+		}
+		return optDefer, nil, ""
+	case schema.StepModifyColumn:
+		oc, nc, dc := col(st.Before, st.Column), col(st.After, st.Column), col(down, st.Column)
+		switch {
+		case oc == nil || nc == nil:
+			return optSkip, nil, ""
+		case !schema.Fits(oc, nc):
+			return 0, others(hasColumn(st.Column)), fmt.Sprintf("it changes column %s from %s to %s, which is not a widening", st.Column, describeColumn(oc), describeColumn(nc))
+		case dc == nil:
+			return optApply, nil, ""
+		case schema.Fits(nc, dc) && schema.Fits(dc, nc) && nc.Default == dc.Default:
+			return optSkip, nil, ""
+		case schema.Fits(dc, nc):
+			return optApply, nil, ""
+		case schema.Fits(nc, dc):
+			return optSkip, nil, "" // the downstream's is wider already
+		}
+		return 0, others(hasColumn(st.Column)), fmt.Sprintf("it changes column %s to %s, which the downstream's %s does not fit in nor widen to", st.Column, describeColumn(nc), describeColumn(dc))
+	case schema.StepAddIndex:
+		ni := indexOf(st.After, st.Index)
+		di := indexOf(down, st.Index)
+		if ni < 0 {
+			return optSkip, nil, ""
+		}
+		if di < 0 {
+			return optApply, nil, ""
+		}
+		a, b := st.After.Indexes[ni], down.Indexes[di]
+		if a.Unique == b.Unique && a.Primary == b.Primary && slices.EqualFunc(a.Columns, b.Columns, strings.EqualFold) {
+			return optSkip, nil, ""
+		}
+		return 0, others(hasIndex(st.Index)), fmt.Sprintf("it adds index %s on (%s), the downstream has it on (%s)", st.Index,
+			strings.Join(a.Columns, ","), strings.Join(b.Columns, ","))
+	case schema.StepDropIndex:
+		if indexOf(down, st.Index) < 0 {
+			return optSkip, nil, ""
+		}
+		if strings.EqualFold(st.Index, "PRIMARY") {
+			return 0, others(hasIndex(st.Index)), "it drops the primary key"
+		}
+		if len(others(hasIndex(st.Index))) == 0 && allKnown {
+			return optApply, nil, ""
+		}
+		return optDefer, nil, ""
+	case schema.StepRenameColumn:
+		return 0, others(hasColumn(st.Column)), fmt.Sprintf("it renames column %s", st.Column)
+	case schema.StepRenameIndex:
+		return 0, others(hasIndex(st.Index)), fmt.Sprintf("it renames index %s", st.Index)
+	case schema.StepRenameTable:
+		return 0, nil, "it renames the shard table"
+	}
+	if !slices.EqualFunc(st.Before.Columns, st.After.Columns, sameColumnDef) {
+		return 0, nil, "it changes columns in a way optimistic mode does not join (one clause at a time: add, drop, modify)"
+	}
+	return optSkip, nil, "" // table options and the like: not forwarded
+}
+
+func indexOf(d *schema.TableDef, name string) int {
+	return slices.IndexFunc(d.Indexes, func(ix schema.IndexDef) bool { return strings.EqualFold(ix.Name, name) })
+}
+
+func sameColumnDef(a, b schema.ColumnDef) bool {
+	return strings.EqualFold(a.Name, b.Name) && schema.Fits(&a, &b) && schema.Fits(&b, &a) && a.Default == b.Default
+}
+
+func describeColumn(c *schema.ColumnDef) string {
+	s := c.Type
+	if !c.Nullable {
+		s += " NOT NULL"
+	}
+	if c.Default != "" {
+		s += " DEFAULT " + c.Default
+	}
+	return s
+}
+
+// optStatus lists the drops held back (g.mu held): each statement some
+// shards ran and others not yet, with the sources still to run it.
+func (g *ShardGroup) optStatus() []ShardLockStatus {
+	if g.opt == nil {
+		return nil
+	}
+	var out []ShardLockStatus
+	for target, t := range g.opt.targets {
+		for _, p := range t.pending {
+			st := ShardLockStatus{Task: g.task, Mode: ShardOptimistic, Target: target, Statement: p.stmt, Since: p.since}
+			for r, at := range p.reached {
+				st.Reached = append(st.Reached, ShardReached{r, at})
+			}
+			sort.Slice(st.Reached, func(i, j int) bool { return st.Reached[i].String() < st.Reached[j].String() })
+			waiting := map[string]bool{}
+			for r, d := range t.shards {
+				if p.kind == schema.StepDropColumn && d.Column(p.name) >= 0 || p.kind == schema.StepDropIndex && indexOf(d, p.name) >= 0 {
+					waiting[r.Source] = true
+				}
+			}
+			for _, s := range g.sources {
+				if waiting[s] || !g.opt.registered[s] {
+					st.Waiting = append(st.Waiting, s)
+				}
+			}
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// optimisticSettle applies the drops held back that no shard still has,
+// once every source has registered (exec runs a statement on a target).
+func (g *ShardGroup) optimisticSettle(exec func(target, stmt string) error) error {
+	g.mu.Lock()
+	if g.opt == nil || len(g.opt.registered) < len(g.sources) {
+		g.mu.Unlock()
+		return nil
+	}
+	targets := make(map[string]*optTarget, len(g.opt.targets))
+	for name, t := range g.opt.targets {
+		targets[name] = t
+	}
+	g.mu.Unlock()
+	for name, t := range targets {
+		if err := g.settleTarget(name, t, exec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *ShardGroup) settleTarget(name string, t *optTarget, exec func(target, stmt string) error) error {
+	t.ddl.Lock()
+	defer t.ddl.Unlock()
+	g.mu.Lock()
+	var done []*optPending
+	for _, p := range t.pending {
+		held := false
+		for _, d := range t.shards {
+			if p.kind == schema.StepDropColumn && d.Column(p.name) >= 0 || p.kind == schema.StepDropIndex && indexOf(d, p.name) >= 0 {
+				held = true
+			}
+		}
+		if !held {
+			done = append(done, p)
+		}
+	}
+	g.mu.Unlock()
+	sort.Slice(done, func(i, j int) bool { return done[i].since.Before(done[j].since) })
+	for _, p := range done {
+		if err := exec(name, p.stmt); err != nil {
+			return err
+		}
+		g.mu.Lock()
+		if d, err := p.step.ApplyTo(t.down); err == nil {
+			t.down = d
+		}
+		delete(t.pending, p.stmt)
+		g.mu.Unlock()
+	}
+	return nil
+}
+
+// optimisticStart registers, at the start of a run in optimistic shard
+// mode, the source's shard tables (those a route renames) as its tracker
+// has them, then applies the drops that no shard holds back any more.
+func (r *syncRun) optimisticStart(ctx context.Context) error {
+	g := r.s.shard
+	if g == nil || r.s.cfg.ShardMode != ShardOptimistic {
+		return nil
+	}
+	shards := map[string]map[ShardRef]*schema.TableDef{}
+	for _, n := range r.tracker.Tables() {
+		target, ok := r.shardTarget(n)
+		if !ok {
+			continue
+		}
+		def, _ := r.tracker.Table(n.Schema, n.Name)
+		if shards[target] == nil {
+			shards[target] = map[ShardRef]*schema.TableDef{}
+		}
+		shards[target][ShardRef{Source: r.s.cfg.Source, Table: n.Schema + "." + n.Name}] = def
+	}
+	g.optRegister(r.s.cfg.Source, shards)
+	return g.optimisticSettle(func(target, stmt string) error { return r.optExec(ctx, target, stmt, "", streamer.Position{}) })
+}
+
+// shardTarget is the downstream table of a shard table: one the task
+// replicates and a route renames.
+func (r *syncRun) shardTarget(n schema.TableName) (string, bool) {
+	if n.Name == "" || !r.s.rules.allowed(n.Schema, n.Name) {
+		return "", false
+	}
+	rs, rt := r.s.rules.route(n.Schema, n.Name)
+	if rs == n.Schema && rt == n.Name {
+		return "", false
+	}
+	return rs + "." + rt, true
+}
+
+// optExec runs a statement of optimistic mode on a target: in safe mode,
+// since a crash may come after it ran and before the checkpoint passed it.
+func (r *syncRun) optExec(ctx context.Context, target, stmt, source string, pos streamer.Position) error {
+	sch, tbl, _ := strings.Cut(target, ".")
+	r.s.log.Info("optimistic shard DDL applied downstream", slog.String("target", target), slog.String("query", stmt))
+	return r.execDDL(ctx, &DDL{Schema: sch, Table: tbl, Query: stmt, SourceQuery: source, Pos: pos, SafeMode: true})
+}
+
+// optimisticDDL is optimistic shard mode's hook in the DDL path (see
+// shardDDL): the clauses of an ALTER TABLE, CREATE INDEX or DROP INDEX of
+// a shard table go through the group, which applies downstream those
+// that widen it; CREATE, DROP and RENAME TABLE run as they come and tell
+// the group the shard's new schema.
+func (r *syncRun) optimisticDDL(ctx context.Context, ev *streamer.Event, st *schema.Stmt, prev *schema.TableDef, d *DDL, exec func() error) error {
+	g := r.s.shard
+	_, isShard := r.shardTarget(st.Table)
+	shard := ShardRef{Source: r.s.cfg.Source, Table: st.Table.Schema + "." + st.Table.Name}
+	target := d.Schema + "." + d.Table
+	switch {
+	case !isShard:
+		return exec()
+	case shardKinds[st.Kind]:
+		steps, err := st.Steps(prev)
+		if err != nil {
+			return err
+		}
+		return g.optimistic(ctx, shard, target, steps,
+			func(s *schema.Step) (string, error) { return s.Render(r.s.rules.route) },
+			func(q string) error { return r.optExec(ctx, target, q, d.SourceQuery, ev.Pos) })
+	}
+	if err := exec(); err != nil {
+		return err
+	}
+	for _, n := range st.Tables() {
+		if t, ok := r.shardTarget(n); ok {
+			def, _ := r.tracker.Table(n.Schema, n.Name) // nil once dropped or renamed away
+			g.optShard(ShardRef{Source: r.s.cfg.Source, Table: n.Schema + "." + n.Name}, t, def)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,137 @@
+package dmworker
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/dmworker/dmworker/internal/schema"
+)
+
+// optShardDef is a shard table's definition from CREATE TABLE.
+func optShardDef(t *testing.T, create string) *schema.TableDef {
+	t.Helper()
+	tr := schema.New()
+	if err := tr.CreateFromSQL("s", create); err != nil {
+		t.Fatal(err)
+	}
+	n := tr.Tables()[0]
+	d, _ := tr.Table(n.Schema, n.Name)
+	return d
+}
+
+// optRun runs query on shard (whose definition is *def, updated) through
+// g, and returns the statements applied downstream.
+func optRun(t *testing.T, g *ShardGroup, shard ShardRef, def **schema.TableDef, query string) ([]string, error) {
+	t.Helper()
+	stmts, err := schema.Split("s", query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps, err := stmts[0].Steps(*def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ran []string
+	route := func(string, string) (string, string) { return "m", "o" }
+	err = g.optimistic(context.Background(), shard, "m.o", steps,
+		func(s *schema.Step) (string, error) { return s.Render(route) },
+		func(q string) error { ran = append(ran, q); return nil })
+	if err == nil {
+		*def = steps[len(steps)-1].After
+	}
+	return ran, err
+}
+
+// TestShardGroupOptimistic: widening clauses are applied once, by the
+// first shard to run them; a drop waits for every shard (Status shows
+// it); incompatible clauses stop the shard with a ShardIncompatibleDDLError
+// naming the others.
+func TestShardGroupOptimistic(t *testing.T) {
+	g, _ := NewShardGroup("t", "a", "b")
+	const create = "CREATE TABLE o1 (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, note TEXT)"
+	a, b := ShardRef{"a", "s.o1"}, ShardRef{"b", "s.o1"}
+	da, db := optShardDef(t, create), optShardDef(t, create)
+	g.optRegister("a", map[string]map[ShardRef]*schema.TableDef{"m.o": {a: da}})
+	g.optRegister("b", map[string]map[ShardRef]*schema.TableDef{"m.o": {b: db}})
+	step := func(sh ShardRef, def **schema.TableDef, q string, want ...string) {
+		t.Helper()
+		ran, err := optRun(t, g, sh, def, q)
+		if err != nil || !slices.Equal(ran, want) {
+			t.Fatalf("%s %q: applied %q (%v), want %q", sh, q, ran, err, want)
+		}
+	}
+	step(a, &da, "ALTER TABLE o1 ADD COLUMN x INT", "ALTER TABLE `m`.`o` ADD COLUMN `x` INT")
+	step(b, &db, "ALTER TABLE o1 ADD COLUMN x INT")
+	step(b, &db, "ALTER TABLE o1 ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu', ADD INDEX k (customer)",
+		"ALTER TABLE `m`.`o` ADD COLUMN `region` VARCHAR(8) NOT NULL DEFAULT _UTF8MB4'eu'", "ALTER TABLE `m`.`o` ADD INDEX `k`(`customer`)")
+	step(a, &da, "CREATE INDEX k ON o1 (customer)")
+	step(a, &da, "ALTER TABLE o1 ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'")
+	step(a, &da, "ALTER TABLE o1 MODIFY customer VARCHAR(80) NOT NULL", "ALTER TABLE `m`.`o` MODIFY COLUMN `customer` VARCHAR(80) NOT NULL")
+	step(b, &db, "ALTER TABLE o1 MODIFY customer VARCHAR(60) NOT NULL") // fits the downstream's
+	step(b, &db, "ALTER TABLE o1 MODIFY customer VARCHAR(80) NOT NULL")
+
+	// A drop waits for the other shard.
+	step(a, &da, "ALTER TABLE o1 DROP COLUMN note")
+	st := g.Status()
+	if len(st) != 1 || st[0].Mode != ShardOptimistic || st[0].Statement != "ALTER TABLE `m`.`o` DROP COLUMN `note`" ||
+		len(st[0].Reached) != 1 || st[0].Reached[0].ShardRef != a || !slices.Equal(st[0].Waiting, []string{"b"}) || st[0].Since.IsZero() {
+		t.Fatalf("status %+v", st)
+	}
+	step(b, &db, "ALTER TABLE o1 DROP COLUMN note", "ALTER TABLE `m`.`o` DROP COLUMN `note`")
+	if st := g.Status(); len(st) != 0 {
+		t.Fatalf("status after the last drop: %+v", st)
+	}
+
+	// Incompatible clauses.
+	step(b, &db, "ALTER TABLE o1 ADD COLUMN w INT DEFAULT 1", "ALTER TABLE `m`.`o` ADD COLUMN `w` INT DEFAULT 1")
+	for _, c := range []struct{ q, others string }{
+		{"ALTER TABLE o1 MODIFY customer VARCHAR(20) NOT NULL", "b:s.o1"},
+		{"ALTER TABLE o1 ADD COLUMN y INT NOT NULL", "b:s.o1"},
+		{"ALTER TABLE o1 ADD COLUMN w INT DEFAULT 2", "b:s.o1"},
+		{"ALTER TABLE o1 ADD COLUMN w BIGINT DEFAULT 1", "b:s.o1"},
+		{"ALTER TABLE o1 CHANGE x x2 INT", "b:s.o1"},
+		{"ALTER TABLE o1 DROP COLUMN customer", "b:s.o1"},
+		{"ALTER TABLE o1 MODIFY x VARCHAR(10)", "b:s.o1"},
+	} {
+		before := da
+		ran, err := optRun(t, g, a, &da, c.q)
+		var ie *ShardIncompatibleDDLError
+		if !errors.Is(err, ErrShardIncompatibleDDL) || !errors.As(err, &ie) || len(ran) != 0 || ie.Target != "m.o" || ie.Shard != a ||
+			len(ie.Others) != 1 || ie.Others[0].String() != c.others || da != before {
+			t.Fatalf("%q: %v (applied %q)", c.q, err, ran)
+		}
+		t.Log(err)
+	}
+}
+
+// TestShardGroupOptimisticSettle: a drop every known shard has run waits
+// until every source has told its shards; the last to register applies it.
+func TestShardGroupOptimisticSettle(t *testing.T) {
+	g, _ := NewShardGroup("t", "a", "b", "c")
+	const create = "CREATE TABLE o1 (id INT PRIMARY KEY, note TEXT)"
+	a, b := ShardRef{"a", "s.o1"}, ShardRef{"b", "s.o1"}
+	da, db := optShardDef(t, create), optShardDef(t, create)
+	g.optRegister("a", map[string]map[ShardRef]*schema.TableDef{"m.o": {a: da}})
+	g.optRegister("b", map[string]map[ShardRef]*schema.TableDef{"m.o": {b: db}})
+	for _, s := range []struct {
+		r   ShardRef
+		def **schema.TableDef
+	}{{a, &da}, {b, &db}} {
+		if ran, err := optRun(t, g, s.r, s.def, "ALTER TABLE o1 DROP COLUMN note"); err != nil || len(ran) != 0 {
+			t.Fatalf("%s: %q %v", s.r, ran, err)
+		}
+	}
+	if st := g.Status(); len(st) != 1 || !slices.Equal(st[0].Waiting, []string{"c"}) {
+		t.Fatalf("status %+v", st)
+	}
+	g.optRegister("c", nil) // c has no shard of m.o
+	var ran []string
+	if err := g.optimisticSettle(func(target, stmt string) error { ran = append(ran, target+": "+stmt); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ran, []string{"m.o: ALTER TABLE `m`.`o` DROP COLUMN `note`"}) || len(g.Status()) != 0 {
+		t.Fatalf("settled %q, status %+v", ran, g.Status())
+	}
+}
