@@ -187,8 +187,7 @@ func strictJSON(data []byte, v any) error {
 // syncer-thread), and the named block-allow-list (black-white-list),
 // routes, filters and syncers (worker-count, batch, safe-mode, compact,
 // checkpoint-flush-interval in seconds) they refer to, and shard-mode
-// (pessimistic; optimistic wraps ErrDMFeature and ErrShardModeNotBuilt),
-// which each subtask's ShardMode takes. A meta is the
+// (pessimistic or optimistic), which each subtask's ShardMode takes. A meta is the
 // subtask's Start: a task with a checkpoint continues from it, as in DM.
 // A binlog-gtid's flavour is read from its text (a set with ':' is MySQL's).
 // An unknown key is an error naming it; a DM feature dmworker does not have

@@ -97,6 +97,10 @@ syncers:
 		task.SubTasks[0].ShardMode != dmworker.ShardPessimistic || task.SubTasks[1].ShardMode != dmworker.ShardPessimistic {
 		t.Errorf("shard-mode pessimistic: %+v, %v", task.SubTasks, err)
 	}
+	if task, err := dmworker.ParseDMTask([]byte(base + "shard-mode: optimistic\n")); err != nil ||
+		task.SubTasks[0].ShardMode != dmworker.ShardOptimistic || task.SubTasks[1].ShardMode != dmworker.ShardOptimistic {
+		t.Errorf("shard-mode optimistic: %+v, %v", task.SubTasks, err)
+	}
 	if !s1.OnlineDDLEnabled() || s1.ShadowTableRules != nil {
 		t.Errorf("s1 online DDL: %+v, want on with the default rules", s1.OnlineDDLConfig)
 	}
@@ -121,7 +125,6 @@ syncers:
 	}{
 		{base + "bogus: 1\n", `unknown field "bogus"`, false},
 		{base + "is-sharding: true\n", `"is-sharding"`, true},
-		{base + "shard-mode: optimistic\n", `"shard-mode"`, true},
 		{base + "shard-mode: bogus\n", `"shard-mode"`, false},
 		{base + "mydumpers: {}\n", `"mydumpers"`, true},
 		{strings.Replace(base, "syncer-thread: 4", "mydumper-thread: 4", 1), `mysql-instances: "mydumper-thread"`, true},

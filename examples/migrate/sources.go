@@ -3,8 +3,8 @@ package main
 // Several upstreams in one process: -from NAME=user:pass@host:port, given
 // once per source, runs one SourceWorker per source (direct mode, no etcd),
 // each with the task's subtask, all writing into the one downstream; routes
-// merge their shard tables. -shard-mode pessimistic coordinates the shards'
-// DDL with one dmworker.ShardGroup.
+// merge their shard tables. -shard-mode pessimistic or optimistic
+// coordinates the shards' DDL with one dmworker.ShardGroup.
 
 import (
 	"context"
@@ -81,7 +81,7 @@ func sourcesFlags(fs *flag.FlagSet, from *cli.ServerFlags) (*fromFlag, *string) 
 	fl := fs.Lookup("from")
 	fl.Value = f
 	fl.Usage = "upstream as user[:password]@host:port (required), or NAME=user[:password]@host:port once per source to merge several upstreams"
-	mode := fs.String("shard-mode", "", "with several -from NAME=...: pessimistic coordinates the shard tables' DDL across the sources (default off)")
+	mode := fs.String("shard-mode", "", "with several -from NAME=...: pessimistic or optimistic coordinates the shard tables' DDL across the sources (default off)")
 	return f, mode
 }
 
@@ -180,7 +180,7 @@ func runSources(ctx context.Context, cfg config, db *sql.DB, logger *slog.Logger
 		return mysqlsink.New(db, mysqlsink.WithExclusivePool())
 	}
 	var group *dmworker.ShardGroup
-	if m.shardMode == dmworker.ShardPessimistic {
+	if m.shardMode != dmworker.ShardModeOff {
 		names := make([]string, len(m.sources))
 		for i, s := range m.sources {
 			names[i] = s.Name

@@ -119,9 +119,9 @@ func TestParseArgsFiles(t *testing.T) {
 	if stderr.Len() != 0 {
 		t.Errorf("a private file warned: %q", stderr.String())
 	}
-	bad := write("bad.yaml", "name: t\ntask-mode: all\nshard-mode: optimistic\n", 0o600)
+	bad := write("bad.yaml", "name: t\ntask-mode: all\nis-sharding: true\n", 0o600)
 	if _, err := parseArgs([]string{"-config", bad, "-from", "u:pw@127.0.0.1:1", "-to", "u:pw@127.0.0.1:2"}, &stderr); err == nil ||
-		!strings.Contains(err.Error(), `"shard-mode": a DM feature dmworker does not have`) {
-		t.Errorf("shard-mode: %v", err)
+		!strings.Contains(err.Error(), `"is-sharding": a DM feature dmworker does not have`) {
+		t.Errorf("is-sharding: %v", err)
 	}
 }
