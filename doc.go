@@ -277,6 +277,10 @@
 // ShardPessimistic and one ShardGroup per task given to each of its
 // sources' workers (WithShardGroup), a shard table's DDL holds its source
 // until every source has reached it, then reaches the downstream table once
-// (see ShardGroup). Coordination through etcd and the optimistic mode are
-// not built yet (ErrShardModeNotBuilt).
+// (see ShardGroup). With ShardOptimistic a shard table's DDL reaches the
+// downstream table as it comes when the downstream can take it while the
+// other shards keep their schema (adding a nullable column or one with a
+// default, an index, widening a column), a drop waits for the last shard,
+// and a DDL the others' rows could not live with stops that shard with a
+// ShardIncompatibleDDLError. Coordination through etcd is not built yet.
 package dmworker

@@ -41,9 +41,9 @@ type SyncerConfig struct {
 	EventFilters []EventFilterRule `json:"event-filters,omitempty" toml:"event-filters"`
 	Routes       []RouteRule       `json:"routes,omitempty" toml:"routes"`
 	// ShardMode coordinates the DDL of shard tables several sources merge
-	// into one downstream table: off (""), ShardPessimistic (needs the
-	// task's ShardGroup, WithShardGroup) or ShardOptimistic (not built
-	// yet: refused with ErrShardModeNotBuilt). Default off.
+	// into one downstream table: off (""), ShardPessimistic or
+	// ShardOptimistic (each needs the task's ShardGroup, WithShardGroup).
+	// Default off.
 	ShardMode ShardMode `json:"shard-mode,omitempty" toml:"shard-mode"`
 	// OnlineDDLConfig says how online schema changes (gh-ost,
 	// pt-online-schema-change) are replicated; on by default. Its keys are
