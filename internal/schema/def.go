@@ -79,9 +79,10 @@ type ColumnDef struct {
 	// Charset is the column's character set for character, text, ENUM and
 	// SET columns when known ("" otherwise).
 	Charset string `json:"charset,omitempty"`
-	// Default is the column's DEFAULT clause as the parser restores it
-	// ("'eu'", "0", "NULL", "current_timestamp()"); "" when it has none or
-	// the tracker never saw it (definitions stored before it was kept).
+	// Default is the column's DEFAULT clause as the parser restores it,
+	// without a character set introducer ("'eu'", "0",
+	// "CURRENT_TIMESTAMP()"); "" when it has none, DEFAULT NULL, or the
+	// tracker never saw it (definitions stored before it was kept).
 	Default    string   `json:"default,omitempty"`
 	EnumValues []string `json:"enum,omitempty"`
 	SetValues  []string `json:"set,omitempty"`

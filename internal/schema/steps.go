@@ -213,7 +213,9 @@ func (st *Step) Render(rename func(schema, table string) (string, string)) (stri
 	return renderFix(b.String(), s.flags), nil
 }
 
-// exprText is a DEFAULT expression as the parser restores it.
+// exprText is a DEFAULT expression as the parser restores it, without a
+// string's character set introducer; "" for NULL (which is what a column
+// without a DEFAULT clause has).
 func exprText(e ast.ExprNode) string {
 	if e == nil {
 		return ""
@@ -222,14 +224,23 @@ func exprText(e ast.ExprNode) string {
 	if err := e.Restore(format.NewRestoreCtx(format.DefaultRestoreFlags|format.RestoreStringEscapeBackslash, &b)); err != nil {
 		return "?"
 	}
-	return b.String()
+	s := b.String()
+	if strings.EqualFold(s, "NULL") {
+		return ""
+	}
+	if strings.HasPrefix(s, "_") {
+		if i := strings.IndexByte(s, '\''); i > 0 && !strings.ContainsAny(s[:i], " (") {
+			s = s[i:]
+		}
+	}
+	return s
 }
 
 // Omittable reports whether an INSERT that names no value for the column
 // still succeeds in strict mode: it is nullable, has a default, or is
 // generated.
 func (c *ColumnDef) Omittable() bool {
-	return c.Nullable || c.Generated || (c.Default != "" && !strings.EqualFold(c.Default, "NULL"))
+	return c.Nullable || c.Generated || c.Default != ""
 }
 
 // Fits reports whether every value column a holds is one column b holds

@@ -13,7 +13,7 @@ func TestSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	before, _ := tr.Table("s", "t")
-	if c := before.Columns[1]; c.Default != "_UTF8MB4'x'" {
+	if c := before.Columns[1]; c.Default != "'x'" {
 		t.Fatalf("default kept as %q", c.Default)
 	}
 	stmts, err := Split("s", "ALTER TABLE t ADD COLUMN (a INT, b INT NOT NULL DEFAULT 3), DROP COLUMN n, MODIFY c VARCHAR(20) NOT NULL, ADD INDEX k (c), CHANGE a a2 INT, ALTER COLUMN b SET DEFAULT 4, ENGINE = InnoDB")
@@ -120,6 +120,29 @@ func TestFits(t *testing.T) {
 	for _, c := range cases {
 		if got := Fits(col(c.a, c.an), col(c.b, c.bn)); got != c.fits {
 			t.Errorf("Fits(%s null=%v, %s null=%v) = %v", c.a, c.an, c.b, c.bn, got)
+		}
+	}
+}
+
+// TestDefaultText: defaults read from CREATE TABLE as written and as SHOW
+// CREATE TABLE prints them compare equal.
+func TestDefaultText(t *testing.T) {
+	for _, c := range []struct{ a, b string }{
+		{"c VARCHAR(8) NOT NULL DEFAULT 'eu'", "c varchar(8) NOT NULL DEFAULT 'eu'"},
+		{"c VARCHAR(8)", "c varchar(8) DEFAULT NULL"},
+		{"c INT DEFAULT 3", "c int(11) DEFAULT 3"},
+	} {
+		var defs []string
+		for _, col := range []string{c.a, c.b} {
+			tr := New()
+			if err := tr.CreateFromSQL("s", "CREATE TABLE t ("+col+")"); err != nil {
+				t.Fatal(err)
+			}
+			d, _ := tr.Table("s", "t")
+			defs = append(defs, d.Columns[0].Default)
+		}
+		if defs[0] != defs[1] {
+			t.Errorf("%q and %q: defaults %q", c.a, c.b, defs)
 		}
 	}
 }
