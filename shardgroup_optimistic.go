@@ -46,7 +46,8 @@ type ShardIncompatibleDDLError struct {
 	Task string
 	// Target is the downstream table, "schema.table".
 	Target string
-	// Shard is the shard that ran the DDL; Statement its clause, routed.
+	// Shard is the shard that ran the DDL; Statement its clause, routed
+	// (for a CREATE TABLE, "CREATE TABLE" and the shard table).
 	Shard     ShardRef
 	Statement string
 	// Reason says what the downstream cannot take.
@@ -565,6 +566,10 @@ func (r *syncRun) optimisticDDL(ctx context.Context, ev *streamer.Event, st *sch
 			func(s *schema.Step) (string, error) { return s.Render(r.s.rules.route) },
 			func(q string) error { return r.optExec(ctx, target, q, d.SourceQuery, ev.Pos) })
 	}
+	if st.Kind == schema.KindCreateTable {
+		def, _ := r.tracker.Table(st.Table.Schema, st.Table.Name)
+		return g.optCreate(shard, target, def, exec, func(q string) error { return r.optExec(ctx, target, q, d.SourceQuery, ev.Pos) })
+	}
 	if err := exec(); err != nil {
 		return err
 	}
@@ -575,4 +580,87 @@ func (r *syncRun) optimisticDDL(ctx context.Context, ev *streamer.Event, st *sch
 		}
 	}
 	return nil
+}
+
+// optCreate is the CREATE TABLE of a shard table (create runs it: on a
+// downstream table that exists already it does nothing). A shard created
+// with columns the downstream table lacks gets them added downstream
+// (ALTER TABLE ... ADD COLUMN, from the tracked definition), when the
+// other shards' rows can do without them; a column the downstream has
+// that this shard's rows cannot fit in, or that they cannot do without,
+// is a *ShardIncompatibleDDLError.
+func (g *ShardGroup) optCreate(shard ShardRef, target string, def *schema.TableDef, create func() error, exec func(q string) error) error {
+	if def == nil {
+		return create()
+	}
+	g.mu.Lock()
+	t := g.optLocked().target(target)
+	g.mu.Unlock()
+	t.ddl.Lock()
+	defer t.ddl.Unlock()
+	if err := create(); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	down := t.down
+	var others []ShardRef
+	for r := range t.shards {
+		if r != shard {
+			others = append(others, r)
+		}
+	}
+	sort.Slice(others, func(i, j int) bool { return others[i].String() < others[j].String() })
+	g.mu.Unlock()
+	sch, tbl, _ := strings.Cut(target, ".")
+	fail := func(reason string) error {
+		return &ShardIncompatibleDDLError{Task: g.task, Target: target, Shard: shard, Statement: "CREATE TABLE " + def.QualifiedName().String(), Reason: reason, Others: others}
+	}
+	if down != nil {
+		for _, dc := range down.Columns {
+			if i := def.Column(dc.Name); i < 0 && !dc.Omittable() {
+				return fail(fmt.Sprintf("the shard table lacks column %s, which is NOT NULL without a default downstream", dc.Name))
+			} else if i >= 0 && !schema.Fits(&def.Columns[i], &dc) {
+				return fail(fmt.Sprintf("it has column %s as %s, which does not fit the downstream's %s", dc.Name, describeColumn(&def.Columns[i]), describeColumn(&dc)))
+			}
+		}
+		for _, c := range def.Columns {
+			if down.Column(c.Name) >= 0 {
+				continue
+			}
+			if c.Generated || (!c.Omittable() && len(others) > 0) {
+				return fail(fmt.Sprintf("it has column %s, which the downstream lacks and which cannot be added for the other shards (NOT NULL without a default, or generated)", c.Name))
+			}
+			q := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s", schema.TableName{Schema: sch, Name: tbl}, columnSQL(&c))
+			if err := exec(q); err != nil {
+				return err
+			}
+			g.mu.Lock()
+			t.down = joinInto(t.down, &schema.TableDef{Schema: sch, Name: tbl, Columns: []schema.ColumnDef{c}})
+			down = t.down
+			g.mu.Unlock()
+		}
+	}
+	g.mu.Lock()
+	t.shards[shard] = def
+	t.down = joinInto(t.down, def)
+	g.mu.Unlock()
+	return nil
+}
+
+// columnSQL is a column's definition as ADD COLUMN takes it, from what
+// the tracker keeps (type, character set, nullability, default).
+func columnSQL(c *schema.ColumnDef) string {
+	var b strings.Builder
+	b.WriteString(schema.TableName{Schema: c.Name}.String())
+	b.WriteString(" " + c.Type)
+	if c.Charset != "" && !c.Binary {
+		b.WriteString(" CHARACTER SET " + c.Charset)
+	}
+	if !c.Nullable {
+		b.WriteString(" NOT NULL")
+	}
+	if c.Default != "" {
+		b.WriteString(" DEFAULT " + c.Default)
+	}
+	return b.String()
 }

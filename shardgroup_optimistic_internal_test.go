@@ -135,3 +135,31 @@ func TestShardGroupOptimisticSettle(t *testing.T) {
 		t.Fatalf("settled %q, status %+v", ran, g.Status())
 	}
 }
+
+// TestShardGroupOptimisticCreate: a shard table created late with a column
+// the downstream lacks gets it added downstream; one lacking a column the
+// downstream cannot do without stops with a ShardIncompatibleDDLError.
+func TestShardGroupOptimisticCreate(t *testing.T) {
+	g, _ := NewShardGroup("t", "a", "b")
+	a := ShardRef{"a", "s.o1"}
+	g.optRegister("a", map[string]map[ShardRef]*schema.TableDef{"m.o": {a: optShardDef(t,
+		"CREATE TABLE o1 (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, region VARCHAR(8) NOT NULL DEFAULT 'eu')")}})
+	g.optRegister("b", nil)
+	var ran []string
+	exec := func(q string) error { ran = append(ran, q); return nil }
+	created := 0
+	create := func() error { created++; return nil }
+	def := optShardDef(t, "CREATE TABLE o2 (id INT PRIMARY KEY, customer VARCHAR(20) NOT NULL, memo VARCHAR(20) CHARACTER SET latin1 DEFAULT 'm')")
+	if err := g.optCreate(ShardRef{"b", "s.o2"}, "m.o", def, create, exec); err != nil || created != 1 ||
+		!slices.Equal(ran, []string{"ALTER TABLE `m`.`o` ADD COLUMN `memo` varchar(20) CHARACTER SET latin1 DEFAULT 'm'"}) {
+		t.Fatalf("create with a new column: %v, ran %q", err, ran)
+	}
+	ran = nil
+	def = optShardDef(t, "CREATE TABLE o3 (id INT PRIMARY KEY, region VARCHAR(8))")
+	err := g.optCreate(ShardRef{"b", "s.o3"}, "m.o", def, create, exec)
+	var ie *ShardIncompatibleDDLError
+	if !errors.As(err, &ie) || len(ran) != 0 || len(ie.Others) != 2 {
+		t.Fatalf("create without customer: %v, ran %q", err, ran)
+	}
+	t.Log(err)
+}
