@@ -19,14 +19,23 @@ import (
 // rows written on every shard and a column added on each at its own moment
 // reach the downstream, which ends with the union of the shards' rows and
 // the column once; migrate exits 0 once all are idle.
-func TestMigrateSeveralSources(t *testing.T) {
+func TestMigrateSeveralSources(t *testing.T) { migrateSeveralSources(t, "pessimistic", 520) }
+
+// TestMigrateSeveralSourcesOptimistic: TestMigrateSeveralSources in
+// optimistic shard mode (the column reaches the downstream with the first
+// shard that adds it).
+func TestMigrateSeveralSourcesOptimistic(t *testing.T) { migrateSeveralSources(t, "optimistic", 564) }
+
+// migrateSeveralSources runs TestMigrateSeveralSources in a shard mode,
+// with servers base to base+3.
+func migrateSeveralSources(t *testing.T, mode string, base uint32) {
 	var ups []*testserver.MariaDB
 	for i := range 3 {
-		ups = append(ups, testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: uint32(520 + i)}))
+		ups = append(ups, testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: base + uint32(i)}))
 	}
-	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 523})
+	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: base + 3})
 	args := []string{"-to", fmt.Sprintf("%s:%s@%s", down.User, down.Password, down.Addr()),
-		"-task", "shards", "-route", "shop.orders_*:merged.orders,shop:merged", "-shard-mode", "pessimistic",
+		"-task", "shards", "-route", "shop.orders_*:merged.orders,shop:merged", "-shard-mode", mode,
 		"-exit-when-idle", "2s", "-workers", "1"}
 	for i, up := range ups {
 		args = append(args, "-from", fmt.Sprintf("s%d=%s:%s@%s", i+1, up.User, up.Password, up.Addr()))
