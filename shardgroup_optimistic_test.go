@@ -139,7 +139,8 @@ func columnNames(t *testing.T, desc []string) []string {
 // defaults. Then the process "restarts" (new workers, new ShardGroup,
 // resuming from the checkpoints), the shards finish their DDLs and drop a
 // column at their own moments: the drop waits (Status shows it, with the
-// sources still to run it) until the last shard has dropped it. The
+// sources still to run it) until the last shard has dropped it, across
+// another restart while it waits. The
 // downstream ends with the shards' schema and rows. Last, a narrowing DDL
 // on one shard stops its subtask with a ShardIncompatibleDDLError while
 // the other sources go on.
@@ -179,7 +180,7 @@ func TestShardMergeOptimistic(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				shardLoad(t, f.updbs[sh.i], shardTables[sh.j], int64(sh.i*10+sh.j+1)*1_000_000+phase*500_000, 1_000_000, ch)
+				shardLoad(t, f.updbs[sh.i], shardTables[sh.j], int64(sh.i*10+sh.j+1)*1_000_000+phase*300_000, 1_000_000, ch)
 			}()
 		}
 		return func() {
@@ -283,7 +284,7 @@ func TestShardMergeOptimistic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	workers, _ = optWorkers(t, f, g)
+	workers, stop = optWorkers(t, f, g)
 	stopLoad = load(1)
 	run(schedule[half:])
 	// Each shard drops memo at its own moment; the drop waits for the
@@ -313,6 +314,16 @@ func TestShardMergeOptimistic(t *testing.T) {
 		if cs := columnNames(t, shardColumns(t, f.downdb, "merged", "orders")); !slices.Contains(cs, "memo") {
 			t.Fatalf("memo dropped downstream while shards still have it: %q", cs)
 		}
+		// The process restarts while the drop is held back: the new
+		// group knows it from the shards' schemas, and applies it when
+		// the last shard drops memo.
+		stopLoad()
+		stop()
+		if g, err = dmworker.NewShardGroup("merge", names...); err != nil {
+			t.Fatal(err)
+		}
+		workers, _ = optWorkers(t, f, g)
+		stopLoad = load(2)
 	}
 	time.Sleep(200 * time.Millisecond)
 	stopLoad()
