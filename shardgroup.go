@@ -169,7 +169,9 @@ type ShardReached struct {
 // and the rows of shards without it get its default), and applied when
 // the last shard drops it. The rows of a shard whose schema is behind the
 // downstream's name only its own columns, so the others take their
-// defaults. A clause the downstream cannot take (narrowing or otherwise
+// defaults (a safe-mode REPLACE of such a row sets them to their defaults
+// again, which is what that shard's rows hold; the old values of a column
+// the shard has dropped and others still have are not kept). A clause the downstream cannot take (narrowing or otherwise
 // changing a column's type, renaming, adding a column NOT NULL without a
 // default, a definition that differs from the downstream's, dropping a
 // column NOT NULL without a default that others still write) stops that

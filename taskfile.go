@@ -227,9 +227,7 @@ func ParseDMTask(data []byte) (DMTask, error) {
 	if err := strictJSON(js, &f); err != nil {
 		return fail(err)
 	}
-	if err := f.ShardMode.validate(); errors.Is(err, ErrShardModeNotBuilt) {
-		return fail(fmt.Errorf("task: \"shard-mode\": %w (%s: %w)", ErrDMFeature, f.ShardMode, ErrShardModeNotBuilt))
-	} else if err != nil {
+	if err := f.ShardMode.validate(); err != nil {
 		return fail(fmt.Errorf("task: \"shard-mode\": %w", err))
 	}
 	switch {
