@@ -80,7 +80,8 @@ const (
 // position before which every change was checked, the tracked schema at it,
 // and the rows still differing) is stored in the downstream after each
 // pass that left no row unchecked, so that a killed process resumes from
-// it. It needs the downstream as a *sql.DB: the sink's when it is a
+// it. Before it has one, the validator starts at the syncer's stored
+// checkpoint, with the schema the syncer tracked there. It needs the downstream as a *sql.DB: the sink's when it is a
 // ValidatorSink (mysqlsink is), else the one given with WithValidationDB.
 type ValidationConfig struct {
 	// Mode is off, fast or full. Default off ("" is off; the other
@@ -635,10 +636,15 @@ func (v *validator) recordError(ctx context.Context, r *vrow) error {
 	key, _ := json.Marshal(displayValues(r.keyVals))
 	var up, down any
 	if r.image != nil {
-		up = imageJSON(r.table, r.image)
+		up = imageJSON(r.table, r.image, nil)
 	}
 	if r.down != nil {
-		down = imageJSON(r.table, r.down)
+		if v.cfg.Mode == ValidationFast {
+			// Only the key is read in mode fast.
+			down = imageJSON(r.table, r.down, r.key)
+		} else {
+			down = imageJSON(r.table, r.down, nil)
+		}
 	}
 	_, err = v.db.ExecContext(ctx, "INSERT INTO "+v.meta("validator_errors")+
 		" (task, source, table_schema, table_name, key_hash, row_key, upstream_row, downstream_row, first_seen, last_seen, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"+
@@ -658,10 +664,11 @@ func (v *validator) recordError(ctx context.Context, r *vrow) error {
 	return nil
 }
 
-func imageJSON(t *Table, vals []any) string {
+// imageJSON is a row image as a JSON object: the columns cols (nil: all).
+func imageJSON(t *Table, vals []any, cols []int) string {
 	m := make(map[string]any, len(vals))
 	for i, c := range t.Columns {
-		if i < len(vals) {
+		if i < len(vals) && (cols == nil || contains(cols, i)) {
 			m[c.Name] = displayValue(vals[i])
 		}
 	}
@@ -737,26 +744,20 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 	if err := v.ensureTables(ctx); err != nil {
 		return err
 	}
-	// The validator starts where the syncer is, the first time.
-	var start streamer.Position
-	for {
-		if cp := s.Status().Checkpoint; !cp.IsZero() {
-			start = cp.Clone()
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	// The first time, the validator starts where the syncer's stored
+	// checkpoint is, with the schema the syncer tracked there (see
+	// validatorStore.Load): not at a position with the upstream's schema
+	// of now, which may be a later one (a CREATE INDEX replayed on a
+	// table that has the index already stops the reader).
+	t.mu.Lock()
+	mainStore := t.store
+	t.mu.Unlock()
 	scfg := cfg.syncerConfig(t.up)
-	scfg.Start = start
 	scfg.Workers, scfg.SafeMode, scfg.Compact = 1, false, false
 	scfg.BatchSize, scfg.MaxBatchRows = 1000, 10000
 	o := t.opts.syncerOptions
 	o.logger = v.log
-	o.checkpointStore = &validatorStore{v}
+	o.checkpointStore = &validatorStore{v: v, syncer: mainStore}
 	o.fenced, o.epoch = false, 0
 	// Its reading is not the syncer's: no metrics.
 	o.inst, o.metrics = nil, metricsOptions{}
@@ -819,10 +820,42 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 // validatorStore is the inner syncer's checkpoint store: Load reads the
 // validator's checkpoint, Save records how far the validator has read (the
 // validator stores it itself once every row before it is checked).
-type validatorStore struct{ v *validator }
+type validatorStore struct {
+	v      *validator
+	syncer CheckpointStore // the syncer's, where the validator starts
+}
 
+// Load returns the validator's checkpoint or, before it has one, the
+// syncer's: a position and the schema the syncer tracked at it, which
+// belong together. (The upstream's schema of now does not belong to a
+// position in the past: replaying a DDL it already holds fails.) It waits
+// until the syncer has stored one.
 func (s *validatorStore) Load(ctx context.Context, task, source string) (Checkpoint, bool, error) {
-	return s.v.load(ctx, task, source)
+	cp, found, err := s.v.load(ctx, task, source)
+	if err != nil || found || s.syncer == nil {
+		return cp, found, err
+	}
+	for {
+		cp, found, err := s.syncer.Load(ctx, task, source)
+		if err != nil {
+			return Checkpoint{}, false, fmt.Errorf("validator: the syncer's checkpoint: %w", err)
+		}
+		if found && len(cp.Schema) > 0 && len(cp.Snapshot) == 0 {
+			cp.Epoch, cp.SafeUntil = 0, streamer.Position{}
+			cp.Pos, cp.Snapshot = cp.Pos.Clone(), nil
+			v := s.v
+			v.mu.Lock()
+			v.lastRead, v.readSet = cp, true
+			v.mu.Unlock()
+			v.log.Info("validation starts at the syncer's checkpoint", slog.String("pos", cp.Pos.String()))
+			return cp, true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return Checkpoint{}, false, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func (s *validatorStore) Save(_ context.Context, cp Checkpoint) error {
