@@ -460,3 +460,85 @@ func (s heldSink) Apply(ctx context.Context, b *dmworker.Batch) error {
 	}
 	return s.Sink.Apply(ctx, b)
 }
+
+// TestValidatorMemoryBoundSpills: with a memory budget of a few rows and
+// hundreds of rows that keep differing, the bytes held never pass the
+// budget (the differing rows are spilled to the meta schema and checked
+// again from there), and every row is still recorded as an error row with
+// its key and images once it has differed past the delay.
+func TestValidatorMemoryBoundSpills(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 85})
+	const budget, n = 8192, 300
+	cfg := validationConfig("mem", 4, 2*time.Second)
+	cfg.Validation.MemoryBytes = budget
+	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitSubTaskSynced(t, st.Status, p)
+	mustExec(t, p.updb, "CREATE DATABASE m")
+	mustExec(t, p.updb, "CREATE TABLE m.t (id INT PRIMARY KEY, a INT, s VARCHAR(100))")
+	for i := 1; i <= n; i += 50 {
+		var vals []string
+		for j := i; j < i+50; j++ {
+			vals = append(vals, fmt.Sprintf("(%d, %d, '%s')", j, j*10, strings.Repeat("x", 80)))
+		}
+		mustExec(t, p.updb, "INSERT INTO m.t VALUES "+strings.Join(vals, ","))
+	}
+	vs := waitValidated(t, st, p)
+	if vs.PeakBytes == 0 || vs.PeakBytes > budget {
+		t.Fatalf("peak bytes held %d, budget %d", vs.PeakBytes, budget)
+	}
+	st.Stop()
+
+	// Every row changed upstream (applied by the syncer alone), then
+	// changed again downstream: n rows that keep differing.
+	mustExec(t, p.updb, "UPDATE m.t SET s = CONCAT(s, 'y')")
+	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{Task: "mem", Upstream: upstreamOf(p.up), SyncerTuning: dmworker.SyncerTuning{Workers: 4}}, p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runSyncer(t, s)
+	waitSynced(t, r, p.updb)
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, p.downdb, "UPDATE m.t SET a = a + 1")
+
+	st2, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st2)
+	spilled := 0
+	var got []string
+	waitUntil(t, fmt.Sprintf("%d error rows", n), func() bool {
+		vs = st2.Status().Validator
+		spilled = max(spilled, vs.Spilled)
+		got = errorKeys(t, p.downdb, "mem")
+		return len(got) == n && vs.Spilled == 0
+	})
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprintf("m.t [%d]", i+1)
+	}
+	sort.Strings(want)
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("error rows %v", got)
+	}
+	vs = waitValidated(t, st2, p)
+	if spilled == 0 {
+		t.Fatal("no row was spilled")
+	}
+	if vs.PeakBytes == 0 || vs.PeakBytes > budget {
+		t.Fatalf("peak bytes held %d, budget %d", vs.PeakBytes, budget)
+	}
+	var up, down sql.NullString
+	if err := p.downdb.QueryRow("SELECT upstream_row, downstream_row FROM dmworker_meta.validator_errors WHERE task = 'mem' AND row_key = '[7]'").Scan(&up, &down); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(up.String, `"a":70`) || !strings.Contains(up.String, `xy"`) || !strings.Contains(down.String, `"a":71`) {
+		t.Fatalf("error row images: upstream %s, downstream %s", up.String, down.String)
+	}
+}
