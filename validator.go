@@ -718,12 +718,13 @@ func (v *validator) loadFilter(ctx context.Context) error {
 const spillBatch = 100
 
 // spill writes differing rows to validator_pending and forgets them (those
-// not replaced by a newer image meanwhile).
+// not replaced by a newer image meanwhile). A row spilled again keeps the
+// time it first differed (first_seen), the newer image its state.
 func (v *validator) spill(ctx context.Context, rows []*vrow) error {
 	for i := 0; i < len(rows); i += spillBatch {
 		chunk := rows[i:min(i+spillBatch, len(rows))]
 		var q strings.Builder
-		q.WriteString("REPLACE INTO " + v.meta("validator_pending") + " (task, source, key_hash, table_schema, table_name, first_seen, state) VALUES ")
+		q.WriteString("INSERT INTO " + v.meta("validator_pending") + " (task, source, key_hash, table_schema, table_name, first_seen, state) VALUES ")
 		args := make([]any, 0, 7*len(chunk))
 		for j, r := range chunk {
 			state, err := json.Marshal(r.saved())
@@ -736,6 +737,8 @@ func (v *validator) spill(ctx context.Context, rows []*vrow) error {
 			q.WriteString("(?, ?, ?, ?, ?, ?, ?)")
 			args = append(args, v.task, v.source, errorHash(r.id), r.table.Schema, r.table.Name, r.firstDiff.UTC().Format("2006-01-02 15:04:05.999999"), state)
 		}
+		q.WriteString(" ON DUPLICATE KEY UPDATE table_schema = VALUES(table_schema), table_name = VALUES(table_name)," +
+			" first_seen = LEAST(first_seen, VALUES(first_seen)), state = VALUES(state)")
 		if _, err := v.db.ExecContext(ctx, q.String(), args...); err != nil {
 			return fmt.Errorf("validator: spill differing rows: %w", err)
 		}
@@ -864,7 +867,7 @@ func (v *validator) recheckPage(ctx context.Context, todo []*vrow, errorRows boo
 // loadPage reads the rows of the validator's table after the key hash
 // from, at most checkBatch of them and no more bytes than room (but one).
 func (v *validator) loadPage(ctx context.Context, table, from string, room int64) ([]*vrow, int64, error) {
-	rs, err := v.db.QueryContext(ctx, "SELECT key_hash, state FROM "+v.meta(table)+" WHERE task = ? AND source = ? AND key_hash > ? ORDER BY task, source, key_hash LIMIT ?",
+	rs, err := v.db.QueryContext(ctx, "SELECT key_hash, state, first_seen FROM "+v.meta(table)+" WHERE task = ? AND source = ? AND key_hash > ? ORDER BY task, source, key_hash LIMIT ?",
 		v.task, v.source, from, checkBatch)
 	if err != nil {
 		return nil, 0, fmt.Errorf("validator: read %s: %w", table, err)
@@ -873,9 +876,9 @@ func (v *validator) loadPage(ctx context.Context, table, from string, room int64
 	var out []*vrow
 	var bytes int64
 	for rs.Next() {
-		var h string
+		var h, first string
 		var b []byte
-		if err := rs.Scan(&h, &b); err != nil {
+		if err := rs.Scan(&h, &b, &first); err != nil {
 			return nil, 0, fmt.Errorf("validator: read %s: %w", table, err)
 		}
 		var s savedRow
@@ -887,6 +890,9 @@ func (v *validator) loadPage(ctx context.Context, table, from string, room int64
 		if err != nil {
 			v.log.Warn("a stored row of the validator is not readable: skipped", slog.String("table", table), slog.String("key-hash", h), errAttr(err))
 			continue
+		}
+		if t, err := time.ParseInLocation("2006-01-02 15:04:05.999999", first, time.UTC); err == nil && (r.firstDiff.IsZero() || t.Before(r.firstDiff)) {
+			r.firstDiff = t // an older image differed first
 		}
 		r.id = rowID(r.table, r.keyVals)
 		r.bytes = rowBytes(r)
