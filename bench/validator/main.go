@@ -132,6 +132,7 @@ func run() error {
 		"mode": *mode, "workers": s.Syncer.Workers, "rows": s.Syncer.Rows, "seconds": secs,
 		"rows_per_s": float64(s.Syncer.Rows) / secs, "validated_s": vsecs,
 		"checked": s.Validator.Checked, "error_rows": s.Validator.ErrorRows, "differing": s.Validator.Differing,
+		"validator_peak_bytes": s.Validator.PeakBytes, "spilled": s.Validator.Spilled,
 		"peak_rss_kb": benchutil.PeakRSSKB(),
 	})
 }
