@@ -685,11 +685,9 @@ func (v *validator) maybe(hash string) bool {
 	return v.filter[i/64]&(1<<(i%64)) != 0 && v.filter[j/64]&(1<<(j%64)) != 0
 }
 
-// loadFilter marks the key hashes of the rows in the validator's tables.
+// loadFilter marks the key hashes of the rows in the validator's tables
+// (written by an earlier process: this one marks what it writes).
 func (v *validator) loadFilter(ctx context.Context) error {
-	v.mu.Lock()
-	clear(v.filter)
-	v.mu.Unlock()
 	for _, table := range []string{"validator_pending", "validator_errors"} {
 		rs, err := v.db.QueryContext(ctx, "SELECT key_hash FROM "+v.meta(table)+" WHERE task = ? AND source = ?", v.task, v.source)
 		if err != nil {
