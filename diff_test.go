@@ -230,6 +230,11 @@ func TestDiffFindsDivergencesAndRepairs(t *testing.T) {
 			t.Fatal("Equal with differences")
 		}
 	}
+	// The same with 64-bit row hashes in the chunk sums.
+	res64 := runDiff(t, updb, downdb, dmworker.WithDiffChunkRows(3), dmworker.WithDiffHash64())
+	if got, want := sortedLines(diffLines(res64)), sortedLines(diffFound); got != want {
+		t.Fatalf("WithDiffHash64: found\n%s\nwant\n%s", got, want)
+	}
 	res := runDiff(t, updb, downdb)
 	var fix bytes.Buffer
 	if err := res.WriteFixSQL(&fix); err != nil {

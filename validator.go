@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -58,16 +59,27 @@ const (
 // a unique key of NOT NULL columns; tables with neither are not validated)
 // and checks the rows it holds against the downstream in batches, by key
 // (SELECT ... WHERE (key) IN (...)), about every second, and at once when
-// they take MemoryBytes: it reads no further until it has checked them.
+// the next row would take them past MemoryBytes: it reads no further until
+// it has checked them and spilled those that differ (see below).
 //
 // A row that differs is checked again at every pass; once it has differed
 // for longer than RowErrorDelay it is recorded as an error row in
 // <MetaSchema>.validator_errors (task, source, table, key, upstream and
 // downstream images as JSON, first and last seen) and leaves memory; an
-// error row is checked again at every pass too, and deleted when the row
-// has converged. When a DDL changes a table, the rows held are checked
-// first; those of its table that still differ are then dropped (the table
-// is validated again from its next change).
+// error row is checked again too, and deleted when the row has converged.
+// Differing rows stay in memory while the rows held take less than half
+// of MemoryBytes; past it they are spilled to
+// <MetaSchema>.validator_pending (with the time they first differed) and
+// leave memory, and are checked again from there, a page at a time (the
+// page counted in the bound), up to 4000 spilled and 4000 error rows a
+// pass (at most one such re-check a second), continuing where the last
+// one stopped; a newer image of a
+// spilled row read from the binlog takes its place. Memory is thus
+// bounded by MemoryBytes whatever the number of differing rows (but for a
+// single row larger than it), plus a fixed 128 KiB filter of the key
+// hashes in the two tables. When a DDL changes a table, the rows held are
+// checked first; those of its table that still differ are then dropped,
+// spilled ones too (the table is validated again from its next change).
 //
 // Values compare as the servers store them: FLOAT within 1e-6 and DOUBLE
 // within 1e-14 of the larger magnitude, DECIMAL exactly (as numbers),
@@ -80,7 +92,8 @@ const (
 // position before which every change was checked, the tracked schema at it,
 // and the rows still differing) is stored in the downstream after each
 // pass that left no row unchecked, so that a killed process resumes from
-// it. It needs the downstream as a *sql.DB: the sink's when it is a
+// it. Before it has one, the validator starts at the syncer's stored
+// checkpoint, with the schema the syncer tracked there. It needs the downstream as a *sql.DB: the sink's when it is a
 // ValidatorSink (mysqlsink is), else the one given with WithValidationDB.
 type ValidationConfig struct {
 	// Mode is off, fast or full. Default off ("" is off; the other
@@ -89,10 +102,12 @@ type ValidationConfig struct {
 	// RowErrorDelay is how long a row may differ before it is recorded as
 	// an error row. Default 30m (DefaultRowErrorDelay, DM's default).
 	RowErrorDelay Duration `json:"row-error-delay,omitzero" toml:"row-error-delay"`
-	// MemoryBytes bounds the rows held (estimated from their values):
-	// when they take it, they are checked before anything more is read.
-	// Rows that still differ stay until they converge or become error
-	// rows. Default 64 MiB.
+	// MemoryBytes bounds the rows held in memory, differing ones
+	// included (estimated from their values: the upstream image, and
+	// the downstream one a check reads as large as it): when
+	// the next row would take them past it, they are checked, and those
+	// that differ spilled to the meta schema, before anything more is
+	// read. Default 64 MiB.
 	MemoryBytes int64 `json:"memory-bytes,omitempty" toml:"memory-bytes"`
 	// MetaSchema is the downstream schema of the validator's tables,
 	// created on first use. Default "dmworker_meta".
@@ -155,14 +170,21 @@ type ValidatorStatus struct {
 	Mode ValidationMode
 	// Running is true while the validator runs (with the syncer unit).
 	Running bool
-	// Pending is how many rows are held: not checked yet, or differing
-	// for less than the row error delay. PendingBytes is their estimate.
+	// Pending is how many rows are pending: not checked yet, or
+	// differing for less than the row error delay, in memory or spilled
+	// to the meta schema (Spilled of them, at the last pass).
+	// PendingBytes estimates the rows held in memory, PeakBytes the most
+	// they took at once: at most MemoryBytes, but for a single row larger
+	// than it.
 	Pending      int
 	PendingBytes int64
+	PeakBytes    int64
+	Spilled      int
 	// Checked counts the row checks done (a row checked again counts
 	// again).
 	Checked int64
-	// Differing is how many held rows differed at their last check.
+	// Differing is how many pending rows differed at their last check
+	// (the spilled ones included).
 	Differing int
 	// ErrorRows is how many error rows are recorded for the task and
 	// source (at the last pass).
@@ -203,14 +225,20 @@ type validator struct {
 
 	mu        sync.Mutex
 	rows      map[string]*vrow
-	bytes     int64 // of rows not yet checked
-	heldBytes int64
+	heldBytes int64 // rows in memory, and the spilled rows a pass reads
 	version   uint64
 	lastRead  Checkpoint // what the inner syncer stored last (schema merged)
 	readSet   bool
-	errIDs    map[string]bool // ids with an error row
-	st        ValidatorStatus
-	tablesOK  atomic.Bool
+	// filter has a bit set for each key hash that may have a row in
+	// validator_pending or validator_errors (no false negatives): a row
+	// that converges in memory has its rows there deleted when it may.
+	filter []uint64
+	st     ValidatorStatus
+	// Where the re-check of the spilled and the error rows goes on
+	// (key hashes), and when it last ran.
+	pendCursor, errCursor string
+	lastScan              time.Time
+	tablesOK              atomic.Bool
 }
 
 func newValidator(cfg ValidationConfig, task, source string, db *sql.DB, log *slog.Logger) *validator {
@@ -220,15 +248,15 @@ func newValidator(cfg ValidationConfig, task, source string, db *sql.DB, log *sl
 	}
 	return &validator{cfg: cfg, task: task, source: source, db: db, interval: iv,
 		log:  log.With(slog.String("component", "validator")),
-		rows: map[string]*vrow{}, errIDs: map[string]bool{}, st: ValidatorStatus{Mode: cfg.Mode}}
+		rows: map[string]*vrow{}, filter: make([]uint64, filterBits/64), st: ValidatorStatus{Mode: cfg.Mode}}
 }
 
 func (v *validator) status() ValidatorStatus {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	st := v.st
-	st.Pending, st.PendingBytes = len(v.rows), v.heldBytes
-	st.Differing = 0
+	st.Pending, st.PendingBytes = len(v.rows)+st.Spilled, v.heldBytes
+	st.Differing = st.Spilled
 	for _, r := range v.rows {
 		if !r.firstDiff.IsZero() {
 			st.Differing++
@@ -268,6 +296,12 @@ func (v *validator) ensureTables(ctx context.Context) error {
 			first_seen DATETIME(6) NOT NULL, last_seen DATETIME(6) NOT NULL,
 			state LONGBLOB NOT NULL,
 			PRIMARY KEY (task, source, table_schema, table_name, key_hash)) DEFAULT CHARSET=utf8mb4`,
+		"CREATE TABLE IF NOT EXISTS " + v.meta("validator_pending") + ` (
+			task VARCHAR(128) NOT NULL, source VARCHAR(128) NOT NULL,
+			key_hash CHAR(64) NOT NULL,
+			table_schema VARCHAR(64) NOT NULL, table_name VARCHAR(64) NOT NULL,
+			first_seen DATETIME(6) NOT NULL, state LONGBLOB NOT NULL,
+			PRIMARY KEY (task, source, key_hash)) DEFAULT CHARSET=utf8mb4`,
 	} {
 		if _, err := v.db.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("validator: %s: %w", truncate(q, 80), err)
@@ -319,6 +353,9 @@ func (v *validator) load(ctx context.Context, task, source string) (Checkpoint, 
 	if err := v.ensureTables(ctx); err != nil {
 		return Checkpoint{}, false, err
 	}
+	if err := v.loadFilter(ctx); err != nil {
+		return Checkpoint{}, false, err
+	}
 	var cpb, pb []byte
 	err := v.db.QueryRowContext(ctx, "SELECT checkpoint, pending FROM "+v.meta("validator_checkpoint")+" WHERE task = ? AND source = ?", task, source).Scan(&cpb, &pb)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -358,23 +395,34 @@ func (v *validator) hold(r *vrow) {
 	if r.id == "" {
 		r.id = rowID(r.table, r.keyVals)
 	}
-	r.bytes = int64(64+len(r.id)) + valuesSize(r.image)
+	r.bytes = rowBytes(r)
 	v.version++
 	r.version = v.version
 	if old, ok := v.rows[r.id]; ok {
-		if !old.checked {
-			v.bytes -= old.bytes
-		}
 		v.heldBytes -= old.bytes
 		if r.firstDiff.IsZero() {
 			r.firstDiff, r.lastDiff = old.firstDiff, old.lastDiff
 		}
 	}
 	v.rows[r.id] = r
-	if !r.checked {
-		v.bytes += r.bytes
+	v.grow(r.bytes)
+}
+
+// rowBytes estimates what r takes in memory, with the downstream image a
+// check reads (estimated as large as the upstream one; for a row deleted
+// upstream, as 16 bytes a column).
+func rowBytes(r *vrow) int64 {
+	down := valuesSize(r.image)
+	if r.image == nil && r.table != nil {
+		down = int64(16 * len(r.table.Columns))
 	}
-	v.heldBytes += r.bytes
+	return int64(64+len(r.id)) + valuesSize(r.image) + valuesSize(r.keyVals) + down
+}
+
+// grow adds n to the bytes held and notes the peak (v.mu held).
+func (v *validator) grow(n int64) {
+	v.heldBytes += n
+	v.st.PeakBytes = max(v.st.PeakBytes, v.heldBytes)
 }
 
 func valuesSize(vals []any) int64 {
@@ -416,25 +464,56 @@ func keyOf(t *Table) []int {
 
 // add takes a batch's changes.
 func (v *validator) add(changes []Change) {
+	for _, c := range changes {
+		v.holdRows(heldRowsOf(c))
+	}
+}
+
+// heldRowsOf returns the rows a change makes the validator hold (none for a
+// table without a key to find them by), with their ids and sizes.
+func heldRowsOf(c Change) []*vrow {
+	key := keyOf(c.Table)
+	if key == nil {
+		return nil
+	}
+	var rows []*vrow
+	switch c.Kind {
+	case Insert:
+		rows = []*vrow{{table: c.Table, key: key, image: c.After}}
+	case Delete:
+		rows = []*vrow{{table: c.Table, key: key, keyVals: pick(c.Before, key)}}
+	case Update:
+		if before := pick(c.Before, key); !sameKey(before, pick(c.After, key)) {
+			rows = append(rows, &vrow{table: c.Table, key: key, keyVals: before})
+		}
+		rows = append(rows, &vrow{table: c.Table, key: key, image: c.After})
+	}
+	for _, r := range rows {
+		if r.keyVals == nil {
+			r.keyVals = pick(r.image, r.key)
+		}
+		r.id = rowID(r.table, r.keyVals)
+		r.bytes = rowBytes(r)
+	}
+	return rows
+}
+
+// holdRows puts rows in memory.
+func (v *validator) holdRows(rows []*vrow) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	for _, c := range changes {
-		key := keyOf(c.Table)
-		if key == nil {
-			continue
-		}
-		switch c.Kind {
-		case Insert:
-			v.hold(&vrow{table: c.Table, key: key, image: c.After})
-		case Delete:
-			v.hold(&vrow{table: c.Table, key: key, keyVals: pick(c.Before, key)})
-		case Update:
-			if before := pick(c.Before, key); !sameKey(before, pick(c.After, key)) {
-				v.hold(&vrow{table: c.Table, key: key, keyVals: before})
-			}
-			v.hold(&vrow{table: c.Table, key: key, image: c.After})
-		}
+	for _, r := range rows {
+		v.hold(r)
 	}
+}
+
+// over reports whether holding need more bytes would take the rows held
+// past the memory budget (never when none are held: a row larger than the
+// budget is held alone).
+func (v *validator) over(need int64) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.heldBytes > 0 && v.heldBytes+need > v.cfg.MemoryBytes
 }
 
 func pick(vals []any, idx []int) []any {
@@ -451,11 +530,11 @@ func sameKey(a, b []any) bool {
 	return string(x) == string(y)
 }
 
-// full reports whether the unchecked rows take the memory budget.
+// full reports whether the rows held take the memory budget.
 func (v *validator) full() bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.bytes >= v.cfg.MemoryBytes
+	return v.heldBytes >= v.cfg.MemoryBytes
 }
 
 // dropTable forgets the rows held of a table a DDL changes.
@@ -464,9 +543,6 @@ func (v *validator) dropTable(schema, table string) {
 	defer v.mu.Unlock()
 	for id, r := range v.rows {
 		if r.table.Schema == schema && (table == "" || r.table.Name == table) {
-			if !r.checked {
-				v.bytes -= r.bytes
-			}
 			v.heldBytes -= r.bytes
 			delete(v.rows, id)
 		}
@@ -479,37 +555,29 @@ func errorHash(id string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// pass checks every row held and the recorded error rows, records the rows
-// that differed too long, clears those that converged, and stores the
-// checkpoint when no row is left unchecked.
-func (v *validator) pass(ctx context.Context) error {
+// pass checks every row held, records those that differed too long,
+// clears those that converged, spills the differing ones to
+// validator_pending when they take half the memory budget (all of them
+// with spillAll), re-checks some of the spilled and the error rows (at
+// most once an interval), and stores the checkpoint when no row is left
+// unchecked.
+func (v *validator) pass(ctx context.Context, spillAll bool) error {
 	v.checkMu.Lock()
 	defer v.checkMu.Unlock()
 	if err := v.ensureTables(ctx); err != nil {
 		return err
 	}
 	v.mu.Lock()
-	var todo []*vrow
-	held := map[string]bool{}
+	todo := make([]*vrow, 0, len(v.rows))
 	for _, r := range v.rows {
 		todo = append(todo, r)
-		held[r.id] = true
 	}
 	v.mu.Unlock()
-	// The error rows recorded, unless a newer image is held.
-	errRows, err := v.loadErrorRows(ctx)
-	if err != nil {
-		return err
-	}
-	for _, r := range errRows {
-		if !held[r.id] {
-			todo = append(todo, r)
-		}
-	}
 	results, checkErr := v.check(ctx, todo)
 	now := time.Now()
-	var toRecord []*vrow
-	var toClear []string
+	delay := time.Duration(v.cfg.RowErrorDelay)
+	var toRecord, toSpill []*vrow
+	var toClear []string // key hashes whose spilled or error rows go
 	v.mu.Lock()
 	for _, r := range todo {
 		res, ok := results[r]
@@ -517,61 +585,73 @@ func (v *validator) pass(ctx context.Context) error {
 			continue
 		}
 		v.st.Checked++
-		fromErrors := !held[r.id]
 		cur := v.rows[r.id]
 		current := cur == r // not replaced by a newer image meanwhile
 		if res.equal {
-			if v.errIDs[r.id] {
-				toClear = append(toClear, r.id)
-			}
 			if current {
 				v.release(r)
+				if h := errorHash(r.id); v.maybe(h) {
+					toClear = append(toClear, h)
+				}
 			}
 			continue
 		}
 		if r.firstDiff.IsZero() {
 			r.firstDiff = now
 		}
-		r.lastDiff, r.down = now, res.down
-		if !current && !fromErrors {
+		r.lastDiff = now
+		if !current {
 			if cur != nil && cur.firstDiff.IsZero() {
 				cur.firstDiff = r.firstDiff
 			}
 			continue
 		}
-		if current && !r.checked {
-			r.checked = true
-			v.bytes -= r.bytes
-		}
-		if fromErrors || now.Sub(r.firstDiff) >= time.Duration(v.cfg.RowErrorDelay) {
+		r.checked = true
+		if now.Sub(r.firstDiff) >= delay {
+			r.down = res.down // for the error row; not kept otherwise
 			toRecord = append(toRecord, r)
-			if current {
-				v.release(r)
+			v.release(r)
+		}
+	}
+	if spillAll || v.heldBytes >= v.cfg.MemoryBytes/2 {
+		for _, r := range v.rows {
+			if r.checked && !r.firstDiff.IsZero() {
+				toSpill = append(toSpill, r)
+				v.mark(errorHash(r.id))
 			}
 		}
 	}
 	v.mu.Unlock()
 	for _, r := range toRecord {
-		if err := v.recordError(ctx, r); err != nil {
+		if err := v.recordError(ctx, r, true); err != nil {
 			return err
 		}
 	}
-	for _, id := range toClear {
-		if _, err := v.db.ExecContext(ctx, "DELETE FROM "+v.meta("validator_errors")+" WHERE task = ? AND source = ? AND key_hash = ?",
-			v.task, v.source, errorHash(id)); err != nil {
-			return fmt.Errorf("validator: clear error row: %w", err)
-		}
-		v.mu.Lock()
-		delete(v.errIDs, id)
-		v.mu.Unlock()
-		v.log.Info("a differing row converged", slog.String("row", strings.ReplaceAll(id, "\x00", ".")))
+	if err := v.spill(ctx, toSpill); err != nil {
+		return err
 	}
-	var n int
-	if err := v.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+v.meta("validator_errors")+" WHERE task = ? AND source = ?", v.task, v.source).Scan(&n); err != nil {
+	if err := v.clearRows(ctx, toClear); err != nil {
+		return err
+	}
+	if time.Since(v.lastScan) >= v.interval {
+		v.lastScan = time.Now()
+		if err := v.recheck(ctx, "validator_pending", &v.pendCursor, false); err != nil {
+			return err
+		}
+		if err := v.recheck(ctx, "validator_errors", &v.errCursor, true); err != nil {
+			return err
+		}
+	}
+	var nerr, npend int
+	if err := v.db.QueryRowContext(ctx, "SELECT (SELECT COUNT(*) FROM "+v.meta("validator_errors")+" WHERE task = ? AND source = ?), (SELECT COUNT(*) FROM "+
+		v.meta("validator_pending")+" WHERE task = ? AND source = ?)", v.task, v.source, v.task, v.source).Scan(&nerr, &npend); err != nil {
 		return fmt.Errorf("validator: count error rows: %w", err)
 	}
 	v.mu.Lock()
-	v.st.ErrorRows = n
+	v.st.ErrorRows, v.st.Spilled = nerr, npend
+	if nerr == 0 && npend == 0 {
+		clear(v.filter) // nothing in the tables: no row may be there
+	}
 	v.mu.Unlock()
 	if checkErr != nil {
 		return checkErr
@@ -579,11 +659,255 @@ func (v *validator) pass(ctx context.Context) error {
 	return v.persist(ctx)
 }
 
+// filterBits is the size of the validator's filter of key hashes in its
+// tables (128 KiB).
+const filterBits = 1 << 20
+
+func filterPos(hash string) (uint32, uint32) {
+	b, err := hex.DecodeString(hash[:16])
+	if err != nil || len(b) < 8 {
+		return 0, 0
+	}
+	return binary.BigEndian.Uint32(b[:4]) % filterBits, binary.BigEndian.Uint32(b[4:8]) % filterBits
+}
+
+// mark notes that hash may have a row in the validator's tables (v.mu held).
+func (v *validator) mark(hash string) {
+	i, j := filterPos(hash)
+	v.filter[i/64] |= 1 << (i % 64)
+	v.filter[j/64] |= 1 << (j % 64)
+}
+
+// maybe reports whether hash may have a row in the validator's tables
+// (v.mu held).
+func (v *validator) maybe(hash string) bool {
+	i, j := filterPos(hash)
+	return v.filter[i/64]&(1<<(i%64)) != 0 && v.filter[j/64]&(1<<(j%64)) != 0
+}
+
+// loadFilter marks the key hashes of the rows in the validator's tables
+// (written by an earlier process: this one marks what it writes).
+func (v *validator) loadFilter(ctx context.Context) error {
+	for _, table := range []string{"validator_pending", "validator_errors"} {
+		rs, err := v.db.QueryContext(ctx, "SELECT key_hash FROM "+v.meta(table)+" WHERE task = ? AND source = ?", v.task, v.source)
+		if err != nil {
+			return fmt.Errorf("validator: read %s: %w", table, err)
+		}
+		for rs.Next() {
+			var h string
+			if err := rs.Scan(&h); err != nil {
+				rs.Close()
+				return fmt.Errorf("validator: read %s: %w", table, err)
+			}
+			v.mu.Lock()
+			v.mark(h)
+			v.mu.Unlock()
+		}
+		err = rs.Err()
+		rs.Close()
+		if err != nil {
+			return fmt.Errorf("validator: read %s: %w", table, err)
+		}
+	}
+	return nil
+}
+
+// spillBatch is how many rows one statement spills or deletes.
+const spillBatch = 100
+
+// spill writes differing rows to validator_pending and forgets them (those
+// not replaced by a newer image meanwhile). A row spilled again keeps the
+// time it first differed (first_seen), the newer image its state.
+func (v *validator) spill(ctx context.Context, rows []*vrow) error {
+	for i := 0; i < len(rows); i += spillBatch {
+		chunk := rows[i:min(i+spillBatch, len(rows))]
+		var q strings.Builder
+		q.WriteString("INSERT INTO " + v.meta("validator_pending") + " (task, source, key_hash, table_schema, table_name, first_seen, state) VALUES ")
+		args := make([]any, 0, 7*len(chunk))
+		for j, r := range chunk {
+			state, err := json.Marshal(r.saved())
+			if err != nil {
+				return err
+			}
+			if j > 0 {
+				q.WriteByte(',')
+			}
+			q.WriteString("(?, ?, ?, ?, ?, ?, ?)")
+			args = append(args, v.task, v.source, errorHash(r.id), r.table.Schema, r.table.Name, r.firstDiff.UTC().Format("2006-01-02 15:04:05.999999"), state)
+		}
+		q.WriteString(" ON DUPLICATE KEY UPDATE table_schema = VALUES(table_schema), table_name = VALUES(table_name)," +
+			" first_seen = LEAST(first_seen, VALUES(first_seen)), state = VALUES(state)")
+		if _, err := v.db.ExecContext(ctx, q.String(), args...); err != nil {
+			return fmt.Errorf("validator: spill differing rows: %w", err)
+		}
+		v.mu.Lock()
+		for _, r := range chunk {
+			if v.rows[r.id] == r {
+				v.release(r)
+			}
+		}
+		v.mu.Unlock()
+	}
+	return nil
+}
+
+// clearRows deletes the spilled and error rows of the key hashes.
+func (v *validator) clearRows(ctx context.Context, hashes []string) error {
+	for i := 0; i < len(hashes); i += spillBatch {
+		chunk := hashes[i:min(i+spillBatch, len(hashes))]
+		in := strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",")
+		args := []any{v.task, v.source}
+		for _, h := range chunk {
+			args = append(args, h)
+		}
+		for _, table := range []string{"validator_pending", "validator_errors"} {
+			res, err := v.db.ExecContext(ctx, "DELETE FROM "+v.meta(table)+" WHERE task = ? AND source = ? AND key_hash IN ("+in+")", args...)
+			if err != nil {
+				return fmt.Errorf("validator: clear converged rows: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n > 0 && table == "validator_errors" {
+				v.log.Info("differing rows converged", slog.Int64("error-rows", n))
+			}
+		}
+	}
+	return nil
+}
+
+// recheck checks again up to recheckRows rows of the validator's table
+// (validator_pending, or validator_errors with errorRows), from *cursor on
+// in key hash order, a page at a time, the page's rows counted as held
+// while it is checked: the rows that converged are deleted, those pending
+// that have differed longer than the delay become error rows, the error
+// rows are refreshed. A row held in memory is not checked here (its newer
+// image is); a spilled one gives it the time it first differed.
+func (v *validator) recheck(ctx context.Context, table string, cursor *string, errorRows bool) error {
+	delay := time.Duration(v.cfg.RowErrorDelay)
+	for done := 0; done < recheckRows; {
+		v.mu.Lock()
+		room := max(v.cfg.MemoryBytes-v.heldBytes, 0)
+		v.mu.Unlock()
+		page, bytes, err := v.loadPage(ctx, table, *cursor, room)
+		if err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			*cursor = ""
+			return nil
+		}
+		*cursor = errorHash(page[len(page)-1].id)
+		v.mu.Lock()
+		v.grow(bytes)
+		var todo []*vrow
+		for _, r := range page {
+			v.mark(errorHash(r.id))
+			if m := v.rows[r.id]; m != nil {
+				if !errorRows && (m.firstDiff.IsZero() || r.firstDiff.Before(m.firstDiff)) {
+					m.firstDiff = r.firstDiff
+				}
+				continue
+			}
+			todo = append(todo, r)
+		}
+		v.mu.Unlock()
+		err = v.recheckPage(ctx, todo, errorRows, delay)
+		v.mu.Lock()
+		for _, r := range page {
+			v.heldBytes -= r.bytes
+		}
+		v.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if len(page) < checkBatch {
+			*cursor = ""
+			return nil
+		}
+		done += len(page)
+	}
+	return nil
+}
+
+// recheckRows is how many spilled (and error) rows a pass checks again at
+// most.
+const recheckRows = 20 * checkBatch
+
+func (v *validator) recheckPage(ctx context.Context, todo []*vrow, errorRows bool, delay time.Duration) error {
+	results, checkErr := v.check(ctx, todo)
+	now := time.Now()
+	var converged []string
+	for _, r := range todo {
+		res, ok := results[r]
+		if !ok {
+			continue
+		}
+		v.mu.Lock()
+		v.st.Checked++
+		v.mu.Unlock()
+		switch {
+		case res.equal:
+			converged = append(converged, errorHash(r.id))
+		case errorRows && now.Sub(r.lastDiff) < 10*v.interval:
+			// An error row still differing: refreshed (its downstream
+			// image, last seen) every 10 intervals only.
+		case errorRows || now.Sub(r.firstDiff) >= delay:
+			r.lastDiff, r.down = now, res.down
+			if err := v.recordError(ctx, r, !errorRows); err != nil {
+				return err
+			}
+		}
+	}
+	if err := v.clearRows(ctx, converged); err != nil {
+		return err
+	}
+	return checkErr
+}
+
+// loadPage reads the rows of the validator's table after the key hash
+// from, at most checkBatch of them and no more bytes than room (but one).
+func (v *validator) loadPage(ctx context.Context, table, from string, room int64) ([]*vrow, int64, error) {
+	rs, err := v.db.QueryContext(ctx, "SELECT key_hash, state, first_seen FROM "+v.meta(table)+" WHERE task = ? AND source = ? AND key_hash > ? ORDER BY task, source, key_hash LIMIT ?",
+		v.task, v.source, from, checkBatch)
+	if err != nil {
+		return nil, 0, fmt.Errorf("validator: read %s: %w", table, err)
+	}
+	defer rs.Close()
+	var out []*vrow
+	var bytes int64
+	for rs.Next() {
+		var h, first string
+		var b []byte
+		if err := rs.Scan(&h, &b, &first); err != nil {
+			return nil, 0, fmt.Errorf("validator: read %s: %w", table, err)
+		}
+		var s savedRow
+		var r *vrow
+		err := json.Unmarshal(b, &s)
+		if err == nil {
+			r, err = s.row()
+		}
+		if err != nil {
+			v.log.Warn("a stored row of the validator is not readable: skipped", slog.String("table", table), slog.String("key-hash", h), errAttr(err))
+			continue
+		}
+		if t, err := time.ParseInLocation("2006-01-02 15:04:05.999999", first, time.UTC); err == nil && (r.firstDiff.IsZero() || t.Before(r.firstDiff)) {
+			r.firstDiff = t // an older image differed first
+		}
+		r.id = rowID(r.table, r.keyVals)
+		r.bytes = rowBytes(r)
+		if len(out) > 0 && bytes+r.bytes > room {
+			break
+		}
+		out = append(out, r)
+		bytes += r.bytes
+	}
+	if err := rs.Err(); err != nil {
+		return nil, 0, fmt.Errorf("validator: read %s: %w", table, err)
+	}
+	return out, bytes, nil
+}
+
 // release forgets r (v.mu held).
 func (v *validator) release(r *vrow) {
-	if !r.checked {
-		v.bytes -= r.bytes
-	}
 	v.heldBytes -= r.bytes
 	delete(v.rows, r.id)
 }
@@ -626,8 +950,9 @@ func (v *validator) persist(ctx context.Context) error {
 	return nil
 }
 
-// recordError writes (or refreshes) r's error row.
-func (v *validator) recordError(ctx context.Context, r *vrow) error {
+// recordError writes (or refreshes) r's error row, and with unpend deletes
+// its spilled row.
+func (v *validator) recordError(ctx context.Context, r *vrow, unpend bool) error {
 	state, err := json.Marshal(r.saved())
 	if err != nil {
 		return err
@@ -635,12 +960,20 @@ func (v *validator) recordError(ctx context.Context, r *vrow) error {
 	key, _ := json.Marshal(displayValues(r.keyVals))
 	var up, down any
 	if r.image != nil {
-		up = imageJSON(r.table, r.image)
+		up = imageJSON(r.table, r.image, nil)
 	}
 	if r.down != nil {
-		down = imageJSON(r.table, r.down)
+		if v.cfg.Mode == ValidationFast {
+			// Only the key is read in mode fast.
+			down = imageJSON(r.table, r.down, r.key)
+		} else {
+			down = imageJSON(r.table, r.down, nil)
+		}
 	}
-	_, err = v.db.ExecContext(ctx, "INSERT INTO "+v.meta("validator_errors")+
+	v.mu.Lock()
+	v.mark(errorHash(r.id))
+	v.mu.Unlock()
+	res, err := v.db.ExecContext(ctx, "INSERT INTO "+v.meta("validator_errors")+
 		" (task, source, table_schema, table_name, key_hash, row_key, upstream_row, downstream_row, first_seen, last_seen, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"+
 		" ON DUPLICATE KEY UPDATE row_key = VALUES(row_key), upstream_row = VALUES(upstream_row), downstream_row = VALUES(downstream_row), last_seen = VALUES(last_seen), state = VALUES(state)",
 		v.task, v.source, r.table.Schema, r.table.Name, errorHash(r.id), string(key), up, down,
@@ -648,60 +981,28 @@ func (v *validator) recordError(ctx context.Context, r *vrow) error {
 	if err != nil {
 		return fmt.Errorf("validator: record error row: %w", err)
 	}
-	v.mu.Lock()
-	isNew := !v.errIDs[r.id]
-	v.errIDs[r.id] = true
-	v.mu.Unlock()
-	if isNew {
+	if unpend {
+		if _, err := v.db.ExecContext(ctx, "DELETE FROM "+v.meta("validator_pending")+" WHERE task = ? AND source = ? AND key_hash = ?",
+			v.task, v.source, errorHash(r.id)); err != nil {
+			return fmt.Errorf("validator: record error row: %w", err)
+		}
+	}
+	if n, _ := res.RowsAffected(); n == 1 { // inserted, not updated
 		v.log.Warn("a row differs from the upstream: recorded as an error row", slog.String("table", r.table.QualifiedName()), slog.String("key", string(key)))
 	}
 	return nil
 }
 
-func imageJSON(t *Table, vals []any) string {
+// imageJSON is a row image as a JSON object: the columns cols (nil: all).
+func imageJSON(t *Table, vals []any, cols []int) string {
 	m := make(map[string]any, len(vals))
 	for i, c := range t.Columns {
-		if i < len(vals) {
+		if i < len(vals) && (cols == nil || contains(cols, i)) {
 			m[c.Name] = displayValue(vals[i])
 		}
 	}
 	b, _ := json.Marshal(m)
 	return string(b)
-}
-
-// loadErrorRows reads the error rows recorded for the task and source.
-func (v *validator) loadErrorRows(ctx context.Context) ([]*vrow, error) {
-	rs, err := v.db.QueryContext(ctx, "SELECT state FROM "+v.meta("validator_errors")+" WHERE task = ? AND source = ? LIMIT 100000", v.task, v.source)
-	if err != nil {
-		return nil, fmt.Errorf("validator: read error rows: %w", err)
-	}
-	defer rs.Close()
-	var out []*vrow
-	ids := map[string]bool{}
-	for rs.Next() {
-		var b []byte
-		if err := rs.Scan(&b); err != nil {
-			return nil, err
-		}
-		var s savedRow
-		if err := json.Unmarshal(b, &s); err != nil {
-			continue
-		}
-		r, err := s.row()
-		if err != nil {
-			continue
-		}
-		r.id = rowID(r.table, r.keyVals)
-		ids[r.id] = true
-		out = append(out, r)
-	}
-	if err := rs.Err(); err != nil {
-		return nil, err
-	}
-	v.mu.Lock()
-	v.errIDs = ids
-	v.mu.Unlock()
-	return out, nil
 }
 
 func keyValsOf(r *vrow) []any { return r.keyVals }
@@ -737,26 +1038,20 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 	if err := v.ensureTables(ctx); err != nil {
 		return err
 	}
-	// The validator starts where the syncer is, the first time.
-	var start streamer.Position
-	for {
-		if cp := s.Status().Checkpoint; !cp.IsZero() {
-			start = cp.Clone()
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	// The first time, the validator starts where the syncer's stored
+	// checkpoint is, with the schema the syncer tracked there (see
+	// validatorStore.Load): not at a position with the upstream's schema
+	// of now, which may be a later one (a CREATE INDEX replayed on a
+	// table that has the index already stops the reader).
+	t.mu.Lock()
+	mainStore := t.store
+	t.mu.Unlock()
 	scfg := cfg.syncerConfig(t.up)
-	scfg.Start = start
 	scfg.Workers, scfg.SafeMode, scfg.Compact = 1, false, false
 	scfg.BatchSize, scfg.MaxBatchRows = 1000, 10000
 	o := t.opts.syncerOptions
 	o.logger = v.log
-	o.checkpointStore = &validatorStore{v}
+	o.checkpointStore = &validatorStore{v: v, syncer: mainStore}
 	o.fenced, o.epoch = false, 0
 	// Its reading is not the syncer's: no metrics.
 	o.inst, o.metrics = nil, metricsOptions{}
@@ -793,7 +1088,7 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 				return
 			case <-tick.C:
 			}
-			if err := v.pass(pctx); err != nil {
+			if err := v.pass(pctx, false); err != nil {
 				if pctx.Err() == nil {
 					v.setErr(err)
 					v.log.Warn("validation pass failed", errAttr(err))
@@ -809,7 +1104,7 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 	// A last pass, so that a stop stores what was checked, within the
 	// stop timeout.
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), t.opts.stopTimeout)
-	if perr := v.pass(fctx); perr != nil && err == nil && ctx.Err() == nil {
+	if perr := v.pass(fctx, false); perr != nil && err == nil && ctx.Err() == nil {
 		err = perr
 	}
 	fcancel()
@@ -819,10 +1114,42 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 // validatorStore is the inner syncer's checkpoint store: Load reads the
 // validator's checkpoint, Save records how far the validator has read (the
 // validator stores it itself once every row before it is checked).
-type validatorStore struct{ v *validator }
+type validatorStore struct {
+	v      *validator
+	syncer CheckpointStore // the syncer's, where the validator starts
+}
 
+// Load returns the validator's checkpoint or, before it has one, the
+// syncer's: a position and the schema the syncer tracked at it, which
+// belong together. (The upstream's schema of now does not belong to a
+// position in the past: replaying a DDL it already holds fails.) It waits
+// until the syncer has stored one.
 func (s *validatorStore) Load(ctx context.Context, task, source string) (Checkpoint, bool, error) {
-	return s.v.load(ctx, task, source)
+	cp, found, err := s.v.load(ctx, task, source)
+	if err != nil || found || s.syncer == nil {
+		return cp, found, err
+	}
+	for {
+		cp, found, err := s.syncer.Load(ctx, task, source)
+		if err != nil {
+			return Checkpoint{}, false, fmt.Errorf("validator: the syncer's checkpoint: %w", err)
+		}
+		if found && len(cp.Schema) > 0 && len(cp.Snapshot) == 0 {
+			cp.Epoch, cp.SafeUntil = 0, streamer.Position{}
+			cp.Pos, cp.Snapshot = cp.Pos.Clone(), nil
+			v := s.v
+			v.mu.Lock()
+			v.lastRead, v.readSet = cp, true
+			v.mu.Unlock()
+			v.log.Info("validation starts at the syncer's checkpoint", slog.String("pos", cp.Pos.String()))
+			return cp, true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return Checkpoint{}, false, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func (s *validatorStore) Save(_ context.Context, cp Checkpoint) error {
@@ -841,23 +1168,32 @@ func (s *validatorStore) Save(_ context.Context, cp Checkpoint) error {
 type validatorSink struct{ v *validator }
 
 func (s *validatorSink) Apply(ctx context.Context, b *Batch) error {
-	s.v.add(b.Changes)
-	for s.v.full() {
-		// Check what is held before reading further.
-		if err := s.v.pass(ctx); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			s.v.setErr(err)
-			return Retryable(err)
+	v := s.v
+	for _, c := range b.Changes {
+		rows := heldRowsOf(c)
+		var need int64
+		for _, r := range rows {
+			need += r.bytes
 		}
-		if s.v.full() {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(s.v.interval):
+		for v.over(need) {
+			// The memory budget is taken: check what is held, spilling
+			// what differs, before holding more.
+			if err := v.pass(ctx, true); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				v.setErr(err)
+				return Retryable(err)
+			}
+			if v.over(need) {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(v.interval):
+				}
 			}
 		}
+		v.holdRows(rows)
 	}
 	return nil
 }
@@ -869,13 +1205,25 @@ func (s *validatorSink) ExecDDL(ctx context.Context, d *DDL) error {
 	// Every row held was read before the DDL (and the syncer has applied
 	// it): check them now, then forget those of the DDL's table that are
 	// left (differing, or not checkable with the new definition).
-	if err := s.v.pass(ctx); err != nil {
+	if err := s.v.pass(ctx, false); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		s.v.log.Warn("validation pass before a DDL failed", slog.String("table", d.Schema+"."+d.Table), errAttr(err))
 	}
 	s.v.dropTable(d.Schema, d.Table)
+	// And the spilled rows of the table.
+	q, args := "DELETE FROM "+s.v.meta("validator_pending")+" WHERE task = ? AND source = ? AND table_schema = ?", []any{s.v.task, s.v.source, d.Schema}
+	if d.Table != "" {
+		q += " AND table_name = ?"
+		args = append(args, d.Table)
+	}
+	if _, err := s.v.db.ExecContext(ctx, q, args...); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.v.log.Warn("dropping the spilled rows of a table a DDL changes failed", slog.String("table", d.Schema+"."+d.Table), errAttr(err))
+	}
 	return nil
 }
 

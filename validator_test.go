@@ -324,3 +324,221 @@ func (memStore) Load(context.Context, string, string) (dmworker.Checkpoint, bool
 	return dmworker.Checkpoint{}, false, nil
 }
 func (memStore) Save(context.Context, dmworker.Checkpoint) error { return nil }
+
+// TestValidatorFastMode: in mode fast the validator finds a row deleted
+// downstream and an extra row, each with its exact key, and not a changed
+// column (fast checks existence only).
+func TestValidatorFastMode(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 83})
+	cfg := validationConfig("fast", 4, time.Second)
+	cfg.Validation.Mode = dmworker.ValidationFast
+	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitSubTaskSynced(t, st.Status, p)
+	mustExec(t, p.updb, "CREATE DATABASE f")
+	mustExec(t, p.updb, "CREATE TABLE f.t (id INT PRIMARY KEY, a INT, s VARCHAR(20))")
+	for i := 1; i <= 6; i++ {
+		mustExec(t, p.updb, "INSERT INTO f.t VALUES (?, ?, ?)", i, i*10, fmt.Sprint("s", i))
+	}
+	waitValidated(t, st, p)
+	st.Stop()
+
+	// Upstream changes applied by the task's syncer alone, then
+	// divergences downstream on the rows they changed.
+	mustExec(t, p.updb, "UPDATE f.t SET s = CONCAT(s, '+') WHERE id IN (1, 2, 4)")
+	mustExec(t, p.updb, "DELETE FROM f.t WHERE id = 3")
+	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{Task: "fast", Upstream: upstreamOf(p.up), SyncerTuning: dmworker.SyncerTuning{Workers: 4}}, p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runSyncer(t, s)
+	waitSynced(t, r, p.updb)
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, p.downdb, "DELETE FROM f.t WHERE id = 1")                 // row deleted
+	mustExec(t, p.downdb, "UPDATE f.t SET a = 999, s = 'x' WHERE id = 2") // column changed: not seen in fast mode
+	mustExec(t, p.downdb, "INSERT INTO f.t VALUES (3, 30, 's3')")         // extra row
+	want := []string{"f.t [1]", "f.t [3]"}
+
+	st2, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st2)
+	var got []string
+	waitUntil(t, "the error rows "+strings.Join(want, ", "), func() bool {
+		got = errorKeys(t, p.downdb, "fast")
+		return strings.Join(got, ",") == strings.Join(want, ",")
+	})
+	vs := waitValidated(t, st2, p)
+	if vs.Mode != dmworker.ValidationFast || vs.Checked == 0 {
+		t.Fatalf("validator status %+v", vs)
+	}
+	// Past the delay again: row 2 is still not an error row.
+	time.Sleep(2 * time.Second)
+	waitValidated(t, st2, p)
+	if got = errorKeys(t, p.downdb, "fast"); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("error rows %v, want %v", got, want)
+	}
+	var up, down sql.NullString
+	if err := p.downdb.QueryRow("SELECT upstream_row, downstream_row FROM dmworker_meta.validator_errors WHERE task = 'fast' AND row_key = '[3]'").Scan(&up, &down); err != nil {
+		t.Fatal(err)
+	}
+	if up.Valid || down.String != `{"id":3}` {
+		t.Fatalf("the extra row's images: upstream %v, downstream %v", up, down)
+	}
+}
+
+// TestValidatorStartsWithTheSyncersSchema: a validator added to a task
+// whose syncer resumes from a checkpoint taken before DDLs starts there
+// with the schema the syncer tracked at it, not with the upstream's schema
+// of now (with which replaying the ADD COLUMN and CREATE INDEX failed, and
+// the validator retried forever: the stall seen once in bench/validator.sh,
+// where the validator started after sysbench's CREATE TABLE and before its
+// CREATE INDEX).
+func TestValidatorStartsWithTheSyncersSchema(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 84})
+	cfg := validationConfig("late", 4, time.Second)
+	cfg.Validation = dmworker.ValidationConfig{}
+	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitSubTaskSynced(t, st.Status, p)
+	mustExec(t, p.updb, "CREATE DATABASE l")
+	mustExec(t, p.updb, "CREATE TABLE l.t (id INT PRIMARY KEY, a INT)")
+	mustExec(t, p.updb, "INSERT INTO l.t VALUES (1, 10), (2, 20)")
+	waitSubTaskSynced(t, st.Status, p)
+	st.Stop()
+
+	// Changes the syncer has not read when the validator starts: enough
+	// rows that it reaches the DDLs after the validator has started.
+	for i := 3; i < 400; i++ {
+		mustExec(t, p.updb, "INSERT INTO l.t VALUES (?, ?)", i, i*10)
+	}
+	mustExec(t, p.updb, "ALTER TABLE l.t ADD COLUMN b VARCHAR(10)")
+	mustExec(t, p.updb, "CREATE INDEX ia ON l.t (a)")
+	mustExec(t, p.updb, "UPDATE l.t SET b = 'x' WHERE id < 50")
+
+	// The syncer applies nothing until the validator has started: its
+	// stored checkpoint stays before the DDLs.
+	held := heldSink{Sink: p.sink, release: make(chan struct{})}
+	cfg = validationConfig("late", 4, time.Second)
+	st2, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st2)
+	waitUntil(t, "the validator started", func() bool { return !st2.Status().Validator.Validated.IsZero() })
+	close(held.release)
+	vs := waitValidated(t, st2, p)
+	// Every row inserted before the DDLs, then the rows updated after.
+	if vs.Checked < 397+49 || vs.LastError != nil {
+		t.Fatalf("validator status %+v", vs)
+	}
+	if keys := errorKeys(t, p.downdb, "late"); len(keys) != 0 {
+		t.Fatalf("error rows %v", keys)
+	}
+}
+
+// heldSink is a mysqlsink whose Apply waits until release is closed.
+type heldSink struct {
+	*mysqlsink.Sink
+	release chan struct{}
+}
+
+func (s heldSink) Apply(ctx context.Context, b *dmworker.Batch) error {
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.Sink.Apply(ctx, b)
+}
+
+// TestValidatorMemoryBoundSpills: with a memory budget of a few rows and
+// hundreds of rows that keep differing, the bytes held never pass the
+// budget (the differing rows are spilled to the meta schema and checked
+// again from there), and every row is still recorded as an error row with
+// its key and images once it has differed past the delay.
+func TestValidatorMemoryBoundSpills(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 85})
+	const budget, n = 8192, 300
+	cfg := validationConfig("mem", 4, 2*time.Second)
+	cfg.Validation.MemoryBytes = budget
+	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitSubTaskSynced(t, st.Status, p)
+	mustExec(t, p.updb, "CREATE DATABASE m")
+	mustExec(t, p.updb, "CREATE TABLE m.t (id INT PRIMARY KEY, a INT, s VARCHAR(100))")
+	for i := 1; i <= n; i += 50 {
+		var vals []string
+		for j := i; j < i+50; j++ {
+			vals = append(vals, fmt.Sprintf("(%d, %d, '%s')", j, j*10, strings.Repeat("x", 80)))
+		}
+		mustExec(t, p.updb, "INSERT INTO m.t VALUES "+strings.Join(vals, ","))
+	}
+	vs := waitValidated(t, st, p)
+	if vs.PeakBytes == 0 || vs.PeakBytes > budget {
+		t.Fatalf("peak bytes held %d, budget %d", vs.PeakBytes, budget)
+	}
+	st.Stop()
+
+	// Every row changed upstream (applied by the syncer alone), then
+	// changed again downstream: n rows that keep differing.
+	mustExec(t, p.updb, "UPDATE m.t SET s = CONCAT(s, 'y')")
+	s, err := dmworker.NewSyncer(dmworker.SyncerConfig{Task: "mem", Upstream: upstreamOf(p.up), SyncerTuning: dmworker.SyncerTuning{Workers: 4}}, p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runSyncer(t, s)
+	waitSynced(t, r, p.updb)
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, p.downdb, "UPDATE m.t SET a = a + 1")
+
+	st2, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st2)
+	spilled := 0
+	var got []string
+	waitUntil(t, fmt.Sprintf("%d error rows", n), func() bool {
+		vs = st2.Status().Validator
+		spilled = max(spilled, vs.Spilled)
+		got = errorKeys(t, p.downdb, "mem")
+		return len(got) == n && vs.Spilled == 0
+	})
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprintf("m.t [%d]", i+1)
+	}
+	sort.Strings(want)
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("error rows %v", got)
+	}
+	vs = waitValidated(t, st2, p)
+	if spilled == 0 {
+		t.Fatal("no row was spilled")
+	}
+	if vs.PeakBytes == 0 || vs.PeakBytes > budget {
+		t.Fatalf("peak bytes held %d, budget %d", vs.PeakBytes, budget)
+	}
+	var up, down sql.NullString
+	if err := p.downdb.QueryRow("SELECT upstream_row, downstream_row FROM dmworker_meta.validator_errors WHERE task = 'mem' AND row_key = '[7]'").Scan(&up, &down); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(up.String, `"a":70`) || !strings.Contains(up.String, `xy"`) || !strings.Contains(down.String, `"a":71`) {
+		t.Fatalf("error row images: upstream %s, downstream %s", up.String, down.String)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
@@ -40,6 +41,8 @@ func run() error {
 	downFlag := flag.String("downstream", "", "downstream user:pass@host:port")
 	workers := flag.Int("workers", 16, "SyncerTuning.Workers")
 	mode := flag.String("mode", "off", "ValidationConfig.Mode: off, fast or full")
+	logLevel := flag.String("log-level", "warn", "log level to stderr: debug, info, warn or error")
+	stall := flag.Duration("stall", 5*time.Minute, "give up (status and goroutines to stderr, exit 1) when the validator has not validated the binlog's end this long after the syncer applied it")
 	flag.Parse()
 	up, err := streamer.ParseUpstream(*upFlag)
 	if err != nil {
@@ -70,12 +73,16 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return err
+	}
 	t, err := dmworker.NewSubTask(dmworker.SubTaskConfig{
 		Name:         "bench",
 		Start:        streamer.Position{Name: st.Binlogs[0].Name, Offset: 4},
 		SyncerTuning: dmworker.SyncerTuning{Workers: *workers},
 		Validation:   dmworker.ValidationConfig{Mode: dmworker.ValidationMode(*mode)},
-	}, up, sink, dmworker.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	}, up, sink, dmworker.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))))
 	if err != nil {
 		return err
 	}
@@ -83,7 +90,8 @@ func run() error {
 	begin := time.Now()
 	go func() { done <- t.Run(ctx) }()
 	defer t.Stop()
-	wait := func(cond func(dmworker.SubTaskStatus) bool) error {
+	wait := func(limit time.Duration, cond func(dmworker.SubTaskStatus) bool) error {
+		deadline := time.Now().Add(limit)
 		for {
 			s := t.Status()
 			if s.LastError != nil && s.Stage == dmworker.SubTaskPaused {
@@ -92,6 +100,12 @@ func run() error {
 			if cond(s) {
 				return nil
 			}
+			if time.Now().After(deadline) {
+				b, _ := json.Marshal(s)
+				fmt.Fprintf(os.Stderr, "status: %s\n", b)
+				_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+				return fmt.Errorf("not reached within %s", limit)
+			}
 			select {
 			case err := <-done:
 				return fmt.Errorf("subtask stopped: %v", err)
@@ -99,13 +113,13 @@ func run() error {
 			}
 		}
 	}
-	if err := wait(func(s dmworker.SubTaskStatus) bool { return s.Syncer.Checkpoint.Compare(end) >= 0 }); err != nil {
+	if err := wait(time.Hour, func(s dmworker.SubTaskStatus) bool { return s.Syncer.Checkpoint.Compare(end) >= 0 }); err != nil {
 		return err
 	}
 	secs := time.Since(begin).Seconds()
 	vsecs := 0.0
 	if *mode != "off" {
-		if err := wait(func(s dmworker.SubTaskStatus) bool {
+		if err := wait(*stall, func(s dmworker.SubTaskStatus) bool {
 			v := s.Validator
 			return v.Validated.Compare(end) >= 0 && v.Pending == v.Differing
 		}); err != nil {
@@ -118,6 +132,7 @@ func run() error {
 		"mode": *mode, "workers": s.Syncer.Workers, "rows": s.Syncer.Rows, "seconds": secs,
 		"rows_per_s": float64(s.Syncer.Rows) / secs, "validated_s": vsecs,
 		"checked": s.Validator.Checked, "error_rows": s.Validator.ErrorRows, "differing": s.Validator.Differing,
+		"validator_peak_bytes": s.Validator.PeakBytes, "spilled": s.Validator.Spilled,
 		"peak_rss_kb": benchutil.PeakRSSKB(),
 	})
 }

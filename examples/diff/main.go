@@ -8,7 +8,7 @@
 //	    [-from-password-file F] [-to-password-file F]
 //	    [-tables 'db.*,other.t'] [-route 'src.t_*:dst.t']
 //	    [-workers N] [-chunk-rows N] [-max-rows N]
-//	    [-progress FILE] [-fix-sql FILE] [-recheck N]
+//	    [-progress FILE] [-fix-sql FILE] [-recheck N] [-hash64]
 //
 // Flags:
 //   - -from, -to: the upstream and the downstream, user[:password]@host:port,
@@ -29,6 +29,8 @@
 //   - -recheck N: compare the rows found different again, up to N times, a
 //     second apart, each at a new upstream snapshot, and report only those
 //     different every time (for a downstream a task is still writing).
+//   - -hash64: chunk checksums sum a 64-bit hash of each row instead of
+//     CRC32 (dmworker.WithDiffHash64): twice the servers' work.
 //
 // The upstream is read in a consistent snapshot; the downstream is read
 // as it is. The command assumes the downstream is quiescent and caught up
@@ -72,6 +74,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		maxRows   = fs.Int("max-rows", dmworker.DefaultDiffMaxRows, "differing rows reported per table")
 		progress  = fs.String("progress", "", "keep the progress in `FILE` and resume from it")
 		fixSQL    = fs.String("fix-sql", "", "write the repair SQL to `FILE`")
+		hash64    = fs.Bool("hash64", false, "sum a 64-bit hash of each row in the chunk checksums instead of CRC32 (twice the servers' work)")
 		recheck   = fs.Int("recheck", 0, "compare differing rows again up to `N` times, a second apart, at new snapshots (for a downstream still being written)")
 	)
 	fs.Var(&routes, "route", "route rules 'src.t_*:dst.t' or 'src_*:dst', comma-separated; repeatable")
@@ -118,6 +121,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	opts := []dmworker.DiffOption{
 		dmworker.WithDiffWorkers(*workers), dmworker.WithDiffChunkRows(*chunkRows), dmworker.WithDiffMaxRows(*maxRows),
 		dmworker.WithDiffRules(dmworker.BlockAllowList{}, rr), dmworker.WithDiffRecheck(*recheck, time.Second),
+	}
+	if *hash64 {
+		opts = append(opts, dmworker.WithDiffHash64())
 	}
 	if *progress != "" {
 		opts = append(opts, dmworker.WithDiffProgressFile(*progress))
