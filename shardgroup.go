@@ -143,27 +143,47 @@ type ShardReached struct {
 // Differing statements at the same step stop every subtask of the group
 // with a *ShardDDLConflictError (ErrShardDDLConflict), and the group stays
 // stopped; so does a cycle, every source holding at a DDL that waits for
-// another source held at another table's DDL (ErrShardLockCycle). A subtask stopped or restarted while held reaches the DDL again
-// from its checkpoint (before it) and takes its place again; one restarted
-// after the DDL was applied but before its checkpoint moved passes it
-// (safe-mode replay). Status lists the held locks. A ShardGroup lives as
-// long as the process: its state is not stored. A process restarted in the
-// middle of a lock finds every source before the DDL (their checkpoints
-// are) and the lock starts again; but one killed after the DDL was applied
-// and before every held source saved its checkpoint past it leaves those
-// sources, in the new process, holding for sources already past it: the
-// host checks the downstream table has the DDL and calls Release.
+// another source held at another table's DDL (ErrShardLockCycle).
+//
+// The locks' state (per target: its DDL steps, the shards that reached
+// each and where, whether it is applied, the sources that left it) is
+// stored, when the syncers' checkpoint store is a ShardLockStore (the
+// mysqlsink Sink keeps it in its checkpoint schema, dmworker_meta by
+// default): a shard's arrival before its source holds, a step's being
+// applied right after its DDL ran and before any source passes it. A
+// process restarted (or killed) in the middle of a lock resolves it by
+// itself: each source's checkpoint is before the DDL it held at, so its
+// stream reaches the DDL again and takes its place again; a step already
+// applied is passed without running it again; a step every source had
+// reached is applied by the first to come back (the DDL in safe mode). A
+// subtask stopped or restarted while held does the same. Without a
+// ShardLockStore the state lives as long as the process, and a source
+// restarted after the DDL was applied (its checkpoint still before it)
+// holds for sources already past it: the host checks the downstream table
+// has the DDL and calls Release.
+//
+// A shard table dropped upstream (DROP TABLE, not applied downstream: the
+// merged table stays) takes its source out of the target's locks once the
+// source has no other shard table of that target; so does a source whose
+// shard tables of the target are all filtered out of the task when its
+// syncer starts; RemoveSource takes a source out of the whole group. A
+// lock that waited only for sources taken out completes at once.
 type ShardGroup struct {
-	task    string
-	sources []string
+	task string
 
-	mu     sync.Mutex
-	locks  map[string]*shardLock // by target
-	seen   map[ShardRef]int      // rounds of its target each shard has passed
-	passed map[ShardRef]streamer.Position
+	mu      sync.Mutex
+	sources []string
+	locks   map[string]*shardLock // by target
 	// holding is, by source, the step its stream holds at and its target.
 	holding map[string]heldAt
 	err     error // the conflict that stopped the group
+	// store keeps the locks' state: the first ShardLockStore a syncer
+	// arrives with; nil until then (and for syncers without one).
+	store  ShardLockStore
+	loaded bool // the stored state is read
+	// wake is closed (and replaced) when a step may have completed
+	// without an arrival: a source taken out of the group or a target.
+	wake chan struct{}
 }
 
 type heldAt struct {
@@ -174,19 +194,37 @@ type heldAt struct {
 // shardLock is the DDL steps of one target table.
 type shardLock struct {
 	rounds []*shardRound
+	// left are the sources with no shard table of the target any more
+	// (dropped upstream or filtered out): no step waits for them.
+	left map[string]bool
+	// joined are shards created after steps were applied: they begin at
+	// step base (the CREATE TABLE at pos).
+	joined map[ShardRef]shardJoin
+	dirty  bool // changed since last stored
 }
 
-// shardRound is one DDL step of a target: its statement, which sources have
-// reached it, whether it is applied.
+type shardJoin struct {
+	pos  streamer.Position
+	base int
+}
+
+// shardRound is one DDL step of a target: its statement, which shards have
+// reached it and where, whether it is applied.
 type shardRound struct {
 	stmt    string
 	first   ShardRef
 	since   time.Time
-	reached map[string]ShardReached // by source: its first shard to reach it
-	running bool                    // the owner is applying it
+	reached map[ShardRef]shardArrival
+	running bool // the owner is applying it
 	applied bool
 	done    chan struct{} // closed once applied or failed
 	err     error
+}
+
+// shardArrival is a shard's arrival at a step: the end of its DDL event.
+type shardArrival struct {
+	pos streamer.Position
+	at  time.Time
 }
 
 // NewShardGroup returns the shard group of task over sources (their
@@ -204,15 +242,18 @@ func NewShardGroup(task string, sources ...string) (*ShardGroup, error) {
 		}
 	}
 	return &ShardGroup{task: task, sources: slices.Clone(sources),
-		locks: map[string]*shardLock{}, seen: map[ShardRef]int{}, passed: map[ShardRef]streamer.Position{},
-		holding: map[string]heldAt{}}, nil
+		locks: map[string]*shardLock{}, holding: map[string]heldAt{}, wake: make(chan struct{})}, nil
 }
 
 // Task is the group's task name.
 func (g *ShardGroup) Task() string { return g.task }
 
 // Sources are the group's sources.
-func (g *ShardGroup) Sources() []string { return slices.Clone(g.sources) }
+func (g *ShardGroup) Sources() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.sources)
+}
 
 // Err is the conflict that stopped the group, nil while none has.
 func (g *ShardGroup) Err() error {
@@ -233,10 +274,12 @@ func (g *ShardGroup) Status() []ShardLockStatus {
 				continue
 			}
 			st := ShardLockStatus{Task: g.task, Mode: ShardPessimistic, Target: target, Statement: rd.stmt, Since: rd.since}
+			for ref, a := range rd.reached {
+				st.Reached = append(st.Reached, ShardReached{ref, a.at})
+			}
+			sort.Slice(st.Reached, func(i, j int) bool { return st.Reached[i].String() < st.Reached[j].String() })
 			for _, s := range g.sources {
-				if r, ok := rd.reached[s]; ok {
-					st.Reached = append(st.Reached, r)
-				} else {
+				if !lk.left[s] && !rd.reachedBy(s) {
 					st.Waiting = append(st.Waiting, s)
 				}
 			}
@@ -248,12 +291,33 @@ func (g *ShardGroup) Status() []ShardLockStatus {
 	return out
 }
 
+// statusOf is Status restricted to the locks source takes part in.
+func (g *ShardGroup) statusOf(source string) []ShardLockStatus {
+	var out []ShardLockStatus
+	for _, st := range g.Status() {
+		if slices.Contains(st.Waiting, source) || slices.ContainsFunc(st.Reached, func(r ShardReached) bool { return r.Source == source }) {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+func (rd *shardRound) reachedBy(source string) bool {
+	for ref := range rd.reached {
+		if ref.Source == source {
+			return true
+		}
+	}
+	return false
+}
+
 // Release marks the DDL held for target (the first step not applied) as
 // applied without running it, and lets the sources held there go on. It is
-// the way out of a lock whose other sources are already past the DDL (see
-// ShardGroup): call it once the downstream table has the DDL. It returns
-// the statement released, or an error when no DDL is held for target.
-func (g *ShardGroup) Release(target string) (string, error) {
+// the way out of a lock whose other sources are already past the DDL when
+// the state is not stored (see ShardGroup): call it once the downstream
+// table has the DDL. It returns the statement released, or an error when
+// no DDL is held for target or the state could not be stored.
+func (g *ShardGroup) Release(ctx context.Context, target string) (string, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if lk := g.locks[target]; lk != nil {
@@ -265,6 +329,11 @@ func (g *ShardGroup) Release(target string) (string, error) {
 				return "", fmt.Errorf("dmworker: shard group of task %s: the DDL of %s is being applied", g.task, target)
 			}
 			rd.applied = true
+			lk.dirty = true
+			if err := g.saveLocked(ctx, nil, target); err != nil {
+				rd.applied = false
+				return "", err
+			}
 			close(rd.done)
 			return rd.stmt, nil
 		}
@@ -272,94 +341,313 @@ func (g *ShardGroup) Release(target string) (string, error) {
 	return "", fmt.Errorf("dmworker: shard group of task %s: no DDL held for %s", g.task, target)
 }
 
-// arrive is a shard's arrival at a DDL stmt (routed to target) at pos: it
-// returns once the DDL is applied downstream, by exec when this arrival
-// completes the step, or ctx's error, or the group's conflict.
-func (g *ShardGroup) arrive(ctx context.Context, shard ShardRef, target, stmt string, pos streamer.Position, exec func() error) error {
+// RemoveSource takes source out of the group: no lock waits for it any
+// more, and a lock that waited only for it completes (its DDL applied by a
+// source held there). It is the way to shrink a task by a source while a
+// lock may be held: stop the source's subtask first (its checkpoint stays
+// where it is; a later arrival of that source is refused), then call
+// RemoveSource. It reports an error when source is not one of the group's
+// sources or is the last one.
+func (g *ShardGroup) RemoveSource(source string) error {
 	g.mu.Lock()
-	if g.err != nil {
-		g.mu.Unlock()
-		return g.err
+	defer g.mu.Unlock()
+	i := slices.Index(g.sources, source)
+	if i < 0 {
+		return fmt.Errorf("dmworker: shard group of task %s: source %s is not one of its sources %v", g.task, source, g.sources)
 	}
-	if !slices.Contains(g.sources, shard.Source) {
-		g.mu.Unlock()
-		return fmt.Errorf("dmworker: shard group of task %s: source %s is not one of its sources %v", g.task, shard.Source, g.sources)
+	if len(g.sources) == 1 {
+		return fmt.Errorf("dmworker: shard group of task %s: source %s is its last source", g.task, source)
 	}
-	if p, ok := g.passed[shard]; ok && !pos.IsZero() && pos.Compare(p) <= 0 {
-		// Replayed after a restart: this shard has passed it already.
-		g.mu.Unlock()
+	g.sources = slices.Delete(slices.Clone(g.sources), i, i+1)
+	delete(g.holding, source)
+	g.wakeLocked()
+	return nil
+}
+
+// wakeLocked wakes every held source to look again at its step.
+func (g *ShardGroup) wakeLocked() {
+	close(g.wake)
+	g.wake = make(chan struct{})
+}
+
+// loadLocked reads the stored state once, from the first ShardLockStore
+// given.
+func (g *ShardGroup) loadLocked(ctx context.Context, store ShardLockStore) error {
+	if g.loaded || store == nil {
 		return nil
 	}
+	stored, err := store.LoadShardLocks(ctx, g.task)
+	if err != nil {
+		return fmt.Errorf("dmworker: shard group of task %s: load its locks: %w", g.task, err)
+	}
+	for target, b := range stored {
+		lk, err := unmarshalShardLock(b)
+		if err != nil {
+			return fmt.Errorf("dmworker: shard group of task %s: stored lock of %s: %w", g.task, target, err)
+		}
+		if cur := g.locks[target]; cur != nil && len(cur.rounds) > 0 {
+			continue // kept in memory since before: newer
+		}
+		g.locks[target] = lk
+	}
+	g.store, g.loaded = store, true
+	return nil
+}
+
+// saveLocked stores target's lock when changed, through store (the
+// caller's, which shares its fate) or else the group's.
+func (g *ShardGroup) saveLocked(ctx context.Context, store ShardLockStore, target string) error {
+	lk := g.locks[target]
+	if store == nil {
+		store = g.store
+	}
+	if store == nil || lk == nil || !lk.dirty {
+		return nil
+	}
+	b, err := marshalShardLock(lk)
+	if err != nil {
+		return err
+	}
+	if err := store.SaveShardLock(ctx, g.task, target, b); err != nil {
+		return fmt.Errorf("dmworker: shard group of task %s: store the lock of %s: %w", g.task, target, err)
+	}
+	lk.dirty = false
+	return nil
+}
+
+// lockLocked returns target's lock, made when missing.
+func (g *ShardGroup) lockLocked(target string) *shardLock {
 	lk := g.locks[target]
 	if lk == nil {
 		lk = &shardLock{}
 		g.locks[target] = lk
 	}
-	n := g.seen[shard]
+	return lk
+}
+
+// begin readies the group for a source's syncer: it reads the stored
+// state, and takes source out of the targets in filtered (whose shard
+// tables it has are all filtered out of the task) and back into those in
+// present (where it has a shard table the task takes).
+func (g *ShardGroup) begin(ctx context.Context, store ShardLockStore, source string, present, filtered []string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.loadLocked(ctx, store); err != nil {
+		return err
+	}
+	if !slices.Contains(g.sources, source) {
+		return fmt.Errorf("dmworker: shard group of task %s: source %s is not one of its sources %v", g.task, source, g.sources)
+	}
+	for _, target := range filtered {
+		if err := g.setLeftLocked(ctx, store, target, source, true); err != nil {
+			return err
+		}
+	}
+	for _, target := range present {
+		if lk := g.locks[target]; lk != nil && lk.left[source] {
+			if err := g.setLeftLocked(ctx, store, target, source, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// setLeftLocked records that source left target (or is back) and stores it.
+func (g *ShardGroup) setLeftLocked(ctx context.Context, store ShardLockStore, target, source string, left bool) error {
+	lk := g.lockLocked(target)
+	if lk.left[source] == left {
+		return nil
+	}
+	if lk.left == nil {
+		lk.left = map[string]bool{}
+	}
+	if left {
+		lk.left[source] = true
+	} else {
+		delete(lk.left, source)
+	}
+	lk.dirty = true
+	if err := g.saveLocked(ctx, store, target); err != nil {
+		return err
+	}
+	g.wakeLocked()
+	return nil
+}
+
+// leave records that source has no shard table of target any more (its
+// last one dropped at pos); stored before the source goes on.
+func (g *ShardGroup) leave(ctx context.Context, store ShardLockStore, source, target string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.loadLocked(ctx, store); err != nil {
+		return err
+	}
+	return g.setLeftLocked(ctx, store, target, source, true)
+}
+
+// join records that shard was created at pos: it has no step of target to
+// reach before those not applied yet; its source is back in target.
+func (g *ShardGroup) join(ctx context.Context, store ShardLockStore, shard ShardRef, target string, pos streamer.Position) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.loadLocked(ctx, store); err != nil {
+		return err
+	}
+	lk := g.lockLocked(target)
+	if last, _, ok := lk.lastOf(shard); ok && !pos.IsZero() && pos.Compare(last) <= 0 {
+		return nil // replayed
+	}
+	base := 0
+	for base < len(lk.rounds) && lk.rounds[base].applied {
+		base++
+	}
+	if base > 0 {
+		if lk.joined == nil {
+			lk.joined = map[ShardRef]shardJoin{}
+		}
+		lk.joined[shard] = shardJoin{pos: pos.Clone(), base: base}
+		lk.dirty = true
+	}
+	if lk.left[shard.Source] {
+		delete(lk.left, shard.Source)
+		lk.dirty = true
+	}
+	return g.saveLocked(ctx, store, target)
+}
+
+// lastOf returns where shard last reached a step of lk (or was created)
+// and the step it is to reach next; ok is false when it has done neither.
+func (lk *shardLock) lastOf(shard ShardRef) (pos streamer.Position, next int, ok bool) {
+	if j, has := lk.joined[shard]; has {
+		pos, next, ok = j.pos, j.base, true
+	}
+	for i, rd := range lk.rounds {
+		if a, has := rd.reached[shard]; has && (!ok || i >= next) {
+			pos, next, ok = a.pos, i+1, true
+		}
+	}
+	return pos, next, ok
+}
+
+// completeLocked reports whether every source of the group still in
+// target has reached rd.
+func (g *ShardGroup) completeLocked(lk *shardLock, rd *shardRound) bool {
+	for _, s := range g.sources {
+		if !lk.left[s] && !rd.reachedBy(s) {
+			return false
+		}
+	}
+	return true
+}
+
+// arrive is a shard's arrival at a DDL stmt (routed to target) ending at
+// pos: it returns once the DDL is applied downstream, by exec when this
+// arrival completes the step, or ctx's error, or the group's conflict.
+// store (nil when the syncer's checkpoint store is not one) keeps the
+// group's state.
+func (g *ShardGroup) arrive(ctx context.Context, store ShardLockStore, shard ShardRef, target, stmt string, pos streamer.Position, exec func() error) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.loadLocked(ctx, store); err != nil {
+		return err
+	}
+	if g.err != nil {
+		return g.err
+	}
+	if !slices.Contains(g.sources, shard.Source) {
+		return fmt.Errorf("dmworker: shard group of task %s: source %s is not one of its sources %v", g.task, shard.Source, g.sources)
+	}
+	lk := g.lockLocked(target)
+	n := 0
+	if last, next, ok := lk.lastOf(shard); ok {
+		n = next
+		switch {
+		case pos.IsZero() || last.IsZero():
+			// No position to tell a replay by: a step not applied
+			// is the one it holds at again.
+			if next > 0 && !lk.rounds[next-1].applied {
+				n = next - 1
+			}
+		case pos.Compare(last) < 0:
+			return nil // replayed after a restart: passed already
+		case pos.Compare(last) == 0:
+			n = next - 1 // the same arrival again (a DDL event's end is no CREATE TABLE's)
+		}
+	}
 	if n == len(lk.rounds) {
 		lk.rounds = append(lk.rounds, &shardRound{stmt: stmt, first: shard, since: time.Now(),
-			reached: map[string]ShardReached{}, done: make(chan struct{})})
+			reached: map[ShardRef]shardArrival{}, done: make(chan struct{})})
+		lk.dirty = true
 	}
 	rd := lk.rounds[n]
 	if rd.stmt != stmt {
 		err := &ShardDDLConflictError{Task: g.task, Target: target, Statements: map[ShardRef]string{rd.first: rd.stmt, shard: stmt}}
 		g.fail(err)
-		g.mu.Unlock()
 		return err
 	}
-	pass := func() {
-		g.seen[shard] = n + 1
-		g.passed[shard] = pos
+	if _, ok := rd.reached[shard]; !ok {
+		rd.reached[shard] = shardArrival{pos: pos.Clone(), at: time.Now()}
+		lk.dirty = true
 	}
-	if rd.applied {
-		pass()
+	// Stored before the source holds: a restart finds it here.
+	if err := g.saveLocked(ctx, store, target); err != nil {
+		return err
+	}
+	for {
+		if rd.err != nil {
+			return rd.err
+		}
+		if rd.applied {
+			return nil
+		}
+		if !rd.running && g.completeLocked(lk, rd) {
+			return g.applyLocked(ctx, store, lk, rd, target, exec)
+		}
+		g.holding[shard.Source] = heldAt{rd, target}
+		if err := g.cycle(); err != nil {
+			g.fail(err)
+			return err
+		}
+		wake := g.wake
 		g.mu.Unlock()
-		return nil
-	}
-	if _, ok := rd.reached[shard.Source]; !ok {
-		rd.reached[shard.Source] = ShardReached{shard, time.Now()}
-	}
-	if len(rd.reached) == len(g.sources) && !rd.running {
-		// The last to arrive applies it.
-		rd.running = true
-		g.mu.Unlock()
-		err := exec()
+		select {
+		case <-ctx.Done():
+		case <-rd.done:
+		case <-wake:
+		}
 		g.mu.Lock()
-		defer g.mu.Unlock()
-		rd.running = false
-		if err != nil {
-			return err // a retry arrives again and applies it
+		if h, ok := g.holding[shard.Source]; ok && h.rd == rd {
+			delete(g.holding, shard.Source)
 		}
-		if rd.err == nil {
-			rd.applied = true
-			close(rd.done)
+		if rd.err == nil && !rd.applied && ctx.Err() != nil {
+			return ctx.Err()
 		}
-		pass()
-		return nil
 	}
-	g.holding[shard.Source] = heldAt{rd, target}
-	if err := g.cycle(); err != nil {
-		g.fail(err)
-		g.mu.Unlock()
-		return err
-	}
+}
+
+// applyLocked runs rd's DDL (exec), then stores that it is applied before
+// any held source passes it. On an error nobody passes: the next arrival
+// runs it again (in safe mode, as the syncer replays it).
+func (g *ShardGroup) applyLocked(ctx context.Context, store ShardLockStore, lk *shardLock, rd *shardRound, target string, exec func() error) error {
+	rd.running = true
 	g.mu.Unlock()
-	select {
-	case <-ctx.Done():
-	case <-rd.done:
-	}
+	err := exec()
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if h, ok := g.holding[shard.Source]; ok && h.rd == rd {
-		delete(g.holding, shard.Source)
+	rd.running = false
+	if err != nil {
+		return err // the owner's retry arrives again and applies it
 	}
 	if rd.err != nil {
 		return rd.err
 	}
-	if !rd.applied {
-		return ctx.Err()
+	rd.applied = true
+	lk.dirty = true
+	if err := g.saveLocked(ctx, store, target); err != nil {
+		rd.applied = false
+		return err
 	}
-	pass()
+	close(rd.done)
 	return nil
 }
 
@@ -384,8 +672,8 @@ func (g *ShardGroup) cycle() error {
 	}
 	var parts []string
 	for _, s := range g.sources {
-		h := g.holding[s]
-		if h.rd.running || h.rd.applied || len(h.rd.reached) == len(g.sources) {
+		h, ok := g.holding[s]
+		if !ok || h.rd.running || h.rd.applied || g.completeLocked(g.locks[h.target], h.rd) {
 			return nil
 		}
 		parts = append(parts, fmt.Sprintf("%s holds at %s %q", s, h.target, h.rd.stmt))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
+	"github.com/dmworker/dmworker/mysqlsink"
 	"github.com/dmworker/dmworker/streamer"
 )
 
@@ -467,5 +468,256 @@ func TestShardMergePessimistic(t *testing.T) {
 	}
 	if !errors.Is(g.Err(), dmworker.ErrShardDDLConflict) {
 		t.Fatalf("group error %v", g.Err())
+	}
+}
+
+// freezer freezes the sinks of some sources: every write through them
+// blocks, and after kill fails, so that nothing more of theirs lands
+// downstream (a process killed with -9 at that moment).
+type freezer struct {
+	mu      sync.Mutex
+	frozen  map[string]bool
+	blocked map[string]int
+	killed  chan struct{}
+}
+
+func newFreezer() *freezer {
+	return &freezer{frozen: map[string]bool{}, blocked: map[string]int{}, killed: make(chan struct{})}
+}
+
+func (f *freezer) freeze(src string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.frozen[src] = true
+}
+
+func (f *freezer) blockedCalls(src string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.blocked[src]
+}
+
+// hold blocks a frozen source's write until ctx ends or the kill, then
+// fails it; it returns nil at once for a source not frozen.
+func (f *freezer) hold(ctx context.Context, src string) error {
+	f.mu.Lock()
+	if !f.frozen[src] {
+		f.mu.Unlock()
+		return nil
+	}
+	f.blocked[src]++
+	f.mu.Unlock()
+	select {
+	case <-ctx.Done():
+	case <-f.killed:
+	}
+	return errors.New("killed")
+}
+
+// sinks returns a SinkFactory of mysqlsink Sinks on db whose writes f
+// freezes by source.
+func (f *freezer) sinks(db *sql.DB) dmworker.SinkFactory {
+	return func(_ context.Context, src dmworker.SourceConfig, _ dmworker.SubTaskConfig) (dmworker.Sink, error) {
+		s, err := mysqlsink.New(db)
+		return &freezeSink{Sink: s, f: f, src: src.Name}, err
+	}
+}
+
+type freezeSink struct {
+	*mysqlsink.Sink
+	f   *freezer
+	src string
+}
+
+func (s *freezeSink) Apply(ctx context.Context, b *dmworker.Batch) error {
+	if err := s.f.hold(ctx, s.src); err != nil {
+		return err
+	}
+	return s.Sink.Apply(ctx, b)
+}
+
+func (s *freezeSink) ExecDDL(ctx context.Context, d *dmworker.DDL) error {
+	if err := s.f.hold(ctx, s.src); err != nil {
+		return err
+	}
+	return s.Sink.ExecDDL(ctx, d)
+}
+
+func (s *freezeSink) SaveCheckpoint(ctx context.Context, cp dmworker.Checkpoint) error {
+	if err := s.f.hold(ctx, s.src); err != nil {
+		return err
+	}
+	return s.Sink.SaveCheckpoint(ctx, cp)
+}
+
+func (s *freezeSink) SaveShardLock(ctx context.Context, task, target string, state []byte) error {
+	if err := s.f.hold(ctx, s.src); err != nil {
+		return err
+	}
+	return s.Sink.SaveShardLock(ctx, task, target, state)
+}
+
+// startShardWorkers starts one worker per upstream of f with the subtask
+// "merge" in pessimistic mode with g, sinks made by sinks, each run with
+// ctx; it returns the workers and a channel of their Run results.
+func startShardWorkers(t *testing.T, ctx context.Context, f *shardFleet, g *dmworker.ShardGroup, sinks dmworker.SinkFactory) ([]*dmworker.SourceWorker, <-chan error) {
+	t.Helper()
+	workers := make([]*dmworker.SourceWorker, len(f.ups))
+	done := make(chan error, len(f.ups))
+	for i := range workers {
+		w, err := dmworker.NewSourceWorker(fmt.Sprintf("w%d", i+1), sinks,
+			dmworker.WithSource(dmworker.SourceConfig{Name: sourceName(i), Upstream: upstreamOf(f.ups[i])}),
+			dmworker.WithShardGroup(g), dmworker.WithAutoResume(50*time.Millisecond, time.Second, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "merge", Routes: shardRoutes, ShardMode: dmworker.ShardPessimistic,
+			SyncerTuning: dmworker.SyncerTuning{BatchSize: 50, Workers: 1 + i%2*3}}); err != nil {
+			t.Fatal(err)
+		}
+		go func() { done <- w.Run(ctx) }()
+		workers[i] = w
+	}
+	return workers, done
+}
+
+// upstreamEnd is where an upstream's binlog ends now.
+func upstreamEnd(t *testing.T, m *testserver.MariaDB) streamer.Position {
+	t.Helper()
+	ust, err := streamer.QueryUpstream(context.Background(), upstreamOf(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ust.Master
+}
+
+// TestShardMergeKilledInLock: three sources in pessimistic mode under a
+// write load; src1 and src2 hold at a shard DDL; src3 reaches it, applies
+// it and goes on past it; the process dies (its writes frozen, then every
+// worker stopped with nothing more written) before src1 and src2 saved a
+// checkpoint past the DDL. A new process with a new ShardGroup finds the
+// lock's state in the downstream's meta schema: src1 and src2 reach the
+// DDL again and pass it without waiting for src3 (already past) and
+// without Release; the later DDLs coordinate as usual, and in the end the
+// downstream equals the union of the shards by rows and schema, with no
+// lock left.
+func TestShardMergeKilledInLock(t *testing.T) {
+	noLeaks(t)
+	const n = 3
+	f := newShardFleet(t, n, 530)
+	g1, err := dmworker.NewShardGroup("merge", sourceName(0), sourceName(1), sourceName(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fz := newFreezer()
+	ctx1, kill := context.WithCancel(context.Background())
+	defer kill()
+	workers, done := startShardWorkers(t, ctx1, f, g1, fz.sinks(f.downdb))
+	for _, w := range workers {
+		waitUntil(t, w.Name()+" reading", func() bool { return taskStatus(w, "merge")().Syncer.Read.Name != "" })
+	}
+	for _, db := range f.updbs {
+		mustExec(t, db, "CREATE DATABASE shop")
+		for _, tb := range shardTables {
+			mustExec(t, db, "CREATE TABLE shop."+tb+" "+shardOrdersDef)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, db := range f.updbs {
+		for j, tb := range shardTables {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000, 1_000_000, stop)
+			}()
+		}
+	}
+	const addCol = "ALTER TABLE shop.%s ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'"
+	time.Sleep(100 * time.Millisecond)
+	var afterDDL [n]streamer.Position
+	for i := range 2 {
+		mustExec(t, f.updbs[i], fmt.Sprintf(addCol, "orders_01"))
+		afterDDL[i] = upstreamEnd(t, f.ups[i])
+	}
+	waitUntil(t, "src1 and src2 held", func() bool {
+		st := g1.Status()
+		return len(st) == 1 && len(st[0].Reached) == 2 && slices.Equal(st[0].Waiting, []string{sourceName(2)})
+	})
+	fz.freeze(sourceName(0))
+	fz.freeze(sourceName(1))
+	mustExec(t, f.updbs[2], fmt.Sprintf(addCol, "orders_01"))
+	afterDDL[2] = upstreamEnd(t, f.ups[2])
+	// src3 applies the DDL and goes on past it; src1 and src2 pass it in
+	// memory and block on their next write.
+	waitUntil(t, "src3 past the DDL", func() bool { return taskStatus(workers[2], "merge")().Syncer.Checkpoint.Compare(afterDDL[2]) >= 0 })
+	waitUntil(t, "src1 and src2 writing past the DDL", func() bool {
+		return fz.blockedCalls(sourceName(0)) > 0 && fz.blockedCalls(sourceName(1)) > 0
+	})
+	close(fz.killed)
+	kill()
+	for range workers {
+		<-done // errors of a killed process do not matter
+	}
+	probe, err := mysqlsink.New(f.downdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		cp, ok, err := probe.LoadCheckpoint(context.Background(), "merge", sourceName(i))
+		if err != nil || !ok || cp.Pos.Compare(afterDDL[i]) >= 0 {
+			t.Fatalf("%s's checkpoint after the kill: %s (%v, %v), want one before the DDL (which ends by %s)", sourceName(i), cp.Pos, ok, err, afterDDL[i])
+		}
+	}
+
+	// A new process.
+	g2, err := dmworker.NewShardGroup("merge", sourceName(0), sourceName(1), sourceName(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	workers, done = startShardWorkers(t, ctx2, f, g2, mysqlSinks(f.downdb))
+	defer func() {
+		cancel2()
+		for range workers {
+			if err := <-done; err != nil {
+				t.Errorf("worker Run: %v", err)
+			}
+		}
+	}()
+	for i, w := range workers[:2] {
+		waitUntil(t, w.Name()+" past the DDL", func() bool { return taskStatus(w, "merge")().Syncer.Checkpoint.Compare(afterDDL[i]) >= 0 })
+	}
+	if st := g2.Status(); len(st) != 0 {
+		t.Fatalf("locks after the restart: %+v", st)
+	}
+	// The other shard tables reach the DDL; then an index on every shard.
+	for _, db := range f.updbs {
+		mustExec(t, db, fmt.Sprintf(addCol, "orders_02"))
+	}
+	for i := range n {
+		for _, tb := range shardTables {
+			mustExec(t, f.updbs[(i+1)%n], "ALTER TABLE shop."+tb+" ADD INDEX idx_customer (customer)")
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i, w := range workers {
+		waitWorkerSynced(t, w, "merge", f.ups[i])
+	}
+	if st := g2.Status(); len(st) != 0 {
+		t.Fatalf("locks left: %+v", st)
+	}
+	want, got := f.unionRows(t), tableRows(t, f.downdb, "merged.orders")
+	if !slices.Equal(want, got) {
+		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ", len(got), len(want))
+	}
+	wantCols, gotCols := shardColumns(t, f.updbs[0], "shop", "orders_01"), shardColumns(t, f.downdb, "merged", "orders")
+	if !slices.Equal(wantCols, gotCols) {
+		t.Fatalf("downstream schema %q, the shards' %q", gotCols, wantCols)
 	}
 }

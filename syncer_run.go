@@ -159,6 +159,9 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		s.log.Info("fresh start", slog.String("pos", start.String()), slog.Int("tables", len(r.tracker.Tables())))
 	}
 	r.w.tracker = r.tracker
+	if err := r.shardBegin(ctx); err != nil {
+		return s.wrap(start, "", "", err)
+	}
 	if r.w.online == nil {
 		r.w.online = &onlineddl.State{}
 	}
