@@ -721,3 +721,226 @@ func TestShardMergeKilledInLock(t *testing.T) {
 		t.Fatalf("downstream schema %q, the shards' %q", gotCols, wantCols)
 	}
 }
+
+// coreRows is a shard or merged table's rows by the columns every shard
+// has from the start (id, customer, amount, note), as text, sorted.
+func coreRows(t *testing.T, db *sql.DB, table string) []string {
+	t.Helper()
+	rows, err := db.Query("SELECT CONCAT_WS('|', id, customer, IFNULL(amount, 'NULL'), IFNULL(note, 'NULL')) FROM " + table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestShardMergeNoStuckLock: pessimistic locks that would wait forever for
+// a source resolve by themselves or by one documented call, under a write
+// load, without losing a checkpoint:
+//   - every subtask stopped and started again while a source holds (a task
+//     restarted in the middle of a lock): the lock completes when the
+//     others reach the DDL;
+//   - a source removed from the task while the others hold
+//     (ShardGroup.RemoveSource after stopping its subtask): the lock
+//     completes; its checkpoint stays;
+//   - a source whose shard tables are filtered out of the task (its
+//     subtask restarted with them in IgnoreTables) while another holds;
+//   - a source that drops its shard tables upstream while another holds
+//     (DROP TABLE: the merged table stays).
+//
+// In the end the downstream holds every row the shards wrote (those of
+// the dropped tables as they were when dropped) and the schema of the
+// shards that ran every DDL, with no lock left.
+func TestShardMergeNoStuckLock(t *testing.T) {
+	noLeaks(t)
+	const n = 3
+	f := newShardFleet(t, n, 540)
+	g, err := dmworker.NewShardGroup("merge", sourceName(0), sourceName(1), sourceName(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	workers, done := startShardWorkers(t, ctx, f, g, mysqlSinks(f.downdb))
+	defer func() {
+		cancel()
+		for range workers {
+			if err := <-done; err != nil {
+				t.Errorf("worker Run: %v", err)
+			}
+		}
+	}()
+	cfg := func(i int) dmworker.SubTaskConfig {
+		return dmworker.SubTaskConfig{Name: "merge", Routes: shardRoutes, ShardMode: dmworker.ShardPessimistic,
+			SyncerTuning: dmworker.SyncerTuning{BatchSize: 50, Workers: 1 + i%2*3}}
+	}
+	restart := func(i int, c dmworker.SubTaskConfig) {
+		t.Helper()
+		if err := workers[i].StopSubTask("merge"); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "subtask stopped", func() bool { return taskStatus(workers[i], "merge")().Stage == "" })
+		if err := workers[i].StartSubTask(c); err != nil {
+			t.Fatal(err)
+		}
+		waitStage(t, taskStatus(workers[i], "merge"), dmworker.SubTaskRunning)
+	}
+	for _, w := range workers {
+		waitUntil(t, w.Name()+" reading", func() bool { return taskStatus(w, "merge")().Syncer.Read.Name != "" })
+	}
+	for _, db := range f.updbs {
+		mustExec(t, db, "CREATE DATABASE shop")
+		for _, tb := range shardTables {
+			mustExec(t, db, "CREATE TABLE shop."+tb+" "+shardOrdersDef)
+		}
+	}
+	stops := make([]chan struct{}, n)
+	var wg [n]sync.WaitGroup // the loads by source
+	for i, db := range f.updbs {
+		stops[i] = make(chan struct{})
+		for j, tb := range shardTables {
+			wg[i].Add(1)
+			go func() {
+				defer wg[i].Done()
+				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000, 1_000_000, stops[i])
+			}()
+		}
+	}
+	stopLoad := func(i int) {
+		t.Helper()
+		close(stops[i])
+		wg[i].Wait()
+		waitWorkerSynced(t, workers[i], "merge", f.ups[i])
+	}
+	held := func(what string, reached []string, waiting ...string) {
+		t.Helper()
+		waitUntil(t, what, func() bool {
+			st := g.Status()
+			if len(st) != 1 || !slices.Equal(st[0].Waiting, waiting) || len(st[0].Reached) != len(reached) {
+				return false
+			}
+			for k, r := range st[0].Reached {
+				if r.Source != reached[k] {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	noLock := func(what string) {
+		t.Helper()
+		waitUntil(t, what, func() bool { return len(g.Status()) == 0 })
+	}
+	ddl := func(i int, table, stmt string) {
+		t.Helper()
+		mustExec(t, f.updbs[i], fmt.Sprintf(stmt, table))
+	}
+	const (
+		ddl1 = "ALTER TABLE shop.%s ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'"
+		ddl2 = "ALTER TABLE shop.%s ADD INDEX idx_customer (customer)"
+		ddl3 = "ALTER TABLE shop.%s MODIFY customer VARCHAR(80) NOT NULL"
+		ddl4 = "ALTER TABLE shop.%s ADD COLUMN flag INT NULL"
+	)
+	s1, s2, s3 := sourceName(0), sourceName(1), sourceName(2)
+
+	// The task restarted in the middle of a lock.
+	ddl(0, "orders_01", ddl1)
+	held("src1 at ddl1", []string{s1}, s2, s3)
+	for i := range workers {
+		restart(i, cfg(i))
+	}
+	held("src1 at ddl1 after the restart", []string{s1}, s2, s3)
+	ddl(1, "orders_01", ddl1)
+	ddl(2, "orders_01", ddl1)
+	noLock("ddl1 applied")
+	for i := range n {
+		ddl(i, "orders_02", ddl1)
+	}
+
+	// src3 removed from the task while src1 and src2 hold.
+	stopLoad(2)
+	ddl(0, "orders_01", ddl2)
+	ddl(1, "orders_01", ddl2)
+	held("src1 and src2 at ddl2", []string{s1, s2}, s3)
+	cp3 := taskStatus(workers[2], "merge")().Syncer.Checkpoint
+	if err := workers[2].StopSubTask("merge"); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.RemoveSource(s3); err != nil {
+		t.Fatal(err)
+	}
+	noLock("ddl2 applied without src3")
+	probe, err := mysqlsink.New(f.downdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp, ok, err := probe.LoadCheckpoint(context.Background(), "merge", s3); err != nil || !ok || cp.Pos.Compare(cp3) != 0 {
+		t.Fatalf("src3's checkpoint after RemoveSource: %s (%v, %v), want %s", cp.Pos, ok, err, cp3)
+	}
+	ddl(0, "orders_02", ddl2)
+	ddl(1, "orders_02", ddl2)
+
+	// src2's shard tables filtered out of the task while src1 holds.
+	stopLoad(1)
+	ddl(0, "orders_01", ddl3)
+	held("src1 at ddl3", []string{s1}, s2)
+	filtered := cfg(1)
+	filtered.Filter = dmworker.BlockAllowList{IgnoreTables: []dmworker.TablePattern{{Schema: "shop", Name: "orders_*"}}}
+	restart(1, filtered)
+	noLock("ddl3 applied without src2")
+	ddl(0, "orders_02", ddl3)
+
+	// src2 back in the task (it runs ddl3, applied already); src1 drops
+	// its shard tables while src2 holds at ddl4.
+	restart(1, cfg(1))
+	ddl(1, "orders_01", ddl3)
+	ddl(1, "orders_02", ddl3)
+	ddl(1, "orders_01", ddl4)
+	held("src2 at ddl4", []string{s2}, s1)
+	stopLoad(0)
+	var dropped []string
+	for _, tb := range shardTables {
+		dropped = append(dropped, coreRows(t, f.updbs[0], "shop."+tb)...)
+	}
+	mustExec(t, f.updbs[0], "DROP TABLE shop.orders_01")
+	waitWorkerSynced(t, workers[0], "merge", f.ups[0])
+	held("src2 at ddl4 while src1 has a shard table", []string{s2}, s1)
+	mustExec(t, f.updbs[0], "DROP TABLE shop.orders_02")
+	noLock("ddl4 applied once src1 has no shard table")
+	ddl(1, "orders_02", ddl4)
+
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i := range 2 {
+		waitWorkerSynced(t, workers[i], "merge", f.ups[i])
+	}
+	if st := g.Status(); len(st) != 0 {
+		t.Fatalf("locks left: %+v", st)
+	}
+	want := dropped
+	for _, db := range f.updbs[1:] {
+		for _, tb := range shardTables {
+			want = append(want, coreRows(t, db, "shop."+tb)...)
+		}
+	}
+	slices.Sort(want)
+	if got := coreRows(t, f.downdb, "merged.orders"); !slices.Equal(want, got) {
+		t.Fatalf("merged.orders has %d rows, the shards wrote %d; they differ", len(got), len(want))
+	}
+	wantCols, gotCols := shardColumns(t, f.updbs[1], "shop", "orders_01"), shardColumns(t, f.downdb, "merged", "orders")
+	if !slices.Equal(wantCols, gotCols) {
+		t.Fatalf("downstream schema %q, the shards' %q", gotCols, wantCols)
+	}
+}
