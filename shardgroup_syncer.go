@@ -18,6 +18,15 @@ func (s *Syncer) shardTarget(n schema.TableName) (string, bool) {
 	return ts + "." + tt, n.Name != "" && (ts != n.Schema || tt != n.Name)
 }
 
+// shardLocks are the locks of the syncer's ShardGroup its source takes
+// part in; nil when none or without a group.
+func (s *Syncer) shardLocks() []ShardLockStatus {
+	if s.shard == nil {
+		return nil
+	}
+	return s.shard.statusOf(s.cfg.Source)
+}
+
 // shardBegin tells the syncer's ShardGroup, at the start of a run, which
 // targets the source has shard tables of (taken by the task) and which it
 // has only filtered-out ones of: those no lock waits for.

@@ -3,9 +3,11 @@ package dmworker_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
@@ -410,6 +412,7 @@ func TestShardMergePessimistic(t *testing.T) {
 			if st := g.Status()[0]; st.Target != "merged.orders" || st.Since.IsZero() {
 				t.Fatalf("lock status %+v", st)
 			}
+			checkLockStatus(t, workers, sh.i, "shop."+shardTables[sh.j])
 			if err := workers[sh.i].PauseSubTask("merge"); err != nil {
 				t.Fatal(err)
 			}
@@ -435,6 +438,11 @@ func TestShardMergePessimistic(t *testing.T) {
 	}
 	if st := g.Status(); len(st) != 0 {
 		t.Fatalf("locks left: %+v", st)
+	}
+	for _, w := range workers {
+		if l := taskStatus(w, "merge")().ShardLocks; len(l) != 0 {
+			t.Fatalf("%s shows locks: %+v", w.Name(), l)
+		}
 	}
 	want, got := f.unionRows(t), tableRows(t, f.downdb, "merged.orders")
 	if !slices.Equal(want, got) {
@@ -942,5 +950,51 @@ func TestShardMergeNoStuckLock(t *testing.T) {
 	wantCols, gotCols := shardColumns(t, f.updbs[1], "shop", "orders_01"), shardColumns(t, f.downdb, "merged", "orders")
 	if !slices.Equal(wantCols, gotCols) {
 		t.Fatalf("downstream schema %q, the shards' %q", gotCols, wantCols)
+	}
+}
+
+// checkLockStatus checks that each worker's subtask "merge" shows the one
+// lock on merged.orders that worker held's shard table reached (and
+// the others are waited for), in SubTaskStatus and in /status.
+func checkLockStatus(t *testing.T, workers []*dmworker.SourceWorker, held int, table string) {
+	t.Helper()
+	var waiting []string
+	for i := range workers {
+		if i != held {
+			waiting = append(waiting, sourceName(i))
+		}
+	}
+	for i, w := range workers {
+		locks := taskStatus(w, "merge")().ShardLocks
+		if len(locks) != 1 {
+			t.Fatalf("%s: shard locks %+v, want one", w.Name(), locks)
+		}
+		l := locks[0]
+		if l.Task != "merge" || l.Mode != dmworker.ShardPessimistic || l.Target != "merged.orders" || l.Since.IsZero() ||
+			len(l.Reached) != 1 || l.Reached[0].Source != sourceName(held) || l.Reached[0].Table != table || l.Reached[0].At.Before(l.Since) ||
+			!slices.Equal(l.Waiting, waiting) {
+			t.Fatalf("%s (%d): shard lock %+v", w.Name(), i, l)
+		}
+		srv := httptest.NewServer(dmworker.StatusHandler(w, dmworker.StatusHandlerConfig{}))
+		resp, err := srv.Client().Get(srv.URL + "/status")
+		if err != nil {
+			srv.Close()
+			t.Fatal(err)
+		}
+		var st dmworker.StatusJSON
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		srv.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.SubTasks) != 1 || len(st.SubTasks[0].ShardLocks) != 1 {
+			t.Fatalf("%s: /status %+v", w.Name(), st.SubTasks)
+		}
+		j := st.SubTasks[0].ShardLocks[0]
+		if j.Target != "merged.orders" || j.Mode != "pessimistic" || j.Statement != l.Statement || !j.Since.Equal(l.Since) ||
+			len(j.Reached) != 1 || j.Reached[0].Source != sourceName(held) || j.Reached[0].Table != table || !slices.Equal(j.Waiting, waiting) {
+			t.Fatalf("%s: /status shard lock %+v", w.Name(), j)
+		}
 	}
 }
