@@ -108,10 +108,13 @@ type ShardLockStatus struct {
 	Target, Statement string
 	// Since is when the first shard reached it.
 	Since time.Time
-	// Reached are the shards that reached it (and hold their source's
-	// stream), with when; Waiting the sources not there yet.
-	Reached []ShardReached
-	Waiting []string
+	// Reached are the shards that reached it (their later events held),
+	// with when; Waiting the sources none of whose shards is there yet;
+	// WaitingTables the shard tables known (their source's syncer runs in
+	// this process) that are not there yet.
+	Reached       []ShardReached
+	Waiting       []string
+	WaitingTables []ShardRef
 }
 
 // ShardReached is a shard that has reached a held DDL, and when.
@@ -200,7 +203,13 @@ type shardLock struct {
 	// joined are shards created after steps were applied: they begin at
 	// step base (the CREATE TABLE at pos).
 	joined map[ShardRef]shardJoin
-	dirty  bool // changed since last stored
+	// members are, by source, its shard tables of the target (those the
+	// task takes), as its syncer found them at its start and as CREATE
+	// and DROP TABLE changed them since; a step completes once each has
+	// reached it. A source not here yet (its syncer not started in this
+	// process) counts as reached once one of its shards has.
+	members map[string]map[string]bool
+	dirty   bool // changed since last stored
 }
 
 type shardJoin struct {
@@ -278,11 +287,22 @@ func (g *ShardGroup) Status() []ShardLockStatus {
 				st.Reached = append(st.Reached, ShardReached{ref, a.at})
 			}
 			sort.Slice(st.Reached, func(i, j int) bool { return st.Reached[i].String() < st.Reached[j].String() })
+			n := slices.Index(lk.rounds, rd)
 			for _, s := range g.sources {
-				if !lk.left[s] && !rd.reachedBy(s) {
+				if lk.left[s] {
+					continue
+				}
+				if !rd.reachedBy(s) {
 					st.Waiting = append(st.Waiting, s)
 				}
+				for t := range lk.members[s] {
+					ref := ShardRef{s, t}
+					if _, ok := rd.reached[ref]; !ok && (lk.joined[ref].base <= n) {
+						st.WaitingTables = append(st.WaitingTables, ref)
+					}
+				}
 			}
+			sort.Slice(st.WaitingTables, func(i, j int) bool { return st.WaitingTables[i].String() < st.WaitingTables[j].String() })
 			out = append(out, st)
 			break // later steps wait behind this one
 		}
@@ -426,10 +446,11 @@ func (g *ShardGroup) lockLocked(target string) *shardLock {
 }
 
 // begin readies the group for a source's syncer: it reads the stored
-// state, and takes source out of the targets in filtered (whose shard
-// tables it has are all filtered out of the task) and back into those in
-// present (where it has a shard table the task takes).
-func (g *ShardGroup) begin(ctx context.Context, store ShardLockStore, source string, present, filtered []string) error {
+// state, sets the source's shard tables of each target in present (those
+// the task takes, by target), and takes source out of the targets in
+// filtered (whose shard tables it has are all filtered out of the task)
+// and back into those in present.
+func (g *ShardGroup) begin(ctx context.Context, store ShardLockStore, source string, present map[string][]string, filtered []string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err := g.loadLocked(ctx, store); err != nil {
@@ -438,18 +459,30 @@ func (g *ShardGroup) begin(ctx context.Context, store ShardLockStore, source str
 	if !slices.Contains(g.sources, source) {
 		return fmt.Errorf("dmworker: shard group of task %s: source %s is not one of its sources %v", g.task, source, g.sources)
 	}
+	for _, lk := range g.locks {
+		delete(lk.members, source)
+	}
 	for _, target := range filtered {
 		if err := g.setLeftLocked(ctx, store, target, source, true); err != nil {
 			return err
 		}
 	}
-	for _, target := range present {
-		if lk := g.locks[target]; lk != nil && lk.left[source] {
+	for target, tables := range present {
+		lk := g.lockLocked(target)
+		if lk.members == nil {
+			lk.members = map[string]map[string]bool{}
+		}
+		lk.members[source] = map[string]bool{}
+		for _, t := range tables {
+			lk.members[source][t] = true
+		}
+		if lk.left[source] {
 			if err := g.setLeftLocked(ctx, store, target, source, false); err != nil {
 				return err
 			}
 		}
 	}
+	g.wakeLocked()
 	return nil
 }
 
@@ -475,15 +508,24 @@ func (g *ShardGroup) setLeftLocked(ctx context.Context, store ShardLockStore, ta
 	return nil
 }
 
-// leave records that source has no shard table of target any more (its
-// last one dropped at pos); stored before the source goes on.
-func (g *ShardGroup) leave(ctx context.Context, store ShardLockStore, source, target string) error {
+// leave records that shard was dropped upstream: no step of target waits
+// for it any more, nor for its source once it has no other shard table of
+// target (last). Stored before the source goes on.
+func (g *ShardGroup) leave(ctx context.Context, store ShardLockStore, shard ShardRef, target string, last bool) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err := g.loadLocked(ctx, store); err != nil {
 		return err
 	}
-	return g.setLeftLocked(ctx, store, target, source, true)
+	lk := g.lockLocked(target)
+	if m := lk.members[shard.Source]; m != nil {
+		delete(m, shard.Table)
+	}
+	g.wakeLocked()
+	if !last {
+		return nil
+	}
+	return g.setLeftLocked(ctx, store, target, shard.Source, true)
 }
 
 // join records that shard was created at pos: it has no step of target to
@@ -495,23 +537,29 @@ func (g *ShardGroup) join(ctx context.Context, store ShardLockStore, shard Shard
 		return err
 	}
 	lk := g.lockLocked(target)
-	if last, _, ok := lk.lastOf(shard); ok && !pos.IsZero() && pos.Compare(last) <= 0 {
-		return nil // replayed
+	if lk.members == nil {
+		lk.members = map[string]map[string]bool{}
 	}
-	base := 0
-	for base < len(lk.rounds) && lk.rounds[base].applied {
-		base++
+	if lk.members[shard.Source] == nil {
+		lk.members[shard.Source] = map[string]bool{}
 	}
-	if base > 0 {
-		if lk.joined == nil {
-			lk.joined = map[ShardRef]shardJoin{}
-		}
-		lk.joined[shard] = shardJoin{pos: pos.Clone(), base: base}
-		lk.dirty = true
-	}
+	lk.members[shard.Source][shard.Table] = true
 	if lk.left[shard.Source] {
 		delete(lk.left, shard.Source)
 		lk.dirty = true
+	}
+	if last, _, ok := lk.lastOf(shard); !ok || pos.IsZero() || pos.Compare(last) > 0 {
+		base := 0
+		for base < len(lk.rounds) && lk.rounds[base].applied {
+			base++
+		}
+		if base > 0 {
+			if lk.joined == nil {
+				lk.joined = map[ShardRef]shardJoin{}
+			}
+			lk.joined[shard] = shardJoin{pos: pos.Clone(), base: base}
+			lk.dirty = true
+		}
 	}
 	return g.saveLocked(ctx, store, target)
 }
@@ -530,15 +578,135 @@ func (lk *shardLock) lastOf(shard ShardRef) (pos streamer.Position, next int, ok
 	return pos, next, ok
 }
 
-// completeLocked reports whether every source of the group still in
-// target has reached rd.
+// completeLocked reports whether every shard table of target of every
+// source of the group still in it has reached rd (see shardLock.members).
 func (g *ShardGroup) completeLocked(lk *shardLock, rd *shardRound) bool {
+	n := slices.Index(lk.rounds, rd)
 	for _, s := range g.sources {
-		if !lk.left[s] && !rd.reachedBy(s) {
+		if lk.left[s] {
+			continue
+		}
+		tables, known := lk.members[s]
+		if !known {
+			if !rd.reachedBy(s) {
+				return false
+			}
+			continue
+		}
+		for t := range tables {
+			ref := ShardRef{s, t}
+			if _, ok := rd.reached[ref]; ok {
+				continue
+			}
+			if j, ok := lk.joined[ref]; ok && j.base > n {
+				continue // made after the step
+			}
 			return false
+		}
+		if len(tables) == 0 && !rd.reachedBy(s) {
+			// Its shard tables are not made yet where its stream is:
+			// it reaches the step through their creation or not at all.
+			continue
 		}
 	}
 	return true
+}
+
+// lastArrival is where shard last reached a step of target (or was
+// created after steps were applied); ok is false when it has done
+// neither. Every event of shard before it is applied downstream.
+func (g *ShardGroup) lastArrival(shard ShardRef, target string) (streamer.Position, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	lk := g.locks[target]
+	if lk == nil {
+		return streamer.Position{}, false
+	}
+	pos, _, ok := lk.lastOf(shard)
+	return pos, ok
+}
+
+// shardHold is a step a source's shard reached and that was not applied
+// when it did: the source holds the events of the target's shard tables
+// until it is.
+type shardHold struct {
+	g      *ShardGroup
+	rd     *shardRound
+	target string
+}
+
+// reachedBy reports whether shard reached the held step.
+func (h *shardHold) reachedBy(shard ShardRef) bool {
+	h.g.mu.Lock()
+	defer h.g.mu.Unlock()
+	_, ok := h.rd.reached[shard]
+	return ok
+}
+
+// chans returns whether the step is settled (applied or failed), and
+// else the channels closed when it may have changed: its own (applied or
+// failed) and the group's wake (sources or members changed).
+func (h *shardHold) chans() (settled bool, done, wake <-chan struct{}) {
+	h.g.mu.Lock()
+	defer h.g.mu.Unlock()
+	if h.rd.applied || h.rd.err != nil {
+		return true, nil, nil
+	}
+	return false, h.rd.done, h.g.wake
+}
+
+// ready reports whether settle has something to do: the step is applied,
+// failed, or complete and not being applied.
+func (h *shardHold) ready() bool {
+	g := h.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return h.rd.applied || h.rd.err != nil || (!h.rd.running && g.completeLocked(g.locks[h.target], h.rd))
+}
+
+// settle applies the step when it is complete and nobody applies it
+// (sources or members changed since the last arrival), by exec. It
+// reports whether the step is applied; an error when it failed or the
+// group stopped.
+func (h *shardHold) settle(ctx context.Context, store ShardLockStore, exec func() error) (bool, error) {
+	g := h.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if h.rd.err != nil {
+		return false, h.rd.err
+	}
+	if h.rd.applied {
+		return true, nil
+	}
+	lk := g.locks[h.target]
+	if h.rd.running || !g.completeLocked(lk, h.rd) {
+		return false, nil
+	}
+	if err := g.applyLocked(ctx, store, lk, h.rd, h.target, exec); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// wait blocks until the step is applied (by exec when it completes
+// without an arrival), ctx ends or the group fails.
+func (h *shardHold) wait(ctx context.Context, store ShardLockStore, exec func() error) error {
+	for {
+		ok, err := h.settle(ctx, store, exec)
+		if ok || err != nil {
+			return err
+		}
+		settled, done, wake := h.chans()
+		if settled {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-done:
+		case <-wake:
+		}
+	}
 }
 
 // arrive is a shard's arrival at a DDL stmt (routed to target) ending at
@@ -547,6 +715,13 @@ func (g *ShardGroup) completeLocked(lk *shardLock, rd *shardRound) bool {
 // store (nil when the syncer's checkpoint store is not one) keeps the
 // group's state.
 func (g *ShardGroup) arrive(ctx context.Context, store ShardLockStore, shard ShardRef, target, stmt string, pos streamer.Position, exec func() error) error {
+	return g.arriveHold(ctx, store, shard, target, stmt, pos, exec, nil)
+}
+
+// arriveHold is arrive that, with hold given, does not wait: it sets
+// *hold to the step when it is not applied yet (and leaves it nil when it
+// is, by exec or before).
+func (g *ShardGroup) arriveHold(ctx context.Context, store ShardLockStore, shard ShardRef, target, stmt string, pos streamer.Position, exec func() error, hold **shardHold) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err := g.loadLocked(ctx, store); err != nil {
@@ -593,6 +768,19 @@ func (g *ShardGroup) arrive(ctx context.Context, store ShardLockStore, shard Sha
 	// Stored before the source holds: a restart finds it here.
 	if err := g.saveLocked(ctx, store, target); err != nil {
 		return err
+	}
+	if hold != nil {
+		// The caller holds the shard's events, not its stream.
+		switch {
+		case rd.err != nil:
+			return rd.err
+		case rd.applied:
+			return nil
+		case !rd.running && g.completeLocked(lk, rd):
+			return g.applyLocked(ctx, store, lk, rd, target, exec)
+		}
+		*hold = &shardHold{g: g, rd: rd, target: target}
+		return nil
 	}
 	for {
 		if rd.err != nil {

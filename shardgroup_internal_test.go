@@ -272,7 +272,7 @@ func TestShardGroupStored(t *testing.T) {
 	}
 	// c drops its last shard table of the target: the next step waits for
 	// a and b only, also after a restart.
-	if err := g3.leave(ctx, store, "c", target); err != nil {
+	if err := g3.leave(ctx, store, ShardRef{"c", "s.o1"}, target, true); err != nil {
 		t.Fatal(err)
 	}
 	g4, _ := NewShardGroup("t", "a", "b", "c")

@@ -600,7 +600,8 @@ func upstreamEnd(t *testing.T, m *testserver.MariaDB) streamer.Position {
 }
 
 // TestShardMergeKilledInLock: three sources in pessimistic mode under a
-// write load; src1 and src2 hold at a shard DDL; src3 reaches it, applies
+// write load; src1 and src2 hold at a shard DDL (both their shard tables
+// reached it, as did src3's first); src3's second reaches it, src3 applies
 // it and goes on past it; the process dies (its writes frozen, then every
 // worker stopped with nothing more written) before src1 and src2 saved a
 // checkpoint past the DDL. A new process with a new ShardGroup finds the
@@ -643,18 +644,24 @@ func TestShardMergeKilledInLock(t *testing.T) {
 	}
 	const addCol = "ALTER TABLE shop.%s ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'"
 	time.Sleep(100 * time.Millisecond)
+	// Every shard table but src3's orders_02 reaches the DDL.
 	var afterDDL [n]streamer.Position
-	for i := range 2 {
-		mustExec(t, f.updbs[i], fmt.Sprintf(addCol, "orders_01"))
+	for i := range n {
+		for _, tb := range shardTables {
+			if i == 2 && tb == "orders_02" {
+				continue
+			}
+			mustExec(t, f.updbs[i], fmt.Sprintf(addCol, tb))
+		}
 		afterDDL[i] = upstreamEnd(t, f.ups[i])
 	}
 	waitUntil(t, "src1 and src2 held", func() bool {
 		st := g1.Status()
-		return len(st) == 1 && len(st[0].Reached) == 2 && slices.Equal(st[0].Waiting, []string{sourceName(2)})
+		return len(st) == 1 && len(st[0].Reached) == 5 && slices.Equal(st[0].WaitingTables, []dmworker.ShardRef{{Source: sourceName(2), Table: "shop.orders_02"}})
 	})
 	fz.freeze(sourceName(0))
 	fz.freeze(sourceName(1))
-	mustExec(t, f.updbs[2], fmt.Sprintf(addCol, "orders_01"))
+	mustExec(t, f.updbs[2], fmt.Sprintf(addCol, "orders_02"))
 	afterDDL[2] = upstreamEnd(t, f.ups[2])
 	// src3 applies the DDL and goes on past it; src1 and src2 pass it in
 	// memory and block on their next write.
@@ -699,10 +706,7 @@ func TestShardMergeKilledInLock(t *testing.T) {
 	if st := g2.Status(); len(st) != 0 {
 		t.Fatalf("locks after the restart: %+v", st)
 	}
-	// The other shard tables reach the DDL; then an index on every shard.
-	for _, db := range f.updbs {
-		mustExec(t, db, fmt.Sprintf(addCol, "orders_02"))
-	}
+	// An index on every shard.
 	for i := range n {
 		for _, tb := range shardTables {
 			mustExec(t, f.updbs[(i+1)%n], "ALTER TABLE shop."+tb+" ADD INDEX idx_customer (customer)")
@@ -831,6 +835,8 @@ func TestShardMergeNoStuckLock(t *testing.T) {
 		wg[i].Wait()
 		waitWorkerSynced(t, workers[i], "merge", f.ups[i])
 	}
+	// held waits until the one lock has the shards reached (by source
+	// and table number, "src1:1") and waits for the sources waiting.
 	held := func(what string, reached []string, waiting ...string) {
 		t.Helper()
 		waitUntil(t, what, func() bool {
@@ -839,7 +845,7 @@ func TestShardMergeNoStuckLock(t *testing.T) {
 				return false
 			}
 			for k, r := range st[0].Reached {
-				if r.Source != reached[k] {
+				if r.Source+":"+r.Table[len(r.Table)-1:] != reached[k] {
 					return false
 				}
 			}
@@ -864,23 +870,27 @@ func TestShardMergeNoStuckLock(t *testing.T) {
 
 	// The task restarted in the middle of a lock.
 	ddl(0, "orders_01", ddl1)
-	held("src1 at ddl1", []string{s1}, s2, s3)
+	held("src1 at ddl1", []string{s1 + ":1"}, s2, s3)
 	for i := range workers {
 		restart(i, cfg(i))
 	}
-	held("src1 at ddl1 after the restart", []string{s1}, s2, s3)
+	held("src1 at ddl1 after the restart", []string{s1 + ":1"}, s2, s3)
 	ddl(1, "orders_01", ddl1)
 	ddl(2, "orders_01", ddl1)
-	noLock("ddl1 applied")
+	held("every orders_01 at ddl1", []string{s1 + ":1", s2 + ":1", s3 + ":1"})
 	for i := range n {
 		ddl(i, "orders_02", ddl1)
 	}
+	noLock("ddl1 applied")
 
 	// src3 removed from the task while src1 and src2 hold.
 	stopLoad(2)
-	ddl(0, "orders_01", ddl2)
-	ddl(1, "orders_01", ddl2)
-	held("src1 and src2 at ddl2", []string{s1, s2}, s3)
+	for i := range 2 {
+		for _, tb := range shardTables {
+			ddl(i, tb, ddl2)
+		}
+	}
+	held("src1 and src2 at ddl2", []string{s1 + ":1", s1 + ":2", s2 + ":1", s2 + ":2"}, s3)
 	cp3 := taskStatus(workers[2], "merge")().Syncer.Checkpoint
 	if err := workers[2].StopSubTask("merge"); err != nil {
 		t.Fatal(err)
@@ -896,18 +906,16 @@ func TestShardMergeNoStuckLock(t *testing.T) {
 	if cp, ok, err := probe.LoadCheckpoint(context.Background(), "merge", s3); err != nil || !ok || cp.Pos.Compare(cp3) != 0 {
 		t.Fatalf("src3's checkpoint after RemoveSource: %s (%v, %v), want %s", cp.Pos, ok, err, cp3)
 	}
-	ddl(0, "orders_02", ddl2)
-	ddl(1, "orders_02", ddl2)
 
 	// src2's shard tables filtered out of the task while src1 holds.
 	stopLoad(1)
 	ddl(0, "orders_01", ddl3)
-	held("src1 at ddl3", []string{s1}, s2)
+	ddl(0, "orders_02", ddl3)
+	held("src1 at ddl3", []string{s1 + ":1", s1 + ":2"}, s2)
 	filtered := cfg(1)
 	filtered.Filter = dmworker.BlockAllowList{IgnoreTables: []dmworker.TablePattern{{Schema: "shop", Name: "orders_*"}}}
 	restart(1, filtered)
 	noLock("ddl3 applied without src2")
-	ddl(0, "orders_02", ddl3)
 
 	// src2 back in the task (it runs ddl3, applied already); src1 drops
 	// its shard tables while src2 holds at ddl4.
@@ -915,7 +923,8 @@ func TestShardMergeNoStuckLock(t *testing.T) {
 	ddl(1, "orders_01", ddl3)
 	ddl(1, "orders_02", ddl3)
 	ddl(1, "orders_01", ddl4)
-	held("src2 at ddl4", []string{s2}, s1)
+	ddl(1, "orders_02", ddl4)
+	held("src2 at ddl4", []string{s2 + ":1", s2 + ":2"}, s1)
 	stopLoad(0)
 	var dropped []string
 	for _, tb := range shardTables {
@@ -923,10 +932,9 @@ func TestShardMergeNoStuckLock(t *testing.T) {
 	}
 	mustExec(t, f.updbs[0], "DROP TABLE shop.orders_01")
 	waitWorkerSynced(t, workers[0], "merge", f.ups[0])
-	held("src2 at ddl4 while src1 has a shard table", []string{s2}, s1)
+	held("src2 at ddl4 while src1 has a shard table", []string{s2 + ":1", s2 + ":2"}, s1)
 	mustExec(t, f.updbs[0], "DROP TABLE shop.orders_02")
 	noLock("ddl4 applied once src1 has no shard table")
-	ddl(1, "orders_02", ddl4)
 
 	if t.Failed() {
 		t.FailNow()

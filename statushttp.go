@@ -157,6 +157,8 @@ type ShardLockJSON struct {
 	Since   time.Time          `json:"since"`
 	Reached []ShardReachedJSON `json:"reached"`
 	Waiting []string           `json:"waiting"`
+	// WaitingTables are the shard tables not there yet, "source:schema.table".
+	WaitingTables []string `json:"waiting_tables"`
 }
 
 // ShardReachedJSON is a shard that reached a held DDL, in ShardLockJSON.
@@ -239,6 +241,10 @@ func NewStatusJSON(st SourceWorkerStatus) StatusJSON {
 				Reached: make([]ShardReachedJSON, 0, len(l.Reached)), Waiting: append(make([]string, 0, len(l.Waiting)), l.Waiting...)}
 			for _, r := range l.Reached {
 				lj.Reached = append(lj.Reached, ShardReachedJSON{Source: r.Source, Table: r.Table, At: r.At})
+			}
+			lj.WaitingTables = make([]string, 0, len(l.WaitingTables))
+			for _, r := range l.WaitingTables {
+				lj.WaitingTables = append(lj.WaitingTables, r.String())
 			}
 			locks = append(locks, lj)
 		}
