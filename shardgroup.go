@@ -184,6 +184,10 @@ type ShardGroup struct {
 	// arrives with; nil until then (and for syncers without one).
 	store  ShardLockStore
 	loaded bool // the stored state is read
+	// begun are the sources whose syncer started in this process: their
+	// shard tables of each target are known (shardLock.members; none
+	// when absent).
+	begun map[string]bool
 	// wake is closed (and replaced) when a step may have completed
 	// without an arrival: a source taken out of the group or a target.
 	wake chan struct{}
@@ -251,7 +255,7 @@ func NewShardGroup(task string, sources ...string) (*ShardGroup, error) {
 		}
 	}
 	return &ShardGroup{task: task, sources: slices.Clone(sources),
-		locks: map[string]*shardLock{}, holding: map[string]heldAt{}, wake: make(chan struct{})}, nil
+		locks: map[string]*shardLock{}, holding: map[string]heldAt{}, begun: map[string]bool{}, wake: make(chan struct{})}, nil
 }
 
 // Task is the group's task name.
@@ -462,6 +466,7 @@ func (g *ShardGroup) begin(ctx context.Context, store ShardLockStore, source str
 	for _, lk := range g.locks {
 		delete(lk.members, source)
 	}
+	g.begun[source] = true
 	for _, target := range filtered {
 		if err := g.setLeftLocked(ctx, store, target, source, true); err != nil {
 			return err
@@ -587,7 +592,7 @@ func (g *ShardGroup) completeLocked(lk *shardLock, rd *shardRound) bool {
 			continue
 		}
 		tables, known := lk.members[s]
-		if !known {
+		if !known && !g.begun[s] {
 			if !rd.reachedBy(s) {
 				return false
 			}

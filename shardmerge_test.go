@@ -1006,3 +1006,129 @@ func checkLockStatus(t *testing.T, workers []*dmworker.SourceWorker, held int, t
 		}
 	}
 }
+
+// TestShardMergePessimisticDropColumn: three upstreams with two shard
+// tables each, merged in pessimistic mode under a write load on every
+// shard; each shard table runs, at its own moment, a sequence of DDLs:
+// add a column with a default, add an index, widen a column, drop a
+// column. Each step waits for every shard table of every source, so rows
+// of a shard that has not dropped the column yet still find it
+// downstream; while a source holds a step, its events of other tables go
+// on (rows written meanwhile to shop.audit reach merged.audit before the
+// step completes). In the end the downstream rows and schema equal the
+// shards', each DDL applied once.
+func TestShardMergePessimisticDropColumn(t *testing.T) {
+	noLeaks(t)
+	const n = 3
+	f := newShardFleet(t, n, 550)
+	g, err := dmworker.NewShardGroup("merge", sourceName(0), sourceName(1), sourceName(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	workers, done := startShardWorkers(t, ctx, f, g, mysqlSinks(f.downdb))
+	defer func() {
+		cancel()
+		for range workers {
+			if err := <-done; err != nil {
+				t.Errorf("worker Run: %v", err)
+			}
+		}
+	}()
+	for _, w := range workers {
+		waitUntil(t, w.Name()+" reading", func() bool { return taskStatus(w, "merge")().Syncer.Read.Name != "" })
+	}
+	const def = "(id BIGINT PRIMARY KEY, customer VARCHAR(40) NOT NULL, amount DECIMAL(12,2), note TEXT, legacy VARCHAR(20) NULL DEFAULT 'old')"
+	for _, db := range f.updbs {
+		mustExec(t, db, "CREATE DATABASE shop")
+		mustExec(t, db, "CREATE TABLE shop.audit (id BIGINT PRIMARY KEY, v INT)")
+		for _, tb := range shardTables {
+			mustExec(t, db, "CREATE TABLE shop."+tb+" "+def)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, db := range f.updbs {
+		for j, tb := range shardTables {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000, 1_000_000, stop)
+			}()
+		}
+	}
+	ddls := []string{
+		"ALTER TABLE shop.%s ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'",
+		"ALTER TABLE shop.%s ADD INDEX idx_customer (customer)",
+		"ALTER TABLE shop.%s MODIFY customer VARCHAR(80) NOT NULL",
+		"ALTER TABLE shop.%s DROP COLUMN legacy",
+	}
+	rng := rand.New(rand.NewPCG(550, 1))
+	for k, ddl := range ddls {
+		type shard struct{ i, j int }
+		var order []shard
+		for i := range n {
+			for j := range shardTables {
+				order = append(order, shard{i, j})
+			}
+		}
+		rng.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
+		for x, sh := range order {
+			time.Sleep(time.Duration(20+rng.IntN(150)) * time.Millisecond)
+			mustExec(t, f.updbs[sh.i], fmt.Sprintf(ddl, shardTables[sh.j]))
+			if k != 0 || x != 0 {
+				continue
+			}
+			// The first shard's source holds the step: its other
+			// tables' events go on meanwhile.
+			src := sourceName(sh.i)
+			waitUntil(t, "the first lock", func() bool {
+				st := g.Status()
+				return len(st) == 1 && len(st[0].Reached) == 1 && st[0].Reached[0].Source == src && len(st[0].WaitingTables) == 2*n-1
+			})
+			for a := range 20 {
+				mustExec(t, f.updbs[sh.i], "INSERT INTO shop.audit VALUES (?, ?)", a, sh.i)
+			}
+			waitUntil(t, "audit rows of the held source downstream", func() bool {
+				var c int
+				_ = f.downdb.QueryRow("SELECT COUNT(*) FROM merged.audit").Scan(&c)
+				return c == 20
+			})
+			if st := g.Status(); len(st) != 1 || len(st[0].Reached) != 1 {
+				t.Fatalf("the lock completed before the other shards reached it: %+v", st)
+			}
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i, w := range workers {
+		waitWorkerSynced(t, w, "merge", f.ups[i])
+	}
+	if st := g.Status(); len(st) != 0 {
+		t.Fatalf("locks left: %+v", st)
+	}
+	want, got := f.unionRows(t), tableRows(t, f.downdb, "merged.orders")
+	if !slices.Equal(want, got) {
+		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ", len(got), len(want))
+	}
+	for i, db := range f.updbs {
+		for _, tb := range shardTables {
+			if wantCols, gotCols := shardColumns(t, db, "shop", tb), shardColumns(t, f.downdb, "merged", "orders"); !slices.Equal(wantCols, gotCols) {
+				t.Fatalf("downstream schema %q, %s's %s %q", gotCols, sourceName(i), tb, wantCols)
+			}
+		}
+	}
+	var ddlsApplied int64
+	for _, w := range workers {
+		ddlsApplied += taskStatus(w, "merge")().Syncer.DDLs
+	}
+	// Each shard DDL once, plus each source's CREATE DATABASE and CREATE
+	// TABLEs.
+	if want := int64(len(ddls) + n*(2+len(shardTables))); ddlsApplied != want {
+		t.Fatalf("%d DDL applied, want %d: the %d shard DDLs once and the creations", ddlsApplied, want, len(ddls))
+	}
+}
