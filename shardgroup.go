@@ -40,11 +40,12 @@ var (
 	// DDL statements: the task stops. The error is a *ShardDDLConflictError
 	// naming the shards and statements.
 	ErrShardDDLConflict = errors.New("dmworker: shards ran differing DDL")
-	// ErrShardLockCycle means every source of a ShardGroup holds at a DDL
-	// that waits for another source held elsewhere (the sources ran DDLs
-	// of two merged tables in different orders): no lock can complete, so
-	// the task stops rather than hang. Not resolved by itself yet: run the
-	// DDLs of merged tables in one order on every source.
+	// ErrShardLockCycle means every source of a ShardGroup waits, its
+	// whole stream held, at a DDL that waits for another source held
+	// elsewhere: no lock can complete, so the task stops rather than hang.
+	// The syncer holds only a target's shard tables' events, so DDLs of
+	// two merged tables run in different orders no longer wait for each
+	// other; a whole stream waits only past the bound of held events.
 	ErrShardLockCycle = errors.New("dmworker: shard DDL locks wait for each other")
 )
 
@@ -130,23 +131,27 @@ type ShardReached struct {
 // ShardMode "pessimistic".
 //
 // A shard table is an upstream table a route renames (its target differs
-// from its own name). When a source's stream reaches an ALTER TABLE,
-// CREATE INDEX or DROP INDEX of a shard table, the syncer first applies
-// everything before it and saves its checkpoint before the DDL, then holds:
-// its whole stream waits until every source of the group has reached the
-// same DDL (the statement as routed to the target, compared as text) on
-// one of its shard tables. The last to arrive applies it downstream, once;
-// then every held source goes on. A source's other shard tables that reach
-// the same DDL later pass it without applying it again; until they do,
-// their rows keep their older shape, which the DDLs that add a nullable
-// column or one with a default, add an index or widen a column accept (a
-// DDL that drops or narrows a column needs each source's shards to reach
-// it before the merge: not built yet).
+// from its own name). The DDL of a target's shard tables (ALTER TABLE,
+// CREATE INDEX, DROP INDEX) is a sequence of steps. When a shard table
+// reaches a step (the statement as routed to the target, compared as
+// text), the syncer first applies everything before it, records the
+// shard's arrival, and goes on; but from there it holds that target's
+// shard tables' events that come after their own DDL, in memory, and its
+// checkpoints stay before the DDL. The step completes when every shard
+// table of the target on every source has reached it: each source's shard
+// tables are known from its tracked schema when its syncer starts (a
+// source not started yet in this process counts once one of its shards
+// arrives), and CREATE TABLE and DROP TABLE change them. The last to
+// arrive applies the DDL downstream, once; then each source applies the
+// events it held (in safe mode) and its checkpoints move on. Shards that
+// have not reached the step meanwhile write in their old shape, which
+// the downstream table still has: a DDL that drops or narrows a column is
+// safe. Past 64 MiB of held events, or when a shard reaches its next step
+// of a target still held, the source's whole stream waits for the step.
 //
 // Differing statements at the same step stop every subtask of the group
 // with a *ShardDDLConflictError (ErrShardDDLConflict), and the group stays
-// stopped; so does a cycle, every source holding at a DDL that waits for
-// another source held at another table's DDL (ErrShardLockCycle).
+// stopped.
 //
 // The locks' state (per target: its DDL steps, the shards that reached
 // each and where, whether it is applied, the sources that left it) is
@@ -155,22 +160,28 @@ type ShardReached struct {
 // default): a shard's arrival before its source holds, a step's being
 // applied right after its DDL ran and before any source passes it. A
 // process restarted (or killed) in the middle of a lock resolves it by
-// itself: each source's checkpoint is before the DDL it held at, so its
-// stream reaches the DDL again and takes its place again; a step already
-// applied is passed without running it again; a step every source had
-// reached is applied by the first to come back (the DDL in safe mode). A
-// subtask stopped or restarted while held does the same. Without a
-// ShardLockStore the state lives as long as the process, and a source
+// itself: each source's checkpoint is before the first DDL it held at, so
+// its stream reaches the DDL again and takes its place again; a step
+// already applied is passed without running it again; a step every shard
+// had reached is applied by the first to come back (the DDL in safe
+// mode); a shard's events before its recorded arrival are not applied
+// again. A subtask stopped or restarted while held does the same. Without
+// a ShardLockStore the state lives as long as the process, and a source
 // restarted after the DDL was applied (its checkpoint still before it)
-// holds for sources already past it: the host checks the downstream table
+// waits for sources already past it: the host checks the downstream table
 // has the DDL and calls Release.
 //
 // A shard table dropped upstream (DROP TABLE, not applied downstream: the
-// merged table stays) takes its source out of the target's locks once the
-// source has no other shard table of that target; so does a source whose
-// shard tables of the target are all filtered out of the task when its
-// syncer starts; RemoveSource takes a source out of the whole group. A
-// lock that waited only for sources taken out completes at once.
+// merged table stays) is no longer waited for, nor its source once it has
+// no other shard table of that target; nor is a source whose shard
+// tables of the target are all filtered out of the task when its syncer
+// starts; RemoveSource takes a source out of the whole group. A lock that
+// waited only for what was taken out completes at once, applied by a
+// source that holds it.
+//
+// A shard table made after some steps were applied (CREATE TABLE) is
+// taken to have the target's shape then: it waits for no step applied
+// before its creation.
 type ShardGroup struct {
 	task string
 

@@ -31,8 +31,9 @@
 //     start with source=NAME. A password not in the address comes from
 //     $DMWORKER_FROM_PASSWORD. -shard-mode pessimistic coordinates the
 //     shard tables' DDL across the sources (dmworker.ShardGroup): a shard
-//     table's DDL reaches the downstream once, when every source has
-//     reached it; held locks are printed as "shard lock" lines. With
+//     table's DDL reaches the downstream once, when every shard table of
+//     every source has reached it; held locks are printed as "shard lock"
+//     lines. With
 //     -config, each NAME is a source-id of the file's mysql-instances,
 //     every instance needs its -from, and each source runs its instance
 //     (flags given override it). Not with -etcd, -source, -source-config,
