@@ -3,6 +3,7 @@ package dmworker
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -315,5 +316,66 @@ func TestShardGroupRemoveSource(t *testing.T) {
 	}
 	if err := g.arrive(context.Background(), nil, ShardRef{"b", "s.o"}, target, ddl, shardPos(20), func() error { return nil }); err == nil {
 		t.Fatal("a removed source arrived")
+	}
+}
+
+// TestShardGroupTables: a step completes once every shard table a source
+// listed at its start has reached it (a source not started yet counts
+// once one of its shards has); a table created after steps were applied
+// waits for none of them; a dropped one is not waited for; Status lists
+// the tables waited for.
+func TestShardGroupTables(t *testing.T) {
+	ctx := context.Background()
+	g, _ := NewShardGroup("t", "a", "b")
+	const target = "m.o"
+	s1, s2 := "ALTER TABLE `m`.`o` ADD COLUMN `y` INT", "ALTER TABLE `m`.`o` DROP COLUMN `z`"
+	if err := g.begin(ctx, nil, "a", map[string][]string{target: {"s.o1", "s.o2"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	exec := func() error { return nil }
+	arrive := func(src, table string, off uint32, stmt string) *shardHold {
+		t.Helper()
+		var hold *shardHold
+		if err := g.arriveHold(ctx, nil, ShardRef{src, table}, target, stmt, shardPos(off), exec, &hold); err != nil {
+			t.Fatal(err)
+		}
+		return hold
+	}
+	h := arrive("a", "s.o1", 10, s1)
+	if h == nil {
+		t.Fatal("a step applied with a's s.o2 and b missing")
+	}
+	st := g.Status()
+	if len(st) != 1 || !slices.Equal(st[0].Waiting, []string{"b"}) || !slices.Equal(st[0].WaitingTables, []ShardRef{{"a", "s.o2"}}) {
+		t.Fatalf("status %+v", st)
+	}
+	// b has not started: one of its shards is enough.
+	if arrive("b", "s.o1", 10, s1) == nil || h.ready() {
+		t.Fatal("complete without a's s.o2")
+	}
+	if arrive("a", "s.o2", 20, s1) != nil || !h.ready() {
+		t.Fatal("not applied once every table reached it")
+	}
+	if ok, err := h.settle(ctx, nil, exec); !ok || err != nil {
+		t.Fatalf("settle: %v %v", ok, err)
+	}
+	// a's s.o3 is made now: it waits for no step before; s.o2 dropped is
+	// not waited for.
+	if err := g.join(ctx, nil, ShardRef{"a", "s.o3"}, target, shardPos(30)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.leave(ctx, nil, ShardRef{"a", "s.o2"}, target, false); err != nil {
+		t.Fatal(err)
+	}
+	if arrive("b", "s.o1", 40, s2) == nil {
+		t.Fatal("step 2 applied with a missing")
+	}
+	h = arrive("a", "s.o1", 50, s2)
+	st = g.Status()
+	if h == nil || len(st) != 1 || !slices.Equal(st[0].WaitingTables, []ShardRef{{"a", "s.o3"}}) {
+		t.Fatalf("status %+v", st)
+	}
+	if arrive("a", "s.o3", 60, s2) != nil {
+		t.Fatal("step 2 not applied once a's tables reached it")
 	}
 }
