@@ -58,8 +58,9 @@ func unmarshalCheckpoint(b []byte) (Checkpoint, error) {
 // MemoryCheckpointStore is an in-process CheckpointStore, for tests and for
 // hosts that keep checkpoints elsewhere. The zero value is ready to use.
 type MemoryCheckpointStore struct {
-	mu  sync.Mutex
-	cps map[[2]string]Checkpoint
+	mu    sync.Mutex
+	cps   map[[2]string]Checkpoint
+	locks map[[2]string][]byte // shard locks by task and target
 }
 
 // Load implements CheckpointStore.

@@ -45,11 +45,12 @@ var (
 	// DDL statements: the task stops. The error is a *ShardDDLConflictError
 	// naming the shards and statements.
 	ErrShardDDLConflict = errors.New("dmworker: shards ran differing DDL")
-	// ErrShardLockCycle means every source of a ShardGroup holds at a DDL
-	// that waits for another source held elsewhere (the sources ran DDLs
-	// of two merged tables in different orders): no lock can complete, so
-	// the task stops rather than hang. Not resolved by itself yet: run the
-	// DDLs of merged tables in one order on every source.
+	// ErrShardLockCycle means every source of a ShardGroup waits, its
+	// whole stream held, at a DDL that waits for another source held
+	// elsewhere: no lock can complete, so the task stops rather than hang.
+	// The syncer holds only a target's shard tables' events, so DDLs of
+	// two merged tables run in different orders no longer wait for each
+	// other; a whole stream waits only past the bound of held events.
 	ErrShardLockCycle = errors.New("dmworker: shard DDL locks wait for each other")
 )
 
@@ -111,10 +112,13 @@ type ShardLockStatus struct {
 	Target, Statement string
 	// Since is when the first shard reached it.
 	Since time.Time
-	// Reached are the shards that reached it (and hold their source's
-	// stream), with when; Waiting the sources not there yet.
-	Reached []ShardReached
-	Waiting []string
+	// Reached are the shards that reached it (their later events held),
+	// with when; Waiting the sources none of whose shards is there yet;
+	// WaitingTables the shard tables known (their source's syncer runs in
+	// this process) that are not there yet.
+	Reached       []ShardReached
+	Waiting       []string
+	WaitingTables []ShardRef
 }
 
 // ShardReached is a shard that has reached a held DDL, and when.
@@ -130,32 +134,57 @@ type ShardReached struct {
 // ShardMode "pessimistic".
 //
 // A shard table is an upstream table a route renames (its target differs
-// from its own name). When a source's stream reaches an ALTER TABLE,
-// CREATE INDEX or DROP INDEX of a shard table, the syncer first applies
-// everything before it and saves its checkpoint before the DDL, then holds:
-// its whole stream waits until every source of the group has reached the
-// same DDL (the statement as routed to the target, compared as text) on
-// one of its shard tables. The last to arrive applies it downstream, once;
-// then every held source goes on. A source's other shard tables that reach
-// the same DDL later pass it without applying it again; until they do,
-// their rows keep their older shape, which the DDLs that add a nullable
-// column or one with a default, add an index or widen a column accept (a
-// DDL that drops or narrows a column needs each source's shards to reach
-// it before the merge: not built yet).
+// from its own name). The DDL of a target's shard tables (ALTER TABLE,
+// CREATE INDEX, DROP INDEX) is a sequence of steps. When a shard table
+// reaches a step (the statement as routed to the target, compared as
+// text), the syncer first applies everything before it, records the
+// shard's arrival, and goes on; but from there it holds that target's
+// shard tables' events that come after their own DDL, in memory, and its
+// checkpoints stay before the DDL. The step completes when every shard
+// table of the target on every source has reached it: each source's shard
+// tables are known from its tracked schema when its syncer starts (a
+// source not started yet in this process counts once one of its shards
+// arrives), and CREATE TABLE and DROP TABLE change them. The last to
+// arrive applies the DDL downstream, once; then each source applies the
+// events it held (in safe mode) and its checkpoints move on. Shards that
+// have not reached the step meanwhile write in their old shape, which
+// the downstream table still has: a DDL that drops or narrows a column is
+// safe. Past 64 MiB of held events, or when a shard reaches its next step
+// of a target still held, the source's whole stream waits for the step.
 //
 // Differing statements at the same step stop every subtask of the group
 // with a *ShardDDLConflictError (ErrShardDDLConflict), and the group stays
-// stopped; so does a cycle, every source holding at a DDL that waits for
-// another source held at another table's DDL (ErrShardLockCycle). A subtask stopped or restarted while held reaches the DDL again
-// from its checkpoint (before it) and takes its place again; one restarted
-// after the DDL was applied but before its checkpoint moved passes it
-// (safe-mode replay). Status lists the held locks. A ShardGroup lives as
-// long as the process: its state is not stored. A process restarted in the
-// middle of a lock finds every source before the DDL (their checkpoints
-// are) and the lock starts again; but one killed after the DDL was applied
-// and before every held source saved its checkpoint past it leaves those
-// sources, in the new process, holding for sources already past it: the
-// host checks the downstream table has the DDL and calls Release.
+// stopped.
+//
+// The locks' state (per target: its DDL steps, the shards that reached
+// each and where, whether it is applied, the sources that left it) is
+// stored, when the syncers' checkpoint store is a ShardLockStore (the
+// mysqlsink Sink keeps it in its checkpoint schema, dmworker_meta by
+// default): a shard's arrival before its source holds, a step's being
+// applied right after its DDL ran and before any source passes it. A
+// process restarted (or killed) in the middle of a lock resolves it by
+// itself: each source's checkpoint is before the first DDL it held at, so
+// its stream reaches the DDL again and takes its place again; a step
+// already applied is passed without running it again; a step every shard
+// had reached is applied by the first to come back (the DDL in safe
+// mode); a shard's events before its recorded arrival are not applied
+// again. A subtask stopped or restarted while held does the same. Without
+// a ShardLockStore the state lives as long as the process, and a source
+// restarted after the DDL was applied (its checkpoint still before it)
+// waits for sources already past it: the host checks the downstream table
+// has the DDL and calls Release.
+//
+// A shard table dropped upstream (DROP TABLE, not applied downstream: the
+// merged table stays) is no longer waited for, nor its source once it has
+// no other shard table of that target; nor is a source whose shard
+// tables of the target are all filtered out of the task when its syncer
+// starts; RemoveSource takes a source out of the whole group. A lock that
+// waited only for what was taken out completes at once, applied by a
+// source that holds it.
+//
+// A shard table made after some steps were applied (CREATE TABLE) is
+// taken to have the target's shape then: it waits for no step applied
+// before its creation.
 //
 // In optimistic shard mode (ShardMode "optimistic") nothing holds: each
 // clause of a shard table's ALTER TABLE, CREATE INDEX or DROP INDEX is
@@ -180,18 +209,27 @@ type ShardReached struct {
 // on. Status lists the drops held back, with Mode "optimistic". A group
 // serves one mode: the first subtask that takes it sets it.
 type ShardGroup struct {
-	task    string
-	sources []string
+	task string
 
-	mu     sync.Mutex
-	locks  map[string]*shardLock // by target
-	seen   map[ShardRef]int      // rounds of its target each shard has passed
-	passed map[ShardRef]streamer.Position
+	mu      sync.Mutex
+	sources []string
+	locks   map[string]*shardLock // by target
 	// holding is, by source, the step its stream holds at and its target.
 	holding map[string]heldAt
 	err     error     // the conflict that stopped the group
 	mode    ShardMode // the mode of the subtasks that took it ("" until one does)
 	opt     *optState // optimistic mode's state (shardgroup_optimistic.go)
+	// store keeps the locks' state: the first ShardLockStore a syncer
+	// arrives with; nil until then (and for syncers without one).
+	store  ShardLockStore
+	loaded bool // the stored state is read
+	// begun are the sources whose syncer started in this process: their
+	// shard tables of each target are known (shardLock.members; none
+	// when absent).
+	begun map[string]bool
+	// wake is closed (and replaced) when a step may have completed
+	// without an arrival: a source taken out of the group or a target.
+	wake chan struct{}
 }
 
 type heldAt struct {
@@ -202,19 +240,43 @@ type heldAt struct {
 // shardLock is the DDL steps of one target table.
 type shardLock struct {
 	rounds []*shardRound
+	// left are the sources with no shard table of the target any more
+	// (dropped upstream or filtered out): no step waits for them.
+	left map[string]bool
+	// joined are shards created after steps were applied: they begin at
+	// step base (the CREATE TABLE at pos).
+	joined map[ShardRef]shardJoin
+	// members are, by source, its shard tables of the target (those the
+	// task takes), as its syncer found them at its start and as CREATE
+	// and DROP TABLE changed them since; a step completes once each has
+	// reached it. A source not here yet (its syncer not started in this
+	// process) counts as reached once one of its shards has.
+	members map[string]map[string]bool
+	dirty   bool // changed since last stored
 }
 
-// shardRound is one DDL step of a target: its statement, which sources have
-// reached it, whether it is applied.
+type shardJoin struct {
+	pos  streamer.Position
+	base int
+}
+
+// shardRound is one DDL step of a target: its statement, which shards have
+// reached it and where, whether it is applied.
 type shardRound struct {
 	stmt    string
 	first   ShardRef
 	since   time.Time
-	reached map[string]ShardReached // by source: its first shard to reach it
-	running bool                    // the owner is applying it
+	reached map[ShardRef]shardArrival
+	running bool // the owner is applying it
 	applied bool
 	done    chan struct{} // closed once applied or failed
 	err     error
+}
+
+// shardArrival is a shard's arrival at a step: the end of its DDL event.
+type shardArrival struct {
+	pos streamer.Position
+	at  time.Time
 }
 
 // NewShardGroup returns the shard group of task over sources (their
@@ -232,15 +294,18 @@ func NewShardGroup(task string, sources ...string) (*ShardGroup, error) {
 		}
 	}
 	return &ShardGroup{task: task, sources: slices.Clone(sources),
-		locks: map[string]*shardLock{}, seen: map[ShardRef]int{}, passed: map[ShardRef]streamer.Position{},
-		holding: map[string]heldAt{}}, nil
+		locks: map[string]*shardLock{}, holding: map[string]heldAt{}, begun: map[string]bool{}, wake: make(chan struct{})}, nil
 }
 
 // Task is the group's task name.
 func (g *ShardGroup) Task() string { return g.task }
 
 // Sources are the group's sources.
-func (g *ShardGroup) Sources() []string { return slices.Clone(g.sources) }
+func (g *ShardGroup) Sources() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.sources)
+}
 
 // Err is the conflict that stopped the group, nil while none has.
 func (g *ShardGroup) Err() error {
@@ -261,13 +326,26 @@ func (g *ShardGroup) Status() []ShardLockStatus {
 				continue
 			}
 			st := ShardLockStatus{Task: g.task, Mode: ShardPessimistic, Target: target, Statement: rd.stmt, Since: rd.since}
+			for ref, a := range rd.reached {
+				st.Reached = append(st.Reached, ShardReached{ref, a.at})
+			}
+			sort.Slice(st.Reached, func(i, j int) bool { return st.Reached[i].String() < st.Reached[j].String() })
+			n := slices.Index(lk.rounds, rd)
 			for _, s := range g.sources {
-				if r, ok := rd.reached[s]; ok {
-					st.Reached = append(st.Reached, r)
-				} else {
+				if lk.left[s] {
+					continue
+				}
+				if !rd.reachedBy(s) {
 					st.Waiting = append(st.Waiting, s)
 				}
+				for t := range lk.members[s] {
+					ref := ShardRef{s, t}
+					if _, ok := rd.reached[ref]; !ok && (lk.joined[ref].base <= n) {
+						st.WaitingTables = append(st.WaitingTables, ref)
+					}
+				}
 			}
+			sort.Slice(st.WaitingTables, func(i, j int) bool { return st.WaitingTables[i].String() < st.WaitingTables[j].String() })
 			out = append(out, st)
 			break // later steps wait behind this one
 		}
@@ -277,12 +355,33 @@ func (g *ShardGroup) Status() []ShardLockStatus {
 	return out
 }
 
+// statusOf is Status restricted to the locks source takes part in.
+func (g *ShardGroup) statusOf(source string) []ShardLockStatus {
+	var out []ShardLockStatus
+	for _, st := range g.Status() {
+		if slices.Contains(st.Waiting, source) || slices.ContainsFunc(st.Reached, func(r ShardReached) bool { return r.Source == source }) {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+func (rd *shardRound) reachedBy(source string) bool {
+	for ref := range rd.reached {
+		if ref.Source == source {
+			return true
+		}
+	}
+	return false
+}
+
 // Release marks the DDL held for target (the first step not applied) as
 // applied without running it, and lets the sources held there go on. It is
-// the way out of a lock whose other sources are already past the DDL (see
-// ShardGroup): call it once the downstream table has the DDL. It returns
-// the statement released, or an error when no DDL is held for target.
-func (g *ShardGroup) Release(target string) (string, error) {
+// the way out of a lock whose other sources are already past the DDL when
+// the state is not stored (see ShardGroup): call it once the downstream
+// table has the DDL. It returns the statement released, or an error when
+// no DDL is held for target or the state could not be stored.
+func (g *ShardGroup) Release(ctx context.Context, target string) (string, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if lk := g.locks[target]; lk != nil {
@@ -294,6 +393,11 @@ func (g *ShardGroup) Release(target string) (string, error) {
 				return "", fmt.Errorf("dmworker: shard group of task %s: the DDL of %s is being applied", g.task, target)
 			}
 			rd.applied = true
+			lk.dirty = true
+			if err := g.saveLocked(ctx, nil, target); err != nil {
+				rd.applied = false
+				return "", err
+			}
 			close(rd.done)
 			return rd.stmt, nil
 		}
@@ -301,94 +405,482 @@ func (g *ShardGroup) Release(target string) (string, error) {
 	return "", fmt.Errorf("dmworker: shard group of task %s: no DDL held for %s", g.task, target)
 }
 
-// arrive is a shard's arrival at a DDL stmt (routed to target) at pos: it
-// returns once the DDL is applied downstream, by exec when this arrival
-// completes the step, or ctx's error, or the group's conflict.
-func (g *ShardGroup) arrive(ctx context.Context, shard ShardRef, target, stmt string, pos streamer.Position, exec func() error) error {
+// RemoveSource takes source out of the group: no lock waits for it any
+// more, and a lock that waited only for it completes (its DDL applied by a
+// source held there). It is the way to shrink a task by a source while a
+// lock may be held: stop the source's subtask first (its checkpoint stays
+// where it is; a later arrival of that source is refused), then call
+// RemoveSource. It reports an error when source is not one of the group's
+// sources or is the last one.
+func (g *ShardGroup) RemoveSource(source string) error {
 	g.mu.Lock()
-	if g.err != nil {
-		g.mu.Unlock()
-		return g.err
+	defer g.mu.Unlock()
+	i := slices.Index(g.sources, source)
+	if i < 0 {
+		return fmt.Errorf("dmworker: shard group of task %s: source %s is not one of its sources %v", g.task, source, g.sources)
 	}
-	if !slices.Contains(g.sources, shard.Source) {
-		g.mu.Unlock()
-		return fmt.Errorf("dmworker: shard group of task %s: source %s is not one of its sources %v", g.task, shard.Source, g.sources)
+	if len(g.sources) == 1 {
+		return fmt.Errorf("dmworker: shard group of task %s: source %s is its last source", g.task, source)
 	}
-	if p, ok := g.passed[shard]; ok && !pos.IsZero() && pos.Compare(p) <= 0 {
-		// Replayed after a restart: this shard has passed it already.
-		g.mu.Unlock()
+	g.sources = slices.Delete(slices.Clone(g.sources), i, i+1)
+	delete(g.holding, source)
+	g.wakeLocked()
+	return nil
+}
+
+// wakeLocked wakes every held source to look again at its step.
+func (g *ShardGroup) wakeLocked() {
+	close(g.wake)
+	g.wake = make(chan struct{})
+}
+
+// loadLocked reads the stored state once, from the first ShardLockStore
+// given.
+func (g *ShardGroup) loadLocked(ctx context.Context, store ShardLockStore) error {
+	if g.loaded || store == nil {
 		return nil
 	}
+	stored, err := store.LoadShardLocks(ctx, g.task)
+	if err != nil {
+		return fmt.Errorf("dmworker: shard group of task %s: load its locks: %w", g.task, err)
+	}
+	for target, b := range stored {
+		lk, err := unmarshalShardLock(b)
+		if err != nil {
+			return fmt.Errorf("dmworker: shard group of task %s: stored lock of %s: %w", g.task, target, err)
+		}
+		if cur := g.locks[target]; cur != nil && len(cur.rounds) > 0 {
+			continue // kept in memory since before: newer
+		}
+		g.locks[target] = lk
+	}
+	g.store, g.loaded = store, true
+	return nil
+}
+
+// saveLocked stores target's lock when changed, through store (the
+// caller's, which shares its fate) or else the group's.
+func (g *ShardGroup) saveLocked(ctx context.Context, store ShardLockStore, target string) error {
+	lk := g.locks[target]
+	if store == nil {
+		store = g.store
+	}
+	if store == nil || lk == nil || !lk.dirty {
+		return nil
+	}
+	b, err := marshalShardLock(lk)
+	if err != nil {
+		return err
+	}
+	if err := store.SaveShardLock(ctx, g.task, target, b); err != nil {
+		return fmt.Errorf("dmworker: shard group of task %s: store the lock of %s: %w", g.task, target, err)
+	}
+	lk.dirty = false
+	return nil
+}
+
+// lockLocked returns target's lock, made when missing.
+func (g *ShardGroup) lockLocked(target string) *shardLock {
 	lk := g.locks[target]
 	if lk == nil {
 		lk = &shardLock{}
 		g.locks[target] = lk
 	}
-	n := g.seen[shard]
+	return lk
+}
+
+// begin readies the group for a source's syncer: it reads the stored
+// state, sets the source's shard tables of each target in present (those
+// the task takes, by target), and takes source out of the targets in
+// filtered (whose shard tables it has are all filtered out of the task)
+// and back into those in present.
+func (g *ShardGroup) begin(ctx context.Context, store ShardLockStore, source string, present map[string][]string, filtered []string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.loadLocked(ctx, store); err != nil {
+		return err
+	}
+	if !slices.Contains(g.sources, source) {
+		return fmt.Errorf("dmworker: shard group of task %s: source %s is not one of its sources %v", g.task, source, g.sources)
+	}
+	for _, lk := range g.locks {
+		delete(lk.members, source)
+	}
+	g.begun[source] = true
+	for _, target := range filtered {
+		if err := g.setLeftLocked(ctx, store, target, source, true); err != nil {
+			return err
+		}
+	}
+	for target, tables := range present {
+		lk := g.lockLocked(target)
+		if lk.members == nil {
+			lk.members = map[string]map[string]bool{}
+		}
+		lk.members[source] = map[string]bool{}
+		for _, t := range tables {
+			lk.members[source][t] = true
+		}
+		if lk.left[source] {
+			if err := g.setLeftLocked(ctx, store, target, source, false); err != nil {
+				return err
+			}
+		}
+	}
+	g.wakeLocked()
+	return nil
+}
+
+// setLeftLocked records that source left target (or is back) and stores it.
+func (g *ShardGroup) setLeftLocked(ctx context.Context, store ShardLockStore, target, source string, left bool) error {
+	lk := g.lockLocked(target)
+	if lk.left[source] == left {
+		return nil
+	}
+	if lk.left == nil {
+		lk.left = map[string]bool{}
+	}
+	if left {
+		lk.left[source] = true
+	} else {
+		delete(lk.left, source)
+	}
+	lk.dirty = true
+	if err := g.saveLocked(ctx, store, target); err != nil {
+		return err
+	}
+	g.wakeLocked()
+	return nil
+}
+
+// leave records that shard was dropped upstream: no step of target waits
+// for it any more, nor for its source once it has no other shard table of
+// target (last). Stored before the source goes on.
+func (g *ShardGroup) leave(ctx context.Context, store ShardLockStore, shard ShardRef, target string, last bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.loadLocked(ctx, store); err != nil {
+		return err
+	}
+	lk := g.lockLocked(target)
+	if m := lk.members[shard.Source]; m != nil {
+		delete(m, shard.Table)
+	}
+	g.wakeLocked()
+	if !last {
+		return nil
+	}
+	return g.setLeftLocked(ctx, store, target, shard.Source, true)
+}
+
+// join records that shard was created at pos: it has no step of target to
+// reach before those not applied yet; its source is back in target.
+func (g *ShardGroup) join(ctx context.Context, store ShardLockStore, shard ShardRef, target string, pos streamer.Position) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.loadLocked(ctx, store); err != nil {
+		return err
+	}
+	lk := g.lockLocked(target)
+	if lk.members == nil {
+		lk.members = map[string]map[string]bool{}
+	}
+	if lk.members[shard.Source] == nil {
+		lk.members[shard.Source] = map[string]bool{}
+	}
+	lk.members[shard.Source][shard.Table] = true
+	if lk.left[shard.Source] {
+		delete(lk.left, shard.Source)
+		lk.dirty = true
+	}
+	if last, _, ok := lk.lastOf(shard); !ok || pos.IsZero() || pos.Compare(last) > 0 {
+		base := 0
+		for base < len(lk.rounds) && lk.rounds[base].applied {
+			base++
+		}
+		if base > 0 {
+			if lk.joined == nil {
+				lk.joined = map[ShardRef]shardJoin{}
+			}
+			lk.joined[shard] = shardJoin{pos: pos.Clone(), base: base}
+			lk.dirty = true
+		}
+	}
+	return g.saveLocked(ctx, store, target)
+}
+
+// lastOf returns where shard last reached a step of lk (or was created)
+// and the step it is to reach next; ok is false when it has done neither.
+func (lk *shardLock) lastOf(shard ShardRef) (pos streamer.Position, next int, ok bool) {
+	if j, has := lk.joined[shard]; has {
+		pos, next, ok = j.pos, j.base, true
+	}
+	for i, rd := range lk.rounds {
+		if a, has := rd.reached[shard]; has && (!ok || i >= next) {
+			pos, next, ok = a.pos, i+1, true
+		}
+	}
+	return pos, next, ok
+}
+
+// completeLocked reports whether every shard table of target of every
+// source of the group still in it has reached rd (see shardLock.members).
+func (g *ShardGroup) completeLocked(lk *shardLock, rd *shardRound) bool {
+	n := slices.Index(lk.rounds, rd)
+	for _, s := range g.sources {
+		if lk.left[s] {
+			continue
+		}
+		tables, known := lk.members[s]
+		if !known && !g.begun[s] {
+			if !rd.reachedBy(s) {
+				return false
+			}
+			continue
+		}
+		for t := range tables {
+			ref := ShardRef{s, t}
+			if _, ok := rd.reached[ref]; ok {
+				continue
+			}
+			if j, ok := lk.joined[ref]; ok && j.base > n {
+				continue // made after the step
+			}
+			return false
+		}
+		if len(tables) == 0 && !rd.reachedBy(s) {
+			// Its shard tables are not made yet where its stream is:
+			// it reaches the step through their creation or not at all.
+			continue
+		}
+	}
+	return true
+}
+
+// lastArrival is where shard last reached a step of target (or was
+// created after steps were applied); ok is false when it has done
+// neither. Every event of shard before it is applied downstream.
+func (g *ShardGroup) lastArrival(shard ShardRef, target string) (streamer.Position, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	lk := g.locks[target]
+	if lk == nil {
+		return streamer.Position{}, false
+	}
+	pos, _, ok := lk.lastOf(shard)
+	return pos, ok
+}
+
+// shardHold is a step a source's shard reached and that was not applied
+// when it did: the source holds the events of the target's shard tables
+// until it is.
+type shardHold struct {
+	g      *ShardGroup
+	rd     *shardRound
+	target string
+}
+
+// reachedBy reports whether shard reached the held step.
+func (h *shardHold) reachedBy(shard ShardRef) bool {
+	h.g.mu.Lock()
+	defer h.g.mu.Unlock()
+	_, ok := h.rd.reached[shard]
+	return ok
+}
+
+// chans returns whether the step is settled (applied or failed), and
+// else the channels closed when it may have changed: its own (applied or
+// failed) and the group's wake (sources or members changed).
+func (h *shardHold) chans() (settled bool, done, wake <-chan struct{}) {
+	h.g.mu.Lock()
+	defer h.g.mu.Unlock()
+	if h.rd.applied || h.rd.err != nil {
+		return true, nil, nil
+	}
+	return false, h.rd.done, h.g.wake
+}
+
+// ready reports whether settle has something to do: the step is applied,
+// failed, or complete and not being applied.
+func (h *shardHold) ready() bool {
+	g := h.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return h.rd.applied || h.rd.err != nil || (!h.rd.running && g.completeLocked(g.locks[h.target], h.rd))
+}
+
+// settle applies the step when it is complete and nobody applies it
+// (sources or members changed since the last arrival), by exec. It
+// reports whether the step is applied; an error when it failed or the
+// group stopped.
+func (h *shardHold) settle(ctx context.Context, store ShardLockStore, exec func() error) (bool, error) {
+	g := h.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if h.rd.err != nil {
+		return false, h.rd.err
+	}
+	if h.rd.applied {
+		return true, nil
+	}
+	lk := g.locks[h.target]
+	if h.rd.running || !g.completeLocked(lk, h.rd) {
+		return false, nil
+	}
+	if err := g.applyLocked(ctx, store, lk, h.rd, h.target, exec); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// wait blocks until the step is applied (by exec when it completes
+// without an arrival), ctx ends or the group fails.
+func (h *shardHold) wait(ctx context.Context, store ShardLockStore, exec func() error) error {
+	for {
+		ok, err := h.settle(ctx, store, exec)
+		if ok || err != nil {
+			return err
+		}
+		settled, done, wake := h.chans()
+		if settled {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-done:
+		case <-wake:
+		}
+	}
+}
+
+// arrive is a shard's arrival at a DDL stmt (routed to target) ending at
+// pos: it returns once the DDL is applied downstream, by exec when this
+// arrival completes the step, or ctx's error, or the group's conflict.
+// store (nil when the syncer's checkpoint store is not one) keeps the
+// group's state.
+func (g *ShardGroup) arrive(ctx context.Context, store ShardLockStore, shard ShardRef, target, stmt string, pos streamer.Position, exec func() error) error {
+	return g.arriveHold(ctx, store, shard, target, stmt, pos, exec, nil)
+}
+
+// arriveHold is arrive that, with hold given, does not wait: it sets
+// *hold to the step when it is not applied yet (and leaves it nil when it
+// is, by exec or before).
+func (g *ShardGroup) arriveHold(ctx context.Context, store ShardLockStore, shard ShardRef, target, stmt string, pos streamer.Position, exec func() error, hold **shardHold) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.loadLocked(ctx, store); err != nil {
+		return err
+	}
+	if g.err != nil {
+		return g.err
+	}
+	if !slices.Contains(g.sources, shard.Source) {
+		return fmt.Errorf("dmworker: shard group of task %s: source %s is not one of its sources %v", g.task, shard.Source, g.sources)
+	}
+	lk := g.lockLocked(target)
+	n := 0
+	if last, next, ok := lk.lastOf(shard); ok {
+		n = next
+		switch {
+		case pos.IsZero() || last.IsZero():
+			// No position to tell a replay by: a step not applied
+			// is the one it holds at again.
+			if next > 0 && !lk.rounds[next-1].applied {
+				n = next - 1
+			}
+		case pos.Compare(last) < 0:
+			return nil // replayed after a restart: passed already
+		case pos.Compare(last) == 0:
+			n = next - 1 // the same arrival again (a DDL event's end is no CREATE TABLE's)
+		}
+	}
 	if n == len(lk.rounds) {
 		lk.rounds = append(lk.rounds, &shardRound{stmt: stmt, first: shard, since: time.Now(),
-			reached: map[string]ShardReached{}, done: make(chan struct{})})
+			reached: map[ShardRef]shardArrival{}, done: make(chan struct{})})
+		lk.dirty = true
 	}
 	rd := lk.rounds[n]
 	if rd.stmt != stmt {
 		err := &ShardDDLConflictError{Task: g.task, Target: target, Statements: map[ShardRef]string{rd.first: rd.stmt, shard: stmt}}
 		g.fail(err)
-		g.mu.Unlock()
 		return err
 	}
-	pass := func() {
-		g.seen[shard] = n + 1
-		g.passed[shard] = pos
+	if _, ok := rd.reached[shard]; !ok {
+		rd.reached[shard] = shardArrival{pos: pos.Clone(), at: time.Now()}
+		lk.dirty = true
 	}
-	if rd.applied {
-		pass()
-		g.mu.Unlock()
+	// Stored before the source holds: a restart finds it here.
+	if err := g.saveLocked(ctx, store, target); err != nil {
+		return err
+	}
+	if hold != nil {
+		// The caller holds the shard's events, not its stream.
+		switch {
+		case rd.err != nil:
+			return rd.err
+		case rd.applied:
+			return nil
+		case !rd.running && g.completeLocked(lk, rd):
+			return g.applyLocked(ctx, store, lk, rd, target, exec)
+		}
+		*hold = &shardHold{g: g, rd: rd, target: target}
 		return nil
 	}
-	if _, ok := rd.reached[shard.Source]; !ok {
-		rd.reached[shard.Source] = ShardReached{shard, time.Now()}
-	}
-	if len(rd.reached) == len(g.sources) && !rd.running {
-		// The last to arrive applies it.
-		rd.running = true
+	for {
+		if rd.err != nil {
+			return rd.err
+		}
+		if rd.applied {
+			return nil
+		}
+		if !rd.running && g.completeLocked(lk, rd) {
+			return g.applyLocked(ctx, store, lk, rd, target, exec)
+		}
+		g.holding[shard.Source] = heldAt{rd, target}
+		if err := g.cycle(); err != nil {
+			g.fail(err)
+			return err
+		}
+		wake := g.wake
 		g.mu.Unlock()
-		err := exec()
+		select {
+		case <-ctx.Done():
+		case <-rd.done:
+		case <-wake:
+		}
 		g.mu.Lock()
-		defer g.mu.Unlock()
-		rd.running = false
-		if err != nil {
-			return err // a retry arrives again and applies it
+		if h, ok := g.holding[shard.Source]; ok && h.rd == rd {
+			delete(g.holding, shard.Source)
 		}
-		if rd.err == nil {
-			rd.applied = true
-			close(rd.done)
+		if rd.err == nil && !rd.applied && ctx.Err() != nil {
+			return ctx.Err()
 		}
-		pass()
-		return nil
 	}
-	g.holding[shard.Source] = heldAt{rd, target}
-	if err := g.cycle(); err != nil {
-		g.fail(err)
-		g.mu.Unlock()
-		return err
-	}
+}
+
+// applyLocked runs rd's DDL (exec), then stores that it is applied before
+// any held source passes it. On an error nobody passes: the next arrival
+// runs it again (in safe mode, as the syncer replays it).
+func (g *ShardGroup) applyLocked(ctx context.Context, store ShardLockStore, lk *shardLock, rd *shardRound, target string, exec func() error) error {
+	rd.running = true
 	g.mu.Unlock()
-	select {
-	case <-ctx.Done():
-	case <-rd.done:
-	}
+	err := exec()
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if h, ok := g.holding[shard.Source]; ok && h.rd == rd {
-		delete(g.holding, shard.Source)
+	rd.running = false
+	if err != nil {
+		return err // the owner's retry arrives again and applies it
 	}
 	if rd.err != nil {
 		return rd.err
 	}
-	if !rd.applied {
-		return ctx.Err()
+	rd.applied = true
+	lk.dirty = true
+	if err := g.saveLocked(ctx, store, target); err != nil {
+		rd.applied = false
+		return err
 	}
-	pass()
+	close(rd.done)
 	return nil
 }
 
@@ -413,8 +905,8 @@ func (g *ShardGroup) cycle() error {
 	}
 	var parts []string
 	for _, s := range g.sources {
-		h := g.holding[s]
-		if h.rd.running || h.rd.applied || len(h.rd.reached) == len(g.sources) {
+		h, ok := g.holding[s]
+		if !ok || h.rd.running || h.rd.applied || g.completeLocked(g.locks[h.target], h.rd) {
 			return nil
 		}
 		parts = append(parts, fmt.Sprintf("%s holds at %s %q", s, h.target, h.rd.stmt))

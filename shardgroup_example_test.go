@@ -74,3 +74,26 @@ func ExampleShardGroup() {
 		log.Print(err) // the shards and their statements
 	}
 }
+
+// The mysqlsink Sink keeps a ShardGroup's lock state beside the
+// checkpoints (dmworker_meta.shard_lock), so a process restarted in the
+// middle of a lock resolves it by itself; a host can list what is stored.
+// (Not run: it needs a server.)
+func ExampleShardLockStore() {
+	down, err := sql.Open("mysql", "root:secret@tcp(127.0.0.1:4000)/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	sink, err := mysqlsink.New(down)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var store dmworker.ShardLockStore = sink
+	locks, err := store.LoadShardLocks(context.Background(), "orders")
+	if err != nil {
+		log.Fatal(err)
+	}
+	for target, state := range locks {
+		fmt.Println(target, len(state), "bytes of lock state")
+	}
+}

@@ -142,6 +142,30 @@ type SubTaskJSON struct {
 	Error    string             `json:"error"`
 	Syncer   SyncerStatusJSON   `json:"syncer"`
 	Snapshot SnapshotStatusJSON `json:"snapshot"`
+	// ShardLocks are the shard DDL locks the subtask's source takes part
+	// in ([] when none).
+	ShardLocks []ShardLockJSON `json:"shard_locks"`
+}
+
+// ShardLockJSON is a ShardLockStatus in StatusJSON.
+type ShardLockJSON struct {
+	Task      string `json:"task"`
+	Mode      string `json:"mode"`
+	Target    string `json:"target"`
+	Statement string `json:"statement"`
+	// Since is when the first shard reached the DDL.
+	Since   time.Time          `json:"since"`
+	Reached []ShardReachedJSON `json:"reached"`
+	Waiting []string           `json:"waiting"`
+	// WaitingTables are the shard tables not there yet, "source:schema.table".
+	WaitingTables []string `json:"waiting_tables"`
+}
+
+// ShardReachedJSON is a shard that reached a held DDL, in ShardLockJSON.
+type ShardReachedJSON struct {
+	Source string    `json:"source"`
+	Table  string    `json:"table"`
+	At     time.Time `json:"at"`
 }
 
 // SyncerStatusJSON is a SyncerStatus in StatusJSON.
@@ -211,9 +235,22 @@ func NewStatusJSON(st SourceWorkerStatus) StatusJSON {
 				nj.TablesDone++
 			}
 		}
+		locks := make([]ShardLockJSON, 0, len(t.ShardLocks))
+		for _, l := range t.ShardLocks {
+			lj := ShardLockJSON{Task: l.Task, Mode: string(l.Mode), Target: l.Target, Statement: l.Statement, Since: l.Since,
+				Reached: make([]ShardReachedJSON, 0, len(l.Reached)), Waiting: append(make([]string, 0, len(l.Waiting)), l.Waiting...)}
+			for _, r := range l.Reached {
+				lj.Reached = append(lj.Reached, ShardReachedJSON{Source: r.Source, Table: r.Table, At: r.At})
+			}
+			lj.WaitingTables = make([]string, 0, len(l.WaitingTables))
+			for _, r := range l.WaitingTables {
+				lj.WaitingTables = append(lj.WaitingTables, r.String())
+			}
+			locks = append(locks, lj)
+		}
 		out.SubTasks = append(out.SubTasks, SubTaskJSON{Name: t.Name, Source: t.Source, Mode: string(t.Mode),
 			Stage: string(t.Stage), Unit: t.Unit, Epoch: t.Epoch, Retries: t.Retries, Error: errText(t.LastError),
-			Syncer: sj, Snapshot: nj})
+			Syncer: sj, Snapshot: nj, ShardLocks: locks})
 	}
 	return out
 }

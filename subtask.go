@@ -821,6 +821,10 @@ type SubTaskStatus struct {
 	// LastError is the error that paused the subtask or is being retried
 	// (nil when none). Resume clears it.
 	LastError error
+	// ShardLocks are the shard DDL locks held now that the subtask's
+	// source takes part in (reached or waited for), in pessimistic shard
+	// mode; nil when none.
+	ShardLocks []ShardLockStatus
 }
 
 // Status reports the subtask's stage, unit, positions, lag and last error.
@@ -834,6 +838,7 @@ func (t *SubTask) Status() SubTaskStatus {
 	s, snap, v := t.syncer, t.snap, t.validator
 	t.mu.Unlock()
 	st.Syncer = s.Status()
+	st.ShardLocks = s.shardLocks()
 	if v != nil {
 		st.Validator = v.status()
 	}

@@ -306,6 +306,9 @@ type Syncer struct {
 	log   *slog.Logger
 	rules *rules
 	shard *ShardGroup // pessimistic shard mode's; nil when off
+	// shardFloor is where checkpoints stay while a shard DDL lock holds
+	// some of the run's events (nil when none): the status says so.
+	shardFloor atomic.Pointer[streamer.Position]
 
 	runMu sync.Mutex
 
@@ -546,6 +549,9 @@ func (s *Syncer) Status() SyncerStatus {
 	now := time.Now()
 	st.RowsPerSecond, st.EventsPerSecond = s.prog.Rates(now)
 	st.LagSeconds = s.prog.Lag(now)
+	if f := s.shardFloor.Load(); f != nil && st.Checkpoint.Compare(*f) > 0 {
+		st.Checkpoint = *f
+	}
 	st.Checkpoint, st.Read, st.SafeUntil = st.Checkpoint.Clone(), st.Read.Clone(), st.SafeUntil.Clone()
 	return st
 }

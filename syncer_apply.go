@@ -91,13 +91,33 @@ type runWriter struct {
 	safeUntil streamer.Position // end of the replay window, from the stored checkpoint
 	epoch     int64
 	server    string // the upstream's identity, recorded in checkpoints
+	// floor, while a shard DDL lock holds some of the run's events, is
+	// where checkpoints stay (before the held DDL, with the schema there):
+	// a checkpoint never passes an event not applied (shardgroup_syncer.go).
+	// floored is set once a checkpoint stayed there: the next one past it
+	// carries the schema. Both change only with nothing applying.
+	floor   *shardFloor
+	floored bool
 }
 
 // checkpoint returns the checkpoint at pos.
 func (w *runWriter) checkpoint(pos streamer.Position) Checkpoint {
+	if f := w.floor; f != nil && pos.Compare(f.pos) > 0 {
+		w.floored = true
+		// Everything up to pos may be applied: a replay from the floor
+		// is in safe mode up to there.
+		safe := pos
+		if w.safeUntil.Compare(safe) > 0 {
+			safe = w.safeUntil
+		}
+		return Checkpoint{Task: w.s.cfg.Task, Source: w.s.cfg.Source, Pos: f.pos, SafeUntil: safe, Epoch: w.epoch, Server: w.server, Schema: f.schema}
+	}
 	cp := Checkpoint{Task: w.s.cfg.Task, Source: w.s.cfg.Source, Pos: pos, Epoch: w.epoch, Server: w.server}
 	if !w.safeUntil.IsZero() && pos.Compare(w.safeUntil) < 0 {
 		cp.SafeUntil = w.safeUntil
+	}
+	if w.floored {
+		w.floored, w.schemaDirty = false, true
 	}
 	if w.schemaDirty {
 		b, err := w.tracker.Marshal()

@@ -40,6 +40,9 @@ type syncRun struct {
 	ensured map[string]bool
 	// modeWarned is set once a query event's sql_mode could not be read.
 	modeWarned bool
+	// sh is pessimistic shard mode's state (shardgroup_syncer.go); nil
+	// without a ShardGroup.
+	sh *shardRun
 }
 
 // Run replicates until ctx ends (it then returns nil after saving its
@@ -162,6 +165,10 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	if err := r.optimisticStart(ctx); err != nil {
 		return s.wrap(start, "", "", err)
 	}
+	if err := r.shardBegin(ctx); err != nil {
+		return s.wrap(start, "", "", err)
+	}
+	defer r.shardEnd()
 	if r.w.online == nil {
 		r.w.online = &onlineddl.State{}
 	}
@@ -334,8 +341,11 @@ func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) (err error) 
 	defer deadline.stop()
 	for {
 		rctx := actx
+		if sctx := r.shardCtx(actx); sctx != nil {
+			rctx = sctx // also ends when a held shard DDL step may have changed
+		}
 		if at, ok := a.wakeAt(); ok {
-			rctx = deadline.context(actx, at)
+			rctx = deadline.context(rctx, at)
 		}
 		ev, err := reader.GetEvent(rctx)
 		if err != nil {
@@ -344,6 +354,13 @@ func (r *syncRun) loop(ctx context.Context, reader streamer.Reader) (err error) 
 			}
 			if ctx.Err() != nil {
 				return nil // stopping: close applies what is read
+			}
+			if r.shardWoken(actx) {
+				deadline.stop()
+				if err := r.shardTick(actx); err != nil {
+					return a.handleError(ctx, err)
+				}
+				continue
 			}
 			if rctx != actx && rctx.Err() != nil {
 				deadline.stop()
@@ -392,6 +409,14 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		if err != nil {
 			return err
 		}
+		if r.sh != nil {
+			r.sh.inTxn = !ev.TxnEnd
+			if ok && r.shardRows(ev) {
+				ok = false // held for a shard DDL step, or applied before
+				clear(r.changes)
+				r.changes = r.changes[:0]
+			}
+		}
 		if ok {
 			safe := s.cfg.SafeMode || (!r.w.safeUntil.IsZero() && ev.Pos.Compare(r.w.safeUntil) <= 0)
 			err := r.apply.rows(ctx, r.changes, ev.Pos, safe, ev.TxnEnd)
@@ -439,7 +464,16 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		if s.inst != nil {
 			s.inst.txns.Add(1)
 		}
-		return r.apply.txnEnd(ctx, ev.Pos, true)
+		if err := r.apply.txnEnd(ctx, ev.Pos, true); err != nil {
+			return err
+		}
+		if r.sh != nil {
+			r.sh.inTxn = false
+			if r.shardReady() {
+				return r.shardTick(ctx)
+			}
+		}
+		return nil
 	}
 	return nil
 }
@@ -568,6 +602,7 @@ func (s *Syncer) sinkTable(def *schema.TableDef) *Table { return sinkTableOf(s.r
 // (applier.ddl).
 func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, query string, mode schema.SQLMode) error {
 	s := r.s
+	r.shardPre()
 	// DDL is not transactional downstream: record first that a crash from
 	// here on must replay it in safe mode.
 	replay := !r.w.safeUntil.IsZero() && ev.Pos.Compare(r.w.safeUntil) <= 0

@@ -58,6 +58,14 @@ func (s sinkStore) MoveCheckpoint(ctx context.Context, task, from, to string) (b
 	return s.s.MoveCheckpoint(ctx, task, from, to)
 }
 
+func (s sinkStore) LoadShardLocks(ctx context.Context, task string) (map[string][]byte, error) {
+	return s.s.LoadShardLocks(ctx, task)
+}
+
+func (s sinkStore) SaveShardLock(ctx context.Context, task, target string, state []byte) error {
+	return s.s.SaveShardLock(ctx, task, target, state)
+}
+
 // TestCheckpointStoreConformance runs the checkpoint store conformance
 // suite on the checkpoints the sink keeps in MariaDB.
 func TestCheckpointStoreConformance(t *testing.T) {

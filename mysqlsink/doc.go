@@ -96,6 +96,12 @@
 // SHARE MODE): such batches run side by side, and a newer epoch's
 // checkpoint waits for them, then refuses every later one.
 //
+// The Sink is a dmworker.ShardLockStore too: a ShardGroup's lock state
+// (pessimistic shard mode) lives beside the checkpoints, in the table
+// `shard_lock` of the same database, one row per task and downstream table
+// (task, target "schema.table", state: the group's opaque state), created
+// on first use.
+//
 // # Errors
 //
 // Every error is an *Error naming the operation, the table and the start of

@@ -28,6 +28,7 @@ type Sink struct {
 
 	mu      sync.Mutex
 	cpReady bool // the checkpoint table exists
+	slReady bool // the shard lock table exists
 	flavor  serverFlavor
 	// inline: 0 not asked yet, 1 values go into statements as literals,
 	// 2 as placeholders (see canInline).

@@ -33,7 +33,10 @@ import (
 //     epoch wins for good once stored;
 //   - Move (a CheckpointMover only): a checkpoint moves to another source
 //     name, Source changed and the old name emptied; nothing moves from a
-//     missing source or onto a taken one.
+//     missing source or onto a taken one;
+//   - ShardLocks (a dmworker.ShardLockStore only): lock states are stored
+//     by task and target, replaced, loaded back unaliased, kept apart by
+//     task, and deleted by a nil state.
 //
 // newStore is called once per subtest; stores may share one backend:
 // every subtest uses tasks of its own ("cs-<run>-<subtest>", run random
@@ -52,6 +55,7 @@ func RunCheckpointStoreConformance(t *testing.T, newStore func(t *testing.T) dmw
 		{"StaleEpoch", testStoreStaleEpoch},
 		{"ConcurrentEpochs", testStoreConcurrentEpochs},
 		{"Move", testStoreMove},
+		{"ShardLocks", testStoreShardLocks},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -234,4 +238,50 @@ func testStoreMove(e *storeEnv) {
 	move("old", "new", false) // taken
 	e.want(e.task, "old", &cp)
 	e.want(e.task, "new", &moved)
+}
+
+func testStoreShardLocks(e *storeEnv) {
+	ls, ok := e.s.(dmworker.ShardLockStore)
+	if !ok {
+		e.t.Skip("not a dmworker.ShardLockStore")
+	}
+	want := func(task string, want map[string]string) {
+		e.t.Helper()
+		got, err := ls.LoadShardLocks(e.ctx, task)
+		if err != nil {
+			e.t.Fatalf("load shard locks of %s: %v", task, err)
+		}
+		if len(got) != len(want) {
+			e.t.Fatalf("shard locks of %s: %d, want %d (%q)", task, len(got), len(want), got)
+		}
+		for k, v := range want {
+			if string(got[k]) != v {
+				e.t.Fatalf("shard lock %s/%s: %q, want %q", task, k, got[k], v)
+			}
+		}
+		for _, v := range got {
+			for i := range v {
+				v[i] = 'x' // not aliased with what is stored
+			}
+		}
+	}
+	save := func(task, target string, state []byte) {
+		e.t.Helper()
+		if err := ls.SaveShardLock(e.ctx, task, target, state); err != nil {
+			e.t.Fatalf("save shard lock %s/%s: %v", task, target, err)
+		}
+	}
+	other := e.task + "-other"
+	want(e.task, map[string]string{})
+	st := []byte(`{"rounds":[]}`)
+	save(e.task, "m.orders", st)
+	st[2] = 'X'
+	save(e.task, "m.items", []byte(`{"rounds":[1]}`))
+	save(other, "m.orders", []byte(`{"other":true}`))
+	want(e.task, map[string]string{"m.orders": `{"rounds":[]}`, "m.items": `{"rounds":[1]}`})
+	save(e.task, "m.orders", []byte(`{"rounds":[2]}`))
+	want(e.task, map[string]string{"m.orders": `{"rounds":[2]}`, "m.items": `{"rounds":[1]}`})
+	save(e.task, "m.items", nil)
+	want(e.task, map[string]string{"m.orders": `{"rounds":[2]}`})
+	want(other, map[string]string{"m.orders": `{"other":true}`})
 }

@@ -31,10 +31,10 @@
 //     start with source=NAME. A password not in the address comes from
 //     $DMWORKER_FROM_PASSWORD. -shard-mode pessimistic coordinates the
 //     shard tables' DDL across the sources (dmworker.ShardGroup): a shard
-//     table's DDL reaches the downstream once, when every source has
-//     reached it; held locks are printed as "shard lock" lines.
-//     -shard-mode optimistic applies a shard's DDL as it comes when the
-//     downstream can take it (see dmworker.ShardOptimistic); drops held
+//     table's DDL reaches the downstream once, when every shard table of
+//     every source has reached it; held locks are printed as "shard lock"
+//     lines. -shard-mode optimistic applies a shard's DDL as it comes when
+//     the downstream can take it (see dmworker.ShardOptimistic); drops held
 //     back until every shard has run them print as "shard lock" lines. With
 //     -config, each NAME is a source-id of the file's mysql-instances,
 //     every instance needs its -from, and each source runs its instance
