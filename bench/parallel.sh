@@ -17,6 +17,11 @@
 # (CHECKSUM TABLE). Prints rows/s, events/s, seconds, our peak RSS, and the
 # ratios.
 #
+# WORKLOAD is a sysbench script (oltp_write_only, oltp_insert, ...) or
+# "hotkey", a workload built to conflict (bench/hotkey.lua): every
+# transaction updates one of the first HOT_ROWS (16) rows of each of the
+# first HOT_TABLES (2) tables, from all THREADS threads.
+#
 # Usage: WORKLOAD=oltp_write_only TABLES=8 SIZE=20000 SECONDS_RUN=30 THREADS=8 WORKERS=16 bench/parallel.sh
 #        add CPUPROFILE=/tmp/syncer.pprof for a profile of our run,
 #        METRICS=true to run ours with WithMetrics (a registry gathered every second).
@@ -46,11 +51,16 @@ up() { q "$UPSTREAM_HOST" "$UPSTREAM_PORT" "$@"; }
 
 echo "machine: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 up -e "CREATE DATABASE sbtest"
-sbargs=(--db-driver=mysql --mysql-host="$UPSTREAM_HOST" --mysql-port="$UPSTREAM_PORT" --mysql-user="$UPSTREAM_USER"
+sbscript=$workload hot=()
+if [[ $workload == hotkey ]]; then
+	sbscript=bench/hotkey.lua
+	hot=(--hot-tables="${HOT_TABLES:-2}" --hot-rows="${HOT_ROWS:-16}")
+fi
+sbargs=(${hot[@]+"${hot[@]}"} --db-driver=mysql --mysql-host="$UPSTREAM_HOST" --mysql-port="$UPSTREAM_PORT" --mysql-user="$UPSTREAM_USER"
 	--mysql-password="$UPSTREAM_PASSWORD" --mysql-db=sbtest --tables="$tables" --table-size="$size")
 echo "recording: sysbench $workload prepare + run, $tables tables x $size rows, ${secs}s, $threads threads" >&2
-sysbench "$workload" "${sbargs[@]}" prepare >/dev/null
-sysbench "$workload" "${sbargs[@]}" --threads="$threads" --time="$secs" --events=0 run >/dev/null
+sysbench "$sbscript" "${sbargs[@]}" prepare >/dev/null
+sysbench "$sbscript" "${sbargs[@]}" --threads="$threads" --time="$secs" --events=0 run >/dev/null
 read -r mfile mpos < <(up -N -e "SHOW MASTER STATUS" | awk '{print $1, $2}')
 binlogs=$(up -N -e "SHOW BINARY LOGS" | awk -v d="$UPSTREAM_DATADIR" '{print d "/" $1}')
 bytes=$(up -N -e "SHOW BINARY LOGS" | awk '{s+=$2} END {print s}')

@@ -5,6 +5,7 @@
 //
 // Usage: syncer -upstream user:pass@host:port -downstream user:pass@host:port
 // [-workers 16] [-batch 100] [-compact] [-queue-bytes N] [-cpuprofile FILE]
+// [-discard]
 package main
 
 import (
@@ -23,6 +24,7 @@ import (
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/benchutil"
 	"github.com/dmworker/dmworker/mysqlsink"
+	"github.com/dmworker/dmworker/sinktest"
 	"github.com/dmworker/dmworker/streamer"
 )
 
@@ -42,6 +44,7 @@ func run() error {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	queueBytes := flag.Int64("queue-bytes", 0, "SyncerConfig.QueueBytes (0: the default)")
 	metrics := flag.Bool("metrics", false, "WithMetrics, with a registry scraped every second")
+	discard := flag.Bool("discard", false, "apply to a sink that drops every row (checkpoints and DDL kept in memory): what reading, decoding and dispatch alone cost")
 	flag.Parse()
 	up, err := streamer.ParseUpstream(*upFlag)
 	if err != nil {
@@ -75,8 +78,10 @@ func run() error {
 	db := sql.OpenDB(conn)
 	defer db.Close()
 	db.SetMaxIdleConns(*workers + 2)
-	sink, err := mysqlsink.New(db, mysqlsink.WithExclusivePool())
-	if err != nil {
+	var sink dmworker.Sink
+	if *discard {
+		sink = discardSink{sinktest.NewMemSink()}
+	} else if sink, err = mysqlsink.New(db, mysqlsink.WithExclusivePool()); err != nil {
 		return err
 	}
 	var syncerOpts []dmworker.SyncerOption
@@ -134,6 +139,17 @@ func run() error {
 		"rows_per_s": float64(stt.Rows) / secs, "events_per_s": float64(stt.Events) / secs, "mb_per_s": float64(total) / 1e6 / secs,
 		"conflicts": stt.Conflicts, "batches": stt.Batches, "cpu_s": cpuSeconds(), "workers": stt.Workers, "peak_rss_kb": benchutil.PeakRSSKB(),
 	})
+}
+
+// discardSink drops the rows of every batch; a MemSink keeps checkpoints
+// and DDLs.
+type discardSink struct{ *sinktest.MemSink }
+
+func (d discardSink) Apply(ctx context.Context, b *dmworker.Batch) error {
+	if b.Checkpoint == nil {
+		return nil
+	}
+	return d.MemSink.Apply(ctx, &dmworker.Batch{Checkpoint: b.Checkpoint, Fence: b.Fence})
 }
 
 // cpuSeconds is the user and system CPU time this process has used.
