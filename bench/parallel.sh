@@ -8,7 +8,7 @@
 # "upstream" records sysbench WORKLOAD (prepare included) on TABLES tables of
 # SIZE rows, run for SECONDS_RUN seconds with THREADS client threads; then the
 # whole binlog, from mysql-bin.000001:4, is applied by
-#   ours:    dmworker.Syncer, WORKERS workers, batch BATCH, + mysqlsink  -> "downstream"
+#   ours:    dmworker.Syncer (defaults, or WORKERS, BATCH) + mysqlsink   -> "downstream"
 #   replica: CHANGE MASTER TO upstream, slave_parallel_threads=16,
 #            slave_parallel_mode=optimistic, START SLAVE                 -> "upstream2"
 #   replay:  mariadb-binlog <binlog files> | mariadb                     -> "upstream3"
@@ -22,14 +22,17 @@
 # transaction updates one of the first HOT_ROWS (16) rows of each of the
 # first HOT_TABLES (2) tables, from all THREADS threads.
 #
-# Usage: WORKLOAD=oltp_write_only TABLES=8 SIZE=20000 SECONDS_RUN=30 THREADS=8 WORKERS=16 bench/parallel.sh
+# Usage: WORKLOAD=oltp_write_only TABLES=8 SIZE=20000 SECONDS_RUN=30 THREADS=8 bench/parallel.sh
+#        WORKERS, BATCH: SyncerConfig.Workers, BatchSize (unset or 0: the
+#        library's defaults); COMPACT=false runs ours with NoCompact,
+#        COMPACT=true with Compact (the default),
 #        add CPUPROFILE=/tmp/syncer.pprof for a profile of our run,
 #        METRICS=true to run ours with WithMetrics (a registry gathered every second).
 # Needs: go, mariadb-server, mariadb-client, sysbench (Debian packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 workload=${WORKLOAD:-oltp_write_only} tables=${TABLES:-8} size=${SIZE:-20000} secs=${SECONDS_RUN:-30}
-threads=${THREADS:-8} workers=${WORKERS:-16} batch=${BATCH:-100} compact=${COMPACT:-false}
+threads=${THREADS:-8} workers=${WORKERS:-0} batch=${BATCH:-0} compact=${COMPACT:-}
 work=$(mktemp -d "${TMPDIR:-/tmp}/parallel-bench.XXXXXX")
 pid=
 cleanup() {
@@ -67,9 +70,10 @@ bytes=$(up -N -e "SHOW BINARY LOGS" | awk '{s+=$2} END {print s}')
 first=$(up -N -e "SHOW BINARY LOGS" | head -1 | awk '{print $1}')
 echo "binlog: $bytes bytes in $(echo "$binlogs" | wc -l) files, ends at $mfile:$mpos" >&2
 
-echo "ours: dmworker.Syncer ($workers workers) + mysqlsink" >&2
+echo "ours: dmworker.Syncer + mysqlsink (workers $workers, batch $batch; 0: the default; compact ${compact:-default})" >&2
 cflag=()
 [[ $compact == true ]] && cflag=(-compact)
+[[ $compact == false ]] && cflag=(-no-compact)
 [[ ${METRICS:-false} == true ]] && cflag+=(-metrics)
 ours=$("$work/syncer" -workers "$workers" -batch "$batch" "${cflag[@]}" ${CPUPROFILE:+-cpuprofile "$CPUPROFILE"} \
 	-upstream "$UPSTREAM_USER:$UPSTREAM_PASSWORD@$UPSTREAM_HOST:$UPSTREAM_PORT" \

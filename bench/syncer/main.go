@@ -4,7 +4,7 @@
 // as one JSON line. The script times `mariadb-binlog | mariadb` itself.
 //
 // Usage: syncer -upstream user:pass@host:port -downstream user:pass@host:port
-// [-workers 16] [-batch 100] [-compact] [-queue-bytes N] [-cpuprofile FILE]
+// [-workers N] [-batch N] [-compact | -no-compact] [-queue-bytes N] [-cpuprofile FILE]
 // [-discard]
 package main
 
@@ -38,9 +38,10 @@ func main() {
 func run() error {
 	upFlag := flag.String("upstream", "", "upstream user:pass@host:port")
 	downFlag := flag.String("downstream", "", "downstream user:pass@host:port")
-	batch := flag.Int("batch", 100, "SyncerConfig.BatchSize")
-	workers := flag.Int("workers", 1, "SyncerConfig.Workers")
-	compact := flag.Bool("compact", false, "SyncerConfig.Compact")
+	batch := flag.Int("batch", 0, "SyncerConfig.BatchSize (0: the default)")
+	workers := flag.Int("workers", 0, "SyncerConfig.Workers (0: the default)")
+	compact := flag.Bool("compact", false, "SyncerConfig.Compact (compaction is on by default)")
+	noCompact := flag.Bool("no-compact", false, "SyncerConfig.NoCompact")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	queueBytes := flag.Int64("queue-bytes", 0, "SyncerConfig.QueueBytes (0: the default)")
 	metrics := flag.Bool("metrics", false, "WithMetrics, with a registry scraped every second")
@@ -77,7 +78,7 @@ func run() error {
 	}
 	db := sql.OpenDB(conn)
 	defer db.Close()
-	db.SetMaxIdleConns(*workers + 2)
+	db.SetMaxIdleConns(max(*workers, 16) + 2)
 	var sink dmworker.Sink
 	if *discard {
 		sink = discardSink{sinktest.NewMemSink()}
@@ -101,7 +102,7 @@ func run() error {
 		Task:         "bench",
 		Upstream:     up,
 		Start:        streamer.Position{Name: st.Binlogs[0].Name, Offset: 4},
-		SyncerTuning: dmworker.SyncerTuning{BatchSize: *batch, Workers: *workers, Compact: *compact, QueueBytes: *queueBytes},
+		SyncerTuning: dmworker.SyncerTuning{BatchSize: *batch, Workers: *workers, Compact: *compact, NoCompact: *noCompact, QueueBytes: *queueBytes},
 	}, sink, syncerOpts...)
 	if err != nil {
 		return err
