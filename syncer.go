@@ -97,7 +97,9 @@ type SyncerTuning struct {
 	// it off. Compact set says so explicitly and changes nothing; set
 	// together with NoCompact it is an error. (Before compaction was the
 	// default, Compact turned it on: a config written then keeps its
-	// meaning, but "compact": false no longer turns it off.)
+	// meaning, but "compact": false no longer turns it off.) A downstream
+	// trigger sees the merged change (an UPDATE where the upstream deleted
+	// and inserted a row): set NoCompact where triggers must see each one.
 	Compact bool `json:"compact,omitempty" toml:"compact"`
 	// NoCompact turns compaction off (see Compact): every change is
 	// written as read. Default false.
