@@ -122,7 +122,7 @@
 // never names, and a replay could not tell whether it ran. Each worker
 // gathers up to
 // BatchSize changes (waiting at most FlushInterval), merges changes to one
-// row when Compact is set, groups them by table and kind where rows are
+// row (unless NoCompact is set), groups them by table and kind where rows are
 // independent, and applies them as one sink transaction fenced by the
 // syncer's epoch. DDL is a barrier. Changes read but not applied are bounded
 // by QueueBytes (64 MiB): the reader waits when it is spent, so a

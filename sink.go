@@ -117,7 +117,8 @@ type Change struct {
 	// first). After a restart the syncer gives again whole transactions
 	// from its checkpoint on, each change with the same TxnPos and
 	// TxnIndex as before (on the same upstream server, with the same
-	// filters and routes; with SyncerConfig.Compact a merged change carries
+	// filters and routes; where parallel workers compact their batches,
+	// the default unless SyncerConfig.NoCompact, a merged change carries
 	// the last merged one's), so a sink that appends changes to a log can
 	// de-duplicate a replay by them: changes compare by TxnPos
 	// (streamer.Position.Compare), then TxnIndex, in the order the syncer

@@ -293,6 +293,7 @@ func TestNewSubTaskRejects(t *testing.T) {
 		{"no sink", dmworker.SubTaskConfig{Name: "t"}, up, nil, nil, "sink", nil},
 		{"no store", dmworker.SubTaskConfig{Name: "t"}, up, noCheckpoints{sink}, nil, "WithCheckpointStore", nil},
 		{"batch", dmworker.SubTaskConfig{Name: "t", SyncerTuning: dmworker.SyncerTuning{BatchSize: -1}}, up, sink, nil, "batch", nil},
+		{"compact", dmworker.SubTaskConfig{Name: "t", SyncerTuning: dmworker.SyncerTuning{Compact: true, NoCompact: true}}, up, sink, nil, "no-compact", nil},
 		{"resume", dmworker.SubTaskConfig{Name: "t"}, up, sink, []dmworker.SubTaskOption{dmworker.WithAutoResume(time.Second, time.Millisecond, 3)}, "auto-resume", nil},
 		// (An option a SubTask does not take, WithStatusInterval, no
 		// longer compiles: SubTaskOption is typed.)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,7 +62,7 @@ type SyncerConfig struct {
 // its own. Zero values take the defaults.
 type SyncerTuning struct {
 	// BatchSize is how many row changes a sink call carries at most (a
-	// transaction bigger than MaxBatchRows is split). Default 100.
+	// transaction bigger than MaxBatchRows is split). Default 256.
 	BatchSize int `json:"batch,omitempty" toml:"batch"`
 	// MaxBatchRows bounds a batch even inside one upstream transaction;
 	// the rest of the transaction follows in later batches, in safe mode
@@ -75,19 +76,34 @@ type SyncerTuning struct {
 	// apply only where the row is as the upstream found it), not only
 	// during the replay after a restart.
 	SafeMode bool `json:"safe-mode,omitempty" toml:"safe-mode"`
-	// Workers is how many goroutines apply changes in parallel. Default 16
-	// when the sink is a ConcurrentSink, else 1 (more than 1 needs a
-	// ConcurrentSink). With 1 every batch carries its checkpoint; with more,
-	// changes to one row (or one unique-key value) stay in order on one
-	// worker, unrelated ones run in parallel, and the checkpoint is the low
-	// watermark saved every CheckpointInterval (see the package doc).
+	// Workers is how many goroutines apply changes in parallel. Default,
+	// when the sink is a ConcurrentSink, twice the CPUs this process may
+	// use (GOMAXPROCS), at least 4 and at most 16; else 1 (more than 1
+	// needs a ConcurrentSink). More workers than the downstream has cores
+	// to run them cost it more than they bring: its transactions then
+	// wait on each other's latches (see BENCHMARKS.md); set Workers when
+	// the downstream is a bigger machine than this one. With 1 every
+	// batch carries its checkpoint; with more, changes to one row (or one
+	// unique-key value) stay in order on one worker, unrelated ones run in
+	// parallel, and the checkpoint is the low watermark saved every
+	// CheckpointInterval (see the package doc).
 	Workers int `json:"workers,omitempty" toml:"workers"`
 	// Compact merges several changes to one row within a worker's batch
 	// (insert+update -> insert, anything+delete -> delete, update+update ->
 	// update, delete+insert -> update), on tables with a primary key and no
 	// other unique key, outside foreign key cascade groups (see
-	// Table.CheckForeignKeys). Default off.
+	// Table.CheckForeignKeys). It is on by default, with Workers > 1
+	// (a single worker applies batches as they were read); NoCompact turns
+	// it off. Compact set says so explicitly and changes nothing; set
+	// together with NoCompact it is an error. (Before compaction was the
+	// default, Compact turned it on: a config written then keeps its
+	// meaning, but "compact": false no longer turns it off.) A downstream
+	// trigger sees the merged change (an UPDATE where the upstream deleted
+	// and inserted a row): set NoCompact where triggers must see each one.
 	Compact bool `json:"compact,omitempty" toml:"compact"`
+	// NoCompact turns compaction off (see Compact): every change is
+	// written as read. Default false.
+	NoCompact bool `json:"no-compact,omitempty" toml:"no-compact"`
 	// QueueBytes bounds the memory of changes read but not yet applied
 	// (estimated from their values) when Workers > 1; the reader waits
 	// while it is spent. Default 64 MiB.
@@ -127,7 +143,7 @@ func (c *SyncerConfig) adjust(noUpstream bool) error {
 		c.Source = c.Upstream.SourceName()
 	}
 	if c.BatchSize == 0 {
-		c.BatchSize = 100
+		c.BatchSize = 256
 	}
 	if c.MaxBatchRows == 0 {
 		c.MaxBatchRows = 10000
@@ -152,6 +168,8 @@ func (c *SyncerConfig) adjust(noUpstream bool) error {
 		return fmt.Errorf("worker count %d must be between 1 and 1024", c.Workers)
 	case c.QueueBytes < 0:
 		return fmt.Errorf("queue bytes %d must be positive", c.QueueBytes)
+	case c.Compact && c.NoCompact:
+		return errors.New("compact and no-compact are both set")
 	case c.CheckpointInterval < 0:
 		return fmt.Errorf("checkpoint interval %s must not be negative", time.Duration(c.CheckpointInterval))
 	}
@@ -162,6 +180,13 @@ func (c *SyncerConfig) adjust(noUpstream bool) error {
 	}
 	return nil
 }
+
+// defaultWorkers is SyncerTuning.Workers' default with a ConcurrentSink:
+// twice GOMAXPROCS, between 4 and 16.
+func defaultWorkers() int { return min(16, max(4, 2*runtime.GOMAXPROCS(0))) }
+
+// compacting reports whether workers compact their batches.
+func (c *SyncerTuning) compacting() bool { return !c.NoCompact }
 
 // ReaderFactory opens the event stream a syncer reads, from a position.
 type ReaderFactory func(ctx context.Context, start streamer.Position) (streamer.Reader, error)
@@ -374,7 +399,7 @@ func newSyncer(cfg SyncerConfig, sink Sink, o syncerOptions) (*Syncer, error) {
 	}
 	switch {
 	case cfg.Workers == 0 && concurrent:
-		cfg.Workers = 16
+		cfg.Workers = defaultWorkers()
 	case cfg.Workers == 0:
 		cfg.Workers = 1
 	case cfg.Workers > 1 && !concurrent:

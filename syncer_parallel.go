@@ -23,8 +23,8 @@ import (
 // key, on one worker and in order; a change whose keys are held by two
 // workers waits until all but one of them have applied what they hold. Each
 // worker gathers what is queued for it, and what comes within
-// FlushInterval, into batches of up to BatchSize changes (compacted with
-// Compact, and grouped by table and kind where rows are independent, so that
+// FlushInterval, into batches of up to BatchSize changes (compacted unless
+// NoCompact, and grouped by table and kind where rows are independent, so that
 // the sink writes few multi-row statements), one sink transaction each,
 // fenced by the syncer's epoch. A worker another change waits for applies
 // at once. DDL is a barrier: every worker drains before it runs.
@@ -771,7 +771,7 @@ func (w *applyWorker) apply(batch []queued, changes []Change) error {
 	if s.inst != nil {
 		kinds, t0 = kindCounts(changes), time.Now()
 	}
-	if s.cfg.Compact {
+	if s.cfg.compacting() {
 		changes = compact(changes)
 	}
 	changes = group(changes)

@@ -148,7 +148,7 @@ func TestSyncerParallelConflicts(t *testing.T) {
 				mustExec(t, db, "CREATE TABLE app.hot (id INT PRIMARY KEY, v INT NOT NULL, u VARCHAR(16) NOT NULL, UNIQUE KEY (u)) DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_general_ci")
 			}
 			cfg := p.config("conflicts")
-			cfg.Workers, cfg.Compact, cfg.BatchSize = 16, compact, 20
+			cfg.Workers, cfg.NoCompact, cfg.BatchSize = 16, !compact, 20
 			s, err := dmworker.NewSyncer(cfg, p.sink)
 			if err != nil {
 				t.Fatal(err)

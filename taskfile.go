@@ -105,11 +105,11 @@ type (
 		BinlogGTID string `json:"binlog-gtid"`
 	}
 	dmSyncer struct {
-		WorkerCount             int  `json:"worker-count"`
-		Batch                   int  `json:"batch"`
-		SafeMode                bool `json:"safe-mode"`
-		Compact                 bool `json:"compact"`
-		CheckpointFlushInterval int  `json:"checkpoint-flush-interval"`
+		WorkerCount             int   `json:"worker-count"`
+		Batch                   int   `json:"batch"`
+		SafeMode                bool  `json:"safe-mode"`
+		Compact                 *bool `json:"compact"` // unset: the syncer's default (on)
+		CheckpointFlushInterval int   `json:"checkpoint-flush-interval"`
 	}
 	dmSourceFile struct {
 		SourceID        string      `json:"source-id"`
@@ -330,7 +330,11 @@ func ParseDMTask(data []byte) (DMTask, error) {
 			if s.WorkerCount < 0 || s.Batch < 0 || s.CheckpointFlushInterval < 0 {
 				return fail(fmt.Errorf("syncers %s: worker-count, batch and checkpoint-flush-interval must not be negative", name))
 			}
-			sc.Workers, sc.BatchSize, sc.SafeMode, sc.Compact = s.WorkerCount, s.Batch, s.SafeMode, s.Compact
+			sc.Workers, sc.BatchSize, sc.SafeMode = s.WorkerCount, s.Batch, s.SafeMode
+			if s.Compact != nil {
+				// DM's compact: false (its default) is kept as written.
+				sc.Compact, sc.NoCompact = *s.Compact, !*s.Compact
+			}
 			sc.CheckpointInterval = Duration(time.Duration(s.CheckpointFlushInterval) * time.Second)
 		}
 		if m.SyncerThread > 0 {

@@ -44,6 +44,9 @@ func TestParseDMTaskExample(t *testing.T) {
 	if s := st.SyncerTuning; s.Workers != 16 || s.BatchSize != 100 || s.SafeMode || s.Compact || s.CheckpointInterval != dmworker.Duration(time.Second) {
 		t.Errorf("syncer %+v", s)
 	}
+	if !st.NoCompact {
+		t.Errorf("the example's compact: false reads as NoCompact %v, want true", st.NoCompact)
+	}
 	if _, err := task.SubTask("other"); err == nil || !strings.Contains(err.Error(), "no source \"other\"") {
 		t.Errorf("SubTask(other): %v", err)
 	}
@@ -92,6 +95,9 @@ syncers:
 	}
 	if s2.Start.Flavor != "mysql" || s2.Start.Name != "" || s2.Workers != 0 {
 		t.Errorf("s2 %+v", s2)
+	}
+	if s1.NoCompact || s2.Compact || s2.NoCompact {
+		t.Errorf("compact: true gives NoCompact %v; no syncer config gives Compact %v, NoCompact %v: want false, false, false (the default)", s1.NoCompact, s2.Compact, s2.NoCompact)
 	}
 	if task, err := dmworker.ParseDMTask([]byte(base + "shard-mode: pessimistic\n")); err != nil ||
 		task.SubTasks[0].ShardMode != dmworker.ShardPessimistic || task.SubTasks[1].ShardMode != dmworker.ShardPessimistic {

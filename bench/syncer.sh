@@ -46,7 +46,7 @@ bytes=$(q "$UPSTREAM_HOST" "$UPSTREAM_PORT" -N -e "SHOW BINARY LOGS" | awk '{s+=
 echo "binlog: $bytes bytes in $(echo "$binlogs" | wc -l) files" >&2
 
 echo "ours: dmworker.Syncer + mysqlsink" >&2
-ours=$("$work/syncer" -upstream "$UPSTREAM_USER:$UPSTREAM_PASSWORD@$UPSTREAM_HOST:$UPSTREAM_PORT" \
+ours=$("$work/syncer" -workers 1 -upstream "$UPSTREAM_USER:$UPSTREAM_PASSWORD@$UPSTREAM_HOST:$UPSTREAM_PORT" \
 	-downstream "$DOWNSTREAM_USER:$DOWNSTREAM_PASSWORD@$DOWNSTREAM_HOST:$DOWNSTREAM_PORT")
 echo "$ours" >&2
 

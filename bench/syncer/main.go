@@ -4,7 +4,8 @@
 // as one JSON line. The script times `mariadb-binlog | mariadb` itself.
 //
 // Usage: syncer -upstream user:pass@host:port -downstream user:pass@host:port
-// [-workers 16] [-batch 100] [-compact] [-queue-bytes N] [-cpuprofile FILE]
+// [-workers N] [-batch N] [-compact | -no-compact] [-queue-bytes N] [-cpuprofile FILE]
+// [-discard]
 package main
 
 import (
@@ -23,6 +24,7 @@ import (
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/benchutil"
 	"github.com/dmworker/dmworker/mysqlsink"
+	"github.com/dmworker/dmworker/sinktest"
 	"github.com/dmworker/dmworker/streamer"
 )
 
@@ -36,12 +38,14 @@ func main() {
 func run() error {
 	upFlag := flag.String("upstream", "", "upstream user:pass@host:port")
 	downFlag := flag.String("downstream", "", "downstream user:pass@host:port")
-	batch := flag.Int("batch", 100, "SyncerConfig.BatchSize")
-	workers := flag.Int("workers", 1, "SyncerConfig.Workers")
-	compact := flag.Bool("compact", false, "SyncerConfig.Compact")
+	batch := flag.Int("batch", 0, "SyncerConfig.BatchSize (0: the default)")
+	workers := flag.Int("workers", 0, "SyncerConfig.Workers (0: the default)")
+	compact := flag.Bool("compact", false, "SyncerConfig.Compact (compaction is on by default)")
+	noCompact := flag.Bool("no-compact", false, "SyncerConfig.NoCompact")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	queueBytes := flag.Int64("queue-bytes", 0, "SyncerConfig.QueueBytes (0: the default)")
 	metrics := flag.Bool("metrics", false, "WithMetrics, with a registry scraped every second")
+	discard := flag.Bool("discard", false, "apply to a sink that drops every row (checkpoints and DDL kept in memory): what reading, decoding and dispatch alone cost")
 	flag.Parse()
 	up, err := streamer.ParseUpstream(*upFlag)
 	if err != nil {
@@ -74,9 +78,11 @@ func run() error {
 	}
 	db := sql.OpenDB(conn)
 	defer db.Close()
-	db.SetMaxIdleConns(*workers + 2)
-	sink, err := mysqlsink.New(db, mysqlsink.WithExclusivePool())
-	if err != nil {
+	db.SetMaxIdleConns(max(*workers, 16) + 2)
+	var sink dmworker.Sink
+	if *discard {
+		sink = discardSink{sinktest.NewMemSink()}
+	} else if sink, err = mysqlsink.New(db, mysqlsink.WithExclusivePool()); err != nil {
 		return err
 	}
 	var syncerOpts []dmworker.SyncerOption
@@ -96,7 +102,7 @@ func run() error {
 		Task:         "bench",
 		Upstream:     up,
 		Start:        streamer.Position{Name: st.Binlogs[0].Name, Offset: 4},
-		SyncerTuning: dmworker.SyncerTuning{BatchSize: *batch, Workers: *workers, Compact: *compact, QueueBytes: *queueBytes},
+		SyncerTuning: dmworker.SyncerTuning{BatchSize: *batch, Workers: *workers, Compact: *compact, NoCompact: *noCompact, QueueBytes: *queueBytes},
 	}, sink, syncerOpts...)
 	if err != nil {
 		return err
@@ -134,6 +140,17 @@ func run() error {
 		"rows_per_s": float64(stt.Rows) / secs, "events_per_s": float64(stt.Events) / secs, "mb_per_s": float64(total) / 1e6 / secs,
 		"conflicts": stt.Conflicts, "batches": stt.Batches, "cpu_s": cpuSeconds(), "workers": stt.Workers, "peak_rss_kb": benchutil.PeakRSSKB(),
 	})
+}
+
+// discardSink drops the rows of every batch; a MemSink keeps checkpoints
+// and DDLs.
+type discardSink struct{ *sinktest.MemSink }
+
+func (d discardSink) Apply(ctx context.Context, b *dmworker.Batch) error {
+	if b.Checkpoint == nil {
+		return nil
+	}
+	return d.MemSink.Apply(ctx, &dmworker.Batch{Checkpoint: b.Checkpoint, Fence: b.Fence})
 }
 
 // cpuSeconds is the user and system CPU time this process has used.

@@ -111,8 +111,8 @@
 //     trash tables (_t_gho, _t_ghc, _t_del, _t_new, _t_old) never
 //     replicated (default true; see dmworker.OnlineDDLConfig). With false
 //     those tables are replicated like any other that -tables lets through.
-//   - -workers N: how many goroutines apply changes (default 16, as the
-//     library's with mysqlsink): changes to one row stay in order on one,
+//   - -workers N: how many goroutines apply changes (default 16;
+//     the library alone picks 2 x GOMAXPROCS, 4 to 16): changes to one row stay in order on one,
 //     and the checkpoint is the low watermark of what they applied; with 1
 //     the changes are applied in order, each batch with its checkpoint.
 //   - -batch N: the most row changes one sink call carries (default the
@@ -758,8 +758,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		start     = fs.String("start", "", "where a task with no checkpoint starts, FILE:POS")
 		startGTID = fs.String("start-gtid", "", "where a task with no checkpoint starts, after this GTID set")
 		tables    = fs.String("tables", "", "comma-separated db.table patterns to replicate (default all)")
-		workers   = fs.Int("workers", 16, "apply workers, the library's default with mysqlsink (1: serial, each batch with its checkpoint)")
-		batch     = fs.Int("batch", 0, "row changes per sink call at most (0: the library's default, 100)")
+		workers   = fs.Int("workers", 16, "apply workers (1: serial, each batch with its checkpoint)")
+		batch     = fs.Int("batch", 0, "row changes per sink call at most (0: the library's default, 256)")
 		compact   = fs.Bool("compact", false, "merge several changes to one row within a batch (tables with a primary key and no other unique key)")
 		serverID  = fs.Uint("server-id", 0, "replica server id this worker reads the upstream's binlog as (0: pick a free one)")
 		check     = fs.Bool("check", false, "run the prechecks of the task on the upstream and the downstream, print them and exit (1 when one fails)")
