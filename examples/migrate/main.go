@@ -111,13 +111,14 @@
 //     trash tables (_t_gho, _t_ghc, _t_del, _t_new, _t_old) never
 //     replicated (default true; see dmworker.OnlineDDLConfig). With false
 //     those tables are replicated like any other that -tables lets through.
-//   - -workers N: how many goroutines apply changes (default 16;
-//     the library alone picks 2 x GOMAXPROCS, 4 to 16): changes to one row stay in order on one,
+//   - -workers N: how many goroutines apply changes (default the
+//     library's, 2 x GOMAXPROCS between 4 and 16): changes to one row stay in order on one,
 //     and the checkpoint is the low watermark of what they applied; with 1
 //     the changes are applied in order, each batch with its checkpoint.
 //   - -batch N: the most row changes one sink call carries (default the
-//     library's, 100). -compact merges several changes to one row within a
-//     batch (tables with a primary key and no other unique key).
+//     library's, 256). -compact (default true, the library's default)
+//     merges several changes to one row within a batch (tables with a
+//     primary key and no other unique key); -compact=false turns it off.
 //   - -server-id N: the replica server id the worker reads the upstream's
 //     binlog as (the relay's, with -data-dir); default 0, a free one picked
 //     at the first connection. It must differ from the upstream's own and
@@ -758,9 +759,9 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		start     = fs.String("start", "", "where a task with no checkpoint starts, FILE:POS")
 		startGTID = fs.String("start-gtid", "", "where a task with no checkpoint starts, after this GTID set")
 		tables    = fs.String("tables", "", "comma-separated db.table patterns to replicate (default all)")
-		workers   = fs.Int("workers", 16, "apply workers (1: serial, each batch with its checkpoint)")
+		workers   = fs.Int("workers", 0, "apply workers (1: serial, each batch with its checkpoint; 0: the library's default, 2 x GOMAXPROCS between 4 and 16)")
 		batch     = fs.Int("batch", 0, "row changes per sink call at most (0: the library's default, 256)")
-		compact   = fs.Bool("compact", false, "merge several changes to one row within a batch (tables with a primary key and no other unique key)")
+		compact   = fs.Bool("compact", true, "merge several changes to one row within a batch (tables with a primary key and no other unique key); -compact=false turns it off")
 		serverID  = fs.Uint("server-id", 0, "replica server id this worker reads the upstream's binlog as (0: pick a free one)")
 		check     = fs.Bool("check", false, "run the prechecks of the task on the upstream and the downstream, print them and exit (1 when one fails)")
 		onlineDDL = fs.Bool("online-ddl", true, "replicate online schema changes (gh-ost, pt-online-schema-change) as the ALTER they make, at their cut-over, and never the tools' tables")
@@ -826,8 +827,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-mode %q: want incremental, full or all", *mode)
 	case fileTask == nil && *mode != "incremental" && *mode != "full" && *mode != "all":
 		return cfg, fmt.Errorf("-mode %q: want incremental, full or all", *mode)
-	case *workers < 1 || *workers > 1024:
-		return cfg, fmt.Errorf("-workers %d: must be between 1 and 1024", *workers)
+	case *workers < 0 || *workers > 1024:
+		return cfg, fmt.Errorf("-workers %d: must be between 1 and 1024 (0: the library's default)", *workers)
 	case *batch < 0:
 		return cfg, fmt.Errorf("-batch %d: must not be negative", *batch)
 	case *serverID > math.MaxUint32:
@@ -887,7 +888,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		}
 	}
 	sc := dmworker.SubTaskConfig{Name: *task, Mode: dmworker.Mode(*mode), SyncerTuning: dmworker.SyncerTuning{
-		Workers: *workers, BatchSize: *batch, Compact: *compact}, OnlineDDLConfig: dmworker.OnlineDDLConfig{OnlineDDL: onlineDDL}}
+		Workers: *workers, BatchSize: *batch, Compact: *compact, NoCompact: !*compact}, OnlineDDLConfig: dmworker.OnlineDDLConfig{OnlineDDL: onlineDDL}}
 	if fileTask != nil {
 		// The file's task; each flag given overrides its part.
 		sc = *fileTask
@@ -900,7 +901,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		over("mode", func() { sc.Mode = dmworker.Mode(*mode) })
 		over("workers", func() { sc.Workers = *workers })
 		over("batch", func() { sc.BatchSize = *batch })
-		over("compact", func() { sc.Compact = *compact })
+		over("compact", func() { sc.Compact, sc.NoCompact = *compact, !*compact })
 		over("online-ddl", func() { sc.OnlineDDL = onlineDDL })
 		if set["start"] || set["start-gtid"] {
 			sc.Start = streamer.Position{}

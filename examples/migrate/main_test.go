@@ -180,7 +180,7 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"-source", "shop"}, ""},
 		{[]string{"-data-dir", "/tmp/x", "-etcd", "127.0.0.1:2379,127.0.0.1:2380", "-worker", "w1"}, "-credential-key-file"},
 		{[]string{"-workers", "4"}, ""},
-		{[]string{"-workers", "0"}, "between 1 and 1024"},
+		{[]string{"-workers", "-1"}, "between 1 and 1024"},
 		{[]string{"-batch", "-1"}, "must not be negative"},
 		{[]string{"-server-id", "4294967296"}, "32 bits"},
 		{[]string{"-keepalive-ttl", "1500ms"}, "whole number of seconds"},
@@ -237,6 +237,10 @@ func TestParseArgs(t *testing.T) {
 	cfg, err = parseArgs(append(base, "-batch", "50", "-compact", "-server-id", "4242", "-workers", "8"), &bytes.Buffer{})
 	if err != nil || cfg.task.BatchSize != 50 || !cfg.task.Compact || cfg.task.Workers != 8 || cfg.up.ServerID != 4242 {
 		t.Fatalf("-batch -compact -server-id -workers: %v, %+v, server id %d", err, cfg.task.SyncerTuning, cfg.up.ServerID)
+	}
+	cfg, err = parseArgs(append(base, "-compact=false"), &bytes.Buffer{})
+	if err != nil || cfg.task.Compact || !cfg.task.NoCompact || cfg.task.Workers != 0 {
+		t.Fatalf("-compact=false: %v, %+v", err, cfg.task.SyncerTuning)
 	}
 	cfg, err = parseArgs(append(base, "-route", "src.t_*:dst.t,src_*:dst", "-tables", "db.*,other.t"), &bytes.Buffer{})
 	if err != nil {

@@ -154,7 +154,7 @@ func (f *fromFlag) parse(mode string, set map[string]bool, fileTasks []dmworker.
 			}
 			over("workers", func() { task.Workers = cfg.task.Workers })
 			over("batch", func() { task.BatchSize = cfg.task.BatchSize })
-			over("compact", func() { task.Compact = cfg.task.Compact })
+			over("compact", func() { task.Compact, task.NoCompact = cfg.task.Compact, cfg.task.NoCompact })
 			over("start", func() { task.Start = cfg.task.Start })
 			over("start-gtid", func() { task.Start = cfg.task.Start })
 			over("tables", func() { task.Filter = cfg.task.Filter })
