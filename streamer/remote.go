@@ -37,6 +37,11 @@ type RemoteReader struct {
 	// Touched by GetEvent only (one caller at a time).
 	tracker *txnTracker
 	inner   []*Event // a Transaction_payload's events still to deliver
+	keeper  *tableKeeper
+	// crc: the events of the connection carry a CRC32 (as its last format
+	// description says); row images are decoded by GetEvent, which must
+	// know where they end.
+	crc bool
 }
 
 // remoteConn is a RemoteReader's connection: go-mysql's syncer and its
@@ -66,6 +71,7 @@ type remoteConfig struct {
 	eventQueueSize int
 	skipRows       bool
 	retryFirst     bool
+	keep           func(schema, table string) bool // WithTableFilter's
 }
 
 // defaultHeartbeat is the heartbeat period a reader asks for by default; the
@@ -191,6 +197,7 @@ func NewRemoteReader(up UpstreamConfig, start Position, opts ...RemoteOption) (*
 	r := &RemoteReader{
 		start:   start,
 		tracker: newTxnTracker(start.Flavor, start.GTIDSet),
+		keeper:  newTableKeeper(cfg.keep),
 	}
 	r.init(up, cfg, start)
 	return r, nil
@@ -214,7 +221,7 @@ func (r *RemoteReader) GetEvent(ctx context.Context) (*Event, error) {
 			r.inner[0] = nil
 			r.inner = r.inner[1:]
 			r.deliver(ev.Pos, ev.Boundary)
-			return ev, nil
+			return r.decodeRows(ev)
 		}
 		conn, err := r.ensure(ctx, r.connect)
 		if err != nil {
@@ -233,6 +240,9 @@ func (r *RemoteReader) GetEvent(ctx context.Context) (*Event, error) {
 			}
 			continue
 		}
+		if fde, ok := be.Event.(*replication.FormatDescriptionEvent); ok {
+			r.crc = fde.ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
+		}
 		if tp, ok := be.Event.(*replication.TransactionPayloadEvent); ok && !isArtificial(be.Header) {
 			if err := r.expandPayload(be, tp); err != nil {
 				return nil, r.setErr(&Error{Source: r.Source(), Op: "read", Pos: r.delivered, Err: err})
@@ -244,9 +254,29 @@ func (r *RemoteReader) GetEvent(ctx context.Context) (*Event, error) {
 			return nil, r.setErr(&Error{Source: r.Source(), Op: "read", Pos: r.delivered, Err: err})
 		}
 		if deliver {
-			return ev, nil
+			return r.decodeRows(ev)
 		}
 	}
+}
+
+// decodeRows decodes the row images of ev, a rows event whose header alone
+// the network goroutine decoded, unless the table filter drops its table
+// (or WithoutRowValues is on). Doing it here rather than in go-mysql's
+// goroutine spreads the work over two goroutines and skips the rows the
+// consumer would throw away. A failure is terminal: the event's checksum
+// was good, so reading it again would fail again.
+func (r *RemoteReader) decodeRows(ev *Event) (*Event, error) {
+	re, ok := ev.Event.(*replication.RowsEvent)
+	if !ok || r.cfg.skipRows || !r.keeper.keeps(re.Table) {
+		return ev, nil
+	}
+	// The events a payload holds have no checksum of their own.
+	crc := r.crc && ev.payloadStart == 0
+	if err := decodeDeferredRows(re, ev.RawData, crc); err != nil {
+		return nil, r.setErr(&Error{Source: r.Source(), Op: "read", Pos: ev.Pos,
+			Err: fmt.Errorf("event %s ending at %s:%d: %w", ev.Header.EventType, ev.Pos.Name, ev.Header.LogPos, err)})
+	}
+	return ev, nil
 }
 
 // process updates the reader's position with be and decides whether the
@@ -375,6 +405,9 @@ func (r *RemoteReader) connect(ctx context.Context) (*remoteConn, error) {
 		EventCacheCount:  r.cfg.eventQueueSize,
 	}
 	applyDecodeSettings(&sc)
+	// Row images are decoded by GetEvent (decodeRows), on the consumer's
+	// goroutine, and only for the tables it keeps.
+	sc.RowsEventDecodeFunc = decodeRowsHeaderChecked
 	if r.cfg.skipRows {
 		sc.RowsEventDecodeFunc = decodeRowsHeaderOnly
 	}
