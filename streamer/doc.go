@@ -20,6 +20,11 @@
 // transaction that was cut: the consumer sees the same sequence of events as
 // a clean read. Row values are decoded the same way by every reader:
 // DECIMAL as exact decimals, TIMESTAMP in UTC, JSON as MySQL's text.
+// RemoteReader decodes them in GetEvent, on the consumer's goroutine (go-mysql's
+// network goroutine decodes a rows event's header only), and, with
+// WithTableFilter (or TableFilterer's SetTableFilter), only for the tables
+// the consumer keeps; the rows events of the others are delivered in their
+// place with Rows nil (filter.go).
 //
 // RawReader reads the same upstream stream for consumers that copy it rather
 // than apply it (dmworker.Relay): it speaks the dump protocol itself on one

@@ -41,8 +41,9 @@ func (o tableFilterOption) applyLocal(c *localConfig) { c.keep = o.keep }
 // table, so it must give the same answer for the same table every time.
 // nil keeps every table (the default).
 //
-// It applies to RemoteReader and LocalReader. WithoutRowValues takes
-// precedence: no rows are decoded at all.
+// It applies to RemoteReader and LocalReader (whose SetTableFilter sets it
+// after construction). WithoutRowValues takes precedence: no rows are
+// decoded at all.
 func WithTableFilter(keep func(schema, table string) bool) ReaderOption {
 	return tableFilterOption{keep: keep}
 }
@@ -50,16 +51,24 @@ func WithTableFilter(keep func(schema, table string) bool) ReaderOption {
 // tableKeeper remembers the filter's answer per table, so that the
 // predicate (which may match patterns and fold case) runs once per table
 // rather than once per rows event. Touched by the consumer's goroutine only.
+// A nil keeper, or one without a predicate, keeps every table.
 type tableKeeper struct {
 	keep  func(schema, table string) bool
 	cache map[string]map[string]bool
 }
 
 func newTableKeeper(keep func(schema, table string) bool) *tableKeeper {
-	if keep == nil {
-		return nil
+	k := &tableKeeper{}
+	k.set(keep)
+	return k
+}
+
+// set replaces the predicate and forgets the answers of the old one.
+func (k *tableKeeper) set(keep func(schema, table string) bool) {
+	k.keep, k.cache = keep, nil
+	if keep != nil {
+		k.cache = make(map[string]map[string]bool)
 	}
-	return &tableKeeper{keep: keep, cache: make(map[string]map[string]bool)}
 }
 
 // maxKeeperTables bounds the cache: past it, it starts over (a source with
@@ -69,7 +78,7 @@ const maxKeeperTables = 1 << 16
 // keeps reports whether the rows of tm's table are to be decoded. A nil
 // keeper keeps every table.
 func (k *tableKeeper) keeps(tm *replication.TableMapEvent) bool {
-	if k == nil || tm == nil {
+	if k == nil || k.keep == nil || tm == nil {
 		return true
 	}
 	tables, ok := k.cache[string(tm.Schema)] // (no allocation for the lookup)
@@ -160,3 +169,26 @@ func decodeDeferredRows(e *replication.RowsEvent, raw []byte, crc bool) (err err
 	}
 	return e.DecodeData(start+len(last)-eventHeaderSize, body)
 }
+
+// TableFilterer is implemented by the readers that can leave the row images
+// of some tables undecoded (RemoteReader, LocalReader, and types that embed
+// them): a consumer handed a Reader it did not build, as the syncer is by a
+// ReaderFactory, sets its table filter through it.
+type TableFilterer interface {
+	// SetTableFilter replaces the reader's table filter (see
+	// WithTableFilter; nil keeps every table) for the rows events it
+	// delivers from now on. Like GetEvent, it must not be called
+	// concurrently with GetEvent.
+	SetTableFilter(keep func(schema, table string) bool)
+}
+
+// SetTableFilter replaces the reader's table filter: see TableFilterer.
+func (r *RemoteReader) SetTableFilter(keep func(schema, table string) bool) { r.keeper.set(keep) }
+
+// SetTableFilter replaces the reader's table filter: see TableFilterer.
+func (r *LocalReader) SetTableFilter(keep func(schema, table string) bool) { r.keeper.set(keep) }
+
+var (
+	_ TableFilterer = (*RemoteReader)(nil)
+	_ TableFilterer = (*LocalReader)(nil)
+)

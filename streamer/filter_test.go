@@ -106,21 +106,32 @@ func TestTableFilterReaders(t *testing.T) {
 			var lk filterKeep
 			localF := localReadAll(ctx, t, newLocal(t, dir, streamer.StartAtPosition(start), streamer.WithFollow(false),
 				streamer.WithTableFilter(lk.keep)))
+			var lsk filterKeep
+			lr := newLocal(t, dir, streamer.StartAtPosition(start), streamer.WithFollow(false))
+			var tf streamer.TableFilterer = lr // (through the interface, as the syncer does)
+			tf.SetTableFilter(lsk.keep)
+			localSet := localReadAll(ctx, t, lr)
 			end := local[len(local)-1].Pos
-			remoteRead := func(opts ...streamer.RemoteOption) []*streamer.Event {
+			remoteRead := func(keep func(schema, table string) bool, opts ...streamer.RemoteOption) []*streamer.Event {
 				rr, err := streamer.NewRemoteReader(upstreamOf(m), start, append(opts, streamer.WithHeartbeat(time.Second))...)
 				if err != nil {
 					t.Fatal(err)
 				}
 				closeReader(t, rr)
+				if keep != nil {
+					rr.SetTableFilter(keep)
+				}
 				return drain(ctx, t, rr, end, nil)
 			}
-			remote := remoteRead()
-			var rk filterKeep
-			remoteF := remoteRead(streamer.WithTableFilter(rk.keep))
+			remote := remoteRead(nil)
+			var rk, rsk filterKeep
+			remoteF := remoteRead(nil, streamer.WithTableFilter(rk.keep))
+			remoteSet := remoteRead(rsk.keep)
 
 			want := realKeys(local)
-			for name, evs := range map[string][]*streamer.Event{"filtered local": localF, "remote": remote, "filtered remote": remoteF} {
+			all := map[string][]*streamer.Event{"filtered local": localF, "remote": remote, "filtered remote": remoteF,
+				"filtered local (set)": localSet, "filtered remote (set)": remoteSet}
+			for name, evs := range all {
 				t.Logf("%s: %d events", name, len(evs))
 				equalStreams(t, realKeys(evs), want)
 			}
@@ -134,8 +145,8 @@ func TestTableFilterReaders(t *testing.T) {
 				return out
 			}
 			ref, kept, dropped := rowsOf(local), 0, 0
-			for name, got := range map[string][]*replication.RowsEvent{"filtered local": rowsOf(localF), "remote": rowsOf(remote), "filtered remote": rowsOf(remoteF)} {
-				filtered := name != "remote"
+			for name, evs := range all {
+				got, filtered := rowsOf(evs), name != "remote"
 				if len(got) != len(ref) {
 					t.Fatalf("%s: %d rows events, want %d", name, len(got), len(ref))
 				}
@@ -165,7 +176,7 @@ func TestTableFilterReaders(t *testing.T) {
 			if kept == 0 || dropped == 0 {
 				t.Fatalf("%d rows events kept, %d dropped: want both", kept, dropped)
 			}
-			for name, k := range map[string]*filterKeep{"local": &lk, "remote": &rk} {
+			for name, k := range map[string]*filterKeep{"local": &lk, "remote": &rk, "local (set)": &lsk, "remote (set)": &rsk} {
 				if len(k.calls) != 4 {
 					t.Errorf("%s filter asked about %v, want the 4 tables", name, k.calls)
 				}

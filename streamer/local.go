@@ -90,7 +90,7 @@ type LocalReader struct {
 	sawTableMap bool
 
 	parser *replication.BinlogParser
-	keeper *tableKeeper // WithTableFilter's, nil without one
+	keeper *tableKeeper // WithTableFilter's or SetTableFilter's
 	buf    []byte
 	bufOff int64 // file offset of buf[0]
 	bufLen int
