@@ -7,9 +7,10 @@
 // A Reader is pulled one event at a time with GetEvent(ctx); see Reader for
 // the full contract (blocking, context, terminal errors, Close).
 //
-// RemoteReader reads from an upstream MySQL or MariaDB server through
-// go-mysql's BinlogSyncer, from a file and offset or from a GTID set, with
-// heartbeats, a read timeout and CRC32 verification of every event. A
+// RemoteReader reads from an upstream MySQL or MariaDB server over the dump
+// protocol (its own dump loop, as RawReader's, and go-mysql's parser, on a
+// goroutine of its own: remoteconn.go), from a file and offset or from a
+// GTID set, with heartbeats, a read timeout and CRC32 verification of every event. A
 // connection gone silent (half-open) is given up after the read timeout,
 // 15s by default (heartbeats every 5s). Before its first successful
 // connection, an upstream that cannot be reached (ErrUnreachable) or refuses

@@ -14,9 +14,9 @@ import (
 	"github.com/go-mysql-org/go-mysql/replication"
 )
 
-// newDecodeParser returns a parser that decodes events exactly as the
-// RemoteReader's BinlogSyncer does: applyDecodeSettings fills a syncer
-// config, and its decode fields are copied the way go-mysql's
+// newDecodeParser returns a parser that decodes events as every reader does
+// (the RemoteReader's parser is one, newRemoteParser): applyDecodeSettings
+// fills a syncer config, and its decode fields are copied the way go-mysql's
 // NewBinlogSyncer copies them. Checksums are verified by the caller.
 //
 // keep, when not nil, leaves the row images of the tables it drops
