@@ -42,6 +42,7 @@ func DeferredRowsAgree(file []byte) (int, error) {
 	lazy := newDecodeParser("", nil)
 	lazy.SetRowsEventDecodeFunc(decodeRowsHeaderChecked)
 	crc, n := false, 0
+	var postHeader []byte
 	for off := 4; off+eventHeaderSize <= len(file); {
 		size := int(binary.LittleEndian.Uint32(file[off+9:]))
 		if size < eventHeaderSize || off+size > len(file) {
@@ -49,11 +50,27 @@ func DeferredRowsAgree(file []byte) (int, error) {
 		}
 		raw := slices.Clone(file[off : off+size])
 		off += size
-		be1, err1 := parseSafe(eager, slices.Clone(raw))
-		be2, err2 := parseSafe(lazy, raw)
+		// As the local reader parses: counts go-mysql would trust are
+		// checked first (checkDecodable), a panic is an error.
+		withCRC := crc && replication.EventType(raw[4]) != replication.FORMAT_DESCRIPTION_EVENT
+		if replication.EventType(raw[4]) == replication.TRANSACTION_PAYLOAD_EVENT {
+			// go-mysql inflates a payload without bounds: only one the
+			// local reader's bounded decoder takes goes to it.
+			body := raw[eventHeaderSize:]
+			if withCRC {
+				body = body[:max(len(body)-checksumSize, 0)]
+			}
+			var pd payloadDecoder
+			if _, err := pd.decode(body, postHeader); err != nil {
+				return n, nil
+			}
+		}
+		be1, err1 := parseEvent(eager, slices.Clone(raw), withCRC, postHeader)
+		be2, err2 := parseEvent(lazy, raw, withCRC, postHeader)
 		if err1 == nil && err2 == nil {
 			if fde, ok := be2.Event.(*replication.FormatDescriptionEvent); ok {
 				crc = fde.ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
+				postHeader = slices.Clone(fde.EventTypeHeaderLengths)
 			}
 			m, err := sameRows(be1, be2, crc)
 			n += m
