@@ -114,8 +114,13 @@ func decodeRowsHeaderChecked(e *replication.RowsEvent, data []byte) error {
 }
 
 // checkRowsHeader refuses a rows event go-mysql would mis-decode (see
-// guardRowsDecode): too many columns, or images that select no column.
+// guardRowsDecode): a header that runs past the event (go-mysql slices its
+// bitmaps up to the buffer's capacity, not its length), too many columns,
+// or images that select no column.
 func checkRowsHeader(e *replication.RowsEvent, pos, size int) error {
+	if pos > size {
+		return fmt.Errorf("rows event header of %d bytes in an event body of %d", pos, size)
+	}
 	if e.ColumnCount > maxColumns {
 		// decodeImage allocates a slot per column for every row.
 		return fmt.Errorf("rows event with %d columns", e.ColumnCount)
