@@ -189,6 +189,10 @@ func defaultWorkers() int { return min(16, max(4, 2*runtime.GOMAXPROCS(0))) }
 func (c *SyncerTuning) compacting() bool { return !c.NoCompact }
 
 // ReaderFactory opens the event stream a syncer reads, from a position.
+// When the reader it returns implements streamer.TableFilterer (the
+// streamer package's readers do), the syncer sets its table filter to the
+// task's block and allow lists: rows events of the tables it does not
+// replicate come with their rows undecoded.
 type ReaderFactory func(ctx context.Context, start streamer.Position) (streamer.Reader, error)
 
 // syncerOptions are a Syncer's options, defaults filled in. A SubTask

@@ -212,11 +212,19 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	return r.loop(ctx, reader)
 }
 
+// openReader opens the stream of events from start. The reader decodes the
+// row images of the tables the task replicates only (its block and allow
+// lists, online DDL tables excepted): the syncer skips the others' rows
+// events without looking at their rows (rowsEvent).
 func (s *Syncer) openReader(ctx context.Context, start streamer.Position) (streamer.Reader, error) {
 	if s.opts.readerFactory != nil {
-		return s.opts.readerFactory(ctx, start)
+		r, err := s.opts.readerFactory(ctx, start)
+		if f, ok := r.(streamer.TableFilterer); ok && err == nil {
+			f.SetTableFilter(s.rules.allowed)
+		}
+		return r, err
 	}
-	opts := []streamer.RemoteOption{streamer.WithLogger(s.opts.logger)}
+	opts := []streamer.RemoteOption{streamer.WithLogger(s.opts.logger), streamer.WithTableFilter(s.rules.allowed)}
 	if s.reached.Load() {
 		opts = append(opts, streamer.WithRetryFirstConnect())
 	}

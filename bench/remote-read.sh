@@ -9,6 +9,8 @@
 # The server and every file are removed on exit, Ctrl-C included.
 #
 # Usage: bench/remote-read.sh [remoteread flags, e.g. -fill-mb 1000 -runs 5 -cpuprofile /tmp/drain.pprof]
+# -mixed adds a third reader per run: ours with a table filter that keeps
+# half the tables (half the rows), as a syncer replicating them reads.
 # Needs: go, mariadbd, mariadb-binlog (Debian: apt-get install mariadb-server mariadb-client).
 set -euo pipefail
 

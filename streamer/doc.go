@@ -7,9 +7,10 @@
 // A Reader is pulled one event at a time with GetEvent(ctx); see Reader for
 // the full contract (blocking, context, terminal errors, Close).
 //
-// RemoteReader reads from an upstream MySQL or MariaDB server through
-// go-mysql's BinlogSyncer, from a file and offset or from a GTID set, with
-// heartbeats, a read timeout and CRC32 verification of every event. A
+// RemoteReader reads from an upstream MySQL or MariaDB server over the dump
+// protocol (its own dump loop, as RawReader's, and go-mysql's parser, on a
+// goroutine of its own: remoteconn.go), from a file and offset or from a
+// GTID set, with heartbeats, a read timeout and CRC32 verification of every event. A
 // connection gone silent (half-open) is given up after the read timeout,
 // 15s by default (heartbeats every 5s). Before its first successful
 // connection, an upstream that cannot be reached (ErrUnreachable) or refuses
@@ -20,6 +21,11 @@
 // transaction that was cut: the consumer sees the same sequence of events as
 // a clean read. Row values are decoded the same way by every reader:
 // DECIMAL as exact decimals, TIMESTAMP in UTC, JSON as MySQL's text.
+// RemoteReader decodes them in GetEvent, on the consumer's goroutine (go-mysql's
+// network goroutine decodes a rows event's header only), and, with
+// WithTableFilter (or TableFilterer's SetTableFilter), only for the tables
+// the consumer keeps; the rows events of the others are delivered in their
+// place with Rows nil (filter.go).
 //
 // RawReader reads the same upstream stream for consumers that copy it rather
 // than apply it (dmworker.Relay): it speaks the dump protocol itself on one

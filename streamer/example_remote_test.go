@@ -133,3 +133,49 @@ func ExampleRawEvent_Artificial() {
 	fmt.Println(fake.Artificial(), heartbeat.Artificial(), xid.Artificial())
 	// Output: true true false
 }
+
+// Reading only what a consumer replicates: the rows of the tables of schema
+// app are decoded; the rows events of every other table come in their place
+// with their header and table map but Rows nil, so that positions and
+// transaction ends are as without the filter. (Not run: it needs a server.)
+func ExampleWithTableFilter() {
+	up, err := streamer.ParseUpstream("repl:secret@127.0.0.1:3306")
+	if err != nil {
+		log.Fatal(err)
+	}
+	keep := func(schema, table string) bool { return schema == "app" }
+	r, err := streamer.NewRemoteReader(up, streamer.Position{Name: "mysql-bin.000001", Offset: 4}, streamer.WithTableFilter(keep))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	for {
+		ev, err := r.GetEvent(context.Background())
+		if err != nil {
+			log.Fatal(err)
+		}
+		if re, ok := ev.Event.(*replication.RowsEvent); ok && keep(string(re.Table.Schema), string(re.Table.Table)) {
+			fmt.Println(len(re.Rows), "row images in", string(re.Table.Table), "ending at", ev.Pos)
+		}
+	}
+}
+
+// A consumer handed a reader it did not build sets the filter through the
+// TableFilterer interface, as the syncer does with a ReaderFactory's
+// readers. (Not run: it needs a relay directory.)
+func ExampleTableFilterer() {
+	var r streamer.Reader
+	r, err := streamer.NewLocalReader("/var/lib/relay", streamer.StartAtPosition(streamer.Position{}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	if f, ok := r.(streamer.TableFilterer); ok {
+		f.SetTableFilter(func(schema, table string) bool { return schema == "app" })
+	}
+	ev, err := r.GetEvent(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(ev.Header.EventType, ev.Pos)
+}

@@ -90,6 +90,7 @@ type LocalReader struct {
 	sawTableMap bool
 
 	parser *replication.BinlogParser
+	keeper *tableKeeper // WithTableFilter's or SetTableFilter's
 	buf    []byte
 	bufOff int64 // file offset of buf[0]
 	bufLen int
@@ -224,6 +225,7 @@ type localConfig struct {
 	poll     time.Duration
 	autoAck  bool
 	bufSize  int
+	keep     func(schema, table string) bool // WithTableFilter's
 }
 
 func defaultLocalConfig() localConfig {
@@ -329,9 +331,10 @@ func NewLocalReader(dir string, start LocalStart, opts ...LocalOption) (*LocalRe
 		start:   start,
 		done:    make(chan struct{}),
 		tracker: newTxnTracker(start.pos.Flavor, start.pos.GTIDSet),
-		parser:  newDecodeParser(start.pos.Flavor),
 		limit:   -1,
 	}
+	r.keeper = newTableKeeper(cfg.keep)
+	r.parser = newDecodeParser(start.pos.Flavor, r.keeper)
 	r.skipping = start.pos.Name == "" && start.dmName == "" && start.pos.GTIDSet != nil
 	r.delivered = Position{Flavor: start.pos.Flavor, GTIDSet: start.pos.GTIDSet}
 	return r, nil

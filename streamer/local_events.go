@@ -14,11 +14,14 @@ import (
 	"github.com/go-mysql-org/go-mysql/replication"
 )
 
-// newDecodeParser returns a parser that decodes events exactly as the
-// RemoteReader's BinlogSyncer does: applyDecodeSettings fills a syncer
-// config, and its decode fields are copied the way go-mysql's
+// newDecodeParser returns a parser that decodes events as every reader does
+// (the RemoteReader's parser is one, newRemoteParser): applyDecodeSettings
+// fills a syncer config, and its decode fields are copied the way go-mysql's
 // NewBinlogSyncer copies them. Checksums are verified by the caller.
-func newDecodeParser(flavor string) *replication.BinlogParser {
+//
+// keep, when not nil, leaves the row images of the tables it drops
+// undecoded (WithTableFilter).
+func newDecodeParser(flavor string, keep *tableKeeper) *replication.BinlogParser {
 	var c replication.BinlogSyncerConfig
 	applyDecodeSettings(&c)
 	p := replication.NewBinlogParser()
@@ -33,7 +36,7 @@ func newDecodeParser(flavor string) *replication.BinlogParser {
 	p.SetUseFloatWithTrailingZero(c.UseFloatWithTrailingZero)
 	p.SetRenderJSONAsMySQLText(c.RenderJSONAsMySQLText)
 	p.SetPayloadDecoderConcurrency(c.PayloadDecoderConcurrency)
-	p.SetRowsEventDecodeFunc(guardRowsDecode(c.RowsEventDecodeFunc))
+	p.SetRowsEventDecodeFunc(guardRowsDecode(c.RowsEventDecodeFunc, keep))
 	p.SetTableMapOptionalMetaDecodeFunc(c.TableMapOptionalMetaDecodeFunc)
 	return p
 }
@@ -41,19 +44,19 @@ func newDecodeParser(flavor string) *replication.BinlogParser {
 // guardRowsDecode decodes a rows event as go-mysql does (RowsEvent.Decode,
 // or the configured hook), after a check go-mysql lacks: a row image that
 // selects no column makes RowsEvent.DecodeData loop forever, appending empty
-// rows. Only damaged data holds such an event; it is refused.
-func guardRowsDecode(inner func(*replication.RowsEvent, []byte) error) func(*replication.RowsEvent, []byte) error {
+// rows. Only damaged data holds such an event; it is refused. The row images
+// of a table keep drops are left undecoded.
+func guardRowsDecode(inner func(*replication.RowsEvent, []byte) error, keep *tableKeeper) func(*replication.RowsEvent, []byte) error {
 	return func(e *replication.RowsEvent, data []byte) error {
 		pos, err := e.DecodeHeader(data)
 		if err != nil {
 			return err
 		}
-		if e.ColumnCount > maxColumns {
-			// decodeImage allocates a slot per column for every row.
-			return fmt.Errorf("rows event with %d columns", e.ColumnCount)
+		if err := checkRowsHeader(e, pos, len(data)); err != nil {
+			return err
 		}
-		if pos < len(data) && (!anyBit(e.ColumnBitmap1, e.ColumnCount) || e.ColumnBitmap2 != nil && !anyBit(e.ColumnBitmap2, e.ColumnCount)) {
-			return errors.New("rows event image selects no column")
+		if !keep.keeps(e.Table) {
+			return nil
 		}
 		if inner != nil {
 			return inner(e, data)
@@ -243,7 +246,7 @@ func (r *LocalReader) innerParser() (*replication.BinlogParser, error) {
 	if len(r.fdeRaw) < eventHeaderSize+checksumSize+1 {
 		return nil, errors.New("no format description before a transaction payload")
 	}
-	p := newDecodeParser(r.tracker.flavor)
+	p := newDecodeParser(r.tracker.flavor, r.keeper)
 	fde := slices.Clone(r.fdeRaw)
 	fde[len(fde)-checksumSize-1] = byte(replication.BINLOG_CHECKSUM_ALG_OFF)
 	if _, err := parseEvent(p, fde, false, nil); err != nil {

@@ -232,7 +232,7 @@ func fileStartSet(path string) (set mysql.GTIDSet, ok bool, err error) {
 	if string(magic[:]) != binlogMagic {
 		return nil, false, corruptf(path, 0, "not a binlog file: header %q", magic[:])
 	}
-	p := newDecodeParser("")
+	p := newDecodeParser("", nil)
 	off := int64(4)
 	crc := false
 	var postHeader []byte

@@ -131,6 +131,17 @@ func (p *packetReader) next() ([]byte, error) {
 	}
 }
 
+// ready reports whether the next packet is buffered whole, so that next
+// returns it without reading.
+func (p *packetReader) ready() bool {
+	if p.assembling || p.w-p.r < 4 {
+		return false
+	}
+	h := p.buf[p.r : p.r+4]
+	n := int(h[0]) | int(h[1])<<8 | int(h[2])<<16
+	return n < maxPacketPayload && p.w-p.r >= 4+n
+}
+
 // header decodes the packet header at buf[r:] and checks its sequence.
 func (p *packetReader) header() (int, error) {
 	h := p.buf[p.r : p.r+4]

@@ -11,12 +11,12 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-mysql-org/go-mysql/mysql"
 )
 
-// upstreamConn is one connection of a reader to the upstream: go-mysql's
-// syncer for RemoteReader, a dump connection for RawReader.
+// upstreamConn is one connection of a reader to the upstream: a dump
+// connection read on a goroutine of its own for RemoteReader
+// (remoteconn.go), one read by Next for RawReader.
 type upstreamConn interface {
 	comparable
 	// close ends the connection; a read blocked on it returns. It may be
@@ -322,12 +322,4 @@ func (c *reconnect[C]) shut() (C, bool) {
 		conn.close()
 	}
 	return conn, true
-}
-
-// closeBoundedDialer wraps the dialer so that, once Close has begun, a
-// connection it opens (go-mysql's, to end the dump thread, has no deadline of
-// its own) is bounded by killDump's 2s, dial and handshake and query
-// included, so that Close never waits on a stalled upstream.
-func (c *reconnect[C]) closeBoundedDialer() client.Dialer {
-	return closeBounded(c.cfg.dialer, c.done)
 }

@@ -5,16 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
-	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 )
 
-// RemoteReader reads the binlog from an upstream server through go-mysql's
-// BinlogSyncer. It implements Reader.
+// RemoteReader reads the binlog from an upstream server over the dump
+// protocol and decodes its events with go-mysql's parser. It implements
+// Reader.
 //
 // When the connection drops (server restart, KILL of the dump thread, a
 // network cut noticed by the read timeout) it reconnects with backoff from
@@ -37,16 +36,12 @@ type RemoteReader struct {
 	// Touched by GetEvent only (one caller at a time).
 	tracker *txnTracker
 	inner   []*Event // a Transaction_payload's events still to deliver
+	keeper  *tableKeeper
+	// crc: the events of the connection carry a CRC32 (as its last format
+	// description says); row images are decoded by GetEvent, which must
+	// know where they end.
+	crc bool
 }
-
-// remoteConn is a RemoteReader's connection: go-mysql's syncer and its
-// stream.
-type remoteConn struct {
-	syncer *replication.BinlogSyncer
-	stream *replication.BinlogStreamer
-}
-
-func (c *remoteConn) close() { c.syncer.Close() }
 
 // RemoteOption configures a RemoteReader.
 type RemoteOption interface{ apply(*remoteConfig) }
@@ -66,6 +61,7 @@ type remoteConfig struct {
 	eventQueueSize int
 	skipRows       bool
 	retryFirst     bool
+	keep           func(schema, table string) bool // WithTableFilter's
 }
 
 // defaultHeartbeat is the heartbeat period a reader asks for by default; the
@@ -157,7 +153,7 @@ func WithDialer(d client.Dialer) RemoteOption {
 }
 
 // WithEventQueueSize sets how many decoded events may wait between the
-// network and GetEvent. Default 1024.
+// network and GetEvent (handed over in batches of up to 64). Default 1024.
 func WithEventQueueSize(n int) RemoteOption {
 	return remoteOptionFunc(func(c *remoteConfig) { c.eventQueueSize = n })
 }
@@ -191,6 +187,7 @@ func NewRemoteReader(up UpstreamConfig, start Position, opts ...RemoteOption) (*
 	r := &RemoteReader{
 		start:   start,
 		tracker: newTxnTracker(start.Flavor, start.GTIDSet),
+		keeper:  newTableKeeper(cfg.keep),
 	}
 	r.init(up, cfg, start)
 	return r, nil
@@ -214,13 +211,13 @@ func (r *RemoteReader) GetEvent(ctx context.Context) (*Event, error) {
 			r.inner[0] = nil
 			r.inner = r.inner[1:]
 			r.deliver(ev.Pos, ev.Boundary)
-			return ev, nil
+			return r.decodeRows(ev)
 		}
 		conn, err := r.ensure(ctx, r.connect)
 		if err != nil {
 			return nil, r.fail(ctx, err)
 		}
-		be, err := conn.stream.GetEvent(ctx)
+		be, err := conn.next(ctx)
 		if err != nil {
 			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 				return nil, ctx.Err()
@@ -233,6 +230,9 @@ func (r *RemoteReader) GetEvent(ctx context.Context) (*Event, error) {
 			}
 			continue
 		}
+		if fde, ok := be.Event.(*replication.FormatDescriptionEvent); ok {
+			r.crc = fde.ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
+		}
 		if tp, ok := be.Event.(*replication.TransactionPayloadEvent); ok && !isArtificial(be.Header) {
 			if err := r.expandPayload(be, tp); err != nil {
 				return nil, r.setErr(&Error{Source: r.Source(), Op: "read", Pos: r.delivered, Err: err})
@@ -244,9 +244,29 @@ func (r *RemoteReader) GetEvent(ctx context.Context) (*Event, error) {
 			return nil, r.setErr(&Error{Source: r.Source(), Op: "read", Pos: r.delivered, Err: err})
 		}
 		if deliver {
-			return ev, nil
+			return r.decodeRows(ev)
 		}
 	}
+}
+
+// decodeRows decodes the row images of ev, a rows event whose header alone
+// the network goroutine decoded, unless the table filter drops its table
+// (or WithoutRowValues is on). Doing it here rather than in go-mysql's
+// goroutine spreads the work over two goroutines and skips the rows the
+// consumer would throw away. A failure is terminal: the event's checksum
+// was good, so reading it again would fail again.
+func (r *RemoteReader) decodeRows(ev *Event) (*Event, error) {
+	re, ok := ev.Event.(*replication.RowsEvent)
+	if !ok || r.cfg.skipRows || !r.keeper.keeps(re.Table) {
+		return ev, nil
+	}
+	// The events a payload holds have no checksum of their own.
+	crc := r.crc && ev.payloadStart == 0
+	if err := decodeDeferredRows(re, ev.RawData, crc); err != nil {
+		return nil, r.setErr(&Error{Source: r.Source(), Op: "read", Pos: ev.Pos,
+			Err: fmt.Errorf("event %s ending at %s:%d: %w", ev.Header.EventType, ev.Pos.Name, ev.Header.LogPos, err)})
+	}
+	return ev, nil
 }
 
 // process updates the reader's position with be and decides whether the
@@ -359,46 +379,21 @@ func (r *RemoteReader) connect(ctx context.Context) (*remoteConn, error) {
 		r.tracker.flavor = r.up.Flavor
 	}
 	up := r.up
-	sc := replication.BinlogSyncerConfig{
-		ServerID:         up.ServerID,
-		Flavor:           up.Flavor,
-		Host:             up.Host,
-		Port:             up.Port,
-		User:             up.User,
-		Password:         up.Password,
-		HeartbeatPeriod:  r.cfg.heartbeat,
-		ReadTimeout:      r.cfg.readTimeout,
-		VerifyChecksum:   true,
-		DisableRetrySync: true,
-		Logger:           r.cfg.logger.With(slog.String("source", r.Source()), slog.String("component", "go-mysql")),
-		Dialer:           r.closeBoundedDialer(),
-		EventCacheCount:  r.cfg.eventQueueSize,
+	req := dumpRequest{up: up, heartbeat: r.cfg.heartbeat, timeout: r.cfg.readTimeout, dialer: r.cfg.dialer}
+	var pos uint32
+	if req.file, pos, req.gtid, err = r.resumeAt(r.safe.GTIDSet); err != nil {
+		return nil, err
 	}
-	applyDecodeSettings(&sc)
-	if r.cfg.skipRows {
-		sc.RowsEventDecodeFunc = decodeRowsHeaderOnly
+	if req.gtid != nil {
+		req.gtid = req.gtid.Clone()
+	} else {
+		req.pos = max(pos, 4)
 	}
-	if up.Flavor == FlavorMariaDB {
-		// Without this flag MariaDB leaves Annotate_rows events out and
-		// the stream has holes where they were.
-		sc.DumpCommandFlag |= replication.BINLOG_SEND_ANNOTATE_ROWS_EVENT
-	}
-	syncer, err := newBinlogSyncer(sc)
+	d, err := openDump(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	var stream *replication.BinlogStreamer
-	file, offset, gset, err := r.resumeAt(r.safe.GTIDSet)
-	if err == nil && gset != nil {
-		stream, err = syncer.StartSyncGTID(gset.Clone())
-	} else if err == nil {
-		stream, err = syncer.StartSync(mysql.Position{Name: file, Pos: offset})
-	}
-	if err != nil {
-		syncer.Close()
-		return nil, err
-	}
-	conn := &remoteConn{syncer: syncer, stream: stream}
+	conn := newRemoteConn(d, newRemoteParser(up.Flavor, r.cfg.skipRows), r.cfg.eventQueueSize)
 	if err := r.attach(conn); err != nil {
 		return nil, err
 	}
@@ -406,19 +401,6 @@ func (r *RemoteReader) connect(ctx context.Context) (*remoteConn, error) {
 		slog.String("from", r.safe.String()), slog.Bool("gtid", r.gtidMode),
 		slog.Uint64("server-id", uint64(up.ServerID)))
 	return conn, nil
-}
-
-// newBinlogSyncer guards against go-mysql panicking on a bad config.
-func newBinlogSyncer(cfg replication.BinlogSyncerConfig) (s *replication.BinlogSyncer, err error) {
-	if cfg.ServerID == 0 {
-		return nil, errors.New("server id 0 is not allowed")
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("go-mysql: %v", p)
-		}
-	}()
-	return replication.NewBinlogSyncer(cfg), nil
 }
 
 // decodeRowsHeaderOnly decodes a rows event's header and leaves its rows.
@@ -435,59 +417,12 @@ func applyDecodeSettings(c *replication.BinlogSyncerConfig) {
 	c.RenderJSONAsMySQLText = true
 }
 
-// closeBounded wraps the dialer d (nil: a net.Dialer) for go-mysql: once
-// done is closed (Close has begun), the connection it opens to end the dump
-// thread (with no deadline of its own) is bounded by killDump's 2s, dial and
-// handshake and query included, so that Close never waits on a stalled
-// upstream.
-func closeBounded(d client.Dialer, done <-chan struct{}) client.Dialer {
-	if d == nil {
-		nd := &net.Dialer{}
-		d = nd.DialContext
-	}
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		select {
-		case <-done:
-		default:
-			return d(ctx, network, addr)
-		}
-		limit := time.Now().Add(killDumpTimeout)
-		ctx, cancel := context.WithDeadline(ctx, limit)
-		defer cancel()
-		nc, err := d(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		if err := nc.SetDeadline(limit); err != nil {
-			nc.Close()
-			return nil, err
-		}
-		// go-mysql sets its read timeout before each read: keep it within
-		// the limit.
-		return cappedConn{Conn: nc, limit: limit}, nil
-	}
-}
-
-// cappedConn keeps every deadline set on it at or before limit.
-type cappedConn struct {
-	net.Conn
-	limit time.Time
-}
-
-func (c cappedConn) clamp(t time.Time) time.Time {
-	if t.IsZero() || t.After(c.limit) {
-		return c.limit
-	}
-	return t
-}
-
-func (c cappedConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.clamp(t)) }
-func (c cappedConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.clamp(t)) }
-func (c cappedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.clamp(t)) }
-
-// Close stops the reader and waits for its connection goroutine. It is safe
-// to call from any goroutine, more than once.
+// Close stops the reader and waits for its connection goroutine; the
+// server's dump thread is ended too. It is safe to call from any goroutine,
+// more than once.
 func (r *RemoteReader) Close() error {
-	r.shut()
+	if c, first := r.shut(); first && c != nil {
+		killDump(context.Background(), r.up, r.cfg.dialer, c.d.id)
+	}
 	return nil
 }

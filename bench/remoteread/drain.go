@@ -28,6 +28,10 @@ type result struct {
 	Seconds float64 `json:"seconds"` // wall clock
 	PeakKB  int64   `json:"peak_kb"` // peak resident set size
 	CPU     float64 `json:"cpu"`     // user + system CPU seconds of the reading process
+	// Rows events whose row images the reader decoded, and those it left
+	// undecoded (tables the filter drops); ours only.
+	RowsDecoded int64 `json:"rows_decoded"`
+	RowsSkipped int64 `json:"rows_skipped"`
 }
 
 func (r result) mbps() float64     { return float64(r.Bytes) / 1e6 / r.Seconds }
@@ -41,7 +45,7 @@ const upstreamEnv = "REMOTEREAD_UPSTREAM"
 // streamer.RemoteReader from the first file to end and prints a result as
 // JSON. A process of its own per run gives each run its own peak RSS and a
 // fresh heap.
-func drainChild(first, end, cpuprofile string) error {
+func drainChild(first, end, cpuprofile string, filtered bool) error {
 	up, err := streamer.ParseUpstream(os.Getenv(upstreamEnv))
 	if err != nil {
 		return err
@@ -55,7 +59,11 @@ func drainChild(first, end, cpuprofile string) error {
 		return err
 	}
 	defer stopProfile()
-	res, err := drain(context.Background(), up, streamer.Position{Name: first, Offset: 4}, stop)
+	var opts []streamer.RemoteOption
+	if filtered {
+		opts = append(opts, streamer.WithTableFilter(keepHalf))
+	}
+	res, err := drain(context.Background(), up, streamer.Position{Name: first, Offset: 4}, stop, opts...)
 	if err != nil {
 		return err
 	}
@@ -63,11 +71,26 @@ func drainChild(first, end, cpuprofile string) error {
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
+// keepHalf is the table filter of the mixed mode: it keeps the first half
+// of the fill's tables, which get half its rows (each writer alternates
+// between a table of each half).
+func keepHalf(schema, table string) bool {
+	if schema != fillSchema {
+		return false
+	}
+	for i := range fillTables / 2 {
+		if table == fmt.Sprintf("t%d", i) {
+			return true
+		}
+	}
+	return false
+}
+
 // drain reads from start until an event ends at or after end.
-func drain(ctx context.Context, up streamer.UpstreamConfig, start, end streamer.Position) (result, error) {
+func drain(ctx context.Context, up streamer.UpstreamConfig, start, end streamer.Position, opts ...streamer.RemoteOption) (result, error) {
 	var res result
 	t0 := time.Now()
-	r, err := streamer.NewRemoteReader(up, start)
+	r, err := streamer.NewRemoteReader(up, start, opts...)
 	if err != nil {
 		return res, err
 	}
@@ -88,6 +111,13 @@ func drain(ctx context.Context, up streamer.UpstreamConfig, start, end streamer.
 		}
 		res.Events++
 		res.Bytes += int64(ev.Header.EventSize)
+		if re, ok := ev.Event.(*replication.RowsEvent); ok {
+			if re.Rows != nil {
+				res.RowsDecoded++
+			} else {
+				res.RowsSkipped++
+			}
+		}
 		if (streamer.Position{Name: ev.Pos.Name, Offset: ev.Pos.Offset}).Compare(end) >= 0 {
 			break
 		}
@@ -97,7 +127,7 @@ func drain(ctx context.Context, up streamer.UpstreamConfig, start, end streamer.
 }
 
 // runOurs runs one drain in a child process.
-func runOurs(ctx context.Context, up, first string, end streamer.Position, cpuprofile string) (result, error) {
+func runOurs(ctx context.Context, up, first string, end streamer.Position, cpuprofile string, filtered bool) (result, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return result{}, err
@@ -105,6 +135,9 @@ func runOurs(ctx context.Context, up, first string, end streamer.Position, cpupr
 	args := []string{"-drain-child", "-first", first, "-end", fmt.Sprintf("%s:%d", end.Name, end.Offset)}
 	if cpuprofile != "" {
 		args = append(args, "-cpuprofile", cpuprofile)
+	}
+	if filtered {
+		args = append(args, "-mixed")
 	}
 	cmd := exec.CommandContext(ctx, self, args...)
 	cmd.Env = append(os.Environ(), upstreamEnv+"="+up)

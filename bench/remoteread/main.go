@@ -8,6 +8,7 @@
 //
 //	remoteread [-upstream user:pass@host:port] [-fill-mb 512] [-runs 3]
 //	    [-fill-workers 2] [-mariadb-binlog PATH] [-dir DIR] [-cpuprofile FILE]
+//	    [-mixed]
 //
 // Without -upstream (or $REMOTEREAD_UPSTREAM) it starts a throwaway MariaDB
 // itself (max_binlog_size 256 MiB) under -dir and removes it at the end.
@@ -24,7 +25,13 @@
 //     included, and must read the same number of bytes.
 //  3. Print each run, the medians and the ratio of ours to native MB/s.
 //
-// With -cpuprofile, one more drain of ours, untimed, writes a CPU profile.
+// With -mixed, each run drains a third time, between the two: ours with
+// streamer.WithTableFilter keeping half the fill's tables (t0 and t1 of
+// four, which get half the rows), as a syncer replicating those tables
+// reads; the rows events of the other half are delivered undecoded.
+//
+// With -cpuprofile, one more drain of ours, untimed, writes a CPU profile
+// (of the filtered drain with -mixed).
 package main
 
 import (
@@ -67,6 +74,7 @@ func run() error {
 		nativeBin   = flag.String("mariadb-binlog", "mariadb-binlog", "the mariadb-binlog binary")
 		dir         = flag.String("dir", "", "scratch directory (default: a new temporary one)")
 		cpuprofile  = flag.String("cpuprofile", "", "write a CPU profile of one extra drain of ours to this file")
+		mixed       = flag.Bool("mixed", false, "also drain with a table filter that keeps half the tables (in the child: drain so)")
 
 		child = flag.Bool("drain-child", false, "internal: drain once and print the result as JSON")
 		first = flag.String("first", "", "internal: first binlog file")
@@ -74,7 +82,7 @@ func run() error {
 	)
 	flag.Parse()
 	if *child {
-		return drainChild(*first, *end, *cpuprofile)
+		return drainChild(*first, *end, *cpuprofile, *mixed)
 	}
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -142,14 +150,25 @@ func run() error {
 	time.Sleep(2 * time.Second)
 
 	loadBefore := benchutil.LoadAvg()
-	var ours, native []result
+	var ours, filtered, native []result
 	for i := range *runs {
-		r, err := runOurs(ctx, *upstream, firstFile, endPos, "")
+		r, err := runOurs(ctx, *upstream, firstFile, endPos, "", false)
 		if err != nil {
 			return err
 		}
 		logf("run %d ours:   %s", i+1, r)
 		ours = append(ours, r)
+		if *mixed {
+			f, err := runOurs(ctx, *upstream, firstFile, endPos, "", true)
+			if err != nil {
+				return err
+			}
+			logf("run %d ours, half the tables filtered: %s; rows events decoded %d, left undecoded %d", i+1, f, f.RowsDecoded, f.RowsSkipped)
+			if f.Bytes != total {
+				return fmt.Errorf("run %d: filtered read %d bytes, the binlog holds %d", i+1, f.Bytes, total)
+			}
+			filtered = append(filtered, f)
+		}
 		n, err := runNative(ctx, nativePath, up, firstFile, scratch)
 		if err != nil {
 			return err
@@ -162,7 +181,7 @@ func run() error {
 	}
 	loadAfter := benchutil.LoadAvg()
 	if *cpuprofile != "" {
-		r, err := runOurs(ctx, *upstream, firstFile, endPos, *cpuprofile)
+		r, err := runOurs(ctx, *upstream, firstFile, endPos, *cpuprofile, *mixed)
 		if err != nil {
 			return err
 		}
@@ -171,7 +190,7 @@ func run() error {
 
 	report(os.Stdout, reportData{
 		version: version, native: nativePath, up: up, first: firstFile, files: len(files), total: total,
-		ours: ours, nativeRes: native, load: [2]string{loadBefore, loadAfter},
+		ours: ours, filtered: filtered, nativeRes: native, load: [2]string{loadBefore, loadAfter},
 	})
 	return nil
 }
@@ -225,6 +244,7 @@ type reportData struct {
 	files     int
 	total     int64
 	ours      []result
+	filtered  []result // -mixed: ours with half the tables filtered
 	nativeRes []result
 	load      [2]string // load averages before and after the timed runs
 }
@@ -237,15 +257,25 @@ func report(w io.Writer, d reportData) {
 	fmt.Fprintf(w, "Go: %s; %s\n", runtime.Version(), benchutil.ToolVersion(d.native))
 	fmt.Fprintf(w, "Load average (1, 5, 15 min) before the runs: %s; after: %s\n\n", d.load[0], d.load[1])
 	fmt.Fprintf(w, "ours:   streamer.NewRemoteReader(up, Position{Name: %q, Offset: 4}) drained to the master position, in a child process\n", d.first)
+	if len(d.filtered) > 0 {
+		fmt.Fprintf(w, "ours, filtered: the same with streamer.WithTableFilter keeping %s.t0 and t1 of t0-t3 (rows events decoded: %d, left undecoded: %d)\n",
+			fillSchema, d.filtered[0].RowsDecoded, d.filtered[0].RowsSkipped)
+	}
 	fmt.Fprintf(w, "native: %s %s\n\n", filepath.Base(d.native), strings.Join(nativeArgs(d.up, d.first, "DIR/", true), " "))
 
 	fmt.Fprintln(w, "| run | reader | MB/s | events/s | seconds | peak RSS MB | CPU s |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|")
 	for i := range d.ours {
-		for _, x := range []struct {
+		type namedRun struct {
 			name string
 			r    result
-		}{{"ours", d.ours[i]}, {"mariadb-binlog --raw", d.nativeRes[i]}} {
+		}
+		row := []namedRun{{"ours", d.ours[i]}}
+		if len(d.filtered) > 0 {
+			row = append(row, namedRun{"ours, filtered", d.filtered[i]})
+		}
+		row = append(row, namedRun{"mariadb-binlog --raw", d.nativeRes[i]})
+		for _, x := range row {
 			fmt.Fprintf(w, "| %d | %s | %.1f | %.0f | %.2f | %.1f | %.2f |\n",
 				i+1, x.name, x.r.mbps(), x.r.eventsps(), x.r.Seconds, float64(x.r.PeakKB)/1024, x.r.CPU)
 		}
@@ -256,13 +286,24 @@ func report(w io.Writer, d reportData) {
 	fmt.Fprintf(w, "Medians of %d runs each (MB = 10^6 bytes; %d events):\n\n", len(d.ours), d.ours[0].Events)
 	fmt.Fprintln(w, "| reader | MB/s | events/s | seconds | peak RSS MB | CPU s |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
-	for _, x := range []struct {
+	type named struct {
 		name string
 		m    median
-	}{{"streamer.RemoteReader (decode + CRC32)", mo}, {"mariadb-binlog --raw (copy to files)", mn}} {
+	}
+	meds := []named{{"streamer.RemoteReader (decode + CRC32)", mo}}
+	var mf median
+	if len(d.filtered) > 0 {
+		mf = medians(d.filtered)
+		meds = append(meds, named{"streamer.RemoteReader, half the tables filtered", mf})
+	}
+	meds = append(meds, named{"mariadb-binlog --raw (copy to files)", mn})
+	for _, x := range meds {
 		fmt.Fprintf(w, "| %s | %.1f | %.0f | %.2f | %.1f | %.2f |\n", x.name, x.m.mbps, x.m.eventsps, x.m.seconds, x.m.peakMB, x.m.cpu)
 	}
 	fmt.Fprintf(w, "\nRatio ours/native (median MB/s): %.2f\n", mo.mbps/mn.mbps)
+	if len(d.filtered) > 0 {
+		fmt.Fprintf(w, "Ratio ours filtered/native (median MB/s): %.2f\n", mf.mbps/mn.mbps)
+	}
 }
 
 type median struct{ mbps, eventsps, seconds, peakMB, cpu float64 }
