@@ -403,6 +403,47 @@ func ExampleSourceWorker_PurgeRelay() {
 	fmt.Println(len(res.Removed), "files removed; kept from", res.Kept)
 }
 
+// A subtask stopped by a DDL it cannot apply (here one the downstream
+// needs nothing of) is told to pass over it, then resumed; a statement the
+// downstream can take may be given instead with ReplaceSubTaskDDL.
+// (Not run.)
+func ExampleSourceWorker_SkipSubTaskDDL() {
+	var w *dmworker.SourceWorker // a running worker in direct mode
+	for _, st := range w.Status(context.Background()).SubTasks {
+		var se *dmworker.SyncError
+		if st.Stage != dmworker.SubTaskPaused || !errors.Is(st.LastError, dmworker.ErrUnsupportedDDL) || !errors.As(st.LastError, &se) {
+			continue
+		}
+		fmt.Println(st.Name, "passes over", se.Pos)
+		if err := w.SkipSubTaskDDL(st.Name, se.Pos); err != nil {
+			log.Fatal(err)
+		}
+		if err := w.ResumeSubTask(st.Name); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+// A shard's DDL the other shards' rows cannot take, replaced in that
+// shard's subtask by one they can. (Not run.)
+func ExampleSourceWorker_ReplaceSubTaskDDL() {
+	var w *dmworker.SourceWorker // a running worker in direct mode, optimistic shard mode
+	for _, st := range w.Status(context.Background()).SubTasks {
+		var ie *dmworker.ShardIncompatibleDDLError
+		var se *dmworker.SyncError
+		if !errors.As(st.LastError, &ie) || !errors.As(st.LastError, &se) {
+			continue
+		}
+		// The shard made the column NOT NULL; the merged table keeps it nullable.
+		if err := w.ReplaceSubTaskDDL(st.Name, se.Pos, "ALTER TABLE shop.orders_01 COMMENT 'region NOT NULL upstream only'"); err != nil {
+			log.Fatal(err)
+		}
+		if err := w.ResumeSubTask(st.Name); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
 // Status lists the worker's source, relay and subtasks. (Not run.)
 func ExampleSourceWorker_Status() {
 	var w *dmworker.SourceWorker // a running worker

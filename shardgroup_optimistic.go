@@ -32,9 +32,11 @@ var ErrShardIncompatibleDDL = errors.New("dmworker: shard DDL incompatible with 
 // Resolution: the statement is not applied downstream and the shard's
 // subtask stops before it (its checkpoint is before the DDL). Then either
 //   - make it compatible: Replace it in that shard's subtask
-//     (SubTask.Replace at the error's position) with a statement the
-//     downstream can take, or Skip it when the downstream needs nothing
-//     (a narrowing: the shard's rows fit the wider column), and resume; or
+//     (SubTask.Replace at the error's position, or
+//     SourceWorker.ReplaceSubTaskDDL for a subtask a SourceWorker runs)
+//     with a statement the downstream can take, or Skip it (SubTask.Skip,
+//     SourceWorker.SkipSubTaskDDL) when the downstream needs nothing (a
+//     narrowing: the shard's rows fit the wider column), and resume; or
 //   - apply it by hand once every shard has run it: stop the writes to
 //     the shard tables, run the statement on every shard, alter the
 //     downstream table to match, and Skip the statement in each shard's
