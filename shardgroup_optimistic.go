@@ -447,7 +447,7 @@ func (g *ShardGroup) optDecide(t *optTarget, shard ShardRef, st *schema.Step) (o
 	case schema.StepAddColumn:
 		nc := col(st.After, st.Column)
 		if dc := col(down, st.Column); dc != nil {
-			if schema.Fits(nc, dc) && nc.Default == dc.Default {
+			if fitsCharsetKnown(nc, dc) && nc.Default == dc.Default {
 				return optSkip, nil, ""
 			}
 			return 0, others(hasColumn(st.Column)), fmt.Sprintf("it adds column %s as %s, the downstream has it as %s", st.Column, describeColumn(nc), describeColumn(dc))
@@ -527,6 +527,19 @@ func (g *ShardGroup) optDecide(t *optTarget, shard ShardRef, st *schema.Step) (o
 
 func indexOf(d *schema.TableDef, name string) int {
 	return slices.IndexFunc(d.Indexes, func(ix schema.IndexDef) bool { return strings.EqualFold(ix.Name, name) })
+}
+
+// fitsCharsetKnown is schema.Fits(a, b), where a character set that is
+// not known ("": a shard's tracker that never saw the server's default)
+// is taken to be the other's: the downstream's definition, read from the
+// server, always says one.
+func fitsCharsetKnown(a, b *schema.ColumnDef) bool {
+	if a.Charset == "" || b.Charset == "" {
+		a2, b2 := *a, *b
+		a2.Charset, b2.Charset = "", ""
+		a, b = &a2, &b2
+	}
+	return schema.Fits(a, b)
 }
 
 func sameColumnDef(a, b schema.ColumnDef) bool {
