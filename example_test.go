@@ -444,6 +444,30 @@ func ExampleSourceWorker_ReplaceSubTaskDDL() {
 	}
 }
 
+// A sink that can tell how a downstream table is defined; optimistic shard
+// mode asks it when a run starts. mysqlsink's is SHOW CREATE TABLE.
+// (Not run: it needs a server.)
+func ExampleTableDefiner() {
+	db, err := sql.Open("mysql", "root:secret@tcp(127.0.0.1:4000)/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	sink, err := mysqlsink.New(db)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var td dmworker.TableDefiner = sink
+	create, err := td.ShowCreateTable(context.Background(), "merged", "orders")
+	switch {
+	case err != nil:
+		log.Fatal(err)
+	case create == "":
+		fmt.Println("merged.orders does not exist")
+	default:
+		fmt.Println(create)
+	}
+}
+
 // Status lists the worker's source, relay and subtasks. (Not run.)
 func ExampleSourceWorker_Status() {
 	var w *dmworker.SourceWorker // a running worker
