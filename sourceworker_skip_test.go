@@ -1,6 +1,7 @@
 package dmworker_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
 	"github.com/dmworker/dmworker/streamer"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // TestSourceWorkerSkipReplaceDDL: a subtask of a SourceWorker paused on a
@@ -89,4 +91,23 @@ func TestSourceWorkerSkipReplaceDDL(t *testing.T) {
 		t.Fatalf("after ReplaceSubTaskDDL and ResumeSubTask: %s %v", s.Stage, s.LastError)
 	}
 	checkEqual(t, p.updb, p.downdb, "d.t", "d.t")
+}
+
+// TestSourceWorkerSkipDDLEtcdMode: a worker driven through etcd takes
+// SkipSubTaskDDL and ReplaceSubTaskDDL (they change no stage): for a
+// subtask it does not run they return ErrSubTaskNotFound, not ErrEtcdMode.
+func TestSourceWorkerSkipDDLEtcdMode(t *testing.T) {
+	sinks := func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
+		return nil, nil
+	}
+	w, err := dmworker.NewSourceWorker("w", sinks, dmworker.WithEtcd(&clientv3.Client{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for _, err := range []error{w.SkipSubTaskDDL("t", streamer.Position{}), w.ReplaceSubTaskDDL("t", streamer.Position{}, "SELECT 1")} {
+		if !errors.Is(err, dmworker.ErrSubTaskNotFound) || errors.Is(err, dmworker.ErrEtcdMode) {
+			t.Errorf("in etcd mode: %v, want ErrSubTaskNotFound", err)
+		}
+	}
 }
