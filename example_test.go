@@ -403,6 +403,71 @@ func ExampleSourceWorker_PurgeRelay() {
 	fmt.Println(len(res.Removed), "files removed; kept from", res.Kept)
 }
 
+// A subtask stopped by a DDL it cannot apply (here one the downstream
+// needs nothing of) is told to pass over it, then resumed; a statement the
+// downstream can take may be given instead with ReplaceSubTaskDDL.
+// (Not run.)
+func ExampleSourceWorker_SkipSubTaskDDL() {
+	var w *dmworker.SourceWorker // a running worker in direct mode
+	for _, st := range w.Status(context.Background()).SubTasks {
+		var se *dmworker.SyncError
+		if st.Stage != dmworker.SubTaskPaused || !errors.Is(st.LastError, dmworker.ErrUnsupportedDDL) || !errors.As(st.LastError, &se) {
+			continue
+		}
+		fmt.Println(st.Name, "passes over", se.Pos)
+		if err := w.SkipSubTaskDDL(st.Name, se.Pos); err != nil {
+			log.Fatal(err)
+		}
+		if err := w.ResumeSubTask(st.Name); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+// A shard's DDL the other shards' rows cannot take, replaced in that
+// shard's subtask by one they can. (Not run.)
+func ExampleSourceWorker_ReplaceSubTaskDDL() {
+	var w *dmworker.SourceWorker // a running worker in direct mode, optimistic shard mode
+	for _, st := range w.Status(context.Background()).SubTasks {
+		var ie *dmworker.ShardIncompatibleDDLError
+		var se *dmworker.SyncError
+		if !errors.As(st.LastError, &ie) || !errors.As(st.LastError, &se) {
+			continue
+		}
+		// The shard made the column NOT NULL; the merged table keeps it nullable.
+		if err := w.ReplaceSubTaskDDL(st.Name, se.Pos, "ALTER TABLE shop.orders_01 COMMENT 'region NOT NULL upstream only'"); err != nil {
+			log.Fatal(err)
+		}
+		if err := w.ResumeSubTask(st.Name); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+// A sink that can tell how a downstream table is defined; optimistic shard
+// mode asks it when a run starts. mysqlsink's is SHOW CREATE TABLE.
+// (Not run: it needs a server.)
+func ExampleTableDefiner() {
+	db, err := sql.Open("mysql", "root:secret@tcp(127.0.0.1:4000)/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	sink, err := mysqlsink.New(db)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var td dmworker.TableDefiner = sink
+	create, err := td.ShowCreateTable(context.Background(), "merged", "orders")
+	switch {
+	case err != nil:
+		log.Fatal(err)
+	case create == "":
+		fmt.Println("merged.orders does not exist")
+	default:
+		fmt.Println(create)
+	}
+}
+
 // Status lists the worker's source, relay and subtasks. (Not run.)
 func ExampleSourceWorker_Status() {
 	var w *dmworker.SourceWorker // a running worker

@@ -32,9 +32,11 @@ var ErrShardIncompatibleDDL = errors.New("dmworker: shard DDL incompatible with 
 // Resolution: the statement is not applied downstream and the shard's
 // subtask stops before it (its checkpoint is before the DDL). Then either
 //   - make it compatible: Replace it in that shard's subtask
-//     (SubTask.Replace at the error's position) with a statement the
-//     downstream can take, or Skip it when the downstream needs nothing
-//     (a narrowing: the shard's rows fit the wider column), and resume; or
+//     (SubTask.Replace at the error's position, or
+//     SourceWorker.ReplaceSubTaskDDL for a subtask a SourceWorker runs)
+//     with a statement the downstream can take, or Skip it (SubTask.Skip,
+//     SourceWorker.SkipSubTaskDDL) when the downstream needs nothing (a
+//     narrowing: the shard's rows fit the wider column), and resume; or
 //   - apply it by hand once every shard has run it: stop the writes to
 //     the shard tables, run the statement on every shard, alter the
 //     downstream table to match, and Skip the statement in each shard's
@@ -80,6 +82,9 @@ type optState struct {
 	// registered are the sources that have told their shard tables (at
 	// the start of each run): until all have, no drop is applied.
 	registered map[string]bool
+	// complete is set once every source has registered: the drops held
+	// back are then inferred from the shards' schemas (see optInfer).
+	complete bool
 }
 
 // optTarget is one downstream table in optimistic mode.
@@ -157,7 +162,13 @@ func joinInto(down, def *schema.TableDef) *schema.TableDef {
 // now, by target: at the start of each of its runs, which makes it count
 // among the sources whose shards are known. The downstream schema the
 // group knows widens to take them (after a restart it is rebuilt so).
-func (g *ShardGroup) optRegister(source string, shards map[string]map[ShardRef]*schema.TableDef) {
+//
+// downs are the downstream tables as the sink reads them (by target; nil
+// or missing when unknown): the columns and indexes only they have join
+// the group's view too, so that it knows what only the downstream still
+// has (a column some shards dropped while another, not registered yet,
+// still has it, after a restart; a column added downstream by hand).
+func (g *ShardGroup) optRegister(source string, shards map[string]map[ShardRef]*schema.TableDef, downs map[string]*schema.TableDef) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	o := g.optLocked()
@@ -175,8 +186,122 @@ func (g *ShardGroup) optRegister(source string, shards map[string]map[ShardRef]*
 			t.down = joinInto(t.down, d)
 		}
 	}
+	for target, d := range downs {
+		if d != nil {
+			t := o.target(target)
+			t.down = joinInto(t.down, d)
+		}
+	}
 	o.registered[source] = true
+	if !o.complete && g.allRegistered() {
+		o.complete = true
+		for name, t := range o.targets {
+			g.optInfer(name, t)
+		}
+	}
+	for _, t := range o.targets {
+		t.prune()
+	}
 }
+
+// allRegistered reports whether every source has registered (g.mu held).
+func (g *ShardGroup) allRegistered() bool {
+	for _, s := range g.sources {
+		if !g.opt.registered[s] {
+			return false
+		}
+	}
+	return true
+}
+
+// optInfer records, once every source has registered, as held back the
+// drop of each column and index of the downstream table that some shards
+// have and others lack (g.mu held): a group that starts (after a restart)
+// cannot tell a column some shards dropped from one some shards have not
+// added yet, so it shows both in Status, reached by the shards without it,
+// until the shards agree. It then drops the column downstream when no
+// shard has it any more (what the last shard's drop does anyway), and
+// forgets it when every shard has it. A column or index no shard has (one
+// added downstream by hand) is left alone.
+func (g *ShardGroup) optInfer(target string, t *optTarget) {
+	if t.down == nil || len(t.shards) == 0 {
+		return
+	}
+	sch, tbl, _ := strings.Cut(target, ".")
+	now := time.Now()
+	infer := func(kind schema.StepKind, name, clause string) {
+		var has, lacks []ShardRef
+		for r, d := range t.shards {
+			if kind == schema.StepDropColumn && d.Column(name) >= 0 || kind == schema.StepDropIndex && indexOf(d, name) >= 0 {
+				has = append(has, r)
+			} else {
+				lacks = append(lacks, r)
+			}
+		}
+		if len(has) == 0 || len(lacks) == 0 || t.pendingFor(kind, name) != nil {
+			return
+		}
+		stmts, err := schema.Split(sch, "ALTER TABLE "+quoteName(sch)+"."+quoteName(tbl)+" "+clause)
+		if err != nil || len(stmts) != 1 {
+			return
+		}
+		steps, err := stmts[0].Steps(t.down)
+		if err != nil || len(steps) != 1 {
+			return
+		}
+		stmt, err := steps[0].Render(nil)
+		if err != nil {
+			return
+		}
+		p := &optPending{step: &steps[0], stmt: stmt, kind: kind, name: name, since: now, reached: map[ShardRef]time.Time{}}
+		for _, r := range lacks {
+			p.reached[r] = now
+		}
+		t.pending[stmt] = p
+	}
+	for _, c := range t.down.Columns {
+		infer(schema.StepDropColumn, c.Name, "DROP COLUMN "+quoteName(c.Name))
+	}
+	for _, ix := range t.down.Indexes {
+		if !strings.EqualFold(ix.Name, "PRIMARY") {
+			infer(schema.StepDropIndex, ix.Name, "DROP INDEX "+quoteName(ix.Name))
+		}
+	}
+}
+
+// pendingFor is the drop held back of the column or index name (g.mu
+// held), nil when none.
+func (t *optTarget) pendingFor(kind schema.StepKind, name string) *optPending {
+	for _, p := range t.pending {
+		if p.kind == kind && strings.EqualFold(p.name, name) {
+			return p
+		}
+	}
+	return nil
+}
+
+// prune forgets the drops held back whose column or index every shard has
+// again (g.mu held): one that added it back, or, for a drop inferred after
+// a restart, a column the shards lacking it were still to add.
+func (t *optTarget) prune() {
+	if len(t.shards) == 0 {
+		return
+	}
+	for k, p := range t.pending {
+		all := true
+		for _, d := range t.shards {
+			if p.kind == schema.StepDropColumn && d.Column(p.name) < 0 || p.kind == schema.StepDropIndex && indexOf(d, p.name) < 0 {
+				all = false
+				break
+			}
+		}
+		if all {
+			delete(t.pending, k)
+		}
+	}
+}
+
+func quoteName(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
 
 // optShard records one shard table's schema after a DDL that is not
 // coordinated (CREATE TABLE, DROP TABLE, RENAME TABLE): def nil drops it.
@@ -264,6 +389,9 @@ func (g *ShardGroup) optimistic(ctx context.Context, shard ShardRef, target stri
 		case optDefer:
 			p := t.pending[stmt]
 			if p == nil {
+				p = t.pendingFor(st.Kind, optName(st)) // one inferred after a restart
+			}
+			if p == nil {
 				p = &optPending{step: st, stmt: stmt, kind: st.Kind, name: optName(st), since: time.Now(), reached: map[ShardRef]time.Time{}}
 				t.pending[stmt] = p
 			}
@@ -271,6 +399,7 @@ func (g *ShardGroup) optimistic(ctx context.Context, shard ShardRef, target stri
 				p.reached[shard] = time.Now()
 			}
 		}
+		t.prune()
 		g.mu.Unlock()
 	}
 	return nil
@@ -318,7 +447,7 @@ func (g *ShardGroup) optDecide(t *optTarget, shard ShardRef, st *schema.Step) (o
 	case schema.StepAddColumn:
 		nc := col(st.After, st.Column)
 		if dc := col(down, st.Column); dc != nil {
-			if schema.Fits(nc, dc) && nc.Default == dc.Default {
+			if fitsCharsetKnown(nc, dc) && nc.Default == dc.Default {
 				return optSkip, nil, ""
 			}
 			return 0, others(hasColumn(st.Column)), fmt.Sprintf("it adds column %s as %s, the downstream has it as %s", st.Column, describeColumn(nc), describeColumn(dc))
@@ -398,6 +527,19 @@ func (g *ShardGroup) optDecide(t *optTarget, shard ShardRef, st *schema.Step) (o
 
 func indexOf(d *schema.TableDef, name string) int {
 	return slices.IndexFunc(d.Indexes, func(ix schema.IndexDef) bool { return strings.EqualFold(ix.Name, name) })
+}
+
+// fitsCharsetKnown is schema.Fits(a, b), where a character set that is
+// not known ("": a shard's tracker that never saw the server's default)
+// is taken to be the other's: the downstream's definition, read from the
+// server, always says one.
+func fitsCharsetKnown(a, b *schema.ColumnDef) bool {
+	if a.Charset == "" || b.Charset == "" {
+		a2, b2 := *a, *b
+		a2.Charset, b2.Charset = "", ""
+		a, b = &a2, &b2
+	}
+	return schema.Fits(a, b)
 }
 
 func sameColumnDef(a, b schema.ColumnDef) bool {
@@ -519,7 +661,28 @@ func (r *syncRun) optimisticStart(ctx context.Context) error {
 		}
 		shards[target][ShardRef{Source: r.s.cfg.Source, Table: n.Schema + "." + n.Name}] = def
 	}
-	g.optRegister(r.s.cfg.Source, shards)
+	downs := map[string]*schema.TableDef{}
+	if td, ok := r.s.sink.(TableDefiner); ok {
+		for target := range shards {
+			sch, tbl, _ := strings.Cut(target, ".")
+			create, err := td.ShowCreateTable(ctx, sch, tbl)
+			if err != nil {
+				return err
+			}
+			if create == "" {
+				continue
+			}
+			tr := schema.New()
+			if err := tr.CreateFromSQL(sch, create); err != nil {
+				// The group does without it, as with a sink that cannot
+				// tell (its view is then the shards' join).
+				r.s.log.Warn("optimistic shard mode: downstream table definition not understood", slog.String("target", target), errAttr(err))
+				continue
+			}
+			downs[target], _ = tr.Table(sch, tbl)
+		}
+	}
+	g.optRegister(r.s.cfg.Source, shards, downs)
 	return g.optimisticSettle(func(target, stmt string) error { return r.optExec(ctx, target, stmt, "", streamer.Position{}) })
 }
 

@@ -53,8 +53,8 @@ func TestShardGroupOptimistic(t *testing.T) {
 	const create = "CREATE TABLE o1 (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, note TEXT)"
 	a, b := ShardRef{"a", "s.o1"}, ShardRef{"b", "s.o1"}
 	da, db := optShardDef(t, create), optShardDef(t, create)
-	g.optRegister("a", map[string]map[ShardRef]*schema.TableDef{"m.o": {a: da}})
-	g.optRegister("b", map[string]map[ShardRef]*schema.TableDef{"m.o": {b: db}})
+	g.optRegister("a", map[string]map[ShardRef]*schema.TableDef{"m.o": {a: da}}, nil)
+	g.optRegister("b", map[string]map[ShardRef]*schema.TableDef{"m.o": {b: db}}, nil)
 	step := func(sh ShardRef, def **schema.TableDef, q string, want ...string) {
 		t.Helper()
 		ran, err := optRun(t, g, sh, def, q)
@@ -113,8 +113,8 @@ func TestShardGroupOptimisticSettle(t *testing.T) {
 	const create = "CREATE TABLE o1 (id INT PRIMARY KEY, note TEXT)"
 	a, b := ShardRef{"a", "s.o1"}, ShardRef{"b", "s.o1"}
 	da, db := optShardDef(t, create), optShardDef(t, create)
-	g.optRegister("a", map[string]map[ShardRef]*schema.TableDef{"m.o": {a: da}})
-	g.optRegister("b", map[string]map[ShardRef]*schema.TableDef{"m.o": {b: db}})
+	g.optRegister("a", map[string]map[ShardRef]*schema.TableDef{"m.o": {a: da}}, nil)
+	g.optRegister("b", map[string]map[ShardRef]*schema.TableDef{"m.o": {b: db}}, nil)
 	for _, s := range []struct {
 		r   ShardRef
 		def **schema.TableDef
@@ -126,7 +126,7 @@ func TestShardGroupOptimisticSettle(t *testing.T) {
 	if st := g.Status(); len(st) != 1 || !slices.Equal(st[0].Waiting, []string{"c"}) {
 		t.Fatalf("status %+v", st)
 	}
-	g.optRegister("c", nil) // c has no shard of m.o
+	g.optRegister("c", nil, nil) // c has no shard of m.o
 	var ran []string
 	if err := g.optimisticSettle(func(target, stmt string) error { ran = append(ran, target+": "+stmt); return nil }); err != nil {
 		t.Fatal(err)
@@ -143,8 +143,8 @@ func TestShardGroupOptimisticCreate(t *testing.T) {
 	g, _ := NewShardGroup("t", "a", "b")
 	a := ShardRef{"a", "s.o1"}
 	g.optRegister("a", map[string]map[ShardRef]*schema.TableDef{"m.o": {a: optShardDef(t,
-		"CREATE TABLE o1 (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, region VARCHAR(8) NOT NULL DEFAULT 'eu')")}})
-	g.optRegister("b", nil)
+		"CREATE TABLE o1 (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, region VARCHAR(8) NOT NULL DEFAULT 'eu')")}}, nil)
+	g.optRegister("b", nil, nil)
 	var ran []string
 	exec := func(q string) error { ran = append(ran, q); return nil }
 	created := 0
@@ -162,4 +162,78 @@ func TestShardGroupOptimisticCreate(t *testing.T) {
 		t.Fatalf("create without customer: %v, ran %q", err, ran)
 	}
 	t.Log(err)
+}
+
+// TestShardGroupOptimisticRestart: a group that starts with shards that
+// differ on a column shows, once every source has registered, its drop
+// as held back (reached by the shards without it, waiting for those with
+// it) and applies it with the last shard's drop; a difference the shards
+// resolve by adding the column goes from Status without a statement run.
+// The downstream table's definition, when the sink tells it, makes a
+// column only the downstream has known: a shard adding it the same way
+// runs nothing downstream.
+func TestShardGroupOptimisticRestart(t *testing.T) {
+	g, _ := NewShardGroup("t", "a", "b", "c")
+	a, b, c := ShardRef{"a", "s.o1"}, ShardRef{"b", "s.o1"}, ShardRef{"c", "s.o1"}
+	da := optShardDef(t, "CREATE TABLE o1 (id INT PRIMARY KEY, note TEXT)")
+	db := optShardDef(t, "CREATE TABLE o1 (id INT PRIMARY KEY, note TEXT, memo VARCHAR(20))")
+	dc := optShardDef(t, "CREATE TABLE o1 (id INT PRIMARY KEY, note TEXT, extra INT)")
+	down := optShardDef(t, "CREATE TABLE o (id INT PRIMARY KEY, note TEXT, memo VARCHAR(20), extra INT, kept VARCHAR(10))")
+	downs := map[string]*schema.TableDef{"m.o": down}
+	g.optRegister("a", map[string]map[ShardRef]*schema.TableDef{"m.o": {a: da}}, downs)
+	g.optRegister("b", map[string]map[ShardRef]*schema.TableDef{"m.o": {b: db}}, downs)
+	if st := g.Status(); len(st) != 0 {
+		t.Fatalf("status before every source registered: %+v", st)
+	}
+	g.optRegister("c", map[string]map[ShardRef]*schema.TableDef{"m.o": {c: dc}}, downs)
+	st := g.Status()
+	byStmt := map[string]ShardLockStatus{}
+	for _, l := range st {
+		byStmt[l.Statement] = l
+	}
+	reached := func(l ShardLockStatus) []string {
+		var out []string
+		for _, r := range l.Reached {
+			out = append(out, r.ShardRef.String())
+		}
+		return out
+	}
+	memo, extra := byStmt["ALTER TABLE `m`.`o` DROP COLUMN `memo`"], byStmt["ALTER TABLE `m`.`o` DROP COLUMN `extra`"]
+	if len(st) != 2 || memo.Mode != ShardOptimistic || memo.Target != "m.o" || !slices.Equal(memo.Waiting, []string{"b"}) ||
+		!slices.Equal(reached(memo), []string{a.String(), c.String()}) || !slices.Equal(extra.Waiting, []string{"c"}) {
+		t.Fatalf("status after every source registered: %+v", st)
+	}
+	// b drops memo, the last with it: applied downstream, gone from Status.
+	if ran, err := optRun(t, g, b, &db, "ALTER TABLE o1 DROP COLUMN memo"); err != nil ||
+		!slices.Equal(ran, []string{"ALTER TABLE `m`.`o` DROP COLUMN `memo`"}) {
+		t.Fatalf("the last drop of memo: %q %v", ran, err)
+	}
+	// a and b add extra as c has it: nothing runs, the difference goes.
+	for _, s := range []struct {
+		r   ShardRef
+		def **schema.TableDef
+	}{{a, &da}, {b, &db}} {
+		if ran, err := optRun(t, g, s.r, s.def, "ALTER TABLE o1 ADD COLUMN extra INT"); err != nil || len(ran) != 0 {
+			t.Fatalf("%s adds extra: %q %v", s.r, ran, err)
+		}
+	}
+	if st := g.Status(); len(st) != 0 {
+		t.Fatalf("status once the shards agree: %+v", st)
+	}
+	// kept, which only the downstream has: a shard adding it as the
+	// downstream has it runs nothing; one with another type is refused.
+	if ran, err := optRun(t, g, a, &da, "ALTER TABLE o1 ADD COLUMN kept VARCHAR(10)"); err != nil || len(ran) != 0 {
+		t.Fatalf("a adds kept: %q %v", ran, err)
+	}
+	if ran, err := optRun(t, g, c, &dc, "ALTER TABLE o1 ADD COLUMN kept VARCHAR(40) NOT NULL"); !errors.Is(err, ErrShardIncompatibleDDL) || len(ran) != 0 {
+		t.Fatalf("c adds kept otherwise: %q %v", ran, err)
+	}
+
+	// Without the downstream's definition, the group would add kept.
+	g2, _ := NewShardGroup("t", "a")
+	da2 := optShardDef(t, "CREATE TABLE o1 (id INT PRIMARY KEY, note TEXT)")
+	g2.optRegister("a", map[string]map[ShardRef]*schema.TableDef{"m.o": {a: da2}}, nil)
+	if ran, err := optRun(t, g2, a, &da2, "ALTER TABLE o1 ADD COLUMN kept VARCHAR(10)"); err != nil || len(ran) != 1 {
+		t.Fatalf("a adds kept, the downstream unknown: %q %v", ran, err)
+	}
 }

@@ -315,14 +315,20 @@ func TestShardMergeOptimistic(t *testing.T) {
 			t.Fatalf("memo dropped downstream while shards still have it: %q", cs)
 		}
 		// The process restarts while the drop is held back: the new
-		// group knows it from the shards' schemas, and applies it when
-		// the last shard drops memo.
+		// group knows it from the shards' schemas (Status shows it again
+		// once every source has registered, reached by the shards
+		// without memo), and applies it when the last shard drops memo.
 		stopLoad()
 		stop()
 		if g, err = dmworker.NewShardGroup("merge", names...); err != nil {
 			t.Fatal(err)
 		}
 		workers, _ = optWorkers(t, f, g)
+		waitUntil(t, "the held drop after the restart", func() bool {
+			st := g.Status()
+			return len(st) == 1 && st[0].Mode == dmworker.ShardOptimistic && st[0].Target == "merged.orders" &&
+				strings.Contains(st[0].Statement, "DROP COLUMN `memo`") && len(st[0].Reached) == x+1 && slices.Equal(st[0].Waiting, still)
+		})
 		stopLoad = load(2)
 	}
 	time.Sleep(200 * time.Millisecond)

@@ -354,3 +354,18 @@ func (c Change) String() string {
 	}
 	return b.String()
 }
+
+// TableDefiner is a Sink that can tell how a downstream table is defined
+// now. It is optional, found by type assertion: in optimistic shard mode a
+// run that starts reads the shard tables' downstream table through it, so
+// that the schema the group joins the shards' into holds what only the
+// downstream still has (a column some shards dropped and others not yet,
+// after a restart). mysqlsink.Sink implements it.
+type TableDefiner interface {
+	// ShowCreateTable returns the downstream table's CREATE TABLE
+	// statement, as MySQL's SHOW CREATE TABLE prints it (the table's name
+	// without its schema), and "" with a nil error when the table does not
+	// exist. It only reads, and may be called concurrently with the sink's
+	// other methods.
+	ShowCreateTable(ctx context.Context, schema, table string) (string, error)
+}

@@ -593,6 +593,46 @@ func (w *SourceWorker) setStage(op, name string, stage SubTaskStage) error {
 	return w.reconcile()[name]
 }
 
+// SkipSubTaskDDL tells subtask task to pass over the DDL at pos (a
+// *SyncError's Start or Pos, as SubTask.Skip) the next time it reaches it:
+// the way past a DDL that stopped it (ErrUnsupportedDDL, a
+// ShardIncompatibleDDLError, a ShardDDLConflictError). ResumeSubTask then
+// lets the subtask go on.
+//
+// The instruction is given to the subtask this worker runs now and lives
+// with it: it is forgotten when the subtask is built anew (StopSubTask then
+// StartSubTask, a change of mode, the worker losing its source); the
+// subtask then stops at the DDL again, to be given it again. It is no
+// stage change, so a worker driven through etcd takes it too: call it on
+// the worker that runs the subtask, then resume the subtask through its
+// stage key. A worker that does not run the subtask returns
+// ErrSubTaskNotFound.
+func (w *SourceWorker) SkipSubTaskDDL(task string, pos streamer.Position) error {
+	return w.operate("skip DDL", task, func(t *SubTask) { t.Skip(pos) })
+}
+
+// ReplaceSubTaskDDL tells subtask task to run stmts downstream instead of
+// the DDL at pos (as SubTask.Replace) the next time it reaches it; see
+// SkipSubTaskDDL for when to call it and how long it holds.
+func (w *SourceWorker) ReplaceSubTaskDDL(task string, pos streamer.Position, stmts ...string) error {
+	if len(stmts) == 0 {
+		return fmt.Errorf("dmworker: source worker %s: replace DDL %s: no statement (SkipSubTaskDDL passes over it)", w.name, task)
+	}
+	return w.operate("replace DDL", task, func(t *SubTask) { t.Replace(pos, stmts...) })
+}
+
+// operate gives f to the subtask name runs as now.
+func (w *SourceWorker) operate(op, name string, f func(*SubTask)) error {
+	w.applyMu.Lock()
+	defer w.applyMu.Unlock()
+	lt := w.tasks[name]
+	if lt == nil || lt.t == nil {
+		return fmt.Errorf("dmworker: source worker %s: %s %s: %w (the worker runs no such subtask now)", w.name, op, name, ErrSubTaskNotFound)
+	}
+	f(lt.t)
+	return nil
+}
+
 // PauseRelay pauses the relay (subtasks wait at its end).
 func (w *SourceWorker) PauseRelay() error { return w.setRelayPaused("pause relay", true) }
 

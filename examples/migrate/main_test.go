@@ -102,7 +102,9 @@ func TestMigrateIncremental(t *testing.T) {
 	defer cancel()
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, append([]string{"-start", start}, args...), &stdout, &stderr) }()
+	hctx, release := holdIdle(ctx)
+	defer release()
+	go func() { done <- run(hctx, append([]string{"-start", start}, args...), &stdout, &stderr) }()
 
 	// Start the workload once migrate has read the upstream's tables (its
 	// first progress line shows the start position).
@@ -123,6 +125,7 @@ func TestMigrateIncremental(t *testing.T) {
 	}
 	up.Exec(t, "UPDATE wl.t SET v = CONCAT(v, '!') WHERE id % 3 = 0; DELETE FROM wl.t WHERE id % 7 = 0; INSERT INTO wl.t VALUES (100, NULL)")
 	up.Exec(t, "INSERT INTO other.skipped VALUES (1)")
+	release()
 
 	if code := <-done; code != 0 {
 		t.Fatalf("first run: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
@@ -288,7 +291,9 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
 	args := []string{"-from", from, "-to", to, "-data-dir", dir, "-exit-when-idle", "2s"}
-	go func() { done <- run(ctx, args, &stdout, &stderr) }()
+	hctx, release := holdIdle(ctx)
+	defer release()
+	go func() { done <- run(hctx, args, &stdout, &stderr) }()
 	for deadline := time.Now().Add(time.Minute); !strings.Contains(stdout.String(), "pos=mysql-bin"); {
 		if time.Now().After(deadline) {
 			t.Fatalf("no progress after a minute:\n%s\n%s", stdout.String(), stderr.String())
@@ -298,6 +303,7 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		up.Exec(t, "INSERT INTO wl.t VALUES (?, ?)", i, fmt.Sprint("v", i))
 	}
+	release()
 	if code := <-done; code != 0 {
 		t.Fatalf("relay run: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
@@ -344,8 +350,10 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 	}
 	var stdout2, stderr2 syncBuffer
 	done2 := make(chan int, 1)
+	hctx2, release2 := holdIdle(ctx)
+	defer release2()
 	go func() {
-		done2 <- run(ctx, append([]string{"-worker", "w2", "-data-dir", t.TempDir(), "-exit-when-idle", "2s"}, cluster...), &stdout2, &stderr2)
+		done2 <- run(hctx2, append([]string{"-worker", "w2", "-data-dir", t.TempDir(), "-exit-when-idle", "2s"}, cluster...), &stdout2, &stderr2)
 	}()
 	waitOutput(t, &stdout2, &stderr2, "worker=w2 standby: source "+up.Addr()+" served by worker w1")
 	for i := 40; i < 60; i++ {
@@ -358,6 +366,7 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 	for i := 60; i < 80; i++ {
 		up.Exec(t, "INSERT INTO wl.t VALUES (?, ?)", i, fmt.Sprint("w2-", i))
 	}
+	release2()
 	if code := <-done2; code != 0 {
 		t.Fatalf("w2: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout2.String(), stderr2.String())
 	}
@@ -387,6 +396,16 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 }
 
 // waitOutput waits up to a minute for want in out.
+// holdIdle returns ctx holding back run's -exit-when-idle, and the func that
+// releases it: a test calls it after its last upstream write, so that
+// migrate waits for that condition rather than for a pause between the
+// test's statements (which a loaded machine makes as long as it likes).
+func holdIdle(ctx context.Context) (context.Context, func()) {
+	ch := make(chan struct{})
+	var once sync.Once
+	return context.WithValue(ctx, idleHoldKey{}, ch), func() { once.Do(func() { close(ch) }) }
+}
+
 func waitOutput(t *testing.T, out, errOut *syncBuffer, want string) {
 	t.Helper()
 	for deadline := time.Now().Add(time.Minute); !strings.Contains(out.String(), want); {
@@ -545,13 +564,16 @@ func TestMigrateRelayCannotStart(t *testing.T) {
 	defer cancel()
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
+	hctx, release := holdIdle(ctx)
+	defer release()
 	go func() {
-		done <- run(ctx, []string{"-from", from, "-to", to, "-data-dir", pristine, "-exit-when-idle", "1s"}, &stdout, &stderr)
+		done <- run(hctx, []string{"-from", from, "-to", to, "-data-dir", pristine, "-exit-when-idle", "1s"}, &stdout, &stderr)
 	}()
 	waitOutput(t, &stdout, &stderr, "pos=mysql-bin")
 	for i := 0; i < 20; i++ {
 		up.Exec(t, "INSERT INTO wl.t VALUES (?, ?)", i, fmt.Sprint("v", i))
 	}
+	release()
 	if code := <-done; code != 0 {
 		t.Fatalf("first run: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}

@@ -199,6 +199,10 @@ func runSources(ctx context.Context, cfg config, db *sql.DB, logger *slog.Logger
 		done chan error
 		prev int64
 		out  *progress
+		// master is the upstream's position at the last tick: a source
+		// whose position moved is not idle, even if its checkpoint caught
+		// up within the tick.
+		master streamer.Position
 	}
 	var ws []*running
 	defer func() {
@@ -264,8 +268,12 @@ func runSources(ctx context.Context, cfg config, db *sql.DB, logger *slog.Logger
 				}
 				r.out.syncer(st.Syncer, st.Syncer.Rows-r.prev, now.Sub(prevAt))
 				r.prev = st.Syncer.Rows
-				if cfg.idle > 0 && st.Stage == dmworker.SubTaskRunning && caughtUp(runCtx, r.src.Upstream, st.Syncer.Checkpoint) {
-					caught++
+				if cfg.idle > 0 && st.Stage == dmworker.SubTaskRunning {
+					ok, master := caughtUp(runCtx, r.src.Upstream, st.Syncer.Checkpoint)
+					if ok && master.Equal(r.master) {
+						caught++
+					}
+					r.master = master
 				}
 			}
 			if group != nil {
@@ -277,7 +285,7 @@ func runSources(ctx context.Context, cfg config, db *sql.DB, logger *slog.Logger
 			switch {
 			case finished == len(ws):
 				return stopAll("the copy is finished", cli.ExitOK)
-			case cfg.idle <= 0 || caught < len(ws):
+			case cfg.idle <= 0 || caught < len(ws) || idleHeld(ctx):
 				idleSince = time.Time{}
 			case idleSince.IsZero():
 				idleSince = now
@@ -288,16 +296,17 @@ func runSources(ctx context.Context, cfg config, db *sql.DB, logger *slog.Logger
 	}
 }
 
-// caughtUp reports whether cp has reached up's current position.
-func caughtUp(ctx context.Context, up streamer.UpstreamConfig, cp streamer.Position) bool {
+// caughtUp reports whether cp has reached up's current position, which it
+// returns (zero when it cannot be read).
+func caughtUp(ctx context.Context, up streamer.UpstreamConfig, cp streamer.Position) (bool, streamer.Position) {
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	st, err := streamer.QueryUpstream(qctx, up)
 	if err != nil {
-		return false
+		return false, streamer.Position{}
 	}
 	if c, ok := cp.CompareGTID(st.Master); ok {
-		return c >= 0
+		return c >= 0, st.Master
 	}
-	return cp.Name != "" && cp.Compare(st.Master) >= 0
+	return cp.Name != "" && cp.Compare(st.Master) >= 0, st.Master
 }

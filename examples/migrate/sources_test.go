@@ -44,8 +44,20 @@ func migrateSeveralSources(t *testing.T, mode string, base uint32) {
 	defer cancel()
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, args, &stdout, &stderr) }()
-	for deadline := time.Now().Add(time.Minute); strings.Count(stdout.String(), "pos=") < 3; {
+	hctx, release := holdIdle(ctx)
+	defer release()
+	go func() { done <- run(hctx, args, &stdout, &stderr) }()
+	// Write once every source has taken its start position (the upstream's
+	// position then): "pos=(none)" is printed before.
+	started := func() bool {
+		for i := range ups {
+			if !strings.Contains(stdout.String(), fmt.Sprintf("source=s%d pos=mysql-bin", i+1)) {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(time.Minute); !started(); {
 		if time.Now().After(deadline) {
 			t.Fatalf("no progress after a minute:\n%s\n%s", stdout.String(), stderr.String())
 		}
@@ -66,6 +78,7 @@ func migrateSeveralSources(t *testing.T, mode string, base uint32) {
 			up.Exec(t, "INSERT INTO shop."+tb+" VALUES (?, 'after', 'us')", 900000+i*10+int(tb[len(tb)-1]-'0'))
 		}
 	}
+	release()
 	if code := <-done; code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}

@@ -44,8 +44,10 @@ func TestMigrateTaskFile(t *testing.T) {
 	defer cancel()
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, args, &stdout, &stderr) }()
-	for deadline := time.Now().Add(time.Minute); !strings.Contains(stdout.String(), "pos="); {
+	hctx, release := holdIdle(ctx)
+	defer release()
+	go func() { done <- run(hctx, args, &stdout, &stderr) }()
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(stdout.String(), "pos=mysql-bin"); {
 		if time.Now().After(deadline) {
 			t.Fatalf("no progress after a minute:\n%s\n%s", stdout.String(), stderr.String())
 		}
@@ -59,6 +61,7 @@ func TestMigrateTaskFile(t *testing.T) {
 	}
 	up.Exec(t, "UPDATE shop.items SET v = 'x' WHERE id % 3 = 0; DELETE FROM shop.items WHERE id % 5 = 0")
 	up.Exec(t, "DELETE FROM shop.history WHERE id < 10") // filtered out: kept downstream
+	release()
 	if code := <-done; code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
