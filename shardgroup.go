@@ -95,7 +95,7 @@ func (e *ShardDDLConflictError) Error() string {
 	for _, r := range refs {
 		fmt.Fprintf(&b, " %s %q;", r, e.Statements[r])
 	}
-	b.WriteString(" the task stops: make the shards' statements equal (Skip or Replace the odd one in each subtask) and restart the task with a new ShardGroup")
+	b.WriteString(" the task stops: make the shards' statements equal (Skip or Replace the odd one in each subtask: SubTask.Skip/Replace, or SourceWorker.SkipSubTaskDDL/ReplaceSubTaskDDL) and restart the task with a new ShardGroup")
 	return b.String()
 }
 

@@ -37,7 +37,8 @@ var ErrInvalidBatch = errors.New("mysqlsink: invalid batch")
 type Error struct {
 	// Op is what failed: "insert", "replace", "update", "delete", "ddl",
 	// "checkpoint", "connect", "session", "begin", "commit", "validate",
-	// or "apply" (a context done before anything was sent).
+	// "schema" (reading a table's definition, ShowCreateTable), or "apply"
+	// (a context done before anything was sent).
 	Op string
 	// Table is the table written ("schema.table"), when there is one.
 	Table string

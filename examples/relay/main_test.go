@@ -58,8 +58,11 @@ func TestRunRelaysUntilIdle(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	code := make(chan int, 1)
-	go func() { code <- run(ctx, args, &stdout, &stderr) }()
+	hold := make(chan struct{}) // -exit-when-idle counts once the workload is written
+	hctx := context.WithValue(ctx, idleHoldKey{}, hold)
+	go func() { code <- run(hctx, args, &stdout, &stderr) }()
 	workload(t, db, 60, 60) // and more while it runs, across more rotations
+	close(hold)
 	if c := <-code; c != 0 {
 		t.Fatalf("run: exit %d, stderr:\n%s", c, stderr.String())
 	}
