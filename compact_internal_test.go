@@ -100,16 +100,17 @@ func TestCompactKeepsTheOutcome(t *testing.T) {
 			}
 		}
 		n := len(changes)
-		compacted := compact(append([]Change(nil), changes...))
+		compacted := compact(append([]Change(nil), changes...), true)
+		normal := compact(append([]Change(nil), changes...), false)
 		if len(compacted) < n {
 			shrunk++
 		}
 		grouped := group(append([]Change(nil), changes...))
-		both := group(compact(append([]Change(nil), changes...)))
+		both := group(compact(append([]Change(nil), changes...), true))
 		if fmt.Sprint(rowsOf(grouped)) != fmt.Sprint(rowsOf(changes)) {
 			reordered++
 		}
-		for name, cs := range map[string][]Change{"compacted": compacted, "grouped": grouped, "compacted and grouped": both} {
+		for name, cs := range map[string][]Change{"compacted": compacted, "compacted outside safe mode": normal, "grouped": grouped, "compacted and grouped": both} {
 			got := fresh()
 			// Applied in order across tables, as a sink would.
 			for _, c := range cs {
@@ -159,7 +160,34 @@ func TestCompactRules(t *testing.T) {
 		{"key change is a wall", []Change{{Kind: Insert, Table: tbl, After: row(1, 1)}, {Kind: Update, Table: tbl, Before: row(1, 1), After: row(2, 1)}, {Kind: Update, Table: tbl, Before: row(2, 1), After: row(2, 5)}},
 			[]Change{{Kind: Insert, Table: tbl, After: row(1, 1)}, {Kind: Update, Table: tbl, Before: row(1, 1), After: row(2, 1)}, {Kind: Update, Table: tbl, Before: row(2, 1), After: row(2, 5)}}},
 	} {
-		got := compact(append([]Change(nil), tc.in...))
+		got := compact(append([]Change(nil), tc.in...), true)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) || fmt.Sprintf("%v", rowsOf(got)) != fmt.Sprintf("%v", rowsOf(tc.want)) {
+			t.Errorf("%s: got %v %v, want %v %v", tc.name, got, rowsOf(got), tc.want, rowsOf(tc.want))
+		}
+	}
+}
+
+// TestCompactRulesNormalMode: outside safe mode a row inserted and deleted
+// within the batch leaves nothing to write; the other rules are those of
+// safe mode.
+func TestCompactRulesNormalMode(t *testing.T) {
+	tbl := &Table{Schema: "s", Name: "t", Columns: []Column{{Name: "id"}, {Name: "v"}}, PrimaryKey: []int{0}}
+	row := func(id, v int64) []any { return []any{id, v} }
+	for _, tc := range []struct {
+		name string
+		in   []Change
+		want []Change
+	}{
+		{"insert+delete", []Change{{Kind: Insert, Table: tbl, After: row(1, 1)}, {Kind: Delete, Table: tbl, Before: row(1, 1)}}, nil},
+		{"insert+update+delete", []Change{{Kind: Insert, Table: tbl, After: row(1, 1)}, {Kind: Update, Table: tbl, Before: row(1, 1), After: row(1, 2)}, {Kind: Delete, Table: tbl, Before: row(1, 2)}}, nil},
+		{"insert+delete+insert", []Change{{Kind: Insert, Table: tbl, After: row(1, 1)}, {Kind: Delete, Table: tbl, Before: row(1, 1)}, {Kind: Insert, Table: tbl, After: row(1, 2)}},
+			[]Change{{Kind: Insert, Table: tbl, After: row(1, 2)}}},
+		{"others kept around", []Change{{Kind: Insert, Table: tbl, After: row(2, 1)}, {Kind: Insert, Table: tbl, After: row(1, 1)}, {Kind: Update, Table: tbl, Before: row(3, 1), After: row(3, 2)}, {Kind: Delete, Table: tbl, Before: row(1, 1)}},
+			[]Change{{Kind: Insert, Table: tbl, After: row(2, 1)}, {Kind: Update, Table: tbl, Before: row(3, 1), After: row(3, 2)}}},
+		{"delete+insert", []Change{{Kind: Delete, Table: tbl, Before: row(1, 1)}, {Kind: Insert, Table: tbl, After: row(1, 2)}},
+			[]Change{{Kind: Update, Table: tbl, Before: row(1, 1), After: row(1, 2)}}},
+	} {
+		got := compact(append([]Change(nil), tc.in...), false)
 		if fmt.Sprint(got) != fmt.Sprint(tc.want) || fmt.Sprintf("%v", rowsOf(got)) != fmt.Sprintf("%v", rowsOf(tc.want)) {
 			t.Errorf("%s: got %v %v, want %v %v", tc.name, got, rowsOf(got), tc.want, rowsOf(tc.want))
 		}

@@ -16,7 +16,13 @@ import (
 //	update + delete  -> delete of the first old row
 //	delete + insert  -> update from the deleted row to the inserted one
 //
-// The last rule assumes, as normal mode does everywhere, that the
+// Outside safe mode an insert then a delete of one row become nothing: the
+// insert succeeded upstream, so the row did not exist before it, and normal
+// mode takes the downstream to hold what the upstream held at the
+// checkpoint. In safe mode (a replay, where the downstream may hold the row
+// already) the delete is kept.
+//
+// The delete + insert rule assumes, as normal mode does everywhere, that the
 // downstream holds the deleted row; in safe mode an update is written as a
 // delete and an insert-or-replace anyway. A delete merged from an insert of
 // this batch does not merge with a later insert: the row it deletes may
@@ -27,7 +33,7 @@ import (
 // two rows collide on it for a moment. The merged change takes the place of
 // the first; changes in between concern other rows, so order is kept where
 // it matters. The result reuses changes' backing array.
-func compact(changes []Change) []Change {
+func compact(changes []Change, safe bool) []Change {
 	if len(changes) < 2 {
 		return changes
 	}
@@ -43,6 +49,7 @@ func compact(changes []Change) []Change {
 	}
 	at := make(map[key]slot, len(changes))
 	var buf []byte
+	dropped := false // some changes became nothing (Table nil)
 	out := changes[:0]
 	for _, c := range changes {
 		t := c.Table
@@ -72,6 +79,13 @@ func compact(changes []Change) []Change {
 			continue
 		}
 		if sl, seen := at[k]; seen && !(sl.born && c.Kind == Insert) {
+			if !safe && out[sl.i].Kind == Insert && c.Kind == Delete {
+				// Born and gone within the batch: nothing to write.
+				out[sl.i] = Change{}
+				delete(at, k)
+				dropped = true
+				continue
+			}
 			if merged, ok := mergeChanges(out[sl.i], c); ok {
 				born := sl.born || (out[sl.i].Kind == Insert && c.Kind == Delete)
 				out[sl.i] = merged
@@ -81,6 +95,9 @@ func compact(changes []Change) []Change {
 		}
 		at[k] = slot{len(out), false}
 		out = append(out, c)
+	}
+	if dropped {
+		out = slices.DeleteFunc(out, func(c Change) bool { return c.Table == nil })
 	}
 	clear(changes[len(out):])
 	return out

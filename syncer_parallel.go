@@ -772,7 +772,7 @@ func (w *applyWorker) apply(batch []queued, changes []Change) error {
 		kinds, t0 = kindCounts(changes), time.Now()
 	}
 	if s.cfg.compacting() {
-		changes = compact(changes)
+		changes = compact(changes, safe)
 	}
 	changes = group(changes)
 	b := &Batch{Changes: changes, SafeMode: safe, Fence: Fence{Task: s.cfg.Task, Source: s.cfg.Source, Epoch: p.w.epoch}}
