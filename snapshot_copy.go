@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -34,6 +35,22 @@ type snapshotCopy struct {
 	// resumed: a previous run of this copy may have written part of the
 	// unfinished chunks, so keyed rows are written in safe mode.
 	resumed bool
+	// bulkOff holds the upstream tables (by "schema.name") whose batches a
+	// BulkSink refused: they go through Apply.
+	bulkOff sync.Map
+}
+
+// bulkable reports whether batches of table go to BulkSink.ApplyBulk.
+func (c *snapshotCopy) bulkable(table string) bool {
+	_, off := c.bulkOff.Load(table)
+	return !off
+}
+
+// noBulk sends the rest of table's batches through Apply.
+func (c *snapshotCopy) noBulk(table string, why error) {
+	if _, loaded := c.bulkOff.LoadOrStore(table, true); !loaded {
+		c.u.log.Info("the sink's bulk load refused a batch: the table's rows go through Apply", slog.String("table", table), errAttr(why))
+	}
 }
 
 // save stores the progress in the checkpoint; schemaJSON is the tracked
@@ -431,7 +448,7 @@ func (b *batcher) flush(ctx context.Context) error {
 	// happened; the table may hold rows the copy did not write), in safe
 	// mode, which replaces what is there.
 	batch := &Batch{Changes: b.changes, SafeMode: b.keyed && c.resumed, Fence: Fence{Task: u.cfg.Task, Source: u.cfg.Source, Epoch: u.epoch}}
-	apply := func() error {
+	locked := func(f func() error) error {
 		if c.concurrent {
 			c.applyMu.RLock()
 			defer c.applyMu.RUnlock()
@@ -439,9 +456,20 @@ func (b *batcher) flush(ctx context.Context) error {
 			c.applyMu.Lock()
 			defer c.applyMu.Unlock()
 		}
-		return u.sink.Apply(ctx, batch)
+		return f()
 	}
-	err := apply()
+	apply := func() error { return locked(func() error { return u.sink.Apply(ctx, batch) }) }
+	var err error
+	if bs, ok := u.sink.(BulkSink); ok && !batch.SafeMode && c.bulkable(b.it.t.QualifiedName()) {
+		// The sink's fast path for plain inserts; Apply where it has none.
+		err = locked(func() error { return bs.ApplyBulk(ctx, batch) })
+		if errors.Is(err, ErrBulkUnsupported) {
+			c.noBulk(b.it.t.QualifiedName(), err)
+			err = apply()
+		}
+	} else {
+		err = apply()
+	}
 	if err != nil && ctx.Err() == nil {
 		if b.keyed && !batch.SafeMode {
 			u.log.Info("retrying a batch in safe mode", slog.String("table", b.it.t.QualifiedName()), errAttr(err))

@@ -341,6 +341,17 @@ func (b *blockingSink) Apply(ctx context.Context, batch *dmworker.Batch) error {
 	return b.concurrentSink.Apply(ctx, batch)
 }
 
+// ApplyBulk counts and blocks as Apply does: the copy's batches come
+// through it.
+func (b *blockingSink) ApplyBulk(ctx context.Context, batch *dmworker.Batch) error {
+	if b.n.Add(1) > b.after {
+		b.once.Do(func() { fmt.Println("HALFWAY") })
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return b.concurrentSink.ApplyBulk(ctx, batch)
+}
+
 func snapshotChild(spec string) int {
 	parts := strings.SplitN(spec, "|", 4)
 	up, err := streamer.ParseUpstream(parts[1])

@@ -38,6 +38,8 @@ type Sink struct {
 	// being reused by a new connection; the set is emptied when it grows
 	// past maxReady (the connections then get set up again).
 	ready map[any]struct{}
+	// bulk is ApplyBulk's state (bulk.go).
+	bulk bulkState
 
 	// commit, when set by tests, replaces tx.Commit in Apply.
 	commit func(tx *sql.Tx) error

@@ -1,7 +1,6 @@
 package snapshot
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -386,20 +385,30 @@ func Read(ctx context.Context, conn *sql.Conn, def *schema.TableDef, query strin
 			} else if err != nil {
 				return err
 			}
+			// raw's bytes are the driver's buffer, reused by the next
+			// row: the row's text and binary values are copied into
+			// one allocation, which the converted values then share.
+			total := 0
+			for _, v := range raw {
+				if b, ok := v.([]byte); ok {
+					total += len(b)
+				}
+			}
+			arena := make([]byte, 0, total)
 			row := make([]any, n)
 			size := 0
 			for i, v := range raw {
-				c, err := Value(v, &def.Columns[i])
+				if b, ok := v.([]byte); ok {
+					at := len(arena)
+					arena = append(arena, b...)
+					v = arena[at:len(arena):len(arena)]
+				}
+				c, err := valueOwned(v, &def.Columns[i])
 				if err != nil {
 					return err
 				}
-				if b, ok := c.([]byte); ok {
-					// raw's bytes are the driver's buffer, reused by
-					// the next row.
-					c = bytes.Clone(b)
-					if c.([]byte) == nil {
-						c = []byte{}
-					}
+				if b, ok := c.([]byte); ok && b == nil {
+					c = []byte{} // empty, not NULL
 				}
 				row[i] = c
 				size += Size(c)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
+	"unsafe"
 
 	"github.com/pingcap/tidb/pkg/parser/mysql"
 
@@ -15,6 +16,24 @@ import (
 // type the Sink contract gives its column (see dmworker.Change): the same
 // value the syncer produces from a row event for the same row.
 func Value(v any, col *schema.ColumnDef) (any, error) {
+	return value(v, col, false)
+}
+
+// valueOwned is Value for a v whose bytes the caller hands over: text
+// values share them instead of copying.
+func valueOwned(v any, col *schema.ColumnDef) (any, error) {
+	return value(v, col, true)
+}
+
+// text returns b as a string: sharing its bytes when owned.
+func text(b []byte, owned bool) string {
+	if owned && len(b) > 0 {
+		return unsafe.String(&b[0], len(b))
+	}
+	return string(b)
+}
+
+func value(v any, col *schema.ColumnDef, owned bool) (any, error) {
 	if v == nil {
 		return nil, nil
 	}
@@ -56,7 +75,7 @@ func Value(v any, col *schema.ColumnDef) (any, error) {
 	case mysql.TypeNewDecimal, mysql.TypeDate, mysql.TypeDatetime, mysql.TypeTimestamp, mysql.TypeDuration,
 		mysql.TypeEnum, mysql.TypeSet, mysql.TypeJSON:
 		if b, ok := v.([]byte); ok {
-			return string(b), nil
+			return text(b, owned), nil
 		}
 	case mysql.TypeGeometry:
 		if b, ok := v.([]byte); ok {
@@ -70,18 +89,18 @@ func Value(v any, col *schema.ColumnDef) (any, error) {
 				// SELECT strips itself): the syncer's value has none.
 				return bytes.TrimRight(b, "\x00"), nil
 			}
-			return string(b), nil
+			return text(b, owned), nil
 		}
 	default:
 		if b, ok := v.([]byte); ok {
 			if col.Binary {
 				return b, nil
 			}
-			return string(b), nil
+			return text(b, owned), nil
 		}
 	}
 	if s, ok := v.(string); ok {
-		return Value([]byte(s), col)
+		return value([]byte(s), col, true)
 	}
 	return nil, fmt.Errorf("column %s (%s): unexpected value of type %T from the server", col.Name, col.Type, v)
 }
