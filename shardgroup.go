@@ -131,7 +131,9 @@ type ShardReached struct {
 // one task's shard tables in pessimistic shard mode. The host makes one per
 // task with the task's sources and gives it (WithShardGroup) to each of
 // those sources' SourceWorker, SubTask or Syncer; the task's config sets
-// ShardMode "pessimistic".
+// ShardMode "pessimistic". With the sources in several processes, each
+// process makes the task's group with NewEtcdShardGroup over one etcd
+// instead (pessimistic mode only).
 //
 // A shard table is an upstream table a route renames (its target differs
 // from its own name). The DDL of a target's shard tables (ALTER TABLE,
