@@ -53,7 +53,8 @@ type shardEtcd struct {
 	conflicts map[string]*ShardDDLConflictError
 
 	cancel    context.CancelFunc
-	done      chan struct{} // closed when the watch ends
+	done      chan struct{}  // closed when the watch ends
+	keeper    sync.WaitGroup // the lease's keeper
 	closeOnce sync.Once
 }
 
@@ -134,9 +135,10 @@ func NewEtcdShardGroup(ctx context.Context, cli *clientv3.Client, prefix, task s
 		_, _ = cli.Revoke(context.WithoutCancel(gctx), lease.ID)
 		return nil, Retryable(fmt.Errorf("dmworker: shard group of task %s: keep its lease: %w", task, err))
 	}
+	e.keeper.Add(1)
 	go func() {
-		for range ka { //nolint:revive // drained: the client renews
-		}
+		defer e.keeper.Done()
+		g.etcdKeepLease(rctx, ka)
 	}()
 	go g.etcdWatch(rctx, rev)
 	return g, nil
@@ -154,9 +156,13 @@ func (g *ShardGroup) Close() error {
 	e.closeOnce.Do(func() {
 		e.cancel()
 		<-e.done
+		e.keeper.Wait()
+		g.mu.Lock()
+		lease := e.lease
+		g.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), shardOwnerTTL/3)
 		defer cancel()
-		_, err = e.cli.Revoke(ctx, e.lease)
+		_, err = e.cli.Revoke(ctx, lease)
 	})
 	return err
 }
@@ -530,4 +536,41 @@ func (g *ShardGroup) etcdConflictLocked(ctx context.Context, target string, err 
 	lk := g.lockLocked(target)
 	lk.dirty = true
 	_ = g.etcdSaveLocked(ctx, target)
+}
+
+// etcdKeepLease drains the lease's keep-alive answers (the client renews
+// it) until ctx ends; when the lease is lost (expired while etcd was out
+// of reach, or revoked), it grants a new one, so that the group can claim
+// steps again: its claims under the old lease are gone with it (and its
+// applied marks under them fenced, ErrShardOwnerLost).
+func (g *ShardGroup) etcdKeepLease(ctx context.Context, ka <-chan *clientv3.LeaseKeepAliveResponse) {
+	e := g.etcd
+	for {
+		for range ka { //nolint:revive // drained: the client renews
+		}
+		for {
+			if ctx.Err() != nil {
+				return
+			}
+			gctx, cancel := context.WithTimeout(ctx, shardOwnerTTL/3)
+			l, err := e.cli.Grant(gctx, int64(shardOwnerTTL/time.Second))
+			cancel()
+			if err == nil {
+				var nka <-chan *clientv3.LeaseKeepAliveResponse
+				if nka, err = e.cli.KeepAlive(ctx, l.ID); err == nil {
+					g.mu.Lock()
+					e.lease, e.id = l.ID, fmt.Sprintf("%x", int64(l.ID))
+					g.wakeLocked()
+					g.mu.Unlock()
+					ka = nka
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
 }

@@ -174,7 +174,10 @@ func TestEtcdShardGroupOwnerKilled(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("no group applies the DDL")
 	}
-	if _, err := gs[killed].etcd.cli.Revoke(ctx, gs[killed].etcd.lease); err != nil {
+	gs[killed].mu.Lock()
+	oldLease := gs[killed].etcd.lease
+	gs[killed].mu.Unlock()
+	if _, err := gs[killed].etcd.cli.Revoke(ctx, oldLease); err != nil {
 		t.Fatal(err)
 	}
 	for src, gi := range groupIdx {
@@ -220,6 +223,89 @@ func TestEtcdShardGroupOwnerKilled(t *testing.T) {
 		if st := g.Status(); len(st) != 0 {
 			t.Errorf("group %d: locks left: %+v", i, st)
 		}
+	}
+
+	// The group whose lease was lost takes a new one and can apply the
+	// next step: the other group's sources reach it and that group goes
+	// away; the first group's sources complete it and apply it.
+	kg := gs[killed]
+	for {
+		kg.mu.Lock()
+		lease, wake := kg.etcd.lease, kg.wake
+		kg.mu.Unlock()
+		if lease != oldLease {
+			break
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			t.Fatal("no new lease after the old one was revoked")
+		}
+	}
+	const stmt2 = "ALTER TABLE `db`.`t` ADD COLUMN `c2` INT"
+	other := gs[1-killed]
+	octx, ocancel := context.WithCancel(ctx)
+	var odone []chan error
+	for src, gi := range groupIdx {
+		if gi == killed {
+			continue
+		}
+		ch := make(chan error, 1)
+		odone = append(odone, ch)
+		go func() {
+			ch <- other.arrive(octx, nil, ShardRef{src, "d.t1"}, target, stmt2, streamer.Position{Name: "mysql-bin.000001", Offset: 200},
+				func() error { return errors.New("the closed group must not apply it") })
+		}()
+	}
+	// Its arrivals are in etcd once the killed group has merged them.
+	for {
+		kg.mu.Lock()
+		lk, wake := kg.locks[target], kg.wake
+		n := 0
+		if len(lk.rounds) > 1 {
+			n = len(lk.rounds[1].reached)
+		}
+		kg.mu.Unlock()
+		if n == len(odone) {
+			break
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			t.Fatal("the other group's arrivals never reached the killed group")
+		}
+	}
+	ocancel()
+	for _, ch := range odone {
+		if err := <-ch; !errors.Is(err, context.Canceled) {
+			t.Fatalf("the other group's arrival: %v, want it cancelled", err)
+		}
+	}
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	execs2 := 0
+	for src, gi := range groupIdx {
+		if gi != killed {
+			continue
+		}
+		ch := make(chan error, 1)
+		go func() {
+			ch <- kg.arrive(ctx, nil, ShardRef{src, "d.t1"}, target, stmt2, streamer.Position{Name: "mysql-bin.000001", Offset: 200},
+				func() error { mu.Lock(); execs2++; mu.Unlock(); return nil })
+		}()
+		done[src] = ch
+	}
+	for src, gi := range groupIdx {
+		if gi != killed {
+			continue
+		}
+		if err := <-done[src]; err != nil {
+			t.Fatalf("%s at the second step: %v", src, err)
+		}
+	}
+	if execs2 != 1 {
+		t.Fatalf("the second DDL ran %d times, want once", execs2)
 	}
 }
 
