@@ -996,6 +996,8 @@ func shardGroupFor(cfg *SyncerConfig, groups []*ShardGroup) (*ShardGroup, error)
 		return nil, fmt.Errorf("a shard group is given for task %s but its shard mode is off", cfg.Task)
 	case cfg.ShardMode != ShardModeOff && g == nil:
 		return nil, fmt.Errorf("shard mode %q needs the task's ShardGroup (WithShardGroup) (NewShardGroup in one process, NewEtcdShardGroup across processes)", cfg.ShardMode)
+	case g != nil && g.etcd != nil && cfg.ShardMode == ShardOptimistic:
+		return nil, fmt.Errorf("shard mode %q through etcd (NewEtcdShardGroup) is not built yet: use NewShardGroup with every source in one process", cfg.ShardMode)
 	case g != nil && !slices.Contains(g.sources, cfg.Source):
 		return nil, fmt.Errorf("source %s is not one of the shard group's sources %v", cfg.Source, g.sources)
 	}

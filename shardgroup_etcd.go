@@ -93,9 +93,12 @@ type shardOwnerSeen struct {
 // sources hold there runs the DDL again (in safe mode, as a replay does)
 // and marks it.
 //
-// Close stops the watch and revokes the lease. Optimistic mode and
-// Release do not coordinate across processes; the cycle check
-// (ErrShardLockCycle) sees this process's sources only.
+// Close stops the watch and revokes the lease. Release marks the step
+// applied in etcd, so the sources held there in every process go on;
+// RemoveSource takes the source out of this process's group only (each
+// process calls it). Optimistic mode through etcd is not built (a subtask
+// in that mode refuses the group); the cycle check (ErrShardLockCycle)
+// sees this process's sources only.
 func NewEtcdShardGroup(ctx context.Context, cli *clientv3.Client, prefix, task string, sources ...string) (*ShardGroup, error) {
 	if cli == nil {
 		return nil, errors.New("dmworker: etcd shard group needs a client")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -353,5 +354,52 @@ func TestEtcdShardGroupConflict(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("s1 still held after the conflict")
+	}
+}
+
+// TestEtcdShardGroupRelease: Release in one process lets the sources held
+// in another go on; an etcd group refuses optimistic mode.
+func TestEtcdShardGroupRelease(t *testing.T) {
+	e := testserver.StartEtcd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const target = "db.t"
+	gs := etcdShardGroups(t, ctx, []*clientv3.Client{e.NewClient(t), e.NewClient(t)}, target, []string{"d.t1"},
+		[][]string{{"s1"}, {"s2"}}, "s1", "s2")
+	const stmt = "ALTER TABLE `db`.`t` ADD COLUMN `a` INT"
+	held := make(chan error, 1)
+	go func() {
+		held <- gs[0].arrive(ctx, nil, ShardRef{"s1", "d.t1"}, target, stmt, streamer.Position{Name: "mysql-bin.000001", Offset: 100},
+			func() error { return errors.New("released: must not run") })
+	}()
+	for {
+		gs[1].mu.Lock()
+		lk, wake := gs[1].locks[target], gs[1].wake
+		n := len(lk.rounds)
+		gs[1].mu.Unlock()
+		if n > 0 {
+			break
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			t.Fatal("s1's arrival never seen by the other group")
+		}
+	}
+	got, err := gs[1].Release(ctx, target)
+	if err != nil || got != stmt {
+		t.Fatalf("Release: %q, %v", got, err)
+	}
+	select {
+	case err := <-held:
+		if err != nil {
+			t.Fatalf("s1: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("s1 still held after the release in the other process")
+	}
+	cfg := &SyncerConfig{Task: "task", Source: "s1", ShardMode: ShardOptimistic}
+	if _, err := shardGroupFor(cfg, []*ShardGroup{gs[0]}); err == nil || !strings.Contains(err.Error(), "through etcd") {
+		t.Fatalf("an etcd group in optimistic mode: %v, want a refusal", err)
 	}
 }
