@@ -403,3 +403,62 @@ func TestEtcdShardGroupRelease(t *testing.T) {
 		t.Fatalf("an etcd group in optimistic mode: %v, want a refusal", err)
 	}
 }
+
+// TestEtcdShardGroupEtcdRestart: etcd stops and comes back while a source
+// is held; the step completes after it, in both processes.
+func TestEtcdShardGroupEtcdRestart(t *testing.T) {
+	e := testserver.StartEtcd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const target = "db.t"
+	gs := etcdShardGroups(t, ctx, []*clientv3.Client{e.NewClient(t), e.NewClient(t)}, target, []string{"d.t1"},
+		[][]string{{"s1"}, {"s2"}}, "s1", "s2")
+	const stmt = "ALTER TABLE `db`.`t` ADD COLUMN `a` INT"
+	pos := streamer.Position{Name: "mysql-bin.000001", Offset: 100}
+	var mu sync.Mutex
+	execs := 0
+	exec := func() error { mu.Lock(); execs++; mu.Unlock(); return nil }
+	held := make(chan error, 1)
+	go func() { held <- gs[0].arrive(ctx, nil, ShardRef{"s1", "d.t1"}, target, stmt, pos, exec) }()
+	for {
+		gs[1].mu.Lock()
+		lk, wake := gs[1].locks[target], gs[1].wake
+		n := len(lk.rounds)
+		gs[1].mu.Unlock()
+		if n > 0 {
+			break
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			t.Fatal("s1's arrival never seen by the other group")
+		}
+	}
+	e.Stop()
+	e.Restart(t)
+	// The arrival may meet etcd still reconnecting: a syncer retries it.
+	var err error
+	for {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		err = gs[1].arrive(actx, nil, ShardRef{"s2", "d.t1"}, target, stmt, pos, exec)
+		acancel()
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		t.Logf("s2's arrival, etcd back: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("s2: %v", err)
+	}
+	select {
+	case err := <-held:
+		if err != nil {
+			t.Fatalf("s1: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("s1 still held after etcd came back")
+	}
+	if execs != 1 {
+		t.Fatalf("the DDL ran %d times, want once", execs)
+	}
+}
