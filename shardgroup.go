@@ -131,7 +131,9 @@ type ShardReached struct {
 // one task's shard tables in pessimistic shard mode. The host makes one per
 // task with the task's sources and gives it (WithShardGroup) to each of
 // those sources' SourceWorker, SubTask or Syncer; the task's config sets
-// ShardMode "pessimistic".
+// ShardMode "pessimistic". With the sources in several processes, each
+// process makes the task's group with NewEtcdShardGroup over one etcd
+// instead (pessimistic mode only).
 //
 // A shard table is an upstream table a route renames (its target differs
 // from its own name). The DDL of a target's shard tables (ALTER TABLE,
@@ -230,6 +232,9 @@ type ShardGroup struct {
 	// wake is closed (and replaced) when a step may have completed
 	// without an arrival: a source taken out of the group or a target.
 	wake chan struct{}
+	// etcd is the coordination through etcd of a group made by
+	// NewEtcdShardGroup (shardgroup_etcd.go); nil in one process.
+	etcd *shardEtcd
 }
 
 type heldAt struct {
@@ -437,7 +442,7 @@ func (g *ShardGroup) wakeLocked() {
 // loadLocked reads the stored state once, from the first ShardLockStore
 // given.
 func (g *ShardGroup) loadLocked(ctx context.Context, store ShardLockStore) error {
-	if g.loaded || store == nil {
+	if g.loaded || store == nil || g.etcd != nil {
 		return nil
 	}
 	stored, err := store.LoadShardLocks(ctx, g.task)
@@ -462,6 +467,9 @@ func (g *ShardGroup) loadLocked(ctx context.Context, store ShardLockStore) error
 // caller's, which shares its fate) or else the group's.
 func (g *ShardGroup) saveLocked(ctx context.Context, store ShardLockStore, target string) error {
 	lk := g.locks[target]
+	if g.etcd != nil {
+		return g.etcdSaveLocked(ctx, target)
+	}
 	if store == nil {
 		store = g.store
 	}
@@ -527,6 +535,9 @@ func (g *ShardGroup) begin(ctx context.Context, store ShardLockStore, source str
 			}
 		}
 	}
+	if err := g.etcdShareMembersLocked(ctx); err != nil {
+		return err
+	}
 	g.wakeLocked()
 	return nil
 }
@@ -567,8 +578,11 @@ func (g *ShardGroup) leave(ctx context.Context, store ShardLockStore, shard Shar
 		delete(m, shard.Table)
 	}
 	g.wakeLocked()
+	if g.etcd != nil {
+		lk.dirty = true // the members are shared
+	}
 	if !last {
-		return nil
+		return g.saveLocked(ctx, store, target)
 	}
 	return g.setLeftLocked(ctx, store, target, shard.Source, true)
 }
@@ -589,6 +603,9 @@ func (g *ShardGroup) join(ctx context.Context, store ShardLockStore, shard Shard
 		lk.members[shard.Source] = map[string]bool{}
 	}
 	lk.members[shard.Source][shard.Table] = true
+	if g.etcd != nil {
+		lk.dirty = true // the members are shared
+	}
 	if lk.left[shard.Source] {
 		delete(lk.left, shard.Source)
 		lk.dirty = true
@@ -706,7 +723,7 @@ func (h *shardHold) ready() bool {
 	g := h.g
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return h.rd.applied || h.rd.err != nil || (!h.rd.running && g.completeLocked(g.locks[h.target], h.rd))
+	return h.rd.applied || h.rd.err != nil || (!g.busyLocked(h.target, h.rd) && g.completeLocked(g.locks[h.target], h.rd))
 }
 
 // settle applies the step when it is complete and nobody applies it
@@ -724,10 +741,13 @@ func (h *shardHold) settle(ctx context.Context, store ShardLockStore, exec func(
 		return true, nil
 	}
 	lk := g.locks[h.target]
-	if h.rd.running || !g.completeLocked(lk, h.rd) {
+	if g.busyLocked(h.target, h.rd) || !g.completeLocked(lk, h.rd) {
 		return false, nil
 	}
 	if err := g.applyLocked(ctx, store, lk, h.rd, h.target, exec); err != nil {
+		if errors.Is(err, errShardOwnedElsewhere) {
+			return false, nil
+		}
 		return false, err
 	}
 	return true, nil
@@ -804,6 +824,7 @@ func (g *ShardGroup) arriveHold(ctx context.Context, store ShardLockStore, shard
 	if rd.stmt != stmt {
 		err := &ShardDDLConflictError{Task: g.task, Target: target, Statements: map[ShardRef]string{rd.first: rd.stmt, shard: stmt}}
 		g.fail(err)
+		g.etcdConflictLocked(ctx, target, err)
 		return err
 	}
 	if _, ok := rd.reached[shard]; !ok {
@@ -821,8 +842,11 @@ func (g *ShardGroup) arriveHold(ctx context.Context, store ShardLockStore, shard
 			return rd.err
 		case rd.applied:
 			return nil
-		case !rd.running && g.completeLocked(lk, rd):
-			return g.applyLocked(ctx, store, lk, rd, target, exec)
+		case !g.busyLocked(target, rd) && g.completeLocked(lk, rd):
+			err := g.applyLocked(ctx, store, lk, rd, target, exec)
+			if !errors.Is(err, errShardOwnedElsewhere) {
+				return err
+			}
 		}
 		*hold = &shardHold{g: g, rd: rd, target: target}
 		return nil
@@ -834,8 +858,12 @@ func (g *ShardGroup) arriveHold(ctx context.Context, store ShardLockStore, shard
 		if rd.applied {
 			return nil
 		}
-		if !rd.running && g.completeLocked(lk, rd) {
-			return g.applyLocked(ctx, store, lk, rd, target, exec)
+		if !g.busyLocked(target, rd) && g.completeLocked(lk, rd) {
+			err := g.applyLocked(ctx, store, lk, rd, target, exec)
+			if !errors.Is(err, errShardOwnedElsewhere) {
+				return err
+			}
+			continue // another process applies it: wait for its mark
 		}
 		g.holding[shard.Source] = heldAt{rd, target}
 		if err := g.cycle(); err != nil {
@@ -863,6 +891,14 @@ func (g *ShardGroup) arriveHold(ctx context.Context, store ShardLockStore, shard
 // any held source passes it. On an error nobody passes: the next arrival
 // runs it again (in safe mode, as the syncer replays it).
 func (g *ShardGroup) applyLocked(ctx context.Context, store ShardLockStore, lk *shardLock, rd *shardRound, target string, exec func() error) error {
+	if g.etcd != nil {
+		// Through etcd: only the process whose claim of target's
+		// owner key succeeds applies it (errShardOwnedElsewhere).
+		if applied, err := g.etcdClaimLocked(ctx, lk, rd, target); applied || err != nil {
+			return err
+		}
+		defer g.etcdUnclaimLocked(ctx, target)
+	}
 	rd.running = true
 	g.mu.Unlock()
 	err := exec()
@@ -873,6 +909,9 @@ func (g *ShardGroup) applyLocked(ctx context.Context, store ShardLockStore, lk *
 	}
 	if rd.err != nil {
 		return rd.err
+	}
+	if rd.applied {
+		return nil // marked applied meanwhile by another process
 	}
 	rd.applied = true
 	lk.dirty = true
@@ -906,7 +945,7 @@ func (g *ShardGroup) cycle() error {
 	var parts []string
 	for _, s := range g.sources {
 		h, ok := g.holding[s]
-		if !ok || h.rd.running || h.rd.applied || g.completeLocked(g.locks[h.target], h.rd) {
+		if !ok || g.busyLocked(h.target, h.rd) || h.rd.applied || g.completeLocked(g.locks[h.target], h.rd) {
 			return nil
 		}
 		parts = append(parts, fmt.Sprintf("%s holds at %s %q", s, h.target, h.rd.stmt))
@@ -956,7 +995,9 @@ func shardGroupFor(cfg *SyncerConfig, groups []*ShardGroup) (*ShardGroup, error)
 	case cfg.ShardMode == ShardModeOff && g != nil:
 		return nil, fmt.Errorf("a shard group is given for task %s but its shard mode is off", cfg.Task)
 	case cfg.ShardMode != ShardModeOff && g == nil:
-		return nil, fmt.Errorf("shard mode %q needs the task's ShardGroup (WithShardGroup); coordination through etcd is not built yet", cfg.ShardMode)
+		return nil, fmt.Errorf("shard mode %q needs the task's ShardGroup (WithShardGroup) (NewShardGroup in one process, NewEtcdShardGroup across processes)", cfg.ShardMode)
+	case g != nil && g.etcd != nil && cfg.ShardMode == ShardOptimistic:
+		return nil, fmt.Errorf("shard mode %q through etcd (NewEtcdShardGroup) is not built yet: use NewShardGroup with every source in one process", cfg.ShardMode)
 	case g != nil && !slices.Contains(g.sources, cfg.Source):
 		return nil, fmt.Errorf("source %s is not one of the shard group's sources %v", cfg.Source, g.sources)
 	}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/mysqlsink"
 	"github.com/dmworker/dmworker/streamer"
@@ -95,5 +97,53 @@ func ExampleShardLockStore() {
 	}
 	for target, state := range locks {
 		fmt.Println(target, len(state), "bytes of lock state")
+	}
+}
+
+// Two processes share the merge of three sources through etcd: this one
+// runs shard-a and shard-b, another runs shard-c with the same call. (Not
+// run: it needs servers.)
+func ExampleNewEtcdShardGroup() {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:2379"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	g, err := dmworker.NewEtcdShardGroup(ctx, cli, "/dmworker/", "orders", "shard-a", "shard-b", "shard-c")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer g.Close() // after the workers stop
+	down, err := sql.Open("mysql", "root:secret@tcp(127.0.0.1:4000)/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	sinks := func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
+		return mysqlsink.New(down)
+	}
+	task := dmworker.SubTaskConfig{Name: "orders", ShardMode: dmworker.ShardPessimistic,
+		Routes: []dmworker.RouteRule{{SchemaPattern: "shop", TablePattern: "orders_*", TargetSchema: "merged", TargetTable: "orders"}}}
+	done := make(chan error, 2)
+	for _, name := range []string{"shard-a", "shard-b"} { // this process's sources
+		up, err := streamer.ParseUpstream("repl:secret@" + name + ":3306")
+		if err != nil {
+			log.Fatal(err)
+		}
+		w, err := dmworker.NewSourceWorker("worker-"+name, sinks,
+			dmworker.WithSource(dmworker.SourceConfig{Name: name, Upstream: up}), dmworker.WithShardGroup(g))
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := w.StartSubTask(task); err != nil {
+			log.Fatal(err)
+		}
+		go func() { done <- w.Run(ctx) }()
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			log.Print(err)
+		}
 	}
 }

@@ -48,6 +48,23 @@ type shardLockJSON struct {
 	Rounds []shardRoundJSON `json:"rounds"`
 	Left   []string         `json:"left,omitempty"`
 	Joined []shardJoinJSON  `json:"joined,omitempty"`
+	// Members are, by source, its shard tables of the target: written
+	// only by a group coordinating through etcd (NewEtcdShardGroup),
+	// where the other processes' sources are known from them.
+	Members map[string][]string `json:"members,omitempty"`
+	// Conflict is, through etcd, the differing DDLs that stopped the
+	// group (its processes all stop).
+	Conflict *shardConflictJSON `json:"conflict,omitempty"`
+}
+
+// shardConflictJSON is a ShardDDLConflictError as stored.
+type shardConflictJSON struct {
+	Statements []shardConflictStmtJSON `json:"statements"`
+}
+
+type shardConflictStmtJSON struct {
+	Shard ShardRef `json:"shard"`
+	Stmt  string   `json:"stmt"`
 }
 
 type shardRoundJSON struct {
@@ -112,6 +129,15 @@ func unmarshalShardLock(b []byte) (*shardLock, error) {
 			lk.left = map[string]bool{}
 		}
 		lk.left[s] = true
+	}
+	for src, tables := range j.Members {
+		if lk.members == nil {
+			lk.members = map[string]map[string]bool{}
+		}
+		lk.members[src] = map[string]bool{}
+		for _, t := range tables {
+			lk.members[src][t] = true
+		}
 	}
 	for _, jn := range j.Joined {
 		if lk.joined == nil {
