@@ -290,26 +290,6 @@ type config struct {
 	multi      multiSource // -from NAME=... (sources.go)
 }
 
-// idleHoldKey is the context key under which a test hands run a channel:
-// until it is closed, -exit-when-idle does not count. A test closes it after
-// its last upstream write, so that migrate cannot take a pause between two
-// of the test's statements (a slow machine) for the end of the workload.
-type idleHoldKey struct{}
-
-// idleHeld reports whether ctx carries an idleHoldKey channel still open.
-func idleHeld(ctx context.Context) bool {
-	ch, _ := ctx.Value(idleHoldKey{}).(chan struct{})
-	if ch == nil {
-		return false
-	}
-	select {
-	case <-ch:
-		return false
-	default:
-		return true
-	}
-}
-
 // progressInterval is how often progress is printed.
 const progressInterval = time.Second
 
@@ -488,7 +468,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 			out.syncer(st.Syncer, st.Syncer.Rows-prev, now.Sub(prevAt))
 			prev, prevAt = st.Syncer.Rows, now
-			if cfg.idle <= 0 || st.Stage != dmworker.SubTaskRunning || idleHeld(ctx) {
+			if cfg.idle <= 0 || st.Stage != dmworker.SubTaskRunning || cli.IdleHeld(ctx) {
 				idleSince = time.Time{}
 				continue
 			}

@@ -26,6 +26,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/examples/internal/cli"
 	"github.com/dmworker/dmworker/internal/faultnet"
 	"github.com/dmworker/dmworker/internal/testserver"
 )
@@ -102,7 +103,7 @@ func TestMigrateIncremental(t *testing.T) {
 	defer cancel()
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
-	hctx, release := holdIdle(ctx)
+	hctx, release := cli.HoldIdle(ctx)
 	defer release()
 	go func() { done <- run(hctx, append([]string{"-start", start}, args...), &stdout, &stderr) }()
 
@@ -291,7 +292,7 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
 	args := []string{"-from", from, "-to", to, "-data-dir", dir, "-exit-when-idle", "2s"}
-	hctx, release := holdIdle(ctx)
+	hctx, release := cli.HoldIdle(ctx)
 	defer release()
 	go func() { done <- run(hctx, args, &stdout, &stderr) }()
 	for deadline := time.Now().Add(time.Minute); !strings.Contains(stdout.String(), "pos=mysql-bin"); {
@@ -350,7 +351,7 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 	}
 	var stdout2, stderr2 syncBuffer
 	done2 := make(chan int, 1)
-	hctx2, release2 := holdIdle(ctx)
+	hctx2, release2 := cli.HoldIdle(ctx)
 	defer release2()
 	go func() {
 		done2 <- run(hctx2, append([]string{"-worker", "w2", "-data-dir", t.TempDir(), "-exit-when-idle", "2s"}, cluster...), &stdout2, &stderr2)
@@ -396,16 +397,6 @@ func TestMigrateRelayAndEtcd(t *testing.T) {
 }
 
 // waitOutput waits up to a minute for want in out.
-// holdIdle returns ctx holding back run's -exit-when-idle, and the func that
-// releases it: a test calls it after its last upstream write, so that
-// migrate waits for that condition rather than for a pause between the
-// test's statements (which a loaded machine makes as long as it likes).
-func holdIdle(ctx context.Context) (context.Context, func()) {
-	ch := make(chan struct{})
-	var once sync.Once
-	return context.WithValue(ctx, idleHoldKey{}, ch), func() { once.Do(func() { close(ch) }) }
-}
-
 func waitOutput(t *testing.T, out, errOut *syncBuffer, want string) {
 	t.Helper()
 	for deadline := time.Now().Add(time.Minute); !strings.Contains(out.String(), want); {
@@ -564,7 +555,7 @@ func TestMigrateRelayCannotStart(t *testing.T) {
 	defer cancel()
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
-	hctx, release := holdIdle(ctx)
+	hctx, release := cli.HoldIdle(ctx)
 	defer release()
 	go func() {
 		done <- run(hctx, []string{"-from", from, "-to", to, "-data-dir", pristine, "-exit-when-idle", "1s"}, &stdout, &stderr)

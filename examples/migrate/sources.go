@@ -285,7 +285,7 @@ func runSources(ctx context.Context, cfg config, db *sql.DB, logger *slog.Logger
 			switch {
 			case finished == len(ws):
 				return stopAll("the copy is finished", cli.ExitOK)
-			case cfg.idle <= 0 || caught < len(ws) || idleHeld(ctx):
+			case cfg.idle <= 0 || caught < len(ws) || cli.IdleHeld(ctx):
 				idleSince = time.Time{}
 			case idleSince.IsZero():
 				idleSince = now

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/examples/internal/cli"
 	"github.com/dmworker/dmworker/internal/testserver"
 )
 
@@ -44,7 +45,7 @@ func migrateSeveralSources(t *testing.T, mode string, base uint32) {
 	defer cancel()
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
-	hctx, release := holdIdle(ctx)
+	hctx, release := cli.HoldIdle(ctx)
 	defer release()
 	go func() { done <- run(hctx, args, &stdout, &stderr) }()
 	// Write once every source has taken its start position (the upstream's

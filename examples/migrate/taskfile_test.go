@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmworker/dmworker/examples/internal/cli"
 	"github.com/dmworker/dmworker/internal/testserver"
 )
 
@@ -44,7 +45,7 @@ func TestMigrateTaskFile(t *testing.T) {
 	defer cancel()
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
-	hctx, release := holdIdle(ctx)
+	hctx, release := cli.HoldIdle(ctx)
 	defer release()
 	go func() { done <- run(hctx, args, &stdout, &stderr) }()
 	for deadline := time.Now().Add(time.Minute); !strings.Contains(stdout.String(), "pos=mysql-bin"); {

@@ -146,26 +146,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // watch prints progress, counting relayed bytes in m, until ctx ends, Run
 // returns (closing done), or with idle > 0, the relay has caught up and been
 // quiet for idle.
-// idleHoldKey is the context key under which a test hands run a channel:
-// until it is closed, -exit-when-idle does not end the run. A test closes it
-// after its last upstream write, so that a pause between two of its
-// statements (a loaded machine) is not taken for the end of the workload.
-type idleHoldKey struct{}
-
-// idleHeld reports whether ctx carries an idleHoldKey channel still open.
-func idleHeld(ctx context.Context) bool {
-	ch, _ := ctx.Value(idleHoldKey{}).(chan struct{})
-	if ch == nil {
-		return false
-	}
-	select {
-	case <-ch:
-		return false
-	default:
-		return true
-	}
-}
-
 func watch(ctx context.Context, r *dmworker.Relay, idle time.Duration, out io.Writer, done <-chan struct{}, m *meter) {
 	pos, moved := r.Relayed()
 	m.advance(pos)
@@ -208,7 +188,7 @@ func watch(ctx context.Context, r *dmworker.Relay, idle time.Duration, out io.Wr
 				posString(s.Relayed), behind(s), float64(m.total-printed)/1e6/secs)
 			lastPrint, printed = now, m.total
 		}
-		if idle > 0 && now.Sub(lastMove) >= idle && !idleHeld(ctx) {
+		if idle > 0 && now.Sub(lastMove) >= idle && !cli.IdleHeld(ctx) {
 			if s := status(); caughtUp(s) {
 				// A move this loop has not seen yet means the
 				// upstream was not idle after all.

@@ -15,6 +15,7 @@ import (
 	"github.com/go-mysql-org/go-mysql/replication"
 	"go.uber.org/goleak"
 
+	"github.com/dmworker/dmworker/examples/internal/cli"
 	"github.com/dmworker/dmworker/internal/testserver"
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -58,11 +59,11 @@ func TestRunRelaysUntilIdle(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	code := make(chan int, 1)
-	hold := make(chan struct{}) // -exit-when-idle counts once the workload is written
-	hctx := context.WithValue(ctx, idleHoldKey{}, hold)
+	hctx, release := cli.HoldIdle(ctx) // -exit-when-idle counts once the workload is written
+	defer release()
 	go func() { code <- run(hctx, args, &stdout, &stderr) }()
 	workload(t, db, 60, 60) // and more while it runs, across more rotations
-	close(hold)
+	release()
 	if c := <-code; c != 0 {
 		t.Fatalf("run: exit %d, stderr:\n%s", c, stderr.String())
 	}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/go-sql-driver/mysql"
@@ -233,4 +234,33 @@ func Routes(s string) ([]dmworker.RouteRule, error) {
 		out = append(out, dmworker.RouteRule{SchemaPattern: fs, TablePattern: ft, TargetSchema: ts, TargetTable: tt})
 	}
 	return out, nil
+}
+
+// idleHoldKey is the context key of HoldIdle's channel.
+type idleHoldKey struct{}
+
+// HoldIdle returns ctx holding back a command's -exit-when-idle, and the
+// func that releases it (safe to call more than once). A test calls it
+// after its last upstream write, so that the command waits for that rather
+// than taking a pause between two of the test's statements (which a loaded
+// machine makes as long as it likes) for the end of the workload.
+func HoldIdle(ctx context.Context) (context.Context, func()) {
+	ch := make(chan struct{})
+	var once sync.Once
+	return context.WithValue(ctx, idleHoldKey{}, ch), func() { once.Do(func() { close(ch) }) }
+}
+
+// IdleHeld reports whether ctx carries a HoldIdle hold not yet released:
+// while it does, -exit-when-idle does not end the command.
+func IdleHeld(ctx context.Context) bool {
+	ch, _ := ctx.Value(idleHoldKey{}).(chan struct{})
+	if ch == nil {
+		return false
+	}
+	select {
+	case <-ch:
+		return false
+	default:
+		return true
+	}
 }

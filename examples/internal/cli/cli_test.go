@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"os"
@@ -69,5 +70,20 @@ func TestList(t *testing.T) {
 	}
 	if got := List(""); got != nil {
 		t.Errorf("List of nothing: %q", got)
+	}
+}
+
+func TestHoldIdle(t *testing.T) {
+	if IdleHeld(context.Background()) {
+		t.Fatal("a context without a hold is held")
+	}
+	ctx, release := HoldIdle(context.Background())
+	if !IdleHeld(ctx) {
+		t.Fatal("HoldIdle's context is not held")
+	}
+	release()
+	release() // a second release is harmless
+	if IdleHeld(ctx) {
+		t.Fatal("still held after release")
 	}
 }
