@@ -188,6 +188,13 @@ type ShardReached struct {
 // taken to have the target's shape then: it waits for no step applied
 // before its creation.
 //
+// In either mode the DROP TABLE of a shard table is not applied downstream
+// (the merged table holds the other shards' rows), and the TRUNCATE TABLE
+// of a shard table stops its subtask with ErrUnsupportedDDL naming the
+// shard and the merged table: applied, it would empty the merged table of
+// every shard's rows. Skip it (the shard's rows stay downstream) or
+// Replace it, and resume.
+//
 // In optimistic shard mode (ShardMode "optimistic") nothing holds: each
 // clause of a shard table's ALTER TABLE, CREATE INDEX or DROP INDEX is
 // decided against the downstream table, which the group knows as the join

@@ -733,7 +733,13 @@ func (r *syncRun) optimisticDDL(ctx context.Context, ev *streamer.Event, st *sch
 		def, _ := r.tracker.Table(st.Table.Schema, st.Table.Name)
 		return g.optCreate(shard, target, def, exec, func(q string) error { return r.optExec(ctx, target, q, d.SourceQuery, ev.Pos) })
 	}
-	if err := exec(); err != nil {
+	if st.Kind == schema.KindDropTable {
+		// A shard table dropped upstream leaves the merged table
+		// downstream, which holds the other shards' rows: the group only
+		// forgets the shard.
+		r.s.log.Info("shard table dropped upstream; not downstream, the merged table stays",
+			slog.String("shard", shard.String()), slog.String("target", target))
+	} else if err := exec(); err != nil {
 		return err
 	}
 	for _, n := range st.Tables() {

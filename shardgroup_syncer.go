@@ -3,6 +3,7 @@ package dmworker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 
@@ -149,6 +150,14 @@ func (r *syncRun) shardPre() {
 // In optimistic shard mode it hands the statement to optimisticDDL, prev
 // being the table's definition before it (nil when the tracker had none).
 func (r *syncRun) shardDDL(ctx context.Context, ev *streamer.Event, st *schema.Stmt, prev *schema.TableDef, d *DDL, exec func() error) error {
+	if r.s.shard != nil && st.Kind == schema.KindTruncateTable && st.Table.Name != "" &&
+		(d.Schema != st.Table.Schema || d.Table != st.Table.Name) {
+		// Downstream it would empty the merged table, the other shards'
+		// rows with it.
+		return fmt.Errorf("%w: TRUNCATE TABLE of shard table %s.%s would empty the merged table %s.%s with the other shards' rows: "+
+			"Skip it (this shard's rows stay downstream) or Replace it (a DELETE of this shard's rows, if they can be told apart)",
+			ErrUnsupportedDDL, st.Table.Schema, st.Table.Name, d.Schema, d.Table)
+	}
 	if r.s.shard != nil && r.s.cfg.ShardMode == ShardOptimistic {
 		return r.optimisticDDL(ctx, ev, st, prev, d, exec)
 	}
