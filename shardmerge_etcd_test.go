@@ -141,7 +141,7 @@ func TestShardMergePessimisticEtcd(t *testing.T) {
 	}
 	want, got := f.unionRows(t), tableRows(t, f.downdb, "merged.orders")
 	if !slices.Equal(want, got) {
-		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ", len(got), len(want))
+		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ: %s", len(got), len(want), rowDiff(want, got))
 	}
 	wantCols, gotCols := shardColumns(t, f.updbs[0], "shop", "orders_01"), shardColumns(t, f.downdb, "merged", "orders")
 	if !slices.Equal(wantCols, gotCols) {
@@ -374,7 +374,7 @@ func TestShardMergeEtcdOwnerKilled(t *testing.T) {
 	}
 	want, got := f.unionRows(t), tableRows(t, f.downdb, "merged.orders")
 	if !slices.Equal(want, got) {
-		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ", len(got), len(want))
+		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ: %s", len(got), len(want), rowDiff(want, got))
 	}
 	wantCols, gotCols := shardColumns(t, f.updbs[0], "shop", "orders_01"), shardColumns(t, f.downdb, "merged", "orders")
 	if !slices.Equal(wantCols, gotCols) {

@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http/httptest"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -275,7 +278,7 @@ func shardMergeLoad(t *testing.T, f *shardFleet, workers []*dmworker.SourceWorke
 	}
 	want, got := f.unionRows(t), tableRows(t, f.downdb, "merged.orders")
 	if !slices.Equal(want, got) {
-		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ", len(got), len(want))
+		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ: %s", len(got), len(want), rowDiff(want, got))
 	}
 	// One checkpoint per source of the task.
 	var cps int
@@ -342,10 +345,12 @@ func TestShardMergePessimistic(t *testing.T) {
 		t.Fatal(err)
 	}
 	workers := make([]*dmworker.SourceWorker, n)
+	logs := failureLogs(t)
 	for i := range workers {
 		w, err := dmworker.NewSourceWorker(fmt.Sprintf("w%d", i+1), mysqlSinks(f.downdb),
 			dmworker.WithSource(dmworker.SourceConfig{Name: sourceName(i), Upstream: upstreamOf(f.ups[i])}),
-			dmworker.WithShardGroup(g), dmworker.WithAutoResume(50*time.Millisecond, time.Second, 0))
+			dmworker.WithShardGroup(g), dmworker.WithAutoResume(50*time.Millisecond, time.Second, 0),
+			dmworker.WithLogger(slog.New(slog.NewTextHandler(logs, nil)).With("worker", fmt.Sprintf("w%d", i+1))))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -446,7 +451,7 @@ func TestShardMergePessimistic(t *testing.T) {
 	}
 	want, got := f.unionRows(t), tableRows(t, f.downdb, "merged.orders")
 	if !slices.Equal(want, got) {
-		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ", len(got), len(want))
+		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ: %s", len(got), len(want), rowDiff(want, got))
 	}
 	wantCols, gotCols := shardColumns(t, f.updbs[0], "shop", "orders_01"), shardColumns(t, f.downdb, "merged", "orders")
 	if !slices.Equal(wantCols, gotCols) {
@@ -572,10 +577,12 @@ func startShardWorkers(t *testing.T, ctx context.Context, f *shardFleet, g *dmwo
 	t.Helper()
 	workers := make([]*dmworker.SourceWorker, len(f.ups))
 	done := make(chan error, len(f.ups))
+	logs := failureLogs(t)
 	for i := range workers {
 		w, err := dmworker.NewSourceWorker(fmt.Sprintf("w%d", i+1), sinks,
 			dmworker.WithSource(dmworker.SourceConfig{Name: sourceName(i), Upstream: upstreamOf(f.ups[i])}),
-			dmworker.WithShardGroup(g), dmworker.WithAutoResume(50*time.Millisecond, time.Second, 0))
+			dmworker.WithShardGroup(g), dmworker.WithAutoResume(50*time.Millisecond, time.Second, 0),
+			dmworker.WithLogger(slog.New(slog.NewTextHandler(logs, nil)).With("worker", fmt.Sprintf("w%d", i+1))))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -726,7 +733,7 @@ func TestShardMergeKilledInLock(t *testing.T) {
 	}
 	want, got := f.unionRows(t), tableRows(t, f.downdb, "merged.orders")
 	if !slices.Equal(want, got) {
-		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ", len(got), len(want))
+		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ: %s", len(got), len(want), rowDiff(want, got))
 	}
 	wantCols, gotCols := shardColumns(t, f.updbs[0], "shop", "orders_01"), shardColumns(t, f.downdb, "merged", "orders")
 	if !slices.Equal(wantCols, gotCols) {
@@ -953,12 +960,56 @@ func TestShardMergeNoStuckLock(t *testing.T) {
 	}
 	slices.Sort(want)
 	if got := coreRows(t, f.downdb, "merged.orders"); !slices.Equal(want, got) {
-		t.Fatalf("merged.orders has %d rows, the shards wrote %d; they differ", len(got), len(want))
+		t.Fatalf("merged.orders has %d rows, the shards wrote %d; they differ: %s", len(got), len(want), rowDiff(want, got))
 	}
 	wantCols, gotCols := shardColumns(t, f.updbs[1], "shop", "orders_01"), shardColumns(t, f.downdb, "merged", "orders")
 	if !slices.Equal(wantCols, gotCols) {
 		t.Fatalf("downstream schema %q, the shards' %q", gotCols, wantCols)
 	}
+}
+
+// failureLogs returns a buffer for the workers' logs, written to the
+// test's log if it fails.
+func failureLogs(t *testing.T) *lockedBuffer {
+	logs := new(lockedBuffer)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the workers' logs:\n%s", logs.String())
+		}
+	})
+	return logs
+}
+
+// rowDiff describes how the coreRows got differ from want: the rows
+// missing and extra (at most 20 of each), and how many by shard table (the
+// note column).
+func rowDiff(want, got []string) string {
+	var missing, extra []string
+	i, j := 0, 0
+	for i < len(want) || j < len(got) {
+		switch {
+		case j == len(got) || (i < len(want) && want[i] < got[j]):
+			missing = append(missing, want[i])
+			i++
+		case i == len(want) || got[j] < want[i]:
+			extra = append(extra, got[j])
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	byShard := func(rows []string) map[string]int {
+		m := map[string]int{}
+		for _, r := range rows {
+			f := strings.Split(r, "|")
+			id, _ := strconv.ParseInt(f[0], 10, 64)
+			m[fmt.Sprintf("src%d:%s", id/10_000_000+1, f[len(f)-1])]++
+		}
+		return m
+	}
+	return fmt.Sprintf("missing %d %v %q; extra %d %v %q", len(missing), byShard(missing), missing[:min(20, len(missing))],
+		len(extra), byShard(extra), extra[:min(20, len(extra))])
 }
 
 // checkLockStatus checks that each worker's subtask "merge" shows the one
@@ -1113,7 +1164,7 @@ func TestShardMergePessimisticDropColumn(t *testing.T) {
 	}
 	want, got := f.unionRows(t), tableRows(t, f.downdb, "merged.orders")
 	if !slices.Equal(want, got) {
-		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ", len(got), len(want))
+		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ: %s", len(got), len(want), rowDiff(want, got))
 	}
 	for i, db := range f.updbs {
 		for _, tb := range shardTables {
