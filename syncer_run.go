@@ -150,10 +150,17 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 			return s.wrap(streamer.Position{}, "", "", err)
 		}
 		start = s.cfg.Start
-		if start.IsZero() {
-			start = up.Master
+		if start.IsZero() && !s.opts.hasStartSchema && !s.offline() {
+			// At the binlog's end: the definitions read are checked
+			// to be those at the position the run starts at.
+			r.tracker, start, err = s.seedAtEnd(ctx, up.Master)
+		} else {
+			if start.IsZero() {
+				start = up.Master
+			}
+			r.tracker, err = s.seedSchema(ctx)
 		}
-		if r.tracker, err = s.seedSchema(ctx); err != nil {
+		if err != nil {
 			// A definition the tracker cannot take: name it whole.
 			table, create := definitionOf(err)
 			return s.wrap(start, table, create, err)

@@ -138,7 +138,7 @@ func Open(ctx context.Context, db *sql.DB, n int, mariadb bool, resolve GTIDReso
 	}
 	// Commits kept landing between the opens: block them for a moment.
 	if _, err := ctl.ExecContext(ctx, "BACKUP STAGE START"); err != nil {
-		if !isAccessDenied(err) {
+		if !IsAccessDenied(err) {
 			return nil, fmt.Errorf("snapshot: BACKUP STAGE START: %w", err)
 		}
 		return s.single(ctx, ctl, resolve, &ok)
@@ -370,9 +370,9 @@ func showMaster(ctx context.Context, c *sql.Conn) (binlogPos, error) {
 	return m, rows.Err()
 }
 
-// isAccessDenied reports a missing privilege (ER_SPECIFIC_ACCESS_DENIED_ERROR
+// IsAccessDenied reports a missing privilege (ER_SPECIFIC_ACCESS_DENIED_ERROR
 // and kin).
-func isAccessDenied(err error) bool {
+func IsAccessDenied(err error) bool {
 	var me *gomysql.MySQLError
 	if !errors.As(err, &me) {
 		return false
