@@ -180,17 +180,19 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		r.w.online = &onlineddl.State{}
 	}
 	r.lastTxnEnd = start
-	s.mu.Lock()
-	s.status.Checkpoint, s.status.SafeUntil, s.status.Read = start, r.w.safeUntil, start
-	s.prog.Begin(start, time.Now())
-	s.mu.Unlock()
 	if !found {
 		// Record the start at once: a restart before the first change
-		// must not move it to a later "current" position.
+		// must not move it to a later "current" position. The status
+		// shows the start once it is recorded: until then a restart
+		// starts afresh (at the binlog's end then).
 		if err := r.w.saveCheckpoint(ctx, start); err != nil {
 			return err
 		}
 	}
+	s.mu.Lock()
+	s.status.Checkpoint, s.status.SafeUntil, s.status.Read = start, r.w.safeUntil, start
+	s.prog.Begin(start, time.Now())
+	s.mu.Unlock()
 	defer s.watchUpstream(ctx)()
 
 	reader, err := s.openReader(ctx, start)
