@@ -35,7 +35,12 @@ type SyncerConfig struct {
 	// WithReaderFactory) and for the tables' definitions at a fresh start.
 	Upstream streamer.UpstreamConfig `json:"upstream" toml:"upstream"`
 	// Start is where a task with no checkpoint begins; zero means the
-	// upstream's current position. Ignored once a checkpoint exists.
+	// upstream's current position, with the table definitions read from
+	// the upstream at that position (read again if a DDL is logged while
+	// they are read; listing the binlog's events for that takes BINLOG
+	// MONITOR or REPLICATION CLIENT). The start is stored before the
+	// first event is read, and SyncerStatus shows it once it is: a task
+	// stopped before that starts afresh. Ignored once a checkpoint exists.
 	Start streamer.Position `json:"start,omitzero" toml:"-"`
 	// Filter, EventFilters and Routes select and rename what is replicated.
 	Filter       BlockAllowList    `json:"block-allow-list,omitzero" toml:"block-allow-list"`
