@@ -302,6 +302,17 @@ func failover(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 			return werr
 		}
 		st := a.task()
+		if bt := b.task(); bt.Stage == dmworker.SubTaskRunning && (st.Name == "" || bt.Epoch > st.Epoch) {
+			// a's lease lapsed on its own (a machine too busy to renew
+			// it in time): the coordinator moved the source already.
+			killedEpoch = st.Epoch
+			fmt.Fprintf(stdout, "worker a lost its lease before the kill (the source moved to worker b, epoch %d); killing worker a (epoch %d) at workload transaction %d, checkpoint %s\n",
+				bt.Epoch, st.Epoch, n, st.Syncer.Checkpoint)
+			a.close()
+			killedAt = time.Now()
+			killed = true
+			break
+		}
 		if st.Syncer.Rows > 0 && n >= cfg.txns/2 {
 			killedEpoch = st.Epoch
 			fmt.Fprintf(stdout, "killing worker a (epoch %d) at workload transaction %d, checkpoint %s\n", st.Epoch, n, st.Syncer.Checkpoint)
