@@ -480,6 +480,90 @@ func (w *RelayFileWriter) Sync() error {
 	return nil
 }
 
+// RelaySyncPoint is what an fsync must cover to make durable what a
+// RelayFileWriter had written when Flush returned it: its current file, and
+// the subdirectory when a file was created in it since the previous point
+// or Sync. A file the writer finished (at a rotate) was fsynced before the
+// next one was created, so the current file is the only one that may hold
+// data not durable yet. A RelayFileSyncer makes a point durable, on another
+// goroutine than the writer's if need be.
+type RelaySyncPoint struct {
+	// File is the path of the current file ("" before the first rotate
+	// names one).
+	File string
+	// Dir is the subdirectory to fsync ("" when no file was created
+	// since the previous point).
+	Dir string
+}
+
+// Flush writes the bytes the writer gathers to its current file, without
+// fsync, and returns what an fsync must cover to make everything written so
+// far durable. The directory entry of a file created since the last point
+// or Sync is handed over with the point: the writer's next Sync does not
+// fsync the directory for it again, so the caller must make the point
+// durable before it reports anything after it as durable.
+func (w *RelayFileWriter) Flush() (RelaySyncPoint, error) {
+	if err := w.flushBuf(); err != nil {
+		return RelaySyncPoint{}, err
+	}
+	var pt RelaySyncPoint
+	if w.f != nil {
+		pt.File = filepath.Join(w.dir, w.name)
+		if w.hidden {
+			pt.File = filepath.Join(w.dir, partName(w.name))
+		}
+	}
+	if w.dirDirty {
+		pt.Dir = w.dir
+		w.dirDirty = false
+	}
+	return pt, nil
+}
+
+// RelayFileSyncer makes RelaySyncPoints durable through file descriptors of
+// its own: an fsync covers what every descriptor of the file wrote before
+// it, so the syncer can run on another goroutine than the writer's and the
+// writer goes on writing meanwhile. It keeps the last file it synced open.
+// It is not safe for concurrent use; Close releases the descriptor.
+type RelayFileSyncer struct {
+	path string
+	f    *os.File
+}
+
+// Sync fsyncs pt's file, then its directory when pt names one.
+func (s *RelayFileSyncer) Sync(pt RelaySyncPoint) error {
+	if pt.File != "" {
+		if pt.File != s.path || s.f == nil {
+			if err := s.Close(); err != nil {
+				return err
+			}
+			// fsync needs no write access (Linux, the BSDs).
+			f, err := os.Open(pt.File)
+			if err != nil {
+				return err
+			}
+			s.f, s.path = f, pt.File
+		}
+		if err := s.f.Sync(); err != nil {
+			return err
+		}
+	}
+	if pt.Dir != "" {
+		return syncDir(pt.Dir)
+	}
+	return nil
+}
+
+// Close closes the descriptor the syncer holds.
+func (s *RelayFileSyncer) Close() error {
+	if s.f == nil {
+		return nil
+	}
+	err := s.f.Close()
+	s.f, s.path = nil, ""
+	return err
+}
+
 // flushBuf writes the buffered bytes to the file (without fsync).
 func (w *RelayFileWriter) flushBuf() error {
 	if len(w.buf) == 0 || w.f == nil {
