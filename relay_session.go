@@ -73,6 +73,9 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		return err
 	}
 	defer writer.Close()
+	// Full buffers go to the page cache from the writer's goroutine while
+	// this one goes on reading.
+	writer.WriteBehind()
 
 	// The syncer fsyncs and publishes in the background (group commit,
 	// see relaySyncer); a failure there ends the session through fctx.

@@ -219,6 +219,15 @@ type RelayFileWriter struct {
 	// buf holds the file's last len(buf) bytes (up to size), not yet
 	// written: one write per buffer-full instead of one per event.
 	buf []byte
+	// Write-behind (WriteBehind): a full buffer goes to a goroutine of
+	// the writer's, which writes it while the caller fills spare. At most
+	// one write is in flight; whatever reads the file, syncs it or
+	// switches files waits for it first.
+	behind     chan behindWrite // to the goroutine; nil without write-behind
+	behindDone chan behindWrite // back from it, with the write's error
+	behindExit chan struct{}    // closed when the goroutine ends
+	inflight   bool             // a write was handed over and not taken back
+	spare      []byte
 	// Copy mode (RelayDir.CopyUpstream): files are written under hidden names
 	// (partName) and the writer stops at a rotate to stopAt.
 	hidden  bool
@@ -403,7 +412,7 @@ func (w *RelayFileWriter) write(ev *writeEvent) (bool, error) {
 		w.synced = false
 		wrote = true
 		if len(w.buf) >= relayWriteBuffer {
-			if err := w.flushBuf(); err != nil {
+			if err := w.flushBehind(); err != nil {
 				return false, err
 			}
 		}
@@ -564,8 +573,85 @@ func (s *RelayFileSyncer) Close() error {
 	return err
 }
 
-// flushBuf writes the buffered bytes to the file (without fsync).
+// behindWrite is one buffer written behind the caller's back.
+type behindWrite struct {
+	f   *os.File
+	buf []byte
+	off int64
+	err error
+}
+
+// WriteBehind makes the writer write each full buffer on a goroutine of its
+// own while the caller goes on filling another: the copy into the page
+// cache overlaps with the caller's reading. Sync, Flush, switching files
+// and reading the file back wait for the write in flight; its error comes
+// back from the next of them, or from the write that hands over the next
+// buffer. Close ends the goroutine. Calling it again does nothing.
+func (w *RelayFileWriter) WriteBehind() {
+	if w.behind != nil {
+		return
+	}
+	w.behind = make(chan behindWrite)
+	w.behindDone = make(chan behindWrite, 1)
+	w.behindExit = make(chan struct{})
+	go func(in <-chan behindWrite, out chan<- behindWrite, exit chan<- struct{}) {
+		defer close(exit)
+		for b := range in {
+			_, b.err = b.f.WriteAt(b.buf, b.off)
+			out <- b
+		}
+	}(w.behind, w.behindDone, w.behindExit)
+}
+
+// flushBehind hands the buffered bytes to the write-behind goroutine, after
+// the write in flight is done, and goes on with the spare buffer. Without
+// write-behind it is flushBuf.
+func (w *RelayFileWriter) flushBehind() error {
+	if w.behind == nil {
+		return w.flushBuf()
+	}
+	if len(w.buf) == 0 || w.f == nil {
+		return nil
+	}
+	if err := w.waitBehind(); err != nil {
+		return err
+	}
+	w.behind <- behindWrite{f: w.f, buf: w.buf, off: w.size - int64(len(w.buf))}
+	w.inflight = true
+	w.buf, w.spare = w.spare[:0], nil
+	return nil
+}
+
+// waitBehind waits for the write in flight, if any, and returns its error.
+func (w *RelayFileWriter) waitBehind() error {
+	if !w.inflight {
+		return nil
+	}
+	b := <-w.behindDone
+	w.inflight = false
+	w.spare = b.buf[:0]
+	return b.err
+}
+
+// stopBehind waits for the write in flight and ends the write-behind
+// goroutine.
+func (w *RelayFileWriter) stopBehind() error {
+	if w.behind == nil {
+		return nil
+	}
+	err := w.waitBehind()
+	close(w.behind)
+	<-w.behindExit
+	w.behind = nil
+	return err
+}
+
+// flushBuf writes the buffered bytes to the file (without fsync), after the
+// write in flight (write-behind) is done.
 func (w *RelayFileWriter) flushBuf() error {
+	if err := w.waitBehind(); err != nil {
+		return err
+	}
 	if len(w.buf) == 0 || w.f == nil {
 		return nil
 	}
@@ -576,5 +662,12 @@ func (w *RelayFileWriter) flushBuf() error {
 	return nil
 }
 
-// Close syncs and closes the current file.
-func (w *RelayFileWriter) Close() error { return w.closeFile() }
+// Close syncs and closes the current file, and ends the write-behind
+// goroutine.
+func (w *RelayFileWriter) Close() error {
+	err := w.closeFile()
+	if serr := w.stopBehind(); err == nil {
+		err = serr
+	}
+	return err
+}

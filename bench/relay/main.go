@@ -8,7 +8,7 @@
 // Usage:
 //
 //	relay [-upstream user:pass@host:port] [-fill-mb 1100] [-remoteread PATH]
-//	    [-runs 3] [-mariadb-binlog PATH] [-dir DIR] [-cpuprofile FILE]
+//	    [-runs 3] [-mariadb-binlog PATH] [-dir DIR] [-cpuprofile FILE] [-trace FILE]
 //
 // The upstream comes from -upstream or $RELAYBENCH_UPSTREAM.
 //
@@ -32,7 +32,10 @@
 //  4. Print each run, the medians, the ratio of relay to native MB/s and
 //     the peak RSS at half and full size.
 //
-// With -cpuprofile, one more full relay copy, untimed, writes a CPU profile.
+// With -cpuprofile or -trace, one more full relay copy, untimed, writes a CPU
+// profile or an execution trace (runtime/trace: `go tool trace -pprof=syscall
+// FILE` tells where the relay's goroutines wait in system calls, `-pprof=sync`
+// where they wait on each other), or both.
 package main
 
 import (
@@ -77,6 +80,7 @@ func run() error {
 		nativeBin  = flag.String("mariadb-binlog", "mariadb-binlog", "the mariadb-binlog binary")
 		dir        = flag.String("dir", "", "scratch directory for the copies (default: a new temporary one)")
 		cpuprofile = flag.String("cpuprofile", "", "write a CPU profile of one extra relay copy to this file")
+		tracefile  = flag.String("trace", "", "write an execution trace of one extra relay copy to this file")
 
 		child = flag.Bool("relay-child", false, "internal: copy once with a relay and print the result as JSON")
 		out   = flag.String("out", "", "internal: relay directory")
@@ -85,7 +89,7 @@ func run() error {
 	)
 	flag.Parse()
 	if *child {
-		return relayChild(*out, *first, *until, *cpuprofile)
+		return relayChild(*out, *first, *until, *cpuprofile, *tracefile)
 	}
 	switch {
 	case flag.NArg() > 0:
@@ -162,7 +166,7 @@ func run() error {
 	for i := range *runs {
 		keep := i == 0 // the first pair is compared before removal
 		relayDir := filepath.Join(scratch, fmt.Sprintf("relay-%d", i+1))
-		r, err := runRelay(ctx, *upstream, relayDir, firstFile, end, "")
+		r, err := runRelay(ctx, *upstream, relayDir, firstFile, end, "", "")
 		if err != nil {
 			return err
 		}
@@ -193,21 +197,21 @@ func run() error {
 	}
 
 	halfDir := filepath.Join(scratch, "relay-half")
-	h, err := runRelay(ctx, *upstream, halfDir, firstFile, half, "")
+	h, err := runRelay(ctx, *upstream, halfDir, firstFile, half, "", "")
 	if err != nil {
 		return err
 	}
 	os.RemoveAll(halfDir)
 	logf("half relay:    %s", h)
 
-	if *cpuprofile != "" {
+	if *cpuprofile != "" || *tracefile != "" {
 		profDir := filepath.Join(scratch, "relay-profiled")
-		p, err := runRelay(ctx, *upstream, profDir, firstFile, end, *cpuprofile)
+		p, err := runRelay(ctx, *upstream, profDir, firstFile, end, *cpuprofile, *tracefile)
 		if err != nil {
 			return err
 		}
 		os.RemoveAll(profDir)
-		logf("profiled relay: %s; profile in %s", p, *cpuprofile)
+		logf("profiled relay: %s; CPU profile in %q, trace in %q", p, *cpuprofile, *tracefile)
 	}
 
 	report(os.Stdout, reportData{
@@ -270,7 +274,7 @@ wait:
 
 // runRelay runs one relay copy in a child process, into the new directory
 // out, stopping at until.
-func runRelay(ctx context.Context, up, out, first string, until streamer.Position, cpuprofile string) (result, error) {
+func runRelay(ctx context.Context, up, out, first string, until streamer.Position, cpuprofile, tracefile string) (result, error) {
 	if err := prepare(out); err != nil {
 		return result{}, err
 	}
@@ -281,6 +285,9 @@ func runRelay(ctx context.Context, up, out, first string, until streamer.Positio
 	args := []string{"-relay-child", "-out", out, "-first", first, "-until", fmt.Sprintf("%s:%d", until.Name, until.Offset)}
 	if cpuprofile != "" {
 		args = append(args, "-cpuprofile", cpuprofile)
+	}
+	if tracefile != "" {
+		args = append(args, "-trace", tracefile)
 	}
 	cmd := exec.CommandContext(ctx, self, args...)
 	cmd.Env = append(os.Environ(), upstreamEnv+"="+up)
