@@ -28,6 +28,9 @@ type result struct {
 	// Behind is the relay's Status().BytesBehind once it reached the end
 	// position (relay runs only; must be 0 for a full copy).
 	Behind uint64 `json:"behind"`
+	// SyncSeconds is, for a native run, how long an fsync of each file it
+	// wrote took once it had exited (not in Seconds).
+	SyncSeconds float64 `json:"-"`
 	// Load is the machine's 1-minute load average when the run started:
 	// other processes competing for the CPUs make runs slower.
 	Load float64 `json:"-"`
