@@ -97,8 +97,14 @@ var (
 )
 
 // SyncPolicy says when the relay fsyncs what it has written. A position is
-// reported as relayed, to readers and in Status, only once it is durable
-// under the policy.
+// reported as relayed, to readers and in Status, and recorded in relay.meta,
+// only once an fsync that began after its bytes were written has returned.
+// The fsyncs run on a goroutine of the session's own while it goes on
+// receiving from the upstream (group commit): a sync the policy asks for
+// while one is under way is done right after it, and covers every
+// transaction written meanwhile. The session waits for the disk only when
+// what it has written runs 128 MiB ahead of what is durable, and at a
+// binlog file's end (a file is durable before the next one is created).
 type SyncPolicy struct {
 	kind     syncKind
 	interval time.Duration
@@ -115,16 +121,17 @@ const (
 
 const defaultSyncInterval = 50 * time.Millisecond
 
-// SyncEachTransaction fsyncs at the end of every upstream transaction: the
-// least lag for readers, one fsync per transaction.
+// SyncEachTransaction asks for an fsync at the end of every upstream
+// transaction: the least lag for readers; at most one fsync per
+// transaction (transactions that end while an fsync runs share the next).
 func SyncEachTransaction() SyncPolicy { return SyncPolicy{kind: syncEachTxn} }
 
 // SyncInterval fsyncs at the end of a transaction when the last fsync is at
 // least d old, and otherwise d after the last fsync: a quiet upstream's
 // transaction is durable at once, a busy one costs at most one fsync per d.
 // This is the default, with d = 50ms: it bounds the fsync rate to 20/s under
-// load, adds at most 50ms of relay lag, and on a crash loses nothing that
-// cannot be pulled again from the upstream.
+// load, adds at most 50ms (plus the fsync's own time) of relay lag, and on a
+// crash loses nothing that cannot be pulled again from the upstream.
 func SyncInterval(d time.Duration) SyncPolicy { return SyncPolicy{kind: syncInterval, interval: d} }
 
 // SyncOnRotate fsyncs only when a binlog file is complete (and on pause and

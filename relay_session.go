@@ -73,63 +73,86 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		return err
 	}
 	defer writer.Close()
+	// Full buffers go to the page cache from the writer's goroutine while
+	// this one goes on reading.
+	writer.WriteBehind()
+
+	// The syncer fsyncs and publishes in the background (group commit,
+	// see relaySyncer); a failure there ends the session through fctx.
+	fctx, fcancel := context.WithCancelCause(sctx)
+	defer fcancel(nil)
+	syncer := r.startSyncer(fcancel)
+	defer syncer.stop()
 
 	var (
 		policy   = r.cfg.SyncPolicy
-		dirty    bool // written data not yet durable and published
-		written  bool // this session has written something
+		dirty    bool   // a boundary written and not yet handed to the syncer
+		written  bool   // this session has written something
+		total    uint64 // bytes this session has written
 		lastSync = time.Now()
 		pending  streamer.RelayPos
-		// deadline bounds a wait while data is not durable yet
+		// deadline bounds a wait while data is not handed to the syncer
 		deadline waitDeadline
 	)
 	defer deadline.stop()
 	in := r.inst
-	syncPublish := func() error {
-		var t0 time.Time
-		if in != nil {
-			t0 = time.Now()
+	// requestSync writes out the writer's buffer and hands the boundary
+	// pending to the syncer, which makes it durable and publishes it. It
+	// does not wait for the disk.
+	requestSync := func() error {
+		deadline.stop()
+		if !dirty {
+			return nil
 		}
-		if err := writer.Sync(); err != nil {
+		pt, err := writer.Flush()
+		if err != nil {
 			return err
 		}
+		dirty = false
 		lastSync = time.Now()
-		if in != nil {
-			in.fsyncs.Add(1)
-			in.fsyncDur.observe(lastSync.Sub(t0))
+		// Only a transaction's end changes the reader's set, and no
+		// event delivered since pending ended one: a written boundary
+		// would have moved pending, and events the file held already
+		// (not written) come only before the session's first write. So
+		// the reader's set is the set at pending; it is copied here,
+		// once per sync, not once per transaction.
+		if err := syncer.post(relaySyncJob{pt: pt, pos: pending, gset: reader.GTIDSet(), written: total}); err != nil {
+			return err
 		}
-		if dirty {
-			dirty = false
-			// Only a transaction's end changes the reader's set, and
-			// no event delivered since pending ended one: a written
-			// boundary would have moved pending, and events the file
-			// held already (not written) come only before the
-			// session's first write. So the reader's set is the set
-			// at pending; it is copied here, once per sync, not once
-			// per transaction.
-			if err := r.publish(pending, reader.GTIDSet()); err != nil {
-				return err
-			}
-		}
-		deadline.stop()
-		return nil
+		return syncer.catchUp(total)
 	}
-	// finish makes what was written durable when the session ends.
+	// finish makes what was written durable when the session ends: the
+	// syncer finishes what it was handed, and the rest is synced here.
 	finish := func(err error) error {
-		if serr := syncPublish(); err == nil {
-			err = serr
+		rerr := requestSync()
+		if serr := syncer.stop(); serr != nil {
+			// Nothing after the syncer's failure is published.
+			if err == nil {
+				err = serr
+			}
+			return err
+		}
+		if rerr == nil {
+			rerr = writer.Sync()
+		}
+		if err == nil {
+			err = rerr
 		}
 		return err
 	}
 	for {
-		gctx := sctx
+		gctx := fctx
 		if dirty && policy.kind == syncInterval {
-			gctx = deadline.context(sctx, lastSync.Add(policy.interval))
+			gctx = deadline.context(fctx, lastSync.Add(policy.interval))
 		}
 		ev, err := reader.Next(gctx)
 		if err != nil {
 			if sctx.Err() != nil {
 				return finish(nil)
+			}
+			if fctx.Err() != nil {
+				// The syncer failed.
+				return finish(context.Cause(fctx))
 			}
 			if !written && !plan.fresh && errors.Is(err, streamer.ErrBadPosition) {
 				// The upstream has no event where the relay's copy has
@@ -138,10 +161,10 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 				r.forceReset = true
 				return finish(nil)
 			}
-			if gctx != sctx && gctx.Err() != nil {
+			if gctx != fctx && gctx.Err() != nil {
 				// The interval passed with nothing new: sync now.
-				if err := syncPublish(); err != nil {
-					return err
+				if err := requestSync(); err != nil {
+					return finish(err)
 				}
 				continue
 			}
@@ -162,9 +185,12 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 			return finish(err)
 		}
 		written = written || wrote
-		if wrote && in != nil {
-			in.events.Add(1)
-			in.bytes.Add(uint64(len(ev.Data)))
+		if wrote {
+			total += uint64(len(ev.Data))
+			if in != nil {
+				in.events.Add(1)
+				in.bytes.Add(uint64(len(ev.Data)))
+			}
 		}
 		if !wrote || !ev.Boundary {
 			continue
@@ -180,8 +206,8 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		case policy.kind == syncEachTxn,
 			policy.kind == syncInterval && time.Since(lastSync) >= policy.interval,
 			policy.kind == syncOnRotate && pending.Offset == 4:
-			if err := syncPublish(); err != nil {
-				return err
+			if err := requestSync(); err != nil {
+				return finish(err)
 			}
 		}
 	}

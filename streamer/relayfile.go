@@ -219,6 +219,15 @@ type RelayFileWriter struct {
 	// buf holds the file's last len(buf) bytes (up to size), not yet
 	// written: one write per buffer-full instead of one per event.
 	buf []byte
+	// Write-behind (WriteBehind): a full buffer goes to a goroutine of
+	// the writer's, which writes it while the caller fills spare. At most
+	// one write is in flight; whatever reads the file, syncs it or
+	// switches files waits for it first.
+	behind     chan behindWrite // to the goroutine; nil without write-behind
+	behindDone chan behindWrite // back from it, with the write's error
+	behindExit chan struct{}    // closed when the goroutine ends
+	inflight   bool             // a write was handed over and not taken back
+	spare      []byte
 	// Copy mode (RelayDir.CopyUpstream): files are written under hidden names
 	// (partName) and the writer stops at a rotate to stopAt.
 	hidden  bool
@@ -403,7 +412,7 @@ func (w *RelayFileWriter) write(ev *writeEvent) (bool, error) {
 		w.synced = false
 		wrote = true
 		if len(w.buf) >= relayWriteBuffer {
-			if err := w.flushBuf(); err != nil {
+			if err := w.flushBehind(); err != nil {
 				return false, err
 			}
 		}
@@ -480,8 +489,169 @@ func (w *RelayFileWriter) Sync() error {
 	return nil
 }
 
-// flushBuf writes the buffered bytes to the file (without fsync).
+// RelaySyncPoint is what an fsync must cover to make durable what a
+// RelayFileWriter had written when Flush returned it: its current file, and
+// the subdirectory when a file was created in it since the previous point
+// or Sync. A file the writer finished (at a rotate) was fsynced before the
+// next one was created, so the current file is the only one that may hold
+// data not durable yet. A RelayFileSyncer makes a point durable, on another
+// goroutine than the writer's if need be.
+type RelaySyncPoint struct {
+	// File is the path of the current file ("" before the first rotate
+	// names one).
+	File string
+	// Dir is the subdirectory to fsync ("" when no file was created
+	// since the previous point).
+	Dir string
+}
+
+// Flush writes the bytes the writer gathers to its current file, without
+// fsync, and returns what an fsync must cover to make everything written so
+// far durable. The directory entry of a file created since the last point
+// or Sync is handed over with the point: the writer's next Sync does not
+// fsync the directory for it again, so the caller must make the point
+// durable before it reports anything after it as durable.
+func (w *RelayFileWriter) Flush() (RelaySyncPoint, error) {
+	if err := w.flushBuf(); err != nil {
+		return RelaySyncPoint{}, err
+	}
+	var pt RelaySyncPoint
+	if w.f != nil {
+		pt.File = filepath.Join(w.dir, w.name)
+		if w.hidden {
+			pt.File = filepath.Join(w.dir, partName(w.name))
+		}
+	}
+	if w.dirDirty {
+		pt.Dir = w.dir
+		w.dirDirty = false
+	}
+	return pt, nil
+}
+
+// RelayFileSyncer makes RelaySyncPoints durable through file descriptors of
+// its own: an fsync covers what every descriptor of the file wrote before
+// it, so the syncer can run on another goroutine than the writer's and the
+// writer goes on writing meanwhile. It keeps the last file it synced open.
+// It is not safe for concurrent use; Close releases the descriptor.
+type RelayFileSyncer struct {
+	path string
+	f    *os.File
+}
+
+// Sync fsyncs pt's file, then its directory when pt names one.
+func (s *RelayFileSyncer) Sync(pt RelaySyncPoint) error {
+	if pt.File != "" {
+		if pt.File != s.path || s.f == nil {
+			if err := s.Close(); err != nil {
+				return err
+			}
+			// fsync needs no write access (Linux, the BSDs).
+			f, err := os.Open(pt.File)
+			if err != nil {
+				return err
+			}
+			s.f, s.path = f, pt.File
+		}
+		if err := s.f.Sync(); err != nil {
+			return err
+		}
+	}
+	if pt.Dir != "" {
+		return syncDir(pt.Dir)
+	}
+	return nil
+}
+
+// Close closes the descriptor the syncer holds.
+func (s *RelayFileSyncer) Close() error {
+	if s.f == nil {
+		return nil
+	}
+	err := s.f.Close()
+	s.f, s.path = nil, ""
+	return err
+}
+
+// behindWrite is one buffer written behind the caller's back.
+type behindWrite struct {
+	f   *os.File
+	buf []byte
+	off int64
+	err error
+}
+
+// WriteBehind makes the writer write each full buffer on a goroutine of its
+// own while the caller goes on filling another: the copy into the page
+// cache overlaps with the caller's reading. Sync, Flush, switching files
+// and reading the file back wait for the write in flight; its error comes
+// back from the next of them, or from the write that hands over the next
+// buffer. Close ends the goroutine. Calling it again does nothing.
+func (w *RelayFileWriter) WriteBehind() {
+	if w.behind != nil {
+		return
+	}
+	w.behind = make(chan behindWrite)
+	w.behindDone = make(chan behindWrite, 1)
+	w.behindExit = make(chan struct{})
+	go func(in <-chan behindWrite, out chan<- behindWrite, exit chan<- struct{}) {
+		defer close(exit)
+		for b := range in {
+			_, b.err = b.f.WriteAt(b.buf, b.off)
+			out <- b
+		}
+	}(w.behind, w.behindDone, w.behindExit)
+}
+
+// flushBehind hands the buffered bytes to the write-behind goroutine, after
+// the write in flight is done, and goes on with the spare buffer. Without
+// write-behind it is flushBuf.
+func (w *RelayFileWriter) flushBehind() error {
+	if w.behind == nil {
+		return w.flushBuf()
+	}
+	if len(w.buf) == 0 || w.f == nil {
+		return nil
+	}
+	if err := w.waitBehind(); err != nil {
+		return err
+	}
+	w.behind <- behindWrite{f: w.f, buf: w.buf, off: w.size - int64(len(w.buf))}
+	w.inflight = true
+	w.buf, w.spare = w.spare[:0], nil
+	return nil
+}
+
+// waitBehind waits for the write in flight, if any, and returns its error.
+func (w *RelayFileWriter) waitBehind() error {
+	if !w.inflight {
+		return nil
+	}
+	b := <-w.behindDone
+	w.inflight = false
+	w.spare = b.buf[:0]
+	return b.err
+}
+
+// stopBehind waits for the write in flight and ends the write-behind
+// goroutine.
+func (w *RelayFileWriter) stopBehind() error {
+	if w.behind == nil {
+		return nil
+	}
+	err := w.waitBehind()
+	close(w.behind)
+	<-w.behindExit
+	w.behind = nil
+	return err
+}
+
+// flushBuf writes the buffered bytes to the file (without fsync), after the
+// write in flight (write-behind) is done.
 func (w *RelayFileWriter) flushBuf() error {
+	if err := w.waitBehind(); err != nil {
+		return err
+	}
 	if len(w.buf) == 0 || w.f == nil {
 		return nil
 	}
@@ -492,5 +662,12 @@ func (w *RelayFileWriter) flushBuf() error {
 	return nil
 }
 
-// Close syncs and closes the current file.
-func (w *RelayFileWriter) Close() error { return w.closeFile() }
+// Close syncs and closes the current file, and ends the write-behind
+// goroutine.
+func (w *RelayFileWriter) Close() error {
+	err := w.closeFile()
+	if serr := w.stopBehind(); err == nil {
+		err = serr
+	}
+	return err
+}

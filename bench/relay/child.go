@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,9 @@ type result struct {
 	// Behind is the relay's Status().BytesBehind once it reached the end
 	// position (relay runs only; must be 0 for a full copy).
 	Behind uint64 `json:"behind"`
+	// SyncSeconds is, for a native run, how long an fsync of each file it
+	// wrote took once it had exited (not in Seconds).
+	SyncSeconds float64 `json:"-"`
 	// Load is the machine's 1-minute load average when the run started:
 	// other processes competing for the CPUs make runs slower.
 	Load float64 `json:"-"`
@@ -43,7 +47,7 @@ const upstreamEnv = "RELAYBENCH_UPSTREAM"
 // empty directory out, from the start of file first, until its relayed
 // position reaches until; the time from Run to then is the result. A process
 // of its own per run gives each run its own peak RSS and a fresh heap.
-func relayChild(out, first, until, cpuprofile string) error {
+func relayChild(out, first, until, cpuprofile, tracefile string) error {
 	up, err := streamer.ParseUpstream(os.Getenv(upstreamEnv))
 	if err != nil {
 		return err
@@ -57,6 +61,17 @@ func relayChild(out, first, until, cpuprofile string) error {
 		return err
 	}
 	defer stopProfile()
+	if tracefile != "" {
+		f, err := os.Create(tracefile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
+	}
 	r, err := dmworker.NewRelay(up, out, dmworker.RelayConfig{RelayStart: streamer.Position{Name: first, Offset: 4}})
 	if err != nil {
 		return err
