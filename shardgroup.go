@@ -822,7 +822,8 @@ func (g *ShardGroup) arriveHold(ctx context.Context, store ShardLockStore, shard
 			n = next - 1 // the same arrival again (a DDL event's end is no CREATE TABLE's)
 		}
 	}
-	if n == len(lk.rounds) {
+	added := n == len(lk.rounds)
+	if added {
 		lk.rounds = append(lk.rounds, &shardRound{stmt: stmt, first: shard, since: time.Now(),
 			reached: map[ShardRef]shardArrival{}, done: make(chan struct{})})
 		lk.dirty = true
@@ -834,12 +835,21 @@ func (g *ShardGroup) arriveHold(ctx context.Context, store ShardLockStore, shard
 		g.etcdConflictLocked(ctx, target, err)
 		return err
 	}
-	if _, ok := rd.reached[shard]; !ok {
+	_, had := rd.reached[shard]
+	if !had {
 		rd.reached[shard] = shardArrival{pos: pos.Clone(), at: time.Now()}
 		lk.dirty = true
 	}
 	// Stored before the source holds: a restart finds it here.
 	if err := g.saveLocked(ctx, store, target); err != nil {
+		if errors.Is(err, ErrStaleEpoch) && !had {
+			// Refused by the binding's fence: the arrival is not this
+			// worker's to record, nor for the group to write later.
+			delete(rd.reached, shard)
+			if added && len(rd.reached) == 0 && !rd.applied {
+				lk.rounds = lk.rounds[:n]
+			}
+		}
 		return err
 	}
 	if hold != nil {

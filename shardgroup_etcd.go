@@ -107,6 +107,13 @@ type shardOwnerSeen struct {
 // process calls it). The cycle check (ErrShardLockCycle) sees this
 // process's sources only.
 //
+// The writes are fenced by the bindings' epochs: for a subtask of a
+// SourceWorker in etcd mode (which writes under its binding's epoch, the
+// ModRevision of <prefix>bound/<worker>), every write of the group (an
+// arrival, a claim, an applied mark, optimistic state) compares, in the
+// same transaction, that key's ModRevision with that epoch; a worker
+// whose binding moved on gets ErrStaleEpoch and its write is not made.
+//
 // In optimistic shard mode the keys are <prefix>shardopt/<task>/<target>
 // (each shard's schema, the downstream table as the groups know it, the
 // drops held back), <prefix>shardoptreg/<task>/<source> (a source that
@@ -450,18 +457,22 @@ func (g *ShardGroup) etcdSaveLocked(ctx context.Context, target string) error {
 		if err != nil {
 			return err
 		}
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)}
+		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)}, shardFenceCmps(ctx)...)
 		claim := e.claimed[target]
 		if claim != "" {
 			cmps = append(cmps, clientv3.Compare(clientv3.Value(owner), "=", claim))
 		}
-		resp, err := e.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(b))).Else(clientv3.OpGet(owner)).Commit()
+		resp, err := e.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(b))).
+			Else(append([]clientv3.Op{clientv3.OpGet(owner)}, shardFenceGet(ctx)...)...).Commit()
 		if err != nil {
 			return Retryable(fmt.Errorf("dmworker: shard group of task %s: store the lock of %s: %w", g.task, target, err))
 		}
 		if resp.Succeeded {
 			lk.dirty = false
 			return nil
+		}
+		if err := g.shardFenceCheck(ctx, resp, "the lock of "+target); err != nil {
+			return err
 		}
 		if claim != "" {
 			kvs := resp.Responses[0].GetResponseRange().Kvs
@@ -485,11 +496,14 @@ func (g *ShardGroup) etcdClaimLocked(ctx context.Context, lk *shardLock, rd *sha
 	if err != nil {
 		return false, err
 	}
-	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(owner), "=", 0)).
+	resp, err := e.cli.Txn(ctx).If(append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(owner), "=", 0)}, shardFenceCmps(ctx)...)...).
 		Then(clientv3.OpPut(owner, string(val), clientv3.WithLease(e.lease)), clientv3.OpGet(key)).
-		Else(clientv3.OpGet(owner), clientv3.OpGet(key)).Commit()
+		Else(append([]clientv3.Op{clientv3.OpGet(owner), clientv3.OpGet(key)}, shardFenceGet(ctx)...)...).Commit()
 	if err != nil {
 		return false, Retryable(fmt.Errorf("dmworker: shard group of task %s: claim the DDL of %s: %w", g.task, target, err))
+	}
+	if err := g.shardFenceCheck(ctx, resp, "the claim of the DDL of "+target); err != nil {
+		return false, err
 	}
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
 		if err := g.etcdMergeKVLocked(target, kvs[0].Value); err != nil {

@@ -230,10 +230,14 @@ func (g *ShardGroup) optEtcdClaim(ctx context.Context, target string) error {
 		if err != nil {
 			return err
 		}
-		resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(owner), "=", 0)).
-			Then(clientv3.OpPut(owner, string(val), clientv3.WithLease(lease))).Else(clientv3.OpGet(owner)).Commit()
+		resp, err := e.cli.Txn(ctx).If(append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(owner), "=", 0)}, shardFenceCmps(ctx)...)...).
+			Then(clientv3.OpPut(owner, string(val), clientv3.WithLease(lease))).
+			Else(append([]clientv3.Op{clientv3.OpGet(owner)}, shardFenceGet(ctx)...)...).Commit()
 		if err != nil {
 			return Retryable(fmt.Errorf("dmworker: shard group of task %s: claim %s: %w", g.task, target, err))
+		}
+		if err := g.shardFenceCheck(ctx, resp, "the claim of "+target); err != nil {
+			return err
 		}
 		held := ""
 		if resp.Succeeded {
@@ -306,10 +310,14 @@ func (g *ShardGroup) optEtcdPut(ctx context.Context, target string, t *optTarget
 		return lost
 	}
 	key, owner := e.optDir+target, e.ownerDir+target
-	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(owner), "=", claim), clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(clientv3.OpPut(key, string(b))).Commit()
+	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.Value(owner), "=", claim), clientv3.Compare(clientv3.ModRevision(key), "=", rev)},
+		shardFenceCmps(ctx)...)
+	resp, err := e.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(b))).Else(shardFenceGet(ctx)...).Commit()
 	if err != nil {
 		return Retryable(fmt.Errorf("dmworker: shard group of task %s: store the state of %s: %w", g.task, target, err))
+	}
+	if err := g.shardFenceCheck(ctx, resp, "the optimistic state of "+target); err != nil {
+		return err
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -400,8 +408,13 @@ func optShows(have, want *schema.TableDef, kind schema.StepKind, name string) bo
 // (in place of those it had) and the downstream table's columns.
 func (g *ShardGroup) optRegisterEtcd(ctx context.Context, io *optIO, source string, shards map[string]map[ShardRef]*schema.TableDef, downs map[string]*schema.TableDef) error {
 	e := g.etcd
-	if _, err := e.cli.Put(ctx, e.regDir+source, time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
+	resp, err := e.cli.Txn(ctx).If(shardFenceCmps(ctx)...).Then(clientv3.OpPut(e.regDir+source, time.Now().UTC().Format(time.RFC3339Nano))).
+		Else(shardFenceGet(ctx)...).Commit()
+	if err != nil {
 		return Retryable(fmt.Errorf("dmworker: shard group of task %s: register source %s: %w", g.task, source, err))
+	}
+	if err := g.shardFenceCheck(ctx, resp, "the registration of source "+source); err != nil {
+		return err
 	}
 	g.mu.Lock()
 	o := g.optLocked()
