@@ -439,6 +439,25 @@ func TestEtcdShardGroupEtcdRestart(t *testing.T) {
 			t.Fatal("s1's arrival never seen by the other group")
 		}
 	}
+	// s1 holds (its arrival's write has returned, not only reached etcd)
+	// before etcd stops.
+	for {
+		gs[0].mu.Lock()
+		_, holding := gs[0].holding["s1"]
+		wake := gs[0].wake
+		gs[0].mu.Unlock()
+		if holding {
+			break
+		}
+		select {
+		case <-wake:
+		case <-time.After(10 * time.Millisecond):
+		case err := <-held:
+			t.Fatalf("s1 returned before etcd stopped: %v", err)
+		case <-ctx.Done():
+			t.Fatal("s1 never held")
+		}
+	}
 	e.Stop()
 	e.Restart(t)
 	// The arrival may meet etcd still reconnecting: a syncer retries it.
