@@ -282,5 +282,7 @@
 // other shards keep their schema (adding a nullable column or one with a
 // default, an index, widening a column), a drop waits for the last shard,
 // and a DDL the others' rows could not live with stops that shard with a
-// ShardIncompatibleDDLError. Coordination through etcd is not built yet.
+// ShardIncompatibleDDLError. With the sources in several processes, each
+// makes the task's group with NewEtcdShardGroup over one etcd, in either
+// mode.
 package dmworker

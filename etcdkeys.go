@@ -33,6 +33,17 @@ import (
 //	                                         under that lease, value "<host>:<pid>"; the lowest
 //	                                         create revision leads.
 //	<prefix>checkpoint/<task>/<source>       EtcdCheckpointStore: checkpoints.
+//	<prefix>shardlock/<task>/<target>        NewEtcdShardGroup, pessimistic: a downstream table's
+//	                                         DDL lock (steps, shards reached, applied marks).
+//	<prefix>shardowner/<task>/<target>       NewEtcdShardGroup: the group applying (pessimistic) or
+//	                                         deciding (optimistic) a DDL of the target, under its
+//	                                         lease.
+//	<prefix>shardopt/<task>/<target>         NewEtcdShardGroup, optimistic: each shard's schema, the
+//	                                         downstream table, the drops held back, the statement
+//	                                         being applied.
+//	<prefix>shardoptreg/<task>/<source>      NewEtcdShardGroup, optimistic: a source registered.
+//	                                         Every shard write of a SourceWorker's subtask compares
+//	                                         bound/<worker>'s ModRevision with its epoch.
 //
 // Names (worker, source, task) must be non-empty and hold no "/".
 // EtcdHost writes the host's keys (and a binding, where no Coordinator

@@ -133,7 +133,7 @@ type ShardReached struct {
 // those sources' SourceWorker, SubTask or Syncer; the task's config sets
 // ShardMode "pessimistic". With the sources in several processes, each
 // process makes the task's group with NewEtcdShardGroup over one etcd
-// instead (pessimistic mode only).
+// instead (either mode).
 //
 // A shard table is an upstream table a route renames (its target differs
 // from its own name). The DDL of a target's shard tables (ALTER TABLE,
@@ -822,7 +822,8 @@ func (g *ShardGroup) arriveHold(ctx context.Context, store ShardLockStore, shard
 			n = next - 1 // the same arrival again (a DDL event's end is no CREATE TABLE's)
 		}
 	}
-	if n == len(lk.rounds) {
+	added := n == len(lk.rounds)
+	if added {
 		lk.rounds = append(lk.rounds, &shardRound{stmt: stmt, first: shard, since: time.Now(),
 			reached: map[ShardRef]shardArrival{}, done: make(chan struct{})})
 		lk.dirty = true
@@ -834,12 +835,21 @@ func (g *ShardGroup) arriveHold(ctx context.Context, store ShardLockStore, shard
 		g.etcdConflictLocked(ctx, target, err)
 		return err
 	}
-	if _, ok := rd.reached[shard]; !ok {
+	_, had := rd.reached[shard]
+	if !had {
 		rd.reached[shard] = shardArrival{pos: pos.Clone(), at: time.Now()}
 		lk.dirty = true
 	}
 	// Stored before the source holds: a restart finds it here.
 	if err := g.saveLocked(ctx, store, target); err != nil {
+		if errors.Is(err, ErrStaleEpoch) && !had {
+			// Refused by the binding's fence: the arrival is not this
+			// worker's to record, nor for the group to write later.
+			delete(rd.reached, shard)
+			if added && len(rd.reached) == 0 && !rd.applied {
+				lk.rounds = lk.rounds[:n]
+			}
+		}
 		return err
 	}
 	if hold != nil {
@@ -965,7 +975,7 @@ func (g *ShardGroup) cycle() error {
 type ShardGroupOption struct{ g *ShardGroup }
 
 // WithShardGroup gives the task's ShardGroup (pessimistic or optimistic
-// shard mode in one process) to a Syncer or SubTask of that task, or to a
+// shard mode, in one process or through etcd) to a Syncer or SubTask of that task, or to a
 // SourceWorker, which gives it to its subtask of the group's task (a worker
 // may take one per task). A task whose ShardMode is pessimistic or
 // optimistic needs it; a task whose ShardMode is off must not have one.
@@ -1003,8 +1013,6 @@ func shardGroupFor(cfg *SyncerConfig, groups []*ShardGroup) (*ShardGroup, error)
 		return nil, fmt.Errorf("a shard group is given for task %s but its shard mode is off", cfg.Task)
 	case cfg.ShardMode != ShardModeOff && g == nil:
 		return nil, fmt.Errorf("shard mode %q needs the task's ShardGroup (WithShardGroup) (NewShardGroup in one process, NewEtcdShardGroup across processes)", cfg.ShardMode)
-	case g != nil && g.etcd != nil && cfg.ShardMode == ShardOptimistic:
-		return nil, fmt.Errorf("shard mode %q through etcd (NewEtcdShardGroup) is not built yet: use NewShardGroup with every source in one process", cfg.ShardMode)
 	case g != nil && !slices.Contains(g.sources, cfg.Source):
 		return nil, fmt.Errorf("source %s is not one of the shard group's sources %v", cfg.Source, g.sources)
 	}

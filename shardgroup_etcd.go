@@ -51,6 +51,14 @@ type shardEtcd struct {
 	// conflicts are, by target, the conflicts that stopped the group,
 	// kept in what it writes.
 	conflicts map[string]*ShardDDLConflictError
+	// optDir holds <prefix>shardopt/<task>/<target>, regDir
+	// <prefix>shardoptreg/<task>/<source>: optimistic mode's state
+	// (shardgroup_optimistic_etcd.go). optRev are, by target, the
+	// revision of its state as read under the claim; optHeld the targets
+	// this group holds the claim of in optimistic mode.
+	optDir, regDir string
+	optRev         map[string]int64
+	optHeld        map[string]bool
 
 	cancel    context.CancelFunc
 	done      chan struct{}  // closed when the watch ends
@@ -71,8 +79,8 @@ type shardOwnerSeen struct {
 }
 
 // NewEtcdShardGroup returns the shard group of task over sources (as
-// NewShardGroup) that coordinates pessimistic shard mode with the groups
-// of the same task in other processes through etcd, under prefix (default
+// NewShardGroup) that coordinates shard DDL with the groups of the same
+// task in other processes through etcd, under prefix (default
 // DefaultEtcdPrefix when empty). Every process that runs some of the
 // task's sources makes one with the same task and sources and gives it to
 // its subtasks (WithShardGroup); the group keeps the checkpoint stores'
@@ -96,9 +104,24 @@ type shardOwnerSeen struct {
 // Close stops the watch and revokes the lease. Release marks the step
 // applied in etcd, so the sources held there in every process go on;
 // RemoveSource takes the source out of this process's group only (each
-// process calls it). Optimistic mode through etcd is not built (a subtask
-// in that mode refuses the group); the cycle check (ErrShardLockCycle)
-// sees this process's sources only.
+// process calls it). The cycle check (ErrShardLockCycle) sees this
+// process's sources only.
+//
+// The writes are fenced by the bindings' epochs: for a subtask of a
+// SourceWorker in etcd mode (which writes under its binding's epoch, the
+// ModRevision of <prefix>bound/<worker>), every write of the group (an
+// arrival, a claim, an applied mark, optimistic state) compares, in the
+// same transaction, that key's ModRevision with that epoch; a worker
+// whose binding moved on gets ErrStaleEpoch and its write is not made.
+//
+// In optimistic shard mode the keys are <prefix>shardopt/<task>/<target>
+// (each shard's schema, the downstream table as the groups know it, the
+// drops held back), <prefix>shardoptreg/<task>/<source> (a source that
+// registered its shard tables) and the same owner key, held while a
+// shard's DDL is decided and applied: see shardgroup_optimistic_etcd.go.
+// A statement being applied is recorded before it runs; a group that finds
+// one left by a process gone runs it again (safe mode) only when the
+// downstream table (TableDefiner) does not show it.
 func NewEtcdShardGroup(ctx context.Context, cli *clientv3.Client, prefix, task string, sources ...string) (*ShardGroup, error) {
 	if cli == nil {
 		return nil, errors.New("dmworker: etcd shard group needs a client")
@@ -121,7 +144,10 @@ func NewEtcdShardGroup(ctx context.Context, cli *clientv3.Client, prefix, task s
 		ownerDir: path.Join(prefix, "shardowner", task) + "/",
 		base:     path.Join(prefix, "shard"),
 		lease:    lease.ID, id: fmt.Sprintf("%x", int64(lease.ID)),
-		owners: map[string]shardOwnerSeen{}, claimed: map[string]string{}, conflicts: map[string]*ShardDDLConflictError{}, done: make(chan struct{})}
+		optDir: path.Join(prefix, "shardopt", task) + "/",
+		regDir: path.Join(prefix, "shardoptreg", task) + "/",
+		owners: map[string]shardOwnerSeen{}, claimed: map[string]string{}, conflicts: map[string]*ShardDDLConflictError{},
+		optRev: map[string]int64{}, optHeld: map[string]bool{}, done: make(chan struct{})}
 	g.etcd, g.loaded = e, true
 	g.mu.Lock()
 	rev, err := g.etcdReloadLocked(gctx)
@@ -187,7 +213,8 @@ func (g *ShardGroup) busyLocked(target string, rd *shardRound) bool {
 // them in; it returns the revision read at.
 func (g *ShardGroup) etcdReloadLocked(ctx context.Context) (int64, error) {
 	e := g.etcd
-	resp, err := e.cli.Txn(ctx).Then(clientv3.OpGet(e.lockDir, clientv3.WithPrefix()), clientv3.OpGet(e.ownerDir, clientv3.WithPrefix())).Commit()
+	resp, err := e.cli.Txn(ctx).Then(append([]clientv3.Op{clientv3.OpGet(e.lockDir, clientv3.WithPrefix()), clientv3.OpGet(e.ownerDir, clientv3.WithPrefix())},
+		e.optEtcdReloadOps()...)...).Commit()
 	if err != nil {
 		return 0, Retryable(fmt.Errorf("dmworker: shard group of task %s: read its locks from etcd: %w", g.task, err))
 	}
@@ -199,6 +226,11 @@ func (g *ShardGroup) etcdReloadLocked(ctx context.Context) (int64, error) {
 	clear(e.owners)
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		g.etcdOwnerPutLocked(strings.TrimPrefix(string(kv.Key), e.ownerDir), kv)
+	}
+	for _, r := range resp.Responses[2:] {
+		for _, kv := range r.GetResponseRange().Kvs {
+			g.optEtcdEventLocked(&clientv3.Event{Type: clientv3.EventTypePut, Kv: kv})
+		}
 	}
 	g.wakeLocked()
 	return resp.Header.Revision, nil
@@ -245,6 +277,9 @@ func (g *ShardGroup) etcdWatch(ctx context.Context, rev int64) {
 func (g *ShardGroup) etcdEventLocked(ev *clientv3.Event) {
 	e := g.etcd
 	key := string(ev.Kv.Key)
+	if g.optEtcdEventLocked(ev) {
+		return
+	}
 	switch {
 	case strings.HasPrefix(key, e.lockDir):
 		if ev.Type == mvccpb.PUT {
@@ -422,18 +457,22 @@ func (g *ShardGroup) etcdSaveLocked(ctx context.Context, target string) error {
 		if err != nil {
 			return err
 		}
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)}
+		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)}, shardFenceCmps(ctx)...)
 		claim := e.claimed[target]
 		if claim != "" {
 			cmps = append(cmps, clientv3.Compare(clientv3.Value(owner), "=", claim))
 		}
-		resp, err := e.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(b))).Else(clientv3.OpGet(owner)).Commit()
+		resp, err := e.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(b))).
+			Else(append([]clientv3.Op{clientv3.OpGet(owner)}, shardFenceGet(ctx)...)...).Commit()
 		if err != nil {
 			return Retryable(fmt.Errorf("dmworker: shard group of task %s: store the lock of %s: %w", g.task, target, err))
 		}
 		if resp.Succeeded {
 			lk.dirty = false
 			return nil
+		}
+		if err := g.shardFenceCheck(ctx, resp, "the lock of "+target); err != nil {
+			return err
 		}
 		if claim != "" {
 			kvs := resp.Responses[0].GetResponseRange().Kvs
@@ -457,11 +496,14 @@ func (g *ShardGroup) etcdClaimLocked(ctx context.Context, lk *shardLock, rd *sha
 	if err != nil {
 		return false, err
 	}
-	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(owner), "=", 0)).
+	resp, err := e.cli.Txn(ctx).If(append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(owner), "=", 0)}, shardFenceCmps(ctx)...)...).
 		Then(clientv3.OpPut(owner, string(val), clientv3.WithLease(e.lease)), clientv3.OpGet(key)).
-		Else(clientv3.OpGet(owner), clientv3.OpGet(key)).Commit()
+		Else(append([]clientv3.Op{clientv3.OpGet(owner), clientv3.OpGet(key)}, shardFenceGet(ctx)...)...).Commit()
 	if err != nil {
 		return false, Retryable(fmt.Errorf("dmworker: shard group of task %s: claim the DDL of %s: %w", g.task, target, err))
+	}
+	if err := g.shardFenceCheck(ctx, resp, "the claim of the DDL of "+target); err != nil {
+		return false, err
 	}
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
 		if err := g.etcdMergeKVLocked(target, kvs[0].Value); err != nil {

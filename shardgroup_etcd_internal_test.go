@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -358,7 +357,7 @@ func TestEtcdShardGroupConflict(t *testing.T) {
 }
 
 // TestEtcdShardGroupRelease: Release in one process lets the sources held
-// in another go on; an etcd group refuses optimistic mode.
+// in another go on; an etcd group takes optimistic mode.
 func TestEtcdShardGroupRelease(t *testing.T) {
 	e := testserver.StartEtcd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -398,9 +397,15 @@ func TestEtcdShardGroupRelease(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("s1 still held after the release in the other process")
 	}
+	// Optimistic mode through etcd is built: a fresh etcd group takes it.
+	g3, err := NewEtcdShardGroup(ctx, e.NewClient(t), "/t/", "task", "s1", "s2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g3.Close()
 	cfg := &SyncerConfig{Task: "task", Source: "s1", ShardMode: ShardOptimistic}
-	if _, err := shardGroupFor(cfg, []*ShardGroup{gs[0]}); err == nil || !strings.Contains(err.Error(), "through etcd") {
-		t.Fatalf("an etcd group in optimistic mode: %v, want a refusal", err)
+	if got, err := shardGroupFor(cfg, []*ShardGroup{g3}); err != nil || got != g3 {
+		t.Fatalf("an etcd group in optimistic mode: %v, %v", got, err)
 	}
 }
 
@@ -432,6 +437,25 @@ func TestEtcdShardGroupEtcdRestart(t *testing.T) {
 		case <-wake:
 		case <-ctx.Done():
 			t.Fatal("s1's arrival never seen by the other group")
+		}
+	}
+	// s1 holds (its arrival's write has returned, not only reached etcd)
+	// before etcd stops.
+	for {
+		gs[0].mu.Lock()
+		_, holding := gs[0].holding["s1"]
+		wake := gs[0].wake
+		gs[0].mu.Unlock()
+		if holding {
+			break
+		}
+		select {
+		case <-wake:
+		case <-time.After(10 * time.Millisecond):
+		case err := <-held:
+			t.Fatalf("s1 returned before etcd stopped: %v", err)
+		case <-ctx.Done():
+			t.Fatal("s1 never held")
 		}
 	}
 	e.Stop()

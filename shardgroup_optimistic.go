@@ -317,6 +317,26 @@ func (g *ShardGroup) optShard(shard ShardRef, target string, def *schema.TableDe
 	t.down = joinInto(t.down, def)
 }
 
+// optShardRun is optShard, through etcd when the group coordinates
+// through it.
+func (g *ShardGroup) optShardRun(ctx context.Context, io *optIO, shard ShardRef, target string, def *schema.TableDef) error {
+	if g.etcd == nil {
+		g.optShard(shard, target, def)
+		return nil
+	}
+	return g.optTargetDo(ctx, io, target, func(t *optTarget) error {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if def == nil {
+			delete(t.shards, shard)
+			return nil
+		}
+		t.shards[shard] = def
+		t.down = joinInto(t.down, def)
+		return nil
+	})
+}
+
 // optAction is what optimistic mode does with one clause.
 type optAction int
 
@@ -333,9 +353,11 @@ const (
 // table, skipped when the downstream has it already, held back when it
 // drops what other shards still have, and refused with a
 // *ShardIncompatibleDDLError when the downstream cannot take it. Clauses
-// before a refused one stay applied.
+// before a refused one stay applied. io (nil in one process) is what a
+// group through etcd needs to finish a statement another process left half
+// applied.
 func (g *ShardGroup) optimistic(ctx context.Context, shard ShardRef, target string, steps []schema.Step,
-	render func(*schema.Step) (string, error), exec func(query string) error) error {
+	render func(*schema.Step) (string, error), exec func(query string) error, io *optIO) (err error) {
 	g.mu.Lock()
 	if g.err != nil {
 		g.mu.Unlock()
@@ -349,6 +371,11 @@ func (g *ShardGroup) optimistic(ctx context.Context, shard ShardRef, target stri
 	g.mu.Unlock()
 	t.ddl.Lock()
 	defer t.ddl.Unlock()
+	end, err := g.optEtcdBegin(ctx, target, t, io)
+	if err != nil {
+		return err
+	}
+	defer func() { err = end(err) }()
 	for i := range steps {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -364,8 +391,21 @@ func (g *ShardGroup) optimistic(ctx context.Context, shard ShardRef, target stri
 			g.mu.Unlock()
 			return &ShardIncompatibleDDLError{Task: g.task, Target: target, Shard: shard, Statement: stmt, Reason: reason, Others: others}
 		}
+		var after *schema.TableDef
+		if act == optApply && g.etcd != nil {
+			base := t.down
+			if base == nil {
+				base = st.Before
+			}
+			if after, err = st.ApplyTo(base); err != nil {
+				after = joinInto(base, st.After)
+			}
+		}
 		g.mu.Unlock()
 		if act == optApply {
+			if err := g.optEtcdApplying(ctx, target, t, stmt, st.Kind, optName(st), after); err != nil {
+				return err
+			}
 			if err := exec(stmt); err != nil {
 				return err
 			}
@@ -401,6 +441,11 @@ func (g *ShardGroup) optimistic(ctx context.Context, shard ShardRef, target stri
 		}
 		t.prune()
 		g.mu.Unlock()
+		if act == optApply {
+			if err := g.optEtcdApplied(ctx, target, t); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -589,8 +634,8 @@ func (g *ShardGroup) optStatus() []ShardLockStatus {
 }
 
 // optimisticSettle applies the drops held back that no shard still has,
-// once every source has registered (exec runs a statement on a target).
-func (g *ShardGroup) optimisticSettle(exec func(target, stmt string) error) error {
+// once every source has registered (io.exec runs a statement on a target).
+func (g *ShardGroup) optimisticSettle(ctx context.Context, io *optIO) error {
 	g.mu.Lock()
 	if g.opt == nil || len(g.opt.registered) < len(g.sources) {
 		g.mu.Unlock()
@@ -602,16 +647,21 @@ func (g *ShardGroup) optimisticSettle(exec func(target, stmt string) error) erro
 	}
 	g.mu.Unlock()
 	for name, t := range targets {
-		if err := g.settleTarget(name, t, exec); err != nil {
+		if err := g.settleTarget(ctx, name, t, io); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (g *ShardGroup) settleTarget(name string, t *optTarget, exec func(target, stmt string) error) error {
+func (g *ShardGroup) settleTarget(ctx context.Context, name string, t *optTarget, io *optIO) (err error) {
 	t.ddl.Lock()
 	defer t.ddl.Unlock()
+	end, err := g.optEtcdBegin(ctx, name, t, io)
+	if err != nil {
+		return err
+	}
+	defer func() { err = end(err) }()
 	g.mu.Lock()
 	var done []*optPending
 	for _, p := range t.pending {
@@ -628,15 +678,29 @@ func (g *ShardGroup) settleTarget(name string, t *optTarget, exec func(target, s
 	g.mu.Unlock()
 	sort.Slice(done, func(i, j int) bool { return done[i].since.Before(done[j].since) })
 	for _, p := range done {
-		if err := exec(name, p.stmt); err != nil {
+		g.mu.Lock()
+		after := t.down
+		if p.step != nil && t.down != nil {
+			if d, err := p.step.ApplyTo(t.down); err == nil {
+				after = d
+			}
+		}
+		g.mu.Unlock()
+		if after != nil {
+			if err := g.optEtcdApplying(ctx, name, t, p.stmt, p.kind, p.name, after); err != nil {
+				return err
+			}
+		}
+		if err := io.exec(name, p.stmt); err != nil {
 			return err
 		}
 		g.mu.Lock()
-		if d, err := p.step.ApplyTo(t.down); err == nil {
-			t.down = d
-		}
+		t.down = after
 		delete(t.pending, p.stmt)
 		g.mu.Unlock()
+		if err := g.optEtcdApplied(ctx, name, t); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -682,8 +746,37 @@ func (r *syncRun) optimisticStart(ctx context.Context) error {
 			downs[target], _ = tr.Table(sch, tbl)
 		}
 	}
-	g.optRegister(r.s.cfg.Source, shards, downs)
-	return g.optimisticSettle(func(target, stmt string) error { return r.optExec(ctx, target, stmt, "", streamer.Position{}) })
+	io := r.optIO(ctx)
+	if g.etcd != nil {
+		if err := g.optRegisterEtcd(ctx, io, r.s.cfg.Source, shards, downs); err != nil {
+			return err
+		}
+	} else {
+		g.optRegister(r.s.cfg.Source, shards, downs)
+	}
+	return g.optimisticSettle(ctx, io)
+}
+
+// optIO is what the syncer's ShardGroup needs to run a statement of
+// optimistic mode downstream and read a target's definition there.
+func (r *syncRun) optIO(ctx context.Context) *optIO {
+	io := &optIO{exec: func(target, stmt string) error { return r.optExec(ctx, target, stmt, "", streamer.Position{}) }}
+	if td, ok := r.s.sink.(TableDefiner); ok {
+		io.down = func(ctx context.Context, target string) (*schema.TableDef, error) {
+			sch, tbl, _ := strings.Cut(target, ".")
+			create, err := td.ShowCreateTable(ctx, sch, tbl)
+			if err != nil || create == "" {
+				return nil, err
+			}
+			tr := schema.New()
+			if err := tr.CreateFromSQL(sch, create); err != nil {
+				return nil, nil //nolint:nilerr // not understood: the caller runs the statement again (safe mode)
+			}
+			d, _ := tr.Table(sch, tbl)
+			return d, nil
+		}
+	}
+	return io
 }
 
 // shardTarget is the downstream table of a shard table: one the task
@@ -727,11 +820,11 @@ func (r *syncRun) optimisticDDL(ctx context.Context, ev *streamer.Event, st *sch
 		}
 		return g.optimistic(ctx, shard, target, steps,
 			func(s *schema.Step) (string, error) { return s.Render(r.s.rules.route) },
-			func(q string) error { return r.optExec(ctx, target, q, d.SourceQuery, ev.Pos) })
+			func(q string) error { return r.optExec(ctx, target, q, d.SourceQuery, ev.Pos) }, r.optIO(ctx))
 	}
 	if st.Kind == schema.KindCreateTable {
 		def, _ := r.tracker.Table(st.Table.Schema, st.Table.Name)
-		return g.optCreate(shard, target, def, exec, func(q string) error { return r.optExec(ctx, target, q, d.SourceQuery, ev.Pos) })
+		return g.optCreate(ctx, shard, target, def, exec, func(q string) error { return r.optExec(ctx, target, q, d.SourceQuery, ev.Pos) }, r.optIO(ctx))
 	}
 	if st.Kind == schema.KindDropTable {
 		// A shard table dropped upstream leaves the merged table
@@ -745,7 +838,9 @@ func (r *syncRun) optimisticDDL(ctx context.Context, ev *streamer.Event, st *sch
 	for _, n := range st.Tables() {
 		if t, ok := r.shardTarget(n); ok {
 			def, _ := r.tracker.Table(n.Schema, n.Name) // nil once dropped or renamed away
-			g.optShard(ShardRef{Source: r.s.cfg.Source, Table: n.Schema + "." + n.Name}, t, def)
+			if err := g.optShardRun(ctx, r.optIO(ctx), ShardRef{Source: r.s.cfg.Source, Table: n.Schema + "." + n.Name}, t, def); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -757,8 +852,8 @@ func (r *syncRun) optimisticDDL(ctx context.Context, ev *streamer.Event, st *sch
 // (ALTER TABLE ... ADD COLUMN, from the tracked definition), when the
 // other shards' rows can do without them; a column the downstream has
 // that this shard's rows cannot fit in, or that they cannot do without,
-// is a *ShardIncompatibleDDLError.
-func (g *ShardGroup) optCreate(shard ShardRef, target string, def *schema.TableDef, create func() error, exec func(q string) error) error {
+// is a *ShardIncompatibleDDLError. io is optimistic's.
+func (g *ShardGroup) optCreate(ctx context.Context, shard ShardRef, target string, def *schema.TableDef, create func() error, exec func(q string) error, io *optIO) (err error) {
 	if def == nil {
 		return create()
 	}
@@ -767,6 +862,11 @@ func (g *ShardGroup) optCreate(shard ShardRef, target string, def *schema.TableD
 	g.mu.Unlock()
 	t.ddl.Lock()
 	defer t.ddl.Unlock()
+	end, err := g.optEtcdBegin(ctx, target, t, io)
+	if err != nil {
+		return err
+	}
+	defer func() { err = end(err) }()
 	if err := create(); err != nil {
 		return err
 	}
@@ -800,6 +900,12 @@ func (g *ShardGroup) optCreate(shard ShardRef, target string, def *schema.TableD
 				return fail(fmt.Sprintf("it has column %s, which the downstream lacks and which cannot be added for the other shards (NOT NULL without a default, or generated)", c.Name))
 			}
 			q := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s", schema.TableName{Schema: sch, Name: tbl}, columnSQL(&c))
+			g.mu.Lock()
+			after := joinInto(t.down, &schema.TableDef{Schema: sch, Name: tbl, Columns: []schema.ColumnDef{c}})
+			g.mu.Unlock()
+			if err := g.optEtcdApplying(ctx, target, t, q, schema.StepAddColumn, c.Name, after); err != nil {
+				return err
+			}
 			if err := exec(q); err != nil {
 				return err
 			}
@@ -807,6 +913,9 @@ func (g *ShardGroup) optCreate(shard ShardRef, target string, def *schema.TableD
 			t.down = joinInto(t.down, &schema.TableDef{Schema: sch, Name: tbl, Columns: []schema.ColumnDef{c}})
 			down = t.down
 			g.mu.Unlock()
+			if err := g.optEtcdApplied(ctx, target, t); err != nil {
+				return err
+			}
 		}
 	}
 	g.mu.Lock()

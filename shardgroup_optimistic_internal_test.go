@@ -37,7 +37,7 @@ func optRun(t *testing.T, g *ShardGroup, shard ShardRef, def **schema.TableDef, 
 	route := func(string, string) (string, string) { return "m", "o" }
 	err = g.optimistic(context.Background(), shard, "m.o", steps,
 		func(s *schema.Step) (string, error) { return s.Render(route) },
-		func(q string) error { ran = append(ran, q); return nil })
+		func(q string) error { ran = append(ran, q); return nil }, nil)
 	if err == nil {
 		*def = steps[len(steps)-1].After
 	}
@@ -128,7 +128,7 @@ func TestShardGroupOptimisticSettle(t *testing.T) {
 	}
 	g.optRegister("c", nil, nil) // c has no shard of m.o
 	var ran []string
-	if err := g.optimisticSettle(func(target, stmt string) error { ran = append(ran, target+": "+stmt); return nil }); err != nil {
+	if err := g.optimisticSettle(context.Background(), &optIO{exec: func(target, stmt string) error { ran = append(ran, target+": "+stmt); return nil }}); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(ran, []string{"m.o: ALTER TABLE `m`.`o` DROP COLUMN `note`"}) || len(g.Status()) != 0 {
@@ -150,13 +150,13 @@ func TestShardGroupOptimisticCreate(t *testing.T) {
 	created := 0
 	create := func() error { created++; return nil }
 	def := optShardDef(t, "CREATE TABLE o2 (id INT PRIMARY KEY, customer VARCHAR(20) NOT NULL, memo VARCHAR(20) CHARACTER SET latin1 DEFAULT 'm')")
-	if err := g.optCreate(ShardRef{"b", "s.o2"}, "m.o", def, create, exec); err != nil || created != 1 ||
+	if err := g.optCreate(context.Background(), ShardRef{"b", "s.o2"}, "m.o", def, create, exec, nil); err != nil || created != 1 ||
 		!slices.Equal(ran, []string{"ALTER TABLE `m`.`o` ADD COLUMN `memo` varchar(20) CHARACTER SET latin1 DEFAULT 'm'"}) {
 		t.Fatalf("create with a new column: %v, ran %q", err, ran)
 	}
 	ran = nil
 	def = optShardDef(t, "CREATE TABLE o3 (id INT PRIMARY KEY, region VARCHAR(8))")
-	err := g.optCreate(ShardRef{"b", "s.o3"}, "m.o", def, create, exec)
+	err := g.optCreate(context.Background(), ShardRef{"b", "s.o3"}, "m.o", def, create, exec, nil)
 	var ie *ShardIncompatibleDDLError
 	if !errors.As(err, &ie) || len(ran) != 0 || len(ie.Others) != 2 {
 		t.Fatalf("create without customer: %v, ran %q", err, ran)

@@ -216,6 +216,12 @@ type shardProc struct {
 
 func startShardProc(t *testing.T, e *testserver.Etcd, f *shardFleet, srcs []int, sinks dmworker.SinkFactory) *shardProc {
 	t.Helper()
+	return startShardProcMode(t, e, f, srcs, sinks, dmworker.ShardPessimistic)
+}
+
+// startShardProcMode is startShardProc with the subtasks in shard mode.
+func startShardProcMode(t *testing.T, e *testserver.Etcd, f *shardFleet, srcs []int, sinks dmworker.SinkFactory, mode dmworker.ShardMode) *shardProc {
+	t.Helper()
 	p := &shardProc{srcs: srcs, cli: e.NewClient(t), done: make(chan error, len(srcs))}
 	var names []string
 	for i := range f.ups {
@@ -234,7 +240,7 @@ func startShardProc(t *testing.T, e *testserver.Etcd, f *shardFleet, srcs []int,
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "merge", Routes: shardRoutes, ShardMode: dmworker.ShardPessimistic,
+		if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "merge", Routes: shardRoutes, ShardMode: mode,
 			SyncerTuning: dmworker.SyncerTuning{BatchSize: 50, Workers: 1 + i%2*3}}); err != nil {
 			t.Fatal(err)
 		}

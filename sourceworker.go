@@ -977,6 +977,7 @@ func (w *SourceWorker) startTask(ctx context.Context, src *SourceConfig, dt desi
 	opts.metrics = w.opts.metrics.child() // the worker collects
 	if w.opts.etcd != nil {
 		opts.epoch, opts.fenced = w.appliedEpoch, true
+		opts.fenceKey = w.keys.bound(w.name)
 	}
 	up := src.Upstream
 	// The relay's server id is the relay's alone: a subtask that dumps the

@@ -211,11 +211,15 @@ type syncerOptions struct {
 	sinkRetry       time.Duration
 	epoch           int64
 	fenced          bool // WithEpoch given
-	skipPrecheck    bool // WithoutPrecheck given
-	startSchema     []string
-	hasStartSchema  bool // WithStartSchema given
-	metrics         metricsOptions
-	shardGroups     []*ShardGroup // WithShardGroup's
+	// fenceKey is the etcd key whose ModRevision is epoch (a SourceWorker
+	// in etcd mode gives its binding key): an etcd ShardGroup writes the
+	// syncer's shard locks only while it is there (shardgroup_fence.go).
+	fenceKey       string
+	skipPrecheck   bool // WithoutPrecheck given
+	startSchema    []string
+	hasStartSchema bool // WithStartSchema given
+	metrics        metricsOptions
+	shardGroups    []*ShardGroup // WithShardGroup's
 	// inst, when a SubTask collects its syncers' metrics, is the one it
 	// keeps for all of them.
 	inst *syncerInstruments

@@ -56,6 +56,9 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	defer s.runMu.Unlock()
 	ctx, release := stopBound(ctx, s.opts.stopTimeout)
 	defer release()
+	if s.opts.fenced && s.opts.fenceKey != "" {
+		ctx = withShardFence(ctx, shardFence{key: s.opts.fenceKey, epoch: s.opts.epoch})
+	}
 	s.updateStatus(func(st *SyncerStatus) { st.Stage, st.LastError = SyncerRunning, nil })
 	defer func() {
 		err = withStack(err)

@@ -40,6 +40,14 @@
 //     every instance needs its -from, and each source runs its instance
 //     (flags given override it). Not with -etcd, -source, -source-config,
 //     -status-addr or -from-password-file.
+//   - -shard-mode pessimistic|optimistic with -etcd and -shard-sources
+//     A,B,...: the task's sources run in several processes, each one
+//     worker of the cluster with its own -from and -source (one of A,B,...);
+//     each process makes the task's dmworker.NewEtcdShardGroup over the
+//     cluster's etcd (keys under /dmworker/shardlock/, shardopt/,
+//     shardowner/), so a shard DDL is coordinated across the processes as
+//     -shard-mode says, whichever source the coordinator binds to which
+//     worker.
 //   - -mode: "incremental" (binlog replication from the start position or
 //     the upstream's current end), "full" (copy the selected tables at one
 //     consistent point, then exit 0) or "all" (copy, then replicate from
@@ -288,6 +296,9 @@ type config struct {
 	statusAddr string
 	maxLag     time.Duration
 	multi      multiSource // -from NAME=... (sources.go)
+	// shardSources are, with -etcd and -shard-mode, the task's sources
+	// (-shard-sources): the process's ShardGroup is made through etcd.
+	shardSources []string
 }
 
 // progressInterval is how often progress is printed.
@@ -367,6 +378,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "migrate: worker %s joined the cluster at %s; it waits for source %s to be bound to it (key %s)\n",
 			cfg.worker, strings.Join(cfg.etcd, ","), cfg.source.Name, dmworker.NewEtcdKeys(dmworker.DefaultEtcdPrefix).Bound(cfg.worker))
 		opts = append(opts, dmworker.WithEtcd(etcdClient), dmworker.WithLiveness(cl.keepAlive))
+		if cfg.task.ShardMode != dmworker.ShardModeOff {
+			// The task's sources run in several processes: their shard
+			// DDL is coordinated through etcd, whichever source the
+			// coordinator binds to this worker.
+			group, err := dmworker.NewEtcdShardGroup(ctx, etcdClient, dmworker.DefaultEtcdPrefix, cfg.task.Name, cfg.shardSources...)
+			if err != nil {
+				fmt.Fprintln(stderr, "migrate:", err)
+				return cli.ExitFailure
+			}
+			// After the worker has stopped (deferred later, so run first).
+			defer group.Close()
+			opts = append(opts, dmworker.WithShardGroup(group))
+		}
 		if cfg.key != nil {
 			opts = append(opts, dmworker.WithCredentialKey(cfg.key))
 		}

@@ -38,6 +38,8 @@ type fromFlag struct {
 	addr   *string // cli.Server's: the last value's address
 	pwFile *string // -from-password-file, single source only
 	values []string
+	// shardSources is -shard-sources: with -etcd, the task's sources.
+	shardSources *string
 }
 
 func (f *fromFlag) String() string {
@@ -75,13 +77,15 @@ func (f *fromFlag) firstName() string {
 	return name
 }
 
-// sourcesFlags makes -from repeatable and adds -shard-mode.
+// sourcesFlags makes -from repeatable and adds -shard-mode and
+// -shard-sources.
 func sourcesFlags(fs *flag.FlagSet, from *cli.ServerFlags) (*fromFlag, *string) {
 	f := &fromFlag{addr: from.Addr, pwFile: from.PasswordFile}
 	fl := fs.Lookup("from")
 	fl.Value = f
 	fl.Usage = "upstream as user[:password]@host:port (required), or NAME=user[:password]@host:port once per source to merge several upstreams"
-	mode := fs.String("shard-mode", "", "with several -from NAME=...: pessimistic or optimistic coordinates the shard tables' DDL across the sources (default off)")
+	mode := fs.String("shard-mode", "", "with several -from NAME=..., or with -etcd and -shard-sources: pessimistic or optimistic coordinates the shard tables' DDL across the sources (default off)")
+	f.shardSources = fs.String("shard-sources", "", "with -etcd and -shard-mode: the task's sources (comma-separated -source names of every process of the task, this one's among them), coordinated through etcd")
 	return f, mode
 }
 
@@ -101,8 +105,14 @@ func (f *fromFlag) parse(mode string, set map[string]bool, fileTasks []dmworker.
 		if len(f.values) > 1 {
 			return m, errors.New("-from: several upstreams need a name each: -from NAME=user:password@host:port")
 		}
+		if len(cfg.etcd) > 0 && (mode != "" || *f.shardSources != "") {
+			return m, f.parseEtcdShards(mode, cfg)
+		}
+		if *f.shardSources != "" {
+			return m, errors.New("-shard-sources is for -etcd (each process one source): with one process, give each source as -from NAME=...")
+		}
 		if mode != "" {
-			return m, errors.New("-shard-mode needs several -from NAME=user:password@host:port")
+			return m, errors.New("-shard-mode needs several -from NAME=user:password@host:port, or -etcd with -shard-sources")
 		}
 		return m, nil
 	}
@@ -169,6 +179,21 @@ func (f *fromFlag) parse(mode string, set map[string]bool, fileTasks []dmworker.
 		}
 	}
 	return m, nil
+}
+
+// parseEtcdShards reads -shard-mode and -shard-sources in cluster mode
+// (-etcd): the task's sources run in several processes, each one source,
+// and their shard DDL is coordinated through etcd (cfg.shardSources).
+func (f *fromFlag) parseEtcdShards(mode string, cfg *config) error {
+	if mode == "" || *f.shardSources == "" {
+		return errors.New("-etcd: -shard-mode and -shard-sources go together: the mode, and every source of the task (comma-separated -source names)")
+	}
+	cfg.task.ShardMode = dmworker.ShardMode(mode)
+	cfg.shardSources = cli.List(*f.shardSources)
+	if !slices.Contains(cfg.shardSources, cfg.source.Name) {
+		return fmt.Errorf("-shard-sources %s: this process's source %s is not among them", strings.Join(cfg.shardSources, ","), cfg.source.Name)
+	}
+	return nil
 }
 
 // runSources runs the task over several sources, one SourceWorker each,

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"slices"
@@ -129,6 +130,7 @@ func sorted(s []string) []string {
 // task file of several mysql-instances (each source's subtask is its
 // instance, flags given overriding it), and the mistakes refused.
 func TestParseSeveralSources(t *testing.T) {
+	t.Setenv(envCredentialKey, base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))) // for -etcd
 	dir := t.TempDir()
 	file := dir + "/task.yaml"
 	const yaml = `
@@ -175,13 +177,114 @@ syncers:
 		{append([]string{"-from", "a=u:p@127.0.0.1:1", "-from", "a=u:p@127.0.0.1:2"}, to...), "given twice"},
 		{append([]string{"-from", "a=u@127.0.0.1:1", "-etcd", "127.0.0.1:2379"}, to...), "leave out -etcd"},
 		{append([]string{"-from", "u:p@127.0.0.1:1", "-shard-mode", "pessimistic"}, to...), "-shard-mode needs several"},
+		{append([]string{"-from", "u:p@127.0.0.1:1", "-shard-mode", "pessimistic", "-shard-sources", "a,b"}, to...), "-shard-sources is for -etcd"},
+		{append([]string{"-from", "u:p@127.0.0.1:1", "-etcd", "127.0.0.1:2379", "-source", "a", "-shard-mode", "pessimistic"}, to...), "go together"},
+		{append([]string{"-from", "u:p@127.0.0.1:1", "-etcd", "127.0.0.1:2379", "-source", "c", "-shard-mode", "optimistic", "-shard-sources", "a,b"}, to...), "not among them"},
 	} {
 		if _, err := parseArgs(c.args, &stderr); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v, want %q", c.args, err, c.want)
 		}
 	}
+	// With -etcd, -shard-mode and -shard-sources name the task's sources.
+	cfg, err = parseArgs(append([]string{"-from", "u:p@127.0.0.1:1", "-etcd", "127.0.0.1:2379", "-source", "b",
+		"-shard-mode", "optimistic", "-shard-sources", "a,b"}, to...), &stderr)
+	if err != nil || !slices.Equal(cfg.shardSources, []string{"a", "b"}) || cfg.task.ShardMode != dmworker.ShardOptimistic || len(cfg.multi.sources) != 0 {
+		t.Fatalf("-etcd with -shard-sources: %v %q %q", err, cfg.shardSources, cfg.task.ShardMode)
+	}
 	// The single-source form is unchanged.
 	if cfg, err := parseArgs(append([]string{"-from", "u:p@127.0.0.1:1"}, to...), &stderr); err != nil || len(cfg.multi.sources) != 0 || cfg.up.Port != 1 {
 		t.Fatalf("single -from: %+v, %v", cfg.up, err)
+	}
+}
+
+// TestMigrateShardEtcd: two upstreams, each the source of one migrate
+// process of a cluster (-etcd, -source, -shard-sources s1,s2), their shard
+// tables routed into one downstream table; run in both shard modes. Rows
+// and a column added on every shard at its own moment reach the
+// downstream once, coordinated through etcd: the lock (pessimistic) or
+// the optimistic state of merged.orders is under /dmworker/ in etcd.
+func TestMigrateShardEtcd(t *testing.T) {
+	for i, mode := range []string{"pessimistic", "optimistic"} {
+		t.Run(mode, func(t *testing.T) { migrateShardEtcd(t, mode, uint32(1870+10*i)) })
+	}
+}
+
+func migrateShardEtcd(t *testing.T, mode string, base uint32) {
+	var ups []*testserver.MariaDB
+	for i := range 2 {
+		ups = append(ups, testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: base + uint32(i)}))
+	}
+	down := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: base + 2})
+	e := testserver.StartEtcd(t)
+	t.Setenv(envCredentialKey, base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)))
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	hctx, release := cli.HoldIdle(ctx)
+	defer release()
+	type proc struct {
+		stdout, stderr syncBuffer
+		done           chan int
+	}
+	procs := make([]*proc, len(ups))
+	for i, up := range ups {
+		p := &proc{done: make(chan int, 1)}
+		procs[i] = p
+		args := []string{"-to", fmt.Sprintf("%s:%s@%s", down.User, down.Password, down.Addr()),
+			"-from", fmt.Sprintf("%s:%s@%s", up.User, up.Password, up.Addr()), "-source", fmt.Sprintf("s%d", i+1),
+			"-worker", fmt.Sprintf("w%d", i+1), "-etcd", strings.Join(e.Endpoints, ","), "-keepalive-ttl", "2s",
+			"-task", "shards", "-route", "shop.orders_*:merged.orders,shop:merged", "-shard-mode", mode, "-shard-sources", "s1,s2",
+			"-exit-when-idle", "2s", "-workers", "1"}
+		go func() { p.done <- run(hctx, args, &p.stdout, &p.stderr) }()
+	}
+	// Every worker serves a source (the coordinator binds one to each).
+	for i, p := range procs {
+		waitOutput(t, &p.stdout, &p.stderr, fmt.Sprintf("worker=w%d pos=mysql-bin", i+1))
+	}
+	tables := []string{"orders_01", "orders_02"}
+	for i, up := range ups {
+		up.Exec(t, "CREATE DATABASE shop")
+		for _, tb := range tables {
+			up.Exec(t, "CREATE TABLE shop."+tb+" (id INT PRIMARY KEY, v VARCHAR(20))")
+			for j := range 20 {
+				up.Exec(t, "INSERT INTO shop."+tb+" VALUES (?, ?)", i*10000+int(tb[len(tb)-1]-'0')*1000+j, tb)
+			}
+		}
+	}
+	for _, tb := range tables {
+		for i, up := range ups {
+			up.Exec(t, "ALTER TABLE shop."+tb+" ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'")
+			up.Exec(t, "INSERT INTO shop."+tb+" VALUES (?, 'after', 'us')", 900000+i*10+int(tb[len(tb)-1]-'0'))
+		}
+	}
+	// Coordinated through etcd: the group's key of merged.orders.
+	key := map[string]string{"pessimistic": "/dmworker/shardlock/shards/merged.orders", "optimistic": "/dmworker/shardopt/shards/merged.orders"}[mode]
+	for deadline := time.Now().Add(time.Minute); ; {
+		resp, err := e.Client.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) == 1 && strings.Contains(string(resp.Kvs[0].Value), "region") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s in etcd naming region: %v", key, resp.Kvs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	release()
+	for i, p := range procs {
+		if code := <-p.done; code != 0 {
+			t.Fatalf("w%d: exit %d\nstdout:\n%s\nstderr:\n%s", i+1, code, p.stdout.String(), p.stderr.String())
+		}
+	}
+	var want []string
+	for _, up := range ups {
+		for _, tb := range tables {
+			want = append(want, rowsText(t, up, "SELECT id, v, region FROM shop."+tb)...)
+		}
+	}
+	got := rowsText(t, down, "SELECT id, v, region FROM merged.orders")
+	if len(want) != 4*21 || strings.Join(sorted(want), ";") != strings.Join(sorted(got), ";") {
+		t.Fatalf("downstream %d rows, shards %d; differ\nstdout:\n%s\n%s", len(got), len(want), procs[0].stdout.String(), procs[1].stdout.String())
 	}
 }

@@ -338,3 +338,17 @@ func (d *TableDef) validate() error {
 	}
 	return nil
 }
+
+// UnmarshalTableDef decodes one definition encoded as JSON (as Marshal
+// encodes each table), checks it as Unmarshal does and derives its keys.
+func UnmarshalTableDef(data []byte) (*TableDef, error) {
+	var d TableDef
+	if err := json.Unmarshal(data, &d); err != nil {
+		return nil, perrors.Annotate(err, "schema: decode table definition")
+	}
+	if err := d.validate(); err != nil {
+		return nil, perrors.Annotate(err, "schema: table definition")
+	}
+	d.finish()
+	return &d, nil
+}
