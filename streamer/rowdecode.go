@@ -81,6 +81,9 @@ type tableLayout struct {
 	tm   *replication.TableMapEvent
 	cols []colLayout
 	fast bool // every column is of a kind the decoder handles
+	// text is the most bytes a row's formatted values (dates and times)
+	// take.
+	text int
 }
 
 // rowDecoder decodes row images. It remembers the layout of the tables it
@@ -127,8 +130,13 @@ func newTableLayout(tm *replication.TableMapEvent) *tableLayout {
 	for i := range n {
 		c := columnLayout(tm.ColumnType[i], tm.ColumnMeta[i], unsigned[i])
 		l.cols[i] = c
-		if c.kind == kindUnsupported {
+		switch c.kind {
+		case kindUnsupported:
 			l.fast = false
+		case kindDate:
+			l.text += 10
+		case kindDatetime2, kindTimestamp2:
+			l.text += 27
 		}
 	}
 	return l
@@ -267,7 +275,11 @@ func decodeImages(e *replication.RowsEvent, l *tableLayout, data []byte) (rows [
 				if pos > 0 && len(rows) > 0 {
 					guess = (len(data)-pos)*len(rows)/pos + 1
 				}
-				cells = make([]any, ncol*min(guess, 1024))
+				guess = min(guess, 1024)
+				cells = make([]any, ncol*guess)
+				if l.text > 0 && cap(arena)-len(arena) < l.text*guess {
+					arena = make([]byte, 0, l.text*guess)
+				}
 			}
 			row := cells[:ncol:ncol]
 			cells = cells[ncol:]
@@ -467,7 +479,7 @@ func decodeCell(c colLayout, data []byte, arena *[]byte) (v any, n int, ok bool)
 func arenaFor(arena *[]byte, k int) ([]byte, int) {
 	b := *arena
 	if cap(b)-len(b) < k {
-		b = make([]byte, 0, max(2048, k))
+		b = make([]byte, 0, max(256, k))
 	}
 	return b, len(b)
 }
