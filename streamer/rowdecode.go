@@ -496,6 +496,17 @@ func arenaString(arena *[]byte, b []byte, start int) string {
 // appendPadded appends v in decimal, zero-padded to width digits, as
 // fmt's %0<width>d does for a non-negative value.
 func appendPadded(b []byte, v uint64, width int) []byte {
+	// The widths of dates and times, without a loop.
+	switch {
+	case width == 2 && v < 100:
+		return append(b, byte('0'+v/10), byte('0'+v%10))
+	case width == 4 && v < 10000:
+		return append(b, byte('0'+v/1000), byte('0'+v/100%10), byte('0'+v/10%10), byte('0'+v%10))
+	}
+	return appendPaddedSlow(b, v, width)
+}
+
+func appendPaddedSlow(b []byte, v uint64, width int) []byte {
 	var buf [20]byte
 	i := len(buf)
 	for v >= 10 {
