@@ -12,8 +12,10 @@ import (
 )
 
 // RemoteReader reads the binlog from an upstream server over the dump
-// protocol and decodes its events with go-mysql's parser. It implements
-// Reader.
+// protocol and decodes its events with go-mysql's parser, but for the row
+// images of the common column types, which it decodes itself, on the
+// goroutine that calls GetEvent, into the values (and Go types) go-mysql
+// gives. It implements Reader.
 //
 // When the connection drops (server restart, KILL of the dump thread, a
 // network cut noticed by the read timeout) it reconnects with backoff from
