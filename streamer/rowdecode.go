@@ -27,9 +27,11 @@ package streamer
 // JSON, GEOMETRY, VECTOR, the pre-5.6 temporal types.
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math"
 	"math/bits"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -76,50 +78,63 @@ type colLayout struct {
 	n         uint8
 }
 
-// tableLayout is a table map's columns as the decoder sees them.
+// tableLayout is a table map's columns as the decoder sees them, with
+// copies of what it was worked out from (so that it holds no part of the
+// event, whose bytes are a slice of a 256 KiB block).
 type tableLayout struct {
-	tm   *replication.TableMapEvent
-	cols []colLayout
-	fast bool // every column is of a kind the decoder handles
+	types  []byte
+	meta   []uint16
+	signed []byte
+	cols   []colLayout
+	fast   bool // every column is of a kind the decoder handles
 	// text is the most bytes a row's formatted values (dates and times)
 	// take.
 	text int
 }
 
+// matches reports whether tm describes the columns l was worked out from.
+func (l *tableLayout) matches(tm *replication.TableMapEvent) bool {
+	return bytes.Equal(l.types, tm.ColumnType) && slices.Equal(l.meta, tm.ColumnMeta) &&
+		bytes.Equal(l.signed, tm.SignednessBitmap) && uint64(len(l.types)) == tm.ColumnCount
+}
+
 // rowDecoder decodes row images. It remembers the layout of the tables it
-// met; it is not safe for concurrent use.
+// met, by table id; it is not safe for concurrent use.
 type rowDecoder struct {
-	layouts map[*replication.TableMapEvent]*tableLayout
+	layouts map[uint64]*tableLayout
+	lastTM  *replication.TableMapEvent
 	last    *tableLayout
 	// fastEvents and slowEvents count the events decoded each way (tests).
 	fastEvents, slowEvents int
 }
 
-// maxLayouts bounds the layouts remembered: table maps come again in every
-// transaction, each a new *TableMapEvent, so the map starts over when full.
-const maxLayouts = 256
+// maxLayouts bounds the layouts remembered: past it, the map starts over.
+const maxLayouts = 4096
 
-// layout returns the layout of tm, working it out on first sight.
+// layout returns the layout of tm: the one remembered for its table id if
+// the columns are the same (a table map comes again in every transaction),
+// or a new one.
 func (d *rowDecoder) layout(tm *replication.TableMapEvent) *tableLayout {
-	if d.last != nil && d.last.tm == tm {
+	if d.lastTM == tm {
 		return d.last
 	}
-	l, ok := d.layouts[tm]
-	if !ok {
+	l, ok := d.layouts[tm.TableID]
+	if !ok || !l.matches(tm) {
 		if d.layouts == nil || len(d.layouts) >= maxLayouts {
-			d.layouts = make(map[*replication.TableMapEvent]*tableLayout)
+			d.layouts = make(map[uint64]*tableLayout)
 		}
 		l = newTableLayout(tm)
-		d.layouts[tm] = l
+		d.layouts[tm.TableID] = l
 	}
-	d.last = l
+	d.lastTM, d.last = tm, l
 	return l
 }
 
 // newTableLayout works out how each column of tm decodes, as go-mysql's
 // decodeValue would.
 func newTableLayout(tm *replication.TableMapEvent) *tableLayout {
-	l := &tableLayout{tm: tm, fast: true}
+	l := &tableLayout{types: bytes.Clone(tm.ColumnType), meta: slices.Clone(tm.ColumnMeta),
+		signed: bytes.Clone(tm.SignednessBitmap), fast: true}
 	n := min(len(tm.ColumnType), len(tm.ColumnMeta))
 	if uint64(n) != tm.ColumnCount {
 		l.fast = false
