@@ -196,3 +196,38 @@ func rowsEqual(a, b [][]any) bool {
 	}
 	return true
 }
+
+// RowsDecoders parses file, a binlog file whose last event is a rows event,
+// and returns functions that decode that event's row images again and
+// again: with go-mysql's RowsEvent.DecodeData, and with the row decoder
+// (rowdecode.go), as the remote reader's deferred decoding does.
+func RowsDecoders(file []byte) (goMySQL, ours func() error, err error) {
+	p := newDecodeParser("", nil)
+	p.SetRowsEventDecodeFunc(decodeRowsHeaderChecked)
+	crc := false
+	var re *replication.RowsEvent
+	var raw []byte
+	var crcRows bool
+	for off := 4; off+eventHeaderSize <= len(file); {
+		size := int(binary.LittleEndian.Uint32(file[off+9:]))
+		ev := file[off : off+size : off+size]
+		off += size
+		withCRC := crc && replication.EventType(ev[4]) != replication.FORMAT_DESCRIPTION_EVENT
+		be, err := parseEvent(p, ev, withCRC, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		switch e := be.Event.(type) {
+		case *replication.FormatDescriptionEvent:
+			crc = e.ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
+		case *replication.RowsEvent:
+			re, raw, crcRows = e, ev, withCRC
+		}
+	}
+	if re == nil {
+		return nil, nil, errors.New("no rows event")
+	}
+	var d rowDecoder
+	return func() error { return decodeDeferredRows(nil, re, raw, crcRows) },
+		func() error { return decodeDeferredRows(&d, re, raw, crcRows) }, nil
+}

@@ -201,3 +201,38 @@ func TestRowDecoderSeeds(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRowDecode decodes a rows event of 20 of the bench's rows (an
+// insert's, and an update's of 10 before and after images) with go-mysql
+// and with the row decoder.
+func BenchmarkRowDecode(b *testing.B) {
+	fde := fuzzSeedFDE(b)
+	types, meta, image := benchRowImage()
+	var images []byte
+	for range 20 {
+		images = append(images, image...)
+	}
+	for _, kind := range []struct {
+		name string
+		kind uint8
+	}{{"insert", 0}, {"update", 1}} {
+		goMySQL, ours, err := streamer.RowsDecoders(rowsFile(fde, types, meta, nil, kind.kind, nil, images))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, way := range []struct {
+			name string
+			f    func() error
+		}{{"go-mysql", goMySQL}, {"ours", ours}} {
+			b.Run(kind.name+"/"+way.name, func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(images)))
+				for b.Loop() {
+					if err := way.f(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
