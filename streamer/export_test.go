@@ -36,6 +36,20 @@ func UsedServerIDsForTest(ctx context.Context, t testing.TB, c UpstreamConfig) m
 // SkippedColumns. It returns how many rows events had their images decoded
 // both ways; the comparison stops at the first event both refuse.
 func DeferredRowsAgree(file []byte) (int, error) {
+	n, _, err := DeferredRowsAgreeFast(file)
+	return n, err
+}
+
+// DeferredRowsAgreeFast is DeferredRowsAgree, also returning how many rows
+// events the deferred decoding decoded itself rather than through
+// go-mysql (rowdecode.go).
+func DeferredRowsAgreeFast(file []byte) (int, int, error) {
+	var dec rowDecoder
+	n, err := deferredRowsAgree(&dec, file)
+	return n, dec.fastEvents, err
+}
+
+func deferredRowsAgree(dec *rowDecoder, file []byte) (int, error) {
 	if len(file) < 4 || string(file[:4]) != binlogMagic {
 		return 0, nil
 	}
@@ -73,7 +87,7 @@ func DeferredRowsAgree(file []byte) (int, error) {
 				crc = fde.ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
 				postHeader = slices.Clone(fde.EventTypeHeaderLengths)
 			}
-			m, err := sameRows(be1, be2, crc)
+			m, err := sameRows(dec, be1, be2, crc)
 			n += m
 			if err != nil {
 				return n, err
@@ -83,7 +97,7 @@ func DeferredRowsAgree(file []byte) (int, error) {
 		if err2 == nil {
 			// The eager parse failed: the lazy one must fail when it
 			// decodes the images.
-			_, err := sameRows(nil, be2, crc)
+			_, err := sameRows(dec, nil, be2, crc)
 			if err == nil {
 				return n, fmt.Errorf("event at %d: the parser refuses it (%v), the deferred decoding does not", off-size, err1)
 			}
@@ -103,7 +117,7 @@ func DeferredRowsAgree(file []byte) (int, error) {
 // sameRows decodes the deferred images of lazy's rows events (the event's
 // or those its payload holds) and compares them with eager's. eager nil:
 // one of lazy's must fail (errLazyFailed).
-func sameRows(eager, lazy *replication.BinlogEvent, crc bool) (int, error) {
+func sameRows(dec *rowDecoder, eager, lazy *replication.BinlogEvent, crc bool) (int, error) {
 	var pairs [][2]*replication.BinlogEvent
 	var crcs []bool
 	if tp, ok := lazy.Event.(*replication.TransactionPayloadEvent); ok {
@@ -133,7 +147,7 @@ func sameRows(eager, lazy *replication.BinlogEvent, crc bool) (int, error) {
 		if re.Rows != nil {
 			return n, errors.New("the header-only parse decoded rows")
 		}
-		if err := decodeDeferredRows(re, p[1].RawData, crcs[i]); err != nil {
+		if err := decodeDeferredRows(dec, re, p[1].RawData, crcs[i]); err != nil {
 			if p[0] == nil {
 				return n, fmt.Errorf("%w: %w", errLazyFailed, err)
 			}
@@ -181,4 +195,39 @@ func rowsEqual(a, b [][]any) bool {
 		}
 	}
 	return true
+}
+
+// RowsDecoders parses file, a binlog file whose last event is a rows event,
+// and returns functions that decode that event's row images again and
+// again: with go-mysql's RowsEvent.DecodeData, and with the row decoder
+// (rowdecode.go), as the remote reader's deferred decoding does.
+func RowsDecoders(file []byte) (goMySQL, ours func() error, err error) {
+	p := newDecodeParser("", nil)
+	p.SetRowsEventDecodeFunc(decodeRowsHeaderChecked)
+	crc := false
+	var re *replication.RowsEvent
+	var raw []byte
+	var crcRows bool
+	for off := 4; off+eventHeaderSize <= len(file); {
+		size := int(binary.LittleEndian.Uint32(file[off+9:]))
+		ev := file[off : off+size : off+size]
+		off += size
+		withCRC := crc && replication.EventType(ev[4]) != replication.FORMAT_DESCRIPTION_EVENT
+		be, err := parseEvent(p, ev, withCRC, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		switch e := be.Event.(type) {
+		case *replication.FormatDescriptionEvent:
+			crc = e.ChecksumAlgorithm == replication.BINLOG_CHECKSUM_ALG_CRC32
+		case *replication.RowsEvent:
+			re, raw, crcRows = e, ev, withCRC
+		}
+	}
+	if re == nil {
+		return nil, nil, errors.New("no rows event")
+	}
+	var d rowDecoder
+	return func() error { return decodeDeferredRows(nil, re, raw, crcRows) },
+		func() error { return decodeDeferredRows(&d, re, raw, crcRows) }, nil
 }

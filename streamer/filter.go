@@ -138,14 +138,15 @@ var errRowsData = errors.New("cannot locate the row images in the rows event")
 
 // decodeDeferredRows decodes the row images of e, whose header alone was
 // decoded (decodeRowsHeaderChecked), from raw, the whole event (its
-// RawData); crc says whether raw ends with a checksum.
+// RawData), with d (nil: go-mysql's RowsEvent.DecodeData); crc says
+// whether raw ends with a checksum.
 //
 // The images start right after the last column bitmap, which go-mysql's
 // DecodeHeader leaves as a slice of the event's body, itself a slice of
 // RawData: the offset is read off the slices (and checked to be one), so
 // that the header is not decoded twice and the parser's table map, which
 // the network goroutine owns, is not touched.
-func decodeDeferredRows(e *replication.RowsEvent, raw []byte, crc bool) (err error) {
+func decodeDeferredRows(d *rowDecoder, e *replication.RowsEvent, raw []byte, crc bool) (err error) {
 	defer func() {
 		if x := recover(); x != nil {
 			err = fmt.Errorf("rows event does not decode: %v", x)
@@ -166,13 +167,13 @@ func decodeDeferredRows(e *replication.RowsEvent, raw []byte, crc bool) (err err
 	if len(last) == 0 {
 		// No column: checkRowsHeader refused images after the header,
 		// so there are none.
-		return e.DecodeData(len(body), body)
+		return d.decode(e, replication.EventType(raw[4]), len(body), body)
 	}
 	start := cap(raw) - cap(last) // where last begins in raw, if it is in raw
 	if start < eventHeaderSize || start+len(last) > end || &raw[start] != &last[0] {
 		return errRowsData
 	}
-	return e.DecodeData(start+len(last)-eventHeaderSize, body)
+	return d.decode(e, replication.EventType(raw[4]), start+len(last)-eventHeaderSize, body)
 }
 
 // TableFilterer is implemented by the readers that can leave the row images

@@ -12,8 +12,10 @@ import (
 )
 
 // RemoteReader reads the binlog from an upstream server over the dump
-// protocol and decodes its events with go-mysql's parser. It implements
-// Reader.
+// protocol and decodes its events with go-mysql's parser, but for the row
+// images of the common column types, which it decodes itself, on the
+// goroutine that calls GetEvent, into the values (and Go types) go-mysql
+// gives. It implements Reader.
 //
 // When the connection drops (server restart, KILL of the dump thread, a
 // network cut noticed by the read timeout) it reconnects with backoff from
@@ -37,6 +39,7 @@ type RemoteReader struct {
 	tracker *txnTracker
 	inner   []*Event // a Transaction_payload's events still to deliver
 	keeper  *tableKeeper
+	rows    rowDecoder
 	// crc: the events of the connection carry a CRC32 (as its last format
 	// description says); row images are decoded by GetEvent, which must
 	// know where they end.
@@ -262,7 +265,7 @@ func (r *RemoteReader) decodeRows(ev *Event) (*Event, error) {
 	}
 	// The events a payload holds have no checksum of their own.
 	crc := r.crc && ev.payloadStart == 0
-	if err := decodeDeferredRows(re, ev.RawData, crc); err != nil {
+	if err := decodeDeferredRows(&r.rows, re, ev.RawData, crc); err != nil {
 		return nil, r.setErr(&Error{Source: r.Source(), Op: "read", Pos: ev.Pos,
 			Err: fmt.Errorf("event %s ending at %s:%d: %w", ev.Header.EventType, ev.Pos.Name, ev.Header.LogPos, err)})
 	}

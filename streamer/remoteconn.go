@@ -1,10 +1,11 @@
 package streamer
 
 // A RemoteReader's connection: the dump protocol as the raw reader speaks it
-// (rawdump.go), read on a goroutine of its own that copies each event out of
-// the reused read buffer, decodes it with go-mysql's parser (a rows event's
-// header only: GetEvent decodes the row images it keeps) and hands events to
-// GetEvent in batches.
+// (rawdump.go), read on a goroutine of its own that reads packets into
+// blocks the events it delivers are slices of (blockReader), decodes each
+// event with go-mysql's parser (a rows event's header only: GetEvent
+// decodes the row images it keeps) and hands events to GetEvent in
+// batches.
 //
 // It replaces go-mysql's BinlogSyncer, whose reading goroutine copied each
 // packet twice, set a read deadline per packet and sent events one by one
@@ -16,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
@@ -25,9 +27,13 @@ import (
 const (
 	// remoteBatchMax bounds the events handed over at once.
 	remoteBatchMax = 64
-	// remoteSlabSize is the size of the blocks events are copied into: one
-	// allocation for many events. A larger event gets a block of its own.
-	remoteSlabSize = 256 << 10
+	// remoteBlockSize is the size of the blocks packets are read into, and
+	// which the events delivered are slices of: one allocation and no
+	// copy for many events. A larger packet gets a block of its own.
+	remoteBlockSize = 256 << 10
+	// remoteMinRead is the least free space in a block worth a read system
+	// call: with less, the unread bytes move to a new block first.
+	remoteMinRead = 16 << 10
 )
 
 // remoteBatch is what the reading goroutine hands over: events, or the
@@ -119,31 +125,17 @@ func (c *remoteConn) pump(p *replication.BinlogParser, max int) {
 			return false
 		}
 	}
-	var (
-		batch []*replication.BinlogEvent
-		slab  []byte
-	)
+	var batch []*replication.BinlogEvent
+	br := &blockReader{rd: c.d, seq: c.d.pr.seq}
 	for {
-		payload, err := c.d.pr.next()
+		payload, err := br.next()
 		if err == nil {
 			switch {
 			case len(payload) > 0 && payload[0] == mysql.OK_HEADER:
-				data := payload[1:]
-				var raw []byte
-				if len(data) > remoteSlabSize/4 {
-					raw = bytes.Clone(data)
-				} else {
-					if cap(slab)-len(slab) < len(data) {
-						slab = make([]byte, 0, remoteSlabSize)
-					}
-					n := len(slab)
-					slab = append(slab, data...)
-					raw = slab[n:len(slab):len(slab)]
-				}
-				be, perr := parseSafe(p, raw)
+				be, perr := parseSafe(p, payload[1:])
 				if perr == nil {
 					batch = append(batch, be)
-					if len(batch) >= max || !c.d.pr.ready() {
+					if len(batch) >= max || !br.ready() {
 						if !send(remoteBatch{evs: batch}) {
 							return
 						}
@@ -180,4 +172,111 @@ func newRemoteParser(flavor string, skipRows bool) *replication.BinlogParser {
 		p.SetRowsEventDecodeFunc(decodeRowsHeaderOnly)
 	}
 	return p
+}
+
+// blockReader reads protocol packets from rd into blocks it never writes
+// again once it has handed out a packet in them: next returns payloads
+// that stay valid (the events delivered keep them as RawData), without a
+// copy. A block goes when the next packet does not fit what is left of it;
+// the bytes of that packet read so far move to the next block. A payload
+// that spans packets (16 MiB or more) is assembled in a slice of its own.
+//
+// Unlike the raw reader's packetReader, it is not resumed after a read
+// error: the connection's goroutine ends there.
+type blockReader struct {
+	rd   io.Reader
+	buf  []byte // the current block: [0:r) handed out, [r:w) read ahead
+	r, w int
+	seq  uint8
+}
+
+// next returns the next logical packet's payload.
+func (b *blockReader) next() ([]byte, error) {
+	n, err := b.header()
+	if err != nil {
+		return nil, err
+	}
+	if n == maxPacketPayload {
+		return b.assemble()
+	}
+	if err := b.fill(4 + n); err != nil {
+		return nil, err
+	}
+	out := b.buf[b.r+4 : b.r+4+n : b.r+4+n]
+	b.r += 4 + n
+	b.seq++
+	return out, nil
+}
+
+// header reads the next packet's header, checks its sequence number and
+// returns its payload length; the header stays unread.
+func (b *blockReader) header() (int, error) {
+	if err := b.fill(4); err != nil {
+		return 0, err
+	}
+	h := b.buf[b.r : b.r+4]
+	if h[3] != b.seq {
+		return 0, fmt.Errorf("%w: got %d, want %d", errPacketSequence, h[3], b.seq)
+	}
+	return int(h[0]) | int(h[1])<<8 | int(h[2])<<16, nil
+}
+
+// assemble joins the packets of a payload of maxPacketPayload bytes or
+// more.
+func (b *blockReader) assemble() ([]byte, error) {
+	var out []byte
+	for {
+		n, err := b.header()
+		if err != nil {
+			return nil, err
+		}
+		if err := b.fill(4 + n); err != nil {
+			return nil, err
+		}
+		out = append(out, b.buf[b.r+4:b.r+4+n]...)
+		b.r += 4 + n
+		b.seq++
+		if n < maxPacketPayload {
+			return out, nil
+		}
+	}
+}
+
+// ready reports whether the next packet is buffered whole, so that next
+// returns it without reading.
+func (b *blockReader) ready() bool {
+	if b.w-b.r < 4 {
+		return false
+	}
+	h := b.buf[b.r : b.r+4]
+	n := int(h[0]) | int(h[1])<<8 | int(h[2])<<16
+	return n < maxPacketPayload && b.w-b.r >= 4+n
+}
+
+// fill reads until at least k unread bytes are buffered, starting a new
+// block (with the unread bytes moved to it) when the current one cannot
+// hold them or has too little room left for a read.
+func (b *blockReader) fill(k int) error {
+	if b.w-b.r >= k {
+		return nil
+	}
+	if len(b.buf)-b.r < k || len(b.buf)-b.w < remoteMinRead {
+		nb := make([]byte, max(remoteBlockSize, k))
+		b.w = copy(nb, b.buf[b.r:b.w])
+		b.r, b.buf = 0, nb
+	}
+	for b.w-b.r < k {
+		n, err := b.rd.Read(b.buf[b.w:])
+		b.w += n
+		if err != nil {
+			if b.w-b.r >= k {
+				return nil
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
 }

@@ -131,9 +131,15 @@ func run() error {
 	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
 		return fmt.Errorf("upstream %s: %w", up.SourceName(), err)
 	}
-	total, err := fill(ctx, db, *fillMB*1e6, *fillWorkers, logf)
-	if err != nil {
+	if _, err := fill(ctx, db, *fillMB*1e6, *fillWorkers, logf); err != nil {
 		return fmt.Errorf("fill: %w", err)
+	}
+	// Let the server write out what the fill left behind (MariaDB adds a
+	// binlog checkpoint event after the last commit), so that the first
+	// run does not pay for it and every reader reads the same bytes.
+	total, err := settledBinlogBytes(ctx, db)
+	if err != nil {
+		return err
 	}
 	files, err := benchutil.BinlogFiles(ctx, db)
 	if err != nil {
@@ -145,9 +151,6 @@ func run() error {
 	}
 	firstFile := files[0].Name
 	logf("binlog: %d files, %d bytes, %s to %s", len(files), total, firstFile, endPos)
-	// Let the server write out what the fill left behind, so that the
-	// first run does not pay for it.
-	time.Sleep(2 * time.Second)
 
 	loadBefore := benchutil.LoadAvg()
 	var ours, filtered, native []result
@@ -327,4 +330,29 @@ func medians(rs []result) median {
 		peakMB:   pick(func(r result) float64 { return float64(r.PeakKB) / 1024 }),
 		cpu:      pick(func(r result) float64 { return r.CPU }),
 	}
+}
+
+// settledBinlogBytes waits until the size of the upstream's binlog has not
+// changed for two seconds (at most 30 s) and returns it.
+func settledBinlogBytes(ctx context.Context, db *sql.DB) (int64, error) {
+	last, err := benchutil.BinlogBytes(ctx, db)
+	if err != nil {
+		return 0, err
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+		n, err := benchutil.BinlogBytes(ctx, db)
+		if err != nil {
+			return 0, err
+		}
+		if n == last {
+			return n, nil
+		}
+		last = n
+	}
+	return 0, errors.New("the upstream's binlog kept growing for 30 s after the fill")
 }
