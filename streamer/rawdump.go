@@ -60,8 +60,9 @@ var errPacketSequence = errors.New("packet out of sequence")
 // read so far is kept, and the next call goes on from there.
 type packetReader struct {
 	rd   io.Reader
-	buf  []byte
-	r, w int // unread bytes are buf[r:w]
+	buf  []byte // made at the first read (a RemoteReader's never reads)
+	size int    // of buf
+	r, w int    // unread bytes are buf[r:w]
 	seq  uint8
 
 	// A payload that does not fit the buffer or spans packets is
@@ -73,7 +74,7 @@ type packetReader struct {
 }
 
 func newPacketReader(rd io.Reader, seq uint8, size int) *packetReader {
-	return &packetReader{rd: rd, buf: make([]byte, size), seq: seq}
+	return &packetReader{rd: rd, size: size, seq: seq}
 }
 
 // next returns the next logical packet's payload.
@@ -156,6 +157,9 @@ func (p *packetReader) header() (int, error) {
 func (p *packetReader) fill(k int) error {
 	if p.w-p.r >= k {
 		return nil
+	}
+	if p.buf == nil {
+		p.buf = make([]byte, p.size)
 	}
 	if len(p.buf)-p.r < k {
 		p.w = copy(p.buf, p.buf[p.r:p.w])
