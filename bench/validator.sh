@@ -12,6 +12,9 @@
 # validator has checked every row too. Each downstream must end equal to the
 # upstream (CHECKSUM TABLE) and the validator must record no error row.
 #
+# With PROFILE=DIR, each mode's run writes a CPU profile to DIR/MODE.pprof
+# (go tool pprof -top DIR/full.pprof).
+#
 # Usage: WORKLOAD=oltp_write_only TABLES=8 SIZE=10000 SECONDS_RUN=15 THREADS=8 WORKERS=16 bench/validator.sh
 # Needs: go, mariadb-server, mariadb-client, sysbench (Debian packages).
 set -euo pipefail
@@ -49,7 +52,9 @@ results=()
 for m in off:DOWNSTREAM fast:UPSTREAM2 full:UPSTREAM3; do
 	mode=${m%%:*} v=${m#*:}
 	h=${v}_HOST p=${v}_PORT
-	out=$("$work/validator" -mode "$mode" -workers "$workers" \
+	prof=()
+	[[ -n ${PROFILE:-} ]] && { mkdir -p "$PROFILE"; prof=(-cpuprofile "$PROFILE/$mode.pprof"); }
+	out=$("$work/validator" -mode "$mode" -workers "$workers" "${prof[@]}" \
 		-upstream "$UPSTREAM_USER:$UPSTREAM_PASSWORD@$UPSTREAM_HOST:$UPSTREAM_PORT" \
 		-downstream "$UPSTREAM_USER:$UPSTREAM_PASSWORD@${!h}:${!p}")
 	echo "$out" >&2
@@ -66,11 +71,11 @@ python3 - "${results[@]}" <<'PY'
 import json, sys
 rs = [json.loads(a) for a in sys.argv[1:]]
 base = rs[0]["rows_per_s"]
-print("| validation | apply s | rows/s | vs off | validated s | rows checked | error rows | peak RSS MB |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| validation | apply s | rows/s | vs off | validated s | rows checked | error rows | peak RSS MB | CPU s | downstream SELECTs | downstream questions |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rs:
     v = f"{r['validated_s']:.2f}" if r["mode"] != "off" else ""
-    print(f"| {r['mode']} | {r['seconds']:.2f} | {r['rows_per_s']:.0f} | {r['rows_per_s']/base*100:.0f}% | {v} | {r['checked']} | {r['error_rows']} | {r['peak_rss_kb']/1024:.1f} |")
+    print(f"| {r['mode']} | {r['seconds']:.2f} | {r['rows_per_s']:.0f} | {r['rows_per_s']/base*100:.0f}% | {v} | {r['checked']} | {r['error_rows']} | {r['peak_rss_kb']/1024:.1f} | {r['cpu_s']:.2f} | {r['downstream'].get('Com_select', 0)} | {r['downstream'].get('Questions', 0)} |")
     if r["error_rows"]:
         sys.exit(f"mode {r['mode']}: {r['error_rows']} error rows")
 PY

@@ -7,7 +7,11 @@
 // validated everything, the rows it checked and the error rows it recorded.
 //
 // Usage: validator -upstream user:pass@host:port -downstream user:pass@host:port
-// [-workers 16] [-mode off|fast|full]
+// [-workers 16] [-mode off|fast|full] [-cpuprofile FILE]
+//
+// It also reports its own CPU seconds (user and system, "cpu_s") and the
+// downstream's statement counters over the run (SHOW GLOBAL STATUS:
+// Questions, Com_select, Com_insert, Com_update, Com_delete).
 package main
 
 import (
@@ -19,6 +23,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"syscall"
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
@@ -43,6 +48,7 @@ func run() error {
 	mode := flag.String("mode", "off", "ValidationConfig.Mode: off, fast or full")
 	logLevel := flag.String("log-level", "warn", "log level to stderr: debug, info, warn or error")
 	stall := flag.Duration("stall", 5*time.Minute, "give up (status and goroutines to stderr, exit 1) when the validator has not validated the binlog's end this long after the syncer applied it")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run (apply and validation) to this file")
 	flag.Parse()
 	up, err := streamer.ParseUpstream(*upFlag)
 	if err != nil {
@@ -86,6 +92,17 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	before, err := counters(ctx, db)
+	if err != nil {
+		return err
+	}
+	stopProfile, err := benchutil.StartCPUProfile(*cpuprofile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
+	var ru0 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	done := make(chan error, 1)
 	begin := time.Now()
 	go func() { done <- t.Run(ctx) }()
@@ -128,11 +145,46 @@ func run() error {
 		vsecs = time.Since(begin).Seconds()
 	}
 	s := t.Status()
+	stopProfile()
+	var ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	after, err := counters(ctx, db)
+	if err != nil {
+		return err
+	}
+	delta := map[string]int64{}
+	for k, v := range after {
+		delta[k] = v - before[k]
+	}
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
+		"cpu_s": cpuSeconds(ru1) - cpuSeconds(ru0), "downstream": delta,
 		"mode": *mode, "workers": s.Syncer.Workers, "rows": s.Syncer.Rows, "seconds": secs,
 		"rows_per_s": float64(s.Syncer.Rows) / secs, "validated_s": vsecs,
 		"checked": s.Validator.Checked, "error_rows": s.Validator.ErrorRows, "differing": s.Validator.Differing,
-		"validator_peak_bytes": s.Validator.PeakBytes, "spilled": s.Validator.Spilled,
+		"validator_peak_bytes": s.Validator.PeakBytes, "spilled": s.Validator.Spilled, "reading": s.Validator.Reading,
 		"peak_rss_kb": benchutil.PeakRSSKB(),
 	})
+}
+
+func cpuSeconds(ru syscall.Rusage) float64 {
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// counters reads the downstream's statement counters.
+func counters(ctx context.Context, db *sql.DB) (map[string]int64, error) {
+	rs, err := db.QueryContext(ctx, "SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_select', 'Com_insert', 'Com_update', 'Com_delete', 'Com_replace')")
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	out := map[string]int64{}
+	for rs.Next() {
+		var k string
+		var v int64
+		if err := rs.Scan(&k, &v); err != nil {
+			return nil, err
+		}
+		out[k] = v
+	}
+	return out, rs.Err()
 }
