@@ -43,6 +43,9 @@ const (
 	DefaultRowErrorDelay = 30 * time.Minute
 	// DefaultValidationMemory bounds the rows the validator holds.
 	DefaultValidationMemory = 64 << 20
+	// DefaultCheckInterval is how often the validator checks the rows it
+	// holds: DM's validator default (check-interval: 5s).
+	DefaultCheckInterval = 5 * time.Second
 	// DefaultValidationSchema is the downstream schema of the validator's
 	// tables (mysqlsink's default checkpoint schema).
 	DefaultValidationSchema = "dmworker_meta"
@@ -65,7 +68,7 @@ const (
 // behind), and in a shard mode (ValidatorStatus.Reading says which). It keeps the latest image of each changed row by its primary key (or
 // a unique key of NOT NULL columns; tables with neither are not validated)
 // and checks the rows it holds against the downstream in batches, by key
-// (SELECT ... WHERE (key) IN (...)), about every second, and at once when
+// (SELECT ... WHERE (key) IN (...)), every CheckInterval, and at once when
 // the next row would take them past MemoryBytes: it reads no further until
 // it has checked them and spilled those that differ (see below).
 //
@@ -79,7 +82,7 @@ const (
 // <MetaSchema>.validator_pending (with the time they first differed) and
 // leave memory, and are checked again from there, a page at a time (the
 // page counted in the bound), up to 4000 spilled and 4000 error rows a
-// pass (at most one such re-check a second), continuing where the last
+// pass (at most one such re-check a CheckInterval), continuing where the last
 // one stopped; a newer image of a
 // spilled row read from the binlog takes its place. Memory is thus
 // bounded by MemoryBytes whatever the number of differing rows (but for a
@@ -118,6 +121,12 @@ type ValidationConfig struct {
 	// (their images, estimated the same way): past it the validator
 	// reads the binlog itself. Default 64 MiB.
 	MemoryBytes int64 `json:"memory-bytes,omitempty" toml:"memory-bytes"`
+	// CheckInterval is how often the rows held are checked (and, when
+	// differing, checked again), at most a quarter of RowErrorDelay and
+	// at least 50ms. A longer one checks a row changed several times in
+	// it once, at the cost of finding a difference later. Default 5s
+	// (DefaultCheckInterval, DM's default).
+	CheckInterval Duration `json:"check-interval,omitzero" toml:"check-interval"`
 	// MetaSchema is the downstream schema of the validator's tables,
 	// created on first use. Default "dmworker_meta".
 	MetaSchema string `json:"meta-schema,omitempty" toml:"meta-schema"`
@@ -138,12 +147,17 @@ func (c *ValidationConfig) adjust() error {
 	if c.MemoryBytes == 0 {
 		c.MemoryBytes = DefaultValidationMemory
 	}
+	if c.CheckInterval == 0 {
+		c.CheckInterval = Duration(DefaultCheckInterval)
+	}
 	if c.MetaSchema == "" {
 		c.MetaSchema = DefaultValidationSchema
 	}
 	switch {
 	case c.RowErrorDelay < 0:
 		return fmt.Errorf("validation row error delay %s must not be negative", time.Duration(c.RowErrorDelay))
+	case c.CheckInterval < 0:
+		return fmt.Errorf("validation check interval %s must not be negative", time.Duration(c.CheckInterval))
 	case c.MemoryBytes < 0:
 		return fmt.Errorf("validation memory %d must not be negative", c.MemoryBytes)
 	case strings.ContainsAny(c.MetaSchema, "`\x00") || len(c.MetaSchema) > 64:
@@ -270,10 +284,11 @@ type validator struct {
 }
 
 func newValidator(cfg ValidationConfig, task, source string, db *sql.DB, log *slog.Logger) *validator {
-	iv := time.Second
-	if d := time.Duration(cfg.RowErrorDelay) / 4; d < iv {
-		iv = max(d, 50*time.Millisecond)
+	iv := time.Duration(cfg.CheckInterval)
+	if iv == 0 {
+		iv = DefaultCheckInterval
 	}
+	iv = max(min(iv, time.Duration(cfg.RowErrorDelay)/4), 50*time.Millisecond)
 	return &validator{cfg: cfg, task: task, source: source, db: db, interval: iv,
 		log:  log.With(slog.String("component", "validator")),
 		rows: map[string]*vrow{}, filter: make([]uint64, filterBits/64), st: ValidatorStatus{Mode: cfg.Mode}}

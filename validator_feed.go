@@ -184,11 +184,13 @@ func (f *validatorFeed) take(ctx context.Context) ([]feedItem, Checkpoint, error
 			}
 			if n > 0 || f.cp.Pos.Compare(f.taken) > 0 {
 				items := slices.Clone(f.items[:n])
-				clear(f.items[:n])
-				f.items = f.items[n:]
 				for _, it := range items {
 					f.bytes -= it.bytes
 				}
+				// The rest moves to the front: the array is reused.
+				rest := copy(f.items, f.items[n:])
+				clear(f.items[rest:])
+				f.items = f.items[:rest]
 				cp := f.cp
 				f.taken = cp.Pos
 				f.mu.Unlock()

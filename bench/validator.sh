@@ -71,11 +71,11 @@ python3 - "${results[@]}" <<'PY'
 import json, sys
 rs = [json.loads(a) for a in sys.argv[1:]]
 base = rs[0]["rows_per_s"]
-print("| validation | apply s | rows/s | vs off | validated s | rows checked | error rows | peak RSS MB | CPU s | downstream SELECTs | downstream questions |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| validation | apply s | rows/s | vs off | validated s | rows checked | error rows | peak RSS MB | CPU s ours / up / down | downstream SELECTs | downstream questions |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
 for r in rs:
     v = f"{r['validated_s']:.2f}" if r["mode"] != "off" else ""
-    print(f"| {r['mode']} | {r['seconds']:.2f} | {r['rows_per_s']:.0f} | {r['rows_per_s']/base*100:.0f}% | {v} | {r['checked']} | {r['error_rows']} | {r['peak_rss_kb']/1024:.1f} | {r['cpu_s']:.2f} | {r['downstream'].get('Com_select', 0)} | {r['downstream'].get('Questions', 0)} |")
+    print(f"| {r['mode']} | {r['seconds']:.2f} | {r['rows_per_s']:.0f} | {r['rows_per_s']/base*100:.0f}% | {v} | {r['checked']} | {r['error_rows']} | {r['peak_rss_kb']/1024:.1f} | {r['cpu_s']:.2f} / {r['upstream_cpu_s']:.2f} / {r['downstream_cpu_s']:.2f} | {r['downstream'].get('Com_select', 0)} | {r['downstream'].get('Questions', 0)} |")
     if r["error_rows"]:
         sys.exit(f"mode {r['mode']}: {r['error_rows']} error rows")
 PY
