@@ -70,7 +70,10 @@ const (
 // and checks the rows it holds against the downstream in batches, by key
 // (SELECT ... WHERE (key) IN (...)), every CheckInterval, and at once when
 // the next row would take them past MemoryBytes: it reads no further until
-// it has checked them and spilled those that differ (see below).
+// it has checked them and spilled those that differ (see below). The timed
+// checks give way to a syncer that is catching up (its lag over 10s): they
+// wait, for 12 intervals at most, while the rows held fit in MemoryBytes (a
+// row changed again meanwhile is checked once).
 //
 // A row that differs is checked again at every pass; once it has differed
 // for longer than RowErrorDelay it is recorded as an error row in
@@ -1140,11 +1143,15 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 		defer close(passes)
 		tick := time.NewTicker(v.interval)
 		defer tick.Stop()
+		var yielding time.Time
 		for {
 			select {
 			case <-pctx.Done():
 				return
 			case <-tick.C:
+			}
+			if v.yield(s, &yielding) {
+				continue
 			}
 			if err := v.pass(pctx, false); err != nil {
 				if pctx.Err() == nil {
@@ -1191,6 +1198,34 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 	}
 	fcancel()
 	return err
+}
+
+// Checks give way to a syncer that is catching up.
+const (
+	// yieldLag is the syncer's lag over which the timed checks wait.
+	yieldLag = 10 * time.Second
+	// yieldPasses is how many check intervals in a row they wait at most.
+	yieldPasses = 12
+)
+
+// yield reports whether the timed pass may wait: the syncer is catching up
+// (its lag is over yieldLag) and the checks have not waited yieldPasses
+// intervals in a row yet (since: when they started waiting). The rows held
+// still get checked when they take the memory budget, and at a DDL.
+func (v *validator) yield(s *Syncer, since *time.Time) bool {
+	if s.Status().LagSeconds < yieldLag.Seconds() {
+		*since = time.Time{}
+		return false
+	}
+	now := time.Now()
+	if since.IsZero() {
+		*since = now
+	}
+	if now.Sub(*since) >= yieldPasses*v.interval {
+		*since = time.Time{}
+		return false
+	}
+	return true
 }
 
 // runFeed validates what the syncer hands over through f, from where the
@@ -1450,7 +1485,9 @@ func (s *validatorSink) Apply(ctx context.Context, b *Batch) error {
 }
 
 func (s *validatorSink) ExecDDL(ctx context.Context, d *DDL) error {
-	if d.Schema == "" {
+	if d.Schema == "" || addsIndex(d.Query) {
+		// A new index changes neither the columns nor the key the rows
+		// held are found by: they stay, to be checked with the others.
 		return nil
 	}
 	// Every row held was read before the DDL (and the syncer has applied
@@ -1476,6 +1513,27 @@ func (s *validatorSink) ExecDDL(ctx context.Context, d *DDL) error {
 		s.v.log.Warn("dropping the spilled rows of a table a DDL changes failed", slog.String("table", d.Schema+"."+d.Table), errAttr(err))
 	}
 	return nil
+}
+
+// addsIndex reports whether query is CREATE [UNIQUE] INDEX (a leading
+// comment aside).
+func addsIndex(query string) bool {
+	q := strings.TrimSpace(query)
+	for strings.HasPrefix(q, "/*") {
+		i := strings.Index(q, "*/")
+		if i < 0 {
+			return false
+		}
+		q = strings.TrimSpace(q[i+2:])
+	}
+	f := strings.Fields(strings.ToUpper(q[:min(len(q), 40)]))
+	if len(f) < 2 || f[0] != "CREATE" {
+		return false
+	}
+	if f[1] == "UNIQUE" {
+		f = f[1:]
+	}
+	return len(f) >= 2 && f[1] == "INDEX"
 }
 
 // gatedReader holds back each rows event until the syncer's checkpoint has

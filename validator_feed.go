@@ -92,7 +92,7 @@ func (f *validatorFeed) ddl(d *DDL) {
 	if f.off {
 		return
 	}
-	f.push(feedItem{pos: d.Pos, ddl: &DDL{Schema: d.Schema, Table: d.Table, Pos: d.Pos}, bytes: 256})
+	f.push(feedItem{pos: d.Pos, ddl: &DDL{Schema: d.Schema, Table: d.Table, Query: d.Query, Pos: d.Pos}, bytes: 256})
 }
 
 // push queues it, or stops the feed when it would pass the limit (f.mu

@@ -187,3 +187,23 @@ func TestValidatorFeed(t *testing.T) {
 		t.Fatal("the overflow is not reported")
 	}
 }
+
+// TestValidatorAddsIndex: the DDLs after which the rows held stay.
+func TestValidatorAddsIndex(t *testing.T) {
+	for q, want := range map[string]bool{
+		"CREATE INDEX k_1 ON sbtest1(k)":               true,
+		"  create unique index u ON t (a)":             true,
+		"/* generated */ CREATE INDEX i ON t (a)":      true,
+		"CREATE TABLE t (id INT PRIMARY KEY)":          false,
+		"ALTER TABLE t ADD INDEX (a)":                  false,
+		"DROP INDEX k_1 ON sbtest1":                    false,
+		"CREATE OR REPLACE TABLE t (id INT)":           false,
+		"/* unterminated CREATE INDEX i ON t (a)":      false,
+		"CREATE UNIQUE":                                false,
+		"CREATE DEFINER=x VIEW v AS SELECT 1 AS INDEX": false,
+	} {
+		if got := addsIndex(q); got != want {
+			t.Errorf("addsIndex(%q) = %v, want %v", q, got, want)
+		}
+	}
+}

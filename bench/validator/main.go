@@ -14,7 +14,8 @@
 // ("upstream_cpu_s", "downstream_cpu_s": read from /proc, the servers on
 // this machine; -1 when unknown) and the downstream's statement counters
 // (SHOW GLOBAL STATUS: Questions, Com_select, Com_insert, Com_update,
-// Com_delete, Com_replace).
+// Com_delete, Com_replace, Handler_read_key,
+// Handler_read_rnd_next).
 package main
 
 import (
@@ -97,6 +98,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	load := benchutil.LoadAvg()
 	before, err := counters(ctx, db)
 	if err != nil {
 		return err
@@ -175,7 +177,7 @@ func run() error {
 		delta[k] = v - before[k]
 	}
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
-		"cpu_s": cpuSeconds(ru1) - cpuSeconds(ru0), "downstream": delta,
+		"load": load, "cpu_s": cpuSeconds(ru1) - cpuSeconds(ru0), "downstream": delta,
 		"upstream_cpu_s": upCPU, "downstream_cpu_s": downCPU,
 		"mode": *mode, "workers": s.Syncer.Workers, "rows": s.Syncer.Rows, "seconds": secs,
 		"rows_per_s": float64(s.Syncer.Rows) / secs, "validated_s": vsecs,
@@ -191,7 +193,7 @@ func cpuSeconds(ru syscall.Rusage) float64 {
 
 // counters reads the downstream's statement counters.
 func counters(ctx context.Context, db *sql.DB) (map[string]int64, error) {
-	rs, err := db.QueryContext(ctx, "SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_select', 'Com_insert', 'Com_update', 'Com_delete', 'Com_replace')")
+	rs, err := db.QueryContext(ctx, "SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_select', 'Com_insert', 'Com_update', 'Com_delete', 'Com_replace', 'Handler_read_key', 'Handler_read_rnd_next')")
 	if err != nil {
 		return nil, err
 	}
