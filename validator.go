@@ -1490,6 +1490,10 @@ func (s *validatorSink) ExecDDL(ctx context.Context, d *DDL) error {
 		// held are found by: they stay, to be checked with the others.
 		return nil
 	}
+	if createsTable(d.Query) && !s.v.holdsTable(d.Schema, d.Table) {
+		// A new table: no row held is of it, none changes.
+		return nil
+	}
 	// Every row held was read before the DDL (and the syncer has applied
 	// it): check them now, then forget those of the DDL's table that are
 	// left (differing, or not checkable with the new definition).
@@ -1518,15 +1522,7 @@ func (s *validatorSink) ExecDDL(ctx context.Context, d *DDL) error {
 // addsIndex reports whether query is CREATE [UNIQUE] INDEX (a leading
 // comment aside).
 func addsIndex(query string) bool {
-	q := strings.TrimSpace(query)
-	for strings.HasPrefix(q, "/*") {
-		i := strings.Index(q, "*/")
-		if i < 0 {
-			return false
-		}
-		q = strings.TrimSpace(q[i+2:])
-	}
-	f := strings.Fields(strings.ToUpper(q[:min(len(q), 40)]))
+	f := leadingWords(query)
 	if len(f) < 2 || f[0] != "CREATE" {
 		return false
 	}
@@ -1534,6 +1530,43 @@ func addsIndex(query string) bool {
 		f = f[1:]
 	}
 	return len(f) >= 2 && f[1] == "INDEX"
+}
+
+// createsTable reports whether query is CREATE [OR REPLACE] TABLE (a
+// leading comment aside).
+func createsTable(query string) bool {
+	f := leadingWords(query)
+	if len(f) >= 3 && f[0] == "CREATE" && f[1] == "OR" && f[2] == "REPLACE" {
+		f = append(f[:1], f[3:]...)
+	}
+	return len(f) >= 2 && f[0] == "CREATE" && f[1] == "TABLE"
+}
+
+// leadingWords returns the first words of query in upper case, leading
+// comments skipped (none when a comment is not closed).
+func leadingWords(query string) []string {
+	q := strings.TrimSpace(query)
+	for strings.HasPrefix(q, "/*") {
+		i := strings.Index(q, "*/")
+		if i < 0 {
+			return nil
+		}
+		q = strings.TrimSpace(q[i+2:])
+	}
+	return strings.Fields(strings.ToUpper(q[:min(len(q), 40)]))
+}
+
+// holdsTable reports whether a row of the table (any of the schema's with
+// table "") is held.
+func (v *validator) holdsTable(schema, table string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, r := range v.rows {
+		if r.table.Schema == schema && (table == "" || r.table.Name == table) {
+			return true
+		}
+	}
+	return false
 }
 
 // gatedReader holds back each rows event until the syncer's checkpoint has

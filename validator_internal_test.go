@@ -188,7 +188,8 @@ func TestValidatorFeed(t *testing.T) {
 	}
 }
 
-// TestValidatorAddsIndex: the DDLs after which the rows held stay.
+// TestValidatorAddsIndex: the DDLs after which the rows held stay, and
+// those that need no check when no row of their table is held.
 func TestValidatorAddsIndex(t *testing.T) {
 	for q, want := range map[string]bool{
 		"CREATE INDEX k_1 ON sbtest1(k)":               true,
@@ -204,6 +205,19 @@ func TestValidatorAddsIndex(t *testing.T) {
 	} {
 		if got := addsIndex(q); got != want {
 			t.Errorf("addsIndex(%q) = %v, want %v", q, got, want)
+		}
+	}
+	for q, want := range map[string]bool{
+		"CREATE TABLE sbtest2 (id INT PRIMARY KEY)":    true,
+		"create or replace table t (id INT)":           true,
+		"/* x */ CREATE TABLE IF NOT EXISTS t (a INT)": true,
+		"CREATE INDEX i ON t (a)":                      false,
+		"CREATE DATABASE d":                            false,
+		"ALTER TABLE t ADD COLUMN b INT":               false,
+		"CREATE OR REPLACE VIEW v AS SELECT 1":         false,
+	} {
+		if got := createsTable(q); got != want {
+			t.Errorf("createsTable(%q) = %v, want %v", q, got, want)
 		}
 	}
 }
