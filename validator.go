@@ -72,8 +72,8 @@ const (
 // the next row would take them past MemoryBytes: it reads no further until
 // it has checked them and spilled those that differ (see below). The timed
 // checks give way to a syncer that is catching up (its lag over 10s): they
-// wait, for 12 intervals at most, while the rows held fit in MemoryBytes (a
-// row changed again meanwhile is checked once).
+// wait, for 12 intervals at most, while the rows held take less than a
+// quarter of MemoryBytes (a row changed again meanwhile is checked once).
 //
 // A row that differs is checked again at every pass; once it has differed
 // for longer than RowErrorDelay it is recorded as an error row in
@@ -1209,11 +1209,16 @@ const (
 )
 
 // yield reports whether the timed pass may wait: the syncer is catching up
-// (its lag is over yieldLag) and the checks have not waited yieldPasses
-// intervals in a row yet (since: when they started waiting). The rows held
-// still get checked when they take the memory budget, and at a DDL.
+// (its lag is over yieldLag), the rows held take less than a quarter of
+// the memory budget (a larger heap costs the collector what fewer checks
+// save), and the checks have not waited yieldPasses intervals in a row yet
+// (since: when they started waiting). The rows held still get checked at a
+// DDL.
 func (v *validator) yield(s *Syncer, since *time.Time) bool {
-	if s.Status().LagSeconds < yieldLag.Seconds() {
+	v.mu.Lock()
+	held := v.heldBytes
+	v.mu.Unlock()
+	if held >= v.cfg.MemoryBytes/4 || s.Status().LagSeconds < yieldLag.Seconds() {
 		*since = time.Time{}
 		return false
 	}
