@@ -701,3 +701,59 @@ func storedPending(t *testing.T, db *sql.DB, task string) (spilled, inCheckpoint
 	}
 	return spilled, len(rows)
 }
+
+// TestValidatorFeedOverflow: when the changes the syncer hands over pass
+// the validator's memory budget before a checkpoint lets it take them (two
+// rows events of one transaction, each larger than half the budget), the
+// validator goes back to reading the binlog itself from its checkpoint,
+// and still checks every row, those of the overflowing transaction and
+// those after it.
+func TestValidatorFeedOverflow(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 87})
+	const budget = 8192
+	cfg := validationConfig("over", 4, time.Second)
+	cfg.Validation.MemoryBytes = budget
+	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitSubTaskSynced(t, st.Status, p)
+	mustExec(t, p.updb, "CREATE DATABASE o")
+	mustExec(t, p.updb, "CREATE TABLE o.t (id INT PRIMARY KEY, s VARCHAR(100))")
+	vs := waitValidated(t, st, p)
+	if vs.Reading != dmworker.ValidatorReadsSyncer {
+		t.Fatalf("before the overflow the validator reads from %q", vs.Reading)
+	}
+	insert := func(from, n int) string {
+		var vals []string
+		for j := from; j < from+n; j++ {
+			vals = append(vals, fmt.Sprintf("(%d, '%s')", j, strings.Repeat("x", 80)))
+		}
+		return "INSERT INTO o.t VALUES " + strings.Join(vals, ",")
+	}
+	tx, err := p.updb.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{insert(1, 60), insert(61, 60)} {
+		if _, err := tx.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, p.updb, insert(121, 30))
+	mustExec(t, p.updb, "UPDATE o.t SET s = 'y' WHERE id % 7 = 0")
+	vs = waitValidated(t, st, p)
+	if vs.Reading != dmworker.ValidatorReadsBinlog {
+		t.Fatalf("after the overflow the validator reads from %q", vs.Reading)
+	}
+	if vs.Checked < 150 || vs.Differing != 0 || vs.ErrorRows != 0 || vs.LastError != nil {
+		t.Fatalf("validator status %+v", vs)
+	}
+	if vs.PeakBytes == 0 || vs.PeakBytes > budget {
+		t.Fatalf("peak bytes held %d, budget %d", vs.PeakBytes, budget)
+	}
+}
