@@ -550,14 +550,22 @@ func (t *SubTask) runUnits(ctx context.Context, s *Syncer) (finished bool, err e
 	v := t.validator
 	t.mu.Unlock()
 	if v != nil {
-		// Beside the syncer, stopped with it.
+		// Beside the syncer, stopped with it. Outside a shard mode (whose
+		// held and replayed rows the feed does not follow) the syncer
+		// hands it what it reads (validator_feed.go).
+		var feed *validatorFeed
+		if cfg.ShardMode == ShardModeOff {
+			feed = newValidatorFeed(v.cfg.MemoryBytes)
+			s.feed.Store(feed)
+		}
 		vctx, vcancel := context.WithCancel(ctx)
 		vdone := make(chan struct{})
 		go func() {
 			defer close(vdone)
-			v.run(vctx, t, cfg, s)
+			v.run(vctx, t, cfg, s, feed)
 		}()
 		defer func() {
+			s.feed.Store(nil)
 			vcancel()
 			<-vdone
 		}()

@@ -362,6 +362,10 @@ type Syncer struct {
 	reached atomic.Bool
 
 	inst *syncerInstruments // nil without metrics
+
+	// feed, when set (by a subtask whose validator runs), gets the changes
+	// the syncer reads and the checkpoints it stores (validator_feed.go).
+	feed atomic.Pointer[validatorFeed]
 }
 
 // errorOperator is what the host said to do with a failing event.

@@ -131,12 +131,29 @@ func (w *runWriter) checkpoint(pos streamer.Position) Checkpoint {
 	return cp
 }
 
+// startCheckpoint is the checkpoint at pos, where a run starts, with the
+// schema tracked there (for the validator's feed).
+func (w *runWriter) startCheckpoint(pos streamer.Position) Checkpoint {
+	cp := Checkpoint{Task: w.s.cfg.Task, Source: w.s.cfg.Source, Pos: pos}
+	b, err := w.tracker.Marshal()
+	if err == nil {
+		b, err = onlineddl.Attach(b, w.online)
+	}
+	if err == nil {
+		cp.Schema = b
+	}
+	return cp
+}
+
 // save stores cp (with no data).
 func (w *runWriter) save(ctx context.Context, cp Checkpoint) error {
 	if err := w.s.retry(ctx, func() error { return w.s.store.Save(ctx, cp) }); err != nil {
 		return w.s.wrap(cp.Pos, "", "save checkpoint", err)
 	}
 	w.schemaDirty = false
+	if f := w.s.feed.Load(); f != nil {
+		f.saved(cp)
+	}
 	return nil
 }
 
@@ -172,6 +189,9 @@ func (w *runWriter) applyAt(ctx context.Context, changes []Change, safe bool, cp
 		}
 	}
 	w.schemaDirty = false
+	if f := s.feed.Load(); f != nil {
+		f.saved(cp)
+	}
 	return nil
 }
 

@@ -183,6 +183,9 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		r.w.online = &onlineddl.State{}
 	}
 	r.lastTxnEnd = start
+	if f := s.feed.Load(); f != nil {
+		f.begin(r.w.startCheckpoint(start))
+	}
 	if !found {
 		// Record the start at once: a restart before the first change
 		// must not move it to a later "current" position. The status
@@ -438,6 +441,9 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 			}
 		}
 		if ok {
+			if f := s.feed.Load(); f != nil {
+				f.rows(r.changes, ev.Pos)
+			}
 			safe := s.cfg.SafeMode || (!r.w.safeUntil.IsZero() && ev.Pos.Compare(r.w.safeUntil) <= 0)
 			err := r.apply.rows(ctx, r.changes, ev.Pos, safe, ev.TxnEnd)
 			clear(r.changes)
@@ -747,6 +753,9 @@ func (r *syncRun) execDDL(ctx context.Context, d *DDL) error {
 	err := r.s.retry(ctx, func() error { return r.s.sink.ExecDDL(ctx, d) })
 	if err == nil {
 		r.s.updateStatus(func(st *SyncerStatus) { st.DDLs++ })
+		if f := r.s.feed.Load(); f != nil {
+			f.ddl(d)
+		}
 	}
 	return err
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,9 @@ const (
 	DefaultRowErrorDelay = 30 * time.Minute
 	// DefaultValidationMemory bounds the rows the validator holds.
 	DefaultValidationMemory = 64 << 20
+	// DefaultCheckInterval is how often the validator checks the rows it
+	// holds: DM's validator default (check-interval: 5s).
+	DefaultCheckInterval = 5 * time.Second
 	// DefaultValidationSchema is the downstream schema of the validator's
 	// tables (mysqlsink's default checkpoint schema).
 	DefaultValidationSchema = "dmworker_meta"
@@ -51,16 +55,25 @@ const (
 // (SubTaskConfig.Validation).
 //
 // The validator runs beside the syncer while the syncer unit runs (it
-// pauses, resumes and stops with the subtask). It reads the same binlog
-// with its own reader, from the same reader factory (the relay, or the
-// upstream), through the same filters and routes, never ahead of the
-// syncer's checkpoint: a change is checked only once the syncer has applied
-// it. It keeps the latest image of each changed row by its primary key (or
+// pauses, resumes and stops with the subtask). It checks the changes the
+// syncer reads, never ahead of the syncer's checkpoint: a change is checked
+// only once the syncer has applied it. The syncer hands them over as it
+// decodes them (the binlog is read once), through a queue of at most
+// MemoryBytes that the validator empties each time the syncer stores a
+// checkpoint. The validator reads the binlog itself, with its own reader
+// from the same reader factory (the relay, or the upstream) through the
+// same filters and routes, when it must: from its own checkpoint up to
+// where the syncer's run starts when it is behind (after a kill, say), for
+// the rest of the syncer's run when the queue overflowed (the validator fell
+// behind), and in a shard mode (ValidatorStatus.Reading says which). It keeps the latest image of each changed row by its primary key (or
 // a unique key of NOT NULL columns; tables with neither are not validated)
 // and checks the rows it holds against the downstream in batches, by key
-// (SELECT ... WHERE (key) IN (...)), about every second, and at once when
+// (SELECT ... WHERE (key) IN (...)), every CheckInterval, and at once when
 // the next row would take them past MemoryBytes: it reads no further until
-// it has checked them and spilled those that differ (see below).
+// it has checked them and spilled those that differ (see below). The timed
+// checks give way to a syncer that is catching up (its lag over 10s): they
+// wait, for 12 intervals at most, while the rows held take less than a
+// quarter of MemoryBytes (a row changed again meanwhile is checked once).
 //
 // A row that differs is checked again at every pass; once it has differed
 // for longer than RowErrorDelay it is recorded as an error row in
@@ -72,7 +85,7 @@ const (
 // <MetaSchema>.validator_pending (with the time they first differed) and
 // leave memory, and are checked again from there, a page at a time (the
 // page counted in the bound), up to 4000 spilled and 4000 error rows a
-// pass (at most one such re-check a second), continuing where the last
+// pass (at most one such re-check a CheckInterval), continuing where the last
 // one stopped; a newer image of a
 // spilled row read from the binlog takes its place. Memory is thus
 // bounded by MemoryBytes whatever the number of differing rows (but for a
@@ -107,8 +120,16 @@ type ValidationConfig struct {
 	// the downstream one a check reads as large as it): when
 	// the next row would take them past it, they are checked, and those
 	// that differ spilled to the meta schema, before anything more is
-	// read. Default 64 MiB.
+	// read. It bounds as well the queue of changes the syncer hands over
+	// (their images, estimated the same way): past it the validator
+	// reads the binlog itself. Default 64 MiB.
 	MemoryBytes int64 `json:"memory-bytes,omitempty" toml:"memory-bytes"`
+	// CheckInterval is how often the rows held are checked (and, when
+	// differing, checked again), at most a quarter of RowErrorDelay and
+	// at least 50ms. A longer one checks a row changed several times in
+	// it once, at the cost of finding a difference later. Default 5s
+	// (DefaultCheckInterval, DM's default).
+	CheckInterval Duration `json:"check-interval,omitzero" toml:"check-interval"`
 	// MetaSchema is the downstream schema of the validator's tables,
 	// created on first use. Default "dmworker_meta".
 	MetaSchema string `json:"meta-schema,omitempty" toml:"meta-schema"`
@@ -129,12 +150,17 @@ func (c *ValidationConfig) adjust() error {
 	if c.MemoryBytes == 0 {
 		c.MemoryBytes = DefaultValidationMemory
 	}
+	if c.CheckInterval == 0 {
+		c.CheckInterval = Duration(DefaultCheckInterval)
+	}
 	if c.MetaSchema == "" {
 		c.MetaSchema = DefaultValidationSchema
 	}
 	switch {
 	case c.RowErrorDelay < 0:
 		return fmt.Errorf("validation row error delay %s must not be negative", time.Duration(c.RowErrorDelay))
+	case c.CheckInterval < 0:
+		return fmt.Errorf("validation check interval %s must not be negative", time.Duration(c.CheckInterval))
 	case c.MemoryBytes < 0:
 		return fmt.Errorf("validation memory %d must not be negative", c.MemoryBytes)
 	case strings.ContainsAny(c.MetaSchema, "`\x00") || len(c.MetaSchema) > 64:
@@ -170,6 +196,9 @@ type ValidatorStatus struct {
 	Mode ValidationMode
 	// Running is true while the validator runs (with the syncer unit).
 	Running bool
+	// Reading is where the changes it checks come from:
+	// ValidatorReadsSyncer or ValidatorReadsBinlog ("" before it starts).
+	Reading string
 	// Pending is how many rows are pending: not checked yet, or
 	// differing for less than the row error delay, in memory or spilled
 	// to the meta schema (Spilled of them, at the last pass).
@@ -196,6 +225,19 @@ type ValidatorStatus struct {
 	// (it retries); nil once a pass succeeds.
 	LastError error
 }
+
+// Where the validator takes the changes it checks from
+// (ValidatorStatus.Reading).
+const (
+	// ValidatorReadsSyncer: the changes the syncer reads, handed over
+	// once the syncer has stored a checkpoint past them (the binlog is
+	// read and decoded once).
+	ValidatorReadsSyncer = "syncer"
+	// ValidatorReadsBinlog: its own reader of the binlog, from its own
+	// checkpoint: while it catches up with where the syncer's run
+	// started, and for the rest of the run once the hand-off overflowed.
+	ValidatorReadsBinlog = "binlog"
+)
 
 // vrow is a row the validator holds: the latest image of a changed row.
 type vrow struct {
@@ -234,6 +276,9 @@ type validator struct {
 	// that converges in memory has its rows there deleted when it may.
 	filter []uint64
 	st     ValidatorStatus
+	// differing is how many rows held differed at their last check, as
+	// counted at the end of the last pass (status reads it).
+	differing int
 	// Where the re-check of the spilled and the error rows goes on
 	// (key hashes), and when it last ran.
 	pendCursor, errCursor string
@@ -242,10 +287,11 @@ type validator struct {
 }
 
 func newValidator(cfg ValidationConfig, task, source string, db *sql.DB, log *slog.Logger) *validator {
-	iv := time.Second
-	if d := time.Duration(cfg.RowErrorDelay) / 4; d < iv {
-		iv = max(d, 50*time.Millisecond)
+	iv := time.Duration(cfg.CheckInterval)
+	if iv == 0 {
+		iv = DefaultCheckInterval
 	}
+	iv = max(min(iv, time.Duration(cfg.RowErrorDelay)/4), 50*time.Millisecond)
 	return &validator{cfg: cfg, task: task, source: source, db: db, interval: iv,
 		log:  log.With(slog.String("component", "validator")),
 		rows: map[string]*vrow{}, filter: make([]uint64, filterBits/64), st: ValidatorStatus{Mode: cfg.Mode}}
@@ -256,12 +302,7 @@ func (v *validator) status() ValidatorStatus {
 	defer v.mu.Unlock()
 	st := v.st
 	st.Pending, st.PendingBytes = len(v.rows)+st.Spilled, v.heldBytes
-	st.Differing = st.Spilled
-	for _, r := range v.rows {
-		if !r.firstDiff.IsZero() {
-			st.Differing++
-		}
-	}
+	st.Differing = st.Spilled + v.differing
 	st.Validated = st.Validated.Clone()
 	return st
 }
@@ -438,10 +479,28 @@ func valuesSize(vals []any) int64 {
 	return n
 }
 
-// rowID names a row: its table and key values.
+// rowID names a row: its table and key values (as JSON of their
+// encodeValues form: written directly for integer keys).
 func rowID(t *Table, key []any) string {
-	b, _ := json.Marshal(encodeValues(key))
-	return t.Schema + "\x00" + t.Name + "\x00" + string(b)
+	b := make([]byte, 0, len(t.Schema)+len(t.Name)+2+24*len(key))
+	b = append(append(append(append(b, t.Schema...), 0), t.Name...), 0)
+	b = append(b, '[')
+	for i, x := range key {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		switch x := x.(type) {
+		case int64:
+			b = strconv.AppendInt(append(b, `{"t":105,"v":"`...), x, 10)
+		case uint64:
+			b = strconv.AppendUint(append(b, `{"t":117,"v":"`...), x, 10)
+		default:
+			j, _ := json.Marshal(encodeValues(key))
+			return t.Schema + "\x00" + t.Name + "\x00" + string(j)
+		}
+		b = append(b, `"}`...)
+	}
+	return string(append(b, ']'))
 }
 
 // keyOf returns the column indexes the validator finds t's rows by: the
@@ -525,6 +584,30 @@ func pick(vals []any, idx []int) []any {
 }
 
 func sameKey(a, b []any) bool {
+	if len(a) == len(b) {
+		same := true
+		for i := range a {
+			switch x := a[i].(type) {
+			case int64:
+				y, ok := b[i].(int64)
+				same = ok && x == y
+			case uint64:
+				y, ok := b[i].(uint64)
+				same = ok && x == y
+			case string:
+				y, ok := b[i].(string)
+				same = ok && x == y
+			default:
+				same = false
+			}
+			if !same {
+				break
+			}
+		}
+		if same {
+			return true
+		}
+	}
 	x, _ := json.Marshal(encodeValues(a))
 	y, _ := json.Marshal(encodeValues(b))
 	return string(x) == string(y)
@@ -547,6 +630,19 @@ func (v *validator) dropTable(schema, table string) {
 			delete(v.rows, id)
 		}
 	}
+	v.countDiffering()
+}
+
+// countDiffering counts the rows held that differed at their last check
+// (v.mu held).
+func (v *validator) countDiffering() {
+	n := 0
+	for _, r := range v.rows {
+		if !r.firstDiff.IsZero() {
+			n++
+		}
+	}
+	v.differing = n
 }
 
 // errorID is the hash keying an error row.
@@ -648,6 +744,7 @@ func (v *validator) pass(ctx context.Context, spillAll bool) error {
 		return fmt.Errorf("validator: count error rows: %w", err)
 	}
 	v.mu.Lock()
+	v.countDiffering()
 	v.st.ErrorRows, v.st.Spilled = nerr, npend
 	if nerr == 0 && npend == 0 {
 		clear(v.filter) // nothing in the tables: no row may be there
@@ -1008,8 +1105,9 @@ func imageJSON(t *Table, vals []any, cols []int) string {
 func keyValsOf(r *vrow) []any { return r.keyVals }
 
 // run runs the validator beside the syncer s until ctx ends; its own errors
-// are logged and retried, never the subtask's.
-func (v *validator) run(ctx context.Context, t *SubTask, cfg SubTaskConfig, s *Syncer) {
+// are logged and retried, never the subtask's. With f (nil: none) it takes
+// what the syncer reads from f, until f stops; then it reads the binlog.
+func (v *validator) run(ctx context.Context, t *SubTask, cfg SubTaskConfig, s *Syncer, f *validatorFeed) {
 	v.mu.Lock()
 	v.st.Running = true
 	v.mu.Unlock()
@@ -1018,8 +1116,9 @@ func (v *validator) run(ctx context.Context, t *SubTask, cfg SubTaskConfig, s *S
 		v.st.Running = false
 		v.mu.Unlock()
 	}()
+	defer f.stopIf()
 	for ctx.Err() == nil {
-		err := v.runOnce(ctx, t, cfg, s)
+		err := v.runOnce(ctx, t, cfg, s, f)
 		if ctx.Err() != nil {
 			return
 		}
@@ -1034,10 +1133,195 @@ func (v *validator) run(ctx context.Context, t *SubTask, cfg SubTaskConfig, s *S
 	}
 }
 
-func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, s *Syncer) error {
+func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, s *Syncer, f *validatorFeed) error {
 	if err := v.ensureTables(ctx); err != nil {
 		return err
 	}
+	pctx, pcancel := context.WithCancel(ctx)
+	passes := make(chan struct{})
+	go func() {
+		defer close(passes)
+		tick := time.NewTicker(v.interval)
+		defer tick.Stop()
+		var yielding time.Time
+		for {
+			select {
+			case <-pctx.Done():
+				return
+			case <-tick.C:
+			}
+			if v.yield(s, &yielding) {
+				continue
+			}
+			if err := v.pass(pctx, false); err != nil {
+				if pctx.Err() == nil {
+					v.setErr(err)
+					v.log.Warn("validation pass failed", errAttr(err))
+				}
+				continue
+			}
+			v.setErr(nil)
+		}
+	}()
+	var err error
+	if f.usable() {
+		err = v.runFeed(ctx, t, cfg, s, f)
+		// Whatever ended it, the feed is not taken again: what it holds
+		// follows what was taken, and a retry starts from the stored
+		// checkpoint.
+		over := f.stopIf()
+		if errors.Is(err, errFeedOff) && ctx.Err() == nil {
+			v.log.Info("the validator reads the binlog itself from its checkpoint", slog.Bool("feed-overflowed", over))
+			v.mu.Lock()
+			v.st.Reading = ValidatorReadsBinlog
+			v.mu.Unlock()
+			// Check and store what was taken, so that the reader starts
+			// from there.
+			if perr := v.pass(ctx, false); perr != nil && ctx.Err() == nil {
+				v.log.Warn("validation pass failed", errAttr(perr))
+			}
+			err = v.readBinlog(ctx, t, cfg, s, streamer.Position{})
+		}
+	} else {
+		v.mu.Lock()
+		v.st.Reading = ValidatorReadsBinlog
+		v.mu.Unlock()
+		err = v.readBinlog(ctx, t, cfg, s, streamer.Position{})
+	}
+	pcancel()
+	<-passes
+	// A last pass, so that a stop stores what was checked, within the
+	// stop timeout.
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), t.opts.stopTimeout)
+	if perr := v.pass(fctx, false); perr != nil && err == nil && ctx.Err() == nil {
+		err = perr
+	}
+	fcancel()
+	return err
+}
+
+// Checks give way to a syncer that is catching up.
+const (
+	// yieldLag is the syncer's lag over which the timed checks wait.
+	yieldLag = 10 * time.Second
+	// yieldPasses is how many check intervals in a row they wait at most.
+	yieldPasses = 12
+)
+
+// yield reports whether the timed pass may wait: the syncer is catching up
+// (its lag is over yieldLag), the rows held take less than a quarter of
+// the memory budget (a larger heap costs the collector what fewer checks
+// save), and the checks have not waited yieldPasses intervals in a row yet
+// (since: when they started waiting). The rows held still get checked at a
+// DDL.
+func (v *validator) yield(s *Syncer, since *time.Time) bool {
+	v.mu.Lock()
+	held := v.heldBytes
+	v.mu.Unlock()
+	if held >= v.cfg.MemoryBytes/4 || s.Status().LagSeconds < yieldLag.Seconds() {
+		*since = time.Time{}
+		return false
+	}
+	now := time.Now()
+	if since.IsZero() {
+		*since = now
+	}
+	if now.Sub(*since) >= yieldPasses*v.interval {
+		*since = time.Time{}
+		return false
+	}
+	return true
+}
+
+// runFeed validates what the syncer hands over through f, from where the
+// syncer's run starts. When the validator's checkpoint is before that, it
+// reads the binlog itself up to there first. It returns errFeedOff when
+// the feed stops (it overflowed), or when the validator's checkpoint is
+// past the syncer's start.
+func (v *validator) runFeed(ctx context.Context, t *SubTask, cfg SubTaskConfig, s *Syncer, f *validatorFeed) error {
+	start, err := f.waitBegin(ctx)
+	if err != nil {
+		return err
+	}
+	cp, found, err := v.load(ctx, v.task, v.source)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !found:
+		v.mu.Lock()
+		v.lastRead, v.readSet = start, true
+		v.mu.Unlock()
+		v.log.Info("validation starts at the syncer's checkpoint", slog.String("pos", start.Pos.String()))
+	case cp.Pos.Compare(start.Pos) > 0:
+		return errFeedOff
+	case cp.Pos.Compare(start.Pos) < 0:
+		// Changes the syncer applied before this run that the validator
+		// has not checked (it stopped, or was killed, before storing a
+		// later checkpoint): read them, up to the syncer's start.
+		v.log.Info("the validator reads the binlog up to the syncer's start", slog.String("from", cp.Pos.String()), slog.String("to", start.Pos.String()))
+		v.mu.Lock()
+		v.st.Reading = ValidatorReadsBinlog
+		v.mu.Unlock()
+		if err := v.readBinlog(ctx, t, cfg, s, start.Pos); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		v.mu.Lock()
+		if v.lastRead.Pos.Compare(start.Pos) < 0 {
+			// The reader passed every event up to start to the inner
+			// syncer, which applied them all: the syncer's checkpoint
+			// there (and its schema) is the validator's too.
+			v.lastRead = start
+		}
+		v.mu.Unlock()
+	}
+	v.mu.Lock()
+	v.st.Reading = ValidatorReadsSyncer
+	v.mu.Unlock()
+	sink := &validatorSink{v}
+	store := &validatorStore{v: v}
+	for {
+		items, cp, err := f.take(ctx)
+		if err != nil {
+			return err
+		}
+		for _, it := range items {
+			if it.ddl != nil {
+				if err := sink.ExecDDL(ctx, it.ddl); err != nil {
+					return err
+				}
+				continue
+			}
+			for {
+				err := sink.Apply(ctx, &Batch{Changes: it.changes})
+				if err == nil {
+					break
+				}
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				// A pass to make room failed: again after a while (the
+				// feed stops if the syncer gets too far ahead).
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(v.interval):
+				}
+			}
+		}
+		if err := store.Save(ctx, cp); err != nil {
+			return err
+		}
+	}
+}
+
+// readBinlog validates the binlog the validator reads itself, with an inner
+// syncer, from its checkpoint (or, before it has one, the syncer's), until
+// ctx ends or, with until set, it has read every event up to until.
+func (v *validator) readBinlog(ctx context.Context, t *SubTask, cfg SubTaskConfig, s *Syncer, until streamer.Position) error {
 	// The first time, the validator starts where the syncer's stored
 	// checkpoint is, with the schema the syncer tracked there (see
 	// validatorStore.Load): not at a position with the upstream's schema
@@ -1059,6 +1343,9 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 	up := t.up
 	up.ServerID = 0 // a replica id of its own, picked at connection
 	gate := func() streamer.Position { return s.Status().Checkpoint }
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	var reached atomic.Bool // the reader is past until
 	o.readerFactory = func(ctx context.Context, pos streamer.Position) (streamer.Reader, error) {
 		var r streamer.Reader
 		var err error
@@ -1070,44 +1357,39 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 		if err != nil {
 			return nil, err
 		}
-		return &gatedReader{Reader: r, applied: gate}, nil
+		return &gatedReader{Reader: r, applied: gate, until: until, reached: &reached}, nil
 	}
 	inner, err := newSyncer(scfg, &validatorSink{v}, o)
 	if err != nil {
 		return err
 	}
-	pctx, pcancel := context.WithCancel(ctx)
-	passes := make(chan struct{})
-	go func() {
-		defer close(passes)
-		tick := time.NewTicker(v.interval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-pctx.Done():
-				return
-			case <-tick.C:
-			}
-			if err := v.pass(pctx, false); err != nil {
-				if pctx.Err() == nil {
-					v.setErr(err)
-					v.log.Warn("validation pass failed", errAttr(err))
+	if !until.IsZero() {
+		// Stop the inner syncer once it has read (and so, stopping,
+		// applies) every event up to until, or has stored a checkpoint
+		// there.
+		go func() {
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-rctx.Done():
+					return
+				case <-tick.C:
 				}
-				continue
+				v.mu.Lock()
+				at := v.lastRead.Pos.Compare(until) >= 0
+				v.mu.Unlock()
+				if at || reached.Load() {
+					rcancel()
+					return
+				}
 			}
-			v.setErr(nil)
-		}
-	}()
-	err = inner.Run(ctx)
-	pcancel()
-	<-passes
-	// A last pass, so that a stop stores what was checked, within the
-	// stop timeout.
-	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), t.opts.stopTimeout)
-	if perr := v.pass(fctx, false); perr != nil && err == nil && ctx.Err() == nil {
-		err = perr
+		}()
 	}
-	fcancel()
+	err = inner.Run(rctx)
+	if ctx.Err() == nil && rctx.Err() != nil && err == nil {
+		return nil // until reached
+	}
 	return err
 }
 
@@ -1129,6 +1411,16 @@ func (s *validatorStore) Load(ctx context.Context, task, source string) (Checkpo
 	if err != nil || found || s.syncer == nil {
 		return cp, found, err
 	}
+	v := s.v
+	v.mu.Lock()
+	cp, found = v.lastRead, v.readSet && len(v.lastRead.Schema) > 0 && !v.lastRead.Pos.IsZero()
+	v.mu.Unlock()
+	if found {
+		// Nothing stored yet, but the validator has taken changes (from
+		// the syncer's feed, or an earlier reader) up to there: the
+		// rows before it are held.
+		return cp, true, nil
+	}
 	for {
 		cp, found, err := s.syncer.Load(ctx, task, source)
 		if err != nil {
@@ -1137,7 +1429,6 @@ func (s *validatorStore) Load(ctx context.Context, task, source string) (Checkpo
 		if found && len(cp.Schema) > 0 && len(cp.Snapshot) == 0 {
 			cp.Epoch, cp.SafeUntil = 0, streamer.Position{}
 			cp.Pos, cp.Snapshot = cp.Pos.Clone(), nil
-			v := s.v
 			v.mu.Lock()
 			v.lastRead, v.readSet = cp, true
 			v.mu.Unlock()
@@ -1199,7 +1490,13 @@ func (s *validatorSink) Apply(ctx context.Context, b *Batch) error {
 }
 
 func (s *validatorSink) ExecDDL(ctx context.Context, d *DDL) error {
-	if d.Schema == "" {
+	if d.Schema == "" || addsIndex(d.Query) {
+		// A new index changes neither the columns nor the key the rows
+		// held are found by: they stay, to be checked with the others.
+		return nil
+	}
+	if createsTable(d.Query) && !s.v.holdsTable(d.Schema, d.Table) {
+		// A new table: no row held is of it, none changes.
 		return nil
 	}
 	// Every row held was read before the DDL (and the syncer has applied
@@ -1227,23 +1524,85 @@ func (s *validatorSink) ExecDDL(ctx context.Context, d *DDL) error {
 	return nil
 }
 
+// addsIndex reports whether query is CREATE [UNIQUE] INDEX (a leading
+// comment aside).
+func addsIndex(query string) bool {
+	f := leadingWords(query)
+	if len(f) < 2 || f[0] != "CREATE" {
+		return false
+	}
+	if f[1] == "UNIQUE" {
+		f = f[1:]
+	}
+	return len(f) >= 2 && f[1] == "INDEX"
+}
+
+// createsTable reports whether query is CREATE [OR REPLACE] TABLE (a
+// leading comment aside).
+func createsTable(query string) bool {
+	f := leadingWords(query)
+	if len(f) >= 3 && f[0] == "CREATE" && f[1] == "OR" && f[2] == "REPLACE" {
+		f = append(f[:1], f[3:]...)
+	}
+	return len(f) >= 2 && f[0] == "CREATE" && f[1] == "TABLE"
+}
+
+// leadingWords returns the first words of query in upper case, leading
+// comments skipped (none when a comment is not closed).
+func leadingWords(query string) []string {
+	q := strings.TrimSpace(query)
+	for strings.HasPrefix(q, "/*") {
+		i := strings.Index(q, "*/")
+		if i < 0 {
+			return nil
+		}
+		q = strings.TrimSpace(q[i+2:])
+	}
+	return strings.Fields(strings.ToUpper(q[:min(len(q), 40)]))
+}
+
+// holdsTable reports whether a row of the table (any of the schema's with
+// table "") is held.
+func (v *validator) holdsTable(schema, table string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, r := range v.rows {
+		if r.table.Schema == schema && (table == "" || r.table.Name == table) {
+			return true
+		}
+	}
+	return false
+}
+
 // gatedReader holds back each rows event until the syncer's checkpoint has
 // passed it: the validator never checks a change the syncer has not applied.
+// With until set, it holds back every event past until, and sets reached.
 type gatedReader struct {
 	streamer.Reader
 	applied func() streamer.Position
 	held    *streamer.Event // read, not yet released (ctx ended while waiting)
+	until   streamer.Position
+	reached *atomic.Bool
 }
 
 func (g *gatedReader) GetEvent(ctx context.Context) (*streamer.Event, error) {
 	ev := g.held
 	if ev == nil {
 		var err error
-		if ev, err = g.Reader.GetEvent(ctx); err != nil || !isRowsEvent(ev) {
+		if ev, err = g.Reader.GetEvent(ctx); err != nil {
 			return ev, err
 		}
 	}
 	g.held = nil
+	if !g.until.IsZero() && ev.Pos.Compare(g.until) > 0 {
+		g.held = ev
+		g.reached.Store(true)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	if !isRowsEvent(ev) {
+		return ev, nil
+	}
 	for g.applied().Compare(ev.Pos) < 0 {
 		select {
 		case <-ctx.Done():

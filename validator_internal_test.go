@@ -1,8 +1,14 @@
 package dmworker
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
 	"testing"
 	"time"
+
+	"github.com/dmworker/dmworker/streamer"
 )
 
 // TestValidatorValueRules: the type-aware comparison rules, value by value.
@@ -99,5 +105,119 @@ func TestValidatorMemoryBound(t *testing.T) {
 	v.dropTable("d", "t")
 	if v.full() || v.status().Pending != 0 {
 		t.Fatal("a DDL's table still held")
+	}
+}
+
+// TestValidatorRowIDs: a row's id (and so the key hash its spilled and
+// error rows are stored by) is the JSON of its key's encoded values,
+// whether written directly (integer keys) or by encoding/json; sameKey
+// agrees with comparing those.
+func TestValidatorRowIDs(t *testing.T) {
+	tbl := &Table{Schema: "s", Name: "t"}
+	keys := [][]any{
+		{int64(0)}, {int64(-42)}, {int64(math.MaxInt64)}, {int64(math.MinInt64)},
+		{uint64(math.MaxUint64)}, {int64(1), uint64(2)}, {int64(1), "a<b&\"c"},
+		{"x"}, {[]byte{0, 1}}, {nil}, {2.5}, {int64(1), nil},
+	}
+	for _, k := range keys {
+		j, err := json.Marshal(encodeValues(k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := rowID(tbl, k), "s\x00t\x00"+string(j); got != want {
+			t.Errorf("rowID(%#v) = %q, want %q", k, got, want)
+		}
+		for _, o := range keys {
+			jo, _ := json.Marshal(encodeValues(o))
+			if got, want := sameKey(k, o), string(j) == string(jo); got != want {
+				t.Errorf("sameKey(%#v, %#v) = %v, want %v", k, o, got, want)
+			}
+		}
+	}
+}
+
+// TestValidatorFeed: the feed gives the validator a change only once the
+// syncer has stored a checkpoint past it, with that checkpoint (its schema
+// carried over when the syncer stored none), and stops when what waits in
+// it would pass its bound.
+func TestValidatorFeed(t *testing.T) {
+	ctx := context.Background()
+	pos := func(o uint64) streamer.Position { return streamer.Position{Name: "b.000001", Offset: o} }
+	tbl := &Table{Schema: "s", Name: "t", Columns: []Column{{Name: "id"}}, PrimaryKey: []int{0}}
+	ch := func(id int64) []Change { return []Change{{Kind: Insert, Table: tbl, After: []any{id}}} }
+	f := newValidatorFeed(1 << 20)
+	f.begin(Checkpoint{Pos: pos(100), Schema: []byte("s1")})
+	if !f.usable() {
+		t.Fatal("begin stopped the feed")
+	}
+	items, cp, err := f.take(ctx)
+	if err != nil || len(items) != 0 || cp.Pos.Compare(pos(100)) != 0 || string(cp.Schema) != "s1" {
+		t.Fatalf("first take: %v %+v %v", items, cp, err)
+	}
+	f.rows(ch(1), pos(150))
+	f.rows(ch(2), pos(250))
+	f.ddl(&DDL{Schema: "s", Table: "t", Pos: pos(300)})
+	f.saved(Checkpoint{Pos: pos(200)}) // covers the first change only
+	items, cp, err = f.take(ctx)
+	if err != nil || len(items) != 1 || items[0].changes[0].After[0] != int64(1) || cp.Pos.Compare(pos(200)) != 0 || string(cp.Schema) != "s1" {
+		t.Fatalf("take at 200: %+v %+v %v", items, cp, err)
+	}
+	// Nothing new stored: take waits.
+	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	if items, _, err := f.take(wctx); err == nil {
+		t.Fatalf("take with nothing stored returned %+v", items)
+	}
+	cancel()
+	f.saved(Checkpoint{Pos: pos(300), Schema: []byte("s2"), Epoch: 7})
+	items, cp, err = f.take(ctx)
+	if err != nil || len(items) != 2 || items[1].ddl == nil || string(cp.Schema) != "s2" || cp.Epoch != 0 {
+		t.Fatalf("take at 300: %+v %+v %v", items, cp, err)
+	}
+	// Over the bound: the feed stops and says so.
+	small := newValidatorFeed(300)
+	small.begin(Checkpoint{Pos: pos(100)})
+	small.rows(ch(1), pos(150))
+	small.rows(ch(2), pos(250))
+	small.rows(ch(3), pos(350))
+	small.saved(Checkpoint{Pos: pos(400)})
+	if _, _, err := small.take(ctx); !errors.Is(err, errFeedOff) {
+		t.Fatalf("take after an overflow: %v", err)
+	}
+	if !small.stopIf() {
+		t.Fatal("the overflow is not reported")
+	}
+}
+
+// TestValidatorAddsIndex: the DDLs after which the rows held stay, and
+// those that need no check when no row of their table is held.
+func TestValidatorAddsIndex(t *testing.T) {
+	for q, want := range map[string]bool{
+		"CREATE INDEX k_1 ON sbtest1(k)":               true,
+		"  create unique index u ON t (a)":             true,
+		"/* generated */ CREATE INDEX i ON t (a)":      true,
+		"CREATE TABLE t (id INT PRIMARY KEY)":          false,
+		"ALTER TABLE t ADD INDEX (a)":                  false,
+		"DROP INDEX k_1 ON sbtest1":                    false,
+		"CREATE OR REPLACE TABLE t (id INT)":           false,
+		"/* unterminated CREATE INDEX i ON t (a)":      false,
+		"CREATE UNIQUE":                                false,
+		"CREATE DEFINER=x VIEW v AS SELECT 1 AS INDEX": false,
+	} {
+		if got := addsIndex(q); got != want {
+			t.Errorf("addsIndex(%q) = %v, want %v", q, got, want)
+		}
+	}
+	for q, want := range map[string]bool{
+		"CREATE TABLE sbtest2 (id INT PRIMARY KEY)":    true,
+		"create or replace table t (id INT)":           true,
+		"/* x */ CREATE TABLE IF NOT EXISTS t (a INT)": true,
+		"CREATE INDEX i ON t (a)":                      false,
+		"CREATE DATABASE d":                            false,
+		"ALTER TABLE t ADD COLUMN b INT":               false,
+		"CREATE OR REPLACE VIEW v AS SELECT 1":         false,
+	} {
+		if got := createsTable(q); got != want {
+			t.Errorf("createsTable(%q) = %v, want %v", q, got, want)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,11 +25,11 @@ import (
 
 // validatorChildEnv makes the test binary run a subtask with a validator
 // instead of the tests: "task|upstream user:pass@host:port|downstream
-// user:pass@host:port|workers|row error delay".
+// user:pass@host:port|workers|row error delay[|memory bytes]".
 const validatorChildEnv = "DMWORKER_TEST_VALIDATOR_CHILD"
 
 func validatorChild(spec string) int {
-	parts := strings.SplitN(spec, "|", 5)
+	parts := strings.SplitN(spec, "|", 6)
 	up, err := streamer.ParseUpstream(parts[1])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -56,7 +57,11 @@ func validatorChild(spec string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	st, err := dmworker.NewSubTask(validationConfig(parts[0], workers, delay), up, sink)
+	cfg := validationConfig(parts[0], workers, delay)
+	if len(parts) > 5 {
+		fmt.Sscan(parts[5], &cfg.Validation.MemoryBytes)
+	}
+	st, err := dmworker.NewSubTask(cfg, up, sink)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -152,6 +157,10 @@ func TestValidatorNoFalseDifferences(t *testing.T) {
 	}
 	if vs.Mode != dmworker.ValidationFull || !vs.Running {
 		t.Fatalf("validator status %+v", vs)
+	}
+	// It took what the syncer read (the binlog was read once).
+	if vs.Reading != dmworker.ValidatorReadsSyncer {
+		t.Fatalf("the validator reads from %q", vs.Reading)
 	}
 }
 
@@ -540,5 +549,211 @@ func TestValidatorMemoryBoundSpills(t *testing.T) {
 	}
 	if !strings.Contains(up.String, `"a":70`) || !strings.Contains(up.String, `xy"`) || !strings.Contains(down.String, `"a":71`) {
 		t.Fatalf("error row images: upstream %s, downstream %s", up.String, down.String)
+	}
+}
+
+// TestValidatorSpilledRowsSurviveKill: rows that differ and were spilled to
+// <meta>.validator_pending (a memory budget of a few rows) by a subtask
+// process killed with SIGKILL are still there after the restart: the
+// restarted validator counts them as pending and differing, records each
+// as an error row once it has differed past the delay (since it first
+// differed, in the killed process), and clears them all when the
+// downstream converges.
+func TestValidatorSpilledRowsSurviveKill(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 86})
+	const budget, n = 8192, 200
+	cfg := validationConfig("kill", 4, time.Hour)
+	cfg.Validation.MemoryBytes = budget
+	st0, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st0)
+	waitSubTaskSynced(t, st0.Status, p)
+	mustExec(t, p.updb, "CREATE DATABASE k")
+	mustExec(t, p.updb, "CREATE TABLE k.t (id INT PRIMARY KEY, a INT, s VARCHAR(100))")
+	for i := 1; i <= n; i += 50 {
+		var vals []string
+		for j := i; j < i+50; j++ {
+			vals = append(vals, fmt.Sprintf("(%d, %d, '%s')", j, j*10, strings.Repeat("x", 80)))
+		}
+		mustExec(t, p.updb, "INSERT INTO k.t VALUES "+strings.Join(vals, ","))
+	}
+	waitValidated(t, st0, p)
+	st0.Stop()
+
+	// Every row changed upstream, applied by the task without validation,
+	// then changed again downstream: n rows that differ.
+	mustExec(t, p.updb, "UPDATE k.t SET s = CONCAT(s, 'y')")
+	plain := cfg
+	plain.Validation = dmworker.ValidationConfig{}
+	st1, err := dmworker.NewSubTask(plain, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st1)
+	waitSubTaskSynced(t, st1.Status, p)
+	st1.Stop()
+	mustExec(t, p.downdb, "UPDATE k.t SET a = a + 1")
+
+	// A subtask process whose validator checks them with a budget of a
+	// few rows and a delay that does not pass: it spills them, then is
+	// killed.
+	spec := fmt.Sprintf("kill|%s:%s@%s|%s:%s@%s|4|1h|%d", p.up.User, p.up.Password, p.up.Addr(), p.down.User, p.down.Password, p.down.Addr(), budget)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), validatorChildEnv+"="+spec)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	defer func() {
+		if !killed {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
+	// Every differing row stored: spilled, or pending in the stored
+	// checkpoint.
+	var spilled, inCheckpoint int
+	waitUntil(t, fmt.Sprintf("%d differing rows stored, some spilled", n), func() bool {
+		spilled, inCheckpoint = storedPending(t, p.downdb, "kill")
+		return spilled > 0 && spilled+inCheckpoint == n
+	})
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	killed = true
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("validator child ended on its own (%v): %s", err, stderr.String())
+	}
+	if keys := errorKeys(t, p.downdb, "kill"); len(keys) != 0 {
+		t.Fatalf("error rows before the delay passed: %v", keys)
+	}
+
+	// Restarted with a delay that has passed: every row is reported, from
+	// the spilled ones too.
+	cfg.Validation.RowErrorDelay = dmworker.Duration(2 * time.Second)
+	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	var vs dmworker.ValidatorStatus
+	waitUntil(t, fmt.Sprintf("%d error rows", n), func() bool {
+		vs = st.Status().Validator
+		return len(errorKeys(t, p.downdb, "kill")) == n
+	})
+	got := errorKeys(t, p.downdb, "kill")
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprintf("k.t [%d]", i+1)
+	}
+	sort.Strings(want)
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("error rows %v", got)
+	}
+	var up, down sql.NullString
+	if err := p.downdb.QueryRow("SELECT upstream_row, downstream_row FROM dmworker_meta.validator_errors WHERE task = 'kill' AND row_key = '[7]'").Scan(&up, &down); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(up.String, `"a":70`) || !strings.Contains(up.String, `xy"`) || !strings.Contains(down.String, `"a":71`) {
+		t.Fatalf("error row images: upstream %s, downstream %s", up.String, down.String)
+	}
+
+	// The downstream converges: every error row is cleared, none is left
+	// pending.
+	mustExec(t, p.downdb, "UPDATE k.t SET a = a - 1")
+	waitUntil(t, "every row cleared", func() bool {
+		vs = st.Status().Validator
+		sp, _ := storedPending(t, p.downdb, "kill")
+		return len(errorKeys(t, p.downdb, "kill")) == 0 && sp == 0 && vs.Pending == 0 && vs.ErrorRows == 0
+	})
+	if vs.PeakBytes == 0 || vs.PeakBytes > budget {
+		t.Fatalf("peak bytes held %d, budget %d", vs.PeakBytes, budget)
+	}
+}
+
+// storedPending returns how many rows of task are in validator_pending and
+// how many pending rows its stored checkpoint holds.
+func storedPending(t *testing.T, db *sql.DB, task string) (spilled, inCheckpoint int) {
+	t.Helper()
+	if err := db.QueryRow("SELECT COUNT(*) FROM dmworker_meta.validator_pending WHERE task = ?", task).Scan(&spilled); err != nil {
+		if strings.Contains(err.Error(), "doesn't exist") {
+			return 0, 0 // not created yet
+		}
+		t.Fatal(err)
+	}
+	var b []byte
+	err := db.QueryRow("SELECT pending FROM dmworker_meta.validator_checkpoint WHERE task = ?", task).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return spilled, 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []json.RawMessage
+	if err := json.Unmarshal(b, &rows); err != nil {
+		t.Fatal(err)
+	}
+	return spilled, len(rows)
+}
+
+// TestValidatorFeedOverflow: when the changes the syncer hands over pass
+// the validator's memory budget before a checkpoint lets it take them (two
+// rows events of one transaction, each larger than half the budget), the
+// validator goes back to reading the binlog itself from its checkpoint,
+// and still checks every row, those of the overflowing transaction and
+// those after it.
+func TestValidatorFeedOverflow(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 87})
+	const budget = 8192
+	cfg := validationConfig("over", 4, time.Second)
+	cfg.Validation.MemoryBytes = budget
+	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitSubTaskSynced(t, st.Status, p)
+	mustExec(t, p.updb, "CREATE DATABASE o")
+	mustExec(t, p.updb, "CREATE TABLE o.t (id INT PRIMARY KEY, s VARCHAR(100))")
+	vs := waitValidated(t, st, p)
+	if vs.Reading != dmworker.ValidatorReadsSyncer {
+		t.Fatalf("before the overflow the validator reads from %q", vs.Reading)
+	}
+	insert := func(from, n int) string {
+		var vals []string
+		for j := from; j < from+n; j++ {
+			vals = append(vals, fmt.Sprintf("(%d, '%s')", j, strings.Repeat("x", 80)))
+		}
+		return "INSERT INTO o.t VALUES " + strings.Join(vals, ",")
+	}
+	tx, err := p.updb.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{insert(1, 60), insert(61, 60)} {
+		if _, err := tx.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, p.updb, insert(121, 30))
+	mustExec(t, p.updb, "UPDATE o.t SET s = 'y' WHERE id % 7 = 0")
+	vs = waitValidated(t, st, p)
+	if vs.Reading != dmworker.ValidatorReadsBinlog {
+		t.Fatalf("after the overflow the validator reads from %q", vs.Reading)
+	}
+	if vs.Checked < 150 || vs.Differing != 0 || vs.ErrorRows != 0 || vs.LastError != nil {
+		t.Fatalf("validator status %+v", vs)
+	}
+	if vs.PeakBytes == 0 || vs.PeakBytes > budget {
+		t.Fatalf("peak bytes held %d, budget %d", vs.PeakBytes, budget)
 	}
 }

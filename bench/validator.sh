@@ -12,6 +12,11 @@
 # validator has checked every row too. Each downstream must end equal to the
 # upstream (CHECKSUM TABLE) and the validator must record no error row.
 #
+# With PROFILE=DIR, each mode's run writes a CPU profile to DIR/MODE.pprof
+# (go tool pprof -top DIR/full.pprof). MODES (default "off fast full")
+# picks the modes; ROUNDS (default 1) runs them that many times, alternated,
+# each on a downstream emptied first.
+#
 # Usage: WORKLOAD=oltp_write_only TABLES=8 SIZE=10000 SECONDS_RUN=15 THREADS=8 WORKERS=16 bench/validator.sh
 # Needs: go, mariadb-server, mariadb-client, sysbench (Debian packages).
 set -euo pipefail
@@ -46,13 +51,23 @@ sysbench "$workload" "${sbargs[@]}" prepare >/dev/null
 sysbench "$workload" "${sbargs[@]}" --threads="$threads" --time="$secs" --events=0 run >/dev/null
 
 results=()
-for m in off:DOWNSTREAM fast:UPSTREAM2 full:UPSTREAM3; do
+runs=()
+for _ in $(seq 1 "${ROUNDS:-1}"); do
+	for m in off:DOWNSTREAM fast:UPSTREAM2 full:UPSTREAM3; do
+		[[ " ${MODES:-off fast full} " == *" ${m%%:*} "* ]] && runs+=("$m")
+	done
+done
+for m in "${runs[@]}"; do
 	mode=${m%%:*} v=${m#*:}
 	h=${v}_HOST p=${v}_PORT
-	out=$("$work/validator" -mode "$mode" -workers "$workers" \
+	# A fresh downstream each time (ROUNDS > 1 applies to the same server again).
+	q "${!h}" "${!p}" -e "DROP DATABASE IF EXISTS sbtest; DROP DATABASE IF EXISTS dmworker_meta"
+	prof=()
+	[[ -n ${PROFILE:-} ]] && { mkdir -p "$PROFILE"; prof=(-cpuprofile "$PROFILE/$mode-${#results[@]}.pprof"); }
+	out=$("$work/validator" -mode "$mode" -workers "$workers" "${prof[@]}" \
 		-upstream "$UPSTREAM_USER:$UPSTREAM_PASSWORD@$UPSTREAM_HOST:$UPSTREAM_PORT" \
 		-downstream "$UPSTREAM_USER:$UPSTREAM_PASSWORD@${!h}:${!p}")
-	echo "$out" >&2
+	echo "$out (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 	for i in $(seq 1 "$tables"); do
 		u=$(up -N -e "CHECKSUM TABLE sbtest.sbtest$i" | awk '{print $2}')
 		d=$(q "${!h}" "${!p}" -N -e "CHECKSUM TABLE sbtest.sbtest$i" | awk '{print $2}')
@@ -63,14 +78,28 @@ done
 echo "machine after: load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 python3 - "${results[@]}" <<'PY'
-import json, sys
+import json, statistics, sys
 rs = [json.loads(a) for a in sys.argv[1:]]
-base = rs[0]["rows_per_s"]
-print("| validation | apply s | rows/s | vs off | validated s | rows checked | error rows | peak RSS MB |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| validation | load at start | apply s | rows/s | vs off | validated s | rows checked | error rows | peak RSS MB | CPU s ours / up / down | downstream SELECTs | downstream Handler_read_key |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+base = None
 for r in rs:
+    if r["mode"] == "off":
+        base = r["rows_per_s"]
     v = f"{r['validated_s']:.2f}" if r["mode"] != "off" else ""
-    print(f"| {r['mode']} | {r['seconds']:.2f} | {r['rows_per_s']:.0f} | {r['rows_per_s']/base*100:.0f}% | {v} | {r['checked']} | {r['error_rows']} | {r['peak_rss_kb']/1024:.1f} |")
+    vs = f"{r['rows_per_s']/base*100:.0f}%" if base else ""
+    d = r["downstream"]
+    print(f"| {r['mode']} | {r['load']} | {r['seconds']:.2f} | {r['rows_per_s']:.0f} | {vs} | {v} | {r['checked']} | {r['error_rows']} | {r['peak_rss_kb']/1024:.1f} | {r['cpu_s']:.2f} / {r['upstream_cpu_s']:.2f} / {r['downstream_cpu_s']:.2f} | {d.get('Com_select', 0)} | {d.get('Handler_read_key', 0)} |")
     if r["error_rows"]:
         sys.exit(f"mode {r['mode']}: {r['error_rows']} error rows")
+if len(rs) > 3:
+    print()
+    print("| validation | runs | median rows/s | vs off (medians) | median CPU s ours + up + down |")
+    print("|---|---:|---:|---:|---:|")
+    modes = [m for m in ("off", "fast", "full") if any(r["mode"] == m for r in rs)]
+    med = {m: statistics.median(r["rows_per_s"] for r in rs if r["mode"] == m) for m in modes}
+    for m in modes:
+        cpu = statistics.median(r["cpu_s"] + r["upstream_cpu_s"] + r["downstream_cpu_s"] for r in rs if r["mode"] == m)
+        rel = f"{med[m]/med['off']*100:.0f}%" if "off" in med else ""
+        print(f"| {m} | {sum(r['mode'] == m for r in rs)} | {med[m]:.0f} | {rel} | {cpu:.2f} |")
 PY

@@ -7,7 +7,15 @@
 // validated everything, the rows it checked and the error rows it recorded.
 //
 // Usage: validator -upstream user:pass@host:port -downstream user:pass@host:port
-// [-workers 16] [-mode off|fast|full]
+// [-workers 16] [-mode off|fast|full] [-cpuprofile FILE]
+//
+// It also reports its own CPU seconds (user and system, "cpu_s"), the CPU
+// seconds of the upstream's and the downstream's mysqld over the run
+// ("upstream_cpu_s", "downstream_cpu_s": read from /proc, the servers on
+// this machine; -1 when unknown) and the downstream's statement counters
+// (SHOW GLOBAL STATUS: Questions, Com_select, Com_insert, Com_update,
+// Com_delete, Com_replace, Handler_read_key,
+// Handler_read_rnd_next).
 package main
 
 import (
@@ -19,6 +27,9 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
@@ -43,6 +54,7 @@ func run() error {
 	mode := flag.String("mode", "off", "ValidationConfig.Mode: off, fast or full")
 	logLevel := flag.String("log-level", "warn", "log level to stderr: debug, info, warn or error")
 	stall := flag.Duration("stall", 5*time.Minute, "give up (status and goroutines to stderr, exit 1) when the validator has not validated the binlog's end this long after the syncer applied it")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run (apply and validation) to this file")
 	flag.Parse()
 	up, err := streamer.ParseUpstream(*upFlag)
 	if err != nil {
@@ -86,6 +98,24 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	load := benchutil.LoadAvg()
+	before, err := counters(ctx, db)
+	if err != nil {
+		return err
+	}
+	updb, err := sql.Open("mysql", fmt.Sprintf("%s:%s@tcp(%s)/", up.User, up.Password, up.Addr()))
+	if err != nil {
+		return err
+	}
+	defer updb.Close()
+	upCPU0, downCPU0 := serverCPU(ctx, updb), serverCPU(ctx, db)
+	stopProfile, err := benchutil.StartCPUProfile(*cpuprofile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
+	var ru0 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	done := make(chan error, 1)
 	begin := time.Now()
 	go func() { done <- t.Run(ctx) }()
@@ -128,11 +158,87 @@ func run() error {
 		vsecs = time.Since(begin).Seconds()
 	}
 	s := t.Status()
+	stopProfile()
+	var ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	after, err := counters(ctx, db)
+	if err != nil {
+		return err
+	}
+	upCPU, downCPU := serverCPU(ctx, updb)-upCPU0, serverCPU(ctx, db)-downCPU0
+	if upCPU0 < 0 {
+		upCPU = -1
+	}
+	if downCPU0 < 0 {
+		downCPU = -1
+	}
+	delta := map[string]int64{}
+	for k, v := range after {
+		delta[k] = v - before[k]
+	}
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
+		"load": load, "cpu_s": cpuSeconds(ru1) - cpuSeconds(ru0), "downstream": delta,
+		"upstream_cpu_s": upCPU, "downstream_cpu_s": downCPU,
 		"mode": *mode, "workers": s.Syncer.Workers, "rows": s.Syncer.Rows, "seconds": secs,
 		"rows_per_s": float64(s.Syncer.Rows) / secs, "validated_s": vsecs,
 		"checked": s.Validator.Checked, "error_rows": s.Validator.ErrorRows, "differing": s.Validator.Differing,
-		"validator_peak_bytes": s.Validator.PeakBytes, "spilled": s.Validator.Spilled,
+		"validator_peak_bytes": s.Validator.PeakBytes, "spilled": s.Validator.Spilled, "reading": s.Validator.Reading,
 		"peak_rss_kb": benchutil.PeakRSSKB(),
 	})
+}
+
+func cpuSeconds(ru syscall.Rusage) float64 {
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// counters reads the downstream's statement counters.
+func counters(ctx context.Context, db *sql.DB) (map[string]int64, error) {
+	rs, err := db.QueryContext(ctx, "SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_select', 'Com_insert', 'Com_update', 'Com_delete', 'Com_replace', 'Handler_read_key', 'Handler_read_rnd_next')")
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	out := map[string]int64{}
+	for rs.Next() {
+		var k string
+		var v int64
+		if err := rs.Scan(&k, &v); err != nil {
+			return nil, err
+		}
+		out[k] = v
+	}
+	return out, rs.Err()
+}
+
+// serverCPU is the user and system CPU seconds of the server's mysqld (its
+// pid file, /proc/PID/stat), -1 when unknown.
+func serverCPU(ctx context.Context, db *sql.DB) float64 {
+	var file string
+	if err := db.QueryRowContext(ctx, "SELECT @@pid_file").Scan(&file); err != nil {
+		return -1
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return -1
+	}
+	stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/stat")
+	if err != nil {
+		return -1
+	}
+	// Fields after the command's closing parenthesis: utime and stime are
+	// the 14th and 15th of the line, in clock ticks (100 a second).
+	rest := string(stat)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return -1
+	}
+	ut, err1 := strconv.ParseFloat(f[11], 64)
+	st, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return (ut + st) / 100
 }

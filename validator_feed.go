@@ -1,0 +1,219 @@
+package dmworker
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// validatorFeed hands the continuous validator what the syncer reads, so
+// that the validator does not read and decode the binlog a second time:
+// the changes of each rows event and each DDL (in the order read), and the
+// checkpoints the syncer stores. The validator takes a change only once a
+// stored checkpoint has passed it, so it never checks a change the syncer
+// has not applied, and takes the checkpoint with it as its own position.
+//
+// The feed is bounded: when the changes waiting in it would take more than
+// limit bytes (the validator fell behind), it drops them and stops, and the
+// validator goes back to reading the binlog from its own checkpoint with
+// its own reader, for the rest of the syncer's run.
+type validatorFeed struct {
+	limit int64
+	wake  chan struct{} // one pending wake-up for take
+
+	mu    sync.Mutex
+	begun bool
+	start Checkpoint // where the syncer's run starts, with its schema
+	cp    Checkpoint // the syncer's last stored checkpoint (schema merged)
+	taken streamer.Position
+	items []feedItem
+	bytes int64
+	off   bool // stopped: takes nothing more
+	over  bool // stopped because it overflowed
+}
+
+// feedItem is a rows event's changes, or a DDL, at pos.
+type feedItem struct {
+	pos     streamer.Position
+	changes []Change
+	ddl     *DDL
+	bytes   int64
+}
+
+// errFeedOff: the feed stopped (it overflowed, or the validator left it).
+var errFeedOff = errors.New("validator: the syncer's feed stopped")
+
+func newValidatorFeed(limit int64) *validatorFeed {
+	return &validatorFeed{limit: limit, wake: make(chan struct{}, 1)}
+}
+
+func (f *validatorFeed) notify() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// begin records where the syncer's run starts.
+func (f *validatorFeed) begin(cp Checkpoint) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.begun || f.off {
+		f.stopLocked(false) // one run per feed
+		return
+	}
+	cp.Pos = cp.Pos.Clone()
+	f.begun, f.start, f.cp = true, cp, cp
+	f.notify()
+}
+
+// rows queues the changes of a rows event at pos (the syncer is about to
+// apply them).
+func (f *validatorFeed) rows(changes []Change, pos streamer.Position) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.off {
+		return
+	}
+	var n int64
+	for i := range changes {
+		n += 96 + valuesSize(changes[i].Before) + valuesSize(changes[i].After)
+	}
+	f.push(feedItem{pos: pos, changes: slices.Clone(changes), bytes: n})
+}
+
+// ddl queues a DDL the syncer applied.
+func (f *validatorFeed) ddl(d *DDL) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.off {
+		return
+	}
+	f.push(feedItem{pos: d.Pos, ddl: &DDL{Schema: d.Schema, Table: d.Table, Query: d.Query, Pos: d.Pos}, bytes: 256})
+}
+
+// push queues it, or stops the feed when it would pass the limit (f.mu
+// held).
+func (f *validatorFeed) push(it feedItem) {
+	if len(f.items) > 0 && f.bytes+it.bytes > f.limit {
+		f.stopLocked(true)
+		return
+	}
+	f.items = append(f.items, it)
+	f.bytes += it.bytes
+}
+
+// saved records a checkpoint the syncer stored: every change before its
+// position is applied.
+func (f *validatorFeed) saved(cp Checkpoint) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.off || !f.begun || cp.Pos.Compare(f.cp.Pos) < 0 {
+		return
+	}
+	if cp.Schema == nil {
+		cp.Schema = f.cp.Schema
+	}
+	cp.Pos, cp.Epoch, cp.SafeUntil, cp.Snapshot = cp.Pos.Clone(), 0, streamer.Position{}, nil
+	f.cp = cp
+	f.notify()
+}
+
+// stop stops the feed; the syncer queues nothing more.
+func (f *validatorFeed) stop() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopLocked(false)
+}
+
+func (f *validatorFeed) stopLocked(over bool) {
+	if !f.off {
+		f.off, f.over = true, over
+	}
+	f.items, f.bytes = nil, 0
+	f.notify()
+}
+
+// usable reports whether the feed still runs.
+func (f *validatorFeed) usable() bool {
+	if f == nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.off
+}
+
+// waitBegin waits until the syncer's run has started and returns where.
+func (f *validatorFeed) waitBegin(ctx context.Context) (Checkpoint, error) {
+	for {
+		f.mu.Lock()
+		off, begun, start := f.off, f.begun, f.start
+		f.mu.Unlock()
+		switch {
+		case off:
+			return Checkpoint{}, errFeedOff
+		case begun:
+			return start, nil
+		}
+		select {
+		case <-ctx.Done():
+			return Checkpoint{}, ctx.Err()
+		case <-f.wake:
+		}
+	}
+}
+
+// take waits until the syncer has stored a checkpoint past the one take
+// returned last, and returns the items before it (the syncer has applied
+// them) and the checkpoint. It returns errFeedOff once the feed stopped.
+func (f *validatorFeed) take(ctx context.Context) ([]feedItem, Checkpoint, error) {
+	for {
+		f.mu.Lock()
+		if f.off {
+			f.mu.Unlock()
+			return nil, Checkpoint{}, errFeedOff
+		}
+		if f.begun {
+			n := 0
+			for n < len(f.items) && f.items[n].pos.Compare(f.cp.Pos) <= 0 {
+				n++
+			}
+			if n > 0 || f.cp.Pos.Compare(f.taken) > 0 {
+				items := slices.Clone(f.items[:n])
+				for _, it := range items {
+					f.bytes -= it.bytes
+				}
+				// The rest moves to the front: the array is reused.
+				rest := copy(f.items, f.items[n:])
+				clear(f.items[rest:])
+				f.items = f.items[:rest]
+				cp := f.cp
+				f.taken = cp.Pos
+				f.mu.Unlock()
+				return items, cp, nil
+			}
+		}
+		f.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, Checkpoint{}, ctx.Err()
+		case <-f.wake:
+		}
+	}
+}
+
+// stopIf stops the feed (f may be nil) and reports whether it had
+// overflowed.
+func (f *validatorFeed) stopIf() bool {
+	if f == nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopLocked(false)
+	return f.over
+}
