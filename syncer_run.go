@@ -192,6 +192,9 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 		// shows the start once it is recorded: until then a restart
 		// starts afresh (at the binlog's end then).
 		if err := r.w.saveCheckpoint(ctx, start); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped before the start was stored
+			}
 			return err
 		}
 	}
