@@ -205,7 +205,8 @@ type ShardReached struct {
 // shards that run it later pass it. One that drops a column or an index
 // is held back while another shard still has it (the downstream keeps it,
 // and the rows of shards without it get its default), and applied when
-// the last shard drops it. The rows of a shard whose schema is behind the
+// the last shard drops it, or once the sources of the shards that still
+// have it are taken out (RemoveSource): the remaining syncers apply it. The rows of a shard whose schema is behind the
 // downstream's name only its own columns, so the others take their
 // defaults (a safe-mode REPLACE of such a row sets them to their defaults
 // again, which is what that shard's rows hold; the old values of a column
