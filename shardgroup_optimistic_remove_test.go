@@ -143,6 +143,11 @@ func TestShardGroupOptimisticRemoveSource(t *testing.T) {
 	if err := g.RemoveSource("src3"); err == nil {
 		t.Fatal("src3 removed twice")
 	}
+	// src3's subtask started again is refused.
+	err = workers[2].StartSubTask(dmworker.SubTaskConfig{Name: "merge", Routes: shardRoutes, ShardMode: dmworker.ShardOptimistic})
+	if err == nil || !strings.Contains(err.Error(), "source src3 is not one of the shard group's sources") {
+		t.Fatalf("src3's subtask started after its removal: %v", err)
+	}
 }
 
 // TestShardMergeOptimisticEtcdRemoveSource: TestShardGroupOptimisticRemoveSource
