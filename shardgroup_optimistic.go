@@ -691,7 +691,9 @@ func (g *ShardGroup) optStatus() []ShardLockStatus {
 }
 
 // optimisticSettle applies the drops held back that no shard still has,
-// once every source has registered (io.exec runs a statement on a target).
+// once every source has registered (io.exec runs a statement on a target):
+// at the start of each run, and when RemoveSource wakes the runs
+// (optTick).
 func (g *ShardGroup) optimisticSettle(ctx context.Context, io *optIO) error {
 	g.mu.Lock()
 	if g.opt == nil || !g.allRegistered() {

@@ -286,7 +286,7 @@ func (r *syncRun) shardReady() bool {
 
 // shardTick releases, between transactions, what held steps that are
 // applied (or complete) let go, through the applier (nothing applying
-// meanwhile).
+// meanwhile). In optimistic mode it is optTick.
 func (r *syncRun) shardTick(ctx context.Context) error {
 	if r.opt != nil {
 		return r.optTick(ctx)
@@ -370,6 +370,7 @@ func (r *syncRun) shardRelease(ctx context.Context, wait bool) error {
 // shardCtx returns the context to read the next event under while steps
 // are held, between transactions: parent's, ending also when a held step
 // may have changed; nil when nothing is held or a transaction is open.
+// In optimistic mode it is optCtx (drops held back that may be due).
 func (r *syncRun) shardCtx(parent context.Context) context.Context {
 	if r.opt != nil {
 		return r.optCtx(parent)
