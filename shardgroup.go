@@ -205,7 +205,8 @@ type ShardReached struct {
 // shards that run it later pass it. One that drops a column or an index
 // is held back while another shard still has it (the downstream keeps it,
 // and the rows of shards without it get its default), and applied when
-// the last shard drops it. The rows of a shard whose schema is behind the
+// the last shard drops it, or once the sources of the shards that still
+// have it are taken out (RemoveSource): the remaining syncers apply it. The rows of a shard whose schema is behind the
 // downstream's name only its own columns, so the others take their
 // defaults (a safe-mode REPLACE of such a row sets them to their defaults
 // again, which is what that shard's rows hold; the old values of a column
@@ -424,18 +425,57 @@ func (g *ShardGroup) Release(ctx context.Context, target string) (string, error)
 // where it is; a later arrival of that source is refused), then call
 // RemoveSource. It reports an error when source is not one of the group's
 // sources or is the last one.
+//
+// In optimistic shard mode the group forgets the source's shard tables
+// (their schemas and their arrivals at the drops held back), and a drop
+// held back that no remaining shard still needs (one waiting only for the
+// source's shards) is applied downstream by itself, without waiting for
+// another DDL: RemoveSource wakes the syncers of the remaining sources,
+// and the first of them applies it (between two of its transactions).
+//
+// RemoveSource is RemoveSourceContext with context.Background(): for a
+// group made by NewEtcdShardGroup in optimistic mode, which writes to
+// etcd, call RemoveSourceContext with a deadline.
 func (g *ShardGroup) RemoveSource(source string) error {
+	return g.RemoveSourceContext(context.Background(), source)
+}
+
+// RemoveSourceContext is RemoveSource under ctx. For a group made by
+// NewEtcdShardGroup in optimistic shard mode it first takes the source
+// out of the state shared through etcd: its shard tables out of each
+// target's state (under the target's owner key and a compare on the
+// state's revision, as every change of it), and its registration
+// (<prefix>shardoptreg/<task>/<source>) deleted. That part is idempotent:
+// each process that runs some of the task's sources calls it (each
+// group's sources are its own), and on an error (the source stays in the
+// group then) the call can be made again.
+func (g *ShardGroup) RemoveSourceContext(ctx context.Context, source string) error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	i := slices.Index(g.sources, source)
 	if i < 0 {
+		defer g.mu.Unlock()
 		return fmt.Errorf("dmworker: shard group of task %s: source %s is not one of its sources %v", g.task, source, g.sources)
 	}
 	if len(g.sources) == 1 {
+		defer g.mu.Unlock()
 		return fmt.Errorf("dmworker: shard group of task %s: source %s is its last source", g.task, source)
+	}
+	shared := g.etcd != nil && g.mode != ShardPessimistic
+	g.mu.Unlock()
+	if shared {
+		if err := g.optRemoveEtcd(ctx, source); err != nil {
+			return err
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	i = slices.Index(g.sources, source)
+	if i < 0 || len(g.sources) == 1 {
+		return fmt.Errorf("dmworker: shard group of task %s: source %s removed meanwhile, or is its last source", g.task, source)
 	}
 	g.sources = slices.Delete(slices.Clone(g.sources), i, i+1)
 	delete(g.holding, source)
+	g.optRemoveLocked(source)
 	g.wakeLocked()
 	return nil
 }

@@ -104,7 +104,9 @@ type shardOwnerSeen struct {
 // Close stops the watch and revokes the lease. Release marks the step
 // applied in etcd, so the sources held there in every process go on;
 // RemoveSource takes the source out of this process's group only (each
-// process calls it). The cycle check (ErrShardLockCycle) sees this
+// process calls it); in optimistic mode it also takes the source's shard
+// tables and registration out of the state in etcd (RemoveSourceContext).
+// The cycle check (ErrShardLockCycle) sees this
 // process's sources only.
 //
 // The writes are fenced by the bindings' epochs: for a subtask of a

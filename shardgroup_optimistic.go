@@ -85,6 +85,10 @@ type optState struct {
 	// complete is set once every source has registered: the drops held
 	// back are then inferred from the shards' schemas (see optInfer).
 	complete bool
+	// settle is closed (and replaced) when drops held back may be due
+	// without a DDL: a source taken out of the group. The syncers of the
+	// group watch it between transactions and settle (syncRun.optCtx).
+	settle chan struct{}
 }
 
 // optTarget is one downstream table in optimistic mode.
@@ -114,7 +118,7 @@ type optPending struct {
 
 func (g *ShardGroup) optLocked() *optState {
 	if g.opt == nil {
-		g.opt = &optState{targets: map[string]*optTarget{}, registered: map[string]bool{}}
+		g.opt = &optState{targets: map[string]*optTarget{}, registered: map[string]bool{}, settle: make(chan struct{})}
 	}
 	return g.opt
 }
@@ -301,6 +305,59 @@ func (t *optTarget) prune() {
 	}
 }
 
+// optRemoveLocked forgets source (taken out of the group, g.mu held): its
+// registration, its shard tables of every target and their arrivals at
+// the drops held back; the drops every remaining shard has again are
+// forgotten (prune), and the syncers are woken to apply those no
+// remaining shard needs (optimisticSettle). Once the remaining sources
+// have all registered, the drops held back are inferred as optRegister
+// does when the last one registers.
+func (g *ShardGroup) optRemoveLocked(source string) {
+	o := g.opt
+	if o == nil {
+		return
+	}
+	delete(o.registered, source)
+	for _, t := range o.targets {
+		optForgetSource(t, source)
+	}
+	if !o.complete && g.allRegistered() {
+		o.complete = true
+		for name, t := range o.targets {
+			g.optInfer(name, t)
+		}
+	}
+	for _, t := range o.targets {
+		t.prune()
+	}
+	close(o.settle)
+	o.settle = make(chan struct{})
+}
+
+// optForgetSource takes source's shard tables out of t (g.mu held).
+func optForgetSource(t *optTarget, source string) {
+	for r := range t.shards {
+		if r.Source == source {
+			delete(t.shards, r)
+		}
+	}
+	for _, p := range t.pending {
+		for r := range p.reached {
+			if r.Source == source {
+				delete(p.reached, r)
+			}
+		}
+	}
+}
+
+// optSettleChan is the channel closed when drops held back may be due
+// without a DDL (see optState.settle).
+func (g *ShardGroup) optSettleChan() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.optLocked().settle
+}
+
 func quoteName(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
 
 // optShard records one shard table's schema after a DDL that is not
@@ -475,7 +532,7 @@ func (g *ShardGroup) optDecide(t *optTarget, shard ShardRef, st *schema.Step) (o
 		sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
 		return out
 	}
-	allKnown := len(g.opt.registered) == len(g.sources)
+	allKnown := g.allRegistered()
 	hasColumn := func(name string) func(*schema.TableDef) bool {
 		return func(d *schema.TableDef) bool { return d.Column(name) >= 0 }
 	}
@@ -634,10 +691,12 @@ func (g *ShardGroup) optStatus() []ShardLockStatus {
 }
 
 // optimisticSettle applies the drops held back that no shard still has,
-// once every source has registered (io.exec runs a statement on a target).
+// once every source has registered (io.exec runs a statement on a target):
+// at the start of each run, and when RemoveSource wakes the runs
+// (optTick).
 func (g *ShardGroup) optimisticSettle(ctx context.Context, io *optIO) error {
 	g.mu.Lock()
-	if g.opt == nil || len(g.opt.registered) < len(g.sources) {
+	if g.opt == nil || !g.allRegistered() {
 		g.mu.Unlock()
 		return nil
 	}
@@ -746,6 +805,10 @@ func (r *syncRun) optimisticStart(ctx context.Context) error {
 			downs[target], _ = tr.Table(sch, tbl)
 		}
 	}
+	if !slices.Contains(g.Sources(), r.s.cfg.Source) {
+		return fmt.Errorf("dmworker: shard group of task %s: source %s is not one of its sources %v (removed?)", g.task, r.s.cfg.Source, g.Sources())
+	}
+	r.opt = &optWatch{}
 	io := r.optIO(ctx)
 	if g.etcd != nil {
 		if err := g.optRegisterEtcd(ctx, io, r.s.cfg.Source, shards, downs); err != nil {
@@ -755,6 +818,59 @@ func (r *syncRun) optimisticStart(ctx context.Context) error {
 		g.optRegister(r.s.cfg.Source, shards, downs)
 	}
 	return g.optimisticSettle(ctx, io)
+}
+
+// optWatch is a run's watch, in optimistic shard mode, for drops held back
+// that become due without a DDL of its own (a source taken out of the
+// group: optState.settle).
+type optWatch struct {
+	inTxn bool // a transaction's rows are being read
+	// wctx ends (wcancel) when the group's settle channel is closed.
+	wctx    context.Context
+	wcancel context.CancelFunc
+}
+
+// optCtx is shardCtx in optimistic mode: parent's context, ending also
+// when drops held back may be due; nil mid-transaction (the rest of it
+// comes first).
+func (r *syncRun) optCtx(parent context.Context) context.Context {
+	if r.opt.inTxn {
+		return nil
+	}
+	if r.opt.wctx != nil {
+		return r.opt.wctx
+	}
+	ch := r.s.shard.optSettleChan()
+	wctx, cancel := context.WithCancel(parent)
+	r.opt.wctx, r.opt.wcancel = wctx, cancel
+	go func() {
+		select {
+		case <-ch:
+		case <-wctx.Done():
+		}
+		cancel()
+	}()
+	return wctx
+}
+
+// optTick is shardTick in optimistic mode: woken between transactions, the
+// run applies (with nothing applying) the drops held back that no shard
+// needs any more.
+func (r *syncRun) optTick(ctx context.Context) error {
+	if r.opt.wcancel != nil {
+		r.opt.wcancel()
+	}
+	r.opt.wctx, r.opt.wcancel = nil, nil
+	if r.opt.inTxn {
+		return nil
+	}
+	pos := r.lastTxnEnd
+	return r.apply.ddl(ctx, pos, func() error {
+		if err := r.s.shard.optimisticSettle(ctx, r.optIO(ctx)); err != nil {
+			return err
+		}
+		return r.w.saveCheckpoint(ctx, pos)
+	})
 }
 
 // optIO is what the syncer's ShardGroup needs to run a statement of

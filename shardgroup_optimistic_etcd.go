@@ -467,6 +467,52 @@ func (g *ShardGroup) optRegisterEtcd(ctx context.Context, io *optIO, source stri
 	return nil
 }
 
+// optRemoveEtcd takes source out of optimistic mode's state in etcd (for
+// RemoveSourceContext): its shard tables out of each target's state, by
+// the same claim and compare as every change of it, then its registration
+// key deleted. Removing what is not there does nothing, so each process
+// can call it.
+func (g *ShardGroup) optRemoveEtcd(ctx context.Context, source string) error {
+	e := g.etcd
+	resp, err := e.cli.Get(ctx, e.optDir, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return Retryable(fmt.Errorf("dmworker: shard group of task %s: read its targets to remove source %s: %w", g.task, source, err))
+	}
+	names := map[string]bool{}
+	for _, kv := range resp.Kvs {
+		names[strings.TrimPrefix(string(kv.Key), e.optDir)] = true
+	}
+	g.mu.Lock()
+	if g.opt != nil {
+		for name := range g.opt.targets {
+			names[name] = true
+		}
+	}
+	g.mu.Unlock()
+	list := make([]string, 0, len(names))
+	for name := range names {
+		list = append(list, name)
+	}
+	sort.Strings(list)
+	for _, name := range list {
+		err := g.optTargetDo(ctx, nil, name, func(t *optTarget) error {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			optForgetSource(t, source)
+			t.prune()
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	dresp, err := e.cli.Txn(ctx).If(shardFenceCmps(ctx)...).Then(clientv3.OpDelete(e.regDir + source)).Else(shardFenceGet(ctx)...).Commit()
+	if err != nil {
+		return Retryable(fmt.Errorf("dmworker: shard group of task %s: delete the registration of source %s: %w", g.task, source, err))
+	}
+	return g.shardFenceCheck(ctx, dresp, "the removal of source "+source)
+}
+
 // optEtcdEventLocked merges a change of a shardopt or shardoptreg key made
 // by another group (or by this one: the watch returns its own writes)
 // into the group's view; a target this group holds the claim of is its
@@ -486,6 +532,8 @@ func (g *ShardGroup) optEtcdEventLocked(ev *clientv3.Event) bool {
 	case strings.HasPrefix(key, e.regDir):
 		if ev.Type == clientv3.EventTypePut {
 			g.optLocked().registered[strings.TrimPrefix(key, e.regDir)] = true
+		} else {
+			delete(g.optLocked().registered, strings.TrimPrefix(key, e.regDir)) // a source removed (optRemoveEtcd)
 		}
 		return true
 	}

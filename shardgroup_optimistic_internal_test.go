@@ -237,3 +237,63 @@ func TestShardGroupOptimisticRestart(t *testing.T) {
 		t.Fatalf("a adds kept, the downstream unknown: %q %v", ran, err)
 	}
 }
+
+// TestShardGroupOptimisticRemove: a source taken out of the group takes
+// its shards with it. A drop held back only for its shards is no longer
+// waited for (Status shows it waiting for no source) and is applied by
+// the next settle, which RemoveSource wakes the syncers for; a drop only
+// its shards ran is forgotten; its later DDLs are refused.
+func TestShardGroupOptimisticRemove(t *testing.T) {
+	g, _ := NewShardGroup("t", "a", "b", "c")
+	const create = "CREATE TABLE o1 (id INT PRIMARY KEY, note TEXT, memo TEXT)"
+	a, b, c := ShardRef{"a", "s.o1"}, ShardRef{"b", "s.o1"}, ShardRef{"c", "s.o1"}
+	da, db, dc := optShardDef(t, create), optShardDef(t, create), optShardDef(t, create)
+	for _, s := range []struct {
+		r ShardRef
+		d *schema.TableDef
+	}{{a, da}, {b, db}, {c, dc}} {
+		g.optRegister(s.r.Source, map[string]map[ShardRef]*schema.TableDef{"m.o": {s.r: s.d}}, nil)
+	}
+	for _, s := range []struct {
+		r   ShardRef
+		def **schema.TableDef
+		q   string
+	}{{a, &da, "ALTER TABLE o1 DROP COLUMN note"}, {b, &db, "ALTER TABLE o1 DROP COLUMN note"}, {c, &dc, "ALTER TABLE o1 DROP COLUMN memo"}} {
+		if ran, err := optRun(t, g, s.r, s.def, s.q); err != nil || len(ran) != 0 {
+			t.Fatalf("%s %q: %q %v", s.r, s.q, ran, err)
+		}
+	}
+	if st := g.Status(); len(st) != 2 {
+		t.Fatalf("status %+v", st)
+	}
+	woken := g.optSettleChan()
+	if err := g.RemoveSource("c"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-woken:
+	default:
+		t.Fatal("RemoveSource did not wake the syncers to settle")
+	}
+	st := g.Status()
+	if len(st) != 1 || st[0].Statement != "ALTER TABLE `m`.`o` DROP COLUMN `note`" || len(st[0].Waiting) != 0 ||
+		len(st[0].Reached) != 2 || st[0].Reached[0].ShardRef != a || st[0].Reached[1].ShardRef != b {
+		t.Fatalf("status after c removed: %+v", st)
+	}
+	var ran []string
+	if err := g.optimisticSettle(context.Background(), &optIO{exec: func(target, stmt string) error {
+		ran = append(ran, target+": "+stmt)
+		return nil
+	}}); err != nil || !slices.Equal(ran, []string{"m.o: ALTER TABLE `m`.`o` DROP COLUMN `note`"}) {
+		t.Fatalf("settle after c removed: %q %v", ran, err)
+	}
+	if st := g.Status(); len(st) != 0 {
+		t.Fatalf("status after the settle: %+v", st)
+	}
+	if _, err := optRun(t, g, c, &dc, "ALTER TABLE o1 ADD COLUMN x INT"); err == nil {
+		t.Fatal("a DDL of the removed source c went through")
+	}
+	if g.opt.registered["c"] {
+		t.Fatal("c still registered")
+	}
+}

@@ -118,6 +118,9 @@ func (r *syncRun) shardEnd() {
 	if r.sh != nil && r.sh.wcancel != nil {
 		r.sh.wcancel()
 	}
+	if r.opt != nil && r.opt.wcancel != nil {
+		r.opt.wcancel()
+	}
 }
 
 // shardPre notes, at the start of a DDL event, the checkpoint before it:
@@ -283,8 +286,11 @@ func (r *syncRun) shardReady() bool {
 
 // shardTick releases, between transactions, what held steps that are
 // applied (or complete) let go, through the applier (nothing applying
-// meanwhile).
+// meanwhile). In optimistic mode it is optTick.
 func (r *syncRun) shardTick(ctx context.Context) error {
+	if r.opt != nil {
+		return r.optTick(ctx)
+	}
 	r.sh.resetWake()
 	if r.sh.inTxn || !r.shardReady() {
 		return nil
@@ -364,7 +370,11 @@ func (r *syncRun) shardRelease(ctx context.Context, wait bool) error {
 // shardCtx returns the context to read the next event under while steps
 // are held, between transactions: parent's, ending also when a held step
 // may have changed; nil when nothing is held or a transaction is open.
+// In optimistic mode it is optCtx (drops held back that may be due).
 func (r *syncRun) shardCtx(parent context.Context) context.Context {
+	if r.opt != nil {
+		return r.optCtx(parent)
+	}
 	if r.sh == nil || len(r.sh.held) == 0 || r.sh.inTxn {
 		// Mid-transaction the rest of it comes first: its end releases.
 		return nil
@@ -395,6 +405,9 @@ func (r *syncRun) shardCtx(parent context.Context) context.Context {
 // shardWoken reports whether the read ended because a held step may have
 // changed.
 func (r *syncRun) shardWoken(parent context.Context) bool {
+	if r.opt != nil {
+		return r.opt.wctx != nil && r.opt.wctx.Err() != nil && parent.Err() == nil
+	}
 	return r.sh != nil && r.sh.wctx != nil && r.sh.wctx.Err() != nil && parent.Err() == nil
 }
 

@@ -43,6 +43,9 @@ type syncRun struct {
 	// sh is pessimistic shard mode's state (shardgroup_syncer.go); nil
 	// without a ShardGroup.
 	sh *shardRun
+	// opt is optimistic shard mode's watch for drops due without a DDL
+	// (shardgroup_optimistic.go); nil otherwise.
+	opt *optWatch
 }
 
 // Run replicates until ctx ends (it then returns nil after saving its
@@ -435,6 +438,9 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		if err != nil {
 			return err
 		}
+		if r.opt != nil {
+			r.opt.inTxn = !ev.TxnEnd
+		}
 		if r.sh != nil {
 			r.sh.inTxn = !ev.TxnEnd
 			if ok && r.shardRows(ev) {
@@ -495,6 +501,9 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		}
 		if err := r.apply.txnEnd(ctx, ev.Pos, true); err != nil {
 			return err
+		}
+		if r.opt != nil {
+			r.opt.inTxn = false
 		}
 		if r.sh != nil {
 			r.sh.inTxn = false
