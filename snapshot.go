@@ -132,6 +132,12 @@ type SnapshotStatus struct {
 	// upstream commits waited for it, in this run.
 	Method  string
 	Blocked time.Duration
+	// ReadersWaited and WritersWaited say, once the rows are copied, which
+	// side held the copy back, summed over the connections: how long the
+	// readers waited for the writers to take a batch (the sink was the
+	// slower), and how long the writers waited for a batch to write (the
+	// upstream, or the reading, was).
+	ReadersWaited, WritersWaited time.Duration
 	// Tables is each table's progress, in copy order.
 	Tables []SnapshotTableStatus
 	// Totals over Tables.
@@ -477,6 +483,7 @@ func (u *snapshotUnit) initStatus(prog *snapshotProgress, p snapshot.Point) {
 	u.st.Stage = SnapshotCopying
 	u.st.Pos, u.st.SafeUntil = prog.Pos.Clone(), prog.SafeUntil.Clone()
 	u.st.Method, u.st.Blocked = p.Method, p.Blocked
+	u.st.ReadersWaited, u.st.WritersWaited = 0, 0
 	u.st.Tables = nil
 	u.st.Rows, u.st.Bytes, u.st.EstRows, u.st.EstBytes = 0, 0, 0, 0
 	for _, t := range prog.Tables {
