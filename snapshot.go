@@ -58,10 +58,11 @@ type SnapshotConfig struct {
 	// a ConcurrentSink). Default 4.
 	Concurrency int `json:"concurrency,omitempty" toml:"concurrency"`
 	// ChunkRows is the target number of rows in a chunk: one key range or
-	// one page, the unit of progress. Default 50000.
+	// one page, the unit of progress. Default 200000.
 	ChunkRows int `json:"chunk-rows,omitempty" toml:"chunk-rows"`
 	// BatchRows is how many rows one sink call carries at most (fewer when
-	// their values pass 8 MiB). Default 5000.
+	// their values pass 8 MiB): with mysqlsink, one LOAD DATA statement and
+	// one transaction. Default 10000.
 	BatchRows int `json:"batch-rows,omitempty" toml:"batch-rows"`
 	// IndexesFirst creates each table downstream with all its indexes.
 	// By default a table the copy creates gets its plain secondary indexes
@@ -80,10 +81,10 @@ func (c *SnapshotConfig) adjust() error {
 		c.Concurrency = 4
 	}
 	if c.ChunkRows == 0 {
-		c.ChunkRows = 50000
+		c.ChunkRows = 200000
 	}
 	if c.BatchRows == 0 {
-		c.BatchRows = 5000
+		c.BatchRows = 10000
 	}
 	switch {
 	case c.Concurrency < 1:

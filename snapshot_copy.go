@@ -400,7 +400,7 @@ type copyWaits struct {
 // copy reads the unfinished chunks on the snapshot's connections, one
 // reader each, and writes them to the sink, one writer per reader: a
 // reader reads its next batch while its writer applies the one before
-// (bounded: one batch waits between them), so that the upstream's reads
+// (two batches at most: the one read and the one applied), so that the upstream's reads
 // and the sink's writes overlap.
 func (c *snapshotCopy) copy(ctx context.Context, conns []*sql.Conn) error {
 	if cs, ok := c.u.sink.(ConcurrentSink); ok && cs.Concurrent() {
@@ -444,7 +444,9 @@ func (c *snapshotCopy) copy(ctx context.Context, conns []*sql.Conn) error {
 	var waits copyWaits
 	start := time.Now()
 	for _, conn := range conns {
-		jobs := make(chan copyJob, 1)
+		// Unbuffered: two batches per reader at most, the one its
+		// writer applies and the one it reads.
+		jobs := make(chan copyJob)
 		wg.Go(func() {
 			defer close(jobs)
 			if err := c.reader(gctx, conn, q, jobs, &waits); err != nil {
