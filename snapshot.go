@@ -38,9 +38,13 @@ import (
 // Tables with a single-column integer key are cut into key ranges of about
 // ChunkRows rows, read in parallel; tables with another key are read in
 // pages of ChunkRows rows in key order (tables in parallel); a table without
-// a key is one chunk. Rows go to the sink in batches of BatchRows: plain
-// inserts on the first run, in safe mode (insert-or-replace) on a resumed
-// run and for a batch sent again after an error, so a chunk copied again
+// a key is one chunk. The connections read different tables while as many
+// are left (loads into one table with an AUTO_INCREMENT key would wait for
+// each other's AUTO-INC lock), and each connection reads its next batch
+// while a goroutine of its own writes the last one. Rows go to the sink
+// in batches of BatchRows: plain inserts on the first run, in safe mode
+// (insert-or-replace) on a resumed run and for a batch sent again after an
+// error, so a chunk copied again
 // after a crash is harmless; a table without a key is emptied downstream (TRUNCATE) before
 // each attempt at it, so several upstream tables without a key must not be
 // routed into one downstream table. Progress is saved in the checkpoint
