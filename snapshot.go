@@ -38,9 +38,13 @@ import (
 // Tables with a single-column integer key are cut into key ranges of about
 // ChunkRows rows, read in parallel; tables with another key are read in
 // pages of ChunkRows rows in key order (tables in parallel); a table without
-// a key is one chunk. Rows go to the sink in batches of BatchRows: plain
-// inserts on the first run, in safe mode (insert-or-replace) on a resumed
-// run and for a batch sent again after an error, so a chunk copied again
+// a key is one chunk. The connections read different tables while as many
+// are left (loads into one table with an AUTO_INCREMENT key would wait for
+// each other's AUTO-INC lock), and each connection reads its next batch
+// while a goroutine of its own writes the last one. Rows go to the sink
+// in batches of BatchRows: plain inserts on the first run, in safe mode
+// (insert-or-replace) on a resumed run and for a batch sent again after an
+// error, so a chunk copied again
 // after a crash is harmless; a table without a key is emptied downstream (TRUNCATE) before
 // each attempt at it, so several upstream tables without a key must not be
 // routed into one downstream table. Progress is saved in the checkpoint
@@ -58,10 +62,11 @@ type SnapshotConfig struct {
 	// a ConcurrentSink). Default 4.
 	Concurrency int `json:"concurrency,omitempty" toml:"concurrency"`
 	// ChunkRows is the target number of rows in a chunk: one key range or
-	// one page, the unit of progress. Default 50000.
+	// one page, the unit of progress. Default 200000.
 	ChunkRows int `json:"chunk-rows,omitempty" toml:"chunk-rows"`
 	// BatchRows is how many rows one sink call carries at most (fewer when
-	// their values pass 8 MiB). Default 5000.
+	// their values pass 8 MiB): with mysqlsink, one LOAD DATA statement and
+	// one transaction. Default 10000.
 	BatchRows int `json:"batch-rows,omitempty" toml:"batch-rows"`
 	// IndexesFirst creates each table downstream with all its indexes.
 	// By default a table the copy creates gets its plain secondary indexes
@@ -80,10 +85,10 @@ func (c *SnapshotConfig) adjust() error {
 		c.Concurrency = 4
 	}
 	if c.ChunkRows == 0 {
-		c.ChunkRows = 50000
+		c.ChunkRows = 200000
 	}
 	if c.BatchRows == 0 {
-		c.BatchRows = 5000
+		c.BatchRows = 10000
 	}
 	switch {
 	case c.Concurrency < 1:
@@ -132,6 +137,12 @@ type SnapshotStatus struct {
 	// upstream commits waited for it, in this run.
 	Method  string
 	Blocked time.Duration
+	// ReadersWaited and WritersWaited say, once the rows are copied, which
+	// side held the copy back, summed over the connections: how long the
+	// readers waited for the writers to take a batch (the sink was the
+	// slower), and how long the writers waited for a batch to write (the
+	// upstream, or the reading, was).
+	ReadersWaited, WritersWaited time.Duration
 	// Tables is each table's progress, in copy order.
 	Tables []SnapshotTableStatus
 	// Totals over Tables.
@@ -477,6 +488,7 @@ func (u *snapshotUnit) initStatus(prog *snapshotProgress, p snapshot.Point) {
 	u.st.Stage = SnapshotCopying
 	u.st.Pos, u.st.SafeUntil = prog.Pos.Clone(), prog.SafeUntil.Clone()
 	u.st.Method, u.st.Blocked = p.Method, p.Blocked
+	u.st.ReadersWaited, u.st.WritersWaited = 0, 0
 	u.st.Tables = nil
 	u.st.Rows, u.st.Bytes, u.st.EstRows, u.st.EstBytes = 0, 0, 0, 0
 	for _, t := range prog.Tables {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -35,6 +36,10 @@ type snapshotCopy struct {
 	// resumed: a previous run of this copy may have written part of the
 	// unfinished chunks, so keyed rows are written in safe mode.
 	resumed bool
+	// savePending is set while a progress save waits for applyMu, before
+	// it reads the progress: a chunk recorded done meanwhile is in what
+	// that save stores (see itemDone).
+	savePending atomic.Bool
 	// bulkOff holds the upstream tables (by "schema.name") whose batches a
 	// BulkSink refused: they go through Apply.
 	bulkOff sync.Map
@@ -59,6 +64,7 @@ func (c *snapshotCopy) save(ctx context.Context, schemaJSON []byte) error {
 	u := c.u
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
+	c.savePending.Store(false)
 	c.progMu.Lock()
 	data, err := json.Marshal(c.prog)
 	c.progMu.Unlock()
@@ -314,20 +320,100 @@ type copyItem struct {
 	chunk int
 }
 
+// copyQueue hands the work items out to the readers. A reader stays on its
+// table while the table has chunks left; one that needs another table takes
+// the first, in copy order, that the fewest readers are on. So the writers
+// load different tables for as long as as many tables are left as there
+// are readers, and tables still finish one group after another (each
+// one's deferred indexes built while the next ones are copied). Loads into
+// one table do not run in parallel when its key is AUTO_INCREMENT: with
+// innodb_autoinc_lock_mode 1 (MariaDB's default) a LOAD DATA holds the
+// table's AUTO-INC lock until it ends, even when it gives every key value
+// (seen as LOCK WAIT on AUTO_INC in information_schema.INNODB_LOCKS when
+// the readers shared each table's chunks).
+type copyQueue struct {
+	mu     sync.Mutex
+	tables []*queuedTable
+}
+
+type queuedTable struct {
+	items   []copyItem
+	readers int // readers on the table
+}
+
+// next returns the next item for a reader that was on q.tables[prev] (prev
+// -1: on none), and the index of the item's table; false when no work is
+// left.
+func (q *copyQueue) next(prev int) (copyItem, int, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if prev >= 0 {
+		t := q.tables[prev]
+		if len(t.items) > 0 {
+			it := t.items[0]
+			t.items = t.items[1:]
+			return it, prev, true
+		}
+		t.readers--
+	}
+	best := -1
+	for i, t := range q.tables {
+		if len(t.items) > 0 && (best < 0 || t.readers < q.tables[best].readers) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return copyItem{}, -1, false
+	}
+	t := q.tables[best]
+	t.readers++
+	it := t.items[0]
+	t.items = t.items[1:]
+	return it, best, true
+}
+
+// copyJob is what a reader hands its writer: a batch of the rows of item
+// it, then, with the item's last batch (or alone), the item's end.
+type copyJob struct {
+	it      copyItem
+	changes []Change
+	bytes   int64 // the size of changes' values
+	end     *copyEnd
+}
+
+// copyEnd ends a chunk, a whole table, or a page of a keyset table.
+type copyEnd struct {
+	// For a page: the encoded key of its last row (nil for an empty page),
+	// and whether it was the table's last.
+	last     []string
+	finished bool
+}
+
+// copyWaits is where the copy's time went, summed over the connections.
+type copyWaits struct {
+	readers atomic.Int64 // readers waiting for their writer to take a batch
+	writers atomic.Int64 // writers waiting for a batch
+	saves   atomic.Int64 // progress saves, the wait for the other writers included
+	nsaves  atomic.Int64
+}
+
 // copy reads the unfinished chunks on the snapshot's connections, one
-// reader each, and writes them to the sink.
+// reader each, and writes them to the sink, one writer per reader: a
+// reader reads its next batch while its writer applies the one before
+// (two batches at most: the one read and the one applied), so that the upstream's reads
+// and the sink's writes overlap.
 func (c *snapshotCopy) copy(ctx context.Context, conns []*sql.Conn) error {
 	if cs, ok := c.u.sink.(ConcurrentSink); ok && cs.Concurrent() {
 		c.concurrent = true
 	}
-	var whole, ranges [][]copyItem
+	var whole, ranges []*queuedTable
 	for i, t := range c.prog.Tables {
 		if t.Finished {
 			continue
 		}
 		def, _ := c.tracker.Table(t.Schema, t.Name)
 		if t.Mode != snapshot.ModeRange {
-			whole = append(whole, []copyItem{{idx: i, t: t, def: def}})
+			whole = append(whole, &queuedTable{items: []copyItem{{idx: i, t: t, def: def}}})
 			continue
 		}
 		var items []copyItem
@@ -336,39 +422,52 @@ func (c *snapshotCopy) copy(ctx context.Context, conns []*sql.Conn) error {
 				items = append(items, copyItem{idx: i, t: t, def: def, chunk: ch})
 			}
 		}
-		ranges = append(ranges, items)
-	}
-	// Sequential tables (pages, or one chunk) first, biggest first; then
-	// the range chunks table after table, the readers sharing each table's
-	// chunks: tables finish one after the other, and each one's deferred
-	// indexes are built while the next ones are copied.
-	slices.SortStableFunc(whole, func(a, b []copyItem) int { return int(b[0].t.EstRows - a[0].t.EstRows) })
-	work := make(chan copyItem, c.countItems(whole)+c.countItems(ranges))
-	for _, w := range whole {
-		work <- w[0]
-	}
-	for _, items := range ranges {
-		for _, it := range items {
-			work <- it
+		if len(items) > 0 {
+			ranges = append(ranges, &queuedTable{items: items})
 		}
 	}
-	close(work)
-	// Readers stop at the first error (golang.org/x/sync's errgroup, done
-	// by hand: go.mod does not require that module yet).
+	// Sequential tables (pages, or one chunk) first, biggest first; then
+	// the range chunks, table after table.
+	slices.SortStableFunc(whole, func(a, b *queuedTable) int { return int(b.items[0].t.EstRows - a.items[0].t.EstRows) })
+	q := &copyQueue{tables: append(whole, ranges...)}
+	// Readers and writers stop at the first error (golang.org/x/sync's
+	// errgroup, done by hand: go.mod does not require that module yet).
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	var errOnce sync.Once
 	var firstErr error
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err })
+		cancel()
+	}
+	var waits copyWaits
+	start := time.Now()
 	for _, conn := range conns {
+		// Unbuffered: two batches per reader at most, the one its
+		// writer applies and the one it reads.
+		jobs := make(chan copyJob)
 		wg.Go(func() {
-			if err := c.reader(gctx, conn, work); err != nil {
-				errOnce.Do(func() { firstErr = err })
-				cancel()
+			defer close(jobs)
+			if err := c.reader(gctx, conn, q, jobs, &waits); err != nil {
+				fail(err)
+			}
+		})
+		wg.Go(func() {
+			if err := c.writer(gctx, jobs, &waits); err != nil {
+				fail(err)
 			}
 		})
 	}
 	wg.Wait()
+	rw, ww := time.Duration(waits.readers.Load()), time.Duration(waits.writers.Load())
+	c.u.mu.Lock()
+	c.u.st.ReadersWaited += rw
+	c.u.st.WritersWaited += ww
+	c.u.mu.Unlock()
+	c.u.log.Info("rows copied", slog.Duration("took", time.Since(start)), slog.Int("connections", len(conns)),
+		slog.Duration("readers-waited", rw), slog.Duration("writers-waited", ww),
+		slog.Int64("saves", waits.nsaves.Load()), slog.Duration("saving", time.Duration(waits.saves.Load())))
 	if firstErr == nil {
 		firstErr = ctx.Err()
 	}
@@ -384,70 +483,121 @@ func (c *snapshotCopy) copy(ctx context.Context, conns []*sql.Conn) error {
 	return nil
 }
 
-// reader copies work items on one snapshot connection until the work runs
-// out or ctx ends.
-func (c *snapshotCopy) reader(ctx context.Context, conn *sql.Conn, work <-chan copyItem) error {
-	for it := range work {
+// reader reads work items on one snapshot connection and hands their rows
+// to jobs, until the work runs out or ctx ends.
+func (c *snapshotCopy) reader(ctx context.Context, conn *sql.Conn, q *copyQueue, jobs chan<- copyJob, waits *copyWaits) error {
+	send := func(j copyJob) error {
+		start := time.Now()
+		select {
+		case jobs <- j:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		waits.readers.Add(int64(time.Since(start)))
+		return nil
+	}
+	prev := -1
+	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		it, at, ok := q.next(prev)
+		if !ok {
+			return nil
+		}
+		prev = at
 		var err error
 		if it.t.Mode == snapshot.ModeKeyset {
-			err = c.copyPages(ctx, conn, it)
+			err = c.readPages(ctx, conn, it, send)
 		} else {
-			err = c.copyChunk(ctx, conn, it)
+			err = c.readChunk(ctx, conn, it, send)
 		}
 		if err != nil {
 			return c.u.wrap(c.prog.Pos, it.t.QualifiedName(), fmt.Sprintf("copy chunk %d", it.chunk), err)
 		}
 	}
-	return nil
 }
 
-func (c *snapshotCopy) countItems(x [][]copyItem) int {
-	n := 0
-	for _, v := range x {
-		n += len(v)
+// writer applies the batches of one reader in their order, and records
+// each item done once its last batch is in.
+func (c *snapshotCopy) writer(ctx context.Context, jobs <-chan copyJob, waits *copyWaits) error {
+	var rows, bytes int64 // of the current item (page), applied
+	for {
+		start := time.Now()
+		var j copyJob
+		var ok bool
+		select {
+		case j, ok = <-jobs:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !ok {
+			return nil
+		}
+		waits.writers.Add(int64(time.Since(start)))
+		if len(j.changes) > 0 {
+			if err := c.apply(ctx, j); err != nil {
+				return c.u.wrap(c.prog.Pos, j.it.t.QualifiedName(), fmt.Sprintf("copy chunk %d", j.it.chunk), err)
+			}
+			rows += int64(len(j.changes))
+			bytes += j.bytes
+		}
+		if j.end != nil {
+			err := c.itemDone(ctx, j.it, j.end, rows, bytes, waits)
+			rows, bytes = 0, 0
+			if err != nil {
+				return c.u.wrap(c.prog.Pos, j.it.t.QualifiedName(), fmt.Sprintf("copy chunk %d", j.it.chunk), err)
+			}
+		}
 	}
-	return n
 }
 
-// batcher gathers rows into batches for the sink.
+// batcher gathers a reader's rows into batches for its writer.
 type batcher struct {
-	c            *snapshotCopy
-	it           copyItem
-	tbl          *Table
-	keyed        bool // the table has a primary or unique key
-	changes      []Change
-	rows, bytes  int64 // in this chunk, applied
-	pendingBytes int64
+	c       *snapshotCopy
+	it      copyItem
+	tbl     *Table
+	changes []Change
+	bytes   int64
+	send    func(copyJob) error
 }
 
-func (c *snapshotCopy) newBatcher(it copyItem) *batcher {
-	return &batcher{c: c, it: it, tbl: c.tables[it.t.QualifiedName()], keyed: len(it.t.Key) > 0,
-		changes: make([]Change, 0, c.u.sc.BatchRows)}
+func (c *snapshotCopy) newBatcher(it copyItem, send func(copyJob) error) *batcher {
+	return &batcher{c: c, it: it, tbl: c.tables[it.t.QualifiedName()], send: send}
 }
 
-func (b *batcher) add(ctx context.Context, row []any, size int) error {
+func (b *batcher) add(row []any, size int) error {
+	if b.changes == nil {
+		b.changes = make([]Change, 0, b.c.u.sc.BatchRows)
+	}
 	b.changes = append(b.changes, Change{Kind: Insert, Table: b.tbl, After: row})
-	b.pendingBytes += int64(size)
-	if len(b.changes) >= b.c.u.sc.BatchRows || b.pendingBytes >= snapshotBatchBytes {
-		return b.flush(ctx)
+	b.bytes += int64(size)
+	if len(b.changes) >= b.c.u.sc.BatchRows || b.bytes >= snapshotBatchBytes {
+		return b.flush(nil)
 	}
 	return nil
 }
 
-func (b *batcher) flush(ctx context.Context) error {
-	if len(b.changes) == 0 {
+// flush hands the rows gathered, and end when not nil, to the writer.
+func (b *batcher) flush(end *copyEnd) error {
+	if len(b.changes) == 0 && end == nil {
 		return nil
 	}
-	c, u := b.c, b.c.u
+	j := copyJob{it: b.it, changes: b.changes, bytes: b.bytes, end: end}
+	b.changes, b.bytes = nil, 0
+	return b.send(j)
+}
+
+// apply writes one batch to the sink.
+func (c *snapshotCopy) apply(ctx context.Context, j copyJob) error {
+	u := c.u
+	keyed := len(j.it.t.Key) > 0
 	// Keyed rows go in as plain inserts when no earlier attempt can have
 	// written them: the first run of a copy into tables it created.
 	// Otherwise, and for every retry of a batch (its commit may have
 	// happened; the table may hold rows the copy did not write), in safe
 	// mode, which replaces what is there.
-	batch := &Batch{Changes: b.changes, SafeMode: b.keyed && c.resumed, Fence: Fence{Task: u.cfg.Task, Source: u.cfg.Source, Epoch: u.epoch}}
+	batch := &Batch{Changes: j.changes, SafeMode: keyed && c.resumed, Fence: Fence{Task: u.cfg.Task, Source: u.cfg.Source, Epoch: u.epoch}}
 	locked := func(f func() error) error {
 		if c.concurrent {
 			c.applyMu.RLock()
@@ -459,20 +609,21 @@ func (b *batcher) flush(ctx context.Context) error {
 		return f()
 	}
 	apply := func() error { return locked(func() error { return u.sink.Apply(ctx, batch) }) }
+	name := j.it.t.QualifiedName()
 	var err error
-	if bs, ok := u.sink.(BulkSink); ok && !batch.SafeMode && c.bulkable(b.it.t.QualifiedName()) {
+	if bs, ok := u.sink.(BulkSink); ok && !batch.SafeMode && c.bulkable(name) {
 		// The sink's fast path for plain inserts; Apply where it has none.
 		err = locked(func() error { return bs.ApplyBulk(ctx, batch) })
 		if errors.Is(err, ErrBulkUnsupported) {
-			c.noBulk(b.it.t.QualifiedName(), err)
+			c.noBulk(name, err)
 			err = apply()
 		}
 	} else {
 		err = apply()
 	}
 	if err != nil && ctx.Err() == nil {
-		if b.keyed && !batch.SafeMode {
-			u.log.Info("retrying a batch in safe mode", slog.String("table", b.it.t.QualifiedName()), errAttr(err))
+		if keyed && !batch.SafeMode {
+			u.log.Info("retrying a batch in safe mode", slog.String("table", name), errAttr(err))
 			batch.SafeMode = true
 			err = c.retry(ctx, apply)
 		} else if IsRetryable(err) {
@@ -482,65 +633,38 @@ func (b *batcher) flush(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n := int64(len(b.changes))
-	b.rows += n
-	b.bytes += b.pendingBytes
+	n := int64(len(j.changes))
 	u.mu.Lock()
-	ts := &u.st.Tables[b.it.idx]
+	ts := &u.st.Tables[j.it.idx]
 	ts.Rows += n
-	ts.Bytes += b.pendingBytes
+	ts.Bytes += j.bytes
 	u.st.Rows += n
-	u.st.Bytes += b.pendingBytes
+	u.st.Bytes += j.bytes
 	u.mu.Unlock()
-	b.pendingBytes = 0
-	b.changes = make([]Change, 0, u.sc.BatchRows)
 	return nil
 }
 
-// copyChunk copies one range chunk, or a whole table, then saves it done.
-func (c *snapshotCopy) copyChunk(ctx context.Context, conn *sql.Conn, it copyItem) error {
+// readChunk reads one range chunk, or a whole table.
+func (c *snapshotCopy) readChunk(ctx context.Context, conn *sql.Conn, it copyItem, send func(copyJob) error) error {
 	q, args, err := it.t.ChunkQuery(it.def, it.chunk)
 	if err != nil {
 		return err
 	}
-	b := c.newBatcher(it)
-	if err := snapshot.Read(ctx, conn, it.def, q, args, func(row []any, size int) error { return b.add(ctx, row, size) }); err != nil {
+	b := c.newBatcher(it, send)
+	if err := snapshot.Read(ctx, conn, it.def, q, args, b.add); err != nil {
 		return err
 	}
-	if err := b.flush(ctx); err != nil {
-		return err
-	}
-	c.progMu.Lock()
-	t := it.t
-	t.Rows += b.rows
-	t.Bytes += b.bytes
-	if t.Mode == snapshot.ModeRange {
-		d := []byte(t.Done)
-		d[it.chunk] = '1'
-		t.Done = string(d)
-		t.Finished = !strings.Contains(t.Done, "0")
-	} else {
-		t.Finished = true
-	}
-	finished := t.Finished
-	c.progMu.Unlock()
-	c.chunkDone(it.idx, finished)
-	if err := c.save(ctx, nil); err != nil {
-		return err
-	}
-	if finished {
-		return c.addKeys(ctx, t)
-	}
-	return nil
+	return b.flush(&copyEnd{})
 }
 
-// copyPages copies a keyset table page after page, saving after each.
-func (c *snapshotCopy) copyPages(ctx context.Context, conn *sql.Conn, it copyItem) error {
+// readPages reads a keyset table page after page, each page ended for the
+// writer to save.
+func (c *snapshotCopy) readPages(ctx context.Context, conn *sql.Conn, it copyItem, send func(copyJob) error) error {
 	limit := c.u.sc.ChunkRows
+	c.progMu.Lock()
+	enc := slices.Clone(it.t.Last)
+	c.progMu.Unlock()
 	for {
-		c.progMu.Lock()
-		enc := slices.Clone(it.t.Last)
-		c.progMu.Unlock()
 		var last []any
 		if len(enc) > 0 {
 			var err error
@@ -552,44 +676,75 @@ func (c *snapshotCopy) copyPages(ctx context.Context, conn *sql.Conn, it copyIte
 		if err != nil {
 			return err
 		}
-		b := c.newBatcher(it)
+		b := c.newBatcher(it, send)
 		n := 0
 		var lastRow []any
 		if err := snapshot.Read(ctx, conn, it.def, q, args, func(row []any, size int) error {
 			n++
 			lastRow = row
-			return b.add(ctx, row, size)
+			return b.add(row, size)
 		}); err != nil {
 			return err
 		}
-		if err := b.flush(ctx); err != nil {
-			return err
-		}
-		var newLast []string
+		end := &copyEnd{finished: n < limit}
 		if lastRow != nil {
-			if newLast, err = snapshot.EncodeKey(it.t.KeyOf(it.def, lastRow)); err != nil {
+			if end.last, err = snapshot.EncodeKey(it.t.KeyOf(it.def, lastRow)); err != nil {
 				return err
 			}
+			enc = end.last
 		}
-		finished := n < limit
-		c.progMu.Lock()
-		it.t.Rows += b.rows
-		it.t.Bytes += b.bytes
-		if newLast != nil {
-			it.t.Last = newLast
-		}
-		it.t.Finished = finished
-		c.progMu.Unlock()
-		if finished {
-			c.chunkDone(it.idx, true)
-		}
-		if err := c.save(ctx, nil); err != nil {
+		if err := b.flush(end); err != nil {
 			return err
 		}
-		if finished {
-			return c.addKeys(ctx, it.t)
+		if end.finished {
+			return nil
 		}
 	}
+}
+
+// itemDone records an item (or a keyset table's page) copied, its rows and
+// bytes applied: saves the progress, and adds the table's deferred indexes
+// when it was the table's last.
+func (c *snapshotCopy) itemDone(ctx context.Context, it copyItem, end *copyEnd, rows, bytes int64, waits *copyWaits) error {
+	c.progMu.Lock()
+	t := it.t
+	t.Rows += rows
+	t.Bytes += bytes
+	switch t.Mode {
+	case snapshot.ModeRange:
+		d := []byte(t.Done)
+		d[it.chunk] = '1'
+		t.Done = string(d)
+		t.Finished = !strings.Contains(t.Done, "0")
+	case snapshot.ModeKeyset:
+		if end.last != nil {
+			t.Last = end.last
+		}
+		t.Finished = end.finished
+	default:
+		t.Finished = true
+	}
+	finished := t.Finished
+	c.progMu.Unlock()
+	if t.Mode != snapshot.ModeKeyset || finished {
+		c.chunkDone(it.idx, finished)
+	}
+	// A save is a barrier (no Apply runs during it): when another writer's
+	// save is waiting for its turn and has not read the progress yet, it
+	// stores this item too, and this one is left out.
+	if c.savePending.CompareAndSwap(false, true) {
+		start := time.Now()
+		err := c.save(ctx, nil)
+		waits.saves.Add(int64(time.Since(start)))
+		waits.nsaves.Add(1)
+		if err != nil {
+			return err
+		}
+	}
+	if finished {
+		return c.addKeys(ctx, t)
+	}
+	return nil
 }
 
 func (c *snapshotCopy) chunkDone(idx int, tableDone bool) {

@@ -10,8 +10,8 @@ import (
 )
 
 // A SnapshotConfig travels in task configs as JSON or TOML; fields left out
-// take their defaults (4 connections, chunks of 50000 rows, batches of
-// 5000, secondary indexes added after the rows).
+// take their defaults (4 connections, chunks of 200000 rows, batches of
+// 10000, secondary indexes added after the rows).
 func ExampleSnapshotConfig() {
 	var sc dmworker.SnapshotConfig
 	if err := json.Unmarshal([]byte(`{"concurrency": 8, "chunk-rows": 20000, "indexes-first": true}`), &sc); err != nil {
