@@ -72,7 +72,7 @@ func TestSnapshotBulkTypes(t *testing.T) {
 	runSnapshot(t, cfg, dmworker.SnapshotConfig{Concurrency: 2, ChunkRows: 3, BatchRows: 2}, counted, dmworker.SinkStoreForTest(sink))
 	tables := []string{"tricky", "lat"}
 	for _, tb := range typeFamilyTables {
-		tables = append(tables, tb.name)
+		tables = append(tables, tb.Name)
 	}
 	for _, n := range tables {
 		checkEqual(t, updb, downdb, "tf."+n, "tf."+n)

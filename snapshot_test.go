@@ -97,7 +97,7 @@ func TestSnapshotValuesMatchSyncer(t *testing.T) {
 	cfg.Task = "types-snapshot"
 	pos, st := runSnapshot(t, cfg, dmworker.SnapshotConfig{Concurrency: 2, ChunkRows: 2, BatchRows: 3}, bySnapshot, dmworker.SinkStoreForTest(bySnapshot))
 	for _, tb := range typeFamilyTables {
-		sameRows(t, "tf."+tb.name, bySyncer.Rows("tf", tb.name), bySnapshot.Rows("tf", tb.name))
+		sameRows(t, "tf."+tb.Name, bySyncer.Rows("tf", tb.Name), bySnapshot.Rows("tf", tb.Name))
 	}
 	if !st.Done || st.Stage != "Done" || len(st.Tables) != len(typeFamilyTables) || st.Rows == 0 || !st.Pos.Equal(pos) {
 		t.Fatalf("status %+v", st)
