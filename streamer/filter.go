@@ -4,6 +4,7 @@ package streamer
 // decoding them on the consumer's goroutine rather than the network's.
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -173,7 +174,12 @@ func decodeDeferredRows(d *rowDecoder, e *replication.RowsEvent, raw []byte, crc
 	if start < eventHeaderSize || start+len(last) > end || &raw[start] != &last[0] {
 		return errRowsData
 	}
-	return d.decode(e, replication.EventType(raw[4]), start+len(last)-eventHeaderSize, body)
+	// The values decoded share the bytes they come from (strings and
+	// []byte alias them, as go-mysql's do). Decoded from a copy of the
+	// body, a row a consumer keeps (in a batch, the validator, a held
+	// shard step) holds this event's bytes only, not the 256 KiB block a
+	// RemoteReader read the event into with others.
+	return d.decode(e, replication.EventType(raw[4]), start+len(last)-eventHeaderSize, bytes.Clone(body))
 }
 
 // TableFilterer is implemented by the readers that can leave the row images
