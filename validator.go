@@ -1,6 +1,7 @@
 package dmworker
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -457,7 +458,8 @@ func rowBytes(r *vrow) int64 {
 	if r.image == nil && r.table != nil {
 		down = int64(16 * len(r.table.Columns))
 	}
-	return int64(64+len(r.id)) + valuesSize(r.image) + valuesSize(r.keyVals) + down
+	// 160: the row's struct, its map entry and its slices' headers.
+	return int64(160+len(r.id)) + valuesSize(r.image) + valuesSize(r.keyVals) + down
 }
 
 // grow adds n to the bytes held and notes the peak (v.mu held).
@@ -538,14 +540,14 @@ func heldRowsOf(c Change) []*vrow {
 	var rows []*vrow
 	switch c.Kind {
 	case Insert:
-		rows = []*vrow{{table: c.Table, key: key, image: c.After}}
+		rows = []*vrow{{table: c.Table, key: key, image: detach(c.After)}}
 	case Delete:
-		rows = []*vrow{{table: c.Table, key: key, keyVals: pick(c.Before, key)}}
+		rows = []*vrow{{table: c.Table, key: key, keyVals: detach(pick(c.Before, key))}}
 	case Update:
 		if before := pick(c.Before, key); !sameKey(before, pick(c.After, key)) {
-			rows = append(rows, &vrow{table: c.Table, key: key, keyVals: before})
+			rows = append(rows, &vrow{table: c.Table, key: key, keyVals: detach(before)})
 		}
-		rows = append(rows, &vrow{table: c.Table, key: key, image: c.After})
+		rows = append(rows, &vrow{table: c.Table, key: key, image: detach(c.After)})
 	}
 	for _, r := range rows {
 		if r.keyVals == nil {
@@ -573,6 +575,27 @@ func (v *validator) over(need int64) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.heldBytes > 0 && v.heldBytes+need > v.cfg.MemoryBytes
+}
+
+// detach returns a copy of vals whose strings and byte slices are copies
+// too: decoded values share their event's bytes, which a row held for
+// minutes would keep whole (a row of a 1000-row event held the event).
+func detach(vals []any) []any {
+	if vals == nil {
+		return nil
+	}
+	out := make([]any, len(vals))
+	for i, x := range vals {
+		switch x := x.(type) {
+		case string:
+			out[i] = strings.Clone(x)
+		case []byte:
+			out[i] = bytes.Clone(x)
+		default:
+			out[i] = x
+		}
+	}
+	return out
 }
 
 func pick(vals []any, idx []int) []any {
