@@ -166,13 +166,7 @@ func TestShardMergeOptimistic(t *testing.T) {
 			mustExec(t, db, "CREATE TABLE shop."+tb+" "+shardOrdersDef)
 		}
 	}
-	type shard struct{ i, j int }
-	var shards []shard
-	for i := range n {
-		for j := range shardTables {
-			shards = append(shards, shard{i, j})
-		}
-	}
+	shards := allShards(n)
 	load := func(phase int64) (stop func()) {
 		ch := make(chan struct{})
 		var wg sync.WaitGroup

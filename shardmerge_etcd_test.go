@@ -75,17 +75,7 @@ func TestShardMergePessimisticEtcd(t *testing.T) {
 			mustExec(t, db, "CREATE TABLE shop."+tb+" "+shardOrdersDef)
 		}
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, db := range f.updbs {
-		for j, tb := range shardTables {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000, 1_000_000, stop)
-			}()
-		}
-	}
+	stopLoads := startShardLoads(t, f)
 	ddls := []string{
 		"ALTER TABLE shop.%s ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'",
 		"ALTER TABLE shop.%s ADD INDEX idx_customer (customer)",
@@ -95,13 +85,7 @@ func TestShardMergePessimisticEtcd(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(570, 1))
 	for k, ddl := range ddls {
-		type shard struct{ i, j int }
-		var order []shard
-		for i := range n {
-			for j := range shardTables {
-				order = append(order, shard{i, j})
-			}
-		}
+		order := allShards(n)
 		rng.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
 		for x, sh := range order {
 			time.Sleep(time.Duration(20+rng.IntN(120)) * time.Millisecond)
@@ -121,8 +105,7 @@ func TestShardMergePessimisticEtcd(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stopLoads()
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -298,17 +281,7 @@ func TestShardMergeEtcdOwnerKilled(t *testing.T) {
 			mustExec(t, db, "CREATE TABLE shop."+tb+" "+shardOrdersDef)
 		}
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, db := range f.updbs {
-		for j, tb := range shardTables {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000, 1_000_000, stop)
-			}()
-		}
-	}
+	stopLoads := startShardLoads(t, f)
 	const addCol = "ALTER TABLE shop.%s ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'"
 	time.Sleep(100 * time.Millisecond)
 	// Every shard table but src1's orders_02 reaches the DDL.
@@ -363,8 +336,7 @@ func TestShardMergeEtcdOwnerKilled(t *testing.T) {
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stopLoads()
 	if t.Failed() {
 		t.FailNow()
 	}

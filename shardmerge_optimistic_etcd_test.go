@@ -116,13 +116,7 @@ func TestShardMergeOptimisticEtcd(t *testing.T) {
 			mustExec(t, db, "CREATE TABLE shop."+tb+" "+shardOrdersDef)
 		}
 	}
-	type shard struct{ i, j int }
-	var shards []shard
-	for i := range n {
-		for j := range shardTables {
-			shards = append(shards, shard{i, j})
-		}
-	}
+	shards := allShards(n)
 	rng := rand.New(rand.NewPCG(590, 1))
 	next := make([]int, len(shards))
 	var schedule []int

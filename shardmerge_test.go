@@ -370,17 +370,7 @@ func TestShardMergePessimistic(t *testing.T) {
 			mustExec(t, db, "CREATE TABLE shop."+tb+" "+shardOrdersDef)
 		}
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, db := range f.updbs {
-		for j, tb := range shardTables {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000, 1_000_000, stop)
-			}()
-		}
-	}
+	stopLoads := startShardLoads(t, f)
 	ddls := []string{
 		"ALTER TABLE shop.%s ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'",
 		"ALTER TABLE shop.%s ADD INDEX idx_customer (customer)",
@@ -388,13 +378,7 @@ func TestShardMergePessimistic(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(490, 1))
 	for k, ddl := range ddls {
-		type shard struct{ i, j int }
-		var order []shard
-		for i := range n {
-			for j := range shardTables {
-				order = append(order, shard{i, j})
-			}
-		}
+		order := allShards(n)
 		rng.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
 		for x, sh := range order {
 			time.Sleep(time.Duration(20+rng.IntN(120)) * time.Millisecond)
@@ -433,8 +417,7 @@ func TestShardMergePessimistic(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stopLoads()
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -638,17 +621,7 @@ func TestShardMergeKilledInLock(t *testing.T) {
 			mustExec(t, db, "CREATE TABLE shop."+tb+" "+shardOrdersDef)
 		}
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, db := range f.updbs {
-		for j, tb := range shardTables {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000, 1_000_000, stop)
-			}()
-		}
-	}
+	stopLoads := startShardLoads(t, f)
 	const addCol = "ALTER TABLE shop.%s ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'"
 	time.Sleep(100 * time.Millisecond)
 	// Every shard table but src3's orders_02 reaches the DDL.
@@ -720,8 +693,7 @@ func TestShardMergeKilledInLock(t *testing.T) {
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stopLoads()
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -980,6 +952,39 @@ func failureLogs(t *testing.T) *lockedBuffer {
 	return logs
 }
 
+// startShardLoads runs shardLoad on every shard table of every upstream
+// of f (ids apart by source and table) until the function it returns is
+// called, which waits for them.
+func startShardLoads(t *testing.T, f *shardFleet) (stop func()) {
+	ch := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, db := range f.updbs {
+		for j, tb := range shardTables {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000, 1_000_000, ch)
+			}()
+		}
+	}
+	return func() { close(ch); wg.Wait() }
+}
+
+// shardAt is a shard table by upstream (i) and shardTables index (j).
+type shardAt struct{ i, j int }
+
+// allShards lists every shard table of n upstreams, by upstream then
+// table.
+func allShards(n int) []shardAt {
+	var out []shardAt
+	for i := range n {
+		for j := range shardTables {
+			out = append(out, shardAt{i, j})
+		}
+	}
+	return out
+}
+
 // rowDiff describes how the coreRows got differ from want: the rows
 // missing and extra (at most 20 of each), and how many by shard table (the
 // note column).
@@ -1097,17 +1102,7 @@ func TestShardMergePessimisticDropColumn(t *testing.T) {
 			mustExec(t, db, "CREATE TABLE shop."+tb+" "+def)
 		}
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, db := range f.updbs {
-		for j, tb := range shardTables {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000, 1_000_000, stop)
-			}()
-		}
-	}
+	stopLoads := startShardLoads(t, f)
 	ddls := []string{
 		"ALTER TABLE shop.%s ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'",
 		"ALTER TABLE shop.%s ADD INDEX idx_customer (customer)",
@@ -1116,13 +1111,7 @@ func TestShardMergePessimisticDropColumn(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(550, 1))
 	for k, ddl := range ddls {
-		type shard struct{ i, j int }
-		var order []shard
-		for i := range n {
-			for j := range shardTables {
-				order = append(order, shard{i, j})
-			}
-		}
+		order := allShards(n)
 		rng.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
 		for x, sh := range order {
 			time.Sleep(time.Duration(20+rng.IntN(150)) * time.Millisecond)
@@ -1151,8 +1140,7 @@ func TestShardMergePessimisticDropColumn(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stopLoads()
 	if t.Failed() {
 		t.FailNow()
 	}
