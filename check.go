@@ -273,7 +273,7 @@ func checkMariaDBGTIDStart(ctx context.Context, db *sql.DB, start streamer.Posit
 // gtidListAt reads the GTID state a MariaDB binlog file begins with (its
 // Gtid_list event).
 func gtidListAt(ctx context.Context, db *sql.DB, file string) (mysql.GTIDSet, error) {
-	rows, err := db.QueryContext(ctx, "SHOW BINLOG EVENTS IN '"+strings.NewReplacer(`\`, `\\`, "'", "''").Replace(file)+"' LIMIT 4")
+	rows, err := db.QueryContext(ctx, "SHOW BINLOG EVENTS IN "+quoteString(file)+" LIMIT 4")
 	if err != nil {
 		return nil, err
 	}

@@ -245,7 +245,7 @@ func (g *ShardGroup) optInfer(target string, t *optTarget) {
 		if len(has) == 0 || len(lacks) == 0 || t.pendingFor(kind, name) != nil {
 			return
 		}
-		stmts, err := schema.Split(sch, "ALTER TABLE "+quoteName(sch)+"."+quoteName(tbl)+" "+clause)
+		stmts, err := schema.Split(sch, "ALTER TABLE "+quoteIdent(sch)+"."+quoteIdent(tbl)+" "+clause)
 		if err != nil || len(stmts) != 1 {
 			return
 		}
@@ -264,11 +264,11 @@ func (g *ShardGroup) optInfer(target string, t *optTarget) {
 		t.pending[stmt] = p
 	}
 	for _, c := range t.down.Columns {
-		infer(schema.StepDropColumn, c.Name, "DROP COLUMN "+quoteName(c.Name))
+		infer(schema.StepDropColumn, c.Name, "DROP COLUMN "+quoteIdent(c.Name))
 	}
 	for _, ix := range t.down.Indexes {
 		if !strings.EqualFold(ix.Name, "PRIMARY") {
-			infer(schema.StepDropIndex, ix.Name, "DROP INDEX "+quoteName(ix.Name))
+			infer(schema.StepDropIndex, ix.Name, "DROP INDEX "+quoteIdent(ix.Name))
 		}
 	}
 }
@@ -357,8 +357,6 @@ func (g *ShardGroup) optSettleChan() <-chan struct{} {
 	defer g.mu.Unlock()
 	return g.optLocked().settle
 }
-
-func quoteName(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
 
 // optShard records one shard table's schema after a DDL that is not
 // coordinated (CREATE TABLE, DROP TABLE, RENAME TABLE): def nil drops it.
