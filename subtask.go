@@ -556,6 +556,7 @@ func (t *SubTask) runUnits(ctx context.Context, s *Syncer) (finished bool, err e
 		var feed *validatorFeed
 		if cfg.ShardMode == ShardModeOff {
 			feed = newValidatorFeed(v.cfg.MemoryBytes)
+			feed.used = &v.used // one budget: the feed and the rows held
 			s.feed.Store(feed)
 		}
 		vctx, vcancel := context.WithCancel(ctx)

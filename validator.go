@@ -11,11 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/shopspring/decimal"
 
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -242,11 +245,15 @@ const (
 
 // vrow is a row the validator holds: the latest image of a changed row.
 type vrow struct {
-	id      string // table and key
-	table   *Table
-	key     []int // column indexes of the key
-	image   []any // nil: deleted upstream
-	keyVals []any
+	id    string // table and key
+	table *Table
+	key   []int // column indexes of the key
+	// The key's values, then (unless deleted) the row's image: packed
+	// (see packValues), or, for a row with a value packValues does not
+	// take, as they are in vals.
+	packed  []byte
+	vals    []any
+	deleted bool // deleted upstream: no image
 	bytes   int64
 	version uint64
 	checked bool
@@ -269,9 +276,18 @@ type validator struct {
 	mu        sync.Mutex
 	rows      map[string]*vrow
 	heldBytes int64 // rows in memory, and the spilled rows a pass reads
-	version   uint64
-	lastRead  Checkpoint // what the inner syncer stored last (schema merged)
-	readSet   bool
+	// stagedBytes: rows taken from the syncer's feed that wait for the
+	// syncer to store a checkpoint past them (runFeed).
+	stagedBytes int64
+	stagedRows  int
+	// used is heldBytes + stagedBytes, for the feed to read without v.mu.
+	used atomic.Int64
+	// kick asks the pass loop for a pass now (the rows take half the
+	// memory budget).
+	kick     chan struct{}
+	version  uint64
+	lastRead Checkpoint // what the inner syncer stored last (schema merged)
+	readSet  bool
 	// filter has a bit set for each key hash that may have a row in
 	// validator_pending or validator_errors (no false negatives): a row
 	// that converges in memory has its rows there deleted when it may.
@@ -295,14 +311,14 @@ func newValidator(cfg ValidationConfig, task, source string, db *sql.DB, log *sl
 	iv = max(min(iv, time.Duration(cfg.RowErrorDelay)/4), 50*time.Millisecond)
 	return &validator{cfg: cfg, task: task, source: source, db: db, interval: iv,
 		log:  log.With(slog.String("component", "validator")),
-		rows: map[string]*vrow{}, filter: make([]uint64, filterBits/64), st: ValidatorStatus{Mode: cfg.Mode}}
+		rows: map[string]*vrow{}, kick: make(chan struct{}, 1), filter: make([]uint64, filterBits/64), st: ValidatorStatus{Mode: cfg.Mode}}
 }
 
 func (v *validator) status() ValidatorStatus {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	st := v.st
-	st.Pending, st.PendingBytes = len(v.rows)+st.Spilled, v.heldBytes
+	st.Pending, st.PendingBytes = len(v.rows)+v.stagedRows+st.Spilled, v.heldBytes+v.stagedBytes
 	st.Differing = st.Spilled + v.differing
 	st.Validated = st.Validated.Clone()
 	return st
@@ -364,12 +380,68 @@ type savedRow struct {
 	LastDiff  time.Time `json:"last-diff,omitzero"`
 }
 
-func (r *vrow) saved() savedRow {
-	s := savedRow{Table: r.table, Key: r.key, KeyVals: encodeValues(r.keyVals), Deleted: r.image == nil, FirstDiff: r.firstDiff, LastDiff: r.lastDiff}
-	if r.image != nil {
-		s.Image = encodeValues(r.image)
+func (r *vrow) saved() (savedRow, error) {
+	img, kv, err := r.unpack()
+	if err != nil {
+		return savedRow{}, err
 	}
-	return s
+	s := savedRow{Table: r.table, Key: r.key, KeyVals: encodeValues(kv), Deleted: r.deleted, FirstDiff: r.firstDiff, LastDiff: r.lastDiff}
+	if !r.deleted {
+		s.Image = encodeValues(img)
+	}
+	return s, nil
+}
+
+// newRow returns the row to hold for a changed row of t found by the
+// columns key: its image (nil: deleted upstream, found by keyVals), its
+// id and its size. The values are copied: the row shares nothing with
+// image or keyVals.
+func newRow(t *Table, key []int, image, keyVals []any) *vrow {
+	r := &vrow{table: t, key: key, deleted: image == nil}
+	if keyVals == nil {
+		keyVals = pick(image, key)
+	}
+	r.id = rowID(t, keyVals)
+	n := 0
+	for _, x := range keyVals {
+		n += 1 + packedSize(x)
+	}
+	for _, x := range image {
+		n += 1 + packedSize(x)
+	}
+	b, ok := packValues(make([]byte, 0, n), keyVals)
+	if ok {
+		b, ok = packValues(b, image)
+	}
+	if ok {
+		r.packed = b
+	} else {
+		r.vals = append(detach(keyVals), detach(image)...)
+	}
+	r.bytes = rowBytes(r)
+	return r
+}
+
+// unpack returns r's image (nil: deleted upstream) and its key's values.
+func (r *vrow) unpack() (image, keyVals []any, err error) {
+	vals := r.vals
+	if vals == nil {
+		n := len(r.key)
+		if !r.deleted {
+			n += len(r.table.Columns)
+		}
+		if vals, err = unpackValues(r.packed, n); err != nil {
+			return nil, nil, fmt.Errorf("validator: row %s of %s: %w", r.id, r.table.QualifiedName(), err)
+		}
+	}
+	if len(vals) < len(r.key) {
+		return nil, nil, fmt.Errorf("validator: row %s of %s: %w", r.id, r.table.QualifiedName(), errPacked)
+	}
+	keyVals = vals[:len(r.key):len(r.key)]
+	if !r.deleted {
+		image = vals[len(r.key):]
+	}
+	return image, keyVals, nil
 }
 
 func (s savedRow) row() (*vrow, error) {
@@ -386,7 +458,12 @@ func (s savedRow) row() (*vrow, error) {
 	if len(s.KeyVals) != len(s.Key) {
 		return nil, errors.New("saved row's key does not fit its table")
 	}
-	r := &vrow{table: s.Table, key: s.Key, keyVals: decodeValues(s.KeyVals), image: img, checked: true, firstDiff: s.FirstDiff, lastDiff: s.LastDiff}
+	var kv []any
+	if s.Deleted {
+		kv = decodeValues(s.KeyVals)
+	}
+	r := newRow(s.Table, s.Key, img, kv)
+	r.checked, r.firstDiff, r.lastDiff = true, s.FirstDiff, s.LastDiff
 	return r, nil
 }
 
@@ -431,17 +508,10 @@ func (v *validator) load(ctx context.Context, task, source string) (Checkpoint, 
 
 // hold puts r in memory (v.mu held), replacing an older image of its row.
 func (v *validator) hold(r *vrow) {
-	if r.keyVals == nil {
-		r.keyVals = pick(r.image, r.key)
-	}
-	if r.id == "" {
-		r.id = rowID(r.table, r.keyVals)
-	}
-	r.bytes = rowBytes(r)
 	v.version++
 	r.version = v.version
 	if old, ok := v.rows[r.id]; ok {
-		v.heldBytes -= old.bytes
+		v.addBytes(-old.bytes)
 		if r.firstDiff.IsZero() {
 			r.firstDiff, r.lastDiff = old.firstDiff, old.lastDiff
 		}
@@ -450,32 +520,70 @@ func (v *validator) hold(r *vrow) {
 	v.grow(r.bytes)
 }
 
-// rowBytes estimates what r takes in memory, with the downstream image a
-// check reads (estimated as large as the upstream one; for a row deleted
-// upstream, as 16 bytes a column).
+// rowOverhead is what a held row takes beside its id and its values: its
+// struct (208 bytes as allocated) and its entry in the validator's map
+// (about 48 bytes with the map's spare room).
+const rowOverhead = 256
+
+// rowBytes is what r takes in memory as allocated: its struct and map
+// entry, its id, and its values (packed, or as they are).
 func rowBytes(r *vrow) int64 {
-	down := valuesSize(r.image)
-	if r.image == nil && r.table != nil {
-		down = int64(16 * len(r.table.Columns))
+	return rowOverhead + allocSize(len(r.id)) + allocSize(cap(r.packed)) + valuesSize(r.vals)
+}
+
+// allocSize is about what the Go allocator takes for n bytes: small
+// sizes rounded up to 16 bytes, larger ones to an eighth of their size.
+func allocSize(n int) int64 {
+	switch {
+	case n == 0:
+		return 0
+	case n <= 256:
+		return int64((n + 15) &^ 15)
 	}
-	// 160: the row's struct, its map entry and its slices' headers.
-	return int64(160+len(r.id)) + valuesSize(r.image) + valuesSize(r.keyVals) + down
+	step := 1 << (bits.Len(uint(n)) - 3)
+	return int64((n + step - 1) &^ (step - 1))
+}
+
+// packedSize is about how many bytes packValues takes for x, tag aside.
+func packedSize(x any) int {
+	switch x := x.(type) {
+	case string:
+		return 2 + len(x)
+	case []byte:
+		return 2 + len(x)
+	case decimal.Decimal:
+		return 4 + len(x.Coefficient().Bits())*8
+	}
+	return 9
 }
 
 // grow adds n to the bytes held and notes the peak (v.mu held).
 func (v *validator) grow(n int64) {
-	v.heldBytes += n
-	v.st.PeakBytes = max(v.st.PeakBytes, v.heldBytes)
+	v.addBytes(n)
+	v.st.PeakBytes = max(v.st.PeakBytes, v.heldBytes+v.stagedBytes)
 }
 
+// addBytes adds n to the bytes held (v.mu held).
+func (v *validator) addBytes(n int64) {
+	v.heldBytes += n
+	v.used.Store(v.heldBytes + v.stagedBytes)
+}
+
+// valuesSize is about what vals take as allocated: the slice, each boxed
+// value (16 bytes), and the bytes of strings and byte slices.
 func valuesSize(vals []any) int64 {
-	n := int64(16 * len(vals))
+	if vals == nil {
+		return 0
+	}
+	n := allocSize(16 * len(vals))
 	for _, x := range vals {
 		switch x := x.(type) {
 		case string:
-			n += int64(len(x))
+			n += allocSize(len(x))
 		case []byte:
-			n += int64(len(x))
+			n += allocSize(len(x))
+		default:
+			n += 16
 		}
 	}
 	return n
@@ -537,26 +645,19 @@ func heldRowsOf(c Change) []*vrow {
 	if key == nil {
 		return nil
 	}
-	var rows []*vrow
 	switch c.Kind {
 	case Insert:
-		rows = []*vrow{{table: c.Table, key: key, image: detach(c.After)}}
+		return []*vrow{newRow(c.Table, key, c.After, nil)}
 	case Delete:
-		rows = []*vrow{{table: c.Table, key: key, keyVals: detach(pick(c.Before, key))}}
+		return []*vrow{newRow(c.Table, key, nil, pick(c.Before, key))}
 	case Update:
-		if before := pick(c.Before, key); !sameKey(before, pick(c.After, key)) {
-			rows = append(rows, &vrow{table: c.Table, key: key, keyVals: detach(before)})
+		after := pick(c.After, key)
+		if before := pick(c.Before, key); !sameKey(before, after) {
+			return []*vrow{newRow(c.Table, key, nil, before), newRow(c.Table, key, c.After, after)}
 		}
-		rows = append(rows, &vrow{table: c.Table, key: key, image: detach(c.After)})
+		return []*vrow{newRow(c.Table, key, c.After, after)}
 	}
-	for _, r := range rows {
-		if r.keyVals == nil {
-			r.keyVals = pick(r.image, r.key)
-		}
-		r.id = rowID(r.table, r.keyVals)
-		r.bytes = rowBytes(r)
-	}
-	return rows
+	return nil
 }
 
 // holdRows puts rows in memory.
@@ -649,7 +750,7 @@ func (v *validator) dropTable(schema, table string) {
 	defer v.mu.Unlock()
 	for id, r := range v.rows {
 		if r.table.Schema == schema && (table == "" || r.table.Name == table) {
-			v.heldBytes -= r.bytes
+			v.addBytes(-r.bytes)
 			delete(v.rows, id)
 		}
 	}
@@ -845,7 +946,11 @@ func (v *validator) spill(ctx context.Context, rows []*vrow) error {
 		q.WriteString("INSERT INTO " + v.meta("validator_pending") + " (task, source, key_hash, table_schema, table_name, first_seen, state) VALUES ")
 		args := make([]any, 0, 7*len(chunk))
 		for j, r := range chunk {
-			state, err := json.Marshal(r.saved())
+			saved, err := r.saved()
+			if err != nil {
+				return err
+			}
+			state, err := json.Marshal(saved)
 			if err != nil {
 				return err
 			}
@@ -932,7 +1037,7 @@ func (v *validator) recheck(ctx context.Context, table string, cursor *string, e
 		err = v.recheckPage(ctx, todo, errorRows, delay)
 		v.mu.Lock()
 		for _, r := range page {
-			v.heldBytes -= r.bytes
+			v.addBytes(-r.bytes)
 		}
 		v.mu.Unlock()
 		if err != nil {
@@ -1012,8 +1117,6 @@ func (v *validator) loadPage(ctx context.Context, table, from string, room int64
 		if t, err := time.ParseInLocation("2006-01-02 15:04:05.999999", first, time.UTC); err == nil && (r.firstDiff.IsZero() || t.Before(r.firstDiff)) {
 			r.firstDiff = t // an older image differed first
 		}
-		r.id = rowID(r.table, r.keyVals)
-		r.bytes = rowBytes(r)
 		if len(out) > 0 && bytes+r.bytes > room {
 			break
 		}
@@ -1028,7 +1131,7 @@ func (v *validator) loadPage(ctx context.Context, table, from string, room int64
 
 // release forgets r (v.mu held).
 func (v *validator) release(r *vrow) {
-	v.heldBytes -= r.bytes
+	v.addBytes(-r.bytes)
 	delete(v.rows, r.id)
 }
 
@@ -1042,7 +1145,12 @@ func (v *validator) persist(ctx context.Context) error {
 			unchecked = true
 			break
 		}
-		pending = append(pending, r.saved())
+		s, err := r.saved()
+		if err != nil {
+			v.mu.Unlock()
+			return err
+		}
+		pending = append(pending, s)
 	}
 	cp, ok := v.lastRead, v.readSet
 	v.mu.Unlock()
@@ -1073,14 +1181,22 @@ func (v *validator) persist(ctx context.Context) error {
 // recordError writes (or refreshes) r's error row, and with unpend deletes
 // its spilled row.
 func (v *validator) recordError(ctx context.Context, r *vrow, unpend bool) error {
-	state, err := json.Marshal(r.saved())
+	saved, err := r.saved()
 	if err != nil {
 		return err
 	}
-	key, _ := json.Marshal(displayValues(r.keyVals))
+	state, err := json.Marshal(saved)
+	if err != nil {
+		return err
+	}
+	image, keyVals, err := r.unpack()
+	if err != nil {
+		return err
+	}
+	key, _ := json.Marshal(displayValues(keyVals))
 	var up, down any
-	if r.image != nil {
-		up = imageJSON(r.table, r.image, nil)
+	if !r.deleted {
+		up = imageJSON(r.table, image, nil)
 	}
 	if r.down != nil {
 		if v.cfg.Mode == ValidationFast {
@@ -1124,8 +1240,6 @@ func imageJSON(t *Table, vals []any, cols []int) string {
 	b, _ := json.Marshal(m)
 	return string(b)
 }
-
-func keyValsOf(r *vrow) []any { return r.keyVals }
 
 // run runs the validator beside the syncer s until ctx ends; its own errors
 // are logged and retried, never the subtask's. With f (nil: none) it takes
@@ -1171,10 +1285,11 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 			select {
 			case <-pctx.Done():
 				return
+			case <-v.kick:
 			case <-tick.C:
-			}
-			if v.yield(s, &yielding) {
-				continue
+				if v.yield(s, &yielding) {
+					continue
+				}
 			}
 			if err := v.pass(pctx, false); err != nil {
 				if pctx.Err() == nil {
@@ -1232,16 +1347,15 @@ const (
 )
 
 // yield reports whether the timed pass may wait: the syncer is catching up
-// (its lag is over yieldLag), the rows held take less than a quarter of
-// the memory budget (a larger heap costs the collector what fewer checks
-// save), and the checks have not waited yieldPasses intervals in a row yet
-// (since: when they started waiting). The rows held still get checked at a
-// DDL.
+// (its lag is over yieldLag), the rows held take less than half the
+// memory budget (past it, runFeed asks for a pass anyway), and the checks
+// have not waited yieldPasses intervals in a row yet (since: when they
+// started waiting). The rows held still get checked at a DDL.
 func (v *validator) yield(s *Syncer, since *time.Time) bool {
 	v.mu.Lock()
 	held := v.heldBytes
 	v.mu.Unlock()
-	if held >= v.cfg.MemoryBytes/4 || s.Status().LagSeconds < yieldLag.Seconds() {
+	if held >= v.cfg.MemoryBytes/2 || s.Status().LagSeconds < yieldLag.Seconds() {
 		*since = time.Time{}
 		return false
 	}
@@ -1304,41 +1418,144 @@ func (v *validator) runFeed(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 	v.mu.Lock()
 	v.st.Reading = ValidatorReadsSyncer
 	v.mu.Unlock()
-	sink := &validatorSink{v}
 	store := &validatorStore{v: v}
+	var staged []stagedItem
+	defer v.unstage()
+	var saved streamer.Position
 	for {
 		items, cp, err := f.take(ctx)
 		if err != nil {
 			return err
 		}
-		for _, it := range items {
-			if it.ddl != nil {
-				if err := sink.ExecDDL(ctx, it.ddl); err != nil {
-					return err
-				}
-				continue
-			}
-			for {
-				err := sink.Apply(ctx, &Batch{Changes: it.changes})
-				if err == nil {
-					break
-				}
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				// A pass to make room failed: again after a while (the
-				// feed stops if the syncer gets too far ahead).
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(v.interval):
-				}
-			}
-		}
-		if err := store.Save(ctx, cp); err != nil {
+		if staged, err = v.feedStep(ctx, f, staged, items, cp); err != nil {
 			return err
 		}
+		if cp.Pos.Compare(saved) > 0 {
+			if err := store.Save(ctx, cp); err != nil {
+				return err
+			}
+			saved = cp.Pos
+		}
 	}
+}
+
+// stagedItem is a rows event's rows, packed, or a DDL, taken from the feed
+// before the syncer stored a checkpoint past it.
+type stagedItem struct {
+	pos   streamer.Position
+	rows  []*vrow
+	ddl   *DDL
+	bytes int64
+}
+
+// stage packs the items' changes into rows and appends them to staged,
+// counting their bytes as the validator's. An item that would take what the
+// validator holds past its memory budget first has the rows held checked
+// (room); should the rows staged still leave no room for it, the feed f is
+// stopped (errFeedOff): the validator then reads the binlog itself, from
+// its checkpoint, and holds the rows of an event one by one.
+func (v *validator) stage(ctx context.Context, f *validatorFeed, staged []stagedItem, items []feedItem) ([]stagedItem, error) {
+	for _, it := range items {
+		s := stagedItem{pos: it.pos, ddl: it.ddl}
+		for _, c := range it.changes {
+			for _, r := range heldRowsOf(c) {
+				s.rows = append(s.rows, r)
+				s.bytes += r.bytes
+			}
+		}
+		if err := v.room(ctx, f, s.bytes, len(s.rows) <= 1); err != nil {
+			return staged, err
+		}
+		v.mu.Lock()
+		v.stagedBytes += s.bytes
+		v.stagedRows += len(s.rows)
+		v.grow(0)
+		v.mu.Unlock()
+		staged = append(staged, s)
+	}
+	return staged, nil
+}
+
+// feedStep stages the items taken from the feed, then holds the rows (and
+// runs the DDLs) staged before the syncer's stored checkpoint cp: those
+// the syncer has applied. It returns what stays staged.
+func (v *validator) feedStep(ctx context.Context, f *validatorFeed, staged []stagedItem, items []feedItem, cp Checkpoint) ([]stagedItem, error) {
+	staged, err := v.stage(ctx, f, staged, items)
+	if err != nil {
+		return staged, err
+	}
+	sink := &validatorSink{v}
+	n := 0
+	for ; n < len(staged) && staged[n].pos.Compare(cp.Pos) <= 0; n++ {
+		it := staged[n]
+		if it.ddl != nil {
+			if err := sink.ExecDDL(ctx, it.ddl); err != nil {
+				staged = staged[n:]
+				return staged, err
+			}
+			continue
+		}
+		v.mu.Lock()
+		v.stagedBytes -= it.bytes
+		v.stagedRows -= len(it.rows)
+		for _, r := range it.rows {
+			v.hold(r)
+		}
+		v.mu.Unlock()
+	}
+	rest := copy(staged, staged[n:])
+	clear(staged[rest:])
+	return staged[:rest], nil
+}
+
+// unstage forgets the staged items (the feed stopped).
+func (v *validator) unstage() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.stagedBytes, v.stagedRows = 0, 0
+	v.addBytes(0)
+}
+
+// room makes room for need more bytes in the validator's memory budget:
+// past the whole of it, it runs a pass that drops the rows that are equal
+// and spills those that differ, and waits for it; should the rows staged
+// still leave no room, it stops the feed f (errFeedOff). With alone, need
+// is a single row's: it is taken whatever its size when nothing else is
+// held. Past half the budget, it asks the pass loop for a pass, without
+// waiting.
+func (v *validator) room(ctx context.Context, f *validatorFeed, need int64, alone bool) error {
+	budget := v.cfg.MemoryBytes
+	for {
+		used := v.used.Load()
+		if used+need <= budget || alone && used == 0 {
+			break
+		}
+		v.mu.Lock()
+		held := v.heldBytes
+		v.mu.Unlock()
+		if held == 0 || !f.usable() {
+			f.stopOver()
+			return errFeedOff
+		}
+		if err := v.pass(ctx, true); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			v.setErr(err)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(v.interval):
+			}
+		}
+	}
+	if v.used.Load()+need >= budget/2 {
+		select {
+		case v.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
 }
 
 // readBinlog validates the binlog the validator reads itself, with an inner

@@ -121,14 +121,19 @@ func (v *validator) checkChunk(ctx context.Context, conn *sql.Conn, chunk []*vro
 	q.WriteString(") IN (")
 	args := make([]any, 0, len(chunk)*len(key))
 	tuple := "(" + strings.TrimSuffix(strings.Repeat("?,", len(key)), ",") + ")"
+	images := make([][]any, len(chunk))
+	keyVals := make([][]any, len(chunk))
 	for i, r := range chunk {
+		img, kv, err := r.unpack()
+		if err != nil {
+			return err
+		}
+		images[i], keyVals[i] = img, kv
 		if i > 0 {
 			q.WriteByte(',')
 		}
 		q.WriteString(tuple)
-		for _, kv := range keyValsOf(r) {
-			args = append(args, kv)
-		}
+		args = append(args, kv...)
 	}
 	q.WriteByte(')')
 	rs, err := conn.QueryContext(ctx, q.String(), args...)
@@ -157,8 +162,8 @@ func (v *validator) checkChunk(ctx context.Context, conn *sql.Conn, chunk []*vro
 	if err := rs.Err(); err != nil {
 		return fmt.Errorf("validator: check %s: %w", t.QualifiedName(), err)
 	}
-	for _, r := range chunk {
-		kv := keyValsOf(r)
+	for j, r := range chunk {
+		kv := keyVals[j]
 		full := make([]any, len(t.Columns))
 		for i, k := range key {
 			full[k] = kv[i]
@@ -173,16 +178,19 @@ func (v *validator) checkChunk(ctx context.Context, conn *sql.Conn, chunk []*vro
 				}
 			}
 		}
-		res := checkResult{down: down}
+		var res checkResult
 		switch {
-		case r.image == nil:
+		case r.deleted:
 			res.equal = !ok
 		case !ok:
 			res.equal = false
 		case v.cfg.Mode == ValidationFast:
 			res.equal = true
 		default:
-			res.equal = rowEqual(t, r.image, down)
+			res.equal = rowEqual(t, images[j], down)
+		}
+		if !res.equal {
+			res.down = down // kept for a row that differs only
 		}
 		out[r] = res
 	}

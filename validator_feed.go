@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -12,17 +13,22 @@ import (
 // validatorFeed hands the continuous validator what the syncer reads, so
 // that the validator does not read and decode the binlog a second time:
 // the changes of each rows event and each DDL (in the order read), and the
-// checkpoints the syncer stores. The validator takes a change only once a
-// stored checkpoint has passed it, so it never checks a change the syncer
-// has not applied, and takes the checkpoint with it as its own position.
+// checkpoints the syncer stores. The validator takes the changes as they
+// come, packs them (its rows hold no pointer into the syncer's decoded
+// events), and holds a change to be checked only once a stored checkpoint
+// has passed it (runFeed), so it never checks a change the syncer has not
+// applied, and takes the checkpoint with it as its own position.
 //
-// The feed is bounded: when the changes waiting in it would take more than
-// limit bytes (the validator fell behind), it drops them and stops, and the
-// validator goes back to reading the binlog from its own checkpoint with
-// its own reader, for the rest of the syncer's run.
+// The feed is bounded: when the changes waiting in it, with the rows the
+// validator holds (used), would take more than limit bytes (the validator
+// fell behind), it drops them and stops, and the validator goes back to
+// reading the binlog from its own checkpoint with its own reader, for the
+// rest of the syncer's run.
 type validatorFeed struct {
 	limit int64
 	wake  chan struct{} // one pending wake-up for take
+	// used is what the validator holds (validator.used); nil: nothing.
+	used *atomic.Int64
 
 	mu    sync.Mutex
 	begun bool
@@ -31,8 +37,9 @@ type validatorFeed struct {
 	taken streamer.Position
 	items []feedItem
 	bytes int64
-	off   bool // stopped: takes nothing more
-	over  bool // stopped because it overflowed
+	woke  int64 // bytes queued at the last wake-up for changes
+	off   bool  // stopped: takes nothing more
+	over  bool  // stopped because it overflowed
 }
 
 // feedItem is a rows event's changes, or a DDL, at pos.
@@ -96,14 +103,24 @@ func (f *validatorFeed) ddl(d *DDL) {
 }
 
 // push queues it, or stops the feed when it would pass the limit (f.mu
-// held).
+// held). It wakes the validator each time another sixteenth of the limit
+// is queued, so that changes wait in the feed, decoded, no longer than
+// that.
 func (f *validatorFeed) push(it feedItem) {
-	if len(f.items) > 0 && f.bytes+it.bytes > f.limit {
+	var used int64
+	if f.used != nil {
+		used = f.used.Load()
+	}
+	if len(f.items) > 0 && f.bytes+it.bytes+used > f.limit {
 		f.stopLocked(true)
 		return
 	}
 	f.items = append(f.items, it)
 	f.bytes += it.bytes
+	if f.bytes-f.woke >= f.limit/16 {
+		f.woke = f.bytes
+		f.notify()
+	}
 }
 
 // saved records a checkpoint the syncer stored: every change before its
@@ -120,6 +137,14 @@ func (f *validatorFeed) saved(cp Checkpoint) {
 	cp.Pos, cp.Epoch, cp.SafeUntil, cp.Snapshot = cp.Pos.Clone(), 0, streamer.Position{}, nil
 	f.cp = cp
 	f.notify()
+}
+
+// stopOver stops the feed as overflowed: the validator holds too much to
+// take more from it.
+func (f *validatorFeed) stopOver() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopLocked(true)
 }
 
 // stop stops the feed; the syncer queues nothing more.
@@ -167,9 +192,11 @@ func (f *validatorFeed) waitBegin(ctx context.Context) (Checkpoint, error) {
 	}
 }
 
-// take waits until the syncer has stored a checkpoint past the one take
-// returned last, and returns the items before it (the syncer has applied
-// them) and the checkpoint. It returns errFeedOff once the feed stopped.
+// take waits until changes are queued or the syncer has stored a
+// checkpoint past the one take returned last, and returns the changes
+// queued (in the order read: the syncer has applied those up to the
+// checkpoint's position, and is applying the others) and the checkpoint.
+// It returns errFeedOff once the feed stopped.
 func (f *validatorFeed) take(ctx context.Context) ([]feedItem, Checkpoint, error) {
 	for {
 		f.mu.Lock()
@@ -177,25 +204,13 @@ func (f *validatorFeed) take(ctx context.Context) ([]feedItem, Checkpoint, error
 			f.mu.Unlock()
 			return nil, Checkpoint{}, errFeedOff
 		}
-		if f.begun {
-			n := 0
-			for n < len(f.items) && f.items[n].pos.Compare(f.cp.Pos) <= 0 {
-				n++
-			}
-			if n > 0 || f.cp.Pos.Compare(f.taken) > 0 {
-				items := slices.Clone(f.items[:n])
-				for _, it := range items {
-					f.bytes -= it.bytes
-				}
-				// The rest moves to the front: the array is reused.
-				rest := copy(f.items, f.items[n:])
-				clear(f.items[rest:])
-				f.items = f.items[:rest]
-				cp := f.cp
-				f.taken = cp.Pos
-				f.mu.Unlock()
-				return items, cp, nil
-			}
+		if f.begun && (len(f.items) > 0 || f.cp.Pos.Compare(f.taken) > 0) {
+			items := f.items
+			f.items, f.bytes, f.woke = nil, 0, 0
+			cp := f.cp
+			f.taken = cp.Pos
+			f.mu.Unlock()
+			return items, cp, nil
 		}
 		f.mu.Unlock()
 		select {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,8 +101,11 @@ func TestValidatorMemoryBound(t *testing.T) {
 	v.mu.Lock()
 	old := v.rows[rowID(tb, []any{int64(2)})]
 	v.mu.Unlock()
-	if old == nil || old.image != nil || old.keyVals[0] != int64(2) {
-		t.Fatalf("the old key's row: %+v", old)
+	if old == nil {
+		t.Fatal("the old key's row is not held")
+	}
+	if img, kv, err := old.unpack(); err != nil || img != nil || !old.deleted || kv[0] != int64(2) {
+		t.Fatalf("the old key's row: %+v: image %v key %v (%v)", old, img, kv, err)
 	}
 	v.dropTable("d", "t")
 	if v.full() || v.status().Pending != 0 {
@@ -136,16 +141,32 @@ func TestValidatorRowIDs(t *testing.T) {
 	}
 }
 
-// TestValidatorFeed: the feed gives the validator a change only once the
-// syncer has stored a checkpoint past it, with that checkpoint (its schema
-// carried over when the syncer stored none), and stops when what waits in
-// it would pass its bound.
+// TestValidatorFeed: the validator takes the syncer's changes as they come
+// but holds a change (to be checked) only once the syncer has stored a
+// checkpoint past it, with that checkpoint (its schema carried over when
+// the syncer stored none); the feed stops when what waits in it, with what
+// the validator holds, would pass its bound.
 func TestValidatorFeed(t *testing.T) {
 	ctx := context.Background()
 	pos := func(o uint64) streamer.Position { return streamer.Position{Name: "b.000001", Offset: o} }
 	tbl := &Table{Schema: "s", Name: "t", Columns: []Column{{Name: "id"}}, PrimaryKey: []int{0}}
 	ch := func(id int64) []Change { return []Change{{Kind: Insert, Table: tbl, After: []any{id}}} }
+	v := newValidator(ValidationConfig{Mode: ValidationFull, RowErrorDelay: Duration(time.Minute), MemoryBytes: 1 << 20}, "t", "s", nil, discardLogger())
+	held := func() (ids []int64) {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		for _, r := range v.rows {
+			img, _, err := r.unpack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, img[0].(int64))
+		}
+		slices.Sort(ids)
+		return ids
+	}
 	f := newValidatorFeed(1 << 20)
+	f.used = &v.used
 	f.begin(Checkpoint{Pos: pos(100), Schema: []byte("s1")})
 	if !f.usable() {
 		t.Fatal("begin stopped the feed")
@@ -156,22 +177,36 @@ func TestValidatorFeed(t *testing.T) {
 	}
 	f.rows(ch(1), pos(150))
 	f.rows(ch(2), pos(250))
-	f.ddl(&DDL{Schema: "s", Table: "t", Pos: pos(300)})
+	f.ddl(&DDL{Schema: "s", Table: "t", Query: "CREATE INDEX i ON t (id)", Pos: pos(300)})
 	f.saved(Checkpoint{Pos: pos(200)}) // covers the first change only
 	items, cp, err = f.take(ctx)
-	if err != nil || len(items) != 1 || items[0].changes[0].After[0] != int64(1) || cp.Pos.Compare(pos(200)) != 0 || string(cp.Schema) != "s1" {
+	if err != nil || len(items) != 3 || items[0].changes[0].After[0] != int64(1) || items[2].ddl == nil || cp.Pos.Compare(pos(200)) != 0 || string(cp.Schema) != "s1" {
 		t.Fatalf("take at 200: %+v %+v %v", items, cp, err)
 	}
-	// Nothing new stored: take waits.
+	staged, err := v.feedStep(ctx, f, nil, items, cp)
+	if err != nil || len(staged) != 2 || !slices.Equal(held(), []int64{1}) {
+		t.Fatalf("after the checkpoint at 200: held %v, staged %+v (%v)", held(), staged, err)
+	}
+	if st := v.status(); st.Pending != 2 || st.PendingBytes != staged[0].bytes+v.heldBytes || staged[0].bytes == 0 {
+		t.Fatalf("status with one row held and one staged: %+v", st)
+	}
+	// Nothing new queued or stored: take waits.
 	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	if items, _, err := f.take(wctx); err == nil {
-		t.Fatalf("take with nothing stored returned %+v", items)
+		t.Fatalf("take with nothing new returned %+v", items)
 	}
 	cancel()
 	f.saved(Checkpoint{Pos: pos(300), Schema: []byte("s2"), Epoch: 7})
 	items, cp, err = f.take(ctx)
-	if err != nil || len(items) != 2 || items[1].ddl == nil || string(cp.Schema) != "s2" || cp.Epoch != 0 {
+	if err != nil || len(items) != 0 || string(cp.Schema) != "s2" || cp.Epoch != 0 || cp.Pos.Compare(pos(300)) != 0 {
 		t.Fatalf("take at 300: %+v %+v %v", items, cp, err)
+	}
+	staged, err = v.feedStep(ctx, f, staged, items, cp)
+	if err != nil || len(staged) != 0 || !slices.Equal(held(), []int64{1, 2}) {
+		t.Fatalf("after the checkpoint at 300: held %v, staged %+v (%v)", held(), staged, err)
+	}
+	if st := v.status(); st.Pending != 2 || st.PendingBytes != v.heldBytes {
+		t.Fatalf("status with two rows held: %+v", st)
 	}
 	// Over the bound: the feed stops and says so.
 	small := newValidatorFeed(300)
@@ -185,6 +220,17 @@ func TestValidatorFeed(t *testing.T) {
 	}
 	if !small.stopIf() {
 		t.Fatal("the overflow is not reported")
+	}
+	// The rows the validator holds count against the same bound.
+	var used atomic.Int64
+	shared := newValidatorFeed(1000)
+	shared.used = &used
+	shared.begin(Checkpoint{Pos: pos(100)})
+	shared.rows(ch(1), pos(150))
+	used.Store(900)
+	shared.rows(ch(2), pos(250))
+	if _, _, err := shared.take(ctx); !errors.Is(err, errFeedOff) {
+		t.Fatalf("take after an overflow with 900 bytes held: %v", err)
 	}
 }
 
