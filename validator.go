@@ -252,15 +252,59 @@ type vrow struct {
 	// (see packValues), or, for a row with a value packValues does not
 	// take, as they are in vals.
 	packed  []byte
-	vals    []any
-	deleted bool // deleted upstream: no image
+	odd     *vrowOdd // nil but for a row with a value that does not pack, or one to record
+	deleted bool     // deleted upstream: no image
 	bytes   int64
 	version uint64
 	checked bool
 	// firstDiff and lastDiff are when it first and last differed; zero
 	// while it has not.
-	firstDiff, lastDiff time.Time
-	down                []any // downstream image at the last check (nil: missing)
+	firstDiff, lastDiff diffTime
+}
+
+// vrowOdd is what few rows held need: kept apart, so that the others are
+// smaller.
+type vrowOdd struct {
+	vals []any // the values, when they do not pack
+	down []any // the downstream image at the last check (nil: missing), of a row to record
+}
+
+// setDown keeps down, the downstream image a check read, for r's error row.
+func (r *vrow) setDown(down []any) {
+	if r.odd == nil {
+		r.odd = &vrowOdd{}
+	}
+	r.odd.down = down
+}
+
+// down is the downstream image kept for r's error row (nil: none, or the
+// row is missing).
+func (r *vrow) down() []any {
+	if r.odd == nil {
+		return nil
+	}
+	return r.odd.down
+}
+
+// diffTime is a time a row differed, in Unix nanoseconds (0: never): a
+// time.Time would put a pointer (its location) in every row held.
+type diffTime int64
+
+func at(t time.Time) diffTime {
+	if t.IsZero() {
+		return 0
+	}
+	return diffTime(t.UnixNano())
+}
+
+func (d diffTime) IsZero() bool { return d == 0 }
+
+// Time is d as a time.Time (the zero Time for 0).
+func (d diffTime) Time() time.Time {
+	if d == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(d))
 }
 
 // validator is a subtask's continuous validator.
@@ -385,7 +429,7 @@ func (r *vrow) saved() (savedRow, error) {
 	if err != nil {
 		return savedRow{}, err
 	}
-	s := savedRow{Table: r.table, Key: r.key, KeyVals: encodeValues(kv), Deleted: r.deleted, FirstDiff: r.firstDiff, LastDiff: r.lastDiff}
+	s := savedRow{Table: r.table, Key: r.key, KeyVals: encodeValues(kv), Deleted: r.deleted, FirstDiff: r.firstDiff.Time(), LastDiff: r.lastDiff.Time()}
 	if !r.deleted {
 		s.Image = encodeValues(img)
 	}
@@ -398,25 +442,41 @@ func (r *vrow) saved() (savedRow, error) {
 // image or keyVals.
 func newRow(t *Table, key []int, image, keyVals []any) *vrow {
 	r := &vrow{table: t, key: key, deleted: image == nil}
-	if keyVals == nil {
-		keyVals = pick(image, key)
-	}
-	r.id = rowID(t, keyVals)
 	n := 0
-	for _, x := range keyVals {
-		n += 1 + packedSize(x)
+	if keyVals == nil {
+		r.id = rowIDAt(t, image, key)
+		for _, k := range key {
+			n += 1 + packedSize(image[k])
+		}
+	} else {
+		r.id = rowID(t, keyVals)
+		for _, x := range keyVals {
+			n += 1 + packedSize(x)
+		}
 	}
 	for _, x := range image {
 		n += 1 + packedSize(x)
 	}
-	b, ok := packValues(make([]byte, 0, n), keyVals)
+	b, ok := make([]byte, 0, n), true
+	if keyVals == nil {
+		for _, k := range key {
+			if b, ok = packValue(b, image[k]); !ok {
+				break
+			}
+		}
+	} else {
+		b, ok = packValues(b, keyVals)
+	}
 	if ok {
 		b, ok = packValues(b, image)
 	}
 	if ok {
 		r.packed = b
 	} else {
-		r.vals = append(detach(keyVals), detach(image)...)
+		if keyVals == nil {
+			keyVals = pick(image, key)
+		}
+		r.odd = &vrowOdd{vals: append(detach(keyVals), detach(image)...)}
 	}
 	r.bytes = rowBytes(r)
 	return r
@@ -424,7 +484,10 @@ func newRow(t *Table, key []int, image, keyVals []any) *vrow {
 
 // unpack returns r's image (nil: deleted upstream) and its key's values.
 func (r *vrow) unpack() (image, keyVals []any, err error) {
-	vals := r.vals
+	var vals []any
+	if r.odd != nil {
+		vals = r.odd.vals
+	}
 	if vals == nil {
 		n := len(r.key)
 		if !r.deleted {
@@ -463,7 +526,7 @@ func (s savedRow) row() (*vrow, error) {
 		kv = decodeValues(s.KeyVals)
 	}
 	r := newRow(s.Table, s.Key, img, kv)
-	r.checked, r.firstDiff, r.lastDiff = true, s.FirstDiff, s.LastDiff
+	r.checked, r.firstDiff, r.lastDiff = true, at(s.FirstDiff), at(s.LastDiff)
 	return r, nil
 }
 
@@ -521,14 +584,22 @@ func (v *validator) hold(r *vrow) {
 }
 
 // rowOverhead is what a held row takes beside its id and its values: its
-// struct (208 bytes as allocated) and its entry in the validator's map
-// (about 48 bytes with the map's spare room).
-const rowOverhead = 256
+// struct (128 bytes as allocated), its entry in the validator's map (about
+// 48 bytes with the map's spare room) and its pointer in a staged item.
+const rowOverhead = 184
 
 // rowBytes is what r takes in memory as allocated: its struct and map
 // entry, its id, and its values (packed, or as they are).
 func rowBytes(r *vrow) int64 {
-	return rowOverhead + allocSize(len(r.id)) + allocSize(cap(r.packed)) + valuesSize(r.vals)
+	return rowOverhead + allocSize(len(r.id)) + allocSize(cap(r.packed)) + r.oddSize()
+}
+
+// oddSize is what r.odd takes.
+func (r *vrow) oddSize() int64 {
+	if r.odd == nil {
+		return 0
+	}
+	return 48 + valuesSize(r.odd.vals) + valuesSize(r.odd.down)
 }
 
 // allocSize is about what the Go allocator takes for n bytes: small
@@ -591,13 +662,25 @@ func valuesSize(vals []any) int64 {
 
 // rowID names a row: its table and key values (as JSON of their
 // encodeValues form: written directly for integer keys).
-func rowID(t *Table, key []any) string {
-	b := make([]byte, 0, len(t.Schema)+len(t.Name)+2+24*len(key))
+func rowID(t *Table, key []any) string { return rowIDAt(t, key, nil) }
+
+// rowIDAt is rowID of the key made of vals[idx[0]], vals[idx[1]], ...
+// (with idx nil, of vals).
+func rowIDAt(t *Table, vals []any, idx []int) string {
+	n := len(vals)
+	if idx != nil {
+		n = len(idx)
+	}
+	b := make([]byte, 0, len(t.Schema)+len(t.Name)+2+24*n)
 	b = append(append(append(append(b, t.Schema...), 0), t.Name...), 0)
 	b = append(b, '[')
-	for i, x := range key {
+	for i := range n {
 		if i > 0 {
 			b = append(b, ',')
+		}
+		x := vals[i]
+		if idx != nil {
+			x = vals[idx[i]]
 		}
 		switch x := x.(type) {
 		case int64:
@@ -605,6 +688,10 @@ func rowID(t *Table, key []any) string {
 		case uint64:
 			b = strconv.AppendUint(append(b, `{"t":117,"v":"`...), x, 10)
 		default:
+			key := vals
+			if idx != nil {
+				key = pick(vals, idx)
+			}
 			j, _ := json.Marshal(encodeValues(key))
 			return t.Schema + "\x00" + t.Name + "\x00" + string(j)
 		}
@@ -651,11 +738,10 @@ func heldRowsOf(c Change) []*vrow {
 	case Delete:
 		return []*vrow{newRow(c.Table, key, nil, pick(c.Before, key))}
 	case Update:
-		after := pick(c.After, key)
-		if before := pick(c.Before, key); !sameKey(before, after) {
-			return []*vrow{newRow(c.Table, key, nil, before), newRow(c.Table, key, c.After, after)}
+		if !sameKeyAt(c.Before, c.After, key) {
+			return []*vrow{newRow(c.Table, key, nil, pick(c.Before, key)), newRow(c.Table, key, c.After, nil)}
 		}
-		return []*vrow{newRow(c.Table, key, c.After, after)}
+		return []*vrow{newRow(c.Table, key, c.After, nil)}
 	}
 	return nil
 }
@@ -705,6 +791,29 @@ func pick(vals []any, idx []int) []any {
 		out[i] = vals[k]
 	}
 	return out
+}
+
+// sameKeyAt is sameKey of the keys at idx of a and b.
+func sameKeyAt(a, b []any, idx []int) bool {
+	for _, k := range idx {
+		switch x := a[k].(type) {
+		case int64:
+			if y, ok := b[k].(int64); !ok || x != y {
+				return sameKey(pick(a, idx), pick(b, idx))
+			}
+		case uint64:
+			if y, ok := b[k].(uint64); !ok || x != y {
+				return sameKey(pick(a, idx), pick(b, idx))
+			}
+		case string:
+			if y, ok := b[k].(string); !ok || x != y {
+				return sameKey(pick(a, idx), pick(b, idx))
+			}
+		default:
+			return sameKey(pick(a, idx), pick(b, idx))
+		}
+	}
+	return true
 }
 
 func sameKey(a, b []any) bool {
@@ -817,9 +926,9 @@ func (v *validator) pass(ctx context.Context, spillAll bool) error {
 			continue
 		}
 		if r.firstDiff.IsZero() {
-			r.firstDiff = now
+			r.firstDiff = at(now)
 		}
-		r.lastDiff = now
+		r.lastDiff = at(now)
 		if !current {
 			if cur != nil && cur.firstDiff.IsZero() {
 				cur.firstDiff = r.firstDiff
@@ -827,8 +936,8 @@ func (v *validator) pass(ctx context.Context, spillAll bool) error {
 			continue
 		}
 		r.checked = true
-		if now.Sub(r.firstDiff) >= delay {
-			r.down = res.down // for the error row; not kept otherwise
+		if now.Sub(r.firstDiff.Time()) >= delay {
+			r.setDown(res.down) // for the error row; not kept otherwise
 			toRecord = append(toRecord, r)
 			v.release(r)
 		}
@@ -958,7 +1067,7 @@ func (v *validator) spill(ctx context.Context, rows []*vrow) error {
 				q.WriteByte(',')
 			}
 			q.WriteString("(?, ?, ?, ?, ?, ?, ?)")
-			args = append(args, v.task, v.source, errorHash(r.id), r.table.Schema, r.table.Name, r.firstDiff.UTC().Format("2006-01-02 15:04:05.999999"), state)
+			args = append(args, v.task, v.source, errorHash(r.id), r.table.Schema, r.table.Name, r.firstDiff.Time().UTC().Format("2006-01-02 15:04:05.999999"), state)
 		}
 		q.WriteString(" ON DUPLICATE KEY UPDATE table_schema = VALUES(table_schema), table_name = VALUES(table_name)," +
 			" first_seen = LEAST(first_seen, VALUES(first_seen)), state = VALUES(state)")
@@ -1026,7 +1135,7 @@ func (v *validator) recheck(ctx context.Context, table string, cursor *string, e
 		for _, r := range page {
 			v.mark(errorHash(r.id))
 			if m := v.rows[r.id]; m != nil {
-				if !errorRows && (m.firstDiff.IsZero() || r.firstDiff.Before(m.firstDiff)) {
+				if !errorRows && (m.firstDiff.IsZero() || r.firstDiff < m.firstDiff) {
 					m.firstDiff = r.firstDiff
 				}
 				continue
@@ -1071,11 +1180,12 @@ func (v *validator) recheckPage(ctx context.Context, todo []*vrow, errorRows boo
 		switch {
 		case res.equal:
 			converged = append(converged, errorHash(r.id))
-		case errorRows && now.Sub(r.lastDiff) < 10*v.interval:
+		case errorRows && now.Sub(r.lastDiff.Time()) < 10*v.interval:
 			// An error row still differing: refreshed (its downstream
 			// image, last seen) every 10 intervals only.
-		case errorRows || now.Sub(r.firstDiff) >= delay:
-			r.lastDiff, r.down = now, res.down
+		case errorRows || now.Sub(r.firstDiff.Time()) >= delay:
+			r.lastDiff = at(now)
+			r.setDown(res.down)
 			if err := v.recordError(ctx, r, !errorRows); err != nil {
 				return err
 			}
@@ -1114,8 +1224,8 @@ func (v *validator) loadPage(ctx context.Context, table, from string, room int64
 			v.log.Warn("a stored row of the validator is not readable: skipped", slog.String("table", table), slog.String("key-hash", h), errAttr(err))
 			continue
 		}
-		if t, err := time.ParseInLocation("2006-01-02 15:04:05.999999", first, time.UTC); err == nil && (r.firstDiff.IsZero() || t.Before(r.firstDiff)) {
-			r.firstDiff = t // an older image differed first
+		if t, err := time.ParseInLocation("2006-01-02 15:04:05.999999", first, time.UTC); err == nil && (r.firstDiff.IsZero() || t.Before(r.firstDiff.Time())) {
+			r.firstDiff = at(t) // an older image differed first
 		}
 		if len(out) > 0 && bytes+r.bytes > room {
 			break
@@ -1198,12 +1308,12 @@ func (v *validator) recordError(ctx context.Context, r *vrow, unpend bool) error
 	if !r.deleted {
 		up = imageJSON(r.table, image, nil)
 	}
-	if r.down != nil {
+	if d := r.down(); d != nil {
 		if v.cfg.Mode == ValidationFast {
 			// Only the key is read in mode fast.
-			down = imageJSON(r.table, r.down, r.key)
+			down = imageJSON(r.table, d, r.key)
 		} else {
-			down = imageJSON(r.table, r.down, nil)
+			down = imageJSON(r.table, d, nil)
 		}
 	}
 	v.mu.Lock()
@@ -1213,7 +1323,7 @@ func (v *validator) recordError(ctx context.Context, r *vrow, unpend bool) error
 		" (task, source, table_schema, table_name, key_hash, row_key, upstream_row, downstream_row, first_seen, last_seen, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"+
 		" ON DUPLICATE KEY UPDATE row_key = VALUES(row_key), upstream_row = VALUES(upstream_row), downstream_row = VALUES(downstream_row), last_seen = VALUES(last_seen), state = VALUES(state)",
 		v.task, v.source, r.table.Schema, r.table.Name, errorHash(r.id), string(key), up, down,
-		r.firstDiff.UTC().Format("2006-01-02 15:04:05.999999"), r.lastDiff.UTC().Format("2006-01-02 15:04:05.999999"), state)
+		r.firstDiff.Time().UTC().Format("2006-01-02 15:04:05.999999"), r.lastDiff.Time().UTC().Format("2006-01-02 15:04:05.999999"), state)
 	if err != nil {
 		return fmt.Errorf("validator: record error row: %w", err)
 	}

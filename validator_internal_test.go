@@ -137,6 +137,21 @@ func TestValidatorRowIDs(t *testing.T) {
 			if got, want := sameKey(k, o), string(j) == string(jo); got != want {
 				t.Errorf("sameKey(%#v, %#v) = %v, want %v", k, o, got, want)
 			}
+			if len(k) == len(o) {
+				// The same keys inside rows, at the key's columns.
+				idx := make([]int, len(k))
+				a, b := []any{"pad"}, []any{"other"}
+				for i := range k {
+					idx[i] = len(a)
+					a, b = append(a, k[i], "x"), append(b, o[i], "y")
+				}
+				if got, want := sameKeyAt(a, b, idx), sameKey(k, o); got != want {
+					t.Errorf("sameKeyAt(%#v, %#v) = %v, want %v", a, b, got, want)
+				}
+				if got, want := rowIDAt(tbl, a, idx), rowID(tbl, k); got != want {
+					t.Errorf("rowIDAt(%#v) = %q, want %q", a, got, want)
+				}
+			}
 		}
 	}
 }

@@ -45,58 +45,67 @@ const (
 // held as it is.
 func packValues(dst []byte, vals []any) ([]byte, bool) {
 	for _, x := range vals {
-		switch x := x.(type) {
-		case nil:
-			dst = append(dst, packNil)
-		case bool:
-			if x {
-				dst = append(dst, packTrue)
-			} else {
-				dst = append(dst, packFalse)
-			}
-		case int8:
-			dst = binary.AppendVarint(append(dst, packInt8), int64(x))
-		case int16:
-			dst = binary.AppendVarint(append(dst, packInt16), int64(x))
-		case int32:
-			dst = binary.AppendVarint(append(dst, packInt32), int64(x))
-		case int64:
-			dst = binary.AppendVarint(append(dst, packInt64), x)
-		case int:
-			dst = binary.AppendVarint(append(dst, packInt), int64(x))
-		case uint8:
-			dst = binary.AppendUvarint(append(dst, packUint8), uint64(x))
-		case uint16:
-			dst = binary.AppendUvarint(append(dst, packUint16), uint64(x))
-		case uint32:
-			dst = binary.AppendUvarint(append(dst, packUint32), uint64(x))
-		case uint64:
-			dst = binary.AppendUvarint(append(dst, packUint64), x)
-		case uint:
-			dst = binary.AppendUvarint(append(dst, packUint), uint64(x))
-		case float32:
-			dst = binary.LittleEndian.AppendUint32(append(dst, packFloat32), math.Float32bits(x))
-		case float64:
-			dst = binary.LittleEndian.AppendUint64(append(dst, packFloat64), math.Float64bits(x))
-		case string:
-			dst = append(binary.AppendUvarint(append(dst, packString), uint64(len(x))), x...)
-		case []byte:
-			if x == nil {
-				dst = append(dst, packNilBytes)
-				continue
-			}
-			dst = append(binary.AppendUvarint(append(dst, packBytes), uint64(len(x))), x...)
-		case decimal.Decimal:
-			// The coefficient and the exponent: the same digits back,
-			// trailing zeros included.
-			c := x.Coefficient()
-			dst = binary.AppendVarint(append(dst, packDecimal), int64(x.Exponent()))
-			dst = append(dst, byte(c.Sign()+1))
-			mag := c.Bytes()
-			dst = append(binary.AppendUvarint(dst, uint64(len(mag))), mag...)
-		default:
+		var ok bool
+		if dst, ok = packValue(dst, x); !ok {
 			return dst, false
 		}
+	}
+	return dst, true
+}
+
+// packValue appends x packed to dst, and reports whether it could.
+func packValue(dst []byte, x any) ([]byte, bool) {
+	switch x := x.(type) {
+	case nil:
+		dst = append(dst, packNil)
+	case bool:
+		if x {
+			dst = append(dst, packTrue)
+		} else {
+			dst = append(dst, packFalse)
+		}
+	case int8:
+		dst = binary.AppendVarint(append(dst, packInt8), int64(x))
+	case int16:
+		dst = binary.AppendVarint(append(dst, packInt16), int64(x))
+	case int32:
+		dst = binary.AppendVarint(append(dst, packInt32), int64(x))
+	case int64:
+		dst = binary.AppendVarint(append(dst, packInt64), x)
+	case int:
+		dst = binary.AppendVarint(append(dst, packInt), int64(x))
+	case uint8:
+		dst = binary.AppendUvarint(append(dst, packUint8), uint64(x))
+	case uint16:
+		dst = binary.AppendUvarint(append(dst, packUint16), uint64(x))
+	case uint32:
+		dst = binary.AppendUvarint(append(dst, packUint32), uint64(x))
+	case uint64:
+		dst = binary.AppendUvarint(append(dst, packUint64), x)
+	case uint:
+		dst = binary.AppendUvarint(append(dst, packUint), uint64(x))
+	case float32:
+		dst = binary.LittleEndian.AppendUint32(append(dst, packFloat32), math.Float32bits(x))
+	case float64:
+		dst = binary.LittleEndian.AppendUint64(append(dst, packFloat64), math.Float64bits(x))
+	case string:
+		dst = append(binary.AppendUvarint(append(dst, packString), uint64(len(x))), x...)
+	case []byte:
+		if x == nil {
+			dst = append(dst, packNilBytes)
+			break
+		}
+		dst = append(binary.AppendUvarint(append(dst, packBytes), uint64(len(x))), x...)
+	case decimal.Decimal:
+		// The coefficient and the exponent: the same digits back,
+		// trailing zeros included.
+		c := x.Coefficient()
+		dst = binary.AppendVarint(append(dst, packDecimal), int64(x.Exponent()))
+		dst = append(dst, byte(c.Sign()+1))
+		mag := c.Bytes()
+		dst = append(binary.AppendUvarint(dst, uint64(len(mag))), mag...)
+	default:
+		return dst, false
 	}
 	return dst, true
 }

@@ -83,7 +83,7 @@ func TestValidatorRowPacked(t *testing.T) {
 	body := []byte("shared event bytes")
 	after := []any{int64(1000), string(body[:6]), body[7:12]}
 	r := newRow(tb, tb.PrimaryKey, after, nil)
-	if r.packed == nil || r.vals != nil || r.deleted {
+	if r.packed == nil || r.odd != nil || r.deleted {
 		t.Fatalf("row not packed: %+v", r)
 	}
 	copy(body, "XXXXXXXXXXXXXXXXXX")
@@ -100,7 +100,7 @@ func TestValidatorRowPacked(t *testing.T) {
 	}
 	ts := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
 	odd := newRow(tb, tb.PrimaryKey, []any{int64(2), ts, nil}, nil)
-	if odd.packed != nil || odd.vals == nil {
+	if odd.packed != nil || odd.odd == nil || odd.odd.vals == nil {
 		t.Fatalf("a row with a time.Time: %+v", odd)
 	}
 	if img, kv, err := odd.unpack(); err != nil || !reflect.DeepEqual(img, []any{int64(2), ts, nil}) || !reflect.DeepEqual(kv, []any{int64(2)}) {

@@ -13,7 +13,8 @@
 # upstream (CHECKSUM TABLE) and the validator must record no error row.
 #
 # With PROFILE=DIR, each mode's run writes a CPU profile to DIR/MODE.pprof
-# (go tool pprof -top DIR/full.pprof). MODES (default "off fast full")
+# (go tool pprof -top DIR/full.pprof) and a heap profile to DIR/MODE.heap
+# when the syncer has applied the binlog. MODES (default "off fast full")
 # picks the modes; ROUNDS (default 1) runs them that many times, alternated,
 # each on a downstream emptied first.
 #
@@ -63,7 +64,7 @@ for m in "${runs[@]}"; do
 	# A fresh downstream each time (ROUNDS > 1 applies to the same server again).
 	q "${!h}" "${!p}" -e "DROP DATABASE IF EXISTS sbtest; DROP DATABASE IF EXISTS dmworker_meta"
 	prof=()
-	[[ -n ${PROFILE:-} ]] && { mkdir -p "$PROFILE"; prof=(-cpuprofile "$PROFILE/$mode-${#results[@]}.pprof"); }
+	[[ -n ${PROFILE:-} ]] && { mkdir -p "$PROFILE"; prof=(-cpuprofile "$PROFILE/$mode-${#results[@]}.pprof" -memprofile "$PROFILE/$mode-${#results[@]}.heap"); }
 	out=$("$work/validator" -mode "$mode" -workers "$workers" "${prof[@]}" \
 		-upstream "$UPSTREAM_USER:$UPSTREAM_PASSWORD@$UPSTREAM_HOST:$UPSTREAM_PORT" \
 		-downstream "$UPSTREAM_USER:$UPSTREAM_PASSWORD@${!h}:${!p}")
@@ -80,8 +81,8 @@ echo "machine after: load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 python3 - "${results[@]}" <<'PY'
 import json, statistics, sys
 rs = [json.loads(a) for a in sys.argv[1:]]
-print("| validation | load at start | apply s | rows/s | vs off | validated s | rows checked | error rows | peak RSS MB | CPU s ours / up / down | downstream SELECTs | downstream Handler_read_key |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+print("| validation | load at start | apply s | rows/s | vs off | validated s | rows checked | error rows | peak RSS MB | peak live heap MB | validator peak MB | CPU s ours / up / down | downstream SELECTs | downstream Handler_read_key |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
 base = None
 for r in rs:
     if r["mode"] == "off":
@@ -89,7 +90,7 @@ for r in rs:
     v = f"{r['validated_s']:.2f}" if r["mode"] != "off" else ""
     vs = f"{r['rows_per_s']/base*100:.0f}%" if base else ""
     d = r["downstream"]
-    print(f"| {r['mode']} | {r['load']} | {r['seconds']:.2f} | {r['rows_per_s']:.0f} | {vs} | {v} | {r['checked']} | {r['error_rows']} | {r['peak_rss_kb']/1024:.1f} | {r['cpu_s']:.2f} / {r['upstream_cpu_s']:.2f} / {r['downstream_cpu_s']:.2f} | {d.get('Com_select', 0)} | {d.get('Handler_read_key', 0)} |")
+    print(f"| {r['mode']} | {r['load']} | {r['seconds']:.2f} | {r['rows_per_s']:.0f} | {vs} | {v} | {r['checked']} | {r['error_rows']} | {r['peak_rss_kb']/1024:.1f} | {r.get('peak_live_heap_mb', 0):.1f} | {r['validator_peak_bytes']/(1<<20):.1f} | {r['cpu_s']:.2f} / {r['upstream_cpu_s']:.2f} / {r['downstream_cpu_s']:.2f} | {d.get('Com_select', 0)} | {d.get('Handler_read_key', 0)} |")
     if r["error_rows"]:
         sys.exit(f"mode {r['mode']}: {r['error_rows']} error rows")
 if len(rs) > 3:

@@ -26,9 +26,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,6 +57,7 @@ func run() error {
 	logLevel := flag.String("log-level", "warn", "log level to stderr: debug, info, warn or error")
 	stall := flag.Duration("stall", 5*time.Minute, "give up (status and goroutines to stderr, exit 1) when the validator has not validated the binlog's end this long after the syncer applied it")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run (apply and validation) to this file")
+	memprofile := flag.String("memprofile", "", "write a heap profile to this file when the syncer has applied the binlog (the validator's rows are then at their most)")
 	flag.Parse()
 	up, err := streamer.ParseUpstream(*upFlag)
 	if err != nil {
@@ -116,6 +119,27 @@ func run() error {
 	defer stopProfile()
 	var ru0 syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	// The live heap (as the last collection marked it), sampled: its peak
+	// is what the process keeps, the garbage collector's headroom aside.
+	var peakLive atomic.Uint64
+	sampleDone := make(chan struct{})
+	defer close(sampleDone)
+	go func() {
+		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-sampleDone:
+				return
+			case <-tick.C:
+			}
+			metrics.Read(sample)
+			if v := sample[0].Value.Uint64(); v > peakLive.Load() {
+				peakLive.Store(v)
+			}
+		}
+	}()
 	done := make(chan error, 1)
 	begin := time.Now()
 	go func() { done <- t.Run(ctx) }()
@@ -147,6 +171,18 @@ func run() error {
 		return err
 	}
 	secs := time.Since(begin).Seconds()
+	if *memprofile != "" {
+		f, err := os.Create(*memprofile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
 	vsecs := 0.0
 	if *mode != "off" {
 		if err := wait(*stall, func(s dmworker.SubTaskStatus) bool {
@@ -183,7 +219,7 @@ func run() error {
 		"rows_per_s": float64(s.Syncer.Rows) / secs, "validated_s": vsecs,
 		"checked": s.Validator.Checked, "error_rows": s.Validator.ErrorRows, "differing": s.Validator.Differing,
 		"validator_peak_bytes": s.Validator.PeakBytes, "spilled": s.Validator.Spilled, "reading": s.Validator.Reading,
-		"peak_rss_kb": benchutil.PeakRSSKB(),
+		"peak_rss_kb": benchutil.PeakRSSKB(), "peak_live_heap_mb": float64(peakLive.Load()) / (1 << 20),
 	})
 }
 
