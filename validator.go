@@ -336,6 +336,7 @@ type validator struct {
 	// validator_pending or validator_errors (no false negatives): a row
 	// that converges in memory has its rows there deleted when it may.
 	filter []uint64
+	marked bool // a bit is set in filter
 	st     ValidatorStatus
 	// differing is how many rows held differed at their last check, as
 	// counted at the end of the last pass (status reads it).
@@ -902,46 +903,64 @@ func (v *validator) pass(ctx context.Context, spillAll bool) error {
 		todo = append(todo, r)
 	}
 	v.mu.Unlock()
-	results, checkErr := v.check(ctx, todo)
-	now := time.Now()
 	delay := time.Duration(v.cfg.RowErrorDelay)
 	var toRecord, toSpill []*vrow
 	var toClear []string // key hashes whose spilled or error rows go
-	v.mu.Lock()
-	for _, r := range todo {
-		res, ok := results[r]
-		if !ok {
-			continue
+	var checkErr error
+	// A part at a time, so that what a check reads (the downstream's
+	// rows) is dropped part by part.
+	for len(todo) > 0 && ctx.Err() == nil {
+		part := todo[:min(passPart, len(todo))]
+		todo = todo[len(part):]
+		results, err := v.check(ctx, part)
+		if checkErr == nil {
+			checkErr = err
 		}
-		v.st.Checked++
-		cur := v.rows[r.id]
-		current := cur == r // not replaced by a newer image meanwhile
-		if res.equal {
-			if current {
-				v.release(r)
-				if h := errorHash(r.id); v.maybe(h) {
-					toClear = append(toClear, h)
+		now := time.Now()
+		v.mu.Lock()
+		for i, r := range part {
+			part[i] = nil // not kept by todo's array
+			res, ok := results[r]
+			if !ok {
+				continue
+			}
+			v.st.Checked++
+			cur := v.rows[r.id]
+			current := cur == r // not replaced by a newer image meanwhile
+			if res.equal {
+				if current {
+					v.release(r)
+					if !v.filterEmpty() {
+						if h := errorHash(r.id); v.maybe(h) {
+							toClear = append(toClear, h)
+						}
+					}
 				}
+				continue
 			}
-			continue
-		}
-		if r.firstDiff.IsZero() {
-			r.firstDiff = at(now)
-		}
-		r.lastDiff = at(now)
-		if !current {
-			if cur != nil && cur.firstDiff.IsZero() {
-				cur.firstDiff = r.firstDiff
+			if r.firstDiff.IsZero() {
+				r.firstDiff = at(now)
 			}
-			continue
+			r.lastDiff = at(now)
+			if !current {
+				if cur != nil && cur.firstDiff.IsZero() {
+					cur.firstDiff = r.firstDiff
+				}
+				continue
+			}
+			r.checked = true
+			if now.Sub(r.firstDiff.Time()) >= delay {
+				r.setDown(res.down) // for the error row; not kept otherwise
+				toRecord = append(toRecord, r)
+				v.release(r)
+			}
 		}
-		r.checked = true
-		if now.Sub(r.firstDiff.Time()) >= delay {
-			r.setDown(res.down) // for the error row; not kept otherwise
-			toRecord = append(toRecord, r)
-			v.release(r)
-		}
+		v.mu.Unlock()
 	}
+	if checkErr == nil {
+		checkErr = ctx.Err()
+	}
+	v.mu.Lock()
 	if spillAll || v.heldBytes >= v.cfg.MemoryBytes/2 {
 		for _, r := range v.rows {
 			if r.checked && !r.firstDiff.IsZero() {
@@ -981,6 +1000,7 @@ func (v *validator) pass(ctx context.Context, spillAll bool) error {
 	v.st.ErrorRows, v.st.Spilled = nerr, npend
 	if nerr == 0 && npend == 0 {
 		clear(v.filter) // nothing in the tables: no row may be there
+		v.marked = false
 	}
 	v.mu.Unlock()
 	if checkErr != nil {
@@ -988,6 +1008,9 @@ func (v *validator) pass(ctx context.Context, spillAll bool) error {
 	}
 	return v.persist(ctx)
 }
+
+// passPart is how many rows a pass checks before it takes their results.
+const passPart = 4096
 
 // filterBits is the size of the validator's filter of key hashes in its
 // tables (128 KiB).
@@ -1006,7 +1029,13 @@ func (v *validator) mark(hash string) {
 	i, j := filterPos(hash)
 	v.filter[i/64] |= 1 << (i % 64)
 	v.filter[j/64] |= 1 << (j % 64)
+	v.marked = true
 }
+
+// filterEmpty reports whether no key hash is marked: no row held has a row
+// in the validator's tables, and none needs hashing to find out (v.mu
+// held).
+func (v *validator) filterEmpty() bool { return !v.marked }
 
 // maybe reports whether hash may have a row in the validator's tables
 // (v.mu held).
