@@ -119,14 +119,19 @@ type ValidationConfig struct {
 	// RowErrorDelay is how long a row may differ before it is recorded as
 	// an error row. Default 30m (DefaultRowErrorDelay, DM's default).
 	RowErrorDelay Duration `json:"row-error-delay,omitzero" toml:"row-error-delay"`
-	// MemoryBytes bounds the rows held in memory, differing ones
-	// included (estimated from their values: the upstream image, and
-	// the downstream one a check reads as large as it): when
-	// the next row would take them past it, they are checked, and those
-	// that differ spilled to the meta schema, before anything more is
-	// read. It bounds as well the queue of changes the syncer hands over
-	// (their images, estimated the same way): past it the validator
-	// reads the binlog itself. Default 64 MiB.
+	// MemoryBytes bounds what the validator holds in memory: the rows it
+	// has yet to check, differing ones included (each counted as
+	// allocated: its packed values, its id, its struct and map entry;
+	// about 430 bytes for a sysbench row), and the changes the syncer
+	// has handed over that wait to be taken (their decoded images). Past
+	// half of it, the rows held are checked (those equal dropped, those
+	// differing spilled to the meta schema); when the next change would
+	// take it past the whole, they are checked before anything more is
+	// taken; when the changes the syncer has not yet stored a checkpoint
+	// past leave no room, the validator reads the binlog itself from its
+	// checkpoint. What a check reads transiently (4096 rows' downstream
+	// images at a time) and the garbage collector's headroom (GOGC) come
+	// on top. Default 64 MiB.
 	MemoryBytes int64 `json:"memory-bytes,omitempty" toml:"memory-bytes"`
 	// CheckInterval is how often the rows held are checked (and, when
 	// differing, checked again), at most a quarter of RowErrorDelay and
@@ -206,9 +211,9 @@ type ValidatorStatus struct {
 	// Pending is how many rows are pending: not checked yet, or
 	// differing for less than the row error delay, in memory or spilled
 	// to the meta schema (Spilled of them, at the last pass).
-	// PendingBytes estimates the rows held in memory, PeakBytes the most
-	// they took at once: at most MemoryBytes, but for a single row larger
-	// than it.
+	// PendingBytes is what the rows held in memory take (as MemoryBytes
+	// counts them), PeakBytes the most they took at once: at most
+	// MemoryBytes, but for a single row larger than it.
 	Pending      int
 	PendingBytes int64
 	PeakBytes    int64
