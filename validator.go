@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/shopspring/decimal"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/dmworker/dmworker/streamer"
 )
@@ -129,9 +130,9 @@ type ValidationConfig struct {
 	// take it past the whole, they are checked before anything more is
 	// taken; when the changes the syncer has not yet stored a checkpoint
 	// past leave no room, the validator reads the binlog itself from its
-	// checkpoint. What a check reads transiently (4096 rows' downstream
-	// images at a time) and the garbage collector's headroom (GOGC) come
-	// on top. Default 64 MiB.
+	// checkpoint. What a check reads transiently (the downstream images
+	// of 4 x 4096 rows at a time) and the garbage collector's headroom
+	// (GOGC) come on top. Default 64 MiB.
 	MemoryBytes int64 `json:"memory-bytes,omitempty" toml:"memory-bytes"`
 	// CheckInterval is how often the rows held are checked (and, when
 	// differing, checked again), at most a quarter of RowErrorDelay and
@@ -911,57 +912,71 @@ func (v *validator) pass(ctx context.Context, spillAll bool) error {
 	delay := time.Duration(v.cfg.RowErrorDelay)
 	var toRecord, toSpill []*vrow
 	var toClear []string // key hashes whose spilled or error rows go
-	var checkErr error
 	// A part at a time, so that what a check reads (the downstream's
-	// rows) is dropped part by part.
+	// rows) is dropped part by part, and the rows equal are released as
+	// the pass goes; passWorkers parts at once, each on its own
+	// connection, so that a pass keeps up with a syncer that writes with
+	// many.
+	var errMu sync.Mutex
+	var checkErr error
+	var g errgroup.Group
+	g.SetLimit(passWorkers)
 	for len(todo) > 0 && ctx.Err() == nil {
 		part := todo[:min(passPart, len(todo))]
 		todo = todo[len(part):]
-		results, err := v.check(ctx, part)
-		if checkErr == nil {
-			checkErr = err
-		}
-		now := time.Now()
-		v.mu.Lock()
-		for i, r := range part {
-			part[i] = nil // not kept by todo's array
-			res, ok := results[r]
-			if !ok {
-				continue
+		g.Go(func() error {
+			results, err := v.check(ctx, part)
+			if err != nil {
+				errMu.Lock()
+				if checkErr == nil {
+					checkErr = err
+				}
+				errMu.Unlock()
 			}
-			v.st.Checked++
-			cur := v.rows[r.id]
-			current := cur == r // not replaced by a newer image meanwhile
-			if res.equal {
-				if current {
-					v.release(r)
-					if !v.filterEmpty() {
-						if h := errorHash(r.id); v.maybe(h) {
-							toClear = append(toClear, h)
+			now := time.Now()
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			for i, r := range part {
+				part[i] = nil // not kept by todo's array
+				res, ok := results[r]
+				if !ok {
+					continue
+				}
+				v.st.Checked++
+				cur := v.rows[r.id]
+				current := cur == r // not replaced by a newer image meanwhile
+				if res.equal {
+					if current {
+						v.release(r)
+						if !v.filterEmpty() {
+							if h := errorHash(r.id); v.maybe(h) {
+								toClear = append(toClear, h)
+							}
 						}
 					}
+					continue
 				}
-				continue
-			}
-			if r.firstDiff.IsZero() {
-				r.firstDiff = at(now)
-			}
-			r.lastDiff = at(now)
-			if !current {
-				if cur != nil && cur.firstDiff.IsZero() {
-					cur.firstDiff = r.firstDiff
+				if r.firstDiff.IsZero() {
+					r.firstDiff = at(now)
 				}
-				continue
+				r.lastDiff = at(now)
+				if !current {
+					if cur != nil && cur.firstDiff.IsZero() {
+						cur.firstDiff = r.firstDiff
+					}
+					continue
+				}
+				r.checked = true
+				if now.Sub(r.firstDiff.Time()) >= delay {
+					r.setDown(res.down) // for the error row; not kept otherwise
+					toRecord = append(toRecord, r)
+					v.release(r)
+				}
 			}
-			r.checked = true
-			if now.Sub(r.firstDiff.Time()) >= delay {
-				r.setDown(res.down) // for the error row; not kept otherwise
-				toRecord = append(toRecord, r)
-				v.release(r)
-			}
-		}
-		v.mu.Unlock()
+			return nil
+		})
 	}
+	_ = g.Wait() // the parts' errors are in checkErr
 	if checkErr == nil {
 		checkErr = ctx.Err()
 	}
@@ -1014,8 +1029,12 @@ func (v *validator) pass(ctx context.Context, spillAll bool) error {
 	return v.persist(ctx)
 }
 
-// passPart is how many rows a pass checks before it takes their results.
-const passPart = 4096
+// passPart is how many rows a pass checks before it takes their results,
+// and passWorkers how many parts it checks at once.
+const (
+	passPart    = 4096
+	passWorkers = 4
+)
 
 // filterBits is the size of the validator's filter of key hashes in its
 // tables (128 KiB).
@@ -1680,6 +1699,13 @@ func (v *validator) room(ctx context.Context, f *validatorFeed, need int64, alon
 		if held == 0 || !f.usable() {
 			f.stopOver()
 			return errFeedOff
+		}
+		// A pass under way (asked for at half the budget) releases rows
+		// as it goes: its end first.
+		v.checkMu.Lock()
+		v.checkMu.Unlock()
+		if v.used.Load()+need <= budget {
+			continue
 		}
 		if err := v.pass(ctx, true); err != nil {
 			if ctx.Err() != nil {
