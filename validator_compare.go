@@ -281,7 +281,30 @@ func valueEqual(c Column, up, down any) bool {
 	if up == nil || down == nil {
 		return up == nil && down == nil
 	}
-	switch valueFamily(c) {
+	fam := valueFamily(c)
+	if d, ok := down.([]byte); ok {
+		// The common cases, without a copy of the downstream's text.
+		switch u := up.(type) {
+		case string:
+			switch fam {
+			case "char":
+				return strings.TrimRight(u, " ") == string(bytes.TrimRight(d, " "))
+			case "other", "int":
+				return u == string(d)
+			}
+		case int64:
+			if fam == "int" || fam == "other" {
+				var buf [24]byte
+				return string(strconv.AppendInt(buf[:0], u, 10)) == string(d)
+			}
+		case uint64:
+			if fam == "int" || fam == "other" {
+				var buf [24]byte
+				return string(strconv.AppendUint(buf[:0], u, 10)) == string(d)
+			}
+		}
+	}
+	switch fam {
 	case "float":
 		return floatEqual(toFloat(up), toFloat(down), 1e-6)
 	case "double":

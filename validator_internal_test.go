@@ -51,6 +51,13 @@ func TestValidatorValueRules(t *testing.T) {
 		{col("int(11)", false), int64(-1), nil, false},
 		{col("int(11)", false), nil, nil, true},
 		{col("year", false), int64(1999), []byte("1999"), true},
+		{col("int(11)", false), int64(-7), []byte("-7"), true},
+		{col("int(11)", false), int64(-7), []byte("7"), false},
+		{col("bigint(20) unsigned", false), uint64(7), []byte("8"), false},
+		{col("varchar(10)", false), "ab", []byte("ab"), true},
+		{col("text", false), "ab", []byte("abc"), false},
+		{col("char(10)", false), "ab  ", []byte("ab"), true},
+		{col("char(10)", false), "ab", []byte("ac"), false},
 	} {
 		if got := valueEqual(tc.c, tc.up, tc.down); got != tc.equal {
 			t.Errorf("%s: %#v vs %#v: equal %v, want %v", tc.c.Type, tc.up, tc.down, got, tc.equal)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/big"
+	"unsafe"
 
 	"github.com/shopspring/decimal"
 )
@@ -112,7 +113,10 @@ func packValue(dst []byte, x any) ([]byte, bool) {
 
 var errPacked = errors.New("validator: a packed row is damaged")
 
-// unpackValues returns the n values packed in b.
+// unpackValues returns the n values packed in b. Strings and byte slices
+// share b's bytes (a check reads many rows and keeps none): b must not
+// change after (a held row's packed bytes never do), and what uses a
+// []byte returned must not write to it.
 func unpackValues(b []byte, n int) ([]any, error) {
 	out := make([]any, n)
 	for i := range out {
@@ -180,12 +184,12 @@ func unpackValues(b []byte, n int) ([]any, error) {
 			if k <= 0 || uint64(len(b)-k) < l {
 				return nil, errPacked
 			}
-			s := b[k : k+int(l)]
+			s := b[k : k+int(l) : k+int(l)]
 			b = b[k+int(l):]
 			if tag == packString {
-				out[i] = string(s)
+				out[i] = unsafe.String(unsafe.SliceData(s), len(s))
 			} else {
-				out[i] = append([]byte{}, s...)
+				out[i] = s
 			}
 		case packNilBytes:
 			out[i] = []byte(nil)

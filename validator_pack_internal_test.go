@@ -63,6 +63,13 @@ func TestPackValuesRoundTrip(t *testing.T) {
 	if out, _ := unpackValues(b, 1); string(out[0].([]byte)) != "abc" {
 		t.Errorf("the packed bytes follow their source: %q", out[0])
 	}
+	// An unpacked []byte cannot grow into the packed bytes after it.
+	b, _ = packValues(nil, []any{[]byte("ab"), "cd"})
+	out, _ = unpackValues(b, 2)
+	_ = append(out[0].([]byte), 'Z')
+	if again, _ := unpackValues(b, 2); again[1] != "cd" {
+		t.Errorf("an append to an unpacked []byte changed the next value: %q", again[1])
+	}
 	if _, ok := packValues(nil, []any{int64(1), time.Now()}); ok {
 		t.Error("a time.Time was packed")
 	}
