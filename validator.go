@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/shopspring/decimal"
 	"golang.org/x/sync/errgroup"
@@ -449,14 +450,13 @@ func (r *vrow) saved() (savedRow, error) {
 // image or keyVals.
 func newRow(t *Table, key []int, image, keyVals []any) *vrow {
 	r := &vrow{table: t, key: key, deleted: image == nil}
-	n := 0
+	// One allocation for the id and the packed values: the id first.
+	n := len(t.Schema) + len(t.Name) + 3 + 24*len(key)
 	if keyVals == nil {
-		r.id = rowIDAt(t, image, key)
 		for _, k := range key {
 			n += 1 + packedSize(image[k])
 		}
 	} else {
-		r.id = rowID(t, keyVals)
 		for _, x := range keyVals {
 			n += 1 + packedSize(x)
 		}
@@ -464,7 +464,14 @@ func newRow(t *Table, key []int, image, keyVals []any) *vrow {
 	for _, x := range image {
 		n += 1 + packedSize(x)
 	}
-	b, ok := make([]byte, 0, n), true
+	b := make([]byte, 0, n)
+	if keyVals == nil {
+		b = appendRowID(b, t, image, key)
+	} else {
+		b = appendRowID(b, t, keyVals, nil)
+	}
+	idLen := len(b)
+	ok := true
 	if keyVals == nil {
 		for _, k := range key {
 			if b, ok = packValue(b, image[k]); !ok {
@@ -478,8 +485,11 @@ func newRow(t *Table, key []int, image, keyVals []any) *vrow {
 		b, ok = packValues(b, image)
 	}
 	if ok {
-		r.packed = b
+		// b is not written again: the id can share it.
+		r.id = unsafe.String(unsafe.SliceData(b), idLen)
+		r.packed = b[idLen:len(b):len(b)]
 	} else {
+		r.id = string(b[:idLen])
 		if keyVals == nil {
 			keyVals = pick(image, key)
 		}
@@ -598,7 +608,10 @@ const rowOverhead = 184
 // rowBytes is what r takes in memory as allocated: its struct and map
 // entry, its id, and its values (packed, or as they are).
 func rowBytes(r *vrow) int64 {
-	return rowOverhead + allocSize(len(r.id)) + allocSize(cap(r.packed)) + r.oddSize()
+	if r.packed != nil {
+		return rowOverhead + allocSize(len(r.id)+cap(r.packed)) + r.oddSize() // one allocation
+	}
+	return rowOverhead + allocSize(len(r.id)) + r.oddSize()
 }
 
 // oddSize is what r.odd takes.
@@ -678,7 +691,16 @@ func rowIDAt(t *Table, vals []any, idx []int) string {
 	if idx != nil {
 		n = len(idx)
 	}
-	b := make([]byte, 0, len(t.Schema)+len(t.Name)+2+24*n)
+	return string(appendRowID(make([]byte, 0, len(t.Schema)+len(t.Name)+2+24*n), t, vals, idx))
+}
+
+// appendRowID appends rowIDAt(t, vals, idx) to b.
+func appendRowID(b []byte, t *Table, vals []any, idx []int) []byte {
+	n := len(vals)
+	if idx != nil {
+		n = len(idx)
+	}
+	start := len(b)
 	b = append(append(append(append(b, t.Schema...), 0), t.Name...), 0)
 	b = append(b, '[')
 	for i := range n {
@@ -700,11 +722,12 @@ func rowIDAt(t *Table, vals []any, idx []int) string {
 				key = pick(vals, idx)
 			}
 			j, _ := json.Marshal(encodeValues(key))
-			return t.Schema + "\x00" + t.Name + "\x00" + string(j)
+			b = append(append(append(append(b[:start], t.Schema...), 0), t.Name...), 0)
+			return append(b, j...)
 		}
 		b = append(b, `"}`...)
 	}
-	return string(append(b, ']'))
+	return append(b, ']')
 }
 
 // keyOf returns the column indexes the validator finds t's rows by: the
