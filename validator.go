@@ -751,29 +751,32 @@ func keyOf(t *Table) []int {
 // add takes a batch's changes.
 func (v *validator) add(changes []Change) {
 	for _, c := range changes {
-		v.holdRows(heldRowsOf(c))
+		v.holdRows(heldRowsOf(&c))
 	}
 }
 
 // heldRowsOf returns the rows a change makes the validator hold (none for a
 // table without a key to find them by), with their ids and sizes.
-func heldRowsOf(c Change) []*vrow {
+func heldRowsOf(c *Change) []*vrow { return appendHeldRows(nil, c) }
+
+// appendHeldRows appends heldRowsOf(c) to rows.
+func appendHeldRows(rows []*vrow, c *Change) []*vrow {
 	key := keyOf(c.Table)
 	if key == nil {
-		return nil
+		return rows
 	}
 	switch c.Kind {
 	case Insert:
-		return []*vrow{newRow(c.Table, key, c.After, nil)}
+		return append(rows, newRow(c.Table, key, c.After, nil))
 	case Delete:
-		return []*vrow{newRow(c.Table, key, nil, pick(c.Before, key))}
+		return append(rows, newRow(c.Table, key, nil, pick(c.Before, key)))
 	case Update:
 		if !sameKeyAt(c.Before, c.After, key) {
-			return []*vrow{newRow(c.Table, key, nil, pick(c.Before, key)), newRow(c.Table, key, c.After, nil)}
+			rows = append(rows, newRow(c.Table, key, nil, pick(c.Before, key)))
 		}
-		return []*vrow{newRow(c.Table, key, c.After, nil)}
+		return append(rows, newRow(c.Table, key, c.After, nil))
 	}
-	return nil
+	return rows
 }
 
 // holdRows puts rows in memory.
@@ -1643,11 +1646,11 @@ type stagedItem struct {
 func (v *validator) stage(ctx context.Context, f *validatorFeed, staged []stagedItem, items []feedItem) ([]stagedItem, error) {
 	for _, it := range items {
 		s := stagedItem{pos: it.pos, ddl: it.ddl}
-		for _, c := range it.changes {
-			for _, r := range heldRowsOf(c) {
-				s.rows = append(s.rows, r)
-				s.bytes += r.bytes
-			}
+		for i := range it.changes {
+			s.rows = appendHeldRows(s.rows, &it.changes[i])
+		}
+		for _, r := range s.rows {
+			s.bytes += r.bytes
 		}
 		if err := v.room(ctx, f, s.bytes, len(s.rows) <= 1); err != nil {
 			return staged, err
@@ -1894,7 +1897,7 @@ type validatorSink struct{ v *validator }
 func (s *validatorSink) Apply(ctx context.Context, b *Batch) error {
 	v := s.v
 	for _, c := range b.Changes {
-		rows := heldRowsOf(c)
+		rows := heldRowsOf(&c)
 		var need int64
 		for _, r := range rows {
 			need += r.bytes
