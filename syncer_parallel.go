@@ -88,6 +88,7 @@ type parallelApplier struct {
 	saved      streamer.Position // position of the last checkpoint stored
 	lease      streamer.Position // SafeUntil of the last checkpoint stored
 	lastSave   time.Time
+	lastFeed   time.Time // when the validator's feed was last told what is applied
 	conflicts  int64
 
 	// Tables written in the current one-second window, and the spread
@@ -613,7 +614,48 @@ func (p *parallelApplier) txnEnd(ctx context.Context, pos streamer.Position, com
 	if err := p.flushGroups(ctx, false); err != nil {
 		return err
 	}
-	return p.maybeCheckpoint(ctx, false)
+	if err := p.maybeCheckpoint(ctx, false); err != nil {
+		return err
+	}
+	if f := p.w.s.feed.Load(); f != nil && time.Since(p.lastFeed) >= feedAppliedEvery {
+		p.lastFeed = time.Now()
+		f.applied(p.appliedPos())
+	}
+	return nil
+}
+
+// feedAppliedEvery is how often the validator's feed is told how far the
+// workers have applied (between the checkpoints, stored every
+// CheckpointInterval), so that the validator holds the rows it has taken
+// from the feed that soon.
+const feedAppliedEvery = 50 * time.Millisecond
+
+// appliedPos is the position before which every change read has been
+// applied: the watermark, without taking the markers it passes (the next
+// checkpoint does).
+func (p *parallelApplier) appliedPos() streamer.Position {
+	pos := p.saved
+	if !p.midTxn && p.idle() {
+		pos = p.lastTxnEnd
+	} else {
+		for _, m := range p.markers {
+			ok := true
+			for w, need := range m.need {
+				if p.workers[w].applied.Load() < need {
+					ok = false
+					break
+				}
+			}
+			if !ok {
+				break
+			}
+			pos = m.pos
+		}
+	}
+	if len(p.group) > 0 && pos.Compare(p.groupFrom) > 0 {
+		pos = p.groupFrom // gathered changes of cascade groups are not applied yet
+	}
+	return pos
 }
 
 // ddl is a barrier: everything before the DDL is applied first.

@@ -126,12 +126,12 @@ type ValidationConfig struct {
 	// allocated: its packed values, its id, its struct and map entry;
 	// about 430 bytes for a sysbench row), and the changes the syncer
 	// has handed over that wait to be taken (their decoded images). Past
-	// half of it, the rows held are checked (those equal dropped, those
-	// differing spilled to the meta schema); when the next change would
-	// take it past the whole, they are checked before anything more is
-	// taken; when the changes the syncer has not yet stored a checkpoint
-	// past leave no room, the validator reads the binlog itself from its
-	// checkpoint. What a check reads transiently (the downstream images
+	// three quarters of it, the rows held are checked (those equal
+	// dropped, those differing, past half of it, spilled to the meta
+	// schema); when the next change would take it past the whole, they
+	// are checked before anything more is taken; when the changes the
+	// syncer has not applied yet leave no room, the validator reads the
+	// binlog itself from its checkpoint. What a check reads transiently (the downstream images
 	// of 4 x 4096 rows at a time) and the garbage collector's headroom
 	// (GOGC) come on top. Default 64 MiB.
 	MemoryBytes int64 `json:"memory-bytes,omitempty" toml:"memory-bytes"`
@@ -333,8 +333,8 @@ type validator struct {
 	stagedRows  int
 	// used is heldBytes + stagedBytes, for the feed to read without v.mu.
 	used atomic.Int64
-	// kick asks the pass loop for a pass now (the rows take half the
-	// memory budget).
+	// kick asks the pass loop for a pass now (the rows take three
+	// quarters of the memory budget).
 	kick     chan struct{}
 	version  uint64
 	lastRead Checkpoint // what the inner syncer stored last (schema merged)
@@ -1527,6 +1527,13 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 	return err
 }
 
+// passAt is what the validator may hold before it checks the rows held
+// without waiting for the next interval: three quarters of the memory
+// budget, the rest being room for the changes taken meanwhile (those the
+// syncer has not applied yet, about feedAppliedEvery's worth, and those
+// waiting in the feed).
+func (v *validator) passAt() int64 { return v.cfg.MemoryBytes / 4 * 3 }
+
 // Checks give way to a syncer that is catching up.
 const (
 	// yieldLag is the syncer's lag over which the timed checks wait.
@@ -1536,7 +1543,7 @@ const (
 )
 
 // yield reports whether the timed pass may wait: the syncer is catching up
-// (its lag is over yieldLag), the rows held take less than half the
+// (its lag is over yieldLag), the rows held take less than passAt of the
 // memory budget (past it, runFeed asks for a pass anyway), and the checks
 // have not waited yieldPasses intervals in a row yet (since: when they
 // started waiting). The rows held still get checked at a DDL.
@@ -1544,7 +1551,7 @@ func (v *validator) yield(s *Syncer, since *time.Time) bool {
 	v.mu.Lock()
 	held := v.heldBytes
 	v.mu.Unlock()
-	if held >= v.cfg.MemoryBytes/2 || s.Status().LagSeconds < yieldLag.Seconds() {
+	if held >= v.passAt() || s.Status().LagSeconds < yieldLag.Seconds() {
 		*since = time.Time{}
 		return false
 	}
@@ -1612,11 +1619,11 @@ func (v *validator) runFeed(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 	defer v.unstage()
 	var saved streamer.Position
 	for {
-		items, cp, err := f.take(ctx)
+		items, cp, done, err := f.take(ctx)
 		if err != nil {
 			return err
 		}
-		if staged, err = v.feedStep(ctx, f, staged, items, cp); err != nil {
+		if staged, err = v.feedStep(ctx, f, staged, items, done); err != nil {
 			return err
 		}
 		if cp.Pos.Compare(saved) > 0 {
@@ -1666,16 +1673,16 @@ func (v *validator) stage(ctx context.Context, f *validatorFeed, staged []staged
 }
 
 // feedStep stages the items taken from the feed, then holds the rows (and
-// runs the DDLs) staged before the syncer's stored checkpoint cp: those
-// the syncer has applied. It returns what stays staged.
-func (v *validator) feedStep(ctx context.Context, f *validatorFeed, staged []stagedItem, items []feedItem, cp Checkpoint) ([]stagedItem, error) {
+// runs the DDLs) staged up to done: those the syncer has applied. It
+// returns what stays staged.
+func (v *validator) feedStep(ctx context.Context, f *validatorFeed, staged []stagedItem, items []feedItem, done streamer.Position) ([]stagedItem, error) {
 	staged, err := v.stage(ctx, f, staged, items)
 	if err != nil {
 		return staged, err
 	}
 	sink := &validatorSink{v}
 	n := 0
-	for ; n < len(staged) && staged[n].pos.Compare(cp.Pos) <= 0; n++ {
+	for ; n < len(staged) && staged[n].pos.Compare(done) <= 0; n++ {
 		it := staged[n]
 		if it.ddl != nil {
 			if err := sink.ExecDDL(ctx, it.ddl); err != nil {
@@ -1710,7 +1717,7 @@ func (v *validator) unstage() {
 // and spills those that differ, and waits for it; should the rows staged
 // still leave no room, it stops the feed f (errFeedOff). With alone, need
 // is a single row's: it is taken whatever its size when nothing else is
-// held. Past half the budget, it asks the pass loop for a pass, without
+// held. Past passAt, it asks the pass loop for a pass, without
 // waiting.
 func (v *validator) room(ctx context.Context, f *validatorFeed, need int64, alone bool) error {
 	budget := v.cfg.MemoryBytes
@@ -1726,7 +1733,7 @@ func (v *validator) room(ctx context.Context, f *validatorFeed, need int64, alon
 			f.stopOver()
 			return errFeedOff
 		}
-		// A pass under way (asked for at half the budget) releases rows
+		// A pass under way (asked for at passAt) releases rows
 		// as it goes: its end first.
 		v.checkMu.Lock()
 		v.checkMu.Unlock()
@@ -1745,7 +1752,7 @@ func (v *validator) room(ctx context.Context, f *validatorFeed, need int64, alon
 			}
 		}
 	}
-	if v.used.Load()+need >= budget/2 {
+	if v.used.Load()+need >= v.passAt() {
 		select {
 		case v.kick <- struct{}{}:
 		default:

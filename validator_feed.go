@@ -35,7 +35,11 @@ type validatorFeed struct {
 	start Checkpoint // where the syncer's run starts, with its schema
 	cp    Checkpoint // the syncer's last stored checkpoint (schema merged)
 	taken streamer.Position
-	items []feedItem
+	// done is where the syncer's workers have applied every change
+	// before (past cp, between the checkpoints it stores); doneTaken
+	// what take returned of it last.
+	done, doneTaken streamer.Position
+	items           []feedItem
 	bytes int64
 	woke  int64 // bytes queued at the last wake-up for changes
 	off   bool  // stopped: takes nothing more
@@ -147,6 +151,18 @@ func (f *validatorFeed) stopOver() {
 	f.stopLocked(true)
 }
 
+// applied records that the syncer has applied every change before pos
+// (it has not stored a checkpoint there yet).
+func (f *validatorFeed) applied(pos streamer.Position) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.off || !f.begun || pos.Compare(f.done) <= 0 || pos.Compare(f.cp.Pos) <= 0 {
+		return
+	}
+	f.done = pos.Clone()
+	f.notify()
+}
+
 // stop stops the feed; the syncer queues nothing more.
 func (f *validatorFeed) stop() {
 	f.mu.Lock()
@@ -192,30 +208,36 @@ func (f *validatorFeed) waitBegin(ctx context.Context) (Checkpoint, error) {
 	}
 }
 
-// take waits until changes are queued or the syncer has stored a
-// checkpoint past the one take returned last, and returns the changes
-// queued (in the order read: the syncer has applied those up to the
-// checkpoint's position, and is applying the others) and the checkpoint.
-// It returns errFeedOff once the feed stopped.
-func (f *validatorFeed) take(ctx context.Context) ([]feedItem, Checkpoint, error) {
+// take waits until changes are queued, or the syncer has stored a
+// checkpoint past the one take returned last, or applied changes past
+// what take returned last, and returns the changes queued (in the order
+// read), the checkpoint, and the position before which every change is
+// applied (done: the checkpoint's, or past it). It returns errFeedOff once
+// the feed stopped.
+func (f *validatorFeed) take(ctx context.Context) (items []feedItem, cp Checkpoint, done streamer.Position, err error) {
 	for {
 		f.mu.Lock()
 		if f.off {
 			f.mu.Unlock()
-			return nil, Checkpoint{}, errFeedOff
+			return nil, Checkpoint{}, streamer.Position{}, errFeedOff
 		}
-		if f.begun && (len(f.items) > 0 || f.cp.Pos.Compare(f.taken) > 0) {
-			items := f.items
-			f.items, f.bytes, f.woke = nil, 0, 0
-			cp := f.cp
+		if f.begun && (len(f.items) > 0 || f.cp.Pos.Compare(f.taken) > 0 || f.done.Compare(f.doneTaken) > 0) {
+			items = f.items
+			f.items, f.bytes, f.woke = make([]feedItem, 0, len(items)), 0, 0
+			cp = f.cp
 			f.taken = cp.Pos
+			done = cp.Pos
+			if f.done.Compare(done) > 0 {
+				done = f.done
+			}
+			f.doneTaken = done
 			f.mu.Unlock()
-			return items, cp, nil
+			return items, cp, done, nil
 		}
 		f.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return nil, Checkpoint{}, ctx.Err()
+			return nil, Checkpoint{}, streamer.Position{}, ctx.Err()
 		case <-f.wake:
 		}
 	}

@@ -164,8 +164,9 @@ func TestValidatorRowIDs(t *testing.T) {
 }
 
 // TestValidatorFeed: the validator takes the syncer's changes as they come
-// but holds a change (to be checked) only once the syncer has stored a
-// checkpoint past it, with that checkpoint (its schema carried over when
+// but holds a change (to be checked) only once the syncer has applied it
+// (stored a checkpoint past it, or told the feed its workers applied
+// past it), with the last checkpoint stored (its schema carried over when
 // the syncer stored none); the feed stops when what waits in it, with what
 // the validator holds, would pass its bound.
 func TestValidatorFeed(t *testing.T) {
@@ -193,7 +194,7 @@ func TestValidatorFeed(t *testing.T) {
 	if !f.usable() {
 		t.Fatal("begin stopped the feed")
 	}
-	items, cp, err := f.take(ctx)
+	items, cp, done, err := f.take(ctx)
 	if err != nil || len(items) != 0 || cp.Pos.Compare(pos(100)) != 0 || string(cp.Schema) != "s1" {
 		t.Fatalf("first take: %v %+v %v", items, cp, err)
 	}
@@ -201,11 +202,11 @@ func TestValidatorFeed(t *testing.T) {
 	f.rows(ch(2), pos(250))
 	f.ddl(&DDL{Schema: "s", Table: "t", Query: "CREATE INDEX i ON t (id)", Pos: pos(300)})
 	f.saved(Checkpoint{Pos: pos(200)}) // covers the first change only
-	items, cp, err = f.take(ctx)
+	items, cp, done, err = f.take(ctx)
 	if err != nil || len(items) != 3 || items[0].changes[0].After[0] != int64(1) || items[2].ddl == nil || cp.Pos.Compare(pos(200)) != 0 || string(cp.Schema) != "s1" {
 		t.Fatalf("take at 200: %+v %+v %v", items, cp, err)
 	}
-	staged, err := v.feedStep(ctx, f, nil, items, cp)
+	staged, err := v.feedStep(ctx, f, nil, items, done)
 	if err != nil || len(staged) != 2 || !slices.Equal(held(), []int64{1}) {
 		t.Fatalf("after the checkpoint at 200: held %v, staged %+v (%v)", held(), staged, err)
 	}
@@ -214,21 +215,44 @@ func TestValidatorFeed(t *testing.T) {
 	}
 	// Nothing new queued or stored: take waits.
 	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	if items, _, err := f.take(wctx); err == nil {
+	if items, _, _, err := f.take(wctx); err == nil {
 		t.Fatalf("take with nothing new returned %+v", items)
 	}
 	cancel()
 	f.saved(Checkpoint{Pos: pos(300), Schema: []byte("s2"), Epoch: 7})
-	items, cp, err = f.take(ctx)
+	items, cp, done, err = f.take(ctx)
 	if err != nil || len(items) != 0 || string(cp.Schema) != "s2" || cp.Epoch != 0 || cp.Pos.Compare(pos(300)) != 0 {
 		t.Fatalf("take at 300: %+v %+v %v", items, cp, err)
 	}
-	staged, err = v.feedStep(ctx, f, staged, items, cp)
+	staged, err = v.feedStep(ctx, f, staged, items, done)
 	if err != nil || len(staged) != 0 || !slices.Equal(held(), []int64{1, 2}) {
 		t.Fatalf("after the checkpoint at 300: held %v, staged %+v (%v)", held(), staged, err)
 	}
 	if st := v.status(); st.Pending != 2 || st.PendingBytes != v.heldBytes {
 		t.Fatalf("status with two rows held: %+v", st)
+	}
+	// Between the checkpoints, what the workers have applied: the rows
+	// before it are held, the checkpoint stays the one stored.
+	f.rows(ch(3), pos(350))
+	f.rows(ch(4), pos(450))
+	f.applied(pos(400))
+	items, cp, done, err = f.take(ctx)
+	if err != nil || len(items) != 2 || cp.Pos.Compare(pos(300)) != 0 || done.Compare(pos(400)) != 0 {
+		t.Fatalf("take with 400 applied: %+v %+v %v %v", items, cp, done, err)
+	}
+	staged, err = v.feedStep(ctx, f, staged, items, done)
+	if err != nil || len(staged) != 1 || !slices.Equal(held(), []int64{1, 2, 3}) {
+		t.Fatalf("after 400 applied: held %v, staged %+v (%v)", held(), staged, err)
+	}
+	f.applied(pos(380)) // behind: changes nothing
+	f.saved(Checkpoint{Pos: pos(500)})
+	items, cp, done, err = f.take(ctx)
+	if err != nil || len(items) != 0 || cp.Pos.Compare(pos(500)) != 0 || done.Compare(pos(500)) != 0 {
+		t.Fatalf("take at 500: %+v %+v %v %v", items, cp, done, err)
+	}
+	staged, err = v.feedStep(ctx, f, staged, items, done)
+	if err != nil || len(staged) != 0 || !slices.Equal(held(), []int64{1, 2, 3, 4}) {
+		t.Fatalf("after the checkpoint at 500: held %v, staged %+v (%v)", held(), staged, err)
 	}
 	// Over the bound: the feed stops and says so.
 	small := newValidatorFeed(300)
@@ -237,7 +261,7 @@ func TestValidatorFeed(t *testing.T) {
 	small.rows(ch(2), pos(250))
 	small.rows(ch(3), pos(350))
 	small.saved(Checkpoint{Pos: pos(400)})
-	if _, _, err := small.take(ctx); !errors.Is(err, errFeedOff) {
+	if _, _, _, err := small.take(ctx); !errors.Is(err, errFeedOff) {
 		t.Fatalf("take after an overflow: %v", err)
 	}
 	if !small.stopIf() {
@@ -251,7 +275,7 @@ func TestValidatorFeed(t *testing.T) {
 	shared.rows(ch(1), pos(150))
 	used.Store(900)
 	shared.rows(ch(2), pos(250))
-	if _, _, err := shared.take(ctx); !errors.Is(err, errFeedOff) {
+	if _, _, _, err := shared.take(ctx); !errors.Is(err, errFeedOff) {
 		t.Fatalf("take after an overflow with 900 bytes held: %v", err)
 	}
 }
