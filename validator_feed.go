@@ -40,10 +40,10 @@ type validatorFeed struct {
 	// what take returned of it last.
 	done, doneTaken streamer.Position
 	items           []feedItem
-	bytes int64
-	woke  int64 // bytes queued at the last wake-up for changes
-	off   bool  // stopped: takes nothing more
-	over  bool  // stopped because it overflowed
+	bytes           int64
+	woke            int64 // bytes queued at the last wake-up for changes
+	off             bool  // stopped: takes nothing more
+	over            bool  // stopped because it overflowed
 }
 
 // feedItem is a rows event's changes, or a DDL, at pos.
