@@ -1,7 +1,10 @@
 package streamer_test
 
 import (
+	"fmt"
+	"runtime"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/go-mysql-org/go-mysql/replication"
@@ -64,5 +67,92 @@ func TestRemoteReaderRowsOwnTheirBytes(t *testing.T) {
 	}
 	if values < 60 {
 		t.Fatalf("%d string values checked, want the 60 written", values)
+	}
+}
+
+// TestRemoteReaderHeldEventsOutliveBlockReuse: the blocks a RemoteReader
+// reads packets into are reused once nothing refers to them, never while a
+// consumer holds an event read into one. Events kept while the reader goes
+// on over reused blocks (collections forced along the way) keep their
+// bytes, their decoded fields and their rows.
+func TestRemoteReaderHeldEventsOutliveBlockReuse(t *testing.T) {
+	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 344})
+	db := m.DB(t)
+	mustExec(t, db, "CREATE DATABASE ru")
+	mustExec(t, db, "CREATE TABLE ru.t (id INT PRIMARY KEY, v MEDIUMTEXT)")
+	const stmts, rows = 160, 20 // some 13 MB of binlog, over 50 blocks
+	for i := range stmts {
+		q := "INSERT INTO ru.t VALUES "
+		var args []any
+		for j := range rows {
+			if j > 0 {
+				q += ","
+			}
+			q += "(?, REPEAT(?, 4000))"
+			args = append(args, i*rows+j, string(rune('a'+(i+j)%26)))
+		}
+		mustExec(t, db, q, args...)
+	}
+	st, err := streamer.QueryUpstream(testCtx(t), upstreamOf(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := st.Master
+	r, err := streamer.NewRemoteReader(upstreamOf(m), streamer.Position{Name: "mysql-bin.000001", Offset: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeReader(t, r)
+	type held struct {
+		ev   *streamer.Event
+		raw  string
+		dump string // the decoded event as printed when it came
+	}
+	var kept []held
+	ctx := testCtx(t)
+	reused := streamer.RemoteBlocksReused()
+	deadline := time.Now().Add(time.Minute)
+	for n := 0; ; n++ {
+		ev, err := r.GetEvent(ctx)
+		if err != nil {
+			t.Fatalf("GetEvent after %d events: %v", n, err)
+		}
+		if n%13 == 0 {
+			kept = append(kept, held{ev, string(ev.RawData), fmt.Sprintf("%+v %+v", ev.Header, ev.Event)})
+		}
+		if n%40 == 39 {
+			runtime.GC() // the blocks nothing refers to get their finalizers run
+		}
+		// After the first few statements, until a block has come back, force
+		// collections (the reader may take a reused block at any read).
+		if n >= stmts/2 && streamer.RemoteBlocksReused() == reused {
+			if time.Now().After(deadline) {
+				t.Fatal("no block reused")
+			}
+			runtime.GC()
+			runtime.Gosched()
+		}
+		if ev.Pos.Compare(end) >= 0 {
+			break
+		}
+	}
+	if streamer.RemoteBlocksReused() == reused {
+		t.Fatal("the drain ended before any block was reused")
+	}
+	runtime.GC()
+	rowsHeld := 0
+	for _, h := range kept {
+		if string(h.ev.RawData) != h.raw {
+			t.Fatalf("the bytes of the event ending at %s changed while it was held", h.ev.Pos)
+		}
+		if got := fmt.Sprintf("%+v %+v", h.ev.Header, h.ev.Event); got != h.dump {
+			t.Fatalf("the event ending at %s changed while it was held:\n%s\nwas\n%s", h.ev.Pos, got, h.dump)
+		}
+		if re, ok := h.ev.Event.(*replication.RowsEvent); ok && len(re.Rows) > 0 {
+			rowsHeld++
+		}
+	}
+	if rowsHeld < stmts/13-2 {
+		t.Fatalf("%d rows events held, want about %d", rowsHeld, stmts/13)
 	}
 }

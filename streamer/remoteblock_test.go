@@ -1,0 +1,97 @@
+package streamer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// packetSource is an io.Reader of n protocol packets, the i-th of size(i)
+// bytes of payload, each byte of which is fill(i, j), with sequence
+// numbers from 0; it hands out at most chunk bytes per Read, as a socket
+// does.
+type packetSource struct {
+	n, i  int
+	size  func(i int) int
+	chunk int
+	cur   []byte
+}
+
+func fill(i, j int) byte { return byte(i*131 + j*7 + j>>8) }
+
+func (s *packetSource) Read(p []byte) (int, error) {
+	if len(s.cur) == 0 {
+		if s.i == s.n {
+			return 0, io.EOF
+		}
+		n := s.size(s.i)
+		s.cur = make([]byte, 4+n)
+		binary.LittleEndian.PutUint32(s.cur, uint32(n))
+		s.cur[3] = byte(s.i)
+		for j := range n {
+			s.cur[4+j] = fill(s.i, j)
+		}
+		s.i++
+	}
+	k := copy(p[:min(len(p), s.chunk)], s.cur)
+	s.cur = s.cur[k:]
+	return k, nil
+}
+
+// TestBlockReuseKeepsHeldPackets: blocks come back for reuse once nothing
+// refers to them, and never while a consumer still holds a packet read
+// into one: the packets kept while the reader goes on (over reused blocks,
+// collections forced along the way) keep their bytes.
+func TestBlockReuseKeepsHeldPackets(t *testing.T) {
+	const packets = 12000 // some 48 MB: many times the tracked blocks
+	size := func(i int) int { return 1000 + (i*7919)%7000 }
+	src := &packetSource{n: packets, size: size, chunk: 40 << 10}
+	br := &blockReader{rd: src}
+	type held struct {
+		i       int
+		payload []byte
+	}
+	var kept []held
+	reused := remoteBlocksReused.Load()
+	deadline := time.Now().Add(time.Minute)
+	for i := 0; i < packets; i++ {
+		p, err := br.next()
+		if err != nil {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+		if len(p) != size(i) || p[0] != fill(i, 0) || p[len(p)-1] != fill(i, len(p)-1) {
+			t.Fatalf("packet %d: %d bytes, want %d of its pattern", i, len(p), size(i))
+		}
+		if i%97 == 0 {
+			kept = append(kept, held{i, p})
+		}
+		if i%500 == 499 {
+			runtime.GC() // the blocks nothing refers to get their finalizers run
+		}
+		// Halfway, until a block has come back, force collections
+		// (each read may take a new block, and so a reused one), so
+		// that the second half reads into reused blocks for sure.
+		if i >= packets/2 && remoteBlocksReused.Load() == reused {
+			if time.Now().After(deadline) {
+				t.Fatal("no block reused after half the packets")
+			}
+			runtime.GC()
+			runtime.Gosched()
+		}
+	}
+	if got := remoteBlocksReused.Load() - reused; got == 0 {
+		t.Fatal("no block was reused")
+	}
+	for _, h := range kept {
+		want := make([]byte, size(h.i))
+		for j := range want {
+			want[j] = fill(h.i, j)
+		}
+		if !bytes.Equal(h.payload, want) {
+			t.Fatalf("packet %d, held by the consumer, changed under it", h.i)
+		}
+	}
+}
