@@ -235,3 +235,7 @@ func RowsDecoders(file []byte) (goMySQL, ours func() error, err error) {
 // RemoteBlocksReused is how many blocks RemoteReaders have read packets
 // into a second time (see remoteBlocks).
 func RemoteBlocksReused() int64 { return remoteBlocksReused.Load() }
+
+// RemoteBlocksTracked is how many blocks RemoteReaders have handed out for
+// reuse that have not come back yet.
+func RemoteBlocksTracked() int64 { return remoteBlocksTracked.Load() }

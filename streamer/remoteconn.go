@@ -312,7 +312,10 @@ type remoteBlock [remoteBlockSize]byte
 // rate of reading (a drain of 545 MB peaked at 100-170 MB of RSS instead
 // of 45). So at most remoteBlocksMax blocks are tracked at a time; past
 // that, blocks are plain allocations. The pool is a sync.Pool so that the
-// collector drops the blocks an idle process no longer uses.
+// collector drops the blocks an idle process no longer uses. A block a
+// consumer keeps an event of for good keeps its place among the tracked
+// ones: with enough of them, reuse stops, and blocks are fresh as they
+// were before reuse.
 var (
 	remoteBlocks        sync.Pool // of *remoteBlock, finalizer cleared
 	remoteBlocksTracked atomic.Int64
