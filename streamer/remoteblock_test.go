@@ -85,3 +85,57 @@ func TestBlockReuseKeepsHeldPackets(t *testing.T) {
 		}
 	}
 }
+
+// FuzzBlockReader reads packets whose sizes come from the fuzzer (two bytes
+// each, times a scale up to 64, so that a few bytes make a stream of many
+// blocks) through a blockReader, in reads of the fuzzer's chunk size, with
+// a collection now and then: every payload must come out whole and in
+// order, and every third one, held to the end, must keep its bytes,
+// whatever block it was read into and whatever blocks came back for reuse.
+func FuzzBlockReader(f *testing.F) {
+	f.Add([]byte{0, 1, 0xff, 0xff, 0x10, 0}, uint16(4096), uint8(1))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0}, uint16(100), uint8(64))
+	f.Add([]byte{0xf0, 0x0f, 0, 0, 0x33, 0x33, 0xff, 0x7f}, uint16(65535), uint8(9))
+	f.Fuzz(func(t *testing.T, sizes []byte, chunk uint16, scale uint8) {
+		n := len(sizes) / 2
+		size := func(i int) int {
+			return int(binary.LittleEndian.Uint16(sizes[2*i:])) * (int(scale)%64 + 1) % (3 * remoteBlockSize)
+		}
+		src := &packetSource{n: n, size: size, chunk: int(chunk) + 1}
+		br := &blockReader{rd: src}
+		held := make([][]byte, n)
+		for i := range n {
+			p, err := br.next()
+			if err != nil {
+				t.Fatalf("packet %d of %d: %v", i, n, err)
+			}
+			if len(p) != size(i) {
+				t.Fatalf("packet %d: %d bytes, want %d", i, len(p), size(i))
+			}
+			checkFill(t, i, p)
+			if i%3 == 0 {
+				held[i] = p
+			}
+			if i%7 == 6 {
+				runtime.GC()
+			}
+		}
+		if _, err := br.next(); err == nil {
+			t.Fatal("a packet after the last one")
+		}
+		runtime.GC()
+		for i, p := range held {
+			checkFill(t, i, p)
+		}
+	})
+}
+
+// checkFill fails t unless p holds the bytes of packet i of a packetSource.
+func checkFill(t *testing.T, i int, p []byte) {
+	t.Helper()
+	for j := range p {
+		if p[j] != fill(i, j) {
+			t.Fatalf("packet %d, byte %d: %d, want %d", i, j, p[j], fill(i, j))
+		}
+	}
+}
