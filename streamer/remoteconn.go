@@ -325,9 +325,12 @@ var (
 )
 
 // remoteBlocksMax bounds the blocks tracked for reuse, in all readers
-// together: 8 MiB (a drain tried with 32, 64 and every block: 32 took as
-// much CPU off as more, for 8 MB of peak RSS instead of 20 to 120).
-const remoteBlocksMax = 32
+// together: 16 MiB. Measured on a filtered drain of 540 MB (BENCHMARKS.md):
+// 32 blocks took a quarter of the CPU off, 64 some 7 % more (blocks come
+// back a collection or two after their use, and a drain reads some 7 MB
+// between collections), 128 no more; peak RSS 43 MB with fresh blocks,
+// about 53 with 32, 66 with 64, 95 with 128, 100 to 170 with every block.
+const remoteBlocksMax = 64
 
 // getRemoteBlock returns a block of remoteBlockSize bytes, reused or new;
 // its contents are undefined.
