@@ -231,3 +231,11 @@ func RowsDecoders(file []byte) (goMySQL, ours func() error, err error) {
 	return func() error { return decodeDeferredRows(nil, re, raw, crcRows) },
 		func() error { return decodeDeferredRows(&d, re, raw, crcRows) }, nil
 }
+
+// RemoteBlocksReused is how many blocks RemoteReaders have read packets
+// into a second time (see remoteBlocks).
+func RemoteBlocksReused() int64 { return remoteBlocksReused.Load() }
+
+// RemoteBlocksTracked is how many blocks RemoteReaders have handed out for
+// reuse that have not come back yet.
+func RemoteBlocksTracked() int64 { return remoteBlocksTracked.Load() }
