@@ -228,6 +228,14 @@ type RelayFileWriter struct {
 	behindExit chan struct{}    // closed when the goroutine ends
 	inflight   bool             // a write was handed over and not taken back
 	spare      []byte
+	// Direct I/O (DirectIO, relayfile_direct.go): df is the current
+	// file's O_DIRECT descriptor (nil when off or refused); while it is
+	// open, buf starts at an offset aligned to dioAlign, and its first
+	// clean bytes are in the file already (the partial block a flush
+	// wrote through f).
+	direct bool
+	df     *os.File
+	clean  int
 	// Copy mode (RelayDir.CopyUpstream): files are written under hidden names
 	// (partName) and the writer stops at a rotate to stopAt.
 	hidden  bool
@@ -295,7 +303,7 @@ func (w *RelayFileWriter) open(name string, create bool) error {
 		w.f = nil
 		return corruptf(path, 0, "file shorter than the binlog header")
 	}
-	return nil
+	return w.openDirect()
 }
 
 func (w *RelayFileWriter) closeFile() error {
@@ -306,7 +314,13 @@ func (w *RelayFileWriter) closeFile() error {
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
-	w.f = nil
+	if w.df != nil {
+		if cerr := w.df.Close(); err == nil {
+			err = cerr
+		}
+		w.df = nil
+	}
+	w.f, w.buf, w.clean = nil, w.buf[:0], 0
 	return err
 }
 
@@ -411,7 +425,7 @@ func (w *RelayFileWriter) write(ev *writeEvent) (bool, error) {
 		w.size = start + int64(len(raw))
 		w.synced = false
 		wrote = true
-		if len(w.buf) >= relayWriteBuffer {
+		if len(w.buf) >= w.flushAt() {
 			if err := w.flushBehind(); err != nil {
 				return false, err
 			}
@@ -575,10 +589,10 @@ func (s *RelayFileSyncer) Close() error {
 
 // behindWrite is one buffer written behind the caller's back.
 type behindWrite struct {
-	f   *os.File
-	buf []byte
-	off int64
-	err error
+	f, df *os.File // df: direct descriptor, nil without direct I/O
+	buf   []byte
+	off   int64
+	err   error
 }
 
 // WriteBehind makes the writer write each full buffer on a goroutine of its
@@ -597,7 +611,7 @@ func (w *RelayFileWriter) WriteBehind() {
 	go func(in <-chan behindWrite, out chan<- behindWrite, exit chan<- struct{}) {
 		defer close(exit)
 		for b := range in {
-			_, b.err = b.f.WriteAt(b.buf, b.off)
+			b.err = writeDirect(b.f, b.df, b.buf, b.off)
 			out <- b
 		}
 	}(w.behind, w.behindDone, w.behindExit)
@@ -616,9 +630,20 @@ func (w *RelayFileWriter) flushBehind() error {
 	if err := w.waitBehind(); err != nil {
 		return err
 	}
-	w.behind <- behindWrite{f: w.f, buf: w.buf, off: w.size - int64(len(w.buf))}
+	buf, tail := w.buf, []byte(nil)
+	if w.df != nil {
+		// Whole blocks go now; the partial one starts the next buffer.
+		buf, tail = w.splitDirect()
+		if len(buf) == 0 {
+			return nil
+		}
+		if w.spare == nil {
+			w.spare = alignedBuffer(relayDirectBuffer)
+		}
+	}
+	w.behind <- behindWrite{f: w.f, df: w.df, buf: buf, off: w.size - int64(len(w.buf))}
 	w.inflight = true
-	w.buf, w.spare = w.spare[:0], nil
+	w.buf, w.spare, w.clean = append(w.spare[:0], tail...), nil, 0
 	return nil
 }
 
@@ -652,10 +677,27 @@ func (w *RelayFileWriter) flushBuf() error {
 	if err := w.waitBehind(); err != nil {
 		return err
 	}
-	if len(w.buf) == 0 || w.f == nil {
+	if len(w.buf) == w.clean || w.f == nil {
 		return nil
 	}
-	if _, err := w.f.WriteAt(w.buf, w.size-int64(len(w.buf))); err != nil {
+	base := w.size - int64(len(w.buf))
+	if w.df != nil {
+		// Whole blocks directly; the partial one through the page
+		// cache, and kept to be written again with its block.
+		blocks, tail := w.splitDirect()
+		if len(blocks) > 0 {
+			if err := writeDirect(w.f, w.df, blocks, base); err != nil {
+				return err
+			}
+		}
+		if _, err := w.f.WriteAt(tail, base+int64(len(blocks))); err != nil {
+			return err
+		}
+		w.buf = append(w.buf[:0], tail...)
+		w.clean = len(w.buf)
+		return nil
+	}
+	if _, err := w.f.WriteAt(w.buf, base); err != nil {
 		return err
 	}
 	w.buf = w.buf[:0]
