@@ -76,8 +76,10 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 	// Full buffers go to the page cache from the writer's goroutine while
 	// this one goes on reading.
 	writer.WriteBehind()
-	if err := writer.DirectIO(); err != nil {
-		return err
+	if !r.cfg.BufferedIO {
+		if err := writer.DirectIO(); err != nil {
+			return err
+		}
 	}
 
 	// The syncer fsyncs and publishes in the background (group commit,
