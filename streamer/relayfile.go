@@ -220,14 +220,15 @@ type RelayFileWriter struct {
 	// written: one write per buffer-full instead of one per event.
 	buf []byte
 	// Write-behind (WriteBehind): a full buffer goes to a goroutine of
-	// the writer's, which writes it while the caller fills spare. At most
-	// one write is in flight; whatever reads the file, syncs it or
-	// switches files waits for it first.
+	// the writer's, which writes it while the caller fills a spare one.
+	// At most behindDepth writes are in flight; whatever reads the file,
+	// syncs it or switches files waits for them first.
 	behind     chan behindWrite // to the goroutine; nil without write-behind
 	behindDone chan behindWrite // back from it, with the write's error
 	behindExit chan struct{}    // closed when the goroutine ends
-	inflight   bool             // a write was handed over and not taken back
-	spare      []byte
+	inflight   int              // writes handed over and not taken back
+	spares     [][]byte
+	behindErr  error // the first error a write behind returned, not reported yet
 	// Direct I/O (DirectIO, relayfile_direct.go): df is the current
 	// file's O_DIRECT descriptor (nil when off or refused); while it is
 	// open, buf starts at an offset aligned to dioAlign, and its first
@@ -595,31 +596,42 @@ type behindWrite struct {
 	err   error
 }
 
+// behindDepth is how many full buffers may wait for, or be in, a write
+// behind: more than one absorbs a burst from the upstream while the disk
+// is busy with the previous buffer.
+const behindDepth = 2
+
 // WriteBehind makes the writer write each full buffer on a goroutine of its
-// own while the caller goes on filling another: the copy into the page
-// cache overlaps with the caller's reading. Sync, Flush, switching files
-// and reading the file back wait for the write in flight; its error comes
-// back from the next of them, or from the write that hands over the next
-// buffer. Close ends the goroutine. Calling it again does nothing.
+// own while the caller goes on filling another: the write (the copy into
+// the page cache, or the device's direct write) overlaps with the caller's
+// reading. Sync, Flush, switching files and reading the file back wait for
+// the writes in flight; an error comes back from the next of them, or from
+// a write that hands over a buffer. After a failed write the goroutine
+// writes nothing more. Close ends the goroutine. Calling it again does
+// nothing.
 func (w *RelayFileWriter) WriteBehind() {
 	if w.behind != nil {
 		return
 	}
-	w.behind = make(chan behindWrite)
-	w.behindDone = make(chan behindWrite, 1)
+	w.behind = make(chan behindWrite, behindDepth)
+	w.behindDone = make(chan behindWrite, behindDepth)
 	w.behindExit = make(chan struct{})
 	go func(in <-chan behindWrite, out chan<- behindWrite, exit chan<- struct{}) {
 		defer close(exit)
+		var failed error
 		for b := range in {
-			b.err = writeDirect(b.f, b.df, b.buf, b.off)
+			if b.err = failed; failed == nil {
+				b.err = writeDirect(b.f, b.df, b.buf, b.off)
+				failed = b.err
+			}
 			out <- b
 		}
 	}(w.behind, w.behindDone, w.behindExit)
 }
 
-// flushBehind hands the buffered bytes to the write-behind goroutine, after
-// the write in flight is done, and goes on with the spare buffer. Without
-// write-behind it is flushBuf.
+// flushBehind hands the buffered bytes to the write-behind goroutine, once
+// fewer than behindDepth writes are in flight, and goes on with a spare
+// buffer. Without write-behind it is flushBuf.
 func (w *RelayFileWriter) flushBehind() error {
 	if w.behind == nil {
 		return w.flushBuf()
@@ -627,38 +639,57 @@ func (w *RelayFileWriter) flushBehind() error {
 	if len(w.buf) == 0 || w.f == nil {
 		return nil
 	}
-	if err := w.waitBehind(); err != nil {
+	if w.inflight == behindDepth {
+		w.takeBehind()
+	}
+	if err := w.behindErr; err != nil {
+		w.behindErr = nil
 		return err
 	}
 	buf, tail := w.buf, []byte(nil)
+	var spare []byte
+	if n := len(w.spares); n > 0 {
+		spare, w.spares = w.spares[n-1][:0], w.spares[:n-1]
+	}
 	if w.df != nil {
 		// Whole blocks go now; the partial one starts the next buffer.
 		buf, tail = w.splitDirect()
 		if len(buf) == 0 {
 			return nil
 		}
-		if w.spare == nil {
-			w.spare = alignedBuffer(relayDirectBuffer)
+		if spare == nil {
+			spare = alignedBuffer(relayDirectBuffer)
 		}
 	}
 	w.behind <- behindWrite{f: w.f, df: w.df, buf: buf, off: w.size - int64(len(w.buf))}
-	w.inflight = true
-	w.buf, w.spare, w.clean = append(w.spare[:0], tail...), nil, 0
+	w.inflight++
+	w.buf, w.clean = append(spare, tail...), 0
 	return nil
 }
 
-// waitBehind waits for the write in flight, if any, and returns its error.
-func (w *RelayFileWriter) waitBehind() error {
-	if !w.inflight {
-		return nil
-	}
+// takeBehind waits for the oldest write in flight and takes its buffer
+// back as a spare, keeping its error for the caller.
+func (w *RelayFileWriter) takeBehind() {
 	b := <-w.behindDone
-	w.inflight = false
-	w.spare = b.buf[:0]
-	return b.err
+	w.inflight--
+	w.spares = append(w.spares, b.buf[:0])
+	if w.behindErr == nil {
+		w.behindErr = b.err
+	}
 }
 
-// stopBehind waits for the write in flight and ends the write-behind
+// waitBehind waits for the writes in flight, if any, and returns the first
+// error of a write behind not reported yet.
+func (w *RelayFileWriter) waitBehind() error {
+	for w.inflight > 0 {
+		w.takeBehind()
+	}
+	err := w.behindErr
+	w.behindErr = nil
+	return err
+}
+
+// stopBehind waits for the writes in flight and ends the write-behind
 // goroutine.
 func (w *RelayFileWriter) stopBehind() error {
 	if w.behind == nil {
