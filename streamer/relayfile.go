@@ -248,6 +248,9 @@ type RelayFileWriter struct {
 // relayWriteBuffer is how many bytes the writer gathers before a write.
 const relayWriteBuffer = 1 << 20
 
+// relayBufferKeep bounds the buffers the writer keeps for reuse.
+const relayBufferKeep = 2 * relayDirectBuffer
+
 // newRelayFileWriter returns a writer for the subdirectory dir. When name is
 // set, writing resumes at the end of that file, which must already be
 // repaired (see ScanRelayFile).
@@ -672,7 +675,10 @@ func (w *RelayFileWriter) flushBehind() error {
 func (w *RelayFileWriter) takeBehind() {
 	b := <-w.behindDone
 	w.inflight--
-	w.spares = append(w.spares, b.buf[:0])
+	if cap(b.buf) <= relayBufferKeep {
+		// (A buffer a huge event grew is left to the collector.)
+		w.spares = append(w.spares, b.buf[:0])
+	}
 	if w.behindErr == nil {
 		w.behindErr = b.err
 	}

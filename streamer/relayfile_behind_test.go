@@ -12,7 +12,8 @@ import (
 )
 
 // relayTestDump is a dump of several MiB (many write buffers, of either
-// size): the packets a server sends, and the binlog file they carry.
+// size, and one event larger than a buffer): the packets a server sends,
+// and the binlog file they carry.
 func relayTestDump(t *testing.T) (stream, want []byte) {
 	t.Helper()
 	seed := rawSeedBinlog(t)
@@ -37,7 +38,13 @@ func relayTestDump(t *testing.T) (stream, want []byte) {
 		add(replication.MARIADB_GTID_EVENT, gtid)
 		add(replication.TABLE_MAP_EVENT, make([]byte, 40))
 		rows[i%len(rows)] = byte(i) // no two buffers alike
-		add(replication.WRITE_ROWS_EVENTv1, rows)
+		if i == txns/2 {
+			// One event larger than any buffer.
+			huge := bytes.Repeat(rows, (relayDirectBuffer+len(rows))/len(rows))
+			add(replication.WRITE_ROWS_EVENTv1, huge)
+		} else {
+			add(replication.WRITE_ROWS_EVENTv1, rows)
+		}
 		add(replication.XID_EVENT, make([]byte, 8))
 	}
 	if len(want) < 3*relayDirectWrite {

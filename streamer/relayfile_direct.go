@@ -83,7 +83,7 @@ func (w *RelayFileWriter) openDirect() error {
 		return err
 	}
 	base := w.size - w.size%dioAlign
-	if cap(w.buf) < relayDirectBuffer {
+	if cap(w.buf) < relayDirectBuffer || !aligned(w.buf[:dioAlign]) {
 		w.buf = alignedBuffer(relayDirectBuffer)
 	}
 	w.buf = w.buf[:w.size-base]
