@@ -650,19 +650,17 @@ func (w *RelayFileWriter) flushBehind() error {
 		return err
 	}
 	buf, tail := w.buf, []byte(nil)
+	if w.df != nil {
+		// Whole blocks go now; the partial one starts the next buffer.
+		if buf, tail = w.splitDirect(); len(buf) == 0 {
+			return nil
+		}
+	}
 	var spare []byte
 	if n := len(w.spares); n > 0 {
 		spare, w.spares = w.spares[n-1][:0], w.spares[:n-1]
-	}
-	if w.df != nil {
-		// Whole blocks go now; the partial one starts the next buffer.
-		buf, tail = w.splitDirect()
-		if len(buf) == 0 {
-			return nil
-		}
-		if spare == nil {
-			spare = alignedBuffer(relayDirectBuffer)
-		}
+	} else if w.df != nil {
+		spare = alignedBuffer(relayDirectBuffer)
 	}
 	w.behind <- behindWrite{f: w.f, df: w.df, buf: buf, off: w.size - int64(len(w.buf))}
 	w.inflight++
