@@ -31,9 +31,11 @@
 //     Both must write as many bytes as the upstream's binlog holds.
 //  3. Copy once more with the relay, stopping at half the binlog, to compare
 //     its peak RSS with the full copies'.
-//  4. Print each run, the medians, the ratio of relay to native MB/s (and
-//     to native followed by its fsync) and the peak RSS at half and full
-//     size.
+//  4. Print each run (with the CPU time the upstream server's process used
+//     during it, when that server runs on this machine: its dump thread is
+//     the other half of every copy), the medians, the ratio of relay to
+//     native MB/s (and to native followed by its fsync) and the peak RSS at
+//     half and full size.
 //
 // With -cpuprofile or -trace, one more full relay copy, untimed, writes a CPU
 // profile or an execution trace (runtime/trace: `go tool trace -pprof=syscall
@@ -388,7 +390,14 @@ func findUpstreamPID(ctx context.Context, db *sql.DB) {
 	if err != nil {
 		return
 	}
-	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return
+	}
+	// A pid file of another machine's server may name a local process
+	// that is no server.
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err == nil && (strings.Contains(string(comm), "mysqld") || strings.Contains(string(comm), "mariadbd")) {
 		upstreamPID = pid
 	}
 }
