@@ -524,8 +524,10 @@ type RelaySyncPoint struct {
 }
 
 // Flush writes the bytes the writer gathers to its current file, without
-// fsync, and returns what an fsync must cover to make everything written so
-// far durable. The directory entry of a file created since the last point
+// fsync, after the writes behind it (if any) are done, and returns what an
+// fsync must cover to make everything written so far durable (with direct
+// I/O too: the device's cache and the file's size are only made durable by
+// an fsync). The directory entry of a file created since the last point
 // or Sync is handed over with the point: the writer's next Sync does not
 // fsync the directory for it again, so the caller must make the point
 // durable before it reports anything after it as durable.
