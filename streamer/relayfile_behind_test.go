@@ -62,18 +62,21 @@ func relayTestDump(t *testing.T) (stream, want []byte) {
 func TestRelayFileWriterWriteBehind(t *testing.T) {
 	stream, want := relayTestDump(t)
 	for _, behind := range []bool{true, false} {
-		testRelayFileWriter(t, stream, want, behind, false, 0)
+		testRelayFileWriter(t, stream, want, behind, false, false, 0)
 	}
 }
 
 // testRelayFileWriter copies the dump in stream through a writer (with
 // write-behind and direct I/O as asked), handing sync points to a
 // RelayFileSyncer as the relay does, and checks that the file holds want.
-// With resumeAt > 0 the writer is closed after that many events and a new
-// one resumes the file, as a relay does after a restart.
-func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct bool, resumeAt int) {
+// The points come from Flush, after which the file must hold what was
+// written, or (flushBehind) from FlushBehind, after which it must once the
+// syncer synced the point. With resumeAt > 0 the writer is closed after
+// that many events and a new one resumes the file, as a relay does after a
+// restart.
+func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct, flushBehind bool, resumeAt int) {
 	t.Helper()
-	mode := fmt.Sprintf("write-behind %v, direct I/O %v, resume at %d", behind, direct, resumeAt)
+	mode := fmt.Sprintf("write-behind %v, direct I/O %v, FlushBehind %v, resume at %d", behind, direct, flushBehind, resumeAt)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "mysql-bin.000001")
 	w, err := newRelayFileWriter(dir, "")
@@ -130,7 +133,11 @@ func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct bool,
 		if events%6007 != 0 && (events > 3000 || events%97 != 0) {
 			continue
 		}
-		pt, err := w.Flush()
+		flush := w.Flush
+		if flushBehind {
+			flush = w.FlushBehind
+		}
+		pt, err := flush()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,6 +150,12 @@ func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct bool,
 				t.Fatalf("sync point names directory %q, want %q", pt.Dir, dir)
 			}
 		}
+		if flushBehind {
+			// The point is synced once the writes it needs are done.
+			if err := fs.Sync(pt); err != nil {
+				t.Fatal(err)
+			}
+		}
 		// Flush wrote everything out: the file holds what was written.
 		_, size := w.File()
 		got, err := os.ReadFile(pt.File)
@@ -153,8 +166,10 @@ func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct bool,
 			t.Fatalf("%s: after Flush the file holds %d bytes, the writer wrote %d (equal to the binlog: %v)",
 				mode, len(got), size, bytes.Equal(got, want[:min(int64(len(got)), size)]))
 		}
-		if err := fs.Sync(pt); err != nil {
-			t.Fatal(err)
+		if !flushBehind {
+			if err := fs.Sync(pt); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if dirs != 1 {
