@@ -102,16 +102,15 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 	)
 	defer deadline.stop()
 	in := r.inst
-	// requestSync hands the writer's buffer to its write-behind goroutine
-	// and the boundary pending to the syncer, which waits for those
-	// writes, makes them durable and publishes the boundary. It does not
-	// wait for the disk.
+	// requestSync writes out the writer's buffer and hands the boundary
+	// pending to the syncer, which makes it durable and publishes it. It
+	// does not wait for the disk.
 	requestSync := func() error {
 		deadline.stop()
 		if !dirty {
 			return nil
 		}
-		pt, err := writer.FlushBehind()
+		pt, err := writer.Flush()
 		if err != nil {
 			return err
 		}

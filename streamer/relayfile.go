@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
@@ -228,8 +227,6 @@ type RelayFileWriter struct {
 	behindDone chan behindWrite // back from it, with the write's error
 	behindExit chan struct{}    // closed when the goroutine ends
 	inflight   int              // writes handed over and not taken back
-	seq        uint64           // writes handed over so far
-	tracker    *behindTracker   // writes done, for syncers (FlushBehind)
 	spares     [][]byte
 	behindErr  error // the first error a write behind returned, not reported yet
 	// Direct I/O (DirectIO, relayfile_direct.go): df is the current
@@ -524,11 +521,6 @@ type RelaySyncPoint struct {
 	// Dir is the subdirectory to fsync ("" when no file was created
 	// since the previous point).
 	Dir string
-
-	// writes and seq (FlushBehind): the fsync must wait until the first
-	// seq writes handed to the write-behind goroutine are done.
-	writes *behindTracker
-	seq    uint64
 }
 
 // Flush writes the bytes the writer gathers to its current file, without
@@ -543,45 +535,6 @@ func (w *RelayFileWriter) Flush() (RelaySyncPoint, error) {
 	if err := w.flushBuf(); err != nil {
 		return RelaySyncPoint{}, err
 	}
-	return w.syncPoint(), nil
-}
-
-// FlushBehind is Flush without waiting for the disk, for a writer with
-// write-behind (without, it is Flush): what the writer gathers goes to the
-// write-behind goroutine (with direct I/O, the last partial block is
-// written through the page cache now, and stays in the buffer), and the
-// point returned makes RelayFileSyncer.Sync wait until those writes are
-// done before it fsyncs, and fail with the error of one that failed; once
-// a write behind failed, FlushBehind fails with its error too. The
-// file holds what was written once the point is synced (or once the
-// writer waits for its writes: Sync, Flush, a rotate).
-func (w *RelayFileWriter) FlushBehind() (RelaySyncPoint, error) {
-	if w.behind == nil {
-		return w.Flush()
-	}
-	if err := w.tracker.failed(); err != nil {
-		// A write behind failed: what follows it cannot be made durable.
-		return RelaySyncPoint{}, err
-	}
-	if w.f != nil && len(w.buf) > w.clean {
-		if err := w.handBehind(); err != nil {
-			return RelaySyncPoint{}, err
-		}
-		if w.df != nil && len(w.buf) > w.clean {
-			// The partial block the whole ones left.
-			if _, err := w.f.WriteAt(w.buf, w.size-int64(len(w.buf))); err != nil {
-				return RelaySyncPoint{}, err
-			}
-			w.clean = len(w.buf)
-		}
-	}
-	pt := w.syncPoint()
-	pt.writes, pt.seq = w.tracker, w.seq
-	return pt, nil
-}
-
-// syncPoint is what an fsync must cover for what the writer wrote so far.
-func (w *RelayFileWriter) syncPoint() RelaySyncPoint {
 	var pt RelaySyncPoint
 	if w.f != nil {
 		pt.File = filepath.Join(w.dir, w.name)
@@ -593,7 +546,7 @@ func (w *RelayFileWriter) syncPoint() RelaySyncPoint {
 		pt.Dir = w.dir
 		w.dirDirty = false
 	}
-	return pt
+	return pt, nil
 }
 
 // RelayFileSyncer makes RelaySyncPoints durable through file descriptors of
@@ -606,15 +559,8 @@ type RelayFileSyncer struct {
 	f    *os.File
 }
 
-// Sync fsyncs pt's file, then its directory when pt names one. A point
-// from FlushBehind waits first for the writes it needs, and fails with the
-// error of one that failed.
+// Sync fsyncs pt's file, then its directory when pt names one.
 func (s *RelayFileSyncer) Sync(pt RelaySyncPoint) error {
-	if pt.writes != nil {
-		if err := pt.writes.wait(pt.seq); err != nil {
-			return err
-		}
-	}
 	if pt.File != "" {
 		if pt.File != s.path || s.f == nil {
 			if err := s.Close(); err != nil {
@@ -675,8 +621,7 @@ func (w *RelayFileWriter) WriteBehind() {
 	w.behind = make(chan behindWrite, behindDepth)
 	w.behindDone = make(chan behindWrite, behindDepth)
 	w.behindExit = make(chan struct{})
-	w.tracker = newBehindTracker()
-	go func(in <-chan behindWrite, out chan<- behindWrite, exit chan<- struct{}, t *behindTracker) {
+	go func(in <-chan behindWrite, out chan<- behindWrite, exit chan<- struct{}) {
 		defer close(exit)
 		var failed error
 		for b := range in {
@@ -684,53 +629,9 @@ func (w *RelayFileWriter) WriteBehind() {
 				b.err = writeDirect(b.f, b.df, b.buf, b.off)
 				failed = b.err
 			}
-			t.finish(b.err)
 			out <- b
 		}
-	}(w.behind, w.behindDone, w.behindExit, w.tracker)
-}
-
-// behindTracker counts the writes behind that are done, for a syncer on
-// another goroutine (FlushBehind's points). It is safe for concurrent use.
-type behindTracker struct {
-	mu   sync.Mutex
-	cond sync.Cond
-	done uint64
-	err  error // the first write that failed
-}
-
-func newBehindTracker() *behindTracker {
-	t := &behindTracker{}
-	t.cond.L = &t.mu
-	return t
-}
-
-// finish records a write done, with its error.
-func (t *behindTracker) finish(err error) {
-	t.mu.Lock()
-	t.done++
-	if t.err == nil {
-		t.err = err
-	}
-	t.cond.Broadcast()
-	t.mu.Unlock()
-}
-
-// failed is the error of a write that failed, nil while none did.
-func (t *behindTracker) failed() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.err
-}
-
-// wait waits until seq writes are done, or one failed (its error then).
-func (t *behindTracker) wait(seq uint64) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for t.done < seq && t.err == nil {
-		t.cond.Wait()
-	}
-	return t.err
+	}(w.behind, w.behindDone, w.behindExit)
 }
 
 // flushBehind hands the buffered bytes to the write-behind goroutine, once
@@ -743,13 +644,6 @@ func (w *RelayFileWriter) flushBehind() error {
 	if len(w.buf) == 0 || w.f == nil {
 		return nil
 	}
-	return w.handBehind()
-}
-
-// handBehind hands the buffer (with direct I/O, its whole blocks) to the
-// write-behind goroutine, once fewer than behindDepth writes are in
-// flight, and goes on with a spare buffer (holding the partial block).
-func (w *RelayFileWriter) handBehind() error {
 	if w.inflight == behindDepth {
 		w.takeBehind()
 	}
@@ -772,7 +666,6 @@ func (w *RelayFileWriter) handBehind() error {
 	}
 	w.behind <- behindWrite{f: w.f, df: w.df, buf: buf, off: w.size - int64(len(w.buf))}
 	w.inflight++
-	w.seq++
 	w.buf, w.clean = append(spare, tail...), 0
 	return nil
 }

@@ -62,21 +62,18 @@ func relayTestDump(t *testing.T) (stream, want []byte) {
 func TestRelayFileWriterWriteBehind(t *testing.T) {
 	stream, want := relayTestDump(t)
 	for _, behind := range []bool{true, false} {
-		testRelayFileWriter(t, stream, want, behind, false, false, 0)
+		testRelayFileWriter(t, stream, want, behind, false, 0)
 	}
 }
 
 // testRelayFileWriter copies the dump in stream through a writer (with
 // write-behind and direct I/O as asked), handing sync points to a
 // RelayFileSyncer as the relay does, and checks that the file holds want.
-// The points come from Flush, after which the file must hold what was
-// written, or (flushBehind) from FlushBehind, after which it must once the
-// syncer synced the point. With resumeAt > 0 the writer is closed after
-// that many events and a new one resumes the file, as a relay does after a
-// restart.
-func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct, flushBehind bool, resumeAt int) {
+// With resumeAt > 0 the writer is closed after that many events and a new
+// one resumes the file, as a relay does after a restart.
+func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct bool, resumeAt int) {
 	t.Helper()
-	mode := fmt.Sprintf("write-behind %v, direct I/O %v, FlushBehind %v, resume at %d", behind, direct, flushBehind, resumeAt)
+	mode := fmt.Sprintf("write-behind %v, direct I/O %v, resume at %d", behind, direct, resumeAt)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "mysql-bin.000001")
 	w, err := newRelayFileWriter(dir, "")
@@ -133,11 +130,7 @@ func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct, flus
 		if events%6007 != 0 && (events > 3000 || events%97 != 0) {
 			continue
 		}
-		flush := w.Flush
-		if flushBehind {
-			flush = w.FlushBehind
-		}
-		pt, err := flush()
+		pt, err := w.Flush()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,12 +143,6 @@ func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct, flus
 				t.Fatalf("sync point names directory %q, want %q", pt.Dir, dir)
 			}
 		}
-		if flushBehind {
-			// The point is synced once the writes it needs are done.
-			if err := fs.Sync(pt); err != nil {
-				t.Fatal(err)
-			}
-		}
 		// Flush wrote everything out: the file holds what was written.
 		_, size := w.File()
 		got, err := os.ReadFile(pt.File)
@@ -166,10 +153,8 @@ func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct, flus
 			t.Fatalf("%s: after Flush the file holds %d bytes, the writer wrote %d (equal to the binlog: %v)",
 				mode, len(got), size, bytes.Equal(got, want[:min(int64(len(got)), size)]))
 		}
-		if !flushBehind {
-			if err := fs.Sync(pt); err != nil {
-				t.Fatal(err)
-			}
+		if err := fs.Sync(pt); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if dirs != 1 {

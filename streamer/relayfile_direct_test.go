@@ -1,7 +1,6 @@
 package streamer
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -21,89 +20,8 @@ func TestRelayFileWriterDirectIO(t *testing.T) {
 	stream, want := relayTestDump(t)
 	for _, behind := range []bool{true, false} {
 		for _, resumeAt := range []int{0, 3001} {
-			testRelayFileWriter(t, stream, want, behind, true, false, resumeAt)
+			testRelayFileWriter(t, stream, want, behind, true, resumeAt)
 		}
-	}
-}
-
-// TestRelayFileWriterFlushBehind copies the dump through writers with
-// write-behind, buffered and direct, taking sync points with FlushBehind
-// as the relay does: once the syncer synced a point the file must hold
-// exactly what was written, and at the end the binlog.
-func TestRelayFileWriterFlushBehind(t *testing.T) {
-	stream, want := relayTestDump(t)
-	for _, direct := range []bool{false, true} {
-		for _, resumeAt := range []int{0, 3001} {
-			testRelayFileWriter(t, stream, want, true, direct, true, resumeAt)
-		}
-	}
-}
-
-// TestFlushBehindPointFailsWithTheWrite makes a write behind fail (its
-// file's descriptors closed under the writer): the sync point FlushBehind
-// returns must fail with that error rather than be fsynced as if the bytes
-// were written, and so must the writer's next flush.
-func TestFlushBehindPointFailsWithTheWrite(t *testing.T) {
-	stream, _ := relayTestDump(t)
-	for _, direct := range []bool{false, true} {
-		dir := t.TempDir()
-		w, err := newRelayFileWriter(dir, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.WriteBehind()
-		if direct {
-			if err := w.DirectIO(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		r := newFuzzRawReader(t)
-		p := newPacketReader(bytes.NewReader(stream), 1, 64<<10)
-		var fs RelayFileSyncer
-		var pt RelaySyncPoint
-		broken := false
-		for events := 0; ; {
-			payload, err := p.next()
-			if err != nil {
-				t.Fatalf("direct %v: the dump ended before the failure showed", direct)
-			}
-			deliver, err := r.process(payload[1:])
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !deliver {
-				continue
-			}
-			events++
-			if _, err := w.WriteRaw(&r.ev); err != nil {
-				if !broken {
-					t.Fatal(err)
-				}
-				break // a later hand-over reported it: fine too
-			}
-			if events == 100 {
-				// Break the file under the writer: every write from now on fails.
-				w.f.Close()
-				if w.df != nil {
-					w.df.Close()
-				}
-				broken = true
-			}
-			if broken && w.seq > 0 {
-				if pt, err = w.FlushBehind(); err != nil {
-					break
-				}
-				if err := fs.Sync(pt); err == nil {
-					t.Fatalf("direct %v: a point whose write failed synced without error", direct)
-				}
-				if _, err := w.FlushBehind(); err == nil {
-					t.Fatalf("direct %v: the writer's next flush after a failed write behind succeeded", direct)
-				}
-				break
-			}
-		}
-		w.Close()
-		fs.Close()
 	}
 }
 
