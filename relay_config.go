@@ -50,6 +50,15 @@ type RelayConfig struct {
 	// In JSON they are numbers (0o640 is 416); in TOML write 0o640.
 	FileMode os.FileMode `json:"relay-file-mode,omitempty" toml:"relay-file-mode"`
 	DirMode  os.FileMode `json:"relay-dir-mode,omitempty" toml:"relay-dir-mode"`
+	// BufferedIO makes the relay write its binlog files through the page
+	// cache. By default it writes their whole blocks with direct I/O
+	// (O_DIRECT, on Linux; streamer.RelayFileWriter.DirectIO), which saves
+	// copying every byte into the page cache, most of what writing costs
+	// the CPU; readers of the relay (subtasks) then read what it wrote
+	// from the disk rather than from the page cache. Where the file system
+	// refuses direct I/O the relay writes through the page cache anyway.
+	// Durability is the same either way. Default false: direct I/O.
+	BufferedIO bool `json:"relay-buffered-io,omitempty" toml:"relay-buffered-io"`
 	// Reader tunes the readers the relay pulls the upstream's binlog with
 	// (a streamer.RawReader) and asks where a GTID set starts (a
 	// streamer.RemoteReader); WithRemoteOptions adds what only code can

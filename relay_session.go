@@ -73,9 +73,15 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		return err
 	}
 	defer writer.Close()
-	// Full buffers go to the page cache from the writer's goroutine while
-	// this one goes on reading.
+	// Full buffers go to the file from the writer's goroutine while this
+	// one goes on reading; whole blocks with direct I/O unless the host
+	// asked for the page cache.
 	writer.WriteBehind()
+	if !r.cfg.BufferedIO {
+		if err := writer.DirectIO(); err != nil {
+			return err
+		}
+	}
 
 	// The syncer fsyncs and publishes in the background (group commit,
 	// see relaySyncer); a failure there ends the session through fctx.

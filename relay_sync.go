@@ -12,8 +12,10 @@ import (
 
 // relaySyncer makes a relay session's writes durable on a goroutine of its
 // own, so that the session goes on receiving from the upstream while the
-// disk works: group commit. The session flushes its write buffer (page
-// cache, no fsync) and posts the sync point with the transaction boundary
+// disk works: group commit. The session flushes its write buffer into the
+// file (direct writes of whole blocks, the rest through the page cache; no
+// fsync: a direct write is not durable either until one) and posts the
+// sync point with the transaction boundary
 // it reached; the syncer fsyncs the file (and the directory after a new
 // file), then publishes the boundary (Relayed, relay.meta). A post while an
 // fsync runs replaces the one waiting: the next fsync covers every write

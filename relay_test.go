@@ -240,12 +240,22 @@ func onlySubdir(t testing.TB, dir string) string {
 	return filepath.Join(dir, names[0])
 }
 
+// TestRelayCopiesUpstreamFiles copies an upstream's binlog, across many
+// rotations, with direct I/O (the default) and through the page cache
+// (BufferedIO): the relay's files must equal the upstream's.
 func TestRelayCopiesUpstreamFiles(t *testing.T) {
+	for _, buffered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("buffered=%v", buffered), func(t *testing.T) { testRelayCopiesUpstreamFiles(t, buffered) })
+	}
+}
+
+func testRelayCopiesUpstreamFiles(t *testing.T, buffered bool) {
 	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 21, MaxBinlogSize: 32 << 10})
 	db := m.DB(t)
 	relayWorkload(t, db, 0, 150)
 	dir := t.TempDir()
-	r, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.RelayConfig{RelayStart: streamer.Position{Name: "mysql-bin.000001", Offset: 4}})
+	r, err := dmworker.NewRelay(upstreamOf(m), dir, dmworker.RelayConfig{RelayStart: streamer.Position{Name: "mysql-bin.000001", Offset: 4},
+		BufferedIO: buffered})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -298,6 +298,8 @@ func (r *RawReader) connect(ctx context.Context) (*dumpConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The relay copies at the upstream's pace: fewer, larger reads.
+	d.batchReads()
 	// A new connection starts with a fake rotate without checksum and a
 	// format description that says what follows.
 	r.parser.Reset()

@@ -220,14 +220,23 @@ type RelayFileWriter struct {
 	// written: one write per buffer-full instead of one per event.
 	buf []byte
 	// Write-behind (WriteBehind): a full buffer goes to a goroutine of
-	// the writer's, which writes it while the caller fills spare. At most
-	// one write is in flight; whatever reads the file, syncs it or
-	// switches files waits for it first.
+	// the writer's, which writes it while the caller fills a spare one.
+	// At most behindDepth writes are in flight; whatever reads the file,
+	// syncs it or switches files waits for them first.
 	behind     chan behindWrite // to the goroutine; nil without write-behind
 	behindDone chan behindWrite // back from it, with the write's error
 	behindExit chan struct{}    // closed when the goroutine ends
-	inflight   bool             // a write was handed over and not taken back
-	spare      []byte
+	inflight   int              // writes handed over and not taken back
+	spares     [][]byte
+	behindErr  error // the first error a write behind returned, not reported yet
+	// Direct I/O (DirectIO, relayfile_direct.go): df is the current
+	// file's O_DIRECT descriptor (nil when off or refused); while it is
+	// open, buf starts at an offset aligned to dioAlign, and its first
+	// clean bytes are in the file already (the partial block a flush
+	// wrote through f).
+	direct bool
+	df     *os.File
+	clean  int
 	// Copy mode (RelayDir.CopyUpstream): files are written under hidden names
 	// (partName) and the writer stops at a rotate to stopAt.
 	hidden  bool
@@ -238,6 +247,9 @@ type RelayFileWriter struct {
 
 // relayWriteBuffer is how many bytes the writer gathers before a write.
 const relayWriteBuffer = 1 << 20
+
+// relayBufferKeep bounds the buffers the writer keeps for reuse.
+const relayBufferKeep = 2 * relayDirectBuffer
 
 // newRelayFileWriter returns a writer for the subdirectory dir. When name is
 // set, writing resumes at the end of that file, which must already be
@@ -295,7 +307,7 @@ func (w *RelayFileWriter) open(name string, create bool) error {
 		w.f = nil
 		return corruptf(path, 0, "file shorter than the binlog header")
 	}
-	return nil
+	return w.openDirect()
 }
 
 func (w *RelayFileWriter) closeFile() error {
@@ -306,7 +318,13 @@ func (w *RelayFileWriter) closeFile() error {
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
-	w.f = nil
+	if w.df != nil {
+		if cerr := w.df.Close(); err == nil {
+			err = cerr
+		}
+		w.df = nil
+	}
+	w.f, w.buf, w.clean = nil, w.buf[:0], 0
 	return err
 }
 
@@ -411,7 +429,7 @@ func (w *RelayFileWriter) write(ev *writeEvent) (bool, error) {
 		w.size = start + int64(len(raw))
 		w.synced = false
 		wrote = true
-		if len(w.buf) >= relayWriteBuffer {
+		if len(w.buf) >= w.flushAt() {
 			if err := w.flushBehind(); err != nil {
 				return false, err
 			}
@@ -506,8 +524,10 @@ type RelaySyncPoint struct {
 }
 
 // Flush writes the bytes the writer gathers to its current file, without
-// fsync, and returns what an fsync must cover to make everything written so
-// far durable. The directory entry of a file created since the last point
+// fsync, after the writes behind it (if any) are done, and returns what an
+// fsync must cover to make everything written so far durable (with direct
+// I/O too: the device's cache and the file's size are only made durable by
+// an fsync). The directory entry of a file created since the last point
 // or Sync is handed over with the point: the writer's next Sync does not
 // fsync the directory for it again, so the caller must make the point
 // durable before it reports anything after it as durable.
@@ -575,37 +595,48 @@ func (s *RelayFileSyncer) Close() error {
 
 // behindWrite is one buffer written behind the caller's back.
 type behindWrite struct {
-	f   *os.File
-	buf []byte
-	off int64
-	err error
+	f, df *os.File // df: direct descriptor, nil without direct I/O
+	buf   []byte
+	off   int64
+	err   error
 }
 
+// behindDepth is how many full buffers may wait for, or be in, a write
+// behind: more than one absorbs a burst from the upstream while the disk
+// is busy with the previous buffer.
+const behindDepth = 2
+
 // WriteBehind makes the writer write each full buffer on a goroutine of its
-// own while the caller goes on filling another: the copy into the page
-// cache overlaps with the caller's reading. Sync, Flush, switching files
-// and reading the file back wait for the write in flight; its error comes
-// back from the next of them, or from the write that hands over the next
-// buffer. Close ends the goroutine. Calling it again does nothing.
+// own while the caller goes on filling another: the write (the copy into
+// the page cache, or the device's direct write) overlaps with the caller's
+// reading. Sync, Flush, switching files and reading the file back wait for
+// the writes in flight; an error comes back from the next of them, or from
+// a write that hands over a buffer. After a failed write the goroutine
+// writes nothing more. Close ends the goroutine. Calling it again does
+// nothing.
 func (w *RelayFileWriter) WriteBehind() {
 	if w.behind != nil {
 		return
 	}
-	w.behind = make(chan behindWrite)
-	w.behindDone = make(chan behindWrite, 1)
+	w.behind = make(chan behindWrite, behindDepth)
+	w.behindDone = make(chan behindWrite, behindDepth)
 	w.behindExit = make(chan struct{})
 	go func(in <-chan behindWrite, out chan<- behindWrite, exit chan<- struct{}) {
 		defer close(exit)
+		var failed error
 		for b := range in {
-			_, b.err = b.f.WriteAt(b.buf, b.off)
+			if b.err = failed; failed == nil {
+				b.err = writeDirect(b.f, b.df, b.buf, b.off)
+				failed = b.err
+			}
 			out <- b
 		}
 	}(w.behind, w.behindDone, w.behindExit)
 }
 
-// flushBehind hands the buffered bytes to the write-behind goroutine, after
-// the write in flight is done, and goes on with the spare buffer. Without
-// write-behind it is flushBuf.
+// flushBehind hands the buffered bytes to the write-behind goroutine, once
+// fewer than behindDepth writes are in flight, and goes on with a spare
+// buffer. Without write-behind it is flushBuf.
 func (w *RelayFileWriter) flushBehind() error {
 	if w.behind == nil {
 		return w.flushBuf()
@@ -613,27 +644,58 @@ func (w *RelayFileWriter) flushBehind() error {
 	if len(w.buf) == 0 || w.f == nil {
 		return nil
 	}
-	if err := w.waitBehind(); err != nil {
+	if w.inflight == behindDepth {
+		w.takeBehind()
+	}
+	if err := w.behindErr; err != nil {
+		w.behindErr = nil
 		return err
 	}
-	w.behind <- behindWrite{f: w.f, buf: w.buf, off: w.size - int64(len(w.buf))}
-	w.inflight = true
-	w.buf, w.spare = w.spare[:0], nil
+	buf, tail := w.buf, []byte(nil)
+	if w.df != nil {
+		// Whole blocks go now; the partial one starts the next buffer.
+		if buf, tail = w.splitDirect(); len(buf) == 0 {
+			return nil
+		}
+	}
+	var spare []byte
+	if n := len(w.spares); n > 0 {
+		spare, w.spares = w.spares[n-1][:0], w.spares[:n-1]
+	} else if w.df != nil {
+		spare = alignedBuffer(relayDirectBuffer)
+	}
+	w.behind <- behindWrite{f: w.f, df: w.df, buf: buf, off: w.size - int64(len(w.buf))}
+	w.inflight++
+	w.buf, w.clean = append(spare, tail...), 0
 	return nil
 }
 
-// waitBehind waits for the write in flight, if any, and returns its error.
-func (w *RelayFileWriter) waitBehind() error {
-	if !w.inflight {
-		return nil
-	}
+// takeBehind waits for the oldest write in flight and takes its buffer
+// back as a spare, keeping its error for the caller.
+func (w *RelayFileWriter) takeBehind() {
 	b := <-w.behindDone
-	w.inflight = false
-	w.spare = b.buf[:0]
-	return b.err
+	w.inflight--
+	if cap(b.buf) <= relayBufferKeep {
+		// (A buffer a huge event grew is left to the collector.)
+		w.spares = append(w.spares, b.buf[:0])
+	}
+	if w.behindErr == nil {
+		w.behindErr = b.err
+	}
 }
 
-// stopBehind waits for the write in flight and ends the write-behind
+// waitBehind waits for the writes in flight, if any, and returns the first
+// error of a write behind not reported yet.
+func (w *RelayFileWriter) waitBehind() error {
+	for w.inflight > 0 {
+		w.takeBehind()
+	}
+	err := w.behindErr
+	w.behindErr = nil
+	return err
+}
+
+// stopBehind waits for the writes in flight and ends the write-behind
 // goroutine.
 func (w *RelayFileWriter) stopBehind() error {
 	if w.behind == nil {
@@ -652,10 +714,27 @@ func (w *RelayFileWriter) flushBuf() error {
 	if err := w.waitBehind(); err != nil {
 		return err
 	}
-	if len(w.buf) == 0 || w.f == nil {
+	if len(w.buf) == w.clean || w.f == nil {
 		return nil
 	}
-	if _, err := w.f.WriteAt(w.buf, w.size-int64(len(w.buf))); err != nil {
+	base := w.size - int64(len(w.buf))
+	if w.df != nil {
+		// Whole blocks directly; the partial one through the page
+		// cache, and kept to be written again with its block.
+		blocks, tail := w.splitDirect()
+		if len(blocks) > 0 {
+			if err := writeDirect(w.f, w.df, blocks, base); err != nil {
+				return err
+			}
+		}
+		if _, err := w.f.WriteAt(tail, base+int64(len(blocks))); err != nil {
+			return err
+		}
+		w.buf = append(w.buf[:0], tail...)
+		w.clean = len(w.buf)
+		return nil
+	}
+	if _, err := w.f.WriteAt(w.buf, base); err != nil {
 		return err
 	}
 	w.buf = w.buf[:0]

@@ -3,6 +3,7 @@ package streamer
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,19 +11,18 @@ import (
 	"github.com/go-mysql-org/go-mysql/replication"
 )
 
-// TestRelayFileWriterWriteBehind writes a dump of several MiB (many write
-// buffers) through a writer with write-behind, handing sync points to a
-// RelayFileSyncer as the relay does, and through one without: both files
-// must hold exactly the binlog the dump carries, and the sync points must
-// name the file, and its directory only once, after the file's creation.
-func TestRelayFileWriterWriteBehind(t *testing.T) {
+// relayTestDump is a dump of several MiB (many write buffers, of either
+// size, and one event larger than a buffer): the packets a server sends,
+// and the binlog file they carry.
+func relayTestDump(t *testing.T) (stream, want []byte) {
+	t.Helper()
 	seed := rawSeedBinlog(t)
 	fdeSize := int(binary.LittleEndian.Uint32(seed[4+9:]))
 	fde := seed[4 : 4+fdeSize]
 	listSize := int(binary.LittleEndian.Uint32(seed[4+fdeSize+9:]))
 	list := seed[4+fdeSize : 4+fdeSize+listSize]
-	const txns = 3000
-	want := append([]byte(binlogMagic), seed[4:4+fdeSize+listSize]...)
+	const txns = 5000
+	want = append([]byte(binlogMagic), seed[4:4+fdeSize+listSize]...)
 	payloads := [][]byte{append([]byte{0}, fakeRotate("mysql-bin.000001", 4)...), append([]byte{0}, fde...), append([]byte{0}, list...)}
 	pos := uint32(4 + fdeSize + listSize)
 	add := func(typ replication.EventType, body []byte) {
@@ -38,87 +38,142 @@ func TestRelayFileWriterWriteBehind(t *testing.T) {
 		add(replication.MARIADB_GTID_EVENT, gtid)
 		add(replication.TABLE_MAP_EVENT, make([]byte, 40))
 		rows[i%len(rows)] = byte(i) // no two buffers alike
-		add(replication.WRITE_ROWS_EVENTv1, rows)
+		if i == txns/2 {
+			// One event larger than any buffer.
+			huge := bytes.Repeat(rows, (relayDirectBuffer+len(rows))/len(rows))
+			add(replication.WRITE_ROWS_EVENTv1, huge)
+		} else {
+			add(replication.WRITE_ROWS_EVENTv1, rows)
+		}
 		add(replication.XID_EVENT, make([]byte, 8))
 	}
-	if len(want) < 4*relayWriteBuffer {
+	if len(want) < 3*relayDirectWrite {
 		t.Fatalf("the dump holds %d bytes: too few to fill several buffers", len(want))
 	}
-	stream := packets(1, payloads...)
+	stream = packets(1, payloads...)
+	return stream, want
+}
 
+// TestRelayFileWriterWriteBehind writes a dump of several MiB (many write
+// buffers) through a writer with write-behind, handing sync points to a
+// RelayFileSyncer as the relay does, and through one without: both files
+// must hold exactly the binlog the dump carries, and the sync points must
+// name the file, and its directory only once, after the file's creation.
+func TestRelayFileWriterWriteBehind(t *testing.T) {
+	stream, want := relayTestDump(t)
 	for _, behind := range []bool{true, false} {
-		dir := t.TempDir()
-		w, err := newRelayFileWriter(dir, "")
-		if err != nil {
-			t.Fatal(err)
-		}
+		testRelayFileWriter(t, stream, want, behind, false, 0)
+	}
+}
+
+// testRelayFileWriter copies the dump in stream through a writer (with
+// write-behind and direct I/O as asked), handing sync points to a
+// RelayFileSyncer as the relay does, and checks that the file holds want.
+// With resumeAt > 0 the writer is closed after that many events and a new
+// one resumes the file, as a relay does after a restart.
+func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct bool, resumeAt int) {
+	t.Helper()
+	mode := fmt.Sprintf("write-behind %v, direct I/O %v, resume at %d", behind, direct, resumeAt)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "mysql-bin.000001")
+	w, err := newRelayFileWriter(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	setUp := func(w *RelayFileWriter) {
 		if behind {
 			w.WriteBehind()
 			w.WriteBehind() // a second call does nothing
 		}
-		var fs RelayFileSyncer
-		r := newFuzzRawReader(t)
-		p := newPacketReader(bytes.NewReader(stream), 1, 64<<10)
-		events, dirs := 0, 0
-		for {
-			payload, err := p.next()
-			if err != nil {
-				break
-			}
-			deliver, err := r.process(payload[1:])
-			if err != nil {
-				t.Fatalf("event %d: %v", events, err)
-			}
-			if !deliver {
-				continue
-			}
-			events++
-			if _, err := w.WriteRaw(&r.ev); err != nil {
-				t.Fatal(err)
-			}
-			if events%997 != 0 {
-				continue
-			}
-			pt, err := w.Flush()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if wantFile := filepath.Join(dir, "mysql-bin.000001"); pt.File != wantFile {
-				t.Fatalf("sync point names %q, want %q", pt.File, wantFile)
-			}
-			if pt.Dir != "" {
-				dirs++
-				if pt.Dir != dir {
-					t.Fatalf("sync point names directory %q, want %q", pt.Dir, dir)
-				}
-			}
-			// Flush wrote everything out: the file holds what was written.
-			_, size := w.File()
-			if st, err := os.Stat(pt.File); err != nil || st.Size() != size {
-				t.Fatalf("after Flush the file holds %v bytes (%v), the writer wrote %d", st.Size(), err, size)
-			}
-			if err := fs.Sync(pt); err != nil {
+		if direct {
+			if err := w.DirectIO(); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if dirs != 1 {
-			t.Fatalf("write-behind %v: %d sync points named the directory, want 1 (the file's creation)", behind, dirs)
+	}
+	setUp(w)
+	var fs RelayFileSyncer
+	r := newFuzzRawReader(t)
+	p := newPacketReader(bytes.NewReader(stream), 1, 64<<10)
+	events, dirs := 0, 0
+	for {
+		payload, err := p.next()
+		if err != nil {
+			break
 		}
-		if err := w.Close(); err != nil {
+		deliver, err := r.process(payload[1:])
+		if err != nil {
+			t.Fatalf("event %d: %v", events, err)
+		}
+		if !deliver {
+			continue
+		}
+		events++
+		if _, err := w.WriteRaw(&r.ev); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Close(); err != nil {
-			t.Fatalf("second Close: %v", err)
+		if direct && w.f != nil && directIOWorks(t, dir) && w.df == nil {
+			t.Fatalf("%s: the file system takes O_DIRECT, the writer does not use it", mode)
 		}
-		if err := fs.Close(); err != nil {
-			t.Fatal(err)
+		if events == resumeAt {
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if w, err = newRelayFileWriter(dir, "mysql-bin.000001"); err != nil {
+				t.Fatal(err)
+			}
+			setUp(w)
+			continue
 		}
-		got, err := os.ReadFile(filepath.Join(dir, "mysql-bin.000001"))
+		// Often at first (partial blocks flushed one after the other),
+		// then rarely (full buffers written behind, or directly).
+		if events%6007 != 0 && (events > 3000 || events%97 != 0) {
+			continue
+		}
+		pt, err := w.Flush()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("write-behind %v: the file holds %d bytes, not the %d of the binlog", behind, len(got), len(want))
+		if pt.File != file {
+			t.Fatalf("sync point names %q, want %q", pt.File, file)
 		}
+		if pt.Dir != "" {
+			dirs++
+			if pt.Dir != dir {
+				t.Fatalf("sync point names directory %q, want %q", pt.Dir, dir)
+			}
+		}
+		// Flush wrote everything out: the file holds what was written.
+		_, size := w.File()
+		got, err := os.ReadFile(pt.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(got)) != size || !bytes.Equal(got, want[:size]) {
+			t.Fatalf("%s: after Flush the file holds %d bytes, the writer wrote %d (equal to the binlog: %v)",
+				mode, len(got), size, bytes.Equal(got, want[:min(int64(len(got)), size)]))
+		}
+		if err := fs.Sync(pt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dirs != 1 {
+		t.Fatalf("%s: %d sync points named the directory, want 1 (the file's creation)", mode, dirs)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := fs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s: the file holds %d bytes, not the %d of the binlog", mode, len(got), len(want))
 	}
 }

@@ -34,6 +34,10 @@ type result struct {
 	// Load is the machine's 1-minute load average when the run started:
 	// other processes competing for the CPUs make runs slower.
 	Load float64 `json:"-"`
+	// UpCPU is the CPU time the upstream server's process used during
+	// the copy (its dump thread sending the binlog, mostly); -1 when the
+	// server is not a process of this machine.
+	UpCPU float64 `json:"-"`
 }
 
 func (r result) mbps() float64 { return float64(r.Bytes) / 1e6 / r.Seconds }

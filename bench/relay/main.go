@@ -31,9 +31,11 @@
 //     Both must write as many bytes as the upstream's binlog holds.
 //  3. Copy once more with the relay, stopping at half the binlog, to compare
 //     its peak RSS with the full copies'.
-//  4. Print each run, the medians, the ratio of relay to native MB/s (and
-//     to native followed by its fsync) and the peak RSS at half and full
-//     size.
+//  4. Print each run (with the CPU time the upstream server's process used
+//     during it, when that server runs on this machine: its dump thread is
+//     the other half of every copy), the medians, the ratio of relay to
+//     native MB/s (and to native followed by its fsync) and the peak RSS at
+//     half and full size.
 //
 // With -cpuprofile or -trace, one more full relay copy, untimed, writes a CPU
 // profile or an execution trace (runtime/trace: `go tool trace -pprof=syscall
@@ -134,6 +136,7 @@ func run() error {
 		return fmt.Errorf("upstream %s: %w", up.SourceName(), err)
 	}
 
+	findUpstreamPID(ctx, db)
 	files, err := benchutil.BinlogFiles(ctx, db)
 	if err != nil {
 		return err
@@ -229,8 +232,8 @@ func logf(format string, args ...any) {
 }
 
 func (r result) String() string {
-	return fmt.Sprintf("%d bytes in %d files, %.2f s: %.1f MB/s, peak RSS %.1f MB, CPU %.2f s, load %.2f",
-		r.Bytes, r.Files, r.Seconds, r.mbps(), float64(r.PeakKB)/1024, r.CPU, r.Load)
+	return fmt.Sprintf("%d bytes in %d files, %.2f s: %.1f MB/s, peak RSS %.1f MB, CPU %.2f s, upstream CPU %.2f s, load %.2f",
+		r.Bytes, r.Files, r.Seconds, r.mbps(), float64(r.PeakKB)/1024, r.CPU, r.UpCPU, r.Load)
 }
 
 // fill runs bench/remoteread's generator until the binlog holds fillMB MB.
@@ -278,6 +281,7 @@ wait:
 // runRelay runs one relay copy in a child process, into the new directory
 // out, stopping at until.
 func runRelay(ctx context.Context, up, out, first string, until streamer.Position, cpuprofile, tracefile string) (result, error) {
+	upCPU := startUpstreamCPU()
 	if err := prepare(out); err != nil {
 		return result{}, err
 	}
@@ -304,7 +308,7 @@ func runRelay(ctx context.Context, up, out, first string, until streamer.Positio
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
 		return result{}, fmt.Errorf("relay child output %q: %w", stdout.String(), err)
 	}
-	res.CPU, res.Load = benchutil.CPUSeconds(cmd.ProcessState), load
+	res.CPU, res.Load, res.UpCPU = benchutil.CPUSeconds(cmd.ProcessState), load, upCPU()
 	return res, nil
 }
 
@@ -318,13 +322,15 @@ func runNative(ctx context.Context, bin string, up streamer.UpstreamConfig, firs
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	load := loadAvg()
+	upCPU := startUpstreamCPU()
 	t0 := time.Now()
 	err := cmd.Run()
 	secs := time.Since(t0).Seconds()
+	upSecs := upCPU()
 	if err != nil {
 		return result{}, fmt.Errorf("%s: %w: %s", bin, err, strings.TrimSpace(stderr.String()))
 	}
-	res := result{Seconds: secs, CPU: benchutil.CPUSeconds(cmd.ProcessState), Load: load}
+	res := result{Seconds: secs, CPU: benchutil.CPUSeconds(cmd.ProcessState), Load: load, UpCPU: upSecs}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		res.PeakKB = ru.Maxrss // kilobytes on Linux
 	}
@@ -368,6 +374,73 @@ func fsyncFiles(dir string) error {
 func prepare(out string) error {
 	syscall.Sync()
 	return os.Mkdir(out, 0o755)
+}
+
+// upstreamPID is the upstream server's process id when it runs on this
+// machine (its pid file, from @@pid_file, is readable here), 0 otherwise.
+var upstreamPID int
+
+// findUpstreamPID sets upstreamPID from the server's pid file.
+func findUpstreamPID(ctx context.Context, db *sql.DB) {
+	var path string
+	if err := db.QueryRowContext(ctx, "SELECT @@pid_file").Scan(&path); err != nil {
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return
+	}
+	// A pid file of another machine's server may name a local process
+	// that is no server.
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err == nil && (strings.Contains(string(comm), "mysqld") || strings.Contains(string(comm), "mariadbd")) {
+		upstreamPID = pid
+	}
+}
+
+// procCPU is the user + system CPU seconds process pid has used, -1 when
+// unknown.
+func procCPU(pid int) float64 {
+	if pid <= 0 {
+		return -1
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// The fields after the command (which may hold spaces) start after
+	// its closing parenthesis; utime and stime are the 14th and 15th.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return -1
+	}
+	ut, err1 := strconv.ParseFloat(f[11], 64)
+	st, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
+// startUpstreamCPU samples the upstream's CPU time; the function it
+// returns gives the CPU seconds used since (-1 when unknown).
+func startUpstreamCPU() func() float64 {
+	c0 := procCPU(upstreamPID)
+	return func() float64 {
+		c1 := procCPU(upstreamPID)
+		if c0 < 0 || c1 < 0 {
+			return -1
+		}
+		return c1 - c0
+	}
 }
 
 // loadAvg is the 1-minute load average.
@@ -526,15 +599,15 @@ func report(w io.Writer, d reportData) {
 		" timed from Run until Relayed() reaches the master position\n", d.first)
 	fmt.Fprintf(w, "native: %s %s\n\n", filepath.Base(d.native), strings.Join(nativeArgs(d.up, d.first, "DIR/", true), " "))
 
-	fmt.Fprintln(w, "| run | copier | MB/s | seconds | peak RSS MB | CPU s | load before |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| run | copier | MB/s | seconds | peak RSS MB | CPU s | upstream CPU s | load before |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|")
 	for i := range d.relays {
 		for _, x := range []struct {
 			name string
 			r    result
 		}{{"relay", d.relays[i]}, {"mariadb-binlog --raw", d.natives[i]}} {
-			fmt.Fprintf(w, "| %d | %s | %.1f | %.2f | %.1f | %.2f | %.2f |\n",
-				i+1, x.name, x.r.mbps(), x.r.Seconds, float64(x.r.PeakKB)/1024, x.r.CPU, x.r.Load)
+			fmt.Fprintf(w, "| %d | %s | %.1f | %.2f | %.1f | %.2f | %.2f | %.2f |\n",
+				i+1, x.name, x.r.mbps(), x.r.Seconds, float64(x.r.PeakKB)/1024, x.r.CPU, x.r.UpCPU, x.r.Load)
 		}
 	}
 	fmt.Fprintln(w)

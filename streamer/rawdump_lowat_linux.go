@@ -1,0 +1,12 @@
+package streamer
+
+import "syscall"
+
+// canSetRcvLowat: Linux wakes a TCP socket's readers only once its
+// SO_RCVLOWAT bytes wait, and a non-blocking read still returns what there
+// is.
+const canSetRcvLowat = true
+
+func setRcvLowat(fd uintptr, n int) error {
+	return syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, n)
+}
