@@ -520,26 +520,28 @@ func (p *parallelApplier) watermark() streamer.Position {
 		p.markers = p.markers[:0]
 		return p.lastTxnEnd
 	}
-	done := -1
-	for i, m := range p.markers {
-		ok := true
-		for w, need := range m.need {
-			if p.workers[w].applied.Load() < need {
-				ok = false
-				break
-			}
-		}
-		if !ok {
-			break
-		}
-		done = i
-	}
+	done := p.markersApplied()
 	if done < 0 {
 		return p.saved
 	}
 	pos := p.markers[done].pos
 	p.markers = slices.Delete(p.markers, 0, done+1)
 	return pos
+}
+
+// markersApplied is the index of the last marker whose changes, and every
+// earlier marker's, the workers have all applied; -1 when none.
+func (p *parallelApplier) markersApplied() int {
+	done := -1
+	for i, m := range p.markers {
+		for w, need := range m.need {
+			if p.workers[w].applied.Load() < need {
+				return done
+			}
+		}
+		done = i
+	}
+	return done
 }
 
 // unsaved reports whether a checkpoint save could move the stored one.
@@ -637,20 +639,8 @@ func (p *parallelApplier) appliedPos() streamer.Position {
 	pos := p.saved
 	if !p.midTxn && p.idle() {
 		pos = p.lastTxnEnd
-	} else {
-		for _, m := range p.markers {
-			ok := true
-			for w, need := range m.need {
-				if p.workers[w].applied.Load() < need {
-					ok = false
-					break
-				}
-			}
-			if !ok {
-				break
-			}
-			pos = m.pos
-		}
+	} else if done := p.markersApplied(); done >= 0 {
+		pos = p.markers[done].pos
 	}
 	if len(p.group) > 0 && pos.Compare(p.groupFrom) > 0 {
 		pos = p.groupFrom // gathered changes of cascade groups are not applied yet

@@ -402,40 +402,12 @@ func findUpstreamPID(ctx context.Context, db *sql.DB) {
 	}
 }
 
-// procCPU is the user + system CPU seconds process pid has used, -1 when
-// unknown.
-func procCPU(pid int) float64 {
-	if pid <= 0 {
-		return -1
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return -1
-	}
-	// The fields after the command (which may hold spaces) start after
-	// its closing parenthesis; utime and stime are the 14th and 15th.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return -1
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return -1
-	}
-	ut, err1 := strconv.ParseFloat(f[11], 64)
-	st, err2 := strconv.ParseFloat(f[12], 64)
-	if err1 != nil || err2 != nil {
-		return -1
-	}
-	return (ut + st) / 100 // USER_HZ is 100 on Linux
-}
-
 // startUpstreamCPU samples the upstream's CPU time; the function it
 // returns gives the CPU seconds used since (-1 when unknown).
 func startUpstreamCPU() func() float64 {
-	c0 := procCPU(upstreamPID)
+	c0 := benchutil.ProcCPU(upstreamPID)
 	return func() float64 {
-		c1 := procCPU(upstreamPID)
+		c1 := benchutil.ProcCPU(upstreamPID)
 		if c0 < 0 || c1 < 0 {
 			return -1
 		}

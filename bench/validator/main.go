@@ -257,24 +257,9 @@ func serverCPU(ctx context.Context, db *sql.DB) float64 {
 	if err != nil {
 		return -1
 	}
-	stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/stat")
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
 		return -1
 	}
-	// Fields after the command's closing parenthesis: utime and stime are
-	// the 14th and 15th of the line, in clock ticks (100 a second).
-	rest := string(stat)
-	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
-		rest = rest[i+1:]
-	}
-	f := strings.Fields(rest)
-	if len(f) < 13 {
-		return -1
-	}
-	ut, err1 := strconv.ParseFloat(f[11], 64)
-	st, err2 := strconv.ParseFloat(f[12], 64)
-	if err1 != nil || err2 != nil {
-		return -1
-	}
-	return (ut + st) / 100
+	return benchutil.ProcCPU(pid)
 }

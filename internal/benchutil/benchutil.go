@@ -151,3 +151,33 @@ func LoadAvg() string {
 	}
 	return strings.Join(f[:3], " ")
 }
+
+// ProcCPU is the user + system CPU seconds process pid has used (from
+// /proc/PID/stat), -1 when unknown.
+func ProcCPU(pid int) float64 {
+	if pid <= 0 {
+		return -1
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// The fields after the command (which may hold spaces) start after
+	// its closing parenthesis; utime and stime are the 14th and 15th of
+	// the line, in clock ticks.
+	rest := string(b)
+	i := strings.LastIndexByte(rest, ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(rest[i+1:])
+	if len(f) < 13 {
+		return -1
+	}
+	ut, err1 := strconv.ParseFloat(f[11], 64)
+	st, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
