@@ -62,11 +62,13 @@ const (
 //
 // The validator runs beside the syncer while the syncer unit runs (it
 // pauses, resumes and stops with the subtask). It checks the changes the
-// syncer reads, never ahead of the syncer's checkpoint: a change is checked
-// only once the syncer has applied it. The syncer hands them over as it
-// decodes them (the binlog is read once), through a queue of at most
-// MemoryBytes that the validator empties each time the syncer stores a
-// checkpoint. The validator reads the binlog itself, with its own reader
+// syncer reads, never ahead of the syncer: a change is checked only once
+// the syncer has applied it. The syncer hands them over as it decodes them
+// (the binlog is read once), through a queue that the validator empties as
+// it fills, packing each change's row (see MemoryBytes); it holds a row to
+// be checked once the syncer has stored a checkpoint past it or, with
+// parallel workers, told the queue (every 50ms) that its workers have
+// applied past it. The validator reads the binlog itself, with its own reader
 // from the same reader factory (the relay, or the upstream) through the
 // same filters and routes, when it must: from its own checkpoint up to
 // where the syncer's run starts when it is behind (after a kill, say), for
@@ -74,12 +76,13 @@ const (
 // behind), and in a shard mode (ValidatorStatus.Reading says which). It keeps the latest image of each changed row by its primary key (or
 // a unique key of NOT NULL columns; tables with neither are not validated)
 // and checks the rows it holds against the downstream in batches, by key
-// (SELECT ... WHERE (key) IN (...)), every CheckInterval, and at once when
-// the next row would take them past MemoryBytes: it reads no further until
-// it has checked them and spilled those that differ (see below). The timed
-// checks give way to a syncer that is catching up (its lag over 10s): they
-// wait, for 12 intervals at most, while the rows held take less than a
-// quarter of MemoryBytes (a row changed again meanwhile is checked once).
+// (SELECT ... WHERE (key) IN (...), four batches at once), every
+// CheckInterval, at once when they take three quarters of MemoryBytes, and
+// when the next row would take them past it: it takes no more until it has
+// checked them and spilled those that differ (see below). The timed checks
+// give way to a syncer that is catching up (its lag over 10s): they wait,
+// for 12 intervals at most, while the rows held take less than three
+// quarters of MemoryBytes (a row changed again meanwhile is checked once).
 //
 // A row that differs is checked again at every pass; once it has differed
 // for longer than RowErrorDelay it is recorded as an error row in
