@@ -197,15 +197,7 @@ func (g *ShardGroup) optRegister(source string, shards map[string]map[ShardRef]*
 		}
 	}
 	o.registered[source] = true
-	if !o.complete && g.allRegistered() {
-		o.complete = true
-		for name, t := range o.targets {
-			g.optInfer(name, t)
-		}
-	}
-	for _, t := range o.targets {
-		t.prune()
-	}
+	g.optCompleteAndPrune()
 }
 
 // allRegistered reports whether every source has registered (g.mu held).
@@ -321,6 +313,16 @@ func (g *ShardGroup) optRemoveLocked(source string) {
 	for _, t := range o.targets {
 		optForgetSource(t, source)
 	}
+	g.optCompleteAndPrune()
+	close(o.settle)
+	o.settle = make(chan struct{})
+}
+
+// optCompleteAndPrune marks the group complete once every source has
+// registered (inferring each target's state then), and prunes every
+// target (g.mu held).
+func (g *ShardGroup) optCompleteAndPrune() {
+	o := g.opt
 	if !o.complete && g.allRegistered() {
 		o.complete = true
 		for name, t := range o.targets {
@@ -330,8 +332,6 @@ func (g *ShardGroup) optRemoveLocked(source string) {
 	for _, t := range o.targets {
 		t.prune()
 	}
-	close(o.settle)
-	o.settle = make(chan struct{})
 }
 
 // optForgetSource takes source's shard tables out of t (g.mu held).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -436,12 +437,7 @@ func (g *ShardGroup) optRegisterEtcd(ctx context.Context, io *optIO, source stri
 		}
 	}
 	g.mu.Unlock()
-	list := make([]string, 0, len(names))
-	for name := range names {
-		list = append(list, name)
-	}
-	sort.Strings(list)
-	for _, name := range list {
+	for _, name := range slices.Sorted(maps.Keys(names)) {
 		err := g.optTargetDo(ctx, io, name, func(t *optTarget) error {
 			g.mu.Lock()
 			defer g.mu.Unlock()
@@ -489,12 +485,7 @@ func (g *ShardGroup) optRemoveEtcd(ctx context.Context, source string) error {
 		}
 	}
 	g.mu.Unlock()
-	list := make([]string, 0, len(names))
-	for name := range names {
-		list = append(list, name)
-	}
-	sort.Strings(list)
-	for _, name := range list {
+	for _, name := range slices.Sorted(maps.Keys(names)) {
 		err := g.optTargetDo(ctx, nil, name, func(t *optTarget) error {
 			g.mu.Lock()
 			defer g.mu.Unlock()

@@ -161,15 +161,7 @@ func TestShardMergeOptimisticEtcdRemoveSource(t *testing.T) {
 	noLeaks(t)
 	f := newShardFleet(t, 3, 1920)
 	e := testserver.StartEtcd(t)
-	procs := []*shardProc{
-		startShardProcMode(t, e, f, []int{0, 1}, mysqlSinks(f.downdb), dmworker.ShardOptimistic),
-		startShardProcMode(t, e, f, []int{2}, mysqlSinks(f.downdb), dmworker.ShardOptimistic),
-	}
-	defer func() {
-		for _, p := range procs {
-			p.stop(t, false)
-		}
-	}()
+	procs := startOptProcs(t, e, f)
 	workerOf := func(i int) *dmworker.SourceWorker {
 		if i < 2 {
 			return procs[0].workers[i]

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,27 +19,26 @@ import (
 	"github.com/dmworker/dmworker/streamer"
 )
 
+// startOptProcs starts two processes with optimistic shard groups on f's
+// three upstreams (src1 and src2 in the first, src3 in the second),
+// stopped when the test ends.
+func startOptProcs(t *testing.T, e *testserver.Etcd, f *shardFleet) []*shardProc {
+	procs := []*shardProc{
+		startShardProcMode(t, e, f, []int{0, 1}, mysqlSinks(f.downdb), dmworker.ShardOptimistic),
+		startShardProcMode(t, e, f, []int{2}, mysqlSinks(f.downdb), dmworker.ShardOptimistic),
+	}
+	t.Cleanup(func() {
+		for _, p := range procs {
+			p.stop(t, false)
+		}
+	})
+	return procs
+}
+
 // optLoad runs shardLoad on every shard table of f (ids of phase); the
 // returned stop ends it (the caller checks t.Failed after).
 func optLoad(t *testing.T, f *shardFleet, phase int64) (stop func()) {
-	ch := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, db := range f.updbs {
-		for j, tb := range shardTables {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000+phase*300_000, 1_000_000, ch)
-			}()
-		}
-	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			close(ch)
-			wg.Wait()
-		})
-	}
+	return startShardLoadsAt(t, f, phase*300_000)
 }
 
 // optEtcdCheck checks, once every source is synced, that no lock shows in
@@ -86,15 +84,7 @@ func TestShardMergeOptimisticEtcd(t *testing.T) {
 	const n = 3
 	f := newShardFleet(t, n, 590)
 	e := testserver.StartEtcd(t)
-	procs := []*shardProc{
-		startShardProcMode(t, e, f, []int{0, 1}, mysqlSinks(f.downdb), dmworker.ShardOptimistic),
-		startShardProcMode(t, e, f, []int{2}, mysqlSinks(f.downdb), dmworker.ShardOptimistic),
-	}
-	defer func() {
-		for _, p := range procs {
-			p.stop(t, false)
-		}
-	}()
+	procs := startOptProcs(t, e, f)
 	workerOf := func(i int) *dmworker.SourceWorker {
 		for _, p := range procs {
 			for _, w := range p.workers {

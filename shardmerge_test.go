@@ -956,6 +956,12 @@ func failureLogs(t *testing.T) *lockedBuffer {
 // of f (ids apart by source and table) until the function it returns is
 // called, which waits for them.
 func startShardLoads(t *testing.T, f *shardFleet) (stop func()) {
+	return startShardLoadsAt(t, f, 0)
+}
+
+// startShardLoadsAt is startShardLoads with every id offset by off; its
+// stop may be called more than once.
+func startShardLoadsAt(t *testing.T, f *shardFleet, off int64) (stop func()) {
 	ch := make(chan struct{})
 	var wg sync.WaitGroup
 	for i, db := range f.updbs {
@@ -963,11 +969,17 @@ func startShardLoads(t *testing.T, f *shardFleet) (stop func()) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000, 1_000_000, ch)
+				shardLoad(t, db, tb, int64(i*10+j+1)*1_000_000+off, 1_000_000, ch)
 			}()
 		}
 	}
-	return func() { close(ch); wg.Wait() }
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(ch)
+			wg.Wait()
+		})
+	}
 }
 
 // shardAt is a shard table by upstream (i) and shardTables index (j).

@@ -120,29 +120,28 @@ func (w *runWriter) checkpoint(pos streamer.Position) Checkpoint {
 		w.floored, w.schemaDirty = false, true
 	}
 	if w.schemaDirty {
-		b, err := w.tracker.Marshal()
-		if err == nil {
-			b, err = onlineddl.Attach(b, w.online)
-		}
-		if err == nil {
-			cp.Schema = b
-		}
+		cp.Schema = w.schemaState()
 	}
 	return cp
+}
+
+// schemaState is the tracked schema (with the online DDL state) as a
+// checkpoint stores it; nil when it cannot be marshalled.
+func (w *runWriter) schemaState() []byte {
+	b, err := w.tracker.Marshal()
+	if err == nil {
+		b, err = onlineddl.Attach(b, w.online)
+	}
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 // startCheckpoint is the checkpoint at pos, where a run starts, with the
 // schema tracked there (for the validator's feed).
 func (w *runWriter) startCheckpoint(pos streamer.Position) Checkpoint {
-	cp := Checkpoint{Task: w.s.cfg.Task, Source: w.s.cfg.Source, Pos: pos}
-	b, err := w.tracker.Marshal()
-	if err == nil {
-		b, err = onlineddl.Attach(b, w.online)
-	}
-	if err == nil {
-		cp.Schema = b
-	}
-	return cp
+	return Checkpoint{Task: w.s.cfg.Task, Source: w.s.cfg.Source, Pos: pos, Schema: w.schemaState()}
 }
 
 // save stores cp (with no data).

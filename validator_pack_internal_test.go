@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"math"
 	"reflect"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -142,4 +144,35 @@ func FuzzUnpackValues(f *testing.F) {
 			t.Fatalf("%#v packs to %x, which unpacks to %#v, which packs to %x", vals, again, back, third)
 		}
 	})
+}
+
+// BenchmarkValidatorRowBytes holds 100,000 sysbench rows as the validator
+// does and reports what they take on the heap per row (runtime.MemStats,
+// after a collection) beside what the validator counts for them
+// (rowBytes, the figure MemoryBytes bounds):
+//
+//	go test -run X -bench ValidatorRowBytes -benchtime 3x .
+func BenchmarkValidatorRowBytes(b *testing.B) {
+	tb := &Table{Schema: "sbtest", Name: "sbtest1", Columns: []Column{{Name: "id"}, {Name: "k"}, {Name: "c"}, {Name: "pad"}}, PrimaryKey: []int{0}}
+	c := strings.Repeat("12345678901-", 10)
+	pad := strings.Repeat("1234567890-", 5) + "12345"
+	const n = 100000
+	for range b.N {
+		v := newValidator(ValidationConfig{Mode: ValidationFull, MemoryBytes: 1 << 40}, "t", "s", nil, discardLogger())
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		for i := range n {
+			// Decoded values as the syncer hands them over: their own
+			// strings, which the row must not keep.
+			v.holdRows(heldRowsOf(&Change{Kind: Insert, Table: tb, After: []any{int64(i), int64(i * 7), strings.Clone(c), strings.Clone(pad)}}))
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/n, "heap-B/row")
+		v.mu.Lock()
+		b.ReportMetric(float64(v.heldBytes)/n, "counted-B/row")
+		v.mu.Unlock()
+		runtime.KeepAlive(v)
+	}
 }

@@ -173,12 +173,7 @@ func TestValidatorFindsDivergences(t *testing.T) {
 	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 82})
 	const delay = time.Second
 	cfg := validationConfig("div", 4, delay)
-	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runSubTask(t, st)
-	waitSubTaskSynced(t, st.Status, p)
+	st := startSynced(t, cfg, p)
 	mustExec(t, p.updb, "CREATE DATABASE d")
 	mustExec(t, p.updb, "CREATE TABLE d.t (id INT PRIMARY KEY, a INT, j JSON, f FLOAT, g DOUBLE, s VARCHAR(20))")
 	for i := 1; i <= 8; i++ {
@@ -215,13 +210,7 @@ func TestValidatorFindsDivergences(t *testing.T) {
 
 	// A subtask process killed with SIGKILL mid-run.
 	spec := fmt.Sprintf("div|%s:%s@%s|%s:%s@%s|4|%s", p.up.User, p.up.Password, p.up.Addr(), p.down.User, p.down.Password, p.down.Addr(), delay)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), validatorChildEnv+"="+spec)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stderr := startValidatorChild(t, spec)
 	time.Sleep(1500 * time.Millisecond)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -341,12 +330,7 @@ func TestValidatorFastMode(t *testing.T) {
 	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 83})
 	cfg := validationConfig("fast", 4, time.Second)
 	cfg.Validation.Mode = dmworker.ValidationFast
-	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runSubTask(t, st)
-	waitSubTaskSynced(t, st.Status, p)
+	st := startSynced(t, cfg, p)
 	mustExec(t, p.updb, "CREATE DATABASE f")
 	mustExec(t, p.updb, "CREATE TABLE f.t (id INT PRIMARY KEY, a INT, s VARCHAR(20))")
 	for i := 1; i <= 6; i++ {
@@ -413,12 +397,7 @@ func TestValidatorStartsWithTheSyncersSchema(t *testing.T) {
 	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 84})
 	cfg := validationConfig("late", 4, time.Second)
 	cfg.Validation = dmworker.ValidationConfig{}
-	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runSubTask(t, st)
-	waitSubTaskSynced(t, st.Status, p)
+	st := startSynced(t, cfg, p)
 	mustExec(t, p.updb, "CREATE DATABASE l")
 	mustExec(t, p.updb, "CREATE TABLE l.t (id INT PRIMARY KEY, a INT)")
 	mustExec(t, p.updb, "INSERT INTO l.t VALUES (1, 10), (2, 20)")
@@ -480,21 +459,8 @@ func TestValidatorMemoryBoundSpills(t *testing.T) {
 	const budget, n = 8192, 300
 	cfg := validationConfig("mem", 4, 2*time.Second)
 	cfg.Validation.MemoryBytes = budget
-	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runSubTask(t, st)
-	waitSubTaskSynced(t, st.Status, p)
-	mustExec(t, p.updb, "CREATE DATABASE m")
-	mustExec(t, p.updb, "CREATE TABLE m.t (id INT PRIMARY KEY, a INT, s VARCHAR(100))")
-	for i := 1; i <= n; i += 50 {
-		var vals []string
-		for j := i; j < i+50; j++ {
-			vals = append(vals, fmt.Sprintf("(%d, %d, '%s')", j, j*10, strings.Repeat("x", 80)))
-		}
-		mustExec(t, p.updb, "INSERT INTO m.t VALUES "+strings.Join(vals, ","))
-	}
+	st := startSynced(t, cfg, p)
+	fillWide(t, p.updb, "m", n)
 	vs := waitValidated(t, st, p)
 	if vs.PeakBytes == 0 || vs.PeakBytes > budget {
 		t.Fatalf("peak bytes held %d, budget %d", vs.PeakBytes, budget)
@@ -521,21 +487,12 @@ func TestValidatorMemoryBoundSpills(t *testing.T) {
 	}
 	runSubTask(t, st2)
 	spilled := 0
-	var got []string
 	waitUntil(t, fmt.Sprintf("%d error rows", n), func() bool {
 		vs = st2.Status().Validator
 		spilled = max(spilled, vs.Spilled)
-		got = errorKeys(t, p.downdb, "mem")
-		return len(got) == n && vs.Spilled == 0
+		return len(errorKeys(t, p.downdb, "mem")) == n && vs.Spilled == 0
 	})
-	want := make([]string, n)
-	for i := range want {
-		want[i] = fmt.Sprintf("m.t [%d]", i+1)
-	}
-	sort.Strings(want)
-	if strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Fatalf("error rows %v", got)
-	}
+	checkWideErrorRows(t, p.downdb, "mem", "m", n)
 	vs = waitValidated(t, st2, p)
 	if spilled == 0 {
 		t.Fatal("no row was spilled")
@@ -543,8 +500,52 @@ func TestValidatorMemoryBoundSpills(t *testing.T) {
 	if vs.PeakBytes == 0 || vs.PeakBytes > budget {
 		t.Fatalf("peak bytes held %d, budget %d", vs.PeakBytes, budget)
 	}
+}
+
+// startSynced starts a subtask of cfg from p's upstream to its sink and
+// waits until it has synced.
+func startSynced(t *testing.T, cfg dmworker.SubTaskConfig, p *syncPair) *dmworker.SubTask {
+	t.Helper()
+	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitSubTaskSynced(t, st.Status, p)
+	return st
+}
+
+// fillWide creates schema.t (id, a, s) upstream and inserts rows 1 to n
+// (a = id*10, s 80 x's), 50 a statement.
+func fillWide(t *testing.T, db *sql.DB, schema string, n int) {
+	t.Helper()
+	mustExec(t, db, "CREATE DATABASE "+schema)
+	mustExec(t, db, "CREATE TABLE "+schema+".t (id INT PRIMARY KEY, a INT, s VARCHAR(100))")
+	for i := 1; i <= n; i += 50 {
+		var vals []string
+		for j := i; j < min(i+50, n+1); j++ {
+			vals = append(vals, fmt.Sprintf("(%d, %d, '%s')", j, j*10, strings.Repeat("x", 80)))
+		}
+		mustExec(t, db, "INSERT INTO "+schema+".t VALUES "+strings.Join(vals, ","))
+	}
+}
+
+// checkWideErrorRows checks that task's error rows are those of every row
+// of fillWide's schema.t, after s gained a 'y' upstream and a 1 downstream:
+// the keys, and row 7's images.
+func checkWideErrorRows(t *testing.T, downdb *sql.DB, task, schema string, n int) {
+	t.Helper()
+	got := errorKeys(t, downdb, task)
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprintf("%s.t [%d]", schema, i+1)
+	}
+	sort.Strings(want)
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("error rows %v", got)
+	}
 	var up, down sql.NullString
-	if err := p.downdb.QueryRow("SELECT upstream_row, downstream_row FROM dmworker_meta.validator_errors WHERE task = 'mem' AND row_key = '[7]'").Scan(&up, &down); err != nil {
+	if err := downdb.QueryRow("SELECT upstream_row, downstream_row FROM dmworker_meta.validator_errors WHERE task = ? AND row_key = '[7]'", task).Scan(&up, &down); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(up.String, `"a":70`) || !strings.Contains(up.String, `xy"`) || !strings.Contains(down.String, `"a":71`) {
@@ -564,21 +565,8 @@ func TestValidatorSpilledRowsSurviveKill(t *testing.T) {
 	const budget, n = 8192, 200
 	cfg := validationConfig("kill", 4, time.Hour)
 	cfg.Validation.MemoryBytes = budget
-	st0, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runSubTask(t, st0)
-	waitSubTaskSynced(t, st0.Status, p)
-	mustExec(t, p.updb, "CREATE DATABASE k")
-	mustExec(t, p.updb, "CREATE TABLE k.t (id INT PRIMARY KEY, a INT, s VARCHAR(100))")
-	for i := 1; i <= n; i += 50 {
-		var vals []string
-		for j := i; j < i+50; j++ {
-			vals = append(vals, fmt.Sprintf("(%d, %d, '%s')", j, j*10, strings.Repeat("x", 80)))
-		}
-		mustExec(t, p.updb, "INSERT INTO k.t VALUES "+strings.Join(vals, ","))
-	}
+	st0 := startSynced(t, cfg, p)
+	fillWide(t, p.updb, "k", n)
 	waitValidated(t, st0, p)
 	st0.Stop()
 
@@ -587,26 +575,14 @@ func TestValidatorSpilledRowsSurviveKill(t *testing.T) {
 	mustExec(t, p.updb, "UPDATE k.t SET s = CONCAT(s, 'y')")
 	plain := cfg
 	plain.Validation = dmworker.ValidationConfig{}
-	st1, err := dmworker.NewSubTask(plain, upstreamOf(p.up), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runSubTask(t, st1)
-	waitSubTaskSynced(t, st1.Status, p)
-	st1.Stop()
+	startSynced(t, plain, p).Stop()
 	mustExec(t, p.downdb, "UPDATE k.t SET a = a + 1")
 
 	// A subtask process whose validator checks them with a budget of a
 	// few rows and a delay that does not pass: it spills them, then is
 	// killed.
 	spec := fmt.Sprintf("kill|%s:%s@%s|%s:%s@%s|4|1h|%d", p.up.User, p.up.Password, p.up.Addr(), p.down.User, p.down.Password, p.down.Addr(), budget)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), validatorChildEnv+"="+spec)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stderr := startValidatorChild(t, spec)
 	killed := false
 	defer func() {
 		if !killed {
@@ -624,7 +600,7 @@ func TestValidatorSpilledRowsSurviveKill(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	killed = true
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
@@ -647,22 +623,7 @@ func TestValidatorSpilledRowsSurviveKill(t *testing.T) {
 		vs = st.Status().Validator
 		return len(errorKeys(t, p.downdb, "kill")) == n
 	})
-	got := errorKeys(t, p.downdb, "kill")
-	want := make([]string, n)
-	for i := range want {
-		want[i] = fmt.Sprintf("k.t [%d]", i+1)
-	}
-	sort.Strings(want)
-	if strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Fatalf("error rows %v", got)
-	}
-	var up, down sql.NullString
-	if err := p.downdb.QueryRow("SELECT upstream_row, downstream_row FROM dmworker_meta.validator_errors WHERE task = 'kill' AND row_key = '[7]'").Scan(&up, &down); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(up.String, `"a":70`) || !strings.Contains(up.String, `xy"`) || !strings.Contains(down.String, `"a":71`) {
-		t.Fatalf("error row images: upstream %s, downstream %s", up.String, down.String)
-	}
+	checkWideErrorRows(t, p.downdb, "kill", "k", n)
 
 	// The downstream converges: every error row is cleared, none is left
 	// pending.
@@ -675,6 +636,20 @@ func TestValidatorSpilledRowsSurviveKill(t *testing.T) {
 	if vs.PeakBytes == 0 || vs.PeakBytes > budget {
 		t.Fatalf("peak bytes held %d, budget %d", vs.PeakBytes, budget)
 	}
+}
+
+// startValidatorChild starts this test binary as a subtask process of spec
+// (see validatorChildEnv); what it writes to stderr is in the buffer.
+func startValidatorChild(t *testing.T, spec string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), validatorChildEnv+"="+spec)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, &stderr
 }
 
 // storedPending returns how many rows of task are in validator_pending and
@@ -703,7 +678,7 @@ func storedPending(t *testing.T, db *sql.DB, task string) (spilled, inCheckpoint
 }
 
 // TestValidatorFeedOverflow: when the changes the syncer hands over pass
-// the validator's memory budget before a checkpoint lets it take them (two
+// the validator's memory budget before the syncer has applied them (two
 // rows events of one transaction, each larger than half the budget), the
 // validator goes back to reading the binlog itself from its checkpoint,
 // and still checks every row, those of the overflowing transaction and
@@ -713,12 +688,7 @@ func TestValidatorFeedOverflow(t *testing.T) {
 	const budget = 8192
 	cfg := validationConfig("over", 4, time.Second)
 	cfg.Validation.MemoryBytes = budget
-	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runSubTask(t, st)
-	waitSubTaskSynced(t, st.Status, p)
+	st := startSynced(t, cfg, p)
 	mustExec(t, p.updb, "CREATE DATABASE o")
 	mustExec(t, p.updb, "CREATE TABLE o.t (id INT PRIMARY KEY, s VARCHAR(100))")
 	vs := waitValidated(t, st, p)
