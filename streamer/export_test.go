@@ -80,7 +80,10 @@ func deferredRowsAgree(dec *rowDecoder, file []byte) (int, error) {
 				return n, nil
 			}
 		}
-		be1, err1 := parseEvent(eager, slices.Clone(raw), withCRC, postHeader)
+		// Both see the event's bytes and nothing past them (a clone's
+		// capacity is rounded up to the allocator's size class), as
+		// RawData is cut where its event ends.
+		be1, err1 := parseEvent(eager, slices.Clip(slices.Clone(raw)), withCRC, postHeader)
 		be2, err2 := parseEvent(lazy, raw, withCRC, postHeader)
 		if err1 == nil && err2 == nil {
 			if fde, ok := be2.Event.(*replication.FormatDescriptionEvent); ok {

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/go-mysql-org/go-mysql/replication"
 )
@@ -179,7 +180,14 @@ func decodeDeferredRows(d *rowDecoder, e *replication.RowsEvent, raw []byte, crc
 	// body, a row a consumer keeps (in a batch, the validator, a held
 	// shard step) holds this event's bytes only, not the 256 KiB block a
 	// RemoteReader read the event into with others.
-	return d.decode(e, replication.EventType(raw[4]), start+len(last)-eventHeaderSize, bytes.Clone(body))
+	//
+	// The copy takes the checksum too, as the body's capacity, and no
+	// more: go-mysql reads some damaged values (a string longer than its
+	// column) past the body, into what follows it in RawData (whose
+	// capacity ends with the event), and decoding from the copy must give
+	// what decoding the event gives.
+	cp := slices.Clip(bytes.Clone(raw[eventHeaderSize:]))
+	return d.decode(e, replication.EventType(raw[4]), start+len(last)-eventHeaderSize, cp[:len(body)])
 }
 
 // TableFilterer is implemented by the readers that can leave the row images

@@ -90,6 +90,9 @@ type tableLayout struct {
 	// text is the most bytes a row's formatted values (dates and times)
 	// take.
 	text int
+	// boxed counts, by slab, the values of a row that are boxed in one
+	// (see valueSlabs).
+	boxed [numSlabs]int
 }
 
 // matches reports whether tm describes the columns l was worked out from.
@@ -145,6 +148,9 @@ func newTableLayout(tm *replication.TableMapEvent) *tableLayout {
 	for i := range n {
 		c := columnLayout(tm.ColumnType[i], tm.ColumnMeta[i], unsigned[i])
 		l.cols[i] = c
+		if k := slabOf[c.kind]; k != noSlab {
+			l.boxed[k]++
+		}
 		switch c.kind {
 		case kindUnsupported:
 			l.fast = false
@@ -272,8 +278,8 @@ func decodeImages(e *replication.RowsEvent, l *tableLayout, data []byte) (rows [
 		perRow = 2
 	}
 	var (
-		cells []any  // the rows' values, sliced row by row
-		arena []byte // the bytes of formatted values
+		cells []any // the rows' values, sliced row by row
+		vs    = valueSlabs{counts: &l.boxed}
 	)
 	rows = make([][]any, 0, perRow)
 	skipped = make([][]int, 0, perRow)
@@ -292,13 +298,14 @@ func decodeImages(e *replication.RowsEvent, l *tableLayout, data []byte) (rows [
 				}
 				guess = min(guess, 1024)
 				cells = make([]any, ncol*guess)
-				if l.text > 0 && cap(arena)-len(arena) < l.text*guess {
-					arena = make([]byte, 0, l.text*guess)
+				if l.text > 0 && cap(vs.arena)-len(vs.arena) < l.text*guess {
+					vs.arena = make([]byte, 0, l.text*guess)
 				}
+				vs.images = guess
 			}
 			row := cells[:ncol:ncol]
 			cells = cells[ncol:]
-			n, skips, ok := decodeImage(row, bitmap, l.cols, data[pos:], &arena)
+			n, skips, ok := decodeImage(row, bitmap, l.cols, data[pos:], &vs)
 			if !ok {
 				return nil, nil, false
 			}
@@ -312,7 +319,7 @@ func decodeImages(e *replication.RowsEvent, l *tableLayout, data []byte) (rows [
 
 // decodeImage decodes one image into row; it returns the bytes it took and
 // the columns the bitmap leaves out.
-func decodeImage(row []any, bitmap []byte, cols []colLayout, data []byte, arena *[]byte) (int, []int, bool) {
+func decodeImage(row []any, bitmap []byte, cols []colLayout, data []byte, vs *valueSlabs) (int, []int, bool) {
 	ncol := len(row)
 	count, col := 0, 0
 	for ; col+8 <= ncol; col += 8 {
@@ -338,7 +345,7 @@ func decodeImage(row []any, bitmap []byte, cols []colLayout, data []byte, arena 
 		if isNull {
 			continue
 		}
-		v, n, ok := decodeCell(cols[i], data[pos:], arena)
+		v, n, ok := decodeCell(cols[i], data[pos:], vs)
 		if !ok {
 			return 0, nil, false
 		}
@@ -349,15 +356,16 @@ func decodeImage(row []any, bitmap []byte, cols []colLayout, data []byte, arena 
 }
 
 // decodeCell decodes one value as decodeValue does; ok false: it does not
-// fit data.
-func decodeCell(c colLayout, data []byte, arena *[]byte) (v any, n int, ok bool) {
+// fit data. Values that would cost an allocation each to box are boxed in
+// vs's slabs.
+func decodeCell(c colLayout, data []byte, vs *valueSlabs) (v any, n int, ok bool) {
 	need := func(k int) bool { return k <= len(data) }
 	switch c.kind {
 	case kindInt8:
 		if !need(1) {
 			return nil, 0, false
 		}
-		return int8(data[0]), 1, true
+		return int8(data[0]), 1, true // boxing a byte allocates nothing
 	case kindUint8:
 		if !need(1) {
 			return nil, 0, false
@@ -367,54 +375,58 @@ func decodeCell(c colLayout, data []byte, arena *[]byte) (v any, n int, ok bool)
 		if !need(2) {
 			return nil, 0, false
 		}
-		return int16(binary.LittleEndian.Uint16(data)), 2, true
+		return boxIn(&vs.i16, slabInt16, vs, typInt16, int16(binary.LittleEndian.Uint16(data))), 2, true
 	case kindUint16:
 		if !need(2) {
 			return nil, 0, false
 		}
-		return binary.LittleEndian.Uint16(data), 2, true
+		return boxIn(&vs.u16, slabUint16, vs, typUint16, binary.LittleEndian.Uint16(data)), 2, true
 	case kindInt24:
 		if !need(3) {
 			return nil, 0, false
 		}
-		return mysql.ParseBinaryInt24(data), 3, true
+		return boxIn(&vs.i32, slabInt32, vs, typInt32, mysql.ParseBinaryInt24(data)), 3, true
 	case kindUint24:
 		if !need(3) {
 			return nil, 0, false
 		}
-		return mysql.ParseBinaryUint24(data), 3, true
+		return boxIn(&vs.u32, slabUint32, vs, typUint32, mysql.ParseBinaryUint24(data)), 3, true
 	case kindInt32:
 		if !need(4) {
 			return nil, 0, false
 		}
-		return int32(binary.LittleEndian.Uint32(data)), 4, true
+		return boxIn(&vs.i32, slabInt32, vs, typInt32, int32(binary.LittleEndian.Uint32(data))), 4, true
 	case kindUint32:
 		if !need(4) {
 			return nil, 0, false
 		}
-		return binary.LittleEndian.Uint32(data), 4, true
+		return boxIn(&vs.u32, slabUint32, vs, typUint32, binary.LittleEndian.Uint32(data)), 4, true
 	case kindInt64:
 		if !need(8) {
 			return nil, 0, false
 		}
-		return int64(binary.LittleEndian.Uint64(data)), 8, true
+		return boxIn(&vs.i64, slabInt64, vs, typInt64, int64(binary.LittleEndian.Uint64(data))), 8, true
 	case kindUint64:
 		if !need(8) {
 			return nil, 0, false
 		}
-		return binary.LittleEndian.Uint64(data), 8, true
+		return boxIn(&vs.u64, slabUint64, vs, typUint64, binary.LittleEndian.Uint64(data)), 8, true
 	case kindFloat:
 		if !need(4) {
 			return nil, 0, false
 		}
-		return math.Float32frombits(binary.LittleEndian.Uint32(data)), 4, true
+		return boxIn(&vs.f32, slabFloat32, vs, typFloat32, math.Float32frombits(binary.LittleEndian.Uint32(data))), 4, true
 	case kindDouble:
 		if !need(8) {
 			return nil, 0, false
 		}
-		return math.Float64frombits(binary.LittleEndian.Uint64(data)), 8, true
+		return boxIn(&vs.f64, slabFloat64, vs, typFloat64, math.Float64frombits(binary.LittleEndian.Uint64(data))), 8, true
 	case kindDecimal:
-		return decodeDecimalCell(data, int(c.prec), int(c.dec), arena)
+		d, n, ok := decodeDecimalCell(data, int(c.prec), int(c.dec), &vs.arena)
+		if !ok {
+			return nil, 0, false
+		}
+		return boxIn(&vs.dec, slabDecimal, vs, typDecimal, d), n, true
 	case kindYear:
 		if !need(1) {
 			return nil, 0, false
@@ -422,7 +434,7 @@ func decodeCell(c colLayout, data []byte, arena *[]byte) (v any, n int, ok bool)
 		if data[0] == 0 {
 			return 0, 1, true
 		}
-		return int(data[0]) + 1900, 1, true
+		return boxIn(&vs.ints, slabInt, vs, typInt, int(data[0])+1900), 1, true
 	case kindDate:
 		if !need(3) {
 			return nil, 0, false
@@ -431,27 +443,35 @@ func decodeCell(c colLayout, data []byte, arena *[]byte) (v any, n int, ok bool)
 		if v == 0 {
 			return "0000-00-00", 3, true
 		}
-		b, start := arenaFor(arena, 16)
+		b, start := arenaFor(&vs.arena, 16)
 		b = appendPadded(b, uint64(v/(16*32)), 4)
 		b = append(b, '-')
 		b = appendPadded(b, uint64(v/32%16), 2)
 		b = append(b, '-')
 		b = appendPadded(b, uint64(v%32), 2)
-		return arenaString(arena, b, start), 3, true
+		return vs.str(arenaString(&vs.arena, b, start)), 3, true
 	case kindDatetime2:
-		return decodeDatetime2Cell(data, int(c.dec), arena)
+		s, n, ok := decodeDatetime2Cell(data, int(c.dec), &vs.arena)
+		if !ok {
+			return nil, 0, false
+		}
+		return vs.str(s), n, true
 	case kindTimestamp2:
-		return decodeTimestamp2Cell(data, int(c.dec), arena)
+		s, n, ok := decodeTimestamp2Cell(data, int(c.dec), &vs.arena)
+		if !ok {
+			return nil, 0, false
+		}
+		return vs.str(s), n, true
 	case kindEnum1:
 		if !need(1) {
 			return nil, 0, false
 		}
-		return int64(data[0]), 1, true
+		return int64(data[0]), 1, true // below 256: boxed without allocation
 	case kindEnum2:
 		if !need(2) {
 			return nil, 0, false
 		}
-		return int64(binary.LittleEndian.Uint16(data)), 2, true
+		return boxIn(&vs.i64, slabInt64, vs, typInt64, int64(binary.LittleEndian.Uint16(data))), 2, true
 	case kindString1, kindString2:
 		p := 1
 		if c.kind == kindString2 {
@@ -468,7 +488,7 @@ func decodeCell(c colLayout, data []byte, arena *[]byte) (v any, n int, ok bool)
 			return nil, 0, false
 		}
 		// Like go-mysql, the string shares the event's bytes.
-		return unsafe.String(unsafe.SliceData(data[p:p+l]), l), p + l, true
+		return vs.str(unsafe.String(unsafe.SliceData(data[p:p+l]), l)), p + l, true
 	case kindBlob:
 		p := int(c.n)
 		if !need(p) {
@@ -482,7 +502,7 @@ func decodeCell(c colLayout, data []byte, arena *[]byte) (v any, n int, ok bool)
 			return nil, 0, false
 		}
 		// Like go-mysql: a slice of the event's bytes, capacity and all.
-		return data[p : p+int(l)], p + int(l), true
+		return boxIn(&vs.bytes, slabBytes, vs, typBytes, data[p:p+int(l)]), p + int(l), true
 	}
 	return nil, 0, false
 }
@@ -575,10 +595,10 @@ func fracOf(data []byte, dec int) int64 {
 }
 
 // decodeDatetime2Cell is go-mysql's decodeDatetime2 with parseTime off.
-func decodeDatetime2Cell(data []byte, dec int, arena *[]byte) (any, int, bool) {
+func decodeDatetime2Cell(data []byte, dec int, arena *[]byte) (string, int, bool) {
 	n := 5 + (dec+1)/2
 	if n > len(data) {
-		return nil, 0, false
+		return "", 0, false
 	}
 	intPart := int64(data[0])<<32 | int64(data[1])<<24 | int64(data[2])<<16 | int64(data[3])<<8 | int64(data[4])
 	intPart -= replication.DATETIMEF_INT_OFS
@@ -603,10 +623,10 @@ func decodeDatetime2Cell(data []byte, dec int, arena *[]byte) (any, int, bool) {
 
 // decodeTimestamp2Cell is go-mysql's decodeTimestamp2, rendered in UTC as
 // its fracTime.String does with parseTime off.
-func decodeTimestamp2Cell(data []byte, dec int, arena *[]byte) (any, int, bool) {
+func decodeTimestamp2Cell(data []byte, dec int, arena *[]byte) (string, int, bool) {
 	n := 4 + (dec+1)/2
 	if n > len(data) {
-		return nil, 0, false
+		return "", 0, false
 	}
 	sec := int64(binary.BigEndian.Uint32(data))
 	usec := fracOf(data[4:], dec)
@@ -637,7 +657,7 @@ var compressedBytes = [10]int{0, 1, 1, 2, 2, 3, 3, 4, 4, 4}
 // way, but for text of at most 18 digits (the common case), which
 // decimal.NewFromString turns into big.NewInt of its digits, it makes that
 // Decimal directly.
-func decodeDecimalCell(data []byte, precision, decimals int, arena *[]byte) (any, int, bool) {
+func decodeDecimalCell(data []byte, precision, decimals int, arena *[]byte) (decimal.Decimal, int, bool) {
 	const digitsPerInteger = 9
 	integral := precision - decimals
 	uncompIntegral := integral / digitsPerInteger
@@ -646,7 +666,7 @@ func decodeDecimalCell(data []byte, precision, decimals int, arena *[]byte) (any
 	compFractional := decimals - uncompFractional*digitsPerInteger
 	binSize := uncompIntegral*4 + compressedBytes[compIntegral] + uncompFractional*4 + compressedBytes[compFractional]
 	if binSize > len(data) || binSize == 0 {
-		return nil, 0, false
+		return decimal.Decimal{}, 0, false
 	}
 	var mask uint32
 	neg := data[0]&0x80 == 0
@@ -685,7 +705,7 @@ func decodeDecimalCell(data []byte, precision, decimals int, arena *[]byte) (any
 				b = appendPadded(b, uint64(v), 0)
 			}
 		} else if v >= 1e9 {
-			return nil, 0, false // go-mysql fails padding it
+			return decimal.Decimal{}, 0, false // go-mysql fails padding it
 		} else {
 			b = appendPadded(b, uint64(v), digitsPerInteger)
 		}
@@ -700,7 +720,7 @@ func decodeDecimalCell(data []byte, precision, decimals int, arena *[]byte) (any
 		for range uncompFractional {
 			v := word(pos, 4)
 			if v >= 1e9 {
-				return nil, 0, false // go-mysql fails padding it
+				return decimal.Decimal{}, 0, false // go-mysql fails padding it
 			}
 			b = appendPadded(b, uint64(v), digitsPerInteger)
 			pos += 4
@@ -721,7 +741,7 @@ func decodeDecimalCell(data []byte, precision, decimals int, arena *[]byte) (any
 		bs = append(bs, b...)
 		d, err := decimal.NewFromString(arenaString(arena, bs, start))
 		if err != nil {
-			return nil, 0, false
+			return decimal.Decimal{}, 0, false
 		}
 		return d, pos, true
 	}

@@ -1,0 +1,105 @@
+package streamer
+
+import (
+	"encoding/binary"
+	"math"
+	"reflect"
+	"runtime"
+	"testing"
+
+	"github.com/shopspring/decimal"
+)
+
+// TestBoxedValuesOutliveTheirEvent: values boxed in an event's slabs
+// (rowbox.go) have the dynamic type and value a plain conversion gives,
+// and keep them after everything else of the event is dropped and the
+// collector has run with the heap churned, so that freed memory would be
+// reused: the interfaces' data pointers keep the slabs alive.
+func TestBoxedValuesOutliveTheirEvent(t *testing.T) {
+	cols := []colLayout{
+		{kind: kindInt16}, {kind: kindUint16}, {kind: kindInt24}, {kind: kindUint24},
+		{kind: kindInt32}, {kind: kindUint32}, {kind: kindInt64}, {kind: kindUint64},
+		{kind: kindFloat}, {kind: kindDouble}, {kind: kindDecimal, prec: 12, dec: 2},
+		{kind: kindYear}, {kind: kindDate}, {kind: kindDatetime2, dec: 6}, {kind: kindTimestamp2, dec: 3},
+		{kind: kindEnum2}, {kind: kindString1}, {kind: kindString2}, {kind: kindBlob, n: 2},
+	}
+	// image i holds values derived from i, all of them at least 256 (the
+	// runtime boxes smaller integers without allocating).
+	image := func(i int) ([]byte, []any) {
+		b := make([]byte, 3) // no NULL among 19 columns
+		v := 1000 + i
+		b = binary.LittleEndian.AppendUint16(b, uint16(v))
+		b = binary.LittleEndian.AppendUint16(b, uint16(v+1))
+		b = append(b, byte(v), byte(v>>8), 0)
+		b = append(b, byte(v+2), byte((v+2)>>8), 0)
+		b = binary.LittleEndian.AppendUint32(b, uint32(v+3))
+		b = binary.LittleEndian.AppendUint32(b, uint32(v+4))
+		b = binary.LittleEndian.AppendUint64(b, uint64(v+5))
+		b = binary.LittleEndian.AppendUint64(b, uint64(v+6))
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(float32(v)+0.5))
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(float64(v)+0.25))
+		b = append(b, 0x80, 0, 0, byte(v>>8), byte(v), 7) // DECIMAL(12,2) v.07
+		b = append(b, 124)                                // YEAR 2024
+		b = append(b, 0x41, 0xd1, 0x0f)                   // DATE 2024-10-01
+		ymd := uint64((2024*13+2)<<5 | 29)
+		dt := ymd<<17 | uint64(i%24)<<12 + 0x8000000000
+		b = append(b, byte(dt>>32), byte(dt>>24), byte(dt>>16), byte(dt>>8), byte(dt), 0, 0, byte(i))
+		b = binary.BigEndian.AppendUint32(b, 1700000000+uint32(i))
+		b = append(b, 0, 0)
+		b = binary.LittleEndian.AppendUint16(b, uint16(v+7))
+		s := string(rune('a' + i%26))
+		b = append(b, 1, s[0])
+		b = append(b, 2, 0, s[0], s[0])
+		b = append(b, 3, 0, s[0], s[0], s[0])
+		want := []any{int16(v), uint16(v + 1), int32(v), uint32(v + 2), int32(v + 3), uint32(v + 4),
+			int64(v + 5), uint64(v + 6), float32(v) + 0.5, float64(v) + 0.25, decimal.New(int64(v)*100+7, -2),
+			2024, "2024-10-01", "2024-02-29 " + twoDigits(i%24) + ":00:00.0000" + twoDigits(i%256%100),
+			"2023-11-14 22:" + twoDigits(13+i/60) + ":" + twoDigits((20+i)%60) + ".000", int64(v + 7), s, s + s, []byte(s + s + s)}
+		return b, want
+	}
+	bitmap := []byte{0xff, 0xff, 0x07}
+	var counts [numSlabs]int
+	for _, c := range cols {
+		if k := slabOf[c.kind]; k != noSlab {
+			counts[k]++
+		}
+	}
+	const images = 40
+	var kept []any
+	var wantKept []any
+	{
+		vs := valueSlabs{counts: &counts, images: images}
+		for i := range images {
+			data, want := image(i)
+			row := make([]any, len(cols))
+			n, skips, ok := decodeImage(row, bitmap, cols, data, &vs)
+			if !ok || n != len(data) || len(skips) != 0 {
+				t.Fatalf("image %d: ok %v, took %d of %d bytes, skipped %v", i, ok, n, len(data), skips)
+			}
+			for j := range want {
+				if !reflect.DeepEqual(row[j], want[j]) {
+					t.Fatalf("image %d column %d: %#v (%T), want %#v (%T)", i, j, row[j], row[j], want[j], want[j])
+				}
+			}
+			if i == images/2 {
+				// One row kept; the rest of the event dropped.
+				kept, wantKept = row, want
+			}
+		}
+	}
+	for range 3 {
+		runtime.GC()
+		junk := make([][]byte, 0, 4096)
+		for range 4096 {
+			junk = append(junk, []byte("0123456789abcdef0123456789abcdef"))
+		}
+		runtime.KeepAlive(junk)
+	}
+	for j := range wantKept {
+		if !reflect.DeepEqual(kept[j], wantKept[j]) {
+			t.Fatalf("after collections, column %d: %#v (%T), want %#v (%T)", j, kept[j], kept[j], wantKept[j], wantKept[j])
+		}
+	}
+}
+
+func twoDigits(v int) string { return string([]byte{byte('0' + v/10%10), byte('0' + v%10)}) }
