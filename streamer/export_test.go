@@ -237,8 +237,8 @@ func RowsDecoders(file []byte) (goMySQL, ours func() error, err error) {
 
 // RemoteBlocksReused is how many blocks RemoteReaders have read packets
 // into a second time (see remoteBlocks).
-func RemoteBlocksReused() int64 { return remoteBlocksReused.Load() }
+func RemoteBlocksReused() int64 { return remoteBlocks.reused.Load() }
 
 // RemoteBlocksTracked is how many blocks RemoteReaders have handed out for
 // reuse that have not come back yet.
-func RemoteBlocksTracked() int64 { return remoteBlocksTracked.Load() }
+func RemoteBlocksTracked() int64 { return remoteBlocks.tracked.Load() }

@@ -4,10 +4,8 @@ package streamer
 // decoding them on the consumer's goroutine rather than the network's.
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/go-mysql-org/go-mysql/replication"
 )
@@ -178,7 +176,8 @@ func decodeDeferredRows(d *rowDecoder, e *replication.RowsEvent, raw []byte, crc
 	// The values decoded share the bytes they come from (strings and
 	// []byte alias them, as go-mysql's do). Decoded from a copy of the
 	// body, a row a consumer keeps (in a batch, the validator, a held
-	// shard step) holds this event's bytes only, not the 256 KiB block a
+	// shard step) holds this event's bytes, with those of the few events
+	// copied into the same chunk (rowCopies), not the 256 KiB block a
 	// RemoteReader read the event into with others.
 	//
 	// The copy takes the checksum too, as the body's capacity, and no
@@ -186,7 +185,7 @@ func decodeDeferredRows(d *rowDecoder, e *replication.RowsEvent, raw []byte, crc
 	// column) past the body, into what follows it in RawData (whose
 	// capacity ends with the event), and decoding from the copy must give
 	// what decoding the event gives.
-	cp := slices.Clip(bytes.Clone(raw[eventHeaderSize:]))
+	cp := d.copyBody(raw[eventHeaderSize:])
 	return d.decode(e, replication.EventType(raw[4]), start+len(last)-eventHeaderSize, cp[:len(body)])
 }
 

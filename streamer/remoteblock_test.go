@@ -54,7 +54,7 @@ func TestBlockReuseKeepsHeldPackets(t *testing.T) {
 		payload []byte
 	}
 	var kept []held
-	reused := remoteBlocksReused.Load()
+	reused := remoteBlocks.reused.Load()
 	for i := 0; i < packets; i++ {
 		p, err := br.next()
 		if err != nil {
@@ -72,7 +72,7 @@ func TestBlockReuseKeepsHeldPackets(t *testing.T) {
 			runtime.GC() // the blocks nothing refers to get their finalizers run
 		}
 	}
-	if got := remoteBlocksReused.Load() - reused; got == 0 {
+	if got := remoteBlocks.reused.Load() - reused; got == 0 {
 		t.Fatal("no block was reused")
 	}
 	for _, h := range kept {
@@ -136,6 +136,54 @@ func checkFill(t *testing.T, i int, p []byte) {
 	for j := range p {
 		if p[j] != fill(i, j) {
 			t.Fatalf("packet %d, byte %d: %d, want %d", i, j, p[j], fill(i, j))
+		}
+	}
+}
+
+// TestRowCopyReuseKeepsHeldCopies: the chunks the bodies of rows events
+// are copied into (rowDecoder.copyBody) come back for reuse once nothing
+// refers to them, and never while a consumer still holds a copy (a value
+// decoded from it) in one: copies kept while the decoder goes on keep
+// their bytes; each has the capacity of its length, so that nothing
+// appended to a value can reach the next copy.
+func TestRowCopyReuseKeepsHeldCopies(t *testing.T) {
+	const bodies = 12000 // some 60 MB: many times the tracked chunks
+	size := func(i int) int { return 1 + (i*7919)%(40<<10) }
+	body := func(i int) []byte {
+		b := make([]byte, size(i))
+		for j := range b {
+			b[j] = fill(i, j)
+		}
+		return b
+	}
+	type held struct {
+		i    int
+		copy []byte
+	}
+	var (
+		d    rowDecoder
+		kept []held
+	)
+	reused := rowCopies.reused.Load()
+	for i := range bodies {
+		b := body(i)
+		c := d.copyBody(b)
+		if !bytes.Equal(c, b) || cap(c) != len(c) {
+			t.Fatalf("copy %d: %d bytes of capacity %d, want the %d bytes copied", i, len(c), cap(c), len(b))
+		}
+		if i%97 == 0 && i < 2000 || i%997 == 0 {
+			kept = append(kept, held{i, c})
+		}
+		if i%300 == 299 {
+			runtime.GC()
+		}
+	}
+	if got := rowCopies.reused.Load() - reused; got == 0 {
+		t.Fatal("no chunk was reused")
+	}
+	for _, h := range kept {
+		if !bytes.Equal(h.copy, body(h.i)) {
+			t.Fatalf("copy %d, held by the consumer, changed under it", h.i)
 		}
 	}
 }

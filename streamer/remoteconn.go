@@ -316,13 +316,7 @@ type remoteBlock [remoteBlockSize]byte
 // consumer keeps an event of for good keeps its place among the tracked
 // ones: with enough of them, reuse stops, and blocks are fresh as they
 // were before reuse.
-var (
-	remoteBlocks        sync.Pool // of *remoteBlock, finalizer cleared
-	remoteBlocksTracked atomic.Int64
-	// remoteBlocksReused counts the blocks taken from remoteBlocks, for
-	// tests.
-	remoteBlocksReused atomic.Int64
-)
+var remoteBlocks = newReusePool[remoteBlock](remoteBlocksMax)
 
 // remoteBlocksMax bounds the blocks tracked for reuse, in all readers
 // together: 16 MiB. Measured on a filtered drain of 540 MB (BENCHMARKS.md):
@@ -335,22 +329,46 @@ const remoteBlocksMax = 64
 // getRemoteBlock returns a block of remoteBlockSize bytes, reused or new;
 // its contents are undefined.
 func getRemoteBlock() []byte {
-	b, _ := remoteBlocks.Get().(*remoteBlock)
-	if b != nil {
-		remoteBlocksReused.Add(1)
-	} else if remoteBlocksTracked.Load() < remoteBlocksMax {
-		b = new(remoteBlock)
-	} else {
-		return make([]byte, remoteBlockSize)
+	if b := remoteBlocks.get(); b != nil {
+		return b[:]
 	}
-	remoteBlocksTracked.Add(1)
-	runtime.SetFinalizer(b, recycleRemoteBlock)
-	return b[:]
+	return make([]byte, remoteBlockSize)
 }
 
-// recycleRemoteBlock is a tracked block's finalizer: it runs once nothing
-// refers to b, and makes b reusable.
-func recycleRemoteBlock(b *remoteBlock) {
-	remoteBlocksTracked.Add(-1)
-	remoteBlocks.Put(b)
+// reusePool hands out arrays of type B (bytes) that come back for reuse
+// once nothing refers to them, as remoteBlocks describes: at most max of
+// them are tracked at a time, in all readers of the process together.
+type reusePool[B any] struct {
+	pool    sync.Pool // of *B, finalizer cleared
+	tracked atomic.Int64
+	reused  atomic.Int64 // arrays taken from pool, for tests
+	max     int64
+	recycle func(*B) // the finalizer
+}
+
+func newReusePool[B any](max int64) *reusePool[B] {
+	p := &reusePool[B]{max: max}
+	p.recycle = func(b *B) {
+		p.tracked.Add(-1)
+		p.pool.Put(b)
+	}
+	return p
+}
+
+// get returns an array, reused or new, with the finalizer that makes it
+// reusable once nothing refers to it; nil when max are tracked already
+// (the caller then allocates as it would without the pool). Its contents
+// are undefined.
+func (p *reusePool[B]) get() *B {
+	b, _ := p.pool.Get().(*B)
+	if b != nil {
+		p.reused.Add(1)
+	} else if p.tracked.Load() < p.max {
+		b = new(B)
+	} else {
+		return nil
+	}
+	p.tracked.Add(1)
+	runtime.SetFinalizer(b, p.recycle)
+	return b
 }
