@@ -21,6 +21,10 @@ package streamer
 // strings share), never another event's.
 
 import (
+	"math"
+	"math/big"
+	"math/bits"
+	"reflect"
 	"unsafe"
 
 	"github.com/shopspring/decimal"
@@ -59,15 +63,7 @@ type slabKind uint8
 const (
 	slabString slabKind = iota
 	slabBytes
-	slabInt16
-	slabUint16
-	slabInt32
-	slabUint32
-	slabInt64
-	slabUint64
-	slabInt
-	slabFloat32
-	slabFloat64
+	slabNum // integers and floats, each in a word of its own
 	slabDecimal
 	numSlabs
 	noSlab = numSlabs
@@ -79,23 +75,23 @@ var slabOf = [...]slabKind{
 	kindUnsupported: noSlab,
 	kindInt8:        noSlab,
 	kindUint8:       noSlab,
-	kindInt16:       slabInt16,
-	kindUint16:      slabUint16,
-	kindInt24:       slabInt32,
-	kindUint24:      slabUint32,
-	kindInt32:       slabInt32,
-	kindUint32:      slabUint32,
-	kindInt64:       slabInt64,
-	kindUint64:      slabUint64,
-	kindFloat:       slabFloat32,
-	kindDouble:      slabFloat64,
+	kindInt16:       slabNum,
+	kindUint16:      slabNum,
+	kindInt24:       slabNum,
+	kindUint24:      slabNum,
+	kindInt32:       slabNum,
+	kindUint32:      slabNum,
+	kindInt64:       slabNum,
+	kindUint64:      slabNum,
+	kindFloat:       slabNum,
+	kindDouble:      slabNum,
 	kindDecimal:     slabDecimal,
-	kindYear:        slabInt,
+	kindYear:        slabNum,
 	kindDate:        slabString,
 	kindDatetime2:   slabString,
 	kindTimestamp2:  slabString,
 	kindEnum1:       noSlab,
-	kindEnum2:       slabInt64,
+	kindEnum2:       slabNum,
 	kindString1:     slabString,
 	kindString2:     slabString,
 	kindBlob:        slabBytes,
@@ -113,16 +109,13 @@ type valueSlabs struct {
 
 	strs  []string
 	bytes [][]byte
-	i16   []int16
-	u16   []uint16
-	i32   []int32
-	u32   []uint32
-	i64   []int64
-	u64   []uint64
-	ints  []int
-	f32   []float32
-	f64   []float64
 	dec   []decimal.Decimal
+	// bigs and words hold the coefficients of the decimals (decimal).
+	bigs  []big.Int
+	words []big.Word
+	// nums holds the numbers of every type, one a word: none holds a
+	// pointer, none is larger than a word or aligned on more.
+	nums []uint64
 }
 
 // boxIn appends v to *s (a new array when it is full, sized for the
@@ -137,5 +130,119 @@ func boxIn[T any](s *[]T, k slabKind, vs *valueSlabs, typ unsafe.Pointer, v T) a
 	return *(*any)(unsafe.Pointer(&eface{typ: typ, data: p}))
 }
 
+// number is the types boxed in vs.nums.
+type number interface {
+	int16 | uint16 | int32 | uint32 | int64 | uint64 | int | float32 | float64
+}
+
+// boxNum boxes v, a number of at most a word, in a word of vs.nums.
+func boxNum[T number](vs *valueSlabs, v T) any {
+	s := &vs.nums
+	if len(*s) == cap(*s) {
+		*s = make([]uint64, 0, max(vs.counts[slabNum]*vs.images, 4))
+	}
+	*s = append(*s, 0)
+	p := unsafe.Pointer(&(*s)[len(*s)-1])
+	*(*T)(p) = v
+	return *(*any)(unsafe.Pointer(&eface{typ: numType[T](), data: p}))
+}
+
+// numType is T's type word.
+func numType[T number]() unsafe.Pointer {
+	var z T
+	switch any(z).(type) {
+	case int16:
+		return typInt16
+	case uint16:
+		return typUint16
+	case int32:
+		return typInt32
+	case uint32:
+		return typUint32
+	case int64:
+		return typInt64
+	case uint64:
+		return typUint64
+	case int:
+		return typInt
+	case float32:
+		return typFloat32
+	default:
+		return typFloat64
+	}
+}
+
 // str boxes a string.
 func (vs *valueSlabs) str(v string) any { return boxIn(&vs.strs, slabString, vs, typString, v) }
+
+// decimal returns decimal.New(v, exp), its coefficient (a big.Int and its
+// word) in vs's arrays rather than in two allocations of its own, where
+// decimalInPlace allows.
+func (vs *valueSlabs) decimal(v int64, exp int32) decimal.Decimal {
+	u := uint64(v)
+	if v < 0 {
+		u = -u
+	}
+	if !decimalInPlace || bits.UintSize == 32 && u>>32 != 0 {
+		return decimal.New(v, exp)
+	}
+	n := max(vs.counts[slabDecimal]*vs.images, 4)
+	if len(vs.bigs) == cap(vs.bigs) {
+		// A new array, never a grown one: a big.Int must not be
+		// copied once in use.
+		vs.bigs = make([]big.Int, 0, n)
+	}
+	vs.bigs = append(vs.bigs, big.Int{})
+	coef := &vs.bigs[len(vs.bigs)-1]
+	if v != 0 { // zero is a big.Int without words, as big.NewInt makes it
+		if len(vs.words) == cap(vs.words) {
+			vs.words = make([]big.Word, 0, n)
+		}
+		vs.words = append(vs.words, big.Word(u))
+		k := len(vs.words)
+		// Of capacity 1: nothing the coefficient does can reach the
+		// next word.
+		coef.SetBits(vs.words[k-1 : k : k])
+		if v < 0 {
+			coef.Neg(coef)
+		}
+	}
+	return decimalOf(coef, exp)
+}
+
+// decimalFields mirrors the fields of shopspring/decimal's Decimal
+// (v1.4.0): the coefficient, which no method of Decimal modifies, and the
+// exponent. Nothing else of the package is assumed: decimalInPlace checks
+// the mirror against decimal.New once, and decimals are built by
+// decimal.New when it does not hold.
+type decimalFields struct {
+	value *big.Int
+	exp   int32
+}
+
+// decimalOf is the Decimal coef * 10^exp, which keeps coef.
+func decimalOf(coef *big.Int, exp int32) decimal.Decimal {
+	var d decimal.Decimal
+	*(*decimalFields)(unsafe.Pointer(&d)) = decimalFields{value: coef, exp: exp}
+	return d
+}
+
+// decimalInPlace reports whether decimalOf builds the Decimal decimal.New
+// builds: the same size, and the same values, strings, coefficients and
+// exponents for a few values.
+var decimalInPlace = func() bool {
+	if unsafe.Sizeof(decimal.Decimal{}) != unsafe.Sizeof(decimalFields{}) {
+		return false
+	}
+	for _, c := range []struct {
+		v   int64
+		exp int32
+	}{{123456, -2}, {-7, 3}, {0, -4}, {math.MinInt64 + 1, 0}} {
+		d, want := decimalOf(big.NewInt(c.v), c.exp), decimal.New(c.v, c.exp)
+		if !d.Equal(want) || d.String() != want.String() || d.Exponent() != c.exp ||
+			d.Coefficient().Int64() != c.v || !reflect.DeepEqual(d, want) {
+			return false
+		}
+	}
+	return true
+}()

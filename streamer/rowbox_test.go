@@ -103,3 +103,32 @@ func TestBoxedValuesOutliveTheirEvent(t *testing.T) {
 }
 
 func twoDigits(v int) string { return string([]byte{byte('0' + v/10%10), byte('0' + v%10)}) }
+
+// TestDecimalInPlace: decimals built with their coefficient in an event's
+// arrays equal, field for field, those decimal.New builds (so that a new
+// version of shopspring/decimal with other fields is noticed here, not
+// only as a slower decoder), and arithmetic on them leaves them as they
+// were.
+func TestDecimalInPlace(t *testing.T) {
+	if !decimalInPlace {
+		t.Fatal("decimalFields does not mirror decimal.Decimal: decimals are built by decimal.New")
+	}
+	counts := [numSlabs]int{slabDecimal: 1}
+	vs := valueSlabs{counts: &counts, images: 3}
+	vals := []int64{0, 1, -1, 7, -250, 123456789012345678, -999999999999999999, math.MaxInt64, math.MinInt64}
+	var got []decimal.Decimal
+	for i, v := range vals {
+		got = append(got, vs.decimal(v, int32(i)-4))
+	}
+	for i, v := range vals {
+		want := decimal.New(v, int32(i)-4)
+		if !reflect.DeepEqual(got[i], want) || got[i].String() != want.String() {
+			t.Fatalf("%d: %#v (%s), want %#v (%s)", v, got[i], got[i], want, want)
+		}
+		sum := got[i].Add(decimal.New(1, 0)).Mul(decimal.New(-3, 2)).Round(1)
+		wantSum := want.Add(decimal.New(1, 0)).Mul(decimal.New(-3, 2)).Round(1)
+		if !sum.Equal(wantSum) || !reflect.DeepEqual(got[i], want) {
+			t.Fatalf("%d: arithmetic gave %s (want %s) and left %s", v, sum, wantSum, got[i])
+		}
+	}
+}

@@ -410,54 +410,54 @@ func decodeCell(c colLayout, data []byte, vs *valueSlabs) (v any, n int, ok bool
 		if !need(2) {
 			return nil, 0, false
 		}
-		return boxIn(&vs.i16, slabInt16, vs, typInt16, int16(binary.LittleEndian.Uint16(data))), 2, true
+		return boxNum(vs, int16(binary.LittleEndian.Uint16(data))), 2, true
 	case kindUint16:
 		if !need(2) {
 			return nil, 0, false
 		}
-		return boxIn(&vs.u16, slabUint16, vs, typUint16, binary.LittleEndian.Uint16(data)), 2, true
+		return boxNum(vs, binary.LittleEndian.Uint16(data)), 2, true
 	case kindInt24:
 		if !need(3) {
 			return nil, 0, false
 		}
-		return boxIn(&vs.i32, slabInt32, vs, typInt32, mysql.ParseBinaryInt24(data)), 3, true
+		return boxNum(vs, mysql.ParseBinaryInt24(data)), 3, true
 	case kindUint24:
 		if !need(3) {
 			return nil, 0, false
 		}
-		return boxIn(&vs.u32, slabUint32, vs, typUint32, mysql.ParseBinaryUint24(data)), 3, true
+		return boxNum(vs, mysql.ParseBinaryUint24(data)), 3, true
 	case kindInt32:
 		if !need(4) {
 			return nil, 0, false
 		}
-		return boxIn(&vs.i32, slabInt32, vs, typInt32, int32(binary.LittleEndian.Uint32(data))), 4, true
+		return boxNum(vs, int32(binary.LittleEndian.Uint32(data))), 4, true
 	case kindUint32:
 		if !need(4) {
 			return nil, 0, false
 		}
-		return boxIn(&vs.u32, slabUint32, vs, typUint32, binary.LittleEndian.Uint32(data)), 4, true
+		return boxNum(vs, binary.LittleEndian.Uint32(data)), 4, true
 	case kindInt64:
 		if !need(8) {
 			return nil, 0, false
 		}
-		return boxIn(&vs.i64, slabInt64, vs, typInt64, int64(binary.LittleEndian.Uint64(data))), 8, true
+		return boxNum(vs, int64(binary.LittleEndian.Uint64(data))), 8, true
 	case kindUint64:
 		if !need(8) {
 			return nil, 0, false
 		}
-		return boxIn(&vs.u64, slabUint64, vs, typUint64, binary.LittleEndian.Uint64(data)), 8, true
+		return boxNum(vs, binary.LittleEndian.Uint64(data)), 8, true
 	case kindFloat:
 		if !need(4) {
 			return nil, 0, false
 		}
-		return boxIn(&vs.f32, slabFloat32, vs, typFloat32, math.Float32frombits(binary.LittleEndian.Uint32(data))), 4, true
+		return boxNum(vs, math.Float32frombits(binary.LittleEndian.Uint32(data))), 4, true
 	case kindDouble:
 		if !need(8) {
 			return nil, 0, false
 		}
-		return boxIn(&vs.f64, slabFloat64, vs, typFloat64, math.Float64frombits(binary.LittleEndian.Uint64(data))), 8, true
+		return boxNum(vs, math.Float64frombits(binary.LittleEndian.Uint64(data))), 8, true
 	case kindDecimal:
-		d, n, ok := decodeDecimalCell(data, int(c.prec), int(c.dec), &vs.arena)
+		d, n, ok := decodeDecimalCell(data, int(c.prec), int(c.dec), vs)
 		if !ok {
 			return nil, 0, false
 		}
@@ -469,7 +469,7 @@ func decodeCell(c colLayout, data []byte, vs *valueSlabs) (v any, n int, ok bool
 		if data[0] == 0 {
 			return 0, 1, true
 		}
-		return boxIn(&vs.ints, slabInt, vs, typInt, int(data[0])+1900), 1, true
+		return boxNum(vs, int(data[0])+1900), 1, true
 	case kindDate:
 		if !need(3) {
 			return nil, 0, false
@@ -506,7 +506,7 @@ func decodeCell(c colLayout, data []byte, vs *valueSlabs) (v any, n int, ok bool
 		if !need(2) {
 			return nil, 0, false
 		}
-		return boxIn(&vs.i64, slabInt64, vs, typInt64, int64(binary.LittleEndian.Uint16(data))), 2, true
+		return boxNum(vs, int64(binary.LittleEndian.Uint16(data))), 2, true
 	case kindString1, kindString2:
 		p := 1
 		if c.kind == kindString2 {
@@ -692,7 +692,7 @@ var compressedBytes = [10]int{0, 1, 1, 2, 2, 3, 3, 4, 4, 4}
 // way, but for text of at most 18 digits (the common case), which
 // decimal.NewFromString turns into big.NewInt of its digits, it makes that
 // Decimal directly.
-func decodeDecimalCell(data []byte, precision, decimals int, arena *[]byte) (decimal.Decimal, int, bool) {
+func decodeDecimalCell(data []byte, precision, decimals int, vs *valueSlabs) (decimal.Decimal, int, bool) {
 	const digitsPerInteger = 9
 	integral := precision - decimals
 	uncompIntegral := integral / digitsPerInteger
@@ -772,9 +772,9 @@ func decodeDecimalCell(data []byte, precision, decimals int, arena *[]byte) (dec
 		exp = -(len(b) - point - 1)
 	}
 	if digits > 18 {
-		bs, start := arenaFor(arena, len(b))
+		bs, start := arenaFor(&vs.arena, len(b))
 		bs = append(bs, b...)
-		d, err := decimal.NewFromString(arenaString(arena, bs, start))
+		d, err := decimal.NewFromString(arenaString(&vs.arena, bs, start))
 		if err != nil {
 			return decimal.Decimal{}, 0, false
 		}
@@ -789,5 +789,5 @@ func decodeDecimalCell(data []byte, precision, decimals int, arena *[]byte) (dec
 	if neg {
 		v = -v
 	}
-	return decimal.New(v, int32(exp)), pos, true
+	return vs.decimal(v, int32(exp)), pos, true
 }
