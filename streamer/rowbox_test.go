@@ -2,6 +2,7 @@ package streamer
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"reflect"
 	"runtime"
@@ -129,6 +130,19 @@ func TestDecimalInPlace(t *testing.T) {
 		wantSum := want.Add(decimal.New(1, 0)).Mul(decimal.New(-3, 2)).Round(1)
 		if !sum.Equal(wantSum) || !reflect.DeepEqual(got[i], want) {
 			t.Fatalf("%d: arithmetic gave %s (want %s) and left %s", v, sum, wantSum, got[i])
+		}
+	}
+}
+
+// TestAppendPadded: appendPadded writes what fmt's %0*d writes.
+func TestAppendPadded(t *testing.T) {
+	for _, w := range []int{0, 1, 2, 4, 6, 9, 12} {
+		for _, v := range []uint64{0, 1, 9, 10, 99, 100, 12345, 999999, 1000000, 123456789, 1<<64 - 1} {
+			got := string(appendPadded([]byte("x"), v, w))
+			want := "x" + fmt.Sprintf("%0*d", w, v)
+			if got != want {
+				t.Fatalf("%d %d: %q want %q", v, w, got, want)
+			}
 		}
 	}
 }

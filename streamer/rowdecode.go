@@ -576,20 +576,22 @@ func appendPadded(b []byte, v uint64, width int) []byte {
 	return appendPaddedSlow(b, v, width)
 }
 
+// appendPaddedSlow is appendPadded for other widths (fractions of
+// seconds, groups of decimal digits): the digits are written in place,
+// from the last, rather than through a buffer and a copy.
 func appendPaddedSlow(b []byte, v uint64, width int) []byte {
-	var buf [20]byte
-	i := len(buf)
-	for v >= 10 {
-		i--
-		buf[i] = byte('0' + v%10)
+	n := 1
+	for x := v; x >= 10; x /= 10 {
+		n++
+	}
+	n = max(n, width)
+	b = slices.Grow(b, n)
+	b = b[:len(b)+n]
+	for i := len(b) - 1; i >= len(b)-n; i-- {
+		b[i] = byte('0' + v%10)
 		v /= 10
 	}
-	i--
-	buf[i] = byte('0' + v)
-	for range width - (len(buf) - i) {
-		b = append(b, '0')
-	}
-	return append(b, buf[i:]...)
+	return b
 }
 
 // appendTimeText appends "YYYY-MM-DD hh:mm:ss" and, for dec > 0, the
