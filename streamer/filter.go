@@ -181,10 +181,10 @@ func decodeDeferredRows(d *rowDecoder, e *replication.RowsEvent, raw []byte, crc
 	// RemoteReader read the event into with others.
 	//
 	// The copy takes the checksum too, as the body's capacity, and no
-	// more: go-mysql reads some damaged values (a string longer than its
-	// column) past the body, into what follows it in RawData (whose
-	// capacity ends with the event), and decoding from the copy must give
-	// what decoding the event gives.
+	// more: go-mysql reads some damaged values past the body, into what
+	// follows it in RawData (whose capacity ends with the event), and
+	// decoding from the copy must give what decoding the event gives
+	// (FuzzRowDecoder found it).
 	cp := d.copyBody(raw[eventHeaderSize:])
 	return d.decode(e, replication.EventType(raw[4]), start+len(last)-eventHeaderSize, cp[:len(body)])
 }
