@@ -93,6 +93,9 @@ type tableLayout struct {
 	// boxed counts, by slab, the values of a row that are boxed in one
 	// (see valueSlabs).
 	boxed [numSlabs]int
+	// imageBytes is the bytes an image of the table's last event took,
+	// on average: it sizes the next event's arrays.
+	imageBytes int
 }
 
 // matches reports whether tm describes the columns l was worked out from.
@@ -316,8 +319,15 @@ func decodeImages(e *replication.RowsEvent, l *tableLayout, data []byte) (rows [
 		cells []any // the rows' values, sliced row by row
 		vs    = valueSlabs{counts: &l.boxed}
 	)
-	rows = make([][]any, 0, perRow)
-	skipped = make([][]int, 0, perRow)
+	// The images the event holds, as guessed before decoding any: from
+	// the size of the images of the table's last event, so that an event
+	// like the last one allocates its arrays once.
+	first := perRow
+	if l.imageBytes > 0 {
+		first = max(perRow, min(len(data)/l.imageBytes+1, 1024))
+	}
+	rows = make([][]any, 0, first)
+	skipped = make([][]int, 0, first)
 	for pos := 0; pos < len(data); {
 		for img := range perRow {
 			bitmap := e.ColumnBitmap1
@@ -327,11 +337,12 @@ func decodeImages(e *replication.RowsEvent, l *tableLayout, data []byte) (rows [
 			if len(cells) < ncol {
 				// Room for as many more images as the ones so far
 				// suggest the rest of the event holds.
-				guess := perRow
+				guess := first
 				if pos > 0 && len(rows) > 0 {
-					guess = (len(data)-pos)*len(rows)/pos + 1
+					guess = min((len(data)-pos)*len(rows)/pos+1, 1024)
+					rows = slices.Grow(rows, guess)
+					skipped = slices.Grow(skipped, guess)
 				}
-				guess = min(guess, 1024)
 				cells = make([]any, ncol*guess)
 				if l.text > 0 && cap(vs.arena)-len(vs.arena) < l.text*guess {
 					vs.arena = make([]byte, 0, l.text*guess)
@@ -348,6 +359,9 @@ func decodeImages(e *replication.RowsEvent, l *tableLayout, data []byte) (rows [
 			rows = append(rows, row)
 			skipped = append(skipped, skips)
 		}
+	}
+	if len(rows) > 0 {
+		l.imageBytes = max(1, len(data)/len(rows))
 	}
 	return rows, skipped, true
 }
