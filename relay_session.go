@@ -110,7 +110,9 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		if !dirty {
 			return nil
 		}
-		pt, err := writer.Flush()
+		// The writes go on behind: the syncer waits for them before
+		// its fsync, this goroutine goes on reading.
+		pt, err := writer.FlushBehind()
 		if err != nil {
 			return err
 		}
