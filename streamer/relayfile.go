@@ -511,9 +511,10 @@ func (w *RelayFileWriter) Sync() error {
 }
 
 // RelaySyncPoint is what an fsync must cover to make durable what a
-// RelayFileWriter had written when Flush returned it: its current file, and
-// the subdirectory when a file was created in it since the previous point
-// or Sync. A file the writer finished (at a rotate) was fsynced before the
+// RelayFileWriter had written when Flush or FlushBehind returned it: its
+// current file, and the subdirectory when a file was created in it since
+// the previous point or Sync (and, from FlushBehind, the writes still to
+// finish). A file the writer finished (at a rotate) was fsynced before the
 // next one was created, so the current file is the only one that may hold
 // data not durable yet. A RelayFileSyncer makes a point durable, on another
 // goroutine than the writer's if need be.
@@ -723,7 +724,7 @@ func (w *RelayFileWriter) WriteBehind() {
 	w.behind = make(chan behindWrite, behindDepth)
 	w.behindDone = make(chan behindWrite, behindDepth)
 	w.behindExit = make(chan struct{})
-	w.progress = newBehindProgress()
+	w.progress, w.handed = newBehindProgress(), 0
 	go func(in <-chan behindWrite, out chan<- behindWrite, exit chan<- struct{}, prog *behindProgress) {
 		defer close(exit)
 		var failed error
