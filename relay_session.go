@@ -97,6 +97,9 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 		total    uint64 // bytes this session has written
 		lastSync = time.Now()
 		pending  streamer.RelayPos
+		// startReached: pending has reached the upstream's end as of
+		// the session's start (st.Master)
+		startReached bool
 		// deadline bounds a wait while data is not handed to the syncer
 		deadline waitDeadline
 	)
@@ -229,15 +232,37 @@ func (r *Relay) session(ctx context.Context, pause <-chan struct{}) error {
 			pending.Offset = 4
 		}
 		dirty = true
+		// Reaching where the upstream's binlog ended when the session
+		// began is catching up too (without waiting for the reader to
+		// find the socket empty): synced at once, once a session.
+		reachedStart := policy.kind == syncInterval && !startReached && relayPosReached(pending, st.Master)
+		startReached = startReached || reachedStart
 		switch {
 		case policy.kind == syncEachTxn,
 			policy.kind == syncInterval && time.Since(lastSync) >= policy.interval,
+			reachedStart,
 			policy.kind == syncOnRotate && pending.Offset == 4:
 			if err := requestSync(); err != nil {
 				return finish(err)
 			}
 		}
 	}
+}
+
+// relayPosReached reports whether the relay position pos is at or past the
+// upstream position end (a file name and offset; false when end names no
+// file).
+func relayPosReached(pos streamer.RelayPos, end streamer.Position) bool {
+	if end.Name == "" || pos.Name == "" {
+		return false
+	}
+	switch c := (streamer.Position{Name: pos.Name}).Compare(streamer.Position{Name: end.Name}); {
+	case c > 0:
+		return true
+	case c == 0:
+		return pos.Offset >= end.Offset
+	}
+	return false
 }
 
 // queryUpstream reads the upstream's identity and binlog list, retrying

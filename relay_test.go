@@ -476,8 +476,10 @@ func lineDiff(a, b string) string {
 
 // TestRelaySyncsWhenCaughtUp: with a sync interval far longer than the test,
 // the relay still makes what it copied durable, and reports it relayed, once
-// it has taken everything the upstream sent: it does not wait for the
-// interval to end.
+// it has caught up with the upstream (reached where its binlog ended when
+// the relay connected): it does not wait for the interval to end. (The
+// sync when the reader finds nothing more to take is
+// TestRawReaderOnCaughtUp's.)
 func TestRelaySyncsWhenCaughtUp(t *testing.T) {
 	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 27, MaxBinlogSize: 64 << 10})
 	db := m.DB(t)
