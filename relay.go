@@ -129,9 +129,16 @@ func SyncEachTransaction() SyncPolicy { return SyncPolicy{kind: syncEachTxn} }
 // SyncInterval fsyncs at the end of a transaction when the last fsync is at
 // least d old, and otherwise d after the last fsync: a quiet upstream's
 // transaction is durable at once, a busy one costs at most one fsync per d.
-// This is the default, with d = 50ms: it bounds the fsync rate to 20/s under
-// load, adds at most 50ms (plus the fsync's own time) of relay lag, and on a
-// crash loses nothing that cannot be pulled again from the upstream.
+// When the relay has caught up with the upstream, what it wrote is synced at
+// once instead of at the end of the interval: when it reaches where the
+// upstream's binlog ended as the relay connected (once per connection), and
+// when it has taken everything the upstream sent (the upstream paused or
+// reached the end of its binlog; at most once per d, so that the fsync
+// rate stays at most two per d; this needs batched reads: TCP on Linux).
+// The last transactions of a burst are durable without waiting. This is the default, with d = 50ms: it
+// bounds the fsync rate under load, adds at most 50ms (plus the fsync's own
+// time) of relay lag, and on a crash loses nothing that cannot be pulled
+// again from the upstream.
 func SyncInterval(d time.Duration) SyncPolicy { return SyncPolicy{kind: syncInterval, interval: d} }
 
 // SyncOnRotate fsyncs only when a binlog file is complete (and on pause and

@@ -12,12 +12,14 @@ import (
 
 // relaySyncer makes a relay session's writes durable on a goroutine of its
 // own, so that the session goes on receiving from the upstream while the
-// disk works: group commit. The session flushes its write buffer into the
-// file (direct writes of whole blocks, the rest through the page cache; no
-// fsync: a direct write is not durable either until one) and posts the
-// sync point with the transaction boundary
-// it reached; the syncer fsyncs the file (and the directory after a new
-// file), then publishes the boundary (Relayed, relay.meta). A post while an
+// disk works: group commit. The session hands its write buffer to the
+// writer's write-behind goroutine (RelayFileWriter.FlushBehind: whole
+// blocks, written directly) and posts the sync point with the transaction
+// boundary it reached, without waiting for the disk; the syncer waits for
+// those writes, writes the partial block left through the page cache (a
+// direct write is not durable either until an fsync), fsyncs the file (and
+// the directory after a new file), then publishes the boundary (Relayed,
+// relay.meta). A post while an
 // fsync runs replaces the one waiting: the next fsync covers every write
 // made before it, so one fsync serves them all. A position is published
 // only after an fsync that began after the position's bytes were written,

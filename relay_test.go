@@ -473,3 +473,27 @@ func lineDiff(a, b string) string {
 	}
 	return fmt.Sprintf("relay has %d lines, upstream %d", len(al), len(bl))
 }
+
+// TestRelaySyncsWhenCaughtUp: with a sync interval far longer than the test,
+// the relay still makes what it copied durable, and reports it relayed, once
+// it has caught up with the upstream (reached where its binlog ended when
+// the relay connected): it does not wait for the interval to end. (The
+// sync when the reader finds nothing more to take is
+// TestRawReaderOnCaughtUp's.)
+func TestRelaySyncsWhenCaughtUp(t *testing.T) {
+	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 27, MaxBinlogSize: 64 << 10})
+	db := m.DB(t)
+	relayWorkload(t, db, 0, 60)
+	r, err := dmworker.NewRelay(upstreamOf(m), t.TempDir(), dmworker.RelayConfig{
+		RelayStart: streamer.Position{Name: "mysql-bin.000001", Offset: 4},
+		SyncPolicy: dmworker.SyncInterval(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := runRelay(t, r)
+	// waitRelayed gives up after two minutes.
+	waitRelayed(t, r, db, errc)
+	if st := r.Status(context.Background()); st.BytesBehind != 0 {
+		t.Fatalf("relayed to the master position, but %d bytes behind", st.BytesBehind)
+	}
+}

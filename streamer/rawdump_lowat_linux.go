@@ -10,3 +10,9 @@ const canSetRcvLowat = true
 func setRcvLowat(fd uintptr, n int) error {
 	return syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, n)
 }
+
+// readNow reads from the socket fd without waiting: syscall.EAGAIN when
+// nothing is there.
+func readNow(fd uintptr, b []byte) (int, error) {
+	return syscall.Read(int(fd), b)
+}

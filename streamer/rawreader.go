@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
@@ -43,6 +44,11 @@ type RawReader struct {
 	ev      RawEvent
 	snap    mysql.GTIDSet // copy of tracker.gset at snapVer
 	snapVer uint64
+	// cur is the connection attached (nil when none): Next takes it
+	// without the reconnect core's lock while closing is false.
+	cur      *dumpConn
+	caughtUp func() // see OnCaughtUp
+	closing  atomic.Bool
 }
 
 // RawEvent is one binlog event as the server sent it. The RawReader reuses
@@ -131,9 +137,13 @@ func (r *RawReader) Next(ctx context.Context) (*RawEvent, error) {
 		return nil, r.err
 	}
 	for {
-		d, err := r.ensure(ctx, r.connect)
-		if err != nil {
-			return nil, r.fail(ctx, err)
+		d := r.cur
+		if d == nil || r.closing.Load() {
+			var err error
+			if d, err = r.ensure(ctx, r.connect); err != nil {
+				return nil, r.fail(ctx, err)
+			}
+			r.cur = d
 		}
 		d.ctx = ctx
 		payload, err := d.pr.next()
@@ -168,6 +178,23 @@ func (r *RawReader) Next(ctx context.Context) (*RawEvent, error) {
 		if err := r.dropConn(ctx, "read", err); err != nil {
 			return nil, r.fail(ctx, err)
 		}
+	}
+}
+
+// OnCaughtUp sets f to be called when the reader has taken everything the
+// upstream has sent so far and is about to wait for more: the upstream
+// paused, or reached the end of its binlog. It is called on the goroutine
+// that calls Next, from within Next, between two events: f may call
+// Position and GTIDSet (which then describe the last event Next
+// delivered) but not Next. A copier uses it to make what it wrote durable
+// at once rather than on a timer. While the upstream streams faster than
+// the reader takes, f is not called. It works where the reader batches
+// its reads (TCP on Linux; not through TLS); elsewhere f is never called.
+// Like Next, it must not be called concurrently with Next; nil removes f.
+func (r *RawReader) OnCaughtUp(f func()) {
+	r.caughtUp = f
+	if r.cur != nil {
+		r.cur.idle = f
 	}
 }
 
@@ -300,6 +327,7 @@ func (r *RawReader) connect(ctx context.Context) (*dumpConn, error) {
 	}
 	// The relay copies at the upstream's pace: fewer, larger reads.
 	d.batchReads()
+	d.idle = r.caughtUp
 	// A new connection starts with a fake rotate without checksum and a
 	// format description that says what follows.
 	r.parser.Reset()
@@ -318,6 +346,7 @@ func (r *RawReader) connect(ctx context.Context) (*dumpConn, error) {
 // dropConn closes the failed connection. The next ensureConn reconnects
 // from the last boundary, and process skips up to what was delivered.
 func (r *RawReader) dropConn(ctx context.Context, op string, cause error) error {
+	r.cur = nil
 	r.rewind()
 	// Only a transaction's end changes the set, so the tracker's set is
 	// the one at r.safe already.
@@ -332,6 +361,7 @@ func (r *RawReader) dropConn(ctx context.Context, op string, cause error) error 
 // The server's dump thread is ended too. It starts no goroutine, is safe to
 // call from any goroutine, and more than once.
 func (r *RawReader) Close() error {
+	r.closing.Store(true)
 	if d, first := r.shut(); first && d != nil {
 		killDump(context.Background(), r.up, r.cfg.dialer, d.id)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -481,4 +482,55 @@ func TestRawReaderCloseAndCancel(t *testing.T) {
 			t.Fatalf("second Close: %v", err)
 		}
 	})
+}
+
+// TestRawReaderOnCaughtUp: the hook runs, inside Next, once the reader has
+// taken everything the upstream sent, with Position at the upstream's end;
+// and again after the upstream sends more and pauses.
+func TestRawReaderOnCaughtUp(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the hook needs batched reads (Linux)")
+	}
+	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 304, MaxBinlogSize: 16 << 10})
+	db := m.DB(t)
+	workload(t, db, 0, 40)
+	r, err := streamer.NewRawReader(upstreamOf(m), streamer.Position{Name: "mysql-bin.000001", Offset: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeReader(t, r)
+	ctx := testCtx(t)
+	// readUntilCaughtUpAt reads until the hook sees the reader at end; the
+	// hook then ends the read's context, so that Next returns.
+	readUntilCaughtUpAt := func(end streamer.Position) {
+		t.Helper()
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		reached, calls := false, 0
+		r.OnCaughtUp(func() {
+			calls++
+			if p := r.Position(); p.Name == end.Name && p.Offset == end.Offset {
+				reached = true
+				cancel()
+			}
+		})
+		defer r.OnCaughtUp(nil)
+		for !reached {
+			_, err := r.Next(rctx)
+			if reached && errors.Is(err, context.Canceled) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("after %d calls of the hook, at %s, short of %s: %v", calls, r.Position(), end, err)
+			}
+		}
+	}
+	end, _ := masterStatus(t, db)
+	readUntilCaughtUpAt(end)
+	workload(t, db, 40, 20)
+	end, _ = masterStatus(t, db)
+	if end.Name == "mysql-bin.000001" {
+		t.Fatal("the workload did not rotate the binlog")
+	}
+	readUntilCaughtUpAt(end)
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
@@ -227,6 +228,8 @@ type RelayFileWriter struct {
 	behindDone chan behindWrite // back from it, with the write's error
 	behindExit chan struct{}    // closed when the goroutine ends
 	inflight   int              // writes handed over and not taken back
+	handed     uint64           // writes handed over, ever
+	progress   *behindProgress  // writes finished, for a syncer (FlushBehind)
 	spares     [][]byte
 	behindErr  error // the first error a write behind returned, not reported yet
 	// Direct I/O (DirectIO, relayfile_direct.go): df is the current
@@ -508,9 +511,10 @@ func (w *RelayFileWriter) Sync() error {
 }
 
 // RelaySyncPoint is what an fsync must cover to make durable what a
-// RelayFileWriter had written when Flush returned it: its current file, and
-// the subdirectory when a file was created in it since the previous point
-// or Sync. A file the writer finished (at a rotate) was fsynced before the
+// RelayFileWriter had written when Flush or FlushBehind returned it: its
+// current file, and the subdirectory when a file was created in it since
+// the previous point or Sync (and, from FlushBehind, the writes still to
+// finish). A file the writer finished (at a rotate) was fsynced before the
 // next one was created, so the current file is the only one that may hold
 // data not durable yet. A RelayFileSyncer makes a point durable, on another
 // goroutine than the writer's if need be.
@@ -521,6 +525,51 @@ type RelaySyncPoint struct {
 	// Dir is the subdirectory to fsync ("" when no file was created
 	// since the previous point).
 	Dir string
+
+	// A point from FlushBehind: the writes behind that must finish
+	// before the fsync (the first seq handed over), and the bytes to
+	// write at tailAt before it.
+	progress *behindProgress
+	seq      uint64
+	tail     []byte
+	tailAt   int64
+}
+
+// behindProgress counts the writes behind that finished, for a syncer on
+// another goroutine than the writer's.
+type behindProgress struct {
+	mu   sync.Mutex
+	cond sync.Cond // on mu: n moved
+	n    uint64    // writes finished
+	err  error     // the first failed write's error
+}
+
+func newBehindProgress() *behindProgress {
+	p := &behindProgress{}
+	p.cond.L = &p.mu
+	return p
+}
+
+// finished records one more write done, with its error.
+func (p *behindProgress) finished(err error) {
+	p.mu.Lock()
+	p.n++
+	if p.err == nil {
+		p.err = err
+	}
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+// wait waits until n writes finished, or one failed: then it returns that
+// write's error.
+func (p *behindProgress) wait(n uint64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.n < n && p.err == nil {
+		p.cond.Wait()
+	}
+	return p.err
 }
 
 // Flush writes the bytes the writer gathers to its current file, without
@@ -535,6 +584,43 @@ func (w *RelayFileWriter) Flush() (RelaySyncPoint, error) {
 	if err := w.flushBuf(); err != nil {
 		return RelaySyncPoint{}, err
 	}
+	return w.syncPoint(), nil
+}
+
+// FlushBehind is Flush without waiting for the disk: with write-behind on
+// (WriteBehind), the whole blocks gathered go to the write-behind
+// goroutine (the caller waits only while its queue is full), and the point
+// returned carries those writes and a copy of the partial block left (with
+// direct I/O): RelayFileSyncer.Sync waits for the writes, writes the
+// partial block and only then fsyncs. A write behind that failed fails
+// that Sync (and the writer's next write, flush or sync). Without
+// write-behind it is Flush.
+func (w *RelayFileWriter) FlushBehind() (RelaySyncPoint, error) {
+	if w.behind == nil {
+		return w.Flush()
+	}
+	var tail []byte
+	var tailAt int64
+	if w.f != nil && len(w.buf) > w.clean {
+		if err := w.flushBehind(); err != nil {
+			return RelaySyncPoint{}, err
+		}
+		if len(w.buf) > w.clean {
+			// Less than a block (direct I/O): the syncer writes a copy
+			// through the page cache. The writer's buffer keeps it, to
+			// be written again (whole) with its block: the bytes are
+			// the same whichever lands first.
+			tail, tailAt = append([]byte(nil), w.buf...), w.size-int64(len(w.buf))
+		}
+	}
+	pt := w.syncPoint()
+	pt.progress, pt.seq, pt.tail, pt.tailAt = w.progress, w.handed, tail, tailAt
+	return pt, nil
+}
+
+// syncPoint is what an fsync must cover now (see Flush); it hands the
+// directory entry over.
+func (w *RelayFileWriter) syncPoint() RelaySyncPoint {
 	var pt RelaySyncPoint
 	if w.f != nil {
 		pt.File = filepath.Join(w.dir, w.name)
@@ -546,7 +632,7 @@ func (w *RelayFileWriter) Flush() (RelaySyncPoint, error) {
 		pt.Dir = w.dir
 		w.dirDirty = false
 	}
-	return pt, nil
+	return pt
 }
 
 // RelayFileSyncer makes RelaySyncPoints durable through file descriptors of
@@ -555,23 +641,40 @@ func (w *RelayFileWriter) Flush() (RelaySyncPoint, error) {
 // writer goes on writing meanwhile. It keeps the last file it synced open.
 // It is not safe for concurrent use; Close releases the descriptor.
 type RelayFileSyncer struct {
-	path string
-	f    *os.File
+	path     string
+	f        *os.File
+	writable bool // f is open for writing (a point carried bytes)
 }
 
-// Sync fsyncs pt's file, then its directory when pt names one.
+// Sync fsyncs pt's file, then its directory when pt names one. For a point
+// from FlushBehind it first waits for the writes it carries.
 func (s *RelayFileSyncer) Sync(pt RelaySyncPoint) error {
+	if pt.progress != nil {
+		if err := pt.progress.wait(pt.seq); err != nil {
+			return err
+		}
+	}
 	if pt.File != "" {
-		if pt.File != s.path || s.f == nil {
+		if pt.File != s.path || s.f == nil || (len(pt.tail) > 0 && !s.writable) {
 			if err := s.Close(); err != nil {
 				return err
 			}
-			// fsync needs no write access (Linux, the BSDs).
-			f, err := os.Open(pt.File)
+			// fsync needs no write access (Linux, the BSDs); writing
+			// a point's partial block does.
+			flag := os.O_RDONLY
+			if len(pt.tail) > 0 {
+				flag = os.O_WRONLY
+			}
+			f, err := os.OpenFile(pt.File, flag, 0)
 			if err != nil {
 				return err
 			}
-			s.f, s.path = f, pt.File
+			s.f, s.path, s.writable = f, pt.File, flag == os.O_WRONLY
+		}
+		if len(pt.tail) > 0 {
+			if _, err := s.f.WriteAt(pt.tail, pt.tailAt); err != nil {
+				return err
+			}
 		}
 		if err := s.f.Sync(); err != nil {
 			return err
@@ -589,7 +692,7 @@ func (s *RelayFileSyncer) Close() error {
 		return nil
 	}
 	err := s.f.Close()
-	s.f, s.path = nil, ""
+	s.f, s.path, s.writable = nil, "", false
 	return err
 }
 
@@ -621,7 +724,8 @@ func (w *RelayFileWriter) WriteBehind() {
 	w.behind = make(chan behindWrite, behindDepth)
 	w.behindDone = make(chan behindWrite, behindDepth)
 	w.behindExit = make(chan struct{})
-	go func(in <-chan behindWrite, out chan<- behindWrite, exit chan<- struct{}) {
+	w.progress, w.handed = newBehindProgress(), 0
+	go func(in <-chan behindWrite, out chan<- behindWrite, exit chan<- struct{}, prog *behindProgress) {
 		defer close(exit)
 		var failed error
 		for b := range in {
@@ -629,9 +733,10 @@ func (w *RelayFileWriter) WriteBehind() {
 				b.err = writeDirect(b.f, b.df, b.buf, b.off)
 				failed = b.err
 			}
+			prog.finished(b.err)
 			out <- b
 		}
-	}(w.behind, w.behindDone, w.behindExit)
+	}(w.behind, w.behindDone, w.behindExit, w.progress)
 }
 
 // flushBehind hands the buffered bytes to the write-behind goroutine, once
@@ -666,6 +771,7 @@ func (w *RelayFileWriter) flushBehind() error {
 	}
 	w.behind <- behindWrite{f: w.f, df: w.df, buf: buf, off: w.size - int64(len(w.buf))}
 	w.inflight++
+	w.handed++
 	w.buf, w.clean = append(spare, tail...), 0
 	return nil
 }

@@ -3,6 +3,7 @@ package streamer
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -62,7 +63,20 @@ func relayTestDump(t *testing.T) (stream, want []byte) {
 func TestRelayFileWriterWriteBehind(t *testing.T) {
 	stream, want := relayTestDump(t)
 	for _, behind := range []bool{true, false} {
-		testRelayFileWriter(t, stream, want, behind, false, 0)
+		testRelayFileWriter(t, stream, want, behind, false, 0, false)
+	}
+}
+
+// TestRelayFileWriterFlushBehind copies the dump handing sync points from
+// FlushBehind to a RelayFileSyncer: once Sync returned, the file holds
+// everything written before the point, with and without direct I/O, also
+// across a resume.
+func TestRelayFileWriterFlushBehind(t *testing.T) {
+	stream, want := relayTestDump(t)
+	for _, direct := range []bool{false, true} {
+		for _, resumeAt := range []int{0, 7777} {
+			testRelayFileWriter(t, stream, want, true, direct, resumeAt, true)
+		}
 	}
 }
 
@@ -71,9 +85,9 @@ func TestRelayFileWriterWriteBehind(t *testing.T) {
 // RelayFileSyncer as the relay does, and checks that the file holds want.
 // With resumeAt > 0 the writer is closed after that many events and a new
 // one resumes the file, as a relay does after a restart.
-func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct bool, resumeAt int) {
+func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct bool, resumeAt int, flushBehind bool) {
 	t.Helper()
-	mode := fmt.Sprintf("write-behind %v, direct I/O %v, resume at %d", behind, direct, resumeAt)
+	mode := fmt.Sprintf("write-behind %v, direct I/O %v, resume at %d, FlushBehind %v", behind, direct, resumeAt, flushBehind)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "mysql-bin.000001")
 	w, err := newRelayFileWriter(dir, "")
@@ -130,9 +144,19 @@ func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct bool,
 		if events%6007 != 0 && (events > 3000 || events%97 != 0) {
 			continue
 		}
-		pt, err := w.Flush()
+		flush := w.Flush
+		if flushBehind {
+			flush = w.FlushBehind
+		}
+		pt, err := flush()
 		if err != nil {
 			t.Fatal(err)
+		}
+		if flushBehind {
+			// The syncer finishes the writes the point carries.
+			if err := fs.Sync(pt); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if pt.File != file {
 			t.Fatalf("sync point names %q, want %q", pt.File, file)
@@ -143,7 +167,8 @@ func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct bool,
 				t.Fatalf("sync point names directory %q, want %q", pt.Dir, dir)
 			}
 		}
-		// Flush wrote everything out: the file holds what was written.
+		// Flush (or Sync of FlushBehind's point) wrote everything out:
+		// the file holds what was written.
 		_, size := w.File()
 		got, err := os.ReadFile(pt.File)
 		if err != nil {
@@ -175,5 +200,27 @@ func testRelayFileWriter(t *testing.T, stream, want []byte, behind, direct bool,
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("%s: the file holds %d bytes, not the %d of the binlog", mode, len(got), len(want))
+	}
+}
+
+// TestBehindProgressWait: a syncer's wait returns once the writes it needs
+// finished, and the error of one that failed, then and later.
+func TestBehindProgressWait(t *testing.T) {
+	p := newBehindProgress()
+	done := make(chan error, 1)
+	go func() { done <- p.wait(2) }()
+	p.finished(nil)
+	p.finished(nil)
+	if err := <-done; err != nil {
+		t.Fatalf("wait after two good writes: %v", err)
+	}
+	boom := errors.New("disk on fire")
+	go func() { done <- p.wait(4) }()
+	p.finished(boom)
+	if err := <-done; err != boom {
+		t.Fatalf("wait across a failed write: %v, want %v", err, boom)
+	}
+	if err := p.wait(1); err != boom {
+		t.Fatalf("wait after a failed write: %v, want %v", err, boom)
 	}
 }

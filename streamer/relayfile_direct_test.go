@@ -20,7 +20,7 @@ func TestRelayFileWriterDirectIO(t *testing.T) {
 	stream, want := relayTestDump(t)
 	for _, behind := range []bool{true, false} {
 		for _, resumeAt := range []int{0, 3001} {
-			testRelayFileWriter(t, stream, want, behind, true, resumeAt)
+			testRelayFileWriter(t, stream, want, behind, true, resumeAt, false)
 		}
 	}
 }
