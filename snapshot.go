@@ -592,7 +592,7 @@ func definitionOf(err error) (object, create string) {
 func sinkTableOf(rs *rules, def *schema.TableDef) *Table {
 	ts, tn := rs.route(def.Schema, def.Name)
 	t := &Table{Schema: ts, Name: tn, SourceSchema: def.Schema, SourceName: def.Name,
-		PrimaryKey: def.PrimaryKey, UniqueKeys: def.UniqueKeys}
+		PrimaryKey: def.PrimaryKey, UniqueKeys: def.UniqueKeys, pkPrefix: def.PrimaryKeyPrefix, ukPrefixes: def.UniqueKeyPrefixes}
 	for _, c := range def.Columns {
 		t.Columns = append(t.Columns, Column{Name: c.Name, Type: c.Type, Unsigned: c.Unsigned, Nullable: c.Nullable,
 			Binary: c.Binary, Generated: c.Generated})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -473,7 +474,11 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 			}
 			break
 		}
-		if !ev.TxnEnd {
+		if !ev.TxnEnd && !shapesTables(mode, string(e.Schema), q) {
+			// SAVEPOINT and the like. A statement that shapes tables
+			// inside a transaction is the CREATE TABLE of a CREATE TABLE
+			// ... SELECT, which row format logs with the rows that fill
+			// it after it, in one transaction: it is applied here, first.
 			break
 		}
 		if err := r.apply.ddl(ctx, ev.Pos, func() error { return r.ddl(ctx, ev, string(e.Schema), q, mode) }); err != nil {
@@ -791,6 +796,13 @@ func (r *syncRun) eventStart(ev *streamer.Event) streamer.Position {
 	}
 	p.Flavor, p.GTIDSet = ev.Pos.Flavor, r.lastTxnEnd.GTIDSet
 	return p
+}
+
+// shapesTables reports whether query holds a statement the tracker
+// applies (one that is neither ignored nor unparseable).
+func shapesTables(mode schema.SQLMode, defaultSchema, query string) bool {
+	stmts, err := schema.SplitMode(mode, defaultSchema, query)
+	return err == nil && slices.ContainsFunc(stmts, func(st schema.Stmt) bool { return !st.Ignored })
 }
 
 // sqlMode is the sql_mode a query event records; the default mode when it
