@@ -767,7 +767,19 @@ func (r *syncRun) ensureTargetSchemas(ctx context.Context, ev *streamer.Event, s
 }
 
 func (r *syncRun) execDDL(ctx context.Context, d *DDL) error {
-	err := r.s.retry(ctx, func() error { return r.s.sink.ExecDDL(ctx, d) })
+	tried := false
+	err := r.s.retry(ctx, func() error {
+		if tried && !d.SafeMode {
+			// The failed attempt may have run the DDL (a connection lost
+			// after the server did it, before the reply): an attempt
+			// after it is a replay.
+			c := *d
+			c.SafeMode = true
+			return r.s.sink.ExecDDL(ctx, &c)
+		}
+		tried = true
+		return r.s.sink.ExecDDL(ctx, d)
+	})
 	if err == nil {
 		r.s.updateStatus(func(st *SyncerStatus) { st.DDLs++ })
 		if f := r.s.feed.Load(); f != nil {
