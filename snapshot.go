@@ -55,7 +55,14 @@ import (
 // by value: exact when its rows are distinct, as for the syncer's own
 // replays). No DDL may change the copied tables while the copy runs: a
 // resumed copy checks that the unfinished tables' definitions are unchanged
-// and stops with ErrSnapshotSchemaChanged otherwise.
+// and stops with ErrSnapshotSchemaChanged otherwise. A DDL that comes
+// during the copy waits for the snapshot transactions that read its table;
+// a connection that would read the table after it gives up after a minute
+// of lock wait (error 1205, naming the table) rather than wait for ever,
+// and the copy stops. Tables of engines without transactions (MyISAM,
+// Aria) are read as they are when read, not at the snapshot's point: the
+// checkpoint then asks the syncer to replay in safe mode up to where the
+// binlog ended when the copy did.
 type SnapshotConfig struct {
 	// Concurrency is how many connections read in parallel, all in one
 	// consistent snapshot (and how many goroutines write, when the sink is
