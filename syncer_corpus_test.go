@@ -21,6 +21,7 @@ import (
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/snapshot"
 	"github.com/dmworker/dmworker/internal/testserver"
+	"github.com/dmworker/dmworker/mysqlsink"
 	"github.com/dmworker/dmworker/streamer"
 )
 
@@ -565,4 +566,83 @@ func TestSubTaskCorpusDuringCopy(t *testing.T) {
 		return
 	}
 	checkCorpusEqual(t, p.updb, p.downdb)
+}
+
+// TestSyncerCreateTableSelect: row format logs CREATE TABLE ... SELECT as
+// a CREATE TABLE with its columns followed by the rows, all in one
+// transaction; the syncer skipped a DDL inside a transaction, so the table
+// was never created and its rows stopped it ("no definition for the
+// table"). It is applied where it comes; a restart from the checkpoint
+// saved after it, inside the transaction, goes on with the rows.
+func TestSyncerCreateTableSelect(t *testing.T) {
+	for _, w := range []int{1, 4} {
+		t.Run(fmt.Sprintf("workers=%d", w), func(t *testing.T) {
+			p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 78})
+			p.workers = w
+			store := &recordingStore{}
+			s, err := dmworker.NewSyncer(p.config("ctas"), p.sink, dmworker.WithCheckpointStore(store))
+			if err != nil {
+				t.Fatal(err)
+			}
+			run := runSyncer(t, s)
+			mustExec(t, p.updb, "CREATE DATABASE c_ctas")
+			mustExec(t, p.updb, "CREATE TABLE c_ctas.u (id INT PRIMARY KEY, v VARCHAR(10))")
+			mustExec(t, p.updb, "INSERT INTO c_ctas.u SELECT seq, CONCAT('v', seq) FROM c_ctas.seq_1_to_100")
+			waitSynced(t, run, p.updb)
+			before := upstreamPos(t, p.updb)
+			mustExec(t, p.updb, "CREATE TABLE c_ctas.s AS SELECT id, v, id * 2 AS d FROM c_ctas.u WHERE id % 3 = 0")
+			after := upstreamPos(t, p.updb)
+			waitSynced(t, run, p.updb)
+			checkEqual(t, p.updb, p.downdb, "c_ctas.s", "c_ctas.s")
+			if err := run.Stop(); err != nil {
+				t.Fatal(err)
+			}
+
+			// The checkpoint inside the CREATE TABLE ... SELECT's
+			// transaction, with the schema then.
+			var mid dmworker.Checkpoint
+			var schema []byte
+			store.mu.Lock()
+			for _, c := range store.saved {
+				if c.Schema != nil {
+					schema = c.Schema
+				}
+				if c.Pos.Compare(before) > 0 && c.Pos.Compare(after) < 0 {
+					mid, mid.Schema = c, schema
+					break
+				}
+			}
+			store.mu.Unlock()
+			if mid.Pos.IsZero() {
+				t.Fatalf("no checkpoint between %s and %s: the CREATE TABLE was not applied inside its transaction", before, after)
+			}
+			mid.SafeUntil = streamer.Position{}
+			// A downstream as it was at that checkpoint.
+			d := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 79})
+			ddb := d.DB(t)
+			mustExec(t, ddb, "CREATE DATABASE c_ctas")
+			mustExec(t, ddb, "CREATE TABLE c_ctas.u (id INT PRIMARY KEY, v VARCHAR(10))")
+			copyTable(t, p.updb, ddb, "c_ctas.u")
+			mustExec(t, ddb, "CREATE TABLE c_ctas.s (id INT NOT NULL, v VARCHAR(10), d BIGINT(12) NOT NULL)")
+			mem := &dmworker.MemoryCheckpointStore{}
+			if err := mem.Save(context.Background(), mid); err != nil {
+				t.Fatal(err)
+			}
+			sink, err := mysqlsink.New(ddb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s2, err := dmworker.NewSyncer(p.config("ctas"), sink, dmworker.WithCheckpointStore(mem))
+			if err != nil {
+				t.Fatal(err)
+			}
+			run2 := runSyncer(t, s2)
+			waitSynced(t, run2, p.updb)
+			checkEqual(t, p.updb, ddb, "c_ctas.s", "c_ctas.s")
+			checkEqual(t, p.updb, ddb, "c_ctas.u", "c_ctas.u")
+			if err := run2.Stop(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }
