@@ -646,3 +646,52 @@ func TestSyncerCreateTableSelect(t *testing.T) {
 		})
 	}
 }
+
+// lostReplySink runs each DDL, and reports the first attempt of each as
+// failed with a retryable error, as when the connection is lost after the
+// server ran the statement, before its reply.
+type lostReplySink struct {
+	*mysqlsink.Sink
+	mu      sync.Mutex
+	tried   map[string]bool
+	retried []bool // SafeMode of each retry
+}
+
+func (l *lostReplySink) ExecDDL(ctx context.Context, d *dmworker.DDL) error {
+	if err := l.Sink.ExecDDL(ctx, d); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.tried[d.Query] {
+		l.tried[d.Query] = true
+		return dmworker.Retryable(errors.New("connection lost before the reply"))
+	}
+	l.retried = append(l.retried, d.SafeMode)
+	return nil
+}
+
+// TestSyncerDDLRetryIsAReplay: a DDL whose attempt failed may have run; the
+// retry runs in safe mode (a retried DROP COLUMN met "Can't DROP COLUMN"
+// and the task stopped).
+func TestSyncerDDLRetryIsAReplay(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 80})
+	sink := &lostReplySink{Sink: p.sink, tried: map[string]bool{}}
+	s, err := dmworker.NewSyncer(p.config("ddlretry"), sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := runSyncer(t, s)
+	for _, q := range []string{"CREATE DATABASE c_retry", "CREATE TABLE c_retry.t (id INT PRIMARY KEY, a INT, b INT)",
+		"INSERT INTO c_retry.t VALUES (1, 1, 1)", "ALTER TABLE c_retry.t DROP COLUMN a", "ALTER TABLE c_retry.t ADD COLUMN c INT DEFAULT 5",
+		"CREATE INDEX bi ON c_retry.t (b)", "RENAME TABLE c_retry.t TO c_retry.t2", "INSERT INTO c_retry.t2 VALUES (2, 2, 2)"} {
+		mustExec(t, p.updb, q)
+	}
+	waitSynced(t, run, p.updb)
+	checkEqual(t, p.updb, p.downdb, "c_retry.t2", "c_retry.t2")
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if len(sink.retried) < 6 || slices.Contains(sink.retried, false) {
+		t.Fatalf("retries' safe mode: %v", sink.retried)
+	}
+}
