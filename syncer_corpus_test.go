@@ -273,19 +273,25 @@ func checkCorpusEqualExcept(t *testing.T, up, down *sql.DB, rowsExempt map[strin
 
 // TestSyncerCorpus replicates the whole corpus, DDL included, through the
 // syncer with the parallel applier, starting before its first statement.
+// With binlog_row_metadata MINIMAL too, where column names and charsets
+// come from the tracker only.
 func TestSyncerCorpus(t *testing.T) {
-	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 71, MaxBinlogSize: 256 << 10})
-	p.workers = 8
-	s, err := dmworker.NewSyncer(p.config("corpus"), p.sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := runSyncer(t, s)
-	newCorpusRunner(t, p.updb).run(t, "all")
-	waitSynced(t, run, p.updb)
-	checkCorpusEqual(t, p.updb, p.downdb)
-	if err := run.Stop(); err != nil {
-		t.Fatal(err)
+	for _, meta := range []string{"FULL", "MINIMAL"} {
+		t.Run(meta, func(t *testing.T) {
+			p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 71, MaxBinlogSize: 256 << 10, RowMetadata: meta})
+			p.workers = 8
+			s, err := dmworker.NewSyncer(p.config("corpus"), p.sink)
+			if err != nil {
+				t.Fatal(err)
+			}
+			run := runSyncer(t, s)
+			newCorpusRunner(t, p.updb).run(t, "all")
+			waitSynced(t, run, p.updb)
+			checkCorpusEqual(t, p.updb, p.downdb)
+			if err := run.Stop(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
