@@ -701,3 +701,44 @@ func TestSyncerDDLRetryIsAReplay(t *testing.T) {
 		t.Fatalf("retries' safe mode: %v", sink.retried)
 	}
 }
+
+// TestSyncerPartialRowImage: a session may set binlog_row_image MINIMAL
+// (or NOBLOB) whatever the global setting: its updates and deletes carry
+// the key and the changed columns only, which the syncer wrote as NULL and
+// zero into the other columns. It stops with ErrBinlogFormat naming the
+// table and the position.
+func TestSyncerPartialRowImage(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 81})
+	p.workers = 4
+	s, err := dmworker.NewSyncer(p.config("image"), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := runSyncer(t, s)
+	mustExec(t, p.updb, "CREATE DATABASE c_image")
+	mustExec(t, p.updb, "CREATE TABLE c_image.t (id INT PRIMARY KEY, a INT, b VARCHAR(10), c TEXT)")
+	mustExec(t, p.updb, "INSERT INTO c_image.t VALUES (1, 1, 'x', 'blob'), (2, 2, 'y', NULL)")
+	waitSynced(t, run, p.updb)
+	conn, err := p.updb.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, q := range []string{"SET SESSION binlog_row_image = 'MINIMAL'", "UPDATE c_image.t SET a = 10 WHERE id = 1"} {
+		if _, err := conn.ExecContext(context.Background(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runErr := run.Wait(t)
+	var se *dmworker.SyncError
+	if !errors.Is(runErr, dmworker.ErrBinlogFormat) || !errors.As(runErr, &se) {
+		t.Fatalf("Run: %v, want ErrBinlogFormat in a *SyncError", runErr)
+	}
+	if se.Task != "image" || se.Table != "c_image.t" || se.Pos.Name == "" {
+		t.Fatalf("error does not name task, table and position: %+v", se)
+	}
+	// Nothing of it was written.
+	if got := tableRows(t, p.downdb, "c_image.t"); len(got) != 2 || got[0] != `"1"|"1"|"x"|"blob"` {
+		t.Fatalf("downstream rows %v", got)
+	}
+}

@@ -555,6 +555,12 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) (bool,
 	if !ok {
 		return false, r.wrapEvent(ev, db+"."+tbl, kind.String(), ErrUnknownTable)
 	}
+	if !fullImage(e.ColumnBitmap1, e.ColumnCount) || kind == Update && !fullImage(e.ColumnBitmap2, e.ColumnCount) {
+		// A session with binlog_row_image MINIMAL or NOBLOB: the columns
+		// left out would be written as NULL or zero.
+		return false, r.wrapEvent(ev, db+"."+tbl, kind.String(), fmt.Errorf("%w: an event of %s rows of %d columns carries only some of them (binlog_row_image is not FULL in the writing session)",
+			ErrBinlogFormat, kind, e.ColumnCount))
+	}
 	t, order, err := r.table(def, e.Table)
 	if err != nil {
 		return false, r.wrapEvent(ev, db+"."+tbl, kind.String(), err)
@@ -808,6 +814,20 @@ func (r *syncRun) eventStart(ev *streamer.Event) streamer.Position {
 	}
 	p.Flavor, p.GTIDSet = ev.Pos.Flavor, r.lastTxnEnd.GTIDSet
 	return p
+}
+
+// fullImage reports whether a rows event's column bitmap has its first n
+// bits set (every column in the image); a missing bitmap counts as full.
+func fullImage(bm []byte, n uint64) bool {
+	if bm == nil {
+		return true
+	}
+	for i := uint64(0); i < n; i++ {
+		if int(i/8) >= len(bm) || bm[i/8]&(1<<(i%8)) == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // shapesTables reports whether query holds a statement the tracker
