@@ -201,3 +201,36 @@ func rowsOf(cs []Change) [][2][]any {
 	}
 	return out
 }
+
+// TestCompactGroupCollatedKey: with a primary key of text in a
+// case-insensitive collation, 'ABC' and 'abc' are one row: an insert of
+// 'ABC' then a delete of 'abc' must stay in that order (grouping put the
+// delete first, leaving the row downstream), and compaction keeps them.
+func TestCompactGroupCollatedKey(t *testing.T) {
+	tb := &Table{Schema: "s", Name: "ci", Columns: []Column{{Name: "k", Type: "varchar(10)"}, {Name: "v", Type: "int(11)"}}, PrimaryKey: []int{0}}
+	other := &Table{Schema: "s", Name: "o", Columns: []Column{{Name: "id", Type: "int(11)"}}, PrimaryKey: []int{0}}
+	changes := []Change{
+		{Kind: Insert, Table: tb, After: []any{"ABC", int64(1)}},
+		{Kind: Insert, Table: other, After: []any{int64(1)}},
+		{Kind: Update, Table: tb, Before: []any{"abc", int64(1)}, After: []any{"abc", int64(2)}},
+		{Kind: Insert, Table: other, After: []any{int64(2)}},
+		{Kind: Delete, Table: tb, Before: []any{"abc ", int64(2)}},
+	}
+	out := group(compact(append([]Change(nil), changes...), false))
+	var seq []ChangeKind
+	for _, c := range out {
+		if c.Table == tb {
+			seq = append(seq, c.Kind)
+		}
+	}
+	if len(seq) != 3 || seq[0] != Insert || seq[1] != Update || seq[2] != Delete {
+		t.Fatalf("changes of one row reordered or merged: %v", seq)
+	}
+	if tb.exactPrimaryKey() || !other.exactPrimaryKey() {
+		t.Fatal("exactPrimaryKey")
+	}
+	pre := &Table{Schema: "s", Name: "p", Columns: []Column{{Name: "b", Type: "varbinary(20)", Binary: true}}, PrimaryKey: []int{0}, pkPrefix: []int{4}}
+	if pre.exactPrimaryKey() {
+		t.Fatal("a prefix key is exact")
+	}
+}

@@ -169,6 +169,11 @@ type Table struct {
 	// joined by foreign keys with actions ("" when none): its changes are
 	// applied in order.
 	fkGroup string
+	// pkPrefix and ukPrefixes are the prefix lengths of the parts of
+	// PrimaryKey and UniqueKeys (nil for a key of whole values): rows
+	// agreeing on a key's prefixes collide in it (schema.TableDef).
+	pkPrefix   []int
+	ukPrefixes [][]int
 }
 
 // ForeignKey is a foreign key of a Table: Columns reference RefColumns, in

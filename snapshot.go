@@ -55,7 +55,14 @@ import (
 // by value: exact when its rows are distinct, as for the syncer's own
 // replays). No DDL may change the copied tables while the copy runs: a
 // resumed copy checks that the unfinished tables' definitions are unchanged
-// and stops with ErrSnapshotSchemaChanged otherwise.
+// and stops with ErrSnapshotSchemaChanged otherwise. A DDL that comes
+// during the copy waits for the snapshot transactions that read its table;
+// a connection that would read the table after it gives up after a minute
+// of lock wait (error 1205, naming the table) rather than wait for ever,
+// and the copy stops. Tables of engines without transactions (MyISAM,
+// Aria) are read as they are when read, not at the snapshot's point: the
+// checkpoint then asks the syncer to replay in safe mode up to where the
+// binlog ended when the copy did.
 type SnapshotConfig struct {
 	// Concurrency is how many connections read in parallel, all in one
 	// consistent snapshot (and how many goroutines write, when the sink is
@@ -382,6 +389,18 @@ func (u *snapshotUnit) run(ctx context.Context) (pos streamer.Position, err erro
 		return pos, err
 	}
 	snap.Close()
+	// A non-transactional table (MyISAM, Aria, MEMORY) is read as it is
+	// when read, not at the snapshot's point: rows written since that
+	// point may be in the copy already. The syncer replays in safe mode up
+	// to where the upstream's binlog ends now.
+	if end, err := u.nonTransactionalEnd(ctx, db, prog); err != nil {
+		return pos, u.wrap(prog.Pos, "", "read table engines", err)
+	} else if end.Compare(prog.SafeUntil) > 0 && end.Compare(prog.Pos) > 0 {
+		prog.SafeUntil = end
+		u.mu.Lock()
+		u.st.SafeUntil = end.Clone()
+		u.mu.Unlock()
+	}
 
 	final := Checkpoint{Task: u.cfg.Task, Source: u.cfg.Source, Pos: prog.Pos, Schema: schemaJSON, Epoch: u.epoch}
 	if prog.SafeUntil.Compare(prog.Pos) > 0 {
@@ -395,6 +414,47 @@ func (u *snapshotUnit) run(ctx context.Context) (pos streamer.Position, err erro
 	u.mu.Unlock()
 	u.log.Info("snapshot done", slog.String("pos", prog.Pos.String()), slog.Int64("rows", u.status().Rows))
 	return prog.Pos, nil
+}
+
+// nonTransactionalEnd returns the upstream's binlog end when some table
+// the snapshot copied has an engine without transactions, else a zero
+// position.
+func (u *snapshotUnit) nonTransactionalEnd(ctx context.Context, db *sql.DB, prog *snapshotProgress) (streamer.Position, error) {
+	rows, err := db.QueryContext(ctx, `SELECT t.TABLE_SCHEMA, t.TABLE_NAME FROM information_schema.TABLES t
+		JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE
+		WHERE t.TABLE_TYPE = 'BASE TABLE' AND e.TRANSACTIONS <> 'YES'
+		AND t.TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')`)
+	if err != nil {
+		return streamer.Position{}, err
+	}
+	nontx := map[[2]string]bool{}
+	for rows.Next() {
+		var s, n string
+		if err := rows.Scan(&s, &n); err != nil {
+			rows.Close()
+			return streamer.Position{}, err
+		}
+		nontx[[2]string{s, n}] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return streamer.Position{}, err
+	}
+	found := false
+	for _, t := range prog.Tables {
+		if nontx[[2]string{t.Schema, t.Name}] {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return streamer.Position{}, nil
+	}
+	st, err := streamer.QueryUpstream(ctx, u.cfg.Upstream)
+	if err != nil {
+		return streamer.Position{}, err
+	}
+	return streamer.Position{Name: st.Master.Name, Offset: st.Master.Offset}, nil
 }
 
 func (u *snapshotUnit) isMariaDB(ctx context.Context, db *sql.DB) (bool, error) {
@@ -592,7 +652,7 @@ func definitionOf(err error) (object, create string) {
 func sinkTableOf(rs *rules, def *schema.TableDef) *Table {
 	ts, tn := rs.route(def.Schema, def.Name)
 	t := &Table{Schema: ts, Name: tn, SourceSchema: def.Schema, SourceName: def.Name,
-		PrimaryKey: def.PrimaryKey, UniqueKeys: def.UniqueKeys}
+		PrimaryKey: def.PrimaryKey, UniqueKeys: def.UniqueKeys, pkPrefix: def.PrimaryKeyPrefix, ukPrefixes: def.UniqueKeyPrefixes}
 	for _, c := range def.Columns {
 		t.Columns = append(t.Columns, Column{Name: c.Name, Type: c.Type, Unsigned: c.Unsigned, Nullable: c.Nullable,
 			Binary: c.Binary, Generated: c.Generated})

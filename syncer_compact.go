@@ -3,6 +3,7 @@ package dmworker
 import (
 	"cmp"
 	"slices"
+	"strings"
 
 	"github.com/dmworker/dmworker/internal/causality"
 )
@@ -28,8 +29,10 @@ import (
 // this batch does not merge with a later insert: the row it deletes may
 // not exist before the batch, and the update would then change nothing.
 // Only tables with a primary
-// key and no other unique key take part, and only updates that keep the
-// primary key: with another unique key, moving a change earlier could make
+// key and no other unique key take part, whose key compares values byte
+// for byte (no text in a collation, where 'a' = 'A ', no prefix part: two
+// changes to one row may then carry different key values), and only
+// updates that keep the primary key: with another unique key, moving a change earlier could make
 // two rows collide on it for a moment. The merged change takes the place of
 // the first; changes in between concern other rows, so order is kept where
 // it matters. The result reuses changes' backing array.
@@ -53,7 +56,7 @@ func compact(changes []Change, safe bool) []Change {
 	out := changes[:0]
 	for _, c := range changes {
 		t := c.Table
-		ok := len(t.PrimaryKey) > 0 && len(t.UniqueKeys) == 0
+		ok := len(t.PrimaryKey) > 0 && len(t.UniqueKeys) == 0 && t.exactPrimaryKey()
 		row := c.After
 		if c.Kind != Insert {
 			row = c.Before
@@ -68,7 +71,7 @@ func compact(changes []Change, safe bool) []Change {
 			}
 		}
 		if !ok {
-			if c.Kind == Update && len(t.PrimaryKey) > 0 && len(t.UniqueKeys) == 0 {
+			if c.Kind == Update && len(t.PrimaryKey) > 0 && len(t.UniqueKeys) == 0 && t.exactPrimaryKey() {
 				// The key changes: nothing may merge across this change
 				// for either key.
 				delete(at, k)
@@ -194,7 +197,8 @@ func groupStretch(s []Change) {
 		if c.Kind == Delete {
 			row = c.Before
 		}
-		buf = causality.AppendExact(buf[:0], c.Table.PrimaryKey, row)
+		// Values the key's collation or prefix calls equal are one row.
+		buf = causality.AppendKey(buf[:0], c.Table.primaryKeyDef(), row)
 		k := key{c.Table, string(buf)}
 		r := kindRank(c.Kind)
 		if prev, ok := last[k]; ok && prev > r {
@@ -242,4 +246,45 @@ func sameValue(a, b any) bool {
 		return false
 	}
 	return a == b
+}
+
+// exactPrimaryKey reports whether equal rows of t's primary key are equal
+// values: no part is a prefix, and none is text compared through a
+// collation (where 'a', 'A' and 'a ' may be one key value).
+func (t *Table) exactPrimaryKey() bool {
+	if t.pkPrefix != nil {
+		return false
+	}
+	for _, i := range t.PrimaryKey {
+		if collatedText(&t.Columns[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// primaryKeyDef is t's primary key as causality sees it: text folded as a
+// collation may compare it, prefixes cut.
+func (t *Table) primaryKeyDef() causality.KeyDef {
+	k := causality.KeyDef{Columns: t.PrimaryKey, Prefix: t.pkPrefix, Fold: make([]bool, len(t.PrimaryKey))}
+	for j, i := range t.PrimaryKey {
+		k.Fold[j] = !t.Columns[i].Binary
+	}
+	return k
+}
+
+// collatedText reports whether c holds text compared through a collation.
+func collatedText(c *Column) bool {
+	if c.Binary {
+		return false
+	}
+	base := c.Type
+	if i := strings.IndexAny(base, "( "); i >= 0 {
+		base = base[:i]
+	}
+	switch base {
+	case "char", "varchar", "tinytext", "text", "mediumtext", "longtext":
+		return true
+	}
+	return false
 }

@@ -474,11 +474,17 @@ func (p *parallelApplier) changeKeys(dst []uint64, ch *Change) []uint64 {
 	if tk == nil {
 		tk = &tableKeys{name: ch.Table.QualifiedName()}
 		tk.base = p.hasher.TableKey(tk.name)
-		for _, k := range append([][]int{ch.Table.PrimaryKey}, ch.Table.UniqueKeys...) {
+		for i, k := range append([][]int{ch.Table.PrimaryKey}, ch.Table.UniqueKeys...) {
 			if len(k) == 0 {
 				continue
 			}
-			kd := causality.KeyDef{Columns: k}
+			kd := causality.KeyDef{Columns: k, Prefix: ch.Table.pkPrefix}
+			if i > 0 {
+				kd.Prefix = nil
+				if ch.Table.ukPrefixes != nil {
+					kd.Prefix = ch.Table.ukPrefixes[i-1]
+				}
+			}
 			for _, c := range k {
 				kd.Fold = append(kd.Fold, !ch.Table.Columns[c].Binary)
 			}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -473,7 +474,11 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 			}
 			break
 		}
-		if !ev.TxnEnd {
+		if !ev.TxnEnd && !shapesTables(mode, string(e.Schema), q) {
+			// SAVEPOINT and the like. A statement that shapes tables
+			// inside a transaction is the CREATE TABLE of a CREATE TABLE
+			// ... SELECT, which row format logs with the rows that fill
+			// it after it, in one transaction: it is applied here, first.
 			break
 		}
 		if err := r.apply.ddl(ctx, ev.Pos, func() error { return r.ddl(ctx, ev, string(e.Schema), q, mode) }); err != nil {
@@ -549,6 +554,12 @@ func (r *syncRun) rowsEvent(ev *streamer.Event, e *replication.RowsEvent) (bool,
 	def, ok := r.tracker.Table(db, tbl)
 	if !ok {
 		return false, r.wrapEvent(ev, db+"."+tbl, kind.String(), ErrUnknownTable)
+	}
+	if !fullImage(e.ColumnBitmap1, e.ColumnCount) || kind == Update && !fullImage(e.ColumnBitmap2, e.ColumnCount) {
+		// A session with binlog_row_image MINIMAL or NOBLOB: the columns
+		// left out would be written as NULL or zero.
+		return false, r.wrapEvent(ev, db+"."+tbl, kind.String(), fmt.Errorf("%w: an event of %s rows of %d columns carries only some of them (binlog_row_image is not FULL in the writing session)",
+			ErrBinlogFormat, kind, e.ColumnCount))
 	}
 	t, order, err := r.table(def, e.Table)
 	if err != nil {
@@ -762,7 +773,19 @@ func (r *syncRun) ensureTargetSchemas(ctx context.Context, ev *streamer.Event, s
 }
 
 func (r *syncRun) execDDL(ctx context.Context, d *DDL) error {
-	err := r.s.retry(ctx, func() error { return r.s.sink.ExecDDL(ctx, d) })
+	tried := false
+	err := r.s.retry(ctx, func() error {
+		if tried && !d.SafeMode {
+			// The failed attempt may have run the DDL (a connection lost
+			// after the server did it, before the reply): an attempt
+			// after it is a replay.
+			c := *d
+			c.SafeMode = true
+			return r.s.sink.ExecDDL(ctx, &c)
+		}
+		tried = true
+		return r.s.sink.ExecDDL(ctx, d)
+	})
 	if err == nil {
 		r.s.updateStatus(func(st *SyncerStatus) { st.DDLs++ })
 		if f := r.s.feed.Load(); f != nil {
@@ -791,6 +814,27 @@ func (r *syncRun) eventStart(ev *streamer.Event) streamer.Position {
 	}
 	p.Flavor, p.GTIDSet = ev.Pos.Flavor, r.lastTxnEnd.GTIDSet
 	return p
+}
+
+// fullImage reports whether a rows event's column bitmap has its first n
+// bits set (every column in the image); a missing bitmap counts as full.
+func fullImage(bm []byte, n uint64) bool {
+	if bm == nil {
+		return true
+	}
+	for i := uint64(0); i < n; i++ {
+		if int(i/8) >= len(bm) || bm[i/8]&(1<<(i%8)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// shapesTables reports whether query holds a statement the tracker
+// applies (one that is neither ignored nor unparseable).
+func shapesTables(mode schema.SQLMode, defaultSchema, query string) bool {
+	stmts, err := schema.SplitMode(mode, defaultSchema, query)
+	return err == nil && slices.ContainsFunc(stmts, func(st schema.Stmt) bool { return !st.Ignored })
 }
 
 // sqlMode is the sql_mode a query event records; the default mode when it

@@ -28,10 +28,13 @@ import (
 // KeyDef is one key of a table: the indexes of its columns and, per column,
 // whether its values are text compared through a collation (then keys are
 // folded so that values a case- or accent-insensitive collation calls equal
-// share a key).
+// share a key), and the length of the key part when the key keeps only a
+// prefix of the values (characters of a string, bytes of a []byte; 0 or
+// missing for whole values: values that share the prefix share a key).
 type KeyDef struct {
 	Columns []int
 	Fold    []bool
+	Prefix  []int
 }
 
 // Hasher computes keys. It is not safe for concurrent use.
@@ -67,7 +70,11 @@ func (h *Hasher) AppendKeys(dst []uint64, table string, keys []KeyDef, row []any
 				null = true
 				break
 			}
-			h.b = appendValue(h.b[:0], row[c], ci < len(k.Fold) && k.Fold[ci])
+			v := row[c]
+			if ci < len(k.Prefix) && k.Prefix[ci] > 0 {
+				v = prefixOf(v, k.Prefix[ci])
+			}
+			h.b = appendValue(h.b[:0], v, ci < len(k.Fold) && k.Fold[ci])
 			h.h.Write(h.b)
 		}
 		if !null {
@@ -75,6 +82,25 @@ func (h *Hasher) AppendKeys(dst []uint64, table string, keys []KeyDef, row []any
 		}
 	}
 	return dst
+}
+
+// prefixOf returns the first n characters of a string, the first n bytes
+// of a []byte, other values as they are.
+func prefixOf(v any, n int) any {
+	switch x := v.(type) {
+	case string:
+		for i := range x {
+			if n == 0 {
+				return x[:i]
+			}
+			n--
+		}
+	case []byte:
+		if len(x) > n {
+			return x[:n]
+		}
+	}
+	return v
 }
 
 // TableKey is the key that stands for a whole table, for changes to rows
@@ -216,6 +242,21 @@ func (t *Tracker) Take(w int, seq uint64, keys []uint64) {
 
 // Len returns how many keys are remembered.
 func (t *Tracker) Len() int { return len(t.owners) }
+
+// AppendKey appends an encoding of row's values in key k, prefixes cut and
+// text folded as in AppendKeys, NULL encoded: rows that may be one row of a
+// collation-compared or prefix key encode alike (as with AppendKeys, more
+// may; never fewer).
+func AppendKey(dst []byte, k KeyDef, row []any) []byte {
+	for ci, c := range k.Columns {
+		v := row[c]
+		if ci < len(k.Prefix) && k.Prefix[ci] > 0 {
+			v = prefixOf(v, k.Prefix[ci])
+		}
+		dst = appendValue(dst, v, ci < len(k.Fold) && k.Fold[ci])
+	}
+	return dst
+}
 
 // AppendExact appends an exact encoding of row's values in cols (no
 // folding, NULL encoded): equal encodings mean equal values.

@@ -70,3 +70,28 @@ func TestTracker(t *testing.T) {
 		t.Fatalf("%d keys after a sweep, want 2 (102 and 104)", tr.Len())
 	}
 }
+
+// TestPrefixKeys: values that agree on a prefix key's prefix share its key
+// (a unique prefix key makes them collide), for text and binary values.
+func TestPrefixKeys(t *testing.T) {
+	h := NewHasher(maphash.MakeSeed())
+	key := func(k KeyDef, v any) uint64 { return h.AppendKeys(nil, "t", []KeyDef{k}, []any{v})[0] }
+	p := KeyDef{Columns: []int{0}, Fold: []bool{true}, Prefix: []int{3}}
+	if key(p, "🥝bc-one") != key(p, "🥝BC-two") {
+		t.Error("text agreeing on 3 characters: different keys")
+	}
+	if key(p, "abc") == key(p, "abd") {
+		t.Error("different prefixes: one key")
+	}
+	b := KeyDef{Columns: []int{0}, Fold: []bool{false}, Prefix: []int{2}}
+	if key(b, []byte{1, 2, 3}) != key(b, []byte{1, 2, 4}) {
+		t.Error("bytes agreeing on 2 bytes: different keys")
+	}
+	whole := KeyDef{Columns: []int{0}, Fold: []bool{true}}
+	if key(whole, "abc-one") == key(whole, "abc-two") {
+		t.Error("a whole-value key cut")
+	}
+	if string(AppendKey(nil, p, []any{"ABCD"})) != string(AppendKey(nil, p, []any{"abcx"})) {
+		t.Error("AppendKey differs from AppendKeys")
+	}
+}

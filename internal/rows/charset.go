@@ -10,6 +10,7 @@ import (
 	"golang.org/x/text/encoding/simplifiedchinese"
 	"golang.org/x/text/encoding/traditionalchinese"
 	"golang.org/x/text/encoding/unicode"
+	"golang.org/x/text/encoding/unicode/utf32"
 )
 
 // decoders maps MySQL/MariaDB character set names whose bytes are not UTF-8
@@ -43,6 +44,7 @@ var decoders = map[string]encoding.Encoding{
 	"ucs2":     unicode.UTF16(unicode.BigEndian, unicode.IgnoreBOM),
 	"utf16":    unicode.UTF16(unicode.BigEndian, unicode.IgnoreBOM),
 	"utf16le":  unicode.UTF16(unicode.LittleEndian, unicode.IgnoreBOM),
+	"utf32":    utf32.UTF32(utf32.BigEndian, utf32.IgnoreBOM),
 }
 
 // ToUTF8 decodes text stored in charset cs into UTF-8, which is what the

@@ -6,6 +6,7 @@ package rows
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
@@ -59,7 +60,7 @@ func Convert(v any, col *schema.ColumnDef, tableCharset string, tp byte, meta ui
 		return x.StringFixed(int32(meta & 0xff)), nil
 	case string:
 		if col.Binary {
-			return []byte(x), nil
+			return padBinary([]byte(x), col), nil
 		}
 		return text(x, col, tableCharset)
 	case []byte:
@@ -69,6 +70,21 @@ func Convert(v any, col *schema.ColumnDef, tableCharset string, tp byte, meta ui
 		return text(string(x), col, tableCharset)
 	}
 	return nil, fmt.Errorf("column %s (%s): unexpected decoded value of type %T", col.Name, col.Type, v)
+}
+
+// padBinary restores the trailing zero bytes of a BINARY(n) value, which
+// the binlog leaves out (as it leaves out CHAR's trailing spaces): a key
+// 0x0102 in a BINARY(4) column is 0x01020000, and a WHERE clause with 0x0102
+// would find nothing.
+func padBinary(b []byte, col *schema.ColumnDef) []byte {
+	if !strings.HasPrefix(col.Type, "binary(") {
+		return b
+	}
+	n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(col.Type, "binary("), ")"))
+	if err != nil || len(b) >= n {
+		return b
+	}
+	return append(b, make([]byte, n-len(b))...)
 }
 
 func text(s string, col *schema.ColumnDef, tableCharset string) (any, error) {

@@ -96,3 +96,28 @@ func TestConvertCharsets(t *testing.T) {
 		}
 	}
 }
+
+// TestConvertRestoresBinaryPadding: the binlog leaves out a BINARY(n)
+// value's trailing zero bytes; the value must be the column's n bytes, or a
+// key ending in 0x00 is never found.
+func TestConvertRestoresBinaryPadding(t *testing.T) {
+	col := &schema.ColumnDef{Name: "id", Type: "binary(4)", Binary: true, TypeCode: mysql.MYSQL_TYPE_STRING}
+	for _, tc := range []struct{ in, want string }{{"", "\x00\x00\x00\x00"}, {"\x01\x02", "\x01\x02\x00\x00"}, {"\x01\x02\x03\x04", "\x01\x02\x03\x04"}} {
+		got, err := Convert(tc.in, col, "", mysql.MYSQL_TYPE_STRING, 0)
+		if err != nil || !bytes.Equal(got.([]byte), []byte(tc.want)) {
+			t.Errorf("BINARY(4) %x: %x, %v; want %x", tc.in, got, err, tc.want)
+		}
+	}
+	vb := &schema.ColumnDef{Name: "v", Type: "varbinary(4)", Binary: true}
+	if got, _ := Convert("\x01", vb, "", mysql.MYSQL_TYPE_VARCHAR, 0); !bytes.Equal(got.([]byte), []byte("\x01")) {
+		t.Errorf("VARBINARY padded: %x", got)
+	}
+}
+
+// TestToUTF8UTF32: utf32 text is decoded (it passed through as raw bytes).
+func TestToUTF8UTF32(t *testing.T) {
+	got, err := ToUTF8("\x00\x01\xf9\x5d\x00\x00\x00a", "utf32")
+	if err != nil || got != "🥝a" {
+		t.Fatalf("utf32: %q, %v", got, err)
+	}
+}

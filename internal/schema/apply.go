@@ -250,9 +250,11 @@ func addConstraint(d *TableDef, c *ast.Constraint) error {
 	default:
 		return fmt.Errorf("constraint type %d is not supported", c.Tp)
 	}
+	prefixes := make([]int, 0, len(c.Keys))
 	for _, k := range c.Keys {
 		if k.Column == nil || k.Expr != nil {
 			ix.Columns = append(ix.Columns, "")
+			prefixes = append(prefixes, 0)
 			continue
 		}
 		i := d.Column(k.Column.Name.O)
@@ -260,6 +262,10 @@ func addConstraint(d *TableDef, c *ast.Constraint) error {
 			return fmt.Errorf("key column %s does not exist", quoteName(k.Column.Name.O))
 		}
 		ix.Columns = append(ix.Columns, d.Columns[i].Name)
+		prefixes = append(prefixes, max(k.Length, 0))
+	}
+	if slices.ContainsFunc(prefixes, func(n int) bool { return n > 0 }) {
+		ix.Prefixes = prefixes
 	}
 	if len(ix.Columns) == 0 {
 		return fmt.Errorf("index without columns")
@@ -558,7 +564,15 @@ func alterSpec(d *TableDef, spec *ast.AlterTableSpec) (keys []*ast.Constraint, e
 		// goes.
 		for j := 0; j < len(d.Indexes); j++ {
 			ix := &d.Indexes[j]
-			ix.Columns = slices.DeleteFunc(ix.Columns, func(c string) bool { return strings.EqualFold(c, dropped) })
+			for k := 0; k < len(ix.Columns); k++ {
+				if strings.EqualFold(ix.Columns[k], dropped) {
+					ix.Columns = slices.Delete(ix.Columns, k, k+1)
+					if ix.Prefixes != nil {
+						ix.Prefixes = slices.Delete(ix.Prefixes, k, k+1)
+					}
+					k--
+				}
+			}
 			if len(ix.Columns) == 0 {
 				d.Indexes = slices.Delete(d.Indexes, j, j+1)
 				j--

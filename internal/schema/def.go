@@ -50,6 +50,12 @@ type TableDef struct {
 	// expression part are left out. A unique key with a nullable column
 	// does not identify a row (it allows many NULLs): see RowKey.
 	UniqueKeys [][]int `json:"-"`
+	// PrimaryKeyPrefix and UniqueKeyPrefixes are the Prefixes of the keys
+	// of PrimaryKey and UniqueKeys (in the same order): nil for a key whose
+	// parts are whole values. Two rows whose values agree on a key's
+	// prefixes collide in it.
+	PrimaryKeyPrefix  []int   `json:"-"`
+	UniqueKeyPrefixes [][]int `json:"-"`
 }
 
 // ColumnDef is one column of a TableDef.
@@ -97,6 +103,11 @@ type IndexDef struct {
 	// Columns are the indexed columns' names in key order; "" stands for an
 	// expression part.
 	Columns []string `json:"columns"`
+	// Prefixes holds, in the order of Columns, the length of each column's
+	// key part when the index keeps only a prefix of its values
+	// (KEY (body(16))): characters for text, bytes for binary strings; 0
+	// for a whole value. Nil when no part is a prefix.
+	Prefixes []int `json:"prefixes,omitempty"`
 }
 
 // ForeignKeyDef is one foreign key: Columns of its table reference
@@ -199,6 +210,7 @@ func (t *TableDef) clone() *TableDef {
 	c.Indexes = make([]IndexDef, len(t.Indexes))
 	for i, idx := range t.Indexes {
 		idx.Columns = slices.Clone(idx.Columns)
+		idx.Prefixes = slices.Clone(idx.Prefixes)
 		c.Indexes[i] = idx
 	}
 	c.ForeignKeys = slices.Clone(t.ForeignKeys)
@@ -206,7 +218,7 @@ func (t *TableDef) clone() *TableDef {
 		fk := &c.ForeignKeys[i]
 		fk.Columns, fk.RefColumns = slices.Clone(fk.Columns), slices.Clone(fk.RefColumns)
 	}
-	c.PrimaryKey, c.UniqueKeys = nil, nil
+	c.PrimaryKey, c.UniqueKeys, c.PrimaryKeyPrefix, c.UniqueKeyPrefixes = nil, nil, nil, nil
 	return &c
 }
 
@@ -214,7 +226,7 @@ func (t *TableDef) clone() *TableDef {
 // primary key first among the indexes as the server does. It is called on
 // every definition before the tracker publishes it.
 func (t *TableDef) finish() {
-	t.PrimaryKey, t.UniqueKeys = nil, nil
+	t.PrimaryKey, t.UniqueKeys, t.PrimaryKeyPrefix, t.UniqueKeyPrefixes = nil, nil, nil, nil
 	slices.SortStableFunc(t.ForeignKeys, func(a, b ForeignKeyDef) int { return strings.Compare(a.Name, b.Name) })
 	if p := slices.IndexFunc(t.Indexes, func(ix IndexDef) bool { return ix.Primary }); p > 0 {
 		pk := t.Indexes[p]
@@ -240,10 +252,20 @@ func (t *TableDef) finish() {
 		if pos == nil {
 			continue
 		}
+		var prefix []int
+		if slices.ContainsFunc(ix.Prefixes, func(n int) bool { return n > 0 }) {
+			prefix = slices.Clone(ix.Prefixes)
+		}
 		if ix.Primary {
-			t.PrimaryKey = pos
+			t.PrimaryKey, t.PrimaryKeyPrefix = pos, prefix
 		} else {
 			t.UniqueKeys = append(t.UniqueKeys, pos)
+			if prefix != nil && t.UniqueKeyPrefixes == nil {
+				t.UniqueKeyPrefixes = make([][]int, len(t.UniqueKeys)-1, len(t.UniqueKeys))
+			}
+			if t.UniqueKeyPrefixes != nil {
+				t.UniqueKeyPrefixes = append(t.UniqueKeyPrefixes, prefix)
+			}
 		}
 	}
 }

@@ -47,6 +47,14 @@ var ErrNoConsistentPoint = errors.New("snapshot: connections did not agree on on
 // (used when the server's variable cannot be sampled at the point).
 type GTIDResolver func(ctx context.Context, file string, offset uint64) (string, error)
 
+// LockWaitTimeout is the snapshot connections' lock_wait_timeout. A DDL
+// on a table one connection has read waits for the end of its transaction,
+// and a connection that reads the table after it waits behind the DDL: the
+// copy, which waits for that connection, would never end (no server sees
+// the cycle). With the timeout, the read fails with ER_LOCK_WAIT_TIMEOUT
+// and the copy stops with an error naming the table; the DDL goes on.
+var LockWaitTimeout = time.Minute
+
 // noLockAttempts is how many times Open tries to open every connection's
 // snapshot at one point without any lock before it takes one.
 const noLockAttempts = 3
@@ -95,6 +103,7 @@ func Open(ctx context.Context, db *sql.DB, n int, mariadb bool, resolve GTIDReso
 			"SET SESSION time_zone = '+00:00'",
 			"SET SESSION net_write_timeout = 3600",
 			"SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+			fmt.Sprintf("SET SESSION lock_wait_timeout = %d", max(1, int(LockWaitTimeout/time.Second))),
 		} {
 			if _, err := c.ExecContext(ctx, q); err != nil {
 				return nil, fmt.Errorf("snapshot: %s: %w", q, err)

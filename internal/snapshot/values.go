@@ -1,7 +1,6 @@
 package snapshot
 
 import (
-	"bytes"
 	"fmt"
 	"strconv"
 	"unsafe"
@@ -84,10 +83,10 @@ func value(v any, col *schema.ColumnDef, owned bool) (any, error) {
 	case mysql.TypeString:
 		if b, ok := v.([]byte); ok {
 			if col.Binary {
-				// BINARY(n): the server pads with zero bytes, the row
-				// image does not carry them (as CHAR's spaces, which
-				// SELECT strips itself): the syncer's value has none.
-				return bytes.TrimRight(b, "\x00"), nil
+				// BINARY(n): all n bytes, zero padding included, as the
+				// syncer restores them (internal/rows): a value without
+				// its padding is not equal to the stored one.
+				return b, nil
 			}
 			return text(b, owned), nil
 		}
