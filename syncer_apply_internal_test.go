@@ -252,3 +252,32 @@ func TestParallelApplier(t *testing.T) {
 		t.Fatalf("checkpoint %s past a failed change", got.Pos)
 	}
 }
+
+// TestBatchTable: a failed batch's SyncError names its table only when
+// every change of the batch writes that table (the sink's error, wrapped,
+// names the one that failed otherwise).
+func TestBatchTable(t *testing.T) {
+	a := &Table{Schema: "s", Name: "a"}
+	a2 := &Table{Schema: "s", Name: "a"} // the same table after a DDL
+	b := &Table{Schema: "s", Name: "b"}
+	q := func(ts ...*Table) []queued {
+		var out []queued
+		for _, t := range ts {
+			out = append(out, queued{ch: Change{Table: t}})
+		}
+		return out
+	}
+	for _, c := range []struct {
+		batch []queued
+		want  string
+	}{
+		{q(a), "s.a"},
+		{q(a, a, a2), "s.a"},
+		{q(a, b), ""},
+		{q(b, a, a), ""},
+	} {
+		if got := batchTable(c.batch); got != c.want {
+			t.Errorf("batchTable(%v) = %q, want %q", c.batch, got, c.want)
+		}
+	}
+}

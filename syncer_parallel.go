@@ -791,6 +791,18 @@ func (p *parallelApplier) flushNow(w int) {
 	}
 }
 
+// batchTable is the table every change of batch writes, or "" when they
+// write several: the sink's error (wrapped) then names the one that failed.
+func batchTable(batch []queued) string {
+	name := batch[0].ch.Table.QualifiedName()
+	for _, q := range batch[1:] {
+		if q.ch.Table != batch[0].ch.Table && q.ch.Table.QualifiedName() != name {
+			return ""
+		}
+	}
+	return name
+}
+
 // apply writes one batch and records the progress.
 func (w *applyWorker) apply(batch []queued, changes []Change) error {
 	p := w.p
@@ -824,7 +836,7 @@ func (w *applyWorker) apply(batch []queued, changes []Change) error {
 		if errors.Is(err, ErrStaleEpoch) {
 			s.log.Warn("fenced off: a newer epoch has written", slog.Int64("epoch", p.w.epoch))
 		}
-		return s.wrap(s.Status().Checkpoint, batch[0].ch.Table.QualifiedName(), "apply batch", err)
+		return s.wrap(s.Status().Checkpoint, batchTable(batch), "apply batch", err)
 	}
 	last := batch[len(batch)-1].seq
 	clear(batch)

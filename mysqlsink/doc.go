@@ -58,7 +58,9 @@
 // Limits: character columns compare under their collation, so in a table
 // without keys rows that differ only in letter case or trailing spaces are
 // interchangeable; and in safe mode such a table replaces one equal row per
-// insert, which converges only when its rows are distinct.
+// insert, which converges only when no two of its rows were equal at any
+// point of the replayed stretch (distinct final rows are not enough: rows
+// that were duplicates for a while, then changed, can come out short).
 //
 // # DDL
 //
