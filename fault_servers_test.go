@@ -3,7 +3,9 @@ package dmworker_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -11,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/faultnet"
 	"github.com/dmworker/dmworker/internal/testserver"
 	"github.com/dmworker/dmworker/mysqlsink"
 )
@@ -265,4 +270,65 @@ func binlogState(t *testing.T, db *sql.DB) string {
 		t.Fatal(err)
 	}
 	return b.String() + "gtid " + pos
+}
+
+// TestDownstreamHalfOpen freezes, at a random moment of a concurrent
+// workload, every connection open to the downstream (half-open: no reset,
+// no byte, as when a peer or middlebox vanishes), while new connections
+// work. A sink call on a frozen connection must not hold the subtask up for
+// ever without a word: it must end up equal to the upstream.
+func TestDownstreamHalfOpen(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rnd := rand.New(rand.NewPCG(seed, 0))
+	p := newPair(t, 780, 781, testserver.MariaDBOptions{})
+	px, err := faultnet.New(p.down.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Close() })
+	cfg := p.down.Config("")
+	cfg.Addr = px.Addr()
+	conn, err := mysql.NewConnector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaProxy := sql.OpenDB(conn)
+	t.Cleanup(func() { viaProxy.Close() })
+	sink, err := mysqlsink.New(viaProxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logText{}
+	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "halfopen", SyncerTuning: dmworker.SyncerTuning{Workers: 4}}, upstreamOf(p.up), sink,
+		dmworker.WithLogger(slog.New(logs)), dmworker.WithSinkTimeout(2*time.Second), dmworker.WithAutoResume(100*time.Millisecond, time.Second, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitUntil(t, "the subtask reading", func() bool { return st.Status().Syncer.Read.Name != "" })
+	fw := startFaultWriter(t, p.updb, seed, 3)
+	n := int64(50 + rnd.IntN(200))
+	fw.waitCommitted(t, n)
+	t.Logf("downstream connections frozen after %d commits", n)
+	px.StallOpen()
+	frozen := time.Now()
+	fw.waitCommitted(t, 100)
+	fw.Stop()
+	// Said loudly: the frozen call is abandoned with ErrSinkTimeout, in
+	// the status (a retryable error, resumed) and the log.
+	var seen dmworker.SubTaskStatus
+	waitUntil(t, "the subtask resuming after ErrSinkTimeout", func() bool {
+		seen = st.Status()
+		return seen.Retries > 0 && errors.Is(seen.LastError, dmworker.ErrSinkTimeout) && dmworker.IsRetryable(seen.LastError)
+	})
+	t.Logf("%s after the freeze: %v", time.Since(frozen).Round(time.Millisecond), seen.LastError)
+	if !strings.Contains(logs.String(), "sink call has no answer yet") || !strings.Contains(logs.String(), "sink call abandoned") {
+		t.Fatalf("no WARN about the hung sink call; logs:\n%s", logs.String())
+	}
+	waitSubTaskSynced(t, st.Status, p)
+	t.Logf("caught up %s after the freeze; status %+v", time.Since(frozen).Round(time.Millisecond), st.Status().Syncer)
+	for _, tbl := range faultTables {
+		checkEqual(t, p.updb, p.downdb, tbl, tbl)
+	}
 }
