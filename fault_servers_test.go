@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +21,7 @@ import (
 	"github.com/dmworker/dmworker/internal/faultnet"
 	"github.com/dmworker/dmworker/internal/testserver"
 	"github.com/dmworker/dmworker/mysqlsink"
+	"github.com/dmworker/dmworker/streamer"
 )
 
 // Server faults: the upstream or the downstream MariaDB itself killed with
@@ -140,8 +143,7 @@ func (w *faultWriter) Stop() {
 // reading the upstream directly into a second downstream. Both must end
 // equal to the upstream.
 func TestUpstreamKilled(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := faultSeed(t)
 	rnd := rand.New(rand.NewPCG(seed, 0))
 	p := newPair(t, 760, 761, testserver.MariaDBOptions{MaxBinlogSize: 32 << 10})
 	down2 := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 762})
@@ -208,8 +210,7 @@ func TestUpstreamKilled(t *testing.T) {
 // and restarts it: the syncer retries, resumes from the checkpoint stored
 // with the data (the same transaction), and ends equal to the upstream.
 func TestDownstreamKilled(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := faultSeed(t)
 	rnd := rand.New(rand.NewPCG(seed, 0))
 	p := newPair(t, 770, 771, testserver.MariaDBOptions{})
 	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "downkill", SyncerTuning: dmworker.SyncerTuning{Workers: 4}}, upstreamOf(p.up), p.sink,
@@ -278,8 +279,7 @@ func binlogState(t *testing.T, db *sql.DB) string {
 // work. A sink call on a frozen connection must not hold the subtask up for
 // ever without a word: it must end up equal to the upstream.
 func TestDownstreamHalfOpen(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := faultSeed(t)
 	rnd := rand.New(rand.NewPCG(seed, 0))
 	p := newPair(t, 780, 781, testserver.MariaDBOptions{})
 	px, err := faultnet.New(p.down.Addr())
@@ -295,7 +295,7 @@ func TestDownstreamHalfOpen(t *testing.T) {
 	}
 	viaProxy := sql.OpenDB(conn)
 	t.Cleanup(func() { viaProxy.Close() })
-	sink, err := mysqlsink.New(viaProxy)
+	sink, err := mysqlsink.New(viaProxy, mysqlsink.WithSessionIdleTimeout(3*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,4 +331,123 @@ func TestDownstreamHalfOpen(t *testing.T) {
 	for _, tbl := range faultTables {
 		checkEqual(t, p.updb, p.downdb, tbl, tbl)
 	}
+}
+
+// TestNetworkFaults cuts (reset) and stalls (silent, both ways for a
+// while, or half-open for good) the upstream and the downstream paths at
+// random moments of a concurrent workload (seed logged), while a relay-backed
+// subtask and a direct one replicate through them. Both must end equal to
+// the upstream.
+func TestNetworkFaults(t *testing.T) {
+	seed := faultSeed(t)
+	rnd := rand.New(rand.NewPCG(seed, 0))
+	p := newPair(t, 800, 801, testserver.MariaDBOptions{MaxBinlogSize: 32 << 10})
+	down2 := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 802})
+	down2db := down2.DB(t)
+	proxy := func(m *testserver.MariaDB) *faultnet.Proxy {
+		px, err := faultnet.New(m.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { px.Close() })
+		return px
+	}
+	pu, pd, pd2 := proxy(p.up), proxy(p.down), proxy(down2)
+	sinkVia := func(m *testserver.MariaDB, px *faultnet.Proxy) dmworker.Sink {
+		cfg := m.Config("")
+		cfg.Addr = px.Addr()
+		conn, err := mysql.NewConnector(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db := sql.OpenDB(conn)
+		t.Cleanup(func() { db.Close() })
+		sink, err := mysqlsink.New(db, mysqlsink.WithSessionIdleTimeout(3*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sink
+	}
+	up := upstreamOf(p.up)
+	up.Host, up.Port = "127.0.0.1", uint16(pu.Port())
+	opts := []dmworker.SourceWorkerOption{
+		dmworker.WithRemoteOptions(streamer.WithHeartbeat(200*time.Millisecond), streamer.WithReadTimeout(time.Second)),
+		dmworker.WithSinkTimeout(2 * time.Second), dmworker.WithAutoResume(100*time.Millisecond, time.Second, 1000),
+	}
+	relayUp := up
+	relayUp.ServerID = 803
+	sink1 := sinkVia(p.down, pd)
+	w, err := dmworker.NewSourceWorker("w", func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
+		return sink1, nil
+	},
+		append(opts, dmworker.WithSource(dmworker.SourceConfig{Name: "src", Upstream: relayUp, EnableRelay: true}), dmworker.WithRelayDir(t.TempDir()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runWorker(t, w)
+	if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "relayed", SyncerTuning: dmworker.SyncerTuning{Workers: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	directUp := up
+	directUp.ServerID = 804
+	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "direct"}, directUp, sinkVia(down2, pd2),
+		dmworker.WithRemoteOptions(streamer.WithHeartbeat(200*time.Millisecond), streamer.WithReadTimeout(time.Second)),
+		dmworker.WithSinkTimeout(2*time.Second), dmworker.WithAutoResume(100*time.Millisecond, time.Second, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	relayed := taskStatus(w, "relayed")
+	waitUntil(t, "both subtasks reading", func() bool {
+		return relayed().Syncer.Read.Name != "" && st.Status().Syncer.Read.Name != ""
+	})
+
+	fw := startFaultWriter(t, p.updb, seed, 3)
+	paths := []struct {
+		name string
+		px   *faultnet.Proxy
+	}{{"upstream", pu}, {"downstream", pd}, {"downstream2", pd2}}
+	for round := range 8 {
+		fw.waitCommitted(t, int64(20+rnd.IntN(150)))
+		path := paths[rnd.IntN(len(paths))]
+		switch rnd.IntN(3) {
+		case 0:
+			t.Logf("round %d: %s cut", round, path.name)
+			path.px.CutAll()
+		case 1:
+			t.Logf("round %d: %s half-open", round, path.name)
+			path.px.StallOpen()
+		case 2:
+			n := int64(20 + rnd.IntN(100))
+			t.Logf("round %d: %s stalled for %d upstream commits", round, path.name, n)
+			path.px.Stall(true)
+			fw.waitCommitted(t, n)
+			path.px.Stall(false)
+		}
+	}
+	fw.waitCommitted(t, 50)
+	fw.Stop()
+	t.Logf("%d transactions committed", fw.committed.Load())
+	waitSubTaskSynced(t, relayed, p)
+	waitSubTaskSynced(t, st.Status, &syncPair{up: p.up, down: down2})
+	for _, tbl := range faultTables {
+		checkEqual(t, p.updb, p.downdb, tbl, tbl)
+		checkEqual(t, p.updb, down2db, tbl, tbl)
+	}
+}
+
+// faultSeed is the seed of a fault test's schedule and workload: the
+// environment's DMWORKER_FAULT_SEED when set (to replay a failure), a new
+// one otherwise. It is logged either way.
+func faultSeed(t *testing.T) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("DMWORKER_FAULT_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("DMWORKER_FAULT_SEED: %v", err)
+		}
+	}
+	t.Logf("seed %d (replay: DMWORKER_FAULT_SEED=%d)", seed, seed)
+	return seed
 }

@@ -82,8 +82,7 @@ func workerChild(spec string) int {
 // worker run in the test then catches up, and the downstream equals the
 // upstream.
 func TestSourceWorkerKilled(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := faultSeed(t)
 	rnd := rand.New(rand.NewPCG(seed, 0))
 	p := newPair(t, 790, 792, testserver.MariaDBOptions{MaxBinlogSize: 16 << 10})
 	faultSchema(t, p.updb)

@@ -316,7 +316,7 @@ func (t *SubTask) build(cfg SubTaskConfig) error {
 		if !ok {
 			return fmt.Errorf("dmworker: subtask %s source %s: the sink keeps no checkpoints; give WithCheckpointStore", cfg.Name, cfg.Source)
 		}
-		store = sinkStore{cs}
+		store = sinkStore{s: cs, timeout: t.opts.sinkTimeout}
 	}
 	s, err := newSyncer(cfg.syncerConfig(t.up), t.sink, t.opts.syncerOptions)
 	if err != nil {

@@ -440,7 +440,7 @@ func newSyncer(cfg SyncerConfig, sink Sink, o syncerOptions) (*Syncer, error) {
 		if !ok {
 			return nil, fmt.Errorf("dmworker: syncer for task %s: the sink keeps no checkpoints; give WithCheckpointStore", cfg.Task)
 		}
-		store = sinkStore{cs}
+		store = sinkStore{s: cs, timeout: o.sinkTimeout}
 	}
 	concurrent := false
 	if cs, ok := sink.(ConcurrentSink); ok {
@@ -499,13 +499,25 @@ func startSchema(stmts []string) (*schema.Tracker, error) {
 	return t, nil
 }
 
-// sinkStore adapts a CheckpointSink to CheckpointStore.
-type sinkStore struct{ s CheckpointSink }
-
-func (s sinkStore) Load(ctx context.Context, task, source string) (Checkpoint, bool, error) {
-	return s.s.LoadCheckpoint(ctx, task, source)
+// sinkStore adapts a CheckpointSink to CheckpointStore, each call bounded
+// by the sink timeout (0: none): a run that starts or stops on a hung
+// downstream fails with ErrSinkTimeout instead of waiting for ever.
+type sinkStore struct {
+	s       CheckpointSink
+	timeout time.Duration
 }
-func (s sinkStore) Save(ctx context.Context, cp Checkpoint) error { return s.s.SaveCheckpoint(ctx, cp) }
+
+func (s sinkStore) Load(ctx context.Context, task, source string) (cp Checkpoint, found bool, err error) {
+	err = boundCall(ctx, s.timeout, "load checkpoint", nil, func(ctx context.Context) error {
+		cp, found, err = s.s.LoadCheckpoint(ctx, task, source)
+		return err
+	})
+	return cp, found, err
+}
+
+func (s sinkStore) Save(ctx context.Context, cp Checkpoint) error {
+	return boundCall(ctx, s.timeout, "save checkpoint", nil, func(ctx context.Context) error { return s.s.SaveCheckpoint(ctx, cp) })
+}
 
 // Skip tells the syncer to pass over the DDL at pos the next time it
 // reaches it. pos is either position a *SyncError names: its Start (where

@@ -231,24 +231,34 @@ var errSinkAbandoned = errors.New("abandoned")
 // bounded runs f with a context that the sink timeout cancels, logging a
 // WARN at half of it; an abandoned call's error wraps ErrSinkTimeout.
 func (s *Syncer) bounded(ctx context.Context, op string, f func(context.Context) error) error {
-	d := s.opts.sinkTimeout
+	return boundCall(ctx, s.opts.sinkTimeout, op, s.log, f)
+}
+
+// boundCall runs f with a context cancelled after d (d <= 0: no bound),
+// logging a WARN at half of d when log is not nil. When d passed and f
+// failed, the error is retryable and wraps ErrSinkTimeout.
+func boundCall(ctx context.Context, d time.Duration, op string, log *slog.Logger, f func(context.Context) error) error {
 	if d <= 0 {
 		return f(ctx)
 	}
 	cctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	start := time.Now()
-	warn := time.AfterFunc(d/2, func() {
-		s.log.Warn("sink call has no answer yet: the downstream may be hung or its connection half-open",
-			slog.String("op", op), slog.Duration("waited", time.Since(start).Round(time.Millisecond)), slog.Duration("abandoned after", d))
-	})
-	defer warn.Stop()
+	if log != nil {
+		warn := time.AfterFunc(d/2, func() {
+			log.Warn("sink call has no answer yet: the downstream may be hung or its connection half-open",
+				slog.String("op", op), slog.Duration("waited", time.Since(start).Round(time.Millisecond)), slog.Duration("abandoned after", d))
+		})
+		defer warn.Stop()
+	}
 	abandon := time.AfterFunc(d, func() { cancel(errSinkAbandoned) })
 	defer abandon.Stop()
 	err := f(cctx)
 	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(cctx), errSinkAbandoned) {
-		s.log.Warn("sink call abandoned: no answer in time; the run stops and resumes from the stored checkpoint",
-			slog.String("op", op), slog.Duration("timeout", d), errAttr(err))
+		if log != nil {
+			log.Warn("sink call abandoned: no answer in time; the run stops and resumes from the stored checkpoint",
+				slog.String("op", op), slog.Duration("timeout", d), errAttr(err))
+		}
 		return Retryable(fmt.Errorf("%w: %s abandoned after %s: %w", ErrSinkTimeout, op, d, err))
 	}
 	return err
