@@ -451,3 +451,54 @@ func faultSeed(t *testing.T) uint64 {
 	t.Logf("seed %d (replay: DMWORKER_FAULT_SEED=%d)", seed, seed)
 	return seed
 }
+
+// TestSnapshotDownstreamHalfOpen freezes every downstream connection in
+// the middle of a snapshot copy (mode all): the copy must not hang on a
+// frozen connection for ever; the subtask must end equal to the upstream.
+func TestSnapshotDownstreamHalfOpen(t *testing.T) {
+	seed := faultSeed(t)
+	p := newPair(t, 820, 821, testserver.MariaDBOptions{})
+	faultSchema(t, p.updb)
+	mustExec(t, p.updb, "CREATE DATABASE seq")
+	mustExec(t, p.updb, "CREATE TABLE fw.big (id INT PRIMARY KEY, pad VARCHAR(200))")
+	mustExec(t, p.updb, "INSERT INTO fw.big SELECT seq, REPEAT(CHAR(65 + seq % 26), seq % 200) FROM seq.seq_1_to_50000")
+	mustExec(t, p.updb, "INSERT INTO fw.nokey SELECT seq % 50, CONCAT('pre-', seq) FROM seq.seq_1_to_6000")
+	px, err := faultnet.New(p.down.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Close() })
+	cfg := p.down.Config("")
+	cfg.Addr = px.Addr()
+	conn, err := mysql.NewConnector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaProxy := sql.OpenDB(conn)
+	t.Cleanup(func() { viaProxy.Close() })
+	sink, err := mysqlsink.New(viaProxy, mysqlsink.WithSessionIdleTimeout(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "snaphalfopen", Mode: dmworker.ModeAll,
+		Snapshot: dmworker.SnapshotConfig{ChunkRows: 500, Concurrency: 2}}, upstreamOf(p.up), sink,
+		dmworker.WithSinkTimeout(2*time.Second), dmworker.WithAutoResume(100*time.Millisecond, time.Second, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitUntil(t, "the copy under way", func() bool { return countRowsIfAny(p.downdb, "fw.big") > 0 })
+	px.StallOpen()
+	t.Logf("downstream frozen with fw.big at %d rows", countRowsIfAny(p.downdb, "fw.big"))
+	waitUntil(t, "the copy resuming after ErrSinkTimeout", func() bool {
+		s := st.Status()
+		return s.Retries > 0 && errors.Is(s.LastError, dmworker.ErrSinkTimeout)
+	})
+	fw := startFaultWriter(t, p.updb, seed, 2)
+	fw.waitCommitted(t, 100)
+	fw.Stop()
+	waitSubTaskSynced(t, st.Status, p)
+	for _, tbl := range append([]string{"fw.big"}, faultTables...) {
+		checkEqual(t, p.updb, p.downdb, tbl, tbl)
+	}
+}

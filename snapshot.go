@@ -224,9 +224,12 @@ type snapshotUnit struct {
 	sc    SnapshotConfig
 	sink  Sink
 	store CheckpointStore
-	epoch int64
-	log   *slog.Logger
-	rules *rules
+	// sinkTimeout bounds each batch the copy applies (WithSinkTimeout; 0:
+	// no bound). Set by the subtask.
+	sinkTimeout time.Duration
+	epoch       int64
+	log         *slog.Logger
+	rules       *rules
 
 	mu sync.Mutex
 	st SnapshotStatus

@@ -88,7 +88,7 @@ func (c *snapshotCopy) retry(ctx context.Context, f func() error) error {
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 5*time.Second, 5*time.Minute
 	return backoff.Retry(func() error {
 		err := f()
-		if err != nil && !IsRetryable(err) {
+		if err != nil && (!IsRetryable(err) || errors.Is(err, ErrSinkTimeout)) {
 			return backoff.Permanent(err)
 		}
 		if err != nil {
@@ -608,12 +608,19 @@ func (c *snapshotCopy) apply(ctx context.Context, j copyJob) error {
 		}
 		return f()
 	}
-	apply := func() error { return locked(func() error { return u.sink.Apply(ctx, batch) }) }
+	// Each call bounded by the sink timeout: a connection frozen half-open
+	// fails the copy with ErrSinkTimeout, which the subtask resumes.
+	bound := func(op string, f func(context.Context) error) error {
+		return locked(func() error { return boundCall(ctx, u.sinkTimeout, op, u.log, f) })
+	}
+	apply := func() error {
+		return bound("snapshot apply", func(ctx context.Context) error { return u.sink.Apply(ctx, batch) })
+	}
 	name := j.it.t.QualifiedName()
 	var err error
 	if bs, ok := u.sink.(BulkSink); ok && !batch.SafeMode && c.bulkable(name) {
 		// The sink's fast path for plain inserts; Apply where it has none.
-		err = locked(func() error { return bs.ApplyBulk(ctx, batch) })
+		err = bound("snapshot bulk apply", func(ctx context.Context) error { return bs.ApplyBulk(ctx, batch) })
 		if errors.Is(err, ErrBulkUnsupported) {
 			c.noBulk(name, err)
 			err = apply()
@@ -621,7 +628,10 @@ func (c *snapshotCopy) apply(ctx context.Context, j copyJob) error {
 	} else {
 		err = apply()
 	}
-	if err != nil && ctx.Err() == nil {
+	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrSinkTimeout) {
+		// (An abandoned call is not tried again here: its outcome is
+		// unknown, and a keyless table would get its rows twice. The copy
+		// stops; the resumed one empties the unfinished keyless tables.)
 		if keyed && !batch.SafeMode {
 			u.log.Info("retrying a batch in safe mode", slog.String("table", name), errAttr(err))
 			batch.SafeMode = true
