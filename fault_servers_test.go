@@ -502,3 +502,42 @@ func TestSnapshotDownstreamHalfOpen(t *testing.T) {
 		checkEqual(t, p.updb, p.downdb, tbl, tbl)
 	}
 }
+
+// TestSnapshotUpstreamKilled kills the upstream MariaDB with SIGKILL in the
+// middle of a snapshot copy (mode all), with writes going on, and restarts
+// it: the subtask must resume the copy (a new consistent snapshot where the
+// old one cannot go on) and end equal to the upstream.
+func TestSnapshotUpstreamKilled(t *testing.T) {
+	seed := faultSeed(t)
+	p := newPair(t, 830, 831, testserver.MariaDBOptions{})
+	faultSchema(t, p.updb)
+	mustExec(t, p.updb, "CREATE DATABASE seq")
+	mustExec(t, p.updb, "CREATE TABLE fw.big (id INT PRIMARY KEY, pad VARCHAR(200))")
+	mustExec(t, p.updb, "INSERT INTO fw.big SELECT seq, REPEAT(CHAR(65 + seq % 26), seq % 200) FROM seq.seq_1_to_50000")
+	mustExec(t, p.updb, "INSERT INTO fw.nokey SELECT seq % 50, CONCAT('pre-', seq) FROM seq.seq_1_to_6000")
+	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "snapupkill", Mode: dmworker.ModeAll,
+		Snapshot: dmworker.SnapshotConfig{ChunkRows: 500, Concurrency: 2}}, upstreamOf(p.up), p.sink,
+		dmworker.WithAutoResume(100*time.Millisecond, time.Second, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	fw := startFaultWriter(t, p.updb, seed, 2)
+	waitUntil(t, "the copy under way", func() bool { return countRowsIfAny(p.downdb, "fw.big") > 0 })
+	t.Logf("upstream killed with fw.big at %d rows downstream", countRowsIfAny(p.downdb, "fw.big"))
+	if err := p.up.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	err = p.up.Restart(ctx)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw.waitCommitted(t, 100)
+	fw.Stop()
+	waitSubTaskSynced(t, st.Status, p)
+	for _, tbl := range append([]string{"fw.big"}, faultTables...) {
+		checkEqual(t, p.updb, p.downdb, tbl, tbl)
+	}
+}

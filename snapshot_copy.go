@@ -3,10 +3,13 @@ package dmworker
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/dmworker/dmworker/internal/schema"
 	"github.com/dmworker/dmworker/internal/snapshot"
@@ -513,9 +517,36 @@ func (c *snapshotCopy) reader(ctx context.Context, conn *sql.Conn, q *copyQueue,
 			err = c.readChunk(ctx, conn, it, send)
 		}
 		if err != nil {
+			if ctx.Err() == nil && upstreamConnLost(err) {
+				// The upstream went away mid-read (restarted, crashed, a
+				// reset): a resumed copy, on a new connection, goes on
+				// from the chunks done.
+				err = Retryable(err)
+			}
 			return c.u.wrap(c.prog.Pos, it.t.QualifiedName(), fmt.Sprintf("copy chunk %d", it.chunk), err)
 		}
 	}
+}
+
+// upstreamConnLost says whether err, reading the upstream, means the
+// connection broke or the server went away, which a new connection may cure.
+func upstreamConnLost(err error) bool {
+	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, gomysql.ErrInvalidConn) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, sql.ErrConnDone) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	var me *gomysql.MySQLError
+	if errors.As(err, &me) {
+		switch me.Number {
+		case 1053, 1927, 2006, 2013: // server shutdown, connection killed, gone away, lost
+			return true
+		}
+	}
+	return false
 }
 
 // writer applies the batches of one reader in their order, and records

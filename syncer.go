@@ -295,7 +295,7 @@ func (o SinkRetryOption) applySourceWorker(w *sourceWorkerOptions) {
 type SinkTimeoutOption struct{ d time.Duration }
 
 // WithSinkTimeout bounds each call the syncer makes to apply a batch or
-// store a checkpoint: a call with no answer after d (a downstream
+// store a checkpoint, and each batch of a SubTask's snapshot copy: a call with no answer after d (a downstream
 // connection gone half-open, a server hung) is abandoned, its context
 // cancelled, and the syncer stops with a retryable error wrapping
 // ErrSinkTimeout, which a SubTask resumes by itself (WithAutoResume) from
