@@ -541,3 +541,45 @@ func TestSnapshotUpstreamKilled(t *testing.T) {
 		checkEqual(t, p.updb, p.downdb, tbl, tbl)
 	}
 }
+
+// TestSnapshotDownstreamKilled kills the downstream MariaDB with SIGKILL
+// twice in the middle of a snapshot copy (mode all; a keyless table among
+// the tables) and restarts it: the copy must resume, with no row lost or
+// copied twice, and the subtask end equal to the upstream.
+func TestSnapshotDownstreamKilled(t *testing.T) {
+	seed := faultSeed(t)
+	p := newPair(t, 840, 841, testserver.MariaDBOptions{})
+	faultSchema(t, p.updb)
+	mustExec(t, p.updb, "CREATE DATABASE seq")
+	mustExec(t, p.updb, "CREATE TABLE fw.big (id INT PRIMARY KEY, pad VARCHAR(200))")
+	mustExec(t, p.updb, "INSERT INTO fw.big SELECT seq, REPEAT(CHAR(65 + seq % 26), seq % 200) FROM seq.seq_1_to_50000")
+	mustExec(t, p.updb, "CREATE TABLE fw.bignokey (a INT, b VARCHAR(40))")
+	mustExec(t, p.updb, "INSERT INTO fw.bignokey SELECT seq % 97, CONCAT('pre-', seq) FROM seq.seq_1_to_30000")
+	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "snapdownkill", Mode: dmworker.ModeAll,
+		Snapshot: dmworker.SnapshotConfig{ChunkRows: 500, Concurrency: 2}}, upstreamOf(p.up), p.sink,
+		dmworker.WithSinkRetry(time.Minute), dmworker.WithAutoResume(100*time.Millisecond, time.Second, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	fw := startFaultWriter(t, p.updb, seed, 2)
+	for round, at := range []int{1, 20000} {
+		waitUntil(t, "the copy under way", func() bool { return countRowsIfAny(p.downdb, "fw.big") >= at })
+		t.Logf("round %d: downstream killed with fw.big at %d rows", round, countRowsIfAny(p.downdb, "fw.big"))
+		if err := p.down.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		err := p.down.Restart(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	fw.waitCommitted(t, 100)
+	fw.Stop()
+	waitSubTaskSynced(t, st.Status, p)
+	for _, tbl := range append([]string{"fw.big", "fw.bignokey"}, faultTables...) {
+		checkEqual(t, p.updb, p.downdb, tbl, tbl)
+	}
+}
