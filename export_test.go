@@ -34,4 +34,6 @@ func (t *SnapshotUnitForTest) Config() SnapshotConfig { return t.u.sc }
 
 // SinkStoreForTest is the CheckpointStore a Syncer uses by default for a
 // CheckpointSink.
-func SinkStoreForTest(s CheckpointSink) CheckpointStore { return sinkStore{s} }
+func SinkStoreForTest(s CheckpointSink) CheckpointStore {
+	return sinkStore{s: s, timeout: DefaultSinkTimeout}
+}

@@ -84,3 +84,18 @@ func ExampleSyncerStage() {
 	fmt.Println(dmworker.SyncerRunning, string(b))
 	// Output: Running "Running"
 }
+
+// WithSinkTimeout bounds how long a batch may wait for the downstream's
+// answer: after it, the call is abandoned and the subtask resumes from the
+// checkpoint stored downstream, with ErrSinkTimeout in its status. The
+// timeout is best set well above the downstream's own lock wait timeout.
+func ExampleSinkTimeoutOption() {
+	up := streamer.UpstreamConfig{Name: "shop-db", Host: "127.0.0.1", Port: 3306, User: "repl"}
+	t, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "orders"}, up, sinktest.NewMemSink(),
+		dmworker.WithSinkTimeout(2*time.Minute), dmworker.WithAutoResume(time.Second, time.Minute, 10))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(t.Status().Stage, dmworker.DefaultSinkTimeout)
+	// Output: New 5m0s
+}

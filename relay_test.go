@@ -38,6 +38,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(validatorChildEnv); spec != "" {
 		os.Exit(validatorChild(spec))
 	}
+	if spec := os.Getenv(workerChildEnv); spec != "" {
+		os.Exit(workerChild(spec))
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -329,6 +329,12 @@ type Checkpoint struct {
 // Retryable.
 var ErrRetryable = errors.New("dmworker: retryable")
 
+// ErrSinkTimeout is wrapped by the error a syncer stops with when a sink
+// call gave no answer within WithSinkTimeout: the call was abandoned, its
+// outcome unknown; the error is retryable, and a run resumed from the stored
+// checkpoint replays what the call may or may not have applied.
+var ErrSinkTimeout = errors.New("dmworker: the sink gave no answer in time")
+
 // ErrStaleEpoch is returned by a fenced sink for a write from an epoch older
 // than the one it has stored.
 var ErrStaleEpoch = errors.New("dmworker: write from a stale epoch refused")

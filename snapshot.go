@@ -224,9 +224,12 @@ type snapshotUnit struct {
 	sc    SnapshotConfig
 	sink  Sink
 	store CheckpointStore
-	epoch int64
-	log   *slog.Logger
-	rules *rules
+	// sinkTimeout bounds each batch the copy applies (WithSinkTimeout; 0:
+	// no bound). Set by the subtask.
+	sinkTimeout time.Duration
+	epoch       int64
+	log         *slog.Logger
+	rules       *rules
 
 	mu sync.Mutex
 	st SnapshotStatus
@@ -323,19 +326,28 @@ func (u *snapshotUnit) run(ctx context.Context) (pos streamer.Position, err erro
 		}
 	}
 
+	// An upstream that a copy in progress has reached before and that
+	// is away now (restarting after a crash) is waited for: the error is
+	// retryable. At a first start it is a configuration mistake.
+	upErr := func(err error) error {
+		if found && ctx.Err() == nil && upstreamConnLost(err) {
+			return Retryable(err)
+		}
+		return err
+	}
 	db, err := openUpstreamDB(u.cfg.Upstream)
 	if err != nil {
-		return pos, u.wrap(pos, "", "connect upstream", err)
+		return pos, u.wrap(pos, "", "connect upstream", upErr(err))
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(u.sc.Concurrency + 1)
 	mariadb, err := u.isMariaDB(ctx, db)
 	if err != nil {
-		return pos, u.wrap(pos, "", "connect upstream", err)
+		return pos, u.wrap(pos, "", "connect upstream", upErr(err))
 	}
 	snap, err := snapshot.Open(ctx, db, u.sc.Concurrency, mariadb, u.gtidAt)
 	if err != nil {
-		return pos, u.wrap(pos, "", "open consistent snapshot", err)
+		return pos, u.wrap(pos, "", "open consistent snapshot", upErr(err))
 	}
 	defer snap.Close()
 	point, err := u.position(snap.Point, mariadb)

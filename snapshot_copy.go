@@ -3,10 +3,13 @@ package dmworker
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/dmworker/dmworker/internal/schema"
 	"github.com/dmworker/dmworker/internal/snapshot"
@@ -88,7 +92,7 @@ func (c *snapshotCopy) retry(ctx context.Context, f func() error) error {
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 5*time.Second, 5*time.Minute
 	return backoff.Retry(func() error {
 		err := f()
-		if err != nil && !IsRetryable(err) {
+		if err != nil && (!IsRetryable(err) || errors.Is(err, ErrSinkTimeout)) {
 			return backoff.Permanent(err)
 		}
 		if err != nil {
@@ -513,9 +517,36 @@ func (c *snapshotCopy) reader(ctx context.Context, conn *sql.Conn, q *copyQueue,
 			err = c.readChunk(ctx, conn, it, send)
 		}
 		if err != nil {
+			if ctx.Err() == nil && upstreamConnLost(err) {
+				// The upstream went away mid-read (restarted, crashed, a
+				// reset): a resumed copy, on a new connection, goes on
+				// from the chunks done.
+				err = Retryable(err)
+			}
 			return c.u.wrap(c.prog.Pos, it.t.QualifiedName(), fmt.Sprintf("copy chunk %d", it.chunk), err)
 		}
 	}
+}
+
+// upstreamConnLost says whether err, reading the upstream, means the
+// connection broke or the server went away, which a new connection may cure.
+func upstreamConnLost(err error) bool {
+	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, gomysql.ErrInvalidConn) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, sql.ErrConnDone) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	var me *gomysql.MySQLError
+	if errors.As(err, &me) {
+		switch me.Number {
+		case 1053, 1927, 2006, 2013: // server shutdown, connection killed, gone away, lost
+			return true
+		}
+	}
+	return false
 }
 
 // writer applies the batches of one reader in their order, and records
@@ -608,12 +639,19 @@ func (c *snapshotCopy) apply(ctx context.Context, j copyJob) error {
 		}
 		return f()
 	}
-	apply := func() error { return locked(func() error { return u.sink.Apply(ctx, batch) }) }
+	// Each call bounded by the sink timeout: a connection frozen half-open
+	// fails the copy with ErrSinkTimeout, which the subtask resumes.
+	bound := func(op string, f func(context.Context) error) error {
+		return locked(func() error { return boundCall(ctx, u.sinkTimeout, op, u.log, f) })
+	}
+	apply := func() error {
+		return bound("snapshot apply", func(ctx context.Context) error { return u.sink.Apply(ctx, batch) })
+	}
 	name := j.it.t.QualifiedName()
 	var err error
 	if bs, ok := u.sink.(BulkSink); ok && !batch.SafeMode && c.bulkable(name) {
 		// The sink's fast path for plain inserts; Apply where it has none.
-		err = locked(func() error { return bs.ApplyBulk(ctx, batch) })
+		err = bound("snapshot bulk apply", func(ctx context.Context) error { return bs.ApplyBulk(ctx, batch) })
 		if errors.Is(err, ErrBulkUnsupported) {
 			c.noBulk(name, err)
 			err = apply()
@@ -621,7 +659,10 @@ func (c *snapshotCopy) apply(ctx context.Context, j copyJob) error {
 	} else {
 		err = apply()
 	}
-	if err != nil && ctx.Err() == nil {
+	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrSinkTimeout) {
+		// (An abandoned call is not tried again here: its outcome is
+		// unknown, and a keyless table would get its rows twice. The copy
+		// stops; the resumed one empties the unfinished keyless tables.)
 		if keyed && !batch.SafeMode {
 			u.log.Info("retrying a batch in safe mode", slog.String("table", name), errAttr(err))
 			batch.SafeMode = true

@@ -316,7 +316,7 @@ func (t *SubTask) build(cfg SubTaskConfig) error {
 		if !ok {
 			return fmt.Errorf("dmworker: subtask %s source %s: the sink keeps no checkpoints; give WithCheckpointStore", cfg.Name, cfg.Source)
 		}
-		store = sinkStore{cs}
+		store = sinkStore{s: cs, timeout: t.opts.sinkTimeout}
 	}
 	s, err := newSyncer(cfg.syncerConfig(t.up), t.sink, t.opts.syncerOptions)
 	if err != nil {
@@ -327,6 +327,7 @@ func (t *SubTask) build(cfg SubTaskConfig) error {
 		if snap, err = newSnapshotUnit(cfg.syncerConfig(t.up), cfg.Snapshot, t.sink, store, t.opts.epoch, t.opts.logger); err != nil {
 			return fmt.Errorf("dmworker: subtask %s source %s mode %s: %w", cfg.Name, cfg.Source, cfg.Mode, err)
 		}
+		snap.sinkTimeout = t.opts.sinkTimeout
 	}
 	var v *validator
 	if m := cfg.Validation.Mode; m != "" && m != ValidationOff {

@@ -209,6 +209,7 @@ type syncerOptions struct {
 	remoteOpts      []streamer.RemoteOption // WithRemoteOptions'
 	checkpointStore CheckpointStore
 	sinkRetry       time.Duration
+	sinkTimeout     time.Duration // 0: unbounded
 	epoch           int64
 	fenced          bool // WithEpoch given
 	// fenceKey is the etcd key whose ModRevision is epoch (a SourceWorker
@@ -227,9 +228,12 @@ type syncerOptions struct {
 
 const defaultSinkRetry = 5 * time.Minute
 
+// DefaultSinkTimeout is WithSinkTimeout's default.
+const DefaultSinkTimeout = 5 * time.Minute
+
 // defaultSyncerOptions are the options a Syncer has before its own apply.
 func defaultSyncerOptions() syncerOptions {
-	return syncerOptions{logger: discardLogger(), stopTimeout: DefaultStopTimeout, sinkRetry: defaultSinkRetry}
+	return syncerOptions{logger: discardLogger(), stopTimeout: DefaultStopTimeout, sinkRetry: defaultSinkRetry, sinkTimeout: DefaultSinkTimeout}
 }
 
 // validate checks the options.
@@ -283,6 +287,34 @@ func (o SinkRetryOption) applySyncer(s *syncerOptions) {
 }
 func (o SinkRetryOption) applySubTask(t *subTaskOptions) { o.applySyncer(&t.syncerOptions) }
 func (o SinkRetryOption) applySourceWorker(w *sourceWorkerOptions) {
+	o.applySubTask(&w.subTaskOptions)
+}
+
+// SinkTimeoutOption is WithSinkTimeout's option, taken by NewSyncer,
+// NewSubTask and NewSourceWorker (for their syncers).
+type SinkTimeoutOption struct{ d time.Duration }
+
+// WithSinkTimeout bounds each call the syncer makes to apply a batch or
+// store a checkpoint, and each batch of a SubTask's snapshot copy: a call with no answer after d (a downstream
+// connection gone half-open, a server hung) is abandoned, its context
+// cancelled, and the syncer stops with a retryable error wrapping
+// ErrSinkTimeout, which a SubTask resumes by itself (WithAutoResume) from
+// the checkpoint stored downstream. A WARN is logged when half of d has
+// passed. A DDL is never abandoned (it may rightly run for hours): it gets
+// the same WARN, again each d while it runs. Default DefaultSinkTimeout (5
+// minutes); 0 keeps the default, a negative d turns the bound off.
+func WithSinkTimeout(d time.Duration) SinkTimeoutOption { return SinkTimeoutOption{d} }
+
+func (o SinkTimeoutOption) applySyncer(s *syncerOptions) {
+	switch {
+	case o.d > 0:
+		s.sinkTimeout = o.d
+	case o.d < 0:
+		s.sinkTimeout = 0
+	}
+}
+func (o SinkTimeoutOption) applySubTask(t *subTaskOptions) { o.applySyncer(&t.syncerOptions) }
+func (o SinkTimeoutOption) applySourceWorker(w *sourceWorkerOptions) {
 	o.applySubTask(&w.subTaskOptions)
 }
 
@@ -408,7 +440,7 @@ func newSyncer(cfg SyncerConfig, sink Sink, o syncerOptions) (*Syncer, error) {
 		if !ok {
 			return nil, fmt.Errorf("dmworker: syncer for task %s: the sink keeps no checkpoints; give WithCheckpointStore", cfg.Task)
 		}
-		store = sinkStore{cs}
+		store = sinkStore{s: cs, timeout: o.sinkTimeout}
 	}
 	concurrent := false
 	if cs, ok := sink.(ConcurrentSink); ok {
@@ -467,13 +499,25 @@ func startSchema(stmts []string) (*schema.Tracker, error) {
 	return t, nil
 }
 
-// sinkStore adapts a CheckpointSink to CheckpointStore.
-type sinkStore struct{ s CheckpointSink }
-
-func (s sinkStore) Load(ctx context.Context, task, source string) (Checkpoint, bool, error) {
-	return s.s.LoadCheckpoint(ctx, task, source)
+// sinkStore adapts a CheckpointSink to CheckpointStore, each call bounded
+// by the sink timeout (0: none): a run that starts or stops on a hung
+// downstream fails with ErrSinkTimeout instead of waiting for ever.
+type sinkStore struct {
+	s       CheckpointSink
+	timeout time.Duration
 }
-func (s sinkStore) Save(ctx context.Context, cp Checkpoint) error { return s.s.SaveCheckpoint(ctx, cp) }
+
+func (s sinkStore) Load(ctx context.Context, task, source string) (cp Checkpoint, found bool, err error) {
+	err = boundCall(ctx, s.timeout, "load checkpoint", nil, func(ctx context.Context) error {
+		cp, found, err = s.s.LoadCheckpoint(ctx, task, source)
+		return err
+	})
+	return cp, found, err
+}
+
+func (s sinkStore) Save(ctx context.Context, cp Checkpoint) error {
+	return boundCall(ctx, s.timeout, "save checkpoint", nil, func(ctx context.Context) error { return s.s.SaveCheckpoint(ctx, cp) })
+}
 
 // Skip tells the syncer to pass over the DDL at pos the next time it
 // reaches it. pos is either position a *SyncError names: its Start (where

@@ -2,6 +2,10 @@ package dmworker
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -146,7 +150,7 @@ func (w *runWriter) startCheckpoint(pos streamer.Position) Checkpoint {
 
 // save stores cp (with no data).
 func (w *runWriter) save(ctx context.Context, cp Checkpoint) error {
-	if err := w.s.retry(ctx, func() error { return w.s.store.Save(ctx, cp) }); err != nil {
+	if err := w.s.retryBounded(ctx, "save checkpoint", func(ctx context.Context) error { return w.s.store.Save(ctx, cp) }); err != nil {
 		return w.s.wrap(cp.Pos, "", "save checkpoint", err)
 	}
 	w.schemaDirty = false
@@ -174,7 +178,7 @@ func (w *runWriter) applyAt(ctx context.Context, changes []Change, safe bool, cp
 	if s.inst != nil {
 		t0 = time.Now()
 	}
-	if err := s.retry(ctx, func() error { return s.sink.Apply(ctx, b) }); err != nil {
+	if err := s.retryBounded(ctx, "apply batch", func(ctx context.Context) error { return s.sink.Apply(ctx, b) }); err != nil {
 		return s.wrap(cp.Pos, "", "apply batch", err)
 	}
 	if s.inst != nil {
@@ -183,7 +187,7 @@ func (w *runWriter) applyAt(ctx context.Context, changes []Change, safe bool, cp
 	}
 	if _, ok := s.store.(sinkStore); !ok {
 		// The sink did not store the checkpoint with the data.
-		if err := s.retry(ctx, func() error { return s.store.Save(ctx, cp) }); err != nil {
+		if err := s.retryBounded(ctx, "save checkpoint", func(ctx context.Context) error { return s.store.Save(ctx, cp) }); err != nil {
 			return s.wrap(cp.Pos, "", "save checkpoint", err)
 		}
 	}
@@ -195,13 +199,15 @@ func (w *runWriter) applyAt(ctx context.Context, changes []Change, safe bool, cp
 }
 
 // retry runs f until it succeeds, fails with a non-retryable error, or the
-// retry budget is spent.
+// retry budget is spent. A call that got no answer (ErrSinkTimeout) is not
+// retried here: its outcome is unknown, so the run ends and the next one
+// starts from the stored checkpoint.
 func (s *Syncer) retry(ctx context.Context, f func() error) error {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 5*time.Second, s.opts.sinkRetry
 	return backoff.Retry(func() error {
 		err := f()
-		if err == nil || !IsRetryable(err) {
+		if err == nil || !IsRetryable(err) || errors.Is(err, ErrSinkTimeout) {
 			if err != nil {
 				return backoff.Permanent(err)
 			}
@@ -210,6 +216,76 @@ func (s *Syncer) retry(ctx context.Context, f func() error) error {
 		s.log.Warn("retrying sink call", errAttr(err))
 		return err
 	}, backoff.WithContext(b, ctx))
+}
+
+// retryBounded is retry for a call bounded by WithSinkTimeout (an Apply, a
+// checkpoint Save): each attempt gets a context that is cancelled when the
+// bound passes, and then fails with ErrSinkTimeout.
+func (s *Syncer) retryBounded(ctx context.Context, op string, f func(context.Context) error) error {
+	return s.retry(ctx, func() error { return s.bounded(ctx, op, f) })
+}
+
+// errSinkAbandoned is the cause a bounded call's context is cancelled with.
+var errSinkAbandoned = errors.New("abandoned")
+
+// bounded runs f with a context that the sink timeout cancels, logging a
+// WARN at half of it; an abandoned call's error wraps ErrSinkTimeout.
+func (s *Syncer) bounded(ctx context.Context, op string, f func(context.Context) error) error {
+	return boundCall(ctx, s.opts.sinkTimeout, op, s.log, f)
+}
+
+// boundCall runs f with a context cancelled after d (d <= 0: no bound),
+// logging a WARN at half of d when log is not nil. When d passed and f
+// failed, the error is retryable and wraps ErrSinkTimeout.
+func boundCall(ctx context.Context, d time.Duration, op string, log *slog.Logger, f func(context.Context) error) error {
+	if d <= 0 {
+		return f(ctx)
+	}
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	start := time.Now()
+	if log != nil {
+		warn := time.AfterFunc(d/2, func() {
+			log.Warn("sink call has no answer yet: the downstream may be hung or its connection half-open",
+				slog.String("op", op), slog.Duration("waited", time.Since(start).Round(time.Millisecond)), slog.Duration("abandoned after", d))
+		})
+		defer warn.Stop()
+	}
+	abandon := time.AfterFunc(d, func() { cancel(errSinkAbandoned) })
+	defer abandon.Stop()
+	err := f(cctx)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(cctx), errSinkAbandoned) {
+		if log != nil {
+			log.Warn("sink call abandoned: no answer in time; the run stops and resumes from the stored checkpoint",
+				slog.String("op", op), slog.Duration("timeout", d), errAttr(err))
+		}
+		return Retryable(fmt.Errorf("%w: %s abandoned after %s: %w", ErrSinkTimeout, op, d, err))
+	}
+	return err
+}
+
+// watchDDL runs f (a DDL, never abandoned) logging a WARN each sink
+// timeout while it runs.
+func (s *Syncer) watchDDL(f func() error) error {
+	d := s.opts.sinkTimeout
+	if d <= 0 {
+		return f()
+	}
+	start := time.Now()
+	var warn *time.Timer
+	var mu sync.Mutex
+	warn = time.AfterFunc(d, func() {
+		s.log.Warn("DDL still running downstream (it is not abandoned)", slog.Duration("waited", time.Since(start).Round(time.Second)))
+		mu.Lock()
+		warn.Reset(d)
+		mu.Unlock()
+	})
+	defer func() {
+		mu.Lock()
+		warn.Stop()
+		mu.Unlock()
+	}()
+	return f()
 }
 
 // serialApplier applies changes in batches of whole transactions, each

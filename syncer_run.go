@@ -658,7 +658,7 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 	if !replay {
 		cp := r.w.checkpoint(r.lastTxnEnd)
 		cp.SafeUntil = ev.Pos
-		if err := s.retry(ctx, func() error { return s.store.Save(ctx, cp) }); err != nil {
+		if err := s.retryBounded(ctx, "save checkpoint", func(ctx context.Context) error { return s.store.Save(ctx, cp) }); err != nil {
 			return s.wrap(ev.Pos, "", "save checkpoint", err)
 		}
 	}
@@ -774,17 +774,19 @@ func (r *syncRun) ensureTargetSchemas(ctx context.Context, ev *streamer.Event, s
 
 func (r *syncRun) execDDL(ctx context.Context, d *DDL) error {
 	tried := false
-	err := r.s.retry(ctx, func() error {
-		if tried && !d.SafeMode {
-			// The failed attempt may have run the DDL (a connection lost
-			// after the server did it, before the reply): an attempt
-			// after it is a replay.
-			c := *d
-			c.SafeMode = true
-			return r.s.sink.ExecDDL(ctx, &c)
-		}
-		tried = true
-		return r.s.sink.ExecDDL(ctx, d)
+	err := r.s.watchDDL(func() error {
+		return r.s.retry(ctx, func() error {
+			if tried && !d.SafeMode {
+				// The failed attempt may have run the DDL (a connection lost
+				// after the server did it, before the reply): an attempt
+				// after it is a replay.
+				c := *d
+				c.SafeMode = true
+				return r.s.sink.ExecDDL(ctx, &c)
+			}
+			tried = true
+			return r.s.sink.ExecDDL(ctx, d)
+		})
 	})
 	if err == nil {
 		r.s.updateStatus(func(st *SyncerStatus) { st.DDLs++ })

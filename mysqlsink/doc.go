@@ -7,8 +7,11 @@
 // Each Apply is one transaction on one connection. The connection's session
 // is set up first (time_zone '+00:00', since TIMESTAMP values are UTC text;
 // a non-strict sql_mode that takes zero and invalid dates, the enum error
-// value and 0 in AUTO_INCREMENT columns; foreign_key_checks off) and put
-// back as it was before the connection returns to the pool. Consecutive
+// value and 0 in AUTO_INCREMENT columns; foreign_key_checks off; a
+// wait_timeout of WithSessionIdleTimeout, 1 minute, so that the server rolls
+// back a batch whose connection went half-open instead of holding its locks
+// for hours) and put back as it was before the connection returns to the
+// pool. Consecutive
 // changes of one kind to one table share multi-row statements
 // (WithMaxStatementRows):
 //

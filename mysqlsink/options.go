@@ -3,6 +3,7 @@ package mysqlsink
 import (
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -34,16 +35,21 @@ type config struct {
 	maxStatementRows int
 	exclusivePool    bool
 	noBinlog         bool
+	sessionIdle      time.Duration
 }
 
 func defaultConfig() config {
 	return config{
 		checkpointSchema: DefaultCheckpointSchema,
 		maxStatementRows: DefaultMaxStatementRows,
+		sessionIdle:      DefaultSessionIdleTimeout,
 	}
 }
 
 func (c *config) validate() error {
+	if c.sessionIdle < time.Second || c.sessionIdle > 365*24*time.Hour {
+		return fmt.Errorf("mysqlsink: session idle timeout %s out of range [1s, 8760h]", c.sessionIdle)
+	}
 	if c.checkpointSchema == "" {
 		return fmt.Errorf("mysqlsink: empty checkpoint schema name")
 	}
@@ -81,6 +87,23 @@ func WithMaxStatementRows(n int) Option {
 // default) a connection goes back to the pool as it came.
 func WithExclusivePool() Option {
 	return optionFunc(func(c *config) { c.exclusivePool = true })
+}
+
+// DefaultSessionIdleTimeout is WithSessionIdleTimeout's default.
+const DefaultSessionIdleTimeout = time.Minute
+
+// WithSessionIdleTimeout sets the server's wait_timeout for the sessions
+// the sink writes in, while it writes (with WithExclusivePool, for good):
+// how long the server keeps a session whose client has gone silent. A
+// connection that goes half-open in the middle of a batch (the client gave
+// up on it, the server was never told) would otherwise keep its open
+// transaction, and the row locks it holds on the data and the checkpoint
+// row, for the server's wait_timeout (8 hours by default), blocking every
+// later batch. The sink never leaves a session idle mid-batch, so a short
+// bound is safe. Whole seconds, from 1s. Default DefaultSessionIdleTimeout
+// (1 minute).
+func WithSessionIdleTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.sessionIdle = d })
 }
 
 // WithoutBinlog keeps the sink's writes (batches and DDL) out of the

@@ -6,8 +6,10 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dmworker/dmworker"
 	"github.com/go-sql-driver/mysql"
@@ -85,6 +87,9 @@ func New(db *sql.DB, opts ...Option) (*Sink, error) {
 		cpName:  cfg.checkpointSchema + "." + checkpointTable,
 		setup:   sessionSetup, restore: sessionRestore, ddlSetup: ddlSessionSetup,
 	}
+	idle := strconv.Itoa(int(cfg.sessionIdle / time.Second))
+	s.setup += ", @dmworker_wait_timeout = @@SESSION.wait_timeout, SESSION wait_timeout = " + idle
+	s.restore += ", SESSION wait_timeout = @dmworker_wait_timeout, @dmworker_wait_timeout = NULL"
 	if cfg.noBinlog {
 		s.setup += ", @dmworker_sql_log_bin = @@SESSION.sql_log_bin, SESSION sql_log_bin = 0"
 		s.restore += ", SESSION sql_log_bin = @dmworker_sql_log_bin, @dmworker_sql_log_bin = NULL"

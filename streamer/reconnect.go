@@ -167,13 +167,18 @@ func (c *reconnect[C]) rewind() {
 }
 
 // skip reports whether an event ending at next is left out after a
-// reconnect: it, or the artificial events the server sends before it, had
-// been delivered already.
+// reconnect: it, or the artificial events the server sends before it (the
+// rotate and format description naming the resume position), had been
+// delivered already. An artificial rotate past what was delivered is news,
+// never skipped: the server sends one, and no real rotate, when it moves on
+// from a file that ends without one (the upstream crashed while writing it,
+// or stopped), and a relay that missed it would write the next file's
+// events into the old one.
 func (c *reconnect[C]) skip(next Position, artificial bool) bool {
 	if !c.skipping {
 		return false
 	}
-	if artificial || next.Compare(c.skipUntil) <= 0 {
+	if next.Compare(c.skipUntil) <= 0 {
 		return true
 	}
 	c.skipping = false
