@@ -824,12 +824,16 @@ type SubTaskStatus struct {
 	// validation is off): rows pending, checked, differing, error rows,
 	// the position validated up to.
 	Validator ValidatorStatus
-	// Retries counts the automatic resumes since the last progress. While
-	// the subtask waits to resume after a retryable error, Stage stays
-	// Running and LastError holds that error.
+	// Retries counts the automatic resumes of the current run of errors
+	// without progress between them. While the subtask waits to resume
+	// after a retryable error, Stage stays Running and LastError holds that
+	// error. A subtask that recovered keeps both as they were until the
+	// next error (which starts a new count at 1 if the checkpoint moved
+	// since) or Resume: compare Syncer.Checkpoint over time to tell a
+	// recovered subtask from one still failing.
 	Retries int
-	// LastError is the error that paused the subtask or is being retried
-	// (nil when none). Resume clears it.
+	// LastError is the error that paused the subtask, or the last one it
+	// resumed after (nil when none). Resume clears it.
 	LastError error
 	// ShardLocks are the shard DDL locks held now that the subtask's
 	// source takes part in (reached or waited for), in pessimistic shard
