@@ -51,6 +51,20 @@ func faultSchema(t *testing.T, db *sql.DB) {
 	mustExec(t, db, "CREATE TABLE IF NOT EXISTS fw.nokey (a INT, b VARCHAR(40))")
 }
 
+// faultCopySchema makes faultWriter's tables and fw.big, 50,000 rows for a
+// snapshot copy long enough to be hit mid-way; with nokey, 6,000 rows of
+// duplicates in fw.nokey too.
+func faultCopySchema(t *testing.T, db *sql.DB, nokey bool) {
+	t.Helper()
+	faultSchema(t, db)
+	mustExec(t, db, "CREATE DATABASE seq")
+	mustExec(t, db, "CREATE TABLE fw.big (id INT PRIMARY KEY, pad VARCHAR(200))")
+	mustExec(t, db, "INSERT INTO fw.big SELECT seq, REPEAT(CHAR(65 + seq % 26), seq % 200) FROM seq.seq_1_to_50000")
+	if nokey {
+		mustExec(t, db, "INSERT INTO fw.nokey SELECT seq % 50, CONCAT('pre-', seq) FROM seq.seq_1_to_6000")
+	}
+}
+
 // faultTables are the tables faultWriter writes.
 var faultTables = []string{"fw.acc", "fw.nokey"}
 
@@ -458,11 +472,7 @@ func faultSeed(t *testing.T) uint64 {
 func TestSnapshotDownstreamHalfOpen(t *testing.T) {
 	seed := faultSeed(t)
 	p := newPair(t, 820, 821, testserver.MariaDBOptions{})
-	faultSchema(t, p.updb)
-	mustExec(t, p.updb, "CREATE DATABASE seq")
-	mustExec(t, p.updb, "CREATE TABLE fw.big (id INT PRIMARY KEY, pad VARCHAR(200))")
-	mustExec(t, p.updb, "INSERT INTO fw.big SELECT seq, REPEAT(CHAR(65 + seq % 26), seq % 200) FROM seq.seq_1_to_50000")
-	mustExec(t, p.updb, "INSERT INTO fw.nokey SELECT seq % 50, CONCAT('pre-', seq) FROM seq.seq_1_to_6000")
+	faultCopySchema(t, p.updb, true)
 	px, err := faultnet.New(p.down.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -510,11 +520,7 @@ func TestSnapshotDownstreamHalfOpen(t *testing.T) {
 func TestSnapshotUpstreamKilled(t *testing.T) {
 	seed := faultSeed(t)
 	p := newPair(t, 830, 831, testserver.MariaDBOptions{})
-	faultSchema(t, p.updb)
-	mustExec(t, p.updb, "CREATE DATABASE seq")
-	mustExec(t, p.updb, "CREATE TABLE fw.big (id INT PRIMARY KEY, pad VARCHAR(200))")
-	mustExec(t, p.updb, "INSERT INTO fw.big SELECT seq, REPEAT(CHAR(65 + seq % 26), seq % 200) FROM seq.seq_1_to_50000")
-	mustExec(t, p.updb, "INSERT INTO fw.nokey SELECT seq % 50, CONCAT('pre-', seq) FROM seq.seq_1_to_6000")
+	faultCopySchema(t, p.updb, true)
 	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "snapupkill", Mode: dmworker.ModeAll,
 		Snapshot: dmworker.SnapshotConfig{ChunkRows: 500, Concurrency: 2}}, upstreamOf(p.up), p.sink,
 		dmworker.WithAutoResume(100*time.Millisecond, time.Second, 1000))
@@ -549,10 +555,7 @@ func TestSnapshotUpstreamKilled(t *testing.T) {
 func TestSnapshotDownstreamKilled(t *testing.T) {
 	seed := faultSeed(t)
 	p := newPair(t, 840, 841, testserver.MariaDBOptions{})
-	faultSchema(t, p.updb)
-	mustExec(t, p.updb, "CREATE DATABASE seq")
-	mustExec(t, p.updb, "CREATE TABLE fw.big (id INT PRIMARY KEY, pad VARCHAR(200))")
-	mustExec(t, p.updb, "INSERT INTO fw.big SELECT seq, REPEAT(CHAR(65 + seq % 26), seq % 200) FROM seq.seq_1_to_50000")
+	faultCopySchema(t, p.updb, false)
 	mustExec(t, p.updb, "CREATE TABLE fw.bignokey (a INT, b VARCHAR(40))")
 	mustExec(t, p.updb, "INSERT INTO fw.bignokey SELECT seq % 97, CONCAT('pre-', seq) FROM seq.seq_1_to_30000")
 	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "snapdownkill", Mode: dmworker.ModeAll,

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
-
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
 	"github.com/dmworker/dmworker/streamer"
@@ -45,19 +43,12 @@ func workerChild(spec string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	down, err := streamer.ParseUpstream(parts[2])
+	db, err := childDB(parts[2])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	c := gomysql.NewConfig()
-	c.User, c.Passwd, c.Net, c.Addr = down.User, down.Password, "tcp", down.Addr()
-	conn, err := gomysql.NewConnector(c)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	w, err := dmworker.NewSourceWorker("w", mysqlSinks(sql.OpenDB(conn)), dmworker.WithSource(faultWorkerSource(up)), dmworker.WithRelayDir(parts[0]))
+	w, err := dmworker.NewSourceWorker("w", mysqlSinks(db), dmworker.WithSource(faultWorkerSource(up)), dmworker.WithRelayDir(parts[0]))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -85,11 +76,7 @@ func TestSourceWorkerKilled(t *testing.T) {
 	seed := faultSeed(t)
 	rnd := rand.New(rand.NewPCG(seed, 0))
 	p := newPair(t, 790, 792, testserver.MariaDBOptions{MaxBinlogSize: 16 << 10})
-	faultSchema(t, p.updb)
-	mustExec(t, p.updb, "CREATE DATABASE seq")
-	mustExec(t, p.updb, "CREATE TABLE fw.big (id INT PRIMARY KEY, pad VARCHAR(200))")
-	mustExec(t, p.updb, "INSERT INTO fw.big SELECT seq, REPEAT(CHAR(65 + seq % 26), seq % 200) FROM seq.seq_1_to_50000")
-	mustExec(t, p.updb, "INSERT INTO fw.nokey SELECT seq % 50, CONCAT('pre-', seq) FROM seq.seq_1_to_6000")
+	faultCopySchema(t, p.updb, true)
 	tables := append([]string{"fw.big"}, faultTables...)
 
 	relayDir := t.TempDir()

@@ -335,6 +335,15 @@ var ErrRetryable = errors.New("dmworker: retryable")
 // checkpoint replays what the call may or may not have applied.
 var ErrSinkTimeout = errors.New("dmworker: the sink gave no answer in time")
 
+// ErrOutcomeUnknown is wrapped by a sink's retryable error when the sink
+// cannot tell whether the call took effect (mysqlsink: the connection was
+// lost during the commit, and the batch carried no checkpoint to read
+// back). The syncer then applies the batch again in safe mode, which meets
+// its own earlier effect; a snapshot copy into a table without a key does
+// not retry such a batch in place (its rows would be there twice) but stops,
+// and the resumed copy starts that table again.
+var ErrOutcomeUnknown = errors.New("dmworker: the sink cannot tell whether the call took effect")
+
 // ErrStaleEpoch is returned by a fenced sink for a write from an epoch older
 // than the one it has stored.
 var ErrStaleEpoch = errors.New("dmworker: write from a stale epoch refused")

@@ -659,10 +659,11 @@ func (c *snapshotCopy) apply(ctx context.Context, j copyJob) error {
 	} else {
 		err = apply()
 	}
-	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrSinkTimeout) {
-		// (An abandoned call is not tried again here: its outcome is
-		// unknown, and a keyless table would get its rows twice. The copy
-		// stops; the resumed one empties the unfinished keyless tables.)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrSinkTimeout) && (keyed || !errors.Is(err, ErrOutcomeUnknown)) {
+		// (An abandoned call, or a call into a table without a key whose
+		// outcome the sink cannot tell, is not tried again here: a keyless
+		// table would get its rows twice. The copy stops; the resumed one
+		// empties the unfinished keyless tables.)
 		if keyed && !batch.SafeMode {
 			u.log.Info("retrying a batch in safe mode", slog.String("table", name), errAttr(err))
 			batch.SafeMode = true

@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
-
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
 	"github.com/dmworker/dmworker/mysqlsink"
@@ -359,7 +357,7 @@ func snapshotChild(spec string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	down, err := streamer.ParseUpstream(parts[2])
+	db, err := childDB(parts[2])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -369,14 +367,7 @@ func snapshotChild(spec string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	c := gomysql.NewConfig()
-	c.User, c.Passwd, c.Net, c.Addr = down.User, down.Password, "tcp", down.Addr()
-	conn, err := gomysql.NewConnector(c)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	sink, err := mysqlsink.New(sql.OpenDB(conn))
+	sink, err := mysqlsink.New(db)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

@@ -160,6 +160,17 @@ func (w *runWriter) save(ctx context.Context, cp Checkpoint) error {
 	return nil
 }
 
+// applyReplaying applies b; when the sink cannot tell whether it took
+// effect (ErrOutcomeUnknown), b is switched to safe mode, so that the next
+// attempt replays it over what the failed one may have left.
+func applyReplaying(ctx context.Context, sink Sink, b *Batch) error {
+	err := sink.Apply(ctx, b)
+	if errors.Is(err, ErrOutcomeUnknown) {
+		b.SafeMode = true
+	}
+	return err
+}
+
 // saveCheckpoint stores a checkpoint at pos with no data and reports it.
 func (w *runWriter) saveCheckpoint(ctx context.Context, pos streamer.Position) error {
 	if err := w.save(ctx, w.checkpoint(pos)); err != nil {
@@ -178,7 +189,7 @@ func (w *runWriter) applyAt(ctx context.Context, changes []Change, safe bool, cp
 	if s.inst != nil {
 		t0 = time.Now()
 	}
-	if err := s.retryBounded(ctx, "apply batch", func(ctx context.Context) error { return s.sink.Apply(ctx, b) }); err != nil {
+	if err := s.retryBounded(ctx, "apply batch", func(ctx context.Context) error { return applyReplaying(ctx, s.sink, b) }); err != nil {
 		return s.wrap(cp.Pos, "", "apply batch", err)
 	}
 	if s.inst != nil {

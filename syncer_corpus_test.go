@@ -170,8 +170,8 @@ func (r *corpusRunner) run(t *testing.T, part string) {
 	}
 }
 
-// corpusQuery returns the rows of a query as strings, in its order.
-func corpusQuery(t *testing.T, db *sql.DB, q string, args ...any) []string {
+// queryRows returns the rows of a query as strings, in its order.
+func queryRows(t *testing.T, db *sql.DB, q string, args ...any) []string {
 	t.Helper()
 	rows, err := db.Query(q, args...)
 	if err != nil {
@@ -225,14 +225,14 @@ func checkCorpusEqualExcept(t *testing.T, up, down *sql.DB, rowsExempt map[strin
 		}
 	}
 	const schemas = `SELECT SCHEMA_NAME, DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'c\_%' ORDER BY 1`
-	dbs := corpusQuery(t, up, schemas)
+	dbs := queryRows(t, up, schemas)
 	if len(dbs) == 0 {
 		t.Fatal("no corpus databases upstream")
 	}
-	same("databases", dbs, corpusQuery(t, down, schemas))
+	same("databases", dbs, queryRows(t, down, schemas))
 	const tables = `SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA LIKE 'c\_%' AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1`
-	tbls := corpusQuery(t, up, tables)
-	same("tables", tbls, corpusQuery(t, down, tables))
+	tbls := queryRows(t, up, tables)
+	same("tables", tbls, queryRows(t, down, tables))
 	for _, q := range tbls {
 		name := strings.Trim(q, `"`)
 		schema, table, _ := strings.Cut(name, ".")
@@ -246,10 +246,10 @@ func checkCorpusEqualExcept(t *testing.T, up, down *sql.DB, rowsExempt map[strin
 			REPLACE(IF(IS_NULLABLE = 'YES', COALESCE(COLUMN_DEFAULT, 'NULL'), COLUMN_DEFAULT), '_utf8mb4''', ''''),
 			REPLACE(GENERATION_EXPRESSION, '_utf8mb4''', ''''), IS_GENERATED, EXTRA
 			FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`
-		cols := corpusQuery(t, up, columns, schema, table)
-		same(name+" columns", cols, corpusQuery(t, down, columns, schema, table))
+		cols := queryRows(t, up, columns, schema, table)
+		same(name+" columns", cols, queryRows(t, down, columns, schema, table))
 		var names []string
-		for _, c := range corpusQuery(t, up, "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION", schema, table) {
+		for _, c := range queryRows(t, up, "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION", schema, table) {
 			names = append(names, "`"+strings.ReplaceAll(strings.Trim(c, `"`), "`", "``")+"`")
 		}
 		if rowsExempt[name] {
@@ -257,7 +257,7 @@ func checkCorpusEqualExcept(t *testing.T, up, down *sql.DB, rowsExempt map[strin
 			continue
 		}
 		sel := "SELECT " + strings.Join(names, ", ") + " FROM `" + schema + "`.`" + table + "`"
-		a, b := corpusQuery(t, up, sel), corpusQuery(t, down, sel)
+		a, b := queryRows(t, up, sel), queryRows(t, down, sel)
 		slices.Sort(a)
 		slices.Sort(b)
 		if len(a) != len(b) {
@@ -403,7 +403,7 @@ func TestSyncerCorpusCrash(t *testing.T) {
 	// corpus has such a table with duplicate rows on purpose (c_keys.nokey);
 	// the rows of keyless tables are exempt here, and only here.
 	exempt := map[string]bool{}
-	for _, name := range corpusQuery(t, p.updb, `SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLES t
+	for _, name := range queryRows(t, p.updb, `SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLES t
 		WHERE TABLE_SCHEMA LIKE 'c\_%' AND TABLE_TYPE = 'BASE TABLE' AND NOT EXISTS (SELECT 1 FROM information_schema.STATISTICS s
 		WHERE s.TABLE_SCHEMA = t.TABLE_SCHEMA AND s.TABLE_NAME = t.TABLE_NAME AND s.NON_UNIQUE = 0)`) {
 		exempt[strings.Trim(name, `"`)] = true

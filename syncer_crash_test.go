@@ -28,6 +28,22 @@ import (
 // "task|upstream user:pass@host:port|downstream user:pass@host:port|workers|start".
 const syncerChildEnv = "DMWORKER_TEST_SYNCER_CHILD"
 
+// childDB opens a pool on the server a child process's spec names
+// ("user:pass@host:port").
+func childDB(spec string) (*sql.DB, error) {
+	down, err := streamer.ParseUpstream(spec)
+	if err != nil {
+		return nil, err
+	}
+	c := gomysql.NewConfig()
+	c.User, c.Passwd, c.Net, c.Addr = down.User, down.Password, "tcp", down.Addr()
+	conn, err := gomysql.NewConnector(c)
+	if err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(conn), nil
+}
+
 func syncerChild(spec string) int {
 	parts := strings.SplitN(spec, "|", 5)
 	up, err := streamer.ParseUpstream(parts[1])
@@ -35,19 +51,11 @@ func syncerChild(spec string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	down, err := streamer.ParseUpstream(parts[2])
+	db, err := childDB(parts[2])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	c := gomysql.NewConfig()
-	c.User, c.Passwd, c.Net, c.Addr = down.User, down.Password, "tcp", down.Addr()
-	conn, err := gomysql.NewConnector(c)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	db := sql.OpenDB(conn)
 	sink, err := mysqlsink.New(db)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

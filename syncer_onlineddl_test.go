@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
-
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
 	"github.com/dmworker/dmworker/mysqlsink"
@@ -509,19 +507,12 @@ func onlineChild(spec string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	down, err := streamer.ParseUpstream(sp.Down)
+	db, err := childDB(sp.Down)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	c := gomysql.NewConfig()
-	c.User, c.Passwd, c.Net, c.Addr = down.User, down.Password, "tcp", down.Addr()
-	conn, err := gomysql.NewConnector(c)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	sink, err := mysqlsink.New(sql.OpenDB(conn))
+	sink, err := mysqlsink.New(db)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

@@ -826,7 +826,7 @@ func (w *applyWorker) apply(batch []queued, changes []Change) error {
 	}
 	changes = group(changes)
 	b := &Batch{Changes: changes, SafeMode: safe, Fence: Fence{Task: s.cfg.Task, Source: s.cfg.Source, Epoch: p.w.epoch}}
-	err := s.retryBounded(p.ctx, "apply batch", func(ctx context.Context) error { return s.sink.Apply(ctx, b) })
+	err := s.retryBounded(p.ctx, "apply batch", func(ctx context.Context) error { return applyReplaying(ctx, s.sink, b) })
 	if err == nil && s.inst != nil {
 		s.inst.applyDur.observe(time.Since(t0))
 		s.inst.addKinds(kinds)

@@ -129,38 +129,7 @@ func waitSynced(t *testing.T, r *syncRunner, db *sql.DB) {
 // tableRows returns a table's rows ordered by every column, as text.
 func tableRows(t *testing.T, db *sql.DB, table string) []string {
 	t.Helper()
-	rows, err := db.Query("SELECT * FROM " + table)
-	if err != nil {
-		t.Fatalf("%s: %v", table, err)
-	}
-	defer rows.Close()
-	cols, _ := rows.Columns()
-	var out []string
-	for rows.Next() {
-		vals := make([]sql.RawBytes, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		var b strings.Builder
-		for i, v := range vals {
-			if i > 0 {
-				b.WriteString("|")
-			}
-			if v == nil {
-				b.WriteString("NULL")
-			} else {
-				fmt.Fprintf(&b, "%q", string(v))
-			}
-		}
-		out = append(out, b.String())
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	out := queryRows(t, db, "SELECT * FROM "+table)
 	sort.Strings(out)
 	return out
 }

@@ -127,7 +127,9 @@
 // nothing of the call was applied. A connection lost during the commit
 // itself leaves the outcome unknown: with a checkpoint in the batch the sink
 // reads it back to tell, otherwise the error also wraps ErrCommitUnknown
-// (re-apply the batch in safe mode).
+// and dmworker.ErrOutcomeUnknown (the syncer applies the batch again in
+// safe mode; a snapshot copy into a table without a key starts that table
+// again).
 //
 // # The host's pool
 //

@@ -20,8 +20,9 @@ import (
 // lost while committing, when the sink could not tell whether the commit went
 // through. The error is also retryable: apply the batch again in safe mode.
 // (With a checkpoint in the batch the sink reads it back to tell, and returns
-// this only when that fails or cannot decide.)
-var ErrCommitUnknown = errors.New("mysqlsink: connection lost during commit; the batch may have been applied")
+// this only when that fails or cannot decide.) It wraps
+// dmworker.ErrOutcomeUnknown.
+var ErrCommitUnknown = fmt.Errorf("mysqlsink: connection lost during commit; the batch may have been applied: %w", dmworker.ErrOutcomeUnknown)
 
 // ErrInvalidBatch is wrapped by the error of an Apply whose batch breaks the
 // dmworker.Change contract (no table, a row of the wrong length, a missing
