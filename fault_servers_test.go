@@ -65,6 +65,36 @@ func faultCopySchema(t *testing.T, db *sql.DB, nokey bool) {
 	}
 }
 
+// faultProxy is a faultnet proxy in front of m, closed with the test.
+func faultProxy(t *testing.T, m *testserver.MariaDB) *faultnet.Proxy {
+	t.Helper()
+	px, err := faultnet.New(m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Close() })
+	return px
+}
+
+// sinkVia is a mysqlsink writing to m through px, its sessions rolled back
+// by the server 3s after their client goes silent.
+func sinkVia(t *testing.T, m *testserver.MariaDB, px *faultnet.Proxy) *mysqlsink.Sink {
+	t.Helper()
+	cfg := m.Config("")
+	cfg.Addr = px.Addr()
+	conn, err := mysql.NewConnector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(conn)
+	t.Cleanup(func() { db.Close() })
+	sink, err := mysqlsink.New(db, mysqlsink.WithSessionIdleTimeout(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sink
+}
+
 // faultTables are the tables faultWriter writes.
 var faultTables = []string{"fw.acc", "fw.nokey"}
 
@@ -296,23 +326,8 @@ func TestDownstreamHalfOpen(t *testing.T) {
 	seed := faultSeed(t)
 	rnd := rand.New(rand.NewPCG(seed, 0))
 	p := newPair(t, 780, 781, testserver.MariaDBOptions{})
-	px, err := faultnet.New(p.down.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { px.Close() })
-	cfg := p.down.Config("")
-	cfg.Addr = px.Addr()
-	conn, err := mysql.NewConnector(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	viaProxy := sql.OpenDB(conn)
-	t.Cleanup(func() { viaProxy.Close() })
-	sink, err := mysqlsink.New(viaProxy, mysqlsink.WithSessionIdleTimeout(3*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
+	px := faultProxy(t, p.down)
+	sink := sinkVia(t, p.down, px)
 	logs := &logText{}
 	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "halfopen", SyncerTuning: dmworker.SyncerTuning{Workers: 4}}, upstreamOf(p.up), sink,
 		dmworker.WithLogger(slog.New(logs)), dmworker.WithSinkTimeout(2*time.Second), dmworker.WithAutoResume(100*time.Millisecond, time.Second, 10))
@@ -358,30 +373,7 @@ func TestNetworkFaults(t *testing.T) {
 	p := newPair(t, 800, 801, testserver.MariaDBOptions{MaxBinlogSize: 32 << 10})
 	down2 := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 802})
 	down2db := down2.DB(t)
-	proxy := func(m *testserver.MariaDB) *faultnet.Proxy {
-		px, err := faultnet.New(m.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { px.Close() })
-		return px
-	}
-	pu, pd, pd2 := proxy(p.up), proxy(p.down), proxy(down2)
-	sinkVia := func(m *testserver.MariaDB, px *faultnet.Proxy) dmworker.Sink {
-		cfg := m.Config("")
-		cfg.Addr = px.Addr()
-		conn, err := mysql.NewConnector(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		db := sql.OpenDB(conn)
-		t.Cleanup(func() { db.Close() })
-		sink, err := mysqlsink.New(db, mysqlsink.WithSessionIdleTimeout(3*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return sink
-	}
+	pu, pd, pd2 := faultProxy(t, p.up), faultProxy(t, p.down), faultProxy(t, down2)
 	up := upstreamOf(p.up)
 	up.Host, up.Port = "127.0.0.1", uint16(pu.Port())
 	opts := []dmworker.SourceWorkerOption{
@@ -390,7 +382,7 @@ func TestNetworkFaults(t *testing.T) {
 	}
 	relayUp := up
 	relayUp.ServerID = 803
-	sink1 := sinkVia(p.down, pd)
+	sink1 := sinkVia(t, p.down, pd)
 	w, err := dmworker.NewSourceWorker("w", func(context.Context, dmworker.SourceConfig, dmworker.SubTaskConfig) (dmworker.Sink, error) {
 		return sink1, nil
 	},
@@ -404,7 +396,7 @@ func TestNetworkFaults(t *testing.T) {
 	}
 	directUp := up
 	directUp.ServerID = 804
-	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "direct"}, directUp, sinkVia(down2, pd2),
+	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "direct"}, directUp, sinkVia(t, down2, pd2),
 		dmworker.WithRemoteOptions(streamer.WithHeartbeat(200*time.Millisecond), streamer.WithReadTimeout(time.Second)),
 		dmworker.WithSinkTimeout(2*time.Second), dmworker.WithAutoResume(100*time.Millisecond, time.Second, 1000))
 	if err != nil {
@@ -473,23 +465,8 @@ func TestSnapshotDownstreamHalfOpen(t *testing.T) {
 	seed := faultSeed(t)
 	p := newPair(t, 820, 821, testserver.MariaDBOptions{})
 	faultCopySchema(t, p.updb, true)
-	px, err := faultnet.New(p.down.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { px.Close() })
-	cfg := p.down.Config("")
-	cfg.Addr = px.Addr()
-	conn, err := mysql.NewConnector(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	viaProxy := sql.OpenDB(conn)
-	t.Cleanup(func() { viaProxy.Close() })
-	sink, err := mysqlsink.New(viaProxy, mysqlsink.WithSessionIdleTimeout(3*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
+	px := faultProxy(t, p.down)
+	sink := sinkVia(t, p.down, px)
 	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "snaphalfopen", Mode: dmworker.ModeAll,
 		Snapshot: dmworker.SnapshotConfig{ChunkRows: 500, Concurrency: 2}}, upstreamOf(p.up), sink,
 		dmworker.WithSinkTimeout(2*time.Second), dmworker.WithAutoResume(100*time.Millisecond, time.Second, 1000))

@@ -40,6 +40,19 @@ func runSubTask(t *testing.T, st *dmworker.SubTask) <-chan error {
 	return errc
 }
 
+// waitCopyDone waits for st's copy to end and its syncer to start, failing
+// at once if the subtask pauses on an error.
+func waitCopyDone(t *testing.T, st *dmworker.SubTask) {
+	t.Helper()
+	waitUntil(t, "the syncer after the copy", func() bool {
+		s := st.Status()
+		if s.Stage == dmworker.SubTaskPaused && s.LastError != nil {
+			t.Fatalf("paused: %v", s.LastError)
+		}
+		return s.Unit == "syncer"
+	})
+}
+
 // waitSubTaskSynced waits until the subtask has checkpointed everything the
 // upstream has written now: its position, or its GTID set (the checkpoint
 // moves at transaction ends only, so after a rotation with no transaction
@@ -379,13 +392,7 @@ func TestSubTaskSnapshotModes(t *testing.T) {
 		}
 	}()
 	runSubTask(t, st2)
-	waitUntil(t, "the syncer after the copy", func() bool {
-		s := st2.Status()
-		if s.Stage == dmworker.SubTaskPaused && s.LastError != nil {
-			t.Fatalf("mode all paused: %v", s.LastError)
-		}
-		return s.Unit == "syncer"
-	})
+	waitCopyDone(t, st2)
 	close(stop)
 	<-wrote
 	waitSubTaskSynced(t, st2.Status, p)

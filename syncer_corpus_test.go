@@ -314,13 +314,7 @@ func TestSubTaskCorpus(t *testing.T) {
 	// of them while another waits on the DDL (see the report of this
 	// test's commit; TestSubTaskSnapshotNonTransactional writes during
 	// the copy).
-	waitUntil(t, "the syncer after the copy", func() bool {
-		s := st.Status()
-		if s.Stage == dmworker.SubTaskPaused && s.LastError != nil {
-			t.Fatalf("paused: %v", s.LastError)
-		}
-		return s.Unit == "syncer"
-	})
+	waitCopyDone(t, st)
 	r.run(t, "post")
 	waitSubTaskSynced(t, st.Status, p)
 	checkCorpusEqual(t, p.updb, p.downdb)
@@ -363,13 +357,7 @@ func TestSubTaskSnapshotNonTransactional(t *testing.T) {
 		}
 	}()
 	runSubTask(t, st)
-	waitUntil(t, "the syncer after the copy", func() bool {
-		s := st.Status()
-		if s.Stage == dmworker.SubTaskPaused && s.LastError != nil {
-			t.Fatalf("paused: %v", s.LastError)
-		}
-		return s.Unit == "syncer"
-	})
+	waitCopyDone(t, st)
 	close(stop)
 	<-wrote
 	waitSubTaskSynced(t, st.Status, p)
@@ -430,13 +418,7 @@ func TestSubTaskCorpusKilledConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	runSubTask(t, st)
-	waitUntil(t, "the syncer after the copy", func() bool {
-		s := st.Status()
-		if s.Stage == dmworker.SubTaskPaused && s.LastError != nil {
-			t.Fatalf("paused: %v", s.LastError)
-		}
-		return s.Unit == "syncer"
-	})
+	waitCopyDone(t, st)
 	upKiller, downKiller := p.up.DB(t), p.down.DB(t)
 	kill := func(db *sql.DB, spare map[int64]bool) int {
 		var ids []int64
