@@ -301,7 +301,10 @@ type SinkTimeoutOption struct{ d time.Duration }
 // ErrSinkTimeout, which a SubTask resumes by itself (WithAutoResume) from
 // the checkpoint stored downstream. A WARN is logged when half of d has
 // passed. A DDL is never abandoned (it may rightly run for hours): it gets
-// the same WARN, again each d while it runs. Default DefaultSinkTimeout (5
+// the same WARN, again each d while it runs. The continuous validator's
+// passes (their reads of the downstream) have the same bound: a pass that
+// gives up puts an error wrapping ErrSinkTimeout in the validator's
+// status and the next pass tries again. Default DefaultSinkTimeout (5
 // minutes); 0 keeps the default, a negative d turns the bound off.
 func WithSinkTimeout(d time.Duration) SinkTimeoutOption { return SinkTimeoutOption{d} }
 

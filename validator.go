@@ -1483,7 +1483,7 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 					continue
 				}
 			}
-			if err := v.pass(pctx, false); err != nil {
+			if err := v.boundedPass(pctx, t.opts.sinkTimeout); err != nil {
 				if pctx.Err() == nil {
 					v.setErr(err)
 					v.log.Warn("validation pass failed", errAttr(err))
@@ -1527,6 +1527,25 @@ func (v *validator) runOnce(ctx context.Context, t *SubTask, cfg SubTaskConfig, 
 		err = perr
 	}
 	fcancel()
+	return err
+}
+
+// boundedPass runs a pass that gives up after d (WithSinkTimeout; 0:
+// unbounded) with an error wrapping ErrSinkTimeout, so that a downstream
+// that stopped answering (a half-open connection) shows in the status's
+// LastError instead of stalling the validator silently; the next tick
+// tries again on a fresh connection. What the pass had checked stays
+// checked; what it had not is checked by a later pass.
+func (v *validator) boundedPass(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return v.pass(ctx, false)
+	}
+	pctx, cancel := context.WithTimeoutCause(ctx, d, ErrSinkTimeout)
+	defer cancel()
+	err := v.pass(pctx, false)
+	if err != nil && ctx.Err() == nil && pctx.Err() != nil {
+		return fmt.Errorf("validator: task %s source %s: a check gave no answer in %v: %w", v.task, v.source, d, ErrSinkTimeout)
+	}
 	return err
 }
 

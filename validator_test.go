@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
 	"github.com/dmworker/dmworker/mysqlsink"
@@ -725,5 +727,63 @@ func TestValidatorFeedOverflow(t *testing.T) {
 	}
 	if vs.PeakBytes == 0 || vs.PeakBytes > budget {
 		t.Fatalf("peak bytes held %d, budget %d", vs.PeakBytes, budget)
+	}
+}
+
+// TestValidatorDownstreamStalled stalls the validator's path to the
+// downstream (the syncer's is direct): a pass gives up after the sink
+// timeout with an error wrapping ErrSinkTimeout in the status, instead of
+// stalling silently for ever, and once the path works again the
+// validator checks what was written meanwhile and clears the error.
+func TestValidatorDownstreamStalled(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 911})
+	px := faultProxy(t, p.down)
+	vcfg := p.down.Config("")
+	vcfg.Addr = px.Addr()
+	conn, err := mysql.NewConnector(vcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vdb := sql.OpenDB(conn)
+	t.Cleanup(func() { vdb.Close() })
+	cfg := validationConfig("stall", 4, time.Second)
+	cfg.Validation.CheckInterval = dmworker.Duration(200 * time.Millisecond)
+	st, err := dmworker.NewSubTask(cfg, upstreamOf(p.up), p.sink,
+		dmworker.WithValidationDB(vdb), dmworker.WithSinkTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitSubTaskSynced(t, st.Status, p)
+	mustExec(t, p.updb, "CREATE DATABASE vs")
+	mustExec(t, p.updb, "CREATE TABLE vs.t (id INT PRIMARY KEY, v VARCHAR(20))")
+	mustExec(t, p.updb, "INSERT INTO vs.t VALUES (1, 'a'), (2, 'b')")
+	before := waitValidated(t, st, p)
+
+	px.Stall(true)
+	mustExec(t, p.updb, "INSERT INTO vs.t VALUES (3, 'c'), (4, 'd')")
+	waitSubTaskSynced(t, st.Status, p)
+	var vs dmworker.ValidatorStatus
+	waitUntil(t, "the validator's stall in its status", func() bool {
+		vs = st.Status().Validator
+		return errors.Is(vs.LastError, dmworker.ErrSinkTimeout)
+	})
+	if !strings.Contains(vs.LastError.Error(), "stall") {
+		t.Fatalf("the error does not name the task: %v", vs.LastError)
+	}
+	if !vs.Running {
+		t.Fatalf("the validator stopped: %+v", vs)
+	}
+
+	px.Stall(false)
+	after := waitValidated(t, st, p)
+	if after.Checked < before.Checked+2 {
+		t.Fatalf("the rows written during the stall were not checked: before %+v, after %+v", before, after)
+	}
+	waitUntil(t, "the validator's error cleared", func() bool {
+		return st.Status().Validator.LastError == nil
+	})
+	if vs := st.Status().Validator; vs.ErrorRows != 0 || vs.Differing != 0 {
+		t.Fatalf("false differences after the stall: %+v", vs)
 	}
 }
