@@ -340,7 +340,24 @@ func (g *ShardGroup) etcdMergeKVLocked(target string, value []byte) error {
 // the sources whose syncer does not run here. Differing statements at
 // one step fail the group.
 func (g *ShardGroup) mergeShardLockLocked(target string, lk *shardLock, r *shardLock) error {
+	if r.base > lk.base {
+		// Another process compacted steps away: they are applied, and
+		// every shard table it knew had passed them.
+		k := min(r.base-lk.base, len(lk.rounds))
+		for _, rd := range lk.rounds[:k] {
+			if !rd.applied && rd.err == nil {
+				rd.applied = true
+				close(rd.done)
+			}
+		}
+		lk.rounds = slices.Clone(lk.rounds[k:])
+		lk.base = r.base
+	}
 	for i, rr := range r.rounds {
+		if r.base+i < lk.base {
+			continue // compacted away here
+		}
+		i := r.base + i - lk.base
 		if i == len(lk.rounds) {
 			lk.rounds = append(lk.rounds, &shardRound{stmt: rr.stmt, first: rr.first, since: rr.since,
 				reached: map[ShardRef]shardArrival{}, done: make(chan struct{})})
@@ -366,11 +383,11 @@ func (g *ShardGroup) mergeShardLockLocked(target string, lk *shardLock, r *shard
 			close(rd.done)
 		}
 	}
-	if len(lk.rounds) > len(r.rounds) {
+	if lk.base+len(lk.rounds) > r.base+len(r.rounds) || lk.base > r.base {
 		lk.dirty = true // ours to write
 	}
 	for ref, j := range r.joined {
-		if _, ok := lk.joined[ref]; !ok {
+		if cur, ok := lk.joined[ref]; !ok || j.base > cur.base {
 			if lk.joined == nil {
 				lk.joined = map[ShardRef]shardJoin{}
 			}
@@ -494,7 +511,7 @@ func (g *ShardGroup) etcdSaveLocked(ctx context.Context, target string) error {
 func (g *ShardGroup) etcdClaimLocked(ctx context.Context, lk *shardLock, rd *shardRound, target string) (applied bool, err error) {
 	e := g.etcd
 	key, owner := e.lockDir+target, e.ownerDir+target
-	val, err := json.Marshal(shardOwnerJSON{Owner: e.id, Round: slices.Index(lk.rounds, rd), Stmt: rd.stmt})
+	val, err := json.Marshal(shardOwnerJSON{Owner: e.id, Round: lk.base + slices.Index(lk.rounds, rd), Stmt: rd.stmt})
 	if err != nil {
 		return false, err
 	}
