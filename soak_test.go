@@ -1,0 +1,286 @@
+package dmworker_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/testserver"
+)
+
+// Soak tests: what a worker left running for weeks does over and over
+// (pause and resume, subtasks started and stopped, the upstream
+// connection killed, the lease lost and regained, status served), done
+// tens of times in seconds; after each phase the goroutines and open file
+// descriptors come back to what they were before it.
+
+// resources are what a leak shows in.
+type resources struct{ goroutines, fds int }
+
+func (r resources) String() string { return fmt.Sprintf("%d goroutines, %d fds", r.goroutines, r.fds) }
+
+func countResources(t testing.TB) resources {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resources{runtime.NumGoroutine(), len(ents)}
+}
+
+// The slack over a baseline: database/sql pools keep up to two idle
+// connections each (the test's own, the sinks' and the validator's) and
+// the etcd and HTTP clients keep a few goroutines that come and go. A leak
+// of one goroutine or fd per cycle over the 30-50 cycles of a phase is
+// well past it.
+const goroutineSlack, fdSlack = 8, 8
+
+// settle waits (with a deadline) until the goroutines and fds are back
+// within the slack of base; it fails with every goroutine's stack if they
+// are not.
+func settle(t *testing.T, phase string, base resources) resources {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		runtime.GC()
+		cur := countResources(t)
+		if cur.goroutines <= base.goroutines+goroutineSlack && cur.fds <= base.fds+fdSlack {
+			t.Logf("%s: %s (baseline %s)", phase, cur, base)
+			return cur
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 4<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			fds, _ := os.ReadDir("/proc/self/fd")
+			var links []string
+			for _, e := range fds {
+				l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+				links = append(links, l)
+			}
+			t.Fatalf("%s: %s, baseline %s (slack %d, %d)\nfds: %v\ngoroutines:\n%s", phase, cur, base, goroutineSlack, fdSlack, links, buf)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// seriesCount is the number of series reg gathers.
+func seriesCount(t *testing.T, reg *prometheus.Registry) int {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		n += len(mf.GetMetric())
+	}
+	return n
+}
+
+// relayDumpThread returns the id of the upstream's binlog dump connection
+// (the relay's; the subtasks read the relay), 0 when none.
+func relayDumpThread(t *testing.T, db *sql.DB) int64 {
+	t.Helper()
+	var id int64
+	err := db.QueryRow("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%' ORDER BY ID DESC LIMIT 1").Scan(&id)
+	if err == sql.ErrNoRows {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// TestSoakSourceWorkerCycles: a worker with a relay (upstream binlog files
+// of 4 KB, so the relay rotates all along, purged every 100ms) and metrics;
+// phases of 30-50 cycles each of: a subtask paused and resumed; a second
+// subtask (with a validator) started and stopped; the relay's upstream
+// connection killed (KILL CONNECTION); the worker's liveness lost and
+// regained; the status handler served from an HTTP server started and
+// closed. Rows flow all along and reach the downstream. After each phase
+// the goroutines and fds are back within a small slack of the baseline
+// taken after its first cycle, and the metrics' series count is back to
+// what it was; once the worker is closed, to what they were before it ran.
+func TestSoakSourceWorkerCycles(t *testing.T) {
+	p := newPair(t, 470, 471, testserver.MariaDBOptions{MaxBinlogSize: 4096})
+	// Subtask b's target, made by hand: b starts where the upstream is.
+	mustExec(t, p.downdb, "CREATE DATABASE soak_b")
+	mustExec(t, p.downdb, "CREATE TABLE soak_b.t (id INT PRIMARY KEY, v VARCHAR(200))")
+	row := 0
+	write := func(n int) {
+		for range n {
+			row++
+			mustExec(t, p.updb, "INSERT INTO soak.t VALUES (?, REPEAT('x', 200))", row)
+		}
+	}
+	up := upstreamOf(p.up)
+	up.ServerID = 470 + 40
+	live := newTestLiveness()
+	reg := prometheus.NewRegistry()
+	src := dmworker.SourceConfig{Name: "src", Upstream: up, EnableRelay: true}
+	src.PurgeInterval = dmworker.Duration(100 * time.Millisecond)
+	src.PurgeExpires = dmworker.Duration(time.Millisecond)
+	src.Reader = dmworker.ReaderConfig{BackoffMin: dmworker.Duration(10 * time.Millisecond), BackoffMax: dmworker.Duration(100 * time.Millisecond)}
+	w, err := dmworker.NewSourceWorker("soak", mysqlSinks(p.downdb), dmworker.WithSource(src),
+		dmworker.WithRelayDir(t.TempDir()), dmworker.WithLiveness(live), dmworker.WithMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	before := countResources(t)
+	errc := make(chan error, 1)
+	go func() { errc <- w.Run(context.Background()) }()
+	closed := false
+	closeWorker := func() {
+		if !closed {
+			closed = true
+			w.Close()
+			if err := <-errc; err != nil {
+				t.Errorf("worker Run: %v", err)
+			}
+		}
+	}
+	t.Cleanup(closeWorker)
+	a := taskStatus(w, "a")
+	waitStage(t, a, dmworker.SubTaskRunning)
+	waitUntil(t, "a reading", func() bool { return a().Syncer.Read.Name != "" })
+	mustExec(t, p.updb, "CREATE DATABASE soak")
+	mustExec(t, p.updb, "CREATE TABLE soak.t (id INT PRIMARY KEY, v VARCHAR(200))")
+	write(20)
+	waitSubTaskSynced(t, a, p)
+	synced := func() {
+		t.Helper()
+		waitSubTaskSynced(t, a, p)
+		if n := countRows(t, p.downdb, "soak.t"); n != row {
+			t.Fatalf("%d rows downstream, want %d", n, row)
+		}
+	}
+
+	// Pause and resume.
+	var base resources
+	var series int
+	for i := range 50 {
+		write(2)
+		if err := w.PauseSubTask("a"); err != nil {
+			t.Fatal(err)
+		}
+		write(2)
+		if err := w.ResumeSubTask("a"); err != nil {
+			t.Fatal(err)
+		}
+		waitStage(t, a, dmworker.SubTaskRunning)
+		if i == 0 {
+			synced()
+			base, series = settle(t, "pause/resume, first cycle", countResources(t)), seriesCount(t, reg)
+		}
+	}
+	synced()
+	settle(t, "pause/resume, 50 cycles", base)
+
+	// A second subtask, with a validator, started and stopped.
+	b := taskStatus(w, "b")
+	bcfg := dmworker.SubTaskConfig{Name: "b", Routes: []dmworker.RouteRule{{SchemaPattern: "soak", TargetSchema: "soak_b"}},
+		Validation: dmworker.ValidationConfig{Mode: dmworker.ValidationFast, CheckInterval: dmworker.Duration(50 * time.Millisecond)}}
+	for i := range 30 {
+		write(2)
+		if err := w.StartSubTask(bcfg); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "b reading", func() bool {
+			st := b()
+			if st.Stage == dmworker.SubTaskPaused && st.LastError != nil {
+				t.Fatalf("b paused: %v", st.LastError)
+			}
+			return st.Stage == dmworker.SubTaskRunning && st.Syncer.Read.Name != ""
+		})
+		if err := w.StopSubTask("b"); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "b gone", func() bool { return b().Stage == "" })
+		if i == 0 {
+			synced()
+			base = settle(t, "subtask start/stop, first cycle", countResources(t))
+		}
+	}
+	synced()
+	settle(t, "subtask start/stop, 30 cycles", base)
+	if n := seriesCount(t, reg); n != series {
+		t.Fatalf("%d metric series after subtask b came and went 30 times, %d before", n, series)
+	}
+
+	// The relay's upstream connection killed.
+	for i := range 30 {
+		var id int64
+		waitUntil(t, "the relay's dump connection", func() bool { id = relayDumpThread(t, p.updb); return id != 0 })
+		mustExec(t, p.updb, fmt.Sprintf("KILL CONNECTION %d", id))
+		write(2)
+		waitUntil(t, "the relay back", func() bool { n := relayDumpThread(t, p.updb); return n != 0 && n != id })
+		if i == 0 {
+			synced()
+			base = settle(t, "relay reconnect, first cycle", countResources(t))
+		}
+	}
+	synced()
+	settle(t, "relay reconnect, 30 cycles", base)
+
+	// The lease lost and regained.
+	for i := range 30 {
+		live.set(false)
+		waitUntil(t, "everything stopped", func() bool {
+			st := w.Status(context.Background())
+			return !st.Alive && st.Relay == nil && len(st.SubTasks) == 0
+		})
+		write(2)
+		live.set(true)
+		waitStage(t, a, dmworker.SubTaskRunning)
+		if i == 0 {
+			synced()
+			base = settle(t, "liveness lost/regained, first cycle", countResources(t))
+		}
+	}
+	synced()
+	settle(t, "liveness lost/regained, 30 cycles", base)
+	if n := seriesCount(t, reg); n != series {
+		t.Fatalf("%d metric series after 30 lease losses, %d before", n, series)
+	}
+
+	// The status handler, served and closed.
+	h := dmworker.StatusHandler(w, dmworker.StatusHandlerConfig{Gatherer: reg})
+	for i := range 30 {
+		srv := httptest.NewServer(h)
+		for _, path := range []string{"/status", "/healthz", "/metrics"} {
+			resp, err := srv.Client().Get(srv.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("GET %s: %s", path, resp.Status)
+			}
+		}
+		srv.Client().CloseIdleConnections()
+		srv.Close()
+		if i == 0 {
+			base = settle(t, "status server, first cycle", countResources(t))
+		}
+	}
+	settle(t, "status server, 30 cycles", base)
+
+	closeWorker()
+	settle(t, "worker closed", before)
+	if n := seriesCount(t, reg); n != 0 {
+		t.Fatalf("%d metric series left registered after the worker closed", n)
+	}
+}
