@@ -3,11 +3,14 @@ package dmworker_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +18,7 @@ import (
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
+	"github.com/dmworker/dmworker/sinktest"
 )
 
 // Soak tests: what a worker left running for weeks does over and over
@@ -284,3 +288,81 @@ func TestSoakSourceWorkerCycles(t *testing.T) {
 		t.Fatalf("%d metric series left registered after the worker closed", n)
 	}
 }
+
+// refusingSink refuses every batch with a retryable error; DDL and
+// checkpoints go through.
+type refusingSink struct {
+	dmworker.Sink
+	refused atomic.Int64
+}
+
+func (s *refusingSink) Apply(ctx context.Context, b *dmworker.Batch) error {
+	s.refused.Add(1)
+	return dmworker.Retryable(errors.New("downstream refuses"))
+}
+
+// TestSoakSubTaskErrorLoop: a subtask whose downstream refuses every
+// batch, resumed automatically without limit, goes round its error loop
+// 40 times: its goroutines, fds, heap (after GC), metric series and the
+// size of its status' error stay what they were after the 5th time.
+func TestSoakSubTaskErrorLoop(t *testing.T) {
+	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 480})
+	db := m.DB(t)
+	sink := &refusingSink{Sink: noCheckpoints{sinktest.NewMemSink()}}
+	reg := prometheus.NewRegistry()
+	var logged countingWriter
+	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "loop"}, upstreamOf(m), sink,
+		dmworker.WithCheckpointStore(&dmworker.MemoryCheckpointStore{}), dmworker.WithSinkRetry(time.Millisecond),
+		dmworker.WithAutoResume(time.Millisecond, 5*time.Millisecond, 1<<30), dmworker.WithMetrics(reg),
+		dmworker.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := countResources(t)
+	errc := make(chan error, 1)
+	go func() { errc <- st.Run(context.Background()) }()
+	waitUntil(t, "the syncer reading", func() bool { return st.Status().Syncer.Read.Name != "" })
+	mustExec(t, db, "CREATE DATABASE errloop")
+	mustExec(t, db, "CREATE TABLE errloop.t (id INT PRIMARY KEY)")
+	mustExec(t, db, "INSERT INTO errloop.t VALUES (1)")
+	retries := func(n int) {
+		t.Helper()
+		waitUntil(t, fmt.Sprintf("%d resumes", n), func() bool {
+			s := st.Status()
+			if s.Stage == dmworker.SubTaskPaused {
+				t.Fatalf("paused: %v", s.LastError)
+			}
+			return s.Retries >= n
+		})
+	}
+	var ms runtime.MemStats
+	heap := func() uint64 { runtime.GC(); runtime.ReadMemStats(&ms); return ms.HeapAlloc }
+	retries(5)
+	base := settle(t, "5 resumes", countResources(t))
+	series, heap5, log5 := seriesCount(t, reg), heap(), logged.n.Load()
+	errLen := len(st.Status().LastError.Error())
+	retries(45)
+	settle(t, "45 resumes", base)
+	heap45, log45 := heap(), logged.n.Load()
+	t.Logf("heap after GC: %d bytes after 5 resumes, %d after 45; log: %d bytes, %d; batches refused %d", heap5, heap45, log5, log45, sink.refused.Load())
+	if n := seriesCount(t, reg); n != series {
+		t.Fatalf("%d metric series after 45 resumes, %d after 5", n, series)
+	}
+	if n := len(st.Status().LastError.Error()); n > errLen+64 {
+		t.Fatalf("the status' error grew from %d to %d bytes", errLen, n)
+	}
+	// A leak of a few KB a resume shows here; the GC's noise does not.
+	if heap45 > heap5+4<<20 {
+		t.Fatalf("heap grew from %d to %d bytes over 40 resumes", heap5, heap45)
+	}
+	st.Stop()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	settle(t, "stopped", before)
+}
+
+// countingWriter counts the bytes written to it.
+type countingWriter struct{ n atomic.Int64 }
+
+func (w *countingWriter) Write(p []byte) (int, error) { w.n.Add(int64(len(p))); return len(p), nil }
