@@ -10,15 +10,18 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
 	"github.com/dmworker/dmworker/sinktest"
+	"github.com/dmworker/dmworker/streamer"
 )
 
 // Soak tests: what a worker left running for weeks does over and over
@@ -366,3 +369,227 @@ func TestSoakSubTaskErrorLoop(t *testing.T) {
 type countingWriter struct{ n atomic.Int64 }
 
 func (w *countingWriter) Write(p []byte) (int, error) { w.n.Add(int64(len(p))); return len(p), nil }
+
+// TestSoakDDLChurn: tables made, renamed, altered and dropped by the
+// hundred (and schemas now and then) while a subtask replicates them:
+// what the subtask keeps per table (the tracked schema it checkpoints, its
+// metric series, its heap) goes when the tables go. Measured after 40
+// cycles and again after 240: the checkpoint's schema is the same size,
+// the heap after GC within 4 MiB, the series count the same.
+func TestSoakDDLChurn(t *testing.T) {
+	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 482})
+	db := m.DB(t)
+	// A sink that keeps nothing, so that what grows is the subtask's.
+	store := &dmworker.MemoryCheckpointStore{}
+	reg := prometheus.NewRegistry()
+	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "churn"}, upstreamOf(m), discardSink{},
+		dmworker.WithCheckpointStore(store), dmworker.WithMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := countResources(t)
+	errc := make(chan error, 1)
+	go func() { errc <- st.Run(context.Background()) }()
+	waitUntil(t, "the syncer reading", func() bool { return st.Status().Syncer.Read.Name != "" })
+	mustExec(t, db, "CREATE DATABASE churn")
+	mustExec(t, db, "CREATE TABLE churn.keep (id INT PRIMARY KEY, n INT)")
+	mustExec(t, db, "INSERT INTO churn.keep VALUES (1, 0)")
+	cycle := func(i int) {
+		mustExec(t, db, fmt.Sprintf("CREATE TABLE churn.t%d (id INT PRIMARY KEY, v VARCHAR(20), KEY (v))", i))
+		mustExec(t, db, fmt.Sprintf("INSERT INTO churn.t%d VALUES (1, 'a'), (2, 'b')", i))
+		mustExec(t, db, fmt.Sprintf("RENAME TABLE churn.t%d TO churn.r%d", i, i))
+		mustExec(t, db, fmt.Sprintf("ALTER TABLE churn.r%d ADD COLUMN w INT", i))
+		mustExec(t, db, fmt.Sprintf("DROP TABLE churn.r%d", i))
+		if i%10 == 0 {
+			mustExec(t, db, fmt.Sprintf("CREATE DATABASE churn%d", i))
+			mustExec(t, db, fmt.Sprintf("CREATE TABLE churn%d.x (id INT PRIMARY KEY)", i))
+			mustExec(t, db, fmt.Sprintf("DROP DATABASE churn%d", i))
+		}
+		mustExec(t, db, "UPDATE churn.keep SET n = ? WHERE id = 1", i)
+	}
+	synced := func() {
+		t.Helper()
+		ust, err := streamer.QueryUpstream(context.Background(), upstreamOf(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "the subtask synced", func() bool {
+			s := st.Status()
+			if s.Stage == dmworker.SubTaskPaused {
+				t.Fatalf("paused: %v", s.LastError)
+			}
+			c, ok := s.Syncer.Checkpoint.CompareGTID(ust.Master)
+			return ok && c >= 0
+		})
+	}
+	var ms runtime.MemStats
+	measure := func() (schema int, heap uint64, series int) {
+		cp, ok, err := store.Load(context.Background(), "churn", st.Status().Source)
+		if err != nil || !ok {
+			t.Fatalf("checkpoint: %v %v", ok, err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return len(cp.Schema), ms.HeapAlloc, seriesCount(t, reg)
+	}
+	for i := range 40 {
+		cycle(i)
+	}
+	synced()
+	base := settle(t, "40 cycles", countResources(t))
+	schema40, heap40, series40 := measure()
+	for i := 40; i < 240+soakExtra(); i++ {
+		cycle(i)
+	}
+	synced()
+	settle(t, "240 cycles", base)
+	schema240, heap240, series240 := measure()
+	t.Logf("checkpoint schema: %d bytes after 40 cycles, %d after 240; heap after GC %d, %d; series %d, %d; DDLs %d",
+		schema40, schema240, heap40, heap240, series40, series240, st.Status().Syncer.DDLs)
+	if schema240 > schema40+64 || series240 != series40 || heap240 > heap40+4<<20 {
+		t.Fatalf("grew with the tables dropped: checkpoint schema %d -> %d bytes, series %d -> %d, heap %d -> %d",
+			schema40, schema240, series40, series240, heap40, heap240)
+	}
+	st.Stop()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	settle(t, "stopped", before)
+}
+
+// discardSink applies everything by forgetting it.
+type discardSink struct{}
+
+func (discardSink) Apply(context.Context, *dmworker.Batch) error { return nil }
+func (discardSink) ExecDDL(context.Context, *dmworker.DDL) error { return nil }
+
+// soakExtra is the cycles SOAK_EXTRA asks TestSoakDDLChurn to add, for a
+// longer run by hand (0 unless set).
+func soakExtra() int { n, _ := strconv.Atoi(os.Getenv("SOAK_EXTRA")); return n }
+
+// etcdKeys counts the keys under prefix.
+func etcdKeys(t *testing.T, cli *clientv3.Client, prefix string) int {
+	t.Helper()
+	resp, err := cli.Get(t.Context(), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(resp.Count)
+}
+
+// TestSoakEtcdWorkerLeaseCycles: a worker driven through etcd, its
+// liveness a KeepAlive whose lease is revoked from outside 30 times (it
+// loses it, everything stops, it registers again, the source is bound to
+// it again, the subtasks start again), then a second subtask's config written and deleted 30 times.
+// After each phase the goroutines and fds are back within the slack of
+// the baseline, etcd holds as many keys and leases as before, and the
+// rows reach the downstream.
+func TestSoakEtcdWorkerLeaseCycles(t *testing.T) {
+	p := newPair(t, 484, 485, testserver.MariaDBOptions{})
+	mustExec(t, p.downdb, "CREATE DATABASE soak_b")
+	mustExec(t, p.downdb, "CREATE TABLE soak_b.t (id INT PRIMARY KEY)")
+	e := testserver.StartEtcd(t)
+	cli := e.Client
+	row := 0
+	write := func(n int) {
+		for range n {
+			row++
+			mustExec(t, p.updb, "INSERT INTO soak.t VALUES (?)", row)
+		}
+	}
+	ka, err := dmworker.NewKeepAlive(cli, "w1", dmworker.WithKeepAliveTTL(testTTL), fastBackoff, dmworker.WithEtcdPrefix(testPrefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kaErr := make(chan error, 1)
+	go func() { kaErr <- ka.Run(context.Background()) }()
+	t.Cleanup(func() {
+		if err := ka.Close(); err != nil {
+			t.Errorf("keepalive close: %v", err)
+		}
+		if err := <-kaErr; err != nil {
+			t.Errorf("keepalive run: %v", err)
+		}
+	})
+	waitAlive(t, ka, true, etcdWait)
+	w, err := dmworker.NewSourceWorker("w1", mysqlSinks(p.downdb), dmworker.WithEtcd(cli), dmworker.WithEtcdPrefix(testPrefix),
+		dmworker.WithCredentialKey(testCredentialKey), dmworker.WithLiveness(ka), dmworker.WithStatusInterval(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	putSourceConfig(t, cli, dmworker.SourceConfig{Name: "src", Upstream: upstreamOf(p.up)})
+	bindSource(t, cli, "w1", "src")
+	runWorker(t, w)
+	putSubTask(t, cli, "src", dmworker.SubTaskConfig{Name: "t1"})
+	st := taskStatus(w, "t1")
+	waitUntil(t, "t1 reading", func() bool { return st().Syncer.Read.Name != "" })
+	mustExec(t, p.updb, "CREATE DATABASE soak")
+	mustExec(t, p.updb, "CREATE TABLE soak.t (id INT PRIMARY KEY)")
+	write(5)
+	synced := func() {
+		t.Helper()
+		waitSubTaskSynced(t, st, p)
+		if n := countRows(t, p.downdb, "soak.t"); n != row {
+			t.Fatalf("%d rows downstream, want %d", n, row)
+		}
+	}
+	statusKey := testKeys.SubTaskStatus("w1", "t1")
+	leases := func() int {
+		resp, err := cli.Leases(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.Leases)
+	}
+
+	var base resources
+	var keys, nleases int
+	for i := range 30 {
+		old := ka.Status().Lease
+		if _, err := cli.Revoke(t.Context(), old); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "a new lease", func() bool { s := ka.Status(); return s.Alive && s.Lease != old })
+		// A binding older than the registration is stale: bound again,
+		// as a coordinator does.
+		bindSource(t, cli, "w1", "src")
+		write(2)
+		waitStage(t, st, dmworker.SubTaskRunning)
+		if i == 0 {
+			synced()
+			waitUntil(t, "t1's status in etcd", func() bool { return reportOf(t, cli, statusKey).Stage == dmworker.SubTaskRunning })
+			base = settle(t, "lease lost/regained, first cycle", countResources(t))
+			keys, nleases = etcdKeys(t, cli, testPrefix), leases()
+		}
+	}
+	synced()
+	waitUntil(t, "t1's status in etcd", func() bool { return reportOf(t, cli, statusKey).Stage == dmworker.SubTaskRunning })
+	settle(t, "lease lost/regained, 30 cycles", base)
+	if k, l := etcdKeys(t, cli, testPrefix), leases(); k != keys || l != nleases {
+		t.Fatalf("etcd holds %d keys and %d leases after 30 lease losses, %d and %d after the first", k, l, keys, nleases)
+	}
+
+	// A second subtask's config written and deleted.
+	st2 := taskStatus(w, "t2")
+	for i := range 30 {
+		putSubTask(t, cli, "src", dmworker.SubTaskConfig{Name: "t2", Routes: []dmworker.RouteRule{{SchemaPattern: "soak", TargetSchema: "soak_b"}}})
+		waitUntil(t, "t2 reading", func() bool { return st2().Syncer.Read.Name != "" })
+		write(1)
+		if err := testHost(t, cli).DeleteSubTaskConfig(context.Background(), "src", "t2"); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "t2 gone", func() bool {
+			return st2().Stage == "" && reportOf(t, cli, testKeys.SubTaskStatus("w1", "t2")).Stage == ""
+		})
+		if i == 0 {
+			synced()
+			base = settle(t, "subtask config put/deleted, first cycle", countResources(t))
+			keys = etcdKeys(t, cli, testPrefix)
+		}
+	}
+	synced()
+	settle(t, "subtask config put/deleted, 30 cycles", base)
+	if k := etcdKeys(t, cli, testPrefix); k != keys {
+		t.Fatalf("etcd holds %d keys after 30 subtasks came and went, %d after the first", k, keys)
+	}
+}
