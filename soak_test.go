@@ -593,3 +593,136 @@ func TestSoakEtcdWorkerLeaseCycles(t *testing.T) {
 		t.Fatalf("etcd holds %d keys after 30 subtasks came and went, %d after the first", k, keys)
 	}
 }
+
+// TestSoakCloseCycles: "no goroutine outlives Close", for each public type
+// that has one, 30 times over: a KeepAlive, a Coordinator (leading), an
+// etcd ShardGroup, a Relay (relaying), a RemoteReader, a RawReader and a
+// LocalReader (each having read), each closed; and the same types closed
+// before they ran or read. The goroutines and fds come back to the
+// baseline taken after the first cycle, and etcd holds no more keys or
+// leases than then.
+func TestSoakCloseCycles(t *testing.T) {
+	m := testserver.StartMariaDB(t, testserver.MariaDBOptions{ServerID: 486, MaxBinlogSize: 4096})
+	db := m.DB(t)
+	mustExec(t, db, "CREATE DATABASE soak")
+	mustExec(t, db, "CREATE TABLE soak.t (id INT PRIMARY KEY)")
+	for i := range 20 {
+		mustExec(t, db, "INSERT INTO soak.t VALUES (?)", i)
+	}
+	e := testserver.StartEtcd(t)
+	cli := e.Client
+	up := upstreamOf(m)
+	ctx := context.Background()
+	relayDir := t.TempDir()
+	leases := func() int {
+		resp, err := cli.Leases(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.Leases)
+	}
+	cycle := func(i int) {
+		// KeepAlive.
+		ka, err := dmworker.NewKeepAlive(cli, "w1", dmworker.WithKeepAliveTTL(testTTL), fastBackoff)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kaErr := make(chan error, 1)
+		go func() { kaErr <- ka.Run(ctx) }()
+		waitAlive(t, ka, true, etcdWait)
+		if err := ka.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-kaErr; err != nil {
+			t.Fatal(err)
+		}
+		if ka, err = dmworker.NewKeepAlive(cli, "w2"); err != nil {
+			t.Fatal(err)
+		} else if err := ka.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Coordinator.
+		c, err := dmworker.NewCoordinator(cli, dmworker.WithKeepAliveTTL(testTTL), fastBackoff)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cErr := make(chan error, 1)
+		go func() { cErr <- c.Run(ctx) }()
+		waitUntil(t, "the coordinator leading", func() bool { l, _ := c.Leading(); return l })
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-cErr; err != nil {
+			t.Fatal(err)
+		}
+		// ShardGroup through etcd.
+		g, err := dmworker.NewEtcdShardGroup(ctx, cli, testPrefix, "task", "s1", "s2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Relay.
+		r, err := dmworker.NewRelay(up, relayDir, dmworker.RelayConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rErr := make(chan error, 1)
+		go func() { rErr <- r.Run(ctx) }()
+		var relayed streamer.RelayPos
+		waitUntil(t, "the relay relaying", func() bool { relayed, _ = r.Relayed(); return relayed.Name != "" })
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-rErr; err != nil {
+			t.Fatal(err)
+		}
+		if r, err = dmworker.NewRelay(up, relayDir, dmworker.RelayConfig{}); err != nil {
+			t.Fatal(err)
+		} else if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Readers.
+		start := streamer.Position{Name: "mysql-bin.000001", Offset: 4}
+		rr, err := streamer.NewRemoteReader(up, start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rr.GetEvent(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := rr.Close(); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := streamer.NewRawReader(up, start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := raw.Next(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		lr, err := streamer.NewLocalReader(relayDir, streamer.StartAtPosition(streamer.Position{Name: relayed.Name, Offset: 4}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := lr.GetEvent(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := lr.Close(); err != nil {
+			t.Fatal(err)
+		}
+		mustExec(t, db, "INSERT INTO soak.t VALUES (?)", 100+i)
+	}
+	cycle(0)
+	base := settle(t, "close cycles, first", countResources(t))
+	keys, nleases := etcdKeys(t, cli, ""), leases()
+	for i := 1; i < 30; i++ {
+		cycle(i)
+	}
+	settle(t, "close cycles, 30", base)
+	waitUntil(t, "etcd's keys and leases back", func() bool { return etcdKeys(t, cli, "") <= keys && leases() <= nleases })
+}
