@@ -726,3 +726,100 @@ func TestSoakCloseCycles(t *testing.T) {
 	settle(t, "close cycles, 30", base)
 	waitUntil(t, "etcd's keys and leases back", func() bool { return etcdKeys(t, cli, "") <= keys && leases() <= nleases })
 }
+
+// TestSoakShardDDLSteps: two sources merge their shard tables in
+// pessimistic shard mode (the mysqlsink keeping the group's state in
+// dmworker_meta.shard_lock) through 40 DDLs: the stored state of the
+// merged table stays the size it had after 8 (before, it kept every step,
+// and grew by each one), the group holds no lock, and the downstream
+// table has the last DDL's shape; then a shard table made and dropped on
+// both sources under a second merged table leaves no state of it.
+func TestSoakShardDDLSteps(t *testing.T) {
+	f := newShardFleet(t, 2, 487)
+	names := []string{sourceName(0), sourceName(1)}
+	g, err := dmworker.NewShardGroup("merge", names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := []dmworker.RouteRule{
+		{SchemaPattern: "shop", TablePattern: "orders_*", TargetSchema: "merged", TargetTable: "orders"},
+		{SchemaPattern: "shop", TablePattern: "tmp_*", TargetSchema: "merged", TargetTable: "tmp"},
+		{SchemaPattern: "shop", TargetSchema: "merged"},
+	}
+	workers := make([]*dmworker.SourceWorker, 2)
+	for i := range workers {
+		w, err := dmworker.NewSourceWorker(fmt.Sprintf("w%d", i+1), mysqlSinks(f.downdb),
+			dmworker.WithSource(dmworker.SourceConfig{Name: sourceName(i), Upstream: upstreamOf(f.ups[i])}),
+			dmworker.WithShardGroup(g))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.StartSubTask(dmworker.SubTaskConfig{Name: "merge", Routes: routes, ShardMode: dmworker.ShardPessimistic}); err != nil {
+			t.Fatal(err)
+		}
+		runWorker(t, w)
+		workers[i] = w
+	}
+	for _, w := range workers {
+		waitUntil(t, w.Name()+" reading", func() bool { return taskStatus(w, "merge")().Syncer.Read.Name != "" })
+	}
+	for i, db := range f.updbs {
+		mustExec(t, db, "CREATE DATABASE shop")
+		mustExec(t, db, fmt.Sprintf("CREATE TABLE shop.orders_0%d (id BIGINT PRIMARY KEY, v INT)", i+1))
+	}
+	stored := func(target string) int {
+		var n sql.NullInt64
+		if err := f.downdb.QueryRow("SELECT MAX(LENGTH(state)) FROM dmworker_meta.shard_lock WHERE task = 'merge' AND target = ?", target).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return int(n.Int64)
+	}
+	synced := func() {
+		t.Helper()
+		for i, w := range workers {
+			waitWorkerSynced(t, w, "merge", f.ups[i])
+		}
+	}
+	var small int
+	for k := range 40 {
+		ddl := "ALTER TABLE shop.orders_0%d ADD INDEX iv (v)"
+		if k%2 == 1 {
+			ddl = "ALTER TABLE shop.orders_0%d DROP INDEX iv"
+		}
+		for i, db := range f.updbs {
+			mustExec(t, db, fmt.Sprintf(ddl, i+1))
+			mustExec(t, db, fmt.Sprintf("INSERT INTO shop.orders_0%d VALUES (?, ?)", i+1), int64(k)*10+int64(i), k)
+		}
+		if k == 7 {
+			synced()
+			small = stored("merged.orders")
+		}
+	}
+	synced()
+	size := stored("merged.orders")
+	t.Logf("stored state of merged.orders: %d bytes after 8 DDLs, %d after 40", small, size)
+	if small == 0 || size > small+small/2 {
+		t.Fatalf("stored state of merged.orders: %d bytes after 8 DDLs, %d after 40", small, size)
+	}
+	if st := g.Status(); len(st) != 0 {
+		t.Fatalf("locks held: %+v", st)
+	}
+	if n := countRows(t, f.downdb, "merged.orders"); n != 80 {
+		t.Fatalf("%d rows merged, want 80", n)
+	}
+	// A second merged table whose shard tables come and go.
+	for i, db := range f.updbs {
+		mustExec(t, db, fmt.Sprintf("CREATE TABLE shop.tmp_0%d (id INT PRIMARY KEY)", i+1))
+	}
+	synced() // both made before the DDL: a shard table made after a step is applied waits for none before it
+	for i, db := range f.updbs {
+		mustExec(t, db, fmt.Sprintf("ALTER TABLE shop.tmp_0%d ADD COLUMN w INT", i+1))
+	}
+	for i, db := range f.updbs {
+		mustExec(t, db, fmt.Sprintf("DROP TABLE shop.tmp_0%d", i+1))
+	}
+	synced()
+	if n := stored("merged.tmp"); n != 0 {
+		t.Fatalf("the state of merged.tmp, whose shard tables are all dropped, is still stored (%d bytes)", n)
+	}
+}
