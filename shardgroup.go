@@ -176,6 +176,16 @@ type ShardReached struct {
 // waits for sources already past it: the host checks the downstream table
 // has the DDL and calls Release.
 //
+// The state of a target is the size of the steps in flight, not of every
+// DDL it ever had: a step applied that every shard table known (those of
+// the sources whose syncers started in this process, or shared through
+// etcd) has passed is dropped, each shard's place (its last arrival's
+// position, for telling replays) kept in its stead; a shard table not
+// known then that reaches such a step later passes it. A target whose
+// shard tables are all dropped upstream, with every step applied and
+// every source's syncer started in this process, is forgotten, its stored
+// state deleted (a group through etcd keeps it).
+//
 // A shard table dropped upstream (DROP TABLE, not applied downstream: the
 // merged table stays) is no longer waited for, nor its source once it has
 // no other shard table of that target; nor is a source whose shard
