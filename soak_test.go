@@ -823,3 +823,63 @@ func TestSoakShardDDLSteps(t *testing.T) {
 		t.Fatalf("the state of merged.tmp, whose shard tables are all dropped, is still stored (%d bytes)", n)
 	}
 }
+
+// TestSoakValidatorDDLChurn: a subtask with a validator (mode full, a
+// check every 50ms) while tables are made, written, renamed and dropped
+// 60 times, beside a table that stays: once caught up, the validator holds no row (none pending,
+// none spilled, none differing or in error) after 20 cycles and after 60,
+// and the heap after GC has not grown with the cycles.
+func TestSoakValidatorDDLChurn(t *testing.T) {
+	p := newPair(t, 488, 489, testserver.MariaDBOptions{})
+	st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "vchurn",
+		Validation: dmworker.ValidationConfig{Mode: dmworker.ValidationFull, CheckInterval: dmworker.Duration(50 * time.Millisecond)}},
+		upstreamOf(p.up), p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubTask(t, st)
+	waitUntil(t, "the syncer reading", func() bool { return st.Status().Syncer.Read.Name != "" })
+	mustExec(t, p.updb, "CREATE DATABASE vchurn")
+	mustExec(t, p.updb, "CREATE TABLE vchurn.keep (id INT PRIMARY KEY)")
+	cycle := func(i int) {
+		mustExec(t, p.updb, "INSERT INTO vchurn.keep VALUES (?)", i)
+		mustExec(t, p.updb, fmt.Sprintf("CREATE TABLE vchurn.t%d (id INT PRIMARY KEY, v VARCHAR(20))", i))
+		mustExec(t, p.updb, fmt.Sprintf("INSERT INTO vchurn.t%d VALUES (1, 'a'), (2, 'b'), (3, 'c')", i))
+		mustExec(t, p.updb, fmt.Sprintf("UPDATE vchurn.t%d SET v = 'x' WHERE id = 2", i))
+		mustExec(t, p.updb, fmt.Sprintf("RENAME TABLE vchurn.t%d TO vchurn.r%d", i, i))
+		mustExec(t, p.updb, fmt.Sprintf("INSERT INTO vchurn.r%d VALUES (4, 'd')", i))
+		mustExec(t, p.updb, fmt.Sprintf("DROP TABLE vchurn.r%d", i))
+	}
+	var ms runtime.MemStats
+	caughtUp := func(what string) (dmworker.ValidatorStatus, uint64) {
+		t.Helper()
+		waitSubTaskSynced(t, st.Status, p)
+		var v dmworker.ValidatorStatus
+		waitUntil(t, "the validator caught up and empty", func() bool {
+			v = st.Status().Validator
+			if v.LastError != nil {
+				t.Fatalf("validator: %v", v.LastError)
+			}
+			return v.Running && v.Pending == 0 && v.Spilled == 0
+		})
+		if v.Differing != 0 || v.ErrorRows != 0 || v.Checked == 0 {
+			t.Fatalf("%s: validator status %+v", what, v)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return v, ms.HeapAlloc
+	}
+	for i := range 20 {
+		cycle(i)
+	}
+	v20, heap20 := caughtUp("20 cycles")
+	for i := 20; i < 60; i++ {
+		cycle(i)
+	}
+	v60, heap60 := caughtUp("60 cycles")
+	t.Logf("after 20 cycles: checked %d, peak %d bytes, heap %d; after 60: checked %d, peak %d bytes, heap %d",
+		v20.Checked, v20.PeakBytes, heap20, v60.Checked, v60.PeakBytes, heap60)
+	if heap60 > heap20+4<<20 {
+		t.Fatalf("heap grew from %d to %d bytes over 40 cycles", heap20, heap60)
+	}
+}
