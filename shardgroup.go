@@ -183,8 +183,9 @@ type ShardReached struct {
 // position, for telling replays) kept in its stead; a shard table not
 // known then that reaches such a step later passes it. A target whose
 // shard tables are all dropped upstream, with every step applied and
-// every source's syncer started in this process, is forgotten, its stored
-// state deleted (a group through etcd keeps it).
+// every source's syncer started in this process (through etcd: every
+// source known, here or from what the other processes shared), is
+// forgotten, its stored state (its etcd key) deleted.
 //
 // A shard table dropped upstream (DROP TABLE, not applied downstream: the
 // merged table stays) is no longer waited for, nor its source once it has
@@ -721,20 +722,18 @@ func (g *ShardGroup) passedLocked(lk *shardLock, step int) bool {
 }
 
 // forgetLocked drops target's lock, in memory and in the store, once
-// nothing of it is left to know: every step applied and compacted away,
-// and every source of the group started here with no shard table of the
+// nothing of it is left to know (emptyLocked): every step applied and
+// compacted away, and no source of the group with a shard table of the
 // target (all dropped upstream). A shard table made again later starts a
-// new lock, which has the same effect. A group through etcd keeps its
-// locks (the other processes' state is merged into them).
+// new lock, which has the same effect. Through etcd, the lock's key is
+// deleted (etcdForgetLocked) and the other processes drop theirs.
 func (g *ShardGroup) forgetLocked(ctx context.Context, store ShardLockStore, target string) error {
 	lk := g.locks[target]
-	if g.etcd != nil || lk == nil || len(lk.rounds) > 0 {
+	if lk == nil || !g.emptyLocked(lk) {
 		return nil
 	}
-	for _, s := range g.sources {
-		if !g.begun[s] || len(lk.members[s]) > 0 {
-			return nil
-		}
+	if g.etcd != nil {
+		return g.etcdForgetLocked(ctx, target)
 	}
 	if store == nil {
 		store = g.store
@@ -746,6 +745,26 @@ func (g *ShardGroup) forgetLocked(ctx context.Context, store ShardLockStore, tar
 	}
 	delete(g.locks, target)
 	return nil
+}
+
+// emptyLocked reports whether lk holds nothing to know: no step left
+// (after compactLocked), and every source of the group known to have no
+// shard table of the target. A source is known when its syncer started
+// in this process or, through etcd, when another process shared its
+// shard tables or its leaving.
+func (g *ShardGroup) emptyLocked(lk *shardLock) bool {
+	g.compactLocked(lk)
+	if len(lk.rounds) > 0 {
+		return false
+	}
+	for _, s := range g.sources {
+		tables, shared := lk.members[s]
+		known := g.begun[s] || (g.etcd != nil && (shared || lk.left[s]))
+		if !known || len(tables) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // join records that shard was created at pos: it has no step of target to

@@ -248,3 +248,88 @@ func TestEtcdShardGroupStepsCompacted(t *testing.T) {
 		t.Fatalf("after 100 DDLs (%d runs): stored %d bytes (%d after 5), steps kept %v", execs.Load(), size, small, kept)
 	}
 }
+
+// TestEtcdShardGroupDroppedTargetsForgotten: through etcd, the lock of a
+// merged table whose shard tables are all dropped goes too: its key under
+// <prefix>shardlock/ is deleted and both processes drop it. Before, 20
+// merged tables made, altered once and dropped (and the seed's) left 21
+// keys and 21 locks in each process.
+func TestEtcdShardGroupDroppedTargetsForgotten(t *testing.T) {
+	e := testserver.StartEtcd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	gs := etcdShardGroups(t, ctx, []*clientv3.Client{e.NewClient(t), e.NewClient(t)}, "db.seed", []string{"d.seed"},
+		[][]string{{"s1", "s2"}, {"s3"}}, "s1", "s2", "s3")
+	groupOf := map[string]*ShardGroup{"s1": gs[0], "s2": gs[0], "s3": gs[1]}
+	// The seed target's shard tables go first.
+	for src, g := range groupOf {
+		if err := g.leave(ctx, nil, ShardRef{src, "d.seed"}, "db.seed", true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var off uint64
+	for k := range 20 {
+		target := fmt.Sprintf("db.t%d", k)
+		for src, g := range groupOf {
+			off += 100
+			if err := g.join(ctx, nil, ShardRef{src, "d.t"}, target, streamer.Position{Name: "mysql-bin.000001", Offset: off}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stmt := fmt.Sprintf("ALTER TABLE `db`.`t%d` ADD COLUMN `c` INT", k)
+		errs := make(chan error, 3)
+		for src, g := range groupOf {
+			go func() {
+				off := uint64(100000 + 1000*k)
+				errs <- g.arrive(ctx, nil, ShardRef{src, "d.t"}, target, stmt, streamer.Position{Name: "mysql-bin.000001", Offset: off}, func() error { return nil })
+			}()
+		}
+		for range 3 {
+			if err := <-errs; err != nil {
+				t.Fatalf("%s: %v", target, err)
+			}
+		}
+		for src, g := range groupOf {
+			if err := g.leave(ctx, nil, ShardRef{src, "d.t"}, target, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	count := func() (keys int, locks []int) {
+		resp, err := e.Client.Get(ctx, "/sgtest/shardlock/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range gs {
+			g.mu.Lock()
+			locks = append(locks, len(g.locks))
+			g.mu.Unlock()
+		}
+		return int(resp.Count), locks
+	}
+	waitFor(t, func() bool { keys, locks := count(); return keys == 0 && locks[0] == 0 && locks[1] == 0 })
+	// A merged table made again with a dropped one's name is coordinated
+	// afresh.
+	target := "db.t3"
+	for src, g := range groupOf {
+		if err := g.join(ctx, nil, ShardRef{src, "d.t"}, target, streamer.Position{Name: "mysql-bin.000001", Offset: 900000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var execs atomic.Int32
+	errs := make(chan error, 3)
+	for src, g := range groupOf {
+		go func() {
+			errs <- g.arrive(ctx, nil, ShardRef{src, "d.t"}, target, "ALTER TABLE `db`.`t3` ADD COLUMN `d` INT",
+				streamer.Position{Name: "mysql-bin.000001", Offset: 900100}, func() error { execs.Add(1); return nil })
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := execs.Load(); n != 1 {
+		t.Fatalf("the DDL of the merged table made again ran %d times, want 1", n)
+	}
+}
