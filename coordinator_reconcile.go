@@ -70,6 +70,11 @@ func (c *Coordinator) reconcile(ctx context.Context, ld leader) (int64, error) {
 		bound[strings.TrimPrefix(string(kv.Key), c.keys.bounds())] = boundKV{sb.Source, kv.ModRevision}
 	}
 
+	for s := range c.last {
+		if _, ok := sources[s]; !ok {
+			delete(c.last, s) // removed: a source added again later starts afresh
+		}
+	}
 	actions, unbound := plan(workers, sources, bound, c.last)
 	known := rev
 	for _, a := range actions {

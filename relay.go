@@ -47,7 +47,12 @@ type Relay struct {
 	opts relayOptions
 	log  *slog.Logger
 
-	runMu   sync.Mutex // held by Run
+	runMu sync.Mutex // held by Run
+	// purgeMu is held by a purge from reading the leases to its last
+	// removal, and by RegisterReader: a reader registered once
+	// RegisterReader returns is seen by every purge that removes files
+	// after that.
+	purgeMu sync.Mutex
 	mu      sync.Mutex // guards the fields below
 	stage   RelayStage
 	paused  bool

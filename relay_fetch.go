@@ -16,29 +16,49 @@ import (
 // files from the start's up to the relay's oldest are copied into the
 // relay's oldest subdirectory, provided that subdirectory is the one being
 // written (the upstream's current binlog history). The reader's
-// registration is taken first, so that purge keeps what is fetched.
+// registration (returned, for the reader to take over; nil for a GTID set
+// alone) is taken before the relay's files are looked at, so that no purge
+// removes the start's file, or what is fetched, between this look and the
+// reader's opening.
 //
 // Errors: streamer.ErrBinlogPurged when the upstream no longer has the
 // file (SHOW BINARY LOGS); an error naming both histories when the relay's
 // oldest subdirectory copies another server or an earlier binlog history.
-func (r *Relay) hold(ctx context.Context, name string, start streamer.Position) error {
+func (r *Relay) hold(ctx context.Context, name string, start streamer.Position) (lease streamer.ReaderLease, err error) {
 	want := start.Name
 	if want == "" && start.GTIDSet == nil {
-		return nil
+		return nil, nil
 	}
+	defer func() {
+		if err != nil && lease != nil {
+			lease.Release()
+			lease = nil
+		}
+	}()
 	sub, oldest, err := r.rdir.Oldest()
 	if err != nil || oldest == "" {
-		return err
+		return nil, err
 	}
-	if want != "" && (!older(want, oldest) || r.rdir.Holds(want)) {
-		return nil
+	if want != "" {
+		// From the oldest subdirectory on: the reader finds its file in
+		// whichever holds it, and registers where it is once open.
+		if lease, err = r.RegisterReader(name, streamer.RelayPos{SubDir: sub, Name: want, Offset: 4}); err != nil {
+			return nil, err
+		}
+		// What a purge removed before the registration is seen now.
+		if sub, oldest, err = r.rdir.Oldest(); err != nil || oldest == "" {
+			return lease, err
+		}
+		if !older(want, oldest) || r.rdir.Holds(want) {
+			return lease, nil
+		}
 	}
 	r.mu.Lock()
 	current, identity := r.relayed.SubDir, r.identity
 	r.mu.Unlock()
 	st, err := streamer.QueryUpstream(ctx, r.up)
 	if err != nil {
-		return err
+		return lease, err
 	}
 	if want == "" {
 		// A GTID set: the upstream says which file holds the first
@@ -47,15 +67,15 @@ func (r *Relay) hold(ctx context.Context, name string, start streamer.Position) 
 		up.Flavor, up.ServerID = st.Flavor, 0
 		if want, err = locateGTID(ctx, up, start.GTIDSet, r.remoteOptions()); err != nil {
 			if ctx.Err() != nil {
-				return err
+				return nil, err
 			}
 			// The relay may still serve it (the upstream purged what the
 			// relay holds): the local reader decides.
 			r.log.Info("the upstream cannot locate a reader's GTID start", slog.String("reader", name), errAttr(err))
-			return nil
+			return nil, nil
 		}
 		if !older(want, oldest) || r.rdir.Holds(want) {
-			return nil
+			return nil, nil
 		}
 	}
 	notServable := func(why string) error {
@@ -64,7 +84,7 @@ func (r *Relay) hold(ctx context.Context, name string, start streamer.Position) 
 			r.dir, start, sub, oldest, want, why)
 	}
 	if sub != current || st.Identity != identity {
-		return notServable(fmt.Sprintf("that subdirectory copies another binlog history than the upstream %s (%s)", r.up.SourceName(), st.Identity))
+		return lease, notServable(fmt.Sprintf("that subdirectory copies another binlog history than the upstream %s (%s)", r.up.SourceName(), st.Identity))
 	}
 	upHas := func(f string) bool {
 		return slices.ContainsFunc(st.Binlogs, func(b streamer.BinlogFile) bool { return b.Name == f })
@@ -74,23 +94,18 @@ func (r *Relay) hold(ctx context.Context, name string, start streamer.Position) 
 		if len(st.Binlogs) > 0 {
 			upOldest = st.Binlogs[0].Name
 		}
-		return &streamer.Error{Source: r.dir, Op: "open", Pos: start, Kind: streamer.ErrBinlogPurged,
+		return lease, &streamer.Error{Source: r.dir, Op: "open", Pos: start, Kind: streamer.ErrBinlogPurged,
 			Err: fmt.Errorf("%s is not in the relay (its oldest file is %s/%s) and the upstream %s has purged it (its oldest binlog is %s)",
 				want, sub, oldest, r.up.SourceName(), upOldest)}
 	}
 	if !upHas(oldest) {
-		return notServable(fmt.Sprintf("the upstream %s no longer lists %s", r.up.SourceName(), oldest))
+		return lease, notServable(fmt.Sprintf("the upstream %s no longer lists %s", r.up.SourceName(), oldest))
 	}
-
-	lease, err := r.RegisterReader(name, streamer.RelayPos{SubDir: sub, Name: want, Offset: 4})
-	if err != nil {
-		return err
+	// Registered at the file found (a GTID set's) or again from sub.
+	if lease, err = r.RegisterReader(name, streamer.RelayPos{SubDir: sub, Name: want, Offset: 4}); err != nil {
+		return nil, err
 	}
-	if err := r.fetch(ctx, sub, want, st.Flavor); err != nil {
-		lease.Release()
-		return err
-	}
-	return nil
+	return lease, r.fetch(ctx, sub, want, st.Flavor)
 }
 
 // fetch copies the upstream's files from want up to the oldest file of

@@ -35,7 +35,9 @@ func (r *Relay) needed() streamer.RelayPos {
 // purge removes files, oldest first, while remove says so, stopping at the
 // first file that is needed.
 func (r *Relay) purge(remove func(f streamer.RelayFileInfo) bool) (PurgeResult, error) {
+	r.purgeMu.Lock()
 	removed, kept, err := r.rdir.Purge(r.needed(), remove)
+	r.purgeMu.Unlock()
 	res := PurgeResult{Removed: removed, Kept: kept}
 	if err != nil {
 		return res, err

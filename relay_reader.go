@@ -26,6 +26,8 @@ func (r *Relay) RegisterReader(name string, pos streamer.RelayPos) (streamer.Rea
 	if name == "" {
 		return nil, errors.New("dmworker: relay reader registration needs a name")
 	}
+	r.purgeMu.Lock() // not in the middle of a purge that read the leases before
+	defer r.purgeMu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for l := range r.leases {
@@ -110,12 +112,17 @@ func (r *Relay) waitStarted(ctx context.Context, start streamer.Position) error 
 // openReader is OpenReader once the relay has started: it fetches a start
 // older than the relay's oldest file and opens the reader.
 func (r *Relay) openReader(ctx context.Context, name string, start streamer.Position, opts ...streamer.LocalOption) (*streamer.LocalReader, error) {
-	if err := r.hold(ctx, name, start); err != nil {
+	lease, err := r.hold(ctx, name, start)
+	if err != nil {
 		return nil, err
 	}
 	all := make([]streamer.LocalOption, 0, len(opts)+3)
 	all = append(all, streamer.WithLocalLogger(r.opts.logger))
 	all = append(all, opts...)
 	all = append(all, streamer.WithRelayTail(r), streamer.WithRelayRegistry(r, name))
-	return streamer.NewLocalReader(r.dir, streamer.StartAtPosition(start), all...)
+	lr, err := streamer.NewLocalReader(r.dir, streamer.StartAtPosition(start), all...)
+	if err != nil && lease != nil {
+		lease.Release() // hold's: no reader took it over
+	}
+	return lr, err
 }

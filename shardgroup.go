@@ -176,6 +176,17 @@ type ShardReached struct {
 // waits for sources already past it: the host checks the downstream table
 // has the DDL and calls Release.
 //
+// The state of a target is the size of the steps in flight, not of every
+// DDL it ever had: a step applied that every shard table known (those of
+// the sources whose syncers started in this process, or shared through
+// etcd) has passed is dropped, each shard's place (its last arrival's
+// position, for telling replays) kept in its stead; a shard table not
+// known then that reaches such a step later passes it. A target whose
+// shard tables are all dropped upstream, with every step applied and
+// every source's syncer started in this process (through etcd: every
+// source known, here or from what the other processes shared), is
+// forgotten, its stored state (its etcd key) deleted.
+//
 // A shard table dropped upstream (DROP TABLE, not applied downstream: the
 // merged table stays) is no longer waited for, nor its source once it has
 // no other shard table of that target; nor is a source whose shard
@@ -253,6 +264,11 @@ type heldAt struct {
 // shardLock is the DDL steps of one target table.
 type shardLock struct {
 	rounds []*shardRound
+	// base is the number of steps compacted away before rounds[0]
+	// (compactLocked): all applied, and every shard table known then
+	// past them. Step numbers (lastOf's next, shardJoin.base) count from
+	// the target's first step, so rounds[i] is step base+i.
+	base int
 	// left are the sources with no shard table of the target any more
 	// (dropped upstream or filtered out): no step waits for them.
 	left map[string]bool
@@ -343,7 +359,7 @@ func (g *ShardGroup) Status() []ShardLockStatus {
 				st.Reached = append(st.Reached, ShardReached{ref, a.at})
 			}
 			sort.Slice(st.Reached, func(i, j int) bool { return st.Reached[i].String() < st.Reached[j].String() })
-			n := slices.Index(lk.rounds, rd)
+			n := lk.base + slices.Index(lk.rounds, rd)
 			for _, s := range g.sources {
 				if lk.left[s] {
 					continue
@@ -501,7 +517,7 @@ func (g *ShardGroup) loadLocked(ctx context.Context, store ShardLockStore) error
 		if err != nil {
 			return fmt.Errorf("dmworker: shard group of task %s: stored lock of %s: %w", g.task, target, err)
 		}
-		if cur := g.locks[target]; cur != nil && len(cur.rounds) > 0 {
+		if cur := g.locks[target]; cur != nil && (len(cur.rounds) > 0 || cur.base > 0) {
 			continue // kept in memory since before: newer
 		}
 		g.locks[target] = lk
@@ -624,6 +640,13 @@ func (g *ShardGroup) leave(ctx context.Context, store ShardLockStore, shard Shar
 	if m := lk.members[shard.Source]; m != nil {
 		delete(m, shard.Table)
 	}
+	if _, ok := lk.joined[shard]; ok {
+		// Gone: its place is no step's business any more (a table made
+		// again with its name joins afresh).
+		delete(lk.joined, shard)
+		lk.dirty = true
+	}
+	g.compactLocked(lk)
 	g.wakeLocked()
 	if g.etcd != nil {
 		lk.dirty = true // the members are shared
@@ -631,7 +654,117 @@ func (g *ShardGroup) leave(ctx context.Context, store ShardLockStore, shard Shar
 	if !last {
 		return g.saveLocked(ctx, store, target)
 	}
-	return g.setLeftLocked(ctx, store, target, shard.Source, true)
+	if err := g.setLeftLocked(ctx, store, target, shard.Source, true); err != nil {
+		return err
+	}
+	return g.forgetLocked(ctx, store, target)
+}
+
+// compactLocked drops the steps at the head of lk that are applied and
+// that every shard table known of every source has passed (reached, or
+// was made after): nobody arrives at them any more, and a target's
+// state and its stored value stay the size of the steps in flight, not
+// of every DDL the target ever had. The place of each shard table whose
+// last arrival was at a step dropped is kept in lk.joined (its position,
+// for telling replays, and its next step). A step is kept while a source
+// of the group still in the target has shard tables not known here (its
+// syncer not started in this process, and no members of it shared
+// through etcd): one of them may still arrive at it.
+func (g *ShardGroup) compactLocked(lk *shardLock) {
+	k := 0
+	for k < len(lk.rounds) {
+		rd := lk.rounds[k]
+		if !rd.applied || rd.err != nil || rd.running || !g.passedLocked(lk, lk.base+k) {
+			break
+		}
+		k++
+	}
+	if k == 0 {
+		return
+	}
+	end := lk.base + k
+	for _, rd := range lk.rounds[:k] {
+		for ref := range rd.reached {
+			if tables, known := lk.members[ref.Source]; known && !tables[ref.Table] {
+				continue // dropped since
+			}
+			if pos, next, ok := lk.lastOf(ref); ok && next <= end {
+				if lk.joined == nil {
+					lk.joined = map[ShardRef]shardJoin{}
+				}
+				lk.joined[ref] = shardJoin{pos: pos, base: next}
+			}
+		}
+	}
+	lk.rounds = slices.Clone(lk.rounds[k:])
+	lk.base = end
+	lk.dirty = true
+}
+
+// passedLocked reports whether every shard table known of every source of
+// the group still in lk's target has passed step (see compactLocked).
+func (g *ShardGroup) passedLocked(lk *shardLock, step int) bool {
+	for _, s := range g.sources {
+		if lk.left[s] {
+			continue
+		}
+		tables, known := lk.members[s]
+		if !known && !g.begun[s] {
+			return false
+		}
+		for t := range tables {
+			if _, next, ok := lk.lastOf(ShardRef{s, t}); !ok || next <= step {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// forgetLocked drops target's lock, in memory and in the store, once
+// nothing of it is left to know (emptyLocked): every step applied and
+// compacted away, and no source of the group with a shard table of the
+// target (all dropped upstream). A shard table made again later starts a
+// new lock, which has the same effect. Through etcd, the lock's key is
+// deleted (etcdForgetLocked) and the other processes drop theirs.
+func (g *ShardGroup) forgetLocked(ctx context.Context, store ShardLockStore, target string) error {
+	lk := g.locks[target]
+	if lk == nil || !g.emptyLocked(lk) {
+		return nil
+	}
+	if g.etcd != nil {
+		return g.etcdForgetLocked(ctx, target)
+	}
+	if store == nil {
+		store = g.store
+	}
+	if store != nil {
+		if err := store.SaveShardLock(ctx, g.task, target, nil); err != nil {
+			return fmt.Errorf("dmworker: shard group of task %s: delete the lock of %s: %w", g.task, target, err)
+		}
+	}
+	delete(g.locks, target)
+	return nil
+}
+
+// emptyLocked reports whether lk holds nothing to know: no step left
+// (after compactLocked), and every source of the group known to have no
+// shard table of the target. A source is known when its syncer started
+// in this process or, through etcd, when another process shared its
+// shard tables or its leaving.
+func (g *ShardGroup) emptyLocked(lk *shardLock) bool {
+	g.compactLocked(lk)
+	if len(lk.rounds) > 0 {
+		return false
+	}
+	for _, s := range g.sources {
+		tables, shared := lk.members[s]
+		known := g.begun[s] || (g.etcd != nil && (shared || lk.left[s]))
+		if !known || len(tables) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // join records that shard was created at pos: it has no step of target to
@@ -657,12 +790,13 @@ func (g *ShardGroup) join(ctx context.Context, store ShardLockStore, shard Shard
 		delete(lk.left, shard.Source)
 		lk.dirty = true
 	}
+	g.compactLocked(lk)
 	if last, _, ok := lk.lastOf(shard); !ok || pos.IsZero() || pos.Compare(last) > 0 {
-		base := 0
-		for base < len(lk.rounds) && lk.rounds[base].applied {
-			base++
+		i := 0
+		for i < len(lk.rounds) && lk.rounds[i].applied {
+			i++
 		}
-		if base > 0 {
+		if base := lk.base + i; base > 0 {
 			if lk.joined == nil {
 				lk.joined = map[ShardRef]shardJoin{}
 			}
@@ -680,8 +814,8 @@ func (lk *shardLock) lastOf(shard ShardRef) (pos streamer.Position, next int, ok
 		pos, next, ok = j.pos, j.base, true
 	}
 	for i, rd := range lk.rounds {
-		if a, has := rd.reached[shard]; has && (!ok || i >= next) {
-			pos, next, ok = a.pos, i+1, true
+		if a, has := rd.reached[shard]; has && (!ok || lk.base+i >= next) {
+			pos, next, ok = a.pos, lk.base+i+1, true
 		}
 	}
 	return pos, next, ok
@@ -690,7 +824,7 @@ func (lk *shardLock) lastOf(shard ShardRef) (pos streamer.Position, next int, ok
 // completeLocked reports whether every shard table of target of every
 // source of the group still in it has reached rd (see shardLock.members).
 func (g *ShardGroup) completeLocked(lk *shardLock, rd *shardRound) bool {
-	n := slices.Index(lk.rounds, rd)
+	n := lk.base + slices.Index(lk.rounds, rd)
 	for _, s := range g.sources {
 		if lk.left[s] {
 			continue
@@ -846,14 +980,16 @@ func (g *ShardGroup) arriveHold(ctx context.Context, store ShardLockStore, shard
 		return fmt.Errorf("dmworker: shard group of task %s: source %s is not one of its sources %v", g.task, shard.Source, g.sources)
 	}
 	lk := g.lockLocked(target)
+	g.compactLocked(lk)
 	n := 0
 	if last, next, ok := lk.lastOf(shard); ok {
 		n = next
 		switch {
 		case pos.IsZero() || last.IsZero():
 			// No position to tell a replay by: a step not applied
-			// is the one it holds at again.
-			if next > 0 && !lk.rounds[next-1].applied {
+			// is the one it holds at again (a step compacted away
+			// is applied).
+			if next > lk.base && !lk.rounds[next-1-lk.base].applied {
 				n = next - 1
 			}
 		case pos.Compare(last) < 0:
@@ -862,13 +998,24 @@ func (g *ShardGroup) arriveHold(ctx context.Context, store ShardLockStore, shard
 			n = next - 1 // the same arrival again (a DDL event's end is no CREATE TABLE's)
 		}
 	}
-	added := n == len(lk.rounds)
+	if n < lk.base {
+		// A step compacted away (applied, and passed by every shard
+		// table known then): a shard unknown then passes it, its
+		// arrival recorded as the place it is at.
+		if lk.joined == nil {
+			lk.joined = map[ShardRef]shardJoin{}
+		}
+		lk.joined[shard] = shardJoin{pos: pos.Clone(), base: n + 1}
+		lk.dirty = true
+		return g.saveLocked(ctx, store, target)
+	}
+	added := n-lk.base == len(lk.rounds)
 	if added {
 		lk.rounds = append(lk.rounds, &shardRound{stmt: stmt, first: shard, since: time.Now(),
 			reached: map[ShardRef]shardArrival{}, done: make(chan struct{})})
 		lk.dirty = true
 	}
-	rd := lk.rounds[n]
+	rd := lk.rounds[n-lk.base]
 	if rd.stmt != stmt {
 		err := &ShardDDLConflictError{Task: g.task, Target: target, Statements: map[ShardRef]string{rd.first: rd.stmt, shard: stmt}}
 		g.fail(err)
@@ -887,7 +1034,7 @@ func (g *ShardGroup) arriveHold(ctx context.Context, store ShardLockStore, shard
 			// worker's to record, nor for the group to write later.
 			delete(rd.reached, shard)
 			if added && len(rd.reached) == 0 && !rd.applied {
-				lk.rounds = lk.rounds[:n]
+				lk.rounds = lk.rounds[:len(lk.rounds)-1] // rd, the last
 			}
 		}
 		return err

@@ -220,9 +220,17 @@ func (g *ShardGroup) etcdReloadLocked(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, Retryable(fmt.Errorf("dmworker: shard group of task %s: read its locks from etcd: %w", g.task, err))
 	}
+	stored := map[string]bool{}
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		if err := g.etcdMergeKVLocked(strings.TrimPrefix(string(kv.Key), e.lockDir), kv.Value); err != nil {
+		target := strings.TrimPrefix(string(kv.Key), e.lockDir)
+		stored[target] = true
+		if err := g.etcdMergeKVLocked(target, kv.Value); err != nil {
 			return 0, err
+		}
+	}
+	for target := range g.locks {
+		if !stored[target] {
+			g.etcdForgottenLocked(target) // deleted while the watch was broken
 		}
 	}
 	clear(e.owners)
@@ -287,6 +295,8 @@ func (g *ShardGroup) etcdEventLocked(ev *clientv3.Event) {
 		if ev.Type == mvccpb.PUT {
 			// A conflict fails the group (g.err), which its sources see.
 			_ = g.etcdMergeKVLocked(strings.TrimPrefix(key, e.lockDir), ev.Kv.Value)
+		} else {
+			g.etcdForgottenLocked(strings.TrimPrefix(key, e.lockDir))
 		}
 	case strings.HasPrefix(key, e.ownerDir):
 		target := strings.TrimPrefix(key, e.ownerDir)
@@ -340,7 +350,24 @@ func (g *ShardGroup) etcdMergeKVLocked(target string, value []byte) error {
 // the sources whose syncer does not run here. Differing statements at
 // one step fail the group.
 func (g *ShardGroup) mergeShardLockLocked(target string, lk *shardLock, r *shardLock) error {
+	if r.base > lk.base {
+		// Another process compacted steps away: they are applied, and
+		// every shard table it knew had passed them.
+		k := min(r.base-lk.base, len(lk.rounds))
+		for _, rd := range lk.rounds[:k] {
+			if !rd.applied && rd.err == nil {
+				rd.applied = true
+				close(rd.done)
+			}
+		}
+		lk.rounds = slices.Clone(lk.rounds[k:])
+		lk.base = r.base
+	}
 	for i, rr := range r.rounds {
+		if r.base+i < lk.base {
+			continue // compacted away here
+		}
+		i := r.base + i - lk.base
 		if i == len(lk.rounds) {
 			lk.rounds = append(lk.rounds, &shardRound{stmt: rr.stmt, first: rr.first, since: rr.since,
 				reached: map[ShardRef]shardArrival{}, done: make(chan struct{})})
@@ -366,11 +393,11 @@ func (g *ShardGroup) mergeShardLockLocked(target string, lk *shardLock, r *shard
 			close(rd.done)
 		}
 	}
-	if len(lk.rounds) > len(r.rounds) {
+	if lk.base+len(lk.rounds) > r.base+len(r.rounds) || lk.base > r.base {
 		lk.dirty = true // ours to write
 	}
 	for ref, j := range r.joined {
-		if _, ok := lk.joined[ref]; !ok {
+		if cur, ok := lk.joined[ref]; !ok || j.base > cur.base {
 			if lk.joined == nil {
 				lk.joined = map[ShardRef]shardJoin{}
 			}
@@ -487,6 +514,66 @@ func (g *ShardGroup) etcdSaveLocked(ctx context.Context, target string) error {
 	}
 }
 
+// etcdForgetLocked deletes target's lock key once the lock, merged with
+// what is stored, holds nothing to know (emptyLocked), if the key is still
+// at the revision read and nobody holds target's owner key; then drops the
+// lock here. Another process that wrote meanwhile makes it read again;
+// one whose lock still holds something when it sees the deletion writes
+// it again (etcdForgottenLocked).
+func (g *ShardGroup) etcdForgetLocked(ctx context.Context, target string) error {
+	e := g.etcd
+	key, owner := e.lockDir+target, e.ownerDir+target
+	for {
+		got, err := e.cli.Get(ctx, key)
+		if err != nil {
+			return Retryable(fmt.Errorf("dmworker: shard group of task %s: read the lock of %s: %w", g.task, target, err))
+		}
+		if len(got.Kvs) == 0 {
+			delete(g.locks, target)
+			return nil
+		}
+		if err := g.etcdMergeKVLocked(target, got.Kvs[0].Value); err != nil {
+			return err
+		}
+		if lk := g.locks[target]; lk == nil || !g.emptyLocked(lk) {
+			return g.etcdSaveLocked(ctx, target)
+		}
+		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", got.Kvs[0].ModRevision),
+			clientv3.Compare(clientv3.CreateRevision(owner), "=", 0)}, shardFenceCmps(ctx)...)
+		resp, err := e.cli.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(key)).
+			Else(append([]clientv3.Op{clientv3.OpGet(owner)}, shardFenceGet(ctx)...)...).Commit()
+		if err != nil {
+			return Retryable(fmt.Errorf("dmworker: shard group of task %s: delete the lock of %s: %w", g.task, target, err))
+		}
+		if resp.Succeeded {
+			delete(g.locks, target)
+			return nil
+		}
+		if err := g.shardFenceCheck(ctx, resp, "the deletion of the lock of "+target); err != nil {
+			return err
+		}
+		if len(resp.Responses[0].GetResponseRange().Kvs) > 0 {
+			return nil // a step being applied: whoever applies it writes the lock again
+		}
+		// Written meanwhile: read again.
+	}
+}
+
+// etcdForgottenLocked handles the deletion of target's lock key by
+// another process: the lock goes here too when it holds nothing to know;
+// else it is written again at its next save.
+func (g *ShardGroup) etcdForgottenLocked(target string) {
+	lk := g.locks[target]
+	if lk == nil {
+		return
+	}
+	if g.emptyLocked(lk) {
+		delete(g.locks, target)
+		return
+	}
+	lk.dirty = true
+}
+
 // etcdClaimLocked puts target's owner key for step rd when absent. It
 // reports applied when the step turns out applied (by another process,
 // as the lock read with the claim says), errShardOwnedElsewhere when
@@ -494,7 +581,7 @@ func (g *ShardGroup) etcdSaveLocked(ctx context.Context, target string) error {
 func (g *ShardGroup) etcdClaimLocked(ctx context.Context, lk *shardLock, rd *shardRound, target string) (applied bool, err error) {
 	e := g.etcd
 	key, owner := e.lockDir+target, e.ownerDir+target
-	val, err := json.Marshal(shardOwnerJSON{Owner: e.id, Round: slices.Index(lk.rounds, rd), Stmt: rd.stmt})
+	val, err := json.Marshal(shardOwnerJSON{Owner: e.id, Round: lk.base + slices.Index(lk.rounds, rd), Stmt: rd.stmt})
 	if err != nil {
 		return false, err
 	}

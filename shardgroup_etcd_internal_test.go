@@ -107,7 +107,9 @@ func TestEtcdShardGroupTwoProcesses(t *testing.T) {
 			t.Errorf("group %d: locks left: %+v", i, st)
 		}
 	}
-	// The stored lock has every step applied, reached by the six shards.
+	// The stored lock has every step applied, reached by the six shards:
+	// those kept, and those compacted away (every shard's place is past
+	// the last step).
 	resp, err := e.Client.Get(ctx, "/sgtest/shardlock/task/"+target)
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("stored lock: %v %v", resp, err)
@@ -116,12 +118,19 @@ func TestEtcdShardGroupTwoProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(lk.rounds) != len(stmts) {
-		t.Fatalf("stored %d steps, want %d", len(lk.rounds), len(stmts))
+	if lk.base+len(lk.rounds) != len(stmts) {
+		t.Fatalf("stored %d steps (%d compacted away), want %d", lk.base+len(lk.rounds), lk.base, len(stmts))
 	}
 	for _, rd := range lk.rounds {
 		if !rd.applied || len(rd.reached) != 6 {
 			t.Errorf("stored step %q: applied %v, reached by %d", rd.stmt, rd.applied, len(rd.reached))
+		}
+	}
+	for _, src := range []string{"s1", "s2", "s3"} {
+		for _, tbl := range tables {
+			if _, next, ok := lk.lastOf(ShardRef{src, tbl}); !ok || next != len(stmts) {
+				t.Errorf("stored place of %s.%s: next step %d (known %v), want %d", src, tbl, next, ok, len(stmts))
+			}
 		}
 	}
 	if len(lk.members) != 3 {
@@ -262,8 +271,8 @@ func TestEtcdShardGroupOwnerKilled(t *testing.T) {
 		kg.mu.Lock()
 		lk, wake := kg.locks[target], kg.wake
 		n := 0
-		if len(lk.rounds) > 1 {
-			n = len(lk.rounds[1].reached)
+		if i := 1 - lk.base; i >= 0 && len(lk.rounds) > i { // the second step (the first may be compacted away)
+			n = len(lk.rounds[i].reached)
 		}
 		kg.mu.Unlock()
 		if n == len(odone) {

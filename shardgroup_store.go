@@ -46,8 +46,12 @@ func shardLockStoreOf(store CheckpointStore) ShardLockStore {
 // fields are only added.
 type shardLockJSON struct {
 	Rounds []shardRoundJSON `json:"rounds"`
-	Left   []string         `json:"left,omitempty"`
-	Joined []shardJoinJSON  `json:"joined,omitempty"`
+	// Base is the number of steps compacted away before Rounds[0] (all
+	// applied; the place of each shard table that last reached one is in
+	// Joined). Absent in what was stored before compaction: 0.
+	Base   int             `json:"base,omitempty"`
+	Left   []string        `json:"left,omitempty"`
+	Joined []shardJoinJSON `json:"joined,omitempty"`
 	// Members are, by source, its shard tables of the target: written
 	// only by a group coordinating through etcd (NewEtcdShardGroup),
 	// where the other processes' sources are known from them.
@@ -90,7 +94,7 @@ type shardJoinJSON struct {
 }
 
 func marshalShardLock(lk *shardLock) ([]byte, error) {
-	j := shardLockJSON{Rounds: []shardRoundJSON{}}
+	j := shardLockJSON{Rounds: []shardRoundJSON{}, Base: lk.base}
 	for _, rd := range lk.rounds {
 		r := shardRoundJSON{Stmt: rd.stmt, First: rd.first, Since: rd.since, Applied: rd.applied, Reached: []shardArrivalJSON{}}
 		for ref, a := range rd.reached {
@@ -112,7 +116,7 @@ func unmarshalShardLock(b []byte) (*shardLock, error) {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return nil, err
 	}
-	lk := &shardLock{}
+	lk := &shardLock{base: j.Base}
 	for _, r := range j.Rounds {
 		rd := &shardRound{stmt: r.Stmt, first: r.First, since: r.Since, applied: r.Applied,
 			reached: map[ShardRef]shardArrival{}, done: make(chan struct{})}

@@ -183,6 +183,7 @@ func (r *syncRun) shardDDL(ctx context.Context, ev *streamer.Event, st *schema.S
 		if err := g.leave(ctx, store, shard, target, last); err != nil {
 			return err
 		}
+		delete(r.sh.last, shard) // a table made again under its name starts afresh
 		return r.shardRelease(ctx, false)
 	case st.Kind == schema.KindCreateTable:
 		if err := exec(); err != nil {

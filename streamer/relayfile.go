@@ -289,7 +289,12 @@ func (w *RelayFileWriter) open(name string, create bool) error {
 		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, w.perm)
 		if err == nil {
 			w.dirDirty = true
-			w.created = append(w.created, name)
+			if w.hidden {
+				// Copy mode renames them at its end; the live relay's
+				// writer, which lives as long as the relay, keeps no
+				// list of the files it made.
+				w.created = append(w.created, name)
+			}
 			if _, err = f.Write([]byte(binlogMagic)); err != nil {
 				f.Close()
 				return err
