@@ -379,6 +379,9 @@ type Syncer struct {
 	// shardFloor is where checkpoints stay while a shard DDL lock holds
 	// some of the run's events (nil when none): the status says so.
 	shardFloor atomic.Pointer[streamer.Position]
+	// xaFloor is where checkpoints stay while an XA transaction is
+	// prepared and not resolved (nil when none): the status says so.
+	xaFloor atomic.Pointer[streamer.Position]
 
 	runMu sync.Mutex
 
@@ -636,6 +639,9 @@ func (s *Syncer) Status() SyncerStatus {
 	st.RowsPerSecond, st.EventsPerSecond = s.prog.Rates(now)
 	st.LagSeconds = s.prog.Lag(now)
 	if f := s.shardFloor.Load(); f != nil && st.Checkpoint.Compare(*f) > 0 {
+		st.Checkpoint = *f
+	}
+	if f := s.xaFloor.Load(); f != nil && st.Checkpoint.Compare(*f) > 0 {
 		st.Checkpoint = *f
 	}
 	st.Checkpoint, st.Read, st.SafeUntil = st.Checkpoint.Clone(), st.Read.Clone(), st.SafeUntil.Clone()

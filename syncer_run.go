@@ -47,6 +47,9 @@ type syncRun struct {
 	// opt is optimistic shard mode's watch for drops due without a DDL
 	// (shardgroup_optimistic.go); nil otherwise.
 	opt *optWatch
+	// xa is the XA transactions prepared and not yet resolved
+	// (syncer_xa.go).
+	xa xaState
 }
 
 // Run replicates until ctx ends (it then returns nil after saving its
@@ -80,6 +83,7 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	defer unregister()
 
 	r := &syncRun{s: s, w: &runWriter{s: s}, tables: map[*schema.TableDef]*Table{}, ignoredKind: map[string]bool{}}
+	s.xaFloor.Store(nil) // the run starts at the stored checkpoint
 	cp, found, err := loadCheckpoint(ctx, s.store, s.cfg.Task, s.cfg.Source, s.cfg.Upstream, s.log)
 	if err != nil {
 		return s.wrap(streamer.Position{}, "", "", err)
@@ -439,32 +443,44 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		if err != nil {
 			return err
 		}
-		if r.opt != nil {
-			r.opt.inTxn = !ev.TxnEnd
-		}
-		if r.sh != nil {
-			r.sh.inTxn = !ev.TxnEnd
-			if ok && r.shardRows(ev) {
-				ok = false // held for a shard DDL step, or applied before
-				clear(r.changes)
-				r.changes = r.changes[:0]
+		r.inTxn(!ev.TxnEnd)
+		switch {
+		case ok && r.xa.open != nil:
+			r.xaRows() // applied at its XA COMMIT
+		case ok:
+			if err := r.applyChanges(ctx, ev, ev.TxnEnd); err != nil {
+				return err
 			}
 		}
-		if ok {
-			if f := s.feed.Load(); f != nil {
-				f.rows(r.changes, ev.Pos)
+	case *replication.MariadbGTIDEvent:
+		if e.Flags&mariadbFlPreparedXA != 0 {
+			if err := r.xaBegin(); err != nil {
+				return err
 			}
-			safe := s.cfg.SafeMode || (!r.w.safeUntil.IsZero() && ev.Pos.Compare(r.w.safeUntil) <= 0)
-			err := r.apply.rows(ctx, r.changes, ev.Pos, safe, ev.TxnEnd)
-			clear(r.changes)
-			r.changes = r.changes[:0]
-			if err != nil {
+		}
+	case *replication.GenericEvent:
+		if isXAPrepare(ev) {
+			if err := r.xaPrepared(ctx, ev); err != nil {
 				return err
 			}
 		}
 	case *replication.QueryEvent:
 		q := strings.TrimSpace(string(e.Query))
 		if strings.EqualFold(q, "COMMIT") || strings.EqualFold(q, "BEGIN") {
+			break
+		}
+		if isXAQuery(q) {
+			// XA START (MySQL: MariaDB says it in the GTID event) and XA
+			// END frame a prepared XA's rows; XA COMMIT and XA ROLLBACK
+			// are its outcome. None of them is a DDL.
+			if xaStart(q) && r.xa.open == nil {
+				if err := r.xaBegin(); err != nil {
+					return err
+				}
+			}
+			if _, err := r.xaOutcome(ctx, ev, q); err != nil {
+				return err
+			}
 			break
 		}
 		mode := r.sqlMode(e)
@@ -519,6 +535,36 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		return nil
 	}
 	return nil
+}
+
+// inTxn tells the shard modes whether a transaction's rows are being read.
+func (r *syncRun) inTxn(in bool) {
+	if r.opt != nil {
+		r.opt.inTxn = in
+	}
+	if r.sh != nil {
+		r.sh.inTxn = in
+	}
+}
+
+// applyChanges hands the changes in r.changes, read at ev, to the shard
+// modes, the validator's feed and the applier, and empties r.changes.
+// txnEnd says they end their transaction.
+func (r *syncRun) applyChanges(ctx context.Context, ev *streamer.Event, txnEnd bool) error {
+	s := r.s
+	r.inTxn(!txnEnd)
+	defer func() {
+		clear(r.changes)
+		r.changes = r.changes[:0]
+	}()
+	if r.sh != nil && r.shardRows(ev) {
+		return nil // held for a shard DDL step, or applied before
+	}
+	if f := s.feed.Load(); f != nil {
+		f.rows(r.changes, ev.Pos)
+	}
+	safe := s.cfg.SafeMode || (!r.w.safeUntil.IsZero() && ev.Pos.Compare(r.w.safeUntil) <= 0)
+	return r.apply.rows(ctx, r.changes, ev.Pos, safe, txnEnd)
 }
 
 // rowsEvent turns a rows event into changes appended to r.changes. It

@@ -1,0 +1,159 @@
+package dmworker_test
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"testing"
+
+	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/testserver"
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// xaExec runs an XA transaction's statements on a connection of its own
+// (XA PREPARE detaches it: the prepared transaction outlives the session).
+func xaExec(t *testing.T, db *sql.DB, stmts ...string) {
+	t.Helper()
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		// Close the session itself: back in the pool, it would still be
+		// the prepared transaction's.
+		_ = c.Raw(func(any) error { return driver.ErrBadConn })
+		c.Close()
+	}()
+	for _, q := range stmts {
+		if _, err := c.ExecContext(context.Background(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+// xaPrepare runs XA START, stmts, XA END and XA PREPARE for xid.
+func xaPrepare(t *testing.T, db *sql.DB, xid string, stmts ...string) {
+	t.Helper()
+	all := append([]string{"XA START " + xid}, stmts...)
+	xaExec(t, db, append(all, "XA END "+xid, "XA PREPARE "+xid)...)
+}
+
+// waitRead waits until the syncer has read up to the upstream's current
+// position.
+func waitRead(t *testing.T, r *syncRunner, db *sql.DB) {
+	t.Helper()
+	want := upstreamPos(t, db)
+	waitUntil(t, "the syncer to read "+want.String(), func() bool {
+		select {
+		case <-r.done:
+			t.Fatalf("syncer stopped: %v", r.err)
+		default:
+		}
+		return r.s.Status().Read.Compare(want) >= 0
+	})
+}
+
+// waitRow waits until a query on db returns a row.
+func waitRow(t *testing.T, r *syncRunner, db *sql.DB, q string) {
+	t.Helper()
+	waitUntil(t, q, func() bool {
+		select {
+		case <-r.done:
+			t.Fatalf("syncer stopped: %v", r.err)
+		default:
+		}
+		var n int
+		return db.QueryRow(q).Scan(&n) == nil
+	})
+}
+
+// TestSyncerXA: MariaDB logs an XA transaction's rows at XA PREPARE (a GTID
+// event flagged PREPARED_XA, the rows, XA END, an XA_PREPARE event) and its
+// outcome later, as a transaction of its own (XA COMMIT or XA ROLLBACK). The
+// syncer applies the rows when the commit comes and drops them at a
+// rollback; the checkpoint stays before the oldest open prepared XA, so a
+// restart in between reads its rows again.
+func TestSyncerXA(t *testing.T) {
+	forWorkers(t, func(t *testing.T, workers int) {
+		p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 71})
+		p.workers = workers
+		s, err := dmworker.NewSyncer(p.config("xa"), p.sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runSyncer(t, s)
+		mustExec(t, p.updb, "CREATE DATABASE xa")
+		mustExec(t, p.updb, "CREATE TABLE xa.t (id INT PRIMARY KEY, v VARCHAR(20))")
+		mustExec(t, p.updb, "INSERT INTO xa.t VALUES (100, 'old'), (101, 'old')")
+
+		// Interleaved: a and b prepared, a plain transaction after them.
+		xaPrepare(t, p.updb, "'a'", "INSERT INTO xa.t VALUES (1, 'a')", "UPDATE xa.t SET v = 'a' WHERE id = 100")
+		xaPrepare(t, p.updb, "'b'", "INSERT INTO xa.t VALUES (2, 'b')", "DELETE FROM xa.t WHERE id = 101")
+		mustExec(t, p.updb, "INSERT INTO xa.t VALUES (10, 'plain')")
+		waitRow(t, run, p.downdb, "SELECT 1 FROM xa.t WHERE id = 10")
+		waitRead(t, run, p.updb)
+		// Nothing prepared is applied before its commit.
+		checkEqual(t, p.updb, p.downdb, "xa.t", "xa.t")
+
+		// b commits first, a rolls back; c commits in one phase.
+		xaExec(t, p.updb, "XA COMMIT 'b'")
+		xaExec(t, p.updb, "XA ROLLBACK 'a'")
+		xaExec(t, p.updb, "XA START 'c'", "INSERT INTO xa.t VALUES (3, 'c')", "XA END 'c'", "XA COMMIT 'c' ONE PHASE")
+		waitSynced(t, run, p.updb)
+		checkEqual(t, p.updb, p.downdb, "xa.t", "xa.t")
+
+		// A prepared XA open across a restart: the checkpoint stays before
+		// it, and the rows arrive with the commit that the next run reads.
+		xaPrepare(t, p.updb, "X'0a7f',X'ff',7", "INSERT INTO xa.t VALUES (4, 'd')", "UPDATE xa.t SET v = 'd' WHERE id = 10")
+		mustExec(t, p.updb, "INSERT INTO xa.t VALUES (11, 'plain')")
+		waitRow(t, run, p.downdb, "SELECT 1 FROM xa.t WHERE id = 11")
+		waitRead(t, run, p.updb)
+		if err := run.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		checkEqual(t, p.updb, p.downdb, "xa.t", "xa.t")
+		xaExec(t, p.updb, "XA COMMIT X'0a7f',X'ff',7")
+		mustExec(t, p.updb, "INSERT INTO xa.t VALUES (12, 'plain')")
+		s2, err := dmworker.NewSyncer(p.config("xa"), p.sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run2 := runSyncer(t, s2)
+		waitSynced(t, run2, p.updb)
+		checkEqual(t, p.updb, p.downdb, "xa.t", "xa.t")
+		if err := run2.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestSyncerXAPreparedBeforeStart: an XA COMMIT whose XA PREPARE came before
+// the position the task started at has no rows to apply; the syncer stops
+// there with ErrXAPreparedBeforeStart rather than lose them.
+func TestSyncerXAPreparedBeforeStart(t *testing.T) {
+	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 72})
+	mustExec(t, p.updb, "CREATE DATABASE xa")
+	mustExec(t, p.updb, "CREATE TABLE xa.t (id INT PRIMARY KEY, v VARCHAR(20))")
+	xaPrepare(t, p.updb, "'early'", "INSERT INTO xa.t VALUES (1, 'a')")
+	start := upstreamPos(t, p.updb)
+	mustExec(t, p.downdb, "CREATE DATABASE xa")
+	mustExec(t, p.downdb, "CREATE TABLE xa.t (id INT PRIMARY KEY, v VARCHAR(20))")
+	cfg := p.config("xa-early")
+	cfg.Start = start
+	s, err := dmworker.NewSyncer(cfg, p.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := runSyncer(t, s)
+	xaExec(t, p.updb, "XA COMMIT 'early'")
+	err = run.Wait(t)
+	if !errors.Is(err, dmworker.ErrXAPreparedBeforeStart) {
+		t.Fatalf("Run: %v, want ErrXAPreparedBeforeStart", err)
+	}
+	var se *dmworker.SyncError
+	if !errors.As(err, &se) || se.Pos.Compare(streamer.Position{Name: start.Name, Offset: start.Offset}) <= 0 || se.Statement == "" {
+		t.Fatalf("Run: %v, want a SyncError at the XA COMMIT", err)
+	}
+}
