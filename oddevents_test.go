@@ -1,0 +1,196 @@
+package dmworker_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/replication"
+
+	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/testserver"
+	"github.com/dmworker/dmworker/mysqlsink"
+	"github.com/dmworker/dmworker/streamer"
+)
+
+// oddRig replicates one upstream schema, odd, through both readers at once:
+// a syncer on the remote reader (serial) routes it to odd_remote, one on a
+// live relay's local reader (16 workers) to odd_relay, both into the same
+// downstream. Both start at the upstream's position when the rig is made,
+// before the test creates anything.
+type oddRig struct {
+	p        *syncPair
+	rel      *dmworker.Relay
+	relayDir string
+	runs     map[string]*syncRunner // by target schema
+}
+
+// oddTargets are the rig's target schemas.
+var oddTargets = []string{"odd_remote", "odd_relay"}
+
+func newOddRig(t *testing.T, upOpts, downOpts testserver.MariaDBOptions) *oddRig {
+	t.Helper()
+	p := &syncPair{up: testserver.StartMariaDB(t, upOpts), down: testserver.StartMariaDB(t, downOpts)}
+	p.updb, p.downdb = p.up.DB(t), p.down.DB(t)
+	var err error
+	if p.sink, err = mysqlsink.New(p.downdb); err != nil {
+		t.Fatal(err)
+	}
+	g := &oddRig{p: p, relayDir: t.TempDir(), runs: map[string]*syncRunner{}}
+	g.rel, err = dmworker.NewRelay(upstreamOf(p.up), g.relayDir, dmworker.RelayConfig{RelayStart: streamer.Position{Name: "mysql-bin.000001", Offset: 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := runRelay(t, g.rel)
+	waitRelayed(t, g.rel, p.updb, errc)
+	for i, target := range oddTargets {
+		cfg := dmworker.SyncerConfig{
+			Task:     target,
+			Upstream: upstreamOf(p.up),
+			Filter:   dmworker.BlockAllowList{DoDBs: []string{"odd"}},
+			Routes:   []dmworker.RouteRule{{SchemaPattern: "odd", TargetSchema: target}},
+		}
+		var opts []dmworker.SyncerOption
+		if i == 1 {
+			cfg.Workers = 16
+			opts = append(opts, dmworker.WithReaderFactory(func(_ context.Context, start streamer.Position) (streamer.Reader, error) {
+				return streamer.NewLocalReader(g.relayDir, streamer.StartAtPosition(start), streamer.WithRelayTail(g.rel))
+			}))
+		}
+		s, err := dmworker.NewSyncer(cfg, p.sink, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.runs[target] = runSyncer(t, s)
+	}
+	return g
+}
+
+// sync waits until both syncers have checkpointed the upstream's position.
+func (g *oddRig) sync(t *testing.T) {
+	t.Helper()
+	for _, target := range oddTargets {
+		waitSynced(t, g.runs[target], g.p.updb)
+	}
+}
+
+// check compares the upstream's odd tables with both copies, row by row.
+func (g *oddRig) check(t *testing.T, tables ...string) {
+	t.Helper()
+	g.sync(t)
+	for _, target := range oddTargets {
+		for _, tb := range tables {
+			checkEqual(t, g.p.updb, g.p.downdb, "odd."+tb, target+"."+tb)
+		}
+	}
+}
+
+// relayEqualsUpstream checks the relay's files are the upstream's, byte for
+// byte.
+func (g *oddRig) relayEqualsUpstream(t *testing.T) {
+	t.Helper()
+	waitUntil(t, "the relay to catch up", func() bool {
+		file, pos := masterPos(t, g.p.updb)
+		got, _ := g.rel.Relayed()
+		return got.Name == file && got.Offset >= pos
+	})
+	checkRelayEqualsUpstream(t, onlySubdir(t, g.relayDir), upstreamFiles(t, g.p.up), nil)
+}
+
+// stopErr waits (a minute at most) for the syncer of target to stop on its
+// own and returns its error.
+func (g *oddRig) stopErr(t *testing.T, target string) error {
+	t.Helper()
+	r := g.runs[target]
+	select {
+	case <-r.done:
+		return r.err
+	case <-time.After(time.Minute):
+		t.Fatalf("the %s syncer did not stop", target)
+		return nil
+	}
+}
+
+// TestOddXA runs XA transactions through both readers (the remote one and
+// a live relay's local one): prepared ones interleaved, committed and
+// rolled back, one-phase, and one open while more follows.
+func TestOddXA(t *testing.T) {
+	g := newOddRig(t, testserver.MariaDBOptions{ServerID: 81}, testserver.MariaDBOptions{ServerID: 181})
+	db := g.p.updb
+	mustExec(t, db, "CREATE DATABASE odd")
+	mustExec(t, db, "CREATE TABLE odd.t (id INT PRIMARY KEY, v VARCHAR(20))")
+	mustExec(t, db, "INSERT INTO odd.t VALUES (100, 'old'), (101, 'old')")
+	xaPrepare(t, db, "'a'", "INSERT INTO odd.t VALUES (1, 'a')", "UPDATE odd.t SET v = 'a' WHERE id = 100")
+	xaPrepare(t, db, "'b'", "INSERT INTO odd.t VALUES (2, 'b')", "DELETE FROM odd.t WHERE id = 101")
+	mustExec(t, db, "INSERT INTO odd.t VALUES (10, 'plain')")
+	for _, target := range oddTargets {
+		waitRow(t, g.runs[target], g.p.downdb, "SELECT 1 FROM "+target+".t WHERE id = 10")
+		waitRead(t, g.runs[target], db)
+		checkEqual(t, db, g.p.downdb, "odd.t", target+".t")
+	}
+	xaExec(t, db, "XA COMMIT 'b'")
+	xaExec(t, db, "XA ROLLBACK 'a'")
+	xaExec(t, db, "XA START 'c'", "INSERT INTO odd.t VALUES (3, 'c')", "XA END 'c'", "XA COMMIT 'c' ONE PHASE")
+	xaPrepare(t, db, "'d'", "UPDATE odd.t SET v = 'd' WHERE id = 10")
+	mustExec(t, db, "INSERT INTO odd.t VALUES (11, 'plain')")
+	xaExec(t, db, "XA COMMIT 'd'")
+	g.check(t, "t")
+	g.relayEqualsUpstream(t)
+}
+
+// TestOddCompressed: MariaDB's binlog compression (log_bin_compress) logs
+// statements as QUERY_COMPRESSED events and rows as *_ROWS_COMPRESSED_V1
+// events once they pass log_bin_compress_min_len: both readers and the
+// syncer take them, and the relay copies them byte for byte.
+func TestOddCompressed(t *testing.T) {
+	g := newOddRig(t, testserver.MariaDBOptions{ServerID: 82, ExtraArgs: []string{"--log-bin-compress=ON", "--log-bin-compress-min-len=10"}},
+		testserver.MariaDBOptions{ServerID: 182})
+	db := g.p.updb
+	mustExec(t, db, "CREATE DATABASE odd")
+	mustExec(t, db, "CREATE TABLE odd.t (id INT PRIMARY KEY, s VARCHAR(300), b MEDIUMBLOB, d DECIMAL(20,6), ts DATETIME(6), j JSON, e ENUM('x','y'), bits BIT(12), tm TIME(3))")
+	for i := 0; i < 60; i++ {
+		mustExec(t, db, "INSERT INTO odd.t VALUES (?, REPEAT(?, ?), REPEAT(?, ?), ?, NOW(6), ?, ?, ?, ?)",
+			i, string(rune('a'+i%26)), 1+i*5, "\x00\xff", i*300, float64(i)*1.5, `{"k": `+string(rune('0'+i%10))+`}`, []string{"x", "y"}[i%2], i, "12:34:56.789")
+	}
+	mustExec(t, db, "UPDATE odd.t SET s = CONCAT(s, 'u'), b = NULL WHERE id % 3 = 0")
+	mustExec(t, db, "DELETE FROM odd.t WHERE id % 7 = 0")
+	mustExec(t, db, "ALTER TABLE odd.t ADD COLUMN extra VARCHAR(100) DEFAULT 'a long enough default to be compressed'")
+	mustExec(t, db, "UPDATE odd.t SET extra = REPEAT('z', id)")
+	// A short statement and a short row stay uncompressed.
+	mustExec(t, db, "SET @x = 1")
+	mustExec(t, db, "INSERT INTO odd.t (id) VALUES (1000)")
+	g.check(t, "t")
+	g.relayEqualsUpstream(t)
+	compressed := 0
+	for _, k := range streamerFileEventTypes(t, g.p.up) {
+		switch k {
+		case replication.MARIADB_QUERY_COMPRESSED_EVENT, replication.MARIADB_WRITE_ROWS_COMPRESSED_EVENT_V1,
+			replication.MARIADB_UPDATE_ROWS_COMPRESSED_EVENT_V1, replication.MARIADB_DELETE_ROWS_COMPRESSED_EVENT_V1:
+			compressed++
+		}
+	}
+	if compressed < 60 {
+		t.Fatalf("only %d compressed events in the upstream's binlog", compressed)
+	}
+}
+
+// streamerFileEventTypes lists the types of the events in the upstream's
+// binlog files, in order.
+func streamerFileEventTypes(t *testing.T, m *testserver.MariaDB) []replication.EventType {
+	t.Helper()
+	files, err := m.BinlogFiles(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []replication.EventType
+	for _, f := range files {
+		p := replication.NewBinlogParser()
+		if err := p.ParseFile(f, 0, func(e *replication.BinlogEvent) error {
+			out = append(out, e.Header.EventType)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
