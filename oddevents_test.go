@@ -2,6 +2,9 @@ package dmworker_test
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,4 +196,98 @@ func streamerFileEventTypes(t *testing.T, m *testserver.MariaDB) []replication.E
 		}
 	}
 	return out
+}
+
+// bigArgs raise max_allowed_packet, so that rows of tens of MiB can be
+// written upstream and applied downstream.
+var bigArgs = []string{"--max-allowed-packet=256M"}
+
+// bigRows compares a table of (id, b LONGBLOB) by length and digest of b.
+func bigRows(t *testing.T, db *sql.DB, table string) []string {
+	t.Helper()
+	return queryRows(t, db, "SELECT id, LENGTH(b), MD5(b) FROM "+table+" ORDER BY id")
+}
+
+// checkBig compares odd.big upstream with both copies.
+func (g *oddRig) checkBig(t *testing.T) {
+	t.Helper()
+	g.sync(t)
+	want := bigRows(t, g.p.updb, "odd.big")
+	for _, target := range oddTargets {
+		if got := bigRows(t, g.p.downdb, target+".big"); strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("%s.big:\n%s\nupstream:\n%s", target, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+}
+
+// TestOddLargeEvents: events over 16 MiB arrive over several packets of
+// the dump protocol (a rows event of a 20 MiB LONGBLOB, its update of over 40 MiB, and rows
+// events whose sizes put the packet payload, the event and its OK byte,
+// right around one and two times 0xffffff, where the protocol sends a full
+// packet and then an empty or a short one). Both readers, the relay's
+// copy and the syncers take them whole.
+func TestOddLargeEvents(t *testing.T) {
+	g := newOddRig(t, testserver.MariaDBOptions{ServerID: 83, ExtraArgs: bigArgs}, testserver.MariaDBOptions{ServerID: 183, ExtraArgs: bigArgs})
+	db := g.p.updb
+	mustExec(t, db, "CREATE DATABASE odd")
+	mustExec(t, db, "CREATE TABLE odd.big (id INT PRIMARY KEY, b LONGBLOB)")
+	mustExec(t, db, "INSERT INTO odd.big VALUES (1, REPEAT('a', 20 << 20))")
+	// Its update event holds both images: over 40 MiB.
+	mustExec(t, db, "UPDATE odd.big SET b = CONCAT(b, 'tail') WHERE id = 1")
+	g.checkBig(t)
+
+	// The rows event of a row of n bytes is n + overhead bytes long.
+	file, before := masterPos(t, db)
+	mustExec(t, db, "INSERT INTO odd.big VALUES (3, REPEAT('c', 1000))")
+	overhead := int64(rowsEventSize(t, db, file, before)) - 1000
+	const packet = 0xffffff
+	var sizes []int64 // event sizes
+	for _, payload := range []int64{packet - 1, packet, packet + 1, 2*packet - 1, 2 * packet, 2*packet + 1} {
+		sizes = append(sizes, payload-1) // the payload is the OK byte and the event
+	}
+	// One transaction of the first three, then the others alone.
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, size := range sizes[:3] {
+		if _, err := tx.Exec("INSERT INTO odd.big VALUES (?, REPEAT('t', ?))", 10+i, size-overhead); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for i, size := range sizes[3:] {
+		file, before := masterPos(t, db)
+		mustExec(t, db, "INSERT INTO odd.big VALUES (?, REPEAT('s', ?))", 20+i, size-overhead)
+		if got := rowsEventSize(t, db, file, before); int64(got) != size {
+			t.Fatalf("rows event of %d bytes, want %d", got, size)
+		}
+	}
+	g.checkBig(t)
+	g.relayEqualsUpstream(t)
+}
+
+// rowsEventSize is the size of the first rows event in file after offset
+// from.
+func rowsEventSize(t *testing.T, db *sql.DB, file string, from uint64) uint64 {
+	t.Helper()
+	rows, err := db.Query(fmt.Sprintf("SHOW BINLOG EVENTS IN '%s' FROM %d", file, from))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name, typ, info string
+		var pos, serverID, end uint64
+		if err := rows.Scan(&name, &pos, &typ, &serverID, &end, &info); err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(typ, "Write_rows") {
+			return end - pos
+		}
+	}
+	t.Fatalf("no rows event in %s after %d", file, from)
+	return 0
 }
