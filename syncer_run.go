@@ -50,6 +50,9 @@ type syncRun struct {
 	// xa is the XA transactions prepared and not yet resolved
 	// (syncer_xa.go).
 	xa xaState
+	// triggers caches whether upstream tables have triggers, for
+	// statement-logged changes (syncer_statement.go).
+	triggers map[schema.TableName]bool
 }
 
 // Run replicates until ctx ends (it then returns nil after saving its
@@ -484,7 +487,10 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 			break
 		}
 		mode := r.sqlMode(e)
-		if dml, err := r.statementDML(ev, mode, string(e.Schema), q); dml || err != nil {
+		if triggerDDL.MatchString(q) {
+			clear(r.triggers) // a trigger came or went
+		}
+		if dml, err := r.statementDML(ctx, ev, mode, string(e.Schema), q); dml || err != nil {
 			if err != nil {
 				return err
 			}
@@ -905,30 +911,41 @@ func (r *syncRun) sqlMode(e *replication.QueryEvent) schema.SQLMode {
 // such rows never arrive as row events, so when the statement may write a
 // table the task replicates (or the statement cannot be read), the task
 // stops there with ErrStatementBinlog, before its checkpoint passes it.
-func (r *syncRun) statementDML(ev *streamer.Event, mode schema.SQLMode, defaultSchema, query string) (bool, error) {
+//
+// So does a stored function call, and a statement on a table with triggers
+// (syncer_statement.go): what they wrote is in no event.
+func (r *syncRun) statementDML(ctx context.Context, ev *streamer.Event, mode schema.SQLMode, defaultSchema, query string) (bool, error) {
 	s := r.s
 	kind, tables, dml := schema.StatementDML(mode, defaultSchema, query)
 	if !dml {
+		if isFunctionCall(query) {
+			return true, r.statementErr(ev, "", query, fmt.Errorf("%w: a stored function call, whose changes (to tables that cannot be told) are not in the binlog", ErrStatementBinlog))
+		}
 		return false, nil
 	}
 	if tables == nil {
-		return true, r.wrapEvent(ev, "", query, fmt.Errorf("%w: a %s whose tables cannot be told", ErrStatementBinlog, kind))
+		return true, r.statementErr(ev, "", query, fmt.Errorf("%w: a %s whose tables cannot be told", ErrStatementBinlog, kind))
 	}
 	ck := map[string]ChangeKind{schema.KindInsert: Insert, schema.KindUpdate: Update, schema.KindDelete: Delete}[kind]
 	for _, t := range tables {
-		if !s.rules.allowed(t.Schema, t.Name) {
-			continue
+		passed := !s.rules.allowed(t.Schema, t.Name)
+		if !passed {
+			// Not tracked: a temporary table, or one the task never saw
+			// created.
+			_, tracked := r.tracker.Table(t.Schema, t.Name)
+			passed = !tracked
 		}
-		if _, ok := r.tracker.Table(t.Schema, t.Name); !ok {
-			// A temporary table, or one the task never saw created.
-			continue
+		if !passed {
+			skip, err := s.rules.skipDML(t.Schema, t.Name, ck)
+			if err != nil {
+				return true, r.wrapEvent(ev, t.Schema+"."+t.Name, query, err)
+			}
+			if !skip {
+				return true, r.statementErr(ev, t.Schema+"."+t.Name, query, fmt.Errorf("%w: a %s", ErrStatementBinlog, kind))
+			}
 		}
-		skip, err := s.rules.skipDML(t.Schema, t.Name, ck)
-		if err != nil {
-			return true, r.wrapEvent(ev, t.Schema+"."+t.Name, query, err)
-		}
-		if !skip {
-			return true, r.wrapEvent(ev, t.Schema+"."+t.Name, query, fmt.Errorf("%w: a %s", ErrStatementBinlog, kind))
+		if err := r.triggersWrite(ctx, ev, t, kind, query); err != nil {
+			return true, err
 		}
 	}
 	return true, nil
