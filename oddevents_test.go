@@ -3,6 +3,7 @@ package dmworker_test
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"strings"
 	"testing"
@@ -290,4 +291,50 @@ func rowsEventSize(t *testing.T, db *sql.DB, file string, from uint64) uint64 {
 	}
 	t.Fatalf("no rows event in %s after %d", file, from)
 	return 0
+}
+
+// sessionExec runs statements on one session of db.
+func sessionExec(t *testing.T, db *sql.DB, stmts ...string) {
+	t.Helper()
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, q := range stmts {
+		if _, err := c.ExecContext(context.Background(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// Leave no session setting behind for the pool's next user.
+	_ = c.Raw(func(any) error { return driver.ErrBadConn })
+}
+
+// TestOddSessionSettings: sessions that change how they log, on a ROW
+// server. MIXED logs the unsafe statements as rows (replicated as usual);
+// sql_log_bin=0 logs nothing (nothing to do: the downstream never sees
+// those changes); binlog_annotate_row_events off and on (an Annotate_rows
+// event before the rows or not). Both readers go on through all of them.
+func TestOddSessionSettings(t *testing.T) {
+	g := newOddRig(t, testserver.MariaDBOptions{ServerID: 85}, testserver.MariaDBOptions{ServerID: 185})
+	db := g.p.updb
+	mustExec(t, db, "CREATE DATABASE odd")
+	mustExec(t, db, "CREATE TABLE odd.t (id INT PRIMARY KEY, v VARCHAR(40))")
+	mustExec(t, db, "CREATE TABLE odd.nolog (id INT PRIMARY KEY)")
+	sessionExec(t, db, "SET SESSION binlog_format = 'MIXED'",
+		"INSERT INTO odd.t VALUES (1, UUID())",
+		"INSERT INTO odd.t SELECT id + 10, v FROM odd.t ORDER BY id LIMIT 1",
+		"UPDATE odd.t SET v = UUID() WHERE id = 1")
+	sessionExec(t, db, "SET SESSION sql_log_bin = 0", "INSERT INTO odd.nolog VALUES (1)")
+	sessionExec(t, db, "SET SESSION binlog_annotate_row_events = OFF", "INSERT INTO odd.t VALUES (2, 'no annotate')",
+		"UPDATE odd.t SET v = 'still none' WHERE id = 2")
+	sessionExec(t, db, "SET SESSION binlog_annotate_row_events = ON", "INSERT INTO odd.t VALUES (3, 'annotated')",
+		"DELETE FROM odd.t WHERE id = 2")
+	g.check(t, "t")
+	for _, target := range oddTargets {
+		if n := len(tableRows(t, g.p.downdb, target+".nolog")); n != 0 {
+			t.Fatalf("%s.nolog has %d rows: a change with sql_log_bin=0 is in no event", target, n)
+		}
+	}
+	g.relayEqualsUpstream(t)
 }
