@@ -106,12 +106,29 @@ func TestSyncerXA(t *testing.T) {
 
 		// A prepared XA open across a restart: the checkpoint stays before
 		// it, and the rows arrive with the commit that the next run reads.
+		floor := upstreamPos(t, p.updb)
 		xaPrepare(t, p.updb, "X'0a7f',X'ff',7", "INSERT INTO xa.t VALUES (4, 'd')", "UPDATE xa.t SET v = 'd' WHERE id = 10")
 		mustExec(t, p.updb, "INSERT INTO xa.t VALUES (11, 'plain')")
 		waitRow(t, run, p.downdb, "SELECT 1 FROM xa.t WHERE id = 11")
 		waitRead(t, run, p.updb)
+		// Every checkpoint stored meanwhile (what a killed process leaves)
+		// is before the prepared XA, safe mode reaching past it.
+		if st := s.Status(); st.Checkpoint.Compare(floor) > 0 {
+			t.Fatalf("status checkpoint %s passed the prepared XA at %s", st.Checkpoint, floor)
+		}
+		cp, _, err := p.sink.LoadCheckpoint(context.Background(), "xa", upstreamOf(p.up).SourceName())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cp.Pos.Compare(floor) > 0 {
+			t.Fatalf("stored checkpoint %s passed the prepared XA at %s", cp.Pos, floor)
+		}
 		if err := run.Stop(); err != nil {
 			t.Fatal(err)
+		}
+		if cp, _, err = p.sink.LoadCheckpoint(context.Background(), "xa", upstreamOf(p.up).SourceName()); err != nil || cp.Pos.Compare(floor) > 0 ||
+			cp.SafeUntil.Compare(floor) <= 0 {
+			t.Fatalf("checkpoint after the stop %s safe until %s (%v), want at or before %s and safe past it", cp.Pos, cp.SafeUntil, err, floor)
 		}
 		checkEqual(t, p.updb, p.downdb, "xa.t", "xa.t")
 		xaExec(t, p.updb, "XA COMMIT X'0a7f',X'ff',7")
@@ -156,4 +173,38 @@ func TestSyncerXAPreparedBeforeStart(t *testing.T) {
 	if !errors.As(err, &se) || se.Pos.Compare(streamer.Position{Name: start.Name, Offset: start.Offset}) <= 0 || se.Statement == "" {
 		t.Fatalf("Run: %v, want a SyncError at the XA COMMIT", err)
 	}
+}
+
+// TestSubTaskXA: XA transactions through a SubTask in both modes, with a
+// pause and resume while one is prepared: the downstream ends equal to the
+// upstream, and holds no prepared row before its commit.
+func TestSubTaskXA(t *testing.T) {
+	forTaskModes(t, func(t *testing.T, mode dmworker.Mode, workers int) {
+		p := newPair(t, 73, 173, testserver.MariaDBOptions{})
+		setupBoth(t, p.updb, p.downdb, mode, "CREATE DATABASE xa", "CREATE TABLE xa.t (id INT PRIMARY KEY, v VARCHAR(20))",
+			"INSERT INTO xa.t VALUES (100, 'old'), (101, 'old')")
+		st := startTask(t, p, dmworker.SubTaskConfig{
+			Name: "xa", Mode: mode, Filter: dmworker.BlockAllowList{DoDBs: []string{"xa"}},
+			SyncerTuning: dmworker.SyncerTuning{Workers: workers},
+		})
+		xaPrepare(t, p.updb, "'a'", "INSERT INTO xa.t VALUES (1, 'a')", "UPDATE xa.t SET v = 'a' WHERE id = 100")
+		xaPrepare(t, p.updb, "'b'", "INSERT INTO xa.t VALUES (2, 'b')", "DELETE FROM xa.t WHERE id = 101")
+		mustExec(t, p.updb, "INSERT INTO xa.t VALUES (10, 'plain')")
+		waitUntil(t, "the plain row downstream", func() bool {
+			var n int
+			return p.downdb.QueryRow("SELECT COUNT(*) FROM xa.t WHERE id = 10").Scan(&n) == nil && n == 1
+		})
+		checkEqual(t, p.updb, p.downdb, "xa.t", "xa.t")
+		if err := st.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		waitStage(t, st.Status, dmworker.SubTaskPaused)
+		xaExec(t, p.updb, "XA COMMIT 'a'")
+		if err := st.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		xaExec(t, p.updb, "XA ROLLBACK 'b'")
+		waitSubTaskSynced(t, st.Status, p)
+		checkEqual(t, p.updb, p.downdb, "xa.t", "xa.t")
+	})
 }
