@@ -172,6 +172,11 @@ func TestOddCompressed(t *testing.T) {
 	mustExec(t, db, "DELETE FROM odd.t WHERE id % 7 = 0")
 	mustExec(t, db, "ALTER TABLE odd.t ADD COLUMN extra VARCHAR(100) DEFAULT 'a long enough default to be compressed'")
 	mustExec(t, db, "UPDATE odd.t SET extra = REPEAT('z', id)")
+	// XA transactions: XA END and XA COMMIT are compressed statements.
+	xaPrepare(t, db, "'compressed-a'", "INSERT INTO odd.t (id, s) VALUES (500, REPEAT('x', 100))")
+	xaPrepare(t, db, "'compressed-b'", "UPDATE odd.t SET s = 'rolled back' WHERE id = 1")
+	xaExec(t, db, "XA COMMIT 'compressed-a'")
+	xaExec(t, db, "XA ROLLBACK 'compressed-b'")
 	// A short statement and a short row stay uncompressed.
 	mustExec(t, db, "SET @x = 1")
 	mustExec(t, db, "INSERT INTO odd.t (id) VALUES (1000)")
