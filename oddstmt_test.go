@@ -3,10 +3,13 @@ package dmworker_test
 import (
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
@@ -14,13 +17,15 @@ import (
 
 // TestStatementBinlogHidden: in a session with binlog_format=STATEMENT
 // some statements change a replicated table without naming it: a trigger
-// on another table, a stored function called from SELECT, DO or SET, a
-// multi-table UPDATE. Their row changes are not in the binlog; the syncer
+// on another table, a stored function called from SELECT, DO or SET, LOAD DATA
+// (its file in the binlog, not its rows), a multi-table UPDATE. Their row changes are not in the binlog; the syncer
 // stops at them with ErrStatementBinlog (and the downstream keeps what it
 // had) rather than lose them; Skip passes over one.
 func TestStatementBinlogHidden(t *testing.T) {
 	p := newSyncPair(t, testserver.MariaDBOptions{ServerID: 84})
 	mustExec(t, p.updb, "SET GLOBAL log_bin_trust_function_creators = 1")
+	mysql.RegisterReaderHandler("oddstmt", func() io.Reader { return strings.NewReader("9\t7\n") })
+	defer mysql.DeregisterReaderHandler("oddstmt")
 	for _, tc := range []struct {
 		name  string
 		setup []string // in ROW format
@@ -39,6 +44,7 @@ func TestStatementBinlogHidden(t *testing.T) {
 		{"set_function", []string{
 			"CREATE FUNCTION set_function.f() RETURNS INT MODIFIES SQL DATA BEGIN DELETE FROM set_function.t; RETURN 1; END",
 		}, "SET @x = set_function.f()"},
+		{"load_data", nil, "LOAD DATA LOCAL INFILE 'Reader::oddstmt' INTO TABLE load_data.t"},
 		{"multi_update", []string{
 			"CREATE TABLE other_multi_update.o (id INT PRIMARY KEY)",
 			"INSERT INTO other_multi_update.o VALUES (1)",

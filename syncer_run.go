@@ -509,7 +509,9 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 	case *replication.ExecuteLoadQueryEvent:
 		// LOAD DATA logged as a statement; the event does not say which
 		// table in a form go-mysql decodes.
-		return r.wrapEvent(ev, "", "LOAD DATA", fmt.Errorf("%w: LOAD DATA", ErrStatementBinlog))
+		if err := r.statementErr(ev, "", "LOAD DATA", fmt.Errorf("%w: LOAD DATA", ErrStatementBinlog)); err != nil {
+			return err
+		}
 	}
 	if !ev.TxnEnd && ev.Boundary && !ev.Artificial() {
 		// A real event between transactions (a rotation's format
