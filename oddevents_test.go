@@ -437,3 +437,22 @@ func TestOddTemporaryAndLoadData(t *testing.T) {
 	g.check(t, "fromtmp", "loaded")
 	g.relayEqualsUpstream(t)
 }
+
+// TestOddNoChecksum: an upstream with binlog_checksum=NONE (no CRC32 after
+// each event), through both readers; the relay copies its files as they are.
+func TestOddNoChecksum(t *testing.T) {
+	g := newOddRig(t, testserver.MariaDBOptions{ServerID: 91, ExtraArgs: []string{"--binlog-checksum=NONE"}}, testserver.MariaDBOptions{ServerID: 191})
+	db := g.p.updb
+	mustExec(t, db, "CREATE DATABASE odd")
+	mustExec(t, db, "CREATE TABLE odd.t (id INT PRIMARY KEY, v VARCHAR(40))")
+	for i := range 20 {
+		mustExec(t, db, "INSERT INTO odd.t VALUES (?, ?)", i, strings.Repeat("v", i))
+	}
+	mustExec(t, db, "UPDATE odd.t SET v = 'u' WHERE id % 2 = 0")
+	xaPrepare(t, db, "'nc'", "DELETE FROM odd.t WHERE id = 3")
+	mustExec(t, db, "FLUSH BINARY LOGS")
+	xaExec(t, db, "XA COMMIT 'nc'")
+	mustExec(t, db, "ALTER TABLE odd.t ADD COLUMN w INT DEFAULT 5")
+	g.check(t, "t")
+	g.relayEqualsUpstream(t)
+}
