@@ -92,6 +92,10 @@ func TestXATransactionFraming(t *testing.T) {
 	local := localReadAll(ctx, t, newLocal(t, dir, streamer.StartAtPosition(streamer.Position{}), streamer.WithFollow(false)))
 	equalStreams(t, streamKeys(local), streamKeys(remote))
 	checkTransactions(t, local)
+	// Both say alike where a transaction may be resumed after.
+	if lb, rb := boundaries(local), boundaries(remote); lb != rb {
+		t.Fatalf("boundaries (after each real event):\nlocal  %s\nremote %s", lb, rb)
+	}
 
 	scan, err := streamer.ScanRelayFile(filepath.Join(dir, sub, files[len(files)-1]), streamer.FlavorMariaDB)
 	if err != nil {
@@ -100,4 +104,20 @@ func TestXATransactionFraming(t *testing.T) {
 	if scan.TxnEnd != scan.Size || scan.Size != int64(end.Offset) {
 		t.Fatalf("relay file of %d bytes (binlog at %d): whole transactions end at %d", scan.Size, end.Offset, scan.TxnEnd)
 	}
+}
+
+// boundaries writes, for each real event, whether it is a Boundary.
+func boundaries(evs []*streamer.Event) string {
+	var b []byte
+	for _, e := range evs {
+		if e.Artificial() {
+			continue
+		}
+		if e.Boundary {
+			b = append(b, 'B')
+		} else {
+			b = append(b, '.')
+		}
+	}
+	return string(b)
 }
