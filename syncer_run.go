@@ -467,6 +467,11 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 				return err
 			}
 		}
+		if ev.Header.EventType == replication.INCIDENT_EVENT {
+			if err := r.incident(ev); err != nil {
+				return err
+			}
+		}
 	case *replication.QueryEvent:
 		q := strings.TrimSpace(string(e.Query))
 		if strings.EqualFold(q, "COMMIT") || strings.EqualFold(q, "BEGIN") {

@@ -2,6 +2,8 @@ package dmworker
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -29,6 +31,33 @@ import (
 //     stops there when the table has any, or when it cannot tell.
 //
 // Skip(pos) passes over such a statement.
+
+// ErrUpstreamIncident is an INCIDENT event in the upstream's binlog: the
+// server could not log changes it made (LOST_EVENTS), so the binlog lacks
+// them from there on, and a replica that went on would differ without a
+// word. The syncer stops at it, before its checkpoint passes it; the
+// SyncError names it and carries the server's message. Compare the tables
+// (Diff), bring them in line, then Skip the event.
+var ErrUpstreamIncident = errors.New("dmworker: the upstream's binlog has an incident (changes it could not log)")
+
+// incident stops the run at an INCIDENT event, unless the host asked to
+// Skip it.
+func (r *syncRun) incident(ev *streamer.Event) error {
+	msg := "INCIDENT"
+	if raw := ev.RawData; len(raw) >= 19+3 {
+		// number(2) message_length(1) message
+		b := raw[19:]
+		n := int(b[2])
+		if 3+n <= len(b) {
+			msg = fmt.Sprintf("INCIDENT %d: %s", binary.LittleEndian.Uint16(b), b[3:3+n])
+		}
+	}
+	if op, ok := r.s.takeOperator(ev.Pos, r.eventStart(ev)); ok && op.skip {
+		r.s.log.Warn("skipping an upstream incident, as asked", slog.String("pos", ev.Pos.String()), slog.String("incident", msg))
+		return nil
+	}
+	return r.wrapEvent(ev, "", msg, ErrUpstreamIncident)
+}
 
 // isFunctionCall reports whether q, a statement logged in a query event, is
 // a call of a stored function that wrote data: the binlog holds no SELECT
