@@ -78,7 +78,8 @@
 // PREPARE (where MariaDB logs their rows), and dropped at XA ROLLBACK; the
 // checkpoint stays before the oldest prepared one meanwhile. An XA COMMIT
 // of one prepared before the task's start stops it with
-// ErrXAPreparedBeforeStart.
+// ErrXAPreparedBeforeStart. An INCIDENT event (changes the upstream could
+// not log) stops it with ErrUpstreamIncident.
 //
 // Any sql_mode is fine, global or per session. The library's own
 // connections to the upstream set an empty session sql_mode (so SHOW CREATE

@@ -523,9 +523,10 @@ func (s sinkStore) Save(ctx context.Context, cp Checkpoint) error {
 }
 
 // Skip tells the syncer to pass over the DDL at pos the next time it
-// reaches it; also a row change logged as a statement (ErrStatementBinlog)
-// or an XA COMMIT (ErrXAPreparedBeforeStart) that stopped it, whose
-// changes are then the host's to bring over. pos is either position a *SyncError names: its Start (where
+// reaches it; also a row change logged as a statement (ErrStatementBinlog),
+// an XA COMMIT (ErrXAPreparedBeforeStart) or an INCIDENT event
+// (ErrUpstreamIncident) that stopped it, whose changes are then the host's
+// to bring over. pos is either position a *SyncError names: its Start (where
 // the event begins) or its Pos (right after it); only the file and offset
 // count.
 func (s *Syncer) Skip(pos streamer.Position) {
