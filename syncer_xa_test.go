@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/dmworker/dmworker"
 	"github.com/dmworker/dmworker/internal/testserver"
@@ -176,8 +177,9 @@ func TestSyncerXAPreparedBeforeStart(t *testing.T) {
 }
 
 // TestSubTaskXA: XA transactions through a SubTask in both modes, with a
-// pause and resume while one is prepared: the downstream ends equal to the
-// upstream, and holds no prepared row before its commit.
+// pause and resume while one is prepared, and the validator beside it:
+// the downstream ends equal to the upstream, holds no prepared row before
+// its commit, and the validator finds no difference.
 func TestSubTaskXA(t *testing.T) {
 	forTaskModes(t, func(t *testing.T, mode dmworker.Mode, workers int) {
 		p := newPair(t, 73, 173, testserver.MariaDBOptions{})
@@ -186,6 +188,7 @@ func TestSubTaskXA(t *testing.T) {
 		st := startTask(t, p, dmworker.SubTaskConfig{
 			Name: "xa", Mode: mode, Filter: dmworker.BlockAllowList{DoDBs: []string{"xa"}},
 			SyncerTuning: dmworker.SyncerTuning{Workers: workers},
+			Validation:   dmworker.ValidationConfig{Mode: dmworker.ValidationFull, RowErrorDelay: dmworker.Duration(2 * time.Second)},
 		})
 		xaPrepare(t, p.updb, "'a'", "INSERT INTO xa.t VALUES (1, 'a')", "UPDATE xa.t SET v = 'a' WHERE id = 100")
 		xaPrepare(t, p.updb, "'b'", "INSERT INTO xa.t VALUES (2, 'b')", "DELETE FROM xa.t WHERE id = 101")
@@ -206,5 +209,14 @@ func TestSubTaskXA(t *testing.T) {
 		xaExec(t, p.updb, "XA ROLLBACK 'b'")
 		waitSubTaskSynced(t, st.Status, p)
 		checkEqual(t, p.updb, p.downdb, "xa.t", "xa.t")
+		// The validator, beside it, finds nothing different: it sees the
+		// XA's rows when the syncer applies them, and never the rolled
+		// back ones.
+		if vs := waitValidated(t, st, p); vs.Differing != 0 || vs.ErrorRows != 0 || vs.Checked == 0 {
+			t.Fatalf("validator: %+v", vs)
+		}
+		if keys := errorKeys(t, p.downdb, "xa"); len(keys) != 0 {
+			t.Fatalf("validator error rows: %v", keys)
+		}
 	})
 }
