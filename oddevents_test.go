@@ -140,9 +140,8 @@ func TestOddXA(t *testing.T) {
 	xaPrepare(t, db, "'b'", "INSERT INTO odd.t VALUES (2, 'b')", "DELETE FROM odd.t WHERE id = 101")
 	mustExec(t, db, "INSERT INTO odd.t VALUES (10, 'plain')")
 	for _, target := range oddTargets {
-		waitRow(t, g.runs[target], g.p.downdb, "SELECT 1 FROM "+target+".t WHERE id = 10")
 		waitRead(t, g.runs[target], db)
-		checkEqual(t, db, g.p.downdb, "odd.t", target+".t")
+		waitEqual(t, g.runs[target], db, g.p.downdb, "odd.t", target+".t")
 	}
 	xaExec(t, db, "XA COMMIT 'b'")
 	xaExec(t, db, "XA ROLLBACK 'a'")
