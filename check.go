@@ -194,6 +194,7 @@ func Check(ctx context.Context, source SourceConfig, task SubTaskConfig, opts ..
 		add("server_id", CheckPass, fmt.Sprintf("the upstream's server_id is %d", serverID), "")
 	}
 	rs = append(rs, checkStart(ctx, db, task.Start, mariaDB)...)
+	rs = append(rs, checkPreparedXA(ctx, db))
 	rs = append(rs, checkUpstreamGrants(ctx, db, task.Mode, mariaDB)...)
 	tables, tr := checkTables(ctx, db, task)
 	rs = append(rs, tr...)
@@ -201,6 +202,35 @@ func Check(ctx context.Context, source SourceConfig, task SubTaskConfig, opts ..
 		rs = append(rs, checkDownstream(ctx, db, o.down, tables)...)
 	}
 	return append(rs, checkRelayDir(source, o)...)
+}
+
+// checkPreparedXA warns of XA transactions prepared upstream and not yet
+// resolved: their rows are in the binlog at their XA PREPARE, before the
+// position a task starting now begins at, so the XA COMMIT of each would
+// stop it (ErrXAPreparedBeforeStart).
+func checkPreparedXA(ctx context.Context, db *sql.DB) CheckResult {
+	const name = "prepared XA"
+	rows, err := db.QueryContext(ctx, "XA RECOVER")
+	if err != nil {
+		return CheckResult{Name: name, Status: CheckWarn, Found: "cannot list prepared XA transactions (XA RECOVER): " + err.Error(),
+			Fix: "grant the upstream user SUPER (MariaDB) or XA_RECOVER_ADMIN (MySQL), or check by hand that none is prepared"}
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return CheckResult{Name: name, Status: CheckWarn, Found: "cannot list prepared XA transactions (XA RECOVER): " + err.Error(),
+			Fix: "check by hand that none is prepared"}
+	}
+	if n > 0 {
+		return CheckResult{Name: name, Status: CheckWarn,
+			Found: fmt.Sprintf("%d XA transactions are prepared and not committed: their rows are in the binlog before a task that starts now, "+
+				"which stops at their XA COMMIT (ErrXAPreparedBeforeStart)", n),
+			Fix: "commit or roll them back (XA RECOVER lists them) before the task starts, or start it from before their XA PREPARE"}
+	}
+	return CheckResult{Name: name, Status: CheckPass, Found: "no XA transaction is prepared"}
 }
 
 // checkStart checks that the task's start is still on the upstream.

@@ -97,7 +97,7 @@ func TestCheck(t *testing.T) {
 			t.Errorf("a good pair: %s", r)
 		}
 	}
-	for _, name := range []string{"connect", "log_bin", "binlog_format", "binlog_row_image", "server_id", "start position",
+	for _, name := range []string{"connect", "log_bin", "binlog_format", "binlog_row_image", "server_id", "start position", "prepared XA",
 		"upstream privileges", "filters", "primary keys", "downstream privileges", "charsets", "max_allowed_packet", "relay directory"} {
 		checkResult(t, rs, name)
 	}
@@ -110,6 +110,24 @@ func TestCheck(t *testing.T) {
 		if !dmworker.CheckFailed(rs) {
 			t.Error("CheckFailed is false")
 		}
+	})
+	t.Run("prepared XA", func(t *testing.T) {
+		c, err := up.DB(t).Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []string{"XA START 'chk'", "INSERT INTO app.t VALUES (1, 'x')", "XA END 'chk'", "XA PREPARE 'chk'"} {
+			if _, err := c.ExecContext(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		defer func() {
+			if _, err := c.ExecContext(ctx, "XA ROLLBACK 'chk'"); err != nil {
+				t.Error(err)
+			}
+			c.Close()
+		}()
+		wantCheck(t, dmworker.Check(ctx, src, task), "prepared XA", dmworker.CheckWarn, "ErrXAPreparedBeforeStart")
 	})
 	t.Run("binlog_row_image", func(t *testing.T) {
 		up.Exec(t, "SET GLOBAL binlog_row_image = 'MINIMAL'")

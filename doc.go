@@ -68,7 +68,18 @@
 // directory) and says what to fix, as DM's check-task does. A row change that still arrives as a
 // statement (a session that set binlog_format=STATEMENT or MIXED) on a table
 // the task replicates stops it with ErrStatementBinlog at that statement,
-// before its checkpoint passes it: its rows are nowhere in the binlog.
+// before its checkpoint passes it: its rows are nowhere in the binlog. So
+// does, in such a session, a call of a stored function that writes (the
+// binlog holds "SELECT f()") and a statement on a table with triggers
+// (asked of the upstream): what they wrote cannot be told. Skip passes
+// over such a statement.
+//
+// XA transactions are applied when their XA COMMIT comes, not at XA
+// PREPARE (where MariaDB logs their rows), and dropped at XA ROLLBACK; the
+// checkpoint stays before the oldest prepared one meanwhile. An XA COMMIT
+// of one prepared before the task's start stops it with
+// ErrXAPreparedBeforeStart. An INCIDENT event (changes the upstream could
+// not log) stops it with ErrUpstreamIncident.
 //
 // Any sql_mode is fine, global or per session. The library's own
 // connections to the upstream set an empty session sql_mode (so SHOW CREATE

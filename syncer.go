@@ -382,6 +382,9 @@ type Syncer struct {
 	// shardFloor is where checkpoints stay while a shard DDL lock holds
 	// some of the run's events (nil when none): the status says so.
 	shardFloor atomic.Pointer[streamer.Position]
+	// xaFloor is where checkpoints stay while an XA transaction is
+	// prepared and not resolved (nil when none): the status says so.
+	xaFloor atomic.Pointer[streamer.Position]
 
 	runMu sync.Mutex
 
@@ -523,7 +526,10 @@ func (s sinkStore) Save(ctx context.Context, cp Checkpoint) error {
 }
 
 // Skip tells the syncer to pass over the DDL at pos the next time it
-// reaches it. pos is either position a *SyncError names: its Start (where
+// reaches it; also a row change logged as a statement (ErrStatementBinlog),
+// an XA COMMIT (ErrXAPreparedBeforeStart) or an INCIDENT event
+// (ErrUpstreamIncident) that stopped it, whose changes are then the host's
+// to bring over. pos is either position a *SyncError names: its Start (where
 // the event begins) or its Pos (right after it); only the file and offset
 // count.
 func (s *Syncer) Skip(pos streamer.Position) {
@@ -641,6 +647,9 @@ func (s *Syncer) Status() SyncerStatus {
 	if f := s.shardFloor.Load(); f != nil && st.Checkpoint.Compare(*f) > 0 {
 		st.Checkpoint = *f
 	}
+	if f := s.xaFloor.Load(); f != nil && st.Checkpoint.Compare(*f) > 0 {
+		st.Checkpoint = *f
+	}
 	st.Checkpoint, st.Read, st.SafeUntil = st.Checkpoint.Clone(), st.Read.Clone(), st.SafeUntil.Clone()
 	return st
 }
@@ -691,7 +700,9 @@ var (
 	// its checkpoint passes the statement. The SyncError names the
 	// statement and its position. Set binlog_format=ROW upstream, then
 	// bring the table's rows in line (or Skip the event) and Run again.
-	// LOAD DATA logged as a statement stops the syncer whatever its table.
+	// LOAD DATA logged as a statement stops the syncer whatever its table;
+	// so does a stored function call that wrote (logged as SELECT f()),
+	// and a statement on a table with triggers upstream.
 	ErrStatementBinlog = errors.New("dmworker: a row change logged as a statement (binlog_format is not ROW)")
 	// ErrBinlogFormat is returned by Run (and by SubTask in mode all, before
 	// the copy) when the upstream's binlog does not carry every row change

@@ -102,11 +102,24 @@ type runWriter struct {
 	// carries the schema. Both change only with nothing applying.
 	floor   *shardFloor
 	floored bool
+	// xaFloor, while an XA transaction is prepared and not resolved, is
+	// the checkpoint before the oldest such (syncer_xa.go); it changes
+	// only in the run's goroutine.
+	xaFloor *shardFloor
+}
+
+// lowFloor is the earlier of the floors, nil when there is none.
+func (w *runWriter) lowFloor() *shardFloor {
+	f := w.floor
+	if x := w.xaFloor; x != nil && (f == nil || x.pos.Compare(f.pos) < 0) {
+		f = x
+	}
+	return f
 }
 
 // checkpoint returns the checkpoint at pos.
 func (w *runWriter) checkpoint(pos streamer.Position) Checkpoint {
-	if f := w.floor; f != nil && pos.Compare(f.pos) > 0 {
+	if f := w.lowFloor(); f != nil && pos.Compare(f.pos) > 0 {
 		w.floored = true
 		// Everything up to pos may be applied: a replay from the floor
 		// is in safe mode up to there.

@@ -47,6 +47,12 @@ type syncRun struct {
 	// opt is optimistic shard mode's watch for drops due without a DDL
 	// (shardgroup_optimistic.go); nil otherwise.
 	opt *optWatch
+	// xa is the XA transactions prepared and not yet resolved
+	// (syncer_xa.go).
+	xa xaState
+	// triggers caches whether upstream tables have triggers, for
+	// statement-logged changes (syncer_statement.go).
+	triggers map[schema.TableName]bool
 }
 
 // Run replicates until ctx ends (it then returns nil after saving its
@@ -80,6 +86,7 @@ func (s *Syncer) Run(ctx context.Context) (err error) {
 	defer unregister()
 
 	r := &syncRun{s: s, w: &runWriter{s: s}, tables: map[*schema.TableDef]*Table{}, ignoredKind: map[string]bool{}}
+	s.xaFloor.Store(nil) // the run starts at the stored checkpoint
 	cp, found, err := loadCheckpoint(ctx, s.store, s.cfg.Task, s.cfg.Source, s.cfg.Upstream, s.log)
 	if err != nil {
 		return s.wrap(streamer.Position{}, "", "", err)
@@ -439,26 +446,29 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		if err != nil {
 			return err
 		}
-		if r.opt != nil {
-			r.opt.inTxn = !ev.TxnEnd
-		}
-		if r.sh != nil {
-			r.sh.inTxn = !ev.TxnEnd
-			if ok && r.shardRows(ev) {
-				ok = false // held for a shard DDL step, or applied before
-				clear(r.changes)
-				r.changes = r.changes[:0]
+		r.inTxn(!ev.TxnEnd)
+		switch {
+		case ok && r.xa.open != nil:
+			r.xaRows() // applied at its XA COMMIT
+		case ok:
+			if err := r.applyChanges(ctx, ev, ev.TxnEnd); err != nil {
+				return err
 			}
 		}
-		if ok {
-			if f := s.feed.Load(); f != nil {
-				f.rows(r.changes, ev.Pos)
+	case *replication.MariadbGTIDEvent:
+		if e.Flags&mariadbFlPreparedXA != 0 {
+			if err := r.xaBegin(); err != nil {
+				return err
 			}
-			safe := s.cfg.SafeMode || (!r.w.safeUntil.IsZero() && ev.Pos.Compare(r.w.safeUntil) <= 0)
-			err := r.apply.rows(ctx, r.changes, ev.Pos, safe, ev.TxnEnd)
-			clear(r.changes)
-			r.changes = r.changes[:0]
-			if err != nil {
+		}
+	case *replication.GenericEvent:
+		if isXAPrepare(ev) {
+			if err := r.xaPrepared(ctx, ev); err != nil {
+				return err
+			}
+		}
+		if ev.Header.EventType == replication.INCIDENT_EVENT {
+			if err := r.incident(ev); err != nil {
 				return err
 			}
 		}
@@ -467,8 +477,25 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		if strings.EqualFold(q, "COMMIT") || strings.EqualFold(q, "BEGIN") {
 			break
 		}
+		if isXAQuery(q) {
+			// XA START (MySQL: MariaDB says it in the GTID event) and XA
+			// END frame a prepared XA's rows; XA COMMIT and XA ROLLBACK
+			// are its outcome. None of them is a DDL.
+			if xaStart(q) && r.xa.open == nil {
+				if err := r.xaBegin(); err != nil {
+					return err
+				}
+			}
+			if _, err := r.xaOutcome(ctx, ev, q); err != nil {
+				return err
+			}
+			break
+		}
 		mode := r.sqlMode(e)
-		if dml, err := r.statementDML(ev, mode, string(e.Schema), q); dml || err != nil {
+		if triggerDDL.MatchString(q) {
+			clear(r.triggers) // a trigger came or went
+		}
+		if dml, err := r.statementDML(ctx, ev, mode, string(e.Schema), q); dml || err != nil {
 			if err != nil {
 				return err
 			}
@@ -487,7 +514,9 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 	case *replication.ExecuteLoadQueryEvent:
 		// LOAD DATA logged as a statement; the event does not say which
 		// table in a form go-mysql decodes.
-		return r.wrapEvent(ev, "", "LOAD DATA", fmt.Errorf("%w: LOAD DATA", ErrStatementBinlog))
+		if err := r.statementErr(ev, "", "LOAD DATA", fmt.Errorf("%w: LOAD DATA", ErrStatementBinlog)); err != nil {
+			return err
+		}
 	}
 	if !ev.TxnEnd && ev.Boundary && !ev.Artificial() {
 		// A real event between transactions (a rotation's format
@@ -519,6 +548,36 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		return nil
 	}
 	return nil
+}
+
+// inTxn tells the shard modes whether a transaction's rows are being read.
+func (r *syncRun) inTxn(in bool) {
+	if r.opt != nil {
+		r.opt.inTxn = in
+	}
+	if r.sh != nil {
+		r.sh.inTxn = in
+	}
+}
+
+// applyChanges hands the changes in r.changes, read at ev, to the shard
+// modes, the validator's feed and the applier, and empties r.changes.
+// txnEnd says they end their transaction.
+func (r *syncRun) applyChanges(ctx context.Context, ev *streamer.Event, txnEnd bool) error {
+	s := r.s
+	r.inTxn(!txnEnd)
+	defer func() {
+		clear(r.changes)
+		r.changes = r.changes[:0]
+	}()
+	if r.sh != nil && r.shardRows(ev) {
+		return nil // held for a shard DDL step, or applied before
+	}
+	if f := s.feed.Load(); f != nil {
+		f.rows(r.changes, ev.Pos)
+	}
+	safe := s.cfg.SafeMode || (!r.w.safeUntil.IsZero() && ev.Pos.Compare(r.w.safeUntil) <= 0)
+	return r.apply.rows(ctx, r.changes, ev.Pos, safe, txnEnd)
 }
 
 // rowsEvent turns a rows event into changes appended to r.changes. It
@@ -859,30 +918,41 @@ func (r *syncRun) sqlMode(e *replication.QueryEvent) schema.SQLMode {
 // such rows never arrive as row events, so when the statement may write a
 // table the task replicates (or the statement cannot be read), the task
 // stops there with ErrStatementBinlog, before its checkpoint passes it.
-func (r *syncRun) statementDML(ev *streamer.Event, mode schema.SQLMode, defaultSchema, query string) (bool, error) {
+//
+// So does a stored function call, and a statement on a table with triggers
+// (syncer_statement.go): what they wrote is in no event.
+func (r *syncRun) statementDML(ctx context.Context, ev *streamer.Event, mode schema.SQLMode, defaultSchema, query string) (bool, error) {
 	s := r.s
 	kind, tables, dml := schema.StatementDML(mode, defaultSchema, query)
 	if !dml {
+		if isFunctionCall(query) {
+			return true, r.statementErr(ev, "", query, fmt.Errorf("%w: a stored function call, whose changes (to tables that cannot be told) are not in the binlog", ErrStatementBinlog))
+		}
 		return false, nil
 	}
 	if tables == nil {
-		return true, r.wrapEvent(ev, "", query, fmt.Errorf("%w: a %s whose tables cannot be told", ErrStatementBinlog, kind))
+		return true, r.statementErr(ev, "", query, fmt.Errorf("%w: a %s whose tables cannot be told", ErrStatementBinlog, kind))
 	}
 	ck := map[string]ChangeKind{schema.KindInsert: Insert, schema.KindUpdate: Update, schema.KindDelete: Delete}[kind]
 	for _, t := range tables {
-		if !s.rules.allowed(t.Schema, t.Name) {
-			continue
+		passed := !s.rules.allowed(t.Schema, t.Name)
+		if !passed {
+			// Not tracked: a temporary table, or one the task never saw
+			// created.
+			_, tracked := r.tracker.Table(t.Schema, t.Name)
+			passed = !tracked
 		}
-		if _, ok := r.tracker.Table(t.Schema, t.Name); !ok {
-			// A temporary table, or one the task never saw created.
-			continue
+		if !passed {
+			skip, err := s.rules.skipDML(t.Schema, t.Name, ck)
+			if err != nil {
+				return true, r.wrapEvent(ev, t.Schema+"."+t.Name, query, err)
+			}
+			if !skip {
+				return true, r.statementErr(ev, t.Schema+"."+t.Name, query, fmt.Errorf("%w: a %s", ErrStatementBinlog, kind))
+			}
 		}
-		skip, err := s.rules.skipDML(t.Schema, t.Name, ck)
-		if err != nil {
-			return true, r.wrapEvent(ev, t.Schema+"."+t.Name, query, err)
-		}
-		if !skip {
-			return true, r.wrapEvent(ev, t.Schema+"."+t.Name, query, fmt.Errorf("%w: a %s", ErrStatementBinlog, kind))
+		if err := r.triggersWrite(ctx, ev, t, kind, query); err != nil {
+			return true, err
 		}
 	}
 	return true, nil

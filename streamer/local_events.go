@@ -163,7 +163,9 @@ func (r *LocalReader) observe(be *replication.BinlogEvent, next Position, artifi
 	if next.GTIDSet == nil {
 		next.Flavor = ""
 	}
-	return &Event{BinlogEvent: be, Pos: next, GTID: gtid, TxnEnd: txnEnd}, txnEnd, nil
+	// Between transactions after it, as the remote reader says.
+	boundary := txnEnd || (!r.tracker.inTxn && !artificial)
+	return &Event{BinlogEvent: be, Pos: next, GTID: gtid, TxnEnd: txnEnd, Boundary: boundary}, txnEnd, nil
 }
 
 // processPayload delivers the events a Transaction_payload event holds in

@@ -113,7 +113,7 @@ func framesTxn(t replication.EventType) bool {
 	switch t {
 	case replication.QUERY_EVENT, replication.XID_EVENT, replication.GTID_EVENT, replication.ANONYMOUS_GTID_EVENT,
 		replication.GTID_TAGGED_LOG_EVENT, replication.PREVIOUS_GTIDS_EVENT, replication.MARIADB_GTID_EVENT,
-		replication.MARIADB_GTID_LIST_EVENT, replication.MARIADB_QUERY_COMPRESSED_EVENT:
+		replication.MARIADB_GTID_LIST_EVENT, replication.MARIADB_QUERY_COMPRESSED_EVENT, replication.XA_PREPARE_LOG_EVENT:
 		return true
 	}
 	return false

@@ -16,10 +16,16 @@ import (
 // transaction is and on the GTID set at each position.
 //
 // A transaction starts at a GTID event (MySQL GTID or anonymous GTID, MariaDB
-// GTID) or at a BEGIN query, and ends at an XID event, at a COMMIT or
-// ROLLBACK query, or right after its single statement when the GTID event
-// says there is no terminating COMMIT (MariaDB FL_STANDALONE; on MySQL, a
-// GTID event followed by a statement other than BEGIN, i.e. DDL).
+// GTID) or at a BEGIN (or MySQL's XA START) query, and ends at an XID event,
+// at an XA_PREPARE event, at a COMMIT or ROLLBACK query, or right after its
+// single statement when the GTID event says there is no terminating COMMIT
+// (MariaDB FL_STANDALONE; on MySQL, a GTID event followed by a statement
+// other than BEGIN, i.e. DDL).
+//
+// An XA transaction is two transactions in the binlog: its changes, from
+// its GTID event to the XA_PREPARE event that ends them (the GTID counts as
+// executed there, as in the server's own GTID position), and later its
+// outcome, XA COMMIT or XA ROLLBACK, a statement of its own.
 type txnTracker struct {
 	flavor string
 	// gset is the executed set at the last transaction end. It is replaced,
@@ -87,6 +93,9 @@ func (t *txnTracker) observe(e *replication.BinlogEvent) (gtid string, txnEnd bo
 		txnEnd = t.query(ev.Query)
 	case *replication.XIDEvent:
 		txnEnd = true
+	case *replication.GenericEvent:
+		// go-mysql leaves XA_PREPARE_LOG_EVENT undecoded.
+		txnEnd = e.Header.EventType == replication.XA_PREPARE_LOG_EVENT
 	case *replication.PreviousGTIDsEvent, *replication.MariadbGTIDListEvent:
 		if !isArtificial(e.Header) {
 			if err := t.fileGTIDSet(e.Event); err != nil {
@@ -109,7 +118,7 @@ func (t *txnTracker) observe(e *replication.BinlogEvent) (gtid string, txnEnd bo
 func (t *txnTracker) query(stmt []byte) (txnEnd bool) {
 	q := bytes.TrimSpace(stmt)
 	switch {
-	case bytes.EqualFold(q, []byte("BEGIN")):
+	case bytes.EqualFold(q, []byte("BEGIN")), isXAStart(q):
 		if !t.inTxn {
 			t.begin("")
 		}
@@ -125,6 +134,15 @@ func (t *txnTracker) query(stmt []byte) (txnEnd bool) {
 		txnEnd = true
 	}
 	return txnEnd
+}
+
+// isXAStart reports whether q is XA START (or XA BEGIN), which opens an XA
+// transaction as BEGIN does (MySQL logs it; MariaDB folds it into the GTID
+// event).
+func isXAStart(q []byte) bool {
+	f := bytes.Fields(q)
+	return len(f) >= 2 && bytes.EqualFold(f[0], []byte("XA")) &&
+		(bytes.EqualFold(f[1], []byte("START")) || bytes.EqualFold(f[1], []byte("BEGIN")))
 }
 
 // fileGTIDSet takes the executed set from the previous-GTIDs (MySQL) or
@@ -299,7 +317,7 @@ func (t *txnTracker) observeRaw(typ replication.EventType, serverID uint32, body
 			return false, fmt.Errorf("query event of %d bytes: statement would start at %d", len(body), at)
 		}
 		txnEnd = t.query(body[at:])
-	case replication.XID_EVENT:
+	case replication.XID_EVENT, replication.XA_PREPARE_LOG_EVENT:
 		txnEnd = true
 	case replication.TRANSACTION_PAYLOAD_EVENT:
 		// The inner events commit (or not) themselves.

@@ -12,6 +12,12 @@ func ev(e replication.Event) *replication.BinlogEvent {
 	return &replication.BinlogEvent{Header: &replication.EventHeader{LogPos: 100}, Event: e}
 }
 
+// xaPrepareEv is an XA_PREPARE event as go-mysql leaves it: undecoded.
+func xaPrepareEv() *replication.BinlogEvent {
+	return &replication.BinlogEvent{Header: &replication.EventHeader{LogPos: 100, EventType: replication.XA_PREPARE_LOG_EVENT},
+		Event: &replication.GenericEvent{}}
+}
+
 func query(q string) *replication.BinlogEvent { return ev(&replication.QueryEvent{Query: []byte(q)}) }
 
 // TestTxnTrackerMySQL frames MySQL transactions: GTID+BEGIN..XID, GTID+DDL,
@@ -40,6 +46,15 @@ func TestTxnTrackerMySQL(t *testing.T) {
 		{query("BEGIN"), "", false, ":1-6"},
 		{query("COMMIT"), "", true, ":1-6"},
 		{query("DROP TABLE x"), "", true, ":1-6"}, // no GTID at all: its own transaction
+		// An XA transaction: XA START opens it as BEGIN does, XA_PREPARE
+		// ends it; its XA COMMIT is a statement of its own.
+		{gtidEv(7), sid.String() + ":7", false, ":1-6"},
+		{query("XA START X'61',X'',1"), sid.String() + ":7", false, ":1-6"},
+		{ev(&replication.RowsEvent{}), sid.String() + ":7", false, ":1-6"},
+		{query("XA END X'61',X'',1"), sid.String() + ":7", false, ":1-6"},
+		{xaPrepareEv(), sid.String() + ":7", true, ":1-7"},
+		{gtidEv(8), sid.String() + ":8", false, ":1-7"},
+		{query("XA COMMIT X'61',X'',1"), sid.String() + ":8", true, ":1-8"},
 	}
 	for i, s := range steps {
 		gtid, end, err := tr.observe(s.e)
