@@ -673,7 +673,8 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 			}
 			r.w.schemaDirty = true
 			r.tables, r.fk = map[*schema.TableDef]*Table{}, nil
-			if err := r.execDDL(ctx, &DDL{Schema: defaultSchema, Query: q, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || s.cfg.SafeMode}); err != nil {
+			if err := r.execDDL(ctx, &DDL{Schema: defaultSchema, Query: q, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || s.cfg.SafeMode,
+				ZeroGetsAutoValue: mode&schema.ModeNoAutoValueOnZero == 0}); err != nil {
 				return r.wrapEvent(ev, "", q, err)
 			}
 		}
@@ -732,7 +733,8 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 		merged := (rs != st.Table.Schema || (st.Table.Name != "" && rt != st.Table.Name)) &&
 			(st.Kind == schema.KindCreateTable || st.Kind == schema.KindCreateDatabase) ||
 			st.Kind == schema.KindCreateDatabase && r.ensured[rs]
-		d := &DDL{Schema: rs, Table: rt, Query: routed, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || merged || s.cfg.SafeMode}
+		d := &DDL{Schema: rs, Table: rt, Query: routed, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || merged || s.cfg.SafeMode,
+			ZeroGetsAutoValue: mode&schema.ModeNoAutoValueOnZero == 0}
 		if err := r.shardDDL(ctx, ev, st, prev, d, func() error { return r.execDDL(ctx, d) }); err != nil {
 			return r.wrapEvent(ev, st.Table.String(), query, err)
 		}

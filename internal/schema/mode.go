@@ -32,12 +32,16 @@ type SQLMode uint64
 
 // The sql_mode flags Split reads.
 const (
-	ModeRealAsFloat        SQLMode = 1 << 0
-	ModePipesAsConcat      SQLMode = 1 << 1
-	ModeANSIQuotes         SQLMode = 1 << 2
-	ModeIgnoreSpace        SQLMode = 1 << 3
-	ModeOracle             SQLMode = 1 << 9
-	ModeMaxDB              SQLMode = 1 << 12
+	ModeRealAsFloat   SQLMode = 1 << 0
+	ModePipesAsConcat SQLMode = 1 << 1
+	ModeANSIQuotes    SQLMode = 1 << 2
+	ModeIgnoreSpace   SQLMode = 1 << 3
+	ModeOracle        SQLMode = 1 << 9
+	ModeMaxDB         SQLMode = 1 << 12
+	// ModeNoAutoValueOnZero changes no parse but what a DDL does: without
+	// it, an ALTER TABLE that makes a column AUTO_INCREMENT gives the rows
+	// holding 0 there new values.
+	ModeNoAutoValueOnZero  SQLMode = 1 << 19
 	ModeNoBackslashEscapes SQLMode = 1 << 20
 	ModeHighNotPrecedence  SQLMode = 1 << 29
 	ModeEmptyStringIsNull  SQLMode = 1 << 32
@@ -54,6 +58,7 @@ var modeNames = []struct {
 	{ModeIgnoreSpace, "IGNORE_SPACE"},
 	{ModeOracle, "ORACLE"},
 	{ModeMaxDB, "MAXDB"},
+	{ModeNoAutoValueOnZero, "NO_AUTO_VALUE_ON_ZERO"},
 	{ModeNoBackslashEscapes, "NO_BACKSLASH_ESCAPES"},
 	{ModeHighNotPrecedence, "HIGH_NOT_PRECEDENCE"},
 	{ModeEmptyStringIsNull, "EMPTY_STRING_IS_NULL"},
@@ -61,7 +66,7 @@ var modeNames = []struct {
 
 // relevantModes are the bits Split reads; the others are dropped.
 const relevantModes = ModeRealAsFloat | ModePipesAsConcat | ModeANSIQuotes | ModeIgnoreSpace | ModeOracle | ModeMaxDB |
-	ModeNoBackslashEscapes | ModeHighNotPrecedence | ModeEmptyStringIsNull
+	ModeNoBackslashEscapes | ModeHighNotPrecedence | ModeEmptyStringIsNull | ModeNoAutoValueOnZero
 
 // String lists the flags Split reads, as @@sql_mode spells them.
 func (m SQLMode) String() string {
