@@ -463,7 +463,7 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 			}
 		}
 	case *replication.QueryEvent:
-		q := strings.TrimSpace(string(e.Query))
+		q := strings.TrimSpace(schema.QueryText(e.StatusVars, e.Query))
 		if strings.EqualFold(q, "COMMIT") || strings.EqualFold(q, "BEGIN") {
 			break
 		}
