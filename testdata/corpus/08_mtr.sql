@@ -43,3 +43,14 @@ CREATE TABLE c_mtr.renum3 (a INT NOT NULL, b VARCHAR(10)) ENGINE=InnoDB;
 INSERT INTO c_mtr.renum3 VALUES (0, 'x'), (4, 'y');
 ALTER TABLE c_mtr.renum3 ADD PRIMARY KEY (a), MODIFY a INT NOT NULL AUTO_INCREMENT;
 INSERT INTO c_mtr.renum3 (b) VALUES ('z');
+-- MariaDB's SET STATEMENT var = value FOR <DDL> stopped the task with
+-- ErrUnsupportedDDL. The server reads the statement in the session's
+-- sql_mode, runs it in the one SET STATEMENT gives, and the query event
+-- records that one.
+SET STATEMENT sql_mode = 'NO_AUTO_VALUE_ON_ZERO', max_statement_time = 60 FOR CREATE TABLE c_mtr.st (id INT PRIMARY KEY, v VARCHAR(5) DEFAULT 'd');
+CREATE TABLE c_mtr.st0 (a INT NOT NULL, b VARCHAR(10));
+INSERT INTO c_mtr.st0 VALUES (0, 'zero'), (2, 'two');
+SET STATEMENT sql_mode = 'NO_AUTO_VALUE_ON_ZERO' FOR ALTER TABLE c_mtr.st0 MODIFY a INT NOT NULL AUTO_INCREMENT PRIMARY KEY;
+SET STATEMENT foreign_key_checks = 0 FOR ALTER TABLE c_mtr.st ADD COLUMN w INT DEFAULT 3, MODIFY v VARCHAR(8) DEFAULT 'dd';
+INSERT INTO c_mtr.st (id) VALUES (1);
+INSERT INTO c_mtr.st VALUES (2, 'x', 4);
