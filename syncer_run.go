@@ -434,6 +434,16 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		s.mu.Unlock()
 	}
 	switch e := ev.Event.(type) {
+	case *replication.TableMapEvent:
+		if s.rules.allowed(string(e.Schema), string(e.Table)) {
+			err := checkTableMapColumns(e, ev.RawData)
+			if def, ok := r.tracker.Table(string(e.Schema), string(e.Table)); ok && err == nil {
+				err = checkOldTemporal(e, def)
+			}
+			if err != nil {
+				return r.wrapEvent(ev, string(e.Schema)+"."+string(e.Table), "table map", err)
+			}
+		}
 	case *replication.RowsEvent:
 		ok, err := r.rowsEvent(ev, e)
 		if err != nil {
