@@ -13,8 +13,9 @@ all: test
 # benchmark comparisons need mariadb-binlog (mariadb-client), the syncer's
 # workload test needs sysbench, the online schema change tests
 # pt-online-schema-change (percona-toolkit) and gh-ost, built from its Go
-# module into a cache (scripts/build-gh-ost.sh; the tests build it too), and
-# bench/snapshot.sh mydumper.
+# module into a cache (scripts/build-gh-ost.sh; the tests build it too),
+# bench/snapshot.sh mydumper, and TestSyncerMTR MariaDB's own test suite
+# (mariadb-test).
 deps:
 	@bash scripts/install-deps.sh
 	@bash scripts/build-gh-ost.sh >/dev/null

@@ -285,6 +285,13 @@ type DDL struct {
 	Query string
 	// SourceQuery is the statement as the upstream logged it.
 	SourceQuery string
+	// ZeroGetsAutoValue is set when the upstream ran the statement without
+	// NO_AUTO_VALUE_ON_ZERO in its sql_mode: there, an ALTER TABLE that
+	// makes a column AUTO_INCREMENT gave the rows holding 0 in it new
+	// values, and it must do the same downstream (mysqlsink then runs it
+	// without that mode, which it otherwise sets). False for DDL not read
+	// from the binlog (a snapshot's CREATE TABLE).
+	ZeroGetsAutoValue bool
 	// Pos is the upstream position right after the statement.
 	Pos streamer.Position
 	// SafeMode says the statement may have been applied already (a replay

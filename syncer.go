@@ -709,6 +709,13 @@ var (
 	// in full: binlog_format must be ROW and binlog_row_image FULL. The
 	// message says which setting to change.
 	ErrBinlogFormat = errors.New("dmworker: the upstream's binlog settings lose row changes")
+	// ErrUnsupportedColumn is a table map, of a table the task
+	// replicates, with a column type the binlog decoder cannot read:
+	// MariaDB's COMPRESSED columns, or column metadata of another length
+	// than the column types call for. The syncer stops at the table map,
+	// before any of the table's rows; the SyncError names the table and
+	// the position.
+	ErrUnsupportedColumn = errors.New("dmworker: a column type the binlog decoder cannot read")
 )
 
 // SyncError names where replication stopped.

@@ -441,6 +441,16 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 		s.mu.Unlock()
 	}
 	switch e := ev.Event.(type) {
+	case *replication.TableMapEvent:
+		if s.rules.allowed(string(e.Schema), string(e.Table)) {
+			err := checkTableMapColumns(e, ev.RawData)
+			if def, ok := r.tracker.Table(string(e.Schema), string(e.Table)); ok && err == nil {
+				err = checkOldTemporal(e, def)
+			}
+			if err != nil {
+				return r.wrapEvent(ev, string(e.Schema)+"."+string(e.Table), "table map", err)
+			}
+		}
 	case *replication.RowsEvent:
 		ok, err := r.rowsEvent(ev, e)
 		if err != nil {
@@ -473,7 +483,7 @@ func (r *syncRun) handle(ctx context.Context, ev *streamer.Event) error {
 			}
 		}
 	case *replication.QueryEvent:
-		q := strings.TrimSpace(string(e.Query))
+		q := strings.TrimSpace(schema.QueryText(e.StatusVars, e.Query))
 		if strings.EqualFold(q, "COMMIT") || strings.EqualFold(q, "BEGIN") {
 			break
 		}
@@ -732,7 +742,8 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 			}
 			r.w.schemaDirty = true
 			r.tables, r.fk = map[*schema.TableDef]*Table{}, nil
-			if err := r.execDDL(ctx, &DDL{Schema: defaultSchema, Query: q, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || s.cfg.SafeMode}); err != nil {
+			if err := r.execDDL(ctx, &DDL{Schema: defaultSchema, Query: q, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || s.cfg.SafeMode,
+				ZeroGetsAutoValue: mode&schema.ModeNoAutoValueOnZero == 0}); err != nil {
 				return r.wrapEvent(ev, "", q, err)
 			}
 		}
@@ -791,7 +802,8 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 		merged := (rs != st.Table.Schema || (st.Table.Name != "" && rt != st.Table.Name)) &&
 			(st.Kind == schema.KindCreateTable || st.Kind == schema.KindCreateDatabase) ||
 			st.Kind == schema.KindCreateDatabase && r.ensured[rs]
-		d := &DDL{Schema: rs, Table: rt, Query: routed, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || merged || s.cfg.SafeMode}
+		d := &DDL{Schema: rs, Table: rt, Query: routed, SourceQuery: query, Pos: ev.Pos, SafeMode: replay || merged || s.cfg.SafeMode,
+			ZeroGetsAutoValue: mode&schema.ModeNoAutoValueOnZero == 0}
 		if err := r.shardDDL(ctx, ev, st, prev, d, func() error { return r.execDDL(ctx, d) }); err != nil {
 			return r.wrapEvent(ev, st.Table.String(), query, err)
 		}

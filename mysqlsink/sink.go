@@ -113,16 +113,23 @@ const sessionSQLMode = "NO_AUTO_VALUE_ON_ZERO,ALLOW_INVALID_DATES,NO_ENGINE_SUBS
 // are not checked (the upstream checked them; batches may reach the
 // downstream in another order than the upstream's statements), except
 // around the statements of tables with dmworker.Table.CheckForeignKeys.
+// On MariaDB (10.2.1 and later, in a comment MySQL skips) neither are CHECK
+// constraints: the upstream checked them, or a session of it turned
+// check_constraint_checks off, and its rows and DDL must go in all the
+// same, as MariaDB's own replicas take them.
 // sessionRestore puts them back before the connection returns to the host's
 // pool.
 const (
 	sessionSetup = "SET @dmworker_time_zone = @@SESSION.time_zone, @dmworker_sql_mode = @@SESSION.sql_mode, " +
 		"@dmworker_foreign_key_checks = @@SESSION.foreign_key_checks, " +
-		"SESSION time_zone = '+00:00', SESSION sql_mode = '" + sessionSQLMode + "', SESSION foreign_key_checks = 0"
+		"SESSION time_zone = '+00:00', SESSION sql_mode = '" + sessionSQLMode + "', SESSION foreign_key_checks = 0" +
+		" /*M!100201 , @dmworker_check_constraint_checks = @@SESSION.check_constraint_checks, SESSION check_constraint_checks = 0 */"
 	sessionRestore = "SET SESSION time_zone = @dmworker_time_zone, SESSION sql_mode = @dmworker_sql_mode, " +
 		"SESSION foreign_key_checks = @dmworker_foreign_key_checks, " +
-		"@dmworker_time_zone = NULL, @dmworker_sql_mode = NULL, @dmworker_foreign_key_checks = NULL"
-	ddlSessionSetup = "SET SESSION time_zone = '+00:00', SESSION sql_mode = '" + sessionSQLMode + "', SESSION foreign_key_checks = 0"
+		"@dmworker_time_zone = NULL, @dmworker_sql_mode = NULL, @dmworker_foreign_key_checks = NULL" +
+		" /*M!100201 , SESSION check_constraint_checks = @dmworker_check_constraint_checks, @dmworker_check_constraint_checks = NULL */"
+	ddlSessionSetup = "SET SESSION time_zone = '+00:00', SESSION sql_mode = '" + sessionSQLMode + "', SESSION foreign_key_checks = 0" +
+		" /*M!100201 , SESSION check_constraint_checks = 0 */"
 
 	// fkChecksOn and fkChecksOff switch the checks around the statements
 	// of tables with dmworker.Table.CheckForeignKeys.
@@ -405,6 +412,14 @@ func (s *Sink) runDDL(ctx context.Context, ddl *dmworker.DDL, table string) *Err
 	defer discard(conn)
 	if _, err := conn.ExecContext(ctx, s.ddlSetup); err != nil {
 		return &Error{Op: "session", Statement: shorten(s.ddlSetup), Err: err}
+	}
+	if ddl.ZeroGetsAutoValue {
+		// As upstream: an ALTER that makes a column AUTO_INCREMENT
+		// numbers its zeros.
+		const q = "SET SESSION sql_mode = REPLACE(@@SESSION.sql_mode, 'NO_AUTO_VALUE_ON_ZERO', '')"
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			return &Error{Op: "session", Statement: q, Err: err}
+		}
 	}
 	// Schema-level statements (Table empty) run without a default
 	// database: CREATE DATABASE names one that does not exist yet.

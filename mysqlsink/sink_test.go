@@ -79,13 +79,13 @@ func TestCheckpointTable(t *testing.T) {
 // sessionState is what the sink changes in a session.
 func sessionState(t *testing.T, db *sql.DB) string {
 	t.Helper()
-	var tz, mode, fk, dbName, tzVar sql.NullString
-	err := db.QueryRow("SELECT @@SESSION.time_zone, @@SESSION.sql_mode, @@SESSION.foreign_key_checks, DATABASE(), @dmworker_time_zone").
-		Scan(&tz, &mode, &fk, &dbName, &tzVar)
+	var tz, mode, fk, checks, dbName, tzVar, checksVar sql.NullString
+	err := db.QueryRow("SELECT @@SESSION.time_zone, @@SESSION.sql_mode, @@SESSION.foreign_key_checks, @@SESSION.check_constraint_checks, DATABASE(), @dmworker_time_zone, @dmworker_check_constraint_checks").
+		Scan(&tz, &mode, &fk, &checks, &dbName, &tzVar, &checksVar)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("tz=%v mode=%v fk=%v db=%v saved=%v", tz, mode, fk, dbName, tzVar)
+	return fmt.Sprintf("tz=%v mode=%v fk=%v checks=%v db=%v saved=%v/%v", tz, mode, fk, checks, dbName, tzVar, checksVar)
 }
 
 // TestSessionRestored checks that the host's pooled connections come back
@@ -118,6 +118,17 @@ func TestSessionRestored(t *testing.T) {
 	}
 	if after := sessionState(t, db); after != before {
 		t.Fatalf("session after ExecDDL:\n%s\nwant\n%s", after, before)
+	}
+	// CHECK constraints are the upstream's to check (a session of it may
+	// have turned them off): rows and DDL that break them go in.
+	exec(t, db, "CREATE TABLE d.c (id INT PRIMARY KEY, v INT CHECK (v > 0))")
+	ctbl := &dmworker.Table{Schema: "d", Name: "c", Columns: []dmworker.Column{col("id", "int(11)", false), col("v", "int(11)", true)}, PrimaryKey: []int{0}}
+	apply(t, s, &dmworker.Batch{Changes: []dmworker.Change{ins(ctbl, int64(1), int64(-1))}})
+	if err := s.ExecDDL(t.Context(), &dmworker.DDL{Schema: "d", Table: "c", Query: "ALTER TABLE c ADD CONSTRAINT big CHECK (v > 5)"}); err != nil {
+		t.Fatal(err)
+	}
+	if after := sessionState(t, db); after != before {
+		t.Fatalf("session after the checks:\n%s\nwant\n%s", after, before)
 	}
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, with apt-get, the Debian packages dmworker's tests and demo need
 # when they are missing: mariadb-server, mariadb-client, sysbench,
-# percona-toolkit (pt-online-schema-change), mydumper (bench/snapshot.sh). Needs root
+# percona-toolkit (pt-online-schema-change), mydumper (bench/snapshot.sh),
+# mariadb-test (MariaDB's own test suite, TestSyncerMTR's workload). Needs root
 # (or sudo).
 set -euo pipefail
 
@@ -14,6 +15,7 @@ have mariadb || need+=(mariadb-client)
 have sysbench || need+=(sysbench) # the syncer's workload tests
 have pt-online-schema-change || need+=(percona-toolkit) # the online schema change tests
 have mydumper || need+=(mydumper) # bench/snapshot.sh compares with mydumper + myloader
+have mariadb-test || need+=(mariadb-test) # TestSyncerMTR runs MariaDB's own test files
 for p in "$@"; do # extra packages asked for by the caller, e.g. sysbench
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done

@@ -474,6 +474,11 @@ func alterTable(d *TableDef, specs []*ast.AlterTableSpec) error {
 		}
 		keys = append(keys, k...)
 	}
+	// The server takes the clauses as one: a statement may drop the only
+	// column if it adds another (DROP a, ADD a ...).
+	if len(d.Columns) == 0 {
+		return fmt.Errorf("cannot drop every column")
+	}
 	for _, phase := range []ast.AlterTableType{ast.AlterTableDropPrimaryKey, ast.AlterTableRenameIndex, ast.AlterTableAddConstraint} {
 		for _, spec := range specs {
 			if spec.Tp == phase || phase == ast.AlterTableDropPrimaryKey && spec.Tp == ast.AlterTableDropIndex {
@@ -549,9 +554,6 @@ func alterSpec(d *TableDef, spec *ast.AlterTableSpec) (keys []*ast.Constraint, e
 				return nil, nil
 			}
 			return nil, fmt.Errorf("column %s does not exist", quoteName(name))
-		}
-		if len(d.Columns) == 1 {
-			return nil, fmt.Errorf("cannot drop the only column")
 		}
 		dropped := d.Columns[i].Name
 		d.Columns = slices.Delete(d.Columns, i, i+1)

@@ -1,6 +1,8 @@
 package schema
 
 import (
+	"strings"
+
 	"github.com/pingcap/tidb/pkg/parser/ast"
 )
 
@@ -25,18 +27,11 @@ func StatementDML(mode SQLMode, defaultSchema, query string) (kind string, table
 	sig := significantTokens(lexMode(query, mode))
 	// SET STATEMENT var = value [, ...] FOR <statement>
 	if len(sig) > 1 && sig[0].isWord("SET") && sig[1].isWord("STATEMENT") {
-		toks := lexMode(query, mode)
-		start := -1
-		for i, t := range toks {
-			if t.isWord("FOR") {
-				start = i + 1
-				break
-			}
-		}
-		if start < 0 {
+		body, ok := setStatementBody(query, mode)
+		if !ok {
 			return "", nil, false
 		}
-		return StatementDML(mode, defaultSchema, joinTokens(toks[start:]))
+		return StatementDML(mode, defaultSchema, body)
 	}
 	if len(sig) == 0 || sig[0].kind != tkWord {
 		return "", nil, false
@@ -113,3 +108,21 @@ func (c *tableCollector) Enter(n ast.Node) (ast.Node, bool) {
 }
 
 func (c *tableCollector) Leave(n ast.Node) (ast.Node, bool) { return n, true }
+
+// setStatementBody returns the statement of MariaDB's SET STATEMENT var =
+// value [, ...] FOR <statement>, and false when query is not of that form.
+// The values are literals (a string is one token), so the first FOR word
+// ends them.
+func setStatementBody(query string, mode SQLMode) (string, bool) {
+	sig := significantTokens(lexMode(query, mode))
+	if len(sig) < 2 || !sig[0].isWord("SET") || !sig[1].isWord("STATEMENT") {
+		return "", false
+	}
+	toks := lexMode(query, mode)
+	for i, t := range toks {
+		if t.isWord("FOR") {
+			return strings.TrimSpace(joinTokens(toks[i+1:])), true
+		}
+	}
+	return "", false
+}

@@ -49,8 +49,9 @@
 // options). Known ErrUnsupportedDDL cases (see forms_test.go): WITH SYSTEM
 // VERSIONING, PERIOD FOR, partition changes in ALTER TABLE, CREATE TABLE ...
 // SELECT, statement-based DML, REF_SYSTEM_ID, COMPRESSED=<method>, RENAME
-// TABLE IF EXISTS, CREATE OR REPLACE INDEX, ALTER INDEX ... IGNORED, SET
-// STATEMENT ... FOR <DDL>, CONVERT TO CHARACTER SET binary.
+// TABLE IF EXISTS, CREATE OR REPLACE INDEX, ALTER INDEX ... IGNORED, CONVERT
+// TO CHARACTER SET binary. SET STATEMENT ... FOR <statement> is read as its
+// statement.
 //
 // Names are case-sensitive (lower_case_table_names=0); column and index
 // names compare case-insensitively, as on the server.

@@ -27,7 +27,6 @@ var unsupportedForms = []string{
 	"CREATE OR REPLACE INDEX ia ON u2 (a)",
 	"ALTER TABLE u2 ALTER INDEX ia IGNORED",
 	"CREATE TABLE cz (a varchar(10) COMPRESSED=zlib)",
-	"SET STATEMENT max_statement_time=60 FOR ALTER TABLE u2 ADD z int",
 	"CREATE TABLE pd (a int, s date, e date, PERIOD FOR p (s, e))",
 	"ALTER TABLE u2 CONVERT TO CHARACTER SET binary",
 }

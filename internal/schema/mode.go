@@ -32,12 +32,16 @@ type SQLMode uint64
 
 // The sql_mode flags Split reads.
 const (
-	ModeRealAsFloat        SQLMode = 1 << 0
-	ModePipesAsConcat      SQLMode = 1 << 1
-	ModeANSIQuotes         SQLMode = 1 << 2
-	ModeIgnoreSpace        SQLMode = 1 << 3
-	ModeOracle             SQLMode = 1 << 9
-	ModeMaxDB              SQLMode = 1 << 12
+	ModeRealAsFloat   SQLMode = 1 << 0
+	ModePipesAsConcat SQLMode = 1 << 1
+	ModeANSIQuotes    SQLMode = 1 << 2
+	ModeIgnoreSpace   SQLMode = 1 << 3
+	ModeOracle        SQLMode = 1 << 9
+	ModeMaxDB         SQLMode = 1 << 12
+	// ModeNoAutoValueOnZero changes no parse but what a DDL does: without
+	// it, an ALTER TABLE that makes a column AUTO_INCREMENT gives the rows
+	// holding 0 there new values.
+	ModeNoAutoValueOnZero  SQLMode = 1 << 19
 	ModeNoBackslashEscapes SQLMode = 1 << 20
 	ModeHighNotPrecedence  SQLMode = 1 << 29
 	ModeEmptyStringIsNull  SQLMode = 1 << 32
@@ -54,6 +58,7 @@ var modeNames = []struct {
 	{ModeIgnoreSpace, "IGNORE_SPACE"},
 	{ModeOracle, "ORACLE"},
 	{ModeMaxDB, "MAXDB"},
+	{ModeNoAutoValueOnZero, "NO_AUTO_VALUE_ON_ZERO"},
 	{ModeNoBackslashEscapes, "NO_BACKSLASH_ESCAPES"},
 	{ModeHighNotPrecedence, "HIGH_NOT_PRECEDENCE"},
 	{ModeEmptyStringIsNull, "EMPTY_STRING_IS_NULL"},
@@ -61,7 +66,7 @@ var modeNames = []struct {
 
 // relevantModes are the bits Split reads; the others are dropped.
 const relevantModes = ModeRealAsFloat | ModePipesAsConcat | ModeANSIQuotes | ModeIgnoreSpace | ModeOracle | ModeMaxDB |
-	ModeNoBackslashEscapes | ModeHighNotPrecedence | ModeEmptyStringIsNull
+	ModeNoBackslashEscapes | ModeHighNotPrecedence | ModeEmptyStringIsNull | ModeNoAutoValueOnZero
 
 // String lists the flags Split reads, as @@sql_mode spells them.
 func (m SQLMode) String() string {
@@ -110,6 +115,7 @@ func (m SQLMode) parserMode() mysql.SQLMode {
 const (
 	qFlags2Code   = 0
 	qSQLModeCode  = 1
+	qCharsetCode  = 4
 	qCatalogCode  = 2
 	qCatalogNZ    = 6
 	qTimeZoneCode = 5
@@ -147,68 +153,81 @@ var statusVarSizes = map[byte]int{
 // it cannot walk up to the sql_mode: corrupt, or an unknown variable before
 // it.
 func StatusVarsSQLMode(vars []byte) (mode SQLMode, found bool, err error) {
+	v, found, err := statusVar(vars, qSQLModeCode)
+	if err != nil || !found {
+		return 0, false, err
+	}
+	return SQLMode(binary.LittleEndian.Uint64(v)) & relevantModes, true, nil
+}
+
+// statusVar returns the value of the status variable code (its bytes after
+// the code), walking the variables before it.
+func statusVar(vars []byte, want byte) (val []byte, found bool, err error) {
 	for i := 0; i < len(vars); {
 		code := vars[i]
 		i++
-		if code == qSQLModeCode {
-			if len(vars)-i < 8 {
-				return 0, false, fmt.Errorf("schema: query event status variables: sql_mode cut short")
-			}
-			return SQLMode(binary.LittleEndian.Uint64(vars[i:])) & relevantModes, true, nil
-		}
 		n, ok := statusVarSizes[code]
 		switch {
 		case ok:
 		case code == qCatalogCode:
 			// Length byte, string, NUL (5.0.0 to 5.0.3).
 			if i >= len(vars) {
-				return 0, false, errCutShort(code)
+				return nil, false, errCutShort(code)
 			}
 			n = 1 + int(vars[i]) + 1
 		case code == qTimeZoneCode || code == qCatalogNZ:
 			if i >= len(vars) {
-				return 0, false, errCutShort(code)
+				return nil, false, errCutShort(code)
 			}
 			n = 1 + int(vars[i])
 		case code == qInvoker:
 			// User and host, each with a length byte.
 			if i >= len(vars) {
-				return 0, false, errCutShort(code)
+				return nil, false, errCutShort(code)
 			}
 			u := 1 + int(vars[i])
 			if i+u >= len(vars) {
-				return 0, false, errCutShort(code)
+				return nil, false, errCutShort(code)
 			}
 			n = u + 1 + int(vars[i+u])
 		case code == qUpdatedDBs:
 			// A count, then that many NUL-terminated names.
 			if i >= len(vars) {
-				return 0, false, errCutShort(code)
+				return nil, false, errCutShort(code)
 			}
 			count := int(vars[i])
 			n = 1
 			if count != qMaxDBsInEvent {
 				for range count {
 					if i+n > len(vars) {
-						return 0, false, errCutShort(code)
+						return nil, false, errCutShort(code)
 					}
 					end := bytes.IndexByte(vars[i+n:], 0)
 					if end < 0 {
-						return 0, false, errCutShort(code)
+						return nil, false, errCutShort(code)
 					}
 					n += end + 1
 				}
 			}
 		default:
-			return 0, false, fmt.Errorf("schema: query event status variables: unknown code %d before sql_mode", code)
+			return nil, false, fmt.Errorf("schema: query event status variables: unknown code %d before %s", code, statusVarNames[want])
 		}
 		if i+n > len(vars) {
-			return 0, false, errCutShort(code)
+			if code == want && code == qSQLModeCode {
+				return nil, false, fmt.Errorf("schema: query event status variables: sql_mode cut short")
+			}
+			return nil, false, errCutShort(code)
+		}
+		if code == want {
+			return vars[i : i+n], true, nil
 		}
 		i += n
 	}
-	return 0, false, nil
+	return nil, false, nil
 }
+
+// statusVarNames name the variables statusVar is asked for, in its errors.
+var statusVarNames = map[byte]string{qSQLModeCode: "sql_mode", qCharsetCode: "the character set"}
 
 func errCutShort(code byte) error {
 	return fmt.Errorf("schema: query event status variables: variable %d cut short", code)

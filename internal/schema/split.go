@@ -189,6 +189,14 @@ func Split(defaultSchema, query string) ([]Stmt, error) { return SplitMode(0, de
 // running them has none of the modes SQLMode lists.
 func SplitMode(mode SQLMode, defaultSchema, query string) ([]Stmt, error) {
 	mode &= relevantModes
+	// MariaDB's SET STATEMENT var = value [, ...] FOR <statement>: the
+	// variables last for the statement, which is read as itself. A query
+	// event records the sql_mode the statement ran in (the one SET
+	// STATEMENT gives), which is the mode it is read in here, as
+	// MariaDB's own replicas read it.
+	if body, ok := setStatementBody(query, mode); ok {
+		return SplitMode(mode, defaultSchema, body)
+	}
 	src, nodes, flags, err := parseQuery(query, mode)
 	if err != nil {
 		kind, ignorable, _ := classifyText(query, mode)

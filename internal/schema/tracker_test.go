@@ -76,6 +76,15 @@ func TestApply(t *testing.T) {
 		{name: "add column with key", setup: []string{"CREATE TABLE t (a int)"}, query: "ALTER TABLE t ADD COLUMN id int auto_increment primary key first", want: "id int(11) NOT NULL, a int(11) | pk(id)"},
 		{name: "drop column", setup: []string{base}, query: "ALTER TABLE t DROP COLUMN a", want: "id int(11) NOT NULL, b int(11) | pk(id)"},
 		{name: "drop column if exists", setup: []string{base}, query: "ALTER TABLE t DROP COLUMN IF EXISTS zz", want: "id int(11) NOT NULL, a varchar(10), b int(11) | pk(id) uk(a)"},
+		// The clauses are one change: the server takes DROP of the only
+		// column with an ADD (the tracker refused it, mid-statement).
+		{name: "drop only column and add it again", setup: []string{"CREATE TABLE t (i int NOT NULL, PRIMARY KEY (i))"}, query: "ALTER TABLE t DROP i, ADD i int unsigned NOT NULL auto_increment, DROP PRIMARY KEY, ADD PRIMARY KEY (i)", want: "i int(10) unsigned NOT NULL | pk(i)"},
+		{name: "drop every column", setup: []string{"CREATE TABLE t (i int, j int)"}, query: "ALTER TABLE t DROP i, DROP j", want: "ErrUnsupportedDDL"},
+		// MariaDB's SET STATEMENT ... FOR: the statement decides (it was
+		// ErrUnsupportedDDL).
+		{name: "set statement", setup: []string{base}, query: "SET STATEMENT max_statement_time=60, sql_mode = 'NO_ENGINE_SUBSTITUTION' FOR\nALTER TABLE t ADD z int", want: "id int(11) NOT NULL, a varchar(10), b int(11), z int(11) | pk(id) uk(a)"},
+		{name: "set statement for create", query: "SET STATEMENT foreign_key_checks=0 FOR CREATE TABLE t (x int primary key)", want: "x int(11) NOT NULL | pk(x)"},
+		{name: "set statement ignored", setup: []string{base}, query: "SET STATEMENT max_statement_time=60 FOR FLUSH TABLES", want: "id int(11) NOT NULL, a varchar(10), b int(11) | pk(id) uk(a)"},
 		{name: "drop column shrinks key", setup: []string{"CREATE TABLE t (a int, b int, UNIQUE KEY u (a, b))"}, query: "ALTER TABLE t DROP COLUMN b", want: "a int(11) | uk(a)"},
 		{name: "modify", setup: []string{base}, query: "ALTER TABLE t MODIFY b bigint unsigned NOT NULL FIRST", want: "b bigint(20) unsigned NOT NULL, id int(11) NOT NULL, a varchar(10) | pk(id) uk(a)"},
 		{name: "modify pk keeps not null", setup: []string{base}, query: "ALTER TABLE t MODIFY id bigint", want: "id bigint(20) NOT NULL, a varchar(10), b int(11) | pk(id) uk(a)"},
