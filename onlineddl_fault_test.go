@@ -2,12 +2,15 @@ package dmworker_test
 
 import (
 	"math/rand/v2"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/faultnet"
 )
 
 // startTool starts an online schema change tool; the returned channel
@@ -112,5 +115,128 @@ func TestOnlineDDLPtOSCCrash(t *testing.T) {
 	}
 	if err := run.Stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// cutDownstream cuts every connection through px at random intervals of
+// 20 to 200ms (from rnd) until the returned function is called; that
+// function waits for the cutter to end and returns how many cuts it made.
+func cutDownstream(px *faultnet.Proxy, rnd *rand.Rand) func() int {
+	stop, ended := make(chan struct{}), make(chan int)
+	waits := make([]time.Duration, 512)
+	for i := range waits {
+		waits[i] = time.Duration(20+rnd.IntN(180)) * time.Millisecond
+	}
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				ended <- n
+				return
+			case <-time.After(waits[n%len(waits)]):
+				px.CutAll()
+				n++
+			}
+		}
+	}()
+	return func() int {
+		close(stop)
+		return <-ended
+	}
+}
+
+// TestOnlineDDLDownstreamCut cuts the subtask's downstream connections
+// again and again while an online schema change cuts over: gh-ost's
+// cut-over (the load paused over it: see TestOnlineDDLGhOst), and
+// pt-online-schema-change's swap, under load. The subtask resumes by
+// itself; the downstream ends equal to the upstream, definition and rows,
+// with only the real table and one ALTER (two at most: one whose answer a
+// cut lost is run again).
+func TestOnlineDDLDownstreamCut(t *testing.T) {
+	for i, tool := range []string{"gh-ost", "pt-osc"} {
+		t.Run(tool, func(t *testing.T) {
+			if tool == "pt-osc" {
+				lookTool(t, "pt-online-schema-change", "apt-get install percona-toolkit")
+			}
+			seed := faultSeed(t)
+			rnd := rand.New(rand.NewPCG(seed, 12))
+			const size = 10000
+			p, start := onlineSetup(t, uint32(962+i), size, "sbtest", "sbtest1")
+			px := faultProxy(t, p.down)
+			st, err := dmworker.NewSubTask(dmworker.SubTaskConfig{Name: "cut", Start: start,
+				Filter: dmworker.BlockAllowList{DoDBs: []string{"sbtest"}}, SyncerTuning: dmworker.SyncerTuning{BatchSize: 7}},
+				upstreamOf(p.up), sinkVia(t, p.down, px),
+				dmworker.WithSinkTimeout(2*time.Second), dmworker.WithAutoResume(50*time.Millisecond, 500*time.Millisecond, 1000))
+			if err != nil {
+				t.Fatal(err)
+			}
+			runSubTask(t, st)
+			stop := sysbenchLoad(t, p.up, size)
+			waitUntil(t, "the subtask reading", func() bool { return st.Status().Syncer.Read.Name != "" })
+			before := comCounters(t, p.downdb)
+			const alter = "ADD COLUMN extra INT NOT NULL DEFAULT 5, MODIFY k BIGINT NOT NULL DEFAULT 0"
+			var out syncBuffer
+			var cuts int
+			if tool == "gh-ost" {
+				dir := t.TempDir()
+				flag := filepath.Join(dir, "postpone")
+				if err := os.WriteFile(flag, nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				g := ghOst(t, p.up, dir, "sbtest", "sbtest1", alter, "--postpone-cut-over-flag-file="+flag, "--chunk-size=500")
+				g.Stdout, g.Stderr = &out, &out
+				done := startTool(t, g)
+				waitRecorded(t, p.downdb, "cut", "_sbtest1_gho")
+				stop()
+				cutter := cutDownstream(px, rnd)
+				releaseCutOver(t, flag)
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatalf("gh-ost: %v\n%s", err, out.String())
+					}
+				case <-time.After(3 * time.Minute):
+					t.Fatalf("gh-ost did not finish:\n%s", out.String())
+				}
+				// Cuts go on while the subtask applies the cut-over.
+				time.Sleep(time.Duration(500+rnd.IntN(1000)) * time.Millisecond)
+				cuts = cutter()
+			} else {
+				pt := ptOSC(t, p.up, "sbtest", "sbtest1", alter, "--chunk-size=500")
+				pt.Stdout, pt.Stderr = &out, &out
+				done := startTool(t, pt)
+				waitUntil(t, "pt-online-schema-change swapping the tables", func() bool {
+					return strings.Contains(out.String(), "Swapping tables")
+				})
+				cutter := cutDownstream(px, rnd)
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatalf("pt-online-schema-change: %v\n%s", err, out.String())
+					}
+				case <-time.After(3 * time.Minute):
+					t.Fatalf("pt-online-schema-change did not finish:\n%s", out.String())
+				}
+				time.Sleep(time.Duration(500+rnd.IntN(1000)) * time.Millisecond)
+				cuts = cutter()
+				stop()
+			}
+			t.Logf("%d cuts around the cut-over", cuts)
+			waitSubTaskSynced(t, st.Status, p)
+			sameTable(t, p.updb, p.downdb, "sbtest", "sbtest1", "sbtest", "sbtest1")
+			after := comCounters(t, p.downdb)
+			if d := after["com_alter_table"] - before["com_alter_table"]; d < 1 || d > 2 {
+				t.Errorf("downstream ran %d ALTERs, want 1", d)
+			}
+			for _, name := range []string{"com_create_trigger", "com_rename_table", "com_insert_select", "com_create_table"} {
+				if d := after[name] - before[name]; d != 0 {
+					t.Errorf("downstream answered %d %s", d, name)
+				}
+			}
+			if got := tablesOf(t, p.downdb, "sbtest"); len(got) != 1 || got[0] != "sbtest1" {
+				t.Fatalf("downstream sbtest holds %v, want only sbtest1", got)
+			}
+		})
 	}
 }
