@@ -468,3 +468,108 @@ func TestShardMergeChainedStepReplay(t *testing.T) {
 		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ: %s", len(got), len(want), rowDiff(want, got))
 	}
 }
+
+// TestShardMergeReplayPastOlderArrival: pessimistic mode, two sources, two
+// merged tables. src1's items_01 holds a step of merged.items (the floor
+// goes before it, and stays while it holds). Meanwhile src1's orders_02
+// reaches step A of merged.orders, which completes, changes rows, and
+// reaches step B (held). src1's process dies and starts again: its replay
+// from the floor meets orders_02's arrival at A, older than its last one
+// (B), and must not apply again the changes before B, applied already.
+func TestShardMergeReplayPastOlderArrival(t *testing.T) {
+	noLeaks(t)
+	f := newShardFleet(t, 2, 995)
+	g, err := dmworker.NewShardGroup("merge", sourceName(0), sourceName(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := append([]dmworker.RouteRule{{SchemaPattern: "shop", TablePattern: "items_*", TargetSchema: "merged", TargetTable: "items"}}, shardRoutes...)
+	start := func(i int, sinks dmworker.SinkFactory) (*dmworker.SourceWorker, func()) {
+		w, err := dmworker.NewSourceWorker(fmt.Sprintf("w%d", i+1), sinks,
+			dmworker.WithSource(dmworker.SourceConfig{Name: sourceName(i), Upstream: upstreamOf(f.ups[i])}),
+			dmworker.WithShardGroup(g), dmworker.WithAutoResume(50*time.Millisecond, time.Second, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := shardMergeTask(dmworker.ShardPessimistic, i)
+		cfg.Routes = routes
+		if err := w.StartSubTask(cfg); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		var once sync.Once
+		stop := func() {
+			once.Do(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("%s: %v", w.Name(), err)
+				}
+			})
+		}
+		t.Cleanup(stop)
+		waitUntil(t, w.Name()+" reading", func() bool { return taskStatus(w, "merge")().Syncer.Read.Name != "" })
+		return w, stop
+	}
+	w1, stop1 := start(0, mysqlSinks(f.downdb))
+	w2, _ := start(1, mysqlSinks(f.downdb))
+	for _, db := range f.updbs {
+		mustExec(t, db, "CREATE DATABASE shop")
+		for _, tb := range append([]string{"items_01"}, shardTables...) {
+			mustExec(t, db, "CREATE TABLE shop."+tb+" "+shardOrdersDef)
+		}
+	}
+	up1 := f.updbs[0]
+	for i := range 10 {
+		mustExec(t, up1, "INSERT INTO shop.orders_02 (id, customer, amount, note) VALUES (?, 'c', 1, 'orders_02')", 1000+i)
+	}
+	locks := func(what string, cond func([]dmworker.ShardLockStatus) bool) {
+		waitUntil(t, what, func() bool { return cond(g.Status()) })
+	}
+	const stepY = "ALTER TABLE shop.items_01 ADD COLUMN extra INT NULL"
+	const stepA = "ALTER TABLE shop.%s ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'"
+	const stepB = "ALTER TABLE shop.%s ADD INDEX idx_customer (customer)"
+	mustExec(t, up1, stepY)
+	locks("merged.items held", func(st []dmworker.ShardLockStatus) bool { return len(st) == 1 })
+	for _, tb := range shardTables {
+		mustExec(t, up1, fmt.Sprintf(stepA, tb))
+	}
+	mustExec(t, up1, "UPDATE shop.orders_02 SET amount = amount + 1")
+	for _, tb := range shardTables {
+		mustExec(t, f.updbs[1], fmt.Sprintf(stepA, tb))
+	}
+	locks("step A done", func(st []dmworker.ShardLockStatus) bool { return len(st) == 1 && st[0].Target == "merged.items" })
+	mustExec(t, up1, "UPDATE shop.orders_02 SET amount = amount + 10")
+	mustExec(t, up1, fmt.Sprintf(stepB, "orders_02"))
+	lastB := upstreamEnd(t, f.ups[0])
+	locks("step B held", func(st []dmworker.ShardLockStatus) bool { return len(st) == 2 })
+	mustExec(t, up1, "UPDATE shop.orders_02 SET amount = amount + 100")
+	end := upstreamEnd(t, f.ups[0])
+	waitUntil(t, "src1 read to the end", func() bool { return taskStatus(w1, "merge")().Syncer.Read.Compare(end) >= 0 })
+
+	stop1()
+	var second changeLog
+	w1, _ = start(0, second.sinks(f.downdb))
+	waitUntil(t, "src1 read to the end again", func() bool { return taskStatus(w1, "merge")().Syncer.Read.Compare(end) >= 0 })
+	mustExec(t, up1, fmt.Sprintf(stepB, "orders_01"))
+	mustExec(t, f.updbs[1], stepY)
+	for _, tb := range shardTables {
+		mustExec(t, f.updbs[1], fmt.Sprintf(stepB, tb))
+	}
+	waitWorkerSynced(t, w1, "merge", f.ups[0])
+	waitWorkerSynced(t, w2, "merge", f.ups[1])
+	for _, c := range second.of("shop", "orders_02") {
+		if c.TxnPos.Compare(lastB) < 0 {
+			t.Fatalf("the restarted src1 applied again a change of orders_02 at %s, before its last arrival (B, ending at %s): %+v",
+				c.TxnPos, lastB, c.After)
+		}
+	}
+	want, got := f.unionRows(t), tableRows(t, f.downdb, "merged.orders")
+	if !slices.Equal(want, got) {
+		t.Fatalf("merged.orders has %d rows, the shards' union %d; they differ: %s", len(got), len(want), rowDiff(want, got))
+	}
+	if len(g.Status()) != 0 {
+		t.Fatalf("locks left: %+v", g.Status())
+	}
+}
