@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dmworker/dmworker"
+	"github.com/dmworker/dmworker/internal/faultnet"
 	"github.com/dmworker/dmworker/internal/testserver"
 	"github.com/dmworker/dmworker/mysqlsink"
 	"github.com/dmworker/dmworker/streamer"
@@ -571,5 +572,144 @@ func TestShardMergeReplayPastOlderArrival(t *testing.T) {
 	}
 	if len(g.Status()) != 0 {
 		t.Fatalf("locks left: %+v", g.Status())
+	}
+}
+
+// startShardProcClient is startShardProcMode with the process's etcd
+// client given (one through a fault proxy), and its subtasks resuming by
+// themselves after a retryable error (an etcd fault is one).
+func startShardProcClient(t *testing.T, cli *clientv3.Client, f *shardFleet, srcs []int, mode dmworker.ShardMode) *shardProc {
+	t.Helper()
+	p := &shardProc{srcs: srcs, cli: cli, done: make(chan error, len(srcs))}
+	var names []string
+	for i := range f.ups {
+		names = append(names, sourceName(i))
+	}
+	var err error
+	if p.g, err = dmworker.NewEtcdShardGroup(context.Background(), cli, testPrefix, "merge", names...); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	for _, i := range srcs {
+		w, err := dmworker.NewSourceWorker(fmt.Sprintf("w%d", i+1), mysqlSinks(f.downdb),
+			dmworker.WithSource(dmworker.SourceConfig{Name: sourceName(i), Upstream: upstreamOf(f.ups[i])}),
+			dmworker.WithShardGroup(p.g), dmworker.WithAutoResume(50*time.Millisecond, time.Second, 1000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.StartSubTask(shardMergeTask(mode, i)); err != nil {
+			t.Fatal(err)
+		}
+		go func() { p.done <- w.Run(ctx) }()
+		p.workers = append(p.workers, w)
+	}
+	return p
+}
+
+// TestShardMergeEtcdCut: three sources merged through etcd shard groups
+// (src1 and src2 in one process whose etcd client goes through a fault
+// proxy, src3 in another), pessimistic and optimistic, under a write load.
+// In the middle of a shard DDL (a random cut of a random DDL) the first
+// process's etcd connection fails: cut again and again for two seconds,
+// stalled for 0.5 to 9 seconds (past the shard group's lease, 10s, two
+// thirds of which without a renewal count it lost), or left half-open.
+// In the end the merged table equals the shards' union with their final
+// schema, each shard DDL ran once downstream, and no lock nor owner key is
+// left.
+func TestShardMergeEtcdCut(t *testing.T) {
+	for mi, mode := range []dmworker.ShardMode{dmworker.ShardPessimistic, dmworker.ShardOptimistic} {
+		t.Run(string(mode), func(t *testing.T) {
+			seed := faultSeed(t)
+			rnd := rand.New(rand.NewPCG(seed, 14))
+			const n = 3
+			f := newShardFleet(t, n, uint32(1010+10*mi))
+			e := testserver.StartEtcd(t)
+			px, err := faultnet.New(strings.TrimPrefix(e.Endpoints[0], "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { px.Close() })
+			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{px.Addr()}, DialTimeout: 2 * time.Second,
+				DialKeepAliveTime: time.Second, DialKeepAliveTimeout: time.Second, Logger: zap.NewNop()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cli.Close() })
+			procs := []*shardProc{startShardProcClient(t, cli, f, []int{0, 1}, mode),
+				startShardProcClient(t, e.NewClient(t), f, []int{2}, mode)}
+			defer func() {
+				for _, p := range procs {
+					p.stop(t, false)
+				}
+			}()
+			for _, p := range procs {
+				for _, w := range p.workers {
+					waitUntil(t, w.Name()+" reading", func() bool { return taskStatus(w, "merge")().Syncer.Read.Name != "" })
+				}
+			}
+			before := comCounters(t, f.downdb)
+			for _, db := range f.updbs {
+				mustExec(t, db, "CREATE DATABASE shop")
+				for _, tb := range shardTables {
+					mustExec(t, db, "CREATE TABLE shop."+tb+" "+shardOrdersDef)
+				}
+			}
+			stopLoads := startShardLoads(t, f)
+			defer stopLoads()
+			ddls := []string{
+				"ALTER TABLE shop.%s ADD COLUMN region VARCHAR(8) NOT NULL DEFAULT 'eu'",
+				"ALTER TABLE shop.%s ADD INDEX idx_customer (customer)",
+				"ALTER TABLE shop.%s MODIFY customer VARCHAR(80) NOT NULL",
+			}
+			if mode == dmworker.ShardOptimistic {
+				ddls = optDDLs
+			}
+			shards := allShards(n)
+			faultDDL, faultAt, kind := rnd.IntN(len(ddls)), 1+rnd.IntN(len(shards)-1), rnd.IntN(3)
+			stall := time.Duration(500+rnd.IntN(8500)) * time.Millisecond
+			cutWaits := make([]time.Duration, 64)
+			for i := range cutWaits {
+				cutWaits[i] = time.Duration(50+rnd.IntN(250)) * time.Millisecond
+			}
+			faultDone := make(chan struct{})
+			fault := func() {
+				defer close(faultDone)
+				switch kind {
+				case 0:
+					end := time.Now().Add(2 * time.Second)
+					for i := 0; time.Now().Before(end); i++ {
+						px.CutAll()
+						time.Sleep(cutWaits[i%len(cutWaits)])
+					}
+				case 1:
+					px.Stall(true)
+					time.Sleep(stall)
+					px.Stall(false)
+				case 2:
+					px.StallOpen()
+				}
+			}
+			t.Logf("DDL %d after %d of %d shard tables: fault %s", faultDDL, faultAt, len(shards),
+				[]string{"cut for 2s", "stalled for " + stall.String(), "half-open"}[kind])
+			for k, ddl := range ddls {
+				order := slices.Clone(shards)
+				rnd.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
+				for x, sh := range order {
+					time.Sleep(time.Duration(20+rnd.IntN(120)) * time.Millisecond)
+					if k == faultDDL && x == faultAt {
+						go fault()
+					}
+					mustExec(t, f.updbs[sh.i], fmt.Sprintf(ddl, shardTables[sh.j]))
+				}
+			}
+			<-faultDone
+			time.Sleep(300 * time.Millisecond)
+			stopLoads()
+			if t.Failed() {
+				t.FailNow()
+			}
+			shardFaultCheck(t, e, f, procs, before, len(ddls))
+		})
 	}
 }

@@ -102,6 +102,26 @@ type runWriter struct {
 	// carries the schema. Both change only with nothing applying.
 	floor   *shardFloor
 	floored bool
+	// ddlAt, while a DDL event is being handled (the tracker may hold
+	// its statements already, the checkpoint is not past it), is its
+	// position, and ddlPre the schema before it: a checkpoint before the
+	// event carries that one, not the tracker's. They stay set when the
+	// event fails, for the checkpoint the run's end stores.
+	ddlAt  streamer.Position
+	ddlPre []byte
+}
+
+// beginDDL notes that the DDL event at pos is being handled, with the
+// schema before it.
+func (w *runWriter) beginDDL(pos streamer.Position) {
+	w.ddlAt, w.ddlPre = pos, w.schemaState()
+}
+
+// endDDL notes that the DDL event is handled: the next checkpoint (at
+// its end) carries the tracker's schema.
+func (w *runWriter) endDDL() {
+	w.ddlAt, w.ddlPre = streamer.Position{}, nil
+	w.schemaDirty = true
 }
 
 // checkpoint returns the checkpoint at pos.
@@ -122,6 +142,12 @@ func (w *runWriter) checkpoint(pos streamer.Position) Checkpoint {
 	}
 	if w.floored {
 		w.floored, w.schemaDirty = false, true
+	}
+	if w.ddlPre != nil && pos.Compare(w.ddlAt) < 0 {
+		// Before the DDL event at hand: the tracker may hold its
+		// statements already.
+		cp.Schema = w.ddlPre
+		return cp
 	}
 	if w.schemaDirty {
 		cp.Schema = w.schemaState()
