@@ -234,10 +234,10 @@ func TestRelayDiskFull(t *testing.T) {
 			if st.Stage != dmworker.RelayStopped || !errors.Is(st.LastError, syscall.ENOSPC) {
 				t.Fatalf("status %+v", st)
 			}
+			// relay.meta may lag what was published (fsynced) when the
+			// file system refused its own write: checkRelayDurable checks
+			// it is not ahead, and that the files hold what was published.
 			sub := onlySubdir(t, dir)
-			if meta, err := streamer.ReadRelayMeta(sub); err != nil || meta.BinlogName != st.Relayed.Name || meta.BinlogPos != st.Relayed.Offset {
-				t.Fatalf("relay.meta %+v (%v), the relay published %s", meta, err, st.Relayed)
-			}
 			checkRelayDurable(t, sub, m, st.Relayed)
 
 			// Space freed: a new run repairs, resumes and catches up.
