@@ -40,6 +40,12 @@ import (
 // holding files) is never written over: Run fails with a
 // *streamer.RelayError wrapping streamer.ErrRelayCorrupt that names the file
 // and offset, and changes nothing. Run may be called again after it failed.
+//
+// A file system that refuses a write (full, read-only, failing) stops Run
+// with a *streamer.RelayError wrapping streamer.ErrRelayWrite and the cause
+// (errors.Is(err, syscall.ENOSPC)), naming the file and offset. What was
+// published before stays valid and durable; nothing after it is published,
+// and the next Run cuts back whatever torn tail the failure left.
 type Relay struct {
 	up   streamer.UpstreamConfig
 	dir  string

@@ -125,8 +125,13 @@ func (r *syncRun) shardEnd() {
 
 // shardPre notes, at the start of a DDL event, the checkpoint before it:
 // the floor if one of its statements is held.
+//
+// It notes it even while a floor is set: the DDL may wait for the held
+// step (the same shard's next step), whose release lifts that floor, and
+// then hold a step of its own, whose floor is the position before it, not
+// the older floor's.
 func (r *syncRun) shardPre() {
-	if r.sh == nil || r.w.floor != nil {
+	if r.sh == nil {
 		return
 	}
 	b, err := r.tracker.Marshal()
@@ -206,8 +211,13 @@ func (r *syncRun) shardDDL(ctx context.Context, ev *streamer.Event, st *schema.S
 	if err := g.arriveHold(ctx, store, shard, target, d.Query, ev.Pos, exec, &hold); err != nil {
 		return err
 	}
-	p := ev.Pos.Clone()
-	r.sh.last[shard] = &p
+	// A replay (from a floor before an older step of this shard) meets
+	// arrivals older than the last one recorded: the events up to that
+	// one are applied already, and stay skipped.
+	if prev := r.sh.lastOf(shard, target); prev == nil || prev.IsZero() || prev.Compare(ev.Pos) < 0 {
+		p := ev.Pos.Clone()
+		r.sh.last[shard] = &p
+	}
 	if hold == nil {
 		r.s.log.Info("shard DDL applied", slog.String("shard", shard.String()), slog.String("target", target))
 		return r.shardRelease(ctx, false)
@@ -245,14 +255,7 @@ func (r *syncRun) shardRows(ev *streamer.Event) bool {
 		return false
 	}
 	shard := ShardRef{Source: r.s.cfg.Source, Table: n.Schema + "." + n.Name}
-	last, cached := r.sh.last[shard]
-	if !cached {
-		if p, ok := r.sh.g.lastArrival(shard, target); ok {
-			last = &p
-		}
-		r.sh.last[shard] = last
-	}
-	if last != nil && !last.IsZero() && ev.Pos.Compare(*last) <= 0 {
+	if last := r.sh.lastOf(shard, target); last != nil && !last.IsZero() && ev.Pos.Compare(*last) <= 0 {
 		return true // applied before its DDL, before a restart
 	}
 	h := r.sh.held[target]
@@ -266,6 +269,19 @@ func (r *syncRun) shardRows(ev *streamer.Event) bool {
 		r.sh.full = true
 	}
 	return true
+}
+
+// lastOf is where shard last reached a step of target (cached; nil when
+// it never did).
+func (sh *shardRun) lastOf(shard ShardRef, target string) *streamer.Position {
+	last, cached := sh.last[shard]
+	if !cached {
+		if p, ok := sh.g.lastArrival(shard, target); ok {
+			last = &p
+		}
+		sh.last[shard] = last
+	}
+	return last
 }
 
 // shardReady reports whether a held step has something to do, or the

@@ -106,6 +106,13 @@ type runWriter struct {
 	// the checkpoint before the oldest such (syncer_xa.go); it changes
 	// only in the run's goroutine.
 	xaFloor *shardFloor
+	// ddlAt, while a DDL event is being handled (the tracker may hold
+	// its statements already, the checkpoint is not past it), is its
+	// position, and ddlPre the schema before it: a checkpoint before the
+	// event carries that one, not the tracker's. They stay set when the
+	// event fails, for the checkpoint the run's end stores.
+	ddlAt  streamer.Position
+	ddlPre []byte
 }
 
 // lowFloor is the earlier of the floors, nil when there is none.
@@ -115,6 +122,19 @@ func (w *runWriter) lowFloor() *shardFloor {
 		f = x
 	}
 	return f
+}
+
+// beginDDL notes that the DDL event at pos is being handled, with the
+// schema before it.
+func (w *runWriter) beginDDL(pos streamer.Position) {
+	w.ddlAt, w.ddlPre = pos, w.schemaState()
+}
+
+// endDDL notes that the DDL event is handled: the next checkpoint (at
+// its end) carries the tracker's schema.
+func (w *runWriter) endDDL() {
+	w.ddlAt, w.ddlPre = streamer.Position{}, nil
+	w.schemaDirty = true
 }
 
 // checkpoint returns the checkpoint at pos.
@@ -135,6 +155,12 @@ func (w *runWriter) checkpoint(pos streamer.Position) Checkpoint {
 	}
 	if w.floored {
 		w.floored, w.schemaDirty = false, true
+	}
+	if w.ddlPre != nil && pos.Compare(w.ddlAt) < 0 {
+		// Before the DDL event at hand: the tracker may hold its
+		// statements already.
+		cp.Schema = w.ddlPre
+		return cp
 	}
 	if w.schemaDirty {
 		cp.Schema = w.schemaState()

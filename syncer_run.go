@@ -731,9 +731,15 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 			return s.wrap(ev.Pos, "", "save checkpoint", err)
 		}
 	}
+	// From here the tracker may hold the event's statements before the
+	// checkpoint passes it: one stored before it (by a batch, or at the
+	// run's end after a failure here) carries the schema before it, or
+	// the run after would apply its statements twice.
+	r.w.beginDDL(ev.Pos)
 	if op, ok := s.takeOperator(ev.Pos, r.eventStart(ev)); ok {
 		if op.skip {
 			s.log.Warn("skipping DDL as asked", slog.String("pos", ev.Pos.String()), slog.String("query", query))
+			r.w.endDDL()
 			return r.w.saveCheckpoint(ctx, ev.Pos)
 		}
 		for _, q := range op.replace {
@@ -747,6 +753,7 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 				return r.wrapEvent(ev, "", q, err)
 			}
 		}
+		r.w.endDDL()
 		return r.w.saveCheckpoint(ctx, ev.Pos)
 	}
 	stmts, err := schema.SplitMode(mode, defaultSchema, query)
@@ -808,6 +815,7 @@ func (r *syncRun) ddl(ctx context.Context, ev *streamer.Event, defaultSchema, qu
 			return r.wrapEvent(ev, st.Table.String(), query, err)
 		}
 	}
+	r.w.endDDL()
 	return r.w.saveCheckpoint(ctx, ev.Pos)
 }
 

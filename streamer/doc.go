@@ -128,6 +128,14 @@
 // relay files are corruption (ErrRelayCorrupt, in a *RelayError naming the
 // file and offset): never skipped, never written over.
 //
+// A write, fsync or creation the file system refuses (no space left, a
+// read-only file system, an I/O error) is ErrRelayWrite, in a *RelayError
+// naming the file and the offset the write was at and wrapping the cause
+// (errors.Is(err, syscall.ENOSPC)). A RelayFileWriter that met one writes
+// nothing more (a failed write may have dropped bytes it had taken): every
+// later call returns the same error, and nothing after the last point made
+// durable is published; the next writer resumes from what the repair finds.
+//
 // The write half is one type, RelayDir: the directory's lock (one writer
 // across processes), the index and its subdirectories, the repair above
 // (Prepare), relay.meta, the removal of old files (Purge, which never

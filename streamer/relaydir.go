@@ -64,13 +64,20 @@ var (
 	// ErrRelayGap means the upstream sent an event that does not start where
 	// the relay file ends: bytes are missing between them.
 	ErrRelayGap = errors.New("streamer: relay gap")
+	// ErrRelayWrite means the file system refused to write, fsync, create
+	// or rename something of the relay's (no space left, a read-only file
+	// system, an I/O error). The *RelayError names the file and the offset
+	// the write was at (-1 for the meta, the index and directories) and
+	// wraps the cause: errors.Is(err, syscall.ENOSPC), EROFS, EIO tell them
+	// apart. What the relay published before it stays durable and valid.
+	ErrRelayWrite = errors.New("streamer: relay write failed")
 )
 
 // RelayError names the relay path and offset an error concerns.
 type RelayError struct {
 	Path   string // file or directory
 	Offset int64  // -1 when no offset applies
-	Kind   error  // ErrRelayCorrupt, ErrRelayOverlap, ErrRelayGap
+	Kind   error  // ErrRelayCorrupt, ErrRelayOverlap, ErrRelayGap, ErrRelayWrite, ErrRelayLocked, ErrRelayDiverged
 	Err    error  // detail, may be nil
 }
 
@@ -95,6 +102,25 @@ func (e *RelayError) Unwrap() []error {
 		return []error{e.Kind}
 	}
 	return []error{e.Kind, e.Err}
+}
+
+// writeFailed wraps the file system's refusal to write path at off in a
+// *RelayError of kind ErrRelayWrite; an error that is a *RelayError already
+// is returned as it is.
+func writeFailed(path string, off int64, err error) error {
+	if err == nil {
+		return nil
+	}
+	var re *RelayError
+	if errors.As(err, &re) {
+		return err
+	}
+	var pe *os.PathError
+	if errors.As(err, &pe) && pe.Path == path {
+		// (The RelayError names the path already.)
+		err = fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	}
+	return &RelayError{Path: path, Offset: off, Kind: ErrRelayWrite, Err: err}
 }
 
 func corruptf(path string, off int64, format string, args ...any) error {
@@ -251,6 +277,10 @@ func WriteRelayMeta(subdir string, m RelayMeta) error {
 // replaces; a new file gets those of its directory without the execute bits
 // (0640 in a 0750 directory).
 func writeFileAtomic(path string, data []byte) error {
+	return writeFailed(path, -1, writeFileAtomicErr(path, data))
+}
+
+func writeFileAtomicErr(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	perm, err := atomicFileMode(path)
 	if err != nil {
@@ -304,7 +334,7 @@ func syncDir(dir string) error {
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	return writeFailed(dir, -1, err)
 }
 
 // RelayFiles lists the binlog files of a relay subdirectory in binlog order.

@@ -246,6 +246,20 @@ type RelayFileWriter struct {
 	stopAt  string
 	stopped bool
 	created []string // files created, in order (copy mode)
+	// failed is the first I/O error the writer met (a write, an fsync,
+	// a creation): a failed write may have dropped bytes the writer had
+	// taken, so it writes, flushes and syncs nothing more and returns
+	// this error again; Close still releases the descriptors.
+	failed error
+}
+
+// fail records err as the writer's failure (the first one stays) and
+// returns it.
+func (w *RelayFileWriter) fail(err error) error {
+	if err != nil && w.failed == nil {
+		w.failed = err
+	}
+	return err
 }
 
 // relayWriteBuffer is how many bytes the writer gathers before a write.
@@ -297,8 +311,10 @@ func (w *RelayFileWriter) open(name string, create bool) error {
 			}
 			if _, err = f.Write([]byte(binlogMagic)); err != nil {
 				f.Close()
-				return err
+				return w.fail(writeFailed(path, 0, err))
 			}
+		} else if !errors.Is(err, os.ErrExist) {
+			return w.fail(writeFailed(path, 0, err))
 		}
 	}
 	if err != nil {
@@ -382,6 +398,9 @@ type writeEvent struct {
 }
 
 func (w *RelayFileWriter) write(ev *writeEvent) (bool, error) {
+	if w.failed != nil {
+		return false, w.failed
+	}
 	if ev.artificial {
 		switch ev.typ {
 		case replication.ROTATE_EVENT:
@@ -502,13 +521,13 @@ func (w *RelayFileWriter) Sync() error {
 	}
 	if w.f != nil && !w.synced {
 		if err := w.f.Sync(); err != nil {
-			return err
+			return w.fail(writeFailed(w.f.Name(), w.size, err))
 		}
 		w.synced = true
 	}
 	if w.dirDirty {
 		if err := syncDir(w.dir); err != nil {
-			return err
+			return w.fail(err)
 		}
 		w.dirDirty = false
 	}
@@ -538,6 +557,7 @@ type RelaySyncPoint struct {
 	seq      uint64
 	tail     []byte
 	tailAt   int64
+	end      int64 // the file's size at the point (for errors)
 }
 
 // behindProgress counts the writes behind that finished, for a syncer on
@@ -604,6 +624,9 @@ func (w *RelayFileWriter) FlushBehind() (RelaySyncPoint, error) {
 	if w.behind == nil {
 		return w.Flush()
 	}
+	if w.failed != nil {
+		return RelaySyncPoint{}, w.failed
+	}
 	var tail []byte
 	var tailAt int64
 	if w.f != nil && len(w.buf) > w.clean {
@@ -632,6 +655,7 @@ func (w *RelayFileWriter) syncPoint() RelaySyncPoint {
 		if w.hidden {
 			pt.File = filepath.Join(w.dir, partName(w.name))
 		}
+		pt.end = w.size
 	}
 	if w.dirDirty {
 		pt.Dir = w.dir
@@ -677,12 +701,12 @@ func (s *RelayFileSyncer) Sync(pt RelaySyncPoint) error {
 			s.f, s.path, s.writable = f, pt.File, flag == os.O_WRONLY
 		}
 		if len(pt.tail) > 0 {
-			if _, err := s.f.WriteAt(pt.tail, pt.tailAt); err != nil {
-				return err
+			if n, err := s.f.WriteAt(pt.tail, pt.tailAt); err != nil {
+				return writeFailed(pt.File, pt.tailAt+int64(n), err)
 			}
 		}
 		if err := s.f.Sync(); err != nil {
-			return err
+			return writeFailed(pt.File, pt.end, err)
 		}
 	}
 	if pt.Dir != "" {
@@ -751,6 +775,9 @@ func (w *RelayFileWriter) flushBehind() error {
 	if w.behind == nil {
 		return w.flushBuf()
 	}
+	if w.failed != nil {
+		return w.failed
+	}
 	if len(w.buf) == 0 || w.f == nil {
 		return nil
 	}
@@ -759,7 +786,7 @@ func (w *RelayFileWriter) flushBehind() error {
 	}
 	if err := w.behindErr; err != nil {
 		w.behindErr = nil
-		return err
+		return w.fail(err)
 	}
 	buf, tail := w.buf, []byte(nil)
 	if w.df != nil {
@@ -822,8 +849,11 @@ func (w *RelayFileWriter) stopBehind() error {
 // flushBuf writes the buffered bytes to the file (without fsync), after the
 // write in flight (write-behind) is done.
 func (w *RelayFileWriter) flushBuf() error {
+	if w.failed != nil {
+		return w.failed
+	}
 	if err := w.waitBehind(); err != nil {
-		return err
+		return w.fail(err)
 	}
 	if len(w.buf) == w.clean || w.f == nil {
 		return nil
@@ -835,18 +865,18 @@ func (w *RelayFileWriter) flushBuf() error {
 		blocks, tail := w.splitDirect()
 		if len(blocks) > 0 {
 			if err := writeDirect(w.f, w.df, blocks, base); err != nil {
-				return err
+				return w.fail(err)
 			}
 		}
-		if _, err := w.f.WriteAt(tail, base+int64(len(blocks))); err != nil {
-			return err
+		if n, err := w.f.WriteAt(tail, base+int64(len(blocks))); err != nil {
+			return w.fail(writeFailed(w.f.Name(), base+int64(len(blocks)+n), err))
 		}
 		w.buf = append(w.buf[:0], tail...)
 		w.clean = len(w.buf)
 		return nil
 	}
-	if _, err := w.f.WriteAt(w.buf, base); err != nil {
-		return err
+	if n, err := w.f.WriteAt(w.buf, base); err != nil {
+		return w.fail(writeFailed(w.f.Name(), base+int64(n), err))
 	}
 	w.buf = w.buf[:0]
 	return nil

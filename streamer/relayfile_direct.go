@@ -124,13 +124,15 @@ func (w *RelayFileWriter) splitDirect() (blocks, tail []byte) {
 
 // writeDirect writes b at off through the direct descriptor df, or through
 // f when b does not suit a direct write or the file system refuses it.
+// A failure is a *RelayError (ErrRelayWrite) naming the file and the
+// offset the write stopped at.
 func writeDirect(f, df *os.File, b []byte, off int64) error {
 	if df != nil && aligned(b) && off%dioAlign == 0 {
-		_, err := df.WriteAt(b, off)
+		n, err := df.WriteAt(b, off)
 		if !errors.Is(err, syscall.EINVAL) {
-			return err
+			return writeFailed(f.Name(), off+int64(n), err)
 		}
 	}
-	_, err := f.WriteAt(b, off)
-	return err
+	n, err := f.WriteAt(b, off)
+	return writeFailed(f.Name(), off+int64(n), err)
 }
