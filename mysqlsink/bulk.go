@@ -181,9 +181,9 @@ func (s *Sink) loadTx(ctx context.Context, conn *sql.Conn, bt *bulkTable, query 
 		return &Error{Op: "load", Table: bt.name, Rows: rows, Err: unsupported("%d warnings: a value would be stored other than as sent", warnings)}
 	}
 	if s.commit != nil {
-		err = s.commit(tx)
+		err = s.commit(ctx, tx)
 	} else {
-		err = tx.Commit()
+		err = commitTx(ctx, tx)
 	}
 	if err != nil {
 		return &commitLost{err: err}

@@ -289,7 +289,7 @@ func (s *Sink) saveRow(ctx context.Context, cp *cpRow) *Error {
 		_ = tx.Rollback()
 		return e
 	}
-	if err := tx.Commit(); err != nil {
+	if err := commitTx(ctx, tx); err != nil {
 		return &Error{Op: "commit", Table: s.cpName, Err: err}
 	}
 	return nil
@@ -374,7 +374,7 @@ func (s *Sink) MoveCheckpoint(ctx context.Context, task, from, to string) (bool,
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
 		return false, nil
 	}
-	if err := tx.Commit(); err != nil {
+	if err := commitTx(ctx, tx); err != nil {
 		return false, fail(ctx, &Error{Op: "commit", Table: s.cpName, Err: err})
 	}
 	return true, nil

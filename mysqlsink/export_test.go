@@ -1,6 +1,7 @@
 package mysqlsink
 
 import (
+	"context"
 	"database/sql"
 
 	"github.com/dmworker/dmworker"
@@ -8,7 +9,10 @@ import (
 
 // SetCommit replaces how Apply commits its transaction, to simulate a
 // connection lost during the commit.
-func SetCommit(s *Sink, commit func(tx *sql.Tx) error) { s.commit = commit }
+func SetCommit(s *Sink, commit func(ctx context.Context, tx *sql.Tx) error) { s.commit = commit }
+
+// CommitTx is how Apply commits its transaction.
+var CommitTx = commitTx
 
 // UsePlaceholders makes s send values as placeholders, as it does for a
 // client character set it cannot write literals in.

@@ -44,7 +44,7 @@ type Sink struct {
 	bulk bulkState
 
 	// commit, when set by tests, replaces tx.Commit in Apply.
-	commit func(tx *sql.Tx) error
+	commit func(ctx context.Context, tx *sql.Tx) error
 }
 
 type serverFlavor uint8
@@ -369,14 +369,30 @@ func (s *Sink) applyTx(ctx context.Context, conn *sql.Conn, stmts []stmt, cp *cp
 		}
 	}
 	if s.commit != nil {
-		err = s.commit(tx)
+		err = s.commit(ctx, tx)
 	} else {
-		err = tx.Commit()
+		err = commitTx(ctx, tx)
 	}
 	if err != nil {
 		return &commitLost{err: err, prev: prev}
 	}
 	return nil
+}
+
+// commitTx commits tx within ctx. database/sql's Commit takes no context,
+// and the driver's waits for the server's answer for ever: a connection
+// gone half-open (a middlebox that still acknowledges, a frozen peer)
+// during the commit held the caller past any bound, WithSinkTimeout's
+// included. So the COMMIT statement goes through ExecContext, which ctx's
+// end interrupts by closing the connection (the outcome is then unknown,
+// as for any commit whose answer was lost); Commit then only releases the
+// Tx, at the cost of one more round trip that the server answers at once.
+func commitTx(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, "COMMIT"); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
 }
 
 // commitFailed turns a failed commit into the error Apply returns. When the

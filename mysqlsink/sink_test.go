@@ -726,6 +726,57 @@ func TestRetryable(t *testing.T) {
 	})
 }
 
+// TestCommitBoundedByContext holds Apply's COMMIT on the server (another
+// session's FLUSH TABLES WITH READ LOCK, taken once the batch's statements
+// ran): Apply returns when its context ends, with the outcome unknown, instead of waiting for the server's answer as
+// database/sql's Commit does (a connection gone half-open during a commit
+// held the syncer past WithSinkTimeout for ever).
+func TestCommitBoundedByContext(t *testing.T) {
+	m := server(t, 22)
+	db := openDB(t, m, nil)
+	s := newSink(t, db)
+	exec(t, db, "CREATE DATABASE d")
+	tbl := &dmworker.Table{Schema: "d", Name: "t", Columns: []dmworker.Column{col("id", "bigint(20)", false)}, PrimaryKey: []int{0}}
+	createTable(t, db, tbl)
+	lock, err := openDB(t, m, nil).Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	mysqlsink.SetCommit(s, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := lock.ExecContext(context.Background(), "FLUSH TABLES WITH READ LOCK"); err != nil {
+			return err
+		}
+		return mysqlsink.CommitTx(ctx, tx)
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Apply(ctx, &dmworker.Batch{Changes: []dmworker.Change{ins(tbl, int64(1))}}) }()
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		_, _ = lock.ExecContext(context.Background(), "UNLOCK TABLES")
+		<-done
+		t.Fatal("Apply's commit waited for the server long past its context's end")
+	}
+	if _, uerr := lock.ExecContext(context.Background(), "UNLOCK TABLES"); uerr != nil {
+		t.Fatal(uerr)
+	}
+	// (Not retryable by itself: its caller's context ended; the syncer's
+	// bound makes it a retryable ErrSinkTimeout.)
+	if !errors.Is(err, mysqlsink.ErrCommitUnknown) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Apply with its commit held past its context: %v; want ErrCommitUnknown", err)
+	}
+	// The sink works on: the batch applied again in safe mode.
+	mysqlsink.SetCommit(s, nil)
+	apply(t, s, &dmworker.Batch{Changes: []dmworker.Change{ins(tbl, int64(1))}, SafeMode: true})
+	var n int
+	if err := db.QueryRow("SELECT COUNT(*) FROM d.t").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("rows after the replay: %d, %v", n, err)
+	}
+}
+
 // TestCommitLost checks what Apply says when the connection breaks during
 // the commit.
 func TestCommitLost(t *testing.T) {
@@ -747,7 +798,7 @@ func TestCommitLost(t *testing.T) {
 	}
 
 	// Committed, acknowledgement lost: the checkpoint read back says so.
-	mysqlsink.SetCommit(s, func(tx *sql.Tx) error {
+	mysqlsink.SetCommit(s, func(_ context.Context, tx *sql.Tx) error {
 		if err := tx.Commit(); err != nil {
 			return err
 		}
@@ -761,7 +812,7 @@ func TestCommitLost(t *testing.T) {
 	}
 
 	// Not committed: retryable, and known not to be applied.
-	mysqlsink.SetCommit(s, func(tx *sql.Tx) error {
+	mysqlsink.SetCommit(s, func(_ context.Context, tx *sql.Tx) error {
 		_ = tx.Rollback()
 		return mysql.ErrInvalidConn
 	})
