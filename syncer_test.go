@@ -139,13 +139,35 @@ func checkEqual(t *testing.T, up, down *sql.DB, upTable, downTable string) {
 	t.Helper()
 	a, b := tableRows(t, up, upTable), tableRows(t, down, downTable)
 	if len(a) != len(b) {
-		t.Fatalf("%s has %d rows upstream, %s %d downstream", upTable, len(a), downTable, len(b))
+		t.Fatalf("%s has %d rows upstream, %s %d downstream; only upstream: %s; only downstream: %s",
+			upTable, len(a), downTable, len(b), onlyIn(a, b), onlyIn(b, a))
 	}
 	for i := range a {
 		if a[i] != b[i] {
 			t.Fatalf("%s differs from %s at sorted row %d:\n up:   %s\n down: %s", upTable, downTable, i, a[i], b[i])
 		}
 	}
+}
+
+// onlyIn lists (up to 5 of) the rows of a that b lacks.
+func onlyIn(a, b []string) string {
+	have := make(map[string]int, len(b))
+	for _, r := range b {
+		have[r]++
+	}
+	var out []string
+	for _, r := range a {
+		if have[r] > 0 {
+			have[r]--
+			continue
+		}
+		if len(out) == 5 {
+			out = append(out, "...")
+			break
+		}
+		out = append(out, r)
+	}
+	return "[" + strings.Join(out, "; ") + "]"
 }
 
 // syncWorkload creates tables and runs a mixed workload on them, with DDL
