@@ -10,7 +10,7 @@
 #     privileges, the tables the filter selects, the relay directory);
 #  3. a sysbench write workload on the upstream, while a replicates and
 #     prints live progress (rows/s, lag, checkpoint), applying with 16
-#     parallel workers (-workers 16, the library's default); its status
+#     parallel workers (-workers 16, the library's default on 8 or more cores); its status
 #     endpoint (-status-addr) is read once: /healthz, /status, /metrics;
 #  4. worker a is killed (kill -9) in the middle of the workload: once its
 #     registration expires the source is rebound to b, which takes the task
